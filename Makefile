@@ -1,0 +1,58 @@
+# Two commands do all set-up on a fresh Debian/Ubuntu machine:
+#   make demo   the whole local lifecycle on the real Fashion-MNIST
+#   make test   the test suite
+# Both (re)create .venv when pyproject.toml changes and install what they need.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+export PYTHONDONTWRITEBYTECODE ?= 1
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export CHECKPOINT_DISABLE := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: setup system-deps demo test scan synth bench clean
+
+setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
+
+# Debian packages: the data set, venv support, Chromium for the browser tests, Node.js for the cdktf CLI.
+system-deps:
+	@bash scripts/system_deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@# Never --no-compile: the google provider imports 3x slower without .pyc files.
+	$(PY) -m pip install -q -e '.[infra,trainer,service,dev]'
+	@touch $@
+
+# checkov conflicts with google-cloud-aiplatform's pins: it gets its own venv.
+$(CHECKOV_VENV)/.installed:
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: setup
+	$(PY) -m lifecycle $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+synth: setup
+	$(PY) -m infra.scan --synth-only
+
+scan: setup
+	$(PY) -m infra.scan
+
+bench: setup
+	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf cdktf.out .pytest_cache

@@ -1,0 +1,174 @@
+"""Per-environment settings: `config/<env>.yaml`, overridden by environment variables, validated on load.
+
+Why one typed model: every step (ingest, train, serve, infra) reads the same file, and a typo in a key must fail
+at load time with the key's name, not as a KeyError deep inside a training run.
+
+Environment overrides: `FMNIST_ENV` picks the file; `FMNIST_<SECTION>__<KEY>=value` (or `FMNIST_<KEY>` for a
+top-level key) overrides one value, parsed as a YAML scalar (`FMNIST_TRAINING__EPOCHS=3`).
+Section classes are owned by the unit that reads them (data, training/registry/vertex, service, infra).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "config"
+ENV_PREFIX = "FMNIST_"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is missing or invalid; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(_Section):
+    """Where raw data comes from (issue: data ingest)."""
+    source: Optional[str] = Field(None, description="configured datasets location (dir, gs:// or URL); tried first")
+    debian_dir: str = "/usr/share/datasets/fashion-mnist"
+    download_url: str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+    cache_dir: str = "~/.cache/fmnist-mlops"
+
+
+class TrainingSettings(_Section):
+    """Training defaults; CLI flags and Vertex AI args override them."""
+    preset: Literal["demo", "full", "smoke"] = "demo"
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    seed: int = 42
+
+
+class RegistrySettings(_Section):
+    """Quality gate for promotion to champion."""
+    accuracy_floor: float = Field(0.85, ge=0, le=1)
+    regression_tolerance: float = Field(0.005, ge=0, le=1)
+
+
+class VertexSettings(_Section):
+    """Vertex AI custom jobs, experiments and AutoML (gcp target only)."""
+    machine_type: str = "n1-standard-8"
+    accelerator_type: Optional[str] = None
+    accelerator_count: int = Field(0, ge=0)
+    worker_count: int = Field(1, ge=1)
+    experiment: str = "fmnist"
+    automl_budget_milli_node_hours: int = Field(8000, ge=8000)
+
+
+class ServiceSettings(_Section):
+    """Prediction service settings passed to the container as environment variables."""
+    drift_psi_threshold: float = Field(0.2, gt=0)
+    max_instances_per_request: int = Field(256, ge=1)
+    page_enabled: bool = True
+    workers: int = Field(2, ge=1)
+
+
+class InfraSettings(_Section):
+    """What `infra/` declares for this environment."""
+    state_bucket: Optional[str] = None
+    billing_account: Optional[str] = None
+    budget_amount: float = Field(50, gt=0)
+    budget_currency: str = "EUR"
+    alert_email: str = "mlops-alerts@example.com"
+    deletion_protection: bool = False
+    public_endpoint: bool = False
+    min_instances: int = Field(0, ge=0)
+    max_instances: int = Field(3, ge=1)
+
+
+class Settings(_Section):
+    """One environment's settings."""
+    env: str
+    target: Literal["local", "gcp"] = "local"
+    project_id: str
+    region: str = "europe-west4"
+    bucket_prefix: str
+    storage_root: str = ".mlops"
+    data: DataSettings = DataSettings()
+    training: TrainingSettings = TrainingSettings()
+    registry: RegistrySettings = RegistrySettings()
+    vertex: VertexSettings = VertexSettings()
+    service: ServiceSettings = ServiceSettings()
+    infra: InfraSettings = InfraSettings()
+
+    @field_validator("bucket_prefix")
+    @classmethod
+    def _bucket_name_chars(cls, value: str) -> str:
+        import re
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,40}[a-z0-9]", value):
+            raise ValueError("must be 3-42 lowercase letters, digits or '-' (it prefixes bucket names)")
+        return value
+
+    def _bucket(self, kind: str) -> str:
+        if self.target == "gcp":
+            return f"gs://{self.bucket_prefix}-{kind}"
+        root = Path(self.storage_root).expanduser()
+        if not root.is_absolute():
+            root = REPO_ROOT / root
+        return str(root / kind)
+
+    @property
+    def dev_bucket(self) -> str:
+        """Run records, analysis reports, TensorBoard logs, demo reports."""
+        return self._bucket("dev")
+
+    @property
+    def datasets_bucket(self) -> str:
+        return self._bucket("datasets")
+
+    @property
+    def models_bucket(self) -> str:
+        return self._bucket("models")
+
+
+def _parse_override(raw: str):
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _apply_env_overrides(data: dict, environ) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "ENV":
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if path[0] not in Settings.model_fields:
+            continue  # FMNIST_* variables of other tools are not ours to reject
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name}: '{part}' is not a section")
+        node[path[-1]] = _parse_override(raw)
+
+
+def load_config(env: str | None = None, *, environ=None, config_dir: Path | None = None) -> Settings:
+    """Load and validate `config/<env>.yaml` plus `FMNIST_*` overrides; raise ConfigError naming the bad key."""
+    environ = os.environ if environ is None else environ
+    env = env or environ.get(ENV_PREFIX + "ENV", "local")
+    path = (config_dir or CONFIG_DIR) / f"{env}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (config_dir or CONFIG_DIR).glob("*.yaml"))
+        raise ConfigError(f"no configuration for environment '{env}': {path} does not exist (known: {', '.join(known)})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    _apply_env_overrides(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{key}: {msg}")
+        raise ConfigError(f"{path} (with FMNIST_* overrides): " + "; ".join(problems)) from None
