@@ -175,7 +175,8 @@ def _figures(balance, hists, means, outlier_images, outlier_captions) -> dict[st
     ax.set_xticks(x, CLASS_NAMES, rotation=30, ha="right")
     ax.set_ylabel("share of split")
     ax.set_title("Class balance per split")
-    ax.legend()
+    ax.set_ylim(0, 1.25 * max(max(balance[s]["proportions"]) for s in SPLITS))
+    ax.legend(ncol=2, loc="upper right")
     figures["class_balance.png"] = _png(fig)
 
     fig = Figure(figsize=(7, 3.5))

@@ -89,8 +89,13 @@ def load_dataset(settings, version: str | None = None) -> Dataset:
     base = version_uri(settings, version)
     arrays = {}
     for role in idx.ROLES:
-        entry = manifest["files"][role]
-        uri = storage.join(base, entry["name"])
+        try:
+            entry = manifest["files"][role]
+            uri = storage.join(base, entry["name"])
+        except (KeyError, TypeError):
+            raise DatasetError(f"{storage.join(base, MANIFEST)}: no entry for the {role} file; the manifest is not "
+                               "one ingest wrote. Delete the version directory and re-run `python -m trainer ingest`"
+                               ) from None
         try:
             data = storage.read_bytes(uri)
         except storage.StorageError as exc:

@@ -277,3 +277,14 @@ def test_command_line_process_exits_1_with_one_line(env, idx_dir):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "train-images-idx3-ubyte.gz: truncated gzip file" in proc.stderr
+
+
+def test_reingest_of_an_older_version_moves_latest_back(env, idx_dir, tmp_path, capsys):
+    assert ingest(capsys, "--source", str(idx_dir))[0] == 0
+    first = load_dataset(settings_now()).version
+    assert ingest(capsys, "--source", str(make_idx_dir(tmp_path / "other", seed=9)))[0] == 0
+    second = load_dataset(settings_now()).version
+    rc, out, _ = ingest(capsys, "--source", str(idx_dir))
+    assert rc == 0 and first != second
+    assert f"LATEST now points to it (was {second})" in out
+    assert load_dataset(settings_now()).version == first
