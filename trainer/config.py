@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
@@ -69,16 +69,38 @@ class ServiceSettings(_Section):
 
 
 class InfraSettings(_Section):
-    """What `infra/` declares for this environment."""
-    state_bucket: Optional[str] = None
-    billing_account: Optional[str] = None
+    """What `infra/` declares for this environment (owned by infra/; see infra/README.md for each setting)."""
+    state_bucket: Optional[str] = Field(None, description="GCS bucket holding Terraform state; unset: local state file")
+    billing_account: Optional[str] = Field(None, pattern=r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$",
+                                           description="billing account the budget watches (XXXXXX-XXXXXX-XXXXXX)")
     budget_amount: float = Field(50, gt=0)
     budget_currency: str = "EUR"
-    alert_email: str = "mlops-alerts@example.com"
-    deletion_protection: bool = False
-    public_endpoint: bool = False
+    alert_email: str = Field("mlops-alerts@example.com", pattern=r"^[^@\s]+@[^@\s]+$")
+    deletion_protection: bool = Field(False, description="True: every destroy blocker on (prod); False: destroy cleans up")
+    public_endpoint: bool = Field(False, description="True: allUsers may invoke the Cloud Run service")
+    invokers: list[str] = Field(default_factory=list, description="IAM members allowed to call the Cloud Run service")
+    ingress: Literal["all", "internal", "internal-and-load-balancer"] = "all"
     min_instances: int = Field(0, ge=0)
     max_instances: int = Field(3, ge=1)
+    service_cpu: str = "1"
+    service_memory: str = "512Mi"
+    endpoint_id: int = Field(1001, ge=1, lt=10**10, description="numeric id of the Vertex AI endpoint (no leading 0)")
+    kms_key_ring: str = Field("fmnist", pattern=r"^[a-zA-Z0-9_-]{1,63}$",
+                              description="key rings cannot be deleted: use a new name to redeploy after a destroy")
+    alert_5xx_ratio: float = Field(0.02, gt=0, le=1)
+    alert_latency_p99_ms: int = Field(1000, gt=0)
+    github_owner: str = "example-org"
+    github_repository: str = "fmnist-mlops"
+    pull_request_trigger: bool = Field(True, description="declare the pull-request check trigger in this project")
+    deploy_branch: Optional[str] = Field("^main$", description="branch regex whose pushes deploy (or use deploy_tag)")
+    deploy_tag: Optional[str] = Field(None, description="tag regex whose pushes deploy, instead of deploy_branch")
+    deploy_requires_approval: bool = Field(False, description="a person approves each deploy build in Cloud Build")
+
+    @model_validator(mode="after")
+    def _one_deploy_ref(self):
+        if (self.deploy_branch is None) == (self.deploy_tag is None):
+            raise ValueError("set exactly one of infra.deploy_branch and infra.deploy_tag (the pushes that deploy)")
+        return self
 
 
 class Settings(_Section):
