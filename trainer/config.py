@@ -38,16 +38,23 @@ class DataSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    """Training defaults; CLI flags and Vertex AI args override them."""
+    """Training defaults; CLI flags and Vertex AI args override them. None = the preset's value."""
     preset: Literal["demo", "full", "smoke"] = "demo"
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 42
+    dataset_version: Optional[str] = Field(None, description="dataset version id; None = the datasets bucket's LATEST")
+    epochs: Optional[int] = Field(None, ge=1)
+    batch_size: Optional[int] = Field(None, ge=1)
+    learning_rate: Optional[float] = Field(None, gt=0)
+    width: Optional[int] = Field(None, ge=1, description="filters of the first conv block (doubles per block)")
+    augment: Optional[bool] = None
 
 
 class RegistrySettings(_Section):
-    """Quality gate for promotion to champion."""
+    """Quality gate for promotion to champion, and export verification limits."""
     accuracy_floor: float = Field(0.85, ge=0, le=1)
     regression_tolerance: float = Field(0.005, ge=0, le=1)
+    max_probability_diff: float = Field(1e-4, gt=0, description="serving artifact vs Keras, per probability")
 
 
 class VertexSettings(_Section):
@@ -58,6 +65,18 @@ class VertexSettings(_Section):
     worker_count: int = Field(1, ge=1)
     experiment: str = "fmnist"
     automl_budget_milli_node_hours: int = Field(8000, ge=8000)
+    # Names of what infra/ declares; None = the name derived from project/region/bucket_prefix (trainer/vertex.py).
+    artifact_repository: Optional[str] = Field(None, description="Artifact Registry repo id; default <prefix>-images")
+    trainer_image: Optional[str] = Field(None, description="full image URI; default <repo>/trainer:latest")
+    service_image: Optional[str] = Field(None, description="full image URI; default <repo>/service:latest")
+    service_account: Optional[str] = Field(None, description="trainer SA email; default <prefix>-trainer@<project>")
+    serving_service_account: Optional[str] = Field(None, description="default <prefix>-service@<project>")
+    tensorboard: Optional[str] = Field(None, description="TensorBoard resource name or id (declared by infra/)")
+    endpoint: Optional[str] = Field(None, description="endpoint resource name or id (declared by infra/)")
+    parent_model: str = Field("fmnist-classifier", description="model id of the one parent model in the registry")
+    serving_machine_type: str = "n1-standard-2"
+    min_replica_count: int = Field(1, ge=1)
+    max_replica_count: int = Field(2, ge=1)
 
 
 class ServiceSettings(_Section):

@@ -1,0 +1,178 @@
+"""`python -m trainer export`: the serving artifact (ONNX), metadata.json, a verification, and registration.
+
+Why verify before registering: the service runs ONNX Runtime, not Keras. If the exported graph disagrees with the
+Keras model on any test image, the metrics in the registry would describe a model nobody serves; such an export
+is refused (argmax must agree on 100% of the test set, probabilities within registry.max_probability_diff).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainer import storage
+from trainer.cli import CommandError
+
+ONNX_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+OUTPUT_NAME = "probabilities"
+
+
+@dataclass
+class Verification:
+    images: int
+    argmax_agreement: float
+    max_probability_diff: float
+    limit: float
+
+    @property
+    def passed(self) -> bool:
+        return self.argmax_agreement == 1.0 and self.max_probability_diff <= self.limit
+
+    def to_dict(self) -> dict:
+        return {"images": self.images, "argmax_agreement": self.argmax_agreement,
+                "max_probability_diff": self.max_probability_diff, "limit": self.limit, "passed": self.passed}
+
+
+def export_onnx(model, path: Path) -> Path:
+    """Keras -> ONNX with input 'pixels' float32 [N,28,28] and output 'probabilities' [N,10]."""
+    import keras
+    import onnx
+
+    from trainer.model import IMAGE_SHAPE, INPUT_NAME
+    signature = [keras.InputSpec(shape=(None, *IMAGE_SHAPE), dtype="float32", name=INPUT_NAME)]
+    model.export(str(path), format="onnx", verbose=False, input_signature=signature)
+    graph = onnx.load(str(path))
+    old = graph.graph.output[0].name
+    for node in graph.graph.node:
+        node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
+    graph.graph.output[0].name = OUTPUT_NAME
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+    return path
+
+
+def onnx_probabilities(path: Path, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    import onnxruntime as ort
+
+    from trainer.model import INPUT_NAME
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = np.asarray(images, dtype=np.float32)
+    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch_size]})[0]
+                           for i in range(0, len(images), batch_size)])
+
+
+def verify(keras_probabilities: np.ndarray, serving_probabilities: np.ndarray, limit: float) -> Verification:
+    agreement = float(np.mean(keras_probabilities.argmax(axis=1) == serving_probabilities.argmax(axis=1)))
+    diff = float(np.max(np.abs(keras_probabilities - serving_probabilities)))
+    return Verification(len(keras_probabilities), agreement, diff, limit)
+
+
+def build_metadata(*, model_version: str, created_at: str, training: dict, metrics: dict, feature_baseline: dict,
+                   source: str = "custom") -> dict:
+    """metadata.json exactly as docs/CONTRACTS.md ("Model version directory") lists it."""
+    from trainer.model import CLASS_NAMES, IMAGE_SHAPE, INPUT_NAME
+    return {
+        "model_version": model_version,
+        "created_at": created_at,
+        "code_version": training.get("code_version", "unknown"),
+        "framework": {"keras": training["keras"], "backend": training["backend"]},
+        "class_names": list(CLASS_NAMES),
+        "input": {"name": INPUT_NAME, "shape": [None, *IMAGE_SHAPE], "dtype": "float32", "range": [0, 255]},
+        "serving_artifact": ONNX_FILE,
+        "metrics": {k: metrics[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")},
+        "dataset": {"version": training["dataset"]["version"], "hash": training["dataset"]["hash"]},
+        "hyperparameters": training["config"],
+        "source": source,
+        "feature_baseline": feature_baseline,
+    }
+
+
+def training_feature_baseline(model, x_train: np.ndarray) -> dict:
+    """Feature bins from the training images; class shares from the model's predictions on them, because the
+    service compares its predicted-class distribution with this."""
+    from trainer.evaluate import predict_probabilities
+    from trainer.features import compute_features_chunked, feature_baseline
+    predicted = predict_probabilities(model, x_train).argmax(axis=1)
+    return feature_baseline(compute_features_chunked(x_train), predicted)
+
+
+def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict:
+    """Evaluate, export, verify, write metadata; register as candidate. Returns a summary dict."""
+    from trainer import registry
+    from trainer.dataset import load_dataset
+    from trainer.evaluate import (EVALUATION_FILE, classification_report, load_keras_model, predict_probabilities,
+                                  read_training_info, write_evaluation)
+    from trainer.model import CLASS_NAMES
+
+    training = read_training_info(model_dir)
+    already = _registered_version(settings, training["run_id"]) if register else None
+    if already:
+        return {"model_version": already, "registered": False, "already_registered": True}
+    data = load_dataset(settings, training["dataset"]["version"])
+    model = load_keras_model(model_dir)
+    keras_probabilities = predict_probabilities(model, data.x_test)
+    evaluation = classification_report(data.y_test, keras_probabilities.argmax(axis=1), CLASS_NAMES)
+    write_evaluation(model_dir, evaluation, {"version": data.version, "hash": data.hash})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(model, Path(tmp) / ONNX_FILE)
+        check = verify(keras_probabilities, onnx_probabilities(onnx_path, data.x_test),
+                       settings.registry.max_probability_diff)
+        if not check.passed:
+            raise CommandError(
+                f"refusing to register: the ONNX export disagrees with the Keras model on the test set "
+                f"(argmax agreement {check.argmax_agreement:.4%}, need 100%; max probability difference "
+                f"{check.max_probability_diff:.2e}, limit {check.limit:.0e}). Nothing was registered; "
+                f"check the model for layers ONNX converts inexactly")
+        storage.upload_file(onnx_path, storage.join(model_dir, ONNX_FILE))
+
+    version = registry.new_version_id()
+    metadata = build_metadata(model_version=version, created_at=registry.utc_now(), training=training,
+                              metrics=evaluation.metrics,
+                              feature_baseline=training_feature_baseline(model, data.x_train))
+    storage.write_text(storage.join(model_dir, METADATA_FILE), json.dumps(metadata, indent=2),
+                       content_type="application/json")
+    summary = {"model_version": version, "metrics": evaluation.metrics, "verification": check.to_dict(),
+               "model_dir": model_dir, "registered": False, "evaluation": EVALUATION_FILE}
+    if register:
+        registry.register_version(
+            settings, model_dir, evaluation.metrics, "custom", dataset_version=data.version, model_version=version,
+            extra={"run_id": training["run_id"], "dataset_hash": data.hash, "verification": check.to_dict(),
+                   "code_version": metadata["code_version"], "hyperparameters": training["config"]})
+        summary["registered"] = True
+    return summary
+
+
+def _registered_version(settings, run_id: str):
+    from trainer.registry import ModelRegistry
+    for version, record in ModelRegistry.from_settings(settings).read_index()["versions"].items():
+        if record.get("run_id") == run_id:
+            return version
+    return None
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model-dir", required=True, help="a directory `python -m trainer train` wrote")
+    parser.add_argument("--no-register", action="store_true", help="write and verify the artifacts only")
+
+
+def run(args, settings) -> int:
+    summary = export_model_dir(settings, args.model_dir, register=not args.no_register)
+    if summary.get("already_registered"):
+        print(f"{args.model_dir} is already registered as {summary['model_version']}; nothing to do")
+        return 0
+    check, metrics = summary["verification"], summary["metrics"]
+    print(f"ONNX verified on {check['images']:,} test images: argmax agreement {check['argmax_agreement']:.2%}, "
+          f"max probability difference {check['max_probability_diff']:.1e}")
+    print(f"accuracy {metrics['accuracy']:.4f}, macro precision {metrics['macro_precision']:.4f}, "
+          f"macro recall {metrics['macro_recall']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+    if summary["registered"]:
+        print(f"registered {summary['model_version']} as candidate; promote it with "
+              f"`python -m trainer registry promote {summary['model_version']}`")
+    else:
+        print(f"wrote {ONNX_FILE} and {METADATA_FILE} to {args.model_dir} (not registered)")
+    return 0

@@ -1,0 +1,59 @@
+"""The Fashion-MNIST classifier: a small VGG-style CNN, written against Keras 3 only (no backend calls).
+
+Why backend-neutral: the same builder trains under TensorFlow on CPU (the trainer image) and under JAX on a GPU.
+Why scaling inside the model: serving sends raw 0-255 pixels, so training and serving cannot disagree on it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+from keras import layers
+
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+IMAGE_SHAPE = (28, 28)
+INPUT_NAME = "pixels"
+# Training-set pixel statistics on the 0..1 scale; the Rescaling layer maps raw pixels to zero mean, unit variance.
+PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture knobs; stored in metadata.json as hyperparameters."""
+    width: int = 32             # filters of the first block; each later block doubles them
+    blocks: int = 3             # conv blocks; all but the last end in 2x2 max pooling
+    convs_per_block: int = 2
+    dense_units: int = 0        # 0 = global max pooling straight into the classifier
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def conv_bn_relu(x, filters: int):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x)
+
+
+def build_model(spec: ModelSpec = ModelSpec()) -> keras.Model:
+    """Raw pixels float32 [N,28,28] in 0..255 -> class probabilities float32 [N,10]."""
+    pixels = keras.Input(shape=IMAGE_SHAPE, dtype="float32", name=INPUT_NAME)
+    x = layers.Reshape((*IMAGE_SHAPE, 1))(pixels)
+    x = layers.Rescaling(1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD)(x)
+    for block in range(spec.blocks):
+        for _ in range(spec.convs_per_block):
+            x = conv_bn_relu(x, spec.width * 2 ** block)
+        if block < spec.blocks - 1:
+            x = layers.MaxPooling2D(2)(x)
+    if spec.dense_units:
+        x = layers.Flatten()(x)
+        x = layers.Dropout(spec.dropout)(x)
+        x = layers.Dense(spec.dense_units, activation="relu")(x)
+    else:
+        x = layers.GlobalMaxPooling2D()(x)
+    x = layers.Dropout(spec.dropout)(x)
+    # float32 output even under mixed precision: softmax in bf16 loses the probability resolution export checks.
+    probabilities = layers.Dense(len(CLASS_NAMES), activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(pixels, probabilities, name="fmnist_cnn")

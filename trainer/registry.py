@@ -1,0 +1,283 @@
+"""`python -m trainer registry list|show|promote|rollback`: the model registry in the models bucket.
+
+Why an index updated by compare-and-swap: two people (or CI jobs) promoting at the same moment must not lose
+each other's change. Every change re-reads index.json, applies itself (re-checking the quality gate against the
+champion it now sees) and writes only if nobody wrote in between (flock + rename locally, generation
+preconditions on GCS); otherwise it starts again. Version directories are immutable once registered.
+Layout and record fields: docs/CONTRACTS.md ("Model registry").
+"""
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+from trainer import storage
+from trainer.cli import CommandError
+
+INDEX_PATH = "registry/index.json"
+VERSIONS_PATH = "registry/versions"
+CHAMPION, CANDIDATE = "champion", "candidate"
+SOURCES = ("custom", "automl")
+T = TypeVar("T")
+
+
+class RegistryError(CommandError):
+    """The registry refused or could not apply a change; the message says why and what to do."""
+
+
+class GateRefused(RegistryError):
+    """Promotion refused by the quality gate; the message carries the numbers."""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def new_version_id() -> str:
+    """Sortable by time, unique without coordination: v20261126-104114-3f9a."""
+    return f"v{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def empty_index() -> dict:
+    return {"versions": {}, "aliases": {}, "history": {CHAMPION: []}, "events": []}
+
+
+@dataclass
+class ModelRegistry:
+    root: str                       # the models bucket (local dir or gs://)
+    accuracy_floor: float = 0.85
+    regression_tolerance: float = 0.005
+    max_attempts: int = 10
+
+    @classmethod
+    def from_settings(cls, settings) -> "ModelRegistry":
+        return cls(settings.models_bucket, settings.registry.accuracy_floor, settings.registry.regression_tolerance)
+
+    @property
+    def index_uri(self) -> str:
+        return storage.join(self.root, INDEX_PATH)
+
+    def version_uri(self, version: str) -> str:
+        return storage.join(self.root, VERSIONS_PATH, version)
+
+    # ---- reading ----------------------------------------------------------------------------------------------
+
+    def read_index(self) -> dict:
+        data = storage.read_versioned(self.index_uri).data
+        return _parse_index(data, self.index_uri) if data else empty_index()
+
+    def resolve(self, ref: str, index: Optional[dict] = None) -> str:
+        """A version id or an alias -> the version id."""
+        index = index or self.read_index()
+        if ref in index["versions"]:
+            return ref
+        if ref in index["aliases"]:
+            return index["aliases"][ref]
+        aliases = ", ".join(sorted(index["aliases"])) or "none yet"
+        raise RegistryError(f"'{ref}' is neither a registered version nor an alias (aliases: {aliases}); "
+                            "see `python -m trainer registry list`")
+
+    # ---- changing, by compare-and-swap ---------------------------------------------------------------------------
+
+    def _update(self, change: Callable[[dict], T]) -> T:
+        """Apply `change` to the newest index and write it back unless someone else wrote first; then retry."""
+        for attempt in range(self.max_attempts):
+            current = storage.read_versioned(self.index_uri)
+            index = _parse_index(current.data, self.index_uri) if current.data else empty_index()
+            result = change(index)
+            try:
+                storage.write_if_unchanged(self.index_uri, json.dumps(index, indent=2, sort_keys=True).encode(),
+                                           current.token, content_type="application/json")
+                return result
+            except storage.PreconditionFailed:
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+        raise RegistryError(f"{self.index_uri} changed {self.max_attempts} times while this change was applied; "
+                            "nothing was written by this command: run it again")
+
+    def register(self, source_files: str | dict, metrics: dict, source: str, *, dataset_version: Optional[str],
+                 version: Optional[str] = None, extra: Optional[dict] = None, alias: Optional[str] = CANDIDATE) -> str:
+        """Copy the files in (a directory, or {name: local path or bytes}), then add the record and the alias."""
+        if source not in SOURCES:
+            raise RegistryError(f"source must be one of {', '.join(SOURCES)}, got '{source}'")
+        version = version or new_version_id()
+        destination = self.version_uri(version)
+        if storage.list_uris(destination):
+            raise RegistryError(f"{destination} already holds files: registered versions are immutable; "
+                                "register under a new version id")
+        if isinstance(source_files, dict):
+            for name, content in source_files.items():
+                if isinstance(content, bytes):
+                    storage.write_bytes(storage.join(destination, name), content)
+                else:
+                    storage.upload_file(Path(content), storage.join(destination, name))
+        else:
+            storage.copy_tree(source_files, destination)
+        record = {"path": f"{VERSIONS_PATH}/{version}", "metrics": dict(metrics), "source": source,
+                  "dataset_version": dataset_version, "created_at": utc_now(), **(extra or {})}
+
+        def add(index: dict) -> None:
+            if version in index["versions"]:
+                raise RegistryError(f"version {version} is already registered; versions are immutable")
+            index["versions"][version] = record
+            if alias:
+                index["aliases"][alias] = version
+            _event(index, "register", version, alias=alias, source=source)
+        self._update(add)
+        return version
+
+    def check_gate(self, version: str, index: dict) -> None:
+        """Raise GateRefused with the numbers unless `version` may become champion."""
+        accuracy = index["versions"][version]["metrics"].get("accuracy")
+        if accuracy is None:
+            raise GateRefused(f"version {version} has no accuracy metric; the quality gate cannot pass it")
+        if accuracy < self.accuracy_floor:
+            raise GateRefused(f"promotion of {version} refused: test accuracy {accuracy:.4f} is below the floor "
+                              f"{self.accuracy_floor:.4f} (registry.accuracy_floor)")
+        champion = index["aliases"].get(CHAMPION)
+        if champion and champion != version:
+            best = index["versions"][champion]["metrics"]["accuracy"]
+            if accuracy < best - self.regression_tolerance:
+                raise GateRefused(
+                    f"promotion of {version} refused: test accuracy {accuracy:.4f} is {best - accuracy:.4f} below "
+                    f"champion {champion} ({best:.4f}), more than the tolerance {self.regression_tolerance:.4f} "
+                    "(registry.regression_tolerance)")
+
+    def promote(self, ref: str = CANDIDATE) -> tuple[str, Optional[str]]:
+        """Make `ref` the champion if it passes the gate; returns (new champion, previous champion)."""
+        def change(index: dict):
+            version = self.resolve(ref, index)
+            previous = index["aliases"].get(CHAMPION)
+            if previous == version:
+                raise RegistryError(f"{version} is already the champion")
+            self.check_gate(version, index)
+            index["aliases"][CHAMPION] = version
+            index["history"].setdefault(CHAMPION, []).append(version)
+            _event(index, "promote", version, previous=previous)
+            return version, previous
+        return self._update(change)
+
+    def rollback(self, to: Optional[str] = None) -> tuple[str, str]:
+        """Move champion back to the previous champion (or to `to`, an earlier champion); returns (new, old)."""
+        def change(index: dict):
+            history = index["history"].get(CHAMPION, [])
+            current = index["aliases"].get(CHAMPION)
+            if not current:
+                raise RegistryError("there is no champion to roll back")
+            earlier = history[:-1] if history and history[-1] == current else list(history)
+            if to is not None:
+                target = self.resolve(to, index)
+                if target not in earlier:
+                    raise RegistryError(f"{target} was never champion before {current}; earlier champions: "
+                                        f"{', '.join(earlier) or 'none'}")
+                earlier = earlier[:len(earlier) - earlier[::-1].index(target)]
+            if not earlier:
+                raise RegistryError(f"{current} is the first champion: there is nothing to roll back to")
+            index["aliases"][CHAMPION] = earlier[-1]
+            index["history"][CHAMPION] = earlier
+            _event(index, "rollback", earlier[-1], previous=current)
+            return earlier[-1], current
+        return self._update(change)
+
+
+def _parse_index(data: bytes, uri: str) -> dict:
+    try:
+        index = json.loads(data)
+    except ValueError as exc:
+        raise RegistryError(f"{uri} is not valid JSON ({exc}); restore it from the bucket's object versions") from None
+    for key, default in empty_index().items():
+        index.setdefault(key, default)
+    return index
+
+
+def _event(index: dict, action: str, version: str, **details) -> None:
+    index.setdefault("events", []).append({"at": utc_now(), "action": action, "version": version, **details})
+
+
+# ---- API for the trainers (custom export and AutoML) -----------------------------------------------------------
+
+def register_version(settings, model_dir_or_files: str | dict, metrics: dict, source: str, *,
+                     dataset_version: Optional[str], model_version: Optional[str] = None,
+                     extra: Optional[dict] = None) -> str:
+    """Register a model version directory (or files) as the new candidate; returns the version id."""
+    return ModelRegistry.from_settings(settings).register(model_dir_or_files, metrics, source,
+                                                           dataset_version=dataset_version, version=model_version,
+                                                           extra=extra)
+
+
+def register_external_version(settings, *, source: str, metrics: dict, dataset_version: Optional[str],
+                              extra: Optional[dict] = None) -> str:
+    """Register a model that lives elsewhere (an AutoML model in Vertex AI): its directory holds metadata only."""
+    version = new_version_id()
+    metadata = {"model_version": version, "created_at": utc_now(), "source": source, "metrics": metrics,
+                "dataset": {"version": dataset_version}, **(extra or {})}
+    files = {"metadata.json": json.dumps(metadata, indent=2, sort_keys=True).encode()}
+    return register_version(settings, files, metrics, source, dataset_version=dataset_version,
+                            model_version=version, extra=extra)
+
+
+# ---- command line -----------------------------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = sub.add_parser("list", help="every version with its metrics and aliases")
+    listing.add_argument("--json", action="store_true", help="print index.json")
+    show = sub.add_parser("show", help="one version's record and metadata")
+    show.add_argument("ref", help="version id or alias (champion, candidate)")
+    promote = sub.add_parser("promote", help="make a version champion if it passes the quality gate")
+    promote.add_argument("ref", nargs="?", default=CANDIDATE, help="version id or alias (default: candidate)")
+    rollback = sub.add_parser("rollback", help="move champion back to the previous champion")
+    rollback.add_argument("--to", help="an earlier champion to go back to (default: the one before)")
+
+
+def format_table(index: dict) -> str:
+    aliases: dict[str, list] = {}
+    for alias, version in index["aliases"].items():
+        aliases.setdefault(version, []).append(alias)
+    lines = [f"{'version':<24}{'source':<8}{'accuracy':>9}{'macro P':>9}  {'dataset':<16}{'created':<22}aliases"]
+    for version, record in sorted(index["versions"].items()):
+        metrics = record.get("metrics", {})
+        accuracy, precision = metrics.get("accuracy"), metrics.get("macro_precision")
+        lines.append(f"{version:<24}{record.get('source', '?'):<8}"
+                     f"{accuracy if accuracy is None else format(accuracy, '.4f'):>9}"
+                     f"{precision if precision is None else format(precision, '.4f'):>9}  "
+                     f"{str(record.get('dataset_version')):<16}{record.get('created_at', ''):<22}"
+                     f"{','.join(sorted(aliases.get(version, [])))}")
+    return "\n".join(lines)
+
+
+def run(args, settings) -> int:
+    registry = ModelRegistry.from_settings(settings)
+    if args.action == "list":
+        index = registry.read_index()
+        if args.json:
+            print(json.dumps(index, indent=2, sort_keys=True))
+        elif not index["versions"]:
+            print(f"no versions registered in {registry.index_uri} yet; `python -m trainer export` registers one")
+        else:
+            print(format_table(index))
+    elif args.action == "show":
+        index = registry.read_index()
+        version = registry.resolve(args.ref, index)
+        out = {"version": version, "record": index["versions"][version],
+               "aliases": sorted(a for a, v in index["aliases"].items() if v == version)}
+        try:
+            metadata = json.loads(storage.read_text(storage.join(registry.version_uri(version), "metadata.json")))
+            metadata.pop("feature_baseline", None)
+            out["metadata"] = metadata
+        except storage.NotFound:
+            pass
+        print(json.dumps(out, indent=2, sort_keys=True))
+    elif args.action == "promote":
+        version, previous = registry.promote(args.ref)
+        accuracy = registry.read_index()["versions"][version]["metrics"]["accuracy"]
+        print(f"champion is now {version} (accuracy {accuracy:.4f}); was {previous or 'none'}")
+    elif args.action == "rollback":
+        version, previous = registry.rollback(args.to)
+        print(f"champion rolled back from {previous} to {version}")
+    return 0

@@ -1,0 +1,376 @@
+"""`python -m trainer train`: fit the CNN on a stored dataset version, resumably, on one or several workers.
+
+Why this shape: `train()` takes arrays and a TrainConfig and is the same code for the CLI, Vertex AI custom jobs,
+the benchmarks (CPU/TensorFlow and GPU/JAX) and the tests. Everything around it (presets, flags, the Vertex AI
+AIP_* locations, TF_CONFIG) only decides its inputs and where its outputs go.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import keras
+import numpy as np
+
+from trainer import storage
+from trainer.model import ModelSpec
+
+MODEL_FILE = "model.keras"
+TRAINING_FILE = "training.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of one training run; stored as the model's hyperparameters."""
+    model: ModelSpec
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    augment: bool
+    max_shift: int = 2
+    label_smoothing: float = 0.1
+    weight_decay: float = 0.004
+    warmup_fraction: float = 0.15
+    validation_fraction: float = 0.1
+    seed: int = 42
+    mixed_precision: bool = False   # mixed_bfloat16: a GPU or an AMX CPU computes convolutions in bf16
+    jit_compile: str = "auto"       # Keras's choice: XLA on JAX and on TensorFlow GPUs, not on TensorFlow CPUs
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return cls(**{**data, "model": ModelSpec(**data["model"])})
+
+
+# Tuned on 2 shared CPU cores (bench/bench_train.py): demo >= 91% in <= 3 min, full >= 93% in <= 10 min.
+PRESETS = {
+    "smoke": TrainConfig(ModelSpec(width=8, blocks=2, convs_per_block=1, dense_units=32, dropout=0.1),
+                         epochs=2, batch_size=64, learning_rate=3e-3, augment=False),
+    "demo": TrainConfig(ModelSpec(width=32, blocks=2, convs_per_block=1, dense_units=128, dropout=0.3),
+                        epochs=5, batch_size=128, learning_rate=3e-3, augment=False),
+    "full": TrainConfig(ModelSpec(width=32, blocks=3, convs_per_block=2, dense_units=0, dropout=0.2),
+                        epochs=8, batch_size=128, learning_rate=3e-3, augment=True, mixed_precision=True),
+}
+
+
+@dataclass
+class OutputPaths:
+    """Where a run writes. Unset directories default under the dev bucket (`root`), per run or per training key."""
+    root: str
+    model_dir: Optional[str] = None
+    checkpoint_dir: Optional[str] = None
+    tensorboard_dir: Optional[str] = None
+
+    def checkpoints(self, training_key: str) -> str:
+        return self.checkpoint_dir or storage.join(self.root, "checkpoints", training_key)
+
+    def model(self, run_id: str) -> str:
+        return self.model_dir or storage.join(self.root, "runs", run_id, "model")
+
+    def tensorboard(self, run_id: str) -> str:
+        return self.tensorboard_dir or storage.join(self.root, "tensorboard", run_id)
+
+    def run_record(self, run_id: str) -> str:
+        return storage.join(self.root, "runs", run_id, "run.json")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_dir: Optional[str]        # None on workers other than the chief: they write nothing
+    test_metrics: dict
+    history: list = field(default_factory=list)
+    resumed_from_epoch: int = 0
+    seconds: float = 0.0
+    model: object = None
+
+
+def training_key(config: TrainConfig, dataset_version: str, num_workers: int = 1) -> str:
+    """Same config + same data = same key = same checkpoint directory: rerunning a command resumes it."""
+    payload = json.dumps({"config": config.to_dict(), "dataset": dataset_version, "workers": num_workers},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def new_run_id(key: str) -> str:
+    return f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{key[:6]}"
+
+
+def code_version() -> str:
+    """The git commit the code came from: $CODE_VERSION (set at image build), else git, else 'unknown'."""
+    if os.environ.get("CODE_VERSION"):
+        return os.environ["CODE_VERSION"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ---- the training run -------------------------------------------------------------------------------------------
+
+def split_train_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """The shared stratified split (trainer/splits.py): AutoML validates on exactly these images too."""
+    from trainer.splits import validation_mask
+    mask = validation_mask(y, fraction, seed)
+    return (x[~mask], y[~mask]), (x[mask], y[mask])
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    return np.eye(10, dtype="float32")[np.asarray(labels, dtype=np.int64)]
+
+
+def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
+    """Wrap with augmentation (if asked) and compile: AdamW, warm-up then cosine decay, label smoothing."""
+    from trainer.augment import training_model
+    trainable = training_model(model, config.max_shift, True, config.seed) if config.augment else model
+    total = max(config.epochs * steps_per_epoch, 1)
+    warmup = int(total * config.warmup_fraction)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10, decay_steps=max(total - warmup, 1), alpha=0.0,
+        warmup_target=config.learning_rate, warmup_steps=warmup)
+    trainable.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=config.jit_compile if config.jit_compile == "auto" else config.jit_compile == "on")
+    return trainable
+
+
+def float32_copy(model, spec: ModelSpec):
+    """The same weights in a float32 model: what gets saved and exported, whatever policy trained it."""
+    from trainer.model import build_model
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = build_model(spec)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def save_model_dir(model, model_dir: str, info: dict) -> None:
+    """model.keras + training.json into a local dir or gs:// prefix (training.json last: the dir is complete)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / MODEL_FILE
+        model.save(local)
+        storage.upload_file(local, storage.join(model_dir, MODEL_FILE))
+    storage.write_text(storage.join(model_dir, TRAINING_FILE), json.dumps(info, indent=2, sort_keys=True),
+                       content_type="application/json")
+
+
+def train(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, config: TrainConfig,
+          paths: OutputPaths, *, dataset: Optional[dict] = None, run_id: Optional[str] = None, fresh: bool = False,
+          distribution=None, vertex=None, verbose=None, callbacks=()) -> TrainResult:
+    """Train (resuming from the newest checkpoint of the same config and data), save, and measure on the test set.
+
+    The test set is only measured at the end, never used to choose anything.
+    """
+    from trainer import checkpoint, distribute
+    from trainer.tracking import RunRecord
+
+    distribution = distribution or distribute.from_environment()  # before anything starts TensorFlow
+    from trainer.evaluate import predict_probabilities
+    from trainer.model import build_model
+
+    started = time.perf_counter()
+    dataset = dataset or {"version": "in-memory", "hash": None}
+    chief = distribution.role.is_chief
+    key = training_key(config, dataset["version"], distribution.role.num_workers)
+    checkpoint_dir = paths.checkpoints(key)
+    state = None if fresh else checkpoint.read_state(checkpoint_dir)
+    if state is not None and state.training_key != key:
+        from trainer.cli import CommandError
+        raise CommandError(f"{checkpoint_dir} holds a checkpoint of a different configuration or dataset "
+                           f"(key {state.training_key}, this run {key}); pass --fresh to start over there, "
+                           "or a different --checkpoint-dir")
+    if state is not None and state.completed:
+        state = None
+    resumed_from = state.epoch if state else 0
+    state = state or checkpoint.CheckpointState(run_id=run_id or new_run_id(key), training_key=key)
+    run_id = state.run_id
+
+    keras.utils.set_random_seed(config.seed + resumed_from)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.mixed_precision else "float32")
+    (x_fit, y_fit), (x_val, y_val) = split_train_validation(x_train, y_train, config.validation_fraction, config.seed)
+    x_fit, y_fit = x_fit.astype("float32"), one_hot(y_fit)
+    if keras.backend.backend() == "jax":
+        # XLA compiles one program per batch shape: a short last batch would cost a second compilation.
+        keep = len(x_fit) // config.batch_size * config.batch_size
+        order = np.random.default_rng(config.seed).permutation(len(x_fit))[:keep]
+        x_fit, y_fit = x_fit[order], y_fit[order]
+    steps_per_epoch = -(-len(x_fit) // config.batch_size)
+
+    with distribution.scope():
+        model = build_model(config.model)
+        trainable = compile_for_training(model, config, steps_per_epoch)
+    distribution.prepare(trainable, (x_fit[:2], y_fit[:2]))
+    if resumed_from:
+        checkpoint.restore(trainable, checkpoint_dir, state)
+        print(f"resuming run {run_id} after epoch {resumed_from}/{config.epochs} from {checkpoint_dir}", flush=True)
+
+    params = {**config.to_dict(), "dataset_version": dataset["version"], "backend": keras.backend.backend(),
+              "workers": distribution.role.num_workers}
+    record = RunRecord(paths.run_record(run_id), run_id, params,
+                       resumed_history=state.history if resumed_from else None) if chief else None
+    if record:
+        record.save()
+    if vertex and chief:
+        vertex.run_id = run_id
+        vertex.start(flatten(params), resume=bool(resumed_from))
+    epoch_callbacks = [checkpoint.EpochCheckpoint(checkpoint_dir, state, writer=chief)]
+    if chief:
+        epoch_callbacks.append(EpochRecorder(record, vertex))
+        if keras.backend.backend() == "tensorflow":
+            epoch_callbacks.append(keras.callbacks.TensorBoard(paths.tensorboard(run_id), write_graph=False))
+    if verbose is None:
+        verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
+    trainable.fit(x_fit, y_fit, batch_size=config.batch_size, epochs=config.epochs, initial_epoch=resumed_from,
+                  validation_data=(x_val.astype("float32"), one_hot(y_val)), shuffle=True,
+                  callbacks=[*epoch_callbacks, *callbacks], verbose=verbose)
+
+    final = float32_copy(model, config.model) if config.mixed_precision else model
+    probabilities = predict_probabilities(final, x_test)
+    test_metrics = {"test_accuracy": float(np.mean(probabilities.argmax(axis=1) == y_test))}
+    seconds = time.perf_counter() - started
+    model_dir = None
+    if chief:
+        model_dir = paths.model(run_id)
+        history = state.history
+        info = {"run_id": run_id, "config": config.to_dict(), "dataset": dataset, "history": history,
+                "test_metrics": test_metrics, "backend": keras.backend.backend(), "keras": keras.__version__,
+                "code_version": code_version(), "workers": distribution.role.num_workers,
+                "resumed_from_epoch": resumed_from, "seconds": round(seconds, 1)}
+        save_model_dir(final, model_dir, info)
+        record.finish(test_metrics, model_dir=model_dir, seconds=round(seconds, 1))
+        if vertex:
+            vertex.finish(test_metrics)
+        checkpoint.mark_completed(checkpoint_dir, state)
+    return TrainResult(run_id=run_id, model_dir=model_dir, test_metrics=test_metrics, history=list(state.history),
+                       resumed_from_epoch=resumed_from, seconds=seconds, model=final)
+
+
+def flatten(params: dict, prefix: str = "") -> dict:
+    """{'model': {'width': 32}} -> {'model.width': 32}: Vertex AI Experiments takes flat scalar parameters."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Appends each epoch's metrics and wall time to the run record (and Vertex AI Experiments)."""
+
+    def __init__(self, record, vertex=None):
+        super().__init__()
+        self.record, self.vertex = record, vertex
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {k: float(v) for k, v in (logs or {}).items()}
+        metrics["seconds"] = round(time.perf_counter() - self._started, 2)
+        self.record.log_epoch(epoch + 1, metrics)
+        if self.vertex:
+            self.vertex.log_epoch(epoch + 1, metrics)
+
+
+# ---- command line -----------------------------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="hyperparameter preset (default: config training.preset)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--width", type=int, help="filters of the first conv block")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="random shifts and flips")
+    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                        help="mixed_bfloat16 compute (fast on GPUs and AMX CPUs)")
+    parser.add_argument("--jit-compile", choices=["auto", "on", "off"])
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--dataset-version", help="dataset version (default: config, then LATEST)")
+    parser.add_argument("--run-id", help="name of a new run (default: run-<UTC time>-<config hash>)")
+    parser.add_argument("--model-dir", help="where the model goes (default: $AIP_MODEL_DIR, else the run's folder)")
+    parser.add_argument("--checkpoint-dir", help="default: $AIP_CHECKPOINT_DIR, else per config in the dev bucket")
+    parser.add_argument("--tensorboard-dir", help="default: $AIP_TENSORBOARD_LOG_DIR, else in the dev bucket")
+    parser.add_argument("--fresh", action="store_true", help="ignore an unfinished checkpoint and start over")
+
+
+def resolve_config(settings, args) -> TrainConfig:
+    """Preset, then config-file training.* values, then command-line flags."""
+    from trainer.cli import CommandError
+    training = settings.training
+    preset_name = getattr(args, "preset", None) or training.preset
+    config = PRESETS[preset_name]
+    overrides = {"validation_fraction": training.validation_fraction, "seed": training.seed}
+    for name in ("epochs", "batch_size", "learning_rate", "augment"):
+        value = getattr(args, name, None)
+        value = value if value is not None else getattr(training, name)
+        if value is not None:
+            overrides[name] = value
+    for name in ("mixed_precision", "jit_compile", "seed"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    width = getattr(args, "width", None) or training.width
+    if width is not None:
+        overrides["model"] = replace(config.model, width=width)
+    config = replace(config, **overrides)
+    if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
+        raise CommandError("--epochs and --batch-size must be >= 1 and --learning-rate > 0")
+    return config
+
+
+def output_paths(settings, args, environ=None) -> OutputPaths:
+    """Flags first, then the Vertex AI custom-training variables, then the dev bucket."""
+    environ = os.environ if environ is None else environ
+    return OutputPaths(
+        root=settings.dev_bucket,
+        model_dir=args.model_dir or environ.get("AIP_MODEL_DIR") or None,
+        checkpoint_dir=args.checkpoint_dir or environ.get("AIP_CHECKPOINT_DIR") or None,
+        tensorboard_dir=args.tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or None)
+
+
+def run(args, settings) -> int:
+    from trainer import distribute
+    from trainer.dataset import load_dataset
+    from trainer.tracking import VertexExperiment
+
+    distribution = distribute.from_environment()
+    config = resolve_config(settings, args)
+    data = load_dataset(settings, args.dataset_version or settings.training.dataset_version)
+    role = distribution.role
+    print(f"training {data.version} ({len(data.x_train):,} train / {len(data.x_test):,} test images), "
+          f"preset {args.preset or settings.training.preset}, {config.epochs} epochs, "
+          f"worker {role.task_type}:{role.task_index} of {role.num_workers}", flush=True)
+    vertex = VertexExperiment(settings, args.run_id or "") if settings.target == "gcp" else None
+    result = train(data.x_train, data.y_train, data.x_test, data.y_test, config, output_paths(settings, args),
+                   dataset={"version": data.version, "hash": data.hash}, run_id=args.run_id, fresh=args.fresh,
+                   distribution=distribution, vertex=vertex)
+    accuracy = result.test_metrics["test_accuracy"]
+    if result.model_dir:
+        print(f"run {result.run_id}: test accuracy {accuracy:.4f} after {config.epochs} epochs in "
+              f"{result.seconds:.0f} s; model in {result.model_dir}\n"
+              f"next: python -m trainer evaluate --model-dir {result.model_dir} && "
+              f"python -m trainer export --model-dir {result.model_dir}")
+    else:
+        print(f"worker {role.task_type}:{role.task_index} done (test accuracy {accuracy:.4f}); the chief saved the model")
+    return 0
