@@ -27,7 +27,7 @@ class ImageSource:
 
 
 IMAGE_SOURCES = {
-    "trainer": ImageSource("trainer/Dockerfile", ("trainer", "pyproject.toml", ".dockerignore")),
+    "trainer": ImageSource("trainer/Dockerfile", ("trainer", "config", "pyproject.toml", ".dockerignore")),
     "service": ImageSource("service/Dockerfile", ("service", "pyproject.toml", ".dockerignore")),
 }
 

@@ -33,6 +33,7 @@ class Images(Construct):
             built = Image(
                 self, f"{image}-build", name=f"{repository}:{tag}", platform=PLATFORM, keep_locally=True,
                 build_attribute={"context": BUILD_CONTEXT, "dockerfile": source.dockerfile, "platform": PLATFORM,
+                                 "build_args": {"CODE_VERSION": tag},
                                  "label": {"org.opencontainers.image.revision": tag}},
                 triggers={"source_tag": tag},
                 depends_on=[registry.repository])

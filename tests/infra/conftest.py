@@ -1,0 +1,66 @@
+"""One in-process synth of every gcp environment, shared by the whole infra suite (cloud-foundation-fabric style
+inventory tests read it), plus one synth of deliberate variants (public endpoint, no state bucket)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("CHECKPOINT_DISABLE", "1")
+
+ENVIRONMENTS = ("dev", "prod")
+VARIANT = "dev"  # the variant stack is dev with a public endpoint and no state bucket
+
+
+@dataclass
+class Synth:
+    outdir: Path
+    texts: dict[str, str]
+
+    def stack(self, env: str) -> dict:
+        return json.loads(self.texts[env])
+
+    def resources(self, env: str, resource_type: str) -> dict[str, dict]:
+        return self.stack(env).get("resource", {}).get(resource_type, {})
+
+    def one(self, env: str, resource_type: str) -> dict:
+        found = self.resources(env, resource_type)
+        assert len(found) == 1, f"{env}: expected one {resource_type}, found {sorted(found)}"
+        return next(iter(found.values()))
+
+
+def _synthesize(outdir: Path, environ: dict[str, str]) -> Synth:
+    from infra.app import build_app, plan_environments
+
+    build_app(plan_environments(ENVIRONMENTS, environ=environ), outdir=str(outdir)).synth()
+    texts = {p.parent.name: p.read_text() for p in outdir.glob("stacks/*/cdk.tf.json")}
+    return Synth(outdir, texts)
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory) -> Synth:
+    """dev and prod exactly as config/*.yaml declare them (no FMNIST_* overrides from the caller's shell)."""
+    return _synthesize(tmp_path_factory.mktemp("cdktf-out"), environ={})
+
+
+@pytest.fixture(scope="session")
+def variant_synth(tmp_path_factory) -> Synth:
+    """dev with `infra.public_endpoint: true`, two invokers and no state bucket (local backend)."""
+    from infra.app import build_app, plan_environments
+
+    outdir = tmp_path_factory.mktemp("cdktf-variant")
+    environ = {"FMNIST_INFRA__PUBLIC_ENDPOINT": "true", "FMNIST_INFRA__STATE_BUCKET": "null",
+               "FMNIST_INFRA__INVOKERS": "['group:ml-team@example.com', 'user:ana@example.com']"}
+    build_app(plan_environments([VARIANT], environ=environ), outdir=str(outdir)).synth()
+    return Synth(outdir, {VARIANT: (outdir / "stacks" / VARIANT / "cdk.tf.json").read_text()})
+
+
+@pytest.fixture(scope="session")
+def settings_by_env():
+    from trainer.config import load_config
+
+    return {env: load_config(env, environ={}) for env in ENVIRONMENTS}

@@ -1,0 +1,243 @@
+"""Inventory per environment: resource counts by type and the key values issue 5 asks for."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from cdktf import Testing as CdktfTesting
+
+from infra.components.apis import REQUIRED_APIS
+from infra.images import source_tag
+from infra.naming import Names
+from trainer import feature_schema
+
+COMMON_INVENTORY = {
+    "docker_image": 2,
+    "docker_registry_image": 2,
+    "google_artifact_registry_repository": 1,
+    "google_artifact_registry_repository_iam_member": 2,
+    "google_bigquery_dataset": 1,
+    "google_bigquery_dataset_iam_member": 2,
+    "google_bigquery_table": 1,
+    "google_billing_budget": 1,
+    "google_cloud_run_v2_service": 1,
+    "google_kms_crypto_key": 1,
+    "google_kms_crypto_key_iam_member": 5,
+    "google_kms_key_ring": 1,
+    "google_monitoring_alert_policy": 3,
+    "google_monitoring_notification_channel": 1,
+    "google_project_iam_member": 17,
+    "google_project_service": len(REQUIRED_APIS),
+    "google_pubsub_topic": 1,
+    "google_pubsub_topic_iam_member": 1,
+    "google_service_account": 4,
+    "google_service_account_iam_member": 4,
+    "google_storage_bucket": 4,
+    "google_storage_bucket_iam_member": 5,
+    "google_vertex_ai_endpoint": 1,
+    "google_vertex_ai_feature_online_store": 1,
+    "google_vertex_ai_feature_online_store_featureview": 1,
+    "google_vertex_ai_tensorboard": 1,
+}
+INVENTORY = {
+    "dev": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 2},   # pull-request checks + deploy on main
+    "prod": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 1},  # deploy on release tags only
+}
+ENVS = sorted(INVENTORY)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_resource_counts_by_type(synth, env):
+    counts = Counter({t: len(r) for t, r in synth.stack(env)["resource"].items()})
+    assert dict(counts) == INVENTORY[env]
+
+
+def test_local_environment_has_no_stack(synth):
+    assert sorted(synth.texts) == ["dev", "prod"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_providers_and_versions(synth, env, settings_by_env):
+    text, names = synth.texts[env], Names(settings_by_env[env])
+    assert CdktfTesting.to_have_provider_with_properties(text, "google", {
+        "project": names.project, "region": names.region,
+        "user_project_override": True, "billing_project": names.project})
+    required = synth.stack(env)["terraform"]["required_providers"]
+    assert required["google"] == {"source": "hashicorp/google", "version": "6.50.0"}
+    assert required["docker"]["source"] == "kreuzwerker/docker"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_apis_are_enabled_and_never_disabled(synth, env):
+    services = synth.resources(env, "google_project_service").values()
+    assert sorted(s["service"] for s in services) == sorted(REQUIRED_APIS)
+    assert all(s["disable_on_destroy"] is False and s["disable_dependent_services"] is False for s in services)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_buckets_are_private_versioned_logged_and_encrypted(synth, env, settings_by_env):
+    names = Names(settings_by_env[env])
+    buckets = {b["name"]: b for b in synth.resources(env, "google_storage_bucket").values()}
+    expected = {names.bucket(k) for k in ("dev", "datasets", "models")} | {names.access_log_bucket}
+    assert set(buckets) == expected
+    # the names agree with what the trainer resolves for the gcp target
+    settings = settings_by_env[env]
+    assert {settings.dev_bucket, settings.datasets_bucket, settings.models_bucket} == {
+        f"gs://{names.bucket(k)}" for k in ("dev", "datasets", "models")}
+    for name, bucket in buckets.items():
+        assert bucket["uniform_bucket_level_access"] is True, name
+        assert bucket["public_access_prevention"] == "enforced", name
+        assert bucket["versioning"] == {"enabled": True}, name
+        assert bucket["encryption"]["default_kms_key_name"].startswith("${google_kms_crypto_key."), name
+        assert bucket["lifecycle_rule"], name
+        assert bucket["location"] == names.region, name
+        if name != names.access_log_bucket:
+            assert bucket["logging"]["log_bucket"].startswith("${google_storage_bucket."), name
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_kms_key_rotates_and_every_agent_can_use_it(synth, env):
+    key = synth.one(env, "google_kms_crypto_key")
+    assert key["rotation_period"] == "7776000s"
+    members = {m["member"] for m in synth.resources(env, "google_kms_crypto_key_iam_member").values()}
+    for agent in ("gcp-sa-artifactregistry", "gcp-sa-pubsub", "gcp-sa-aiplatform"):
+        assert any(agent in m for m in members), agent
+    assert any("google_storage_project_service_account" in m for m in members)
+    assert any("google_bigquery_default_service_account" in m for m in members)
+    for resource_type, path in (("google_artifact_registry_repository", ("kms_key_name",)),
+                                ("google_pubsub_topic", ("kms_key_name",)),
+                                ("google_bigquery_dataset", ("default_encryption_configuration", "kms_key_name")),
+                                ("google_vertex_ai_endpoint", ("encryption_spec", "kms_key_name")),
+                                ("google_vertex_ai_tensorboard", ("encryption_spec", "kms_key_name"))):
+        value = synth.one(env, resource_type)
+        for part in path:
+            value = value[part]
+        assert value.startswith("${google_kms_crypto_key."), resource_type
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_artifact_registry_has_immutable_tags_and_cleanup(synth, env, settings_by_env):
+    repository = synth.one(env, "google_artifact_registry_repository")
+    assert repository["repository_id"] == Names(settings_by_env[env]).artifact_repository
+    assert repository["docker_config"] == {"immutable_tags": True}
+    assert {p["id"] for p in repository["cleanup_policies"]} == {"keep-recent", "delete-untagged"}
+    assert repository["cleanup_policy_dry_run"] is False
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_images_are_tagged_by_source_hash_and_pinned_by_digest(synth, env, settings_by_env):
+    names = Names(settings_by_env[env])
+    built = {i["name"]: i for i in synth.resources(env, "docker_image").values()}
+    assert set(built) == {f"{names.image_repository(i)}:{source_tag(i)}" for i in ("trainer", "service")}
+    for image in built.values():
+        assert image["build"]["context"] == "${path.module}/../../.."
+        assert image["triggers"]["source_tag"] in image["name"]
+    pushed = synth.resources(env, "docker_registry_image").values()
+    assert all(p["keep_remotely"] is True for p in pushed)
+    container = synth.one(env, "google_cloud_run_v2_service")["template"]["containers"][0]
+    assert container["image"].startswith(names.image_repository("service") + "@${docker_registry_image.")
+    assert container["image"].endswith(".sha256_digest}")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_feature_table_schema_comes_from_the_trainer(synth, env, settings_by_env):
+    names = Names(settings_by_env[env])
+    table = synth.one(env, "google_bigquery_table")
+    assert json.loads(table["schema"]) == feature_schema.bigquery_schema()
+    assert table["table_id"] == feature_schema.TABLE_NAME
+    view = synth.one(env, "google_vertex_ai_feature_online_store_featureview")
+    assert view["big_query_source"] == {
+        "uri": f"bq://{names.project}.{names.bigquery_dataset}.{feature_schema.TABLE_NAME}",
+        "entity_id_columns": [feature_schema.ENTITY_ID_COLUMN]}
+    assert "optimized" in synth.one(env, "google_vertex_ai_feature_online_store")
+    assert not synth.resources(env, "google_vertex_ai_featurestore"), "legacy Featurestore shuts down 2027-02-17"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_vertex_endpoint_has_numeric_name_and_tensorboard(synth, env, settings_by_env):
+    endpoint = synth.one(env, "google_vertex_ai_endpoint")
+    assert endpoint["name"] == str(settings_by_env[env].infra.endpoint_id) and endpoint["name"].isdigit()
+    assert not endpoint["name"].startswith("0")
+    assert synth.one(env, "google_vertex_ai_tensorboard")["display_name"] == f"fmnist-{env}"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cloud_run_service(synth, env, settings_by_env):
+    settings = settings_by_env[env]
+    names = Names(settings)
+    assert CdktfTesting.to_have_resource_with_properties(synth.texts[env], "google_cloud_run_v2_service", {
+        "name": names.cloud_run_service, "location": names.region, "ingress": "INGRESS_TRAFFIC_ALL",
+        "template": {"scaling": {"min_instance_count": settings.infra.min_instances,
+                                 "max_instance_count": settings.infra.max_instances}}})
+    service = synth.one(env, "google_cloud_run_v2_service")
+    assert service["template"]["service_account"].startswith("${google_service_account.identity_service_")
+    container = service["template"]["containers"][0]
+    env_vars = {e["name"]: e["value"] for e in container["env"]}
+    assert env_vars["MODEL_URI"] == f"gs://{settings.bucket_prefix}-models@champion"
+    assert env_vars["PAGE_ENABLED"] == "false"
+    assert env_vars["DRIFT_PSI_THRESHOLD"] == str(settings.service.drift_psi_threshold)
+    assert env_vars["MAX_INSTANCES"] == str(settings.service.max_instances_per_request)
+    assert container["resources"]["limits"] == {"cpu": settings.infra.service_cpu,
+                                                "memory": settings.infra.service_memory}
+    for probe in ("startup_probe", "liveness_probe"):
+        assert container[probe]["http_get"]["path"] == "/health"
+    assert not synth.resources(env, "google_cloud_run_v2_service_iam_member"), "no invoker unless config asks"
+
+
+def test_public_endpoint_and_invokers_only_when_config_asks(variant_synth):
+    members = sorted(m["member"] for m in variant_synth.resources("dev", "google_cloud_run_v2_service_iam_member")
+                     .values())
+    assert members == ["allUsers", "group:ml-team@example.com", "user:ana@example.com"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_budget_thresholds_topic_and_channel(synth, env, settings_by_env):
+    infra = settings_by_env[env].infra
+    budget = synth.one(env, "google_billing_budget")
+    assert budget["billing_account"] == infra.billing_account
+    assert budget["amount"]["specified_amount"]["units"] == str(int(infra.budget_amount))
+    assert [(r["threshold_percent"], r["spend_basis"]) for r in budget["threshold_rules"]] == [
+        (0.5, "CURRENT_SPEND"), (0.9, "CURRENT_SPEND"), (1, "CURRENT_SPEND"), (1, "FORECASTED_SPEND")]
+    assert budget["all_updates_rule"]["pubsub_topic"].startswith("${google_pubsub_topic.")
+    assert budget["all_updates_rule"]["monitoring_notification_channels"][0].startswith(
+        "${google_monitoring_notification_channel.")
+    assert budget["budget_filter"]["projects"] == ["projects/${data.google_project.project.number}"]
+    channel = synth.one(env, "google_monitoring_notification_channel")
+    assert channel["type"] == "email" and channel["labels"] == {"email_address": infra.alert_email}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_alert_policies(synth, env, settings_by_env):
+    policies = {p["display_name"]: p for p in synth.resources(env, "google_monitoring_alert_policy").values()}
+    filters = {name: p["conditions"][0]["condition_threshold"]["filter"] for name, p in policies.items()}
+    assert sorted(filters) == sorted(f"fmnist {env}: {what}" for what in (
+        "Cloud Run 5xx ratio", "Cloud Run p99 latency", "Vertex AI endpoint errors"))
+    assert 'response_code_class = "5xx"' in filters[f"fmnist {env}: Cloud Run 5xx ratio"]
+    assert "request_latencies" in filters[f"fmnist {env}: Cloud Run p99 latency"]
+    endpoint_id = settings_by_env[env].infra.endpoint_id
+    assert f'endpoint_id = "{endpoint_id}"' in filters[f"fmnist {env}: Vertex AI endpoint errors"]
+    assert all(p["notification_channels"] for p in policies.values())
+
+
+def test_cloud_build_triggers(synth, settings_by_env):
+    dev = {t["name"]: t for t in synth.resources("dev", "google_cloudbuild_trigger").values()}
+    prod = {t["name"]: t for t in synth.resources("prod", "google_cloudbuild_trigger").values()}
+    assert dev["fmnist-pull-request-checks"]["substitutions"] == {"_PIPELINE": "checks", "_ENV": "dev"}
+    assert "pull_request" in dev["fmnist-pull-request-checks"]["github"]
+    assert "identity_checks_" in dev["fmnist-pull-request-checks"]["service_account"]
+    assert dev["fmnist-deploy"]["github"]["push"] == {"branch": "^main$"}
+    assert prod["fmnist-deploy"]["github"]["push"] == {"tag": settings_by_env["prod"].infra.deploy_tag}
+    assert prod["fmnist-deploy"]["approval_config"] == {"approval_required": True}
+    for trigger in (dev["fmnist-deploy"], prod["fmnist-deploy"]):
+        assert trigger["filename"] == "cloudbuild.yaml"
+        assert trigger["substitutions"]["_PIPELINE"] == "deploy"
+        assert "identity_deployer_" in trigger["service_account"]
+    assert "fmnist-pull-request-checks" not in prod
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_outputs_for_the_trainer_and_operators(synth, env):
+    outputs = synth.stack(env)["output"]
+    assert {"service_url", "service_image", "trainer_image", "endpoint", "tensorboard",
+            "trainer_service_account", "models_bucket"} <= set(outputs)

@@ -1,0 +1,160 @@
+"""checkov on the synthesized stacks (0 failed), the custom policies (each made to fail), and the baseline that
+the suppression notes in code turn into."""
+from __future__ import annotations
+
+import json
+import subprocess
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+
+from infra.checkov_baseline import baseline, read_suppressions, write_baseline
+from infra.scan import POLICIES_DIR, checkov_binary, run_checkov
+from infra.suppressions import suppress
+
+CUSTOM_POLICIES = ("CKV2_FMNIST_1", "CKV2_FMNIST_2", "CKV2_FMNIST_3", "CKV2_FMNIST_4", "CKV2_FMNIST_5")
+EXPECTED_NOTES = {
+    "dev": {"CKV_GCP_62", "CKV2_GCP_33", "CKV_GCP_49", "CKV_GCP_121", "CKV_GCP_82"},
+    "prod": {"CKV_GCP_62", "CKV2_GCP_33", "CKV_GCP_49"},
+}
+MAX_NOTES_PER_STACK = 6
+
+
+def _checkov_available() -> bool:
+    try:
+        checkov_binary()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+needs_checkov = pytest.mark.skipif(not _checkov_available(), reason="checkov not installed (.venv-checkov)")
+
+
+def _junit_failures(path) -> int:
+    root = ElementTree.parse(path).getroot()
+    return sum(int(suite.get("failures", 0)) + int(suite.get("errors", 0)) for suite in root.iter("testsuite"))
+
+
+@needs_checkov
+def test_synthesized_stacks_pass_checkov_with_custom_policies(synth, tmp_path):
+    junit = tmp_path / "junit.xml"
+    assert run_checkov(synth.outdir, junit) == 0
+    assert _junit_failures(junit) == 0
+
+
+@needs_checkov
+def test_public_endpoint_passes_only_through_its_suppression_note(variant_synth, tmp_path):
+    notes = {(s.resource_type, s.check_id) for s in read_suppressions(variant_synth.outdir)}
+    assert ("google_cloud_run_v2_service_iam_member", "CKV2_FMNIST_1") in notes
+    assert run_checkov(variant_synth.outdir, tmp_path / "junit.xml") == 0
+    empty = tmp_path / "empty.baseline"
+    empty.write_text(json.dumps({"failed_checks": []}))
+    assert run_checkov(variant_synth.outdir, tmp_path / "junit2.xml", baseline=empty) == 1
+
+
+BAD_STACK = {
+    "resource": {
+        "google_cloud_run_v2_service_iam_member": {
+            "public_invoker": {"name": "svc", "location": "europe-west4", "role": "roles/run.invoker",
+                               "member": "allUsers"},
+            "team_invoker": {"name": "svc", "location": "europe-west4", "role": "roles/run.invoker",
+                             "member": "group:team@example.com"}},
+        "google_storage_bucket_iam_binding": {
+            "any_google_account": {"bucket": "b", "role": "roles/storage.objectViewer",
+                                   "members": ["user:a@example.com", "allAuthenticatedUsers"]},
+            "everyone": {"bucket": "b", "role": "roles/storage.objectViewer", "members": ["allUsers"]},
+            "team": {"bucket": "b", "role": "roles/storage.objectViewer",
+                     "members": ["group:team@example.com", "user:a@example.com"]}},
+        "google_project_iam_member": {
+            "editor": {"project": "p", "role": "roles/editor", "member": "user:a@example.com"},
+            "log_writer": {"project": "p", "role": "roles/logging.logWriter", "member": "user:a@example.com"}},
+        "google_project_service": {"run": {"project": "p", "service": "run.googleapis.com"}},
+        "google_storage_bucket": {
+            "open_bucket": {"name": "open", "location": "EU", "public_access_prevention": "inherited"},
+            "closed_bucket": {"name": "closed", "location": "EU", "public_access_prevention": "enforced"}},
+    }
+}
+BUDGET_WITHOUT_THRESHOLDS = {
+    "resource": {
+        "google_project_service": {"budgets": {"project": "p", "service": "billingbudgets.googleapis.com"}},
+        "google_billing_budget": {"thresholdless": {
+            "billing_account": "000000-000000-000000", "amount": {"specified_amount": {"units": "10"}},
+            "depends_on": ["google_project_service.budgets"]}},
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def custom_policy_results(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("bad-stacks")
+    for name, document in (("bad", BAD_STACK), ("thresholdless", BUDGET_WITHOUT_THRESHOLDS)):
+        (root / "stacks" / name).mkdir(parents=True)
+        (root / "stacks" / name / "cdk.tf.json").write_text(json.dumps(document))
+    completed = subprocess.run(
+        [checkov_binary(), "-d", str(root), "--framework", "terraform_json", "--external-checks-dir",
+         str(POLICIES_DIR), "-c", ",".join(CUSTOM_POLICIES), "-o", "json", "--skip-download"],
+        capture_output=True, text=True)
+    reports = json.loads(completed.stdout)
+    reports = reports if isinstance(reports, list) else [reports]  # checkov lists one report per runner
+    return {outcome: {(c["check_id"], c["resource"]) for report in reports
+                      for c in report["results"].get(f"{outcome}_checks", [])}
+            for outcome in ("passed", "failed")}
+
+
+@needs_checkov
+@pytest.mark.parametrize("check_id, resource", [
+    ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member.public_invoker"),
+    ("CKV2_FMNIST_5", "google_storage_bucket_iam_binding.any_google_account"),
+    ("CKV2_FMNIST_5", "google_storage_bucket_iam_binding.everyone"),
+    ("CKV2_FMNIST_2", "google_project_iam_member.editor"),
+    ("CKV2_FMNIST_3", "google_project_service.run"),
+    ("CKV2_FMNIST_4", "google_storage_bucket.open_bucket"),
+])
+def test_custom_policy_fails_on_the_bad_resource(custom_policy_results, check_id, resource):
+    assert (check_id, resource) in custom_policy_results["failed"]
+
+
+@needs_checkov
+def test_budget_policy_fails_without_threshold_rules(custom_policy_results):
+    failed = {r for c, r in custom_policy_results["failed"] if c == "CKV2_FMNIST_3"}
+    assert failed & {"google_project_service.budgets", "google_billing_budget.thresholdless"}
+
+
+@needs_checkov
+@pytest.mark.parametrize("check_id, resource", [
+    ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member.team_invoker"),
+    ("CKV2_FMNIST_5", "google_storage_bucket_iam_binding.team"),
+    ("CKV2_FMNIST_2", "google_project_iam_member.log_writer"),
+    ("CKV2_FMNIST_4", "google_storage_bucket.closed_bucket"),
+])
+def test_custom_policy_passes_the_good_resource(custom_policy_results, check_id, resource):
+    assert (check_id, resource) in custom_policy_results["passed"]
+
+
+def test_suppression_notes_are_few_deliberate_and_explained(synth):
+    notes = read_suppressions(synth.outdir)
+    for env, expected in EXPECTED_NOTES.items():
+        mine = [n for n in notes if n.stack == env]
+        assert {n.check_id for n in mine} == expected
+        assert len(mine) <= MAX_NOTES_PER_STACK
+    assert all(len(n.reason) >= 40 for n in notes)
+
+
+def test_baseline_lists_both_checkov_resource_names(synth, tmp_path):
+    path, notes = write_baseline(synth.outdir, tmp_path / "b.json")
+    document = json.loads(path.read_text())
+    assert document == baseline(notes)
+    dev = next(f for f in document["failed_checks"] if f["file"] == "/stacks/dev/cdk.tf.json")
+    names = {finding["resource"] for finding in dev["findings"]}
+    endpoint = next(n for n in notes if n.stack == "dev" and n.check_id == "CKV2_GCP_33")
+    assert {f"resource.{endpoint.logical_id}", f"google_vertex_ai_endpoint.{endpoint.logical_id}"} <= names
+
+
+def test_a_suppression_needs_a_reason():
+    class Resource:
+        def add_override(self, path, value):
+            raise AssertionError("must not be called")
+
+    with pytest.raises(ValueError, match="needs a reason"):
+        suppress(Resource(), "CKV_GCP_62", "because")

@@ -1,0 +1,46 @@
+"""Every destroy blocker is a deliberate per-environment setting: dev destroys cleanly, prod refuses."""
+from __future__ import annotations
+
+import pytest
+
+# env -> expected value of each blocker
+EXPECTED = {
+    "dev": {"protect": False},
+    "prod": {"protect": True},
+}
+STATEFUL_TYPES = ("google_storage_bucket", "google_bigquery_dataset", "google_bigquery_table", "google_kms_crypto_key")
+
+
+@pytest.mark.parametrize("env", sorted(EXPECTED))
+def test_config_picks_the_side(settings_by_env, env):
+    assert settings_by_env[env].infra.deletion_protection is EXPECTED[env]["protect"]
+
+
+@pytest.mark.parametrize("env", sorted(EXPECTED))
+def test_destroy_blockers(synth, env):
+    protect = EXPECTED[env]["protect"]
+    assert synth.one(env, "google_cloud_run_v2_service")["deletion_protection"] is protect
+    assert all(b["force_destroy"] is (not protect) for b in synth.resources(env, "google_storage_bucket").values())
+    assert synth.one(env, "google_bigquery_dataset")["delete_contents_on_destroy"] is (not protect)
+    assert synth.one(env, "google_bigquery_table")["deletion_protection"] is protect
+    assert synth.one(env, "google_vertex_ai_feature_online_store")["force_destroy"] is (not protect)
+    for resource_type in STATEFUL_TYPES:
+        for name, resource in synth.resources(env, resource_type).items():
+            assert resource["lifecycle"] == {"prevent_destroy": protect}, name
+
+
+@pytest.mark.parametrize("env", sorted(EXPECTED))
+def test_apis_are_never_disabled_on_destroy(synth, env):
+    assert {s["disable_on_destroy"] for s in synth.resources(env, "google_project_service").values()} == {False}
+
+
+@pytest.mark.parametrize("env", sorted(EXPECTED))
+def test_images_survive_destroy_in_the_registry_lifecycle(synth, env):
+    # keep_remotely: destroy never deletes a pushed tag that a running revision may still use; the repository
+    # itself (and its images) goes with the stack in dev.
+    assert {i["keep_remotely"] for i in synth.resources(env, "docker_registry_image").values()} == {True}
+
+
+def test_unprotected_key_is_destroyed_after_the_minimum_delay(synth):
+    assert synth.one("dev", "google_kms_crypto_key")["destroy_scheduled_duration"] == "86400s"
+    assert synth.one("prod", "google_kms_crypto_key")["destroy_scheduled_duration"] == "2592000s"
