@@ -41,4 +41,5 @@ def install(packages: tuple[str, ...] = PROVIDER_PACKAGES) -> None:
 def loaded_submodules(package: str = "cdktf_cdktf_provider_google") -> list[str]:
     """Names of the provider's submodules imported so far (the tests keep this list short)."""
     prefix = package + "."
-    return sorted(name[len(prefix):] for name in sys.modules if name.startswith(prefix) and "." not in name[len(prefix):])
+    names = (name[len(prefix):] for name in sys.modules if name.startswith(prefix))
+    return sorted(name for name in names if "." not in name)

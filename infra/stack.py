@@ -6,9 +6,9 @@ from constructs import Construct
 
 from infra import provider_loader
 
-provider_loader.install()
+provider_loader.install()  # before any provider import below
 
-from cdktf_cdktf_provider_docker.provider import DockerProvider, DockerProviderRegistryAuth  # noqa: E402  (after the lazy loader)
+from cdktf_cdktf_provider_docker.provider import DockerProvider, DockerProviderRegistryAuth  # noqa: E402
 from cdktf_cdktf_provider_google.data_google_client_config import DataGoogleClientConfig  # noqa: E402
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject  # noqa: E402
 from cdktf_cdktf_provider_google.provider import GoogleProvider  # noqa: E402

@@ -28,8 +28,8 @@ class CiCd(Construct):
             self.triggers["checks"] = CloudbuildTrigger(
                 self, "pull-request-checks", name="fmnist-pull-request-checks", location="global",
                 description="tests, cdktf synth and checkov policy scan on every pull request",
-                github={**repository, "pull_request": {"branch": ".*",
-                                                       "comment_control": "COMMENTS_ENABLED_FOR_EXTERNAL_CONTRIBUTORS_ONLY"}},
+                github={**repository, "pull_request": {
+                    "branch": ".*", "comment_control": "COMMENTS_ENABLED_FOR_EXTERNAL_CONTRIBUTORS_ONLY"}},
                 filename=BUILD_FILE, ignored_files=IGNORED_FILES,
                 substitutions={"_PIPELINE": "checks", "_ENV": names.env},
                 service_account=f"projects/{names.project}/serviceAccounts/{identity.email('checks')}",

@@ -1,0 +1,88 @@
+"""Infra figures: full synth time (lazy provider loading vs the full import, byte-identical output), checkov time,
+the cdktf CLI synth time, and the infra test suite time. Prints a table; writes bench/results/infra.json.
+
+Goals (issue 5): synth <= 3 s, checkov <= 5 s, infra tests <= 30 s without the CLI test.
+Run: `.venv/bin/python bench/bench_infra.py [--repeat 3]` (a shared 2-core machine: quote the conditions).
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+ENVIRON = {**{k: v for k, v in os.environ.items() if not k.startswith("FMNIST_")},
+           "CHECKPOINT_DISABLE": "1", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
+FULL_IMPORT_SYNTH = ("import sys, runpy, cdktf_cdktf_provider_google; "
+                     "sys.argv = ['infra', '--outdir', sys.argv[1]]; runpy.run_module('infra', run_name='__main__')")
+
+
+def timed(command: list[str], **kwargs) -> float:
+    start = time.perf_counter()
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=ENVIRON, capture_output=True, text=True, **kwargs)
+    elapsed = time.perf_counter() - start
+    if completed.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout[-3000:]}"
+                         f"{completed.stderr[-3000:]}")
+    return elapsed
+
+
+def same_tree(left: Path, right: Path) -> bool:
+    files = sorted(p.relative_to(left) for p in left.rglob("*") if p.is_file())
+    other = sorted(p.relative_to(right) for p in right.rglob("*") if p.is_file())
+    return files == other and all(filecmp.cmp(left / f, right / f, shallow=False) for f in files)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-tests", action="store_true", help="skip the (slow) test-suite timings")
+    args = parser.parse_args()
+    figures: dict[str, object] = {"machine": f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start"}
+    with tempfile.TemporaryDirectory(prefix="bench-infra-") as tmp:
+        tmp = Path(tmp)
+        lazy = [timed([PYTHON, "-m", "infra", "--outdir", str(tmp / f"lazy{i}")]) for i in range(args.repeat)]
+        full = timed([PYTHON, "-c", FULL_IMPORT_SYNTH, str(tmp / "full")])
+        figures["synth_lazy_s"] = {"min": min(lazy), "median": statistics.median(lazy)}
+        figures["synth_full_import_s"] = full
+        figures["byte_identical"] = same_tree(tmp / "lazy0", tmp / "full")
+        figures["stacks"] = sorted(p.name for p in (tmp / "lazy0" / "stacks").iterdir())
+        sys.path.insert(0, str(REPO_ROOT))
+        from infra.checkov_baseline import write_baseline
+        from infra.scan import checkov_command
+
+        baseline, _ = write_baseline(tmp / "lazy0")
+        command = checkov_command(tmp / "lazy0", baseline, tmp / "junit.xml")
+        checkov = [timed(command) for _ in range(args.repeat)]
+        figures["checkov_s"] = {"min": min(checkov), "median": statistics.median(checkov)}
+        cdktf = REPO_ROOT / "node_modules" / ".bin" / "cdktf"
+        if cdktf.is_file():
+            figures["cdktf_cli_synth_s"] = timed([str(cdktf), "synth", "--output", str(tmp / "cli")])
+            figures["cli_equals_in_process"] = same_tree(tmp / "cli" / "stacks", tmp / "lazy0" / "stacks")
+    if not args.skip_tests:
+        figures["infra_tests_without_cli_s"] = timed([PYTHON, "-m", "pytest", "tests/infra", "-q", "-m", "not cli",
+                                                      "-p", "no:cacheprovider"])
+        figures["infra_tests_with_cli_s"] = timed([PYTHON, "-m", "pytest", "tests/infra", "-q",
+                                                   "-p", "no:cacheprovider"])
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.2f}"
+        print(f"{key:28s} {value}")
+    results = REPO_ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "infra.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return 0 if figures["byte_identical"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
