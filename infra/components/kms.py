@@ -21,8 +21,9 @@ from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
 
 ROTATION_PERIOD = "7776000s"  # 90 days
-DESTROY_AFTER_PROTECTED = "2592000s"  # 30 days to undo a destroy by mistake
-DESTROY_AFTER_UNPROTECTED = "86400s"  # the minimum: a destroyed dev key stops costing after a day
+# 30 days to undo a destroy by mistake, in every environment: the field cannot change without replacing the key
+# (and losing what it encrypted), so it must not follow infra.deletion_protection.
+DESTROY_SCHEDULED_DURATION = "2592000s"
 ENCRYPTER_DECRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 
 
@@ -36,7 +37,7 @@ class Kms(Construct):
         self.key = KmsCryptoKey(
             self, "key", name=names.kms_key, key_ring=self.key_ring.id, purpose="ENCRYPT_DECRYPT",
             rotation_period=ROTATION_PERIOD, labels=names.labels, lifecycle=teardown.lifecycle(),
-            destroy_scheduled_duration=DESTROY_AFTER_PROTECTED if teardown.protect else DESTROY_AFTER_UNPROTECTED)
+            destroy_scheduled_duration=DESTROY_SCHEDULED_DURATION)
         if not teardown.protect:
             suppress(self.key, "CKV_GCP_82",
                      f"infra.deletion_protection is false for {names.env}: `cdktf destroy` must remove this key's "
