@@ -2,7 +2,8 @@
 and the baseline generated from the suppression notes. Exit status 0 only with 0 failed checks.
 
 Reports: checkov's console summary, and JUnit XML (default cdktf.out/checkov-junit.xml) for CI.
-Use `--no-synth` to scan what `cdktf synth` already wrote.
+Use `--no-synth` to scan what `cdktf synth` already wrote, `--synth-only` to write the stacks and the baseline
+without running checkov (`make synth`).
 """
 from __future__ import annotations
 
@@ -57,22 +58,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.scan", description=__doc__.splitlines()[0])
     parser.add_argument("--outdir", type=Path, default=Path("cdktf.out"))
     parser.add_argument("--junit-xml", type=Path, help="default: <outdir>/checkov-junit.xml")
-    parser.add_argument("--no-synth", action="store_true", help="scan the existing <outdir> as it is")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--no-synth", action="store_true", help="scan the existing <outdir> as it is")
+    mode.add_argument("--synth-only", action="store_true", help="synthesize and write the baseline; no checkov")
     args = parser.parse_args(argv)
+    if args.no_synth and not any(args.outdir.glob("stacks/*/cdk.tf.json")):
+        print(f"error: no stacks under {args.outdir}: run `python -m infra` or drop --no-synth", file=sys.stderr)
+        return 2
     try:
-        checkov_binary()
+        if not args.synth_only:
+            checkov_binary()
         if not args.no_synth:
             synthesize(args.outdir)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not any(args.outdir.glob("stacks/*/cdk.tf.json")):
-        print(f"error: no stacks under {args.outdir}: run `python -m infra` or drop --no-synth", file=sys.stderr)
-        return 2
     baseline, suppressions = write_baseline(args.outdir)
     print(f"{len(suppressions)} suppression note(s) from infra code -> {baseline}:")
     for s in suppressions:
         print(f"  {s.stack}: {s.check_id} on {s.resource_type}.{s.logical_id}: {s.reason}")
+    if args.synth_only:
+        print(f"synthesized {', '.join(sorted(p.parent.name for p in args.outdir.glob('stacks/*/cdk.tf.json')))} "
+              f"into {args.outdir}")
+        return 0
     junit_xml = args.junit_xml or args.outdir / "checkov-junit.xml"
     status = run_checkov(args.outdir, junit_xml, baseline=baseline)
     print(f"checkov exit status {status}; JUnit XML: {junit_xml}")
