@@ -71,8 +71,8 @@ class VertexSettings(_Section):
     service_image: Optional[str] = Field(None, description="full image URI; default <repo>/service:latest")
     service_account: Optional[str] = Field(None, description="trainer SA email; default <prefix>-trainer@<project>")
     serving_service_account: Optional[str] = Field(None, description="default <prefix>-service@<project>")
-    tensorboard: Optional[str] = Field(None, description="TensorBoard resource name or id (declared by infra/)")
-    endpoint: Optional[str] = Field(None, description="endpoint resource name or id (declared by infra/)")
+    tensorboard: Optional[str] = Field(None, description="TensorBoard resource name (`cdktf output` tensorboard)")
+    kms_key: Optional[str] = Field(None, description="CMEK key resource name for jobs and models; None = Google-managed")
     parent_model: str = Field("fmnist-classifier", description="model id of the one parent model in the registry")
     serving_machine_type: str = "n1-standard-2"
     min_replica_count: int = Field(1, ge=1)

@@ -28,7 +28,7 @@ class ClusterRole:
 
 
 def role_from_tf_config(raw: Optional[str]) -> ClusterRole:
-    """Parse TF_CONFIG. Without a 'chief' task, worker 0 is the chief (the TensorFlow convention)."""
+    """Parse TF_CONFIG. 'master' (older AI Platform) counts as chief; without either, worker 0 is the chief."""
     if not raw:
         return ClusterRole()
     try:
@@ -38,8 +38,8 @@ def role_from_tf_config(raw: Optional[str]) -> ClusterRole:
     except (ValueError, KeyError, TypeError) as exc:
         raise CommandError(f"TF_CONFIG is not valid ({exc!r}); expected "
                            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
-    workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
-    if task_type == "worker" and "chief" not in cluster and task_index == 0:
+    workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "master", "worker"))
+    if task_type == "master" or (task_type == "worker" and not {"chief", "master"} & set(cluster) and task_index == 0):
         task_type = "chief"
     return ClusterRole(task_type=task_type, task_index=task_index, num_workers=max(workers, 1))
 

@@ -254,7 +254,9 @@ def train(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: 
         info = {"run_id": run_id, "config": config.to_dict(), "dataset": dataset, "history": history,
                 "test_metrics": test_metrics, "backend": keras.backend.backend(), "keras": keras.__version__,
                 "code_version": code_version(), "workers": distribution.role.num_workers,
-                "resumed_from_epoch": resumed_from, "seconds": round(seconds, 1)}
+                "resumed_from_epoch": resumed_from,
+                "optimizer_steps": int(keras.ops.convert_to_numpy(trainable.optimizer.iterations)),
+                "seconds": round(seconds, 1)}
         save_model_dir(final, model_dir, info)
         record.finish(test_metrics, model_dir=model_dir, seconds=round(seconds, 1))
         if vertex:

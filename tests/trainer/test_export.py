@@ -1,0 +1,79 @@
+"""`python -m trainer export`: ONNX + metadata exactly per docs/CONTRACTS.md, verified before it is registered."""
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from trainer import cli, export
+from trainer.registry import ModelRegistry
+
+CONTRACT_KEYS = {"model_version", "created_at", "code_version", "framework", "class_names", "input",
+                 "serving_artifact", "metrics", "dataset", "hyperparameters", "source", "feature_baseline"}
+
+
+def test_export_writes_verified_onnx_and_contract_metadata_and_registers_a_candidate(cli_env, model_dir, capsys):
+    assert cli.main(["export", "--model-dir", str(model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "argmax agreement 100.00%" in out and "registered v" in out
+
+    session = ort.InferenceSession(str(model_dir / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["pixels"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    raw = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype("float32")
+    np.testing.assert_allclose(session.run(None, {"pixels": raw})[0].sum(axis=1), 1.0, rtol=1e-5)
+
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert set(metadata) == CONTRACT_KEYS
+    assert metadata["input"] == {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]}
+    assert metadata["serving_artifact"] == "model.onnx" and metadata["source"] == "custom"
+    assert metadata["framework"]["backend"] == "tensorflow" and metadata["framework"]["keras"].startswith("3.")
+    assert metadata["class_names"][0] == "T-shirt/top" and len(metadata["class_names"]) == 10
+    assert set(metadata["metrics"]) == {"accuracy", "macro_precision", "macro_recall", "macro_f1"}
+    assert metadata["dataset"]["version"] == cli_env.dataset_version and len(metadata["dataset"]["hash"]) == 64
+    baseline = metadata["feature_baseline"]
+    assert baseline["feature_function"] == "fmnist-image-features/v1"
+    for feature in baseline["features"].values():
+        assert len(feature["edges"]) == 9 and sum(feature["proportions"]) == pytest.approx(1.0)
+    assert len(baseline["classes"]["proportions"]) == 10
+
+    registry = ModelRegistry.from_settings(cli_env.settings)
+    index = registry.read_index()
+    version = metadata["model_version"]
+    assert index["aliases"] == {"candidate": version}
+    record = index["versions"][version]
+    assert record["path"] == f"registry/versions/{version}" and record["source"] == "custom"
+    assert record["metrics"] == metadata["metrics"] and record["dataset_version"] == cli_env.dataset_version
+    assert record["verification"]["passed"] and record["verification"]["images"] == 300
+    stored = cli_env.root / "models" / record["path"]
+    assert {"model.keras", "model.onnx", "metadata.json", "evaluation.json", "confusion_matrix.png",
+            "confusion_matrix.json", "training.json"} <= {p.name for p in stored.iterdir()}
+
+    assert cli.main(["export", "--model-dir", str(model_dir)]) == 0
+    assert f"already registered as {version}" in capsys.readouterr().out
+    assert len(registry.read_index()["versions"]) == 1
+
+
+def test_an_export_that_disagrees_with_keras_is_refused_and_nothing_registered(cli_env, model_dir, monkeypatch,
+                                                                             capsys):
+    real = export.onnx_probabilities
+    monkeypatch.setattr(export, "onnx_probabilities", lambda path, images: real(path, images) + 5e-4)
+    assert cli.main(["export", "--model-dir", str(model_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "refusing to register" in err and "max probability difference 5.00e-04" in err
+    assert ModelRegistry.from_settings(cli_env.settings).read_index()["versions"] == {}
+    assert not (model_dir / "model.onnx").exists() and not (model_dir / "metadata.json").exists()
+
+
+def test_verify_needs_full_argmax_agreement():
+    keras_p = np.array([[0.6, 0.4], [0.4, 0.6]])
+    assert export.verify(keras_p, keras_p + 1e-6, 1e-4).passed
+    swapped = export.verify(keras_p, keras_p[:, ::-1], 1.0)
+    assert swapped.argmax_agreement == 0.0 and not swapped.passed
+
+
+def test_no_register_writes_artifacts_only(cli_env, model_dir, capsys):
+    assert cli.main(["export", "--model-dir", str(model_dir), "--no-register"]) == 0
+    assert "not registered" in capsys.readouterr().out
+    assert (model_dir / "model.onnx").exists() and (model_dir / "metadata.json").exists()
+    assert ModelRegistry.from_settings(cli_env.settings).read_index()["versions"] == {}

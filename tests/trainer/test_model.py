@@ -1,0 +1,107 @@
+"""The model builder and the keras.ops augmentation: contract shapes, scaling inside, jit-compatible, TF-free on JAX."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from keras import layers, ops
+
+from trainer.augment import RandomShiftFlip, shift_and_flip, shift_matrices, training_model
+from trainer.config import REPO_ROOT
+from trainer.model import CLASS_NAMES, INPUT_NAME, ModelSpec, build_model
+
+SMALL = ModelSpec(width=4, blocks=2, convs_per_block=1)
+
+
+def test_model_takes_raw_pixels_and_returns_probabilities():
+    model = build_model(SMALL)
+    assert model.inputs[0].name == INPUT_NAME and tuple(model.input_shape) == (None, 28, 28)
+    assert any(isinstance(layer, layers.Rescaling) for layer in model.layers), "scaling must live inside the model"
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype("float32")
+    probabilities = np.asarray(model(pixels))
+    assert probabilities.shape == (5, len(CLASS_NAMES))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_output_stays_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model(SMALL)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
+    assert keras.backend.standardize_dtype(model(np.zeros((1, 28, 28), "float32")).dtype) == "float32"
+
+
+def test_builder_knobs_change_the_architecture():
+    dense = build_model(ModelSpec(width=8, blocks=2, convs_per_block=1, dense_units=16))
+    deep = build_model(ModelSpec(width=8, blocks=3, convs_per_block=2))
+    conv_count = lambda m: sum(isinstance(layer, layers.Conv2D) for layer in m.layers)  # noqa: E731
+    assert conv_count(dense) == 2 and conv_count(deep) == 6
+    assert any(isinstance(layer, layers.Dense) and layer.units == 16 for layer in dense.layers)
+
+
+def test_shift_matrix_moves_rows_and_fills_with_background():
+    image = np.arange(28 * 28, dtype="float32").reshape(1, 28, 28)
+    down = np.asarray(ops.matmul(shift_matrices(np.array([2]), 28), image))
+    up = np.asarray(ops.matmul(shift_matrices(np.array([-1]), 28), image))
+    np.testing.assert_array_equal(down[0, 2:], image[0, :-2])
+    np.testing.assert_array_equal(down[0, :2], 0)
+    np.testing.assert_array_equal(up[0, :-1], image[0, 1:])
+    np.testing.assert_array_equal(up[0, -1], 0)
+
+
+def test_flip_only_mirrors_and_shift_only_moves():
+    rng = np.random.default_rng(1)
+    images = rng.integers(1, 256, (64, 28, 28)).astype("float32")
+    flipped = np.asarray(shift_and_flip(images, 0, True, keras.random.SeedGenerator(3)))
+    mirrored = (flipped == images[:, :, ::-1]).all(axis=(1, 2))
+    unchanged = (flipped == images).all(axis=(1, 2))
+    assert (mirrored | unchanged).all() and 10 < mirrored.sum() < 54
+    shifted = np.asarray(shift_and_flip(images, 2, False, keras.random.SeedGenerator(4)))
+    zero_rows = (shifted == 0).all(axis=2).sum(axis=1)   # images have no zero pixels: only shifts make zeros
+    assert zero_rows.max() <= 2 and (zero_rows > 0).any()
+
+
+def test_augmentation_is_identity_at_inference_and_not_in_the_saved_model():
+    model = build_model(SMALL)
+    wrapper = training_model(model, seed=0)
+    images = np.random.default_rng(2).integers(0, 256, (4, 28, 28)).astype("float32")
+    np.testing.assert_allclose(np.asarray(wrapper(images, training=False)), np.asarray(model(images)), rtol=1e-6)
+    assert not any(isinstance(layer, RandomShiftFlip) for layer in model.layers)
+    assert wrapper.get_layer("augment").trainable_weights == []
+
+
+def test_training_wrapper_keeps_jit_compile_where_keras_layers_would_drop_it():
+    """Keras turns jit_compile off for models with layers that do not support XLA (RandomTranslation, ...);
+    with our layer it stays on, which is what made JAX training on a GPU usable."""
+    ours = training_model(build_model(SMALL))
+    ours.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True)
+    assert ours.jit_compile is True
+    pixels = keras.Input((28, 28))
+    theirs = keras.Model(pixels, build_model(SMALL)(layers.Reshape((28, 28))(
+        layers.RandomTranslation(0.1, 0.1)(layers.Reshape((28, 28, 1))(pixels)))))
+    with pytest.warns(UserWarning):
+        theirs.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True)
+    assert theirs.jit_compile is False
+
+
+def test_training_code_does_not_import_tensorflow_under_jax():
+    pytest.importorskip("jax", reason="jax is not installed here (the GPU machine has it)")
+    code = textwrap.dedent("""
+        import sys
+        import trainer.train, trainer.model, trainer.augment, trainer.checkpoint, trainer.evaluate
+        from trainer.train import PRESETS, OutputPaths, train
+        import numpy as np, tempfile
+        y = (np.arange(200) % 10).astype("uint8"); x = np.random.default_rng(0).integers(0, 255, (200, 28, 28))
+        train(x.astype("uint8"), y, x[:50].astype("uint8"), y[:50], PRESETS["smoke"],
+              OutputPaths(tempfile.mkdtemp()), fresh=True, verbose=0)
+        assert "tensorflow" not in sys.modules, "tensorflow was imported"
+    """)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("TF_CONFIG", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]

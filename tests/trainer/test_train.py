@@ -1,0 +1,115 @@
+"""`python -m trainer train`: config resolution, output locations (Vertex AI contract), what a run writes."""
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from trainer import cli, storage
+from trainer.config import load_config
+from trainer.train import (MODEL_FILE, PRESETS, TRAINING_FILE, OutputPaths, TrainConfig, add_arguments, flatten,
+                           output_paths, resolve_config, split_train_validation, training_key)
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_flags_beat_config_which_beats_the_preset():
+    settings = load_config("local", environ={"FMNIST_TRAINING__EPOCHS": "7", "FMNIST_TRAINING__WIDTH": "12"})
+    config = resolve_config(settings, parse("--preset", "full", "--epochs", "3", "--no-augment"))
+    assert config.epochs == 3                      # flag over config
+    assert config.model.width == 12                # config over preset
+    assert config.augment is False and PRESETS["full"].augment is True
+    assert config.model.blocks == PRESETS["full"].model.blocks  # the rest from the preset
+    assert resolve_config(settings, parse()).epochs == 7
+
+
+def test_bad_hyperparameters_fail_with_the_flag_named():
+    settings = load_config("local", environ={})
+    with pytest.raises(cli.CommandError, match="--epochs"):
+        resolve_config(settings, parse("--epochs", "0"))
+
+
+def test_training_key_is_stable_and_changes_with_config_data_and_workers():
+    config = PRESETS["smoke"]
+    assert training_key(config, "v-1") == training_key(TrainConfig.from_dict(config.to_dict()), "v-1")
+    assert len({training_key(config, "v-1"), training_key(config, "v-2"), training_key(config, "v-1", 2),
+                training_key(replace(config, epochs=9), "v-1")}) == 4
+
+
+def test_vertex_ai_locations_are_used_when_set_and_flags_win():
+    settings = load_config("local", environ={"FMNIST_STORAGE_ROOT": "/x"})
+    environ = {"AIP_MODEL_DIR": "gs://m/job/model/", "AIP_CHECKPOINT_DIR": "gs://m/job/checkpoints/",
+               "AIP_TENSORBOARD_LOG_DIR": "gs://m/job/logs/"}
+    paths = output_paths(settings, parse(), environ)
+    assert (paths.model("r"), paths.checkpoints("k"), paths.tensorboard("r")) == (
+        "gs://m/job/model/", "gs://m/job/checkpoints/", "gs://m/job/logs/")
+    assert output_paths(settings, parse("--model-dir", "/elsewhere"), environ).model("r") == "/elsewhere"
+    local = output_paths(settings, parse(), {})
+    assert local.model("r") == "/x/dev/runs/r/model" and local.checkpoints("k") == "/x/dev/checkpoints/k"
+
+
+def test_validation_split_is_the_shared_stratified_one():
+    labels = np.repeat(np.arange(10), 50)
+    (x_fit, y_fit), (x_val, y_val) = split_train_validation(np.arange(500), labels, 0.1, seed=1)
+    assert np.bincount(y_val).tolist() == [5] * 10 and len(set(x_fit) & set(x_val)) == 0
+
+
+def test_flatten_gives_vertex_experiments_scalar_params():
+    assert flatten({"model": {"width": 8}, "epochs": 2}) == {"model.width": 8, "epochs": 2}
+
+
+def test_a_run_writes_model_record_checkpoint_and_tensorboard(smoke_model):
+    model_dir, result = smoke_model
+    assert sorted(p.name for p in model_dir.iterdir()) == [MODEL_FILE, TRAINING_FILE]
+    info = json.loads((model_dir / TRAINING_FILE).read_text())
+    assert info["run_id"] == result.run_id and info["backend"] == "tensorflow"
+    assert info["config"] == PRESETS["smoke"].to_dict() and info["dataset"]["version"].startswith("v-")
+    assert len(info["history"]) == PRESETS["smoke"].epochs and "val_accuracy" in info["history"][-1]
+    assert result.test_metrics["test_accuracy"] > 0.5      # 10 classes: chance is 0.1
+
+    root = model_dir.parents[2]                             # <root>/runs/<run_id>/model
+    record = json.loads((root / "runs" / result.run_id / "run.json").read_text())
+    assert record["status"] == "completed" and record["params"]["epochs"] == PRESETS["smoke"].epochs
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(record["epochs"][0])
+    assert record["final_metrics"] == result.test_metrics
+    state = json.loads(next((root / "checkpoints").glob("*/state.json")).read_text())
+    assert state["completed"] is True and state["epoch"] == 2
+    assert list((root / "tensorboard" / result.run_id).rglob("events.out.tfevents.*"))
+
+
+def test_cli_train_reads_the_dataset_from_the_bucket_and_prints_next_steps(cli_env, capsys):
+    assert cli.main(["train", "--preset", "smoke", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"training {cli_env.dataset_version}" in out and "test accuracy" in out
+    model_dir = out.split("model in ")[1].split("\n")[0]
+    assert storage.exists(storage.join(model_dir, MODEL_FILE))
+    assert model_dir.startswith(str(cli_env.root / "dev" / "runs"))
+
+
+def test_cli_train_without_a_dataset_says_to_ingest(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "empty"))
+    monkeypatch.setenv("FMNIST_ENV", "local")
+    assert cli.main(["train", "--preset", "smoke"]) == 1
+    assert "python -m trainer ingest" in capsys.readouterr().err
+
+
+def test_mixed_precision_run_saves_a_float32_model(trainer_world, tmp_path):
+    import keras
+
+    from trainer.dataset import load_dataset
+    from trainer.train import train
+    data = load_dataset(trainer_world.settings)
+    config = replace(PRESETS["smoke"], epochs=1, mixed_precision=True, augment=True)
+    try:
+        result = train(data.x_train[:300], data.y_train[:300], data.x_test[:50], data.y_test[:50], config,
+                       OutputPaths(str(tmp_path)), fresh=True, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    saved = keras.saving.load_model(storage.join(result.model_dir, MODEL_FILE))
+    assert all(layer.dtype_policy.name == "float32" for layer in saved.layers)

@@ -1,0 +1,165 @@
+"""`python -m trainer submit`: training as a Vertex AI custom job, plus the names both Vertex adapters share.
+
+Why a request object: everything sent to Vertex AI is built by pure functions here (tests assert it, `--dry-run`
+prints it); only `send` talks to Google Cloud. The job runs the trainer image (entrypoint `python -m trainer
+train`) with FMNIST_ENV set, so inside it the same config resolves; Vertex AI sets AIP_MODEL_DIR,
+AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR under base_output_dir, and TF_CONFIG when there are several
+replicas. The experiment and TensorBoard come from infra/ (config vertex.tensorboard).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Optional
+
+from trainer import storage
+from trainer.cli import CommandError
+
+KMS_KEY_ID = "fmnist-cmek"   # infra/naming.py Names.kms_key: the key infra/ declares in infra.kms_key_ring
+
+
+# ---- names of what infra/ declares (defaults agree with infra/naming.py) -----------------------------------------
+
+def image_uri(settings, image: str) -> str:
+    """Full image reference: config vertex.<image>_image, else `<region>-docker.pkg.dev/<project>/<repo>/<image>:<tag>`
+    with the content tag infra/ pushes (infra.images.source_tag) when this checkout has infra/, else 'latest'."""
+    explicit = getattr(settings.vertex, f"{image}_image")
+    if explicit:
+        return explicit
+    repository = settings.vertex.artifact_repository or f"{settings.bucket_prefix}-images"
+    try:
+        from infra.images import source_tag
+        tag = source_tag(image)
+    except ImportError:
+        tag = "latest"
+    return f"{settings.region}-docker.pkg.dev/{settings.project_id}/{repository}/{image}:{tag}"
+
+
+def service_account(settings, role: str) -> str:
+    explicit = settings.vertex.service_account if role == "trainer" else settings.vertex.serving_service_account
+    return explicit or f"{settings.bucket_prefix}-{role}@{settings.project_id}.iam.gserviceaccount.com"
+
+
+def kms_key(settings) -> str:
+    return settings.vertex.kms_key or (f"projects/{settings.project_id}/locations/{settings.region}/keyRings/"
+                                       f"{settings.infra.kms_key_ring}/cryptoKeys/{KMS_KEY_ID}")
+
+
+def endpoint_name(settings) -> str:
+    return f"projects/{settings.project_id}/locations/{settings.region}/endpoints/{settings.infra.endpoint_id}"
+
+
+def require_gcp(settings, command: str) -> None:
+    if settings.target != "gcp":
+        raise CommandError(f"`{command}` talks to Vertex AI: use a gcp environment (--env dev) with credentials "
+                           f"(`gcloud auth application-default login`); add --dry-run to see the requests only")
+
+
+# ---- the custom job --------------------------------------------------------------------------------------------
+
+@dataclass
+class CustomJobRequest:
+    """Keyword arguments of aiplatform.init, aiplatform.CustomJob and CustomJob.submit."""
+    init: dict
+    job: dict
+    submit: dict
+    notes: list = field(default_factory=list)
+
+
+def job_display_name(preset: str, now: Optional[datetime] = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"fmnist-train-{preset}-{now:%Y%m%d-%H%M%S}"
+
+
+def build_custom_job(settings, train_args: list[str], *, display_name: str, workers: Optional[int] = None,
+                     machine_type: Optional[str] = None, accelerator_type: Optional[str] = None,
+                     accelerator_count: Optional[int] = None, image: Optional[str] = None) -> CustomJobRequest:
+    """One chief pool plus, for multi-worker training, a second pool of workers-1 identical replicas."""
+    vertex = settings.vertex
+    workers = workers or vertex.worker_count
+    accelerator_type = accelerator_type if accelerator_type is not None else vertex.accelerator_type
+    accelerator_count = accelerator_count if accelerator_count is not None else vertex.accelerator_count
+    if workers < 1:
+        raise CommandError(f"--workers must be >= 1, got {workers}")
+    if bool(accelerator_type) != bool(accelerator_count):
+        raise CommandError("set both an accelerator type (e.g. NVIDIA_TESLA_T4) and a count >= 1, or neither "
+                           f"(got type={accelerator_type!r}, count={accelerator_count})")
+    machine_spec = {"machine_type": machine_type or vertex.machine_type}
+    if accelerator_type:
+        machine_spec.update(accelerator_type=accelerator_type, accelerator_count=accelerator_count)
+    container = {"image_uri": image or image_uri(settings, "trainer"), "args": list(train_args),
+                 "env": [{"name": "FMNIST_ENV", "value": settings.env},
+                         {"name": "KERAS_BACKEND", "value": "tensorflow"}]}
+    pools = [{"machine_spec": machine_spec, "replica_count": 1, "container_spec": container}]
+    if workers > 1:
+        pools.append({"machine_spec": dict(machine_spec), "replica_count": workers - 1,
+                      "container_spec": json.loads(json.dumps(container))})
+    labels = {"app": "fmnist-mlops", "env": settings.env, "component": "trainer"}
+    notes = []
+    submit = {"service_account": service_account(settings, "trainer"), "restart_job_on_worker_restart": True,
+              "experiment": vertex.experiment}
+    if vertex.tensorboard:
+        submit["tensorboard"] = vertex.tensorboard
+    else:
+        notes.append("vertex.tensorboard is not set: no TensorBoard for this job (set it to `cdktf output` "
+                     "tensorboard, e.g. FMNIST_VERTEX__TENSORBOARD=projects/.../tensorboards/ID)")
+    return CustomJobRequest(
+        init={"project": settings.project_id, "location": settings.region,
+              "staging_bucket": storage.join(settings.dev_bucket, "vertex-staging"),
+              "experiment": vertex.experiment,
+              **({"experiment_tensorboard": vertex.tensorboard} if vertex.tensorboard else {})},
+        job={"display_name": display_name, "worker_pool_specs": pools,
+             "base_output_dir": storage.join(settings.models_bucket, "jobs", display_name),
+             "labels": labels, "encryption_spec_key_name": kms_key(settings)},
+        submit=submit, notes=notes)
+
+
+def send(request: CustomJobRequest, aiplatform=None):
+    """Submit the job (returns at once; the job runs on Vertex AI)."""
+    if aiplatform is None:
+        from google.cloud import aiplatform
+    aiplatform.init(**request.init)
+    job = aiplatform.CustomJob(**request.job)
+    job.submit(**request.submit)
+    return job
+
+
+# ---- command line -----------------------------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--preset", help="training preset passed to the job (default: config training.preset)")
+    parser.add_argument("--workers", type=int, help="replicas (multi-worker via TF_CONFIG; default vertex.worker_count)")
+    parser.add_argument("--machine-type", help="default vertex.machine_type")
+    parser.add_argument("--accelerator-type", help="e.g. NVIDIA_TESLA_T4 (default vertex.accelerator_type)")
+    parser.add_argument("--accelerator-count", type=int)
+    parser.add_argument("--image", help="trainer image (default: the one infra/ pushed)")
+    parser.add_argument("--display-name", help="job name (default fmnist-train-<preset>-<UTC time>)")
+    parser.add_argument("--dry-run", action="store_true", help="print the request, send nothing")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER,
+                        help="more `train` flags after --, e.g. -- --epochs 20 --width 48")
+
+
+def run(args, settings) -> int:
+    preset = args.preset or settings.training.preset
+    extra = [a for a in args.train_args if a != "--"]
+    display_name = args.display_name or job_display_name(preset)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", display_name):
+        raise CommandError(f"--display-name '{display_name}': use lowercase letters, digits and '-' "
+                           "(it also names the experiment run)")
+    request = build_custom_job(settings, ["--preset", preset, "--run-id", display_name, *extra],
+                               display_name=display_name, workers=args.workers, machine_type=args.machine_type,
+                               accelerator_type=args.accelerator_type, accelerator_count=args.accelerator_count,
+                               image=args.image)
+    for note in request.notes:
+        print(f"note: {note}")
+    if args.dry_run:
+        print(json.dumps({"init": request.init, "job": request.job, "submit": request.submit}, indent=2))
+        return 0
+    require_gcp(settings, "submit")
+    job = send(request)
+    print(f"submitted {job.resource_name}; model will be written to {request.job['base_output_dir']}/model\n"
+          f"then: python -m trainer --env {settings.env} export --model-dir {request.job['base_output_dir']}/model")
+    return 0
