@@ -1,0 +1,322 @@
+"""Serving figures for issue 4, measured beside the bare-app anchor on the same model file and machine.
+
+    .venv/bin/python bench/bench_service.py [--model-dir DIR] [--duration 5] [--litert-python .venv-litert/bin/python]
+
+For each model (an anchor-sized CNN built here, plus the local champion when one is registered) it starts
+`python -m service` and /work/shared/anchors/bare_app.py under gunicorn with 2 sync workers on loopback and
+measures: cold start (process launch to the first 200 from the predict route, median of 3), single-image
+latency with one client (wrk, p50/p99), single-image throughput (binary body), 64-image binary throughput,
+JSON throughput, peak RSS per worker (VmHWM), and errors (non-2xx + socket errors) in every run. With
+--litert-python (a venv holding ai-edge-litert) the anchor also runs the LiteRT export of the same model, to
+re-check the runtime choice. Load comes from wrk (apt install wrk), bounded by --duration per run.
+Results: printed, and written to bench/results/bench_service.json. The machine has 2 cores shared with the
+load generator (and possibly other work): quote figures with that condition.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results"
+ANCHOR_DIR = Path("/work/shared/anchors")
+TEST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+GOALS = {"cold_start_s": ("<=", 0.3), "p50_ms": ("<=", 1.0), "p99_ms": ("<=", 3.0),
+         "single_rps": (">=", 3500), "batch64_img_s": (">=", 30000), "peak_rss_worker_mb": ("<=", 100),
+         "errors": ("<=", 0)}
+WRK_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = os.getenv("BENCH_CT")
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_images(n: int) -> np.ndarray:
+    if TEST_IMAGES.exists():
+        with gzip.open(TEST_IMAGES) as fh:
+            return np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n].copy()
+    return np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+
+
+def build_anchor_cnn(directory: Path) -> Path:
+    """The FACTS.md serving model's shape (2 conv + BN + pool, dense 128), exported to ONNX and LiteRT."""
+    if (directory / "model.onnx").exists() and (directory / "metadata.json").exists():
+        return directory
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    from keras import layers
+
+    from trainer.features import compute_image_features, feature_baseline
+
+    keras.utils.set_random_seed(0)
+    pixels = keras.Input(shape=(28, 28), dtype="float32", name="pixels")
+    x = layers.Reshape((28, 28, 1))(pixels)
+    x = layers.Rescaling(1.0 / 255)(x)
+    for filters in (32, 64):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    model = keras.Model(pixels, layers.Dense(10, activation="softmax")(x))
+    images = test_images(2000)
+    model.predict_on_batch(images[:2].astype(np.float32))
+    directory.mkdir(parents=True, exist_ok=True)
+    model.export(str(directory / "model.onnx"), format="onnx", verbose=False)
+    try:
+        model.export(str(directory / "model.tflite"), format="litert", verbose=False)
+    except Exception as exc:  # noqa: BLE001 - LiteRT is only for the comparison
+        print(f"note: LiteRT export failed ({exc}); the LiteRT comparison is skipped")
+    predicted = np.asarray(model.predict_on_batch(images.astype(np.float32))).argmax(axis=1)
+    metadata = {"model_version": "bench-anchor-cnn", "class_names": [str(i) for i in range(10)],
+                "input": {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]},
+                "serving_artifact": "model.onnx",
+                "feature_baseline": feature_baseline(compute_image_features(images), predicted)}
+    (directory / "metadata.json").write_text(json.dumps(metadata))
+    return directory
+
+
+def local_champion() -> Path | None:
+    from service.config import default_model_uri
+    from service.model_source import ModelLoadError, resolve_version_dir
+    try:
+        version_dir, _ = resolve_version_dir(default_model_uri(os.environ))
+    except ModelLoadError:
+        return None
+    return Path(version_dir) if (Path(version_dir) / "model.onnx").exists() else None
+
+
+class Server:
+    """One gunicorn server: ours (`python -m service`) or the anchor (bare_app.py)."""
+
+    def __init__(self, name: str, kind: str, model_dir: Path, python: str, runtime: str = "ort"):
+        self.name, self.kind, self.model_dir, self.python, self.runtime = name, kind, model_dir, python, runtime
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = RESULTS / f"{name}.log"
+        if kind == "service":
+            self.predict_path, self.raw_path, self.json_path = "/predict", "/predict", "/predict"
+        else:
+            self.predict_path, self.raw_path, self.json_path = "/predict_raw", "/predict_raw", "/predict_orjson"
+
+    def command(self) -> tuple[list[str], dict, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "MODEL_URI", "PROMETHEUS"))}
+        if self.kind == "service":
+            env.update(MODEL_URI=str(self.model_dir), PORT=str(self.port), SERVICE_HOST="127.0.0.1", WORKERS="2")
+            return [self.python, "-m", "service"], env, str(REPO)
+        artifact = "model.onnx" if self.runtime == "ort" else "model.tflite"
+        env.update(RUNTIME=self.runtime, MODEL=str(self.model_dir / artifact), THREADS="1")
+        gunicorn = str(Path(self.python).parent / "gunicorn")
+        return [gunicorn, "-w", "2", "-b", f"127.0.0.1:{self.port}", "bare_app:app"], env, str(ANCHOR_DIR)
+
+    def start(self, body: bytes) -> float:
+        """Launch and poll the predict route until the first 200; seconds from launch."""
+        cmd, env, cwd = self.command()
+        with open(self.log, "ab") as log:
+            started = time.perf_counter()
+            self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
+        deadline = started + 60
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("POST", self.raw_path, body, {"Content-Type": "application/octet-stream"})
+                status = conn.getresponse().status
+                conn.close()
+                if status == 200:
+                    return time.perf_counter() - started
+            except OSError:
+                pass
+            time.sleep(0.002)
+        raise RuntimeError(f"{self.name} did not answer within 60 s; see {self.log}")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [int(p) for p in children]
+
+    def rss_mb(self, field: str) -> list[float]:
+        out = []
+        for pid in self.worker_pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    out.append(int(line.split()[1]) / 1024)
+        return out
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(port: int, path: str, body_file: Path, content_type: str, threads: int, connections: int,
+            duration: int) -> dict:
+    script = RESULTS / "post.lua"
+    script.write_text(WRK_LUA)
+    env = {**os.environ, "BENCH_CT": content_type, "BENCH_BODY": str(body_file)}
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
+           f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 30).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)\b", out).groups()
+        result[f"p{pct}_ms"] = float(value) * _UNITS[unit]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["non2xx"] = int(non2xx.group(1)) if non2xx else 0
+    result["socket_errors"] = sum(int(x) for x in sock.groups()) if sock else 0
+    result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    return result
+
+
+def bench_server(server: Server, bodies: dict, duration: int, cold_starts: int) -> dict:
+    one = bodies["raw1"].read_bytes()
+    starts = []
+    for attempt in range(cold_starts):
+        starts.append(server.start(one))
+        if attempt < cold_starts - 1:
+            server.stop()
+            time.sleep(0.3)
+    time.sleep(0.5)
+    idle = server.rss_mb("VmRSS")
+    octet, js = "application/octet-stream", "application/json"
+    runs = {
+        "latency_1": run_wrk(server.port, server.raw_path, bodies["raw1"], octet, 1, 1, duration),
+        "throughput_1": run_wrk(server.port, server.raw_path, bodies["raw1"], octet, 1, 8, duration),
+        "throughput_64": run_wrk(server.port, server.raw_path, bodies["raw64"], octet, 1, 4, duration),
+        "json_1": run_wrk(server.port, server.json_path, bodies["json1"], js, 1, 8, max(2, duration // 2)),
+        "json_64": run_wrk(server.port, server.json_path, bodies["json64"], js, 1, 4, max(2, duration // 2)),
+    }
+    peak = server.rss_mb("VmHWM")
+    server.stop()
+    return {
+        "cold_start_s": statistics.median(starts), "cold_starts_s": starts,
+        "p50_ms": runs["latency_1"]["p50_ms"], "p99_ms": runs["latency_1"]["p99_ms"],
+        "single_rps": runs["throughput_1"]["rps"], "batch64_img_s": runs["throughput_64"]["rps"] * 64,
+        "json1_rps": runs["json_1"]["rps"], "json64_img_s": runs["json_64"]["rps"] * 64,
+        "idle_rss_worker_mb": max(idle), "peak_rss_worker_mb": max(peak),
+        "errors": sum(r["non2xx"] + r["socket_errors"] for r in runs.values()),
+        "requests": sum(r["requests"] for r in runs.values()), "runs": runs,
+    }
+
+
+def write_bodies(images: np.ndarray) -> dict:
+    bodies = {"raw1": images[:1].tobytes(), "raw64": images[:64].tobytes(),
+              "json1": json.dumps({"instances": images[:1].tolist()}).encode(),
+              "json64": json.dumps({"instances": images[:64].tolist()}).encode()}
+    paths = {}
+    for name, data in bodies.items():
+        paths[name] = RESULTS / f"body-{name}.bin"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def verdict(metric: str, value: float) -> str:
+    if metric not in GOALS:
+        return ""
+    op, goal = GOALS[metric]
+    ok = value <= goal if op == "<=" else value >= goal
+    return f"{op} {goal:g} {'PASS' if ok else 'MISS'}"
+
+
+def print_table(title: str, ours: dict, anchors: dict) -> None:
+    rows = [("cold_start_s", "cold start to first 200 (s)", "{:.3f}"), ("p50_ms", "1 image, 1 client p50 (ms)",
+             "{:.2f}"), ("p99_ms", "1 image, 1 client p99 (ms)", "{:.2f}"),
+            ("single_rps", "1 image/request binary (req/s)", "{:,.0f}"),
+            ("batch64_img_s", "64 images/request binary (img/s)", "{:,.0f}"),
+            ("json1_rps", "1 image/request JSON (req/s)", "{:,.0f}"),
+            ("json64_img_s", "64 images/request JSON (img/s)", "{:,.0f}"),
+            ("idle_rss_worker_mb", "RSS per worker idle (MB)", "{:.0f}"),
+            ("peak_rss_worker_mb", "RSS per worker peak (MB)", "{:.0f}"), ("errors", "errors (all runs)", "{:d}")]
+    names = list(anchors)
+    print(f"\n== {title}")
+    header = f"{'metric':36s} {'service':>10s} " + " ".join(f"{n:>12s} {'ratio':>6s}" for n in names) + "  goal"
+    print(header)
+    for key, label, fmt in rows:
+        line = f"{label:36s} {fmt.format(ours[key]):>10s} "
+        for name in names:
+            value = anchors[name][key]
+            ratio = ours[key] / value if value else float("nan")
+            line += f"{fmt.format(value):>12s} {ratio:6.2f} "
+        print(line + " " + verdict(key, ours[key]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, help="model version directory to bench (default: an anchor-sized "
+                                                       "CNN built here, plus the local champion if registered)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per load run (default 5)")
+    parser.add_argument("--cold-starts", type=int, default=3)
+    parser.add_argument("--python", default=sys.executable, help="interpreter for both servers")
+    parser.add_argument("--litert-python", help="interpreter of a venv with ai-edge-litert, flask, gunicorn, orjson")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("error: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    models = {}
+    if args.model_dir:
+        models["given"] = args.model_dir
+    else:
+        models["anchor-cnn"] = build_anchor_cnn(RESULTS / "model-anchor-cnn")
+        champion = local_champion()
+        if champion:
+            models["champion"] = champion
+    bodies = write_bodies(test_images(64))
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} at start; wrk shares the cores")
+    report = {"load_average_start": load, "cores": os.cpu_count(), "duration_s": args.duration, "models": {}}
+    for label, model_dir in models.items():
+        servers = {"service": Server(f"{label}-service", "service", model_dir, args.python)}
+        servers["anchor-ort"] = Server(f"{label}-anchor-ort", "anchor", model_dir, args.python, "ort")
+        if args.litert_python and (model_dir / "model.tflite").exists():
+            servers["anchor-lite"] = Server(f"{label}-anchor-lite", "anchor", model_dir, args.litert_python, "lite")
+        results = {}
+        try:
+            for name, server in servers.items():
+                results[name] = bench_server(server, bodies, args.duration, args.cold_starts)
+        finally:
+            for server in servers.values():
+                server.stop()
+        report["models"][label] = {"model_dir": str(model_dir), **results}
+        print_table(f"{label} ({model_dir})", results["service"], {k: v for k, v in results.items()
+                                                                     if k != "service"})
+    report["load_average_end"] = os.getloadavg()
+    (RESULTS / "bench_service.json").write_text(json.dumps(report, indent=2))
+    print(f"\nload average at end {report['load_average_end'][0]:.2f}; details in {RESULTS / 'bench_service.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

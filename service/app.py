@@ -1,0 +1,285 @@
+"""The Flask application factory: routes, error handling, metrics and one JSON log line per request.
+
+`create_app(config)` reads the model directory at once (so a missing model fails before gunicorn forks) and, unless
+told to defer, builds the inference session and warms it up. Under gunicorn the master creates the app with
+`activate=False` and each worker activates it after the fork (gunicorn_conf.post_worker_init): ONNX Runtime
+sessions are not shared across processes, and /health answers 503 until a worker's warm-up has succeeded.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from typing import Mapping, Optional, Union
+
+import numpy as np
+import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from service import metrics
+from service.accounting import ERROR, INSTANCES, REQUEST_ID, AccountingMiddleware
+from service.config import ServiceConfig
+from service.drift import DriftMonitor
+from service.errors import RequestError
+from service.logs import RequestLog, configure_logging
+from service.model_source import ModelBundle, load_bundle
+from service.openapi import build_openapi
+from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_top_k
+from service.runtime import OnnxClassifier
+
+log = logging.getLogger("service")
+JSON_MIMETYPE = "application/json"
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body, option=_DUMP_OPTIONS), status=status, mimetype=JSON_MIMETYPE)
+
+
+class ServiceState:
+    """What one worker serves: the model bundle, its inference session, drift statistics and metric handles."""
+
+    def __init__(self, config: ServiceConfig, bundle: ModelBundle):
+        self.config = config
+        self.bundle = bundle
+        self.class_names = bundle.class_names
+        self.classifier = None
+        self.ready = False
+        self.runtime_version = "onnxruntime (not loaded in this process)"
+        state_dir = os.environ.get("SERVICE_STATE_DIR")
+        self.drift = DriftMonitor(bundle.metadata.get("feature_baseline"), config.drift_psi_threshold,
+                                  config.drift_min_images, config.drift_sample_every,
+                                  os.path.join(state_dir, "drift") if state_dir else None)
+        self.request_log = RequestLog(config.log_level, config.google_cloud_project, bundle.version)
+        self.scrape_registry = metrics.build_scrape_registry(self)
+        self.openapi_bytes = orjson.dumps(build_openapi(config, bundle.version))
+        self._class_counters = [metrics.PREDICTED.labels(name) for name in self.class_names]
+        self._instance_counters: dict = {}
+        self._request_counters: dict = {}
+        self._latency: dict = {}
+
+    def activate(self) -> None:
+        """Build this process's inference session and warm it up; /health turns 200 only after this."""
+        if self.ready:
+            return
+        started = time.perf_counter()
+        classifier = OnnxClassifier(self.bundle.model_bytes, self.bundle.metadata["input"]["name"],
+                                    len(self.class_names))
+        classifier.warm_up()
+        self.classifier = classifier
+        self.runtime_version = classifier.runtime_version
+        self.ready = True
+        log.info("model %s ready in worker %d (session + warm-up %.1f ms)", self.bundle.version, os.getpid(),
+                 (time.perf_counter() - started) * 1000)
+
+    def count_request(self, route: str, method: str, status: int, latency_s: float) -> None:
+        key = (route, method, status)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self._request_counters[key] = metrics.REQUESTS.labels(route, method, str(status))
+        counter.inc()
+        histogram = self._latency.get(route)
+        if histogram is None:
+            histogram = self._latency[route] = metrics.LATENCY.labels(route)
+        histogram.observe(latency_s)
+
+    def count_predictions(self, encoding: str, predicted: np.ndarray) -> None:
+        counter = self._instance_counters.get(encoding)
+        if counter is None:
+            counter = self._instance_counters[encoding] = metrics.INSTANCES.labels(encoding)
+        counter.inc(len(predicted))
+        if len(predicted) == 1:
+            self._class_counters[int(predicted[0])].inc()
+            return
+        per_class = np.bincount(predicted, minlength=len(self.class_names))
+        for class_id in np.flatnonzero(per_class).tolist():
+            self._class_counters[class_id].inc(int(per_class[class_id]))
+
+
+def _predictions(probabilities: np.ndarray, predicted: np.ndarray, top_k: Optional[int], names: list) -> list:
+    out = [{"class_id": class_id, "label": names[class_id], "probabilities": probabilities[i]}
+           for i, class_id in enumerate(predicted.tolist())]
+    if top_k:
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+        for i, item in enumerate(out):
+            item["top_k"] = [{"class_id": j, "label": names[j], "probability": probabilities[i, j]}
+                             for j in order[i].tolist()]
+    return out
+
+
+def _coerce_config(config: Union[ServiceConfig, Mapping[str, str], None]) -> ServiceConfig:
+    if isinstance(config, ServiceConfig):
+        return config
+    if config is None:
+        return ServiceConfig.from_env()
+    return ServiceConfig.from_env({**os.environ, **config})
+
+
+def create_app(config: Union[ServiceConfig, Mapping[str, str], None] = None, *,
+               bundle: Optional[ModelBundle] = None, activate: bool = True) -> Flask:
+    """The prediction service as a Flask app.
+
+    `config`: a ServiceConfig, a mapping of environment variables laid over os.environ, or None for the
+    environment. `bundle`: an already-read model (else read from config.model_uri). `activate=False` defers the
+    inference session to `app.extensions["fmnist"].activate()` (gunicorn does that in each worker).
+    """
+    config = _coerce_config(config)
+    configure_logging(config.log_level)
+    bundle = bundle or load_bundle(config.model_uri)
+    state = ServiceState(config, bundle)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["fmnist"] = state
+    _register_routes(app, state)
+    _register_error_handlers(app, state)
+    routes = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}
+    app.wsgi_app = AccountingMiddleware(app.wsgi_app, state, routes, {config.health_route, "/metrics"},
+                                        state.request_log)
+    if activate:
+        state.activate()
+    log.info("serving model %s from %s", bundle.version, bundle.version_dir)
+    return app
+
+
+def _parse(state: ServiceState) -> ParsedRequest:
+    mimetype = request.mimetype
+    config = state.config
+    if mimetype == "application/octet-stream":
+        return parse_binary(request.get_data(cache=False), config.max_instances, request.args)
+    if mimetype == JSON_MIMETYPE or mimetype.endswith("+json"):
+        parsed = parse_json(request.get_data(cache=False), config.max_instances)
+        if parsed.top_k is None and "top_k" in request.args:
+            parsed.top_k = parse_top_k(request.args["top_k"], "query")
+        return parsed
+    raise RequestError(415, "unsupported_media_type",
+                       f"Content-Type {mimetype or '(none)'!r} is not supported: send application/json "
+                       "({\"instances\": [...]}) or application/octet-stream (N x 784 uint8 pixels)")
+
+
+def _register_routes(app: Flask, state: ServiceState) -> None:
+    config = state.config
+    names = state.class_names
+
+    def predict():
+        if not state.ready:
+            raise RequestError(503, "not_ready", "the model is loading or warming up; retry shortly")
+        parsed = _parse(state)
+        request.environ[INSTANCES] = len(parsed.pixels)
+        started = time.perf_counter()
+        probabilities = state.classifier.predict(parsed.pixels)
+        metrics.INFERENCE.observe(time.perf_counter() - started)
+        predicted = probabilities.argmax(axis=1)
+        state.drift.observe(parsed.pixels, predicted)
+        state.count_predictions(parsed.encoding, predicted)
+        response_meta = {"model_version": state.bundle.version}
+        if parsed.notes:
+            response_meta["notes"] = parsed.notes
+        return _json({"predictions": _predictions(probabilities, predicted, parsed.top_k, names),
+                      "metadata": response_meta})
+
+    def health():
+        if not state.ready:
+            raise RequestError(503, "not_ready", "the model is loading or warming up")
+        return _json({"status": "ok", "model_version": state.bundle.version})
+
+    app.add_url_rule(config.predict_route, "predict", predict, methods=["POST"])
+    app.add_url_rule(config.health_route, "health", health, methods=["GET"])
+
+    @app.get("/v1/model")
+    def model_info():
+        return _json({**state.bundle.metadata,
+                      "source": {"requested_uri": state.bundle.requested_uri,
+                                 "version_dir": state.bundle.version_dir, "alias": state.bundle.alias},
+                      "serving": {"runtime": state.runtime_version, "ready": state.ready,
+                                  "samples": 0 if state.bundle.samples is None else len(state.bundle.samples.images),
+                                  "max_instances": config.max_instances, "max_body_bytes": config.max_body_bytes,
+                                  "drift_psi_threshold": config.drift_psi_threshold}})
+
+    @app.get("/openapi.json")
+    def openapi():
+        return Response(state.openapi_bytes, mimetype=JSON_MIMETYPE)
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        body, content_type = metrics.exposition(state.scrape_registry)
+        return Response(body, content_type=content_type)
+
+    @app.get("/monitoring/drift")
+    def drift_report():
+        return _json(state.drift.report())
+
+    @app.post("/monitoring/drift/reset")
+    def drift_reset():
+        state.drift.reset()
+        return _json(state.drift.report())
+
+    if config.page_enabled:
+        from service.images import encode_png
+        from service.page import render_page
+
+        page_html = render_page(config.predict_route)
+
+        @app.get("/")
+        def page():
+            return Response(page_html, mimetype="text/html")
+
+        @app.get("/v1/samples/random")
+        def random_sample():
+            samples = state.bundle.samples
+            if samples is None:
+                raise RequestError(404, "no_samples", "the model directory has no samples.npz; upload an image")
+            index = random.randrange(len(samples.images))
+            label = None if samples.labels is None else names[int(samples.labels[index])]
+            return _json({"b64": encode_png(samples.images[index]), "index": index, "label": label})
+
+
+def _drain_body() -> None:
+    """Read what the client is still sending, so the error reply is not lost to a connection reset."""
+    stream = request.environ.get("wsgi.input")
+    remaining = _DRAIN_LIMIT
+    try:
+        while stream is not None and remaining > 0:
+            chunk = stream.read(min(65536, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+    except Exception:  # noqa: BLE001 - a client that hangs up mid-body only loses its own error reply
+        pass
+
+
+def _register_error_handlers(app: Flask, state: ServiceState) -> None:
+    def reply(error: RequestError) -> Response:
+        request.environ[ERROR] = {"error": error.reason, "detail": error.detail}
+        metrics.ERRORS.labels(error.reason).inc()
+        return _json(error.body(), error.status)
+
+    @app.errorhandler(RequestError)
+    def request_error(error: RequestError):
+        return reply(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        reason = (error.name or "http_error").lower().replace(" ", "_")
+        detail = error.description or error.name
+        if error.code == 413:
+            _drain_body()
+            detail = (f"the body is over {state.config.max_body_bytes} bytes (the Vertex AI limit): split the "
+                      "batch or use the binary path")
+        elif error.code == 404:
+            detail = f"no route {request.path}; see /openapi.json"
+        elif error.code == 405:
+            detail = f"{request.method} is not allowed on {request.path}; see /openapi.json"
+        response = reply(RequestError(error.code or 400, reason, detail))
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return reply(RequestError(500, "internal_error", f"{type(error).__name__}: the service failed; see its "
+                                                         f"logs for request id {request.environ.get(REQUEST_ID, '?')}"))

@@ -1,0 +1,126 @@
+"""Service settings, read from environment variables only.
+
+Why environment variables: Vertex AI and Cloud Run configure a container through them (AIP_*, PORT), and the
+project's config/<env>.yaml `service:` section is mapped onto the same names at deploy time. The service cannot
+import trainer.config, so the local registry default is rebuilt here from FMNIST_STORAGE_ROOT.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping, Optional
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STORAGE_ROOT = ".mlops"
+VERTEX_BODY_LIMIT = 1_500_000  # Vertex AI rejects online prediction requests over 1.5 MB; so do we
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(ValueError):
+    """An environment variable has an invalid value; the message names the variable and what it accepts."""
+
+
+def default_model_uri(environ: Mapping[str, str]) -> str:
+    """The local registry's champion: `<FMNIST_STORAGE_ROOT or .mlops>/models@champion` (relative to the repo)."""
+    root = Path(environ.get("FMNIST_STORAGE_ROOT") or DEFAULT_STORAGE_ROOT).expanduser()
+    if not root.is_absolute():
+        root = REPO_ROOT / root
+    return f"{root / 'models'}@champion"
+
+
+def on_managed_platform(environ: Mapping[str, str]) -> bool:
+    """True on Cloud Run (K_SERVICE) or a Vertex AI endpoint (AIP_HTTP_PORT / AIP_MODE)."""
+    return any(environ.get(name) for name in ("K_SERVICE", "AIP_HTTP_PORT", "AIP_MODE"))
+
+
+def _int(environ, name: str, default: int, low: int, high: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number from {low} to {high}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number from {low} to {high}")
+    return value
+
+
+def _float(environ, name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a positive number such as 0.2") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r}: expected a positive number such as 0.2")
+    return value
+
+
+def _bool(environ, name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false (also 1/0, yes/no, on/off)")
+
+
+def _route(environ, name: str, default: str) -> str:
+    raw = environ.get(name) or default
+    if not raw.startswith("/") or any(c in raw for c in " ?#<>"):
+        raise ConfigError(f"{name}={raw!r}: expected an absolute URL path such as {default}")
+    return raw
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything the service reads from its environment; `from_env` documents each variable's name."""
+    model_uri: str
+    host: str = "0.0.0.0"
+    port: int = 8080
+    health_route: str = "/health"
+    predict_route: str = "/predict"
+    workers: int = 2
+    max_instances: int = 256
+    max_body_bytes: int = VERTEX_BODY_LIMIT
+    drift_psi_threshold: float = 0.2
+    drift_min_images: int = 200
+    drift_sample_every: int = 8
+    page_enabled: bool = True
+    log_level: str = "INFO"
+    google_cloud_project: Optional[str] = None
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "ServiceConfig":
+        """Read and validate the service's variables; raise ConfigError naming the first bad one."""
+        env = os.environ if environ is None else environ
+        port_source = "AIP_HTTP_PORT" if env.get("AIP_HTTP_PORT") else "PORT"
+        log_level = (env.get("LOG_LEVEL") or "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"LOG_LEVEL={env.get('LOG_LEVEL')!r}: expected DEBUG, INFO, WARNING or ERROR")
+        return cls(
+            model_uri=env.get("AIP_STORAGE_URI") or env.get("MODEL_URI") or default_model_uri(env),
+            host=env.get("SERVICE_HOST") or "0.0.0.0",
+            port=_int(env, port_source, 8080, 1, 65535),
+            health_route=_route(env, "AIP_HEALTH_ROUTE", "/health"),
+            predict_route=_route(env, "AIP_PREDICT_ROUTE", "/predict"),
+            workers=_int(env, "WORKERS", 2, 1, 64),
+            max_instances=_int(env, "MAX_INSTANCES", 256, 1, 100_000),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", VERTEX_BODY_LIMIT, 1024, 64 * 1024 * 1024),
+            drift_psi_threshold=_float(env, "DRIFT_PSI_THRESHOLD", 0.2),
+            drift_min_images=_int(env, "DRIFT_MIN_IMAGES", 200, 1, 10**9),
+            drift_sample_every=_int(env, "DRIFT_SAMPLE_EVERY", 8, 1, 10**6),
+            page_enabled=_bool(env, "PAGE_ENABLED", not on_managed_platform(env)),
+            log_level=log_level,
+            google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
+        )
+
+    def with_changes(self, **changes) -> "ServiceConfig":
+        return replace(self, **changes)

@@ -1,0 +1,210 @@
+"""Input and prediction drift against the training baseline in metadata.json, shared by all gunicorn workers.
+
+What is compared (docs/CONTRACTS.md): per feature, the share of served images in each of the baseline's 10 bins
+(`searchsorted(edges, value, side="right")`), and the predicted-class shares against `classes.proportions`, as a
+population stability index with proportions clamped to >= 1e-4.
+Why shared files: each worker adds its counts into its own small memory-mapped file in the service's state
+directory, so a report from any worker sums the traffic of all of them without locks or a second process.
+Why sampling: the feature function costs ~12 us per image, a third of the per-image budget at 30k images/s;
+every image's predicted class is counted, and every k-th image's features (DRIFT_SAMPLE_EVERY, default 8)
+are computed in batches of 32 per worker. Up to 31 sampled images per worker wait in that buffer; a report
+includes the reporting worker's buffer.
+Counts accumulate from start-up or the last reset (POST /monitoring/drift/reset).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from service.features import FEATURE_FUNCTION_ID, FEATURE_NAMES, compute_image_features
+
+N_BINS = 10
+N_CLASSES = 10
+BUFFER_IMAGES = 32
+PROPORTION_FLOOR = 1e-4
+
+
+def population_stability_index(expected: np.ndarray, actual: np.ndarray) -> float:
+    """sum((a - e) * ln(a / e)) with both proportion vectors clamped to >= 1e-4 (docs/CONTRACTS.md)."""
+    e = np.maximum(np.asarray(expected, np.float64), PROPORTION_FLOOR)
+    a = np.maximum(np.asarray(actual, np.float64), PROPORTION_FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+class Baseline:
+    """The metadata's feature_baseline block, checked against the feature function this service runs."""
+
+    def __init__(self, block: Optional[dict]):
+        self.problem: Optional[str] = None
+        self.edges = np.zeros((len(FEATURE_NAMES), N_BINS - 1))
+        self.expected = np.full((len(FEATURE_NAMES), N_BINS), 1 / N_BINS)
+        self.class_expected = np.full(N_CLASSES, 1 / N_CLASSES)
+        if not block:
+            self.problem = "metadata.json has no feature_baseline; drift cannot be measured for this model"
+            return
+        if block.get("feature_function") != FEATURE_FUNCTION_ID:
+            self.problem = (f"the baseline was computed with {block.get('feature_function')!r}, this service computes "
+                            f"{FEATURE_FUNCTION_ID!r}; re-export the model or update service/features.py")
+            return
+        features = block.get("features") or {}
+        missing = [name for name in FEATURE_NAMES if name not in features]
+        if missing:
+            self.problem = f"the baseline lacks feature(s) {', '.join(missing)}"
+            return
+        try:
+            for row, name in enumerate(FEATURE_NAMES):
+                self.edges[row] = features[name]["edges"]
+                self.expected[row] = features[name]["proportions"]
+            self.class_expected[:] = block["classes"]["proportions"]
+        except (KeyError, TypeError, ValueError) as exc:
+            self.problem = f"the baseline is malformed ({exc}); expected 9 edges and 10 proportions per feature"
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+
+class _CountStore:
+    """Counts [features + 1, 10] (last row: predicted classes) for this process, plus the sum over all processes."""
+
+    def __init__(self, directory: Optional[str]):
+        self._dir = Path(directory) if directory else None
+        self._pid = -1
+        self._local: Optional[np.ndarray] = None
+        self._shape = (len(FEATURE_NAMES) + 1, N_BINS)
+        if self._dir is not None:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            if not (self._dir / "since").exists():
+                self._write_since()
+
+    def mine(self) -> np.ndarray:
+        """This process's counts as a plain ndarray (a view of its memory-mapped file when shared)."""
+        if self._local is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            if self._dir is None:
+                self._local = np.zeros(self._shape)
+            else:
+                mapped = np.memmap(self._dir / f"counts-{self._pid}.f64", np.float64, "w+", shape=self._shape)
+                self._mapped = mapped  # keeps the mapping alive
+                self._local = mapped.view(np.ndarray)
+        return self._local
+
+    def total(self) -> np.ndarray:
+        if self._dir is None:
+            return self.mine().copy()
+        out = np.zeros(self._shape)
+        for path in glob.glob(str(self._dir / "counts-*.f64")):
+            data = np.fromfile(path, np.float64)
+            if data.size == out.size:
+                out += data.reshape(self._shape)
+        return out
+
+    def reset(self) -> None:
+        if self._dir is None:
+            self.mine()[:] = 0
+            self._since = time.time()
+            return
+        for path in glob.glob(str(self._dir / "counts-*.f64")):
+            counts = np.memmap(path, np.float64, "r+", shape=self._shape)
+            counts[:] = 0
+            counts.flush()
+        self._write_since()
+
+    def _write_since(self) -> None:
+        self._since = time.time()
+        if self._dir is not None:
+            tmp = self._dir / f"since.{os.getpid()}"
+            tmp.write_text(repr(self._since))
+            os.replace(tmp, self._dir / "since")
+
+    def since(self) -> float:
+        if self._dir is not None:
+            try:
+                return float((self._dir / "since").read_text())
+            except (OSError, ValueError):
+                pass
+        return getattr(self, "_since", time.time())
+
+
+class DriftMonitor:
+    def __init__(self, baseline_block: Optional[dict], threshold: float, min_images: int,
+                 sample_every: int = 8, state_dir: Optional[str] = None):
+        self.baseline = Baseline(baseline_block)
+        self.threshold = threshold
+        self.min_images = min_images
+        self.sample_every = max(1, sample_every)
+        self._store = _CountStore(state_dir)
+        self._buffer = np.empty((BUFFER_IMAGES, 28, 28), np.uint8)
+        self._buffered = 0
+        self._seen = 0
+
+    def observe(self, pixels: np.ndarray, predicted: np.ndarray) -> None:
+        """Count predicted classes of all images and buffer every k-th image for the feature histogram."""
+        counts = self._store.mine()
+        n = len(predicted)
+        if n == 1:
+            counts[-1, predicted[0]] += 1
+        else:
+            counts[-1] += np.bincount(predicted, minlength=N_CLASSES)
+        if not self.baseline.usable:
+            return
+        first = (-self._seen) % self.sample_every
+        self._seen += n
+        for index in range(first, n, self.sample_every):
+            self._buffer[self._buffered] = pixels[index]  # float 0..255 -> uint8, truncating like the function
+            self._buffered += 1
+            if self._buffered == BUFFER_IMAGES:
+                self.flush()
+
+    def flush(self) -> None:
+        """Add the buffered images' feature bins to this worker's counts."""
+        if not self._buffered:
+            return
+        values = compute_image_features(self._buffer[:self._buffered])
+        counts = self._store.mine()
+        for row, name in enumerate(FEATURE_NAMES):
+            bins = np.searchsorted(self.baseline.edges[row], values[name], side="right")
+            counts[row] += np.bincount(bins, minlength=N_BINS)
+        self._buffered = 0
+
+    def reset(self) -> None:
+        self._buffered = 0
+        self._store.reset()
+
+    def report(self) -> dict:
+        """PSI per feature and for predicted classes, the drift flag, and the numbers behind them."""
+        self.flush()
+        counts = self._store.total()
+        classes_seen = int(counts[-1].sum())
+        sampled = int(counts[0].sum())
+        report = {
+            "drift_detected": False, "threshold": self.threshold, "min_images": self.min_images,
+            "images_seen": classes_seen, "images_sampled": sampled, "sample_every": self.sample_every,
+            "feature_function": FEATURE_FUNCTION_ID,
+            "since": datetime.fromtimestamp(self._store.since(), timezone.utc).isoformat(timespec="seconds"),
+        }
+        if not self.baseline.usable:
+            return {**report, "status": "no_baseline", "detail": self.baseline.problem}
+        if sampled < self.min_images:
+            return {**report, "status": "insufficient_data",
+                    "detail": f"{sampled} of the {self.min_images} sampled images needed before PSI is meaningful"}
+        features = {}
+        for row, name in enumerate(FEATURE_NAMES):
+            psi = population_stability_index(self.baseline.expected[row], counts[row] / counts[row].sum())
+            features[name] = {"psi": round(psi, 6), "drifted": psi > self.threshold}
+        observed = counts[-1] / max(classes_seen, 1)
+        class_psi = population_stability_index(self.baseline.class_expected, observed)
+        drifted = [name for name, item in features.items() if item["drifted"]]
+        if class_psi > self.threshold:
+            drifted.append("predicted_class")
+        return {**report, "status": "ok", "drift_detected": bool(drifted), "drifted": drifted,
+                "features": features,
+                "classes": {"psi": round(class_psi, 6), "drifted": class_psi > self.threshold,
+                            "observed_proportions": [round(float(p), 6) for p in observed],
+                            "baseline_proportions": [float(p) for p in self.baseline.class_expected]}}

@@ -1,0 +1,23 @@
+"""The one error type bad requests raise: an HTTP status, a machine-readable reason and a sentence for people.
+
+The JSON body is always {"error": <short name>, "detail": <what was wrong, where (which instance) and the fix>};
+`reason` labels the errors-by-reason metric.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, reason: str, detail: str, instance: Optional[int] = None):
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.instance = instance
+        self.detail = f"instance {instance}: {detail}" if instance is not None else detail
+
+    def body(self) -> dict:
+        out = {"error": self.reason, "detail": self.detail}
+        if self.instance is not None:
+            out["instance"] = self.instance
+        return out

@@ -1,0 +1,62 @@
+"""gunicorn settings for the service (`python -m service` passes this file; `gunicorn -c` works too).
+
+Why preload: the master imports the web stack and reads the model once (a gs:// model is downloaded once), then
+forks; each worker imports onnxruntime (never the master: see service/runtime.py), builds its session and warms
+it up. A worker that cannot load the model exits with gunicorn's boot-error status, which stops the server. Sync workers, one per core, one
+inference thread each: requests are CPU-bound and short.
+"""
+import gc
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported: one thread per worker
+
+from service.config import ServiceConfig
+from service.logs import JsonFormatter
+from service.state_dir import prepare_state_dir, remove_state_dir
+
+_config = ServiceConfig.from_env()
+prepare_state_dir()
+
+wsgi_app = "service.wsgi:app"
+bind = [f"{_config.host}:{_config.port}"]
+workers = _config.workers
+worker_class = "sync"
+preload_app = True
+timeout = 30
+graceful_timeout = 10
+backlog = 2048
+accesslog = None  # the app writes one JSON line per request itself
+control_socket_disable = True  # no runtime control interface: a container has nothing to manage through it
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": JsonFormatter}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "root": {"level": _config.log_level, "handlers": ["stderr"]},
+    "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+                "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False}},
+}
+
+
+def when_ready(server):
+    """Before the workers fork: move everything imported so far out of the garbage collector's sight, so
+    collections in the workers stay short and the shared pages are not copied by the collector touching them."""
+    server.log.info("metrics and drift state in %s", os.environ["SERVICE_STATE_DIR"])
+    gc.freeze()
+
+
+def post_worker_init(worker):
+    """Build this worker's inference session and warm it up before it accepts a request."""
+    worker.wsgi.extensions["fmnist"].activate()
+    gc.freeze()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    remove_state_dir()

@@ -1,0 +1,184 @@
+"""Find and read the model the service serves: a version directory, local or on GCS, or a registry reference.
+
+Contract (docs/CONTRACTS.md): a model reference is `<models-bucket-root>@<alias>`, resolved through
+`<root>/registry/index.json`; anything else is a model version directory holding model.onnx and metadata.json
+(and optionally samples.npz, a few test images for the page). Everything is read once, in the gunicorn master,
+so a gs:// model is downloaded once and a missing model stops start-up with one clear message.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from service.gcs import GCS_SCHEME, GcsError, GcsNotFound, GcsReader
+
+METADATA_FILE = "metadata.json"
+SAMPLES_FILE = "samples.npz"
+DEFAULT_ARTIFACT = "model.onnx"
+INDEX_PATH = "registry/index.json"
+_ALIAS = re.compile(r"[A-Za-z0-9_.-]+")
+_REQUIRED_KEYS = ("model_version", "class_names", "input")
+
+
+class ModelLoadError(Exception):
+    """The model could not be found, read or validated; the message says where and what to do."""
+
+
+class _NotFound(ModelLoadError):
+    pass
+
+
+@dataclass(frozen=True)
+class SampleImages:
+    """A few labelled test images shipped in the model directory, for the page's 'random test image'."""
+    images: np.ndarray  # uint8 [K, 28, 28]
+    labels: Optional[np.ndarray]  # int [K] or None
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """Everything read from the model directory; workers build their inference sessions from `model_bytes`."""
+    requested_uri: str
+    version_dir: str
+    alias: Optional[str]
+    metadata: dict
+    model_bytes: bytes
+    samples: Optional[SampleImages]
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["model_version"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata["class_names"])
+
+
+def join(base: str, *parts: str) -> str:
+    if base.startswith(GCS_SCHEME):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(base, *parts))
+
+
+class _Reader:
+    def __init__(self):
+        self._gcs: Optional[GcsReader] = None
+
+    def read(self, uri: str) -> bytes:
+        if uri.startswith(GCS_SCHEME):
+            self._gcs = self._gcs or GcsReader()
+            try:
+                return self._gcs.read(uri)
+            except GcsNotFound:
+                raise _NotFound(f"{uri} does not exist") from None
+            except GcsError as exc:
+                raise ModelLoadError(f"cannot read {uri}: {exc}") from None
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError:
+            raise _NotFound(f"{uri} does not exist") from None
+        except OSError as exc:
+            raise ModelLoadError(f"cannot read {uri}: {exc.strerror}") from None
+
+
+def split_reference(uri: str) -> tuple[str, Optional[str]]:
+    """'<root>@<alias>' -> (root, alias); a plain directory -> (uri, None)."""
+    root, sep, alias = uri.rpartition("@")
+    if sep and root and _ALIAS.fullmatch(alias):
+        return root.rstrip("/"), alias
+    return uri.rstrip("/") or uri, None
+
+
+def resolve_version_dir(uri: str, reader: Optional[_Reader] = None) -> tuple[str, Optional[str]]:
+    """The model version directory a URI names, and the alias it was reached through (if any)."""
+    reader = reader or _Reader()
+    root, alias = split_reference(uri)
+    if alias is None:
+        return root, None
+    index_uri = join(root, INDEX_PATH)
+    try:
+        index = json.loads(reader.read(index_uri))
+    except _NotFound:
+        raise ModelLoadError(
+            f"no model to serve: {index_uri} does not exist, so the registry at {root} has no '{alias}'. "
+            "Train, export and promote a model first (python -m trainer train / export / registry promote), "
+            "or point MODEL_URI at a model directory.") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"{index_uri}: not valid JSON ({exc})") from None
+    aliases = index.get("aliases") or {}
+    version_id = aliases.get(alias)
+    if not version_id:
+        known = ", ".join(sorted(aliases)) or "none"
+        raise ModelLoadError(f"no model to serve: the registry at {root} has no '{alias}' alias (aliases: {known}). "
+                             f"Promote a version to '{alias}' with python -m trainer registry, "
+                             "or point MODEL_URI at a model directory.")
+    record = (index.get("versions") or {}).get(version_id)
+    if record is None:
+        raise ModelLoadError(f"{index_uri}: alias '{alias}' names version {version_id}, which has no record")
+    return join(root, record.get("path") or f"registry/versions/{version_id}"), alias
+
+
+def validate_metadata(metadata: object, where: str) -> dict:
+    """The keys the service relies on, checked once at start-up with the key's name in the message."""
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{where}: expected a JSON object")
+    missing = [key for key in _REQUIRED_KEYS if key not in metadata]
+    if missing:
+        raise ModelLoadError(f"{where}: missing key(s) {', '.join(missing)} (see docs/CONTRACTS.md)")
+    names = metadata["class_names"]
+    if not (isinstance(names, list) and len(names) == 10 and all(isinstance(n, str) for n in names)):
+        raise ModelLoadError(f"{where}: class_names must be a list of 10 strings")
+    if not isinstance(metadata["input"], dict) or not isinstance(metadata["input"].get("name"), str):
+        raise ModelLoadError(f"{where}: input.name must name the model's input tensor (e.g. \"pixels\")")
+    return metadata
+
+
+def _load_samples(data: bytes, where: str) -> SampleImages:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            images = np.asarray(archive["images"])
+            labels = np.asarray(archive["labels"]) if "labels" in archive.files else None
+    except (KeyError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{where}: expected an .npz with 'images' uint8 [K,28,28] ({exc})") from None
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
+        raise ModelLoadError(f"{where}: 'images' must be uint8 [K,28,28] with K >= 1, got {images.dtype} "
+                             f"{list(images.shape)}")
+    if labels is not None and labels.shape != (len(images),):
+        raise ModelLoadError(f"{where}: 'labels' must have one entry per image")
+    return SampleImages(images, labels)
+
+
+def load_bundle(uri: str) -> ModelBundle:
+    """Resolve `uri` and read metadata, the serving artifact and the optional samples; ModelLoadError if unusable."""
+    reader = _Reader()
+    version_dir, alias = resolve_version_dir(uri, reader)
+    meta_uri = join(version_dir, METADATA_FILE)
+    try:
+        raw_metadata = reader.read(meta_uri)
+    except _NotFound:
+        raise ModelLoadError(f"{version_dir} is not a model directory: {METADATA_FILE} is missing "
+                             "(expected model.onnx + metadata.json, as `python -m trainer export` writes)") from None
+    try:
+        parsed = json.loads(raw_metadata)
+    except ValueError as exc:
+        raise ModelLoadError(f"{meta_uri}: not valid JSON ({exc})") from None
+    metadata = validate_metadata(parsed, meta_uri)
+    artifact = metadata.get("serving_artifact") or DEFAULT_ARTIFACT
+    if not artifact.endswith(".onnx"):
+        raise ModelLoadError(f"{meta_uri}: serving_artifact {artifact!r} is not an ONNX file; "
+                             "this service runs ONNX Runtime and needs model.onnx")
+    try:
+        model_bytes = reader.read(join(version_dir, artifact))
+    except _NotFound:
+        raise ModelLoadError(f"{join(version_dir, artifact)} is missing; re-run the export step") from None
+    try:
+        samples = _load_samples(reader.read(join(version_dir, SAMPLES_FILE)), join(version_dir, SAMPLES_FILE))
+    except _NotFound:
+        samples = None
+    return ModelBundle(uri, version_dir, alias, metadata, model_bytes, samples)

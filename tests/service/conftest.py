@@ -1,0 +1,136 @@
+"""Fixtures for the service: one generated model directory and registry per session, in-process apps, and a
+real `python -m service` process (gunicorn, 2 workers) on a free loopback port."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.service.model_factory import build_model_dir, build_registry
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return build_model_dir(tmp_path_factory.mktemp("model") / "test-v1")
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory, model_dir) -> Path:
+    return build_registry(tmp_path_factory.mktemp("bucket") / "models", model_dir)
+
+
+@pytest.fixture(scope="session")
+def make_app(model_dir):
+    """create_app with a model directory and extra environment variables (in-process, no gunicorn)."""
+    from service.app import create_app
+
+    def factory(**env):
+        return create_app({"MODEL_URI": str(model_dir), "PAGE_ENABLED": "true", **env})
+    return factory
+
+
+@pytest.fixture(scope="session")
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    port: int
+    process: subprocess.Popen
+    stdout: Path
+    stderr: Path
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        """(status, headers, body bytes); one connection per request, like the sync workers expect."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body, headers or {})
+            reply = conn.getresponse()
+            return reply.status, dict(reply.getheaders()), reply.read()
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, document=None, headers: dict | None = None):
+        body = None if document is None else json.dumps(document).encode()
+        status, _, data = self.request(method, path, body, {"Content-Type": "application/json", **(headers or {})})
+        return status, json.loads(data)
+
+    def worker_pids(self) -> list[int]:
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+
+def service_env(**overrides) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIP_", "PROMETHEUS_", "SERVICE_")) and k not in ("MODEL_URI", "PORT", "K_SERVICE")}
+    env.update(PYTHONPATH=str(REPO), SERVICE_HOST="127.0.0.1", **overrides)
+    return env
+
+
+def start_service(tmp_path: Path, wait: bool = True, port_variable: str = "PORT", health_route: str = "/health",
+                  **env_overrides) -> LiveServer:
+    port = free_port()
+    stdout, stderr = tmp_path / "service.stdout", tmp_path / "service.stderr"
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        process = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, stdout=out, stderr=err,
+                                   env=service_env(**{port_variable: str(port)}, **env_overrides),
+                                   start_new_session=True)
+    server = LiveServer(f"http://127.0.0.1:{port}", port, process, stdout, stderr)
+    if not wait:
+        return server
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited with {process.returncode}: {stderr.read_text()[-2000:]}")
+        try:
+            if server.request("GET", health_route)[0] == 200:
+                return server
+        except OSError:
+            time.sleep(0.05)
+    stop_service(server)
+    raise RuntimeError(f"service not healthy within 60 s: {stderr.read_text()[-2000:]}")
+
+
+def stop_service(server: LiveServer) -> int:
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+    return server.process.returncode
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, models_root):
+    """The service on the registry's champion, 2 workers, drift sampling every image (tests send few)."""
+    server = start_service(tmp_path_factory.mktemp("live"), MODEL_URI=f"{models_root}@champion", WORKERS="2",
+                           DRIFT_SAMPLE_EVERY="1", DRIFT_MIN_IMAGES="100", PAGE_ENABLED="true",
+                           MAX_INSTANCES="64")
+    yield server
+    stop_service(server)

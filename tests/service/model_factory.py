@@ -1,0 +1,87 @@
+"""Build a small model directory exactly as docs/CONTRACTS.md describes it, for the service's tests.
+
+Why here and not trainer.export: the service's tests must run on their own, and the service only relies on the
+contract (model.onnx with input "pixels", metadata.json, optional samples.npz). The Keras model is exported
+with `model.export(format="onnx")`, the path the trainer uses; its drift baseline comes from
+trainer.features.feature_baseline over generated images, so it is the baseline the trainer would write.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import make_images
+
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def generated_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    return make_images(labels, seed), labels
+
+
+def build_model_dir(directory: Path, version: str = "test-v1", epochs: int = 3) -> Path:
+    """Train a tiny CNN on generated images for a few seconds and write a complete model version directory."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    from keras import layers
+
+    from trainer.features import compute_image_features, feature_baseline
+
+    keras.utils.set_random_seed(0)
+    pixels = keras.Input(shape=(28, 28), dtype="float32", name="pixels")
+    x = layers.Reshape((28, 28, 1))(pixels)
+    x = layers.Rescaling(1.0 / 255)(x)
+    x = layers.Conv2D(8, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    probabilities = layers.Dense(10, activation="softmax", name="probabilities")(x)
+    model = keras.Model(pixels, probabilities)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    train_x, train_y = generated_images(1000, seed=1)
+    model.fit(train_x.astype(np.float32), train_y, epochs=epochs, batch_size=64, verbose=0)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # tf2onnx probes np.object
+        model.export(str(directory / "model.onnx"), format="onnx", verbose=False)
+    baseline_x, _ = generated_images(2000, seed=2)
+    predicted = np.asarray(model.predict_on_batch(baseline_x.astype(np.float32))).argmax(axis=1)
+    test_x, test_y = generated_images(200, seed=3)
+    accuracy = float((np.asarray(model.predict_on_batch(test_x.astype(np.float32))).argmax(1) == test_y).mean())
+    metadata = {
+        "model_version": version, "created_at": datetime.now(timezone.utc).isoformat(), "code_version": "test",
+        "framework": {"keras": keras.__version__, "backend": "tensorflow"},
+        "class_names": CLASS_NAMES,
+        "input": {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]},
+        "serving_artifact": "model.onnx",
+        "metrics": {"accuracy": accuracy, "macro_precision": accuracy, "macro_recall": accuracy,
+                    "macro_f1": accuracy},
+        "dataset": {"version": "v-generated", "hash": "0" * 64},
+        "hyperparameters": {"epochs": epochs},
+        "source": "custom",
+        "feature_baseline": feature_baseline(compute_image_features(baseline_x), predicted),
+    }
+    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    np.savez(directory / "samples.npz", images=test_x[:20], labels=test_y[:20])
+    return directory
+
+
+def build_registry(root: Path, model_dir: Path, version: str = "test-v1", alias: str = "champion") -> Path:
+    """A models bucket with one registered version under `alias` (registry/index.json per the contract)."""
+    version_dir = root / "registry" / "versions" / version
+    shutil.copytree(model_dir, version_dir, dirs_exist_ok=True)
+    index = {"versions": {version: {"path": f"registry/versions/{version}", "metrics": {}, "source": "custom",
+                                    "dataset_version": "v-generated", "created_at": "2026-11-26T00:00:00Z"}},
+             "aliases": {alias: version}, "history": {alias: [version]}}
+    (root / "registry" / "index.json").write_text(json.dumps(index))
+    return root

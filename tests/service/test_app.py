@@ -1,0 +1,157 @@
+"""The Flask app in-process: the prediction contract, errors as JSON 4xx, health, metadata, metrics and logs."""
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.service.model_factory import CLASS_NAMES, generated_images
+
+
+def predict(client, document, **kwargs):
+    return client.post("/predict", data=json.dumps(document), content_type="application/json", **kwargs)
+
+
+def test_health_is_503_until_the_model_is_warmed_up(model_dir):
+    from service.app import create_app
+
+    app = create_app({"MODEL_URI": str(model_dir)}, activate=False)
+    client = app.test_client()
+    reply = client.get("/health")
+    assert reply.status_code == 503 and reply.get_json()["error"] == "not_ready"
+    assert predict(client, {"instances": [[0] * 784]}).status_code == 503
+    app.extensions["fmnist"].activate()
+    assert client.get("/health").get_json() == {"status": "ok", "model_version": "test-v1"}
+
+
+def test_predictions_carry_class_label_probabilities_and_top_k(client):
+    images, labels = generated_images(20, seed=21)
+    reply = predict(client, {"instances": images.tolist(), "parameters": {"top_k": 3}})
+    assert reply.status_code == 200
+    body = reply.get_json()
+    assert body["metadata"] == {"model_version": "test-v1"}
+    predictions = body["predictions"]
+    assert len(predictions) == 20
+    for item in predictions:
+        assert item["label"] == CLASS_NAMES[item["class_id"]]
+        assert len(item["probabilities"]) == 10 and sum(item["probabilities"]) == pytest.approx(1, abs=1e-4)
+        probs = [t["probability"] for t in item["top_k"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True)
+        assert item["top_k"][0]["class_id"] == item["class_id"]
+    accuracy = np.mean([p["class_id"] == y for p, y in zip(predictions, labels)])
+    assert accuracy >= 0.9  # the generated classes are easy: this checks pixels arrive unscaled and unrotated
+
+
+def test_json_binary_and_png_paths_agree(client):
+    images, _ = generated_images(5, seed=22)
+    as_json = predict(client, {"instances": images.reshape(5, 784).tolist()}).get_json()["predictions"]
+    as_binary = client.post("/predict?top_k=2", data=images.tobytes(),
+                            content_type="application/octet-stream").get_json()["predictions"]
+    pngs = []
+    for pixels in images:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        pngs.append({"b64": base64.b64encode(buffer.getvalue()).decode()})
+    as_png = predict(client, {"instances": pngs}).get_json()["predictions"]
+    for a, b, c in zip(as_json, as_binary, as_png):
+        assert a["class_id"] == b["class_id"] == c["class_id"]
+        np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-6)
+        np.testing.assert_allclose(a["probabilities"], c["probabilities"], atol=1e-6)
+        assert len(b["top_k"]) == 2 and "top_k" not in a
+
+
+def test_resized_image_is_noted_in_the_response(client):
+    buffer = io.BytesIO()
+    Image.new("RGB", (56, 56), (200, 200, 200)).save(buffer, format="JPEG")
+    body = predict(client, {"instances": [{"b64": base64.b64encode(buffer.getvalue()).decode()}]}).get_json()
+    assert any("resized to 28x28" in note for note in body["metadata"]["notes"])
+
+
+@pytest.mark.parametrize("kwargs,status,error", [
+    ({"data": "x", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+    ({"data": "{", "content_type": "application/json"}, 400, "malformed_json"),
+    ({"data": b"\0" * 1_500_001, "content_type": "application/octet-stream"}, 413, "request_entity_too_large"),
+    ({"data": json.dumps({"instances": [[0] * 784] * 257}), "content_type": "application/json"}, 400,
+     "too_many_instances"),
+])
+def test_bad_requests_are_json_4xx(client, kwargs, status, error):
+    reply = client.post("/predict", **kwargs)
+    assert reply.status_code == status
+    body = reply.get_json()
+    assert body["error"] == error and body["detail"]
+
+
+def test_unknown_routes_and_methods_are_json_too(client):
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+    wrong = client.get("/predict")
+    assert wrong.status_code == 405 and wrong.get_json()["error"] == "method_not_allowed"
+    assert "POST" in wrong.headers["Allow"]
+
+
+def test_instance_errors_name_the_instance(client):
+    reply = predict(client, {"instances": [[0] * 784, [0] * 783 + [300]]})
+    assert reply.status_code == 400
+    assert reply.get_json() == {"error": "out_of_range", "instance": 1,
+                                "detail": "instance 1: value 300 at flat position 783 is outside 0..255 (send raw "
+                                          "pixel values, not scaled ones)"}
+
+
+def test_model_route_returns_metadata_and_source(client, model_dir):
+    body = client.get("/v1/model").get_json()
+    assert body["model_version"] == "test-v1" and body["class_names"] == CLASS_NAMES
+    assert body["source"]["version_dir"] == str(model_dir)
+    assert body["serving"]["runtime"].startswith("onnxruntime") and body["serving"]["samples"] == 20
+
+
+def test_openapi_describes_every_route(client):
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    assert {"/predict", "/health", "/v1/model", "/metrics", "/monitoring/drift", "/openapi.json", "/",
+            "/v1/samples/random"} <= set(document["paths"])
+
+
+def test_metrics_count_requests_errors_classes_and_model(client):
+    predict(client, {"instances": [[0] * 784]})
+    predict(client, {"instances": "nope"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'fmnist_http_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'fmnist_request_errors_total{reason="missing_instances"}' in text
+    assert "fmnist_predicted_class_total{class_name=" in text
+    assert 'fmnist_model_info{alias="",model_version="test-v1"' in text
+    assert "fmnist_http_request_duration_seconds_bucket" in text
+
+
+def test_one_json_log_line_per_request(client, capfd):
+    capfd.readouterr()
+    predict(client, {"instances": [[0] * 784]}, headers={"X-Request-Id": "req-123",
+                                                          "X-Cloud-Trace-Context": "abc/1;o=1"})
+    predict(client, {"instances": [[0] * 783]})
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(lines) == 2
+    ok, bad = lines
+    assert ok["severity"] == "INFO" and ok["request_id"] == "req-123" and ok["model_version"] == "test-v1"
+    assert ok["httpRequest"]["status"] == 200 and ok["httpRequest"]["latency"].endswith("s")
+    assert ok["instances"] == 1 and "timestamp" in ok
+    assert bad["severity"] == "WARNING" and bad["error"] == "bad_shape" and "instance 0" in bad["message"]
+
+
+def test_request_id_is_returned(client):
+    assert predict(client, {"instances": [[0] * 784]}, headers={"X-Request-Id": "abc"}).headers["X-Request-Id"] == "abc"
+    assert len(predict(client, {"instances": [[0] * 784]}).headers["X-Request-Id"]) == 16
+
+
+def test_page_and_random_sample(client):
+    page = client.get("/")
+    assert page.status_code == 200 and b"Random test image" in page.data
+    sample = client.get("/v1/samples/random").get_json()
+    assert sample["label"] in CLASS_NAMES and 0 <= sample["index"] < 20
+    assert Image.open(io.BytesIO(base64.b64decode(sample["b64"]))).size == (28, 28)
+
+
+def test_page_is_off_when_disabled(make_app):
+    client = make_app(PAGE_ENABLED="false").test_client()
+    assert client.get("/").status_code == 404
+    assert "/" not in client.get("/openapi.json").get_json()["paths"]

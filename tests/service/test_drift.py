@@ -1,0 +1,109 @@
+"""Drift: PSI as the contract defines it, no flag for traffic like the training data, a flag for shifted traffic."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from service.drift import DriftMonitor, population_stability_index
+from tests.service.model_factory import generated_images
+
+
+def test_psi_matches_the_contract_formula():
+    expected = np.full(10, 0.1)
+    assert population_stability_index(expected, expected) == 0
+    actual = np.array([0.5, 0.5] + [0] * 8)
+    clamped = np.maximum(actual, 1e-4)
+    assert population_stability_index(expected, actual) == pytest.approx(
+        float(np.sum((clamped - expected) * np.log(clamped / expected))))
+    assert population_stability_index(expected, actual) > 1
+
+
+def post_batches(client, images: np.ndarray, batch: int = 50) -> None:
+    for start in range(0, len(images), batch):
+        reply = client.post("/predict", data=images[start:start + batch].tobytes(),
+                            content_type="application/octet-stream")
+        assert reply.status_code == 200, reply.get_json()
+
+
+@pytest.fixture
+def drift_client(make_app):
+    app = make_app(DRIFT_SAMPLE_EVERY="1", DRIFT_MIN_IMAGES="200")
+    return app.test_client()
+
+
+def test_traffic_like_the_baseline_raises_no_flag(drift_client):
+    images, _ = generated_images(600, seed=11)
+    post_batches(drift_client, images[:150])
+    report = drift_client.get("/monitoring/drift").get_json()
+    assert report["status"] == "insufficient_data" and report["drift_detected"] is False
+    post_batches(drift_client, images[150:])
+    report = drift_client.get("/monitoring/drift").get_json()
+    assert report["status"] == "ok" and report["images_sampled"] == report["images_seen"] == 600
+    assert report["drift_detected"] is False, report
+    assert max(f["psi"] for f in report["features"].values()) < report["threshold"]
+    assert report["classes"]["psi"] < report["threshold"]
+
+
+@pytest.mark.parametrize("shift", ["inverted", "brightened"])
+def test_shifted_traffic_raises_the_flag(drift_client, shift):
+    images, _ = generated_images(400, seed=12)
+    shifted = 255 - images if shift == "inverted" else np.clip(images.astype(int) + 90, 0, 255).astype(np.uint8)
+    post_batches(drift_client, shifted)
+    report = drift_client.get("/monitoring/drift").get_json()
+    assert report["status"] == "ok" and report["drift_detected"] is True
+    assert report["features"]["mean_intensity"]["drifted"] is True
+    assert "mean_intensity" in report["drifted"]
+    metrics = drift_client.get("/metrics").get_data(as_text=True)
+    assert "fmnist_drift_detected 1.0" in metrics
+    assert 'fmnist_drift_feature_psi{feature="mean_intensity"}' in metrics
+
+    reset = drift_client.post("/monitoring/drift/reset").get_json()
+    assert reset["images_seen"] == 0 and reset["drift_detected"] is False
+
+
+def test_sampling_counts_every_kth_image_but_every_class(make_app):
+    client = make_app(DRIFT_SAMPLE_EVERY="4", DRIFT_MIN_IMAGES="1").test_client()
+    images, _ = generated_images(10, seed=13)
+    for single in images:  # one image per request: the sampling phase carries across requests
+        client.post("/predict", data=single.tobytes(), content_type="application/octet-stream")
+    report = client.get("/monitoring/drift").get_json()
+    assert report["images_seen"] == 10 and report["images_sampled"] == 3  # images 0, 4, 8
+
+
+def test_model_without_baseline_reports_why(tmp_path, model_dir, make_app):
+    shutil.copytree(model_dir, tmp_path / "m")
+    metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    del metadata["feature_baseline"]
+    (tmp_path / "m" / "metadata.json").write_text(json.dumps(metadata))
+    report = make_app(MODEL_URI=str(tmp_path / "m")).test_client().get("/monitoring/drift").get_json()
+    assert report["status"] == "no_baseline" and "no feature_baseline" in report["detail"]
+
+
+def test_other_feature_function_is_not_compared(model_dir):
+    baseline = json.loads((model_dir / "metadata.json").read_text())["feature_baseline"]
+    monitor = DriftMonitor({**baseline, "feature_function": "other/v9"}, 0.2, 1, 1)
+    report = monitor.report()
+    assert report["status"] == "no_baseline" and "other/v9" in report["detail"]
+
+
+def test_counts_are_shared_through_the_state_directory(tmp_path, model_dir):
+    """Two monitors on one directory stand in for two gunicorn workers (the live-server test uses real ones)."""
+    import multiprocessing
+
+    baseline = json.loads((model_dir / "metadata.json").read_text())["feature_baseline"]
+    images, _ = generated_images(64, seed=14)
+
+    def worker():
+        child = DriftMonitor(baseline, 0.2, 1, 1, str(tmp_path))
+        child.observe(images[:40].astype(np.float32), np.zeros(40, np.int64))
+        child.flush()
+
+    process = multiprocessing.get_context("fork").Process(target=worker)
+    process.start()
+    process.join(30)
+    parent = DriftMonitor(baseline, 0.2, 1, 1, str(tmp_path))
+    parent.observe(images[40:].astype(np.float32), np.ones(24, np.int64))
+    report = parent.report()
+    assert report["images_seen"] == 64 and report["images_sampled"] == 64
+    assert report["classes"]["observed_proportions"][:2] == [pytest.approx(40 / 64), pytest.approx(24 / 64)]

@@ -1,0 +1,131 @@
+"""Finding the model: directories, registry references, gs:// on a real GCS emulator, and clear failures."""
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from service import gcs
+from service.model_source import ModelLoadError, load_bundle, resolve_version_dir, split_reference
+
+
+def test_directory_bundle_has_metadata_model_and_samples(model_dir):
+    bundle = load_bundle(str(model_dir))
+    assert bundle.version == "test-v1" and bundle.alias is None
+    assert bundle.model_bytes == (model_dir / "model.onnx").read_bytes()
+    assert bundle.samples.images.shape == (20, 28, 28) and bundle.samples.labels.shape == (20,)
+    assert len(bundle.class_names) == 10
+
+
+def test_registry_reference_resolves_the_alias(models_root):
+    bundle = load_bundle(f"{models_root}@champion")
+    assert bundle.alias == "champion"
+    assert bundle.version_dir == str(models_root / "registry" / "versions" / "test-v1")
+
+
+@pytest.mark.parametrize("uri,expected", [
+    ("/a/models@champion", ("/a/models", "champion")),
+    ("gs://p-models@candidate", ("gs://p-models", "candidate")),
+    ("/a/models/registry/versions/v1", ("/a/models/registry/versions/v1", None)),
+    ("/a/models/", ("/a/models", None)),
+])
+def test_split_reference(uri, expected):
+    assert split_reference(uri) == expected
+
+
+def test_empty_registry_says_there_is_no_champion_and_what_to_do(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"no model to serve: .*index.json does not exist.*python -m trainer"):
+        load_bundle(f"{tmp_path}/models@champion")
+
+
+def test_missing_alias_lists_the_aliases_there_are(tmp_path, model_dir):
+    from tests.service.model_factory import build_registry
+
+    root = build_registry(tmp_path / "models", model_dir, alias="candidate")
+    with pytest.raises(ModelLoadError, match=r"no 'champion' alias \(aliases: candidate\)"):
+        resolve_version_dir(f"{root}@champion")
+
+
+def test_directory_without_metadata_is_named(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"is not a model directory: metadata.json is missing"):
+        load_bundle(str(tmp_path))
+
+
+def test_metadata_missing_keys_are_named(tmp_path, model_dir):
+    shutil.copytree(model_dir, tmp_path / "m")
+    metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    del metadata["class_names"]
+    (tmp_path / "m" / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ModelLoadError, match="missing key.*class_names"):
+        load_bundle(str(tmp_path / "m"))
+
+
+def test_missing_artifact_is_named(tmp_path, model_dir):
+    shutil.copytree(model_dir, tmp_path / "m")
+    (tmp_path / "m" / "model.onnx").unlink()
+    with pytest.raises(ModelLoadError, match=r"model.onnx is missing"):
+        load_bundle(str(tmp_path / "m"))
+
+
+def _upload_tree(local: Path, bucket: str, prefix: str) -> None:
+    from trainer import storage
+
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            storage.gcs_client().bucket(bucket).blob(f"{prefix}/{path.relative_to(local)}").upload_from_filename(
+                str(path))
+
+
+def test_gcs_directory_and_registry_reference_on_the_emulator(gcs_bucket, models_root):
+    bucket = gcs_bucket[len("gs://"):]
+    _upload_tree(models_root, bucket, "models")
+    by_ref = load_bundle(f"{gcs_bucket}/models@champion")
+    assert by_ref.version_dir == f"{gcs_bucket}/models/registry/versions/test-v1"
+    by_dir = load_bundle(by_ref.version_dir)
+    assert by_ref.model_bytes == by_dir.model_bytes == (models_root / "registry/versions/test-v1/model.onnx").read_bytes()
+    assert by_dir.samples is not None
+    with pytest.raises(ModelLoadError, match="no model to serve"):
+        load_bundle(f"{gcs_bucket}/nothing-here@champion")
+
+
+def test_gcs_request_carries_the_token_and_escapes_the_name():
+    request = gcs.build_request("gs://my-bucket/models/registry/index.json", "tok", environ={})
+    assert request.full_url == ("https://storage.googleapis.com/storage/v1/b/my-bucket/o/"
+                                "models%2Fregistry%2Findex.json?alt=media")
+    assert request.get_header("Authorization") == "Bearer tok"
+    emulated = gcs.build_request("gs://b/x", None, environ={"STORAGE_EMULATOR_HOST": "127.0.0.1:4443"})
+    assert emulated.full_url.startswith("http://127.0.0.1:4443/storage/v1/b/b/o/x")
+    assert emulated.get_header("Authorization") is None
+
+
+class _MetadataServer(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        ok = self.headers.get("Metadata-Flavor") == "Google" and self.path.endswith("/default/token")
+        body = json.dumps({"access_token": "meta-token", "expires_in": 3599}).encode()
+        self.send_response(200 if ok else 403)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_token_comes_from_the_metadata_server_without_a_credentials_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(gcs, "WELL_KNOWN_ADC", tmp_path / "absent.json")
+    server = HTTPServer(("127.0.0.1", 0), _MetadataServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = gcs.TokenSource({"GCE_METADATA_HOST": f"127.0.0.1:{server.server_port}"})
+        assert source.token() == "meta-token"
+    finally:
+        server.shutdown()
+
+
+def test_service_account_key_files_are_refused_with_the_fix(tmp_path):
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps({"type": "service_account"}))
+    with pytest.raises(gcs.GcsError, match="application-default login"):
+        gcs.TokenSource({"GOOGLE_APPLICATION_CREDENTIALS": str(key)}).token()

@@ -1,0 +1,68 @@
+"""The page in a real browser (Debian chromium, headless, driven by Playwright): pick a random test image or
+upload one, see the top-3 classes."""
+import os
+
+import pytest
+from PIL import Image
+
+from tests.service.model_factory import CLASS_NAMES, generated_images
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install "
+                                                                       "chromium)")]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def test_random_test_image_shows_top3(browser_page, live_server, tmp_path):
+    page = browser_page
+    page.goto(f"{live_server.url}/")
+    page.wait_for_function("document.getElementById('model-version').textContent === 'test-v1'")
+    page.click("#random")
+    page.wait_for_selector("#top1")
+    top1 = page.text_content("#top1")
+    assert top1.startswith("Prediction: ") and top1[len("Prediction: "):] in CLASS_NAMES
+    bars = page.query_selector_all("#result .bar")
+    assert len(bars) == 3 and all("%" in bar.text_content() for bar in bars)
+    assert page.text_content("#truth").startswith("True label: ")
+    assert page.text_content("#error") == ""
+    screenshot = tmp_path / "page-random.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 1000
+
+
+def test_uploaded_image_is_classified(browser_page, live_server, tmp_path):
+    images, labels = generated_images(10, seed=41)
+    upload = tmp_path / "trouser.png"
+    Image.fromarray(images[1]).resize((112, 112)).save(upload)  # a larger image: resized by the service
+    page = browser_page
+    page.goto(f"{live_server.url}/")
+    page.set_input_files("#file", str(upload))
+    page.wait_for_selector("#top1")
+    assert page.text_content("#top1") == f"Prediction: {CLASS_NAMES[labels[1]]}"
+    assert "resized to 28x28" in page.text_content("#notes")
+    page.screenshot(path=str(tmp_path / "page-upload.png"), full_page=True)
+
+
+def test_an_unreadable_upload_shows_the_service_error(browser_page, live_server, tmp_path):
+    bad = tmp_path / "not-an-image.png"
+    bad.write_bytes(b"definitely not a png")
+    page = browser_page
+    page.goto(f"{live_server.url}/")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    assert "not a PNG or JPEG" in page.text_content("#error")

@@ -1,0 +1,119 @@
+"""The real thing: `python -m service` under gunicorn with 2 workers, on loopback."""
+import json
+import re
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from tests.service.conftest import start_service, stop_service
+from tests.service.model_factory import generated_images
+
+OCTET = {"Content-Type": "application/octet-stream"}
+STATE_DIR = re.compile(r"metrics and drift state in ([^\"\s]+)")
+
+
+def post_images(server, images: np.ndarray, per_request: int = 10, threads: int = 4) -> list[int]:
+    chunks = [images[i:i + per_request].tobytes() for i in range(0, len(images), per_request)]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda chunk: server.request("POST", "/predict", chunk, OCTET)[0], chunks))
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(value) for value in re.findall(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M))
+
+
+def test_two_workers_serve_the_champion(live_server):
+    assert len(live_server.worker_pids()) == 2
+    status, body = live_server.json("GET", "/v1/model")
+    assert status == 200 and body["source"]["alias"] == "champion" and body["serving"]["ready"] is True
+    images, labels = generated_images(10, seed=31)
+    status, reply = live_server.json("POST", "/predict", {"instances": images.tolist()})
+    assert status == 200
+    _, _, raw = live_server.request("POST", "/predict", images.tobytes(), OCTET)
+    assert [p["class_id"] for p in reply["predictions"]] == [p["class_id"] for p in json.loads(raw)["predictions"]]
+
+
+def test_metrics_and_drift_add_up_across_workers(live_server):
+    live_server.json("POST", "/monitoring/drift/reset")
+    before = live_server.request("GET", "/metrics")[2].decode()
+    images, _ = generated_images(400, seed=32)
+    assert set(post_images(live_server, 255 - images)) == {200}  # inverted: a shift the flag must catch
+    text = live_server.request("GET", "/metrics")[2].decode()
+    sent = metric(text, 'fmnist_instances_total{encoding="binary"}') - metric(before,
+                                                                             'fmnist_instances_total{encoding="binary"}')
+    assert sent == 400
+    status, report = live_server.json("GET", "/monitoring/drift")
+    assert status == 200 and report["images_seen"] == 400
+    assert report["images_sampled"] >= 400 - 2 * 31  # each worker may still buffer up to 31 sampled images
+    assert report["drift_detected"] is True and "mean_intensity" in report["drifted"]
+    assert "fmnist_drift_detected 1.0" in text or "fmnist_drift_detected 1.0" in \
+        live_server.request("GET", "/metrics")[2].decode()
+    assert text.count("fmnist_model_info{") == 1
+    state_dir = STATE_DIR.search(live_server.stderr.read_text()).group(1)
+    assert len(list(Path(state_dir, "drift").glob("counts-*.f64"))) == 2, "both workers should have served"
+
+
+def test_oversized_body_gets_its_413_reply(live_server):
+    status, _, body = live_server.request("POST", "/predict", b"\0" * 1_600_480, OCTET)
+    assert status == 413 and json.loads(body)["error"] == "request_entity_too_large"
+
+
+def test_every_log_line_is_json(live_server):
+    live_server.request("GET", "/nowhere")
+    out_lines = live_server.stdout.read_text().splitlines()
+    err_lines = live_server.stderr.read_text().splitlines()
+    assert out_lines and err_lines
+    for line in out_lines + err_lines:
+        entry = json.loads(line)
+        assert entry["severity"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") and entry["message"]
+    assert any(json.loads(line)["httpRequest"]["status"] == 404 for line in out_lines)
+
+
+def test_no_champion_is_said_clearly(tmp_path):
+    server = start_service(tmp_path, wait=False, FMNIST_STORAGE_ROOT=str(tmp_path / "empty"))
+    try:
+        assert server.process.wait(60) == 2
+    finally:
+        stop_service(server)
+    message = server.stderr.read_text()
+    assert "no model to serve" in message and str(tmp_path / "empty" / "models") in message
+
+
+def test_broken_model_stops_the_server_with_the_reason(tmp_path, model_dir):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metadata.json").write_text((model_dir / "metadata.json").read_text())
+    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+    server = start_service(tmp_path, wait=False, MODEL_URI=str(broken), WORKERS="1")
+    try:
+        assert server.process.wait(60) == 3  # gunicorn: a worker failed to boot
+    finally:
+        stop_service(server)
+    assert "ONNX Runtime cannot load the model" in server.stderr.read_text()
+
+
+def test_vertex_contract_routes_port_and_storage_uri(tmp_path, model_dir):
+    server = start_service(tmp_path, port_variable="AIP_HTTP_PORT", health_route="/ping", AIP_HEALTH_ROUTE="/ping",
+                           AIP_PREDICT_ROUTE="/v1/endpoints/e/deployedModels/m:predict",
+                           AIP_STORAGE_URI=str(model_dir), PORT="1", WORKERS="1")
+    try:
+        status, body = server.json("POST", "/v1/endpoints/e/deployedModels/m:predict", {"instances": [[0] * 784]})
+        assert status == 200 and len(body["predictions"]) == 1
+        assert server.request("GET", "/")[0] == 404  # the page is off on Vertex AI unless PAGE_ENABLED=true
+    finally:
+        assert stop_service(server) == 0
+
+
+def test_sigterm_stops_cleanly_and_removes_the_state_directory(tmp_path, model_dir):
+    server = start_service(tmp_path, MODEL_URI=str(model_dir), WORKERS="2")
+    try:
+        state_dir = Path(STATE_DIR.search(server.stderr.read_text()).group(1))
+        assert state_dir.is_dir()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(15) == 0
+    finally:
+        stop_service(server)
+    assert not state_dir.exists()
+    assert "exited with code" not in server.stderr.read_text() and "SIGABRT" not in server.stderr.read_text()
