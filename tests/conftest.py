@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
+import threading
 import uuid
 from pathlib import Path
 
@@ -70,6 +72,10 @@ def gcs_emulator():
 
     server = FakeGCSServer()
     server.start()
+    # The wrapper pipes the server's stderr and never reads it: after ~380 requests the 64 KiB pipe fills, the
+    # server blocks on its next log line and every client hangs. Drain it.
+    threading.Thread(target=shutil.copyfileobj, args=(server._process.stderr, open(os.devnull, "wb")),
+                     daemon=True).start()
     storage.reset_client()
     try:
         yield server
@@ -108,3 +114,30 @@ def gcs_settings(gcs_bucket):
     for kind in ("dev", "datasets", "models"):
         storage.gcs_client().create_bucket(f"{prefix}-{kind}")
     return settings
+
+
+def _gcp_credentials_reason() -> str | None:
+    """None when Application Default Credentials and a project exist; else why gcp tests are skipped."""
+    try:
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+    except ImportError:
+        return "google-auth is not installed"
+    try:
+        _, project = google.auth.default()
+    except DefaultCredentialsError:
+        return "no Google Cloud credentials (run `gcloud auth application-default login` to run these)"
+    if not project:
+        return "credentials found but no project (set GOOGLE_CLOUD_PROJECT)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gcp` talk to real Google Cloud: skip them, with the reason, when there are no credentials."""
+    gcp_items = [item for item in items if item.get_closest_marker("gcp")]
+    if not gcp_items:
+        return
+    reason = _gcp_credentials_reason()
+    if reason:
+        for item in gcp_items:
+            item.add_marker(pytest.mark.skip(reason=reason))

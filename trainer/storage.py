@@ -64,6 +64,9 @@ def split_gcs(uri: str) -> tuple[str, str]:
 
 
 _client = None
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would hide files from other users
 
 
 def gcs_client():
@@ -84,6 +87,9 @@ def reset_client() -> None:
     """Forget the cached client (tests switch emulators)."""
     global _client
     _client = None
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would hide files from other users
 
 
 def _blob(uri: str):
@@ -178,6 +184,7 @@ def _write_local_atomic(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -254,6 +261,7 @@ def upload_file(local_path: str | Path, uri: str, *, progress: bool = False) -> 
     os.close(fd)
     try:
         shutil.copyfile(local_path, tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -275,6 +283,7 @@ def download_file(uri: str, local_path: str | Path) -> Path:
     try:
         with _gcs_errors(uri):
             _blob(uri).download_to_filename(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, local_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

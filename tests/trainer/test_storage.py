@@ -88,3 +88,17 @@ def test_local_write_leaves_no_temp_file_on_failure(tmp_path, monkeypatch):
         storage.write_bytes(str(target), b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
+
+
+def test_local_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        storage.write_bytes(str(tmp_path / "f"), b"x")
+        storage.upload_file(tmp_path / "f", str(tmp_path / "g"))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == stat.S_IMODE((tmp_path / "g").stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) & 0o044 == 0o044

@@ -1,0 +1,148 @@
+"""`python -m trainer export-images`: a dataset version as PNG files plus a Vertex AI image import file.
+
+Why: AutoML image training reads a managed ImageDataset, which is imported from image files and a JSON Lines
+file. The `ml_use` label pins each image to training/validation/test exactly as the custom trainer splits them
+(trainer.splits), so AutoML is measured on the same test set as every custom model.
+Deterministic (same version -> byte-identical files) and idempotent (an existing export is not redone).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from trainer import storage
+from trainer.splits import validation_mask
+
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+ML_USE_LABEL = "aiplatform.googleapis.com/ml_use"
+IMPORT_FILE = "import.jsonl"  # written last: its presence marks a complete export
+
+
+class ExportMismatch(RuntimeError):
+    """A PNG did not decode back to the original pixels."""
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless 8-bit grayscale PNG; Pillow writes no timestamp, so equal pixels give equal bytes."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("L"))
+
+
+def ml_use_splits(y_train: np.ndarray, y_test: np.ndarray, fraction: float, seed: int) -> list[tuple[str, str, int]]:
+    """(ml_use, source split, index) for every image, in a fixed order."""
+    val = validation_mask(y_train, fraction, seed)
+    rows = [("validation" if val[i] else "training", "train", i) for i in range(len(y_train))]
+    rows += [("test", "test", i) for i in range(len(y_test))]
+    return rows
+
+
+def images_prefix(settings, version: str) -> str:
+    return storage.join(settings.datasets_bucket, "fashion-mnist", "versions", version, "images")
+
+
+def build_export(dataset, settings, staging: Path) -> dict:
+    """Write PNGs + import file into a local staging dir; verify each PNG decodes to the original pixels."""
+    final_prefix = images_prefix(settings, dataset.version)
+    arrays = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
+    lines, counts = [], {"training": 0, "validation": 0, "test": 0}
+    digest = hashlib.sha256()
+    for ml_use, split, index in ml_use_splits(dataset.y_train, dataset.y_test,
+                                              settings.training.validation_fraction, settings.training.seed):
+        images, labels = arrays[split]
+        png = encode_png(images[index])
+        if not np.array_equal(decode_png(png), images[index]):
+            raise ExportMismatch(f"{split} image {index}: PNG does not decode to the original pixels")
+        rel = f"{ml_use}/{split}-{index:05d}.png"
+        target = staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png)
+        digest.update(png)
+        counts[ml_use] += 1
+        lines.append(json.dumps({
+            "imageGcsUri": storage.join(final_prefix, rel),
+            "classificationAnnotation": {"displayName": CLASS_NAMES[int(labels[index])]},
+            "dataItemResourceLabels": {ML_USE_LABEL: ml_use},
+        }, sort_keys=True))
+    summary = {"dataset_version": dataset.version, "counts": counts, "png_sha256": digest.hexdigest(),
+               "validation_fraction": settings.training.validation_fraction, "seed": settings.training.seed}
+    (staging / "export.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (staging / IMPORT_FILE).write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def _commit_local(staging: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():  # an interrupted earlier export without its import file: replace it whole
+        shutil.rmtree(final)
+    os.replace(staging, final)  # one rename: readers see no export or the whole export
+
+
+def _commit_gcs(staging: Path, final_prefix: str) -> None:
+    from google.cloud.storage import transfer_manager
+    bucket_name, prefix = storage.split_gcs(final_prefix)
+    files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file() and p.name != IMPORT_FILE)
+    bucket = storage.gcs_client().bucket(bucket_name)
+    results = transfer_manager.upload_many_from_filenames(
+        bucket, files, source_directory=str(staging), blob_name_prefix=prefix.rstrip("/") + "/",
+        max_workers=8, worker_type=transfer_manager.THREAD)
+    failed = [name for name, result in zip(files, results) if isinstance(result, Exception)]
+    if failed:
+        raise storage.StorageError(f"{final_prefix}: {len(failed)} uploads failed (first: {failed[0]}); run again")
+    storage.upload_file(staging / IMPORT_FILE, storage.join(final_prefix, IMPORT_FILE))
+
+
+def export_images(settings, version: str | None = None, *, log=print) -> tuple[str, dict, bool]:
+    """Export one dataset version; returns (import file URI, summary, created). No-op when already exported."""
+    from trainer.dataset import load_dataset
+
+    dataset = load_dataset(settings, version)
+    prefix = images_prefix(settings, dataset.version)
+    import_uri = storage.join(prefix, IMPORT_FILE)
+    if storage.exists(import_uri):
+        summary = json.loads(storage.read_text(storage.join(prefix, "export.json")))
+        log(f"dataset {dataset.version} is already exported as images: {import_uri}")
+        return import_uri, summary, False
+    start = time.perf_counter()
+    if storage.is_gcs(prefix):
+        staging = Path(tempfile.mkdtemp(prefix="fmnist-images-"))
+    else:  # a sibling on the same filesystem, so the commit is one rename
+        staging = Path(prefix).parent / f".images-staging-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+    try:
+        summary = build_export(dataset, settings, staging)
+        if storage.is_gcs(prefix):
+            _commit_gcs(staging, prefix)
+        else:
+            _commit_local(staging, Path(prefix))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    total = sum(summary["counts"].values())
+    log(f"exported {total} PNGs of dataset {dataset.version} in {time.perf_counter() - start:.1f} s: "
+        f"{summary['counts']} -> {import_uri}")
+    return import_uri, summary, True
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--version", help="dataset version (default: the latest ingested)")
+
+
+def run(args, settings) -> int:
+    export_images(settings, args.version)
+    return 0
