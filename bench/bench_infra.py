@@ -47,6 +47,10 @@ def main() -> int:
     parser.add_argument("--skip-tests", action="store_true", help="skip the (slow) test-suite timings")
     args = parser.parse_args()
     figures: dict[str, object] = {"machine": f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start"}
+    sys.path.insert(0, str(REPO_ROOT))
+    from infra.images import IMAGE_SOURCES, source_tag
+
+    tags_at_start = {image: source_tag(image) for image in IMAGE_SOURCES}
     with tempfile.TemporaryDirectory(prefix="bench-infra-") as tmp:
         tmp = Path(tmp)
         lazy = [timed([PYTHON, "-m", "infra", "--outdir", str(tmp / f"lazy{i}")]) for i in range(args.repeat)]
@@ -55,7 +59,6 @@ def main() -> int:
         figures["synth_full_import_s"] = full
         figures["byte_identical"] = same_tree(tmp / "lazy0", tmp / "full")
         figures["stacks"] = sorted(p.name for p in (tmp / "lazy0" / "stacks").iterdir())
-        sys.path.insert(0, str(REPO_ROOT))
         from infra.checkov_baseline import write_baseline
         from infra.scan import checkov_command
 
@@ -67,6 +70,9 @@ def main() -> int:
         if cdktf.is_file():
             figures["cdktf_cli_synth_s"] = timed([str(cdktf), "synth", "--output", str(tmp / "cli")])
             figures["cli_equals_in_process"] = same_tree(tmp / "cli" / "stacks", tmp / "lazy0" / "stacks")
+        if {image: source_tag(image) for image in IMAGE_SOURCES} != tags_at_start:
+            figures["note"] = ("trainer/ or service/ sources changed during the bench: image tags differ between "
+                               "the synths, so the byte comparisons above are void; rerun on a quiet tree")
     if not args.skip_tests:
         figures["infra_tests_without_cli_s"] = timed([PYTHON, "-m", "pytest", "tests/infra", "-q", "-m", "not cli",
                                                       "-p", "no:cacheprovider"])

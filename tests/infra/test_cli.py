@@ -16,27 +16,34 @@ pytestmark = [
 ]
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def cli_outputs(tmp_path_factory) -> dict[str, Path]:
+    """`cdktf synth` and `cdktf synth --hcl`, started together (each spends much of its time waiting on node)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("FMNIST_")}
     environ.update(CHECKPOINT_DISABLE="1", JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20", CI="1")
-    completed = subprocess.run([str(CDKTF), *args], cwd=REPO_ROOT, env=environ, capture_output=True, text=True,
-                               timeout=180)
-    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
-    return completed
+    outputs = {"json": tmp_path_factory.mktemp("cli-json"), "hcl": tmp_path_factory.mktemp("cli-hcl")}
+    commands = {"json": ["synth", "--output", str(outputs["json"])],
+                "hcl": ["synth", "--hcl", "--output", str(outputs["hcl"])]}
+    running = {kind: subprocess.Popen([str(CDKTF), *args], cwd=REPO_ROOT, env=environ, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+               for kind, args in commands.items()}
+    for kind, process in running.items():
+        output, _ = process.communicate(timeout=180)
+        assert process.returncode == 0, f"cdktf {' '.join(commands[kind])}:\n{output[-3000:]}"
+    return outputs
 
 
-def test_cdktf_synth_matches_the_in_process_synth(synth, tmp_path):
-    _run_cli("synth", "--output", str(tmp_path))
+def test_cdktf_synth_matches_the_in_process_synth(synth, cli_outputs):
+    stacks = cli_outputs["json"] / "stacks"
+    assert sorted(p.name for p in stacks.iterdir()) == sorted(synth.texts)
     for env, text in synth.texts.items():
-        assert (tmp_path / "stacks" / env / "cdk.tf.json").read_text() == text, env
-    assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == sorted(synth.texts)
+        assert (stacks / env / "cdk.tf.json").read_text() == text, env
 
 
-def test_cdktf_synth_hcl_is_the_exit_path(tmp_path):
-    _run_cli("synth", "--hcl", "--output", str(tmp_path))
+def test_cdktf_synth_hcl_is_the_exit_path(cli_outputs):
     for env in ("dev", "prod"):
-        hcl = (tmp_path / "stacks" / env / "cdk.tf").read_text()
+        hcl = (cli_outputs["hcl"] / "stacks" / env / "cdk.tf").read_text()
         assert 'source  = "hashicorp/google"' in hcl
         assert 'backend "gcs"' in hcl and f'prefix = "fmnist-mlops/{env}"' in hcl
         assert 'resource "google_cloud_run_v2_service"' in hcl
-        assert str(REPO_ROOT) not in hcl and str(tmp_path) not in hcl
+        assert str(REPO_ROOT) not in hcl and str(cli_outputs["hcl"]) not in hcl
