@@ -63,6 +63,10 @@ def test_providers_and_versions(synth, env, settings_by_env):
     assert CdktfTesting.to_have_provider_with_properties(text, "google", {
         "project": names.project, "region": names.region,
         "user_project_override": True, "billing_project": names.project})
+    assert CdktfTesting.to_have_provider(text, "docker")
+    for data_source in ("google_project", "google_client_config", "google_storage_project_service_account",
+                        "google_bigquery_default_service_account"):
+        assert CdktfTesting.to_have_data_source(text, data_source), data_source
     required = synth.stack(env)["terraform"]["required_providers"]
     assert required["google"] == {"source": "hashicorp/google", "version": "6.50.0"}
     assert required["docker"]["source"] == "kreuzwerker/docker"
@@ -86,6 +90,9 @@ def test_buckets_are_private_versioned_logged_and_encrypted(synth, env, settings
     assert {settings.dev_bucket, settings.datasets_bucket, settings.models_bucket} == {
         f"gs://{names.bucket(k)}" for k in ("dev", "datasets", "models")}
     for name, bucket in buckets.items():
+        assert CdktfTesting.to_have_resource_with_properties(synth.texts[env], "google_storage_bucket", {
+            "name": name, "location": names.region, "uniform_bucket_level_access": True,
+            "public_access_prevention": "enforced", "versioning": {"enabled": True}}), name
         assert bucket["uniform_bucket_level_access"] is True, name
         assert bucket["public_access_prevention"] == "enforced", name
         assert bucket["versioning"] == {"enabled": True}, name
@@ -118,6 +125,9 @@ def test_kms_key_rotates_and_every_agent_can_use_it(synth, env):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_artifact_registry_has_immutable_tags_and_cleanup(synth, env, settings_by_env):
+    assert CdktfTesting.to_have_resource_with_properties(
+        synth.texts[env], "google_artifact_registry_repository",
+        {"format": "DOCKER", "docker_config": {"immutable_tags": True}})
     repository = synth.one(env, "google_artifact_registry_repository")
     assert repository["repository_id"] == Names(settings_by_env[env]).artifact_repository
     assert repository["docker_config"] == {"immutable_tags": True}
@@ -156,6 +166,8 @@ def test_feature_table_schema_comes_from_the_trainer(synth, env, settings_by_env
 
 @pytest.mark.parametrize("env", ENVS)
 def test_vertex_endpoint_has_numeric_name_and_tensorboard(synth, env, settings_by_env):
+    assert CdktfTesting.to_have_resource_with_properties(synth.texts[env], "google_vertex_ai_endpoint", {
+        "location": settings_by_env[env].region, "display_name": f"fmnist-{env}"})
     endpoint = synth.one(env, "google_vertex_ai_endpoint")
     assert endpoint["name"] == str(settings_by_env[env].infra.endpoint_id) and endpoint["name"].isdigit()
     assert not endpoint["name"].startswith("0")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from cdktf import Testing as CdktfTesting
 
 # env -> expected value of each blocker
 EXPECTED = {
@@ -19,6 +20,13 @@ def test_config_picks_the_side(settings_by_env, env):
 @pytest.mark.parametrize("env", sorted(EXPECTED))
 def test_destroy_blockers(synth, env):
     protect = EXPECTED[env]["protect"]
+    text = synth.texts[env]
+    assert CdktfTesting.to_have_resource_with_properties(text, "google_cloud_run_v2_service",
+                                                         {"deletion_protection": protect})
+    assert CdktfTesting.to_have_resource_with_properties(text, "google_bigquery_table",
+                                                         {"deletion_protection": protect})
+    assert CdktfTesting.to_have_resource_with_properties(text, "google_vertex_ai_feature_online_store",
+                                                         {"force_destroy": not protect})
     assert synth.one(env, "google_cloud_run_v2_service")["deletion_protection"] is protect
     assert all(b["force_destroy"] is (not protect) for b in synth.resources(env, "google_storage_bucket").values())
     assert synth.one(env, "google_bigquery_dataset")["delete_contents_on_destroy"] is (not protect)
