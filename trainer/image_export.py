@@ -57,29 +57,46 @@ def images_prefix(settings, version: str) -> str:
     return storage.join(settings.datasets_bucket, "fashion-mnist", "versions", version, "images")
 
 
-def build_export(dataset, settings, staging: Path) -> dict:
-    """Write PNGs + import file into a local staging dir; verify each PNG decodes to the original pixels."""
-    final_prefix = images_prefix(settings, dataset.version)
-    arrays = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
-    lines, counts = [], {"training": 0, "validation": 0, "test": 0}
-    digest = hashlib.sha256()
-    for ml_use, split, index in ml_use_splits(dataset.y_train, dataset.y_test,
-                                              settings.training.validation_fraction, settings.training.seed):
-        images, labels = arrays[split]
-        png = encode_png(images[index])
-        if not np.array_equal(decode_png(png), images[index]):
+def _encode_chunk(staging: str, final_prefix: str, rows: list, images: np.ndarray, labels: np.ndarray):
+    """Encode, verify and write one chunk of images; returns its import-file lines and PNG hashes, in order."""
+    lines, hashes = [], []
+    for (ml_use, split, index), image, label in zip(rows, images, labels):
+        png = encode_png(image)
+        if not np.array_equal(decode_png(png), image):
             raise ExportMismatch(f"{split} image {index}: PNG does not decode to the original pixels")
         rel = f"{ml_use}/{split}-{index:05d}.png"
-        target = staging / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(png)
-        digest.update(png)
-        counts[ml_use] += 1
+        Path(staging, rel).write_bytes(png)
+        hashes.append(hashlib.sha256(png).digest())
         lines.append(json.dumps({
             "imageGcsUri": storage.join(final_prefix, rel),
-            "classificationAnnotation": {"displayName": CLASS_NAMES[int(labels[index])]},
+            "classificationAnnotation": {"displayName": CLASS_NAMES[int(label)]},
             "dataItemResourceLabels": {ML_USE_LABEL: ml_use},
         }, sort_keys=True))
+    return lines, hashes
+
+
+def build_export(dataset, settings, staging: Path, workers: int | None = None) -> dict:
+    """Write PNGs + import file into a local staging dir, in parallel; every PNG is checked to decode exactly."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    final_prefix = images_prefix(settings, dataset.version)
+    rows = ml_use_splits(dataset.y_train, dataset.y_test, settings.training.validation_fraction, settings.training.seed)
+    for ml_use in ("training", "validation", "test"):
+        (staging / ml_use).mkdir(parents=True, exist_ok=True)
+    images = np.concatenate([dataset.x_train, dataset.x_test])
+    labels = np.concatenate([dataset.y_train, dataset.y_test])
+    workers = workers or (min(4, os.cpu_count() or 1) if len(rows) >= 5000 else 1)
+    if workers == 1:  # small exports: a process pool costs more than it saves
+        results = [_encode_chunk(str(staging), final_prefix, rows, images, labels)]
+    else:
+        bounds = np.linspace(0, len(rows), workers * 4 + 1).astype(int)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_encode_chunk, str(staging), final_prefix, rows[a:b], images[a:b], labels[a:b])
+                       for a, b in zip(bounds[:-1], bounds[1:])]
+            results = [f.result() for f in futures]
+    lines = [line for chunk_lines, _ in results for line in chunk_lines]
+    digest = hashlib.sha256(b"".join(h for _, chunk_hashes in results for h in chunk_hashes))
+    counts = {use: sum(1 for r in rows if r[0] == use) for use in ("training", "validation", "test")}
     summary = {"dataset_version": dataset.version, "counts": counts, "png_sha256": digest.hexdigest(),
                "validation_fraction": settings.training.validation_fraction, "seed": settings.training.seed}
     (staging / "export.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -71,3 +71,13 @@ def test_export_to_gcs_emulator(gcs_settings, idx_dir, monkeypatch):
     assert first["imageGcsUri"].startswith(f"gs://{gcs_settings.bucket_prefix}-datasets/")
     assert decode_png(storage.read_bytes(first["imageGcsUri"])).shape == (28, 28)
     assert len(storage.list_uris(import_uri.rsplit("/", 1)[0])) == sum(summary["counts"].values()) + 2
+
+
+def test_parallel_and_sequential_exports_are_identical(ingested, tmp_path):
+    from trainer.image_export import build_export
+
+    dataset = load_dataset(ingested)
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    assert build_export(dataset, ingested, one, workers=1) == build_export(dataset, ingested, two, workers=2)
+    assert _tree(one) == _tree(two)
