@@ -80,3 +80,21 @@ def test_real_automl_dataset_listing(dev):
 
     aiplatform.init(project=dev.project_id, location=dev.region)
     assert isinstance(aiplatform.ImageDataset.list(), list)
+
+
+def test_automl_version_sits_in_the_same_registry_and_gate(settings, monkeypatch, capsys):
+    from trainer.cli import main
+    from trainer.registry import ModelRegistry, register_external_version
+
+    metrics = metrics_from_evaluation(EVALUATION)
+    version = register_external_version(settings, source="automl", metrics=metrics, dataset_version="v-1",
+                                        extra={"vertex_model": "projects/p/locations/l/models/1"})
+    registry = ModelRegistry.from_settings(settings)
+    index = registry.read_index()
+    assert index["aliases"]["candidate"] == version
+    assert index["versions"][version]["source"] == "automl"
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
+    assert main(["registry", "list"]) == 0
+    assert "automl" in capsys.readouterr().out
+    registry.promote(version)  # accuracy 0.925 passes the 0.85 floor: the gate judges AutoML by accuracy too
+    assert registry.read_index()["aliases"]["champion"] == version
