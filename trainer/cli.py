@@ -29,7 +29,11 @@ COMMANDS = {
 
 
 class CommandError(Exception):
-    """A command failed for a reason the user can fix; the message says what and how. Exit status 1."""
+    """A command failed for a reason the user can fix; the message says what and how.
+
+    Exit status `exit_code` (1; a refusal that callers treat as an outcome, such as the quality gate, uses its own).
+    """
+    exit_code = 1
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -62,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(COMMANDS[args.command][0])
         runner = module.run if args.command != "undeploy-all" else module.run_undeploy
         return int(runner(args, settings) or 0)
-    except (ConfigError, CommandError) as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except ModuleNotFoundError as exc:
         if exc.name == COMMANDS[args.command][0]:
             print(f"error: command '{args.command}' is not available in this build", file=sys.stderr)

@@ -32,7 +32,9 @@ class RegistryError(CommandError):
 
 
 class GateRefused(RegistryError):
-    """Promotion refused by the quality gate; the message carries the numbers."""
+    """Promotion refused by the quality gate; the message carries the numbers. Exit status 3: an outcome that
+    pipelines (and `make demo`) tell apart from a failure."""
+    exit_code = 3
 
 
 def utc_now() -> str:

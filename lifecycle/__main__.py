@@ -1,0 +1,177 @@
+"""`python -m lifecycle` (what `make demo` runs): the whole lifecycle, offline by default.
+
+local target: ingest -> analyze -> features -> train -> evaluate -> export/register -> promote -> infra synth +
+policy scan -> serve the champion and check it over HTTP -> summary table and report in the dev bucket.
+gcp target (`--target gcp`, needs credentials and a deployed `infra/`): the same data steps into the datasets
+bucket, training as a Vertex AI custom job, then evaluate/export/promote and `deploy-model` to the endpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from lifecycle.steps import REPO_ROOT, StepFailed, StepLog, banner, run_step
+from trainer import storage
+from trainer.config import ConfigError, load_config
+
+GATE_REFUSED_EXIT = 3  # trainer.registry.GateRefused: the candidate stays a candidate; the run goes on
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m lifecycle", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=["local", "gcp"], default="local",
+                        help="local (default, offline) or gcp (Vertex AI; needs credentials)")
+    parser.add_argument("--env", help="config environment (default: local, or dev with --target gcp)")
+    parser.add_argument("--preset", default="demo", help="training preset (demo, full, smoke)")
+    parser.add_argument("--source", help="data source for ingest (default: config, Debian package, download)")
+    parser.add_argument("--train-arg", action="append", default=[], help="extra `trainer train` flag (repeatable)")
+    parser.add_argument("--skip-infra", action="store_true", help="skip synth + policy scan")
+    return parser.parse_args(argv)
+
+
+def promote(log: StepLog, env_args: list[str]) -> str:
+    """Promote the candidate through the quality gate; a refusal is an outcome, not a failure."""
+    banner("promote candidate -> champion (quality gate)")
+    argv = ["-m", "trainer", *env_args, "registry", "promote", "candidate"]
+    print("$ python " + " ".join(argv), flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT)
+    log.timings["promote"] = time.perf_counter() - start
+    if proc.returncode == 0:
+        return "promoted to champion"
+    if proc.returncode == GATE_REFUSED_EXIT:
+        print("the quality gate kept the current champion (numbers above)", flush=True)
+        return "refused by the quality gate"
+    raise StepFailed(f"step 'promote' failed (exit {proc.returncode}); re-run: python {' '.join(argv)}")
+
+
+def infra_inventory(outdir: Path) -> tuple[dict, str]:
+    """Resource counts per synthesized stack and checkov's pass/fail totals from its JUnit XML."""
+    counts = {}
+    for stack in sorted(outdir.glob("stacks/*/cdk.tf.json")):
+        resources = json.loads(stack.read_text()).get("resource", {})
+        counts[stack.parent.name] = sum(len(items) for items in resources.values())
+    junit = outdir / "checkov-junit.xml"
+    if not junit.is_file():
+        return counts, "not run"
+    root = ET.parse(junit).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    tests = sum(int(s.get("tests", 0)) for s in suites)
+    failed = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    skipped = sum(int(s.get("skipped", 0)) for s in suites)
+    return counts, f"{tests - failed - skipped} passed, {failed} failed, {skipped} skipped"
+
+
+def run_local(args, settings, log: StepLog):
+    from lifecycle.http_check import check_service
+    from lifecycle.report import RunSummary, write_report
+    from trainer.dataset import load_dataset
+    from trainer.registry import ModelRegistry
+
+    env_args = ["--env", settings.env]
+    started = time.perf_counter()
+    summary = RunSummary()
+    run_step(log, "ingest + validate", ["-m", "trainer", *env_args, "ingest",
+                                        *(["--source", args.source] if args.source else [])])
+    run_step(log, "analyze", ["-m", "trainer", *env_args, "analyze"])
+    run_step(log, "features", ["-m", "trainer", *env_args, "features"])
+    run_id = "demo-" + time.strftime("%Y%m%dt%H%M%S", time.gmtime())
+    model_dir = storage.join(settings.dev_bucket, "runs", run_id, "model")
+    run_step(log, "train", ["-m", "trainer", *env_args, "train", "--preset", args.preset, "--run-id", run_id,
+                            "--model-dir", model_dir, *args.train_arg])
+    run_step(log, "evaluate", ["-m", "trainer", *env_args, "evaluate", "--model-dir", model_dir])
+    run_step(log, "export + verify + register", ["-m", "trainer", *env_args, "export", "--model-dir", model_dir])
+    registry = ModelRegistry.from_settings(settings)
+    summary.model_version = registry.read_index()["aliases"]["candidate"]
+    summary.gate = promote(log, env_args)
+    run_step(log, "registry", ["-m", "trainer", *env_args, "registry", "list"])
+
+    if not args.skip_infra:
+        run_step(log, "infra synth + policy scan", ["-m", "infra.scan"])
+        summary.infra_resources, summary.checkov = infra_inventory(REPO_ROOT / "cdktf.out")
+
+    index = registry.read_index()
+    summary.champion = index["aliases"]["champion"]
+    champion_dir = registry.version_uri(summary.champion)
+    metrics = index["versions"][summary.champion]["metrics"]
+    summary.accuracy = metrics["accuracy"]
+    summary.macro_precision = metrics.get("macro_precision", 0.0)
+    summary.macro_recall = metrics.get("macro_recall", 0.0)
+    summary.macro_f1 = metrics.get("macro_f1", 0.0)
+    dataset = load_dataset(settings)
+    summary.dataset_version = dataset.version
+
+    banner(f"serve champion {summary.champion} and check it over HTTP")
+    start = time.perf_counter()
+    figures = check_service(f"{settings.models_bucket}@champion", dataset.x_test, dataset.y_test)
+    log.timings["serve + HTTP checks"] = time.perf_counter() - start
+    summary.http_accuracy_json, summary.http_accuracy_binary = figures.json_accuracy, figures.binary_accuracy
+    summary.cold_start_s = figures.cold_start_s
+    summary.latency_p50_ms, summary.latency_p99_ms = figures.latency_p50_ms, figures.latency_p99_ms
+    summary.binary_images_per_s = figures.binary_images_per_s
+    summary.drift_on_test = bool(figures.drift_before.get("drift_detected"))
+    summary.drift_on_shifted = bool(figures.drift_after.get("drift_detected"))
+    summary.drifted_features = list(figures.drift_after.get("drifted", []))[:4]
+    expected = round(summary.accuracy * len(dataset.y_test))
+    problems = []
+    for path, accuracy in (("JSON", figures.json_accuracy), ("binary", figures.binary_accuracy)):
+        if round(accuracy * len(dataset.y_test)) != expected:
+            problems.append(f"{path} path accuracy {accuracy:.4f} != evaluation {summary.accuracy:.4f}")
+    if summary.drift_on_test:
+        problems.append("drift flagged on the real test images")
+    if not summary.drift_on_shifted:
+        problems.append("no drift flagged on inverted images")
+
+    summary.timings = dict(log.timings)
+    summary.peak_rss_mb = log.peak_child_rss_mb()
+    summary.wall_s = time.perf_counter() - started
+    stamped, latest = write_report(settings, summary, champion_dir)
+    banner("summary")
+    print(summary.table())
+    print(f"report: {latest}\n        {stamped}")
+    if problems:
+        raise StepFailed("HTTP check: " + "; ".join(problems))
+
+
+def run_gcp(args, settings, log: StepLog):
+    """The same lifecycle against Google Cloud; each step is the command a pipeline would run."""
+    if settings.target != "gcp":
+        raise ConfigError(f"--target gcp needs a gcp environment; config/{settings.env}.yaml has target "
+                          f"{settings.target} (use --env dev)")
+    env_args = ["--env", settings.env]
+    job = "fmnist-train-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    model_dir = storage.join(settings.models_bucket, "jobs", job, "model")
+    run_step(log, "ingest into the datasets bucket", ["-m", "trainer", *env_args, "ingest",
+                                                      *(["--source", args.source] if args.source else [])])
+    run_step(log, "analyze", ["-m", "trainer", *env_args, "analyze"])
+    run_step(log, "features", ["-m", "trainer", *env_args, "features"])
+    run_step(log, "train (Vertex AI custom job)", ["-m", "trainer", *env_args, "submit", "--wait",
+                                                   "--preset", args.preset, "--display-name", job])
+    run_step(log, "evaluate", ["-m", "trainer", *env_args, "evaluate", "--model-dir", model_dir])
+    run_step(log, "export + verify + register", ["-m", "trainer", *env_args, "export", "--model-dir", model_dir])
+    gate = promote(log, env_args)
+    if gate.startswith("promoted"):
+        run_step(log, "deploy champion to the Vertex AI endpoint", ["-m", "trainer", *env_args, "deploy-model",
+                                                                    "champion"])
+    run_step(log, "registry", ["-m", "trainer", *env_args, "registry", "list"])
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    log = StepLog()
+    try:
+        settings = load_config(args.env or ("dev" if args.target == "gcp" else None))
+        (run_gcp if args.target == "gcp" else run_local)(args, settings, log)
+    except (StepFailed, ConfigError) as exc:
+        print(f"\nlifecycle stopped: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Drive the real prediction service over HTTP: start it, score the test set, time it, show drift, stop it.
+
+Why over HTTP: the number that matters is what a client gets back from the serving image's code under gunicorn,
+not what the trainer measured in-process; the two must agree exactly.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import requests
+
+from lifecycle.steps import REPO_ROOT
+
+
+class ServiceCheckFailed(RuntimeError):
+    """The service did not start, answered with an error, or disagreed with the evaluation."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_service(model_uri: str, *, workers: int = 2, extra_env: dict | None = None, timeout: float = 60):
+    """`python -m service` on a free loopback port; yields (base URL, seconds from launch to healthy)."""
+    port = free_port()
+    env = {**os.environ, "MODEL_URI": model_uri, "PORT": str(port), "SERVICE_HOST": "127.0.0.1",
+           "WORKERS": str(workers), "LOG_LEVEL": "WARNING", **(extra_env or {})}
+    env.pop("AIP_STORAGE_URI", None)
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise ServiceCheckFailed(f"the service exited with {proc.returncode} before it was healthy: "
+                                         f"{proc.stderr.read().decode(errors='replace')[-2000:]}")
+            try:
+                if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.perf_counter() - started > timeout:
+                raise ServiceCheckFailed(f"the service was not healthy after {timeout:.0f} s")
+            time.sleep(0.02)
+        yield base, time.perf_counter() - started
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        proc.stderr.close()
+
+
+def _check(response: requests.Response) -> dict:
+    if response.status_code != 200:
+        raise ServiceCheckFailed(f"{response.request.method} {response.url} -> {response.status_code}: "
+                                 f"{response.text[:500]}")
+    return response.json()
+
+
+def predict_json(session: requests.Session, base: str, images: np.ndarray, batch: int = 100) -> np.ndarray:
+    """Class ids for every image, sent as Vertex AI JSON (`instances` of 28x28 lists)."""
+    out = []
+    for start in range(0, len(images), batch):
+        body = {"instances": images[start:start + batch].tolist()}
+        out += [p["class_id"] for p in _check(session.post(f"{base}/predict", json=body, timeout=30))["predictions"]]
+    return np.asarray(out)
+
+
+def predict_binary(session: requests.Session, base: str, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Class ids for every image, sent as raw uint8 bytes (N x 784) on the binary path."""
+    out = []
+    headers = {"Content-Type": "application/octet-stream"}
+    for start in range(0, len(images), batch):
+        body = np.ascontiguousarray(images[start:start + batch], dtype=np.uint8).tobytes()
+        out += [p["class_id"] for p in _check(session.post(f"{base}/predict", data=body, headers=headers,
+                                                           timeout=30))["predictions"]]
+    return np.asarray(out)
+
+
+@dataclass
+class HttpFigures:
+    """What the service did with the real test set."""
+    cold_start_s: float = 0.0
+    json_accuracy: float = 0.0
+    binary_accuracy: float = 0.0
+    json_seconds: float = 0.0
+    binary_images_per_s: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    drift_before: dict = field(default_factory=dict)
+    drift_after: dict = field(default_factory=dict)
+
+
+def single_image_latency(session: requests.Session, base: str, images: np.ndarray, count: int = 300):
+    """p50 and p99 in ms of one-image JSON requests, one client, after a short warm-up."""
+    timings = []
+    for i in range(count + 20):
+        body = {"instances": [images[i % len(images)].tolist()]}
+        start = time.perf_counter()
+        _check(session.post(f"{base}/predict", json=body, timeout=10))
+        if i >= 20:
+            timings.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(timings, 50)), float(np.percentile(timings, 99))
+
+
+def shifted(images: np.ndarray) -> np.ndarray:
+    """A batch a production system should flag: inverted images (dark garments on a white background)."""
+    return (255 - images).astype(np.uint8)
+
+
+def check_service(model_uri: str, x_test: np.ndarray, y_test: np.ndarray, *, log=print) -> HttpFigures:
+    """Start the service on `model_uri`, score the test set on both paths, time it, show drift, stop it."""
+    figures = HttpFigures()
+    with running_service(model_uri) as (base, cold_start), requests.Session() as session:
+        figures.cold_start_s = cold_start
+        log(f"service healthy {cold_start:.2f} s after launch at {base}")
+        start = time.perf_counter()
+        figures.json_accuracy = float((predict_json(session, base, x_test) == y_test).mean())
+        figures.json_seconds = time.perf_counter() - start
+        log(f"JSON path: {len(x_test):,} images in {figures.json_seconds:.1f} s, accuracy {figures.json_accuracy:.4f}")
+        start = time.perf_counter()
+        figures.binary_accuracy = float((predict_binary(session, base, x_test) == y_test).mean())
+        figures.binary_images_per_s = len(x_test) / (time.perf_counter() - start)
+        log(f"binary path: {figures.binary_images_per_s:,.0f} images/s (64 per request, one client), "
+            f"accuracy {figures.binary_accuracy:.4f}")
+        figures.latency_p50_ms, figures.latency_p99_ms = single_image_latency(session, base, x_test)
+        log(f"one image per request: p50 {figures.latency_p50_ms:.2f} ms, p99 {figures.latency_p99_ms:.2f} ms")
+        figures.drift_before = _check(session.get(f"{base}/monitoring/drift", timeout=10))
+        _check(session.post(f"{base}/monitoring/drift/reset", timeout=10))
+        predict_binary(session, base, shifted(x_test[:2000]))
+        figures.drift_after = _check(session.get(f"{base}/monitoring/drift", timeout=10))
+        log(f"drift on the real test images: {figures.drift_before.get('drift_detected')}; "
+            f"after 2,000 inverted images: {figures.drift_after.get('drift_detected')} "
+            f"({', '.join(figures.drift_after.get('drifted', [])) or 'nothing'})")
+    return figures
