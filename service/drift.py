@@ -7,8 +7,8 @@ Why shared files: each worker adds its counts into its own small memory-mapped f
 directory, so a report from any worker sums the traffic of all of them without locks or a second process.
 Why sampling: the feature function costs ~12 us per image, a third of the per-image budget at 30k images/s;
 every image's predicted class is counted, and every k-th image's features (DRIFT_SAMPLE_EVERY, default 8)
-are computed in batches of 32 per worker. Up to 31 sampled images per worker wait in that buffer; a report
-includes the reporting worker's buffer.
+are computed, in batches of at least 8: a request that brings fewer waits in a small per-worker buffer, so up
+to 7 sampled images per worker are counted late (a report includes the reporting worker's own buffer).
 Counts accumulate from start-up or the last reset (POST /monitoring/drift/reset).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from service.features import FEATURE_FUNCTION_ID, FEATURE_NAMES, compute_image_f
 
 N_BINS = 10
 N_CLASSES = 10
-BUFFER_IMAGES = 32
+FEATURE_BATCH = 8  # sampled images per feature computation: amortizes numpy's per-call cost
 PROPORTION_FLOOR = 1e-4
 
 
@@ -133,6 +133,8 @@ class _CountStore:
 
 
 class DriftMonitor:
+    """One per worker: observes served images, reports PSI over the counts of all workers."""
+
     def __init__(self, baseline_block: Optional[dict], threshold: float, min_images: int,
                  sample_every: int = 8, state_dir: Optional[str] = None):
         self.baseline = Baseline(baseline_block)
@@ -140,12 +142,12 @@ class DriftMonitor:
         self.min_images = min_images
         self.sample_every = max(1, sample_every)
         self._store = _CountStore(state_dir)
-        self._buffer = np.empty((BUFFER_IMAGES, 28, 28), np.uint8)
+        self._buffer = np.empty((2 * FEATURE_BATCH, 28, 28), np.uint8)
         self._buffered = 0
         self._seen = 0
 
     def observe(self, pixels: np.ndarray, predicted: np.ndarray) -> None:
-        """Count predicted classes of all images and buffer every k-th image for the feature histogram."""
+        """Count predicted classes of all images; histogram the features of every k-th image."""
         counts = self._store.mine()
         n = len(predicted)
         if n == 1:
@@ -156,22 +158,28 @@ class DriftMonitor:
             return
         first = (-self._seen) % self.sample_every
         self._seen += n
-        for index in range(first, n, self.sample_every):
-            self._buffer[self._buffered] = pixels[index]  # float 0..255 -> uint8, truncating like the function
-            self._buffered += 1
-            if self._buffered == BUFFER_IMAGES:
+        picked = pixels[first::self.sample_every]
+        if len(picked) >= FEATURE_BATCH:
+            self._add_features(picked)
+            return
+        if len(picked):
+            self._buffer[self._buffered:self._buffered + len(picked)] = picked  # float -> uint8 truncates, as
+            self._buffered += len(picked)                                       # the feature function does
+            if self._buffered >= FEATURE_BATCH:
                 self.flush()
 
     def flush(self) -> None:
         """Add the buffered images' feature bins to this worker's counts."""
-        if not self._buffered:
-            return
-        values = compute_image_features(self._buffer[:self._buffered])
+        if self._buffered:
+            self._add_features(self._buffer[:self._buffered])
+            self._buffered = 0
+
+    def _add_features(self, images: np.ndarray) -> None:
+        values = compute_image_features(images)
         counts = self._store.mine()
         for row, name in enumerate(FEATURE_NAMES):
             bins = np.searchsorted(self.baseline.edges[row], values[name], side="right")
             counts[row] += np.bincount(bins, minlength=N_BINS)
-        self._buffered = 0
 
     def reset(self) -> None:
         self._buffered = 0

@@ -91,6 +91,8 @@ def decode_image_instance(text: object, index: int) -> tuple[np.ndarray, list[st
         raise RequestError(400, "bad_image", f"a {width}x{height} image is outside 1..{MAX_SIDE} pixels per side",
                            index)
     try:
+        if image.format == "JPEG" and min(width, height) > 112:
+            image.draft("L", (56, 56))  # let the JPEG decoder downscale by 2-8x: big photos cost little CPU
         image.load()
         pixels, note = _grayscale(image, index)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

@@ -28,6 +28,9 @@ class OnnxClassifier:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # No CPU arena: it keeps the largest batch's buffers for good (+6 MB peak RSS per worker with 64-image
+        # requests) and measured no faster than malloc (onnxruntime 1.32, 64-image batches of the anchor CNN).
+        options.enable_cpu_mem_arena = False
         try:
             self._session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
