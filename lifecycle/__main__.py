@@ -31,6 +31,7 @@ def parse_args(argv):
     parser.add_argument("--source", help="data source for ingest (default: config, Debian package, download)")
     parser.add_argument("--train-arg", action="append", default=[], help="extra `trainer train` flag (repeatable)")
     parser.add_argument("--skip-infra", action="store_true", help="skip synth + policy scan")
+    parser.add_argument("--infra-outdir", default="cdktf.out", help="where synth writes the stacks (default cdktf.out)")
     return parser.parse_args(argv)
 
 
@@ -92,8 +93,8 @@ def run_local(args, settings, log: StepLog):
     run_step(log, "registry", ["-m", "trainer", *env_args, "registry", "list"])
 
     if not args.skip_infra:
-        run_step(log, "infra synth + policy scan", ["-m", "infra.scan"])
-        summary.infra_resources, summary.checkov = infra_inventory(REPO_ROOT / "cdktf.out")
+        run_step(log, "infra synth + policy scan", ["-m", "infra.scan", "--outdir", args.infra_outdir])
+        summary.infra_resources, summary.checkov = infra_inventory(REPO_ROOT / args.infra_outdir)
 
     index = registry.read_index()
     summary.champion = index["aliases"]["champion"]

@@ -143,7 +143,7 @@ def check_service(model_uri: str, x_test: np.ndarray, y_test: np.ndarray, *, log
         log(f"one image per request: p50 {figures.latency_p50_ms:.2f} ms, p99 {figures.latency_p99_ms:.2f} ms")
         figures.drift_before = _check(session.get(f"{base}/monitoring/drift", timeout=10))
         _check(session.post(f"{base}/monitoring/drift/reset", timeout=10))
-        predict_binary(session, base, shifted(x_test[:2000]))
+        predict_binary(session, base, shifted(np.resize(x_test, (2000, 28, 28))))  # enough for drift's sample
         figures.drift_after = _check(session.get(f"{base}/monitoring/drift", timeout=10))
         log(f"drift on the real test images: {figures.drift_before.get('drift_detected')}; "
             f"after 2,000 inverted images: {figures.drift_after.get('drift_detected')} "

@@ -36,7 +36,8 @@ def run_step(log: StepLog, name: str, argv: list[str], env: dict[str, str] | Non
     cmd = [sys.executable, *argv]
     print("$ python " + " ".join(argv), flush=True)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, **(env or {})})
+    quiet = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**quiet, **os.environ, **(env or {})})
     log.timings[name] = time.perf_counter() - start
     if proc.returncode != 0:
         raise StepFailed(f"step '{name}' failed (exit {proc.returncode}); its message is above. "
