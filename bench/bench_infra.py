@@ -10,6 +10,7 @@ import argparse
 import filecmp
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,10 +26,21 @@ FULL_IMPORT_SYNTH = ("import sys, runpy, cdktf_cdktf_provider_google; "
                      "sys.argv = ['infra', '--outdir', sys.argv[1]]; runpy.run_module('infra', run_name='__main__')")
 
 
-def timed(command: list[str], **kwargs) -> float:
-    start = time.perf_counter()
+CPU_SECONDS: dict[str, list[float]] = {}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], label: str = "", **kwargs) -> float:
+    """Wall seconds of one run; its CPU seconds (user + system, node included) go to CPU_SECONDS[label]: on a
+    shared machine the CPU figure moves much less than the wall figure."""
+    cpu_start, start = _children_cpu(), time.perf_counter()
     completed = subprocess.run(command, cwd=REPO_ROOT, env=ENVIRON, capture_output=True, text=True, **kwargs)
     elapsed = time.perf_counter() - start
+    CPU_SECONDS.setdefault(label, []).append(_children_cpu() - cpu_start)
     if completed.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout[-3000:]}"
                          f"{completed.stderr[-3000:]}")
@@ -53,8 +65,8 @@ def main() -> int:
     tags_at_start = {image: source_tag(image) for image in IMAGE_SOURCES}
     with tempfile.TemporaryDirectory(prefix="bench-infra-") as tmp:
         tmp = Path(tmp)
-        lazy = [timed([PYTHON, "-m", "infra", "--outdir", str(tmp / f"lazy{i}")]) for i in range(args.repeat)]
-        full = timed([PYTHON, "-c", FULL_IMPORT_SYNTH, str(tmp / "full")])
+        lazy = [timed([PYTHON, "-m", "infra", "--outdir", str(tmp / f"lazy{i}")], "synth") for i in range(args.repeat)]
+        full = timed([PYTHON, "-c", FULL_IMPORT_SYNTH, str(tmp / "full")], "synth_full_import")
         figures["synth_lazy_s"] = {"min": min(lazy), "median": statistics.median(lazy)}
         figures["synth_full_import_s"] = full
         figures["byte_identical"] = same_tree(tmp / "lazy0", tmp / "full")
@@ -64,20 +76,22 @@ def main() -> int:
 
         baseline, _ = write_baseline(tmp / "lazy0")
         command = checkov_command(tmp / "lazy0", baseline, tmp / "junit.xml")
-        checkov = [timed(command) for _ in range(args.repeat)]
+        checkov = [timed(command, "checkov") for _ in range(args.repeat)]
         figures["checkov_s"] = {"min": min(checkov), "median": statistics.median(checkov)}
         cdktf = REPO_ROOT / "node_modules" / ".bin" / "cdktf"
         if cdktf.is_file():
-            figures["cdktf_cli_synth_s"] = timed([str(cdktf), "synth", "--output", str(tmp / "cli")])
+            figures["cdktf_cli_synth_s"] = timed([str(cdktf), "synth", "--output", str(tmp / "cli")], "cli_synth")
             figures["cli_equals_in_process"] = same_tree(tmp / "cli" / "stacks", tmp / "lazy0" / "stacks")
         if {image: source_tag(image) for image in IMAGE_SOURCES} != tags_at_start:
             figures["note"] = ("trainer/ or service/ sources changed during the bench: image tags differ between "
                                "the synths, so the byte comparisons above are void; rerun on a quiet tree")
     if not args.skip_tests:
         figures["infra_tests_without_cli_s"] = timed([PYTHON, "-m", "pytest", "tests/infra", "-q", "-m", "not cli",
-                                                      "-p", "no:cacheprovider"])
+                                                      "-p", "no:cacheprovider"], "tests_without_cli")
         figures["infra_tests_with_cli_s"] = timed([PYTHON, "-m", "pytest", "tests/infra", "-q",
-                                                   "-p", "no:cacheprovider"])
+                                                   "-p", "no:cacheprovider"], "tests_with_cli")
+    figures["cpu_s"] = {label: min(values) for label, values in CPU_SECONDS.items() if label}
+    figures["load_at_end"] = os.getloadavg()[0]
     for key, value in figures.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
