@@ -34,14 +34,14 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(command: list[str], label: str = "", **kwargs) -> float:
+def timed(command: list[str], label: str = "", ok_codes: tuple[int, ...] = (0,), **kwargs) -> float:
     """Wall seconds of one run; its CPU seconds (user + system, node included) go to CPU_SECONDS[label]: on a
     shared machine the CPU figure moves much less than the wall figure."""
     cpu_start, start = _children_cpu(), time.perf_counter()
     completed = subprocess.run(command, cwd=REPO_ROOT, env=ENVIRON, capture_output=True, text=True, **kwargs)
     elapsed = time.perf_counter() - start
     CPU_SECONDS.setdefault(label, []).append(_children_cpu() - cpu_start)
-    if completed.returncode != 0:
+    if completed.returncode not in ok_codes:
         raise SystemExit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout[-3000:]}"
                          f"{completed.stderr[-3000:]}")
     return elapsed
@@ -71,12 +71,11 @@ def main() -> int:
         figures["synth_full_import_s"] = full
         figures["byte_identical"] = same_tree(tmp / "lazy0", tmp / "full")
         figures["stacks"] = sorted(p.name for p in (tmp / "lazy0" / "stacks").iterdir())
-        from infra.checkov_baseline import write_baseline
         from infra.scan import checkov_command
 
-        baseline, _ = write_baseline(tmp / "lazy0")
-        command = checkov_command(tmp / "lazy0", baseline, tmp / "junit.xml")
-        checkov = [timed(command, "checkov") for _ in range(args.repeat)]
+        command = checkov_command(tmp / "lazy0")  # every check, custom policies included, full JSON report
+        # exit status 1 is expected: the suppressed findings are judged by infra.scan, not checkov
+        checkov = [timed(command, "checkov", ok_codes=(0, 1)) for _ in range(args.repeat)]
         figures["checkov_s"] = {"min": min(checkov), "median": statistics.median(checkov)}
         cdktf = REPO_ROOT / "node_modules" / ".bin" / "cdktf"
         if cdktf.is_file():

@@ -1,20 +1,29 @@
-"""`python -m infra.scan`: synthesize every stack, then run checkov on them with the repository's custom policies
-and the baseline generated from the suppression notes. Exit status 0 only with 0 failed checks.
+"""`python -m infra.scan`: synthesize every stack, run checkov on them with the repository's custom policies, and
+fail unless every failed check is covered by a suppression note in code. Exit status 0 only with 0 findings.
 
-Reports: checkov's console summary, and JUnit XML (default cdktf.out/checkov-junit.xml) for CI.
-Use `--no-synth` to scan what `cdktf synth` already wrote, `--synth-only` to write the stacks and the baseline
-without running checkov (`make synth`).
+Why not `checkov --baseline` alone: with a baseline checkov reports only new failures and drops the passed
+checks, so its JUnit said "2 tests". Here checkov reports everything (JSON), each failure is matched against
+the notes (infra/suppressions.py), and the JUnit XML lists passed checks, suppressed ones as skipped with their
+reason, and findings as failures. The checkov baseline file is still written (cdktf.out/checkov.baseline) for
+anyone running checkov directly, e.g. on the `cdktf synth --hcl` output; a test keeps the two in agreement.
+
+Reports: a console summary and JUnit XML (default cdktf.out/checkov-junit.xml) for CI.
+`--no-synth` scans what `cdktf synth` already wrote; `--synth-only` writes the stacks and the baseline without
+running checkov (`make synth`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.checkov_baseline import write_baseline
+from infra.checkov_baseline import Suppression, read_suppressions, write_baseline
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLICIES_DIR = Path(__file__).resolve().parent / "policies"
@@ -38,20 +47,102 @@ def synthesize(outdir: Path) -> None:
     build_app(plan_environments(), outdir=str(outdir)).synth()
 
 
-def checkov_command(outdir: Path, baseline: Path, junit_xml: Path, policies: Path = POLICIES_DIR) -> list[str]:
+@dataclass(frozen=True)
+class Finding:
+    stack: str
+    check_id: str
+    check_name: str
+    resource: str          # checkov's name: `resource.<id>` (Python checks) or `<type>.<id>` (graph checks)
+    guideline: str = ""
+    reason: str = ""       # the suppression note's reason, when one covers it
+
+
+@dataclass
+class ScanResult:
+    passed: list[Finding] = field(default_factory=list)
+    failed: list[Finding] = field(default_factory=list)
+    suppressed: list[Finding] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        return 1 if self.failed else 0
+
+    def summary(self) -> str:
+        return f"checkov: {len(self.passed)} passed, {len(self.failed)} failed, {len(self.suppressed)} suppressed"
+
+
+def checkov_command(outdir: Path, policies: Path = POLICIES_DIR) -> list[str]:
     return [checkov_binary(), "-d", str(outdir), "--framework", "terraform_json",
-            "--external-checks-dir", str(policies), "--baseline", str(baseline),
-            "--skip-download", "--compact", "--quiet",
-            "-o", "cli", "-o", "junitxml", "--output-file-path", f"console,{junit_xml}"]
+            "--external-checks-dir", str(policies), "--skip-download", "-o", "json"]
 
 
-def run_checkov(outdir: Path, junit_xml: Path, *, policies: Path = POLICIES_DIR,
-                baseline: Path | None = None) -> int:
-    """Run checkov on `outdir`; write JUnit XML to `junit_xml`; return checkov's exit status."""
-    if baseline is None:
-        baseline, _ = write_baseline(outdir)
-    junit_xml.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(checkov_command(outdir, baseline, junit_xml, policies)).returncode
+def run_checkov_json(outdir: Path, policies: Path = POLICIES_DIR) -> list[dict]:
+    """checkov's full JSON report(s) for `outdir`; raises RuntimeError when checkov itself fails."""
+    completed = subprocess.run(checkov_command(outdir, policies), capture_output=True, text=True)
+    try:
+        reports = json.loads(completed.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"checkov exited {completed.returncode} without a report:\n"
+                           f"{completed.stderr[-3000:]}") from None
+    return reports if isinstance(reports, list) else [reports]
+
+
+def _finding(check: dict) -> Finding:
+    parts = Path(check.get("file_path", "")).parts
+    stack = parts[parts.index("stacks") + 1] if "stacks" in parts else "?"
+    return Finding(stack, check["check_id"], check.get("check_name", ""), check["resource"],
+                   check.get("guideline") or "")
+
+
+def evaluate(reports: list[dict], suppressions: list[Suppression]) -> ScanResult:
+    """Split checkov's results into passed, failed and suppressed (a note on the same stack, resource and check)."""
+    notes = {(s.stack, s.logical_id, s.check_id): s.reason for s in suppressions}
+    result = ScanResult()
+    for report in reports:
+        results = report.get("results", {})
+        result.passed += [_finding(c) for c in results.get("passed_checks", [])]
+        for check in results.get("failed_checks", []):
+            finding = _finding(check)
+            reason = notes.get((finding.stack, finding.resource.split(".", 1)[-1], finding.check_id))
+            if reason:
+                result.suppressed.append(Finding(**{**finding.__dict__, "reason": reason}))
+            else:
+                result.failed.append(finding)
+    return result
+
+
+def write_junit(result: ScanResult, path: Path) -> None:
+    """One testsuite per stack; a testcase per (check, resource)."""
+    by_stack: dict[str, list[tuple[Finding, str]]] = {}
+    for outcome, findings in (("passed", result.passed), ("failed", result.failed),
+                              ("suppressed", result.suppressed)):
+        for finding in findings:
+            by_stack.setdefault(finding.stack, []).append((finding, outcome))
+    root = ElementTree.Element("testsuites", name="checkov", tests=str(sum(map(len, by_stack.values()))),
+                               failures=str(len(result.failed)), skipped=str(len(result.suppressed)))
+    for stack, cases in sorted(by_stack.items()):
+        suite = ElementTree.SubElement(
+            root, "testsuite", name=f"checkov {stack}", tests=str(len(cases)),
+            failures=str(sum(o == "failed" for _, o in cases)), skipped=str(sum(o == "suppressed" for _, o in cases)))
+        for finding, outcome in sorted(cases, key=lambda c: (c[0].check_id, c[0].resource)):
+            case = ElementTree.SubElement(suite, "testcase", classname=f"{stack}.{finding.resource}",
+                                          name=f"{finding.check_id} {finding.check_name}")
+            if outcome == "failed":
+                ElementTree.SubElement(case, "failure", message=finding.check_name).text = finding.guideline
+            elif outcome == "suppressed":
+                ElementTree.SubElement(case, "skipped", message=f"suppressed in code: {finding.reason}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ElementTree.ElementTree(root).write(path, encoding="unicode", xml_declaration=True)
+
+
+def scan(outdir: Path, junit_xml: Path, *, policies: Path = POLICIES_DIR,
+         suppressions: list[Suppression] | None = None) -> ScanResult:
+    """checkov on `outdir`, judged against the notes (default: those in the synthesized stacks)."""
+    if suppressions is None:
+        suppressions = read_suppressions(outdir)
+    result = evaluate(run_checkov_json(outdir, policies), suppressions)
+    write_junit(result, junit_xml)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,17 +165,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     baseline, suppressions = write_baseline(args.outdir)
-    print(f"{len(suppressions)} suppression note(s) from infra code -> {baseline}:")
-    for s in suppressions:
-        print(f"  {s.stack}: {s.check_id} on {s.resource_type}.{s.logical_id}: {s.reason}")
+    stacks = sorted(p.parent.name for p in args.outdir.glob("stacks/*/cdk.tf.json"))
+    print(f"stacks: {', '.join(stacks)} in {args.outdir}; {len(suppressions)} suppression note(s) -> {baseline}")
     if args.synth_only:
-        print(f"synthesized {', '.join(sorted(p.parent.name for p in args.outdir.glob('stacks/*/cdk.tf.json')))} "
-              f"into {args.outdir}")
         return 0
     junit_xml = args.junit_xml or args.outdir / "checkov-junit.xml"
-    status = run_checkov(args.outdir, junit_xml, baseline=baseline)
-    print(f"checkov exit status {status}; JUnit XML: {junit_xml}")
-    return status
+    try:
+        result = scan(args.outdir, junit_xml, suppressions=suppressions)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for finding in result.suppressed:
+        print(f"  suppressed {finding.stack}: {finding.check_id} on {finding.resource}: {finding.reason}")
+    for finding in result.failed:
+        print(f"  FAILED {finding.stack}: {finding.check_id} {finding.check_name} on {finding.resource} "
+              f"{finding.guideline}")
+    print(f"{result.summary()}; JUnit XML: {junit_xml}")
+    return result.status
 
 
 if __name__ == "__main__":

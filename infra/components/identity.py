@@ -68,11 +68,12 @@ class Identity(Construct):
                 self.project_bindings[(role, iam_role)] = ProjectIamMember(
                     self, f"{role}_{iam_role.split('/')[1].replace('.', '_')}", project=names.project,
                     role=iam_role, member=self.member(role))
-        for iam_role in ("roles/iam.serviceAccountAdmin", "roles/cloudbuild.builds.editor"):
+        for iam_role, manages in (("roles/iam.serviceAccountAdmin", "its four service accounts"),
+                                  ("roles/cloudbuild.builds.editor", "its Cloud Build triggers")):
             suppress(self.project_bindings[("deployer", iam_role)], "CKV_GCP_49",
-                     f"The deployer runs `cdktf deploy` of this stack and needs {iam_role} to manage its service "
-                     "accounts and Cloud Build triggers; it can act as the stack's four accounts only "
-                     "(account-level actAs below), and already holds projectIamAdmin, which this does not widen.")
+                     f"The deployer runs `cdktf deploy` of this stack and needs {iam_role} to manage {manages}; "
+                     "it can act as the stack's four accounts only (account-level actAs below), and already "
+                     "holds projectIamAdmin, which this does not widen.")
         # The deployer attaches the runtime accounts to the resources it creates (Cloud Run, Vertex AI jobs and
         # the Cloud Build triggers): actAs on those accounts only, not on every account in the project.
         self.act_as = [

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from infra.checkov_baseline import baseline, read_suppressions, write_baseline
-from infra.scan import POLICIES_DIR, checkov_binary, run_checkov
+from infra.scan import POLICIES_DIR, checkov_binary, evaluate, run_checkov_json, scan
 from infra.suppressions import suppress
 
 CUSTOM_POLICIES = ("CKV2_FMNIST_1", "CKV2_FMNIST_2", "CKV2_FMNIST_3", "CKV2_FMNIST_4", "CKV2_FMNIST_5")
@@ -31,26 +31,39 @@ def _checkov_available() -> bool:
 needs_checkov = pytest.mark.skipif(not _checkov_available(), reason="checkov not installed (.venv-checkov)")
 
 
-def _junit_failures(path) -> int:
-    root = ElementTree.parse(path).getroot()
-    return sum(int(suite.get("failures", 0)) + int(suite.get("errors", 0)) for suite in root.iter("testsuite"))
-
-
 @needs_checkov
 def test_synthesized_stacks_pass_checkov_with_custom_policies(synth, tmp_path):
     junit = tmp_path / "junit.xml"
-    assert run_checkov(synth.outdir, junit) == 0
-    assert _junit_failures(junit) == 0
+    result = scan(synth.outdir, junit)
+    assert result.status == 0, [(f.stack, f.check_id, f.resource) for f in result.failed]
+    assert len(result.passed) > 500
+    assert {f.check_id for f in result.passed} >= set(CUSTOM_POLICIES)
+    assert len(result.suppressed) == len(read_suppressions(synth.outdir))
+    root = ElementTree.parse(junit).getroot()
+    assert (root.get("failures"), root.get("skipped")) == ("0", str(len(result.suppressed)))
+    assert int(root.get("tests")) == len(result.passed) + len(result.suppressed)
 
 
 @needs_checkov
-def test_public_endpoint_passes_only_through_its_suppression_note(variant_synth, tmp_path):
-    notes = {(s.resource_type, s.check_id) for s in read_suppressions(variant_synth.outdir)}
-    assert ("google_cloud_run_v2_service_iam_member", "CKV2_FMNIST_1") in notes
-    assert run_checkov(variant_synth.outdir, tmp_path / "junit.xml") == 0
-    empty = tmp_path / "empty.baseline"
-    empty.write_text(json.dumps({"failed_checks": []}))
-    assert run_checkov(variant_synth.outdir, tmp_path / "junit2.xml", baseline=empty) == 1
+def test_the_baseline_file_silences_exactly_the_notes_in_checkov_itself(synth, tmp_path):
+    path, _ = write_baseline(synth.outdir, tmp_path / "checkov.baseline")
+    command = [checkov_binary(), "-d", str(synth.outdir), "--framework", "terraform_json", "--external-checks-dir",
+               str(POLICIES_DIR), "--baseline", str(path), "--skip-download", "--quiet", "--compact"]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stdout[-3000:]
+
+
+@needs_checkov
+def test_public_endpoint_passes_only_through_its_suppression_note(variant_synth):
+    notes = read_suppressions(variant_synth.outdir)
+    reports = run_checkov_json(variant_synth.outdir)
+    with_notes = evaluate(reports, notes)
+    assert with_notes.status == 0
+    assert ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member") in {
+        (f.check_id, f.resource.split(".")[0]) for f in with_notes.suppressed}
+    without_public_note = evaluate(reports, [n for n in notes if n.check_id != "CKV2_FMNIST_1"])
+    assert [(f.check_id, f.resource.split(".")[0]) for f in without_public_note.failed] == [
+        ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member")]
 
 
 BAD_STACK = {
@@ -91,15 +104,9 @@ def custom_policy_results(tmp_path_factory) -> dict:
     for name, document in (("bad", BAD_STACK), ("thresholdless", BUDGET_WITHOUT_THRESHOLDS)):
         (root / "stacks" / name).mkdir(parents=True)
         (root / "stacks" / name / "cdk.tf.json").write_text(json.dumps(document))
-    completed = subprocess.run(
-        [checkov_binary(), "-d", str(root), "--framework", "terraform_json", "--external-checks-dir",
-         str(POLICIES_DIR), "-c", ",".join(CUSTOM_POLICIES), "-o", "json", "--skip-download"],
-        capture_output=True, text=True)
-    reports = json.loads(completed.stdout)
-    reports = reports if isinstance(reports, list) else [reports]  # checkov lists one report per runner
-    return {outcome: {(c["check_id"], c["resource"]) for report in reports
-                      for c in report["results"].get(f"{outcome}_checks", [])}
-            for outcome in ("passed", "failed")}
+    result = evaluate(run_checkov_json(root), suppressions=[])
+    return {outcome: {(f.check_id, f.resource) for f in findings if f.check_id in CUSTOM_POLICIES}
+            for outcome, findings in (("passed", result.passed), ("failed", result.failed))}
 
 
 @needs_checkov
