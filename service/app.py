@@ -26,7 +26,7 @@ from service.errors import RequestError
 from service.logs import RequestLog, configure_logging
 from service.model_source import ModelBundle, load_bundle
 from service.openapi import build_openapi
-from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_top_k
+from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_query
 from service.runtime import OnnxClassifier
 
 log = logging.getLogger("service")
@@ -150,9 +150,10 @@ def _parse(state: ServiceState) -> ParsedRequest:
     if mimetype == "application/octet-stream":
         return parse_binary(request.get_data(cache=False), config.max_instances, request.args)
     if mimetype == JSON_MIMETYPE or mimetype.endswith("+json"):
+        query_top_k = parse_query(request.args)
         parsed = parse_json(request.get_data(cache=False), config.max_instances)
-        if parsed.top_k is None and "top_k" in request.args:
-            parsed.top_k = parse_top_k(request.args["top_k"], "query")
+        if parsed.top_k is None:
+            parsed.top_k = query_top_k
         return parsed
     raise RequestError(415, "unsupported_media_type",
                        f"Content-Type {mimetype or '(none)'!r} is not supported: send application/json "

@@ -71,17 +71,23 @@ class Baseline:
 
 
 class _CountStore:
-    """Counts [features + 1, 10] (last row: predicted classes) for this process, plus the sum over all processes."""
+    """Counts [features + 1, 10] (last row: predicted classes) for this process, plus the sum over all processes,
+    and a header [reset generation, start time] every process sees (so a reset also drops other workers'
+    half-filled buffers)."""
 
     def __init__(self, directory: Optional[str]):
         self._dir = Path(directory) if directory else None
         self._pid = -1
         self._local: Optional[np.ndarray] = None
         self._shape = (len(FEATURE_NAMES) + 1, N_BINS)
-        if self._dir is not None:
+        if self._dir is None:
+            self.header = np.array([0.0, time.time()])
+        else:  # created before gunicorn forks: a shared mapping stays shared in the workers
             self._dir.mkdir(parents=True, exist_ok=True)
-            if not (self._dir / "since").exists():
-                self._write_since()
+            mapped = np.memmap(self._dir / "header.f64", np.float64, "w+", shape=(2,))
+            mapped[:] = (0.0, time.time())
+            self._header_map = mapped
+            self.header = mapped.view(np.ndarray)
 
     def mine(self) -> np.ndarray:
         """This process's counts as a plain ndarray (a view of its memory-mapped file when shared)."""
@@ -108,28 +114,19 @@ class _CountStore:
     def reset(self) -> None:
         if self._dir is None:
             self.mine()[:] = 0
-            self._since = time.time()
-            return
-        for path in glob.glob(str(self._dir / "counts-*.f64")):
-            counts = np.memmap(path, np.float64, "r+", shape=self._shape)
-            counts[:] = 0
-            counts.flush()
-        self._write_since()
+        else:
+            for path in glob.glob(str(self._dir / "counts-*.f64")):
+                counts = np.memmap(path, np.float64, "r+", shape=self._shape)
+                counts[:] = 0
+                counts.flush()
+        self.header[:] = (self.header[0] + 1, time.time())
 
-    def _write_since(self) -> None:
-        self._since = time.time()
-        if self._dir is not None:
-            tmp = self._dir / f"since.{os.getpid()}"
-            tmp.write_text(repr(self._since))
-            os.replace(tmp, self._dir / "since")
+    @property
+    def generation(self) -> float:
+        return self.header[0]
 
     def since(self) -> float:
-        if self._dir is not None:
-            try:
-                return float((self._dir / "since").read_text())
-            except (OSError, ValueError):
-                pass
-        return getattr(self, "_since", time.time())
+        return float(self.header[1])
 
 
 class DriftMonitor:
@@ -145,6 +142,7 @@ class DriftMonitor:
         self._buffer = np.empty((2 * FEATURE_BATCH, 28, 28), np.uint8)
         self._buffered = 0
         self._seen = 0
+        self._generation = self._store.generation
 
     def observe(self, pixels: np.ndarray, predicted: np.ndarray) -> None:
         """Count predicted classes of all images; histogram the features of every k-th image."""
@@ -156,6 +154,7 @@ class DriftMonitor:
             counts[-1] += np.bincount(predicted, minlength=N_CLASSES)
         if not self.baseline.usable:
             return
+        self._drop_buffer_if_reset()
         first = (-self._seen) % self.sample_every
         self._seen += n
         picked = pixels[first::self.sample_every]
@@ -168,8 +167,14 @@ class DriftMonitor:
             if self._buffered >= FEATURE_BATCH:
                 self.flush()
 
+    def _drop_buffer_if_reset(self) -> None:
+        if self._store.generation != self._generation:  # a worker reset the counts: older images do not count
+            self._generation = self._store.generation
+            self._buffered = 0
+
     def flush(self) -> None:
         """Add the buffered images' feature bins to this worker's counts."""
+        self._drop_buffer_if_reset()
         if self._buffered:
             self._add_features(self._buffer[:self._buffered])
             self._buffered = 0

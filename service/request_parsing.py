@@ -48,13 +48,18 @@ def parse_top_k(value: object, where: str) -> Optional[int]:
     return value
 
 
-def parse_binary(body: bytes, max_instances: int, query: Mapping[str, str]) -> ParsedRequest:
-    """N x 784 uint8 bytes -> batch. Every byte is a valid pixel, so only the length can be wrong."""
+def parse_query(query: Mapping[str, str]) -> Optional[int]:
+    """The query string may carry top_k (and nothing else) on either path."""
     unknown = sorted(set(query) - _PARAMETER_KEYS)
     if unknown:
         raise RequestError(400, "bad_parameters", f"unknown query parameter(s) {', '.join(unknown)}; "
-                                                  "the binary path accepts only top_k")
-    top_k = parse_top_k(query.get("top_k"), "query")
+                                                  "the predict route accepts only top_k")
+    return parse_top_k(query.get("top_k"), "query")
+
+
+def parse_binary(body: bytes, max_instances: int, query: Mapping[str, str]) -> ParsedRequest:
+    """N x 784 uint8 bytes -> batch. Every byte is a valid pixel, so only the length can be wrong."""
+    top_k = parse_query(query)
     if not body:
         raise RequestError(400, "empty_instances", "the body is empty; send N x 784 uint8 pixels (N >= 1)")
     if len(body) % PIXELS:

@@ -100,6 +100,7 @@ def start_service(tmp_path: Path, wait: bool = True, port_variable: str = "PORT"
                                    env=service_env(**{port_variable: str(port)}, **env_overrides),
                                    start_new_session=True)
     server = LiveServer(f"http://127.0.0.1:{port}", port, process, stdout, stderr)
+    workers = int(env_overrides.get("WORKERS", "2"))  # healthy = every worker has warmed up, not just the first
     if not wait:
         return server
     deadline = time.monotonic() + 60
@@ -107,10 +108,12 @@ def start_service(tmp_path: Path, wait: bool = True, port_variable: str = "PORT"
         if process.poll() is not None:
             raise RuntimeError(f"service exited with {process.returncode}: {stderr.read_text()[-2000:]}")
         try:
-            if server.request("GET", health_route)[0] == 200:
-                return server
+            healthy = server.request("GET", health_route)[0] == 200
         except OSError:
-            time.sleep(0.05)
+            healthy = False
+        if healthy and stderr.read_text().count(" ready in worker ") >= workers:
+            return server
+        time.sleep(0.05)
     stop_service(server)
     raise RuntimeError(f"service not healthy within 60 s: {stderr.read_text()[-2000:]}")
 

@@ -83,6 +83,14 @@ def test_bad_requests_are_json_4xx(client, kwargs, status, error):
     assert body["error"] == error and body["detail"]
 
 
+def test_query_top_k_is_checked_on_the_json_path_too(client):
+    document = {"instances": [[0] * 784], "parameters": {"top_k": 4}}
+    assert predict(client, document, query_string={"top_k": "-1"}).status_code == 400
+    assert predict(client, document, query_string={"k": "1"}).status_code == 400
+    reply = predict(client, {"instances": [[0] * 784]}, query_string={"top_k": "2"}).get_json()
+    assert len(reply["predictions"][0]["top_k"]) == 2
+
+
 def test_unknown_routes_and_methods_are_json_too(client):
     missing = client.get("/nope")
     assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
