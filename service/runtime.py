@@ -17,8 +17,8 @@ class OnnxClassifier:
     """Raw pixels float32 [N,28,28] in 0..255 -> probabilities float32 [N,10]."""
 
     def __init__(self, model_bytes: bytes, input_name: str, n_classes: int = 10):
-        # Imported here, in the worker, never in the gunicorn master: importing onnxruntime starts a native
-        # thread, and a process forked after that hangs or aborts on exit (measured with onnxruntime 1.32).
+        # Imported on first use: under gunicorn the master has imported it already (gunicorn_conf.when_ready),
+        # and the workers leave through gunicorn_conf.worker_exit because of what that import implies.
         import onnxruntime as ort
 
         self.runtime_version = f"onnxruntime {ort.__version__}"
