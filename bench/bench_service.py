@@ -126,7 +126,8 @@ class Server:
     def command(self) -> tuple[list[str], dict, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "MODEL_URI", "PROMETHEUS"))}
         if self.kind == "service":
-            env.update(MODEL_URI=str(self.model_dir), PORT=str(self.port), SERVICE_HOST="127.0.0.1", WORKERS="2")
+            env.update(MODEL_URI=str(self.model_dir), PORT=str(self.port), SERVICE_HOST="127.0.0.1", WORKERS="2",
+                       PYTHONPATH=str(REPO))  # this checkout's service, whatever the interpreter has installed
             return [self.python, "-m", "service"], env, str(REPO)
         artifact = "model.onnx" if self.runtime == "ort" else "model.tflite"
         env.update(RUNTIME=self.runtime, MODEL=str(self.model_dir / artifact), THREADS="1")
@@ -278,9 +279,14 @@ def main(argv=None) -> int:
                                                        "CNN built here, plus the local champion if registered)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per load run (default 5)")
     parser.add_argument("--cold-starts", type=int, default=3)
-    parser.add_argument("--python", default=sys.executable, help="interpreter for both servers")
+    serving_venv = REPO / ".venv-serve" / "bin" / "python"
+    parser.add_argument("--python", default=str(serving_venv) if serving_venv.exists() else sys.executable,
+                        help="interpreter for both servers (default: .venv-serve, the serving-only environment, "
+                             "which starts like the image does; else this interpreter)")
     parser.add_argument("--litert-python", help="interpreter of a venv with ai-edge-litert, flask, gunicorn, orjson")
     args = parser.parse_args(argv)
+    args.python = str(Path(args.python).absolute())
+    args.litert_python = str(Path(args.litert_python).absolute()) if args.litert_python else None
     if not shutil.which("wrk"):
         print("error: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
         return 2
@@ -295,8 +301,10 @@ def main(argv=None) -> int:
             models["champion"] = champion
     bodies = write_bodies(test_images(64))
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} at start; wrk shares the cores")
-    report = {"load_average_start": load, "cores": os.cpu_count(), "duration_s": args.duration, "models": {}}
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} at start; wrk shares the cores; "
+          f"servers run {args.python}")
+    report = {"load_average_start": load, "cores": os.cpu_count(), "duration_s": args.duration,
+              "python": args.python, "models": {}}
     for label, model_dir in models.items():
         servers = {"service": Server(f"{label}-service", "service", model_dir, args.python)}
         servers["anchor-ort"] = Server(f"{label}-anchor-ort", "anchor", model_dir, args.python, "ort")
