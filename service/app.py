@@ -147,10 +147,11 @@ def create_app(config: Union[ServiceConfig, Mapping[str, str], None] = None, *,
 def _parse(state: ServiceState) -> ParsedRequest:
     mimetype = request.mimetype
     config = state.config
+    query = request.args if request.environ.get("QUERY_STRING") else {}
     if mimetype == "application/octet-stream":
-        return parse_binary(request.get_data(cache=False), config.max_instances, request.args)
+        return parse_binary(request.get_data(cache=False), config.max_instances, query)
     if mimetype == JSON_MIMETYPE or mimetype.endswith("+json"):
-        query_top_k = parse_query(request.args)
+        query_top_k = parse_query(query)
         parsed = parse_json(request.get_data(cache=False), config.max_instances)
         if parsed.top_k is None:
             parsed.top_k = query_top_k

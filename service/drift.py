@@ -149,14 +149,16 @@ class DriftMonitor:
         counts = self._store.mine()
         n = len(predicted)
         if n == 1:
-            counts[-1, predicted[0]] += 1
+            counts[-1, int(predicted[0])] += 1
         else:
             counts[-1] += np.bincount(predicted, minlength=N_CLASSES)
         if not self.baseline.usable:
             return
-        self._drop_buffer_if_reset()
         first = (-self._seen) % self.sample_every
         self._seen += n
+        if first >= n:
+            return  # none of these images is sampled: the common case for single-image requests
+        self._drop_buffer_if_reset()
         picked = pixels[first::self.sample_every]
         if len(picked) >= FEATURE_BATCH:
             self._add_features(picked)
