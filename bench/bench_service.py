@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/bench_service.py [--model-dir DIR] [--duration 5] [--litert-python .venv-litert/bin/python]
 
-For each model (an anchor-sized CNN built here, plus the local champion when one is registered) it starts
-`python -m service` and /work/shared/anchors/bare_app.py under gunicorn with 2 sync workers on loopback and
-measures: cold start (process launch to the first 200 from the predict route, median of 3), single-image
+For each model (the trainer's demo architecture built here, plus the local champion when one is registered)
+it starts `python -m service` and /work/shared/anchors/bare_app.py under gunicorn with 2 sync workers on
+loopback and measures: cold start (process launch to the first 200 from the predict route, median of 3), single-image
 latency with one client (wrk, p50/p99), single-image throughput (binary body), 64-image binary throughput,
 JSON throughput, peak RSS per worker (VmHWM), and errors (non-2xx + socket errors) in every run. With
 --litert-python (a venv holding ai-edge-litert) the anchor also runs the LiteRT export of the same model, to
@@ -60,39 +60,32 @@ def test_images(n: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
 
 
-def build_anchor_cnn(directory: Path) -> Path:
-    """The FACTS.md serving model's shape (2 conv + BN + pool, dense 128), exported to ONNX and LiteRT."""
+def build_demo_model(directory: Path) -> Path:
+    """The trainer's `demo` preset architecture (what `make demo` serves) with untrained weights -- inference
+    cost does not depend on them -- exported to ONNX by the trainer's own exporter, and to LiteRT for the
+    runtime comparison. Built once; delete the directory to rebuild."""
     if (directory / "model.onnx").exists() and (directory / "metadata.json").exists():
         return directory
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
-    from keras import layers
 
+    from trainer.export import export_onnx
     from trainer.features import compute_image_features, feature_baseline
+    from trainer.model import CLASS_NAMES, build_model
+    from trainer.train import PRESETS
 
     keras.utils.set_random_seed(0)
-    pixels = keras.Input(shape=(28, 28), dtype="float32", name="pixels")
-    x = layers.Reshape((28, 28, 1))(pixels)
-    x = layers.Rescaling(1.0 / 255)(x)
-    for filters in (32, 64):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.Activation("relu")(x)
-        x = layers.MaxPooling2D(2)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    model = keras.Model(pixels, layers.Dense(10, activation="softmax")(x))
+    model = build_model(PRESETS["demo"].model)
     images = test_images(2000)
-    model.predict_on_batch(images[:2].astype(np.float32))
+    predicted = np.asarray(model.predict_on_batch(images.astype(np.float32))).argmax(axis=1)
     directory.mkdir(parents=True, exist_ok=True)
-    model.export(str(directory / "model.onnx"), format="onnx", verbose=False)
+    export_onnx(model, directory / "model.onnx")
     try:
         model.export(str(directory / "model.tflite"), format="litert", verbose=False)
     except Exception as exc:  # noqa: BLE001 - LiteRT is only for the comparison
         print(f"note: LiteRT export failed ({exc}); the LiteRT comparison is skipped")
-    predicted = np.asarray(model.predict_on_batch(images.astype(np.float32))).argmax(axis=1)
-    metadata = {"model_version": "bench-anchor-cnn", "class_names": [str(i) for i in range(10)],
+    metadata = {"model_version": "bench-demo-architecture", "class_names": list(CLASS_NAMES),
                 "input": {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]},
                 "serving_artifact": "model.onnx",
                 "feature_baseline": feature_baseline(compute_image_features(images), predicted)}
@@ -275,8 +268,9 @@ def print_table(title: str, ours: dict, anchors: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, help="model version directory to bench (default: an anchor-sized "
-                                                       "CNN built here, plus the local champion if registered)")
+    parser.add_argument("--model-dir", type=Path,
+                        help="model version directory to bench (default: the demo architecture built here, plus "
+                             "the local champion if registered)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per load run (default 5)")
     parser.add_argument("--cold-starts", type=int, default=3)
     serving_venv = REPO / ".venv-serve" / "bin" / "python"
@@ -295,7 +289,7 @@ def main(argv=None) -> int:
     if args.model_dir:
         models["given"] = args.model_dir
     else:
-        models["anchor-cnn"] = build_anchor_cnn(RESULTS / "model-anchor-cnn")
+        models["demo-architecture"] = build_demo_model(RESULTS / "model-demo-architecture")
         champion = local_champion()
         if champion:
             models["champion"] = champion

@@ -1,4 +1,4 @@
-"""The Flask application factory: routes, error handling, metrics and one JSON log line per request.
+"""The Flask application factory: routes, error handling and metrics (logging: service/accounting.py).
 
 `create_app(config)` reads the model directory at once (so a missing model fails before gunicorn forks) and, unless
 told to defer, builds the inference session and warms it up. Under gunicorn the master creates the app with

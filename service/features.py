@@ -10,7 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 FEATURE_FUNCTION_ID = "fmnist-image-features/v1"
-FEATURE_NAMES = ('mean_intensity', 'std_intensity', 'ink_fraction', 'bbox_height', 'bbox_width', 'bbox_aspect', 'lr_symmetry', 'centroid_row', 'centroid_col')
+FEATURE_NAMES = (
+    "mean_intensity",
+    "std_intensity",
+    "ink_fraction",
+    "bbox_height",
+    "bbox_width",
+    "bbox_aspect",
+    "lr_symmetry",
+    "centroid_row",
+    "centroid_col",
+)
 
 
 def compute_image_features(images: np.ndarray) -> dict[str, np.ndarray]:

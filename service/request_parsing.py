@@ -82,8 +82,9 @@ def _check_values(array: np.ndarray, index: int) -> None:
     outside = (array < 0) | (array > 255)
     if outside.any():
         position = int(np.flatnonzero(outside.ravel())[0])
-        raise RequestError(400, "out_of_range", f"value {array.ravel()[position].item()!r} at flat position {position} is "
-                                                "outside 0..255 (send raw pixel values, not scaled ones)", index)
+        value = array.ravel()[position].item()
+        raise RequestError(400, "out_of_range", f"value {value!r} at flat position {position} is outside 0..255 "
+                                                "(send raw pixel values, not scaled ones)", index)
 
 
 def _has_bool(value: object) -> bool:

@@ -84,7 +84,8 @@ def test_gcs_directory_and_registry_reference_on_the_emulator(gcs_bucket, models
     by_ref = load_bundle(f"{gcs_bucket}/models@champion")
     assert by_ref.version_dir == f"{gcs_bucket}/models/registry/versions/test-v1"
     by_dir = load_bundle(by_ref.version_dir)
-    assert by_ref.model_bytes == by_dir.model_bytes == (models_root / "registry/versions/test-v1/model.onnx").read_bytes()
+    local = models_root / "registry" / "versions" / "test-v1" / "model.onnx"
+    assert by_ref.model_bytes == by_dir.model_bytes == local.read_bytes()
     assert by_dir.samples is not None
     with pytest.raises(ModelLoadError, match="no model to serve"):
         load_bundle(f"{gcs_bucket}/nothing-here@champion")

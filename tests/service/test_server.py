@@ -41,8 +41,8 @@ def test_metrics_and_drift_add_up_across_workers(live_server):
     images, _ = generated_images(400, seed=32)
     assert set(post_images(live_server, 255 - images)) == {200}  # inverted: a shift the flag must catch
     text = live_server.request("GET", "/metrics")[2].decode()
-    sent = metric(text, 'fmnist_instances_total{encoding="binary"}') - metric(before,
-                                                                             'fmnist_instances_total{encoding="binary"}')
+    binary = 'fmnist_instances_total{encoding="binary"}'
+    sent = metric(text, binary) - metric(before, binary)
     assert sent == 400
     status, report = live_server.json("GET", "/monitoring/drift")
     assert status == 200 and report["images_seen"] == 400
