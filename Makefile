@@ -14,7 +14,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps demo test scan synth bench clean
+.PHONY: setup system-deps demo test scan synth bench deploy destroy clean
+ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
 
@@ -50,6 +51,13 @@ synth: setup
 
 scan: setup
 	$(PY) -m infra.scan
+
+# Google Cloud (needs credentials and the bootstrap in infra/README.md).
+deploy: setup
+	npx cdktf deploy $(ENV)
+
+destroy: setup
+	$(PY) -m trainer undeploy-all --env $(ENV) --yes && npx cdktf destroy $(ENV)
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
