@@ -39,7 +39,7 @@ class DataSettings(_Section):
 
 class TrainingSettings(_Section):
     """Training defaults; CLI flags and Vertex AI args override them. None = the preset's value."""
-    preset: Literal["demo", "full", "smoke"] = "demo"
+    preset: Literal["demo", "full", "gpu", "smoke"] = "demo"
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 42
     dataset_version: Optional[str] = Field(None, description="dataset version id; None = the datasets bucket's LATEST")

@@ -15,7 +15,7 @@ from trainer.config import REPO_ROOT
 from trainer.train import PRESETS, TRAINING_FILE, compile_for_training
 
 EPOCHS = 6
-TRAIN_ARGS = ["-m", "trainer", "train", "--preset", "smoke", "--epochs", str(EPOCHS)]
+TRAIN_ARGS = ["-m", "trainer", "train", "--preset", "smoke", "--epochs", str(EPOCHS), "--checkpoint-every", "0"]
 
 
 def start(world, *extra):
@@ -117,3 +117,24 @@ def test_a_checkpoint_of_another_config_is_refused_not_mixed_in(world, tmp_path)
     with pytest.raises(CommandError, match="different configuration"):
         train(data.x_train, data.y_train, data.x_test, data.y_test, PRESETS["smoke"],
               OutputPaths(str(tmp_path), checkpoint_dir=str(checkpoints)), verbose=0)
+
+
+def test_checkpoint_interval_skips_saves_but_keeps_every_epochs_metrics(tmp_path):
+    from trainer.model import build_model
+    config = PRESETS["smoke"]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 28, 28)).astype("float32")
+    y = np.eye(10, dtype="float32")[rng.integers(0, 10, 64)]
+    model = compile_for_training(build_model(config.model), config, steps_per_epoch=1)
+    saves = []
+    state = checkpoint.CheckpointState(run_id="r", training_key="k")
+    callback = checkpoint.EpochCheckpoint(str(tmp_path), state, min_interval_s=3600)
+    original = checkpoint.write_state
+    checkpoint.write_state = lambda d, s: (saves.append(s.epoch), original(d, s))
+    try:
+        model.fit(x, y, batch_size=64, epochs=3, verbose=0, callbacks=[callback])
+    finally:
+        checkpoint.write_state = original
+    assert saves == [3], "only the last epoch is saved within the interval"
+    assert len(checkpoint.read_state(str(tmp_path)).history) == 3
+    assert [p.name for p in tmp_path.glob("*.weights.h5")] == ["epoch-0003.weights.h5"]

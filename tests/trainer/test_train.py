@@ -20,11 +20,11 @@ def parse(*argv):
 
 def test_flags_beat_config_which_beats_the_preset():
     settings = load_config("local", environ={"FMNIST_TRAINING__EPOCHS": "7", "FMNIST_TRAINING__WIDTH": "12"})
-    config = resolve_config(settings, parse("--preset", "full", "--epochs", "3", "--no-augment"))
+    config = resolve_config(settings, parse("--preset", "gpu", "--epochs", "3", "--no-augment"))
     assert config.epochs == 3                      # flag over config
     assert config.model.width == 12                # config over preset
-    assert config.augment is False and PRESETS["full"].augment is True
-    assert config.model.blocks == PRESETS["full"].model.blocks  # the rest from the preset
+    assert config.augment is False and PRESETS["gpu"].augment is True
+    assert config.batch_size == PRESETS["gpu"].batch_size  # the rest from the preset
     assert resolve_config(settings, parse()).epochs == 7
 
 
