@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/bench_service.py [--model-dir DIR] [--duration 5] [--litert-python .venv-litert/bin/python]
 
-For each model (the trainer's demo architecture built here, plus the local champion when one is registered)
-it starts `python -m service` and /work/shared/anchors/bare_app.py under gunicorn with 2 sync workers on
-loopback and measures: cold start (process launch to the first 200 from the predict route, median of 3), single-image
-latency with one client (wrk, p50/p99), single-image throughput (binary body), 64-image binary throughput,
-JSON throughput, peak RSS per worker (VmHWM), and errors (non-2xx + socket errors) in every run. With
---litert-python (a venv holding ai-edge-litert) the anchor also runs the LiteRT export of the same model, to
-re-check the runtime choice. Load comes from wrk (apt install wrk), bounded by --duration per run.
+For each model (a CNN of the size FACTS.md's anchors used, which the issue's goals come from; the trainer's
+demo architecture; and the local champion when one is registered) it starts `python -m service` and
+/work/shared/anchors/bare_app.py under gunicorn with 2 sync workers on loopback and measures: cold start
+(process launch to the first 200 from the predict route, median of 3), single-image latency with one client
+(wrk, p50/p99), single-image throughput (binary body), 64-image binary throughput, JSON throughput, peak RSS
+per worker (VmHWM), and errors (non-2xx + socket errors) in every run. With --litert-python (a venv holding
+ai-edge-litert, flask, gunicorn, orjson) the anchor also runs the LiteRT export of the same model, to re-check
+the runtime choice. Load comes from wrk (apt install wrk), bounded by --duration per run.
 Results: printed, and written to bench/results/bench_service.json. The machine has 2 cores shared with the
 load generator (and possibly other work): quote figures with that condition.
 """
@@ -60,10 +61,31 @@ def test_images(n: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
 
 
-def build_demo_model(directory: Path) -> Path:
-    """The trainer's `demo` preset architecture (what `make demo` serves) with untrained weights -- inference
-    cost does not depend on them -- exported to ONNX by the trainer's own exporter, and to LiteRT for the
-    runtime comparison. Built once; delete the directory to rebuild."""
+def small_cnn():
+    """The size of model FACTS.md's serving anchors used (2 conv + BN + pool, dense 128): the issue's goals."""
+    import keras
+    from keras import layers
+
+    pixels = keras.Input(shape=(28, 28), dtype="float32", name="pixels")
+    x = layers.Rescaling(1.0 / 255)(layers.Reshape((28, 28, 1))(pixels))
+    for filters in (32, 64):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.MaxPooling2D(2)(layers.Activation("relu")(layers.BatchNormalization()(x)))
+    x = layers.Dense(128, activation="relu")(layers.Flatten()(x))
+    return keras.Model(pixels, layers.Dense(10, activation="softmax")(x))
+
+
+def demo_cnn():
+    """The trainer's `demo` preset architecture: what `make demo` serves."""
+    from trainer.model import build_model
+    from trainer.train import PRESETS
+
+    return build_model(PRESETS["demo"].model)
+
+
+def build_model_dir(directory: Path, builder) -> Path:
+    """Untrained weights (inference cost does not depend on them), exported to ONNX by the trainer's own exporter
+    and to LiteRT for the runtime comparison; metadata with a drift baseline. Built once; delete to rebuild."""
     if (directory / "model.onnx").exists() and (directory / "metadata.json").exists():
         return directory
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -72,11 +94,10 @@ def build_demo_model(directory: Path) -> Path:
 
     from trainer.export import export_onnx
     from trainer.features import compute_image_features, feature_baseline
-    from trainer.model import CLASS_NAMES, build_model
-    from trainer.train import PRESETS
+    from trainer.model import CLASS_NAMES
 
     keras.utils.set_random_seed(0)
-    model = build_model(PRESETS["demo"].model)
+    model = builder()
     images = test_images(2000)
     predicted = np.asarray(model.predict_on_batch(images.astype(np.float32))).argmax(axis=1)
     directory.mkdir(parents=True, exist_ok=True)
@@ -85,7 +106,7 @@ def build_demo_model(directory: Path) -> Path:
         model.export(str(directory / "model.tflite"), format="litert", verbose=False)
     except Exception as exc:  # noqa: BLE001 - LiteRT is only for the comparison
         print(f"note: LiteRT export failed ({exc}); the LiteRT comparison is skipped")
-    metadata = {"model_version": "bench-demo-architecture", "class_names": list(CLASS_NAMES),
+    metadata = {"model_version": f"bench-{directory.name}", "class_names": list(CLASS_NAMES),
                 "input": {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]},
                 "serving_artifact": "model.onnx",
                 "feature_baseline": feature_baseline(compute_image_features(images), predicted)}
@@ -269,8 +290,8 @@ def print_table(title: str, ours: dict, anchors: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path,
-                        help="model version directory to bench (default: the demo architecture built here, plus "
-                             "the local champion if registered)")
+                        help="model version directory to bench (default: the small and the demo CNN built here, "
+                             "plus the local champion if registered)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per load run (default 5)")
     parser.add_argument("--cold-starts", type=int, default=3)
     serving_venv = REPO / ".venv-serve" / "bin" / "python"
@@ -289,7 +310,8 @@ def main(argv=None) -> int:
     if args.model_dir:
         models["given"] = args.model_dir
     else:
-        models["demo-architecture"] = build_demo_model(RESULTS / "model-demo-architecture")
+        models["small-cnn"] = build_model_dir(RESULTS / "model-small-cnn", small_cnn)
+        models["demo-architecture"] = build_model_dir(RESULTS / "model-demo-architecture", demo_cnn)
         champion = local_champion()
         if champion:
             models["champion"] = champion

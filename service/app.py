@@ -66,7 +66,7 @@ class ServiceState:
         if self.ready:
             return
         started = time.perf_counter()
-        classifier = OnnxClassifier(self.bundle.model_bytes, self.bundle.metadata["input"]["name"],
+        classifier = OnnxClassifier(self.bundle.model_path, self.bundle.metadata["input"]["name"],
                                     len(self.class_names))
         classifier.warm_up()
         self.classifier = classifier

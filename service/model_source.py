@@ -3,12 +3,15 @@
 Contract (docs/CONTRACTS.md): a model reference is `<models-bucket-root>@<alias>`, resolved through
 `<root>/registry/index.json`; anything else is a model version directory holding model.onnx and metadata.json
 (and optionally samples.npz, a few test images for the page). Everything is read once, in the gunicorn master,
-so a gs:// model is downloaded once and a missing model stops start-up with one clear message.
+so a gs:// model is downloaded once and a missing model stops start-up with one clear message. The serving
+artifact stays a file (a gs:// one is downloaded into a local cache directory): workers build their sessions from
+the path, so no copy of the model's bytes sits in the master's memory, and in every worker's RSS with it.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +46,12 @@ class SampleImages:
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """Everything read from the model directory; workers build their inference sessions from `model_bytes`."""
+    """Everything read from the model directory; workers build their inference sessions from `model_path`."""
     requested_uri: str
     version_dir: str
     alias: Optional[str]
     metadata: dict
-    model_bytes: bytes
+    model_path: str  # a local file
     samples: Optional[SampleImages]
 
     @property
@@ -69,6 +72,22 @@ def join(base: str, *parts: str) -> str:
 class _Reader:
     def __init__(self):
         self._gcs: Optional[GcsReader] = None
+
+    def local_copy(self, uri: str, cache_dir: Optional[str]) -> str:
+        """A local file holding the object: the file itself when local, else a download into cache_dir."""
+        if not uri.startswith(GCS_SCHEME):
+            if not Path(uri).is_file():
+                raise _NotFound(f"{uri} does not exist")
+            return uri
+        data = self.read(uri)
+        if cache_dir is None:
+            parent = os.environ.get("SERVICE_STATE_DIR") or os.environ.get("TMPDIR") or "/tmp"
+            cache_dir = os.path.join(parent, f"fmnist-model-{os.getpid()}-{os.urandom(4).hex()}")
+        os.makedirs(cache_dir, exist_ok=True)
+        path = os.path.join(cache_dir, uri.rsplit("/", 1)[-1])
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return path
 
     def read(self, uri: str) -> bytes:
         if uri.startswith(GCS_SCHEME):
@@ -154,8 +173,10 @@ def _load_samples(data: bytes, where: str) -> SampleImages:
     return SampleImages(images, labels)
 
 
-def load_bundle(uri: str) -> ModelBundle:
-    """Resolve `uri` and read metadata, the serving artifact and the optional samples; ModelLoadError if unusable."""
+def load_bundle(uri: str, cache_dir: Optional[str] = None) -> ModelBundle:
+    """Resolve `uri`, read metadata and the optional samples, and locate the serving artifact (downloading it into
+    `cache_dir` when it is on GCS; default: a directory under SERVICE_STATE_DIR or TMPDIR); ModelLoadError if
+    unusable."""
     reader = _Reader()
     version_dir, alias = resolve_version_dir(uri, reader)
     meta_uri = join(version_dir, METADATA_FILE)
@@ -174,11 +195,11 @@ def load_bundle(uri: str) -> ModelBundle:
         raise ModelLoadError(f"{meta_uri}: serving_artifact {artifact!r} is not an ONNX file; "
                              "this service runs ONNX Runtime and needs model.onnx")
     try:
-        model_bytes = reader.read(join(version_dir, artifact))
+        model_path = reader.local_copy(join(version_dir, artifact), cache_dir)
     except _NotFound:
         raise ModelLoadError(f"{join(version_dir, artifact)} is missing; re-run the export step") from None
     try:
         samples = _load_samples(reader.read(join(version_dir, SAMPLES_FILE)), join(version_dir, SAMPLES_FILE))
     except _NotFound:
         samples = None
-    return ModelBundle(uri, version_dir, alias, metadata, model_bytes, samples)
+    return ModelBundle(uri, version_dir, alias, metadata, model_path, samples)

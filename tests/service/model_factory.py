@@ -85,3 +85,13 @@ def build_registry(root: Path, model_dir: Path, version: str = "test-v1", alias:
              "aliases": {alias: version}, "history": {alias: [version]}}
     (root / "registry" / "index.json").write_text(json.dumps(index))
     return root
+
+
+def upload_tree(local: Path, bucket_uri: str, prefix: str) -> None:
+    """Copy a local directory into gs://bucket/prefix (the tests' GCS emulator)."""
+    from trainer import storage
+
+    bucket = storage.gcs_client().bucket(bucket_uri[len("gs://"):])
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            bucket.blob(f"{prefix}/{path.relative_to(local)}").upload_from_filename(str(path))

@@ -9,12 +9,13 @@ import pytest
 
 from service import gcs
 from service.model_source import ModelLoadError, load_bundle, resolve_version_dir, split_reference
+from tests.service.model_factory import upload_tree
 
 
 def test_directory_bundle_has_metadata_model_and_samples(model_dir):
     bundle = load_bundle(str(model_dir))
     assert bundle.version == "test-v1" and bundle.alias is None
-    assert bundle.model_bytes == (model_dir / "model.onnx").read_bytes()
+    assert bundle.model_path == str(model_dir / "model.onnx")
     assert bundle.samples.images.shape == (20, 28, 28) and bundle.samples.labels.shape == (20,)
     assert len(bundle.class_names) == 10
 
@@ -69,23 +70,14 @@ def test_missing_artifact_is_named(tmp_path, model_dir):
         load_bundle(str(tmp_path / "m"))
 
 
-def _upload_tree(local: Path, bucket: str, prefix: str) -> None:
-    from trainer import storage
-
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            storage.gcs_client().bucket(bucket).blob(f"{prefix}/{path.relative_to(local)}").upload_from_filename(
-                str(path))
-
-
-def test_gcs_directory_and_registry_reference_on_the_emulator(gcs_bucket, models_root):
-    bucket = gcs_bucket[len("gs://"):]
-    _upload_tree(models_root, bucket, "models")
-    by_ref = load_bundle(f"{gcs_bucket}/models@champion")
+def test_gcs_directory_and_registry_reference_on_the_emulator(gcs_bucket, models_root, tmp_path):
+    upload_tree(models_root, gcs_bucket, "models")
+    by_ref = load_bundle(f"{gcs_bucket}/models@champion", cache_dir=str(tmp_path / "a"))
     assert by_ref.version_dir == f"{gcs_bucket}/models/registry/versions/test-v1"
-    by_dir = load_bundle(by_ref.version_dir)
+    by_dir = load_bundle(by_ref.version_dir, cache_dir=str(tmp_path / "b"))
+    assert by_ref.model_path == str(tmp_path / "a" / "model.onnx")
     local = models_root / "registry" / "versions" / "test-v1" / "model.onnx"
-    assert by_ref.model_bytes == by_dir.model_bytes == local.read_bytes()
+    assert Path(by_ref.model_path).read_bytes() == Path(by_dir.model_path).read_bytes() == local.read_bytes()
     assert by_dir.samples is not None
     with pytest.raises(ModelLoadError, match="no model to serve"):
         load_bundle(f"{gcs_bucket}/nothing-here@champion")

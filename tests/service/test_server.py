@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.service.conftest import start_service, stop_service
-from tests.service.model_factory import generated_images
+from tests.service.model_factory import generated_images, upload_tree
 
 OCTET = {"Content-Type": "application/octet-stream"}
 STATE_DIR = re.compile(r"metrics and drift state in ([^\"\s]+)")
@@ -53,6 +53,17 @@ def test_metrics_and_drift_add_up_across_workers(live_server):
     assert text.count("fmnist_model_info{") == 1
     state_dir = STATE_DIR.search(live_server.stderr.read_text()).group(1)
     assert len(list(Path(state_dir, "drift").glob("counts-*.f64"))) == 2, "both workers should have served"
+
+
+def test_serves_a_gcs_registry_reference_from_the_emulator(tmp_path, gcs_bucket, models_root):
+    upload_tree(models_root, gcs_bucket, "models")
+    server = start_service(tmp_path, MODEL_URI=f"{gcs_bucket}/models@champion", WORKERS="1")
+    try:
+        status, body = server.json("GET", "/v1/model")
+        assert status == 200 and body["source"]["version_dir"] == f"{gcs_bucket}/models/registry/versions/test-v1"
+        assert server.json("POST", "/predict", {"instances": [[0] * 784]})[0] == 200
+    finally:
+        assert stop_service(server) == 0
 
 
 def test_oversized_body_gets_its_413_reply(live_server):
