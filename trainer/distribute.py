@@ -36,8 +36,8 @@ def role_from_tf_config(raw: Optional[str]) -> ClusterRole:
         cluster, task = config["cluster"], config["task"]
         task_type, task_index = task["type"], int(task["index"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise CommandError(f"TF_CONFIG is not valid ({exc!r}); expected "
-                           '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
+        example = '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
+        raise CommandError(f"TF_CONFIG is not valid ({exc!r}); expected {example}") from None
     workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "master", "worker"))
     if task_type == "master" or (task_type == "worker" and not {"chief", "master"} & set(cluster) and task_index == 0):
         task_type = "chief"

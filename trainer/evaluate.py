@@ -155,5 +155,6 @@ def add_arguments(parser) -> None:
 def run(args, settings) -> int:
     evaluation, data, _ = evaluate_model_dir(settings, args.model_dir, args.dataset_version)
     print(format_report(evaluation))
-    print(f"wrote {EVALUATION_FILE}, {CONFUSION_JSON}, {CONFUSION_PNG} to {args.model_dir} (test set of {data.version})")
+    print(f"wrote {EVALUATION_FILE}, {CONFUSION_JSON}, {CONFUSION_PNG} to {args.model_dir} "
+          f"(test set of {data.version})")
     return 0

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,8 +23,10 @@ from typing import Optional
 import keras
 import numpy as np
 
-from trainer import storage
-from trainer.model import ModelSpec
+from trainer import checkpoint, distribute, storage
+from trainer.evaluate import predict_probabilities
+from trainer.model import ModelSpec, build_model
+from trainer.tracking import RunRecord
 
 MODEL_FILE = "model.keras"
 TRAINING_FILE = "training.json"
@@ -155,15 +158,20 @@ def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
     return trainable
 
 
+@contextmanager
+def precision_policy(mixed: bool):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def float32_copy(model, spec: ModelSpec):
     """The same weights in a float32 model: what gets saved and exported, whatever policy trained it."""
-    from trainer.model import build_model
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with precision_policy(False):
         copy = build_model(spec)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -178,6 +186,30 @@ def save_model_dir(model, model_dir: str, info: dict) -> None:
                        content_type="application/json")
 
 
+def resume_state(checkpoint_dir: str, key: str, run_id: Optional[str], fresh: bool):
+    """(state, epochs already done): the unfinished run of this config and data, else a new run."""
+    state = None if fresh else checkpoint.read_state(checkpoint_dir)
+    if state is not None and state.training_key != key:
+        from trainer.cli import CommandError
+        raise CommandError(f"{checkpoint_dir} holds a checkpoint of a different configuration or dataset "
+                           f"(key {state.training_key}, this run {key}); pass --fresh to start over there, "
+                           "or a different --checkpoint-dir")
+    if state is None or state.completed:
+        return checkpoint.CheckpointState(run_id=run_id or new_run_id(key), training_key=key), 0
+    return state, state.epoch
+
+
+def fit_arrays(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig):
+    """Float pixels and one-hot labels for fit, and the validation pair; on JAX the training set is trimmed to
+    whole batches, because XLA compiles one program per batch shape (a short last batch = a second compilation)."""
+    (x_fit, y_fit), (x_val, y_val) = split_train_validation(x_train, y_train, config.validation_fraction, config.seed)
+    if keras.backend.backend() == "jax":
+        keep = np.random.default_rng(config.seed).permutation(len(x_fit))[:len(x_fit) // config.batch_size
+                                                                           * config.batch_size]
+        x_fit, y_fit = x_fit[keep], y_fit[keep]
+    return (x_fit.astype("float32"), one_hot(y_fit)), (x_val.astype("float32"), one_hot(y_val))
+
+
 def train(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, config: TrainConfig,
           paths: OutputPaths, *, dataset: Optional[dict] = None, run_id: Optional[str] = None, fresh: bool = False,
           distribution=None, vertex=None, verbose=None, callbacks=(), checkpoint_every_s: float = 30.0
@@ -186,86 +218,60 @@ def train(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: 
 
     The test set is only measured at the end, never used to choose anything. Checkpoints are written at most
     every `checkpoint_every_s` seconds (and after the last epoch), so a kill loses at most that much work.
+    Only the chief (the one process without TF_CONFIG) writes: checkpoints, run record, TensorBoard, model.
     """
-    from trainer import checkpoint, distribute
-    from trainer.tracking import RunRecord
-
     distribution = distribution or distribute.from_environment()  # before anything starts TensorFlow
-    from trainer.evaluate import predict_probabilities
-    from trainer.model import build_model
-
     started = time.perf_counter()
     dataset = dataset or {"version": "in-memory", "hash": None}
     chief = distribution.role.is_chief
     key = training_key(config, dataset["version"], distribution.role.num_workers)
     checkpoint_dir = paths.checkpoints(key)
-    state = None if fresh else checkpoint.read_state(checkpoint_dir)
-    if state is not None and state.training_key != key:
-        from trainer.cli import CommandError
-        raise CommandError(f"{checkpoint_dir} holds a checkpoint of a different configuration or dataset "
-                           f"(key {state.training_key}, this run {key}); pass --fresh to start over there, "
-                           "or a different --checkpoint-dir")
-    if state is not None and state.completed:
-        state = None
-    resumed_from = state.epoch if state else 0
-    state = state or checkpoint.CheckpointState(run_id=run_id or new_run_id(key), training_key=key)
+    state, resumed_from = resume_state(checkpoint_dir, key, run_id, fresh)
     run_id = state.run_id
-
     keras.utils.set_random_seed(config.seed + resumed_from)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.mixed_precision else "float32")
-    (x_fit, y_fit), (x_val, y_val) = split_train_validation(x_train, y_train, config.validation_fraction, config.seed)
-    x_fit, y_fit = x_fit.astype("float32"), one_hot(y_fit)
-    if keras.backend.backend() == "jax":
-        # XLA compiles one program per batch shape: a short last batch would cost a second compilation.
-        keep = len(x_fit) // config.batch_size * config.batch_size
-        order = np.random.default_rng(config.seed).permutation(len(x_fit))[:keep]
-        x_fit, y_fit = x_fit[order], y_fit[order]
-    steps_per_epoch = -(-len(x_fit) // config.batch_size)
 
-    with distribution.scope():
-        model = build_model(config.model)
-        trainable = compile_for_training(model, config, steps_per_epoch)
-    distribution.prepare(trainable, (x_fit[:2], y_fit[:2]))
-    if resumed_from:
-        checkpoint.restore(trainable, checkpoint_dir, state)
-        print(f"resuming run {run_id} after epoch {resumed_from}/{config.epochs} from {checkpoint_dir}", flush=True)
+    with precision_policy(config.mixed_precision):
+        (x_fit, y_fit), validation = fit_arrays(x_train, y_train, config)
+        with distribution.scope():
+            model = build_model(config.model)
+            trainable = compile_for_training(model, config, steps_per_epoch=-(-len(x_fit) // config.batch_size))
+        distribution.prepare(trainable, (x_fit[:2], y_fit[:2]))
+        if resumed_from:
+            checkpoint.restore(trainable, checkpoint_dir, state)
+            print(f"resuming run {run_id} after epoch {resumed_from}/{config.epochs} from {checkpoint_dir}",
+                  flush=True)
 
-    params = {**config.to_dict(), "dataset_version": dataset["version"], "backend": keras.backend.backend(),
-              "workers": distribution.role.num_workers}
-    record = RunRecord(paths.run_record(run_id), run_id, params,
-                       resumed_history=state.history if resumed_from else None) if chief else None
-    if record:
-        record.save()
-    if vertex and chief:
-        vertex.run_id = run_id
-        vertex.start(flatten(params), resume=bool(resumed_from))
-    epoch_callbacks = []
-    if chief:
-        epoch_callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, state, min_interval_s=checkpoint_every_s))
-        epoch_callbacks.append(EpochRecorder(record, vertex))
-        if keras.backend.backend() == "tensorflow":
-            epoch_callbacks.append(keras.callbacks.TensorBoard(paths.tensorboard(run_id), write_graph=False))
-    if verbose is None:
-        verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
-    trainable.fit(x_fit, y_fit, batch_size=config.batch_size, epochs=config.epochs, initial_epoch=resumed_from,
-                  validation_data=(x_val.astype("float32"), one_hot(y_val)), validation_batch_size=1000,
-                  shuffle=True,
-                  callbacks=[*epoch_callbacks, *callbacks], verbose=verbose)
+        params = {**config.to_dict(), "dataset_version": dataset["version"], "backend": keras.backend.backend(),
+                  "workers": distribution.role.num_workers}
+        record, epoch_callbacks = None, []
+        if chief:
+            record = RunRecord(paths.run_record(run_id), run_id, params,
+                               resumed_history=state.history if resumed_from else None)
+            record.save()
+            if vertex:
+                vertex.run_id = run_id
+                vertex.start(flatten(params), resume=bool(resumed_from))
+            epoch_callbacks = [checkpoint.EpochCheckpoint(checkpoint_dir, state, min_interval_s=checkpoint_every_s),
+                               EpochRecorder(record, vertex)]
+            if keras.backend.backend() == "tensorflow":  # tf.summary; JAX runs write the run record only
+                epoch_callbacks.append(keras.callbacks.TensorBoard(paths.tensorboard(run_id), write_graph=False))
+        if verbose is None:
+            verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
+        trainable.fit(x_fit, y_fit, batch_size=config.batch_size, epochs=config.epochs, initial_epoch=resumed_from,
+                      validation_data=validation, validation_batch_size=1000, shuffle=True,
+                      callbacks=[*epoch_callbacks, *callbacks], verbose=verbose)
+        optimizer_steps = int(keras.ops.convert_to_numpy(trainable.optimizer.iterations))
 
     final = float32_copy(model, config.model) if config.mixed_precision else model
-    probabilities = predict_probabilities(final, x_test)
-    test_metrics = {"test_accuracy": float(np.mean(probabilities.argmax(axis=1) == y_test))}
+    test_metrics = {"test_accuracy": float(np.mean(predict_probabilities(final, x_test).argmax(axis=1) == y_test))}
     seconds = time.perf_counter() - started
     model_dir = None
     if chief:
         model_dir = paths.model(run_id)
-        history = state.history
-        info = {"run_id": run_id, "config": config.to_dict(), "dataset": dataset, "history": history,
+        info = {"run_id": run_id, "config": config.to_dict(), "dataset": dataset, "history": state.history,
                 "test_metrics": test_metrics, "backend": keras.backend.backend(), "keras": keras.__version__,
                 "code_version": code_version(), "workers": distribution.role.num_workers,
-                "resumed_from_epoch": resumed_from,
-                "optimizer_steps": int(keras.ops.convert_to_numpy(trainable.optimizer.iterations)),
-                "seconds": round(seconds, 1)}
+                "resumed_from_epoch": resumed_from, "optimizer_steps": optimizer_steps, "seconds": round(seconds, 1)}
         save_model_dir(final, model_dir, info)
         record.finish(test_metrics, model_dir=model_dir, seconds=round(seconds, 1))
         if vertex:
@@ -307,7 +313,8 @@ class EpochRecorder(keras.callbacks.Callback):
 # ---- command line -----------------------------------------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="hyperparameter preset (default: config training.preset)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="hyperparameter preset (default: config training.preset)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
@@ -363,7 +370,6 @@ def output_paths(settings, args, environ=None) -> OutputPaths:
 
 
 def run(args, settings) -> int:
-    from trainer import distribute
     from trainer.dataset import load_dataset
     from trainer.tracking import VertexExperiment
 
@@ -385,5 +391,6 @@ def run(args, settings) -> int:
               f"next: python -m trainer evaluate --model-dir {result.model_dir} && "
               f"python -m trainer export --model-dir {result.model_dir}")
     else:
-        print(f"worker {role.task_type}:{role.task_index} done (test accuracy {accuracy:.4f}); the chief saved the model")
+        print(f"worker {role.task_type}:{role.task_index} done (test accuracy {accuracy:.4f}); "
+              "the chief saved the model")
     return 0

@@ -117,13 +117,19 @@ def build_custom_job(settings, train_args: list[str], *, display_name: str, work
         submit=submit, notes=notes)
 
 
-def send(request: CustomJobRequest, aiplatform=None):
-    """Submit the job (returns at once; the job runs on Vertex AI)."""
+def send(request: CustomJobRequest, aiplatform=None, *, wait: bool = False):
+    """Submit the job; with wait, block until it ends (CommandError if it failed or was cancelled)."""
     if aiplatform is None:
         from google.cloud import aiplatform
     aiplatform.init(**request.init)
     job = aiplatform.CustomJob(**request.job)
     job.submit(**request.submit)
+    if wait:
+        try:
+            job.wait_for_completion()
+        except RuntimeError as exc:
+            raise CommandError(f"Vertex AI custom job {request.job['display_name']} did not succeed: {exc}. "
+                               "Its logs are in the Vertex AI console (Training > Custom jobs)") from None
     return job
 
 
@@ -131,12 +137,14 @@ def send(request: CustomJobRequest, aiplatform=None):
 
 def add_arguments(parser) -> None:
     parser.add_argument("--preset", help="training preset passed to the job (default: config training.preset)")
-    parser.add_argument("--workers", type=int, help="replicas (multi-worker via TF_CONFIG; default vertex.worker_count)")
+    parser.add_argument("--workers", type=int,
+                        help="replicas (multi-worker via TF_CONFIG; default vertex.worker_count)")
     parser.add_argument("--machine-type", help="default vertex.machine_type")
     parser.add_argument("--accelerator-type", help="e.g. NVIDIA_TESLA_T4 (default vertex.accelerator_type)")
     parser.add_argument("--accelerator-count", type=int)
     parser.add_argument("--image", help="trainer image (default: the one infra/ pushed)")
     parser.add_argument("--display-name", help="job name (default fmnist-train-<preset>-<UTC time>)")
+    parser.add_argument("--wait", action="store_true", help="block until the job ends (fails if the job fails)")
     parser.add_argument("--dry-run", action="store_true", help="print the request, send nothing")
     parser.add_argument("train_args", nargs=argparse.REMAINDER,
                         help="more `train` flags after --, e.g. -- --epochs 20 --width 48")
@@ -159,7 +167,9 @@ def run(args, settings) -> int:
         print(json.dumps({"init": request.init, "job": request.job, "submit": request.submit}, indent=2))
         return 0
     require_gcp(settings, "submit")
-    job = send(request)
-    print(f"submitted {job.resource_name}; model will be written to {request.job['base_output_dir']}/model\n"
-          f"then: python -m trainer --env {settings.env} export --model-dir {request.job['base_output_dir']}/model")
+    job = send(request, wait=args.wait)
+    model_dir = f"{request.job['base_output_dir']}/model"
+    state = "finished" if args.wait else "submitted"
+    print(f"{state} {job.resource_name}; the model {'is' if args.wait else 'will be'} in {model_dir}\n"
+          f"then: python -m trainer --env {settings.env} export --model-dir {model_dir}")
     return 0

@@ -170,7 +170,7 @@ def test_cli_list_show_promote_rollback(settings, monkeypatch, capsys):
     low, first, second = add(registry, 0.5), add(registry, 0.9), add(registry, 0.91)
 
     rc, _, err = run_cli(capsys, "registry", "promote", low)
-    assert rc == 1 and "below the floor" in err
+    assert rc == 3 and "below the floor" in err    # the gate refusal exit status pipelines test for
     assert run_cli(capsys, "registry", "promote", first)[0] == 0
     rc, out, _ = run_cli(capsys, "registry", "promote")               # default: the candidate
     assert rc == 0 and f"champion is now {second}" in out and f"was {first}" in out

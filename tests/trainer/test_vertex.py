@@ -78,6 +78,30 @@ def test_send_makes_the_sdk_calls_in_order(dev):
     assert [name for name, _, _ in sdk.calls] == ["aiplatform.init", "aiplatform.CustomJob",
                                                    "aiplatform.CustomJob().submit"]
     assert sdk.calls[1][2] == request.job and sdk.calls[2][2] == request.submit
+    send(request, sdk, wait=True)
+    assert sdk.calls[-1][0] == "aiplatform.CustomJob().wait_for_completion"
+
+
+def test_a_failed_job_is_one_clear_error(dev):
+    class Job:
+        def __init__(self, **kwargs):
+            pass
+
+        def submit(self, **kwargs):
+            pass
+
+        def wait_for_completion(self):
+            raise RuntimeError("Job failed with: code 3")
+
+    class SDK:
+        CustomJob = Job
+
+        @staticmethod
+        def init(**kwargs):
+            pass
+
+    with pytest.raises(cli.CommandError, match="did not succeed: Job failed"):
+        send(build_custom_job(dev, [], display_name="j"), SDK, wait=True)
 
 
 def test_submit_dry_run_prints_the_request_and_passes_train_flags(dev, monkeypatch, capsys):
