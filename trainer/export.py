@@ -6,6 +6,7 @@ is refused (argmax must agree on 100% of the test set, probabilities within regi
 """
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from trainer.cli import CommandError
 
 ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+SAMPLES_FILE = "samples.npz"  # read by the service page (service/model_source.py)
 OUTPUT_NAME = "probabilities"
 
 
@@ -100,6 +102,15 @@ def training_feature_baseline(model, x_train: np.ndarray) -> dict:
     return feature_baseline(compute_features_chunked(x_train), predicted)
 
 
+def sample_images(images: np.ndarray, labels: np.ndarray, per_class: int = 10) -> bytes:
+    """samples.npz: a few test images per class with their labels, so the service's page can offer a random real
+    image where it has no access to the data set (Cloud Run)."""
+    picked = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images[picked].astype(np.uint8), labels=labels[picked].astype(np.uint8))
+    return buffer.getvalue()
+
+
 def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict:
     """Evaluate, export, verify, write metadata; register as candidate. Returns a summary dict."""
     from trainer import registry
@@ -130,6 +141,7 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
                 f"check the model for layers ONNX converts inexactly")
         storage.upload_file(onnx_path, storage.join(model_dir, ONNX_FILE))
 
+    storage.write_bytes(storage.join(model_dir, SAMPLES_FILE), sample_images(data.x_test, data.y_test))
     version = registry.new_version_id()
     metadata = build_metadata(model_version=version, created_at=registry.utc_now(), training=training,
                               metrics=evaluation.metrics,
