@@ -1,15 +1,17 @@
 """Serving figures for issue 4, measured beside the bare-app anchor on the same model file and machine.
 
-    .venv/bin/python bench/bench_service.py [--model-dir DIR] [--duration 5] [--litert-python .venv-litert/bin/python]
+    .venv/bin/python bench/bench_service.py [--model-dir DIR] [--duration 3] [--rounds 3]
+        [--litert-python .venv-litert/bin/python]
 
 For each model (a CNN of the size FACTS.md's anchors used, which the issue's goals come from; the trainer's
 demo architecture; and the local champion when one is registered) it starts `python -m service` and
-/work/shared/anchors/bare_app.py under gunicorn with 2 sync workers on loopback and measures: cold start
-(process launch to the first 200 from the predict route, median of 3), single-image latency with one client
-(wrk, p50/p99), single-image throughput (binary body), 64-image binary throughput, JSON throughput, peak RSS
-per worker (VmHWM), and errors (non-2xx + socket errors) in every run. With --litert-python (a venv holding
-ai-edge-litert, flask, gunicorn, orjson) the anchor also runs the LiteRT export of the same model, to re-check
-the runtime choice. Load comes from wrk (apt install wrk), bounded by --duration per run.
+/work/shared/anchors/bare_app.py under gunicorn with 2 sync workers on loopback and measures, interleaving
+the servers run by run (medians over --rounds): cold start (process launch to the first 200 from the predict
+route, median of 3), single-image latency with one client (wrk, p50/p99), single-image throughput (binary
+body), 64-image binary throughput, JSON throughput, peak RSS per worker (VmHWM), and errors (non-2xx + socket
+errors) in every run. With --litert-python (a venv holding ai-edge-litert, flask, gunicorn, orjson) the anchor
+also runs the LiteRT export of the same model, to re-check the runtime choice. Load comes from wrk (apt
+install wrk), bounded by --duration per run (about 5 x rounds x duration seconds per server and model).
 Results: printed, and written to bench/results/bench_service.json. The machine has 2 cores shared with the
 load generator (and possibly other work): quote figures with that condition.
 """
@@ -174,6 +176,14 @@ class Server:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         return [int(p) for p in children]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the master and its live workers: what the server spent, whatever else ran."""
+        ticks = 0
+        for pid in [self.proc.pid, *self.worker_pids()]:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self, field: str) -> list[float]:
         out = []
         for pid in self.worker_pids():
@@ -195,14 +205,16 @@ class Server:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def run_wrk(port: int, path: str, body_file: Path, content_type: str, threads: int, connections: int,
+def run_wrk(server: "Server", path: str, body_file: Path, content_type: str, threads: int, connections: int,
             duration: int) -> dict:
     script = RESULTS / "post.lua"
     script.write_text(WRK_LUA)
     env = {**os.environ, "BENCH_CT": content_type, "BENCH_BODY": str(body_file)}
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-           f"http://127.0.0.1:{port}{path}"]
+           f"http://127.0.0.1:{server.port}{path}"]
+    cpu_before = server.cpu_seconds()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 30).stdout
+    cpu = server.cpu_seconds() - cpu_before
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for pct in ("50", "99"):
         value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)\b", out).groups()
@@ -212,38 +224,59 @@ def run_wrk(port: int, path: str, body_file: Path, content_type: str, threads: i
     result["non2xx"] = int(non2xx.group(1)) if non2xx else 0
     result["socket_errors"] = sum(int(x) for x in sock.groups()) if sock else 0
     result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    result["server_cpu_us_per_request"] = cpu / max(result["requests"], 1) * 1e6
     return result
 
 
-def bench_server(server: Server, bodies: dict, duration: int, cold_starts: int) -> dict:
+RUNS = {  # name: (body, path attribute, content type, wrk threads, connections)
+    "latency_1": ("raw1", "raw_path", "application/octet-stream", 1, 1),
+    "throughput_1": ("raw1", "raw_path", "application/octet-stream", 1, 8),
+    "throughput_64": ("raw64", "raw_path", "application/octet-stream", 1, 4),
+    "json_1": ("json1", "json_path", "application/json", 1, 8),
+    "json_64": ("json64", "json_path", "application/json", 1, 4),
+}
+
+
+def bench_servers(servers: dict, bodies: dict, duration: int, cold_starts: int, rounds: int) -> dict:
+    """Interleaved: cold starts alternate between the servers, then every load run goes round the servers
+    `rounds` times, and each figure is the median over rounds. The machine's load drifts (other work shares the
+    2 cores); interleaving keeps that drift out of the ratios."""
     one = bodies["raw1"].read_bytes()
-    starts = []
+    starts = {name: [] for name in servers}
     for attempt in range(cold_starts):
-        starts.append(server.start(one))
-        if attempt < cold_starts - 1:
-            server.stop()
+        for name, server in servers.items():
+            starts[name].append(server.start(one))
+            if attempt < cold_starts - 1:
+                server.stop()
             time.sleep(0.3)
     time.sleep(0.5)
-    idle = server.rss_mb("VmRSS")
-    octet, js = "application/octet-stream", "application/json"
-    runs = {
-        "latency_1": run_wrk(server.port, server.raw_path, bodies["raw1"], octet, 1, 1, duration),
-        "throughput_1": run_wrk(server.port, server.raw_path, bodies["raw1"], octet, 1, 8, duration),
-        "throughput_64": run_wrk(server.port, server.raw_path, bodies["raw64"], octet, 1, 4, duration),
-        "json_1": run_wrk(server.port, server.json_path, bodies["json1"], js, 1, 8, max(2, duration // 2)),
-        "json_64": run_wrk(server.port, server.json_path, bodies["json64"], js, 1, 4, max(2, duration // 2)),
-    }
-    peak = server.rss_mb("VmHWM")
-    server.stop()
-    return {
-        "cold_start_s": statistics.median(starts), "cold_starts_s": starts,
-        "p50_ms": runs["latency_1"]["p50_ms"], "p99_ms": runs["latency_1"]["p99_ms"],
-        "single_rps": runs["throughput_1"]["rps"], "batch64_img_s": runs["throughput_64"]["rps"] * 64,
-        "json1_rps": runs["json_1"]["rps"], "json64_img_s": runs["json_64"]["rps"] * 64,
-        "idle_rss_worker_mb": max(idle), "peak_rss_worker_mb": max(peak),
-        "errors": sum(r["non2xx"] + r["socket_errors"] for r in runs.values()),
-        "requests": sum(r["requests"] for r in runs.values()), "runs": runs,
-    }
+    idle = {name: server.rss_mb("VmRSS") for name, server in servers.items()}
+    runs = {name: {run: [] for run in RUNS} for name in servers}
+    for _ in range(rounds):
+        for run, (body, path_attr, content_type, threads, connections) in RUNS.items():
+            for name, server in servers.items():
+                runs[name][run].append(run_wrk(server, getattr(server, path_attr), bodies[body], content_type,
+                                               threads, connections, duration))
+    results = {}
+    for name, server in servers.items():
+        peak = server.rss_mb("VmHWM")
+        server.stop()
+
+        def median(run, key):
+            return statistics.median(r[key] for r in runs[name][run])
+        all_runs = [r for per_run in runs[name].values() for r in per_run]
+        results[name] = {
+            "cold_start_s": statistics.median(starts[name]), "cold_starts_s": starts[name],
+            "p50_ms": median("latency_1", "p50_ms"), "p99_ms": median("latency_1", "p99_ms"),
+            "single_rps": median("throughput_1", "rps"), "batch64_img_s": median("throughput_64", "rps") * 64,
+            "json1_rps": median("json_1", "rps"), "json64_img_s": median("json_64", "rps") * 64,
+            "cpu_us_1": median("throughput_1", "server_cpu_us_per_request"),
+            "cpu_us_64": median("throughput_64", "server_cpu_us_per_request"),
+            "idle_rss_worker_mb": max(idle[name]), "peak_rss_worker_mb": max(peak),
+            "errors": sum(r["non2xx"] + r["socket_errors"] for r in all_runs),
+            "requests": sum(r["requests"] for r in all_runs), "runs": runs[name],
+        }
+    return results
 
 
 def write_bodies(images: np.ndarray) -> dict:
@@ -272,6 +305,8 @@ def print_table(title: str, ours: dict, anchors: dict) -> None:
             ("batch64_img_s", "64 images/request binary (img/s)", "{:,.0f}"),
             ("json1_rps", "1 image/request JSON (req/s)", "{:,.0f}"),
             ("json64_img_s", "64 images/request JSON (img/s)", "{:,.0f}"),
+            ("cpu_us_1", "server CPU per 1-image request (us)", "{:,.0f}"),
+            ("cpu_us_64", "server CPU per 64-image request (us)", "{:,.0f}"),
             ("idle_rss_worker_mb", "RSS per worker idle (MB)", "{:.0f}"),
             ("peak_rss_worker_mb", "RSS per worker peak (MB)", "{:.0f}"), ("errors", "errors (all runs)", "{:d}")]
     names = list(anchors)
@@ -292,7 +327,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model-dir", type=Path,
                         help="model version directory to bench (default: the small and the demo CNN built here, "
                              "plus the local champion if registered)")
-    parser.add_argument("--duration", type=int, default=5, help="seconds per load run (default 5)")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per load run (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per load run (default 3)")
     parser.add_argument("--cold-starts", type=int, default=3)
     serving_venv = REPO / ".venv-serve" / "bin" / "python"
     parser.add_argument("--python", default=str(serving_venv) if serving_venv.exists() else sys.executable,
@@ -308,7 +344,7 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     models = {}
     if args.model_dir:
-        models["given"] = args.model_dir
+        models["given"] = args.model_dir.absolute()
     else:
         models["small-cnn"] = build_model_dir(RESULTS / "model-small-cnn", small_cnn)
         models["demo-architecture"] = build_model_dir(RESULTS / "model-demo-architecture", demo_cnn)
@@ -319,17 +355,15 @@ def main(argv=None) -> int:
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} at start; wrk shares the cores; "
           f"servers run {args.python}")
-    report = {"load_average_start": load, "cores": os.cpu_count(), "duration_s": args.duration,
+    report = {"load_average_start": load, "cores": os.cpu_count(), "duration_s": args.duration, "rounds": args.rounds,
               "python": args.python, "models": {}}
     for label, model_dir in models.items():
         servers = {"service": Server(f"{label}-service", "service", model_dir, args.python)}
         servers["anchor-ort"] = Server(f"{label}-anchor-ort", "anchor", model_dir, args.python, "ort")
         if args.litert_python and (model_dir / "model.tflite").exists():
             servers["anchor-lite"] = Server(f"{label}-anchor-lite", "anchor", model_dir, args.litert_python, "lite")
-        results = {}
         try:
-            for name, server in servers.items():
-                results[name] = bench_server(server, bodies, args.duration, args.cold_starts)
+            results = bench_servers(servers, bodies, args.duration, args.cold_starts, args.rounds)
         finally:
             for server in servers.values():
                 server.stop()
