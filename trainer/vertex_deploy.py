@@ -9,6 +9,7 @@ image Cloud Run runs: /predict, /health, port 8080), then deploys it to the endp
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -146,6 +147,9 @@ def run(args, settings) -> int:
 def run_undeploy(args, settings) -> int:
     require_gcp(settings, "undeploy-all")
     if not args.yes:
+        if not sys.stdin.isatty():
+            raise CommandError("undeploy-all removes every model from the endpoint; pass --yes to confirm "
+                               "when running without a terminal")
         answer = input(f"undeploy every model from {endpoint_name(settings)}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing undeployed")

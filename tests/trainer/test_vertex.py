@@ -237,3 +237,11 @@ def test_real_custom_job_object_accepts_the_request(dev):
     aiplatform.init(**request.init)
     job = aiplatform.CustomJob(**request.job)
     assert job.job_spec.worker_pool_specs[0].container_spec.args == ["--preset", "smoke"]
+
+
+def test_undeploy_all_without_a_terminal_needs_yes(monkeypatch, capsys):
+    import io
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert cli.main(["--env", "dev", "undeploy-all"]) == 1
+    assert "pass --yes" in capsys.readouterr().err
