@@ -23,3 +23,8 @@ def test_registry_list_json_on_empty_registry(settings, monkeypatch, capsys):
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
     assert main(["registry", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["versions"] == {}
+
+
+def test_env_is_accepted_after_the_command_too(capsys):
+    assert main(["registry", "list", "--env", "nope"]) == 1
+    assert "no configuration for environment 'nope'" in capsys.readouterr().err

@@ -98,6 +98,6 @@ def mark_completed(checkpoint_dir: str, state: CheckpointState) -> None:
 
 
 def _remove(uri: str) -> None:
-    """Drop a superseded weights file; on GCS they stay (storage.py has no single-object delete yet)."""
-    if not storage.is_gcs(uri):
-        Path(uri).unlink(missing_ok=True)
+    """Drop a superseded weights file (locally and on GCS)."""
+    storage.delete(uri)
+

@@ -58,9 +58,28 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _take_env(argv: list[str]) -> tuple[list[str], str | None]:
+    """Accept `--env X` anywhere before a `--` (pipelines write it after the command as often as before)."""
+    rest, env, i = [], None, 0
+    end = argv.index("--") if "--" in argv else len(argv)
+    while i < len(argv):
+        arg = argv[i]
+        if i < end and arg == "--env" and i + 1 < end:
+            env, i = argv[i + 1], i + 2
+            continue
+        if i < end and arg.startswith("--env="):
+            env, i = arg.split("=", 1)[1], i + 1
+            continue
+        rest.append(arg)
+        i += 1
+    return rest, env
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    argv, env = _take_env(argv)
     args = build_parser(argv).parse_args(argv)
+    args.env = env
     try:
         settings = load_config(args.env)
         module = importlib.import_module(COMMANDS[args.command][0])

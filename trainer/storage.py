@@ -309,6 +309,19 @@ def copy_tree(src_prefix: str, dest_prefix: str) -> list[str]:
     return written
 
 
+def delete(uri: str) -> None:
+    """Remove one file or object; a missing one is not an error (the goal, absence, holds)."""
+    uri = str(uri)
+    if is_gcs(uri):
+        from google.api_core import exceptions as gexc
+        try:
+            _blob(uri).delete()
+        except gexc.NotFound:
+            pass
+        return
+    Path(uri).unlink(missing_ok=True)
+
+
 def delete_tree(prefix: str) -> None:
     """Remove a directory or every object under a prefix (used to discard a staging area)."""
     prefix = str(prefix)

@@ -102,3 +102,11 @@ def test_local_files_get_normal_permissions(tmp_path):
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == stat.S_IMODE((tmp_path / "g").stat().st_mode)
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) & 0o044 == 0o044
+
+
+def test_delete_one_object_and_missing_is_fine(root):
+    uri = storage.join(root, "x/one.bin")
+    storage.write_bytes(uri, b"1")
+    storage.delete(uri)
+    assert not storage.exists(uri)
+    storage.delete(uri)
