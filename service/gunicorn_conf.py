@@ -11,6 +11,8 @@ import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported: one thread per worker
 
+from gunicorn.glogging import Logger
+
 from service.config import ServiceConfig
 from service.logs import JsonFormatter
 from service.state_dir import prepare_state_dir, remove_state_dir
@@ -29,15 +31,21 @@ backlog = 2048
 accesslog = None  # the app writes one JSON line per request itself
 control_socket_disable = True  # no runtime control interface: a container has nothing to manage through it
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"json": {"()": JsonFormatter}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
-    "root": {"level": _config.log_level, "handlers": ["stderr"]},
-    "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
-                "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False}},
-}
+
+
+class JsonLogger(Logger):
+    """gunicorn's own messages as JSON lines, and no access log: the app writes one line per request itself.
+
+    Why a logger class and not logconfig_dict: any logconfig makes gunicorn build its access-log atoms for
+    every request (found with cProfile in a worker) even when nothing is logged."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+logger_class = JsonLogger
 
 
 def when_ready(server):
