@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps demo test scan synth bench bench-train deploy destroy clean
+.PHONY: setup system-deps demo test serve venv-serve scan synth bench bench-train deploy destroy clean
 ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
@@ -45,6 +45,15 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Serve the local registry's champion on :8080 (after `make demo`).
+serve: setup
+	$(PY) -m service
+
+# A venv with only the serving dependencies: what the service image holds.
+venv-serve:
+	@test -x .venv-serve/bin/python || $(PYTHON) -m venv .venv-serve
+	.venv-serve/bin/pip install -q '.[service]' && du -sh .venv-serve
 
 synth: setup
 	$(PY) -m infra.scan --synth-only
