@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from trainer import storage
+from trainer.dataset import CLASS_NAMES
 from trainer.splits import validation_mask
 
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 ML_USE_LABEL = "aiplatform.googleapis.com/ml_use"
 IMPORT_FILE = "import.jsonl"  # written last: its presence marks a complete export
 

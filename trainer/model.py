@@ -10,8 +10,7 @@ from dataclasses import asdict, dataclass
 import keras
 from keras import layers
 
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+from trainer.dataset import CLASS_NAMES  # noqa: E402,F401 - one list of class names, re-exported for the exporter
 IMAGE_SHAPE = (28, 28)
 INPUT_NAME = "pixels"
 # Training-set pixel statistics on the 0..1 scale; the Rescaling layer maps raw pixels to zero mean, unit variance.
