@@ -96,7 +96,7 @@ def gcs_bucket(gcs_emulator) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path, monkeypatch):
+def settings(tmp_path):
     """Local-target settings whose buckets live under this test's tmp_path."""
     from trainer.config import load_config
 

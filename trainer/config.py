@@ -10,6 +10,7 @@ Section classes are owned by the unit that reads them (data, training/registry/v
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -140,7 +141,6 @@ class Settings(_Section):
     @field_validator("bucket_prefix")
     @classmethod
     def _bucket_name_chars(cls, value: str) -> str:
-        import re
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,40}[a-z0-9]", value):
             raise ValueError("must be 3-42 lowercase letters, digits or '-' (it prefixes bucket names)")
         return value

@@ -298,13 +298,10 @@ def copy_tree(src_prefix: str, dest_prefix: str) -> list[str]:
     for src in list_uris(src_prefix):
         rel = src[len(src_prefix):].lstrip("/")
         dest = join(dest_prefix, rel)
-        if is_gcs(src) or is_gcs(dest):
-            if not is_gcs(src):
-                upload_file(src, dest)
-            else:
-                write_bytes(dest, read_bytes(src))
+        if is_gcs(src):
+            write_bytes(dest, read_bytes(src))
         else:
-            upload_file(src, dest)
+            upload_file(src, dest)  # local source: a streamed copy to a local path or a GCS object
         written.append(dest)
     return written
 

@@ -1,5 +1,4 @@
 """AutoML adapter: the requests it would send, and how AutoML's evaluation becomes registry metrics."""
-import json
 
 import pytest
 
