@@ -15,9 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer import analysis, features, idx, ingest  # noqa: E402
-from trainer.config import load_config  # noqa: E402
-from trainer.dataset import load_dataset  # noqa: E402
+from trainer import ingest  # noqa: E402
+from trainer.data import analyze as analysis
+from trainer.data import features
+from trainer.data import idx
+from settings import load_config  # noqa: E402
+from trainer.data.dataset import load_dataset  # noqa: E402
 
 
 def timed(fn, repeat: int):

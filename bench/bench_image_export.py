@@ -16,9 +16,9 @@ import numpy as np  # noqa: E402
 
 from trainer import storage  # noqa: E402
 from trainer.cli import main as trainer_main  # noqa: E402
-from trainer.config import load_config  # noqa: E402
-from trainer.dataset import load_dataset  # noqa: E402
-from trainer.image_export import decode_png, export_images  # noqa: E402
+from settings import load_config  # noqa: E402
+from trainer.data.dataset import load_dataset  # noqa: E402
+from trainer.data.export_images import decode_png, export_images  # noqa: E402
 
 
 def main() -> None:

@@ -79,8 +79,8 @@ def small_cnn():
 
 def demo_cnn():
     """The trainer's `demo` preset architecture: what `make demo` serves."""
-    from trainer.model import build_model
-    from trainer.train import PRESETS
+    from trainer.training.model import build_model
+    from trainer.training.train import PRESETS
 
     return build_model(PRESETS["demo"].model)
 
@@ -94,9 +94,9 @@ def build_model_dir(directory: Path, builder) -> Path:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from trainer.export import export_onnx
-    from trainer.features import compute_image_features, feature_baseline
-    from trainer.model import CLASS_NAMES
+    from trainer.models.export import export_onnx
+    from trainer.data.features import compute_image_features, feature_baseline
+    from trainer.training.model import CLASS_NAMES
 
     keras.utils.set_random_seed(0)
     model = builder()

@@ -1,4 +1,4 @@
-"""Time `trainer.train.train` on the real Fashion-MNIST: test accuracy reached and wall time, per preset.
+"""Time `trainer.training.train.train` on the real Fashion-MNIST: test accuracy reached and wall time, per preset.
 
 Prints figures, asserts nothing (figures are not tests). Writes into a throw-away directory, never .mlops/.
 The same script runs on a GPU machine with KERAS_BACKEND=jax (the training code then never imports TensorFlow):
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def load_idx(directory: str):
-    from trainer import idx
+    from trainer.data import idx
     arrays = {}
     for role, name in idx.FILE_NAMES.items():
         path = Path(directory) / name
@@ -55,7 +55,7 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from trainer.train import PRESETS, OutputPaths, train
+    from trainer.training.train import PRESETS, OutputPaths, train
 
     config = PRESETS[args.preset]
     overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from infra.app import build_app, plan_environments
-from trainer.config import ConfigError
+from settings import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

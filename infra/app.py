@@ -12,7 +12,7 @@ from typing import Mapping, Optional, Sequence
 
 from cdktf import App
 
-from trainer.config import CONFIG_DIR, Settings, load_config
+from settings import CONFIG_DIR, Settings, load_config
 
 
 @dataclass

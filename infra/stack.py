@@ -27,7 +27,7 @@ from infra.components.storage import Storage  # noqa: E402
 from infra.components.vertex import Vertex  # noqa: E402
 from infra.naming import Names  # noqa: E402
 from infra.teardown import TeardownPolicy  # noqa: E402
-from trainer.config import Settings  # noqa: E402
+from settings import Settings  # noqa: E402
 
 STATE_PREFIX = "fmnist-mlops"
 GOOGLE_PROVIDER_VERSION = "6.50.0"
@@ -44,7 +44,7 @@ class EnvironmentStack(TerraformStack):
     def __init__(self, scope: Construct, settings: Settings):
         super().__init__(scope, settings.env)
         self.settings = settings
-        self.names = names = Names(settings)
+        self.names = names = Names.of(settings)
         self.teardown = teardown = TeardownPolicy.for_settings(settings)
         infra = settings.infra
 

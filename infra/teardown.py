@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainer.config import Settings
+from settings import Settings
 
 
 @dataclass(frozen=True)

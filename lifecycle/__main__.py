@@ -17,9 +17,9 @@ from pathlib import Path
 
 from lifecycle.steps import REPO_ROOT, StepFailed, StepLog, banner, run_step
 from trainer import storage
-from trainer.config import ConfigError, load_config
+from settings import ConfigError, load_config
 
-GATE_REFUSED_EXIT = 3  # trainer.registry.GateRefused: the candidate stays a candidate; the run goes on
+GATE_REFUSED_EXIT = 3  # trainer.models.registry.GateRefused: the candidate stays a candidate; the run goes on
 
 
 def parse_args(argv):
@@ -71,8 +71,8 @@ def infra_inventory(outdir: Path) -> tuple[dict, str]:
 def run_local(args, settings, log: StepLog):
     from lifecycle.http_check import check_service
     from lifecycle.report import RunSummary, write_report
-    from trainer.dataset import load_dataset
-    from trainer.registry import ModelRegistry
+    from trainer.data.dataset import load_dataset
+    from trainer.models.registry import ModelRegistry
 
     env_args = ["--env", settings.env]
     started = time.perf_counter()

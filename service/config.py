@@ -1,8 +1,8 @@
 """Service settings, read from environment variables only.
 
 Why environment variables: Vertex AI and Cloud Run configure a container through them (AIP_*, PORT), and the
-project's config/<env>.yaml `service:` section is mapped onto the same names at deploy time. The service cannot
-import trainer.config, so the local registry default is rebuilt here from FMNIST_STORAGE_ROOT.
+project's config/<env>.yaml `service:` section is mapped onto the same names at deploy time (infra/). The service
+image has no pyyaml or pydantic, so the local registry default is rebuilt here from FMNIST_STORAGE_ROOT.
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
+from contracts.layout import CHAMPION, DEFAULT_STORAGE_ROOT, model_reference
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STORAGE_ROOT = ".mlops"
 VERTEX_BODY_LIMIT = 1_500_000  # Vertex AI rejects online prediction requests over 1.5 MB; so do we
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -27,7 +28,7 @@ def default_model_uri(environ: Mapping[str, str]) -> str:
     root = Path(environ.get("FMNIST_STORAGE_ROOT") or DEFAULT_STORAGE_ROOT).expanduser()
     if not root.is_absolute():
         root = REPO_ROOT / root
-    return f"{root / 'models'}@champion"
+    return model_reference(str(root / "models"), CHAMPION)
 
 
 def on_managed_platform(environ: Mapping[str, str]) -> bool:

@@ -22,19 +22,12 @@ from typing import Optional
 
 import numpy as np
 
-from service.features import FEATURE_FUNCTION_ID, FEATURE_NAMES, compute_image_features
+from contracts.dataset import IMAGE_SHAPE
+from contracts.dataset import NUM_CLASSES as N_CLASSES
+from contracts.feature_schema import FEATURE_FUNCTION_ID, FEATURE_NAMES
+from contracts.features import N_BINS, bin_index, compute_image_features, population_stability_index
 
-N_BINS = 10
-N_CLASSES = 10
 FEATURE_BATCH = 8  # sampled images per feature computation: amortizes numpy's per-call cost
-PROPORTION_FLOOR = 1e-4
-
-
-def population_stability_index(expected: np.ndarray, actual: np.ndarray) -> float:
-    """sum((a - e) * ln(a / e)) with both proportion vectors clamped to >= 1e-4 (docs/CONTRACTS.md)."""
-    e = np.maximum(np.asarray(expected, np.float64), PROPORTION_FLOOR)
-    a = np.maximum(np.asarray(actual, np.float64), PROPORTION_FLOOR)
-    return float(np.sum((a - e) * np.log(a / e)))
 
 
 class Baseline:
@@ -50,7 +43,7 @@ class Baseline:
             return
         if block.get("feature_function") != FEATURE_FUNCTION_ID:
             self.problem = (f"the baseline was computed with {block.get('feature_function')!r}, this service computes "
-                            f"{FEATURE_FUNCTION_ID!r}; re-export the model or update service/features.py")
+                            f"{FEATURE_FUNCTION_ID!r}; re-export the model with this version of contracts/features.py")
             return
         features = block.get("features") or {}
         missing = [name for name in FEATURE_NAMES if name not in features]
@@ -139,7 +132,7 @@ class DriftMonitor:
         self.min_images = min_images
         self.sample_every = max(1, sample_every)
         self._store = _CountStore(state_dir)
-        self._buffer = np.empty((2 * FEATURE_BATCH, 28, 28), np.uint8)
+        self._buffer = np.empty((2 * FEATURE_BATCH, *IMAGE_SHAPE), np.uint8)
         self._buffered = 0
         self._seen = 0
         self._generation = self._store.generation
@@ -185,7 +178,7 @@ class DriftMonitor:
         values = compute_image_features(images)
         counts = self._store.mine()
         for row, name in enumerate(FEATURE_NAMES):
-            bins = np.searchsorted(self.baseline.edges[row], values[name], side="right")
+            bins = bin_index(self.baseline.edges[row], values[name])
             counts[row] += np.bincount(bins, minlength=N_BINS)
 
     def reset(self) -> None:

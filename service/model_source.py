@@ -12,20 +12,16 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from contracts.layout import REGISTRY_INDEX, ModelFiles, parse_model_reference, version_dir
 from service.gcs import GCS_SCHEME, GcsError, GcsNotFound, GcsReader
 
-METADATA_FILE = "metadata.json"
-SAMPLES_FILE = "samples.npz"
-DEFAULT_ARTIFACT = "model.onnx"
-INDEX_PATH = "registry/index.json"
-_ALIAS = re.compile(r"[A-Za-z0-9_.-]+")
+METADATA_FILE, SAMPLES_FILE, DEFAULT_ARTIFACT = ModelFiles.METADATA, ModelFiles.SAMPLES, ModelFiles.ONNX
 _REQUIRED_KEYS = ("model_version", "class_names", "input")
 
 
@@ -108,9 +104,9 @@ class _Reader:
 
 def split_reference(uri: str) -> tuple[str, Optional[str]]:
     """'<root>@<alias>' -> (root, alias); a plain directory -> (uri, None)."""
-    root, sep, alias = uri.rpartition("@")
-    if sep and root and _ALIAS.fullmatch(alias):
-        return root.rstrip("/"), alias
+    reference = parse_model_reference(uri)
+    if reference is not None:
+        return reference[0].rstrip("/"), reference[1]
     return uri.rstrip("/") or uri, None
 
 
@@ -120,7 +116,7 @@ def resolve_version_dir(uri: str, reader: Optional[_Reader] = None) -> tuple[str
     root, alias = split_reference(uri)
     if alias is None:
         return root, None
-    index_uri = join(root, INDEX_PATH)
+    index_uri = join(root, REGISTRY_INDEX)
     try:
         index = json.loads(reader.read(index_uri))
     except _NotFound:
@@ -140,7 +136,7 @@ def resolve_version_dir(uri: str, reader: Optional[_Reader] = None) -> tuple[str
     record = (index.get("versions") or {}).get(version_id)
     if record is None:
         raise ModelLoadError(f"{index_uri}: alias '{alias}' names version {version_id}, which has no record")
-    return join(root, record.get("path") or f"registry/versions/{version_id}"), alias
+    return join(root, record.get("path") or version_dir(version_id)), alias
 
 
 def validate_metadata(metadata: object, where: str) -> dict:

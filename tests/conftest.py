@@ -98,7 +98,7 @@ def gcs_bucket(gcs_emulator) -> str:
 @pytest.fixture
 def settings(tmp_path):
     """Local-target settings whose buckets live under this test's tmp_path."""
-    from trainer.config import load_config
+    from settings import load_config
 
     return load_config("local", environ={"FMNIST_STORAGE_ROOT": str(tmp_path / "mlops")})
 
@@ -107,7 +107,7 @@ def settings(tmp_path):
 def gcs_settings(gcs_bucket):
     """gcp-target settings whose three buckets (<prefix>-dev/-datasets/-models) exist on the emulator."""
     from trainer import storage
-    from trainer.config import load_config
+    from settings import load_config
 
     prefix = gcs_bucket[len("gs://"):]
     settings = load_config("dev", environ={"FMNIST_BUCKET_PREFIX": prefix})

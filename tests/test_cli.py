@@ -2,7 +2,7 @@
 import json
 
 from trainer.cli import main
-from trainer.registry import register_external_version
+from trainer.models.registry import register_external_version
 
 
 def test_gate_refusal_exits_3_and_other_errors_exit_1(settings, monkeypatch, capsys):

@@ -1,7 +1,7 @@
 """Configuration loads per environment, env vars override it, and a bad key fails naming the key."""
 import pytest
 
-from trainer.config import ConfigError, load_config
+from settings import ConfigError, load_config
 
 
 @pytest.mark.parametrize("env", ["local", "dev", "prod"])

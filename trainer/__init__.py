@@ -1,4 +1,10 @@
-"""Fashion-MNIST ML lifecycle: ingest, analyze, features, train, evaluate, export, registry, Vertex AI adapters.
+"""Fashion-MNIST ML lifecycle, one subpackage per concern (docs/ARCHITECTURE.md):
 
-Kept import-light: `infra/` imports `trainer.config` and `trainer.feature_schema` without pulling in TensorFlow.
+- `trainer.data`: IDX validation, ingest, dataset versions, analysis, features, AutoML image export;
+- `trainer.training`: the Keras 3 model, augmentation, the resumable training run, multi-worker wiring;
+- `trainer.models`: the model directory, evaluation, ONNX export, the registry and its quality gate;
+- `trainer.cloud`: the Google Cloud adapters (custom jobs, deployment, Experiments, AutoML);
+- `trainer.cli` (the command table), `trainer.errors`, `trainer.storage` (local paths and gs:// alike).
+
+Kept import-light: importing the package or `trainer.cli` pulls in neither TensorFlow nor the Vertex AI SDK.
 """

@@ -1,60 +1,73 @@
-"""`python -m trainer <command>`: one entry point; each command lives in its own module and is imported lazily.
+"""`python -m trainer <command>`: one entry point; each command is one module, imported only when it runs.
 
-Why lazy: `ingest` or `registry list` must not pay TensorFlow's import time. A command module exposes
-`add_arguments(parser)` and `run(args, settings) -> int`.
+Why lazy: `ingest` or `registry list` must not pay TensorFlow's import time. A command module is named after its
+command (`deploy-model` -> `trainer/cloud/deploy_model.py`) and exposes `add_arguments(parser)` and
+`run(args, settings) -> int`; this module turns the trainer's exceptions into exit statuses.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from dataclasses import dataclass
+from types import ModuleType
 
-from trainer.config import ConfigError, load_config
+from settings import ConfigError, load_config
+from trainer.errors import CommandError
 
-# name -> (module, one-line help)
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    package: str  # the subpackage of trainer/ the module lives in (its concern)
+    help: str
+
+    @property
+    def module(self) -> str:
+        return f"trainer.{self.package}.{self.name.replace('-', '_')}"
+
+
 COMMANDS = {
-    "ingest": ("trainer.ingest", "validate the four IDX files and store them as a content-addressed dataset version"),
-    "analyze": ("trainer.analysis", "class balance, pixel statistics, mean images, outliers and duplicates report"),
-    "features": ("trainer.features", "per-image feature table (Parquet) for the feature store and drift baseline"),
-    "train": ("trainer.train", "train the Keras model (local CPU/GPU, or inside a Vertex AI custom job)"),
-    "evaluate": ("trainer.evaluate", "metrics, per-class table and confusion matrix on the held-out test set"),
-    "export": ("trainer.export", "write the serving artifact and metadata, verify it, register it as candidate"),
-    "registry": ("trainer.registry", "list, show, promote and roll back model versions"),
-    "submit": ("trainer.vertex", "submit training as a Vertex AI custom job (gcp target)"),
-    "deploy-model": ("trainer.vertex_deploy", "upload a registry version to Vertex AI and deploy it to the endpoint"),
-    "undeploy-all": ("trainer.vertex_deploy", "undeploy every model from the endpoint (before cdktf destroy)"),
-    "export-images": ("trainer.image_export", "export a dataset version as PNGs plus a Vertex AI import file"),
-    "automl": ("trainer.automl", "train a Vertex AI AutoML image classifier and register it (gcp target)"),
+    command.name: command
+    for command in (
+        Command("ingest", "data", "validate the four IDX files and store them as a content-addressed dataset version"),
+        Command("analyze", "data", "class balance, pixel statistics, mean images, outliers and duplicates report"),
+        Command("features", "data", "per-image feature table (Parquet) for the feature store and drift baseline"),
+        Command("export-images", "data", "export a dataset version as PNGs plus a Vertex AI import file"),
+        Command("train", "training", "train the Keras model (local CPU/GPU, or inside a Vertex AI custom job)"),
+        Command("evaluate", "models", "metrics, per-class table and confusion matrix on the held-out test set"),
+        Command("export", "models", "write the serving artifact and metadata, verify it, register it as candidate"),
+        Command("registry", "models", "list, show, promote and roll back model versions"),
+        Command("submit", "cloud", "submit training as a Vertex AI custom job (gcp target)"),
+        Command("deploy-model", "cloud", "upload a registry version to Vertex AI and deploy it to the endpoint"),
+        Command("undeploy-all", "cloud", "undeploy every model from the endpoint (before cdktf destroy)"),
+        Command("automl", "cloud", "train a Vertex AI AutoML image classifier and register it (gcp target)"),
+    )
 }
 
 
-class CommandError(Exception):
-    """A command failed for a reason the user can fix; the message says what and how.
-
-    Exit status `exit_code` (1; a refusal that callers treat as an outcome, such as the quality gate, uses its own).
-    """
-    exit_code = 1
+def _load(command: Command) -> ModuleType | None:
+    """The command's module, or None when this build leaves it out (a slim image without the Vertex AI SDK)."""
+    try:
+        return importlib.import_module(command.module)
+    except ModuleNotFoundError as exc:
+        if exc.name != command.module:
+            raise
+        return None
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """All commands are listed; only the requested command's module is imported to add its flags."""
     requested = next((arg for arg in argv if arg in COMMANDS), None)
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--env", help="configuration environment (config/<env>.yaml); default $FMNIST_ENV or local")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
-        if name != requested:
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        adder = getattr(module, "add_undeploy_arguments" if name == "undeploy-all" else "add_arguments", None)
-        if adder:
-            adder(cmd)
+    for command in COMMANDS.values():
+        cmd = sub.add_parser(command.name, help=command.help, description=command.help)
+        module = _load(command) if command.name == requested else None
+        if module is not None:
+            module.add_arguments(cmd)
     return parser
 
 
@@ -80,19 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     argv, env = _take_env(argv)
     args = build_parser(argv).parse_args(argv)
     args.env = env
+    command = COMMANDS[args.command]
     try:
         settings = load_config(args.env)
-        module = importlib.import_module(COMMANDS[args.command][0])
-        runner = module.run if args.command != "undeploy-all" else module.run_undeploy
-        return int(runner(args, settings) or 0)
+        module = _load(command)
+        if module is None:
+            print(f"error: command '{command.name}' is not available in this build", file=sys.stderr)
+            return 2
+        return int(module.run(args, settings) or 0)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except ModuleNotFoundError as exc:
-        if exc.name == COMMANDS[args.command][0]:
-            print(f"error: command '{args.command}' is not available in this build", file=sys.stderr)
-            return 2
-        raise

@@ -1,4 +1,4 @@
-"""The BigQuery feature table (schema from trainer/feature_schema.py) and a Vertex AI Feature Online Store with a
+"""The BigQuery feature table (schema from contracts/feature_schema.py) and a Vertex AI Feature Online Store with a
 Feature View over it.
 
 Not the legacy Featurestore: it shuts down on 2027-02-17. The table's columns are imported from the trainer's
@@ -22,7 +22,7 @@ from infra.components.kms import Kms
 from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
-from trainer import feature_schema
+from contracts import feature_schema
 
 SYNC_CRON = "0 3 * * *"  # the feature view copies the table to the online store nightly
 
@@ -33,7 +33,7 @@ class Features(Construct):
         super().__init__(scope, id)
         self.dataset = BigqueryDataset(
             self, "dataset", dataset_id=names.bigquery_dataset, location=names.region,
-            description="per-image Fashion-MNIST features (trainer/feature_schema.py)", labels=names.labels,
+            description="per-image Fashion-MNIST features (contracts/feature_schema.py)", labels=names.labels,
             default_encryption_configuration={"kms_key_name": kms.key.id},
             delete_contents_on_destroy=teardown.bigquery_delete_contents_on_destroy,
             lifecycle=teardown.lifecycle(),
@@ -64,7 +64,7 @@ class Features(Construct):
             self, "feature-view", name=names.feature_view, region=names.region,
             feature_online_store=self.online_store.name, labels=names.labels,
             big_query_source={
-                "uri": f"bq://{names.project}.{names.bigquery_dataset}.{names.feature_table}",
+                "uri": names.feature_table_uri,
                 "entity_id_columns": [feature_schema.ENTITY_ID_COLUMN],
             },
             sync_config={"cron": SYNC_CRON},

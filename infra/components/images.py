@@ -3,7 +3,7 @@
 Why the docker provider (see infra/README.md, "Image delivery"): one `cdktf deploy` creates the repository,
 builds and pushes both images and pins Cloud Run to the pushed digest, in dependency order, with no bootstrap
 step between "repository exists" and "service exists". The tag is a content hash of the image's sources
-(infra/images.py): unchanged sources plan no build and no new revision. Needs a Docker daemon where deploy runs.
+(contracts/images.py): unchanged sources plan no build and no new revision. Needs a Docker daemon where deploy runs.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cdktf_cdktf_provider_docker.image import Image
 from cdktf_cdktf_provider_docker.registry_image import RegistryImage
 
 from infra.components.registry import Registry
-from infra.images import IMAGE_SOURCES, source_tag
+from contracts.images import IMAGE_SOURCES, source_tag
 from infra.naming import Names
 
 # cdktf runs Terraform in cdktf.out/stacks/<env>/: the repository root is three levels up (a relative path, so

@@ -35,7 +35,7 @@ class Kms(Construct):
             self, "key_ring", name=names.settings.infra.kms_key_ring, location=names.region,
             depends_on=[apis["cloudkms.googleapis.com"]])
         self.key = KmsCryptoKey(
-            self, "key", name=names.kms_key, key_ring=self.key_ring.id, purpose="ENCRYPT_DECRYPT",
+            self, "key", name=names.kms_key_id, key_ring=self.key_ring.id, purpose="ENCRYPT_DECRYPT",
             rotation_period=ROTATION_PERIOD, labels=names.labels, lifecycle=teardown.lifecycle(),
             destroy_scheduled_duration=DESTROY_SCHEDULED_DURATION)
         if not teardown.protect:

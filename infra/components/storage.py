@@ -1,4 +1,4 @@
-"""The dev, datasets and models buckets (names shared with trainer.config) and the access-log bucket they log to.
+"""The dev, datasets and models buckets (names shared with settings) and the access-log bucket they log to.
 
 All four: uniform bucket-level access, public access prevention enforced, versioning, lifecycle rules and the
 stack's KMS key. Bindings are per bucket: the trainer writes dev and models and reads datasets; the prediction

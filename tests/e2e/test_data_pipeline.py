@@ -5,8 +5,9 @@ import sys
 
 import pyarrow.parquet as pq
 
-from trainer import cli, idx, storage
-from trainer.dataset import load_dataset
+from trainer import cli, storage
+from trainer.data import idx
+from trainer.data.dataset import load_dataset
 
 
 def run_cli(capsys, *argv):

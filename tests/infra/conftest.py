@@ -61,6 +61,6 @@ def variant_synth(tmp_path_factory) -> Synth:
 
 @pytest.fixture(scope="session")
 def settings_by_env():
-    from trainer.config import load_config
+    from settings import load_config
 
     return {env: load_config(env, environ={}) for env in ENVIRONMENTS}

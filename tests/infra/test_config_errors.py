@@ -5,7 +5,7 @@ import pytest
 
 from infra.__main__ import main as synth_main
 from infra.app import build_app, plan_environments
-from trainer.config import ConfigError, load_config
+from settings import ConfigError, load_config
 
 
 def test_local_target_is_skipped_with_its_reason():

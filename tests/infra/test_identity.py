@@ -35,7 +35,7 @@ def test_project_level_bindings_are_exactly_the_justified_ones(synth, env):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_service_accounts(synth, env, settings_by_env):
-    names = Names(settings_by_env[env])
+    names = Names.of(settings_by_env[env])
     ids = {sa["account_id"] for sa in synth.resources(env, "google_service_account").values()}
     assert ids == {names.service_account_id(r) for r in ("trainer", "service", "deployer", "checks")}
     assert all(len(i) <= 30 for i in ids)
@@ -52,7 +52,7 @@ def test_deployer_acts_as_the_stack_accounts_only(synth, env):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_bucket_access_is_per_bucket(synth, env, settings_by_env):
-    names = Names(settings_by_env[env])
+    names = Names.of(settings_by_env[env])
     bucket_ids = {key: b["name"] for key, b in synth.resources(env, "google_storage_bucket").items()}
     grants = set()
     for binding in synth.resources(env, "google_storage_bucket_iam_member").values():

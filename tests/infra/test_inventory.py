@@ -10,7 +10,7 @@ from cdktf import Testing as CdktfTesting
 from infra.components.apis import REQUIRED_APIS
 from infra.images import source_tag
 from infra.naming import Names
-from trainer import feature_schema
+from contracts import feature_schema
 
 COMMON_INVENTORY = {
     "docker_image": 2,
@@ -59,7 +59,7 @@ def test_local_environment_has_no_stack(synth):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_providers_and_versions(synth, env, settings_by_env):
-    text, names = synth.texts[env], Names(settings_by_env[env])
+    text, names = synth.texts[env], Names.of(settings_by_env[env])
     assert CdktfTesting.to_have_provider_with_properties(text, "google", {
         "project": names.project, "region": names.region,
         "user_project_override": True, "billing_project": names.project})
@@ -81,7 +81,7 @@ def test_apis_are_enabled_and_never_disabled(synth, env):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_buckets_are_private_versioned_logged_and_encrypted(synth, env, settings_by_env):
-    names = Names(settings_by_env[env])
+    names = Names.of(settings_by_env[env])
     buckets = {b["name"]: b for b in synth.resources(env, "google_storage_bucket").values()}
     expected = {names.bucket(k) for k in ("dev", "datasets", "models")} | {names.access_log_bucket}
     assert set(buckets) == expected
@@ -129,7 +129,7 @@ def test_artifact_registry_has_immutable_tags_and_cleanup(synth, env, settings_b
         synth.texts[env], "google_artifact_registry_repository",
         {"format": "DOCKER", "docker_config": {"immutable_tags": True}})
     repository = synth.one(env, "google_artifact_registry_repository")
-    assert repository["repository_id"] == Names(settings_by_env[env]).artifact_repository
+    assert repository["repository_id"] == Names.of(settings_by_env[env]).artifact_repository
     assert repository["docker_config"] == {"immutable_tags": True}
     assert {p["id"] for p in repository["cleanup_policies"]} == {"keep-recent", "delete-untagged"}
     assert repository["cleanup_policy_dry_run"] is False
@@ -137,7 +137,7 @@ def test_artifact_registry_has_immutable_tags_and_cleanup(synth, env, settings_b
 
 @pytest.mark.parametrize("env", ENVS)
 def test_images_are_tagged_by_source_hash_and_pinned_by_digest(synth, env, settings_by_env):
-    names = Names(settings_by_env[env])
+    names = Names.of(settings_by_env[env])
     built = {i["name"]: i for i in synth.resources(env, "docker_image").values()}
     assert set(built) == {f"{names.image_repository(i)}:{source_tag(i)}" for i in ("trainer", "service")}
     for image in built.values():
@@ -152,7 +152,7 @@ def test_images_are_tagged_by_source_hash_and_pinned_by_digest(synth, env, setti
 
 @pytest.mark.parametrize("env", ENVS)
 def test_feature_table_schema_comes_from_the_trainer(synth, env, settings_by_env):
-    names = Names(settings_by_env[env])
+    names = Names.of(settings_by_env[env])
     table = synth.one(env, "google_bigquery_table")
     assert json.loads(table["schema"]) == feature_schema.bigquery_schema()
     assert table["table_id"] == feature_schema.TABLE_NAME
@@ -177,7 +177,7 @@ def test_vertex_endpoint_has_numeric_name_and_tensorboard(synth, env, settings_b
 @pytest.mark.parametrize("env", ENVS)
 def test_cloud_run_service(synth, env, settings_by_env):
     settings = settings_by_env[env]
-    names = Names(settings)
+    names = Names.of(settings)
     assert CdktfTesting.to_have_resource_with_properties(synth.texts[env], "google_cloud_run_v2_service", {
         "name": names.cloud_run_service, "location": names.region, "ingress": "INGRESS_TRAFFIC_ALL",
         "template": {"scaling": {"min_instance_count": settings.infra.min_instances,

@@ -1,23 +1,37 @@
-"""The names the trainer's Vertex AI adapters derive are the names this stack declares (no shared runtime code,
-so a test keeps the two in step)."""
+"""The requests the trainer's Vertex AI adapters build name the resources this stack declares.
+
+Both take their names from contracts.cloud; this test closes the loop against the synthesized stack itself, so a
+construct that stops using those names (a hard-coded id, say) fails here."""
 from __future__ import annotations
 
 import pytest
 
-from infra.images import source_tag
-from infra.naming import Names
-
-vertex = pytest.importorskip("trainer.vertex", reason="trainer/vertex.py not in this checkout")
+from contracts.images import source_tag
+from trainer.cloud.deploy_model import build_deploy
+from trainer.cloud.submit import build_custom_job
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
-def test_trainer_derives_the_declared_names(settings_by_env, synth, env):
-    settings, names = settings_by_env[env], Names(settings_by_env[env])
-    for image in ("trainer", "service"):
-        assert vertex.image_uri(settings, image) == f"{names.image_repository(image)}:{source_tag(image)}"
-    for role in ("trainer", "service"):
-        assert vertex.service_account(settings, role) == names.service_account_email(role)
-    assert vertex.endpoint_name(settings).endswith(f"/endpoints/{synth.one(env, 'google_vertex_ai_endpoint')['name']}")
-    key = synth.one(env, "google_kms_crypto_key")
-    ring = synth.one(env, "google_kms_key_ring")
-    assert vertex.kms_key(settings).endswith(f"/keyRings/{ring['name']}/cryptoKeys/{key['name']}")
+def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, env):
+    settings = settings_by_env[env]
+    job = build_custom_job(settings, ["--preset", "smoke"], display_name="fmnist-train-smoke-1")
+    record = {"source": "custom", "path": "registry/versions/v1", "metrics": {"accuracy": 0.9}}
+    deploy = build_deploy(settings, "v1", record, ["champion"], parent_exists=True)
+
+    accounts = {a["account_id"] for a in synth.resources(env, "google_service_account").values()}
+    for email in (job.submit["service_account"], deploy.deploy["service_account"]):
+        assert email.split("@")[0] in accounts and email.endswith(f"@{settings.project_id}.iam.gserviceaccount.com")
+
+    repository = synth.one(env, "google_artifact_registry_repository")["repository_id"]
+    for uri, image in ((job.job["worker_pool_specs"][0]["container_spec"]["image_uri"], "trainer"),
+                       (deploy.upload["serving_container_image_uri"], "service")):
+        assert uri == f"{settings.region}-docker.pkg.dev/{settings.project_id}/{repository}/{image}:{source_tag(image)}"
+
+    endpoint = synth.one(env, "google_vertex_ai_endpoint")["name"]
+    assert deploy.endpoint.endswith(f"/endpoints/{endpoint}")
+    ring, key = synth.one(env, "google_kms_key_ring")["name"], synth.one(env, "google_kms_crypto_key")["name"]
+    for name in (job.job["encryption_spec_key_name"], deploy.upload["encryption_spec_key_name"]):
+        assert name.endswith(f"/keyRings/{ring}/cryptoKeys/{key}")
+    buckets = {b["name"] for b in synth.resources(env, "google_storage_bucket").values()}
+    assert job.job["base_output_dir"].split("/")[2] in buckets
+    assert job.init["staging_bucket"].split("/")[2] in buckets

@@ -1,9 +1,9 @@
 """Build a small model directory exactly as docs/CONTRACTS.md describes it, for the service's tests.
 
-Why here and not trainer.export: the service's tests must run on their own, and the service only relies on the
+Why here and not trainer.models.export: the service's tests must run on their own, and the service only relies on the
 contract (model.onnx with input "pixels", metadata.json, optional samples.npz). The Keras model is exported
 with `model.export(format="onnx")`, the path the trainer uses; its drift baseline comes from
-trainer.features.feature_baseline over generated images, so it is the baseline the trainer would write.
+contracts.features.feature_baseline over generated images, so it is the baseline the trainer would write.
 """
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from contracts.dataset import CLASS_NAMES, NUM_CLASSES
+from contracts.features import compute_image_features, feature_baseline
 from tests.conftest import make_images
-
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def generated_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    labels = (np.arange(n) % 10).astype(np.uint8)
+    labels = (np.arange(n) % NUM_CLASSES).astype(np.uint8)
     return make_images(labels, seed), labels
 
 
@@ -33,8 +32,6 @@ def build_model_dir(directory: Path, version: str = "test-v1", epochs: int = 3) 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     from keras import layers
-
-    from trainer.features import compute_image_features, feature_baseline
 
     keras.utils.set_random_seed(0)
     pixels = keras.Input(shape=(28, 28), dtype="float32", name="pixels")
@@ -61,7 +58,7 @@ def build_model_dir(directory: Path, version: str = "test-v1", epochs: int = 3) 
     metadata = {
         "model_version": version, "created_at": datetime.now(timezone.utc).isoformat(), "code_version": "test",
         "framework": {"keras": keras.__version__, "backend": "tensorflow"},
-        "class_names": CLASS_NAMES,
+        "class_names": list(CLASS_NAMES),
         "input": {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]},
         "serving_artifact": "model.onnx",
         "metrics": {"accuracy": accuracy, "macro_precision": accuracy, "macro_recall": accuracy,

@@ -109,7 +109,7 @@ def test_instance_errors_name_the_instance(client):
 
 def test_model_route_returns_metadata_and_source(client, model_dir):
     body = client.get("/v1/model").get_json()
-    assert body["model_version"] == "test-v1" and body["class_names"] == CLASS_NAMES
+    assert body["model_version"] == "test-v1" and body["class_names"] == list(CLASS_NAMES)
     assert body["source"]["version_dir"] == str(model_dir)
     assert body["serving"]["runtime"].startswith("onnxruntime") and body["serving"]["samples"] == 20
 

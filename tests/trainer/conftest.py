@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_idx_dir
-from trainer.config import load_config
+from settings import load_config
 
 N_TRAIN, N_TEST = 1200, 300
 
@@ -30,7 +30,7 @@ class TrainerWorld:
 
 
 def make_world(root: Path, idx_dir: Path) -> TrainerWorld:
-    from trainer.ingest import Source, ingest
+    from trainer.data.ingest import Source, ingest
     settings = load_config("local", environ={"FMNIST_STORAGE_ROOT": str(root)})
     version = ingest(settings, Source("directory", str(make_idx_dir(idx_dir, N_TRAIN, N_TEST))))
     return TrainerWorld(root, settings, version)
@@ -55,8 +55,8 @@ def world(tmp_path, trainer_world) -> TrainerWorld:
 @pytest.fixture(scope="session")
 def smoke_model(trainer_world, tmp_path_factory):
     """A smoke-preset model trained in-process on the session dataset: (model_dir, TrainResult)."""
-    from trainer.dataset import load_dataset
-    from trainer.train import PRESETS, OutputPaths, train
+    from trainer.data.dataset import load_dataset
+    from trainer.training.train import PRESETS, OutputPaths, train
     data = load_dataset(trainer_world.settings)
     root = tmp_path_factory.mktemp("smoke-model")
     result = train(data.x_train, data.y_train, data.x_test, data.y_test, PRESETS["smoke"], OutputPaths(str(root)),

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_images
-from trainer import analysis, ingest, storage
-from trainer.dataset import CLASS_NAMES, Dataset
+from trainer import storage
+from trainer.data import analyze as analysis
+from trainer.data import ingest
+from contracts.dataset import CLASS_NAMES
+from trainer.data.dataset import Dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

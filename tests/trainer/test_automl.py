@@ -2,9 +2,9 @@
 
 import pytest
 
-from trainer.automl import IMPORT_SCHEMA, REPORTED_THRESHOLD, build_request, metrics_from_evaluation
-from trainer.cli import CommandError
-from trainer.config import load_config
+from trainer.cloud.automl import IMPORT_SCHEMA, REPORTED_THRESHOLD, build_request, metrics_from_evaluation
+from trainer.errors import CommandError
+from settings import load_config
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def dev():
 def test_request_uses_the_exported_splits_and_budget(dev):
     req = build_request(dev, "gs://fmnist-mlops-dev-datasets/x/import.jsonl", "v-abc123")
     assert req.init == {"project": dev.project_id, "location": dev.region,
-                        "staging_bucket": f"gs://{dev.bucket_prefix}-dev", "experiment": dev.vertex.experiment}
+                        "staging_bucket": f"gs://{dev.bucket_prefix}-dev/vertex-staging", "experiment": dev.vertex.experiment}
     assert req.dataset["gcs_source"] == ["gs://fmnist-mlops-dev-datasets/x/import.jsonl"]
     assert req.dataset["import_schema_uri"] == IMPORT_SCHEMA
     assert req.job["prediction_type"] == "classification" and req.job["multi_label"] is False
@@ -23,6 +23,9 @@ def test_request_uses_the_exported_splits_and_budget(dev):
     assert req.run["validation_filter_split"] == "labels.aiplatform.googleapis.com/ml_use=validation"
     assert req.run["test_filter_split"] == "labels.aiplatform.googleapis.com/ml_use=test"
     assert req.run["budget_milli_node_hours"] == dev.vertex.automl_budget_milli_node_hours == 8000
+    # the same CMEK key as the custom jobs and models: the one infra/ declares, unless vertex.kms_key names another
+    assert req.dataset["encryption_spec_key_name"] == req.job["training_encryption_spec_key_name"] == \
+        req.job["model_encryption_spec_key_name"] == dev.names.kms_key_name
 
 
 def test_request_matches_the_sdk_signatures(dev):
@@ -83,7 +86,7 @@ def test_real_automl_dataset_listing(dev):
 
 def test_automl_version_sits_in_the_same_registry_and_gate(settings, monkeypatch, capsys):
     from trainer.cli import main
-    from trainer.registry import ModelRegistry, register_external_version
+    from trainer.models.registry import ModelRegistry, register_external_version
 
     metrics = metrics_from_evaluation(EVALUATION)
     version = register_external_version(settings, source="automl", metrics=metrics, dataset_version="v-1",

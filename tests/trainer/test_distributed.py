@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from trainer.cli import CommandError
-from trainer.config import REPO_ROOT
-from trainer.distribute import ClusterRole, from_environment, role_from_tf_config
+from trainer.errors import CommandError
+from settings import REPO_ROOT
+from trainer.training.distribute import ClusterRole, from_environment, role_from_tf_config
 
 
 def tf_config(workers: list[str], kind: str, index: int, chief: list[str] | None = None) -> str:

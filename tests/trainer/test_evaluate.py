@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from trainer import cli
-from trainer.evaluate import CONFUSION_JSON, CONFUSION_PNG, EVALUATION_FILE, classification_report, format_report
+from trainer.models.evaluate import CONFUSION_JSON, CONFUSION_PNG, EVALUATION_FILE, classification_report, format_report
 
 
 def test_metrics_match_a_hand_computed_example():

@@ -5,8 +5,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from trainer import cli, export
-from trainer.registry import ModelRegistry
+from trainer import cli
+from trainer.models import export
+from trainer.models.registry import ModelRegistry
 
 CONTRACT_KEYS = {"model_version", "created_at", "code_version", "framework", "class_names", "input",
                  "serving_artifact", "metrics", "dataset", "hyperparameters", "source", "feature_baseline"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_idx_dir, write_idx
-from trainer import idx
+from trainer.data import idx
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -8,9 +8,10 @@ import pytest
 
 from trainer import storage
 from trainer.cli import main
-from trainer.dataset import load_dataset
-from trainer.image_export import CLASS_NAMES, ML_USE_LABEL, decode_png, export_images
-from trainer.splits import validation_mask
+from trainer.data.dataset import load_dataset
+from contracts.dataset import CLASS_NAMES
+from trainer.data.export_images import ML_USE_LABEL, decode_png, export_images
+from trainer.data.splits import validation_mask
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def test_export_to_gcs_emulator(gcs_settings, idx_dir, monkeypatch):
 
 
 def test_parallel_and_sequential_exports_are_identical(ingested, tmp_path):
-    from trainer.image_export import build_export
+    from trainer.data.export_images import build_export
 
     dataset = load_dataset(ingested)
     one, two = tmp_path / "one", tmp_path / "two"

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_idx_dir, write_idx
-from trainer import cli, idx, storage
-from trainer.config import REPO_ROOT, load_config
-from trainer.dataset import DatasetError, load_dataset
+from trainer import cli, storage
+from trainer.data import idx
+from settings import REPO_ROOT, load_config
+from trainer.data.dataset import DatasetError, load_dataset
 
 
 @pytest.fixture

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from trainer.augment import RandomShiftFlip, shift_and_flip, shift_matrices, training_model
-from trainer.config import REPO_ROOT
-from trainer.model import CLASS_NAMES, INPUT_NAME, ModelSpec, build_model
+from trainer.training.augment import RandomShiftFlip, shift_and_flip, shift_matrices, training_model
+from settings import REPO_ROOT
+from contracts.dataset import CLASS_NAMES
+from contracts.layout import INPUT_NAME
+from trainer.training.model import ModelSpec, build_model
 
 SMALL = ModelSpec(width=4, blocks=2, convs_per_block=1)
 
@@ -93,8 +95,8 @@ def test_training_code_does_not_import_tensorflow_under_jax():
     pytest.importorskip("jax", reason="jax is not installed here (the GPU machine has it)")
     code = textwrap.dedent("""
         import sys
-        import trainer.train, trainer.model, trainer.augment, trainer.checkpoint, trainer.evaluate
-        from trainer.train import PRESETS, OutputPaths, train
+        import trainer.training.train, trainer.training.model, trainer.training.augment, trainer.training.checkpoint, trainer.models.evaluate
+        from trainer.training.train import PRESETS, OutputPaths, train
         import numpy as np, tempfile
         y = (np.arange(200) % 10).astype("uint8"); x = np.random.default_rng(0).integers(0, 255, (200, 28, 28))
         train(x.astype("uint8"), y, x[:50].astype("uint8"), y[:50], PRESETS["smoke"],

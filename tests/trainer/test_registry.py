@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from trainer import cli, storage
-from trainer.registry import (GateRefused, ModelRegistry, RegistryError, register_external_version,
+from trainer.models.registry import (GateRefused, ModelRegistry, RegistryError, register_external_version,
                               register_version)
 
 

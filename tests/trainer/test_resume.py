@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer import checkpoint
-from trainer.config import REPO_ROOT
-from trainer.train import PRESETS, TRAINING_FILE, compile_for_training
+from trainer.training import checkpoint
+from settings import REPO_ROOT
+from contracts.layout import ModelFiles
+from trainer.training.train import PRESETS, compile_for_training
+
+TRAINING_FILE = ModelFiles.TRAINING
 
 EPOCHS = 6
 TRAIN_ARGS = ["-m", "trainer", "train", "--preset", "smoke", "--epochs", str(EPOCHS), "--checkpoint-every", "0"]
@@ -77,8 +80,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_as_good(world):
 def run_in_process(world):
     from dataclasses import replace
 
-    from trainer.dataset import load_dataset
-    from trainer.train import OutputPaths, train
+    from trainer.data.dataset import load_dataset
+    from trainer.training.train import OutputPaths, train
     data = load_dataset(world.settings)
     return train(data.x_train, data.y_train, data.x_test, data.y_test, replace(PRESETS["smoke"], epochs=EPOCHS),
                  OutputPaths(world.settings.dev_bucket), dataset={"version": data.version, "hash": data.hash},
@@ -86,7 +89,7 @@ def run_in_process(world):
 
 
 def test_checkpoint_round_trip_restores_weights_and_optimizer_state(tmp_path):
-    from trainer.model import build_model
+    from trainer.training.model import build_model
     config = PRESETS["smoke"]
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (128, 28, 28)).astype("float32")
@@ -108,9 +111,9 @@ def test_checkpoint_round_trip_restores_weights_and_optimizer_state(tmp_path):
 
 
 def test_a_checkpoint_of_another_config_is_refused_not_mixed_in(world, tmp_path):
-    from trainer.cli import CommandError
-    from trainer.dataset import load_dataset
-    from trainer.train import OutputPaths, train
+    from trainer.errors import CommandError
+    from trainer.data.dataset import load_dataset
+    from trainer.training.train import OutputPaths, train
     checkpoints = tmp_path / "ckpt"
     checkpoint.write_state(str(checkpoints), checkpoint.CheckpointState(run_id="old", training_key="other", epoch=1))
     data = load_dataset(world.settings)
@@ -120,7 +123,7 @@ def test_a_checkpoint_of_another_config_is_refused_not_mixed_in(world, tmp_path)
 
 
 def test_checkpoint_interval_skips_saves_but_keeps_every_epochs_metrics(tmp_path):
-    from trainer.model import build_model
+    from trainer.training.model import build_model
     config = PRESETS["smoke"]
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 28, 28)).astype("float32")

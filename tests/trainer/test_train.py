@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 
 from trainer import cli, storage
-from trainer.config import load_config
-from trainer.train import (MODEL_FILE, PRESETS, TRAINING_FILE, OutputPaths, TrainConfig, add_arguments, flatten,
-                           output_paths, resolve_config, split_train_validation, training_key)
+from settings import load_config
+from contracts.layout import ModelFiles
+from trainer.errors import CommandError
+from trainer.training.train import (PRESETS, OutputPaths, TrainConfig, add_arguments, flatten, output_paths,
+                                    resolve_config, split_train_validation, training_key)
+
+MODEL_FILE, TRAINING_FILE = ModelFiles.KERAS, ModelFiles.TRAINING
 
 
 def parse(*argv):
@@ -30,7 +34,7 @@ def test_flags_beat_config_which_beats_the_preset():
 
 def test_bad_hyperparameters_fail_with_the_flag_named():
     settings = load_config("local", environ={})
-    with pytest.raises(cli.CommandError, match="--epochs"):
+    with pytest.raises(CommandError, match="--epochs"):
         resolve_config(settings, parse("--epochs", "0"))
 
 
@@ -102,8 +106,8 @@ def test_cli_train_without_a_dataset_says_to_ingest(tmp_path, monkeypatch, capsy
 def test_mixed_precision_run_saves_a_float32_model(trainer_world, tmp_path):
     import keras
 
-    from trainer.dataset import load_dataset
-    from trainer.train import train
+    from trainer.data.dataset import load_dataset
+    from trainer.training.train import train
     data = load_dataset(trainer_world.settings)
     config = replace(PRESETS["smoke"], epochs=1, mixed_precision=True, augment=True)
     try:

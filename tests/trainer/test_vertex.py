@@ -4,12 +4,16 @@ import sys
 
 import pytest
 
+from google.api_core import exceptions as google_exceptions
+
+from settings import load_config
 from trainer import cli
-from trainer.config import load_config
-from trainer.tracking import VertexExperiment
-from trainer.vertex import build_custom_job, image_uri, send
-from trainer.vertex_deploy import build_deploy, parent_model_name, undeploy_all
-from trainer.vertex_deploy import send as send_deploy
+from trainer.cloud.deploy_model import build_deploy
+from trainer.cloud.deploy_model import send as send_deploy
+from trainer.cloud.experiments import VertexExperiment
+from trainer.cloud.submit import build_custom_job, send
+from trainer.cloud.undeploy_all import undeploy_all
+from trainer.errors import CommandError
 
 
 @pytest.fixture
@@ -67,7 +71,7 @@ def test_multi_worker_job_with_accelerators_and_tensorboard():
 
 
 def test_accelerator_needs_type_and_count(dev):
-    with pytest.raises(cli.CommandError, match="accelerator"):
+    with pytest.raises(CommandError, match="accelerator"):
         build_custom_job(dev, [], display_name="j", accelerator_type="NVIDIA_TESLA_T4", accelerator_count=0)
 
 
@@ -100,7 +104,7 @@ def test_a_failed_job_is_one_clear_error(dev):
         def init(**kwargs):
             pass
 
-    with pytest.raises(cli.CommandError, match="did not succeed: Job failed"):
+    with pytest.raises(CommandError, match="did not succeed: Job failed"):
         send(build_custom_job(dev, [], display_name="j"), SDK, wait=True)
 
 
@@ -129,12 +133,12 @@ def test_deploy_uploads_a_new_version_of_the_parent_with_aliases_and_the_service
     version = "v20260101-000000-abcd"
     request = build_deploy(dev, version, RECORD, ["champion"], parent_exists=True, traffic_percentage=100)
     upload = request.upload
-    assert upload["parent_model"] == parent_model_name(dev) == \
+    assert upload["parent_model"] == dev.names.parent_model_name == \
         "projects/fmnist-mlops-dev/locations/europe-west4/models/fmnist-classifier"
     assert "model_id" not in upload and upload["is_default_version"] is True
     assert upload["version_aliases"] == ["champion", version]
     assert upload["artifact_uri"] == f"gs://fmnist-mlops-dev-models/{RECORD['path']}"
-    assert upload["serving_container_image_uri"] == image_uri(dev, "service")
+    assert upload["serving_container_image_uri"] == dev.names.image_uri("service")
     assert (upload["serving_container_predict_route"], upload["serving_container_health_route"],
             upload["serving_container_ports"]) == ("/predict", "/health", [8080])
     assert request.endpoint == f"projects/fmnist-mlops-dev/locations/europe-west4/endpoints/{dev.infra.endpoint_id}"
@@ -149,9 +153,9 @@ def test_first_deploy_creates_the_parent_and_a_canary_keeps_the_default(dev):
 
 
 def test_deploy_refuses_automl_versions_and_bad_traffic(dev):
-    with pytest.raises(cli.CommandError, match="automl model"):
+    with pytest.raises(CommandError, match="automl model"):
         build_deploy(dev, "v1", {**RECORD, "source": "automl", "vertex_model": "m"}, [], parent_exists=True)
-    with pytest.raises(cli.CommandError, match="1-100"):
+    with pytest.raises(CommandError, match="1-100"):
         build_deploy(dev, "v1", RECORD, [], parent_exists=True, traffic_percentage=0)
 
 
@@ -189,7 +193,7 @@ def test_deploy_and_undeploy_sdk_calls(dev):
 
 
 def test_deploy_dry_run_from_the_local_registry(settings, monkeypatch, capsys):
-    from trainer.registry import ModelRegistry
+    from trainer.models.registry import ModelRegistry
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
     registry = ModelRegistry.from_settings(settings)
@@ -222,11 +226,19 @@ def test_inside_a_submitted_job_the_sdk_run_is_used_and_failures_do_not_stop_tra
 
     class Broken:
         def init(self, **kwargs):
-            raise PermissionError("no")
+            raise google_exceptions.PermissionDenied("no")
     failing = VertexExperiment(dev, "run-1", aiplatform=Broken(), environ={})
     failing.start({}, resume=False)
     failing.log_epoch(1, {"loss": 1.0})
     assert not failing.active and "tracking stopped" in capsys.readouterr().err
+
+
+def test_a_programming_error_in_tracking_is_not_swallowed(dev):
+    class WrongKeyword:
+        def init(self, **kwargs):
+            raise TypeError("init() got an unexpected keyword argument 'tensorboard'")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        VertexExperiment(dev, "run-1", aiplatform=WrongKeyword(), environ={}).start({}, resume=False)
 
 
 @pytest.mark.gcp

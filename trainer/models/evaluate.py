@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from contracts.dataset import CLASS_NAMES
+from contracts.layout import ModelFiles
 from trainer import storage
+from trainer.data.dataset import Dataset, load_dataset
+from trainer.models import model_dir as model_files
 
-EVALUATION_FILE = "evaluation.json"
-CONFUSION_JSON = "confusion_matrix.json"
-CONFUSION_PNG = "confusion_matrix.png"
+EVALUATION_FILE, CONFUSION_JSON, CONFUSION_PNG = ModelFiles.EVALUATION, ModelFiles.CONFUSION_JSON, ModelFiles.CONFUSION_PNG
 
 
 @dataclass
@@ -30,11 +30,6 @@ class Evaluation:
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "per_class": self.per_class,
                 "confusion_matrix": self.confusion.tolist(), "class_names": self.class_names}
-
-
-def predict_probabilities(model, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Class probabilities [N,10] for raw pixel images; batches of 1000 divide the 10k test set (one XLA shape)."""
-    return np.asarray(model.predict(np.asarray(images, dtype="float32"), batch_size=batch_size, verbose=0))
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -111,40 +106,25 @@ def write_evaluation(model_dir: str, evaluation: Evaluation, dataset: dict) -> l
     return written
 
 
-# ---- loading what train wrote ------------------------------------------------------------------------------------
-
-def read_training_info(model_dir: str) -> dict:
-    from trainer.cli import CommandError
-    from trainer.train import TRAINING_FILE
-    uri = storage.join(model_dir, TRAINING_FILE)
-    try:
-        return json.loads(storage.read_text(uri))
-    except storage.NotFound:
-        raise CommandError(f"{uri} not found: {model_dir} is not a directory `python -m trainer train` wrote "
-                           "(it prints the model directory at the end)") from None
+@dataclass
+class EvaluatedModel:
+    """What evaluating a model directory produced: export goes on from here instead of loading everything again."""
+    evaluation: Evaluation
+    data: Dataset
+    model: object
+    probabilities: np.ndarray
+    training: dict
 
 
-def load_keras_model(model_dir: str):
-    import keras
-
-    from trainer.train import MODEL_FILE
-    with tempfile.TemporaryDirectory() as tmp:
-        local = storage.download_file(storage.join(model_dir, MODEL_FILE), Path(tmp) / MODEL_FILE)
-        return keras.saving.load_model(local)
-
-
-def evaluate_model_dir(settings, model_dir: str, dataset_version: str | None = None):
-    """Load the model and the test set it belongs with, measure, write the report files; returns (evaluation, data)."""
-    from trainer.dataset import load_dataset
-    from trainer.model import CLASS_NAMES
-
-    info = read_training_info(model_dir)
-    data = load_dataset(settings, dataset_version or info["dataset"]["version"])
-    model = load_keras_model(model_dir)
-    probabilities = predict_probabilities(model, data.x_test)
+def evaluate_model_dir(settings, model_dir: str, dataset_version: str | None = None) -> EvaluatedModel:
+    """Load the model and the test set it belongs with, measure, and write the report files beside the model."""
+    training = model_files.read_training_info(model_dir)
+    data = load_dataset(settings, dataset_version or training["dataset"]["version"])
+    model = model_files.load_keras_model(model_dir)
+    probabilities = model_files.predict_probabilities(model, data.x_test)
     evaluation = classification_report(data.y_test, probabilities.argmax(axis=1), CLASS_NAMES)
     write_evaluation(model_dir, evaluation, {"version": data.version, "hash": data.hash})
-    return evaluation, data, model
+    return EvaluatedModel(evaluation, data, model, probabilities, training)
 
 
 def add_arguments(parser) -> None:
@@ -153,8 +133,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args, settings) -> int:
-    evaluation, data, _ = evaluate_model_dir(settings, args.model_dir, args.dataset_version)
-    print(format_report(evaluation))
+    result = evaluate_model_dir(settings, args.model_dir, args.dataset_version)
+    print(format_report(result.evaluation))
     print(f"wrote {EVALUATION_FILE}, {CONFUSION_JSON}, {CONFUSION_PNG} to {args.model_dir} "
-          f"(test set of {data.version})")
+          f"(test set of {result.data.version})")
     return 0

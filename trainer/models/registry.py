@@ -17,28 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
+from contracts.layout import CANDIDATE, CHAMPION, REGISTRY_INDEX, REGISTRY_VERSIONS, ModelFiles, version_dir
 from trainer import storage
-from trainer.cli import CommandError
+from trainer.clock import utc_now
+from trainer.errors import GateRefused, RegistryError
 
-INDEX_PATH = "registry/index.json"
-VERSIONS_PATH = "registry/versions"
-CHAMPION, CANDIDATE = "champion", "candidate"
+__all__ = ["CANDIDATE", "CHAMPION", "REGISTRY_VERSIONS", "GateRefused", "ModelRegistry", "RegistryError",
+           "register_version"]
 SOURCES = ("custom", "automl")
 T = TypeVar("T")
-
-
-class RegistryError(CommandError):
-    """The registry refused or could not apply a change; the message says why and what to do."""
-
-
-class GateRefused(RegistryError):
-    """Promotion refused by the quality gate; the message carries the numbers. Exit status 3: an outcome that
-    pipelines (and `make demo`) tell apart from a failure."""
-    exit_code = 3
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def new_version_id() -> str:
@@ -63,10 +50,10 @@ class ModelRegistry:
 
     @property
     def index_uri(self) -> str:
-        return storage.join(self.root, INDEX_PATH)
+        return storage.join(self.root, REGISTRY_INDEX)
 
     def version_uri(self, version: str) -> str:
-        return storage.join(self.root, VERSIONS_PATH, version)
+        return storage.join(self.root, version_dir(version))
 
     # ---- reading ----------------------------------------------------------------------------------------------
 
@@ -120,7 +107,7 @@ class ModelRegistry:
                     storage.upload_file(Path(content), storage.join(destination, name))
         else:
             storage.copy_tree(source_files, destination)
-        record = {"path": f"{VERSIONS_PATH}/{version}", "metrics": dict(metrics), "source": source,
+        record = {"path": version_dir(version), "metrics": dict(metrics), "source": source,
                   "dataset_version": dataset_version, "created_at": utc_now(), **(extra or {})}
 
         def add(index: dict) -> None:
@@ -218,7 +205,7 @@ def register_external_version(settings, *, source: str, metrics: dict, dataset_v
     version = new_version_id()
     metadata = {"model_version": version, "created_at": utc_now(), "source": source, "metrics": metrics,
                 "dataset": {"version": dataset_version}, **(extra or {})}
-    files = {"metadata.json": json.dumps(metadata, indent=2, sort_keys=True).encode()}
+    files = {ModelFiles.METADATA: json.dumps(metadata, indent=2, sort_keys=True).encode()}
     return register_version(settings, files, metrics, source, dataset_version=dataset_version,
                             model_version=version, extra=extra)
 
@@ -269,7 +256,7 @@ def run(args, settings) -> int:
         out = {"version": version, "record": index["versions"][version],
                "aliases": sorted(a for a, v in index["aliases"].items() if v == version)}
         try:
-            metadata = json.loads(storage.read_text(storage.join(registry.version_uri(version), "metadata.json")))
+            metadata = json.loads(storage.read_text(storage.join(registry.version_uri(version), ModelFiles.METADATA)))
             metadata.pop("feature_baseline", None)
             out["metadata"] = metadata
         except storage.NotFound:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from trainer.cli import CommandError
-from trainer.image_export import CLASS_NAMES, ML_USE_LABEL
+from contracts.dataset import CLASS_NAMES
+from trainer.data.export_images import ML_USE_LABEL
+from trainer.errors import CommandError
 
 IMPORT_SCHEMA = "gs://google-cloud-aiplatform/schema/dataset/ioformat/image_classification_single_label_io_format_1.0.0.yaml"
 REPORTED_THRESHOLD = 0.5  # the confidence threshold at which the Vertex AI console reports precision and recall
@@ -35,10 +36,11 @@ def build_request(settings, import_uri: str, dataset_version: str, *, budget: in
                            "(the CLOUD model type's range); set vertex.automl_budget_milli_node_hours")
     name = f"fmnist-automl-{dataset_version}"
     labels = {"dataset_version": dataset_version.lower(), "source": "automl"}
-    kms = getattr(settings.vertex, "kms_key", None)
+    names = settings.names
+    kms = names.kms_key_name
     return AutoMLRequest(
         init={"project": settings.project_id, "location": settings.region,
-              "staging_bucket": f"gs://{settings.bucket_prefix}-dev",
+              "staging_bucket": names.staging_uri,
               "experiment": settings.vertex.experiment},
         dataset={"display_name": f"fmnist-{dataset_version}", "gcs_source": [import_uri],
                  "import_schema_uri": IMPORT_SCHEMA, "labels": labels,
@@ -103,7 +105,7 @@ def add_arguments(parser) -> None:
 def run(args, settings) -> int:
     import json
 
-    from trainer.image_export import export_images
+    from trainer.data.export_images import export_images
 
     if settings.target != "gcp" and not args.dry_run:
         raise CommandError("AutoML runs only on Vertex AI: use a gcp environment (--env dev) with credentials; "
@@ -115,7 +117,7 @@ def run(args, settings) -> int:
         return 0
     from google.cloud import aiplatform
 
-    from trainer.registry import register_external_version
+    from trainer.models.registry import register_external_version
 
     aiplatform.init(**request.init)
     dataset = _find_or_create_dataset(aiplatform, request)
@@ -131,7 +133,7 @@ def run(args, settings) -> int:
     aiplatform.end_run()
     version = register_external_version(
         settings, source="automl", metrics=metrics, dataset_version=summary["dataset_version"],
-        extra={"vertex_model": model.resource_name, "class_names": CLASS_NAMES,
+        extra={"vertex_model": model.resource_name, "class_names": list(CLASS_NAMES),
                "training_seconds": round(time.time() - started)})
     print(f"AutoML model {model.resource_name} registered as {version} (candidate): {json.dumps(metrics)}")
     return 0

@@ -1,4 +1,4 @@
-"""Multi-worker wiring from TF_CONFIG: the only module of the trainer that touches `tensorflow` directly.
+"""Multi-worker wiring from TF_CONFIG: with keras_patches, the only modules of the trainer touching `tensorflow`.
 
 Why isolated: the model and the training step are backend-neutral Keras; only data-parallel training across
 machines (a Vertex AI custom job with several replicas) needs tf.distribute, and importing TensorFlow must not
@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from trainer.cli import CommandError
+from trainer.errors import CommandError
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ class Distribution:
         """
         if self.strategy is None:
             return
-        build = model._maybe_symbolic_build
-        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: build(data_batch=example_batch)
+        from trainer.training.keras_patches import build_from_local_batch
+        build_from_local_batch(model, example_batch)
 
 
 def from_environment(environ=None) -> Distribution:
@@ -79,30 +79,6 @@ def from_environment(environ=None) -> Distribution:
                            f"(now {keras.backend.backend()}); unset TF_CONFIG to train in one process")
     import tensorflow as tf
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    _patch_multi_worker_metric_reduction()
+    from trainer.training.keras_patches import patch_multi_worker_metric_reduction
+    patch_multi_worker_metric_reduction()
     return Distribution(role, strategy)
-
-
-def _patch_multi_worker_metric_reduction() -> None:
-    """Keras 3.15 averages each step's metrics across workers with `strategy.reduce(..., axis=0)`, which fails for
-    the scalar loss and accuracy under MultiWorkerMirroredStrategy (keras-team/keras#20585). Reduce scalars with
-    axis=None instead; everything else keeps Keras's own reduction."""
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "_fmnist_patched", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction not in ("auto", "mean") or not tf_trainer._collective_all_reduce_multi_worker(strategy):
-            return original(values, strategy, reduction)
-
-        def mean(value):
-            if not tf_trainer._is_per_replica_instance(value):
-                return value
-            rank = strategy.experimental_local_results(value)[0].shape.rank
-            return strategy.reduce("MEAN", value, axis=None if rank == 0 else 0)
-        return tree.map_structure(mean, values)
-
-    reduce_per_replica._fmnist_patched = True
-    tf_trainer.reduce_per_replica = reduce_per_replica

@@ -2,7 +2,7 @@
 
 Why: AutoML image training reads a managed ImageDataset, which is imported from image files and a JSON Lines
 file. The `ml_use` label pins each image to training/validation/test exactly as the custom trainer splits them
-(trainer.splits), so AutoML is measured on the same test set as every custom model.
+(trainer.data.splits), so AutoML is measured on the same test set as every custom model.
 Deterministic (same version -> byte-identical files) and idempotent (an existing export is not redone).
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from trainer import storage
-from trainer.dataset import CLASS_NAMES
-from trainer.splits import validation_mask
+from contracts.dataset import CLASS_NAMES
+from trainer.data.splits import validation_mask
 
 ML_USE_LABEL = "aiplatform.googleapis.com/ml_use"
 IMPORT_FILE = "import.jsonl"  # written last: its presence marks a complete export
@@ -127,7 +127,7 @@ def _commit_gcs(staging: Path, final_prefix: str) -> None:
 
 def export_images(settings, version: str | None = None, *, log=print) -> tuple[str, dict, bool]:
     """Export one dataset version; returns (import file URI, summary, created). No-op when already exported."""
-    from trainer.dataset import load_dataset
+    from trainer.data.dataset import load_dataset
 
     dataset = load_dataset(settings, version)
     prefix = images_prefix(settings, dataset.version)

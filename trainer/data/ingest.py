@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from trainer import idx, storage
-from trainer.cli import CommandError
-from trainer.dataset import CLASS_NAMES, DATASET_NAME, LATEST, MANIFEST, dataset_root, version_uri
+from trainer import storage
+from trainer.data import idx
+from trainer.errors import CommandError
+from contracts.dataset import CLASS_NAMES, DATASET_NAME
+from contracts.layout import LATEST_FILE, MANIFEST_FILE
+from trainer.data.dataset import dataset_root, version_uri
 
 DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1 << 20
@@ -180,7 +183,7 @@ def build_manifest(files: idx.IdxSet, source: Source) -> dict:
         "format": "gzipped IDX, uint8",
         "image_shape": list(idx.IMAGE_SHAPE),
         "counts": files.counts(),
-        "class_names": CLASS_NAMES,
+        "class_names": list(CLASS_NAMES),
         "class_distribution": files.class_distribution(),
         "files": {role: {"name": f.name.rsplit("/", 1)[-1], "sha256": f.sha256, "bytes": f.size, "md5": f.gz_md5,
                          "content_md5": f.content_md5, "shape": list(f.array.shape)}
@@ -189,7 +192,7 @@ def build_manifest(files: idx.IdxSet, source: Source) -> dict:
 
 
 def _point_latest(settings, version: str) -> str:
-    uri = storage.join(dataset_root(settings), LATEST)
+    uri = storage.join(dataset_root(settings), LATEST_FILE)
     try:
         previous = storage.read_text(uri).strip()
     except storage.NotFound:
@@ -201,7 +204,7 @@ def _point_latest(settings, version: str) -> str:
 
 def _existing_manifest(base: str) -> dict | None:
     try:
-        return json.loads(storage.read_text(storage.join(base, MANIFEST)))
+        return json.loads(storage.read_text(storage.join(base, MANIFEST_FILE)))
     except storage.NotFound:
         return None
     except ValueError:
@@ -220,7 +223,7 @@ def _write_version(settings, files: idx.IdxSet, blobs: dict[str, bytes], source:
                                     content_type="application/gzip")
                 bar.update(len(blobs[role]))
         manifest = build_manifest(files, source)
-        storage.write_text(storage.join(base, MANIFEST), json.dumps(manifest, indent=2) + "\n",
+        storage.write_text(storage.join(base, MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n",
                            content_type="application/json")
     except storage.StorageError as exc:
         storage.delete_tree(base)

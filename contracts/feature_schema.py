@@ -1,12 +1,12 @@
 """The per-image feature table's columns: one source of truth for Parquet, BigQuery (infra/) and drift baselines.
 
 Pure Python on purpose: `infra/` imports this module to declare the BigQuery table behind the Vertex AI Feature
-Online Store, and must not pull in numpy or TensorFlow. `trainer.features.compute_image_features` returns exactly
-FEATURE_NAMES; a test keeps them in step.
+Online Store. `contracts.features.compute_image_features` returns exactly FEATURE_NAMES; a test keeps them in step.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # Bump when compute_image_features changes meaning: baselines stored in model metadata name the function they used.
 FEATURE_FUNCTION_ID = "fmnist-image-features/v1"
@@ -21,7 +21,7 @@ class Column:
     description: str
     mode: str = "REQUIRED"
 
-    def bigquery_field(self) -> dict:
+    def bigquery_field(self) -> dict[str, Any]:
         """The column as a BigQuery schema field (the JSON shape `google_bigquery_table.schema` takes)."""
         return {"name": self.name, "type": self.bigquery_type, "mode": self.mode, "description": self.description}
 
@@ -49,6 +49,6 @@ COLUMNS = KEY_COLUMNS + FEATURE_COLUMNS
 FEATURE_NAMES = tuple(c.name for c in FEATURE_COLUMNS)
 
 
-def bigquery_schema() -> list[dict]:
+def bigquery_schema() -> list[dict[str, Any]]:
     """All columns as BigQuery schema fields, in table order."""
     return [c.bigquery_field() for c in COLUMNS]

@@ -2,7 +2,7 @@
 
 Why verify on load: a version is addressed by content, so its manifest's hashes say exactly which bytes training
 saw; a changed or half-copied file must fail here, not show up as a puzzling accuracy drop.
-Layout (docs/CONTRACTS.md): <datasets bucket>/fashion-mnist/versions/<version>/{four .gz, manifest.json, ...}
+Layout (contracts.layout): <datasets bucket>/fashion-mnist/versions/<version>/{four .gz, manifest.json, ...}
 and <datasets bucket>/fashion-mnist/LATEST.
 """
 from __future__ import annotations
@@ -14,18 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from trainer import idx, storage
-from trainer.cli import CommandError
-
-DATASET_NAME = "fashion-mnist"
-MANIFEST = "manifest.json"
-LATEST = "LATEST"
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-
-class DatasetError(CommandError):
-    """No usable dataset version: the message names the location and the fix (for example: run ingest)."""
-
+from contracts.dataset import IDX_ROLES
+from contracts.layout import DATASET_DIR, LATEST_FILE, MANIFEST_FILE
+from trainer import storage
+from trainer.data import idx
+from trainer.errors import DatasetError
 
 @dataclass
 class Dataset:
@@ -43,7 +36,7 @@ class Dataset:
 
 
 def dataset_root(settings) -> str:
-    return storage.join(settings.datasets_bucket, DATASET_NAME)
+    return storage.join(settings.datasets_bucket, DATASET_DIR)
 
 
 def version_uri(settings, version: str) -> str:
@@ -52,7 +45,7 @@ def version_uri(settings, version: str) -> str:
 
 def latest_version(settings) -> str:
     """The version LATEST names; DatasetError if nothing was ingested yet."""
-    uri = storage.join(dataset_root(settings), LATEST)
+    uri = storage.join(dataset_root(settings), LATEST_FILE)
     try:
         version = storage.read_text(uri).strip()
     except storage.NotFound:
@@ -69,7 +62,7 @@ def resolve_version(settings, version: str | None = None) -> str:
 
 
 def read_manifest(settings, version: str) -> dict[str, Any]:
-    uri = storage.join(version_uri(settings, version), MANIFEST)
+    uri = storage.join(version_uri(settings, version), MANIFEST_FILE)
     try:
         return json.loads(storage.read_text(uri))
     except storage.NotFound:
@@ -88,12 +81,12 @@ def load_dataset(settings, version: str | None = None) -> Dataset:
     manifest = read_manifest(settings, version)
     base = version_uri(settings, version)
     arrays = {}
-    for role in idx.ROLES:
+    for role in IDX_ROLES:
         try:
             entry = manifest["files"][role]
             uri = storage.join(base, entry["name"])
         except (KeyError, TypeError):
-            raise DatasetError(f"{storage.join(base, MANIFEST)}: no entry for the {role} file; the manifest is not "
+            raise DatasetError(f"{storage.join(base, MANIFEST_FILE)}: no entry for the {role} file; the manifest is not "
                                "one ingest wrote. Delete the version directory and re-run `python -m trainer ingest`"
                                ) from None
         try:
@@ -101,7 +94,7 @@ def load_dataset(settings, version: str | None = None) -> Dataset:
         except storage.StorageError as exc:
             raise DatasetError(f"dataset version {version} is damaged: {exc}; re-run `python -m trainer ingest`") from None
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise DatasetError(f"{uri}: sha256 differs from {MANIFEST}; the stored file was changed or damaged. "
+            raise DatasetError(f"{uri}: sha256 differs from {MANIFEST_FILE}; the stored file was changed or damaged. "
                                f"Delete {base} and re-run `python -m trainer ingest`")
         try:
             arrays[role] = idx.parse_idx(idx.gunzip(data, uri), uri, 3 if role.endswith("images") else 1)

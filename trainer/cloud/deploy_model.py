@@ -1,21 +1,22 @@
-"""`python -m trainer deploy-model` and `undeploy-all`: a registry version on the Vertex AI endpoint, and teardown.
+"""`python -m trainer deploy-model`: a registry version on the Vertex AI endpoint.
 
 Why the SDK and not Terraform: Terraform declares the endpoint (infra/) but cannot upload or deploy a model. Each
 deploy uploads the version as a new version of one parent model (version aliases = its registry aliases and its
 id, so the Vertex AI Model Registry mirrors ours), with the service image as the serving container (the same
 image Cloud Run runs: /predict, /health, port 8080), then deploys it to the endpoint with a traffic share.
-`undeploy-all` must run before `cdktf destroy`: an endpoint with deployed models cannot be deleted.
+`undeploy-all` (trainer.cloud.undeploy_all) takes them off again before `cdktf destroy`.
 """
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
+from contracts.layout import CHAMPION
 from trainer import storage
-from trainer.cli import CommandError
-from trainer.vertex import endpoint_name, image_uri, kms_key, require_gcp, service_account
+from trainer.cloud.vertex import require_gcp
+from trainer.errors import CommandError
+from trainer.models.registry import ModelRegistry
 
 PREDICT_ROUTE, HEALTH_ROUTE, SERVING_PORT = "/predict", "/health", 8080
 
@@ -29,10 +30,6 @@ class DeployRequest:
     endpoint: str
 
 
-def parent_model_name(settings) -> str:
-    return f"projects/{settings.project_id}/locations/{settings.region}/models/{settings.vertex.parent_model}"
-
-
 def build_deploy(settings, version: str, record: dict, aliases: list[str], *, parent_exists: bool,
                  traffic_percentage: int = 100, machine_type: Optional[str] = None) -> DeployRequest:
     """Upload as a new version of the parent model (or create it), then deploy with `traffic_percentage`."""
@@ -41,12 +38,12 @@ def build_deploy(settings, version: str, record: dict, aliases: list[str], *, pa
                            f"{record.get('vertex_model', '?')}); deploy-model serves exported custom models only")
     if not 0 < traffic_percentage <= 100:
         raise CommandError(f"--traffic-percentage must be 1-100, got {traffic_percentage}")
-    vertex = settings.vertex
+    vertex, names = settings.vertex, settings.names
     version_aliases = sorted({*aliases, version})  # our ids start with a letter: valid Vertex AI aliases
     upload = {
         "display_name": vertex.parent_model,
         "artifact_uri": storage.join(settings.models_bucket, record["path"]),
-        "serving_container_image_uri": image_uri(settings, "service"),
+        "serving_container_image_uri": names.image_uri("service"),
         "serving_container_predict_route": PREDICT_ROUTE,
         "serving_container_health_route": HEALTH_ROUTE,
         "serving_container_ports": [SERVING_PORT],
@@ -54,23 +51,23 @@ def build_deploy(settings, version: str, record: dict, aliases: list[str], *, pa
         "version_aliases": version_aliases,
         "version_description": f"registry version {version}, accuracy {record['metrics'].get('accuracy')}, "
                                f"dataset {record.get('dataset_version')}",
-        "is_default_version": "champion" in aliases,
+        "is_default_version": CHAMPION in aliases,
         "labels": {"app": "fmnist-mlops", "env": settings.env, "source": record["source"]},
-        "encryption_spec_key_name": kms_key(settings),
+        "encryption_spec_key_name": names.kms_key_name,
         "sync": True,
     }
-    upload.update({"parent_model": parent_model_name(settings)} if parent_exists else {"model_id": vertex.parent_model})
+    upload.update({"parent_model": names.parent_model_name} if parent_exists else {"model_id": vertex.parent_model})
     deploy = {
         "deployed_model_display_name": f"fmnist-{version}",
         "traffic_percentage": traffic_percentage,
         "machine_type": machine_type or vertex.serving_machine_type,
         "min_replica_count": vertex.min_replica_count,
         "max_replica_count": vertex.max_replica_count,
-        "service_account": service_account(settings, "service"),
+        "service_account": names.runtime_account("service"),
         "sync": True,
     }
     return DeployRequest(init={"project": settings.project_id, "location": settings.region},
-                         upload=upload, deploy=deploy, endpoint=endpoint_name(settings))
+                         upload=upload, deploy=deploy, endpoint=names.endpoint_name)
 
 
 def parent_exists(aiplatform, name: str) -> bool:
@@ -91,38 +88,17 @@ def send(request: DeployRequest, aiplatform=None):
     return model
 
 
-def undeploy_all(settings, aiplatform=None) -> str:
-    if aiplatform is None:
-        from google.cloud import aiplatform
-    from google.api_core import exceptions
-    aiplatform.init(project=settings.project_id, location=settings.region)
-    name = endpoint_name(settings)
-    try:
-        endpoint = aiplatform.Endpoint(name)
-    except exceptions.NotFound:
-        return f"endpoint {name} does not exist: nothing to undeploy"
-    count = len(endpoint.list_models())
-    endpoint.undeploy_all(sync=True)
-    return f"undeployed {count} model(s) from {name}"
-
-
 # ---- command line -----------------------------------------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    parser.add_argument("ref", nargs="?", default="champion", help="registry version id or alias (default: champion)")
+    parser.add_argument("ref", nargs="?", default=CHAMPION, help="registry version id or alias (default: champion)")
     parser.add_argument("--traffic-percentage", type=int, default=100,
                         help="share of endpoint traffic for this version (the rest keeps its proportions)")
     parser.add_argument("--machine-type", help="default vertex.serving_machine_type")
     parser.add_argument("--dry-run", action="store_true", help="print the requests, send nothing")
 
 
-def add_undeploy_arguments(parser) -> None:
-    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-
-
 def run(args, settings) -> int:
-    from trainer.registry import ModelRegistry
-
     registry = ModelRegistry.from_settings(settings)
     index = registry.read_index()
     version = registry.resolve(args.ref, index)
@@ -136,23 +112,9 @@ def run(args, settings) -> int:
     from google.cloud import aiplatform
     aiplatform.init(project=settings.project_id, location=settings.region)
     request = build_deploy(settings, version, index["versions"][version], aliases,
-                           parent_exists=parent_exists(aiplatform, parent_model_name(settings)),
+                           parent_exists=parent_exists(aiplatform, settings.names.parent_model_name),
                            traffic_percentage=args.traffic_percentage, machine_type=args.machine_type)
     model = send(request, aiplatform)
     print(f"uploaded {version} as {model.resource_name}@{model.version_id} and deployed it to {request.endpoint} "
           f"with {args.traffic_percentage}% of the traffic")
-    return 0
-
-
-def run_undeploy(args, settings) -> int:
-    require_gcp(settings, "undeploy-all")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise CommandError("undeploy-all removes every model from the endpoint; pass --yes to confirm "
-                               "when running without a terminal")
-        answer = input(f"undeploy every model from {endpoint_name(settings)}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing undeployed")
-            return 1
-    print(undeploy_all(settings))
     return 0

@@ -6,6 +6,8 @@ at load time with the key's name, not as a KeyError deep inside a training run.
 Environment overrides: `FMNIST_ENV` picks the file; `FMNIST_<SECTION>__<KEY>=value` (or `FMNIST_<KEY>` for a
 top-level key) overrides one value, parsed as a YAML scalar (`FMNIST_TRAINING__EPOCHS=3`).
 Section classes are owned by the unit that reads them (data, training/registry/vertex, service, infra).
+The service does not import this package (its image has neither pyyaml nor pydantic): infra/ maps the `service:`
+section onto its environment variables.
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from contracts import layout
+from contracts.cloud import CloudNames
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
@@ -31,7 +36,7 @@ class _Section(BaseModel):
 
 
 class DataSettings(_Section):
-    """Where raw data comes from (issue: data ingest)."""
+    """Where raw data comes from: `trainer ingest` tries source, then the Debian package, then the download."""
     source: Optional[str] = Field(None, description="configured datasets location (dir, gs:// or URL); tried first")
     debian_dir: str = "/usr/share/datasets/fashion-mnist"
     download_url: str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -66,14 +71,15 @@ class VertexSettings(_Section):
     worker_count: int = Field(1, ge=1)
     experiment: str = "fmnist"
     automl_budget_milli_node_hours: int = Field(8000, ge=8000)
-    # Names of what infra/ declares; None = the name derived from project/region/bucket_prefix (trainer/vertex.py).
+    # Names of what infra/ declares; None = the name contracts.cloud derives from project/region/bucket_prefix.
     artifact_repository: Optional[str] = Field(None, description="Artifact Registry repo id; default <prefix>-images")
-    trainer_image: Optional[str] = Field(None, description="full image URI; default <repo>/trainer:latest")
-    service_image: Optional[str] = Field(None, description="full image URI; default <repo>/service:latest")
+    trainer_image: Optional[str] = Field(None, description="full image URI; default <repo>/trainer:<content tag>")
+    service_image: Optional[str] = Field(None, description="full image URI; default <repo>/service:<content tag>")
     service_account: Optional[str] = Field(None, description="trainer SA email; default <prefix>-trainer@<project>")
     serving_service_account: Optional[str] = Field(None, description="default <prefix>-service@<project>")
     tensorboard: Optional[str] = Field(None, description="TensorBoard resource name (`cdktf output` tensorboard)")
-    kms_key: Optional[str] = Field(None, description="CMEK key resource name for jobs and models; None = Google-managed")
+    kms_key: Optional[str] = Field(None, description="CMEK key resource name for jobs, models and AutoML; "
+                                   "None = the key infra/ declares")
     parent_model: str = Field("fmnist-classifier", description="model id of the one parent model in the registry")
     serving_machine_type: str = "n1-standard-2"
     min_replica_count: int = Field(1, ge=1)
@@ -130,7 +136,7 @@ class Settings(_Section):
     project_id: str
     region: str = "europe-west4"
     bucket_prefix: str
-    storage_root: str = ".mlops"
+    storage_root: str = layout.DEFAULT_STORAGE_ROOT
     data: DataSettings = DataSettings()
     training: TrainingSettings = TrainingSettings()
     registry: RegistrySettings = RegistrySettings()
@@ -145,9 +151,20 @@ class Settings(_Section):
             raise ValueError("must be 3-42 lowercase letters, digits or '-' (it prefixes bucket names)")
         return value
 
+    @property
+    def names(self) -> CloudNames:
+        """Every Google Cloud resource name of this environment (contracts.cloud), overrides applied."""
+        vertex, infra = self.vertex, self.infra
+        return CloudNames(
+            env=self.env, project=self.project_id, region=self.region, bucket_prefix=self.bucket_prefix,
+            kms_key_ring=infra.kms_key_ring, endpoint_id=str(infra.endpoint_id), parent_model=vertex.parent_model,
+            artifact_repository_override=vertex.artifact_repository, trainer_image_override=vertex.trainer_image,
+            service_image_override=vertex.service_image, trainer_account_override=vertex.service_account,
+            service_account_override=vertex.serving_service_account, kms_key_override=vertex.kms_key)
+
     def _bucket(self, kind: str) -> str:
         if self.target == "gcp":
-            return f"gs://{self.bucket_prefix}-{kind}"
+            return self.names.bucket_uri(kind)
         root = Path(self.storage_root).expanduser()
         if not root.is_absolute():
             root = REPO_ROOT / root

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -23,13 +22,14 @@ from typing import Optional
 import keras
 import numpy as np
 
-from trainer import checkpoint, distribute, storage
-from trainer.evaluate import predict_probabilities
-from trainer.model import ModelSpec, build_model
-from trainer.tracking import RunRecord
-
-MODEL_FILE = "model.keras"
-TRAINING_FILE = "training.json"
+from contracts.dataset import NUM_CLASSES
+from trainer import storage
+from trainer.errors import CommandError
+from trainer.models import model_dir as model_files
+from trainer.models.model_dir import predict_probabilities
+from trainer.training import checkpoint, distribute
+from trainer.training.model import ModelSpec, build_model
+from trainer.training.run_record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -132,19 +132,19 @@ def code_version() -> str:
 # ---- the training run -------------------------------------------------------------------------------------------
 
 def split_train_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
-    """The shared stratified split (trainer/splits.py): AutoML validates on exactly these images too."""
-    from trainer.splits import validation_mask
+    """The shared stratified split (trainer.data.splits): AutoML validates on exactly these images too."""
+    from trainer.data.splits import validation_mask
     mask = validation_mask(y, fraction, seed)
     return (x[~mask], y[~mask]), (x[mask], y[mask])
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
-    return np.eye(10, dtype="float32")[np.asarray(labels, dtype=np.int64)]
+    return np.eye(NUM_CLASSES, dtype="float32")[np.asarray(labels, dtype=np.int64)]
 
 
 def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
     """Wrap with augmentation (if asked) and compile: AdamW, warm-up then cosine decay, label smoothing."""
-    from trainer.augment import training_model
+    from trainer.training.augment import training_model
     trainable = training_model(model, config.max_shift, True, config.seed) if config.augment else model
     total = max(config.epochs * steps_per_epoch, 1)
     warmup = int(total * config.warmup_fraction)
@@ -177,21 +177,10 @@ def float32_copy(model, spec: ModelSpec):
     return copy
 
 
-def save_model_dir(model, model_dir: str, info: dict) -> None:
-    """model.keras + training.json into a local dir or gs:// prefix (training.json last: the dir is complete)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / MODEL_FILE
-        model.save(local)
-        storage.upload_file(local, storage.join(model_dir, MODEL_FILE))
-    storage.write_text(storage.join(model_dir, TRAINING_FILE), json.dumps(info, indent=2, sort_keys=True),
-                       content_type="application/json")
-
-
 def resume_state(checkpoint_dir: str, key: str, run_id: Optional[str], fresh: bool):
     """(state, epochs already done): the unfinished run of this config and data, else a new run."""
     state = None if fresh else checkpoint.read_state(checkpoint_dir)
     if state is not None and state.training_key != key:
-        from trainer.cli import CommandError
         raise CommandError(f"{checkpoint_dir} holds a checkpoint of a different configuration or dataset "
                            f"(key {state.training_key}, this run {key}); pass --fresh to start over there, "
                            "or a different --checkpoint-dir")
@@ -273,7 +262,7 @@ def train(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: 
                 "test_metrics": test_metrics, "backend": keras.backend.backend(), "keras": keras.__version__,
                 "code_version": code_version(), "workers": distribution.role.num_workers,
                 "resumed_from_epoch": resumed_from, "optimizer_steps": optimizer_steps, "seconds": round(seconds, 1)}
-        save_model_dir(final, model_dir, info)
+        model_files.save(final, model_dir, info)
         record.finish(test_metrics, model_dir=model_dir, seconds=round(seconds, 1))
         if vertex:
             vertex.finish(test_metrics)
@@ -338,7 +327,6 @@ def add_arguments(parser) -> None:
 
 def resolve_config(settings, args) -> TrainConfig:
     """Preset, then config-file training.* values, then command-line flags."""
-    from trainer.cli import CommandError
     training = settings.training
     preset_name = getattr(args, "preset", None) or training.preset
     config = PRESETS[preset_name]
@@ -371,8 +359,8 @@ def output_paths(settings, args, environ=None) -> OutputPaths:
 
 
 def run(args, settings) -> int:
-    from trainer.dataset import load_dataset
-    from trainer.tracking import VertexExperiment
+    from trainer.data.dataset import load_dataset
+    from trainer.cloud.experiments import VertexExperiment
 
     distribution = distribute.from_environment()
     config = resolve_config(settings, args)

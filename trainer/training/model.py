@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 import keras
 from keras import layers
 
-from trainer.dataset import CLASS_NAMES  # noqa: E402,F401 - one list of class names, re-exported for the exporter
-IMAGE_SHAPE = (28, 28)
-INPUT_NAME = "pixels"
+from contracts.dataset import IMAGE_SHAPE, NUM_CLASSES
+from contracts.layout import INPUT_NAME, OUTPUT_NAME
+
 # Training-set pixel statistics on the 0..1 scale; the Rescaling layer maps raw pixels to zero mean, unit variance.
 PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
 
@@ -54,5 +54,5 @@ def build_model(spec: ModelSpec = ModelSpec()) -> keras.Model:
         x = layers.GlobalMaxPooling2D()(x)
     x = layers.Dropout(spec.dropout)(x)
     # float32 output even under mixed precision: softmax in bf16 loses the probability resolution export checks.
-    probabilities = layers.Dense(len(CLASS_NAMES), activation="softmax", dtype="float32", name="probabilities")(x)
+    probabilities = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
     return keras.Model(pixels, probabilities, name="fmnist_cnn")

@@ -7,20 +7,23 @@ is refused (argmax must agree on 100% of the test set, probabilities within regi
 from __future__ import annotations
 
 import io
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from contracts.dataset import CLASS_NAMES, IMAGE_SHAPE
+from contracts.features import compute_features_chunked, feature_baseline
+from contracts.layout import INPUT_NAME, OUTPUT_NAME, ModelFiles
 from trainer import storage
-from trainer.cli import CommandError
+from trainer.clock import utc_now
+from trainer.errors import CommandError
+from trainer.models import registry
+from trainer.models.evaluate import evaluate_model_dir
+from trainer.models.model_dir import predict_probabilities, read_training_info, write_json
 
-ONNX_FILE = "model.onnx"
-METADATA_FILE = "metadata.json"
-SAMPLES_FILE = "samples.npz"  # read by the service page (service/model_source.py)
-OUTPUT_NAME = "probabilities"
+ONNX_FILE, METADATA_FILE, SAMPLES_FILE = ModelFiles.ONNX, ModelFiles.METADATA, ModelFiles.SAMPLES
 
 
 @dataclass
@@ -44,7 +47,6 @@ def export_onnx(model, path: Path) -> Path:
     import keras
     import onnx
 
-    from trainer.model import IMAGE_SHAPE, INPUT_NAME
     signature = [keras.InputSpec(shape=(None, *IMAGE_SHAPE), dtype="float32", name=INPUT_NAME)]
     model.export(str(path), format="onnx", verbose=False, input_signature=signature)
     graph = onnx.load(str(path))
@@ -60,7 +62,6 @@ def export_onnx(model, path: Path) -> Path:
 def onnx_probabilities(path: Path, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     import onnxruntime as ort
 
-    from trainer.model import INPUT_NAME
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = np.asarray(images, dtype=np.float32)
     return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch_size]})[0]
@@ -76,7 +77,6 @@ def verify(keras_probabilities: np.ndarray, serving_probabilities: np.ndarray, l
 def build_metadata(*, model_version: str, created_at: str, training: dict, metrics: dict, feature_baseline: dict,
                    source: str = "custom") -> dict:
     """metadata.json exactly as docs/CONTRACTS.md ("Model version directory") lists it."""
-    from trainer.model import CLASS_NAMES, IMAGE_SHAPE, INPUT_NAME
     return {
         "model_version": model_version,
         "created_at": created_at,
@@ -96,8 +96,6 @@ def build_metadata(*, model_version: str, created_at: str, training: dict, metri
 def training_feature_baseline(model, x_train: np.ndarray) -> dict:
     """Feature bins from the training images; class shares from the model's predictions on them, because the
     service compares its predicted-class distribution with this."""
-    from trainer.evaluate import predict_probabilities
-    from trainer.features import compute_features_chunked, feature_baseline
     predicted = predict_probabilities(model, x_train).argmax(axis=1)
     return feature_baseline(compute_features_chunked(x_train), predicted)
 
@@ -113,21 +111,13 @@ def sample_images(images: np.ndarray, labels: np.ndarray, per_class: int = 10) -
 
 def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict:
     """Evaluate, export, verify, write metadata; register as candidate. Returns a summary dict."""
-    from trainer import registry
-    from trainer.dataset import load_dataset
-    from trainer.evaluate import (EVALUATION_FILE, classification_report, load_keras_model, predict_probabilities,
-                                  read_training_info, write_evaluation)
-    from trainer.model import CLASS_NAMES
-
     training = read_training_info(model_dir)
     already = _registered_version(settings, training["run_id"]) if register else None
     if already:
         return {"model_version": already, "registered": False, "already_registered": True}
-    data = load_dataset(settings, training["dataset"]["version"])
-    model = load_keras_model(model_dir)
-    keras_probabilities = predict_probabilities(model, data.x_test)
-    evaluation = classification_report(data.y_test, keras_probabilities.argmax(axis=1), CLASS_NAMES)
-    write_evaluation(model_dir, evaluation, {"version": data.version, "hash": data.hash})
+    evaluated = evaluate_model_dir(settings, model_dir, training["dataset"]["version"])
+    data, model, evaluation = evaluated.data, evaluated.model, evaluated.evaluation
+    keras_probabilities = evaluated.probabilities
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, Path(tmp) / ONNX_FILE)
@@ -143,13 +133,12 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
 
     storage.write_bytes(storage.join(model_dir, SAMPLES_FILE), sample_images(data.x_test, data.y_test))
     version = registry.new_version_id()
-    metadata = build_metadata(model_version=version, created_at=registry.utc_now(), training=training,
+    metadata = build_metadata(model_version=version, created_at=utc_now(), training=training,
                               metrics=evaluation.metrics,
                               feature_baseline=training_feature_baseline(model, data.x_train))
-    storage.write_text(storage.join(model_dir, METADATA_FILE), json.dumps(metadata, indent=2),
-                       content_type="application/json")
+    write_json(model_dir, METADATA_FILE, metadata, indent=2)
     summary = {"model_version": version, "metrics": evaluation.metrics, "verification": check.to_dict(),
-               "model_dir": model_dir, "registered": False, "evaluation": EVALUATION_FILE}
+               "model_dir": model_dir, "registered": False, "evaluation": ModelFiles.EVALUATION}
     if register:
         registry.register_version(
             settings, model_dir, evaluation.metrics, "custom", dataset_version=data.version, model_version=version,
@@ -160,8 +149,7 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
 
 
 def _registered_version(settings, run_id: str):
-    from trainer.registry import ModelRegistry
-    for version, record in ModelRegistry.from_settings(settings).read_index()["versions"].items():
+    for version, record in registry.ModelRegistry.from_settings(settings).read_index()["versions"].items():
         if record.get("run_id") == run_id:
             return version
     return None

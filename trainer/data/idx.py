@@ -1,6 +1,6 @@
 """Read and validate gzipped IDX files (the Fashion-MNIST format), fast and with one clear error per problem.
 
-Why its own module: ingest validates raw input with it and `trainer.dataset` re-parses stored versions with it, so
+Why its own module: ingest validates raw input with it and `trainer.data.dataset` re-parses stored versions with it, so
 the format rules live in one place. Everything works on bytes, so local files and gs:// objects are treated alike.
 """
 from __future__ import annotations
@@ -13,19 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
-UINT8_DTYPE_CODE = 0x08
+from contracts.dataset import IDX_FILE_NAMES as FILE_NAMES
+from contracts.dataset import IDX_ROLES as ROLES
+from contracts.dataset import IMAGE_SHAPE, NUM_CLASSES, OFFICIAL_COUNTS
 
-# The four files of a dataset, by role. Order matters: it defines the dataset hash (docs/CONTRACTS.md).
-ROLES = ("train_images", "train_labels", "test_images", "test_labels")
-FILE_NAMES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-OFFICIAL_COUNTS = {"train": 60_000, "test": 10_000}
+__all__ = ["FILE_NAMES", "IMAGE_SHAPE", "NUM_CLASSES", "OFFICIAL_COUNTS", "ROLES", "IdxError", "IdxSet", "validate_set"]
+UINT8_DTYPE_CODE = 0x08
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from trainer import storage
-from trainer.dataset import CLASS_NAMES, Dataset
+from contracts.dataset import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+from trainer.data.dataset import Dataset
 
 SEED_OUTLIER_PERCENT = 0.06  # what the seed project reported among 70,000 images
 FENCE_IQR = 3.0
@@ -40,7 +41,7 @@ def _image_id(split: str, index: int) -> str:
 def class_balance(dataset: Dataset) -> dict[str, Any]:
     out = {}
     for split, (_, labels) in _splits(dataset).items():
-        counts = np.bincount(labels, minlength=10)
+        counts = np.bincount(labels, minlength=NUM_CLASSES)
         out[split] = {"counts": counts.tolist(), "proportions": [round(float(p), 6) for p in counts / counts.sum()],
                       "imbalance_ratio": round(float(counts.max() / max(counts.min(), 1)), 4)}
     return out
@@ -64,24 +65,24 @@ def pixel_statistics(dataset: Dataset) -> tuple[dict[str, Any], dict[str, np.nda
         hist = np.bincount(images.reshape(-1), minlength=256)
         hists[split] = hist
         per_image = images.reshape(len(images), -1).mean(axis=1)
-        per_class = np.bincount(labels, weights=per_image, minlength=10) / np.maximum(np.bincount(labels, minlength=10), 1)
+        per_class = np.bincount(labels, weights=per_image, minlength=NUM_CLASSES) / np.maximum(np.bincount(labels, minlength=NUM_CLASSES), 1)
         stats[split] = {**_histogram_stats(hist),
-                        "mean_by_class": {CLASS_NAMES[c]: round(float(per_class[c]), 3) for c in range(10)}}
+                        "mean_by_class": {CLASS_NAMES[c]: round(float(per_class[c]), 3) for c in range(NUM_CLASSES)}}
     return stats, hists
 
 
 def class_mean_images(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Mean image per class, float32 [10, 28, 28] on the 0-1 scale (zeros for an absent class)."""
     flat = images.reshape(len(images), -1).astype(np.float32) / 255
-    onehot = np.eye(10, dtype=np.float32)[labels]
+    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
     counts = np.maximum(onehot.sum(axis=0), 1)
-    return ((onehot.T @ flat) / counts[:, None]).reshape(10, 28, 28)
+    return ((onehot.T @ flat) / counts[:, None]).reshape(NUM_CLASSES, *IMAGE_SHAPE)
 
 
 def distances_to_class_mean(images: np.ndarray, labels: np.ndarray, means: np.ndarray) -> np.ndarray:
     """Euclidean distance of each image (0-1 scale) to its class's mean image, via ||x||^2 - 2 x.m + ||m||^2."""
     flat = images.reshape(len(images), -1).astype(np.float32) / 255
-    m = means.reshape(10, -1)
+    m = means.reshape(NUM_CLASSES, -1)
     own = m[labels]
     sq = (flat * flat).sum(axis=1) - 2 * np.einsum("ij,ij->i", flat, own) + (m * m).sum(axis=1)[labels]
     return np.sqrt(np.maximum(sq, 0))
@@ -96,7 +97,7 @@ def find_outliers(images: np.ndarray, labels: np.ndarray, ids: list[str], means:
     rules = {"Q3 + 1.5 IQR (Tukey inner fence)": np.zeros(n, bool), "modified z > 3.5 (Iglewicz-Hoaglin)": np.zeros(n, bool),
              "z > 4": np.zeros(n, bool)}
     per_class = []
-    for c in range(10):
+    for c in range(NUM_CLASSES):
         mask = labels == c
         if not mask.any():
             per_class.append(0)
@@ -119,7 +120,7 @@ def find_outliers(images: np.ndarray, labels: np.ndarray, ids: list[str], means:
         "method": ("per class: Euclidean distance (pixels 0-1) from each image to its class's mean image; outlier "
                    f"when beyond Q3 + {FENCE_IQR:g} * IQR of that class's distances (Tukey far-out fence)"),
         "count": count, "total": n, "percent": round(percent, 4),
-        "per_class": {CLASS_NAMES[c]: per_class[c] for c in range(10)},
+        "per_class": {CLASS_NAMES[c]: per_class[c] for c in range(NUM_CLASSES)},
         "seed_project_percent": SEED_OUTLIER_PERCENT,
         "comparison": (f"{percent:.2f}% here vs {SEED_OUTLIER_PERCENT}% in the seed project "
                        f"({percent / SEED_OUTLIER_PERCENT:.1f}x); the figure depends mostly on the rule and threshold "
@@ -169,7 +170,7 @@ def _figures(balance, hists, means, outlier_images, outlier_captions) -> dict[st
     figures = {}
     fig = Figure(figsize=(9, 3.5))
     ax = fig.subplots()
-    x = np.arange(10)
+    x = np.arange(NUM_CLASSES)
     for offset, split in ((-0.2, "train"), (0.2, "test")):
         ax.bar(x + offset, balance[split]["proportions"], width=0.4, label=split)
     ax.set_xticks(x, CLASS_NAMES, rotation=30, ha="right")
@@ -229,7 +230,7 @@ def analyze(dataset: Dataset) -> tuple[dict[str, Any], dict[str, bytes]]:
     farthest = outliers.pop("_farthest")
     duplicates = find_duplicates(dataset)
     mean_distance = np.sqrt(((means[:, None] - means[None]) ** 2).sum(axis=(2, 3)))
-    pairs = sorted((float(mean_distance[a, b]), a, b) for a in range(10) for b in range(a + 1, 10))
+    pairs = sorted((float(mean_distance[a, b]), a, b) for a in range(NUM_CLASSES) for b in range(a + 1, NUM_CLASSES))
     report = {
         "dataset_version": dataset.version,
         "dataset_hash": dataset.manifest.get("hash"),
@@ -297,7 +298,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args, settings) -> int:
-    from trainer.dataset import load_dataset
+    from trainer.data.dataset import load_dataset
 
     dataset = load_dataset(settings, args.version)
     report, figures = analyze(dataset)

@@ -1,4 +1,5 @@
-"""Content-hash image tags: stable for the same sources, new for any change, blind to caches."""
+"""Content-hash image tags: stable for the same sources, new for any change, blind to caches, and an error (not
+a guess such as ':latest') where the sources are absent."""
 from __future__ import annotations
 
 import shutil
@@ -6,16 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from infra.images import IMAGE_SOURCES, main as images_main, source_tag
+from contracts.images import IMAGE_SOURCES, SourcesMissing, source_tag
+from infra.images import main as images_main
+from settings import load_config
 
 
 @pytest.fixture
 def tree(tmp_path) -> Path:
     for image, source in IMAGE_SOURCES.items():
-        (tmp_path / image).mkdir()
-        (tmp_path / image / "__init__.py").write_text(f"# {image}\n")
+        for rel in source.paths:
+            if "." not in rel:
+                (tmp_path / rel).mkdir(exist_ok=True)
+                (tmp_path / rel / "__init__.py").write_text(f"# {rel}\n")
         (tmp_path / source.dockerfile).write_text("FROM python:3.11-slim\n")
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (tmp_path / ".dockerignore").write_text(".git\n")
     return tmp_path
 
 
@@ -53,3 +59,24 @@ def test_cli_prints_full_references(capsys):
     lines = dict(line.split(" ", 1) for line in capsys.readouterr().out.splitlines())
     assert lines["service"] == (f"europe-west4-docker.pkg.dev/fmnist-mlops-dev/fmnist-mlops-dev-images/service:"
                                 f"{source_tag('service')}")
+
+
+def test_contracts_change_both_images(tree):
+    before = {i: source_tag(i, tree) for i in IMAGE_SOURCES}
+    (tree / "contracts" / "layout.py").write_text("X = 1\n")
+    assert all(source_tag(i, tree) != before[i] for i in IMAGE_SOURCES)
+
+
+def test_missing_sources_are_an_error_not_a_tag(tree):
+    (tree / ".dockerignore").unlink()
+    with pytest.raises(SourcesMissing, match=r"\.dockerignore missing"):
+        source_tag("trainer", tree)
+
+
+def test_image_uri_without_sources_asks_for_the_config_key(monkeypatch):
+    names = load_config("dev").names
+    monkeypatch.setattr("contracts.images.REPO_ROOT", Path("/nonexistent"))
+    with pytest.raises(ValueError, match=r"set vertex\.trainer_image"):
+        names.image_uri("trainer")
+    explicit = load_config("dev", environ={"FMNIST_VERTEX__TRAINER_IMAGE": "r/trainer@sha256:abc"}).names
+    assert explicit.image_uri("trainer") == "r/trainer@sha256:abc"

@@ -1,10 +1,11 @@
-"""`python -m trainer submit`: training as a Vertex AI custom job, plus the names both Vertex adapters share.
+"""`python -m trainer submit`: training as a Vertex AI custom job.
 
 Why a request object: everything sent to Vertex AI is built by pure functions here (tests assert it, `--dry-run`
 prints it); only `send` talks to Google Cloud. The job runs the trainer image (entrypoint `python -m trainer
 train`) with FMNIST_ENV set, so inside it the same config resolves; Vertex AI sets AIP_MODEL_DIR,
 AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR under base_output_dir, and TF_CONFIG when there are several
-replicas. The experiment and TensorBoard come from infra/ (config vertex.tensorboard).
+replicas. The experiment and TensorBoard come from infra/ (config vertex.tensorboard); every resource name from
+contracts.cloud (settings.names).
 """
 from __future__ import annotations
 
@@ -16,47 +17,8 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from trainer import storage
-from trainer.cli import CommandError
-
-KMS_KEY_ID = "fmnist-cmek"   # infra/naming.py Names.kms_key: the key infra/ declares in infra.kms_key_ring
-
-
-# ---- names of what infra/ declares (defaults agree with infra/naming.py) -----------------------------------------
-
-def image_uri(settings, image: str) -> str:
-    """Full image reference: config vertex.<image>_image, else `<region>-docker.pkg.dev/<project>/<repo>/<image>:<tag>`
-    with the content tag infra/ pushes (infra.images.source_tag) when this checkout has infra/, else 'latest'."""
-    explicit = getattr(settings.vertex, f"{image}_image")
-    if explicit:
-        return explicit
-    repository = settings.vertex.artifact_repository or f"{settings.bucket_prefix}-images"
-    try:
-        from infra.images import source_tag
-        tag = source_tag(image)
-    except ImportError:
-        tag = "latest"
-    return f"{settings.region}-docker.pkg.dev/{settings.project_id}/{repository}/{image}:{tag}"
-
-
-def service_account(settings, role: str) -> str:
-    explicit = settings.vertex.service_account if role == "trainer" else settings.vertex.serving_service_account
-    return explicit or f"{settings.bucket_prefix}-{role}@{settings.project_id}.iam.gserviceaccount.com"
-
-
-def kms_key(settings) -> str:
-    return settings.vertex.kms_key or (f"projects/{settings.project_id}/locations/{settings.region}/keyRings/"
-                                       f"{settings.infra.kms_key_ring}/cryptoKeys/{KMS_KEY_ID}")
-
-
-def endpoint_name(settings) -> str:
-    return f"projects/{settings.project_id}/locations/{settings.region}/endpoints/{settings.infra.endpoint_id}"
-
-
-def require_gcp(settings, command: str) -> None:
-    if settings.target != "gcp":
-        raise CommandError(f"`{command}` talks to Vertex AI: use a gcp environment (--env dev) with credentials "
-                           f"(`gcloud auth application-default login`); add --dry-run to see the requests only")
-
+from trainer.cloud.vertex import require_gcp
+from trainer.errors import CommandError
 
 # ---- the custom job --------------------------------------------------------------------------------------------
 
@@ -90,7 +52,8 @@ def build_custom_job(settings, train_args: list[str], *, display_name: str, work
     machine_spec = {"machine_type": machine_type or vertex.machine_type}
     if accelerator_type:
         machine_spec.update(accelerator_type=accelerator_type, accelerator_count=accelerator_count)
-    container = {"image_uri": image or image_uri(settings, "trainer"), "args": list(train_args),
+    names = settings.names
+    container = {"image_uri": image or names.image_uri("trainer"), "args": list(train_args),
                  "env": [{"name": "FMNIST_ENV", "value": settings.env},
                          {"name": "KERAS_BACKEND", "value": "tensorflow"}]}
     pools = [{"machine_spec": machine_spec, "replica_count": 1, "container_spec": container}]
@@ -99,7 +62,7 @@ def build_custom_job(settings, train_args: list[str], *, display_name: str, work
                       "container_spec": json.loads(json.dumps(container))})
     labels = {"app": "fmnist-mlops", "env": settings.env, "component": "trainer"}
     notes = []
-    submit = {"service_account": service_account(settings, "trainer"), "restart_job_on_worker_restart": True,
+    submit = {"service_account": names.runtime_account("trainer"), "restart_job_on_worker_restart": True,
               "experiment": vertex.experiment}
     if vertex.tensorboard:
         submit["tensorboard"] = vertex.tensorboard
@@ -108,12 +71,12 @@ def build_custom_job(settings, train_args: list[str], *, display_name: str, work
                      "tensorboard, e.g. FMNIST_VERTEX__TENSORBOARD=projects/.../tensorboards/ID)")
     return CustomJobRequest(
         init={"project": settings.project_id, "location": settings.region,
-              "staging_bucket": storage.join(settings.dev_bucket, "vertex-staging"),
+              "staging_bucket": names.staging_uri,
               "experiment": vertex.experiment,
               **({"experiment_tensorboard": vertex.tensorboard} if vertex.tensorboard else {})},
         job={"display_name": display_name, "worker_pool_specs": pools,
              "base_output_dir": storage.join(settings.models_bucket, "jobs", display_name),
-             "labels": labels, "encryption_spec_key_name": kms_key(settings)},
+             "labels": labels, "encryption_spec_key_name": names.kms_key_name},
         submit=submit, notes=notes)
 
 

@@ -1,0 +1,173 @@
+"""Every Google Cloud resource name, one function per name: `infra/` declares these, the trainer finds them.
+
+Why one place: a name computed twice drifts (the trainer once found a bucket and an image tag infra/ never made).
+`settings.Settings.names` builds a CloudNames from one environment's configuration; the explicit overrides in
+config (`vertex.*_image`, `vertex.service_account`, ...) are applied here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from contracts import feature_schema, images, layout
+
+# role -> account id suffix; the id is `<bucket_prefix>-<suffix>`
+SERVICE_ACCOUNT_SUFFIXES = {
+    "trainer": "trainer",  # Vertex AI custom jobs
+    "service": "service",  # the Cloud Run prediction service and the Vertex AI endpoint's containers
+    "deployer": "deployer",  # Cloud Build on deploy pushes: builds, pushes, `cdktf deploy`
+    "checks": "ci-checks",  # Cloud Build on pull requests: tests, synth, policy scan (untrusted code)
+}
+SERVICE_ACCOUNT_ID_MAX = 30
+KMS_KEY_ID = "fmnist-cmek"
+BIGQUERY_DATASET = "fmnist_features"
+ONLINE_STORE = "fmnist_features"
+FEATURE_VIEW = "image_features"
+CLOUD_RUN_SERVICE = "fmnist-predict"
+BUDGET_TOPIC = "fmnist-budget-alerts"
+APP_LABEL = "fmnist-mlops"
+
+
+class CloudNameError(ValueError):
+    """A name cannot be formed from this configuration; the message names the key to change."""
+
+
+@dataclass(frozen=True)
+class CloudNames:
+    """The names of one environment's resources. Overrides are None unless config sets them explicitly."""
+
+    env: str
+    project: str
+    region: str
+    bucket_prefix: str
+    kms_key_ring: str
+    endpoint_id: str
+    parent_model: str
+    artifact_repository_override: Optional[str] = None
+    trainer_image_override: Optional[str] = None
+    service_image_override: Optional[str] = None
+    trainer_account_override: Optional[str] = None
+    service_account_override: Optional[str] = None
+    kms_key_override: Optional[str] = None
+
+    # ---- labels and buckets ------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app": APP_LABEL, "env": self.env, "managed_by": "cdktf"}
+
+    @property
+    def display_name(self) -> str:
+        return f"fmnist-{self.env}"
+
+    def bucket(self, kind: str) -> str:
+        """`<bucket_prefix>-<kind>` for kind in contracts.layout.BUCKET_KINDS (and 'access-logs')."""
+        return f"{self.bucket_prefix}-{kind}"
+
+    def bucket_uri(self, kind: str) -> str:
+        return f"gs://{self.bucket(kind)}"
+
+    @property
+    def access_log_bucket(self) -> str:
+        return self.bucket("access-logs")
+
+    @property
+    def staging_uri(self) -> str:
+        """Where the Vertex AI SDK stages job packages and AutoML imports."""
+        return f"{self.bucket_uri('dev')}/vertex-staging"
+
+    @property
+    def model_uri(self) -> str:
+        """The champion in the models bucket, as a model reference (what Cloud Run serves)."""
+        return layout.model_reference(self.bucket_uri("models"), layout.CHAMPION)
+
+    # ---- identities --------------------------------------------------------------------------------------------
+    def service_account_id(self, role: str) -> str:
+        account_id = f"{self.bucket_prefix}-{SERVICE_ACCOUNT_SUFFIXES[role]}"
+        if len(account_id) > SERVICE_ACCOUNT_ID_MAX:
+            raise CloudNameError(
+                f"service account id '{account_id}' is longer than {SERVICE_ACCOUNT_ID_MAX} characters: "
+                f"shorten bucket_prefix in config/{self.env}.yaml"
+            )
+        return account_id
+
+    def service_account_email(self, role: str) -> str:
+        """The email of the account infra/ declares for `role`."""
+        return f"{self.service_account_id(role)}@{self.project}.iam.gserviceaccount.com"
+
+    def runtime_account(self, role: str) -> str:
+        """The account a job ('trainer') or a deployed model ('service') runs as: the config's, else infra/'s."""
+        explicit = {"trainer": self.trainer_account_override, "service": self.service_account_override}[role]
+        return explicit or self.service_account_email(role)
+
+    # ---- images ------------------------------------------------------------------------------------------------
+    @property
+    def artifact_repository(self) -> str:
+        return self.artifact_repository_override or f"{self.bucket_prefix}-images"
+
+    @property
+    def registry_host(self) -> str:
+        return f"{self.region}-docker.pkg.dev"
+
+    def image_repository(self, image: str) -> str:
+        """`<region>-docker.pkg.dev/<project>/<repository>/<image>` (tag or digest appended by the caller)."""
+        return f"{self.registry_host}/{self.project}/{self.artifact_repository}/{image}"
+
+    def image_uri(self, image: str) -> str:
+        """The image a job or model runs: config `vertex.<image>_image`, else the content tag infra/ pushes."""
+        explicit = {"trainer": self.trainer_image_override, "service": self.service_image_override}[image]
+        if explicit:
+            return explicit
+        try:
+            tag = images.source_tag(image)
+        except images.SourcesMissing as exc:
+            raise CloudNameError(f"{exc}; set vertex.{image}_image (the `cdktf output` {image}_image)") from None
+        return f"{self.image_repository(image)}:{tag}"
+
+    # ---- encryption, Vertex AI, features, serving --------------------------------------------------------------
+    @property
+    def kms_key_id(self) -> str:
+        return KMS_KEY_ID
+
+    @property
+    def kms_key_name(self) -> str:
+        """The CMEK key's resource name: config `vertex.kms_key`, else the key infra/ declares."""
+        return self.kms_key_override or (
+            f"projects/{self.project}/locations/{self.region}/keyRings/{self.kms_key_ring}/cryptoKeys/{KMS_KEY_ID}"
+        )
+
+    @property
+    def endpoint_name(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}/endpoints/{self.endpoint_id}"
+
+    @property
+    def parent_model_name(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}/models/{self.parent_model}"
+
+    @property
+    def bigquery_dataset(self) -> str:
+        return BIGQUERY_DATASET
+
+    @property
+    def feature_table(self) -> str:
+        return feature_schema.TABLE_NAME
+
+    @property
+    def feature_table_uri(self) -> str:
+        return f"bq://{self.project}.{BIGQUERY_DATASET}.{feature_schema.TABLE_NAME}"
+
+    @property
+    def online_store(self) -> str:
+        return ONLINE_STORE
+
+    @property
+    def feature_view(self) -> str:
+        return FEATURE_VIEW
+
+    @property
+    def cloud_run_service(self) -> str:
+        return CLOUD_RUN_SERVICE
+
+    @property
+    def budget_topic(self) -> str:
+        return BUDGET_TOPIC

@@ -1,0 +1,1 @@
+"""Data: read and validate IDX files, ingest dataset versions, analyse them, build features and AutoML exports."""

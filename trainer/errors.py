@@ -1,0 +1,31 @@
+"""The trainer's exceptions. A library module raises these; only `trainer.cli` turns them into exit statuses."""
+
+from __future__ import annotations
+
+
+class CommandError(Exception):
+    """A command failed for a reason the user can fix; the message says what and how.
+
+    Exit status `exit_code` (1; a refusal that callers treat as an outcome, such as the quality gate, uses its own).
+    """
+
+    exit_code = 1
+
+
+class DatasetError(CommandError):
+    """No usable dataset version: the message names the location and the fix (for example: run ingest)."""
+
+
+class ModelDirError(CommandError):
+    """A model directory is missing a file or holds one that does not match its record."""
+
+
+class RegistryError(CommandError):
+    """The registry refused or could not apply a change; the message says why and what to do."""
+
+
+class GateRefused(RegistryError):
+    """Promotion refused by the quality gate; the message carries the numbers. Exit status 3: an outcome that
+    pipelines (and `make demo`) tell apart from a failure."""
+
+    exit_code = 3

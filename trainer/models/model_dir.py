@@ -1,0 +1,60 @@
+"""The one owner of a model directory: what train writes into it, and how the others read it back.
+
+Why one module: train, evaluate, export and the tests all open the same directory; its file names are contracts
+(contracts.layout.ModelFiles, because the service reads three of them), and saving, loading and predicting are
+defined here once. `training.json` is written last, so a directory that has it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contracts.layout import ModelFiles
+from trainer import storage
+from trainer.errors import ModelDirError
+
+
+def save(model: Any, model_dir: str, info: dict[str, Any]) -> None:
+    """model.keras + training.json into a local dir or gs:// prefix (training.json last: the dir is complete)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / ModelFiles.KERAS
+        model.save(local)
+        storage.upload_file(local, storage.join(model_dir, ModelFiles.KERAS))
+    write_json(model_dir, ModelFiles.TRAINING, info, indent=2, sort_keys=True)
+
+
+def write_json(model_dir: str, name: str, data: Any, **dump_options: Any) -> str:
+    uri = storage.join(model_dir, name)
+    storage.write_text(uri, json.dumps(data, **dump_options), content_type="application/json")
+    return uri
+
+
+def read_training_info(model_dir: str) -> dict[str, Any]:
+    """training.json: run id, config, dataset, history; ModelDirError if the directory is not one train wrote."""
+    uri = storage.join(model_dir, ModelFiles.TRAINING)
+    try:
+        info: dict[str, Any] = json.loads(storage.read_text(uri))
+    except storage.NotFound:
+        raise ModelDirError(
+            f"{uri} not found: {model_dir} is not a directory `python -m trainer train` wrote "
+            "(it prints the model directory at the end)"
+        ) from None
+    return info
+
+
+def load_keras_model(model_dir: str) -> Any:
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = storage.download_file(storage.join(model_dir, ModelFiles.KERAS), Path(tmp) / ModelFiles.KERAS)
+        return keras.saving.load_model(local)
+
+
+def predict_probabilities(model: Any, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Class probabilities [N,10] for raw pixel images; batches of 1000 divide the 10k test set (one XLA shape)."""
+    return np.asarray(model.predict(np.asarray(images, dtype="float32"), batch_size=batch_size, verbose=0))
