@@ -3,6 +3,7 @@
 Prints figures, asserts nothing (figures are not tests). Runs against a throw-away local storage root so it never
 touches .mlops/. Usage: .venv/bin/python bench/bench_data.py [--source DIR] [--repeat N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,12 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer import ingest  # noqa: E402
+from settings import load_config
 from trainer.data import analyze as analysis
-from trainer.data import features
-from trainer.data import idx
-from settings import load_config  # noqa: E402
-from trainer.data.dataset import load_dataset  # noqa: E402
+from trainer.data import features, idx, ingest
+from trainer.data.dataset import load_dataset
 
 
 def timed(fn, repeat: int):
@@ -53,6 +52,7 @@ def main() -> None:
         t_features, table = timed(lambda: features.feature_table(dataset), args.repeat)
         start = time.perf_counter()
         import pyarrow.parquet as pq
+
         pq.write_table(table, io.BytesIO(), compression="zstd")
         t_parquet = time.perf_counter() - start
 
@@ -64,14 +64,20 @@ def main() -> None:
     print(f"re-ingest of the same files (no-op):                  {t_noop:.2f} s")
     print(f"load_dataset (read + sha256 verify + parse):          {t_load:.2f} s")
     print(f"analysis (stats, outliers, duplicates, 4 PNGs):        {t_analysis:.2f} s   (goal <= 15 s)")
-    print(f"features (70,000 x {len(features.FEATURE_NAMES)} features + table):              {t_features:.2f} s "
-          f"+ parquet {t_parquet:.2f} s   (goal <= 10 s)")
-    print(f"outliers: {o['count']} of {o['total']:,} = {o['percent']:.2f}% (seed project {o['seed_project_percent']}%); "
-          f"other rules: " + ", ".join(f"{k} {v:.2f}%" for k, v in o["sensitivity_percent"].items()))
+    print(
+        f"features (70,000 x {len(features.FEATURE_NAMES)} features + table):              {t_features:.2f} s "
+        f"+ parquet {t_parquet:.2f} s   (goal <= 10 s)"
+    )
+    print(
+        f"outliers: {o['count']} of {o['total']:,} = {o['percent']:.2f}% (seed project {o['seed_project_percent']}%); "
+        f"other rules: " + ", ".join(f"{k} {v:.2f}%" for k, v in o["sensitivity_percent"].items())
+    )
     print(f"outliers per class: {o['per_class']}")
-    print(f"exact duplicates: within train {d['within_train']['redundant_copies']}, within test "
-          f"{d['within_test']['redundant_copies']}, test images also in train "
-          f"{d['across_splits']['test_images_also_in_train']}, label conflicts {d['label_conflicts']}")
+    print(
+        f"exact duplicates: within train {d['within_train']['redundant_copies']}, within test "
+        f"{d['within_test']['redundant_copies']}, test images also in train "
+        f"{d['across_splits']['test_images_also_in_train']}, label conflicts {d['label_conflicts']}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Time `export-images` on the real 70,000 images (goal <= 60 s on 2 cores) and check every PNG decodes exactly.
 
-Prints figures, asserts nothing. Uses a throw-away local storage root. Usage: .venv/bin/python bench/bench_image_export.py
+Prints figures, asserts nothing. Uses a throw-away local storage root.
+Usage: .venv/bin/python bench/bench_image_export.py
 """
+
 from __future__ import annotations
 
 import json
@@ -12,18 +14,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from trainer import storage  # noqa: E402
-from trainer.cli import main as trainer_main  # noqa: E402
-from settings import load_config  # noqa: E402
-from trainer.data.dataset import load_dataset  # noqa: E402
-from trainer.data.export_images import decode_png, export_images  # noqa: E402
+from settings import load_config
+from trainer import storage
+from trainer.cli import main as trainer_main
+from trainer.data.dataset import load_dataset
+from trainer.data.export_images import decode_png, export_images
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         import os
+
         os.environ["FMNIST_STORAGE_ROOT"] = root
         settings = load_config("local")
         trainer_main(["ingest", "--source", "/usr/share/datasets/fashion-mnist"])

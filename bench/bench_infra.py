@@ -1,9 +1,10 @@
 """Infra figures: full synth time (lazy provider loading vs the full import, byte-identical output), checkov time,
 the cdktf CLI synth time, and the infra test suite time. Prints a table; writes bench/results/infra.json.
 
-Goals (issue 5): synth <= 3 s, checkov <= 5 s, infra tests <= 30 s without the CLI test.
+Goals: synth <= 3 s, checkov <= 5 s, infra tests <= 30 s without the CLI test.
 Run: `.venv/bin/python bench/bench_infra.py [--repeat 3]` (a shared 2-core machine: quote the conditions).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,15 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-ENVIRON = {**{k: v for k, v in os.environ.items() if not k.startswith("FMNIST_")},
-           "CHECKPOINT_DISABLE": "1", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
-FULL_IMPORT_SYNTH = ("import sys, runpy, cdktf_cdktf_provider_google; "
-                     "sys.argv = ['infra', '--outdir', sys.argv[1]]; runpy.run_module('infra', run_name='__main__')")
+ENVIRON = {
+    **{k: v for k, v in os.environ.items() if not k.startswith("FMNIST_")},
+    "CHECKPOINT_DISABLE": "1",
+    "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+}
+FULL_IMPORT_SYNTH = (
+    "import sys, runpy, cdktf_cdktf_provider_google; "
+    "sys.argv = ['infra', '--outdir', sys.argv[1]]; runpy.run_module('infra', run_name='__main__')"
+)
 
 
 CPU_SECONDS: dict[str, list[float]] = {}
@@ -42,8 +48,10 @@ def timed(command: list[str], label: str = "", ok_codes: tuple[int, ...] = (0,),
     elapsed = time.perf_counter() - start
     CPU_SECONDS.setdefault(label, []).append(_children_cpu() - cpu_start)
     if completed.returncode not in ok_codes:
-        raise SystemExit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout[-3000:]}"
-                         f"{completed.stderr[-3000:]}")
+        raise SystemExit(
+            f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout[-3000:]}"
+            f"{completed.stderr[-3000:]}"
+        )
     return elapsed
 
 
@@ -82,13 +90,18 @@ def main() -> int:
             figures["cdktf_cli_synth_s"] = timed([str(cdktf), "synth", "--output", str(tmp / "cli")], "cli_synth")
             figures["cli_equals_in_process"] = same_tree(tmp / "cli" / "stacks", tmp / "lazy0" / "stacks")
         if {image: source_tag(image) for image in IMAGE_SOURCES} != tags_at_start:
-            figures["note"] = ("trainer/ or service/ sources changed during the bench: image tags differ between "
-                               "the synths, so the byte comparisons above are void; rerun on a quiet tree")
+            figures["note"] = (
+                "trainer/ or service/ sources changed during the bench: image tags differ between "
+                "the synths, so the byte comparisons above are void; rerun on a quiet tree"
+            )
     if not args.skip_tests:
-        figures["infra_tests_without_cli_s"] = timed([PYTHON, "-m", "pytest", "tests/infra", "-q", "-m", "not cli",
-                                                      "-p", "no:cacheprovider"], "tests_without_cli")
-        figures["infra_tests_with_cli_s"] = timed([PYTHON, "-m", "pytest", "tests/infra", "-q",
-                                                   "-p", "no:cacheprovider"], "tests_with_cli")
+        figures["infra_tests_without_cli_s"] = timed(
+            [PYTHON, "-m", "pytest", "tests/infra", "-q", "-m", "not cli", "-p", "no:cacheprovider"],
+            "tests_without_cli",
+        )
+        figures["infra_tests_with_cli_s"] = timed(
+            [PYTHON, "-m", "pytest", "tests/infra", "-q", "-p", "no:cacheprovider"], "tests_with_cli"
+        )
     figures["cpu_s"] = {label: min(values) for label, values in CPU_SECONDS.items() if label}
     figures["load_at_end"] = os.getloadavg()[0]
     for key, value in figures.items():

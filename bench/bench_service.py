@@ -1,20 +1,21 @@
-"""Serving figures for issue 4, measured beside the bare-app anchor on the same model file and machine.
+"""Serving figures, measured beside the bare-app anchor on the same model file and machine.
 
     .venv/bin/python bench/bench_service.py [--model-dir DIR] [--duration 3] [--rounds 3]
         [--litert-python .venv-litert/bin/python]
 
-For each model (a CNN of the size FACTS.md's anchors used, which the issue's goals come from; the trainer's
-demo architecture; and the local champion when one is registered) it starts `python -m service` and
-/work/shared/anchors/bare_app.py under gunicorn with 2 sync workers on loopback and measures, interleaving
-the servers run by run (medians over --rounds): cold start (process launch to the first 200 from the predict
-route, median of 3), single-image latency with one client (wrk, p50/p99), single-image throughput (binary
-body), 64-image binary throughput, JSON throughput, peak RSS per worker (VmHWM), and errors (non-2xx + socket
-errors) in every run. With --litert-python (a venv holding ai-edge-litert, flask, gunicorn, orjson) the anchor
-also runs the LiteRT export of the same model, to re-check the runtime choice. Load comes from wrk (apt
-install wrk), bounded by --duration per run (about 5 x rounds x duration seconds per server and model).
+For each model (a CNN of the size FACTS.md's anchors used, which the serving goals come from; the trainer's demo
+architecture; and the local champion when one is registered) it starts `python -m service` and the anchor app
+`bare_app.py` ($FMNIST_ANCHORS_DIR, default ../shared/anchors beside the checkout) under gunicorn with 2 sync
+workers on loopback and measures, interleaving the servers run by run (medians over --rounds): cold start (process
+launch to the first 200 from the predict route, median of 3), single-image latency with one client (wrk, p50/p99),
+single-image throughput (binary body), 64-image binary throughput, JSON throughput, peak RSS per worker (VmHWM), and
+errors (non-2xx + socket errors) in every run. With --litert-python (a venv holding ai-edge-litert, flask, gunicorn,
+orjson) the anchor also runs the LiteRT export of the same model, to re-check the runtime choice. Load comes from
+wrk (apt install wrk), bounded by --duration per run (about 5 x rounds x duration seconds per server and model).
 Results: printed, and written to bench/results/bench_service.json. The machine has 2 cores shared with the
 load generator (and possibly other work): quote figures with that condition.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results"
-ANCHOR_DIR = Path("/work/shared/anchors")
+DEFAULT_ANCHORS = Path(__file__).resolve().parent.parent.parent / "shared" / "anchors"
+ANCHOR_DIR = Path(os.environ.get("FMNIST_ANCHORS_DIR") or DEFAULT_ANCHORS)
 TEST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
-GOALS = {"cold_start_s": ("<=", 0.3), "p50_ms": ("<=", 1.0), "p99_ms": ("<=", 3.0),
-         "single_rps": (">=", 3500), "batch64_img_s": (">=", 30000), "peak_rss_worker_mb": ("<=", 100),
-         "errors": ("<=", 0)}
+GOALS = {
+    "cold_start_s": ("<=", 0.3),
+    "p50_ms": ("<=", 1.0),
+    "p99_ms": ("<=", 3.0),
+    "single_rps": (">=", 3500),
+    "batch64_img_s": (">=", 30000),
+    "peak_rss_worker_mb": ("<=", 100),
+    "errors": ("<=", 0),
+}
 WRK_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = os.getenv("BENCH_CT")
 local f = io.open(os.getenv("BENCH_BODY"), "rb")
@@ -64,7 +72,7 @@ def test_images(n: int) -> np.ndarray:
 
 
 def small_cnn():
-    """The size of model FACTS.md's serving anchors used (2 conv + BN + pool, dense 128): the issue's goals."""
+    """The size of model FACTS.md's serving anchors used (2 conv + BN + pool, dense 128): the serving goals' model."""
     import keras
     from keras import layers
 
@@ -94,8 +102,8 @@ def build_model_dir(directory: Path, builder) -> Path:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from trainer.models.export import export_onnx
     from trainer.data.features import compute_image_features, feature_baseline
+    from trainer.models.export import export_onnx
     from trainer.training.model import CLASS_NAMES
 
     keras.utils.set_random_seed(0)
@@ -108,10 +116,13 @@ def build_model_dir(directory: Path, builder) -> Path:
         model.export(str(directory / "model.tflite"), format="litert", verbose=False)
     except Exception as exc:  # noqa: BLE001 - LiteRT is only for the comparison
         print(f"note: LiteRT export failed ({exc}); the LiteRT comparison is skipped")
-    metadata = {"model_version": f"bench-{directory.name}", "class_names": list(CLASS_NAMES),
-                "input": {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]},
-                "serving_artifact": "model.onnx",
-                "feature_baseline": feature_baseline(compute_image_features(images), predicted)}
+    metadata = {
+        "model_version": f"bench-{directory.name}",
+        "class_names": list(CLASS_NAMES),
+        "input": {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]},
+        "serving_artifact": "model.onnx",
+        "feature_baseline": feature_baseline(compute_image_features(images), predicted),
+    }
     (directory / "metadata.json").write_text(json.dumps(metadata))
     return directory
 
@@ -119,6 +130,7 @@ def build_model_dir(directory: Path, builder) -> Path:
 def local_champion() -> Path | None:
     from service.config import default_model_uri
     from service.model_source import ModelLoadError, resolve_version_dir
+
     try:
         version_dir, _ = resolve_version_dir(default_model_uri(os.environ))
     except ModelLoadError:
@@ -142,8 +154,13 @@ class Server:
     def command(self) -> tuple[list[str], dict, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "MODEL_URI", "PROMETHEUS"))}
         if self.kind == "service":
-            env.update(MODEL_URI=str(self.model_dir), PORT=str(self.port), SERVICE_HOST="127.0.0.1", WORKERS="2",
-                       PYTHONPATH=str(REPO))  # this checkout's service, whatever the interpreter has installed
+            env.update(
+                MODEL_URI=str(self.model_dir),
+                PORT=str(self.port),
+                SERVICE_HOST="127.0.0.1",
+                WORKERS="2",
+                PYTHONPATH=str(REPO),
+            )  # this checkout's service, whatever the interpreter has installed
             return [self.python, "-m", "service"], env, str(REPO)
         artifact = "model.onnx" if self.runtime == "ort" else "model.tflite"
         env.update(RUNTIME=self.runtime, MODEL=str(self.model_dir / artifact), THREADS="1")
@@ -205,13 +222,22 @@ class Server:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def run_wrk(server: "Server", path: str, body_file: Path, content_type: str, threads: int, connections: int,
-            duration: int) -> dict:
+def run_wrk(
+    server: Server, path: str, body_file: Path, content_type: str, threads: int, connections: int, duration: int
+) -> dict:
     script = RESULTS / "post.lua"
     script.write_text(WRK_LUA)
     env = {**os.environ, "BENCH_CT": content_type, "BENCH_BODY": str(body_file)}
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-           f"http://127.0.0.1:{server.port}{path}"]
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{server.port}{path}",
+    ]
     cpu_before = server.cpu_seconds()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 30).stdout
     cpu = server.cpu_seconds() - cpu_before
@@ -255,34 +281,47 @@ def bench_servers(servers: dict, bodies: dict, duration: int, cold_starts: int, 
     for _ in range(rounds):
         for run, (body, path_attr, content_type, threads, connections) in RUNS.items():
             for name, server in servers.items():
-                runs[name][run].append(run_wrk(server, getattr(server, path_attr), bodies[body], content_type,
-                                               threads, connections, duration))
+                runs[name][run].append(
+                    run_wrk(
+                        server, getattr(server, path_attr), bodies[body], content_type, threads, connections, duration
+                    )
+                )
     results = {}
     for name, server in servers.items():
         peak = server.rss_mb("VmHWM")
         server.stop()
 
-        def median(run, key):
+        def median(run, key, name=name):
             return statistics.median(r[key] for r in runs[name][run])
+
         all_runs = [r for per_run in runs[name].values() for r in per_run]
         results[name] = {
-            "cold_start_s": statistics.median(starts[name]), "cold_starts_s": starts[name],
-            "p50_ms": median("latency_1", "p50_ms"), "p99_ms": median("latency_1", "p99_ms"),
-            "single_rps": median("throughput_1", "rps"), "batch64_img_s": median("throughput_64", "rps") * 64,
-            "json1_rps": median("json_1", "rps"), "json64_img_s": median("json_64", "rps") * 64,
+            "cold_start_s": statistics.median(starts[name]),
+            "cold_starts_s": starts[name],
+            "p50_ms": median("latency_1", "p50_ms"),
+            "p99_ms": median("latency_1", "p99_ms"),
+            "single_rps": median("throughput_1", "rps"),
+            "batch64_img_s": median("throughput_64", "rps") * 64,
+            "json1_rps": median("json_1", "rps"),
+            "json64_img_s": median("json_64", "rps") * 64,
             "cpu_us_1": median("throughput_1", "server_cpu_us_per_request"),
             "cpu_us_64": median("throughput_64", "server_cpu_us_per_request"),
-            "idle_rss_worker_mb": max(idle[name]), "peak_rss_worker_mb": max(peak),
+            "idle_rss_worker_mb": max(idle[name]),
+            "peak_rss_worker_mb": max(peak),
             "errors": sum(r["non2xx"] + r["socket_errors"] for r in all_runs),
-            "requests": sum(r["requests"] for r in all_runs), "runs": runs[name],
+            "requests": sum(r["requests"] for r in all_runs),
+            "runs": runs[name],
         }
     return results
 
 
 def write_bodies(images: np.ndarray) -> dict:
-    bodies = {"raw1": images[:1].tobytes(), "raw64": images[:64].tobytes(),
-              "json1": json.dumps({"instances": images[:1].tolist()}).encode(),
-              "json64": json.dumps({"instances": images[:64].tolist()}).encode()}
+    bodies = {
+        "raw1": images[:1].tobytes(),
+        "raw64": images[:64].tobytes(),
+        "json1": json.dumps({"instances": images[:1].tolist()}).encode(),
+        "json64": json.dumps({"instances": images[:64].tolist()}).encode(),
+    }
     paths = {}
     for name, data in bodies.items():
         paths[name] = RESULTS / f"body-{name}.bin"
@@ -299,16 +338,20 @@ def verdict(metric: str, value: float) -> str:
 
 
 def print_table(title: str, ours: dict, anchors: dict) -> None:
-    rows = [("cold_start_s", "cold start to first 200 (s)", "{:.3f}"), ("p50_ms", "1 image, 1 client p50 (ms)",
-             "{:.2f}"), ("p99_ms", "1 image, 1 client p99 (ms)", "{:.2f}"),
-            ("single_rps", "1 image/request binary (req/s)", "{:,.0f}"),
-            ("batch64_img_s", "64 images/request binary (img/s)", "{:,.0f}"),
-            ("json1_rps", "1 image/request JSON (req/s)", "{:,.0f}"),
-            ("json64_img_s", "64 images/request JSON (img/s)", "{:,.0f}"),
-            ("cpu_us_1", "server CPU per 1-image request (us)", "{:,.0f}"),
-            ("cpu_us_64", "server CPU per 64-image request (us)", "{:,.0f}"),
-            ("idle_rss_worker_mb", "RSS per worker idle (MB)", "{:.0f}"),
-            ("peak_rss_worker_mb", "RSS per worker peak (MB)", "{:.0f}"), ("errors", "errors (all runs)", "{:d}")]
+    rows = [
+        ("cold_start_s", "cold start to first 200 (s)", "{:.3f}"),
+        ("p50_ms", "1 image, 1 client p50 (ms)", "{:.2f}"),
+        ("p99_ms", "1 image, 1 client p99 (ms)", "{:.2f}"),
+        ("single_rps", "1 image/request binary (req/s)", "{:,.0f}"),
+        ("batch64_img_s", "64 images/request binary (img/s)", "{:,.0f}"),
+        ("json1_rps", "1 image/request JSON (req/s)", "{:,.0f}"),
+        ("json64_img_s", "64 images/request JSON (img/s)", "{:,.0f}"),
+        ("cpu_us_1", "server CPU per 1-image request (us)", "{:,.0f}"),
+        ("cpu_us_64", "server CPU per 64-image request (us)", "{:,.0f}"),
+        ("idle_rss_worker_mb", "RSS per worker idle (MB)", "{:.0f}"),
+        ("peak_rss_worker_mb", "RSS per worker peak (MB)", "{:.0f}"),
+        ("errors", "errors (all runs)", "{:d}"),
+    ]
     names = list(anchors)
     print(f"\n== {title}")
     header = f"{'metric':36s} {'service':>10s} " + " ".join(f"{n:>12s} {'ratio':>6s}" for n in names) + "  goal"
@@ -324,16 +367,22 @@ def print_table(title: str, ours: dict, anchors: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path,
-                        help="model version directory to bench (default: the small and the demo CNN built here, "
-                             "plus the local champion if registered)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="model version directory to bench (default: the small and the demo CNN built here, "
+        "plus the local champion if registered)",
+    )
     parser.add_argument("--duration", type=int, default=3, help="seconds per load run (default 3)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per load run (default 3)")
     parser.add_argument("--cold-starts", type=int, default=3)
     serving_venv = REPO / ".venv-serve" / "bin" / "python"
-    parser.add_argument("--python", default=str(serving_venv) if serving_venv.exists() else sys.executable,
-                        help="interpreter for both servers (default: .venv-serve, the serving-only environment, "
-                             "which starts like the image does; else this interpreter)")
+    parser.add_argument(
+        "--python",
+        default=str(serving_venv) if serving_venv.exists() else sys.executable,
+        help="interpreter for both servers (default: .venv-serve, the serving-only environment, "
+        "which starts like the image does; else this interpreter)",
+    )
     parser.add_argument("--litert-python", help="interpreter of a venv with ai-edge-litert, flask, gunicorn, orjson")
     args = parser.parse_args(argv)
     args.python = str(Path(args.python).absolute())
@@ -353,10 +402,18 @@ def main(argv=None) -> int:
             models["champion"] = champion
     bodies = write_bodies(test_images(64))
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} at start; wrk shares the cores; "
-          f"servers run {args.python}")
-    report = {"load_average_start": load, "cores": os.cpu_count(), "duration_s": args.duration, "rounds": args.rounds,
-              "python": args.python, "models": {}}
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} at start; wrk shares the cores; "
+        f"servers run {args.python}"
+    )
+    report = {
+        "load_average_start": load,
+        "cores": os.cpu_count(),
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "python": args.python,
+        "models": {},
+    }
     for label, model_dir in models.items():
         servers = {"service": Server(f"{label}-service", "service", model_dir, args.python)}
         servers["anchor-ort"] = Server(f"{label}-anchor-ort", "anchor", model_dir, args.python, "ort")
@@ -368,8 +425,7 @@ def main(argv=None) -> int:
             for server in servers.values():
                 server.stop()
         report["models"][label] = {"model_dir": str(model_dir), **results}
-        print_table(f"{label} ({model_dir})", results["service"], {k: v for k, v in results.items()
-                                                                     if k != "service"})
+        print_table(f"{label} ({model_dir})", results["service"], {k: v for k, v in results.items() if k != "service"})
     report["load_average_end"] = os.getloadavg()
     (RESULTS / "bench_service.json").write_text(json.dumps(report, indent=2))
     print(f"\nload average at end {report['load_average_end'][0]:.2f}; details in {RESULTS / 'bench_service.json'}")

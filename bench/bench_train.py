@@ -9,29 +9,32 @@ The same script runs on a GPU machine with KERAS_BACKEND=jax (the training code 
 training clock without the time those measurements took. Flip-TTA accuracy is reported beside the plain one only to
 compare with the PyTorch anchor, which reports it; the exported model does no TTA.
 """
+
 from __future__ import annotations
 
 PROCESS_START = __import__("time").perf_counter()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def load_idx(directory: str):
     from trainer.data import idx
+
     arrays = {}
     for role, name in idx.FILE_NAMES.items():
         path = Path(directory) / name
-        arrays[role] = idx.parse_idx(idx.gunzip(path.read_bytes(), str(path)), str(path),
-                                     3 if role.endswith("images") else 1)
+        arrays[role] = idx.parse_idx(
+            idx.gunzip(path.read_bytes(), str(path)), str(path), 3 if role.endswith("images") else 1
+        )
     return arrays
 
 
@@ -58,10 +61,18 @@ def main() -> None:
     from trainer.training.train import PRESETS, OutputPaths, train
 
     config = PRESETS[args.preset]
-    overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
-                                   "learning_rate": args.learning_rate, "augment": args.augment,
-                                   "mixed_precision": args.mixed_precision, "jit_compile": args.jit_compile}.items()
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "augment": args.augment,
+            "mixed_precision": args.mixed_precision,
+            "jit_compile": args.jit_compile,
+        }.items()
+        if v is not None
+    }
     if args.width:
         overrides["model"] = replace(config.model, width=args.width)
     config = replace(config, **overrides)
@@ -69,7 +80,7 @@ def main() -> None:
     data = load_idx(args.data)
     x_train, y_train = data["train_images"], data["train_labels"]
     if args.train_limit:
-        x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
+        x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
     x_test, y_test = data["test_images"], data["test_labels"]
     curve, callbacks = [], []
     clock = {"measuring": 0.0}
@@ -81,8 +92,10 @@ def main() -> None:
         PyTorch anchor reports): measurements only."""
         plain = model.predict(test_images, batch_size=1000, verbose=0)
         flipped = model.predict(test_images[:, :, ::-1], batch_size=1000, verbose=0)
-        return {"test_accuracy": float(np.mean(plain.argmax(axis=1) == y_test)),
-                "test_accuracy_flip_tta": float(np.mean((plain + flipped).argmax(axis=1) == y_test))}
+        return {
+            "test_accuracy": float(np.mean(plain.argmax(axis=1) == y_test)),
+            "test_accuracy_flip_tta": float(np.mean((plain + flipped).argmax(axis=1) == y_test)),
+        }
 
     class TestCurve(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -98,25 +111,35 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as root:
         train_start = time.perf_counter()
-        result = train(x_train, y_train, x_test, y_test, config, OutputPaths(root), fresh=True,
-                       callbacks=callbacks, verbose=2)
+        result = train(
+            x_train, y_train, x_test, y_test, config, OutputPaths(root), fresh=True, callbacks=callbacks, verbose=2
+        )
         train_seconds = time.perf_counter() - train_start - clock["measuring"]
     final = accuracies(result.model)
     summary = {
-        "label": args.label or args.preset, "preset": args.preset, "backend": keras.backend.backend(),
-        "device": _device(), "cpus": os.cpu_count(), "load_avg_before": [round(v, 2) for v in load_before],
-        "load_avg_after": [round(v, 2) for v in os.getloadavg()], "train_images": len(x_train),
-        "config": config.to_dict(), "test_accuracy": result.test_metrics["test_accuracy"],
+        "label": args.label or args.preset,
+        "preset": args.preset,
+        "backend": keras.backend.backend(),
+        "device": _device(),
+        "cpus": os.cpu_count(),
+        "load_avg_before": [round(v, 2) for v in load_before],
+        "load_avg_after": [round(v, 2) for v in os.getloadavg()],
+        "train_images": len(x_train),
+        "config": config.to_dict(),
+        "test_accuracy": result.test_metrics["test_accuracy"],
         "test_accuracy_flip_tta": final["test_accuracy_flip_tta"],
         "train_seconds": round(train_seconds, 1),
         "process_seconds": round(time.perf_counter() - PROCESS_START - clock["measuring"], 1),
-        "curve": curve, "history": result.history,
+        "curve": curve,
+        "history": result.history,
     }
     print(json.dumps({k: v for k, v in summary.items() if k not in ("history",)}))
-    print(f"== {summary['label']}: test accuracy {summary['test_accuracy']:.4f} "
-          f"(flip TTA {summary['test_accuracy_flip_tta']:.4f}), training {train_seconds:.0f} s, "
-          f"whole process {summary['process_seconds']:.0f} s ({summary['backend']}, {summary['device']}, "
-          f"load average before/after {summary['load_avg_before'][0]}/{summary['load_avg_after'][0]})")
+    print(
+        f"== {summary['label']}: test accuracy {summary['test_accuracy']:.4f} "
+        f"(flip TTA {summary['test_accuracy_flip_tta']:.4f}), training {train_seconds:.0f} s, "
+        f"whole process {summary['process_seconds']:.0f} s ({summary['backend']}, {summary['device']}, "
+        f"load average before/after {summary['load_avg_before'][0]}/{summary['load_avg_after'][0]})"
+    )
     if args.out:
         with open(args.out, "a") as fh:
             fh.write(json.dumps(summary) + "\n")
@@ -124,8 +147,10 @@ def main() -> None:
 
 def _device() -> str:
     import keras
+
     if keras.backend.backend() == "jax":
         import jax
+
         return str(jax.devices()[0].device_kind)
     return f"CPU x{os.cpu_count()}"
 

@@ -8,7 +8,6 @@ config (`vertex.*_image`, `vertex.service_account`, ...) are applied here and no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from contracts import feature_schema, images, layout
 
@@ -44,12 +43,12 @@ class CloudNames:
     kms_key_ring: str
     endpoint_id: str
     parent_model: str
-    artifact_repository_override: Optional[str] = None
-    trainer_image_override: Optional[str] = None
-    service_image_override: Optional[str] = None
-    trainer_account_override: Optional[str] = None
-    service_account_override: Optional[str] = None
-    kms_key_override: Optional[str] = None
+    artifact_repository_override: str | None = None
+    trainer_image_override: str | None = None
+    service_image_override: str | None = None
+    trainer_account_override: str | None = None
+    service_account_override: str | None = None
+    kms_key_override: str | None = None
 
     # ---- labels and buckets ------------------------------------------------------------------------------------
     @property

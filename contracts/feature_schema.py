@@ -3,6 +3,7 @@
 Pure Python on purpose: `infra/` imports this module to declare the BigQuery table behind the Vertex AI Feature
 Online Store. `contracts.features.compute_image_features` returns exactly FEATURE_NAMES; a test keeps them in step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

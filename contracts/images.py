@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _SKIPPED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
@@ -53,7 +52,7 @@ def _files(root: Path, rel: str) -> Iterator[Path]:
                 yield child
 
 
-def source_tag(image: str, root: Optional[Path] = None) -> str:
+def source_tag(image: str, root: Path | None = None) -> str:
     """`src-<16 hex>`: sha256 over the relative path and bytes of every file the image is built from."""
     root = REPO_ROOT if root is None else root
     if image not in IMAGE_SOURCES:

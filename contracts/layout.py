@@ -8,7 +8,6 @@ root (a local directory or a gs:// bucket); docs/CONTRACTS.md draws the tree.
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 BUCKET_KINDS = ("dev", "datasets", "models")
 DEFAULT_STORAGE_ROOT = ".mlops"  # the local target's buckets are directories under it
@@ -51,7 +50,7 @@ def model_reference(models_root: str, alias: str = CHAMPION) -> str:
     return f"{models_root}@{alias}"
 
 
-def parse_model_reference(uri: str) -> Optional[tuple[str, str]]:
+def parse_model_reference(uri: str) -> tuple[str, str] | None:
     """(models root, alias) for a model reference, None for anything else (a model directory)."""
     root, sep, alias = uri.rpartition("@")
     if not sep or not root or not _ALIAS.fullmatch(alias):

@@ -3,6 +3,7 @@
 `python -m infra` synthesizes every gcp-target environment into cdktf.out/ (what `cdktf synth` runs, see
 cdktf.json); `python -m infra.scan` adds the checkov policy scan. See infra/README.md.
 """
+
 import os
 
 # jsii prints an end-of-life banner for Node 20 on every run; the Node version is the platform's choice, not ours.

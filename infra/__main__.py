@@ -1,4 +1,5 @@
 """`python -m infra [--env ENV ...] [--outdir DIR]`: synthesize the stacks (this is the app cdktf.json runs)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = plan_environments(args.env)
         if not plan.environments:
-            print("error: no gcp-target environment to synthesize: " +
-                  "; ".join(f"{env}: {why}" for env, why in plan.skipped.items()), file=sys.stderr)
+            print(
+                "error: no gcp-target environment to synthesize: "
+                + "; ".join(f"{env}: {why}" for env, why in plan.skipped.items()),
+                file=sys.stderr,
+            )
             return 1
         app = build_app(plan, outdir=args.outdir)
     except (ConfigError, ValueError) as exc:

@@ -3,12 +3,13 @@
 Environments with `target: local` are skipped on purpose: their buckets are directories under `.mlops/` and
 nothing of theirs lives on Google Cloud (a stack for a project that does not exist could never be deployed).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 from cdktf import App
 
@@ -21,8 +22,9 @@ class SynthPlan:
     skipped: dict[str, str] = field(default_factory=dict)  # env -> reason
 
 
-def plan_environments(only: Optional[Sequence[str]] = None, *, environ: Optional[Mapping[str, str]] = None,
-                      config_dir: Path = CONFIG_DIR) -> SynthPlan:
+def plan_environments(
+    only: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None, config_dir: Path = CONFIG_DIR
+) -> SynthPlan:
     """Load every (or each named) environment and split them into stacks to build and skipped ones."""
     environ = os.environ if environ is None else environ
     names = list(only) if only else sorted(p.stem for p in config_dir.glob("*.yaml"))
@@ -30,14 +32,16 @@ def plan_environments(only: Optional[Sequence[str]] = None, *, environ: Optional
     for env in names:
         settings = load_config(env, environ=environ, config_dir=config_dir)
         if settings.target != "gcp":
-            plan.skipped[env] = (f"target is '{settings.target}': nothing on Google Cloud to declare "
-                                 f"(buckets are directories under {settings.storage_root}/)")
+            plan.skipped[env] = (
+                f"target is '{settings.target}': nothing on Google Cloud to declare "
+                f"(buckets are directories under {settings.storage_root}/)"
+            )
             continue
         plan.environments.append(settings)
     return plan
 
 
-def build_app(plan: SynthPlan, *, outdir: Optional[str] = None) -> App:
+def build_app(plan: SynthPlan, *, outdir: str | None = None) -> App:
     """An App holding one stack per planned environment; `outdir` None honours the cdktf CLI's choice."""
     from infra.stack import EnvironmentStack  # imports the providers: only when a stack is really built
 

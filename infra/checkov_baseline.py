@@ -6,6 +6,7 @@ that `checkov --baseline` understands; the reason stays with the resource in cod
 
 `python -m infra.checkov_baseline [OUTDIR] [--output FILE]` (default cdktf.out, cdktf.out/checkov.baseline).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,15 @@ def baseline(suppressions: list[Suppression]) -> dict:
         findings = by_file.setdefault(f"/stacks/{s.stack}/cdk.tf.json", {})
         for name in (f"resource.{s.logical_id}", f"{s.resource_type}.{s.logical_id}"):
             findings.setdefault(name, set()).add(s.check_id)
-    return {"failed_checks": [
-        {"file": file, "findings": [{"resource": name, "check_ids": sorted(ids)}
-                                    for name, ids in sorted(findings.items())]}
-        for file, findings in sorted(by_file.items())]}
+    return {
+        "failed_checks": [
+            {
+                "file": file,
+                "findings": [{"resource": name, "check_ids": sorted(ids)} for name, ids in sorted(findings.items())],
+            }
+            for file, findings in sorted(by_file.items())
+        ]
+    }
 
 
 def write_baseline(outdir: Path, output: Path | None = None) -> tuple[Path, list[Suppression]]:

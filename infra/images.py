@@ -3,6 +3,7 @@
 The tags are content hashes of each image's sources (contracts.images), so a pipeline can pre-pull exactly the
 images a deploy of this checkout would push.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -3,11 +3,11 @@
 Why a thin subclass: every resource name is defined once, in contracts/cloud.py; the constructs also read their
 `infra.*` settings, so they get both through one object.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
 
 from contracts.cloud import SERVICE_ACCOUNT_SUFFIXES, CloudNames
 from contracts.images import IMAGE_SOURCES
@@ -20,9 +20,9 @@ IMAGE_NAMES = tuple(IMAGE_SOURCES)
 
 @dataclass(frozen=True)
 class Names(CloudNames):
-    settings: Optional[Settings] = None
+    settings: Settings | None = None
 
     @classmethod
-    def of(cls, settings: Settings) -> "Names":
+    def of(cls, settings: Settings) -> Names:
         base = settings.names
         return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, settings=settings)

@@ -6,6 +6,7 @@ Why: `import cdktf_cdktf_provider_google` executes an `__init__` that imports al
 `_jsii`; `import cdktf_cdktf_provider_google.storage_bucket` then loads that one submodule on demand. The
 synthesized JSON is byte-identical to the full import (bench/bench_infra.py checks it).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,7 @@ def install(packages: tuple[str, ...] = PROVIDER_PACKAGES) -> None:
             continue
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.submodule_search_locations:
-            raise ModuleNotFoundError(
-                f"{name} is not installed: run `.venv/bin/pip install -e '.[infra]'`", name=name)
+            raise ModuleNotFoundError(f"{name} is not installed: run `.venv/bin/pip install -e '.[infra]'`", name=name)
         stub = types.ModuleType(name, f"lazy stub for {name} (see infra/provider_loader.py)")
         stub.__spec__ = spec
         stub.__file__ = spec.origin
@@ -41,5 +41,5 @@ def install(packages: tuple[str, ...] = PROVIDER_PACKAGES) -> None:
 def loaded_submodules(package: str = "cdktf_cdktf_provider_google") -> list[str]:
     """Names of the provider's submodules imported so far (the tests keep this list short)."""
     prefix = package + "."
-    names = (name[len(prefix):] for name in sys.modules if name.startswith(prefix))
+    names = (name[len(prefix) :] for name in sys.modules if name.startswith(prefix))
     return sorted(name for name in names if "." not in name)

@@ -11,6 +11,7 @@ Reports: a console summary and JUnit XML (default cdktf.out/checkov-junit.xml) f
 `--no-synth` scans what `cdktf synth` already wrote; `--synth-only` writes the stacks and the baseline without
 running checkov (`make synth`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ def checkov_binary() -> str:
     for candidate in (os.environ.get("CHECKOV"), str(CHECKOV_VENV_BINARY), shutil.which("checkov")):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise FileNotFoundError("checkov not found: install it with `python3 -m venv .venv-checkov && "
-                            ".venv-checkov/bin/pip install checkov==3.3.30`, or set CHECKOV=/path/to/checkov")
+    raise FileNotFoundError(
+        "checkov not found: install it with `python3 -m venv .venv-checkov && "
+        ".venv-checkov/bin/pip install checkov==3.3.30`, or set CHECKOV=/path/to/checkov"
+    )
 
 
 def synthesize(outdir: Path) -> None:
@@ -52,9 +55,9 @@ class Finding:
     stack: str
     check_id: str
     check_name: str
-    resource: str          # checkov's name: `resource.<id>` (Python checks) or `<type>.<id>` (graph checks)
+    resource: str  # checkov's name: `resource.<id>` (Python checks) or `<type>.<id>` (graph checks)
     guideline: str = ""
-    reason: str = ""       # the suppression note's reason, when one covers it
+    reason: str = ""  # the suppression note's reason, when one covers it
 
 
 @dataclass
@@ -72,8 +75,18 @@ class ScanResult:
 
 
 def checkov_command(outdir: Path, policies: Path = POLICIES_DIR) -> list[str]:
-    return [checkov_binary(), "-d", str(outdir), "--framework", "terraform_json",
-            "--external-checks-dir", str(policies), "--skip-download", "-o", "json"]
+    return [
+        checkov_binary(),
+        "-d",
+        str(outdir),
+        "--framework",
+        "terraform_json",
+        "--external-checks-dir",
+        str(policies),
+        "--skip-download",
+        "-o",
+        "json",
+    ]
 
 
 def run_checkov_json(outdir: Path, policies: Path = POLICIES_DIR) -> list[dict]:
@@ -82,16 +95,18 @@ def run_checkov_json(outdir: Path, policies: Path = POLICIES_DIR) -> list[dict]:
     try:
         reports = json.loads(completed.stdout)
     except json.JSONDecodeError:
-        raise RuntimeError(f"checkov exited {completed.returncode} without a report:\n"
-                           f"{completed.stderr[-3000:]}") from None
+        raise RuntimeError(
+            f"checkov exited {completed.returncode} without a report:\n{completed.stderr[-3000:]}"
+        ) from None
     return reports if isinstance(reports, list) else [reports]
 
 
 def _finding(check: dict) -> Finding:
     parts = Path(check.get("file_path", "")).parts
     stack = parts[parts.index("stacks") + 1] if "stacks" in parts else "?"
-    return Finding(stack, check["check_id"], check.get("check_name", ""), check["resource"],
-                   check.get("guideline") or "")
+    return Finding(
+        stack, check["check_id"], check.get("check_name", ""), check["resource"], check.get("guideline") or ""
+    )
 
 
 def evaluate(reports: list[dict], suppressions: list[Suppression]) -> ScanResult:
@@ -114,19 +129,32 @@ def evaluate(reports: list[dict], suppressions: list[Suppression]) -> ScanResult
 def write_junit(result: ScanResult, path: Path) -> None:
     """One testsuite per stack; a testcase per (check, resource)."""
     by_stack: dict[str, list[tuple[Finding, str]]] = {}
-    for outcome, findings in (("passed", result.passed), ("failed", result.failed),
-                              ("suppressed", result.suppressed)):
+    for outcome, findings in (("passed", result.passed), ("failed", result.failed), ("suppressed", result.suppressed)):
         for finding in findings:
             by_stack.setdefault(finding.stack, []).append((finding, outcome))
-    root = ElementTree.Element("testsuites", name="checkov", tests=str(sum(map(len, by_stack.values()))),
-                               failures=str(len(result.failed)), skipped=str(len(result.suppressed)))
+    root = ElementTree.Element(
+        "testsuites",
+        name="checkov",
+        tests=str(sum(map(len, by_stack.values()))),
+        failures=str(len(result.failed)),
+        skipped=str(len(result.suppressed)),
+    )
     for stack, cases in sorted(by_stack.items()):
         suite = ElementTree.SubElement(
-            root, "testsuite", name=f"checkov {stack}", tests=str(len(cases)),
-            failures=str(sum(o == "failed" for _, o in cases)), skipped=str(sum(o == "suppressed" for _, o in cases)))
+            root,
+            "testsuite",
+            name=f"checkov {stack}",
+            tests=str(len(cases)),
+            failures=str(sum(o == "failed" for _, o in cases)),
+            skipped=str(sum(o == "suppressed" for _, o in cases)),
+        )
         for finding, outcome in sorted(cases, key=lambda c: (c[0].check_id, c[0].resource)):
-            case = ElementTree.SubElement(suite, "testcase", classname=f"{stack}.{finding.resource}",
-                                          name=f"{finding.check_id} {finding.check_name}")
+            case = ElementTree.SubElement(
+                suite,
+                "testcase",
+                classname=f"{stack}.{finding.resource}",
+                name=f"{finding.check_id} {finding.check_name}",
+            )
             if outcome == "failed":
                 ElementTree.SubElement(case, "failure", message=finding.check_name).text = finding.guideline
             elif outcome == "suppressed":
@@ -135,8 +163,9 @@ def write_junit(result: ScanResult, path: Path) -> None:
     ElementTree.ElementTree(root).write(path, encoding="unicode", xml_declaration=True)
 
 
-def scan(outdir: Path, junit_xml: Path, *, policies: Path = POLICIES_DIR,
-         suppressions: list[Suppression] | None = None) -> ScanResult:
+def scan(
+    outdir: Path, junit_xml: Path, *, policies: Path = POLICIES_DIR, suppressions: list[Suppression] | None = None
+) -> ScanResult:
     """checkov on `outdir`, judged against the notes (default: those in the synthesized stacks)."""
     if suppressions is None:
         suppressions = read_suppressions(outdir)
@@ -178,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     for finding in result.suppressed:
         print(f"  suppressed {finding.stack}: {finding.check_id} on {finding.resource}: {finding.reason}")
     for finding in result.failed:
-        print(f"  FAILED {finding.stack}: {finding.check_id} {finding.check_name} on {finding.resource} "
-              f"{finding.guideline}")
+        print(
+            f"  FAILED {finding.stack}: {finding.check_id} {finding.check_name} on {finding.resource} "
+            f"{finding.guideline}"
+        )
     print(f"{result.summary()}; JUnit XML: {junit_xml}")
     return result.status
 

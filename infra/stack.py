@@ -1,4 +1,5 @@
 """One environment's stack: providers, state backend, and the constructs of infra/components wired together."""
+
 from __future__ import annotations
 
 from cdktf import GcsBackend, LocalBackend, TerraformOutput, TerraformStack
@@ -8,26 +9,26 @@ from infra import provider_loader
 
 provider_loader.install()  # before any provider import below
 
-from cdktf_cdktf_provider_docker.provider import DockerProvider, DockerProviderRegistryAuth  # noqa: E402
-from cdktf_cdktf_provider_google.data_google_client_config import DataGoogleClientConfig  # noqa: E402
-from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject  # noqa: E402
-from cdktf_cdktf_provider_google.provider import GoogleProvider  # noqa: E402
+from cdktf_cdktf_provider_docker.provider import DockerProvider, DockerProviderRegistryAuth
+from cdktf_cdktf_provider_google.data_google_client_config import DataGoogleClientConfig
+from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
+from cdktf_cdktf_provider_google.provider import GoogleProvider
 
-from infra.components.apis import Apis  # noqa: E402
-from infra.components.budget import Budget  # noqa: E402
-from infra.components.cicd import CiCd  # noqa: E402
-from infra.components.features import Features  # noqa: E402
-from infra.components.identity import Identity  # noqa: E402
-from infra.components.images import Images  # noqa: E402
-from infra.components.kms import Kms  # noqa: E402
-from infra.components.monitoring import Monitoring  # noqa: E402
-from infra.components.registry import Registry  # noqa: E402
-from infra.components.serving import Serving  # noqa: E402
-from infra.components.storage import Storage  # noqa: E402
-from infra.components.vertex import Vertex  # noqa: E402
-from infra.naming import Names  # noqa: E402
-from infra.teardown import TeardownPolicy  # noqa: E402
-from settings import Settings  # noqa: E402
+from infra.components.apis import Apis
+from infra.components.budget import Budget
+from infra.components.cicd import CiCd
+from infra.components.features import Features
+from infra.components.identity import Identity
+from infra.components.images import Images
+from infra.components.kms import Kms
+from infra.components.monitoring import Monitoring
+from infra.components.registry import Registry
+from infra.components.serving import Serving
+from infra.components.storage import Storage
+from infra.components.vertex import Vertex
+from infra.naming import Names
+from infra.teardown import TeardownPolicy
+from settings import Settings
 
 STATE_PREFIX = "fmnist-mlops"
 GOOGLE_PROVIDER_VERSION = "6.50.0"
@@ -52,14 +53,28 @@ class EnvironmentStack(TerraformStack):
             GcsBackend(self, bucket=infra.state_bucket, prefix=f"{STATE_PREFIX}/{settings.env}")
         else:
             LocalBackend(self, path=local_state_path(settings.env))
-        GoogleProvider(self, "google", project=names.project, region=names.region,
-                       default_labels=names.labels, user_project_override=True, billing_project=names.project)
+        GoogleProvider(
+            self,
+            "google",
+            project=names.project,
+            region=names.region,
+            default_labels=names.labels,
+            user_project_override=True,
+            billing_project=names.project,
+        )
         # cdktf writes the bare source "google"; OpenTofu and Terraform lock files need the full address.
         self.add_override("terraform.required_providers.google.source", "hashicorp/google")
         self.add_override("terraform.required_providers.google.version", GOOGLE_PROVIDER_VERSION)
         client = DataGoogleClientConfig(self, "client")
-        DockerProvider(self, "docker", registry_auth=[DockerProviderRegistryAuth(
-            address=names.registry_host, username="oauth2accesstoken", password=client.access_token)])
+        DockerProvider(
+            self,
+            "docker",
+            registry_auth=[
+                DockerProviderRegistryAuth(
+                    address=names.registry_host, username="oauth2accesstoken", password=client.access_token
+                )
+            ],
+        )
         project = DataGoogleProject(self, "project", project_id=names.project)
 
         self.apis = apis = Apis(self, "apis", names=names, teardown=teardown)
@@ -68,14 +83,15 @@ class EnvironmentStack(TerraformStack):
         self.storage = Storage(self, "storage", names=names, teardown=teardown, kms=kms, identity=identity)
         self.registry = registry = Registry(self, "registry", names=names, apis=apis, kms=kms, identity=identity)
         self.images = images = Images(self, "images", names=names, registry=registry)
-        self.features = Features(self, "features", names=names, teardown=teardown, apis=apis, kms=kms,
-                                 identity=identity)
+        self.features = Features(
+            self, "features", names=names, teardown=teardown, apis=apis, kms=kms, identity=identity
+        )
         self.vertex = vertex = Vertex(self, "vertex", names=names, apis=apis, kms=kms)
-        self.serving = serving = Serving(self, "serving", names=names, teardown=teardown, apis=apis,
-                                         identity=identity, images=images)
+        self.serving = serving = Serving(
+            self, "serving", names=names, teardown=teardown, apis=apis, identity=identity, images=images
+        )
         self.monitoring = monitoring = Monitoring(self, "monitoring", names=names, apis=apis)
-        self.budget = Budget(self, "budget", names=names, apis=apis, kms=kms, monitoring=monitoring,
-                             project=project)
+        self.budget = Budget(self, "budget", names=names, apis=apis, kms=kms, monitoring=monitoring, project=project)
         self.cicd = CiCd(self, "cicd", names=names, apis=apis, identity=identity)
 
         # What the trainer and operators need after a deploy (`cdktf output <env>`).

@@ -5,6 +5,7 @@ check id and its reason under the resource's `"//"` metadata, where reviewers se
 and infra/checkov_baseline.py turns all notes into a checkov baseline file. Keep them few: each one is a
 finding we accept on purpose.
 """
+
 from __future__ import annotations
 
 NOTE_KEY = "checkov_skip"

@@ -5,6 +5,7 @@ one blocker; `infra.deletion_protection` in config/<env>.yaml picks the side, an
 Not covered here (documented in infra/README.md): models deployed on the Vertex AI endpoint by the SDK
 (`python -m trainer undeploy-all` first) and KMS key rings, which Google Cloud never deletes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ class TeardownPolicy:
     protect: bool
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> "TeardownPolicy":
+    def for_settings(cls, settings: Settings) -> TeardownPolicy:
         return cls(protect=settings.infra.deletion_protection)
 
     @property

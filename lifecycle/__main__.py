@@ -5,6 +5,7 @@ policy scan -> serve the champion and check it over HTTP -> summary table and re
 gcp target (`--target gcp`, needs credentials and a deployed `infra/`): the same data steps into the datasets
 bucket, training as a Vertex AI custom job, then evaluate/export/promote and `deploy-model` to the endpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,16 +17,20 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from lifecycle.steps import REPO_ROOT, StepFailed, StepLog, banner, run_step
-from trainer import storage
 from settings import ConfigError, load_config
+from trainer import storage
 
 GATE_REFUSED_EXIT = 3  # trainer.models.registry.GateRefused: the candidate stays a candidate; the run goes on
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m lifecycle", description=__doc__.splitlines()[0])
-    parser.add_argument("--target", choices=["local", "gcp"], default="local",
-                        help="local (default, offline) or gcp (Vertex AI; needs credentials)")
+    parser.add_argument(
+        "--target",
+        choices=["local", "gcp"],
+        default="local",
+        help="local (default, offline) or gcp (Vertex AI; needs credentials)",
+    )
     parser.add_argument("--env", help="config environment (default: local, or dev with --target gcp)")
     parser.add_argument("--preset", default="demo", help="training preset (demo, full, smoke)")
     parser.add_argument("--source", help="data source for ingest (default: config, Debian package, download)")
@@ -77,17 +82,36 @@ def run_local(args, settings, log: StepLog):
     env_args = ["--env", settings.env]
     started = time.perf_counter()
     summary = RunSummary()
-    run_step(log, "ingest + validate", ["-m", "trainer", *env_args, "ingest",
-                                        *(["--source", args.source] if args.source else [])])
+    run_step(
+        log,
+        "ingest + validate",
+        ["-m", "trainer", *env_args, "ingest", *(["--source", args.source] if args.source else [])],
+    )
     run_step(log, "analyze", ["-m", "trainer", *env_args, "analyze"])
     run_step(log, "features", ["-m", "trainer", *env_args, "features"])
     run_id = "demo-" + time.strftime("%Y%m%dt%H%M%S", time.gmtime())
     model_dir = storage.join(settings.dev_bucket, "runs", run_id, "model")
-    run_step(log, "train", ["-m", "trainer", *env_args, "train", "--preset", args.preset, "--run-id", run_id,
-                            "--model-dir", model_dir, *args.train_arg])
+    run_step(
+        log,
+        "train",
+        [
+            "-m",
+            "trainer",
+            *env_args,
+            "train",
+            "--preset",
+            args.preset,
+            "--run-id",
+            run_id,
+            "--model-dir",
+            model_dir,
+            *args.train_arg,
+        ],
+    )
     # export evaluates on the test set itself (it must, to verify ONNX), so a separate `evaluate` would repeat it
-    run_step(log, "evaluate + export + verify + register", ["-m", "trainer", *env_args, "export",
-                                                            "--model-dir", model_dir])
+    run_step(
+        log, "evaluate + export + verify + register", ["-m", "trainer", *env_args, "export", "--model-dir", model_dir]
+    )
     registry = ModelRegistry.from_settings(settings)
     summary.model_version = registry.read_index()["aliases"]["candidate"]
     summary.gate = promote(log, env_args)
@@ -143,23 +167,33 @@ def run_local(args, settings, log: StepLog):
 def run_gcp(args, settings, log: StepLog):
     """The same lifecycle against Google Cloud; each step is the command a pipeline would run."""
     if settings.target != "gcp":
-        raise ConfigError(f"--target gcp needs a gcp environment; config/{settings.env}.yaml has target "
-                          f"{settings.target} (use --env dev)")
+        raise ConfigError(
+            f"--target gcp needs a gcp environment; config/{settings.env}.yaml has target "
+            f"{settings.target} (use --env dev)"
+        )
     env_args = ["--env", settings.env]
     job = "fmnist-train-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     model_dir = storage.join(settings.models_bucket, "jobs", job, "model")
-    run_step(log, "ingest into the datasets bucket", ["-m", "trainer", *env_args, "ingest",
-                                                      *(["--source", args.source] if args.source else [])])
+    run_step(
+        log,
+        "ingest into the datasets bucket",
+        ["-m", "trainer", *env_args, "ingest", *(["--source", args.source] if args.source else [])],
+    )
     run_step(log, "analyze", ["-m", "trainer", *env_args, "analyze"])
     run_step(log, "features", ["-m", "trainer", *env_args, "features"])
-    run_step(log, "train (Vertex AI custom job)", ["-m", "trainer", *env_args, "submit", "--wait",
-                                                   "--preset", args.preset, "--display-name", job])
-    run_step(log, "evaluate + export + verify + register", ["-m", "trainer", *env_args, "export",
-                                                            "--model-dir", model_dir])
+    run_step(
+        log,
+        "train (Vertex AI custom job)",
+        ["-m", "trainer", *env_args, "submit", "--wait", "--preset", args.preset, "--display-name", job],
+    )
+    run_step(
+        log, "evaluate + export + verify + register", ["-m", "trainer", *env_args, "export", "--model-dir", model_dir]
+    )
     gate = promote(log, env_args)
     if gate.startswith("promoted"):
-        run_step(log, "deploy champion to the Vertex AI endpoint", ["-m", "trainer", *env_args, "deploy-model",
-                                                                    "champion"])
+        run_step(
+            log, "deploy champion to the Vertex AI endpoint", ["-m", "trainer", *env_args, "deploy-model", "champion"]
+        )
     run_step(log, "registry", ["-m", "trainer", *env_args, "registry", "list"])
 
 

@@ -3,6 +3,7 @@
 Why over HTTP: the number that matters is what a client gets back from the serving image's code under gunicorn,
 not what the trainer measured in-process; the two must agree exactly.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,18 +35,33 @@ def free_port() -> int:
 def running_service(model_uri: str, *, workers: int = 2, extra_env: dict | None = None, timeout: float = 60):
     """`python -m service` on a free loopback port; yields (base URL, seconds from launch to healthy)."""
     port = free_port()
-    env = {**os.environ, "MODEL_URI": model_uri, "PORT": str(port), "SERVICE_HOST": "127.0.0.1",
-           "WORKERS": str(workers), "LOG_LEVEL": "WARNING", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "MODEL_URI": model_uri,
+        "PORT": str(port),
+        "SERVICE_HOST": "127.0.0.1",
+        "WORKERS": str(workers),
+        "LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
     env.pop("AIP_STORAGE_URI", None)
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
             if proc.poll() is not None:
-                raise ServiceCheckFailed(f"the service exited with {proc.returncode} before it was healthy: "
-                                         f"{proc.stderr.read().decode(errors='replace')[-2000:]}")
+                raise ServiceCheckFailed(
+                    f"the service exited with {proc.returncode} before it was healthy: "
+                    f"{proc.stderr.read().decode(errors='replace')[-2000:]}"
+                )
             try:
                 if requests.get(f"{base}/health", timeout=1).status_code == 200:
                     break
@@ -68,8 +84,9 @@ def running_service(model_uri: str, *, workers: int = 2, extra_env: dict | None 
 
 def _check(response: requests.Response) -> dict:
     if response.status_code != 200:
-        raise ServiceCheckFailed(f"{response.request.method} {response.url} -> {response.status_code}: "
-                                 f"{response.text[:500]}")
+        raise ServiceCheckFailed(
+            f"{response.request.method} {response.url} -> {response.status_code}: {response.text[:500]}"
+        )
     return response.json()
 
 
@@ -77,7 +94,7 @@ def predict_json(session: requests.Session, base: str, images: np.ndarray, batch
     """Class ids for every image, sent as Vertex AI JSON (`instances` of 28x28 lists)."""
     out = []
     for start in range(0, len(images), batch):
-        body = {"instances": images[start:start + batch].tolist()}
+        body = {"instances": images[start : start + batch].tolist()}
         out += [p["class_id"] for p in _check(session.post(f"{base}/predict", json=body, timeout=30))["predictions"]]
     return np.asarray(out)
 
@@ -87,15 +104,18 @@ def predict_binary(session: requests.Session, base: str, images: np.ndarray, bat
     out = []
     headers = {"Content-Type": "application/octet-stream"}
     for start in range(0, len(images), batch):
-        body = np.ascontiguousarray(images[start:start + batch], dtype=np.uint8).tobytes()
-        out += [p["class_id"] for p in _check(session.post(f"{base}/predict", data=body, headers=headers,
-                                                           timeout=30))["predictions"]]
+        body = np.ascontiguousarray(images[start : start + batch], dtype=np.uint8).tobytes()
+        out += [
+            p["class_id"]
+            for p in _check(session.post(f"{base}/predict", data=body, headers=headers, timeout=30))["predictions"]
+        ]
     return np.asarray(out)
 
 
 @dataclass
 class HttpFigures:
     """What the service did with the real test set."""
+
     cold_start_s: float = 0.0
     json_accuracy: float = 0.0
     binary_accuracy: float = 0.0
@@ -137,15 +157,19 @@ def check_service(model_uri: str, x_test: np.ndarray, y_test: np.ndarray, *, log
         start = time.perf_counter()
         figures.binary_accuracy = float((predict_binary(session, base, x_test) == y_test).mean())
         figures.binary_images_per_s = len(x_test) / (time.perf_counter() - start)
-        log(f"binary path: {figures.binary_images_per_s:,.0f} images/s (64 per request, one client), "
-            f"accuracy {figures.binary_accuracy:.4f}")
+        log(
+            f"binary path: {figures.binary_images_per_s:,.0f} images/s (64 per request, one client), "
+            f"accuracy {figures.binary_accuracy:.4f}"
+        )
         figures.latency_p50_ms, figures.latency_p99_ms = single_image_latency(session, base, x_test)
         log(f"one image per request: p50 {figures.latency_p50_ms:.2f} ms, p99 {figures.latency_p99_ms:.2f} ms")
         figures.drift_before = _check(session.get(f"{base}/monitoring/drift", timeout=10))
         _check(session.post(f"{base}/monitoring/drift/reset", timeout=10))
         predict_binary(session, base, shifted(np.resize(x_test, (2000, 28, 28))))  # enough for drift's sample
         figures.drift_after = _check(session.get(f"{base}/monitoring/drift", timeout=10))
-        log(f"drift on the real test images: {figures.drift_before.get('drift_detected')}; "
+        log(
+            f"drift on the real test images: {figures.drift_before.get('drift_detected')}; "
             f"after 2,000 inverted images: {figures.drift_after.get('drift_detected')} "
-            f"({', '.join(figures.drift_after.get('drifted', [])) or 'nothing'})")
+            f"({', '.join(figures.drift_after.get('drifted', [])) or 'nothing'})"
+        )
     return figures

@@ -3,6 +3,7 @@
 Why self-contained: the page is written into the dev bucket and opened from there (or from a GCS console
 download); it must not depend on files beside it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,6 +18,7 @@ from trainer import storage
 @dataclass
 class RunSummary:
     """Every figure the summary table and the report show."""
+
     dataset_version: str = ""
     model_version: str = ""
     champion: str = ""
@@ -48,14 +50,20 @@ class RunSummary:
             ("promotion", self.gate),
             ("champion served", self.champion),
             ("test accuracy (evaluation)", f"{self.accuracy:.4f}"),
-            ("macro precision / recall / F1", f"{self.macro_precision:.4f} / {self.macro_recall:.4f} / {self.macro_f1:.4f}"),
+            (
+                "macro precision / recall / F1",
+                f"{self.macro_precision:.4f} / {self.macro_recall:.4f} / {self.macro_f1:.4f}",
+            ),
             ("HTTP accuracy, JSON / binary", f"{self.http_accuracy_json:.4f} / {self.http_accuracy_binary:.4f}"),
             ("service cold start", f"{self.cold_start_s:.2f} s"),
             ("latency, 1 image, p50 / p99", f"{self.latency_p50_ms:.2f} / {self.latency_p99_ms:.2f} ms"),
             ("throughput, binary, 64/request", f"{self.binary_images_per_s:,.0f} images/s"),
-            ("drift: test set / inverted images", f"{'yes' if self.drift_on_test else 'no'} / "
-                                                  f"{'yes' if self.drift_on_shifted else 'no'}"
-                                                  + (f" ({', '.join(self.drifted_features)})" if self.drifted_features else "")),
+            (
+                "drift: test set / inverted images",
+                f"{'yes' if self.drift_on_test else 'no'} / "
+                f"{'yes' if self.drift_on_shifted else 'no'}"
+                + (f" ({', '.join(self.drifted_features)})" if self.drifted_features else ""),
+            ),
             ("infra resources (synth)", resources),
             ("checkov", self.checkov),
             ("wall time / peak step memory", f"{self.wall_s:.0f} s / {self.peak_rss_mb:,.0f} MB"),
@@ -99,14 +107,27 @@ def per_class_rows(model_dir: str) -> list[dict]:
 
 
 def markdown(summary: RunSummary, per_class: list[dict]) -> str:
-    lines = ["# Fashion-MNIST lifecycle run", "", f"Run at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.", "",
-             "| | |", "|---|---|"]
+    lines = [
+        "# Fashion-MNIST lifecycle run",
+        "",
+        f"Run at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in summary.rows()]
     if per_class:
-        lines += ["", "## Per class (champion, test set)", "", "| class | precision | recall | F1 | support |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {c['name']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
-                  for c in per_class]
+        lines += [
+            "",
+            "## Per class (champion, test set)",
+            "",
+            "| class | precision | recall | F1 | support |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c['name']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
+            for c in per_class
+        ]
     lines += ["", "## Step timings", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in summary.timings.items()]
     return "\n".join(lines) + "\n"
@@ -115,24 +136,31 @@ def markdown(summary: RunSummary, per_class: list[dict]) -> str:
 def html_page(summary: RunSummary, per_class: list[dict], figures: list[tuple[str, bytes]]) -> str:
     esc = html.escape
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary.rows())
-    classes = "".join(f"<tr><td>{esc(c['name'])}</td><td>{c['precision']:.4f}</td><td>{c['recall']:.4f}</td>"
-                      f"<td>{c['f1']:.4f}</td><td>{c['support']}</td></tr>" for c in per_class)
+    classes = "".join(
+        f"<tr><td>{esc(c['name'])}</td><td>{c['precision']:.4f}</td><td>{c['recall']:.4f}</td>"
+        f"<td>{c['f1']:.4f}</td><td>{c['support']}</td></tr>"
+        for c in per_class
+    )
     timings = "".join(f"<tr><td>{esc(n)}</td><td>{s:.1f}</td></tr>" for n, s in summary.timings.items())
-    figs = "".join(f"<figure>{_img(png, title)}<figcaption>{esc(title)}</figcaption></figure>" for title, png in figures)
+    figs = "".join(
+        f"<figure>{_img(png, title)}<figcaption>{esc(title)}</figcaption></figure>" for title, png in figures
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Fashion-MNIST lifecycle run</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }} th, td {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+th, td {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }}
 th {{ background: #f4f4f4; }} figure {{ display: inline-block; margin: .5rem; vertical-align: top; }}
 figure img {{ max-width: 520px; border: 1px solid #ddd; }} figcaption {{ text-align: center; color: #555; }}
 </style></head><body>
 <h1>Fashion-MNIST lifecycle run</h1>
 <p>Dataset <code>{esc(summary.dataset_version)}</code>, champion <code>{esc(summary.champion)}</code>,
-run at {esc(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}.</p>
+run at {esc(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))}.</p>
 <h2>Summary</h2><table id="summary">{rows}</table>
 <h2>Per class (champion, test set)</h2>
-<table id="per-class"><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{classes}</table>
+<table id="per-class"><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
+{classes}</table>
 <h2>Figures</h2>{figs}
 <h2>Step timings</h2><table id="timings"><tr><th>step</th><th>seconds</th></tr>{timings}</table>
 </body></html>
@@ -149,5 +177,7 @@ def write_report(settings, summary: RunSummary, model_dir: str) -> tuple[str, st
         base = storage.join(settings.dev_bucket, "reports", folder)
         storage.write_text(storage.join(base, "report.md"), md, content_type="text/markdown; charset=utf-8")
         storage.write_text(storage.join(base, "report.html"), page, content_type="text/html; charset=utf-8")
-    return (storage.join(settings.dev_bucket, "reports", stamp, "report.html"),
-            storage.join(settings.dev_bucket, "reports", "latest", "report.html"))
+    return (
+        storage.join(settings.dev_bucket, "reports", stamp, "report.html"),
+        storage.join(settings.dev_bucket, "reports", "latest", "report.html"),
+    )

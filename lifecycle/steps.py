@@ -1,4 +1,5 @@
 """Run one lifecycle step as a subprocess, with a header, its timing and a clear stop on failure."""
+
 from __future__ import annotations
 
 import os
@@ -19,6 +20,7 @@ class StepFailed(RuntimeError):
 @dataclass
 class StepLog:
     """What the run did, for the summary and the report."""
+
     timings: dict[str, float] = field(default_factory=dict)
 
     def peak_child_rss_mb(self) -> float:
@@ -40,6 +42,8 @@ def run_step(log: StepLog, name: str, argv: list[str], env: dict[str, str] | Non
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**quiet, **os.environ, **(env or {})})
     log.timings[name] = time.perf_counter() - start
     if proc.returncode != 0:
-        raise StepFailed(f"step '{name}' failed (exit {proc.returncode}); its message is above. "
-                         f"Re-run it alone with: python {' '.join(argv)}")
+        raise StepFailed(
+            f"step '{name}' failed (exit {proc.returncode}); its message is above. "
+            f"Re-run it alone with: python {' '.join(argv)}"
+        )
     print(f"-- {name}: {log.timings[name]:.1f} s", flush=True)

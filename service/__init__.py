@@ -8,4 +8,5 @@ never the trainer package or TensorFlow. Start it with `python -m service`; buil
 def create_app(config=None, **kwargs):
     """The Flask application factory (imported lazily so `import service` stays cheap)."""
     from service.app import create_app as _create_app
+
     return _create_app(config, **kwargs)

@@ -3,6 +3,7 @@
 Settings come from environment variables (see service/config.py and `python -m service --help`). The model is
 read before gunicorn starts, so a missing model ends with one clear message and exit status 2.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         import service.wsgi  # noqa: F401 - reads the model now; gunicorn's preload then finds it imported
     except ModelLoadError as exc:
         from service.state_dir import remove_state_dir
+
         remove_state_dir()
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ going through Flask's context-local proxies about thirty times per request, whic
 on single-image requests. Views and error handlers leave what the log line needs in the environ
 (`fmnist.instances`, `fmnist.error`).
 """
+
 from __future__ import annotations
 
 import os
@@ -44,9 +45,18 @@ class AccountingMiddleware:
         self._state.count_request(route, environ["REQUEST_METHOD"], status, latency)
         response_size = next((v for k, v in reply["headers"] if k == "Content-Length"), "0")
         self._log.write(
-            method=environ["REQUEST_METHOD"], path=path, status=status, latency_s=latency, request_id=request_id,
-            request_size=environ.get("CONTENT_LENGTH") or "0", response_size=response_size,
+            method=environ["REQUEST_METHOD"],
+            path=path,
+            status=status,
+            latency_s=latency,
+            request_id=request_id,
+            request_size=environ.get("CONTENT_LENGTH") or "0",
+            response_size=response_size,
             remote_ip=environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR"),
-            user_agent=environ.get("HTTP_USER_AGENT"), trace_header=environ.get("HTTP_X_CLOUD_TRACE_CONTEXT"),
-            quiet=route in self._quiet, instances=environ.get(INSTANCES, 0), error=environ.get(ERROR))
+            user_agent=environ.get("HTTP_USER_AGENT"),
+            trace_header=environ.get("HTTP_X_CLOUD_TRACE_CONTEXT"),
+            quiet=route in self._quiet,
+            instances=environ.get(INSTANCES, 0),
+            error=environ.get(ERROR),
+        )
         return body

@@ -5,13 +5,14 @@ told to defer, builds the inference session and warms it up. Under gunicorn the 
 `activate=False` and each worker activates it after the fork (gunicorn_conf.post_worker_init): ONNX Runtime
 sessions are not shared across processes, and /health answers 503 until a worker's warm-up has succeeded.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import random
 import time
-from typing import Mapping, Optional, Union
+from collections.abc import Mapping
 
 import numpy as np
 import orjson
@@ -50,9 +51,13 @@ class ServiceState:
         self.ready = False
         self.runtime_version = "onnxruntime (not loaded in this process)"
         state_dir = os.environ.get("SERVICE_STATE_DIR")
-        self.drift = DriftMonitor(bundle.metadata.get("feature_baseline"), config.drift_psi_threshold,
-                                  config.drift_min_images, config.drift_sample_every,
-                                  os.path.join(state_dir, "drift") if state_dir else None)
+        self.drift = DriftMonitor(
+            bundle.metadata.get("feature_baseline"),
+            config.drift_psi_threshold,
+            config.drift_min_images,
+            config.drift_sample_every,
+            os.path.join(state_dir, "drift") if state_dir else None,
+        )
         self.request_log = RequestLog(config.log_level, config.google_cloud_project, bundle.version)
         self.scrape_registry = metrics.build_scrape_registry(self)
         self.openapi_bytes = orjson.dumps(build_openapi(config, bundle.version))
@@ -66,14 +71,19 @@ class ServiceState:
         if self.ready:
             return
         started = time.perf_counter()
-        classifier = OnnxClassifier(self.bundle.model_path, self.bundle.metadata["input"]["name"],
-                                    len(self.class_names))
+        classifier = OnnxClassifier(
+            self.bundle.model_path, self.bundle.metadata["input"]["name"], len(self.class_names)
+        )
         classifier.warm_up()
         self.classifier = classifier
         self.runtime_version = classifier.runtime_version
         self.ready = True
-        log.info("model %s ready in worker %d (session + warm-up %.1f ms)", self.bundle.version, os.getpid(),
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "model %s ready in worker %d (session + warm-up %.1f ms)",
+            self.bundle.version,
+            os.getpid(),
+            (time.perf_counter() - started) * 1000,
+        )
 
     def count_request(self, route: str, method: str, status: int, latency_s: float) -> None:
         key = (route, method, status)
@@ -99,18 +109,21 @@ class ServiceState:
             self._class_counters[class_id].inc(int(per_class[class_id]))
 
 
-def _predictions(probabilities: np.ndarray, predicted: np.ndarray, top_k: Optional[int], names: list) -> list:
-    out = [{"class_id": class_id, "label": names[class_id], "probabilities": probabilities[i]}
-           for i, class_id in enumerate(predicted.tolist())]
+def _predictions(probabilities: np.ndarray, predicted: np.ndarray, top_k: int | None, names: list) -> list:
+    out = [
+        {"class_id": class_id, "label": names[class_id], "probabilities": probabilities[i]}
+        for i, class_id in enumerate(predicted.tolist())
+    ]
     if top_k:
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
         for i, item in enumerate(out):
-            item["top_k"] = [{"class_id": j, "label": names[j], "probability": probabilities[i, j]}
-                             for j in order[i].tolist()]
+            item["top_k"] = [
+                {"class_id": j, "label": names[j], "probability": probabilities[i, j]} for j in order[i].tolist()
+            ]
     return out
 
 
-def _coerce_config(config: Union[ServiceConfig, Mapping[str, str], None]) -> ServiceConfig:
+def _coerce_config(config: ServiceConfig | Mapping[str, str] | None) -> ServiceConfig:
     if isinstance(config, ServiceConfig):
         return config
     if config is None:
@@ -118,8 +131,9 @@ def _coerce_config(config: Union[ServiceConfig, Mapping[str, str], None]) -> Ser
     return ServiceConfig.from_env({**os.environ, **config})
 
 
-def create_app(config: Union[ServiceConfig, Mapping[str, str], None] = None, *,
-               bundle: Optional[ModelBundle] = None, activate: bool = True) -> Flask:
+def create_app(
+    config: ServiceConfig | Mapping[str, str] | None = None, *, bundle: ModelBundle | None = None, activate: bool = True
+) -> Flask:
     """The prediction service as a Flask app.
 
     `config`: a ServiceConfig, a mapping of environment variables laid over os.environ, or None for the
@@ -136,8 +150,9 @@ def create_app(config: Union[ServiceConfig, Mapping[str, str], None] = None, *,
     _register_routes(app, state)
     _register_error_handlers(app, state)
     routes = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}
-    app.wsgi_app = AccountingMiddleware(app.wsgi_app, state, routes, {config.health_route, "/metrics"},
-                                        state.request_log)
+    app.wsgi_app = AccountingMiddleware(
+        app.wsgi_app, state, routes, {config.health_route, "/metrics"}, state.request_log
+    )
     if activate:
         state.activate()
     log.info("serving model %s from %s", bundle.version, bundle.version_dir)
@@ -156,9 +171,12 @@ def _parse(state: ServiceState) -> ParsedRequest:
         if parsed.top_k is None:
             parsed.top_k = query_top_k
         return parsed
-    raise RequestError(415, "unsupported_media_type",
-                       f"Content-Type {mimetype or '(none)'!r} is not supported: send application/json "
-                       "({\"instances\": [...]}) or application/octet-stream (N x 784 uint8 pixels)")
+    raise RequestError(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {mimetype or '(none)'!r} is not supported: send application/json "
+        '({"instances": [...]}) or application/octet-stream (N x 784 uint8 pixels)',
+    )
 
 
 def _register_routes(app: Flask, state: ServiceState) -> None:
@@ -179,8 +197,9 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
         response_meta = {"model_version": state.bundle.version}
         if parsed.notes:
             response_meta["notes"] = parsed.notes
-        return _json({"predictions": _predictions(probabilities, predicted, parsed.top_k, names),
-                      "metadata": response_meta})
+        return _json(
+            {"predictions": _predictions(probabilities, predicted, parsed.top_k, names), "metadata": response_meta}
+        )
 
     def health():
         if not state.ready:
@@ -192,13 +211,24 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
 
     @app.get("/v1/model")
     def model_info():
-        return _json({**state.bundle.metadata,
-                      "source": {"requested_uri": state.bundle.requested_uri,
-                                 "version_dir": state.bundle.version_dir, "alias": state.bundle.alias},
-                      "serving": {"runtime": state.runtime_version, "ready": state.ready,
-                                  "samples": 0 if state.bundle.samples is None else len(state.bundle.samples.images),
-                                  "max_instances": config.max_instances, "max_body_bytes": config.max_body_bytes,
-                                  "drift_psi_threshold": config.drift_psi_threshold}})
+        return _json(
+            {
+                **state.bundle.metadata,
+                "source": {
+                    "requested_uri": state.bundle.requested_uri,
+                    "version_dir": state.bundle.version_dir,
+                    "alias": state.bundle.alias,
+                },
+                "serving": {
+                    "runtime": state.runtime_version,
+                    "ready": state.ready,
+                    "samples": 0 if state.bundle.samples is None else len(state.bundle.samples.images),
+                    "max_instances": config.max_instances,
+                    "max_body_bytes": config.max_body_bytes,
+                    "drift_psi_threshold": config.drift_psi_threshold,
+                },
+            }
+        )
 
     @app.get("/openapi.json")
     def openapi():
@@ -268,8 +298,10 @@ def _register_error_handlers(app: Flask, state: ServiceState) -> None:
         detail = error.description or error.name
         if error.code == 413:
             _drain_body()
-            detail = (f"the body is over {state.config.max_body_bytes} bytes (the Vertex AI limit): split the "
-                      "batch or use the binary path")
+            detail = (
+                f"the body is over {state.config.max_body_bytes} bytes (the Vertex AI limit): split the "
+                "batch or use the binary path"
+            )
         elif error.code == 404:
             detail = f"no route {request.path}; see /openapi.json"
         elif error.code == 405:
@@ -283,5 +315,11 @@ def _register_error_handlers(app: Flask, state: ServiceState) -> None:
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return reply(RequestError(500, "internal_error", f"{type(error).__name__}: the service failed; see its "
-                                                         f"logs for request id {request.environ.get(REQUEST_ID, '?')}"))
+        return reply(
+            RequestError(
+                500,
+                "internal_error",
+                f"{type(error).__name__}: the service failed; see its "
+                f"logs for request id {request.environ.get(REQUEST_ID, '?')}",
+            )
+        )

@@ -4,12 +4,13 @@ Why environment variables: Vertex AI and Cloud Run configure a container through
 project's config/<env>.yaml `service:` section is mapped onto the same names at deploy time (infra/). The service
 image has no pyyaml or pydantic, so the local registry default is rebuilt here from FMNIST_STORAGE_ROOT.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Optional
 
 from contracts.layout import CHAMPION, DEFAULT_STORAGE_ROOT, model_reference
 
@@ -83,6 +84,7 @@ def _route(environ, name: str, default: str) -> str:
 @dataclass(frozen=True)
 class ServiceConfig:
     """Everything the service reads from its environment; `from_env` documents each variable's name."""
+
     model_uri: str
     host: str = "0.0.0.0"
     port: int = 8080
@@ -96,10 +98,10 @@ class ServiceConfig:
     drift_sample_every: int = 8
     page_enabled: bool = True
     log_level: str = "INFO"
-    google_cloud_project: Optional[str] = None
+    google_cloud_project: str | None = None
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "ServiceConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceConfig:
         """Read and validate the service's variables; raise ConfigError naming the first bad one."""
         env = os.environ if environ is None else environ
         port_source = "AIP_HTTP_PORT" if env.get("AIP_HTTP_PORT") else "PORT"
@@ -123,5 +125,5 @@ class ServiceConfig:
             google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
         )
 
-    def with_changes(self, **changes) -> "ServiceConfig":
+    def with_changes(self, **changes) -> ServiceConfig:
         return replace(self, **changes)

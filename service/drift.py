@@ -11,14 +11,14 @@ are computed, in batches of at least 8: a request that brings fewer waits in a s
 to 7 sampled images per worker are counted late (a report includes the reporting worker's own buffer).
 Counts accumulate from start-up or the last reset (POST /monitoring/drift/reset).
 """
+
 from __future__ import annotations
 
 import glob
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -33,8 +33,8 @@ FEATURE_BATCH = 8  # sampled images per feature computation: amortizes numpy's p
 class Baseline:
     """The metadata's feature_baseline block, checked against the feature function this service runs."""
 
-    def __init__(self, block: Optional[dict]):
-        self.problem: Optional[str] = None
+    def __init__(self, block: dict | None):
+        self.problem: str | None = None
         self.edges = np.zeros((len(FEATURE_NAMES), N_BINS - 1))
         self.expected = np.full((len(FEATURE_NAMES), N_BINS), 1 / N_BINS)
         self.class_expected = np.full(N_CLASSES, 1 / N_CLASSES)
@@ -42,8 +42,10 @@ class Baseline:
             self.problem = "metadata.json has no feature_baseline; drift cannot be measured for this model"
             return
         if block.get("feature_function") != FEATURE_FUNCTION_ID:
-            self.problem = (f"the baseline was computed with {block.get('feature_function')!r}, this service computes "
-                            f"{FEATURE_FUNCTION_ID!r}; re-export the model with this version of contracts/features.py")
+            self.problem = (
+                f"the baseline was computed with {block.get('feature_function')!r}, this service computes "
+                f"{FEATURE_FUNCTION_ID!r}; re-export the model with this version of contracts/features.py"
+            )
             return
         features = block.get("features") or {}
         missing = [name for name in FEATURE_NAMES if name not in features]
@@ -68,10 +70,10 @@ class _CountStore:
     and a header [reset generation, start time] every process sees (so a reset also drops other workers'
     half-filled buffers)."""
 
-    def __init__(self, directory: Optional[str]):
+    def __init__(self, directory: str | None):
         self._dir = Path(directory) if directory else None
         self._pid = -1
-        self._local: Optional[np.ndarray] = None
+        self._local: np.ndarray | None = None
         self._shape = (len(FEATURE_NAMES) + 1, N_BINS)
         if self._dir is None:
             self.header = np.array([0.0, time.time()])
@@ -125,8 +127,14 @@ class _CountStore:
 class DriftMonitor:
     """One per worker: observes served images, reports PSI over the counts of all workers."""
 
-    def __init__(self, baseline_block: Optional[dict], threshold: float, min_images: int,
-                 sample_every: int = 8, state_dir: Optional[str] = None):
+    def __init__(
+        self,
+        baseline_block: dict | None,
+        threshold: float,
+        min_images: int,
+        sample_every: int = 8,
+        state_dir: str | None = None,
+    ):
         self.baseline = Baseline(baseline_block)
         self.threshold = threshold
         self.min_images = min_images
@@ -152,13 +160,13 @@ class DriftMonitor:
         if first >= n:
             return  # none of these images is sampled: the common case for single-image requests
         self._drop_buffer_if_reset()
-        picked = pixels[first::self.sample_every]
+        picked = pixels[first :: self.sample_every]
         if len(picked) >= FEATURE_BATCH:
             self._add_features(picked)
             return
         if len(picked):
-            self._buffer[self._buffered:self._buffered + len(picked)] = picked  # float -> uint8 truncates, as
-            self._buffered += len(picked)                                       # the feature function does
+            self._buffer[self._buffered : self._buffered + len(picked)] = picked  # float -> uint8 truncates, as
+            self._buffered += len(picked)  # the feature function does
             if self._buffered >= FEATURE_BATCH:
                 self.flush()
 
@@ -171,7 +179,7 @@ class DriftMonitor:
         """Add the buffered images' feature bins to this worker's counts."""
         self._drop_buffer_if_reset()
         if self._buffered:
-            self._add_features(self._buffer[:self._buffered])
+            self._add_features(self._buffer[: self._buffered])
             self._buffered = 0
 
     def _add_features(self, images: np.ndarray) -> None:
@@ -192,16 +200,23 @@ class DriftMonitor:
         classes_seen = int(counts[-1].sum())
         sampled = int(counts[0].sum())
         report = {
-            "drift_detected": False, "threshold": self.threshold, "min_images": self.min_images,
-            "images_seen": classes_seen, "images_sampled": sampled, "sample_every": self.sample_every,
+            "drift_detected": False,
+            "threshold": self.threshold,
+            "min_images": self.min_images,
+            "images_seen": classes_seen,
+            "images_sampled": sampled,
+            "sample_every": self.sample_every,
             "feature_function": FEATURE_FUNCTION_ID,
-            "since": datetime.fromtimestamp(self._store.since(), timezone.utc).isoformat(timespec="seconds"),
+            "since": datetime.fromtimestamp(self._store.since(), UTC).isoformat(timespec="seconds"),
         }
         if not self.baseline.usable:
             return {**report, "status": "no_baseline", "detail": self.baseline.problem}
         if sampled < self.min_images:
-            return {**report, "status": "insufficient_data",
-                    "detail": f"{sampled} of the {self.min_images} sampled images needed before PSI is meaningful"}
+            return {
+                **report,
+                "status": "insufficient_data",
+                "detail": f"{sampled} of the {self.min_images} sampled images needed before PSI is meaningful",
+            }
         features = {}
         for row, name in enumerate(FEATURE_NAMES):
             psi = population_stability_index(self.baseline.expected[row], counts[row] / counts[row].sum())
@@ -211,8 +226,16 @@ class DriftMonitor:
         drifted = [name for name, item in features.items() if item["drifted"]]
         if class_psi > self.threshold:
             drifted.append("predicted_class")
-        return {**report, "status": "ok", "drift_detected": bool(drifted), "drifted": drifted,
-                "features": features,
-                "classes": {"psi": round(class_psi, 6), "drifted": class_psi > self.threshold,
-                            "observed_proportions": [round(float(p), 6) for p in observed],
-                            "baseline_proportions": [float(p) for p in self.baseline.class_expected]}}
+        return {
+            **report,
+            "status": "ok",
+            "drift_detected": bool(drifted),
+            "drifted": drifted,
+            "features": features,
+            "classes": {
+                "psi": round(class_psi, 6),
+                "drifted": class_psi > self.threshold,
+                "observed_proportions": [round(float(p), 6) for p in observed],
+                "baseline_proportions": [float(p) for p in self.baseline.class_expected],
+            },
+        }

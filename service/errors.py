@@ -3,13 +3,12 @@
 The JSON body is always {"error": <short name>, "detail": <what was wrong, where (which instance) and the fix>};
 `reason` labels the errors-by-reason metric.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, reason: str, detail: str, instance: Optional[int] = None):
+    def __init__(self, status: int, reason: str, detail: str, instance: int | None = None):
         super().__init__(detail)
         self.status = status
         self.reason = reason

@@ -6,6 +6,7 @@ Credentials, first found wins: none against STORAGE_EMULATOR_HOST (fake-gcs-serv
 file of `gcloud auth application-default login` (GOOGLE_APPLICATION_CREDENTIALS or the well-known path); the
 metadata server that Cloud Run and Vertex AI provide (GCE_METADATA_HOST overrides its address).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Optional
 
 GCS_SCHEME = "gs://"
 PUBLIC_API = "https://storage.googleapis.com"
@@ -37,7 +37,7 @@ def split_uri(uri: str) -> tuple[str, str]:
     """'gs://bucket/a/b' -> ('bucket', 'a/b')."""
     if not uri.startswith(GCS_SCHEME):
         raise GcsError(f"{uri}: not a gs:// URI")
-    bucket, _, name = uri[len(GCS_SCHEME):].partition("/")
+    bucket, _, name = uri[len(GCS_SCHEME) :].partition("/")
     if not bucket:
         raise GcsError(f"{uri}: a gs:// URI needs a bucket name (gs://BUCKET/PATH)")
     return bucket, name
@@ -50,11 +50,13 @@ def api_base(environ=os.environ) -> str:
     return emulator.rstrip("/") if "://" in emulator else f"http://{emulator.rstrip('/')}"
 
 
-def build_request(uri: str, token: Optional[str], environ=os.environ) -> urllib.request.Request:
+def build_request(uri: str, token: str | None, environ=os.environ) -> urllib.request.Request:
     """The JSON API media download of one object (`alt=media`), with a bearer token when one is needed."""
     bucket, name = split_uri(uri)
-    url = (f"{api_base(environ)}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}"
-           f"/o/{urllib.parse.quote(name, safe='')}?alt=media")
+    url = (
+        f"{api_base(environ)}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}"
+        f"/o/{urllib.parse.quote(name, safe='')}?alt=media"
+    )
     headers = {"User-Agent": "fmnist-service"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -66,10 +68,10 @@ class TokenSource:
 
     def __init__(self, environ=os.environ):
         self._environ = environ
-        self._token: Optional[str] = None
+        self._token: str | None = None
         self._expires_at = 0.0
 
-    def token(self) -> Optional[str]:
+    def token(self) -> str | None:
         if self._environ.get("STORAGE_EMULATOR_HOST"):
             return None
         if self._token is None or time.time() > self._expires_at - 60:
@@ -89,12 +91,19 @@ class TokenSource:
     def _from_authorized_user(self, path: Path) -> tuple[str, float]:
         info = json.loads(path.read_text())
         if info.get("type") != "authorized_user":
-            raise GcsError(f"{path}: credentials of type {info.get('type')!r} are not supported by the service's "
-                           "GCS reader; run `gcloud auth application-default login`, or run on Cloud Run / Vertex AI "
-                           "where the metadata server provides a token")
-        body = urllib.parse.urlencode({"grant_type": "refresh_token", "client_id": info["client_id"],
-                                       "client_secret": info["client_secret"],
-                                       "refresh_token": info["refresh_token"]}).encode()
+            raise GcsError(
+                f"{path}: credentials of type {info.get('type')!r} are not supported by the service's "
+                "GCS reader; run `gcloud auth application-default login`, or run on Cloud Run / Vertex AI "
+                "where the metadata server provides a token"
+            )
+        body = urllib.parse.urlencode(
+            {
+                "grant_type": "refresh_token",
+                "client_id": info["client_id"],
+                "client_secret": info["client_secret"],
+                "refresh_token": info["refresh_token"],
+            }
+        ).encode()
         reply = _json_request(urllib.request.Request(TOKEN_URL, data=body, method="POST"), "OAuth token endpoint")
         return reply["access_token"], float(reply.get("expires_in", 3600))
 
@@ -105,8 +114,10 @@ class TokenSource:
         try:
             reply = _json_request(request, "metadata server", retries=1, timeout=3)
         except GcsError as exc:
-            raise GcsError(f"no Google Cloud credentials: {exc}. Outside Google Cloud run "
-                           "`gcloud auth application-default login` first") from None
+            raise GcsError(
+                f"no Google Cloud credentials: {exc}. Outside Google Cloud run "
+                "`gcloud auth application-default login` first"
+            ) from None
         return reply["access_token"], float(reply.get("expires_in", 3600))
 
 
@@ -123,14 +134,16 @@ def _send(request, what: str, retries: int = RETRIES, timeout: float = TIMEOUT_S
             if exc.code == 404:
                 raise GcsNotFound(f"{what}: not found (HTTP 404)") from None
             if exc.code in (401, 403):
-                raise GcsError(f"{what}: permission denied (HTTP {exc.code}); the service account needs "
-                               "roles/storage.objectViewer on the bucket") from None
+                raise GcsError(
+                    f"{what}: permission denied (HTTP {exc.code}); the service account needs "
+                    "roles/storage.objectViewer on the bucket"
+                ) from None
             if exc.code != 429 and exc.code < 500 or attempt == retries - 1:
                 raise GcsError(f"{what}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             if attempt == retries - 1:
                 raise GcsError(f"{what}: {getattr(exc, 'reason', exc)}") from None
-        time.sleep(0.2 * 2 ** attempt)
+        time.sleep(0.2 * 2**attempt)
     raise GcsError(f"{what}: no attempts made")
 
 

@@ -5,6 +5,7 @@ downloaded once), then forks; each worker only builds its session and warms it u
 the model exits with gunicorn's boot-error status, which stops the server. Sync workers, one per core, one
 inference thread each: requests are CPU-bound and short.
 """
+
 import gc
 import os
 import sys

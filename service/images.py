@@ -6,12 +6,12 @@ dataset's background), other sizes are padded to a square with the median border
 kept) and resized to 28x28 with a Lanczos filter. Each conversion adds a note to the response's metadata.
 The model still expects what Fashion-MNIST looks like: a light garment on a dark background.
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
 import io
-from typing import Optional
 
 import numpy as np
 
@@ -26,8 +26,9 @@ def _decode_base64(text: str, index: int) -> bytes:
     if text.startswith(_DATA_URL_PREFIX):
         head, sep, text = text.partition(",")
         if not sep or not head.endswith(";base64"):
-            raise RequestError(400, "bad_base64", "a data: URL must be base64-encoded (data:image/png;base64,...)",
-                               index)
+            raise RequestError(
+                400, "bad_base64", "a data: URL must be base64-encoded (data:image/png;base64,...)", index
+            )
     if len(text) > MAX_ENCODED_CHARS:
         raise RequestError(400, "bad_image", "the base64 string is too long", index)
     try:
@@ -39,7 +40,7 @@ def _decode_base64(text: str, index: int) -> bytes:
     return raw
 
 
-def _grayscale(image, index: int) -> tuple[np.ndarray, Optional[str]]:
+def _grayscale(image, index: int) -> tuple[np.ndarray, str | None]:
     """8-bit grayscale pixels; a note naming the conversion when the image was not 8-bit grayscale."""
     from PIL import Image
 
@@ -54,8 +55,9 @@ def _grayscale(image, index: int) -> tuple[np.ndarray, Optional[str]]:
         rgba = image.convert("RGBA")
         flattened = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         flattened.alpha_composite(rgba)
-        return np.asarray(flattened.convert("L"), dtype=np.uint8), \
-            f"{mode} image with transparency flattened onto black and converted to grayscale"
+        return np.asarray(
+            flattened.convert("L"), dtype=np.uint8
+        ), f"{mode} image with transparency flattened onto black and converted to grayscale"
     return np.asarray(image.convert("L"), dtype=np.uint8), f"{mode} image converted to grayscale"
 
 
@@ -68,7 +70,7 @@ def _to_28x28(pixels: np.ndarray) -> np.ndarray:
         border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
         square = np.full((side, side), int(np.median(border)), np.uint8)
         top, left = (side - height) // 2, (side - width) // 2
-        square[top:top + height, left:left + width] = pixels
+        square[top : top + height, left : left + width] = pixels
         pixels = square
     return np.asarray(Image.fromarray(pixels).resize((28, 28), Image.Resampling.LANCZOS), dtype=np.uint8)
 
@@ -88,8 +90,9 @@ def decode_image_instance(text: object, index: int) -> tuple[np.ndarray, list[st
         raise RequestError(400, "bad_image", f"the image cannot be read ({exc})", index) from None
     width, height = image.size
     if width < 1 or height < 1 or width > MAX_SIDE or height > MAX_SIDE:
-        raise RequestError(400, "bad_image", f"a {width}x{height} image is outside 1..{MAX_SIDE} pixels per side",
-                           index)
+        raise RequestError(
+            400, "bad_image", f"a {width}x{height} image is outside 1..{MAX_SIDE} pixels per side", index
+        )
     try:
         if image.format == "JPEG" and min(width, height) > 112:
             image.draft("L", (56, 56))  # let the JPEG decoder downscale by 2-8x: big photos cost little CPU
@@ -99,8 +102,9 @@ def decode_image_instance(text: object, index: int) -> tuple[np.ndarray, list[st
         raise RequestError(400, "bad_image", f"the image is damaged or truncated ({exc})", index) from None
     notes = [f"instance {index}: {note}"] if note else []
     if pixels.shape != (28, 28):
-        notes.append(f"instance {index}: {width}x{height} image resized to 28x28 (padded to a square first, "
-                     "aspect ratio kept)")
+        notes.append(
+            f"instance {index}: {width}x{height} image resized to 28x28 (padded to a square first, aspect ratio kept)"
+        )
         pixels = _to_28x28(pixels)
     return pixels, notes
 

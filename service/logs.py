@@ -4,14 +4,15 @@ Why hand-rolled request lines: one orjson dump and one write per request costs a
 module about ten times more. Everything else (start-up, gunicorn's own messages) goes through `logging` with
 JsonFormatter, so every line on stdout/stderr is one JSON object.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
-from typing import Optional
+from datetime import UTC, datetime
 
 import orjson
 
@@ -19,15 +20,20 @@ _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class JsonFormatter(logging.Formatter):
     """logging records -> one JSON object per line with Cloud Logging's field names."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"severity": record.levelname if record.levelname != "WARN" else "WARNING",
-                 "message": record.getMessage(), "time": _now(), "logger": record.name, "pid": record.process}
+        entry = {
+            "severity": record.levelname if record.levelname != "WARN" else "WARNING",
+            "message": record.getMessage(),
+            "time": _now(),
+            "logger": record.name,
+            "pid": record.process,
+        }
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
@@ -46,14 +52,28 @@ def configure_logging(level: str = "INFO") -> None:
 class RequestLog:
     """Writes one JSON line per request to stdout (fd 1, unbuffered, so no line is lost when a worker exits)."""
 
-    def __init__(self, level: str, project: Optional[str], model_version: str):
+    def __init__(self, level: str, project: str | None, model_version: str):
         self._threshold = _LEVELS[level]
         self._project = project
         self._model_version = model_version
 
-    def write(self, *, method: str, path: str, status: int, latency_s: float, request_id: str,
-              request_size, response_size, remote_ip: Optional[str], user_agent: Optional[str],
-              trace_header: Optional[str], quiet: bool, instances: int = 0, error: Optional[dict] = None) -> None:
+    def write(
+        self,
+        *,
+        method: str,
+        path: str,
+        status: int,
+        latency_s: float,
+        request_id: str,
+        request_size,
+        response_size,
+        remote_ip: str | None,
+        user_agent: str | None,
+        trace_header: str | None,
+        quiet: bool,
+        instances: int = 0,
+        error: dict | None = None,
+    ) -> None:
         severity = "WARNING" if status >= 400 else ("DEBUG" if quiet else "INFO")
         if status >= 500:
             severity = "ERROR"
@@ -66,13 +86,22 @@ class RequestLog:
             message += f": {error['detail']}"
         seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
         entry = {
-            "severity": severity, "message": message, "timestamp": {"seconds": seconds, "nanos": nanos},
+            "severity": severity,
+            "message": message,
+            "timestamp": {"seconds": seconds, "nanos": nanos},
             "request_id": request_id,
-            "latency_ms": round(latency_s * 1000, 3), "model_version": self._model_version,
-            "httpRequest": {"requestMethod": method, "requestUrl": path, "status": status,
-                            "latency": f"{latency_s:.6f}s", "requestSize": str(request_size),
-                            "responseSize": str(response_size), "remoteIp": remote_ip or "",
-                            "userAgent": user_agent or ""},
+            "latency_ms": round(latency_s * 1000, 3),
+            "model_version": self._model_version,
+            "httpRequest": {
+                "requestMethod": method,
+                "requestUrl": path,
+                "status": status,
+                "latency": f"{latency_s:.6f}s",
+                "requestSize": str(request_size),
+                "responseSize": str(response_size),
+                "remoteIp": remote_ip or "",
+                "userAgent": user_agent or "",
+            },
         }
         if instances:
             entry["instances"] = instances
@@ -81,7 +110,5 @@ class RequestLog:
         if trace_header and self._project:
             trace_id = trace_header.split("/", 1)[0]
             entry["logging.googleapis.com/trace"] = f"projects/{self._project}/traces/{trace_id}"
-        try:
+        with contextlib.suppress(OSError):  # a closed stdout must not turn a served request into a 500
             os.write(1, orjson.dumps(entry) + b"\n")
-        except OSError:
-            pass  # a closed stdout must not turn a served request into a 500

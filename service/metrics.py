@@ -4,6 +4,7 @@ Why two kinds: counters and histograms live in prometheus_client's multiprocess 
 set up by gunicorn_conf.py before this module is imported) so /metrics sums both gunicorn workers; the model
 and drift gauges are computed at scrape time by a custom collector from state every worker can read.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,19 +12,40 @@ import os
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
-LATENCY_BUCKETS = (0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
-                   0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 
-REQUESTS = Counter("fmnist_http_requests", "HTTP requests by route, method and status code",
-                   ["route", "method", "status"])
-LATENCY = Histogram("fmnist_http_request_duration_seconds", "Time from request start to response, by route",
-                    ["route"], buckets=LATENCY_BUCKETS)
+REQUESTS = Counter(
+    "fmnist_http_requests", "HTTP requests by route, method and status code", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "fmnist_http_request_duration_seconds",
+    "Time from request start to response, by route",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
 ERRORS = Counter("fmnist_request_errors", "Rejected or failed requests by reason", ["reason"])
-INSTANCES = Counter("fmnist_instances", "Images received for prediction, by encoding (json, b64, binary)",
-                    ["encoding"])
+INSTANCES = Counter("fmnist_instances", "Images received for prediction, by encoding (json, b64, binary)", ["encoding"])
 PREDICTED = Counter("fmnist_predicted_class", "Predictions by predicted class", ["class_name"])
-INFERENCE = Histogram("fmnist_inference_duration_seconds", "ONNX Runtime time per request (all its images)",
-                      buckets=LATENCY_BUCKETS)
+INFERENCE = Histogram(
+    "fmnist_inference_duration_seconds", "ONNX Runtime time per request (all its images)", buckets=LATENCY_BUCKETS
+)
 
 
 class _ServiceStateCollector:
@@ -35,27 +57,46 @@ class _ServiceStateCollector:
     def collect(self):
         state = self._state
         info = InfoMetricFamily("fmnist_model", "The model this service serves")
-        info.add_metric([], {"model_version": state.bundle.version, "alias": state.bundle.alias or "",
-                             "runtime": state.runtime_version})
+        info.add_metric(
+            [],
+            {
+                "model_version": state.bundle.version,
+                "alias": state.bundle.alias or "",
+                "runtime": state.runtime_version,
+            },
+        )
         yield info
         loaded = GaugeMetricFamily("fmnist_model_ready", "1 once this worker's model is loaded and warmed up")
         loaded.add_metric([], 1.0 if state.ready else 0.0)
         yield loaded
         report = state.drift.report()
-        yield GaugeMetricFamily("fmnist_drift_images_sampled", "Images whose features entered the drift histograms",
-                                value=report["images_sampled"])
-        yield GaugeMetricFamily("fmnist_drift_threshold", "PSI above which drift is flagged (DRIFT_PSI_THRESHOLD)",
-                                value=report["threshold"])
-        yield GaugeMetricFamily("fmnist_drift_detected", "1 when any feature's or the class PSI exceeds the threshold",
-                                value=1.0 if report["drift_detected"] else 0.0)
+        yield GaugeMetricFamily(
+            "fmnist_drift_images_sampled",
+            "Images whose features entered the drift histograms",
+            value=report["images_sampled"],
+        )
+        yield GaugeMetricFamily(
+            "fmnist_drift_threshold",
+            "PSI above which drift is flagged (DRIFT_PSI_THRESHOLD)",
+            value=report["threshold"],
+        )
+        yield GaugeMetricFamily(
+            "fmnist_drift_detected",
+            "1 when any feature's or the class PSI exceeds the threshold",
+            value=1.0 if report["drift_detected"] else 0.0,
+        )
         if report["status"] == "ok":
-            psi = GaugeMetricFamily("fmnist_drift_feature_psi", "Population stability index per input feature",
-                                    labels=["feature"])
+            psi = GaugeMetricFamily(
+                "fmnist_drift_feature_psi", "Population stability index per input feature", labels=["feature"]
+            )
             for name, item in report["features"].items():
                 psi.add_metric([name], item["psi"])
             yield psi
-            yield GaugeMetricFamily("fmnist_drift_class_psi", "Population stability index of predicted classes",
-                                    value=report["classes"]["psi"])
+            yield GaugeMetricFamily(
+                "fmnist_drift_class_psi",
+                "Population stability index of predicted classes",
+                value=report["classes"]["psi"],
+            )
 
 
 class _DefaultRegistryView:
@@ -63,6 +104,7 @@ class _DefaultRegistryView:
 
     def collect(self):
         from prometheus_client import REGISTRY
+
         return REGISTRY.collect()
 
 
@@ -71,6 +113,7 @@ def build_scrape_registry(state) -> CollectorRegistry:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         from prometheus_client.multiprocess import MultiProcessCollector
+
         MultiProcessCollector(registry, path=directory)
     else:
         registry.register(_DefaultRegistryView())

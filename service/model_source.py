@@ -7,6 +7,7 @@ so a gs:// model is downloaded once and a missing model stops start-up with one 
 artifact stays a file (a gs:// one is downloaded into a local cache directory): workers build their sessions from
 the path, so no copy of the model's bytes sits in the master's memory, and in every worker's RSS with it.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,7 +15,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -36,19 +36,21 @@ class _NotFound(ModelLoadError):
 @dataclass(frozen=True)
 class SampleImages:
     """A few labelled test images shipped in the model directory, for the page's 'random test image'."""
+
     images: np.ndarray  # uint8 [K, 28, 28]
-    labels: Optional[np.ndarray]  # int [K] or None
+    labels: np.ndarray | None  # int [K] or None
 
 
 @dataclass(frozen=True)
 class ModelBundle:
     """Everything read from the model directory; workers build their inference sessions from `model_path`."""
+
     requested_uri: str
     version_dir: str
-    alias: Optional[str]
+    alias: str | None
     metadata: dict
     model_path: str  # a local file
-    samples: Optional[SampleImages]
+    samples: SampleImages | None
 
     @property
     def version(self) -> str:
@@ -67,9 +69,9 @@ def join(base: str, *parts: str) -> str:
 
 class _Reader:
     def __init__(self):
-        self._gcs: Optional[GcsReader] = None
+        self._gcs: GcsReader | None = None
 
-    def local_copy(self, uri: str, cache_dir: Optional[str]) -> str:
+    def local_copy(self, uri: str, cache_dir: str | None) -> str:
         """A local file holding the object: the file itself when local, else a download into cache_dir."""
         if not uri.startswith(GCS_SCHEME):
             if not Path(uri).is_file():
@@ -102,7 +104,7 @@ class _Reader:
             raise ModelLoadError(f"cannot read {uri}: {exc.strerror}") from None
 
 
-def split_reference(uri: str) -> tuple[str, Optional[str]]:
+def split_reference(uri: str) -> tuple[str, str | None]:
     """'<root>@<alias>' -> (root, alias); a plain directory -> (uri, None)."""
     reference = parse_model_reference(uri)
     if reference is not None:
@@ -110,7 +112,7 @@ def split_reference(uri: str) -> tuple[str, Optional[str]]:
     return uri.rstrip("/") or uri, None
 
 
-def resolve_version_dir(uri: str, reader: Optional[_Reader] = None) -> tuple[str, Optional[str]]:
+def resolve_version_dir(uri: str, reader: _Reader | None = None) -> tuple[str, str | None]:
     """The model version directory a URI names, and the alias it was reached through (if any)."""
     reader = reader or _Reader()
     root, alias = split_reference(uri)
@@ -123,16 +125,19 @@ def resolve_version_dir(uri: str, reader: Optional[_Reader] = None) -> tuple[str
         raise ModelLoadError(
             f"no model to serve: {index_uri} does not exist, so the registry at {root} has no '{alias}'. "
             "Train, export and promote a model first (python -m trainer train / export / registry promote), "
-            "or point MODEL_URI at a model directory.") from None
+            "or point MODEL_URI at a model directory."
+        ) from None
     except ValueError as exc:
         raise ModelLoadError(f"{index_uri}: not valid JSON ({exc})") from None
     aliases = index.get("aliases") or {}
     version_id = aliases.get(alias)
     if not version_id:
         known = ", ".join(sorted(aliases)) or "none"
-        raise ModelLoadError(f"no model to serve: the registry at {root} has no '{alias}' alias (aliases: {known}). "
-                             f"Promote a version to '{alias}' with python -m trainer registry, "
-                             "or point MODEL_URI at a model directory.")
+        raise ModelLoadError(
+            f"no model to serve: the registry at {root} has no '{alias}' alias (aliases: {known}). "
+            f"Promote a version to '{alias}' with python -m trainer registry, "
+            "or point MODEL_URI at a model directory."
+        )
     record = (index.get("versions") or {}).get(version_id)
     if record is None:
         raise ModelLoadError(f"{index_uri}: alias '{alias}' names version {version_id}, which has no record")
@@ -150,7 +155,7 @@ def validate_metadata(metadata: object, where: str) -> dict:
     if not (isinstance(names, list) and len(names) == 10 and all(isinstance(n, str) for n in names)):
         raise ModelLoadError(f"{where}: class_names must be a list of 10 strings")
     if not isinstance(metadata["input"], dict) or not isinstance(metadata["input"].get("name"), str):
-        raise ModelLoadError(f"{where}: input.name must name the model's input tensor (e.g. \"pixels\")")
+        raise ModelLoadError(f'{where}: input.name must name the model\'s input tensor (e.g. "pixels")')
     return metadata
 
 
@@ -162,14 +167,15 @@ def _load_samples(data: bytes, where: str) -> SampleImages:
     except (KeyError, ValueError, OSError) as exc:
         raise ModelLoadError(f"{where}: expected an .npz with 'images' uint8 [K,28,28] ({exc})") from None
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
-        raise ModelLoadError(f"{where}: 'images' must be uint8 [K,28,28] with K >= 1, got {images.dtype} "
-                             f"{list(images.shape)}")
+        raise ModelLoadError(
+            f"{where}: 'images' must be uint8 [K,28,28] with K >= 1, got {images.dtype} {list(images.shape)}"
+        )
     if labels is not None and labels.shape != (len(images),):
         raise ModelLoadError(f"{where}: 'labels' must have one entry per image")
     return SampleImages(images, labels)
 
 
-def load_bundle(uri: str, cache_dir: Optional[str] = None) -> ModelBundle:
+def load_bundle(uri: str, cache_dir: str | None = None) -> ModelBundle:
     """Resolve `uri`, read metadata and the optional samples, and locate the serving artifact (downloading it into
     `cache_dir` when it is on GCS; default: a directory under SERVICE_STATE_DIR or TMPDIR); ModelLoadError if
     unusable."""
@@ -179,8 +185,10 @@ def load_bundle(uri: str, cache_dir: Optional[str] = None) -> ModelBundle:
     try:
         raw_metadata = reader.read(meta_uri)
     except _NotFound:
-        raise ModelLoadError(f"{version_dir} is not a model directory: {METADATA_FILE} is missing "
-                             "(expected model.onnx + metadata.json, as `python -m trainer export` writes)") from None
+        raise ModelLoadError(
+            f"{version_dir} is not a model directory: {METADATA_FILE} is missing "
+            "(expected model.onnx + metadata.json, as `python -m trainer export` writes)"
+        ) from None
     try:
         parsed = json.loads(raw_metadata)
     except ValueError as exc:
@@ -188,8 +196,10 @@ def load_bundle(uri: str, cache_dir: Optional[str] = None) -> ModelBundle:
     metadata = validate_metadata(parsed, meta_uri)
     artifact = metadata.get("serving_artifact") or DEFAULT_ARTIFACT
     if not artifact.endswith(".onnx"):
-        raise ModelLoadError(f"{meta_uri}: serving_artifact {artifact!r} is not an ONNX file; "
-                             "this service runs ONNX Runtime and needs model.onnx")
+        raise ModelLoadError(
+            f"{meta_uri}: serving_artifact {artifact!r} is not an ONNX file; "
+            "this service runs ONNX Runtime and needs model.onnx"
+        )
     try:
         model_path = reader.local_copy(join(version_dir, artifact), cache_dir)
     except _NotFound:

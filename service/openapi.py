@@ -3,6 +3,7 @@
 Tests run schemathesis against it on a live gunicorn process, so it must say exactly what the service accepts
 and answers, including every error status.
 """
+
 from __future__ import annotations
 
 from service.config import ServiceConfig
@@ -19,18 +20,40 @@ def _error_response(description: str) -> dict:
 
 def build_openapi(config: ServiceConfig, model_version: str) -> dict:
     pixel = {"type": "number", "minimum": 0, "maximum": 255}
-    flat = {"type": "array", "items": pixel, "minItems": 784, "maxItems": 784,
-            "description": "784 raw pixel values (0..255), row-major"}
-    nested = {"type": "array", "minItems": 28, "maxItems": 28, "description": "28 rows of 28 raw pixel values",
-              "items": {"type": "array", "items": pixel, "minItems": 28, "maxItems": 28}}
-    image = {"type": "object", "required": ["b64"], "additionalProperties": False,
-             "properties": {"b64": {"type": "string", "description":
-                                    "base64 PNG or JPEG (a data: URL is accepted too). 8-bit grayscale 28x28 is "
-                                    "used as is; other modes are converted to grayscale (transparency flattened "
-                                    "onto black) and other sizes are padded to a square and resized to 28x28, "
-                                    f"each noted in metadata.notes. At most {MAX_SIDE} pixels per side."}}}
-    top_k = {"type": "integer", "minimum": 1, "maximum": 10,
-             "description": "also return the k most likely classes, best first"}
+    flat = {
+        "type": "array",
+        "items": pixel,
+        "minItems": 784,
+        "maxItems": 784,
+        "description": "784 raw pixel values (0..255), row-major",
+    }
+    nested = {
+        "type": "array",
+        "minItems": 28,
+        "maxItems": 28,
+        "description": "28 rows of 28 raw pixel values",
+        "items": {"type": "array", "items": pixel, "minItems": 28, "maxItems": 28},
+    }
+    image = {
+        "type": "object",
+        "required": ["b64"],
+        "additionalProperties": False,
+        "properties": {
+            "b64": {
+                "type": "string",
+                "description": "base64 PNG or JPEG (a data: URL is accepted too). 8-bit grayscale 28x28 is "
+                "used as is; other modes are converted to grayscale (transparency flattened "
+                "onto black) and other sizes are padded to a square and resized to 28x28, "
+                f"each noted in metadata.notes. At most {MAX_SIDE} pixels per side.",
+            }
+        },
+    }
+    top_k = {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 10,
+        "description": "also return the k most likely classes, best first",
+    }
     responses_common = {
         "400": _error_response("Invalid input: the detail names the problem and the instance"),
         "413": _error_response(f"Body over {config.max_body_bytes} bytes (the Vertex AI request limit)"),
@@ -38,103 +61,238 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict:
         "503": _error_response("The model is not loaded yet"),
     }
     paths = {
-        config.predict_route: {"post": {
-            "summary": "Classify Fashion-MNIST images",
-            "description": "Vertex AI prediction format, or raw uint8 pixels for high-volume clients.",
-            "parameters": [{"name": "top_k", "in": "query", "required": False, "schema": top_k,
-                            "description": "top-k for the binary path (JSON bodies may use parameters.top_k)"}],
-            "requestBody": {"required": True, "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary", "description":
-                                                        "N x 784 uint8 pixels, row-major, images back to back"}},
-            }},
-            "responses": {"200": {"description": "One prediction per instance, in order",
-                                  "content": {"application/json": {"schema": {
-                                      "$ref": "#/components/schemas/PredictResponse"}}}},
-                          **responses_common},
-        }},
-        config.health_route: {"get": {
-            "summary": "Readiness: 200 once the model is loaded and a warm-up prediction succeeded",
-            "responses": {"200": {"description": "Ready", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["status"], "properties": {
-                    "status": {"type": "string", "enum": ["ok"]}, "model_version": {"type": "string"}}}}}},
-                "503": _error_response("Loading or warming up")},
-        }},
-        "/v1/model": {"get": {
-            "summary": "The served model's metadata.json plus where it was loaded from",
-            "responses": {"200": {"description": "Model metadata", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["model_version", "class_names", "source"]}}}}},
-        }},
-        "/monitoring/drift": {"get": {
-            "summary": "Population stability index per input feature and for predicted classes",
-            "responses": {"200": {"description": "Drift report", "content": {"application/json": {"schema": {
-                "$ref": "#/components/schemas/DriftReport"}}}}},
-        }},
-        "/monitoring/drift/reset": {"post": {
-            "summary": "Start counting drift statistics afresh (all workers)",
-            "responses": {"200": {"description": "Reset done", "content": {"application/json": {"schema": {
-                "$ref": "#/components/schemas/DriftReport"}}}}},
-        }},
-        "/metrics": {"get": {
-            "summary": "Prometheus metrics of all workers",
-            "responses": {"200": {"description": "Prometheus text format",
-                                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
-        }},
-        "/openapi.json": {"get": {
-            "summary": "This document",
-            "responses": {"200": {"description": "OpenAPI 3.0", "content": {"application/json": {"schema": {
-                "type": "object"}}}}},
-        }},
+        config.predict_route: {
+            "post": {
+                "summary": "Classify Fashion-MNIST images",
+                "description": "Vertex AI prediction format, or raw uint8 pixels for high-volume clients.",
+                "parameters": [
+                    {
+                        "name": "top_k",
+                        "in": "query",
+                        "required": False,
+                        "schema": top_k,
+                        "description": "top-k for the binary path (JSON bodies may use parameters.top_k)",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                        "application/octet-stream": {
+                            "schema": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "N x 784 uint8 pixels, row-major, images back to back",
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "One prediction per instance, in order",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}},
+                    },
+                    **responses_common,
+                },
+            }
+        },
+        config.health_route: {
+            "get": {
+                "summary": "Readiness: 200 once the model is loaded and a warm-up prediction succeeded",
+                "responses": {
+                    "200": {
+                        "description": "Ready",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["status"],
+                                    "properties": {
+                                        "status": {"type": "string", "enum": ["ok"]},
+                                        "model_version": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "503": _error_response("Loading or warming up"),
+                },
+            }
+        },
+        "/v1/model": {
+            "get": {
+                "summary": "The served model's metadata.json plus where it was loaded from",
+                "responses": {
+                    "200": {
+                        "description": "Model metadata",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "required": ["model_version", "class_names", "source"]}
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        "/monitoring/drift": {
+            "get": {
+                "summary": "Population stability index per input feature and for predicted classes",
+                "responses": {
+                    "200": {
+                        "description": "Drift report",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DriftReport"}}},
+                    }
+                },
+            }
+        },
+        "/monitoring/drift/reset": {
+            "post": {
+                "summary": "Start counting drift statistics afresh (all workers)",
+                "responses": {
+                    "200": {
+                        "description": "Reset done",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DriftReport"}}},
+                    }
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of all workers",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.0",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
     }
     if config.page_enabled:
-        paths["/"] = {"get": {"summary": "A page to upload an image or try a random test image",
-                              "responses": {"200": {"description": "HTML page",
-                                                    "content": {"text/html": {"schema": {"type": "string"}}}}}}}
-        paths["/v1/samples/random"] = {"get": {
-            "summary": "A random test image shipped with the model (samples.npz), as a base64 PNG",
-            "responses": {"200": {"description": "Sample", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["b64", "index"], "properties": {
-                    "b64": {"type": "string"}, "index": {"type": "integer"},
-                    "label": {"type": "string", "nullable": True}}}}}},
-                "404": _error_response("The model directory has no samples.npz")}}}
+        paths["/"] = {
+            "get": {
+                "summary": "A page to upload an image or try a random test image",
+                "responses": {
+                    "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        }
+        paths["/v1/samples/random"] = {
+            "get": {
+                "summary": "A random test image shipped with the model (samples.npz), as a base64 PNG",
+                "responses": {
+                    "200": {
+                        "description": "Sample",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["b64", "index"],
+                                    "properties": {
+                                        "b64": {"type": "string"},
+                                        "index": {"type": "integer"},
+                                        "label": {"type": "string", "nullable": True},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "404": _error_response("The model directory has no samples.npz"),
+                },
+            }
+        }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "Fashion-MNIST prediction service", "version": model_version,
-                 "description": "ONNX Runtime behind Flask + gunicorn; the same image serves Cloud Run and "
-                                "Vertex AI endpoints. Errors are JSON {\"error\", \"detail\"}."},
+        "info": {
+            "title": "Fashion-MNIST prediction service",
+            "version": model_version,
+            "description": "ONNX Runtime behind Flask + gunicorn; the same image serves Cloud Run and "
+            'Vertex AI endpoints. Errors are JSON {"error", "detail"}.',
+        },
         "paths": paths,
-        "components": {"schemas": {
-            "PredictRequest": {"type": "object", "required": ["instances"], "additionalProperties": False,
-                               "properties": {
-                                   "instances": {"type": "array", "minItems": 1, "maxItems": config.max_instances,
-                                                 "items": {"oneOf": [nested, flat, image]}},
-                                   "parameters": {"type": "object", "additionalProperties": False,
-                                                  "properties": {"top_k": top_k}}}},
-            "Prediction": {"type": "object", "required": ["class_id", "label", "probabilities"], "properties": {
-                "class_id": {"type": "integer", "minimum": 0, "maximum": 9},
-                "label": {"type": "string", "description": CLASS_NAMES_HINT},
-                "probabilities": {"type": "array", "items": {"type": "number"}, "minItems": 10, "maxItems": 10},
-                "top_k": {"type": "array", "items": {"type": "object", "required": ["class_id", "label",
-                                                                                    "probability"],
-                                                     "properties": {"class_id": {"type": "integer"},
-                                                                    "label": {"type": "string"},
-                                                                    "probability": {"type": "number"}}}}}},
-            "PredictResponse": {"type": "object", "required": ["predictions", "metadata"], "properties": {
-                "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
-                "metadata": {"type": "object", "required": ["model_version"], "properties": {
-                    "model_version": {"type": "string"},
-                    "notes": {"type": "array", "items": {"type": "string"}}}}}},
-            "DriftReport": {"type": "object", "required": ["status", "drift_detected", "threshold",
-                                                           "images_sampled"],
-                            "properties": {"status": {"type": "string",
-                                                      "enum": ["ok", "insufficient_data", "no_baseline"]},
-                                           "drift_detected": {"type": "boolean"},
-                                           "threshold": {"type": "number"},
-                                           "images_sampled": {"type": "integer"},
-                                           "images_seen": {"type": "integer"}}},
-            "Error": {"type": "object", "required": ["error", "detail"], "properties": {
-                "error": {"type": "string", "description": "machine-readable reason"},
-                "detail": {"type": "string", "description": "what was wrong, where, and how to fix it"},
-                "instance": {"type": "integer", "description": "index of the offending instance"}}},
-        }},
+        "components": {
+            "schemas": {
+                "PredictRequest": {
+                    "type": "object",
+                    "required": ["instances"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "instances": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": config.max_instances,
+                            "items": {"oneOf": [nested, flat, image]},
+                        },
+                        "parameters": {"type": "object", "additionalProperties": False, "properties": {"top_k": top_k}},
+                    },
+                },
+                "Prediction": {
+                    "type": "object",
+                    "required": ["class_id", "label", "probabilities"],
+                    "properties": {
+                        "class_id": {"type": "integer", "minimum": 0, "maximum": 9},
+                        "label": {"type": "string", "description": CLASS_NAMES_HINT},
+                        "probabilities": {"type": "array", "items": {"type": "number"}, "minItems": 10, "maxItems": 10},
+                        "top_k": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["class_id", "label", "probability"],
+                                "properties": {
+                                    "class_id": {"type": "integer"},
+                                    "label": {"type": "string"},
+                                    "probability": {"type": "number"},
+                                },
+                            },
+                        },
+                    },
+                },
+                "PredictResponse": {
+                    "type": "object",
+                    "required": ["predictions", "metadata"],
+                    "properties": {
+                        "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
+                        "metadata": {
+                            "type": "object",
+                            "required": ["model_version"],
+                            "properties": {
+                                "model_version": {"type": "string"},
+                                "notes": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    },
+                },
+                "DriftReport": {
+                    "type": "object",
+                    "required": ["status", "drift_detected", "threshold", "images_sampled"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok", "insufficient_data", "no_baseline"]},
+                        "drift_detected": {"type": "boolean"},
+                        "threshold": {"type": "number"},
+                        "images_sampled": {"type": "integer"},
+                        "images_seen": {"type": "integer"},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "detail"],
+                    "properties": {
+                        "error": {"type": "string", "description": "machine-readable reason"},
+                        "detail": {"type": "string", "description": "what was wrong, where, and how to fix it"},
+                        "instance": {"type": "integer", "description": "index of the offending instance"},
+                    },
+                },
+            }
+        },
     }

@@ -5,6 +5,7 @@ On by default locally, off on Cloud Run and Vertex AI unless PAGE_ENABLED=true (
 writes a few labelled test images there); the service has no dataset access, so without that file the page
 offers uploads only and says so. One self-contained HTML document: no external scripts, fonts or styles.
 """
+
 from __future__ import annotations
 
 import json

@@ -7,10 +7,11 @@ Two encodings reach the predict route:
 Why a fast path: converting 64 well-formed images with one numpy call is ~10x cheaper than checking each value in
 Python; only a failed fast path pays for the per-instance walk that locates the problem.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
 
 import numpy as np
 import orjson
@@ -28,32 +29,40 @@ _PARAMETER_KEYS = {"top_k"}
 @dataclass
 class ParsedRequest:
     """A validated batch and what the response needs to know about it."""
+
     pixels: np.ndarray  # float32 [N, 28, 28], values in 0..255
-    top_k: Optional[int] = None
+    top_k: int | None = None
     notes: list = field(default_factory=list)
     encoding: str = "json"  # json | b64 | binary: labels the instances metric
 
 
-def parse_top_k(value: object, where: str) -> Optional[int]:
+def parse_top_k(value: object, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, str) and where == "query":
         if not value.strip().isdigit():
-            raise RequestError(400, "bad_parameters", f"top_k={value!r} in the query string must be a whole number "
-                                                      f"from 1 to {N_CLASSES}")
+            raise RequestError(
+                400,
+                "bad_parameters",
+                f"top_k={value!r} in the query string must be a whole number from 1 to {N_CLASSES}",
+            )
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= N_CLASSES:
-        raise RequestError(400, "bad_parameters", f"parameters.top_k must be a whole number from 1 to {N_CLASSES}, "
-                                                  f"got {value!r}")
+        raise RequestError(
+            400, "bad_parameters", f"parameters.top_k must be a whole number from 1 to {N_CLASSES}, got {value!r}"
+        )
     return value
 
 
-def parse_query(query: Mapping[str, str]) -> Optional[int]:
+def parse_query(query: Mapping[str, str]) -> int | None:
     """The query string may carry top_k (and nothing else) on either path."""
     unknown = sorted(set(query) - _PARAMETER_KEYS)
     if unknown:
-        raise RequestError(400, "bad_parameters", f"unknown query parameter(s) {', '.join(unknown)}; "
-                                                  "the predict route accepts only top_k")
+        raise RequestError(
+            400,
+            "bad_parameters",
+            f"unknown query parameter(s) {', '.join(unknown)}; the predict route accepts only top_k",
+        )
     return parse_top_k(query.get("top_k"), "query")
 
 
@@ -63,12 +72,19 @@ def parse_binary(body: bytes, max_instances: int, query: Mapping[str, str]) -> P
     if not body:
         raise RequestError(400, "empty_instances", "the body is empty; send N x 784 uint8 pixels (N >= 1)")
     if len(body) % PIXELS:
-        raise RequestError(400, "bad_shape", f"the body has {len(body)} bytes, not a multiple of 784: send N whole "
-                                             "28x28 uint8 images, row-major, back to back")
+        raise RequestError(
+            400,
+            "bad_shape",
+            f"the body has {len(body)} bytes, not a multiple of 784: send N whole "
+            "28x28 uint8 images, row-major, back to back",
+        )
     n = len(body) // PIXELS
     if n > max_instances:
-        raise RequestError(400, "too_many_instances", f"{n} images in one request; the limit is {max_instances} "
-                                                      "(MAX_INSTANCES): split the batch")
+        raise RequestError(
+            400,
+            "too_many_instances",
+            f"{n} images in one request; the limit is {max_instances} (MAX_INSTANCES): split the batch",
+        )
     raw = np.frombuffer(body, np.uint8).reshape(n, 28, 28)
     return ParsedRequest(raw.astype(np.float32), top_k, [], "binary")
 
@@ -83,8 +99,12 @@ def _check_values(array: np.ndarray, index: int) -> None:
     if outside.any():
         position = int(np.flatnonzero(outside.ravel())[0])
         value = array.ravel()[position].item()
-        raise RequestError(400, "out_of_range", f"value {value!r} at flat position {position} is outside 0..255 "
-                                                "(send raw pixel values, not scaled ones)", index)
+        raise RequestError(
+            400,
+            "out_of_range",
+            f"value {value!r} at flat position {position} is outside 0..255 (send raw pixel values, not scaled ones)",
+            index,
+        )
 
 
 def _has_bool(value: object) -> bool:
@@ -97,14 +117,21 @@ def _list_instance(instance: list, index: int, check_bools: bool) -> np.ndarray:
     try:
         array = np.asarray(instance)
     except (ValueError, TypeError, OverflowError):
-        raise RequestError(400, "bad_shape", "rows have different lengths or mix lists and numbers; expected a "
-                                             "28x28 nested list or a flat list of 784 numbers", index) from None
+        raise RequestError(
+            400,
+            "bad_shape",
+            "rows have different lengths or mix lists and numbers; expected a "
+            "28x28 nested list or a flat list of 784 numbers",
+            index,
+        ) from None
     if array.dtype.kind not in "iuf" or (check_bools and _has_bool(instance)):
-        raise RequestError(400, "non_numeric", "every pixel must be a number in 0..255 (found "
-                                               f"{_first_non_number(instance)})", index)
+        raise RequestError(
+            400, "non_numeric", f"every pixel must be a number in 0..255 (found {_first_non_number(instance)})", index
+        )
     if array.shape not in IMAGE_SHAPES:
-        raise RequestError(400, "bad_shape", f"shape {list(array.shape)}; expected 28x28 (nested list) or 784 "
-                                             "(flat list)", index)
+        raise RequestError(
+            400, "bad_shape", f"shape {list(array.shape)}; expected 28x28 (nested list) or 784 (flat list)", index
+        )
     _check_values(array, index)
     return array.reshape(28, 28).astype(np.float32)
 
@@ -117,7 +144,7 @@ def _first_non_number(value: object) -> str:
             stack[:0] = item
         elif isinstance(item, bool) or not isinstance(item, (int, float)):
             return "null" if item is None else f"{type(item).__name__} {orjson.dumps(item).decode()[:40]}"
-        elif isinstance(item, int) and not -2**63 <= item < 2**64:
+        elif isinstance(item, int) and not -(2**63) <= item < 2**64:
             return f"the integer {item}, too large"
     return "a value that is not a number"
 
@@ -127,15 +154,24 @@ def _instance(instance: object, index: int, check_bools: bool) -> tuple[np.ndarr
         return _list_instance(instance, index, check_bools), []
     if isinstance(instance, dict):
         if set(instance) != {"b64"}:
-            raise RequestError(400, "bad_instance", "an image instance must be {\"b64\": \"<base64 PNG or JPEG>\"} "
-                                                    f"with no other keys, got keys {sorted(instance)}", index)
+            raise RequestError(
+                400,
+                "bad_instance",
+                'an image instance must be {"b64": "<base64 PNG or JPEG>"} '
+                f"with no other keys, got keys {sorted(instance)}",
+                index,
+            )
         pixels, notes = decode_image_instance(instance["b64"], index)
         return pixels.astype(np.float32), notes
-    raise RequestError(400, "bad_instance", f"expected a list of pixels or {{\"b64\": ...}}, got "
-                                            f"{'null' if instance is None else type(instance).__name__}", index)
+    raise RequestError(
+        400,
+        "bad_instance",
+        f'expected a list of pixels or {{"b64": ...}}, got {"null" if instance is None else type(instance).__name__}',
+        index,
+    )
 
 
-def _fast_batch(instances: list) -> Optional[np.ndarray]:
+def _fast_batch(instances: list) -> np.ndarray | None:
     """All-numeric, same-shape, in-range list instances in one conversion; None when anything needs a closer look."""
     if not all(type(i) is list for i in instances):
         return None
@@ -157,15 +193,25 @@ def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, "malformed_json", f"the body is not valid JSON ({exc}); NaN and Infinity are not "
-                                                  "JSON and are rejected too") from None
+        raise RequestError(
+            400,
+            "malformed_json",
+            f"the body is not valid JSON ({exc}); NaN and Infinity are not JSON and are rejected too",
+        ) from None
     if not isinstance(document, dict):
-        raise RequestError(400, "bad_request_shape", "the body must be a JSON object {\"instances\": [...]}, got "
-                                                     f"{'null' if document is None else type(document).__name__}")
+        raise RequestError(
+            400,
+            "bad_request_shape",
+            'the body must be a JSON object {"instances": [...]}, got '
+            f"{'null' if document is None else type(document).__name__}",
+        )
     unknown = sorted(set(document) - _TOP_LEVEL_KEYS)
     if unknown:
-        raise RequestError(400, "bad_request_shape", f"unknown key(s) {', '.join(unknown)}; the body accepts "
-                                                     "'instances' and 'parameters'")
+        raise RequestError(
+            400,
+            "bad_request_shape",
+            f"unknown key(s) {', '.join(unknown)}; the body accepts 'instances' and 'parameters'",
+        )
     if "instances" not in document:
         raise RequestError(400, "missing_instances", "the body has no 'instances' list")
     instances = document["instances"]
@@ -174,8 +220,11 @@ def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
     if not instances:
         raise RequestError(400, "empty_instances", "'instances' is empty; send at least one image")
     if len(instances) > max_instances:
-        raise RequestError(400, "too_many_instances", f"{len(instances)} instances in one request; the limit is "
-                                                      f"{max_instances} (MAX_INSTANCES): split the batch")
+        raise RequestError(
+            400,
+            "too_many_instances",
+            f"{len(instances)} instances in one request; the limit is {max_instances} (MAX_INSTANCES): split the batch",
+        )
     parameters = document.get("parameters")
     if parameters is None:
         parameters = {}

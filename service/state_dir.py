@@ -4,12 +4,12 @@ It holds prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR) and t
 drift reports cover every worker. A fresh directory per start means no stale counts from an earlier run; the
 master removes it on exit. Must run before prometheus_client is imported.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Optional
 
-_created: Optional[str] = None
+_created: str | None = None
 
 
 def prepare_state_dir() -> str:

@@ -9,12 +9,13 @@ Section classes are owned by the unit that reads them (data, training/registry/v
 The service does not import this package (its image has neither pyyaml nor pydantic): infra/ maps the `service:`
 section onto its environment variables.
 """
+
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,7 +38,8 @@ class _Section(BaseModel):
 
 class DataSettings(_Section):
     """Where raw data comes from: `trainer ingest` tries source, then the Debian package, then the download."""
-    source: Optional[str] = Field(None, description="configured datasets location (dir, gs:// or URL); tried first")
+
+    source: str | None = Field(None, description="configured datasets location (dir, gs:// or URL); tried first")
     debian_dir: str = "/usr/share/datasets/fashion-mnist"
     download_url: str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
     cache_dir: str = "~/.cache/fmnist-mlops"
@@ -45,19 +47,21 @@ class DataSettings(_Section):
 
 class TrainingSettings(_Section):
     """Training defaults; CLI flags and Vertex AI args override them. None = the preset's value."""
+
     preset: Literal["demo", "full", "gpu", "smoke"] = "demo"
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 42
-    dataset_version: Optional[str] = Field(None, description="dataset version id; None = the datasets bucket's LATEST")
-    epochs: Optional[int] = Field(None, ge=1)
-    batch_size: Optional[int] = Field(None, ge=1)
-    learning_rate: Optional[float] = Field(None, gt=0)
-    width: Optional[int] = Field(None, ge=1, description="filters of the first conv block (doubles per block)")
-    augment: Optional[bool] = None
+    dataset_version: str | None = Field(None, description="dataset version id; None = the datasets bucket's LATEST")
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    width: int | None = Field(None, ge=1, description="filters of the first conv block (doubles per block)")
+    augment: bool | None = None
 
 
 class RegistrySettings(_Section):
     """Quality gate for promotion to champion, and export verification limits."""
+
     accuracy_floor: float = Field(0.85, ge=0, le=1)
     regression_tolerance: float = Field(0.005, ge=0, le=1)
     max_probability_diff: float = Field(1e-4, gt=0, description="serving artifact vs Keras, per probability")
@@ -65,21 +69,23 @@ class RegistrySettings(_Section):
 
 class VertexSettings(_Section):
     """Vertex AI custom jobs, experiments and AutoML (gcp target only)."""
+
     machine_type: str = "n1-standard-8"
-    accelerator_type: Optional[str] = None
+    accelerator_type: str | None = None
     accelerator_count: int = Field(0, ge=0)
     worker_count: int = Field(1, ge=1)
     experiment: str = "fmnist"
     automl_budget_milli_node_hours: int = Field(8000, ge=8000)
     # Names of what infra/ declares; None = the name contracts.cloud derives from project/region/bucket_prefix.
-    artifact_repository: Optional[str] = Field(None, description="Artifact Registry repo id; default <prefix>-images")
-    trainer_image: Optional[str] = Field(None, description="full image URI; default <repo>/trainer:<content tag>")
-    service_image: Optional[str] = Field(None, description="full image URI; default <repo>/service:<content tag>")
-    service_account: Optional[str] = Field(None, description="trainer SA email; default <prefix>-trainer@<project>")
-    serving_service_account: Optional[str] = Field(None, description="default <prefix>-service@<project>")
-    tensorboard: Optional[str] = Field(None, description="TensorBoard resource name (`cdktf output` tensorboard)")
-    kms_key: Optional[str] = Field(None, description="CMEK key resource name for jobs, models and AutoML; "
-                                   "None = the key infra/ declares")
+    artifact_repository: str | None = Field(None, description="Artifact Registry repo id; default <prefix>-images")
+    trainer_image: str | None = Field(None, description="full image URI; default <repo>/trainer:<content tag>")
+    service_image: str | None = Field(None, description="full image URI; default <repo>/service:<content tag>")
+    service_account: str | None = Field(None, description="trainer SA email; default <prefix>-trainer@<project>")
+    serving_service_account: str | None = Field(None, description="default <prefix>-service@<project>")
+    tensorboard: str | None = Field(None, description="TensorBoard resource name (`cdktf output` tensorboard)")
+    kms_key: str | None = Field(
+        None, description="CMEK key resource name for jobs, models and AutoML; None = the key infra/ declares"
+    )
     parent_model: str = Field("fmnist-classifier", description="model id of the one parent model in the registry")
     serving_machine_type: str = "n1-standard-2"
     min_replica_count: int = Field(1, ge=1)
@@ -88,6 +94,7 @@ class VertexSettings(_Section):
 
 class ServiceSettings(_Section):
     """Prediction service settings passed to the container as environment variables."""
+
     drift_psi_threshold: float = Field(0.2, gt=0)
     max_instances_per_request: int = Field(256, ge=1)
     page_enabled: bool = True
@@ -96,13 +103,19 @@ class ServiceSettings(_Section):
 
 class InfraSettings(_Section):
     """What `infra/` declares for this environment (owned by infra/; see infra/README.md for each setting)."""
-    state_bucket: Optional[str] = Field(None, description="GCS bucket holding Terraform state; unset: local state file")
-    billing_account: Optional[str] = Field(None, pattern=r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$",
-                                           description="billing account the budget watches (XXXXXX-XXXXXX-XXXXXX)")
+
+    state_bucket: str | None = Field(None, description="GCS bucket holding Terraform state; unset: local state file")
+    billing_account: str | None = Field(
+        None,
+        pattern=r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$",
+        description="billing account the budget watches (XXXXXX-XXXXXX-XXXXXX)",
+    )
     budget_amount: float = Field(50, gt=0)
     budget_currency: str = "EUR"
     alert_email: str = Field("mlops-alerts@example.com", pattern=r"^[^@\s]+@[^@\s]+$")
-    deletion_protection: bool = Field(False, description="True: every destroy blocker on (prod); False: destroy cleans up")
+    deletion_protection: bool = Field(
+        False, description="True: every destroy blocker on (prod); False: destroy cleans up"
+    )
     public_endpoint: bool = Field(False, description="True: allUsers may invoke the Cloud Run service")
     invokers: list[str] = Field(default_factory=list, description="IAM members allowed to call the Cloud Run service")
     ingress: Literal["all", "internal", "internal-and-load-balancer"] = "all"
@@ -111,15 +124,18 @@ class InfraSettings(_Section):
     service_cpu: str = "1"
     service_memory: str = "512Mi"
     endpoint_id: int = Field(1001, ge=1, lt=10**10, description="numeric id of the Vertex AI endpoint (no leading 0)")
-    kms_key_ring: str = Field("fmnist", pattern=r"^[a-zA-Z0-9_-]{1,63}$",
-                              description="key rings cannot be deleted: use a new name to redeploy after a destroy")
+    kms_key_ring: str = Field(
+        "fmnist",
+        pattern=r"^[a-zA-Z0-9_-]{1,63}$",
+        description="key rings cannot be deleted: use a new name to redeploy after a destroy",
+    )
     alert_5xx_ratio: float = Field(0.02, gt=0, le=1)
     alert_latency_p99_ms: int = Field(1000, gt=0)
     github_owner: str = "example-org"
     github_repository: str = "fmnist-mlops"
     pull_request_trigger: bool = Field(True, description="declare the pull-request check trigger in this project")
-    deploy_branch: Optional[str] = Field("^main$", description="branch regex whose pushes deploy (or use deploy_tag)")
-    deploy_tag: Optional[str] = Field(None, description="tag regex whose pushes deploy, instead of deploy_branch")
+    deploy_branch: str | None = Field("^main$", description="branch regex whose pushes deploy (or use deploy_tag)")
+    deploy_tag: str | None = Field(None, description="tag regex whose pushes deploy, instead of deploy_branch")
     deploy_requires_approval: bool = Field(False, description="a person approves each deploy build in Cloud Build")
 
     @model_validator(mode="after")
@@ -131,6 +147,7 @@ class InfraSettings(_Section):
 
 class Settings(_Section):
     """One environment's settings."""
+
     env: str
     target: Literal["local", "gcp"] = "local"
     project_id: str
@@ -156,11 +173,20 @@ class Settings(_Section):
         """Every Google Cloud resource name of this environment (contracts.cloud), overrides applied."""
         vertex, infra = self.vertex, self.infra
         return CloudNames(
-            env=self.env, project=self.project_id, region=self.region, bucket_prefix=self.bucket_prefix,
-            kms_key_ring=infra.kms_key_ring, endpoint_id=str(infra.endpoint_id), parent_model=vertex.parent_model,
-            artifact_repository_override=vertex.artifact_repository, trainer_image_override=vertex.trainer_image,
-            service_image_override=vertex.service_image, trainer_account_override=vertex.service_account,
-            service_account_override=vertex.serving_service_account, kms_key_override=vertex.kms_key)
+            env=self.env,
+            project=self.project_id,
+            region=self.region,
+            bucket_prefix=self.bucket_prefix,
+            kms_key_ring=infra.kms_key_ring,
+            endpoint_id=str(infra.endpoint_id),
+            parent_model=vertex.parent_model,
+            artifact_repository_override=vertex.artifact_repository,
+            trainer_image_override=vertex.trainer_image,
+            service_image_override=vertex.service_image,
+            trainer_account_override=vertex.service_account,
+            service_account_override=vertex.serving_service_account,
+            kms_key_override=vertex.kms_key,
+        )
 
     def _bucket(self, kind: str) -> str:
         if self.target == "gcp":
@@ -195,7 +221,7 @@ def _apply_env_overrides(data: dict, environ) -> None:
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "ENV":
             continue
-        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if path[0] not in Settings.model_fields:
             continue  # FMNIST_* variables of other tools are not ours to reject
         node = data
@@ -213,7 +239,9 @@ def load_config(env: str | None = None, *, environ=None, config_dir: Path | None
     path = (config_dir or CONFIG_DIR) / f"{env}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (config_dir or CONFIG_DIR).glob("*.yaml"))
-        raise ConfigError(f"no configuration for environment '{env}': {path} does not exist (known: {', '.join(known)})")
+        raise ConfigError(
+            f"no configuration for environment '{env}': {path} does not exist (known: {', '.join(known)})"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

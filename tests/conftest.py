@@ -1,4 +1,5 @@
 """Shared fixtures: a real GCS emulator, per-test settings with isolated buckets, small generated IDX data."""
+
 from __future__ import annotations
 
 import gzip
@@ -41,7 +42,7 @@ def make_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.int32)
     for i, label in enumerate(labels):
         row = 2 + int(label) * 2
-        images[i, row:row + 4, 3:25] += 180
+        images[i, row : row + 4, 3:25] += 180
         images[i, 4:24, 2 + int(label) * 2] += 60
     return np.clip(images, 0, 255).astype(np.uint8)
 
@@ -63,6 +64,11 @@ def idx_dir(tmp_path) -> Path:
     return make_idx_dir(tmp_path / "idx")
 
 
+def _drain(stream) -> None:
+    with open(os.devnull, "wb") as sink:
+        shutil.copyfileobj(stream, sink)
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator():
     """A real fake-gcs-server process for the session; STORAGE_EMULATOR_HOST points at it."""
@@ -74,8 +80,7 @@ def gcs_emulator():
     server.start()
     # The wrapper pipes the server's stderr and never reads it: after ~380 requests the 64 KiB pipe fills, the
     # server blocks on its next log line and every client hangs. Drain it.
-    threading.Thread(target=shutil.copyfileobj, args=(server._process.stderr, open(os.devnull, "wb")),
-                     daemon=True).start()
+    threading.Thread(target=_drain, args=(server._process.stderr,), daemon=True).start()
     storage.reset_client()
     try:
         yield server
@@ -106,10 +111,10 @@ def settings(tmp_path):
 @pytest.fixture
 def gcs_settings(gcs_bucket):
     """gcp-target settings whose three buckets (<prefix>-dev/-datasets/-models) exist on the emulator."""
-    from trainer import storage
     from settings import load_config
+    from trainer import storage
 
-    prefix = gcs_bucket[len("gs://"):]
+    prefix = gcs_bucket[len("gs://") :]
     settings = load_config("dev", environ={"FMNIST_BUCKET_PREFIX": prefix})
     for kind in ("dev", "datasets", "models"):
         storage.gcs_client().create_bucket(f"{prefix}-{kind}")

@@ -1,4 +1,5 @@
 """The trainer CLI's contract with pipelines: exit statuses and one-line errors."""
+
 import json
 
 from trainer.cli import main

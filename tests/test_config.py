@@ -1,4 +1,5 @@
 """Configuration loads per environment, env vars override it, and a bad key fails naming the key."""
+
 import pytest
 
 from settings import ConfigError, load_config

@@ -4,6 +4,7 @@ Why: every step writes into a bucket (a directory on the local target, a GCS buc
 see a half-written file or object, and the registry index needs compare-and-swap, so writes go through
 temp-file + rename locally and single-request uploads with generation preconditions on GCS.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -11,10 +12,10 @@ import hashlib
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
 
 GCS_SCHEME = "gs://"
 _ABSENT = "absent"
@@ -35,8 +36,9 @@ class PreconditionFailed(StorageError):
 @dataclass(frozen=True)
 class Versioned:
     """Bytes of an object (None when absent) and an opaque token naming that exact state."""
-    data: Optional[bytes]
-    token: Union[int, str]
+
+    data: bytes | None
+    token: int | str
 
 
 def is_gcs(uri: str) -> bool:
@@ -56,7 +58,7 @@ def join(base: str, *parts: str) -> str:
 
 def split_gcs(uri: str) -> tuple[str, str]:
     """'gs://bucket/a/b' -> ('bucket', 'a/b')."""
-    rest = uri[len(GCS_SCHEME):]
+    rest = uri[len(GCS_SCHEME) :]
     bucket, _, name = rest.partition("/")
     if not bucket:
         raise StorageError(f"{uri}: a gs:// URI needs a bucket name (gs://BUCKET/PATH)")
@@ -74,10 +76,13 @@ def gcs_client():
     global _client
     if _client is None:
         from google.cloud import storage as gcs
+
         if os.environ.get("STORAGE_EMULATOR_HOST"):
             from google.auth.credentials import AnonymousCredentials
-            _client = gcs.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"),
-                                 credentials=AnonymousCredentials())
+
+            _client = gcs.Client(
+                project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"), credentials=AnonymousCredentials()
+            )
         else:
             _client = gcs.Client()
     return _client
@@ -87,9 +92,6 @@ def reset_client() -> None:
     """Forget the cached client (tests switch emulators)."""
     global _client
     _client = None
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would hide files from other users
 
 
 def _blob(uri: str):
@@ -100,6 +102,7 @@ def _blob(uri: str):
 @contextmanager
 def _gcs_errors(uri: str):
     from google.api_core import exceptions as gexc
+
     try:
         yield
     except gexc.NotFound as exc:
@@ -107,12 +110,15 @@ def _gcs_errors(uri: str):
     except gexc.PreconditionFailed as exc:
         raise PreconditionFailed(f"{uri}: changed by another writer since it was read") from exc
     except gexc.Forbidden as exc:
-        raise StorageError(f"{uri}: permission denied ({exc.message}); check the credentials' roles on the bucket") from exc
+        raise StorageError(
+            f"{uri}: permission denied ({exc.message}); check the credentials' roles on the bucket"
+        ) from exc
     except gexc.GoogleAPICallError as exc:
         raise StorageError(f"{uri}: {exc}") from exc
 
 
 # ---- reads -----------------------------------------------------------------------------------------------------
+
 
 def read_bytes(uri: str) -> bytes:
     uri = str(uri)
@@ -161,6 +167,7 @@ def read_versioned(uri: str) -> Versioned:
     if is_gcs(uri):
         blob = _blob(uri)
         from google.api_core import exceptions as gexc
+
         try:
             data = blob.download_as_bytes()
         except gexc.NotFound:
@@ -175,6 +182,7 @@ def read_versioned(uri: str) -> Versioned:
 
 
 # ---- writes ----------------------------------------------------------------------------------------------------
+
 
 def _write_local_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +229,7 @@ def _local_lock(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_if_unchanged(uri: str, data: bytes, token: Union[int, str], *, content_type: str | None = None) -> None:
+def write_if_unchanged(uri: str, data: bytes, token: int | str, *, content_type: str | None = None) -> None:
     """Compare-and-swap: write only if the object is still in the state `token` (from read_versioned) names.
 
     Raises PreconditionFailed otherwise. GCS: `if_generation_match`. Local: an flock around compare + rename.
@@ -229,8 +237,9 @@ def write_if_unchanged(uri: str, data: bytes, token: Union[int, str], *, content
     uri = str(uri)
     if is_gcs(uri):
         with _gcs_errors(uri):
-            _blob(uri).upload_from_string(data, content_type=content_type or "application/json",
-                                          if_generation_match=int(token))
+            _blob(uri).upload_from_string(
+                data, content_type=content_type or "application/json", if_generation_match=int(token)
+            )
         return
     path = Path(uri)
     with _local_lock(path):
@@ -249,8 +258,13 @@ def upload_file(local_path: str | Path, uri: str, *, progress: bool = False) -> 
             blob = _blob(uri)
             if progress:
                 from tqdm import tqdm
-                with local_path.open("rb") as src, tqdm.wrapattr(src, "read", total=size, unit="B", unit_scale=True,
-                                                                desc=f"upload {local_path.name}") as wrapped:
+
+                with (
+                    local_path.open("rb") as src,
+                    tqdm.wrapattr(
+                        src, "read", total=size, unit="B", unit_scale=True, desc=f"upload {local_path.name}"
+                    ) as wrapped,
+                ):
                     blob.upload_from_file(wrapped, size=size)
             else:
                 blob.upload_from_filename(str(local_path))
@@ -296,7 +310,7 @@ def copy_tree(src_prefix: str, dest_prefix: str) -> list[str]:
     src_prefix = str(src_prefix).rstrip("/")
     written = []
     for src in list_uris(src_prefix):
-        rel = src[len(src_prefix):].lstrip("/")
+        rel = src[len(src_prefix) :].lstrip("/")
         dest = join(dest_prefix, rel)
         if is_gcs(src):
             write_bytes(dest, read_bytes(src))
@@ -311,10 +325,9 @@ def delete(uri: str) -> None:
     uri = str(uri)
     if is_gcs(uri):
         from google.api_core import exceptions as gexc
-        try:
+
+        with suppress(gexc.NotFound):
             _blob(uri).delete()
-        except gexc.NotFound:
-            pass
         return
     Path(uri).unlink(missing_ok=True)
 

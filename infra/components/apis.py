@@ -1,8 +1,9 @@
 """The Google Cloud APIs the stack uses, enabled and never disabled on destroy (see infra/teardown.py)."""
+
 from __future__ import annotations
 
-from constructs import Construct
 from cdktf_cdktf_provider_google.project_service import ProjectService
+from constructs import Construct
 
 from infra.naming import Names
 from infra.teardown import TeardownPolicy
@@ -29,8 +30,13 @@ class Apis(Construct):
         super().__init__(scope, id)
         self.services = {
             api: ProjectService(
-                self, api.split(".")[0], project=names.project, service=api,
-                disable_on_destroy=teardown.disable_apis_on_destroy, disable_dependent_services=False)
+                self,
+                api.split(".")[0],
+                project=names.project,
+                service=api,
+                disable_on_destroy=teardown.disable_apis_on_destroy,
+                disable_dependent_services=False,
+            )
             for api in REQUIRED_APIS
         }
 

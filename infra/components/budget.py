@@ -4,13 +4,14 @@ and the alert email channel.
 The Billing Budget API needs a quota project when called with user credentials: the provider sets
 `user_project_override` and `billing_project` (infra/stack.py); the budgets API is enabled in this project.
 """
+
 from __future__ import annotations
 
-from constructs import Construct
 from cdktf_cdktf_provider_google.billing_budget import BillingBudget, BillingBudgetThresholdRules
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
 from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
+from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.kms import Kms
@@ -27,33 +28,64 @@ class MissingBillingAccount(ValueError):
 
 
 class Budget(Construct):
-    def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis, kms: Kms, monitoring: Monitoring,
-                 project: DataGoogleProject):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        names: Names,
+        apis: Apis,
+        kms: Kms,
+        monitoring: Monitoring,
+        project: DataGoogleProject,
+    ):
         super().__init__(scope, id)
         infra = names.settings.infra
         if not infra.billing_account:
             raise MissingBillingAccount(
                 f"environment '{names.env}' has no infra.billing_account: set it in config/{names.env}.yaml or "
-                f"FMNIST_INFRA__BILLING_ACCOUNT=XXXXXX-XXXXXX-XXXXXX (`gcloud billing accounts list`)")
+                f"FMNIST_INFRA__BILLING_ACCOUNT=XXXXXX-XXXXXX-XXXXXX (`gcloud billing accounts list`)"
+            )
         self.topic = PubsubTopic(
-            self, "topic", name=names.budget_topic, kms_key_name=kms.key.id, labels=names.labels,
+            self,
+            "topic",
+            name=names.budget_topic,
+            kms_key_name=kms.key.id,
+            labels=names.labels,
             message_storage_policy={"allowed_persistence_regions": [names.region]},
             message_retention_duration="604800s",
-            depends_on=[apis["pubsub.googleapis.com"], kms.grants["pubsub"]])
-        PubsubTopicIamMember(self, "billing-publisher", topic=self.topic.name, role="roles/pubsub.publisher",
-                             member=BUDGET_PUBLISHER)
+            depends_on=[apis["pubsub.googleapis.com"], kms.grants["pubsub"]],
+        )
+        PubsubTopicIamMember(
+            self, "billing-publisher", topic=self.topic.name, role="roles/pubsub.publisher", member=BUDGET_PUBLISHER
+        )
         units = int(infra.budget_amount)
         self.budget = BillingBudget(
-            self, "budget", billing_account=infra.billing_account, display_name=f"fmnist-mlops {names.env}",
-            budget_filter={"projects": [f"projects/{project.number}"], "calendar_period": "MONTH",
-                           "credit_types_treatment": "INCLUDE_ALL_CREDITS"},
-            amount={"specified_amount": {"currency_code": infra.budget_currency, "units": str(units),
-                                         "nanos": round((infra.budget_amount - units) * 1e9)}},
-            threshold_rules=[BillingBudgetThresholdRules(threshold_percent=share, spend_basis=basis)
-                             for share, basis in THRESHOLDS],
-            all_updates_rule={"pubsub_topic": self.topic.id,
-                              "monitoring_notification_channels": [monitoring.email_channel.id],
-                              "disable_default_iam_recipients": False},
+            self,
+            "budget",
+            billing_account=infra.billing_account,
+            display_name=f"fmnist-mlops {names.env}",
+            budget_filter={
+                "projects": [f"projects/{project.number}"],
+                "calendar_period": "MONTH",
+                "credit_types_treatment": "INCLUDE_ALL_CREDITS",
+            },
+            amount={
+                "specified_amount": {
+                    "currency_code": infra.budget_currency,
+                    "units": str(units),
+                    "nanos": round((infra.budget_amount - units) * 1e9),
+                }
+            },
+            threshold_rules=[
+                BillingBudgetThresholdRules(threshold_percent=share, spend_basis=basis) for share, basis in THRESHOLDS
+            ],
+            all_updates_rule={
+                "pubsub_topic": self.topic.id,
+                "monitoring_notification_channels": [monitoring.email_channel.id],
+                "disable_default_iam_recipients": False,
+            },
             # Depending on every enabled API says "this budget watches what the stack switches on"; the custom
             # checkov policy CKV2_FMNIST_3 checks that edge for each google_project_service.
-            depends_on=apis.all)
+            depends_on=apis.all,
+        )

@@ -4,10 +4,11 @@ account, and deploys (build, push, `cdktf deploy`) as the deployer on the config
 Why two accounts: a pull request runs code nobody has reviewed yet, so it must not hold deploy rights.
 The GitHub repository must be connected to Cloud Build once by hand (infra/README.md, bootstrap).
 """
+
 from __future__ import annotations
 
-from constructs import Construct
 from cdktf_cdktf_provider_google.cloudbuild_trigger import CloudbuildTrigger
+from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.identity import Identity
@@ -26,20 +27,36 @@ class CiCd(Construct):
         self.triggers = {}
         if infra.pull_request_trigger:
             self.triggers["checks"] = CloudbuildTrigger(
-                self, "pull-request-checks", name="fmnist-pull-request-checks", location="global",
+                self,
+                "pull-request-checks",
+                name="fmnist-pull-request-checks",
+                location="global",
                 description="tests, cdktf synth and checkov policy scan on every pull request",
-                github={**repository, "pull_request": {
-                    "branch": ".*", "comment_control": "COMMENTS_ENABLED_FOR_EXTERNAL_CONTRIBUTORS_ONLY"}},
-                filename=BUILD_FILE, ignored_files=IGNORED_FILES,
+                github={
+                    **repository,
+                    "pull_request": {
+                        "branch": ".*",
+                        "comment_control": "COMMENTS_ENABLED_FOR_EXTERNAL_CONTRIBUTORS_ONLY",
+                    },
+                },
+                filename=BUILD_FILE,
+                ignored_files=IGNORED_FILES,
                 substitutions={"_PIPELINE": "checks", "_ENV": names.env},
                 service_account=f"projects/{names.project}/serviceAccounts/{identity.email('checks')}",
-                depends_on=after)
+                depends_on=after,
+            )
         push = {"branch": infra.deploy_branch} if infra.deploy_branch else {"tag": infra.deploy_tag}
         self.triggers["deploy"] = CloudbuildTrigger(
-            self, "deploy", name="fmnist-deploy", location="global",
+            self,
+            "deploy",
+            name="fmnist-deploy",
+            location="global",
             description=f"build, push and cdktf deploy of {names.env} on {push}",
-            github={**repository, "push": push}, filename=BUILD_FILE, ignored_files=IGNORED_FILES,
+            github={**repository, "push": push},
+            filename=BUILD_FILE,
+            ignored_files=IGNORED_FILES,
             substitutions={"_PIPELINE": "deploy", "_ENV": names.env},
             service_account=f"projects/{names.project}/serviceAccounts/{identity.email('deployer')}",
             approval_config={"approval_required": infra.deploy_requires_approval},
-            depends_on=after)
+            depends_on=after,
+        )

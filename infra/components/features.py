@@ -4,68 +4,111 @@ Feature View over it.
 Not the legacy Featurestore: it shuts down on 2027-02-17. The table's columns are imported from the trainer's
 schema module, never copied, so the Parquet feature table and BigQuery cannot drift apart.
 """
+
 from __future__ import annotations
 
 import json
 
-from constructs import Construct
 from cdktf_cdktf_provider_google.bigquery_dataset import BigqueryDataset
 from cdktf_cdktf_provider_google.bigquery_dataset_iam_member import BigqueryDatasetIamMember
 from cdktf_cdktf_provider_google.bigquery_table import BigqueryTable
 from cdktf_cdktf_provider_google.vertex_ai_feature_online_store import VertexAiFeatureOnlineStore
-from cdktf_cdktf_provider_google.vertex_ai_feature_online_store_featureview import (
-    VertexAiFeatureOnlineStoreFeatureview)
+from cdktf_cdktf_provider_google.vertex_ai_feature_online_store_featureview import VertexAiFeatureOnlineStoreFeatureview
+from constructs import Construct
 
+from contracts import feature_schema
 from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.components.kms import Kms
 from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
-from contracts import feature_schema
 
 SYNC_CRON = "0 3 * * *"  # the feature view copies the table to the online store nightly
 
 
 class Features(Construct):
-    def __init__(self, scope: Construct, id: str, *, names: Names, teardown: TeardownPolicy, apis: Apis, kms: Kms,
-                 identity: Identity):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        names: Names,
+        teardown: TeardownPolicy,
+        apis: Apis,
+        kms: Kms,
+        identity: Identity,
+    ):
         super().__init__(scope, id)
         self.dataset = BigqueryDataset(
-            self, "dataset", dataset_id=names.bigquery_dataset, location=names.region,
-            description="per-image Fashion-MNIST features (contracts/feature_schema.py)", labels=names.labels,
+            self,
+            "dataset",
+            dataset_id=names.bigquery_dataset,
+            location=names.region,
+            description="per-image Fashion-MNIST features (contracts/feature_schema.py)",
+            labels=names.labels,
             default_encryption_configuration={"kms_key_name": kms.key.id},
             delete_contents_on_destroy=teardown.bigquery_delete_contents_on_destroy,
             lifecycle=teardown.lifecycle(),
-            depends_on=[apis["bigquery.googleapis.com"], kms.grants["bigquery"]])
+            depends_on=[apis["bigquery.googleapis.com"], kms.grants["bigquery"]],
+        )
         self.table = BigqueryTable(
-            self, "table", dataset_id=self.dataset.dataset_id, table_id=names.feature_table,
+            self,
+            "table",
+            dataset_id=self.dataset.dataset_id,
+            table_id=names.feature_table,
             description=f"feature function {feature_schema.FEATURE_FUNCTION_ID}; one row per image",
             schema=json.dumps(feature_schema.bigquery_schema()),
             clustering=["dataset_version", "split"],
             encryption_configuration={"kms_key_name": kms.key.id},
-            deletion_protection=teardown.bigquery_table_deletion_protection, labels=names.labels,
-            lifecycle=teardown.lifecycle())
+            deletion_protection=teardown.bigquery_table_deletion_protection,
+            labels=names.labels,
+            lifecycle=teardown.lifecycle(),
+        )
         if not teardown.bigquery_table_deletion_protection:
-            suppress(self.table, "CKV_GCP_121",
-                     f"infra.deletion_protection is false for {names.env}: `cdktf destroy` must drop this table "
-                     "(it is rebuilt from the datasets bucket by `python -m trainer features`).")
-        BigqueryDatasetIamMember(self, "trainer-editor", dataset_id=self.dataset.dataset_id,
-                                 role="roles/bigquery.dataEditor", member=identity.member("trainer"))
+            suppress(
+                self.table,
+                "CKV_GCP_121",
+                f"infra.deletion_protection is false for {names.env}: `cdktf destroy` must drop this table "
+                "(it is rebuilt from the datasets bucket by `python -m trainer features`).",
+            )
+        BigqueryDatasetIamMember(
+            self,
+            "trainer-editor",
+            dataset_id=self.dataset.dataset_id,
+            role="roles/bigquery.dataEditor",
+            member=identity.member("trainer"),
+        )
         # The Feature View's sync runs as the Vertex AI service agent and reads the table.
         vertex_reader = BigqueryDatasetIamMember(
-            self, "vertex-agent-viewer", dataset_id=self.dataset.dataset_id, role="roles/bigquery.dataViewer",
-            member=kms.agent_members["aiplatform"], depends_on=[apis["aiplatform.googleapis.com"]])
+            self,
+            "vertex-agent-viewer",
+            dataset_id=self.dataset.dataset_id,
+            role="roles/bigquery.dataViewer",
+            member=kms.agent_members["aiplatform"],
+            depends_on=[apis["aiplatform.googleapis.com"]],
+        )
         self.online_store = VertexAiFeatureOnlineStore(
-            self, "online-store", name=names.online_store, region=names.region, labels=names.labels,
-            optimized={}, force_destroy=teardown.feature_store_force_destroy,
-            depends_on=[apis["aiplatform.googleapis.com"]])
+            self,
+            "online-store",
+            name=names.online_store,
+            region=names.region,
+            labels=names.labels,
+            optimized={},
+            force_destroy=teardown.feature_store_force_destroy,
+            depends_on=[apis["aiplatform.googleapis.com"]],
+        )
         self.feature_view = VertexAiFeatureOnlineStoreFeatureview(
-            self, "feature-view", name=names.feature_view, region=names.region,
-            feature_online_store=self.online_store.name, labels=names.labels,
+            self,
+            "feature-view",
+            name=names.feature_view,
+            region=names.region,
+            feature_online_store=self.online_store.name,
+            labels=names.labels,
             big_query_source={
                 "uri": names.feature_table_uri,
                 "entity_id_columns": [feature_schema.ENTITY_ID_COLUMN],
             },
             sync_config={"cron": SYNC_CRON},
-            depends_on=[self.table, vertex_reader])
+            depends_on=[self.table, vertex_reader],
+        )

@@ -4,12 +4,13 @@ Access to a bucket, dataset, repository or key is granted next to that resource 
 roles appear only here, each with the reason Google Cloud offers nothing narrower. No owner/editor/viewer role
 anywhere (a custom checkov policy enforces it).
 """
+
 from __future__ import annotations
 
-from constructs import Construct
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
 from cdktf_cdktf_provider_google.service_account import ServiceAccount
 from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
+from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.naming import SERVICE_ACCOUNT_SUFFIXES, Names
@@ -38,8 +39,11 @@ PROJECT_ROLES = {
         ("roles/logging.logWriter", "Cloud Build with a user-managed account writes build logs to the project"),
         ("roles/serviceusage.serviceUsageAdmin", "enables the APIs the stack declares (google_project_service)"),
         ("roles/resourcemanager.projectIamAdmin", "manages the project-level bindings declared in this file"),
-        ("roles/iam.serviceAccountAdmin", "creates these service accounts and sets their account-level bindings: "
-         "a new account has no binding yet that a narrower grant could rest on"),
+        (
+            "roles/iam.serviceAccountAdmin",
+            "creates these service accounts and sets their account-level bindings: "
+            "a new account has no binding yet that a narrower grant could rest on",
+        ),
         ("roles/cloudkms.admin", "creates the key ring, key and key bindings"),
         ("roles/storage.admin", "creates the buckets and their bindings"),
         ("roles/artifactregistry.admin", "creates the repository, its cleanup policy and bindings"),
@@ -57,28 +61,48 @@ class Identity(Construct):
     def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis):
         super().__init__(scope, id)
         self.accounts = {
-            role: ServiceAccount(self, role, account_id=names.service_account_id(role),
-                                 display_name=f"fmnist {role} ({names.env})", description=DESCRIPTIONS[role],
-                                 project=names.project, depends_on=[apis["iam.googleapis.com"]])
+            role: ServiceAccount(
+                self,
+                role,
+                account_id=names.service_account_id(role),
+                display_name=f"fmnist {role} ({names.env})",
+                description=DESCRIPTIONS[role],
+                project=names.project,
+                depends_on=[apis["iam.googleapis.com"]],
+            )
             for role in SERVICE_ACCOUNT_SUFFIXES
         }
         self.project_bindings = {}
         for role, grants in PROJECT_ROLES.items():
             for iam_role, _why in grants:
                 self.project_bindings[(role, iam_role)] = ProjectIamMember(
-                    self, f"{role}_{iam_role.split('/')[1].replace('.', '_')}", project=names.project,
-                    role=iam_role, member=self.member(role))
-        for iam_role, manages in (("roles/iam.serviceAccountAdmin", "its four service accounts"),
-                                  ("roles/cloudbuild.builds.editor", "its Cloud Build triggers")):
-            suppress(self.project_bindings[("deployer", iam_role)], "CKV_GCP_49",
-                     f"The deployer runs `cdktf deploy` of this stack and needs {iam_role} to manage {manages}; "
-                     "it can act as the stack's four accounts only (account-level actAs below), and already "
-                     "holds projectIamAdmin, which this does not widen.")
+                    self,
+                    f"{role}_{iam_role.split('/')[1].replace('.', '_')}",
+                    project=names.project,
+                    role=iam_role,
+                    member=self.member(role),
+                )
+        for iam_role, manages in (
+            ("roles/iam.serviceAccountAdmin", "its four service accounts"),
+            ("roles/cloudbuild.builds.editor", "its Cloud Build triggers"),
+        ):
+            suppress(
+                self.project_bindings[("deployer", iam_role)],
+                "CKV_GCP_49",
+                f"The deployer runs `cdktf deploy` of this stack and needs {iam_role} to manage {manages}; "
+                "it can act as the stack's four accounts only (account-level actAs below), and already "
+                "holds projectIamAdmin, which this does not widen.",
+            )
         # The deployer attaches the runtime accounts to the resources it creates (Cloud Run, Vertex AI jobs and
         # the Cloud Build triggers): actAs on those accounts only, not on every account in the project.
         self.act_as = [
-            ServiceAccountIamMember(self, f"deployer_acts_as_{role}", service_account_id=self.accounts[role].name,
-                                    role="roles/iam.serviceAccountUser", member=self.member("deployer"))
+            ServiceAccountIamMember(
+                self,
+                f"deployer_acts_as_{role}",
+                service_account_id=self.accounts[role].name,
+                role="roles/iam.serviceAccountUser",
+                member=self.member("deployer"),
+            )
             for role in ("trainer", "service", "deployer", "checks")
         ]
 

@@ -5,14 +5,15 @@ builds and pushes both images and pins Cloud Run to the pushed digest, in depend
 step between "repository exists" and "service exists". The tag is a content hash of the image's sources
 (contracts/images.py): unchanged sources plan no build and no new revision. Needs a Docker daemon where deploy runs.
 """
+
 from __future__ import annotations
 
-from constructs import Construct
 from cdktf_cdktf_provider_docker.image import Image
 from cdktf_cdktf_provider_docker.registry_image import RegistryImage
+from constructs import Construct
 
-from infra.components.registry import Registry
 from contracts.images import IMAGE_SOURCES, source_tag
+from infra.components.registry import Registry
 from infra.naming import Names
 
 # cdktf runs Terraform in cdktf.out/stacks/<env>/: the repository root is three levels up (a relative path, so
@@ -31,16 +32,31 @@ class Images(Construct):
             tag = source_tag(image)
             repository = names.image_repository(image)
             built = Image(
-                self, f"{image}-build", name=f"{repository}:{tag}", platform=PLATFORM, keep_locally=True,
-                build_attribute={"context": BUILD_CONTEXT, "dockerfile": source.dockerfile, "platform": PLATFORM,
-                                 "build_args": {"CODE_VERSION": tag},
-                                 "label": {"org.opencontainers.image.revision": tag}},
+                self,
+                f"{image}-build",
+                name=f"{repository}:{tag}",
+                platform=PLATFORM,
+                keep_locally=True,
+                build_attribute={
+                    "context": BUILD_CONTEXT,
+                    "dockerfile": source.dockerfile,
+                    "platform": PLATFORM,
+                    "build_args": {"CODE_VERSION": tag},
+                    "label": {"org.opencontainers.image.revision": tag},
+                },
                 triggers={"source_tag": tag},
-                depends_on=[registry.repository])
+                depends_on=[registry.repository],
+            )
             # Replaced only when the sources change: a CI machine without the local image rebuilds it but does not
             # push the same (immutable) tag again.
-            pushed = RegistryImage(self, f"{image}-push", name=built.name, keep_remotely=True,
-                                   triggers={"source_tag": tag}, depends_on=[registry.writer])
+            pushed = RegistryImage(
+                self,
+                f"{image}-push",
+                name=built.name,
+                keep_remotely=True,
+                triggers={"source_tag": tag},
+                depends_on=[registry.writer],
+            )
             self.tags[image] = tag
             self.pushed[image] = pushed
             self.references[image] = f"{repository}@{pushed.sha256_digest}"

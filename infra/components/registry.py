@@ -3,12 +3,15 @@
 Tags are content hashes (infra/images.py), so an immutable tag always means the same bytes; the cleanup policy
 keeps the recent versions and deletes untagged layers left by rebuilds.
 """
+
 from __future__ import annotations
 
-from constructs import Construct
+from cdktf_cdktf_provider_google.artifact_registry_repository import ArtifactRegistryRepository
 from cdktf_cdktf_provider_google.artifact_registry_repository import (
-    ArtifactRegistryRepository, ArtifactRegistryRepositoryCleanupPolicies as CleanupPolicy)
+    ArtifactRegistryRepositoryCleanupPolicies as CleanupPolicy,
+)
 from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
+from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.identity import Identity
@@ -23,21 +26,42 @@ class Registry(Construct):
     def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis, kms: Kms, identity: Identity):
         super().__init__(scope, id)
         self.repository = ArtifactRegistryRepository(
-            self, "docker", repository_id=names.artifact_repository, location=names.region,
-            format="DOCKER", description="trainer and service images, tagged by source content hash",
-            docker_config={"immutable_tags": True}, kms_key_name=kms.key.id, labels=names.labels,
+            self,
+            "docker",
+            repository_id=names.artifact_repository,
+            location=names.region,
+            format="DOCKER",
+            description="trainer and service images, tagged by source content hash",
+            docker_config={"immutable_tags": True},
+            kms_key_name=kms.key.id,
+            labels=names.labels,
             cleanup_policy_dry_run=False,
             cleanup_policies=[
-                CleanupPolicy(id="keep-recent", action="KEEP",
-                              most_recent_versions={"keep_count": KEEP_RECENT_VERSIONS}),
-                CleanupPolicy(id="delete-untagged", action="DELETE",
-                              condition={"tag_state": "UNTAGGED", "older_than": UNTAGGED_MAX_AGE}),
+                CleanupPolicy(
+                    id="keep-recent", action="KEEP", most_recent_versions={"keep_count": KEEP_RECENT_VERSIONS}
+                ),
+                CleanupPolicy(
+                    id="delete-untagged",
+                    action="DELETE",
+                    condition={"tag_state": "UNTAGGED", "older_than": UNTAGGED_MAX_AGE},
+                ),
             ],
-            depends_on=[apis["artifactregistry.googleapis.com"], kms.grants["artifactregistry"]])
+            depends_on=[apis["artifactregistry.googleapis.com"], kms.grants["artifactregistry"]],
+        )
         self.writer = ArtifactRegistryRepositoryIamMember(
-            self, "deployer-writer", repository=self.repository.name, location=names.region,
-            role="roles/artifactregistry.writer", member=identity.member("deployer"))
+            self,
+            "deployer-writer",
+            repository=self.repository.name,
+            location=names.region,
+            role="roles/artifactregistry.writer",
+            member=identity.member("deployer"),
+        )
         # Vertex AI pulls the trainer image as the trainer's identity when the job runs under that account.
         ArtifactRegistryRepositoryIamMember(
-            self, "trainer-reader", repository=self.repository.name, location=names.region,
-            role="roles/artifactregistry.reader", member=identity.member("trainer"))
+            self,
+            "trainer-reader",
+            repository=self.repository.name,
+            location=names.region,
+            role="roles/artifactregistry.reader",
+            member=identity.member("trainer"),
+        )

@@ -4,11 +4,12 @@ All four: uniform bucket-level access, public access prevention enforced, versio
 stack's KMS key. Bindings are per bucket: the trainer writes dev and models and reads datasets; the prediction
 service reads models.
 """
+
 from __future__ import annotations
 
-from constructs import Construct
 from cdktf_cdktf_provider_google.storage_bucket import StorageBucket, StorageBucketLifecycleRule
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
+from constructs import Construct
 
 from infra.components.identity import Identity
 from infra.components.kms import Kms
@@ -29,35 +30,67 @@ BUCKET_ACCESS = (
 
 
 class Storage(Construct):
-    def __init__(self, scope: Construct, id: str, *, names: Names, teardown: TeardownPolicy, kms: Kms,
-                 identity: Identity):
+    def __init__(
+        self, scope: Construct, id: str, *, names: Names, teardown: TeardownPolicy, kms: Kms, identity: Identity
+    ):
         super().__init__(scope, id)
-        common = dict(location=names.region, uniform_bucket_level_access=True, public_access_prevention="enforced",
-                      force_destroy=teardown.bucket_force_destroy, labels=names.labels,
-                      versioning={"enabled": True}, encryption={"default_kms_key_name": kms.key.id},
-                      lifecycle=teardown.lifecycle(), depends_on=[kms.grants["storage"]])
+        common = {
+            "location": names.region,
+            "uniform_bucket_level_access": True,
+            "public_access_prevention": "enforced",
+            "force_destroy": teardown.bucket_force_destroy,
+            "labels": names.labels,
+            "versioning": {"enabled": True},
+            "encryption": {"default_kms_key_name": kms.key.id},
+            "lifecycle": teardown.lifecycle(),
+            "depends_on": [kms.grants["storage"]],
+        }
         noncurrent = StorageBucketLifecycleRule(
             action={"type": "Delete"},
-            condition={"days_since_noncurrent_time": NONCURRENT_VERSION_DAYS, "with_state": "ARCHIVED"})
+            condition={"days_since_noncurrent_time": NONCURRENT_VERSION_DAYS, "with_state": "ARCHIVED"},
+        )
         self.access_logs = StorageBucket(
-            self, "access-logs", name=names.access_log_bucket, **common,
-            lifecycle_rule=[noncurrent, StorageBucketLifecycleRule(action={"type": "Delete"},
-                                                                   condition={"age": ACCESS_LOG_DAYS})])
-        suppress(self.access_logs, "CKV_GCP_62",
-                 "This is the access-log bucket itself: logging it into itself would loop, and another log bucket "
-                 "would need its own log bucket in turn.")
+            self,
+            "access-logs",
+            name=names.access_log_bucket,
+            **common,
+            lifecycle_rule=[
+                noncurrent,
+                StorageBucketLifecycleRule(action={"type": "Delete"}, condition={"age": ACCESS_LOG_DAYS}),
+            ],
+        )
+        suppress(
+            self.access_logs,
+            "CKV_GCP_62",
+            "This is the access-log bucket itself: logging it into itself would loop, and another log bucket "
+            "would need its own log bucket in turn.",
+        )
         # Cloud Storage usage logs are written by this Google group (documented by Cloud Storage).
-        StorageBucketIamMember(self, "access-logs-writer", bucket=self.access_logs.name,
-                               role="roles/storage.objectCreator",
-                               member="group:cloud-storage-analytics@google.com")
+        StorageBucketIamMember(
+            self,
+            "access-logs-writer",
+            bucket=self.access_logs.name,
+            role="roles/storage.objectCreator",
+            member="group:cloud-storage-analytics@google.com",
+        )
         self.buckets = {}
         for kind in BUCKET_KINDS:
             rules = [noncurrent]
             if kind == "dev":
                 rules.append(StorageBucketLifecycleRule(action={"type": "Delete"}, condition={"age": DEV_OBJECT_DAYS}))
             self.buckets[kind] = StorageBucket(
-                self, kind, name=names.bucket(kind), **common, lifecycle_rule=rules,
-                logging={"log_bucket": self.access_logs.name, "log_object_prefix": names.bucket(kind)})
+                self,
+                kind,
+                name=names.bucket(kind),
+                **common,
+                lifecycle_rule=rules,
+                logging={"log_bucket": self.access_logs.name, "log_object_prefix": names.bucket(kind)},
+            )
         for kind, account, role in BUCKET_ACCESS:
-            StorageBucketIamMember(self, f"{kind}-{account}-{role.split('.')[-1]}", bucket=self.buckets[kind].name,
-                                   role=role, member=identity.member(account))
+            StorageBucketIamMember(
+                self,
+                f"{kind}-{account}-{role.split('.')[-1]}",
+                bucket=self.buckets[kind].name,
+                role=role,
+                member=identity.member(account),
+            )

@@ -3,11 +3,12 @@
 Models are uploaded and deployed to the endpoint by the SDK (`python -m trainer deploy-model`), which Terraform
 cannot do; `python -m trainer undeploy-all` must run before `cdktf destroy` (see infra/README.md).
 """
+
 from __future__ import annotations
 
-from constructs import Construct
 from cdktf_cdktf_provider_google.vertex_ai_endpoint import VertexAiEndpoint
 from cdktf_cdktf_provider_google.vertex_ai_tensorboard import VertexAiTensorboard
+from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.kms import Kms
@@ -20,14 +21,31 @@ class Vertex(Construct):
         super().__init__(scope, id)
         after = [apis["aiplatform.googleapis.com"], kms.grants["aiplatform"]]
         self.endpoint = VertexAiEndpoint(
-            self, "endpoint", name=names.endpoint_id, display_name=names.display_name, location=names.region,
-            region=names.region, description="Fashion-MNIST classifier (models deployed by the SDK)",
-            labels=names.labels, encryption_spec={"kms_key_name": kms.key.id}, depends_on=after)
-        suppress(self.endpoint, "CKV2_GCP_33",
-                 "Predictions need IAM (aiplatform.endpoints.predict) on this endpoint; a private endpoint needs a "
-                 "VPC with peering or Private Service Connect and a forwarding rule per client, which this "
-                 "VPC-less project does not have.")
+            self,
+            "endpoint",
+            name=names.endpoint_id,
+            display_name=names.display_name,
+            location=names.region,
+            region=names.region,
+            description="Fashion-MNIST classifier (models deployed by the SDK)",
+            labels=names.labels,
+            encryption_spec={"kms_key_name": kms.key.id},
+            depends_on=after,
+        )
+        suppress(
+            self.endpoint,
+            "CKV2_GCP_33",
+            "Predictions need IAM (aiplatform.endpoints.predict) on this endpoint; a private endpoint needs a "
+            "VPC with peering or Private Service Connect and a forwarding rule per client, which this "
+            "VPC-less project does not have.",
+        )
         self.tensorboard = VertexAiTensorboard(
-            self, "tensorboard", display_name=names.display_name, region=names.region,
-            description="Vertex AI Experiments for the trainer", labels=names.labels,
-            encryption_spec={"kms_key_name": kms.key.id}, depends_on=after)
+            self,
+            "tensorboard",
+            display_name=names.display_name,
+            region=names.region,
+            description="Vertex AI Experiments for the trainer",
+            labels=names.labels,
+            encryption_spec={"kms_key_name": kms.key.id},
+            depends_on=after,
+        )

@@ -1,5 +1,6 @@
 """The per-image feature function, the baseline's binning and PSI (contracts/features.py): known values, batch
 consistency, the schema they follow, and a shift that PSI must see."""
+
 import json
 import subprocess
 import sys
@@ -42,8 +43,8 @@ def test_known_values_of_a_centred_rectangle():
 
 def test_asymmetric_image_and_faint_pixels():
     image = blank()
-    image[0, :, :4] = 200   # left edge only: mirrored it lands on empty columns
-    image[0, 0, 27] = 20    # too faint to count as ink (threshold 25)
+    image[0, :, :4] = 200  # left edge only: mirrored it lands on empty columns
+    image[0, 0, 27] = 20  # too faint to count as ink (threshold 25)
     f = {k: float(v[0]) for k, v in features.compute_image_features(image).items()}
     assert f["bbox_width"] == 4 and f["bbox_height"] == 28
     assert f["ink_fraction"] == pytest.approx(112 / 784)
@@ -53,15 +54,24 @@ def test_asymmetric_image_and_faint_pixels():
 
 def test_blank_image_has_defined_values():
     f = {k: float(v[0]) for k, v in features.compute_image_features(blank()).items()}
-    assert f == {"mean_intensity": 0, "std_intensity": 0, "ink_fraction": 0, "bbox_height": 0, "bbox_width": 0,
-                 "bbox_aspect": 0, "lr_symmetry": 1, "centroid_row": 13.5, "centroid_col": 13.5}
+    assert f == {
+        "mean_intensity": 0,
+        "std_intensity": 0,
+        "ink_fraction": 0,
+        "bbox_height": 0,
+        "bbox_width": 0,
+        "bbox_aspect": 0,
+        "lr_symmetry": 1,
+        "centroid_row": 13.5,
+        "centroid_col": 13.5,
+    }
 
 
 def test_batch_equals_one_image_at_a_time():
     images = make_images(np.arange(40) % 10, seed=3)
     batch = features.compute_image_features(images)
     for i in (0, 17, 39):
-        single = features.compute_image_features(images[i:i + 1])
+        single = features.compute_image_features(images[i : i + 1])
         for name in feature_schema.FEATURE_NAMES:
             assert single[name][0] == pytest.approx(batch[name][i], rel=1e-6), name
 
@@ -72,7 +82,9 @@ def test_rejects_wrong_shape():
 
 
 def test_schema_module_is_pure_python_and_bigquery_ready():
-    code = "import sys, contracts.feature_schema as s; assert 'numpy' not in sys.modules; print(len(s.bigquery_schema()))"
+    code = (
+        "import sys, contracts.feature_schema as s; assert 'numpy' not in sys.modules; print(len(s.bigquery_schema()))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     fields = feature_schema.bigquery_schema()
@@ -97,12 +109,22 @@ def test_feature_baseline_matches_the_contract_and_psi_detects_shift():
     assert baseline["classes"]["proportions"] == [pytest.approx(0.1)] * 10
 
     same = features.compute_image_features(make_images(labels, seed=2))
-    brighter = features.compute_image_features(np.clip(make_images(labels, seed=2).astype(int) + 60, 0, 255).astype(np.uint8))
+    brighter = features.compute_image_features(
+        np.clip(make_images(labels, seed=2).astype(int) + 60, 0, 255).astype(np.uint8)
+    )
     block = baseline["features"]["mean_intensity"]
-    assert features.population_stability_index(block["proportions"],
-                                                features.bin_proportions(block["edges"], same["mean_intensity"])) < 0.1
-    assert features.population_stability_index(block["proportions"],
-                                                features.bin_proportions(block["edges"], brighter["mean_intensity"])) > 0.2
+    assert (
+        features.population_stability_index(
+            block["proportions"], features.bin_proportions(block["edges"], same["mean_intensity"])
+        )
+        < 0.1
+    )
+    assert (
+        features.population_stability_index(
+            block["proportions"], features.bin_proportions(block["edges"], brighter["mean_intensity"])
+        )
+        > 0.2
+    )
 
 
 @hypothesis_settings(max_examples=30, deadline=None)
@@ -110,7 +132,7 @@ def test_feature_baseline_matches_the_contract_and_psi_detects_shift():
 def test_generated_batches_equal_their_images_one_by_one(images):
     batch = features.compute_image_features(images)
     for i in range(len(images)):
-        single = features.compute_image_features(images[i:i + 1])
+        single = features.compute_image_features(images[i : i + 1])
         for name in feature_schema.FEATURE_NAMES:
             assert single[name][0] == pytest.approx(batch[name][i], rel=1e-5, abs=1e-6), name
 
@@ -125,4 +147,5 @@ def test_chunked_features_equal_one_call():
 def test_psi_is_zero_for_equal_distributions_and_clamps_empty_bins():
     assert features.population_stability_index([0.5, 0.5], [0.5, 0.5]) == 0
     assert features.population_stability_index([1.0, 0.0], [0.0, 1.0]) == pytest.approx(
-        2 * (1 - 1e-4) * np.log((1 - 0) / 1e-4), rel=1e-3)
+        2 * (1 - 1e-4) * np.log((1 - 0) / 1e-4), rel=1e-3
+    )

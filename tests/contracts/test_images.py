@@ -1,5 +1,6 @@
 """Content-hash image tags: stable for the same sources, new for any change, blind to caches, and an error (not
 a guess such as ':latest') where the sources are absent."""
+
 from __future__ import annotations
 
 import shutil
@@ -14,7 +15,7 @@ from settings import load_config
 
 @pytest.fixture
 def tree(tmp_path) -> Path:
-    for image, source in IMAGE_SOURCES.items():
+    for _image, source in IMAGE_SOURCES.items():
         for rel in source.paths:
             if "." not in rel:
                 (tmp_path / rel).mkdir(exist_ok=True)
@@ -57,8 +58,9 @@ def test_unknown_image_is_an_error():
 def test_cli_prints_full_references(capsys):
     assert images_main(["--env", "dev"]) == 0
     lines = dict(line.split(" ", 1) for line in capsys.readouterr().out.splitlines())
-    assert lines["service"] == (f"europe-west4-docker.pkg.dev/fmnist-mlops-dev/fmnist-mlops-dev-images/service:"
-                                f"{source_tag('service')}")
+    assert lines["service"] == (
+        f"europe-west4-docker.pkg.dev/fmnist-mlops-dev/fmnist-mlops-dev-images/service:{source_tag('service')}"
+    )
 
 
 def test_contracts_change_both_images(tree):

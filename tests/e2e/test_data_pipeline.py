@@ -1,4 +1,5 @@
 """ingest -> analyze -> features end to end on generated data, every bucket on the GCS emulator, via the real CLI."""
+
 import io
 import json
 import sys
@@ -36,7 +37,8 @@ def test_ingest_analyze_features_through_the_gcs_emulator(gcs_settings, gcs_buck
     datasets_root = f"gs://{prefix}-datasets/fashion-mnist"
     assert storage.read_text(f"{datasets_root}/LATEST").strip() == version
     assert sorted(u.rsplit("/", 1)[-1] for u in storage.list_uris(f"{datasets_root}/versions/{version}")) == sorted(
-        [*idx.FILE_NAMES.values(), "manifest.json", "features.parquet"])
+        [*idx.FILE_NAMES.values(), "manifest.json", "features.parquet"]
+    )
 
     report = json.loads(storage.read_text(f"gs://{prefix}-dev/analysis/{version}/report.json"))
     assert report["counts"] == {"train": 600, "test": 200}

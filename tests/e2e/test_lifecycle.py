@@ -1,6 +1,7 @@
 """The main job end to end on a small generated dataset: the same `python -m lifecycle` that `make demo` runs,
 with the smoke preset, the real service under gunicorn, the real synth and checkov scan; then its report and the
 champion's page in headless Chromium."""
+
 import json
 import os
 import subprocess
@@ -13,15 +14,29 @@ from tests.conftest import make_idx_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 pytestmark = pytest.mark.slow
 
 
 def run_lifecycle(root: Path, *args):
     environ = {**os.environ, "FMNIST_STORAGE_ROOT": str(root / "mlops"), "FMNIST_REGISTRY__ACCURACY_FLOOR": "0.3"}
-    return subprocess.run([sys.executable, "-m", "lifecycle", "--preset", "smoke", *args], cwd=REPO, env=environ,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lifecycle", "--preset", "smoke", *args],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def registry_index(root: Path) -> dict:
@@ -79,8 +94,10 @@ def test_champion_page_shows_top3_for_a_random_test_image(first_run, browser, tm
     from lifecycle.http_check import running_service
 
     root, _, _ = first_run
-    with running_service(f"{root / 'mlops' / 'models'}@champion", workers=1,
-                         extra_env={"PAGE_ENABLED": "true"}) as (base, _):
+    with running_service(f"{root / 'mlops' / 'models'}@champion", workers=1, extra_env={"PAGE_ENABLED": "true"}) as (
+        base,
+        _,
+    ):
         page = browser.new_page()
         page.set_default_timeout(15_000)
         page.goto(f"{base}/")

@@ -1,5 +1,6 @@
 """One in-process synth of every gcp environment, shared by the whole infra suite (cloud-foundation-fabric style
 inventory tests read it), plus one synth of deliberate variants (public endpoint, no state bucket)."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,11 @@ def variant_synth(tmp_path_factory) -> Synth:
     from infra.app import build_app, plan_environments
 
     outdir = tmp_path_factory.mktemp("cdktf-variant")
-    environ = {"FMNIST_INFRA__PUBLIC_ENDPOINT": "true", "FMNIST_INFRA__STATE_BUCKET": "null",
-               "FMNIST_INFRA__INVOKERS": "['group:ml-team@example.com', 'user:ana@example.com']"}
+    environ = {
+        "FMNIST_INFRA__PUBLIC_ENDPOINT": "true",
+        "FMNIST_INFRA__STATE_BUCKET": "null",
+        "FMNIST_INFRA__INVOKERS": "['group:ml-team@example.com', 'user:ana@example.com']",
+    }
     build_app(plan_environments([VARIANT], environ=environ), outdir=str(outdir)).synth()
     return Synth(outdir, {VARIANT: (outdir / "stacks" / VARIANT / "cdk.tf.json").read_text()})
 

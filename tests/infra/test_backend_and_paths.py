@@ -1,4 +1,5 @@
 """State backends from config, and no path of the synthesizing machine in any output."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The real cdktf CLI runs what cdktf.json says and writes the same stacks as the in-process synth."""
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,16 @@ def cli_outputs(tmp_path_factory) -> dict[str, Path]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("FMNIST_")}
     environ.update(CHECKPOINT_DISABLE="1", JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20", CI="1")
     outputs = {"json": tmp_path_factory.mktemp("cli-json"), "hcl": tmp_path_factory.mktemp("cli-hcl")}
-    commands = {"json": ["synth", "--output", str(outputs["json"])],
-                "hcl": ["synth", "--hcl", "--output", str(outputs["hcl"])]}
-    running = {kind: subprocess.Popen([str(CDKTF), *args], cwd=REPO_ROOT, env=environ, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
-               for kind, args in commands.items()}
+    commands = {
+        "json": ["synth", "--output", str(outputs["json"])],
+        "hcl": ["synth", "--hcl", "--output", str(outputs["hcl"])],
+    }
+    running = {
+        kind: subprocess.Popen(
+            [str(CDKTF), *args], cwd=REPO_ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for kind, args in commands.items()
+    }
     for kind, process in running.items():
         output, _ = process.communicate(timeout=180)
         assert process.returncode == 0, f"cdktf {' '.join(commands[kind])}:\n{output[-3000:]}"

@@ -1,4 +1,5 @@
 """cloudbuild.yaml and the triggers agree, and the checks pipeline fails on findings."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Bad infra configuration fails at synth time with one message naming the key and the fix."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Service accounts and IAM: resource-level bindings, project-level only where listed with a reason."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,8 +47,9 @@ def test_deployer_acts_as_the_stack_accounts_only(synth, env):
     act_as = synth.resources(env, "google_service_account_iam_member").values()
     assert {a["role"] for a in act_as} == {"roles/iam.serviceAccountUser"}
     assert all("identity_deployer_" in a["member"] for a in act_as)
-    assert not any(b["role"] == "roles/iam.serviceAccountUser"
-                   for b in synth.resources(env, "google_project_iam_member").values())
+    assert not any(
+        b["role"] == "roles/iam.serviceAccountUser" for b in synth.resources(env, "google_project_iam_member").values()
+    )
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -57,8 +59,11 @@ def test_bucket_access_is_per_bucket(synth, env, settings_by_env):
     grants = set()
     for binding in synth.resources(env, "google_storage_bucket_iam_member").values():
         bucket = next(name for key, name in bucket_ids.items() if key in binding["bucket"])
-        who = binding["member"].split("identity_")[1].split("_")[0] if "identity_" in binding["member"] \
+        who = (
+            binding["member"].split("identity_")[1].split("_")[0]
+            if "identity_" in binding["member"]
             else binding["member"]
+        )
         grants.add((bucket, who, binding["role"]))
     assert grants == {
         (names.bucket("dev"), "trainer", "roles/storage.objectAdmin"),

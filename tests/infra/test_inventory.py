@@ -1,4 +1,5 @@
-"""Inventory per environment: resource counts by type and the key values issue 5 asks for."""
+"""Inventory per environment: resource counts by type and the key values each resource must have."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ from collections import Counter
 import pytest
 from cdktf import Testing as CdktfTesting
 
+from contracts import feature_schema
 from infra.components.apis import REQUIRED_APIS
 from infra.images import source_tag
 from infra.naming import Names
-from contracts import feature_schema
 
 COMMON_INVENTORY = {
     "docker_image": 2,
@@ -41,7 +42,7 @@ COMMON_INVENTORY = {
     "google_vertex_ai_tensorboard": 1,
 }
 INVENTORY = {
-    "dev": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 2},   # pull-request checks + deploy on main
+    "dev": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 2},  # pull-request checks + deploy on main
     "prod": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 1},  # deploy on release tags only
 }
 ENVS = sorted(INVENTORY)
@@ -60,12 +61,23 @@ def test_local_environment_has_no_stack(synth):
 @pytest.mark.parametrize("env", ENVS)
 def test_providers_and_versions(synth, env, settings_by_env):
     text, names = synth.texts[env], Names.of(settings_by_env[env])
-    assert CdktfTesting.to_have_provider_with_properties(text, "google", {
-        "project": names.project, "region": names.region,
-        "user_project_override": True, "billing_project": names.project})
+    assert CdktfTesting.to_have_provider_with_properties(
+        text,
+        "google",
+        {
+            "project": names.project,
+            "region": names.region,
+            "user_project_override": True,
+            "billing_project": names.project,
+        },
+    )
     assert CdktfTesting.to_have_provider(text, "docker")
-    for data_source in ("google_project", "google_client_config", "google_storage_project_service_account",
-                        "google_bigquery_default_service_account"):
+    for data_source in (
+        "google_project",
+        "google_client_config",
+        "google_storage_project_service_account",
+        "google_bigquery_default_service_account",
+    ):
         assert CdktfTesting.to_have_data_source(text, data_source), data_source
     required = synth.stack(env)["terraform"]["required_providers"]
     assert required["google"] == {"source": "hashicorp/google", "version": "6.50.0"}
@@ -88,11 +100,20 @@ def test_buckets_are_private_versioned_logged_and_encrypted(synth, env, settings
     # the names agree with what the trainer resolves for the gcp target
     settings = settings_by_env[env]
     assert {settings.dev_bucket, settings.datasets_bucket, settings.models_bucket} == {
-        f"gs://{names.bucket(k)}" for k in ("dev", "datasets", "models")}
+        f"gs://{names.bucket(k)}" for k in ("dev", "datasets", "models")
+    }
     for name, bucket in buckets.items():
-        assert CdktfTesting.to_have_resource_with_properties(synth.texts[env], "google_storage_bucket", {
-            "name": name, "location": names.region, "uniform_bucket_level_access": True,
-            "public_access_prevention": "enforced", "versioning": {"enabled": True}}), name
+        assert CdktfTesting.to_have_resource_with_properties(
+            synth.texts[env],
+            "google_storage_bucket",
+            {
+                "name": name,
+                "location": names.region,
+                "uniform_bucket_level_access": True,
+                "public_access_prevention": "enforced",
+                "versioning": {"enabled": True},
+            },
+        ), name
         assert bucket["uniform_bucket_level_access"] is True, name
         assert bucket["public_access_prevention"] == "enforced", name
         assert bucket["versioning"] == {"enabled": True}, name
@@ -112,11 +133,13 @@ def test_kms_key_rotates_and_every_agent_can_use_it(synth, env):
         assert any(agent in m for m in members), agent
     assert any("google_storage_project_service_account" in m for m in members)
     assert any("google_bigquery_default_service_account" in m for m in members)
-    for resource_type, path in (("google_artifact_registry_repository", ("kms_key_name",)),
-                                ("google_pubsub_topic", ("kms_key_name",)),
-                                ("google_bigquery_dataset", ("default_encryption_configuration", "kms_key_name")),
-                                ("google_vertex_ai_endpoint", ("encryption_spec", "kms_key_name")),
-                                ("google_vertex_ai_tensorboard", ("encryption_spec", "kms_key_name"))):
+    for resource_type, path in (
+        ("google_artifact_registry_repository", ("kms_key_name",)),
+        ("google_pubsub_topic", ("kms_key_name",)),
+        ("google_bigquery_dataset", ("default_encryption_configuration", "kms_key_name")),
+        ("google_vertex_ai_endpoint", ("encryption_spec", "kms_key_name")),
+        ("google_vertex_ai_tensorboard", ("encryption_spec", "kms_key_name")),
+    ):
         value = synth.one(env, resource_type)
         for part in path:
             value = value[part]
@@ -126,8 +149,10 @@ def test_kms_key_rotates_and_every_agent_can_use_it(synth, env):
 @pytest.mark.parametrize("env", ENVS)
 def test_artifact_registry_has_immutable_tags_and_cleanup(synth, env, settings_by_env):
     assert CdktfTesting.to_have_resource_with_properties(
-        synth.texts[env], "google_artifact_registry_repository",
-        {"format": "DOCKER", "docker_config": {"immutable_tags": True}})
+        synth.texts[env],
+        "google_artifact_registry_repository",
+        {"format": "DOCKER", "docker_config": {"immutable_tags": True}},
+    )
     repository = synth.one(env, "google_artifact_registry_repository")
     assert repository["repository_id"] == Names.of(settings_by_env[env]).artifact_repository
     assert repository["docker_config"] == {"immutable_tags": True}
@@ -159,15 +184,19 @@ def test_feature_table_schema_comes_from_the_trainer(synth, env, settings_by_env
     view = synth.one(env, "google_vertex_ai_feature_online_store_featureview")
     assert view["big_query_source"] == {
         "uri": f"bq://{names.project}.{names.bigquery_dataset}.{feature_schema.TABLE_NAME}",
-        "entity_id_columns": [feature_schema.ENTITY_ID_COLUMN]}
+        "entity_id_columns": [feature_schema.ENTITY_ID_COLUMN],
+    }
     assert "optimized" in synth.one(env, "google_vertex_ai_feature_online_store")
     assert not synth.resources(env, "google_vertex_ai_featurestore"), "legacy Featurestore shuts down 2027-02-17"
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_vertex_endpoint_has_numeric_name_and_tensorboard(synth, env, settings_by_env):
-    assert CdktfTesting.to_have_resource_with_properties(synth.texts[env], "google_vertex_ai_endpoint", {
-        "location": settings_by_env[env].region, "display_name": f"fmnist-{env}"})
+    assert CdktfTesting.to_have_resource_with_properties(
+        synth.texts[env],
+        "google_vertex_ai_endpoint",
+        {"location": settings_by_env[env].region, "display_name": f"fmnist-{env}"},
+    )
     endpoint = synth.one(env, "google_vertex_ai_endpoint")
     assert endpoint["name"] == str(settings_by_env[env].infra.endpoint_id) and endpoint["name"].isdigit()
     assert not endpoint["name"].startswith("0")
@@ -178,10 +207,21 @@ def test_vertex_endpoint_has_numeric_name_and_tensorboard(synth, env, settings_b
 def test_cloud_run_service(synth, env, settings_by_env):
     settings = settings_by_env[env]
     names = Names.of(settings)
-    assert CdktfTesting.to_have_resource_with_properties(synth.texts[env], "google_cloud_run_v2_service", {
-        "name": names.cloud_run_service, "location": names.region, "ingress": "INGRESS_TRAFFIC_ALL",
-        "template": {"scaling": {"min_instance_count": settings.infra.min_instances,
-                                 "max_instance_count": settings.infra.max_instances}}})
+    assert CdktfTesting.to_have_resource_with_properties(
+        synth.texts[env],
+        "google_cloud_run_v2_service",
+        {
+            "name": names.cloud_run_service,
+            "location": names.region,
+            "ingress": "INGRESS_TRAFFIC_ALL",
+            "template": {
+                "scaling": {
+                    "min_instance_count": settings.infra.min_instances,
+                    "max_instance_count": settings.infra.max_instances,
+                }
+            },
+        },
+    )
     service = synth.one(env, "google_cloud_run_v2_service")
     assert service["template"]["service_account"].startswith("${google_service_account.identity_service_")
     container = service["template"]["containers"][0]
@@ -190,16 +230,19 @@ def test_cloud_run_service(synth, env, settings_by_env):
     assert env_vars["PAGE_ENABLED"] == "false"
     assert env_vars["DRIFT_PSI_THRESHOLD"] == str(settings.service.drift_psi_threshold)
     assert env_vars["MAX_INSTANCES"] == str(settings.service.max_instances_per_request)
-    assert container["resources"]["limits"] == {"cpu": settings.infra.service_cpu,
-                                                "memory": settings.infra.service_memory}
+    assert container["resources"]["limits"] == {
+        "cpu": settings.infra.service_cpu,
+        "memory": settings.infra.service_memory,
+    }
     for probe in ("startup_probe", "liveness_probe"):
         assert container[probe]["http_get"]["path"] == "/health"
     assert not synth.resources(env, "google_cloud_run_v2_service_iam_member"), "no invoker unless config asks"
 
 
 def test_public_endpoint_and_invokers_only_when_config_asks(variant_synth):
-    members = sorted(m["member"] for m in variant_synth.resources("dev", "google_cloud_run_v2_service_iam_member")
-                     .values())
+    members = sorted(
+        m["member"] for m in variant_synth.resources("dev", "google_cloud_run_v2_service_iam_member").values()
+    )
     assert members == ["allUsers", "group:ml-team@example.com", "user:ana@example.com"]
 
 
@@ -210,10 +253,15 @@ def test_budget_thresholds_topic_and_channel(synth, env, settings_by_env):
     assert budget["billing_account"] == infra.billing_account
     assert budget["amount"]["specified_amount"]["units"] == str(int(infra.budget_amount))
     assert [(r["threshold_percent"], r["spend_basis"]) for r in budget["threshold_rules"]] == [
-        (0.5, "CURRENT_SPEND"), (0.9, "CURRENT_SPEND"), (1, "CURRENT_SPEND"), (1, "FORECASTED_SPEND")]
+        (0.5, "CURRENT_SPEND"),
+        (0.9, "CURRENT_SPEND"),
+        (1, "CURRENT_SPEND"),
+        (1, "FORECASTED_SPEND"),
+    ]
     assert budget["all_updates_rule"]["pubsub_topic"].startswith("${google_pubsub_topic.")
     assert budget["all_updates_rule"]["monitoring_notification_channels"][0].startswith(
-        "${google_monitoring_notification_channel.")
+        "${google_monitoring_notification_channel."
+    )
     assert budget["budget_filter"]["projects"] == ["projects/${data.google_project.project.number}"]
     channel = synth.one(env, "google_monitoring_notification_channel")
     assert channel["type"] == "email" and channel["labels"] == {"email_address": infra.alert_email}
@@ -223,8 +271,10 @@ def test_budget_thresholds_topic_and_channel(synth, env, settings_by_env):
 def test_alert_policies(synth, env, settings_by_env):
     policies = {p["display_name"]: p for p in synth.resources(env, "google_monitoring_alert_policy").values()}
     filters = {name: p["conditions"][0]["condition_threshold"]["filter"] for name, p in policies.items()}
-    assert sorted(filters) == sorted(f"fmnist {env}: {what}" for what in (
-        "Cloud Run 5xx ratio", "Cloud Run p99 latency", "Vertex AI endpoint errors"))
+    assert sorted(filters) == sorted(
+        f"fmnist {env}: {what}"
+        for what in ("Cloud Run 5xx ratio", "Cloud Run p99 latency", "Vertex AI endpoint errors")
+    )
     assert 'response_code_class = "5xx"' in filters[f"fmnist {env}: Cloud Run 5xx ratio"]
     assert "request_latencies" in filters[f"fmnist {env}: Cloud Run p99 latency"]
     endpoint_id = settings_by_env[env].infra.endpoint_id
@@ -251,5 +301,12 @@ def test_cloud_build_triggers(synth, settings_by_env):
 @pytest.mark.parametrize("env", ENVS)
 def test_outputs_for_the_trainer_and_operators(synth, env):
     outputs = synth.stack(env)["output"]
-    assert {"service_url", "service_image", "trainer_image", "endpoint", "tensorboard",
-            "trainer_service_account", "models_bucket"} <= set(outputs)
+    assert {
+        "service_url",
+        "service_image",
+        "trainer_image",
+        "endpoint",
+        "tensorboard",
+        "trainer_service_account",
+        "models_bucket",
+    } <= set(outputs)

@@ -1,5 +1,6 @@
 """checkov on the synthesized stacks (0 failed), the custom policies (each made to fail), and the baseline that
 the suppression notes in code turn into."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,20 @@ def test_synthesized_stacks_pass_checkov_with_custom_policies(synth, tmp_path):
 @needs_checkov
 def test_the_baseline_file_silences_exactly_the_notes_in_checkov_itself(synth, tmp_path):
     path, _ = write_baseline(synth.outdir, tmp_path / "checkov.baseline")
-    command = [checkov_binary(), "-d", str(synth.outdir), "--framework", "terraform_json", "--external-checks-dir",
-               str(POLICIES_DIR), "--baseline", str(path), "--skip-download", "--quiet", "--compact"]
+    command = [
+        checkov_binary(),
+        "-d",
+        str(synth.outdir),
+        "--framework",
+        "terraform_json",
+        "--external-checks-dir",
+        str(POLICIES_DIR),
+        "--baseline",
+        str(path),
+        "--skip-download",
+        "--quiet",
+        "--compact",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stdout[-3000:]
 
@@ -60,40 +73,64 @@ def test_public_endpoint_passes_only_through_its_suppression_note(variant_synth)
     with_notes = evaluate(reports, notes)
     assert with_notes.status == 0
     assert ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member") in {
-        (f.check_id, f.resource.split(".")[0]) for f in with_notes.suppressed}
+        (f.check_id, f.resource.split(".")[0]) for f in with_notes.suppressed
+    }
     without_public_note = evaluate(reports, [n for n in notes if n.check_id != "CKV2_FMNIST_1"])
     assert [(f.check_id, f.resource.split(".")[0]) for f in without_public_note.failed] == [
-        ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member")]
+        ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member")
+    ]
 
 
 BAD_STACK = {
     "resource": {
         "google_cloud_run_v2_service_iam_member": {
-            "public_invoker": {"name": "svc", "location": "europe-west4", "role": "roles/run.invoker",
-                               "member": "allUsers"},
-            "team_invoker": {"name": "svc", "location": "europe-west4", "role": "roles/run.invoker",
-                             "member": "group:team@example.com"}},
+            "public_invoker": {
+                "name": "svc",
+                "location": "europe-west4",
+                "role": "roles/run.invoker",
+                "member": "allUsers",
+            },
+            "team_invoker": {
+                "name": "svc",
+                "location": "europe-west4",
+                "role": "roles/run.invoker",
+                "member": "group:team@example.com",
+            },
+        },
         "google_storage_bucket_iam_binding": {
-            "any_google_account": {"bucket": "b", "role": "roles/storage.objectViewer",
-                                   "members": ["user:a@example.com", "allAuthenticatedUsers"]},
+            "any_google_account": {
+                "bucket": "b",
+                "role": "roles/storage.objectViewer",
+                "members": ["user:a@example.com", "allAuthenticatedUsers"],
+            },
             "everyone": {"bucket": "b", "role": "roles/storage.objectViewer", "members": ["allUsers"]},
-            "team": {"bucket": "b", "role": "roles/storage.objectViewer",
-                     "members": ["group:team@example.com", "user:a@example.com"]}},
+            "team": {
+                "bucket": "b",
+                "role": "roles/storage.objectViewer",
+                "members": ["group:team@example.com", "user:a@example.com"],
+            },
+        },
         "google_project_iam_member": {
             "editor": {"project": "p", "role": "roles/editor", "member": "user:a@example.com"},
-            "log_writer": {"project": "p", "role": "roles/logging.logWriter", "member": "user:a@example.com"}},
+            "log_writer": {"project": "p", "role": "roles/logging.logWriter", "member": "user:a@example.com"},
+        },
         "google_project_service": {"run": {"project": "p", "service": "run.googleapis.com"}},
         "google_storage_bucket": {
             "open_bucket": {"name": "open", "location": "EU", "public_access_prevention": "inherited"},
-            "closed_bucket": {"name": "closed", "location": "EU", "public_access_prevention": "enforced"}},
+            "closed_bucket": {"name": "closed", "location": "EU", "public_access_prevention": "enforced"},
+        },
     }
 }
 BUDGET_WITHOUT_THRESHOLDS = {
     "resource": {
         "google_project_service": {"budgets": {"project": "p", "service": "billingbudgets.googleapis.com"}},
-        "google_billing_budget": {"thresholdless": {
-            "billing_account": "000000-000000-000000", "amount": {"specified_amount": {"units": "10"}},
-            "depends_on": ["google_project_service.budgets"]}},
+        "google_billing_budget": {
+            "thresholdless": {
+                "billing_account": "000000-000000-000000",
+                "amount": {"specified_amount": {"units": "10"}},
+                "depends_on": ["google_project_service.budgets"],
+            }
+        },
     }
 }
 
@@ -105,19 +142,24 @@ def custom_policy_results(tmp_path_factory) -> dict:
         (root / "stacks" / name).mkdir(parents=True)
         (root / "stacks" / name / "cdk.tf.json").write_text(json.dumps(document))
     result = evaluate(run_checkov_json(root), suppressions=[])
-    return {outcome: {(f.check_id, f.resource) for f in findings if f.check_id in CUSTOM_POLICIES}
-            for outcome, findings in (("passed", result.passed), ("failed", result.failed))}
+    return {
+        outcome: {(f.check_id, f.resource) for f in findings if f.check_id in CUSTOM_POLICIES}
+        for outcome, findings in (("passed", result.passed), ("failed", result.failed))
+    }
 
 
 @needs_checkov
-@pytest.mark.parametrize("check_id, resource", [
-    ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member.public_invoker"),
-    ("CKV2_FMNIST_5", "google_storage_bucket_iam_binding.any_google_account"),
-    ("CKV2_FMNIST_5", "google_storage_bucket_iam_binding.everyone"),
-    ("CKV2_FMNIST_2", "google_project_iam_member.editor"),
-    ("CKV2_FMNIST_3", "google_project_service.run"),
-    ("CKV2_FMNIST_4", "google_storage_bucket.open_bucket"),
-])
+@pytest.mark.parametrize(
+    "check_id, resource",
+    [
+        ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member.public_invoker"),
+        ("CKV2_FMNIST_5", "google_storage_bucket_iam_binding.any_google_account"),
+        ("CKV2_FMNIST_5", "google_storage_bucket_iam_binding.everyone"),
+        ("CKV2_FMNIST_2", "google_project_iam_member.editor"),
+        ("CKV2_FMNIST_3", "google_project_service.run"),
+        ("CKV2_FMNIST_4", "google_storage_bucket.open_bucket"),
+    ],
+)
 def test_custom_policy_fails_on_the_bad_resource(custom_policy_results, check_id, resource):
     assert (check_id, resource) in custom_policy_results["failed"]
 
@@ -129,12 +171,15 @@ def test_budget_policy_fails_without_threshold_rules(custom_policy_results):
 
 
 @needs_checkov
-@pytest.mark.parametrize("check_id, resource", [
-    ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member.team_invoker"),
-    ("CKV2_FMNIST_5", "google_storage_bucket_iam_binding.team"),
-    ("CKV2_FMNIST_2", "google_project_iam_member.log_writer"),
-    ("CKV2_FMNIST_4", "google_storage_bucket.closed_bucket"),
-])
+@pytest.mark.parametrize(
+    "check_id, resource",
+    [
+        ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member.team_invoker"),
+        ("CKV2_FMNIST_5", "google_storage_bucket_iam_binding.team"),
+        ("CKV2_FMNIST_2", "google_project_iam_member.log_writer"),
+        ("CKV2_FMNIST_4", "google_storage_bucket.closed_bucket"),
+    ],
+)
 def test_custom_policy_passes_the_good_resource(custom_policy_results, check_id, resource):
     assert (check_id, resource) in custom_policy_results["passed"]
 

@@ -1,4 +1,5 @@
 """The lazy provider loader keeps the provider package's ~1,470 submodules unloaded."""
+
 from __future__ import annotations
 
 import sys

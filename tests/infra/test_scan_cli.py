@@ -1,4 +1,5 @@
 """`python -m infra.scan` modes that the Makefile uses (`make synth`, `make scan`)."""
+
 from __future__ import annotations
 
 import json

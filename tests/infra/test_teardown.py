@@ -1,4 +1,5 @@
 """Every destroy blocker is a deliberate per-environment setting: dev destroys cleanly, prod refuses."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,12 +22,15 @@ def test_config_picks_the_side(settings_by_env, env):
 def test_destroy_blockers(synth, env):
     protect = EXPECTED[env]["protect"]
     text = synth.texts[env]
-    assert CdktfTesting.to_have_resource_with_properties(text, "google_cloud_run_v2_service",
-                                                         {"deletion_protection": protect})
-    assert CdktfTesting.to_have_resource_with_properties(text, "google_bigquery_table",
-                                                         {"deletion_protection": protect})
-    assert CdktfTesting.to_have_resource_with_properties(text, "google_vertex_ai_feature_online_store",
-                                                         {"force_destroy": not protect})
+    assert CdktfTesting.to_have_resource_with_properties(
+        text, "google_cloud_run_v2_service", {"deletion_protection": protect}
+    )
+    assert CdktfTesting.to_have_resource_with_properties(
+        text, "google_bigquery_table", {"deletion_protection": protect}
+    )
+    assert CdktfTesting.to_have_resource_with_properties(
+        text, "google_vertex_ai_feature_online_store", {"force_destroy": not protect}
+    )
     assert synth.one(env, "google_cloud_run_v2_service")["deletion_protection"] is protect
     assert all(b["force_destroy"] is (not protect) for b in synth.resources(env, "google_storage_bucket").values())
     assert synth.one(env, "google_bigquery_dataset")["delete_contents_on_destroy"] is (not protect)
@@ -51,5 +55,4 @@ def test_images_survive_destroy_in_the_registry_lifecycle(synth, env):
 
 def test_key_destruction_delay_does_not_follow_protection(synth):
     # destroy_scheduled_duration forces a new key when it changes: flipping deletion_protection must not do that
-    assert {synth.one(env, "google_kms_crypto_key")["destroy_scheduled_duration"] for env in EXPECTED} == {
-        "2592000s"}
+    assert {synth.one(env, "google_kms_crypto_key")["destroy_scheduled_duration"] for env in EXPECTED} == {"2592000s"}

@@ -2,6 +2,7 @@
 
 Both take their names from contracts.cloud; this test closes the loop against the synthesized stack itself, so a
 construct that stops using those names (a hard-coded id, say) fails here."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,10 @@ def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, en
         assert email.split("@")[0] in accounts and email.endswith(f"@{settings.project_id}.iam.gserviceaccount.com")
 
     repository = synth.one(env, "google_artifact_registry_repository")["repository_id"]
-    for uri, image in ((job.job["worker_pool_specs"][0]["container_spec"]["image_uri"], "trainer"),
-                       (deploy.upload["serving_container_image_uri"], "service")):
+    for uri, image in (
+        (job.job["worker_pool_specs"][0]["container_spec"]["image_uri"], "trainer"),
+        (deploy.upload["serving_container_image_uri"], "service"),
+    ):
         assert uri == f"{settings.region}-docker.pkg.dev/{settings.project_id}/{repository}/{image}:{source_tag(image)}"
 
     endpoint = synth.one(env, "google_vertex_ai_endpoint")["name"]

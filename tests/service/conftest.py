@@ -1,5 +1,6 @@
 """Fixtures for the service: one generated model directory and registry per session, in-process apps, and a
 real `python -m service` process (gunicorn, 2 workers) on a free loopback port."""
+
 from __future__ import annotations
 
 import http.client
@@ -37,6 +38,7 @@ def make_app(model_dir):
 
     def factory(**env):
         return create_app({"MODEL_URI": str(model_dir), "PAGE_ENABLED": "true", **env})
+
     return factory
 
 
@@ -85,20 +87,29 @@ class LiveServer:
 
 
 def service_env(**overrides) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIP_", "PROMETHEUS_", "SERVICE_")) and k not in ("MODEL_URI", "PORT", "K_SERVICE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIP_", "PROMETHEUS_", "SERVICE_")) and k not in ("MODEL_URI", "PORT", "K_SERVICE")
+    }
     env.update(PYTHONPATH=str(REPO), SERVICE_HOST="127.0.0.1", **overrides)
     return env
 
 
-def start_service(tmp_path: Path, wait: bool = True, port_variable: str = "PORT", health_route: str = "/health",
-                  **env_overrides) -> LiveServer:
+def start_service(
+    tmp_path: Path, wait: bool = True, port_variable: str = "PORT", health_route: str = "/health", **env_overrides
+) -> LiveServer:
     port = free_port()
     stdout, stderr = tmp_path / "service.stdout", tmp_path / "service.stderr"
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
-        process = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, stdout=out, stderr=err,
-                                   env=service_env(**{port_variable: str(port)}, **env_overrides),
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            cwd=REPO,
+            stdout=out,
+            stderr=err,
+            env=service_env(**{port_variable: str(port)}, **env_overrides),
+            start_new_session=True,
+        )
     server = LiveServer(f"http://127.0.0.1:{port}", port, process, stdout, stderr)
     workers = int(env_overrides.get("WORKERS", "2"))  # healthy = every worker has warmed up, not just the first
     if not wait:
@@ -132,8 +143,14 @@ def stop_service(server: LiveServer) -> int:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory, models_root):
     """The service on the registry's champion, 2 workers, drift sampling every image (tests send few)."""
-    server = start_service(tmp_path_factory.mktemp("live"), MODEL_URI=f"{models_root}@champion", WORKERS="2",
-                           DRIFT_SAMPLE_EVERY="1", DRIFT_MIN_IMAGES="100", PAGE_ENABLED="true",
-                           MAX_INSTANCES="64")
+    server = start_service(
+        tmp_path_factory.mktemp("live"),
+        MODEL_URI=f"{models_root}@champion",
+        WORKERS="2",
+        DRIFT_SAMPLE_EVERY="1",
+        DRIFT_MIN_IMAGES="100",
+        PAGE_ENABLED="true",
+        MAX_INSTANCES="64",
+    )
     yield server
     stop_service(server)

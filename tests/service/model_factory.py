@@ -5,13 +5,14 @@ contract (model.onnx with input "pixels", metadata.json, optional samples.npz). 
 with `model.export(format="onnx")`, the path the trainer uses; its drift baseline comes from
 contracts.features.feature_baseline over generated images, so it is the baseline the trainer would write.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,7 @@ def build_model_dir(directory: Path, version: str = "test-v1", epochs: int = 3) 
     x = layers.Flatten()(x)
     probabilities = layers.Dense(10, activation="softmax", name="probabilities")(x)
     model = keras.Model(pixels, probabilities)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     train_x, train_y = generated_images(1000, seed=1)
     model.fit(train_x.astype(np.float32), train_y, epochs=epochs, batch_size=64, verbose=0)
 
@@ -56,13 +56,14 @@ def build_model_dir(directory: Path, version: str = "test-v1", epochs: int = 3) 
     test_x, test_y = generated_images(200, seed=3)
     accuracy = float((np.asarray(model.predict_on_batch(test_x.astype(np.float32))).argmax(1) == test_y).mean())
     metadata = {
-        "model_version": version, "created_at": datetime.now(timezone.utc).isoformat(), "code_version": "test",
+        "model_version": version,
+        "created_at": datetime.now(UTC).isoformat(),
+        "code_version": "test",
         "framework": {"keras": keras.__version__, "backend": "tensorflow"},
         "class_names": list(CLASS_NAMES),
         "input": {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]},
         "serving_artifact": "model.onnx",
-        "metrics": {"accuracy": accuracy, "macro_precision": accuracy, "macro_recall": accuracy,
-                    "macro_f1": accuracy},
+        "metrics": {"accuracy": accuracy, "macro_precision": accuracy, "macro_recall": accuracy, "macro_f1": accuracy},
         "dataset": {"version": "v-generated", "hash": "0" * 64},
         "hyperparameters": {"epochs": epochs},
         "source": "custom",
@@ -77,9 +78,19 @@ def build_registry(root: Path, model_dir: Path, version: str = "test-v1", alias:
     """A models bucket with one registered version under `alias` (registry/index.json per the contract)."""
     version_dir = root / "registry" / "versions" / version
     shutil.copytree(model_dir, version_dir, dirs_exist_ok=True)
-    index = {"versions": {version: {"path": f"registry/versions/{version}", "metrics": {}, "source": "custom",
-                                    "dataset_version": "v-generated", "created_at": "2026-11-26T00:00:00Z"}},
-             "aliases": {alias: version}, "history": {alias: [version]}}
+    index = {
+        "versions": {
+            version: {
+                "path": f"registry/versions/{version}",
+                "metrics": {},
+                "source": "custom",
+                "dataset_version": "v-generated",
+                "created_at": "2026-11-26T00:00:00Z",
+            }
+        },
+        "aliases": {alias: version},
+        "history": {alias: [version]},
+    }
     (root / "registry" / "index.json").write_text(json.dumps(index))
     return root
 
@@ -88,7 +99,7 @@ def upload_tree(local: Path, bucket_uri: str, prefix: str) -> None:
     """Copy a local directory into gs://bucket/prefix (the tests' GCS emulator)."""
     from trainer import storage
 
-    bucket = storage.gcs_client().bucket(bucket_uri[len("gs://"):])
+    bucket = storage.gcs_client().bucket(bucket_uri[len("gs://") :])
     for path in sorted(local.rglob("*")):
         if path.is_file():
             bucket.blob(f"{prefix}/{path.relative_to(local)}").upload_from_filename(str(path))

@@ -1,4 +1,5 @@
 """The Flask app in-process: the prediction contract, errors as JSON 4xx, health, metadata, metrics and logs."""
+
 import base64
 import io
 import json
@@ -40,22 +41,23 @@ def test_predictions_carry_class_label_probabilities_and_top_k(client):
         probs = [t["probability"] for t in item["top_k"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True)
         assert item["top_k"][0]["class_id"] == item["class_id"]
-    accuracy = np.mean([p["class_id"] == y for p, y in zip(predictions, labels)])
+    accuracy = np.mean([p["class_id"] == y for p, y in zip(predictions, labels, strict=True)])
     assert accuracy >= 0.9  # the generated classes are easy: this checks pixels arrive unscaled and unrotated
 
 
 def test_json_binary_and_png_paths_agree(client):
     images, _ = generated_images(5, seed=22)
     as_json = predict(client, {"instances": images.reshape(5, 784).tolist()}).get_json()["predictions"]
-    as_binary = client.post("/predict?top_k=2", data=images.tobytes(),
-                            content_type="application/octet-stream").get_json()["predictions"]
+    as_binary = client.post(
+        "/predict?top_k=2", data=images.tobytes(), content_type="application/octet-stream"
+    ).get_json()["predictions"]
     pngs = []
     for pixels in images:
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG")
         pngs.append({"b64": base64.b64encode(buffer.getvalue()).decode()})
     as_png = predict(client, {"instances": pngs}).get_json()["predictions"]
-    for a, b, c in zip(as_json, as_binary, as_png):
+    for a, b, c in zip(as_json, as_binary, as_png, strict=True):
         assert a["class_id"] == b["class_id"] == c["class_id"]
         np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-6)
         np.testing.assert_allclose(a["probabilities"], c["probabilities"], atol=1e-6)
@@ -69,13 +71,19 @@ def test_resized_image_is_noted_in_the_response(client):
     assert any("resized to 28x28" in note for note in body["metadata"]["notes"])
 
 
-@pytest.mark.parametrize("kwargs,status,error", [
-    ({"data": "x", "content_type": "text/plain"}, 415, "unsupported_media_type"),
-    ({"data": "{", "content_type": "application/json"}, 400, "malformed_json"),
-    ({"data": b"\0" * 1_500_001, "content_type": "application/octet-stream"}, 413, "request_entity_too_large"),
-    ({"data": json.dumps({"instances": [[0] * 784] * 257}), "content_type": "application/json"}, 400,
-     "too_many_instances"),
-])
+@pytest.mark.parametrize(
+    "kwargs,status,error",
+    [
+        ({"data": "x", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"data": "{", "content_type": "application/json"}, 400, "malformed_json"),
+        ({"data": b"\0" * 1_500_001, "content_type": "application/octet-stream"}, 413, "request_entity_too_large"),
+        (
+            {"data": json.dumps({"instances": [[0] * 784] * 257}), "content_type": "application/json"},
+            400,
+            "too_many_instances",
+        ),
+    ],
+)
 def test_bad_requests_are_json_4xx(client, kwargs, status, error):
     reply = client.post("/predict", **kwargs)
     assert reply.status_code == status
@@ -102,9 +110,12 @@ def test_unknown_routes_and_methods_are_json_too(client):
 def test_instance_errors_name_the_instance(client):
     reply = predict(client, {"instances": [[0] * 784, [0] * 783 + [300]]})
     assert reply.status_code == 400
-    assert reply.get_json() == {"error": "out_of_range", "instance": 1,
-                                "detail": "instance 1: value 300 at flat position 783 is outside 0..255 (send raw "
-                                          "pixel values, not scaled ones)"}
+    assert reply.get_json() == {
+        "error": "out_of_range",
+        "instance": 1,
+        "detail": "instance 1: value 300 at flat position 783 is outside 0..255 (send raw "
+        "pixel values, not scaled ones)",
+    }
 
 
 def test_model_route_returns_metadata_and_source(client, model_dir):
@@ -117,8 +128,16 @@ def test_model_route_returns_metadata_and_source(client, model_dir):
 def test_openapi_describes_every_route(client):
     document = client.get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
-    assert {"/predict", "/health", "/v1/model", "/metrics", "/monitoring/drift", "/openapi.json", "/",
-            "/v1/samples/random"} <= set(document["paths"])
+    assert {
+        "/predict",
+        "/health",
+        "/v1/model",
+        "/metrics",
+        "/monitoring/drift",
+        "/openapi.json",
+        "/",
+        "/v1/samples/random",
+    } <= set(document["paths"])
 
 
 def test_metrics_count_requests_errors_classes_and_model(client):
@@ -134,8 +153,9 @@ def test_metrics_count_requests_errors_classes_and_model(client):
 
 def test_one_json_log_line_per_request(client, capfd):
     capfd.readouterr()
-    predict(client, {"instances": [[0] * 784]}, headers={"X-Request-Id": "req-123",
-                                                          "X-Cloud-Trace-Context": "abc/1;o=1"})
+    predict(
+        client, {"instances": [[0] * 784]}, headers={"X-Request-Id": "req-123", "X-Cloud-Trace-Context": "abc/1;o=1"}
+    )
     predict(client, {"instances": [[0] * 783]})
     lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
     assert len(lines) == 2

@@ -1,4 +1,5 @@
-"""The environment contract: Vertex AI variables win over Cloud Run's, defaults match the issue, bad values fail."""
+"""The environment contract: Vertex AI variables win over Cloud Run's, defaults as documented, bad values fail."""
+
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,16 @@ def test_defaults_serve_the_local_champion_on_8080():
 
 
 def test_vertex_variables_take_precedence_over_cloud_run():
-    config = ServiceConfig.from_env({"AIP_HTTP_PORT": "7080", "PORT": "9090", "AIP_HEALTH_ROUTE": "/v1/health",
-                                     "AIP_PREDICT_ROUTE": "/v1/models/fmnist:predict",
-                                     "AIP_STORAGE_URI": "gs://bucket/model", "MODEL_URI": "/elsewhere"})
+    config = ServiceConfig.from_env(
+        {
+            "AIP_HTTP_PORT": "7080",
+            "PORT": "9090",
+            "AIP_HEALTH_ROUTE": "/v1/health",
+            "AIP_PREDICT_ROUTE": "/v1/models/fmnist:predict",
+            "AIP_STORAGE_URI": "gs://bucket/model",
+            "MODEL_URI": "/elsewhere",
+        }
+    )
     assert config.port == 7080
     assert (config.health_route, config.predict_route) == ("/v1/health", "/v1/models/fmnist:predict")
     assert config.model_uri == "gs://bucket/model"
@@ -36,17 +44,20 @@ def test_storage_root_override_relative_and_absolute(tmp_path):
     assert default_model_uri({"FMNIST_STORAGE_ROOT": "scratch"}) == f"{Path(REPO_ROOT, 'scratch', 'models')}@champion"
 
 
-@pytest.mark.parametrize("name,value,fragment", [
-    ("PORT", "eighty", "PORT='eighty'"),
-    ("AIP_HTTP_PORT", "70000", "1 to 65535"),
-    ("WORKERS", "0", "WORKERS"),
-    ("MAX_INSTANCES", "-3", "MAX_INSTANCES"),
-    ("DRIFT_PSI_THRESHOLD", "nan", "positive number"),
-    ("DRIFT_PSI_THRESHOLD", "-1", "positive number"),
-    ("PAGE_ENABLED", "maybe", "true or false"),
-    ("AIP_PREDICT_ROUTE", "predict", "absolute URL path"),
-    ("LOG_LEVEL", "chatty", "LOG_LEVEL"),
-])
+@pytest.mark.parametrize(
+    "name,value,fragment",
+    [
+        ("PORT", "eighty", "PORT='eighty'"),
+        ("AIP_HTTP_PORT", "70000", "1 to 65535"),
+        ("WORKERS", "0", "WORKERS"),
+        ("MAX_INSTANCES", "-3", "MAX_INSTANCES"),
+        ("DRIFT_PSI_THRESHOLD", "nan", "positive number"),
+        ("DRIFT_PSI_THRESHOLD", "-1", "positive number"),
+        ("PAGE_ENABLED", "maybe", "true or false"),
+        ("AIP_PREDICT_ROUTE", "predict", "absolute URL path"),
+        ("LOG_LEVEL", "chatty", "LOG_LEVEL"),
+    ],
+)
 def test_bad_values_name_the_variable(name, value, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         ServiceConfig.from_env({name: value})

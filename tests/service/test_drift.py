@@ -1,4 +1,5 @@
 """Drift: PSI as the contract defines it, no flag for traffic like the training data, a flag for shifted traffic."""
+
 import json
 import shutil
 
@@ -15,14 +16,16 @@ def test_psi_matches_the_contract_formula():
     actual = np.array([0.5, 0.5] + [0] * 8)
     clamped = np.maximum(actual, 1e-4)
     assert population_stability_index(expected, actual) == pytest.approx(
-        float(np.sum((clamped - expected) * np.log(clamped / expected))))
+        float(np.sum((clamped - expected) * np.log(clamped / expected)))
+    )
     assert population_stability_index(expected, actual) > 1
 
 
 def post_batches(client, images: np.ndarray, batch: int = 50) -> None:
     for start in range(0, len(images), batch):
-        reply = client.post("/predict", data=images[start:start + batch].tobytes(),
-                            content_type="application/octet-stream")
+        reply = client.post(
+            "/predict", data=images[start : start + batch].tobytes(), content_type="application/octet-stream"
+        )
         assert reply.status_code == 200, reply.get_json()
 
 

@@ -1,4 +1,5 @@
 """What the serving image relies on: no trainer, TensorFlow or Keras at run time, and a lean, non-root image."""
+
 import ast
 import re
 import subprocess
@@ -20,8 +21,9 @@ print("imported:" + ",".join(heavy))
 
 
 def test_serving_imports_no_trainer_tensorflow_or_keras(model_dir):
-    out = subprocess.run([sys.executable, "-c", PROBE, str(model_dir)], cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(model_dir)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines()[-1] == "imported:", out.stdout.splitlines()[-1]
 
@@ -29,8 +31,13 @@ def test_serving_imports_no_trainer_tensorflow_or_keras(model_dir):
 def test_service_sources_never_import_the_trainer():
     for path in (REPO / "service").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.split(".")[0] in ("trainer", "tensorflow", "keras") for n in names), (path, names)
 
 

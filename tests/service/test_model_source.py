@@ -1,4 +1,5 @@
 """Finding the model: directories, registry references, gs:// on a real GCS emulator, and clear failures."""
+
 import json
 import shutil
 import threading
@@ -26,12 +27,15 @@ def test_registry_reference_resolves_the_alias(models_root):
     assert bundle.version_dir == str(models_root / "registry" / "versions" / "test-v1")
 
 
-@pytest.mark.parametrize("uri,expected", [
-    ("/a/models@champion", ("/a/models", "champion")),
-    ("gs://p-models@candidate", ("gs://p-models", "candidate")),
-    ("/a/models/registry/versions/v1", ("/a/models/registry/versions/v1", None)),
-    ("/a/models/", ("/a/models", None)),
-])
+@pytest.mark.parametrize(
+    "uri,expected",
+    [
+        ("/a/models@champion", ("/a/models", "champion")),
+        ("gs://p-models@candidate", ("gs://p-models", "candidate")),
+        ("/a/models/registry/versions/v1", ("/a/models/registry/versions/v1", None)),
+        ("/a/models/", ("/a/models", None)),
+    ],
+)
 def test_split_reference(uri, expected):
     assert split_reference(uri) == expected
 
@@ -85,8 +89,9 @@ def test_gcs_directory_and_registry_reference_on_the_emulator(gcs_bucket, models
 
 def test_gcs_request_carries_the_token_and_escapes_the_name():
     request = gcs.build_request("gs://my-bucket/models/registry/index.json", "tok", environ={})
-    assert request.full_url == ("https://storage.googleapis.com/storage/v1/b/my-bucket/o/"
-                                "models%2Fregistry%2Findex.json?alt=media")
+    assert request.full_url == (
+        "https://storage.googleapis.com/storage/v1/b/my-bucket/o/models%2Fregistry%2Findex.json?alt=media"
+    )
     assert request.get_header("Authorization") == "Bearer tok"
     emulated = gcs.build_request("gs://b/x", None, environ={"STORAGE_EMULATOR_HOST": "127.0.0.1:4443"})
     assert emulated.full_url.startswith("http://127.0.0.1:4443/storage/v1/b/b/o/x")
@@ -94,7 +99,7 @@ def test_gcs_request_carries_the_token_and_escapes_the_name():
 
 
 class _MetadataServer(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         ok = self.headers.get("Metadata-Flavor") == "Google" and self.path.endswith("/default/token")
         body = json.dumps({"access_token": "meta-token", "expires_in": 3599}).encode()
         self.send_response(200 if ok else 403)

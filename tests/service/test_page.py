@@ -1,5 +1,6 @@
 """The page in a real browser (Debian chromium, headless, driven by Playwright): pick a random test image or
 upload one, see the top-3 classes."""
+
 import os
 
 import pytest
@@ -8,11 +9,20 @@ from PIL import Image
 from tests.service.model_factory import CLASS_NAMES, generated_images
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install "
-                                                                       "chromium)")]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +45,7 @@ def test_random_test_image_shows_top3(browser_page, live_server, tmp_path):
     page.click("#random")
     page.wait_for_selector("#top1")
     top1 = page.text_content("#top1")
-    assert top1.startswith("Prediction: ") and top1[len("Prediction: "):] in CLASS_NAMES
+    assert top1.startswith("Prediction: ") and top1[len("Prediction: ") :] in CLASS_NAMES
     bars = page.query_selector_all("#result .bar")
     assert len(bars) == 3 and all("%" in bar.text_content() for bar in bars)
     assert page.text_content("#truth").startswith("True label: ")

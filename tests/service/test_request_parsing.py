@@ -1,4 +1,5 @@
 """The request parser: every accepted body gives the right pixels, every rejected one a 4xx naming the problem."""
+
 import base64
 import io
 import json
@@ -41,8 +42,15 @@ def rejects(raw: bytes, reason: str, instance=None, max_instances: int = 8) -> R
 
 def test_nested_flat_and_b64_instances_give_the_same_pixels():
     pixels = image()
-    parsed = parse_json(body({"instances": [pixels.tolist(), pixels.ravel().tolist(), {"b64": png_b64(pixels)}],
-                              "parameters": {"top_k": 3}}), 8)
+    parsed = parse_json(
+        body(
+            {
+                "instances": [pixels.tolist(), pixels.ravel().tolist(), {"b64": png_b64(pixels)}],
+                "parameters": {"top_k": 3},
+            }
+        ),
+        8,
+    )
     assert parsed.pixels.shape == (3, 28, 28) and parsed.pixels.dtype == np.float32
     for row in parsed.pixels:
         np.testing.assert_array_equal(row, pixels)
@@ -55,19 +63,22 @@ def test_fast_path_keeps_float_values():
     np.testing.assert_array_equal(parsed.pixels, values.astype(np.float32))
 
 
-@pytest.mark.parametrize("raw,reason", [
-    (b"{not json", "malformed_json"),
-    (b'{"instances": [[NaN]]}', "malformed_json"),
-    (b"[1, 2]", "bad_request_shape"),
-    (b'{"instances": [], "extra": 1}', "bad_request_shape"),
-    (b'{"parameters": {}}', "missing_instances"),
-    (b'{"instances": {"a": 1}}', "missing_instances"),
-    (b'{"instances": []}', "empty_instances"),
-    (b'{"instances": [[1]], "parameters": {"top_k": 11}}', "bad_parameters"),
-    (b'{"instances": [[1]], "parameters": {"top_k": true}}', "bad_parameters"),
-    (b'{"instances": [[1]], "parameters": {"topk": 3}}', "bad_parameters"),
-    (b'{"instances": [[1]], "parameters": []}', "bad_parameters"),
-])
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        (b"{not json", "malformed_json"),
+        (b'{"instances": [[NaN]]}', "malformed_json"),
+        (b"[1, 2]", "bad_request_shape"),
+        (b'{"instances": [], "extra": 1}', "bad_request_shape"),
+        (b'{"parameters": {}}', "missing_instances"),
+        (b'{"instances": {"a": 1}}', "missing_instances"),
+        (b'{"instances": []}', "empty_instances"),
+        (b'{"instances": [[1]], "parameters": {"top_k": 11}}', "bad_parameters"),
+        (b'{"instances": [[1]], "parameters": {"top_k": true}}', "bad_parameters"),
+        (b'{"instances": [[1]], "parameters": {"topk": 3}}', "bad_parameters"),
+        (b'{"instances": [[1]], "parameters": []}', "bad_parameters"),
+    ],
+)
 def test_request_level_problems(raw, reason):
     rejects(raw, reason)
 
@@ -84,22 +95,25 @@ def _with(bad, index=1):
     return body({"instances": instances})
 
 
-@pytest.mark.parametrize("bad,reason,fragment", [
-    ([[0] * 27] * 28, "bad_shape", "shape [28, 27]"),
-    ([0] * 783, "bad_shape", "shape [783]"),
-    ([[0] * 28] * 27 + [[0] * 27], "bad_shape", "different lengths"),
-    ([[0] * 28] * 27 + [[0] * 27 + ["x"]], "non_numeric", "str"),
-    ([0] * 783 + [None], "non_numeric", "null"),
-    ([0] * 783 + [True], "non_numeric", "bool"),
-    ([0] * 783 + [256], "out_of_range", "value 256 at flat position 783"),
-    ([0] * 10 + [-0.5] + [0] * 773, "out_of_range", "flat position 10"),
-    ([0] * 783 + [2 ** 70], "out_of_range", "1.1805916207174113e+21"),  # orjson reads huge ints as floats
-    ("pixels", "bad_instance", "got str"),
-    ({"b64": "aGVsbG8=", "x": 1}, "bad_instance", "no other keys"),
-    ({"b64": "not base64!"}, "bad_base64", "not valid base64"),
-    ({"b64": base64.b64encode(b"hello").decode()}, "bad_image", "not a PNG or JPEG"),
-    ({"b64": 12}, "bad_base64", "must be a string"),
-])
+@pytest.mark.parametrize(
+    "bad,reason,fragment",
+    [
+        ([[0] * 27] * 28, "bad_shape", "shape [28, 27]"),
+        ([0] * 783, "bad_shape", "shape [783]"),
+        ([[0] * 28] * 27 + [[0] * 27], "bad_shape", "different lengths"),
+        ([[0] * 28] * 27 + [[0] * 27 + ["x"]], "non_numeric", "str"),
+        ([0] * 783 + [None], "non_numeric", "null"),
+        ([0] * 783 + [True], "non_numeric", "bool"),
+        ([0] * 783 + [256], "out_of_range", "value 256 at flat position 783"),
+        ([0] * 10 + [-0.5] + [0] * 773, "out_of_range", "flat position 10"),
+        ([0] * 783 + [2**70], "out_of_range", "1.1805916207174113e+21"),  # orjson reads huge ints as floats
+        ("pixels", "bad_instance", "got str"),
+        ({"b64": "aGVsbG8=", "x": 1}, "bad_instance", "no other keys"),
+        ({"b64": "not base64!"}, "bad_base64", "not valid base64"),
+        ({"b64": base64.b64encode(b"hello").decode()}, "bad_image", "not a PNG or JPEG"),
+        ({"b64": 12}, "bad_base64", "must be a string"),
+    ],
+)
 def test_instance_problems_name_the_instance(bad, reason, fragment):
     error = rejects(_with(bad), reason, instance=1)
     assert error.detail.startswith("instance 1: ") and fragment in error.detail, error.detail
@@ -127,8 +141,17 @@ def test_jpeg_and_transparent_png_are_accepted():
     rgba = Image.fromarray(np.stack([pixels] * 3 + [np.full_like(pixels, 255)], axis=-1), "RGBA")
     buffer2 = io.BytesIO()
     rgba.save(buffer2, format="PNG")
-    parsed = parse_json(body({"instances": [{"b64": base64.b64encode(buffer.getvalue()).decode()},
-                                            {"b64": base64.b64encode(buffer2.getvalue()).decode()}]}), 8)
+    parsed = parse_json(
+        body(
+            {
+                "instances": [
+                    {"b64": base64.b64encode(buffer.getvalue()).decode()},
+                    {"b64": base64.b64encode(buffer2.getvalue()).decode()},
+                ]
+            }
+        ),
+        8,
+    )
     assert np.abs(parsed.pixels[0] - pixels).mean() < 8  # JPEG is lossy
     np.testing.assert_array_equal(parsed.pixels[1], pixels)
     assert any("transparency flattened" in n for n in parsed.notes)
@@ -139,10 +162,13 @@ def test_binary_path():
     parsed = parse_binary(pixels.tobytes(), 8, {"top_k": "2"})
     np.testing.assert_array_equal(parsed.pixels, pixels.astype(np.float32))
     assert parsed.top_k == 2 and parsed.encoding == "binary"
-    for raw, query, reason in [(b"", {}, "empty_instances"), (b"\0" * 785, {}, "bad_shape"),
-                               (b"\0" * 784 * 9, {}, "too_many_instances"),
-                               (b"\0" * 784, {"top_k": "x"}, "bad_parameters"),
-                               (b"\0" * 784, {"k": "1"}, "bad_parameters")]:
+    for raw, query, reason in [
+        (b"", {}, "empty_instances"),
+        (b"\0" * 785, {}, "bad_shape"),
+        (b"\0" * 784 * 9, {}, "too_many_instances"),
+        (b"\0" * 784, {"top_k": "x"}, "bad_parameters"),
+        (b"\0" * 784, {"k": "1"}, "bad_parameters"),
+    ]:
         with pytest.raises(RequestError) as caught:
             parse_binary(raw, 8, query)
         assert caught.value.reason == reason and caught.value.status == 400
@@ -161,16 +187,24 @@ def test_any_valid_batch_is_parsed_exactly(instances, nested):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-300, 300) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-300, 300)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=5),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=3),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.one_of(json_values, st.fixed_dictionaries({"instances": json_values}),
-                 st.fixed_dictionaries({"instances": st.lists(json_values, max_size=3),
-                                        "parameters": json_values})))
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries({"instances": json_values}),
+        st.fixed_dictionaries({"instances": st.lists(json_values, max_size=3), "parameters": json_values}),
+    )
+)
 def test_arbitrary_json_is_parsed_or_rejected_with_a_4xx(document):
     try:
         parsed = parse_json(body(document), 8)

@@ -1,4 +1,5 @@
 """The ONNX Runtime wrapper: chunked batches give the same answers, and warm-up rejects what is not a classifier."""
+
 import numpy as np
 import pytest
 
@@ -12,7 +13,7 @@ def test_large_batches_run_in_chunks_with_identical_results(model_dir):
     images, _ = generated_images(2 * CHUNK + 5, seed=51)
     pixels = images.astype(np.float32)
     together = classifier.predict(pixels)
-    one_by_one = np.concatenate([classifier.predict(pixels[i:i + 1]) for i in range(len(pixels))])
+    one_by_one = np.concatenate([classifier.predict(pixels[i : i + 1]) for i in range(len(pixels))])
     assert together.shape == (2 * CHUNK + 5, 10)
     np.testing.assert_allclose(together, one_by_one, atol=1e-6)
 
@@ -30,8 +31,11 @@ def _graph_without_softmax(path):
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 784])
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["pixels", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])],
-        "no_softmax", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 10])], [weights, shape])
+        "no_softmax",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 10])],
+        [weights, shape],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 

@@ -4,15 +4,23 @@ to the live gunicorn process; every answer must be documented, match its schema,
 Why strategies rather than schemathesis' pytest plugin: the plugin's lazy fixture loading does not work with the
 pytest version here; one test per operation and generation mode, bounded by max_examples, does the same work.
 """
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-OPERATIONS = [("POST", "/predict"), ("GET", "/health"), ("GET", "/v1/model"), ("GET", "/monitoring/drift"),
-              ("POST", "/monitoring/drift/reset"), ("GET", "/metrics"), ("GET", "/"),
-              ("GET", "/v1/samples/random")]
+OPERATIONS = [
+    ("POST", "/predict"),
+    ("GET", "/health"),
+    ("GET", "/v1/model"),
+    ("GET", "/monitoring/drift"),
+    ("POST", "/monitoring/drift/reset"),
+    ("GET", "/metrics"),
+    ("GET", "/"),
+    ("GET", "/v1/samples/random"),
+]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """The real thing: `python -m service` under gunicorn with 2 workers, on loopback."""
+
 import json
 import re
 import signal
@@ -15,7 +16,7 @@ STATE_DIR = re.compile(r"metrics and drift state in ([^\"\s]+)")
 
 
 def post_images(server, images: np.ndarray, per_request: int = 10, threads: int = 4) -> list[int]:
-    chunks = [images[i:i + per_request].tobytes() for i in range(0, len(images), per_request)]
+    chunks = [images[i : i + per_request].tobytes() for i in range(0, len(images), per_request)]
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(lambda chunk: server.request("POST", "/predict", chunk, OCTET)[0], chunks))
 
@@ -48,8 +49,10 @@ def test_metrics_and_drift_add_up_across_workers(live_server):
     assert status == 200 and report["images_seen"] == 400
     assert report["images_sampled"] == 400  # 10-image requests: every sampled image is counted at once
     assert report["drift_detected"] is True and "mean_intensity" in report["drifted"]
-    assert "fmnist_drift_detected 1.0" in text or "fmnist_drift_detected 1.0" in \
-        live_server.request("GET", "/metrics")[2].decode()
+    assert (
+        "fmnist_drift_detected 1.0" in text
+        or "fmnist_drift_detected 1.0" in live_server.request("GET", "/metrics")[2].decode()
+    )
     assert text.count("fmnist_model_info{") == 1
     state_dir = STATE_DIR.search(live_server.stderr.read_text()).group(1)
     assert len(list(Path(state_dir, "drift").glob("counts-*.f64"))) == 2, "both workers should have served"
@@ -107,9 +110,16 @@ def test_broken_model_stops_the_server_with_the_reason(tmp_path, model_dir):
 
 
 def test_vertex_contract_routes_port_and_storage_uri(tmp_path, model_dir):
-    server = start_service(tmp_path, port_variable="AIP_HTTP_PORT", health_route="/ping", AIP_HEALTH_ROUTE="/ping",
-                           AIP_PREDICT_ROUTE="/v1/endpoints/e/deployedModels/m:predict",
-                           AIP_STORAGE_URI=str(model_dir), PORT="1", WORKERS="1")
+    server = start_service(
+        tmp_path,
+        port_variable="AIP_HTTP_PORT",
+        health_route="/ping",
+        AIP_HEALTH_ROUTE="/ping",
+        AIP_PREDICT_ROUTE="/v1/endpoints/e/deployedModels/m:predict",
+        AIP_STORAGE_URI=str(model_dir),
+        PORT="1",
+        WORKERS="1",
+    )
     try:
         status, body = server.json("POST", "/v1/endpoints/e/deployedModels/m:predict", {"instances": [[0] * 784]})
         assert status == 200 and len(body["predictions"]) == 1

@@ -3,6 +3,7 @@
 Why session scope: TensorFlow start-up and even a tiny training cost seconds on 2 cores; evaluate, export and
 registry tests only read the trained model, or copy it before they change anything.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -12,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_idx_dir
 from settings import load_config
+from tests.conftest import make_idx_dir
 
 N_TRAIN, N_TEST = 1200, 300
 
 
 @dataclass
 class TrainerWorld:
-    root: Path          # FMNIST_STORAGE_ROOT
+    root: Path  # FMNIST_STORAGE_ROOT
     settings: object
     dataset_version: str
 
@@ -31,6 +32,7 @@ class TrainerWorld:
 
 def make_world(root: Path, idx_dir: Path) -> TrainerWorld:
     from trainer.data.ingest import Source, ingest
+
     settings = load_config("local", environ={"FMNIST_STORAGE_ROOT": str(root)})
     version = ingest(settings, Source("directory", str(make_idx_dir(idx_dir, N_TRAIN, N_TEST))))
     return TrainerWorld(root, settings, version)
@@ -57,10 +59,20 @@ def smoke_model(trainer_world, tmp_path_factory):
     """A smoke-preset model trained in-process on the session dataset: (model_dir, TrainResult)."""
     from trainer.data.dataset import load_dataset
     from trainer.training.train import PRESETS, OutputPaths, train
+
     data = load_dataset(trainer_world.settings)
     root = tmp_path_factory.mktemp("smoke-model")
-    result = train(data.x_train, data.y_train, data.x_test, data.y_test, PRESETS["smoke"], OutputPaths(str(root)),
-                   dataset={"version": data.version, "hash": data.hash}, fresh=True, verbose=0)
+    result = train(
+        data.x_train,
+        data.y_train,
+        data.x_test,
+        data.y_test,
+        PRESETS["smoke"],
+        OutputPaths(str(root)),
+        dataset={"version": data.version, "hash": data.hash},
+        fresh=True,
+        verbose=0,
+    )
     return Path(result.model_dir), result
 
 

@@ -1,15 +1,16 @@
 """Dataset analysis on generated data with planted outliers and duplicates whose counts are known."""
+
 import argparse
 import json
 
 import numpy as np
 import pytest
 
+from contracts.dataset import CLASS_NAMES
 from tests.conftest import make_images
 from trainer import storage
 from trainer.data import analyze as analysis
 from trainer.data import ingest
-from contracts.dataset import CLASS_NAMES
 from trainer.data.dataset import Dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,14 +24,17 @@ def dataset_with_known_problems() -> tuple[Dataset, list[str]]:
     outliers = []
     for size, index in enumerate((0, 10, 25)):  # classes 0, 0, 5: a solid white square is far from any class mean
         x_train[index] = 0
-        x_train[index, 2:24 + size, 2:26] = 255
+        x_train[index, 2 : 24 + size, 2:26] = 255
         outliers.append(f"train-{index:05d}")
-    x_train[101] = x_train[100]; y_train[101] = y_train[100]   # within train (same label)
-    x_train[102] = x_train[100]; y_train[102] = y_train[100]   # ... a group of three: 2 redundant copies
-    x_test[51] = x_test[50]; y_test[51] = y_test[50]            # within test
-    x_test[60] = x_train[200]                                   # across splits, same label (both class 0)
-    x_test[61] = x_train[201]                                   # across splits, label 1 in train ...
-    y_test[61] = 7                                              # ... but 7 in test: a label conflict
+    x_train[101] = x_train[100]
+    y_train[101] = y_train[100]  # within train (same label)
+    x_train[102] = x_train[100]
+    y_train[102] = y_train[100]  # ... a group of three: 2 redundant copies
+    x_test[51] = x_test[50]
+    y_test[51] = y_test[50]  # within test
+    x_test[60] = x_train[200]  # across splits, same label (both class 0)
+    x_test[61] = x_train[201]  # across splits, label 1 in train ...
+    y_test[61] = 7  # ... but 7 in test: a label conflict
     return Dataset(x_train, y_train, x_test, y_test, "v-test00000000", {"hash": "0" * 64}), outliers
 
 
@@ -96,9 +100,15 @@ def test_analyze_command_writes_report_into_the_dev_bucket(settings, idx_dir, ca
     version = ingest.ingest(settings, ingest.Source("directory", str(idx_dir)))
     assert analysis.run(argparse.Namespace(version=None), settings) == 0
     base = analysis.report_uri(settings, version)
-    names = sorted(uri[len(base) + 1:] for uri in storage.list_uris(base))
-    assert names == ["figures/class_balance.png", "figures/mean_images.png", "figures/outliers.png",
-                     "figures/pixel_histogram.png", "report.json", "report.md"]
+    names = sorted(uri[len(base) + 1 :] for uri in storage.list_uris(base))
+    assert names == [
+        "figures/class_balance.png",
+        "figures/mean_images.png",
+        "figures/outliers.png",
+        "figures/pixel_histogram.png",
+        "report.json",
+        "report.md",
+    ]
     report = json.loads(storage.read_text(storage.join(base, "report.json")))
     assert report["dataset_version"] == version and report["counts"] == {"train": 600, "test": 200}
     assert "outliers" in capsys.readouterr().out

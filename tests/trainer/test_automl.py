@@ -2,9 +2,9 @@
 
 import pytest
 
+from settings import load_config
 from trainer.cloud.automl import IMPORT_SCHEMA, REPORTED_THRESHOLD, build_request, metrics_from_evaluation
 from trainer.errors import CommandError
-from settings import load_config
 
 
 @pytest.fixture
@@ -14,8 +14,12 @@ def dev():
 
 def test_request_uses_the_exported_splits_and_budget(dev):
     req = build_request(dev, "gs://fmnist-mlops-dev-datasets/x/import.jsonl", "v-abc123")
-    assert req.init == {"project": dev.project_id, "location": dev.region,
-                        "staging_bucket": f"gs://{dev.bucket_prefix}-dev/vertex-staging", "experiment": dev.vertex.experiment}
+    assert req.init == {
+        "project": dev.project_id,
+        "location": dev.region,
+        "staging_bucket": f"gs://{dev.bucket_prefix}-dev/vertex-staging",
+        "experiment": dev.vertex.experiment,
+    }
     assert req.dataset["gcs_source"] == ["gs://fmnist-mlops-dev-datasets/x/import.jsonl"]
     assert req.dataset["import_schema_uri"] == IMPORT_SCHEMA
     assert req.job["prediction_type"] == "classification" and req.job["multi_label"] is False
@@ -24,8 +28,12 @@ def test_request_uses_the_exported_splits_and_budget(dev):
     assert req.run["test_filter_split"] == "labels.aiplatform.googleapis.com/ml_use=test"
     assert req.run["budget_milli_node_hours"] == dev.vertex.automl_budget_milli_node_hours == 8000
     # the same CMEK key as the custom jobs and models: the one infra/ declares, unless vertex.kms_key names another
-    assert req.dataset["encryption_spec_key_name"] == req.job["training_encryption_spec_key_name"] == \
-        req.job["model_encryption_spec_key_name"] == dev.names.kms_key_name
+    assert (
+        req.dataset["encryption_spec_key_name"]
+        == req.job["training_encryption_spec_key_name"]
+        == req.job["model_encryption_spec_key_name"]
+        == dev.names.kms_key_name
+    )
 
 
 def test_request_matches_the_sdk_signatures(dev):
@@ -35,9 +43,12 @@ def test_request_matches_the_sdk_signatures(dev):
     from google.cloud import aiplatform
 
     req = build_request(dev, "gs://b/import.jsonl", "v-1")
-    for func, kwargs in [(aiplatform.init, req.init), (aiplatform.ImageDataset.create, req.dataset),
-                         (aiplatform.AutoMLImageTrainingJob.__init__, req.job),
-                         (aiplatform.AutoMLImageTrainingJob.run, req.run)]:
+    for func, kwargs in [
+        (aiplatform.init, req.init),
+        (aiplatform.ImageDataset.create, req.dataset),
+        (aiplatform.AutoMLImageTrainingJob.__init__, req.job),
+        (aiplatform.AutoMLImageTrainingJob.run, req.run),
+    ]:
         params = inspect.signature(func).parameters
         assert set(kwargs) <= set(params), (func.__qualname__, set(kwargs) - set(params))
 
@@ -48,14 +59,14 @@ def test_budget_outside_automl_range_is_refused(dev):
 
 
 EVALUATION = {
-    "auPrc": 0.98, "logLoss": 0.21,
+    "auPrc": 0.98,
+    "logLoss": 0.21,
     "confidenceMetrics": [
         {"confidenceThreshold": 0.0, "precision": 0.1, "recall": 1.0},
         {"confidenceThreshold": 0.5, "precision": 0.972, "recall": 0.90, "precisionAt1": 0.93},
         {"confidenceThreshold": 0.9, "precision": 0.99, "recall": 0.7},
     ],
-    "confusionMatrix": {"annotationSpecs": [{"displayName": "a"}, {"displayName": "b"}],
-                        "rows": [[90, 10], [5, 95]]},
+    "confusionMatrix": {"annotationSpecs": [{"displayName": "a"}, {"displayName": "b"}], "rows": [[90, 10], [5, 95]]},
 }
 
 
@@ -89,8 +100,13 @@ def test_automl_version_sits_in_the_same_registry_and_gate(settings, monkeypatch
     from trainer.models.registry import ModelRegistry, register_external_version
 
     metrics = metrics_from_evaluation(EVALUATION)
-    version = register_external_version(settings, source="automl", metrics=metrics, dataset_version="v-1",
-                                        extra={"vertex_model": "projects/p/locations/l/models/1"})
+    version = register_external_version(
+        settings,
+        source="automl",
+        metrics=metrics,
+        dataset_version="v-1",
+        extra={"vertex_model": "projects/p/locations/l/models/1"},
+    )
     registry = ModelRegistry.from_settings(settings)
     index = registry.read_index()
     assert index["aliases"]["candidate"] == version

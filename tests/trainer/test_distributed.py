@@ -1,4 +1,5 @@
 """Multi-worker training from TF_CONFIG: two real worker processes on localhost; only the chief writes."""
+
 import json
 import os
 import socket
@@ -7,8 +8,8 @@ import sys
 
 import pytest
 
-from trainer.errors import CommandError
 from settings import REPO_ROOT
+from trainer.errors import CommandError
 from trainer.training.distribute import ClusterRole, from_environment, role_from_tf_config
 
 
@@ -19,9 +20,9 @@ def tf_config(workers: list[str], kind: str, index: int, chief: list[str] | None
 
 def test_roles_follow_the_tensorflow_conventions():
     assert role_from_tf_config(None) == ClusterRole("chief", 0, 1)
-    assert role_from_tf_config(tf_config(["a:1", "b:2"], "worker", 0)).is_chief          # no chief: worker 0
+    assert role_from_tf_config(tf_config(["a:1", "b:2"], "worker", 0)).is_chief  # no chief: worker 0
     assert not role_from_tf_config(tf_config(["a:1", "b:2"], "worker", 1)).is_chief
-    with_chief = role_from_tf_config(tf_config(["b:2"], "worker", 0, chief=["a:1"]))       # Vertex AI's layout
+    with_chief = role_from_tf_config(tf_config(["b:2"], "worker", 0, chief=["a:1"]))  # Vertex AI's layout
     assert not with_chief.is_chief and with_chief.num_workers == 2
     assert role_from_tf_config(tf_config(["b:2"], "chief", 0, chief=["a:1"])).is_chief
     master = json.dumps({"cluster": {"master": ["a:1"], "worker": ["b:2"]}, "task": {"type": "master", "index": 0}})
@@ -47,10 +48,22 @@ def test_two_workers_train_together_and_only_the_chief_writes(world):
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     processes = []
     for index in range(2):
-        env = {**os.environ, **world.environ, "PYTHONPATH": str(REPO_ROOT),
-               "TF_CONFIG": tf_config(workers, "worker", index)}
-        processes.append(subprocess.Popen([sys.executable, "-m", "trainer", "train", "--preset", "smoke"], env=env,
-                                          cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = {
+            **os.environ,
+            **world.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "TF_CONFIG": tf_config(workers, "worker", index),
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "trainer", "train", "--preset", "smoke"],
+                env=env,
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = []
     for process in processes:
         try:

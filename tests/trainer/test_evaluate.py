@@ -1,4 +1,5 @@
 """`python -m trainer evaluate`: metrics from a known confusion matrix, report files next to the model."""
+
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ def test_metrics_match_a_hand_computed_example():
     assert evaluation.confusion.tolist() == [[2, 1, 0], [0, 2, 0], [0, 1, 0]]
     precision = [1.0, 2 / 4, 0.0]
     recall = [2 / 3, 1.0, 0.0]
-    f1 = [2 * p * r / (p + r) if p + r else 0.0 for p, r in zip(precision, recall)]
+    f1 = [2 * p * r / (p + r) if p + r else 0.0 for p, r in zip(precision, recall, strict=True)]
     assert evaluation.metrics["accuracy"] == pytest.approx(4 / 6)
     assert evaluation.metrics["macro_precision"] == pytest.approx(np.mean(precision))
     assert evaluation.metrics["macro_recall"] == pytest.approx(np.mean(recall))

@@ -1,4 +1,5 @@
 """`python -m trainer export`: ONNX + metadata exactly per docs/CONTRACTS.md, verified before it is registered."""
+
 import json
 
 import numpy as np
@@ -9,8 +10,20 @@ from trainer import cli
 from trainer.models import export
 from trainer.models.registry import ModelRegistry
 
-CONTRACT_KEYS = {"model_version", "created_at", "code_version", "framework", "class_names", "input",
-                 "serving_artifact", "metrics", "dataset", "hyperparameters", "source", "feature_baseline"}
+CONTRACT_KEYS = {
+    "model_version",
+    "created_at",
+    "code_version",
+    "framework",
+    "class_names",
+    "input",
+    "serving_artifact",
+    "metrics",
+    "dataset",
+    "hyperparameters",
+    "source",
+    "feature_baseline",
+}
 
 
 def test_export_writes_verified_onnx_and_contract_metadata_and_registers_a_candidate(cli_env, model_dir, capsys):
@@ -47,16 +60,22 @@ def test_export_writes_verified_onnx_and_contract_metadata_and_registers_a_candi
     assert record["metrics"] == metadata["metrics"] and record["dataset_version"] == cli_env.dataset_version
     assert record["verification"]["passed"] and record["verification"]["images"] == 300
     stored = cli_env.root / "models" / record["path"]
-    assert {"model.keras", "model.onnx", "metadata.json", "evaluation.json", "confusion_matrix.png",
-            "confusion_matrix.json", "training.json"} <= {p.name for p in stored.iterdir()}
+    assert {
+        "model.keras",
+        "model.onnx",
+        "metadata.json",
+        "evaluation.json",
+        "confusion_matrix.png",
+        "confusion_matrix.json",
+        "training.json",
+    } <= {p.name for p in stored.iterdir()}
 
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 0
     assert f"already registered as {version}" in capsys.readouterr().out
     assert len(registry.read_index()["versions"]) == 1
 
 
-def test_an_export_that_disagrees_with_keras_is_refused_and_nothing_registered(cli_env, model_dir, monkeypatch,
-                                                                             capsys):
+def test_an_export_that_disagrees_with_keras_is_refused_and_nothing_registered(cli_env, model_dir, monkeypatch, capsys):
     real = export.onnx_probabilities
     monkeypatch.setattr(export, "onnx_probabilities", lambda path, images: real(path, images) + 5e-4)
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 1

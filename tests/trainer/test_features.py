@@ -1,21 +1,14 @@
 """`trainer features`: the Parquet feature table of a dataset version, its schema and its rows."""
+
 import argparse
 import io
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
-from tests.conftest import make_images
-from trainer import storage
-from contracts import feature_schema
 from contracts.features import compute_image_features
-from trainer.data import features
-from trainer.data import ingest
-from settings import REPO_ROOT
+from trainer import storage
+from trainer.data import features, ingest
 from trainer.data.dataset import Dataset, load_dataset, version_uri
 
 

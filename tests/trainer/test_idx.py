@@ -1,4 +1,5 @@
 """IDX parsing and validation: every rule rejects its broken input with a message naming file, problem and fix."""
+
 import gzip
 import hashlib
 import struct
@@ -62,18 +63,21 @@ def _images_raw(n, h=28, w=28, dtype_code=0x08):
     return struct.pack(">BBBBIII", 0, 0, dtype_code, 3, n, h, w) + bytes(n * h * w)
 
 
-@pytest.mark.parametrize("role,data,problem", [
-    ("train_labels", gz(_labels_raw([1, 2, 3]))[:-9], "truncated gzip"),
-    ("train_labels", b"PK\x03\x04 zip", "not a gzip file"),
-    ("train_labels", gz(_labels_raw([1, 2, 3])) + b"junk", "trailing garbage"),
-    ("train_labels", gz(_labels_raw([1, 2, 3], magic=0x12340801)), "wrong IDX magic"),
-    ("train_images", gz(_images_raw(2, dtype_code=0x0D)), "is not unsigned byte"),
-    ("train_images", gz(_images_raw(2, 32, 32)), "images are 32x32, expected 28x28"),
-    ("train_labels", gz(_images_raw(2)), "has 3 dimensions, expected 1"),
-    ("train_images", gz(_images_raw(3)[:-5]), "header declares shape [3, 28, 28]"),
-    ("train_labels", gz(_labels_raw([1, 12, 3, 255])), "2 labels are outside 0-9 (largest 255)"),
-    ("train_labels", gz(_labels_raw([])), "zero items"),
-])
+@pytest.mark.parametrize(
+    "role,data,problem",
+    [
+        ("train_labels", gz(_labels_raw([1, 2, 3]))[:-9], "truncated gzip"),
+        ("train_labels", b"PK\x03\x04 zip", "not a gzip file"),
+        ("train_labels", gz(_labels_raw([1, 2, 3])) + b"junk", "trailing garbage"),
+        ("train_labels", gz(_labels_raw([1, 2, 3], magic=0x12340801)), "wrong IDX magic"),
+        ("train_images", gz(_images_raw(2, dtype_code=0x0D)), "is not unsigned byte"),
+        ("train_images", gz(_images_raw(2, 32, 32)), "images are 32x32, expected 28x28"),
+        ("train_labels", gz(_images_raw(2)), "has 3 dimensions, expected 1"),
+        ("train_images", gz(_images_raw(3)[:-5]), "header declares shape [3, 28, 28]"),
+        ("train_labels", gz(_labels_raw([1, 12, 3, 255])), "2 labels are outside 0-9 (largest 255)"),
+        ("train_labels", gz(_labels_raw([])), "zero items"),
+    ],
+)
 def test_broken_file_raises_one_error_naming_file_problem_and_fix(role, data, problem):
     with pytest.raises(idx.IdxError) as caught:
         idx.read_idx_file(role, data, name="/data/some-file.gz")

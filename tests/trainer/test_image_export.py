@@ -1,15 +1,16 @@
 """export-images: PNGs decode to the original pixels, the import file follows Vertex AI's format and the custom
 trainer's split, and a second export of the same version changes nothing."""
+
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from contracts.dataset import CLASS_NAMES
 from trainer import storage
 from trainer.cli import main
 from trainer.data.dataset import load_dataset
-from contracts.dataset import CLASS_NAMES
 from trainer.data.export_images import ML_USE_LABEL, decode_png, export_images
 from trainer.data.splits import validation_mask
 

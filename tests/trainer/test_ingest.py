@@ -1,4 +1,5 @@
-"""`python -m trainer ingest` through the real CLI entry point: sources, versions, no-op, and bad input writing nothing."""
+"""`python -m trainer ingest` through the real CLI: sources, versions, no-op, and bad input writing nothing."""
+
 import functools
 import gzip
 import hashlib
@@ -12,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from settings import REPO_ROOT, load_config
 from tests.conftest import make_idx_dir, write_idx
 from trainer import cli, storage
 from trainer.data import idx
-from settings import REPO_ROOT, load_config
 from trainer.data.dataset import DatasetError, load_dataset
 
 
@@ -58,7 +59,8 @@ def test_ingest_directory_stores_content_addressed_version_with_manifest(env, id
     base = Path(settings.datasets_bucket) / "fashion-mnist"
     assert (base / "LATEST").read_text().strip() == version
     assert sorted(p.name for p in (base / "versions" / version).iterdir()) == sorted(
-        [*idx.FILE_NAMES.values(), "manifest.json"])
+        [*idx.FILE_NAMES.values(), "manifest.json"]
+    )
     manifest = json.loads((base / "versions" / version / "manifest.json").read_text())
     assert manifest["version"] == version
     assert manifest["counts"] == {"train": 600, "test": 200}
@@ -82,8 +84,12 @@ def test_reingest_of_same_data_is_a_noop_that_says_so(env, idx_dir, capsys):
 def test_custom_data_warns_and_require_official_refuses(env, idx_dir, capsys):
     rc, _, err = ingest(capsys, "--source", str(idx_dir))
     assert rc == 0 and "warning: not the published Fashion-MNIST files" in err
-    rc, _, err = ingest(capsys, "--source", str(make_idx_dir(Path(env["FMNIST_STORAGE_ROOT"]).parent / "b", seed=5)),
-                        "--require-official")
+    rc, _, err = ingest(
+        capsys,
+        "--source",
+        str(make_idx_dir(Path(env["FMNIST_STORAGE_ROOT"]).parent / "b", seed=5)),
+        "--require-official",
+    )
     assert rc == 1 and "--require-official" in err
 
 
@@ -140,14 +146,17 @@ def _break(directory: Path, how: str) -> str:
     return path.name
 
 
-@pytest.mark.parametrize("how,problem", [
-    ("truncated gzip", "truncated gzip file"),
-    ("wrong magic", "wrong IDX magic number 0x12000801"),
-    ("mismatched counts", "600 images but 599 labels"),
-    ("labels out of range", "labels are outside 0-9"),
-    ("wrong dims", "images are 32x32, expected 28x28"),
-    ("missing file", "file is missing"),
-])
+@pytest.mark.parametrize(
+    "how,problem",
+    [
+        ("truncated gzip", "truncated gzip file"),
+        ("wrong magic", "wrong IDX magic number 0x12000801"),
+        ("mismatched counts", "600 images but 599 labels"),
+        ("labels out of range", "labels are outside 0-9"),
+        ("wrong dims", "images are 32x32, expected 28x28"),
+        ("missing file", "file is missing"),
+    ],
+)
 def test_bad_input_exits_nonzero_with_one_clear_message_and_writes_nothing(env, idx_dir, capsys, how, problem):
     name = _break(idx_dir, how)
     rc, _, err = ingest(capsys, "--source", str(idx_dir))
@@ -199,6 +208,7 @@ def test_failed_write_leaves_no_partial_version(env, idx_dir, capsys, monkeypatc
 
 # ---- default source order ----------------------------------------------------------------------------------
 
+
 def test_configured_source_comes_first(env, idx_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FMNIST_DATA__SOURCE", str(idx_dir))
     monkeypatch.setenv("FMNIST_DATA__DEBIAN_DIR", str(make_idx_dir(tmp_path / "debian", seed=7)))
@@ -234,9 +244,12 @@ def http_server(tmp_path):
 
 def _publish(monkeypatch, directory: Path):
     """Pretend the served files are the published ones (their gz MD5 becomes the published checksum)."""
-    table = {role: idx.PublishedChecksums(hashlib.md5((directory / name).read_bytes()).hexdigest(),
-                                          idx.PUBLISHED[role].content_md5)
-             for role, name in idx.FILE_NAMES.items()}
+    table = {
+        role: idx.PublishedChecksums(
+            hashlib.md5((directory / name).read_bytes()).hexdigest(), idx.PUBLISHED[role].content_md5
+        )
+        for role, name in idx.FILE_NAMES.items()
+    }
     monkeypatch.setattr(idx, "PUBLISHED", table)
 
 
@@ -273,8 +286,13 @@ def test_unreachable_download_says_how_to_get_the_data(env, capsys):
 
 def test_command_line_process_exits_1_with_one_line(env, idx_dir):
     _break(idx_dir, "truncated gzip")
-    proc = subprocess.run([sys.executable, "-m", "trainer", "ingest", "--source", str(idx_dir)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "ingest", "--source", str(idx_dir)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "train-images-idx3-ubyte.gz: truncated gzip file" in proc.stderr

@@ -1,4 +1,5 @@
 """The model builder and the keras.ops augmentation: contract shapes, scaling inside, jit-compatible, TF-free on JAX."""
+
 import os
 import subprocess
 import sys
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from trainer.training.augment import RandomShiftFlip, shift_and_flip, shift_matrices, training_model
-from settings import REPO_ROOT
 from contracts.dataset import CLASS_NAMES
 from contracts.layout import INPUT_NAME
+from settings import REPO_ROOT
+from trainer.training.augment import RandomShiftFlip, shift_and_flip, shift_matrices, training_model
 from trainer.training.model import ModelSpec, build_model
 
 SMALL = ModelSpec(width=4, blocks=2, convs_per_block=1)
@@ -41,7 +42,10 @@ def test_output_stays_float32_under_mixed_precision():
 def test_builder_knobs_change_the_architecture():
     dense = build_model(ModelSpec(width=8, blocks=2, convs_per_block=1, dense_units=16))
     deep = build_model(ModelSpec(width=8, blocks=3, convs_per_block=2))
-    conv_count = lambda m: sum(isinstance(layer, layers.Conv2D) for layer in m.layers)  # noqa: E731
+
+    def conv_count(model):
+        return sum(isinstance(layer, layers.Conv2D) for layer in model.layers)
+
     assert conv_count(dense) == 2 and conv_count(deep) == 6
     assert any(isinstance(layer, layers.Dense) and layer.units == 16 for layer in dense.layers)
 
@@ -64,7 +68,7 @@ def test_flip_only_mirrors_and_shift_only_moves():
     unchanged = (flipped == images).all(axis=(1, 2))
     assert (mirrored | unchanged).all() and 10 < mirrored.sum() < 54
     shifted = np.asarray(shift_and_flip(images, 2, False, keras.random.SeedGenerator(4)))
-    zero_rows = (shifted == 0).all(axis=2).sum(axis=1)   # images have no zero pixels: only shifts make zeros
+    zero_rows = (shifted == 0).all(axis=2).sum(axis=1)  # images have no zero pixels: only shifts make zeros
     assert zero_rows.max() <= 2 and (zero_rows > 0).any()
 
 
@@ -84,8 +88,12 @@ def test_training_wrapper_keeps_jit_compile_where_keras_layers_would_drop_it():
     ours.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True)
     assert ours.jit_compile is True
     pixels = keras.Input((28, 28))
-    theirs = keras.Model(pixels, build_model(SMALL)(layers.Reshape((28, 28))(
-        layers.RandomTranslation(0.1, 0.1)(layers.Reshape((28, 28, 1))(pixels)))))
+    theirs = keras.Model(
+        pixels,
+        build_model(SMALL)(
+            layers.Reshape((28, 28))(layers.RandomTranslation(0.1, 0.1)(layers.Reshape((28, 28, 1))(pixels)))
+        ),
+    )
     with pytest.warns(UserWarning):
         theirs.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True)
     assert theirs.jit_compile is False
@@ -95,7 +103,8 @@ def test_training_code_does_not_import_tensorflow_under_jax():
     pytest.importorskip("jax", reason="jax is not installed here (the GPU machine has it)")
     code = textwrap.dedent("""
         import sys
-        import trainer.training.train, trainer.training.model, trainer.training.augment, trainer.training.checkpoint, trainer.models.evaluate
+        import trainer.training.train, trainer.training.model, trainer.training.augment
+        import trainer.training.checkpoint, trainer.models.evaluate
         from trainer.training.train import PRESETS, OutputPaths, train
         import numpy as np, tempfile
         y = (np.arange(200) % 10).astype("uint8"); x = np.random.default_rng(0).integers(0, 255, (200, 28, 28))

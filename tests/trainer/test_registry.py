@@ -1,12 +1,18 @@
 """The registry: immutable versions, aliases, the quality gate, rollback, and compare-and-swap under concurrency."""
+
 import json
 import threading
 
 import pytest
 
 from trainer import cli, storage
-from trainer.models.registry import (GateRefused, ModelRegistry, RegistryError, register_external_version,
-                              register_version)
+from trainer.models.registry import (
+    GateRefused,
+    ModelRegistry,
+    RegistryError,
+    register_external_version,
+    register_version,
+)
 
 
 def metrics(accuracy):
@@ -14,8 +20,9 @@ def metrics(accuracy):
 
 
 def add(registry, accuracy, version=None):
-    return registry.register({"metadata.json": b"{}"}, metrics(accuracy), "custom", dataset_version="v-1",
-                             version=version)
+    return registry.register(
+        {"metadata.json": b"{}"}, metrics(accuracy), "custom", dataset_version="v-1", version=version
+    )
 
 
 @pytest.fixture
@@ -80,8 +87,13 @@ def test_unknown_reference_lists_the_aliases(registry):
 
 
 def test_automl_models_register_into_the_same_registry(settings):
-    version = register_external_version(settings, source="automl", metrics=metrics(0.93), dataset_version="v-1",
-                                        extra={"vertex_model": "projects/p/locations/l/models/1"})
+    version = register_external_version(
+        settings,
+        source="automl",
+        metrics=metrics(0.93),
+        dataset_version="v-1",
+        extra={"vertex_model": "projects/p/locations/l/models/1"},
+    )
     custom = register_version(settings, {"metadata.json": b"{}"}, metrics(0.92), "custom", dataset_version="v-1")
     registry = ModelRegistry.from_settings(settings)
     index = registry.read_index()
@@ -149,9 +161,9 @@ def test_gate_is_rechecked_against_the_champion_that_won_the_race(registry, monk
     strong, weak = add(registry, 0.95), add(registry, 0.90)
     errors = concurrent_promotions(registry, monkeypatch, [strong, weak])
     index = registry.read_index()
-    if index["history"]["champion"] == [strong]:   # strong wrote first: weak must be refused on its retry
+    if index["history"]["champion"] == [strong]:  # strong wrote first: weak must be refused on its retry
         assert len(errors) == 1 and isinstance(errors[0], GateRefused)
-    else:                                          # weak wrote first: strong then passes and follows it
+    else:  # weak wrote first: strong then passes and follows it
         assert errors == [] and index["history"]["champion"] == [weak, strong]
     assert index["aliases"]["champion"] == strong
 
@@ -170,9 +182,9 @@ def test_cli_list_show_promote_rollback(settings, monkeypatch, capsys):
     low, first, second = add(registry, 0.5), add(registry, 0.9), add(registry, 0.91)
 
     rc, _, err = run_cli(capsys, "registry", "promote", low)
-    assert rc == 3 and "below the floor" in err    # the gate refusal exit status pipelines test for
+    assert rc == 3 and "below the floor" in err  # the gate refusal exit status pipelines test for
     assert run_cli(capsys, "registry", "promote", first)[0] == 0
-    rc, out, _ = run_cli(capsys, "registry", "promote")               # default: the candidate
+    rc, out, _ = run_cli(capsys, "registry", "promote")  # default: the candidate
     assert rc == 0 and f"champion is now {second}" in out and f"was {first}" in out
     rc, out, _ = run_cli(capsys, "registry", "list")
     row = next(line for line in out.splitlines() if line.startswith(second))

@@ -1,4 +1,5 @@
 """Resume after SIGKILL: a real `python -m trainer train` process killed mid-training, then started again."""
+
 import json
 import os
 import signal
@@ -10,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.training import checkpoint
-from settings import REPO_ROOT
 from contracts.layout import ModelFiles
+from settings import REPO_ROOT
+from trainer.training import checkpoint
 from trainer.training.train import PRESETS, compile_for_training
 
 TRAINING_FILE = ModelFiles.TRAINING
@@ -24,8 +25,14 @@ TRAIN_ARGS = ["-m", "trainer", "train", "--preset", "smoke", "--epochs", str(EPO
 def start(world, *extra):
     env = {**os.environ, **world.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
     env.pop("TF_CONFIG", None)
-    return subprocess.Popen([sys.executable, *TRAIN_ARGS, *extra], env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, *TRAIN_ARGS, *extra],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(process, timeout=180) -> str:
@@ -82,14 +89,23 @@ def run_in_process(world):
 
     from trainer.data.dataset import load_dataset
     from trainer.training.train import OutputPaths, train
+
     data = load_dataset(world.settings)
-    return train(data.x_train, data.y_train, data.x_test, data.y_test, replace(PRESETS["smoke"], epochs=EPOCHS),
-                 OutputPaths(world.settings.dev_bucket), dataset={"version": data.version, "hash": data.hash},
-                 verbose=0)
+    return train(
+        data.x_train,
+        data.y_train,
+        data.x_test,
+        data.y_test,
+        replace(PRESETS["smoke"], epochs=EPOCHS),
+        OutputPaths(world.settings.dev_bucket),
+        dataset={"version": data.version, "hash": data.hash},
+        verbose=0,
+    )
 
 
 def test_checkpoint_round_trip_restores_weights_and_optimizer_state(tmp_path):
     from trainer.training.model import build_model
+
     config = PRESETS["smoke"]
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (128, 28, 28)).astype("float32")
@@ -97,33 +113,41 @@ def test_checkpoint_round_trip_restores_weights_and_optimizer_state(tmp_path):
 
     trained = compile_for_training(build_model(config.model), config, steps_per_epoch=2)
     state = checkpoint.CheckpointState(run_id="r", training_key="k")
-    trained.fit(x, y, batch_size=64, epochs=1, verbose=0,
-                callbacks=[checkpoint.EpochCheckpoint(str(tmp_path), state)])
+    trained.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[checkpoint.EpochCheckpoint(str(tmp_path), state)])
     assert checkpoint.read_state(str(tmp_path)).weights == "epoch-0001.weights.h5"
 
     fresh = compile_for_training(build_model(config.model), config, steps_per_epoch=2)
     checkpoint.restore(fresh, str(tmp_path), checkpoint.read_state(str(tmp_path)))
     assert int(fresh.optimizer.iterations) == int(trained.optimizer.iterations) == 2
-    for a, b in zip(trained.get_weights(), fresh.get_weights()):
+    for a, b in zip(trained.get_weights(), fresh.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(trained.optimizer.variables, fresh.optimizer.variables):
+    for a, b in zip(trained.optimizer.variables, fresh.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_a_checkpoint_of_another_config_is_refused_not_mixed_in(world, tmp_path):
-    from trainer.errors import CommandError
     from trainer.data.dataset import load_dataset
+    from trainer.errors import CommandError
     from trainer.training.train import OutputPaths, train
+
     checkpoints = tmp_path / "ckpt"
     checkpoint.write_state(str(checkpoints), checkpoint.CheckpointState(run_id="old", training_key="other", epoch=1))
     data = load_dataset(world.settings)
     with pytest.raises(CommandError, match="different configuration"):
-        train(data.x_train, data.y_train, data.x_test, data.y_test, PRESETS["smoke"],
-              OutputPaths(str(tmp_path), checkpoint_dir=str(checkpoints)), verbose=0)
+        train(
+            data.x_train,
+            data.y_train,
+            data.x_test,
+            data.y_test,
+            PRESETS["smoke"],
+            OutputPaths(str(tmp_path), checkpoint_dir=str(checkpoints)),
+            verbose=0,
+        )
 
 
 def test_checkpoint_interval_skips_saves_but_keeps_every_epochs_metrics(tmp_path):
     from trainer.training.model import build_model
+
     config = PRESETS["smoke"]
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 28, 28)).astype("float32")

@@ -1,4 +1,5 @@
 """Storage against the local filesystem and a real GCS emulator (fake-gcs-server), the same assertions for both."""
+
 import threading
 
 import pytest

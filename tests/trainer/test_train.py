@@ -1,4 +1,5 @@
 """`python -m trainer train`: config resolution, output locations (Vertex AI contract), what a run writes."""
+
 import argparse
 import json
 from dataclasses import replace
@@ -6,12 +7,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from trainer import cli, storage
-from settings import load_config
 from contracts.layout import ModelFiles
+from settings import load_config
+from trainer import cli, storage
 from trainer.errors import CommandError
-from trainer.training.train import (PRESETS, OutputPaths, TrainConfig, add_arguments, flatten, output_paths,
-                                    resolve_config, split_train_validation, training_key)
+from trainer.training.train import (
+    PRESETS,
+    OutputPaths,
+    TrainConfig,
+    add_arguments,
+    flatten,
+    output_paths,
+    resolve_config,
+    split_train_validation,
+    training_key,
+)
 
 MODEL_FILE, TRAINING_FILE = ModelFiles.KERAS, ModelFiles.TRAINING
 
@@ -25,8 +35,8 @@ def parse(*argv):
 def test_flags_beat_config_which_beats_the_preset():
     settings = load_config("local", environ={"FMNIST_TRAINING__EPOCHS": "7", "FMNIST_TRAINING__WIDTH": "12"})
     config = resolve_config(settings, parse("--preset", "gpu", "--epochs", "3", "--no-augment"))
-    assert config.epochs == 3                      # flag over config
-    assert config.model.width == 12                # config over preset
+    assert config.epochs == 3  # flag over config
+    assert config.model.width == 12  # config over preset
     assert config.augment is False and PRESETS["gpu"].augment is True
     assert config.batch_size == PRESETS["gpu"].batch_size  # the rest from the preset
     assert resolve_config(settings, parse()).epochs == 7
@@ -41,17 +51,32 @@ def test_bad_hyperparameters_fail_with_the_flag_named():
 def test_training_key_is_stable_and_changes_with_config_data_and_workers():
     config = PRESETS["smoke"]
     assert training_key(config, "v-1") == training_key(TrainConfig.from_dict(config.to_dict()), "v-1")
-    assert len({training_key(config, "v-1"), training_key(config, "v-2"), training_key(config, "v-1", 2),
-                training_key(replace(config, epochs=9), "v-1")}) == 4
+    assert (
+        len(
+            {
+                training_key(config, "v-1"),
+                training_key(config, "v-2"),
+                training_key(config, "v-1", 2),
+                training_key(replace(config, epochs=9), "v-1"),
+            }
+        )
+        == 4
+    )
 
 
 def test_vertex_ai_locations_are_used_when_set_and_flags_win():
     settings = load_config("local", environ={"FMNIST_STORAGE_ROOT": "/x"})
-    environ = {"AIP_MODEL_DIR": "gs://m/job/model/", "AIP_CHECKPOINT_DIR": "gs://m/job/checkpoints/",
-               "AIP_TENSORBOARD_LOG_DIR": "gs://m/job/logs/"}
+    environ = {
+        "AIP_MODEL_DIR": "gs://m/job/model/",
+        "AIP_CHECKPOINT_DIR": "gs://m/job/checkpoints/",
+        "AIP_TENSORBOARD_LOG_DIR": "gs://m/job/logs/",
+    }
     paths = output_paths(settings, parse(), environ)
     assert (paths.model("r"), paths.checkpoints("k"), paths.tensorboard("r")) == (
-        "gs://m/job/model/", "gs://m/job/checkpoints/", "gs://m/job/logs/")
+        "gs://m/job/model/",
+        "gs://m/job/checkpoints/",
+        "gs://m/job/logs/",
+    )
     assert output_paths(settings, parse("--model-dir", "/elsewhere"), environ).model("r") == "/elsewhere"
     local = output_paths(settings, parse(), {})
     assert local.model("r") == "/x/dev/runs/r/model" and local.checkpoints("k") == "/x/dev/checkpoints/k"
@@ -74,9 +99,9 @@ def test_a_run_writes_model_record_checkpoint_and_tensorboard(smoke_model):
     assert info["run_id"] == result.run_id and info["backend"] == "tensorflow"
     assert info["config"] == PRESETS["smoke"].to_dict() and info["dataset"]["version"].startswith("v-")
     assert len(info["history"]) == PRESETS["smoke"].epochs and "val_accuracy" in info["history"][-1]
-    assert result.test_metrics["test_accuracy"] > 0.5      # 10 classes: chance is 0.1
+    assert result.test_metrics["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
 
-    root = model_dir.parents[2]                             # <root>/runs/<run_id>/model
+    root = model_dir.parents[2]  # <root>/runs/<run_id>/model
     record = json.loads((root / "runs" / result.run_id / "run.json").read_text())
     assert record["status"] == "completed" and record["params"]["epochs"] == PRESETS["smoke"].epochs
     assert [e["epoch"] for e in record["epochs"]] == [1, 2]
@@ -108,11 +133,20 @@ def test_mixed_precision_run_saves_a_float32_model(trainer_world, tmp_path):
 
     from trainer.data.dataset import load_dataset
     from trainer.training.train import train
+
     data = load_dataset(trainer_world.settings)
     config = replace(PRESETS["smoke"], epochs=1, mixed_precision=True, augment=True)
     try:
-        result = train(data.x_train[:300], data.y_train[:300], data.x_test[:50], data.y_test[:50], config,
-                       OutputPaths(str(tmp_path)), fresh=True, verbose=0)
+        result = train(
+            data.x_train[:300],
+            data.y_train[:300],
+            data.x_test[:50],
+            data.y_test[:50],
+            config,
+            OutputPaths(str(tmp_path)),
+            fresh=True,
+            verbose=0,
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     saved = keras.saving.load_model(storage.join(result.model_dir, MODEL_FILE))

@@ -1,9 +1,9 @@
 """Vertex AI adapters: the requests they build (custom job, model upload + deploy, undeploy, experiments)."""
+
 import json
 import sys
 
 import pytest
-
 from google.api_core import exceptions as google_exceptions
 
 from settings import load_config
@@ -40,13 +40,15 @@ def test_single_worker_job(dev):
     job = request.job
     assert job["display_name"] == "fmnist-train-full-1"
     assert job["base_output_dir"] == "gs://fmnist-mlops-dev-models/jobs/fmnist-train-full-1"
-    assert job["encryption_spec_key_name"] == ("projects/fmnist-mlops-dev/locations/europe-west4/keyRings/"
-                                               f"{dev.infra.kms_key_ring}/cryptoKeys/fmnist-cmek")
+    assert job["encryption_spec_key_name"] == (
+        f"projects/fmnist-mlops-dev/locations/europe-west4/keyRings/{dev.infra.kms_key_ring}/cryptoKeys/fmnist-cmek"
+    )
     [pool] = job["worker_pool_specs"]
     assert pool["replica_count"] == 1 and pool["machine_spec"] == {"machine_type": "n1-standard-8"}
     container = pool["container_spec"]
     assert container["image_uri"].startswith(
-        "europe-west4-docker.pkg.dev/fmnist-mlops-dev/fmnist-mlops-dev-images/trainer:")
+        "europe-west4-docker.pkg.dev/fmnist-mlops-dev/fmnist-mlops-dev-images/trainer:"
+    )
     assert container["args"] == ["--preset", "full"]
     assert {"name": "FMNIST_ENV", "value": "dev"} in container["env"]
     assert request.submit["service_account"] == "fmnist-mlops-dev-trainer@fmnist-mlops-dev.iam.gserviceaccount.com"
@@ -57,10 +59,18 @@ def test_single_worker_job(dev):
 
 def test_multi_worker_job_with_accelerators_and_tensorboard():
     tensorboard = "projects/p/locations/europe-west4/tensorboards/123"
-    settings = load_config("dev", environ={"FMNIST_VERTEX__TENSORBOARD": tensorboard,
-                                           "FMNIST_VERTEX__TRAINER_IMAGE": "example/trainer:1"})
-    request = build_custom_job(settings, ["--preset", "full"], display_name="j", workers=3,
-                               machine_type="n1-standard-4", accelerator_type="NVIDIA_TESLA_T4", accelerator_count=1)
+    settings = load_config(
+        "dev", environ={"FMNIST_VERTEX__TENSORBOARD": tensorboard, "FMNIST_VERTEX__TRAINER_IMAGE": "example/trainer:1"}
+    )
+    request = build_custom_job(
+        settings,
+        ["--preset", "full"],
+        display_name="j",
+        workers=3,
+        machine_type="n1-standard-4",
+        accelerator_type="NVIDIA_TESLA_T4",
+        accelerator_count=1,
+    )
     chief, workers = request.job["worker_pool_specs"]
     expected_machine = {"machine_type": "n1-standard-4", "accelerator_type": "NVIDIA_TESLA_T4", "accelerator_count": 1}
     assert chief["replica_count"] == 1 and workers["replica_count"] == 2
@@ -79,8 +89,11 @@ def test_send_makes_the_sdk_calls_in_order(dev):
     sdk = Recorder()
     request = build_custom_job(dev, ["--preset", "demo"], display_name="j")
     send(request, sdk)
-    assert [name for name, _, _ in sdk.calls] == ["aiplatform.init", "aiplatform.CustomJob",
-                                                   "aiplatform.CustomJob().submit"]
+    assert [name for name, _, _ in sdk.calls] == [
+        "aiplatform.init",
+        "aiplatform.CustomJob",
+        "aiplatform.CustomJob().submit",
+    ]
     assert sdk.calls[1][2] == request.job and sdk.calls[2][2] == request.submit
     send(request, sdk, wait=True)
     assert sdk.calls[-1][0] == "aiplatform.CustomJob().wait_for_completion"
@@ -110,8 +123,26 @@ def test_a_failed_job_is_one_clear_error(dev):
 
 def test_submit_dry_run_prints_the_request_and_passes_train_flags(dev, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
-    assert cli.main(["--env", "dev", "submit", "--preset", "full", "--workers", "2", "--display-name", "my-job",
-                     "--dry-run", "--", "--epochs", "3"]) == 0
+    assert (
+        cli.main(
+            [
+                "--env",
+                "dev",
+                "submit",
+                "--preset",
+                "full",
+                "--workers",
+                "2",
+                "--display-name",
+                "my-job",
+                "--dry-run",
+                "--",
+                "--epochs",
+                "3",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     args = printed["job"]["worker_pool_specs"][0]["container_spec"]["args"]
     assert args == ["--preset", "full", "--run-id", "my-job", "--epochs", "3"]
@@ -125,22 +156,32 @@ def test_submit_on_the_local_target_explains_what_to_do(monkeypatch, capsys):
     assert "use a gcp environment" in capsys.readouterr().err
 
 
-RECORD = {"path": "registry/versions/v20260101-000000-abcd", "source": "custom", "dataset_version": "v-1",
-          "metrics": {"accuracy": 0.93}}
+RECORD = {
+    "path": "registry/versions/v20260101-000000-abcd",
+    "source": "custom",
+    "dataset_version": "v-1",
+    "metrics": {"accuracy": 0.93},
+}
 
 
 def test_deploy_uploads_a_new_version_of_the_parent_with_aliases_and_the_service_contract(dev):
     version = "v20260101-000000-abcd"
     request = build_deploy(dev, version, RECORD, ["champion"], parent_exists=True, traffic_percentage=100)
     upload = request.upload
-    assert upload["parent_model"] == dev.names.parent_model_name == \
-        "projects/fmnist-mlops-dev/locations/europe-west4/models/fmnist-classifier"
+    assert (
+        upload["parent_model"]
+        == dev.names.parent_model_name
+        == "projects/fmnist-mlops-dev/locations/europe-west4/models/fmnist-classifier"
+    )
     assert "model_id" not in upload and upload["is_default_version"] is True
     assert upload["version_aliases"] == ["champion", version]
     assert upload["artifact_uri"] == f"gs://fmnist-mlops-dev-models/{RECORD['path']}"
     assert upload["serving_container_image_uri"] == dev.names.image_uri("service")
-    assert (upload["serving_container_predict_route"], upload["serving_container_health_route"],
-            upload["serving_container_ports"]) == ("/predict", "/health", [8080])
+    assert (
+        upload["serving_container_predict_route"],
+        upload["serving_container_health_route"],
+        upload["serving_container_ports"],
+    ) == ("/predict", "/health", [8080])
     assert request.endpoint == f"projects/fmnist-mlops-dev/locations/europe-west4/endpoints/{dev.infra.endpoint_id}"
     assert request.deploy["traffic_percentage"] == 100 and request.deploy["min_replica_count"] == 1
     assert request.deploy["service_account"] == "fmnist-mlops-dev-service@fmnist-mlops-dev.iam.gserviceaccount.com"
@@ -164,8 +205,12 @@ def test_deploy_and_undeploy_sdk_calls(dev):
     request = build_deploy(dev, "v1x", RECORD, ["champion"], parent_exists=True)
     send_deploy(request, sdk)
     names = [name for name, _, _ in sdk.calls]
-    assert names == ["aiplatform.init", "aiplatform.Model.upload", "aiplatform.Endpoint",
-                     "aiplatform.Model.upload().deploy"]
+    assert names == [
+        "aiplatform.init",
+        "aiplatform.Model.upload",
+        "aiplatform.Endpoint",
+        "aiplatform.Model.upload().deploy",
+    ]
     assert sdk.calls[1][2] == request.upload and sdk.calls[2][1] == (request.endpoint,)
     assert {k: v for k, v in sdk.calls[3][2].items() if k != "endpoint"} == request.deploy
 
@@ -194,6 +239,7 @@ def test_deploy_and_undeploy_sdk_calls(dev):
 
 def test_deploy_dry_run_from_the_local_registry(settings, monkeypatch, capsys):
     from trainer.models.registry import ModelRegistry
+
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
     registry = ModelRegistry.from_settings(settings)
@@ -211,8 +257,14 @@ def test_vertex_experiment_logs_params_epochs_and_final_metrics(dev):
     tracker.log_epoch(1, {"loss": 0.5})
     tracker.finish({"test_accuracy": 0.9})
     names = [name for name, _, _ in sdk.calls]
-    assert names == ["aiplatform.init", "aiplatform.start_run", "aiplatform.log_params",
-                     "aiplatform.log_time_series_metrics", "aiplatform.log_metrics", "aiplatform.end_run"]
+    assert names == [
+        "aiplatform.init",
+        "aiplatform.start_run",
+        "aiplatform.log_params",
+        "aiplatform.log_time_series_metrics",
+        "aiplatform.log_metrics",
+        "aiplatform.end_run",
+    ]
     assert sdk.calls[0][2]["experiment"] == "fmnist" and sdk.calls[1][1] == ("run-1",)
     assert sdk.calls[2][1][0] == {"epochs": 2, "model.width": 8}
     assert sdk.calls[3][2] == {"step": 1}
@@ -227,6 +279,7 @@ def test_inside_a_submitted_job_the_sdk_run_is_used_and_failures_do_not_stop_tra
     class Broken:
         def init(self, **kwargs):
             raise google_exceptions.PermissionDenied("no")
+
     failing = VertexExperiment(dev, "run-1", aiplatform=Broken(), environ={})
     failing.start({}, resume=False)
     failing.log_epoch(1, {"loss": 1.0})
@@ -237,6 +290,7 @@ def test_a_programming_error_in_tracking_is_not_swallowed(dev):
     class WrongKeyword:
         def init(self, **kwargs):
             raise TypeError("init() got an unexpected keyword argument 'tensorboard'")
+
     with pytest.raises(TypeError, match="unexpected keyword"):
         VertexExperiment(dev, "run-1", aiplatform=WrongKeyword(), environ={}).start({}, resume=False)
 
@@ -245,6 +299,7 @@ def test_a_programming_error_in_tracking_is_not_swallowed(dev):
 def test_real_custom_job_object_accepts_the_request(dev):
     """Builds (does not submit) the SDK's CustomJob from our request against the real API client."""
     from google.cloud import aiplatform
+
     request = build_custom_job(dev, ["--preset", "smoke"], display_name="fmnist-test-build-only")
     aiplatform.init(**request.init)
     job = aiplatform.CustomJob(**request.job)
@@ -253,6 +308,7 @@ def test_real_custom_job_object_accepts_the_request(dev):
 
 def test_undeploy_all_without_a_terminal_needs_yes(monkeypatch, capsys):
     import io
+
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert cli.main(["--env", "dev", "undeploy-all"]) == 1

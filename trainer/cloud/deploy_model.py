@@ -6,11 +6,11 @@ id, so the Vertex AI Model Registry mirrors ours), with the service image as the
 image Cloud Run runs: /predict, /health, port 8080), then deploys it to the endpoint with a traffic share.
 `undeploy-all` (trainer.cloud.undeploy_all) takes them off again before `cdktf destroy`.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional
 
 from contracts.layout import CHAMPION
 from trainer import storage
@@ -24,18 +24,29 @@ PREDICT_ROUTE, HEALTH_ROUTE, SERVING_PORT = "/predict", "/health", 8080
 @dataclass
 class DeployRequest:
     """Keyword arguments of aiplatform.init, Model.upload and Model.deploy (endpoint passed by name)."""
+
     init: dict
     upload: dict
     deploy: dict
     endpoint: str
 
 
-def build_deploy(settings, version: str, record: dict, aliases: list[str], *, parent_exists: bool,
-                 traffic_percentage: int = 100, machine_type: Optional[str] = None) -> DeployRequest:
+def build_deploy(
+    settings,
+    version: str,
+    record: dict,
+    aliases: list[str],
+    *,
+    parent_exists: bool,
+    traffic_percentage: int = 100,
+    machine_type: str | None = None,
+) -> DeployRequest:
     """Upload as a new version of the parent model (or create it), then deploy with `traffic_percentage`."""
     if record.get("source") != "custom":
-        raise CommandError(f"version {version} is a {record.get('source')} model (Vertex AI model "
-                           f"{record.get('vertex_model', '?')}); deploy-model serves exported custom models only")
+        raise CommandError(
+            f"version {version} is a {record.get('source')} model (Vertex AI model "
+            f"{record.get('vertex_model', '?')}); deploy-model serves exported custom models only"
+        )
     if not 0 < traffic_percentage <= 100:
         raise CommandError(f"--traffic-percentage must be 1-100, got {traffic_percentage}")
     vertex, names = settings.vertex, settings.names
@@ -50,7 +61,7 @@ def build_deploy(settings, version: str, record: dict, aliases: list[str], *, pa
         "serving_container_environment_variables": {"FMNIST_MODEL_VERSION": version},
         "version_aliases": version_aliases,
         "version_description": f"registry version {version}, accuracy {record['metrics'].get('accuracy')}, "
-                               f"dataset {record.get('dataset_version')}",
+        f"dataset {record.get('dataset_version')}",
         "is_default_version": CHAMPION in aliases,
         "labels": {"app": "fmnist-mlops", "env": settings.env, "source": record["source"]},
         "encryption_spec_key_name": names.kms_key_name,
@@ -66,12 +77,17 @@ def build_deploy(settings, version: str, record: dict, aliases: list[str], *, pa
         "service_account": names.runtime_account("service"),
         "sync": True,
     }
-    return DeployRequest(init={"project": settings.project_id, "location": settings.region},
-                         upload=upload, deploy=deploy, endpoint=names.endpoint_name)
+    return DeployRequest(
+        init={"project": settings.project_id, "location": settings.region},
+        upload=upload,
+        deploy=deploy,
+        endpoint=names.endpoint_name,
+    )
 
 
 def parent_exists(aiplatform, name: str) -> bool:
     from google.api_core import exceptions
+
     try:
         aiplatform.Model(model_name=name)
         return True
@@ -90,10 +106,15 @@ def send(request: DeployRequest, aiplatform=None):
 
 # ---- command line -----------------------------------------------------------------------------------------------
 
+
 def add_arguments(parser) -> None:
     parser.add_argument("ref", nargs="?", default=CHAMPION, help="registry version id or alias (default: champion)")
-    parser.add_argument("--traffic-percentage", type=int, default=100,
-                        help="share of endpoint traffic for this version (the rest keeps its proportions)")
+    parser.add_argument(
+        "--traffic-percentage",
+        type=int,
+        default=100,
+        help="share of endpoint traffic for this version (the rest keeps its proportions)",
+    )
     parser.add_argument("--machine-type", help="default vertex.serving_machine_type")
     parser.add_argument("--dry-run", action="store_true", help="print the requests, send nothing")
 
@@ -104,17 +125,33 @@ def run(args, settings) -> int:
     version = registry.resolve(args.ref, index)
     aliases = [alias for alias, target in index["aliases"].items() if target == version]
     if args.dry_run:
-        request = build_deploy(settings, version, index["versions"][version], aliases, parent_exists=True,
-                               traffic_percentage=args.traffic_percentage, machine_type=args.machine_type)
+        request = build_deploy(
+            settings,
+            version,
+            index["versions"][version],
+            aliases,
+            parent_exists=True,
+            traffic_percentage=args.traffic_percentage,
+            machine_type=args.machine_type,
+        )
         print(json.dumps(request.__dict__, indent=2))
         return 0
     require_gcp(settings, "deploy-model")
     from google.cloud import aiplatform
+
     aiplatform.init(project=settings.project_id, location=settings.region)
-    request = build_deploy(settings, version, index["versions"][version], aliases,
-                           parent_exists=parent_exists(aiplatform, settings.names.parent_model_name),
-                           traffic_percentage=args.traffic_percentage, machine_type=args.machine_type)
+    request = build_deploy(
+        settings,
+        version,
+        index["versions"][version],
+        aliases,
+        parent_exists=parent_exists(aiplatform, settings.names.parent_model_name),
+        traffic_percentage=args.traffic_percentage,
+        machine_type=args.machine_type,
+    )
     model = send(request, aiplatform)
-    print(f"uploaded {version} as {model.resource_name}@{model.version_id} and deployed it to {request.endpoint} "
-          f"with {args.traffic_percentage}% of the traffic")
+    print(
+        f"uploaded {version} as {model.resource_name}@{model.version_id} and deployed it to {request.endpoint} "
+        f"with {args.traffic_percentage}% of the traffic"
+    )
     return 0

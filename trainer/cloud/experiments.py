@@ -4,10 +4,12 @@ Why guarded: tracking must never lose a training run, so the cloud's own errors 
 the run record in the dev bucket still holds every number. A programming error (a TypeError from a keyword the
 SDK does not take) is not the cloud's: it propagates.
 """
+
 from __future__ import annotations
 
 import os
 import sys
+
 
 class VertexExperiment:
     """Logs the same numbers to Vertex AI Experiments. Inside a custom job submitted with an experiment, the SDK
@@ -23,6 +25,7 @@ class VertexExperiment:
     def _sdk(self):
         if self._aiplatform is None:
             from google.cloud import aiplatform
+
             self._aiplatform = aiplatform
         return self._aiplatform
 
@@ -35,8 +38,12 @@ class VertexExperiment:
         if self.environ.get("AIP_EXPERIMENT_RUN_NAME"):
             sdk.init(project=self.settings.project_id, location=self.settings.region)
         else:
-            sdk.init(project=self.settings.project_id, location=self.settings.region,
-                     experiment=vertex.experiment, experiment_tensorboard=vertex.tensorboard or False)
+            sdk.init(
+                project=self.settings.project_id,
+                location=self.settings.region,
+                experiment=vertex.experiment,
+                experiment_tensorboard=vertex.tensorboard or False,
+            )
             sdk.start_run(self.run_id, resume=resume)
         sdk.log_params({k: v for k, v in params.items() if isinstance(v, (str, int, float))})
         self.active = True
@@ -59,5 +66,8 @@ class VertexExperiment:
             return fn(*args, **kwargs)
         except (GoogleAPIError, GoogleAuthError, ConnectionError) as exc:
             self.active = False
-            print(f"warning: Vertex AI Experiments tracking stopped ({type(exc).__name__}: {exc}); "
-                  f"the run record in the dev bucket still has every metric", file=sys.stderr)
+            print(
+                f"warning: Vertex AI Experiments tracking stopped ({type(exc).__name__}: {exc}); "
+                f"the run record in the dev bucket still has every metric",
+                file=sys.stderr,
+            )

@@ -3,6 +3,7 @@
 Why the SDK: the models were deployed by the SDK (`deploy-model`), which Terraform cannot see, and an endpoint
 with deployed models cannot be deleted.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,6 +16,7 @@ def undeploy_all(settings, aiplatform=None) -> str:
     if aiplatform is None:
         from google.cloud import aiplatform
     from google.api_core import exceptions
+
     aiplatform.init(project=settings.project_id, location=settings.region)
     name = settings.names.endpoint_name
     try:
@@ -26,8 +28,8 @@ def undeploy_all(settings, aiplatform=None) -> str:
     return f"undeployed {count} model(s) from {name}"
 
 
-
 # ---- command line -----------------------------------------------------------------------------------------------
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -37,8 +39,10 @@ def run(args, settings) -> int:
     require_gcp(settings, "undeploy-all")
     if not args.yes:
         if not sys.stdin.isatty():
-            raise CommandError("undeploy-all removes every model from the endpoint; pass --yes to confirm "
-                               "when running without a terminal")
+            raise CommandError(
+                "undeploy-all removes every model from the endpoint; pass --yes to confirm "
+                "when running without a terminal"
+            )
         answer = input(f"undeploy every model from {settings.names.endpoint_name}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing undeployed")

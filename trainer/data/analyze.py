@@ -9,6 +9,7 @@ mean image of its own class; an image is an outlier when that distance lies beyo
 fence, Q3 + 3 * IQR of the class's distances. Per class, because a sandal and a coat differ by far more than a
 typical coat from another coat. Exact duplicates: byte-identical 28x28 pixel arrays.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from trainer import storage
 from contracts.dataset import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+from trainer import storage
 from trainer.data.dataset import Dataset
 
 SEED_OUTLIER_PERCENT = 0.06  # what the seed project reported among 70,000 images
@@ -38,12 +39,16 @@ def _image_id(split: str, index: int) -> str:
 
 # ---- sections ---------------------------------------------------------------------------------------------------
 
+
 def class_balance(dataset: Dataset) -> dict[str, Any]:
     out = {}
     for split, (_, labels) in _splits(dataset).items():
         counts = np.bincount(labels, minlength=NUM_CLASSES)
-        out[split] = {"counts": counts.tolist(), "proportions": [round(float(p), 6) for p in counts / counts.sum()],
-                      "imbalance_ratio": round(float(counts.max() / max(counts.min(), 1)), 4)}
+        out[split] = {
+            "counts": counts.tolist(),
+            "proportions": [round(float(p), 6) for p in counts / counts.sum()],
+            "imbalance_ratio": round(float(counts.max() / max(counts.min(), 1)), 4),
+        }
     return out
 
 
@@ -54,8 +59,13 @@ def _histogram_stats(hist: np.ndarray) -> dict[str, float]:
     std = float(np.sqrt((hist * (levels - mean) ** 2).sum() / total))
     cdf = np.cumsum(hist)
     median = int(np.searchsorted(cdf, total / 2))
-    return {"mean": round(mean, 4), "std": round(std, 4), "median": median,
-            "zero_fraction": round(float(hist[0] / total), 6), "saturated_fraction": round(float(hist[255] / total), 6)}
+    return {
+        "mean": round(mean, 4),
+        "std": round(std, 4),
+        "median": median,
+        "zero_fraction": round(float(hist[0] / total), 6),
+        "saturated_fraction": round(float(hist[255] / total), 6),
+    }
 
 
 def pixel_statistics(dataset: Dataset) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -65,9 +75,13 @@ def pixel_statistics(dataset: Dataset) -> tuple[dict[str, Any], dict[str, np.nda
         hist = np.bincount(images.reshape(-1), minlength=256)
         hists[split] = hist
         per_image = images.reshape(len(images), -1).mean(axis=1)
-        per_class = np.bincount(labels, weights=per_image, minlength=NUM_CLASSES) / np.maximum(np.bincount(labels, minlength=NUM_CLASSES), 1)
-        stats[split] = {**_histogram_stats(hist),
-                        "mean_by_class": {CLASS_NAMES[c]: round(float(per_class[c]), 3) for c in range(NUM_CLASSES)}}
+        per_class = np.bincount(labels, weights=per_image, minlength=NUM_CLASSES) / np.maximum(
+            np.bincount(labels, minlength=NUM_CLASSES), 1
+        )
+        stats[split] = {
+            **_histogram_stats(hist),
+            "mean_by_class": {CLASS_NAMES[c]: round(float(per_class[c]), 3) for c in range(NUM_CLASSES)},
+        }
     return stats, hists
 
 
@@ -94,8 +108,11 @@ def find_outliers(images: np.ndarray, labels: np.ndarray, ids: list[str], means:
     n = len(labels)
     flags = np.zeros(n, dtype=bool)
     score = np.zeros(n)  # distance / fence: > 1 means outlier
-    rules = {"Q3 + 1.5 IQR (Tukey inner fence)": np.zeros(n, bool), "modified z > 3.5 (Iglewicz-Hoaglin)": np.zeros(n, bool),
-             "z > 4": np.zeros(n, bool)}
+    rules = {
+        "Q3 + 1.5 IQR (Tukey inner fence)": np.zeros(n, bool),
+        "modified z > 3.5 (Iglewicz-Hoaglin)": np.zeros(n, bool),
+        "z > 4": np.zeros(n, bool),
+    }
     per_class = []
     for c in range(NUM_CLASSES):
         mask = labels == c
@@ -117,17 +134,31 @@ def find_outliers(images: np.ndarray, labels: np.ndarray, ids: list[str], means:
     farthest = np.argsort(-score)[:TOP_OUTLIERS]
     top = farthest[:count]
     return {
-        "method": ("per class: Euclidean distance (pixels 0-1) from each image to its class's mean image; outlier "
-                   f"when beyond Q3 + {FENCE_IQR:g} * IQR of that class's distances (Tukey far-out fence)"),
-        "count": count, "total": n, "percent": round(percent, 4),
+        "method": (
+            "per class: Euclidean distance (pixels 0-1) from each image to its class's mean image; outlier "
+            f"when beyond Q3 + {FENCE_IQR:g} * IQR of that class's distances (Tukey far-out fence)"
+        ),
+        "count": count,
+        "total": n,
+        "percent": round(percent, 4),
         "per_class": {CLASS_NAMES[c]: per_class[c] for c in range(NUM_CLASSES)},
         "seed_project_percent": SEED_OUTLIER_PERCENT,
-        "comparison": (f"{percent:.2f}% here vs {SEED_OUTLIER_PERCENT}% in the seed project "
-                       f"({percent / SEED_OUTLIER_PERCENT:.1f}x); the figure depends mostly on the rule and threshold "
-                       "(see sensitivity), so the two agree only that outliers are a small fraction"),
+        "comparison": (
+            f"{percent:.2f}% here vs {SEED_OUTLIER_PERCENT}% in the seed project "
+            f"({percent / SEED_OUTLIER_PERCENT:.1f}x); the figure depends mostly on the rule and threshold "
+            "(see sensitivity), so the two agree only that outliers are a small fraction"
+        ),
         "sensitivity_percent": {rule: round(100 * float(f.mean()), 4) for rule, f in rules.items()},
-        "top": [{"image_id": ids[i], "label": int(labels[i]), "class": CLASS_NAMES[labels[i]],
-                 "distance": round(float(dist[i]), 4), "distance_over_fence": round(float(score[i]), 4)} for i in top],
+        "top": [
+            {
+                "image_id": ids[i],
+                "label": int(labels[i]),
+                "class": CLASS_NAMES[labels[i]],
+                "distance": round(float(dist[i]), 4),
+                "distance_over_fence": round(float(score[i]), 4),
+            }
+            for i in top
+        ],
         "_farthest": [(int(i), float(score[i])) for i in farthest],
     }
 
@@ -144,19 +175,27 @@ def find_duplicates(dataset: Dataset) -> dict[str, Any]:
     for split in SPLITS:
         members = [[m for m in g if m[0] == split] for g in dup_groups]
         members = [m for m in members if len(m) > 1]
-        summary[f"within_{split}"] = {"groups": len(members), "images": sum(len(m) for m in members),
-                                      "redundant_copies": sum(len(m) - 1 for m in members)}
+        summary[f"within_{split}"] = {
+            "groups": len(members),
+            "images": sum(len(m) for m in members),
+            "redundant_copies": sum(len(m) - 1 for m in members),
+        }
     across = [g for g in dup_groups if {m[0] for m in g} == set(SPLITS)]
-    summary["across_splits"] = {"groups": len(across),
-                                "test_images_also_in_train": sum(1 for g in across for m in g if m[0] == "test")}
+    summary["across_splits"] = {
+        "groups": len(across),
+        "test_images_also_in_train": sum(1 for g in across for m in g if m[0] == "test"),
+    }
     conflicts = [g for g in dup_groups if len({int(labels[s][i]) for s, i in g}) > 1]
     summary["label_conflicts"] = len(conflicts)
-    summary["examples"] = [{"images": [_image_id(s, i) for s, i in g], "labels": [int(labels[s][i]) for s, i in g]}
-                           for g in (conflicts + [g for g in dup_groups if g not in conflicts])[:20]]
+    summary["examples"] = [
+        {"images": [_image_id(s, i) for s, i in g], "labels": [int(labels[s][i]) for s, i in g]}
+        for g in (conflicts + [g for g in dup_groups if g not in conflicts])[:20]
+    ]
     return summary
 
 
 # ---- figures ----------------------------------------------------------------------------------------------------
+
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
@@ -206,7 +245,7 @@ def _figures(balance, hists, means, outlier_images, outlier_captions) -> dict[st
         axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
         for ax in axes:
             ax.axis("off")
-        for ax, image, caption in zip(axes, outlier_images, outlier_captions):
+        for ax, image, caption in zip(axes, outlier_images, outlier_captions, strict=False):
             ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
             ax.set_title(caption, fontsize=7)
         fig.suptitle("Images farthest from their class mean (distance / fence; * = outlier, beyond the fence)")
@@ -216,6 +255,7 @@ def _figures(balance, hists, means, outlier_images, outlier_captions) -> dict[st
 
 # ---- report -----------------------------------------------------------------------------------------------------
 
+
 def analyze(dataset: Dataset) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The report (JSON-ready dict) and its figures (name -> PNG bytes) for one dataset version."""
     start = time.perf_counter()
@@ -223,8 +263,9 @@ def analyze(dataset: Dataset) -> tuple[dict[str, Any], dict[str, bytes]]:
     pixels, hists = pixel_statistics(dataset)
     images = np.concatenate([dataset.x_train, dataset.x_test])
     labels = np.concatenate([dataset.y_train, dataset.y_test])
-    ids = [_image_id("train", i) for i in range(len(dataset.y_train))] + \
-          [_image_id("test", i) for i in range(len(dataset.y_test))]
+    ids = [_image_id("train", i) for i in range(len(dataset.y_train))] + [
+        _image_id("test", i) for i in range(len(dataset.y_test))
+    ]
     means = class_mean_images(images, labels)
     outliers = find_outliers(images, labels, ids, means)
     farthest = outliers.pop("_farthest")
@@ -238,8 +279,9 @@ def analyze(dataset: Dataset) -> tuple[dict[str, Any], dict[str, bytes]]:
         "counts": {"train": int(len(dataset.y_train)), "test": int(len(dataset.y_test))},
         "class_balance": balance,
         "pixel_statistics": pixels,
-        "closest_class_means": [{"classes": [CLASS_NAMES[a], CLASS_NAMES[b]], "distance": round(d, 3)}
-                                for d, a, b in pairs[:5]],
+        "closest_class_means": [
+            {"classes": [CLASS_NAMES[a], CLASS_NAMES[b]], "distance": round(d, 3)} for d, a, b in pairs[:5]
+        ],
         "outliers": outliers,
         "duplicates": duplicates,
     }
@@ -253,39 +295,84 @@ def analyze(dataset: Dataset) -> tuple[dict[str, Any], dict[str, bytes]]:
 def render_markdown(report: dict[str, Any]) -> str:
     """A human-readable version of the JSON report, with the figures linked."""
     r = report
-    lines = [f"# Fashion-MNIST dataset analysis — {r['dataset_version']}", "",
-             f"{r['counts']['train']:,} train and {r['counts']['test']:,} test images; dataset hash `{r['dataset_hash']}`.",
-             "", "## Class balance", "", "| class | train | test |", "|---|---:|---:|"]
+    lines = [
+        f"# Fashion-MNIST dataset analysis — {r['dataset_version']}",
+        "",
+        f"{r['counts']['train']:,} train and {r['counts']['test']:,} test images; dataset hash `{r['dataset_hash']}`.",
+        "",
+        "## Class balance",
+        "",
+        "| class | train | test |",
+        "|---|---:|---:|",
+    ]
     for c, name in enumerate(CLASS_NAMES):
-        lines.append(f"| {name} | {r['class_balance']['train']['counts'][c]:,} | {r['class_balance']['test']['counts'][c]:,} |")
-    lines += ["", f"Imbalance ratio (largest / smallest class): train {r['class_balance']['train']['imbalance_ratio']}, "
-              f"test {r['class_balance']['test']['imbalance_ratio']}.", "", "![class balance](figures/class_balance.png)",
-              "", "## Pixel intensity (0-255)", "", "| split | mean | std | median | zero pixels | 255 pixels |",
-              "|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {name} | {r['class_balance']['train']['counts'][c]:,} | {r['class_balance']['test']['counts'][c]:,} |"
+        )
+    lines += [
+        "",
+        f"Imbalance ratio (largest / smallest class): train {r['class_balance']['train']['imbalance_ratio']}, "
+        f"test {r['class_balance']['test']['imbalance_ratio']}.",
+        "",
+        "![class balance](figures/class_balance.png)",
+        "",
+        "## Pixel intensity (0-255)",
+        "",
+        "| split | mean | std | median | zero pixels | 255 pixels |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for split in SPLITS:
         p = r["pixel_statistics"][split]
-        lines.append(f"| {split} | {p['mean']:.2f} | {p['std']:.2f} | {p['median']} | {100 * p['zero_fraction']:.1f}% "
-                     f"| {100 * p['saturated_fraction']:.2f}% |")
-    lines += ["", "![pixel histogram](figures/pixel_histogram.png)", "", "## Class mean images", "",
-              "Closest class means (most easily confused on average): "
-              + "; ".join(f"{' / '.join(p['classes'])} ({p['distance']})" for p in r["closest_class_means"]) + ".",
-              "", "![mean images](figures/mean_images.png)", "", "## Outliers", "", f"Method: {r['outliers']['method']}.",
-              "", f"**{r['outliers']['count']:,} outliers of {r['outliers']['total']:,} images "
-              f"({r['outliers']['percent']:.2f}%).** {r['outliers']['comparison']}.", "",
-              "| rule | share flagged |", "|---|---:|", f"| Q3 + {FENCE_IQR:g} IQR (this report) | {r['outliers']['percent']:.2f}% |"]
+        lines.append(
+            f"| {split} | {p['mean']:.2f} | {p['std']:.2f} | {p['median']} | {100 * p['zero_fraction']:.1f}% "
+            f"| {100 * p['saturated_fraction']:.2f}% |"
+        )
+    lines += [
+        "",
+        "![pixel histogram](figures/pixel_histogram.png)",
+        "",
+        "## Class mean images",
+        "",
+        "Closest class means (most easily confused on average): "
+        + "; ".join(f"{' / '.join(p['classes'])} ({p['distance']})" for p in r["closest_class_means"])
+        + ".",
+        "",
+        "![mean images](figures/mean_images.png)",
+        "",
+        "## Outliers",
+        "",
+        f"Method: {r['outliers']['method']}.",
+        "",
+        f"**{r['outliers']['count']:,} outliers of {r['outliers']['total']:,} images "
+        f"({r['outliers']['percent']:.2f}%).** {r['outliers']['comparison']}.",
+        "",
+        "| rule | share flagged |",
+        "|---|---:|",
+        f"| Q3 + {FENCE_IQR:g} IQR (this report) | {r['outliers']['percent']:.2f}% |",
+    ]
     lines += [f"| {rule} | {pct:.2f}% |" for rule, pct in r["outliers"]["sensitivity_percent"].items()]
     lines += ["", "Per class: " + ", ".join(f"{k} {v}" for k, v in r["outliers"]["per_class"].items()) + "."]
     if "figures/outliers.png" in r["figures"]:
         lines += ["", "![outliers](figures/outliers.png)"]
     d = r["duplicates"]
-    lines += ["", "## Exact duplicates", "", f"Method: {d['method']}.", "",
-              f"- within train: {d['within_train']['groups']} groups, {d['within_train']['redundant_copies']} redundant copies",
-              f"- within test: {d['within_test']['groups']} groups, {d['within_test']['redundant_copies']} redundant copies",
-              f"- across splits: {d['across_splits']['groups']} groups; {d['across_splits']['test_images_also_in_train']} "
-              "test images also appear in train",
-              f"- groups whose copies carry different labels: {d['label_conflicts']}"]
+    lines += [
+        "",
+        "## Exact duplicates",
+        "",
+        f"Method: {d['method']}.",
+        "",
+        f"- within train: {d['within_train']['groups']} groups, "
+        f"{d['within_train']['redundant_copies']} redundant copies",
+        f"- within test: {d['within_test']['groups']} groups, {d['within_test']['redundant_copies']} redundant copies",
+        f"- across splits: {d['across_splits']['groups']} groups; {d['across_splits']['test_images_also_in_train']} "
+        "test images also appear in train",
+        f"- groups whose copies carry different labels: {d['label_conflicts']}",
+    ]
     if d["examples"]:
-        lines += ["", "Examples: " + "; ".join(f"{', '.join(e['images'])} (labels {e['labels']})" for e in d["examples"][:10])]
+        lines += [
+            "",
+            "Examples: " + "; ".join(f"{', '.join(e['images'])} (labels {e['labels']})" for e in d["examples"][:10]),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -306,12 +393,15 @@ def run(args, settings) -> int:
     for name, png in figures.items():
         storage.write_bytes(storage.join(base, "figures", name), png, content_type="image/png")
     storage.write_text(storage.join(base, "report.md"), render_markdown(report), content_type="text/markdown")
-    storage.write_text(storage.join(base, "report.json"), json.dumps(report, indent=2) + "\n",
-                       content_type="application/json")
+    storage.write_text(
+        storage.join(base, "report.json"), json.dumps(report, indent=2) + "\n", content_type="application/json"
+    )
     o, d = report["outliers"], report["duplicates"]
-    print(f"analysis of {dataset.version} written to {base} (report.json, report.md, {len(figures)} figures) "
-          f"in {report['seconds']} s: {o['count']} outliers ({o['percent']:.2f}%, seed project {SEED_OUTLIER_PERCENT}%); "
-          f"exact duplicates: {d['within_train']['redundant_copies']} within train, "
-          f"{d['within_test']['redundant_copies']} within test, {d['across_splits']['test_images_also_in_train']} "
-          f"test images also in train")
+    print(
+        f"analysis of {dataset.version} written to {base} (report.json, report.md, {len(figures)} figures) "
+        f"in {report['seconds']} s: {o['count']} outliers ({o['percent']:.2f}%, seed project {SEED_OUTLIER_PERCENT}%); "
+        f"exact duplicates: {d['within_train']['redundant_copies']} within train, "
+        f"{d['within_test']['redundant_copies']} within test, {d['across_splits']['test_images_also_in_train']} "
+        f"test images also in train"
+    )
     return 0

@@ -5,6 +5,7 @@ saw; a changed or half-copied file must fail here, not show up as a puzzling acc
 Layout (contracts.layout): <datasets bucket>/fashion-mnist/versions/<version>/{four .gz, manifest.json, ...}
 and <datasets bucket>/fashion-mnist/LATEST.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,9 +21,11 @@ from trainer import storage
 from trainer.data import idx
 from trainer.errors import DatasetError
 
+
 @dataclass
 class Dataset:
     """One dataset version in memory: uint8 images [N, 28, 28] and uint8 labels [N] per split."""
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
@@ -66,9 +69,11 @@ def read_manifest(settings, version: str) -> dict[str, Any]:
     try:
         return json.loads(storage.read_text(uri))
     except storage.NotFound:
-        raise DatasetError(f"{uri}: dataset version {version} does not exist or is incomplete (no manifest); "
-                           "run `python -m trainer ingest`, or pick a version listed under "
-                           f"{storage.join(dataset_root(settings), 'versions')}") from None
+        raise DatasetError(
+            f"{uri}: dataset version {version} does not exist or is incomplete (no manifest); "
+            "run `python -m trainer ingest`, or pick a version listed under "
+            f"{storage.join(dataset_root(settings), 'versions')}"
+        ) from None
     except storage.StorageError as exc:
         raise DatasetError(f"cannot read {uri}: {exc}") from None
     except ValueError as exc:
@@ -86,19 +91,30 @@ def load_dataset(settings, version: str | None = None) -> Dataset:
             entry = manifest["files"][role]
             uri = storage.join(base, entry["name"])
         except (KeyError, TypeError):
-            raise DatasetError(f"{storage.join(base, MANIFEST_FILE)}: no entry for the {role} file; the manifest is not "
-                               "one ingest wrote. Delete the version directory and re-run `python -m trainer ingest`"
-                               ) from None
+            raise DatasetError(
+                f"{storage.join(base, MANIFEST_FILE)}: no entry for the {role} file; the manifest is not "
+                "one ingest wrote. Delete the version directory and re-run `python -m trainer ingest`"
+            ) from None
         try:
             data = storage.read_bytes(uri)
         except storage.StorageError as exc:
-            raise DatasetError(f"dataset version {version} is damaged: {exc}; re-run `python -m trainer ingest`") from None
+            raise DatasetError(
+                f"dataset version {version} is damaged: {exc}; re-run `python -m trainer ingest`"
+            ) from None
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise DatasetError(f"{uri}: sha256 differs from {MANIFEST_FILE}; the stored file was changed or damaged. "
-                               f"Delete {base} and re-run `python -m trainer ingest`")
+            raise DatasetError(
+                f"{uri}: sha256 differs from {MANIFEST_FILE}; the stored file was changed or damaged. "
+                f"Delete {base} and re-run `python -m trainer ingest`"
+            )
         try:
             arrays[role] = idx.parse_idx(idx.gunzip(data, uri), uri, 3 if role.endswith("images") else 1)
         except idx.IdxError as exc:
             raise DatasetError(str(exc)) from None
-    return Dataset(x_train=arrays["train_images"], y_train=arrays["train_labels"],
-                   x_test=arrays["test_images"], y_test=arrays["test_labels"], version=version, manifest=manifest)
+    return Dataset(
+        x_train=arrays["train_images"],
+        y_train=arrays["train_labels"],
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"],
+        version=version,
+        manifest=manifest,
+    )

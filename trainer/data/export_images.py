@@ -5,10 +5,12 @@ file. The `ml_use` label pins each image to training/validation/test exactly as 
 (trainer.data.splits), so AutoML is measured on the same test set as every custom model.
 Deterministic (same version -> byte-identical files) and idempotent (an existing export is not redone).
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -19,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer import storage
 from contracts.dataset import CLASS_NAMES
+from trainer import storage
 from trainer.data.splits import validation_mask
 
 ML_USE_LABEL = "aiplatform.googleapis.com/ml_use"
@@ -34,6 +36,7 @@ class ExportMismatch(RuntimeError):
 def encode_png(image: np.ndarray) -> bytes:
     """Lossless 8-bit grayscale PNG; Pillow writes no timestamp, so equal pixels give equal bytes."""
     from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(image, mode="L").save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
@@ -41,6 +44,7 @@ def encode_png(image: np.ndarray) -> bytes:
 
 def decode_png(data: bytes) -> np.ndarray:
     from PIL import Image
+
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("L"))
 
@@ -60,18 +64,23 @@ def images_prefix(settings, version: str) -> str:
 def _encode_chunk(staging: str, final_prefix: str, rows: list, images: np.ndarray, labels: np.ndarray):
     """Encode, verify and write one chunk of images; returns its import-file lines and PNG hashes, in order."""
     lines, hashes = [], []
-    for (ml_use, split, index), image, label in zip(rows, images, labels):
+    for (ml_use, split, index), image, label in zip(rows, images, labels, strict=True):
         png = encode_png(image)
         if not np.array_equal(decode_png(png), image):
             raise ExportMismatch(f"{split} image {index}: PNG does not decode to the original pixels")
         rel = f"{ml_use}/{split}-{index:05d}.png"
         Path(staging, rel).write_bytes(png)
         hashes.append(hashlib.sha256(png).digest())
-        lines.append(json.dumps({
-            "imageGcsUri": storage.join(final_prefix, rel),
-            "classificationAnnotation": {"displayName": CLASS_NAMES[int(label)]},
-            "dataItemResourceLabels": {ML_USE_LABEL: ml_use},
-        }, sort_keys=True))
+        lines.append(
+            json.dumps(
+                {
+                    "imageGcsUri": storage.join(final_prefix, rel),
+                    "classificationAnnotation": {"displayName": CLASS_NAMES[int(label)]},
+                    "dataItemResourceLabels": {ML_USE_LABEL: ml_use},
+                },
+                sort_keys=True,
+            )
+        )
     return lines, hashes
 
 
@@ -91,14 +100,21 @@ def build_export(dataset, settings, staging: Path, workers: int | None = None) -
     else:
         bounds = np.linspace(0, len(rows), workers * 4 + 1).astype(int)
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_encode_chunk, str(staging), final_prefix, rows[a:b], images[a:b], labels[a:b])
-                       for a, b in zip(bounds[:-1], bounds[1:])]
+            futures = [
+                pool.submit(_encode_chunk, str(staging), final_prefix, rows[a:b], images[a:b], labels[a:b])
+                for a, b in itertools.pairwise(bounds)
+            ]
             results = [f.result() for f in futures]
     lines = [line for chunk_lines, _ in results for line in chunk_lines]
     digest = hashlib.sha256(b"".join(h for _, chunk_hashes in results for h in chunk_hashes))
     counts = {use: sum(1 for r in rows if r[0] == use) for use in ("training", "validation", "test")}
-    summary = {"dataset_version": dataset.version, "counts": counts, "png_sha256": digest.hexdigest(),
-               "validation_fraction": settings.training.validation_fraction, "seed": settings.training.seed}
+    summary = {
+        "dataset_version": dataset.version,
+        "counts": counts,
+        "png_sha256": digest.hexdigest(),
+        "validation_fraction": settings.training.validation_fraction,
+        "seed": settings.training.seed,
+    }
     (staging / "export.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     (staging / IMPORT_FILE).write_text("\n".join(lines) + "\n")
     return summary
@@ -113,13 +129,19 @@ def _commit_local(staging: Path, final: Path) -> None:
 
 def _commit_gcs(staging: Path, final_prefix: str) -> None:
     from google.cloud.storage import transfer_manager
+
     bucket_name, prefix = storage.split_gcs(final_prefix)
     files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file() and p.name != IMPORT_FILE)
     bucket = storage.gcs_client().bucket(bucket_name)
     results = transfer_manager.upload_many_from_filenames(
-        bucket, files, source_directory=str(staging), blob_name_prefix=prefix.rstrip("/") + "/",
-        max_workers=8, worker_type=transfer_manager.THREAD)
-    failed = [name for name, result in zip(files, results) if isinstance(result, Exception)]
+        bucket,
+        files,
+        source_directory=str(staging),
+        blob_name_prefix=prefix.rstrip("/") + "/",
+        max_workers=8,
+        worker_type=transfer_manager.THREAD,
+    )
+    failed = [name for name, result in zip(files, results, strict=True) if isinstance(result, Exception)]
     if failed:
         raise storage.StorageError(f"{final_prefix}: {len(failed)} uploads failed (first: {failed[0]}); run again")
     storage.upload_file(staging / IMPORT_FILE, storage.join(final_prefix, IMPORT_FILE))
@@ -151,8 +173,10 @@ def export_images(settings, version: str | None = None, *, log=print) -> tuple[s
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     total = sum(summary["counts"].values())
-    log(f"exported {total} PNGs of dataset {dataset.version} in {time.perf_counter() - start:.1f} s: "
-        f"{summary['counts']} -> {import_uri}")
+    log(
+        f"exported {total} PNGs of dataset {dataset.version} in {time.perf_counter() - start:.1f} s: "
+        f"{summary['counts']} -> {import_uri}"
+    )
     return import_uri, summary, True
 
 

@@ -4,6 +4,7 @@ The feature function, its columns and the baseline binning are contracts (contra
 contracts.feature_schema): the service computes the same features live for drift, and infra/ declares the
 BigQuery table behind the Vertex AI Feature Online Store from the same columns.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,16 +23,22 @@ _ARROW_TYPES = {"STRING": "string", "INT64": "int64", "FLOAT64": "float64"}
 def arrow_schema(dataset_version: str):
     """The Parquet schema, derived from feature_schema.COLUMNS (float64 so BigQuery loads FLOAT64 as declared)."""
     import pyarrow as pa
-    fields = [pa.field(c.name, getattr(pa, _ARROW_TYPES[c.bigquery_type])(), nullable=c.mode != "REQUIRED")
-              for c in COLUMNS]
+
+    fields = [
+        pa.field(c.name, getattr(pa, _ARROW_TYPES[c.bigquery_type])(), nullable=c.mode != "REQUIRED") for c in COLUMNS
+    ]
     return pa.schema(fields, metadata={"feature_function": FEATURE_FUNCTION_ID, "dataset_version": dataset_version})
 
 
 def feature_table(dataset):
     """One row per image of both splits, columns as feature_schema.COLUMNS."""
     import pyarrow as pa
+
     columns: dict[str, list] = {c.name: [] for c in COLUMNS}
-    for split, images, labels in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
+    for split, images, labels in (
+        ("train", dataset.x_train, dataset.y_train),
+        ("test", dataset.x_test, dataset.y_test),
+    ):
         n = len(labels)
         columns["image_id"].append(np.char.add(f"{split}-", np.char.zfill(np.arange(n).astype(str), 5)))
         columns["split"].append(np.full(n, split))
@@ -60,6 +67,8 @@ def run(args, settings) -> int:
     pq.write_table(table, buffer, compression="zstd")
     uri = storage.join(version_uri(settings, dataset.version), FEATURES_FILE)
     storage.write_bytes(uri, buffer.getvalue(), content_type="application/vnd.apache.parquet")
-    print(f"wrote {table.num_rows:,} rows x {table.num_columns} columns ({len(FEATURE_NAMES)} features, "
-          f"{FEATURE_FUNCTION_ID}) to {uri} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"wrote {table.num_rows:,} rows x {table.num_columns} columns ({len(FEATURE_NAMES)} features, "
+        f"{FEATURE_FUNCTION_ID}) to {uri} in {time.perf_counter() - start:.1f} s"
+    )
     return 0

@@ -3,6 +3,7 @@
 Why its own module: ingest validates raw input with it and `trainer.data.dataset` re-parses stored versions with it, so
 the format rules live in one place. Everything works on bytes, so local files and gs:// objects are treated alike.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,6 +30,7 @@ class PublishedChecksums:
     checked (`raw_data`). Both are needed: Debian's `dataset-fashion-mnist` recompresses the files, so its .gz
     bytes differ from the download while the decompressed content is identical.
     """
+
     gz_md5: str
     content_md5: str
 
@@ -49,13 +51,16 @@ class IdxError(ValueError):
         super().__init__(f"{file}: {problem}. Fix: {fix}")
 
 
-_REDOWNLOAD = ("re-download it (or reinstall the Debian package dataset-fashion-mnist), "
-               "or point --source at a directory holding the four intact files")
+_REDOWNLOAD = (
+    "re-download it (or reinstall the Debian package dataset-fashion-mnist), "
+    "or point --source at a directory holding the four intact files"
+)
 
 
 @dataclass
 class IdxFile:
     """One validated file: its array and the hashes ingest records."""
+
     role: str
     name: str
     array: np.ndarray
@@ -72,6 +77,7 @@ class IdxFile:
 @dataclass
 class IdxSet:
     """The four validated files, plus warnings that do not stop ingest (e.g. not the published files)."""
+
     files: dict[str, IdxFile]
     warnings: list[str] = field(default_factory=list)
 
@@ -92,15 +98,20 @@ class IdxSet:
         return {split: int(len(self.files[f"{split}_labels"].array)) for split in ("train", "test")}
 
     def class_distribution(self) -> dict[str, list[int]]:
-        return {split: np.bincount(self.files[f"{split}_labels"].array, minlength=NUM_CLASSES).tolist()
-                for split in ("train", "test")}
+        return {
+            split: np.bincount(self.files[f"{split}_labels"].array, minlength=NUM_CLASSES).tolist()
+            for split in ("train", "test")
+        }
 
 
 def gunzip(data: bytes, name: str) -> bytes:
     """Decompress every gzip member and check CRC and length; truncation or corruption raises IdxError."""
     if data[:2] != b"\x1f\x8b":
-        raise IdxError(name, f"not a gzip file (starts with {data[:2]!r}, expected b'\\x1f\\x8b')",
-                       "supply the gzipped IDX file (gzip it if you have the raw IDX), or " + _REDOWNLOAD)
+        raise IdxError(
+            name,
+            f"not a gzip file (starts with {data[:2]!r}, expected b'\\x1f\\x8b')",
+            "supply the gzipped IDX file (gzip it if you have the raw IDX), or " + _REDOWNLOAD,
+        )
     parts = []
     rest = data
     while rest:
@@ -110,8 +121,9 @@ def gunzip(data: bytes, name: str) -> bytes:
         except zlib.error as exc:
             raise IdxError(name, f"corrupt gzip data ({exc})", _REDOWNLOAD) from None
         if not decomp.eof:
-            raise IdxError(name, f"truncated gzip file: the compressed stream ends early ({len(data):,} bytes)",
-                           _REDOWNLOAD)
+            raise IdxError(
+                name, f"truncated gzip file: the compressed stream ends early ({len(data):,} bytes)", _REDOWNLOAD
+            )
         rest = decomp.unused_data
         if rest and rest[:2] != b"\x1f\x8b":
             raise IdxError(name, f"{len(rest):,} bytes of trailing garbage after the gzip stream", _REDOWNLOAD)
@@ -124,15 +136,24 @@ def parse_idx(raw: bytes, name: str, ndim: int) -> np.ndarray:
         raise IdxError(name, f"only {len(raw)} bytes after decompression, too short for an IDX header", _REDOWNLOAD)
     zero, dtype_code, got_ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0:
-        raise IdxError(name, f"wrong IDX magic number 0x{raw[:4].hex()} (expected 0x000008{ndim:02x})",
-                       "this is not an IDX file; " + _REDOWNLOAD)
+        raise IdxError(
+            name,
+            f"wrong IDX magic number 0x{raw[:4].hex()} (expected 0x000008{ndim:02x})",
+            "this is not an IDX file; " + _REDOWNLOAD,
+        )
     if dtype_code != UINT8_DTYPE_CODE:
-        raise IdxError(name, f"IDX dtype code 0x{dtype_code:02x} is not unsigned byte (0x08)",
-                       "store pixels and labels as uint8 IDX, as the official files do")
+        raise IdxError(
+            name,
+            f"IDX dtype code 0x{dtype_code:02x} is not unsigned byte (0x08)",
+            "store pixels and labels as uint8 IDX, as the official files do",
+        )
     if got_ndim != ndim:
         what = "images ([N, 28, 28])" if ndim == 3 else "labels ([N])"
-        raise IdxError(name, f"has {got_ndim} dimensions, expected {ndim} for {what}",
-                       "check that images and labels files are not swapped or renamed")
+        raise IdxError(
+            name,
+            f"has {got_ndim} dimensions, expected {ndim} for {what}",
+            "check that images and labels files are not swapped or renamed",
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise IdxError(name, "IDX header is truncated", _REDOWNLOAD)
@@ -140,11 +161,15 @@ def parse_idx(raw: bytes, name: str, ndim: int) -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.int64))
     payload = len(raw) - header
     if payload != expected:
-        raise IdxError(name, f"header declares shape {list(dims)} = {expected:,} bytes but the file holds {payload:,}",
-                       _REDOWNLOAD)
+        raise IdxError(
+            name, f"header declares shape {list(dims)} = {expected:,} bytes but the file holds {payload:,}", _REDOWNLOAD
+        )
     if ndim == 3 and tuple(dims[1:]) != IMAGE_SHAPE:
-        raise IdxError(name, f"images are {dims[1]}x{dims[2]}, expected 28x28",
-                       "Fashion-MNIST images are 28x28 grayscale; resize your images to 28x28 before ingest")
+        raise IdxError(
+            name,
+            f"images are {dims[1]}x{dims[2]}, expected 28x28",
+            "Fashion-MNIST images are 28x28 grayscale; resize your images to 28x28 before ingest",
+        )
     if dims[0] == 0:
         raise IdxError(name, "holds zero items", "supply a file with at least one item")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
@@ -159,11 +184,20 @@ def read_idx_file(role: str, data: bytes, name: str | None = None) -> IdxFile:
         top = int(array.max())
         if top >= NUM_CLASSES:
             bad = int(np.count_nonzero(array >= NUM_CLASSES))
-            raise IdxError(name, f"{bad:,} labels are outside 0-9 (largest {top})",
-                           "labels must be class indices 0-9 (T-shirt/top ... Ankle boot); fix or drop those items")
-    return IdxFile(role=role, name=name, array=array, sha256=hashlib.sha256(data).hexdigest(),
-                   gz_md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
-                   content_md5=hashlib.md5(raw, usedforsecurity=False).hexdigest(), size=len(data))
+            raise IdxError(
+                name,
+                f"{bad:,} labels are outside 0-9 (largest {top})",
+                "labels must be class indices 0-9 (T-shirt/top ... Ankle boot); fix or drop those items",
+            )
+    return IdxFile(
+        role=role,
+        name=name,
+        array=array,
+        sha256=hashlib.sha256(data).hexdigest(),
+        gz_md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        content_md5=hashlib.md5(raw, usedforsecurity=False).hexdigest(),
+        size=len(data),
+    )
 
 
 def validate_set(blobs: dict[str, bytes], names: dict[str, str] | None = None) -> IdxSet:
@@ -179,14 +213,19 @@ def validate_set(blobs: dict[str, bytes], names: dict[str, str] | None = None) -
     for split in ("train", "test"):
         images, labels = files[f"{split}_images"], files[f"{split}_labels"]
         if len(images.array) != len(labels.array):
-            raise IdxError(f"{images.name} + {labels.name}",
-                           f"{len(images.array):,} images but {len(labels.array):,} labels in the {split} split",
-                           "supply an images file and a labels file of the same split and size")
+            raise IdxError(
+                f"{images.name} + {labels.name}",
+                f"{len(images.array):,} images but {len(labels.array):,} labels in the {split} split",
+                "supply an images file and a labels file of the same split and size",
+            )
     result = IdxSet(files=files)
     unofficial = [f.name for f in files.values() if not f.official]
     if unofficial:
-        result.warnings.append("not the published Fashion-MNIST files (checksums differ): " + ", ".join(unofficial)
-                               + "; ingesting them as custom data")
+        result.warnings.append(
+            "not the published Fashion-MNIST files (checksums differ): "
+            + ", ".join(unofficial)
+            + "; ingesting them as custom data"
+        )
     counts = result.counts()
     if counts != OFFICIAL_COUNTS:
         result.warnings.append(f"counts {counts} differ from the official {OFFICIAL_COUNTS}")

@@ -4,6 +4,7 @@ Why content-addressed and manifest-last: the version id is derived from the file
 same data is recognisably a no-op, and a version counts as complete only once its manifest exists. All
 validation happens in memory before the first write, so bad input writes nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,15 +14,15 @@ import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from trainer import storage
-from trainer.data import idx
-from trainer.errors import CommandError
 from contracts.dataset import CLASS_NAMES, DATASET_NAME
 from contracts.layout import LATEST_FILE, MANIFEST_FILE
+from trainer import storage
+from trainer.data import idx
 from trainer.data.dataset import dataset_root, version_uri
+from trainer.errors import CommandError
 
 DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1 << 20
@@ -33,7 +34,7 @@ class Source:
     location: str
 
     @classmethod
-    def parse(cls, location: str) -> "Source":
+    def parse(cls, location: str) -> Source:
         if storage.is_gcs(location):
             return cls("gcs", location.rstrip("/"))
         if location.startswith(("http://", "https://")):
@@ -42,11 +43,17 @@ class Source:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--source", metavar="DIR|gs://URI|URL",
-                        help="where the four .gz files are; default: config data.source, then the Debian package "
-                             "directory, then the canonical download (checksum-verified, cached)")
-    parser.add_argument("--require-official", action="store_true",
-                        help="fail instead of warning when the files are not the published Fashion-MNIST files")
+    parser.add_argument(
+        "--source",
+        metavar="DIR|gs://URI|URL",
+        help="where the four .gz files are; default: config data.source, then the Debian package "
+        "directory, then the canonical download (checksum-verified, cached)",
+    )
+    parser.add_argument(
+        "--require-official",
+        action="store_true",
+        help="fail instead of warning when the files are not the published Fashion-MNIST files",
+    )
 
 
 def choose_source(settings, requested: str | None) -> Source:
@@ -58,23 +65,29 @@ def choose_source(settings, requested: str | None) -> Source:
     debian = Path(settings.data.debian_dir)
     if all((debian / name).is_file() for name in idx.FILE_NAMES.values()):
         return Source("directory", str(debian))
-    print(f"{debian} does not hold the four files (Debian package dataset-fashion-mnist not installed); "
-          f"downloading from {settings.data.download_url}")
+    print(
+        f"{debian} does not hold the four files (Debian package dataset-fashion-mnist not installed); "
+        f"downloading from {settings.data.download_url}"
+    )
     return Source("url", Source.parse(settings.data.download_url).location)
 
 
 # ---- fetching ---------------------------------------------------------------------------------------------------
 
+
 def _missing(name: str, where: str) -> idx.IdxError:
-    return idx.IdxError(name, "file is missing",
-                        f"{where} must hold all four files: " + ", ".join(idx.FILE_NAMES.values()))
+    return idx.IdxError(
+        name, "file is missing", f"{where} must hold all four files: " + ", ".join(idx.FILE_NAMES.values())
+    )
 
 
 def _read_directory(directory: str) -> tuple[dict[str, bytes], dict[str, str]]:
     root = Path(directory)
     if not root.is_dir():
-        raise CommandError(f"{directory}: source directory does not exist. Fix: pass --source with a directory, "
-                           "gs:// URI or URL that holds the four Fashion-MNIST .gz files")
+        raise CommandError(
+            f"{directory}: source directory does not exist. Fix: pass --source with a directory, "
+            "gs:// URI or URL that holds the four Fashion-MNIST .gz files"
+        )
     blobs, names = {}, {}
     for role, name in idx.FILE_NAMES.items():
         path = root / name
@@ -92,10 +105,13 @@ def _read_gcs(prefix: str) -> tuple[dict[str, bytes], dict[str, str]]:
     try:
         present = set(storage.list_uris(prefix))
     except storage.StorageError as exc:
-        raise CommandError(f"cannot read the source bucket {prefix}: {exc}. Fix: check the bucket name and that "
-                           "these credentials may read it (roles/storage.objectViewer)") from None
+        raise CommandError(
+            f"cannot read the source bucket {prefix}: {exc}. Fix: check the bucket name and that "
+            "these credentials may read it (roles/storage.objectViewer)"
+        ) from None
     blobs, names = {}, {}
     from tqdm import tqdm
+
     with tqdm(total=len(idx.ROLES), unit="file", desc=f"read {prefix}", disable=None) as bar:
         for role, name in idx.FILE_NAMES.items():
             uri = storage.join(prefix, name)
@@ -113,6 +129,7 @@ def _read_gcs(prefix: str) -> tuple[dict[str, bytes], dict[str, str]]:
 def _download(url: str, dest: Path) -> None:
     """Stream one URL to dest with a progress bar; the file appears only when complete."""
     from tqdm import tqdm
+
     tmp = dest.with_name(dest.name + ".part")
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, tmp.open("wb") as out:
@@ -125,9 +142,11 @@ def _download(url: str, dest: Path) -> None:
     except (urllib.error.URLError, OSError) as exc:
         tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc
-        raise CommandError(f"cannot download {url}: {reason}. Fix: check the network, or install the Debian package "
-                           "(sudo apt-get install dataset-fashion-mnist), or pass --source DIR holding the four "
-                           "files") from None
+        raise CommandError(
+            f"cannot download {url}: {reason}. Fix: check the network, or install the Debian package "
+            "(sudo apt-get install dataset-fashion-mnist), or pass --source DIR holding the four "
+            "files"
+        ) from None
 
 
 def _read_url(base_url: str, settings) -> tuple[dict[str, bytes], dict[str, str]]:
@@ -146,9 +165,11 @@ def _read_url(base_url: str, settings) -> tuple[dict[str, bytes], dict[str, str]
         data = path.read_bytes()
         if canonical and _md5(data) != published:
             path.unlink(missing_ok=True)
-            raise CommandError(f"{url}: downloaded file's MD5 {_md5(data)} differs from the published {published}; "
-                               "the download is corrupt or the server changed. Fix: run ingest again; if it "
-                               "persists, install the Debian package dataset-fashion-mnist")
+            raise CommandError(
+                f"{url}: downloaded file's MD5 {_md5(data)} differs from the published {published}; "
+                "the download is corrupt or the server changed. Fix: run ingest again; if it "
+                "persists, install the Debian package dataset-fashion-mnist"
+            )
         blobs[role] = data
     print(f"downloaded files cached in {cache}")
     return blobs, names
@@ -169,14 +190,15 @@ def fetch(source: Source, settings) -> tuple[dict[str, bytes], dict[str, str]]:
 
 # ---- storing ----------------------------------------------------------------------------------------------------
 
+
 def build_manifest(files: idx.IdxSet, source: Source) -> dict:
     return {
         "dataset": DATASET_NAME,
         "version": files.version,
         "hash": files.dataset_hash,
         "hash_method": "sha256 over the four files' sha256 hex digests: train images, train labels, test images, "
-                       "test labels",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "test labels",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": {"kind": source.kind, "location": source.location},
         "official": files.official,
         "warnings": files.warnings,
@@ -185,9 +207,17 @@ def build_manifest(files: idx.IdxSet, source: Source) -> dict:
         "counts": files.counts(),
         "class_names": list(CLASS_NAMES),
         "class_distribution": files.class_distribution(),
-        "files": {role: {"name": f.name.rsplit("/", 1)[-1], "sha256": f.sha256, "bytes": f.size, "md5": f.gz_md5,
-                         "content_md5": f.content_md5, "shape": list(f.array.shape)}
-                  for role, f in files.files.items()},
+        "files": {
+            role: {
+                "name": f.name.rsplit("/", 1)[-1],
+                "sha256": f.sha256,
+                "bytes": f.size,
+                "md5": f.gz_md5,
+                "content_md5": f.content_md5,
+                "shape": list(f.array.shape),
+            }
+            for role, f in files.files.items()
+        },
     }
 
 
@@ -214,17 +244,25 @@ def _existing_manifest(base: str) -> dict | None:
 def _write_version(settings, files: idx.IdxSet, blobs: dict[str, bytes], source: Source) -> None:
     """Files first, manifest last; on failure remove what was written so no partial version remains."""
     from tqdm import tqdm
+
     base = version_uri(settings, files.version)
     try:
-        with tqdm(total=sum(len(b) for b in blobs.values()), unit="B", unit_scale=True,
-                  desc=f"store {files.version}", disable=None) as bar:
+        with tqdm(
+            total=sum(len(b) for b in blobs.values()),
+            unit="B",
+            unit_scale=True,
+            desc=f"store {files.version}",
+            disable=None,
+        ) as bar:
             for role in idx.ROLES:
-                storage.write_bytes(storage.join(base, idx.FILE_NAMES[role]), blobs[role],
-                                    content_type="application/gzip")
+                storage.write_bytes(
+                    storage.join(base, idx.FILE_NAMES[role]), blobs[role], content_type="application/gzip"
+                )
                 bar.update(len(blobs[role]))
         manifest = build_manifest(files, source)
-        storage.write_text(storage.join(base, MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n",
-                           content_type="application/json")
+        storage.write_text(
+            storage.join(base, MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n", content_type="application/json"
+        )
     except storage.StorageError as exc:
         storage.delete_tree(base)
         raise CommandError(f"cannot write dataset version {files.version} to {base}: {exc}") from None
@@ -252,15 +290,19 @@ def ingest(settings, source: Source, *, require_official: bool = False) -> str:
     for warning in files.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if require_official and not files.official:
-        raise CommandError("the files are not the published Fashion-MNIST files and --require-official was given "
-                           "(nothing was written). Fix: ingest the official files, or drop --require-official")
+        raise CommandError(
+            "the files are not the published Fashion-MNIST files and --require-official was given "
+            "(nothing was written). Fix: ingest the official files, or drop --require-official"
+        )
     _write_version(settings, files, blobs, source)
     previous = _point_latest(settings, files.version)
     counts = files.counts()
-    print(f"stored dataset version {files.version} at {version_uri(settings, files.version)} "
-          f"({counts['train']:,} train / {counts['test']:,} test images, "
-          f"{'official Fashion-MNIST' if files.official else 'custom data'}); LATEST -> {files.version}"
-          + (f" (was {previous})" if previous and previous != files.version else ""))
+    print(
+        f"stored dataset version {files.version} at {version_uri(settings, files.version)} "
+        f"({counts['train']:,} train / {counts['test']:,} test images, "
+        f"{'official Fashion-MNIST' if files.official else 'custom data'}); LATEST -> {files.version}"
+        + (f" (was {previous})" if previous and previous != files.version else "")
+    )
     return files.version
 
 

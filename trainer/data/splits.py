@@ -3,6 +3,7 @@
 Why its own module: AutoML must validate and test on exactly the images the custom trainer does, or the registry
 would compare models measured on different data. The test set is never part of model selection.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ Why verify before registering: the service runs ONNX Runtime, not Keras. If the 
 Keras model on any test image, the metrics in the registry would describe a model nobody serves; such an export
 is refused (argmax must agree on 100% of the test set, probabilities within registry.max_probability_diff).
 """
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,13 @@ class Verification:
         return self.argmax_agreement == 1.0 and self.max_probability_diff <= self.limit
 
     def to_dict(self) -> dict:
-        return {"images": self.images, "argmax_agreement": self.argmax_agreement,
-                "max_probability_diff": self.max_probability_diff, "limit": self.limit, "passed": self.passed}
+        return {
+            "images": self.images,
+            "argmax_agreement": self.argmax_agreement,
+            "max_probability_diff": self.max_probability_diff,
+            "limit": self.limit,
+            "passed": self.passed,
+        }
 
 
 def export_onnx(model, path: Path) -> Path:
@@ -64,8 +70,12 @@ def onnx_probabilities(path: Path, images: np.ndarray, batch_size: int = 1000) -
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = np.asarray(images, dtype=np.float32)
-    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch_size]})[0]
-                           for i in range(0, len(images), batch_size)])
+    return np.concatenate(
+        [
+            session.run([OUTPUT_NAME], {INPUT_NAME: images[i : i + batch_size]})[0]
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 def verify(keras_probabilities: np.ndarray, serving_probabilities: np.ndarray, limit: float) -> Verification:
@@ -74,8 +84,15 @@ def verify(keras_probabilities: np.ndarray, serving_probabilities: np.ndarray, l
     return Verification(len(keras_probabilities), agreement, diff, limit)
 
 
-def build_metadata(*, model_version: str, created_at: str, training: dict, metrics: dict, feature_baseline: dict,
-                   source: str = "custom") -> dict:
+def build_metadata(
+    *,
+    model_version: str,
+    created_at: str,
+    training: dict,
+    metrics: dict,
+    feature_baseline: dict,
+    source: str = "custom",
+) -> dict:
     """metadata.json exactly as docs/CONTRACTS.md ("Model version directory") lists it."""
     return {
         "model_version": model_version,
@@ -121,29 +138,52 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, Path(tmp) / ONNX_FILE)
-        check = verify(keras_probabilities, onnx_probabilities(onnx_path, data.x_test),
-                       settings.registry.max_probability_diff)
+        check = verify(
+            keras_probabilities, onnx_probabilities(onnx_path, data.x_test), settings.registry.max_probability_diff
+        )
         if not check.passed:
             raise CommandError(
                 f"refusing to register: the ONNX export disagrees with the Keras model on the test set "
                 f"(argmax agreement {check.argmax_agreement:.4%}, need 100%; max probability difference "
                 f"{check.max_probability_diff:.2e}, limit {check.limit:.0e}). Nothing was registered; "
-                f"check the model for layers ONNX converts inexactly")
+                f"check the model for layers ONNX converts inexactly"
+            )
         storage.upload_file(onnx_path, storage.join(model_dir, ONNX_FILE))
 
     storage.write_bytes(storage.join(model_dir, SAMPLES_FILE), sample_images(data.x_test, data.y_test))
     version = registry.new_version_id()
-    metadata = build_metadata(model_version=version, created_at=utc_now(), training=training,
-                              metrics=evaluation.metrics,
-                              feature_baseline=training_feature_baseline(model, data.x_train))
+    metadata = build_metadata(
+        model_version=version,
+        created_at=utc_now(),
+        training=training,
+        metrics=evaluation.metrics,
+        feature_baseline=training_feature_baseline(model, data.x_train),
+    )
     write_json(model_dir, METADATA_FILE, metadata, indent=2)
-    summary = {"model_version": version, "metrics": evaluation.metrics, "verification": check.to_dict(),
-               "model_dir": model_dir, "registered": False, "evaluation": ModelFiles.EVALUATION}
+    summary = {
+        "model_version": version,
+        "metrics": evaluation.metrics,
+        "verification": check.to_dict(),
+        "model_dir": model_dir,
+        "registered": False,
+        "evaluation": ModelFiles.EVALUATION,
+    }
     if register:
         registry.register_version(
-            settings, model_dir, evaluation.metrics, "custom", dataset_version=data.version, model_version=version,
-            extra={"run_id": training["run_id"], "dataset_hash": data.hash, "verification": check.to_dict(),
-                   "code_version": metadata["code_version"], "hyperparameters": training["config"]})
+            settings,
+            model_dir,
+            evaluation.metrics,
+            "custom",
+            dataset_version=data.version,
+            model_version=version,
+            extra={
+                "run_id": training["run_id"],
+                "dataset_hash": data.hash,
+                "verification": check.to_dict(),
+                "code_version": metadata["code_version"],
+                "hyperparameters": training["config"],
+            },
+        )
         summary["registered"] = True
     return summary
 
@@ -166,13 +206,19 @@ def run(args, settings) -> int:
         print(f"{args.model_dir} is already registered as {summary['model_version']}; nothing to do")
         return 0
     check, metrics = summary["verification"], summary["metrics"]
-    print(f"ONNX verified on {check['images']:,} test images: argmax agreement {check['argmax_agreement']:.2%}, "
-          f"max probability difference {check['max_probability_diff']:.1e}")
-    print(f"accuracy {metrics['accuracy']:.4f}, macro precision {metrics['macro_precision']:.4f}, "
-          f"macro recall {metrics['macro_recall']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+    print(
+        f"ONNX verified on {check['images']:,} test images: argmax agreement {check['argmax_agreement']:.2%}, "
+        f"max probability difference {check['max_probability_diff']:.1e}"
+    )
+    print(
+        f"accuracy {metrics['accuracy']:.4f}, macro precision {metrics['macro_precision']:.4f}, "
+        f"macro recall {metrics['macro_recall']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
+    )
     if summary["registered"]:
-        print(f"registered {summary['model_version']} as candidate; promote it with "
-              f"`python -m trainer registry promote {summary['model_version']}`")
+        print(
+            f"registered {summary['model_version']} as candidate; promote it with "
+            f"`python -m trainer registry promote {summary['model_version']}`"
+        )
     else:
         print(f"wrote {ONNX_FILE} and {METADATA_FILE} to {args.model_dir} (not registered)")
     return 0

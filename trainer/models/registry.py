@@ -6,31 +6,40 @@ champion it now sees) and writes only if nobody wrote in between (flock + rename
 preconditions on GCS); otherwise it starts again. Version directories are immutable once registered.
 Layout and record fields: docs/CONTRACTS.md ("Model registry").
 """
+
 from __future__ import annotations
 
 import json
 import random
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import TypeVar
 
 from contracts.layout import CANDIDATE, CHAMPION, REGISTRY_INDEX, REGISTRY_VERSIONS, ModelFiles, version_dir
 from trainer import storage
 from trainer.clock import utc_now
 from trainer.errors import GateRefused, RegistryError
 
-__all__ = ["CANDIDATE", "CHAMPION", "REGISTRY_VERSIONS", "GateRefused", "ModelRegistry", "RegistryError",
-           "register_version"]
+__all__ = [
+    "CANDIDATE",
+    "CHAMPION",
+    "REGISTRY_VERSIONS",
+    "GateRefused",
+    "ModelRegistry",
+    "RegistryError",
+    "register_version",
+]
 SOURCES = ("custom", "automl")
 T = TypeVar("T")
 
 
 def new_version_id() -> str:
     """Sortable by time, unique without coordination: v20261126-104114-3f9a."""
-    return f"v{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"v{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 def empty_index() -> dict:
@@ -39,13 +48,13 @@ def empty_index() -> dict:
 
 @dataclass
 class ModelRegistry:
-    root: str                       # the models bucket (local dir or gs://)
+    root: str  # the models bucket (local dir or gs://)
     accuracy_floor: float = 0.85
     regression_tolerance: float = 0.005
     max_attempts: int = 10
 
     @classmethod
-    def from_settings(cls, settings) -> "ModelRegistry":
+    def from_settings(cls, settings) -> ModelRegistry:
         return cls(settings.models_bucket, settings.registry.accuracy_floor, settings.registry.regression_tolerance)
 
     @property
@@ -61,7 +70,7 @@ class ModelRegistry:
         data = storage.read_versioned(self.index_uri).data
         return _parse_index(data, self.index_uri) if data else empty_index()
 
-    def resolve(self, ref: str, index: Optional[dict] = None) -> str:
+    def resolve(self, ref: str, index: dict | None = None) -> str:
         """A version id or an alias -> the version id."""
         index = index or self.read_index()
         if ref in index["versions"]:
@@ -69,8 +78,10 @@ class ModelRegistry:
         if ref in index["aliases"]:
             return index["aliases"][ref]
         aliases = ", ".join(sorted(index["aliases"])) or "none yet"
-        raise RegistryError(f"'{ref}' is neither a registered version nor an alias (aliases: {aliases}); "
-                            "see `python -m trainer registry list`")
+        raise RegistryError(
+            f"'{ref}' is neither a registered version nor an alias (aliases: {aliases}); "
+            "see `python -m trainer registry list`"
+        )
 
     # ---- changing, by compare-and-swap ---------------------------------------------------------------------------
 
@@ -81,24 +92,40 @@ class ModelRegistry:
             index = _parse_index(current.data, self.index_uri) if current.data else empty_index()
             result = change(index)
             try:
-                storage.write_if_unchanged(self.index_uri, json.dumps(index, indent=2, sort_keys=True).encode(),
-                                           current.token, content_type="application/json")
+                storage.write_if_unchanged(
+                    self.index_uri,
+                    json.dumps(index, indent=2, sort_keys=True).encode(),
+                    current.token,
+                    content_type="application/json",
+                )
                 return result
             except storage.PreconditionFailed:
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
-        raise RegistryError(f"{self.index_uri} changed {self.max_attempts} times while this change was applied; "
-                            "nothing was written by this command: run it again")
+        raise RegistryError(
+            f"{self.index_uri} changed {self.max_attempts} times while this change was applied; "
+            "nothing was written by this command: run it again"
+        )
 
-    def register(self, source_files: str | dict, metrics: dict, source: str, *, dataset_version: Optional[str],
-                 version: Optional[str] = None, extra: Optional[dict] = None, alias: Optional[str] = CANDIDATE) -> str:
+    def register(
+        self,
+        source_files: str | dict,
+        metrics: dict,
+        source: str,
+        *,
+        dataset_version: str | None,
+        version: str | None = None,
+        extra: dict | None = None,
+        alias: str | None = CANDIDATE,
+    ) -> str:
         """Copy the files in (a directory, or {name: local path or bytes}), then add the record and the alias."""
         if source not in SOURCES:
             raise RegistryError(f"source must be one of {', '.join(SOURCES)}, got '{source}'")
         version = version or new_version_id()
         destination = self.version_uri(version)
         if storage.list_uris(destination):
-            raise RegistryError(f"{destination} already holds files: registered versions are immutable; "
-                                "register under a new version id")
+            raise RegistryError(
+                f"{destination} already holds files: registered versions are immutable; register under a new version id"
+            )
         if isinstance(source_files, dict):
             for name, content in source_files.items():
                 if isinstance(content, bytes):
@@ -107,8 +134,14 @@ class ModelRegistry:
                     storage.upload_file(Path(content), storage.join(destination, name))
         else:
             storage.copy_tree(source_files, destination)
-        record = {"path": version_dir(version), "metrics": dict(metrics), "source": source,
-                  "dataset_version": dataset_version, "created_at": utc_now(), **(extra or {})}
+        record = {
+            "path": version_dir(version),
+            "metrics": dict(metrics),
+            "source": source,
+            "dataset_version": dataset_version,
+            "created_at": utc_now(),
+            **(extra or {}),
+        }
 
         def add(index: dict) -> None:
             if version in index["versions"]:
@@ -117,6 +150,7 @@ class ModelRegistry:
             if alias:
                 index["aliases"][alias] = version
             _event(index, "register", version, alias=alias, source=source)
+
         self._update(add)
         return version
 
@@ -126,8 +160,10 @@ class ModelRegistry:
         if accuracy is None:
             raise GateRefused(f"version {version} has no accuracy metric; the quality gate cannot pass it")
         if accuracy < self.accuracy_floor:
-            raise GateRefused(f"promotion of {version} refused: test accuracy {accuracy:.4f} is below the floor "
-                              f"{self.accuracy_floor:.4f} (registry.accuracy_floor)")
+            raise GateRefused(
+                f"promotion of {version} refused: test accuracy {accuracy:.4f} is below the floor "
+                f"{self.accuracy_floor:.4f} (registry.accuracy_floor)"
+            )
         champion = index["aliases"].get(CHAMPION)
         if champion and champion != version:
             best = index["versions"][champion]["metrics"]["accuracy"]
@@ -135,10 +171,12 @@ class ModelRegistry:
                 raise GateRefused(
                     f"promotion of {version} refused: test accuracy {accuracy:.4f} is {best - accuracy:.4f} below "
                     f"champion {champion} ({best:.4f}), more than the tolerance {self.regression_tolerance:.4f} "
-                    "(registry.regression_tolerance)")
+                    "(registry.regression_tolerance)"
+                )
 
-    def promote(self, ref: str = CANDIDATE) -> tuple[str, Optional[str]]:
+    def promote(self, ref: str = CANDIDATE) -> tuple[str, str | None]:
         """Make `ref` the champion if it passes the gate; returns (new champion, previous champion)."""
+
         def change(index: dict):
             version = self.resolve(ref, index)
             previous = index["aliases"].get(CHAMPION)
@@ -149,10 +187,12 @@ class ModelRegistry:
             index["history"].setdefault(CHAMPION, []).append(version)
             _event(index, "promote", version, previous=previous)
             return version, previous
+
         return self._update(change)
 
-    def rollback(self, to: Optional[str] = None) -> tuple[str, str]:
+    def rollback(self, to: str | None = None) -> tuple[str, str]:
         """Move champion back to the previous champion (or to `to`, an earlier champion); returns (new, old)."""
+
         def change(index: dict):
             history = index["history"].get(CHAMPION, [])
             current = index["aliases"].get(CHAMPION)
@@ -162,15 +202,18 @@ class ModelRegistry:
             if to is not None:
                 target = self.resolve(to, index)
                 if target not in earlier:
-                    raise RegistryError(f"{target} was never champion before {current}; earlier champions: "
-                                        f"{', '.join(earlier) or 'none'}")
-                earlier = earlier[:len(earlier) - earlier[::-1].index(target)]
+                    raise RegistryError(
+                        f"{target} was never champion before {current}; earlier champions: "
+                        f"{', '.join(earlier) or 'none'}"
+                    )
+                earlier = earlier[: len(earlier) - earlier[::-1].index(target)]
             if not earlier:
                 raise RegistryError(f"{current} is the first champion: there is nothing to roll back to")
             index["aliases"][CHAMPION] = earlier[-1]
             index["history"][CHAMPION] = earlier
             _event(index, "rollback", earlier[-1], previous=current)
             return earlier[-1], current
+
         return self._update(change)
 
 
@@ -190,27 +233,44 @@ def _event(index: dict, action: str, version: str, **details) -> None:
 
 # ---- API for the trainers (custom export and AutoML) -----------------------------------------------------------
 
-def register_version(settings, model_dir_or_files: str | dict, metrics: dict, source: str, *,
-                     dataset_version: Optional[str], model_version: Optional[str] = None,
-                     extra: Optional[dict] = None) -> str:
+
+def register_version(
+    settings,
+    model_dir_or_files: str | dict,
+    metrics: dict,
+    source: str,
+    *,
+    dataset_version: str | None,
+    model_version: str | None = None,
+    extra: dict | None = None,
+) -> str:
     """Register a model version directory (or files) as the new candidate; returns the version id."""
-    return ModelRegistry.from_settings(settings).register(model_dir_or_files, metrics, source,
-                                                           dataset_version=dataset_version, version=model_version,
-                                                           extra=extra)
+    return ModelRegistry.from_settings(settings).register(
+        model_dir_or_files, metrics, source, dataset_version=dataset_version, version=model_version, extra=extra
+    )
 
 
-def register_external_version(settings, *, source: str, metrics: dict, dataset_version: Optional[str],
-                              extra: Optional[dict] = None) -> str:
+def register_external_version(
+    settings, *, source: str, metrics: dict, dataset_version: str | None, extra: dict | None = None
+) -> str:
     """Register a model that lives elsewhere (an AutoML model in Vertex AI): its directory holds metadata only."""
     version = new_version_id()
-    metadata = {"model_version": version, "created_at": utc_now(), "source": source, "metrics": metrics,
-                "dataset": {"version": dataset_version}, **(extra or {})}
+    metadata = {
+        "model_version": version,
+        "created_at": utc_now(),
+        "source": source,
+        "metrics": metrics,
+        "dataset": {"version": dataset_version},
+        **(extra or {}),
+    }
     files = {ModelFiles.METADATA: json.dumps(metadata, indent=2, sort_keys=True).encode()}
-    return register_version(settings, files, metrics, source, dataset_version=dataset_version,
-                            model_version=version, extra=extra)
+    return register_version(
+        settings, files, metrics, source, dataset_version=dataset_version, model_version=version, extra=extra
+    )
 
 
 # ---- command line -----------------------------------------------------------------------------------------------
+
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -232,11 +292,13 @@ def format_table(index: dict) -> str:
     for version, record in sorted(index["versions"].items()):
         metrics = record.get("metrics", {})
         accuracy, precision = metrics.get("accuracy"), metrics.get("macro_precision")
-        lines.append(f"{version:<24}{record.get('source', '?'):<8}"
-                     f"{accuracy if accuracy is None else format(accuracy, '.4f'):>9}"
-                     f"{precision if precision is None else format(precision, '.4f'):>9}  "
-                     f"{str(record.get('dataset_version')):<16}{record.get('created_at', ''):<22}"
-                     f"{','.join(sorted(aliases.get(version, [])))}")
+        lines.append(
+            f"{version:<24}{record.get('source', '?'):<8}"
+            f"{accuracy if accuracy is None else format(accuracy, '.4f'):>9}"
+            f"{precision if precision is None else format(precision, '.4f'):>9}  "
+            f"{str(record.get('dataset_version')):<16}{record.get('created_at', ''):<22}"
+            f"{','.join(sorted(aliases.get(version, [])))}"
+        )
     return "\n".join(lines)
 
 
@@ -253,8 +315,11 @@ def run(args, settings) -> int:
     elif args.action == "show":
         index = registry.read_index()
         version = registry.resolve(args.ref, index)
-        out = {"version": version, "record": index["versions"][version],
-               "aliases": sorted(a for a, v in index["aliases"].items() if v == version)}
+        out = {
+            "version": version,
+            "record": index["versions"][version],
+            "aliases": sorted(a for a, v in index["aliases"].items() if v == version),
+        }
         try:
             metadata = json.loads(storage.read_text(storage.join(registry.version_uri(version), ModelFiles.METADATA)))
             metadata.pop("feature_baseline", None)

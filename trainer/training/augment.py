@@ -4,6 +4,7 @@ Why not Keras's RandomTranslation/RandomFlip: on JAX they make Keras drop `jit_c
 finished in 5 minutes on an H200 (measured before this project started). The layer here is the identity at inference,
 and it is only ever placed in the training wrapper (`training_model`), never in the saved or exported model.
 """
+
 from __future__ import annotations
 
 import keras

@@ -5,6 +5,7 @@ Why our own callback instead of keras.callbacks.BackupAndRestore: the checkpoint
 checkpoint that half-loads. Layout: `epoch-NNNN.weights.h5` files, then `state.json` naming the newest one; the
 state file is written last, so whatever it names is complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import keras
 
@@ -24,18 +24,19 @@ STATE_FILE = "state.json"
 @dataclass
 class CheckpointState:
     """What state.json holds: enough to continue the same run where it stopped."""
+
     run_id: str
     training_key: str
-    epoch: int = 0                      # epochs completed
-    weights: Optional[str] = None       # file name of the newest weights, relative to the checkpoint dir
+    epoch: int = 0  # epochs completed
+    weights: str | None = None  # file name of the newest weights, relative to the checkpoint dir
     completed: bool = False
-    history: list = field(default_factory=list)   # one dict of metrics per completed epoch
+    history: list = field(default_factory=list)  # one dict of metrics per completed epoch
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-def read_state(checkpoint_dir: str) -> Optional[CheckpointState]:
+def read_state(checkpoint_dir: str) -> CheckpointState | None:
     try:
         data = json.loads(storage.read_text(storage.join(checkpoint_dir, STATE_FILE)))
     except storage.NotFound:
@@ -100,4 +101,3 @@ def mark_completed(checkpoint_dir: str, state: CheckpointState) -> None:
 def _remove(uri: str) -> None:
     """Drop a superseded weights file (locally and on GCS)."""
     storage.delete(uri)
-

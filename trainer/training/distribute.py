@@ -4,13 +4,14 @@ Why isolated: the model and the training step are backend-neutral Keras; only da
 machines (a Vertex AI custom job with several replicas) needs tf.distribute, and importing TensorFlow must not
 happen at all when KERAS_BACKEND=jax.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from trainer.errors import CommandError
 
@@ -18,6 +19,7 @@ from trainer.errors import CommandError
 @dataclass(frozen=True)
 class ClusterRole:
     """This process's place in the cluster. Only the chief writes the model, checkpoints and run records."""
+
     task_type: str = "chief"
     task_index: int = 0
     num_workers: int = 1
@@ -27,7 +29,7 @@ class ClusterRole:
         return self.task_type == "chief"
 
 
-def role_from_tf_config(raw: Optional[str]) -> ClusterRole:
+def role_from_tf_config(raw: str | None) -> ClusterRole:
     """Parse TF_CONFIG. 'master' (older AI Platform) counts as chief; without either, worker 0 is the chief."""
     if not raw:
         return ClusterRole()
@@ -47,7 +49,7 @@ def role_from_tf_config(raw: Optional[str]) -> ClusterRole:
 @dataclass
 class Distribution:
     role: ClusterRole
-    strategy: Any = None   # a tf.distribute strategy, or None for one process
+    strategy: Any = None  # a tf.distribute strategy, or None for one process
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else nullcontext()
@@ -61,6 +63,7 @@ class Distribution:
         if self.strategy is None:
             return
         from trainer.training.keras_patches import build_from_local_batch
+
         build_from_local_batch(model, example_batch)
 
 
@@ -74,11 +77,16 @@ def from_environment(environ=None) -> Distribution:
     if role.num_workers <= 1:
         return Distribution(role)
     import keras
+
     if keras.backend.backend() != "tensorflow":
-        raise CommandError(f"TF_CONFIG asks for {role.num_workers} workers, which needs KERAS_BACKEND=tensorflow "
-                           f"(now {keras.backend.backend()}); unset TF_CONFIG to train in one process")
+        raise CommandError(
+            f"TF_CONFIG asks for {role.num_workers} workers, which needs KERAS_BACKEND=tensorflow "
+            f"(now {keras.backend.backend()}); unset TF_CONFIG to train in one process"
+        )
     import tensorflow as tf
+
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     from trainer.training.keras_patches import patch_multi_worker_metric_reduction
+
     patch_multi_worker_metric_reduction()
     return Distribution(role, strategy)

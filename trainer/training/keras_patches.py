@@ -5,6 +5,7 @@ between releases; pyproject.toml pins Keras to PATCHED_FOR exactly, and a differ
 name of this file instead of failing somewhere inside a multi-worker job. Imported only when TF_CONFIG names
 several workers: single-process training uses no private API.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,6 +43,7 @@ def patch_multi_worker_metric_reduction() -> None:
     axis=None instead; everything else keeps Keras's own reduction."""
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer
+
     original = tf_trainer.reduce_per_replica
     if getattr(original, "_fmnist_patched", False):
         return
@@ -55,6 +57,7 @@ def patch_multi_worker_metric_reduction() -> None:
                 return value
             rank = strategy.experimental_local_results(value)[0].shape.rank
             return strategy.reduce("MEAN", value, axis=None if rank == 0 else 0)
+
         return tree.map_structure(mean, values)
 
     reduce_per_replica._fmnist_patched = True

@@ -3,6 +3,7 @@
 Why backend-neutral: the same builder trains under TensorFlow on CPU (the trainer image) and under JAX on a GPU.
 Why scaling inside the model: serving sends raw 0-255 pixels, so training and serving cannot disagree on it.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -20,10 +21,11 @@ PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
 @dataclass(frozen=True)
 class ModelSpec:
     """Architecture knobs; stored in metadata.json as hyperparameters."""
-    width: int = 32             # filters of the first block; each later block doubles them
-    blocks: int = 3             # conv blocks; all but the last end in 2x2 max pooling
+
+    width: int = 32  # filters of the first block; each later block doubles them
+    blocks: int = 3  # conv blocks; all but the last end in 2x2 max pooling
     convs_per_block: int = 2
-    dense_units: int = 0        # 0 = global max pooling straight into the classifier
+    dense_units: int = 0  # 0 = global max pooling straight into the classifier
     dropout: float = 0.2
 
     def to_dict(self) -> dict:
@@ -43,7 +45,7 @@ def build_model(spec: ModelSpec = ModelSpec()) -> keras.Model:
     x = layers.Rescaling(1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD)(x)
     for block in range(spec.blocks):
         for _ in range(spec.convs_per_block):
-            x = conv_bn_relu(x, spec.width * 2 ** block)
+            x = conv_bn_relu(x, spec.width * 2**block)
         if block < spec.blocks - 1:
             x = layers.MaxPooling2D(2)(x)
     if spec.dense_units:

@@ -3,10 +3,11 @@
 Why always: it is the local target's whole experiment history and works offline; on gcp the same numbers also go
 to Vertex AI Experiments (trainer.cloud.experiments).
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from trainer import storage
 from trainer.clock import utc_now
@@ -15,7 +16,7 @@ from trainer.clock import utc_now
 class RunRecord:
     """`<dev bucket>/runs/<run_id>/run.json`, rewritten (atomically) after every epoch."""
 
-    def __init__(self, uri: str, run_id: str, params: dict, *, resumed_history: Optional[list] = None):
+    def __init__(self, uri: str, run_id: str, params: dict, *, resumed_history: list | None = None):
         self.uri = uri
         previous = _read_json(uri) if resumed_history is not None else None
         self.data: dict[str, Any] = previous or {"run_id": run_id, "started_at": utc_now(), "params": params}
@@ -36,7 +37,7 @@ class RunRecord:
         storage.write_text(self.uri, json.dumps(self.data, indent=2, sort_keys=True), content_type="application/json")
 
 
-def _read_json(uri: str) -> Optional[dict]:
+def _read_json(uri: str) -> dict | None:
     try:
         return json.loads(storage.read_text(uri))
     except storage.NotFound:

@@ -4,6 +4,7 @@ Why this shape: `train()` takes arrays and a TrainConfig and is the same code fo
 the benchmarks (CPU/TensorFlow and GPU/JAX) and the tests. Everything around it (presets, flags, the Vertex AI
 AIP_* locations, TF_CONFIG) only decides its inputs and where its outputs go.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,8 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 import keras
 import numpy as np
@@ -35,6 +35,7 @@ from trainer.training.run_record import RunRecord
 @dataclass(frozen=True)
 class TrainConfig:
     """Every knob of one training run; stored as the model's hyperparameters."""
+
     model: ModelSpec
     epochs: int
     batch_size: int
@@ -46,14 +47,14 @@ class TrainConfig:
     warmup_fraction: float = 0.15
     validation_fraction: float = 0.1
     seed: int = 42
-    mixed_precision: bool = False   # mixed_bfloat16: a GPU or an AMX CPU computes convolutions in bf16
-    jit_compile: str = "auto"       # Keras's choice: XLA on JAX and on TensorFlow GPUs, not on TensorFlow CPUs
+    mixed_precision: bool = False  # mixed_bfloat16: a GPU or an AMX CPU computes convolutions in bf16
+    jit_compile: str = "auto"  # Keras's choice: XLA on JAX and on TensorFlow GPUs, not on TensorFlow CPUs
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         return cls(**{**data, "model": ModelSpec(**data["model"])})
 
 
@@ -63,24 +64,47 @@ class TrainConfig:
 # reached 93.9% but needed ~20 CPU-minutes; augmentation lost 0.3-0.5 points at this schedule length).
 # gpu: 95.3% within 60 s on one H200 (bf16, XLA), where augmentation does pay off.
 PRESETS = {
-    "smoke": TrainConfig(ModelSpec(width=8, blocks=2, convs_per_block=1, dense_units=32, dropout=0.1),
-                         epochs=2, batch_size=64, learning_rate=3e-3, augment=False),
-    "demo": TrainConfig(ModelSpec(width=32, blocks=2, convs_per_block=1, dense_units=128, dropout=0.3),
-                        epochs=4, batch_size=128, learning_rate=3e-3, augment=False),
-    "full": TrainConfig(ModelSpec(width=24, blocks=3, convs_per_block=2, dense_units=0, dropout=0.2),
-                        epochs=10, batch_size=128, learning_rate=3e-3, augment=False, mixed_precision=True),
-    "gpu": TrainConfig(ModelSpec(width=128, blocks=3, convs_per_block=2, dense_units=0, dropout=0.2),
-                       epochs=70, batch_size=512, learning_rate=2e-3, augment=True, mixed_precision=True),
+    "smoke": TrainConfig(
+        ModelSpec(width=8, blocks=2, convs_per_block=1, dense_units=32, dropout=0.1),
+        epochs=2,
+        batch_size=64,
+        learning_rate=3e-3,
+        augment=False,
+    ),
+    "demo": TrainConfig(
+        ModelSpec(width=32, blocks=2, convs_per_block=1, dense_units=128, dropout=0.3),
+        epochs=4,
+        batch_size=128,
+        learning_rate=3e-3,
+        augment=False,
+    ),
+    "full": TrainConfig(
+        ModelSpec(width=24, blocks=3, convs_per_block=2, dense_units=0, dropout=0.2),
+        epochs=10,
+        batch_size=128,
+        learning_rate=3e-3,
+        augment=False,
+        mixed_precision=True,
+    ),
+    "gpu": TrainConfig(
+        ModelSpec(width=128, blocks=3, convs_per_block=2, dense_units=0, dropout=0.2),
+        epochs=70,
+        batch_size=512,
+        learning_rate=2e-3,
+        augment=True,
+        mixed_precision=True,
+    ),
 }
 
 
 @dataclass
 class OutputPaths:
     """Where a run writes. Unset directories default under the dev bucket (`root`), per run or per training key."""
+
     root: str
-    model_dir: Optional[str] = None
-    checkpoint_dir: Optional[str] = None
-    tensorboard_dir: Optional[str] = None
+    model_dir: str | None = None
+    checkpoint_dir: str | None = None
+    tensorboard_dir: str | None = None
 
     def checkpoints(self, training_key: str) -> str:
         return self.checkpoint_dir or storage.join(self.root, "checkpoints", training_key)
@@ -98,7 +122,7 @@ class OutputPaths:
 @dataclass
 class TrainResult:
     run_id: str
-    model_dir: Optional[str]        # None on workers other than the chief: they write nothing
+    model_dir: str | None  # None on workers other than the chief: they write nothing
     test_metrics: dict
     history: list = field(default_factory=list)
     resumed_from_epoch: int = 0
@@ -108,13 +132,14 @@ class TrainResult:
 
 def training_key(config: TrainConfig, dataset_version: str, num_workers: int = 1) -> str:
     """Same config + same data = same key = same checkpoint directory: rerunning a command resumes it."""
-    payload = json.dumps({"config": config.to_dict(), "dataset": dataset_version, "workers": num_workers},
-                         sort_keys=True)
+    payload = json.dumps(
+        {"config": config.to_dict(), "dataset": dataset_version, "workers": num_workers}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def new_run_id(key: str) -> str:
-    return f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{key[:6]}"
+    return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{key[:6]}"
 
 
 def code_version() -> str:
@@ -122,8 +147,9 @@ def code_version() -> str:
     if os.environ.get("CODE_VERSION"):
         return os.environ["CODE_VERSION"]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -131,9 +157,11 @@ def code_version() -> str:
 
 # ---- the training run -------------------------------------------------------------------------------------------
 
+
 def split_train_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     """The shared stratified split (trainer.data.splits): AutoML validates on exactly these images too."""
     from trainer.data.splits import validation_mask
+
     mask = validation_mask(y, fraction, seed)
     return (x[~mask], y[~mask]), (x[mask], y[mask])
 
@@ -145,17 +173,23 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
     """Wrap with augmentation (if asked) and compile: AdamW, warm-up then cosine decay, label smoothing."""
     from trainer.training.augment import training_model
+
     trainable = training_model(model, config.max_shift, True, config.seed) if config.augment else model
     total = max(config.epochs * steps_per_epoch, 1)
     warmup = int(total * config.warmup_fraction)
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate / 10, decay_steps=max(total - warmup, 1), alpha=0.0,
-        warmup_target=config.learning_rate, warmup_steps=warmup)
+        initial_learning_rate=config.learning_rate / 10,
+        decay_steps=max(total - warmup, 1),
+        alpha=0.0,
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup,
+    )
     trainable.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=config.jit_compile if config.jit_compile == "auto" else config.jit_compile == "on")
+        jit_compile=config.jit_compile if config.jit_compile == "auto" else config.jit_compile == "on",
+    )
     return trainable
 
 
@@ -177,13 +211,15 @@ def float32_copy(model, spec: ModelSpec):
     return copy
 
 
-def resume_state(checkpoint_dir: str, key: str, run_id: Optional[str], fresh: bool):
+def resume_state(checkpoint_dir: str, key: str, run_id: str | None, fresh: bool):
     """(state, epochs already done): the unfinished run of this config and data, else a new run."""
     state = None if fresh else checkpoint.read_state(checkpoint_dir)
     if state is not None and state.training_key != key:
-        raise CommandError(f"{checkpoint_dir} holds a checkpoint of a different configuration or dataset "
-                           f"(key {state.training_key}, this run {key}); pass --fresh to start over there, "
-                           "or a different --checkpoint-dir")
+        raise CommandError(
+            f"{checkpoint_dir} holds a checkpoint of a different configuration or dataset "
+            f"(key {state.training_key}, this run {key}); pass --fresh to start over there, "
+            "or a different --checkpoint-dir"
+        )
     if state is None or state.completed:
         return checkpoint.CheckpointState(run_id=run_id or new_run_id(key), training_key=key), 0
     return state, state.epoch
@@ -194,16 +230,30 @@ def fit_arrays(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig):
     whole batches, because XLA compiles one program per batch shape (a short last batch = a second compilation)."""
     (x_fit, y_fit), (x_val, y_val) = split_train_validation(x_train, y_train, config.validation_fraction, config.seed)
     if keras.backend.backend() == "jax":
-        keep = np.random.default_rng(config.seed).permutation(len(x_fit))[:len(x_fit) // config.batch_size
-                                                                           * config.batch_size]
+        keep = np.random.default_rng(config.seed).permutation(len(x_fit))[
+            : len(x_fit) // config.batch_size * config.batch_size
+        ]
         x_fit, y_fit = x_fit[keep], y_fit[keep]
     return (x_fit.astype("float32"), one_hot(y_fit)), (x_val.astype("float32"), one_hot(y_val))
 
 
-def train(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, config: TrainConfig,
-          paths: OutputPaths, *, dataset: Optional[dict] = None, run_id: Optional[str] = None, fresh: bool = False,
-          distribution=None, vertex=None, verbose=None, callbacks=(), checkpoint_every_s: float = 30.0
-          ) -> TrainResult:
+def train(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    config: TrainConfig,
+    paths: OutputPaths,
+    *,
+    dataset: dict | None = None,
+    run_id: str | None = None,
+    fresh: bool = False,
+    distribution=None,
+    vertex=None,
+    verbose=None,
+    callbacks=(),
+    checkpoint_every_s: float = 30.0,
+) -> TrainResult:
     """Train (resuming from the newest checkpoint of the same config and data), save, and measure on the test set.
 
     The test set is only measured at the end, never used to choose anything. Checkpoints are written at most
@@ -228,28 +278,43 @@ def train(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: 
         distribution.prepare(trainable, (x_fit[:2], y_fit[:2]))
         if resumed_from:
             checkpoint.restore(trainable, checkpoint_dir, state)
-            print(f"resuming run {run_id} after epoch {resumed_from}/{config.epochs} from {checkpoint_dir}",
-                  flush=True)
+            print(f"resuming run {run_id} after epoch {resumed_from}/{config.epochs} from {checkpoint_dir}", flush=True)
 
-        params = {**config.to_dict(), "dataset_version": dataset["version"], "backend": keras.backend.backend(),
-                  "workers": distribution.role.num_workers}
+        params = {
+            **config.to_dict(),
+            "dataset_version": dataset["version"],
+            "backend": keras.backend.backend(),
+            "workers": distribution.role.num_workers,
+        }
         record, epoch_callbacks = None, []
         if chief:
-            record = RunRecord(paths.run_record(run_id), run_id, params,
-                               resumed_history=state.history if resumed_from else None)
+            record = RunRecord(
+                paths.run_record(run_id), run_id, params, resumed_history=state.history if resumed_from else None
+            )
             record.save()
             if vertex:
                 vertex.run_id = run_id
                 vertex.start(flatten(params), resume=bool(resumed_from))
-            epoch_callbacks = [checkpoint.EpochCheckpoint(checkpoint_dir, state, min_interval_s=checkpoint_every_s),
-                               EpochRecorder(record, vertex)]
+            epoch_callbacks = [
+                checkpoint.EpochCheckpoint(checkpoint_dir, state, min_interval_s=checkpoint_every_s),
+                EpochRecorder(record, vertex),
+            ]
             if keras.backend.backend() == "tensorflow":  # tf.summary; JAX runs write the run record only
                 epoch_callbacks.append(keras.callbacks.TensorBoard(paths.tensorboard(run_id), write_graph=False))
         if verbose is None:
             verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
-        trainable.fit(x_fit, y_fit, batch_size=config.batch_size, epochs=config.epochs, initial_epoch=resumed_from,
-                      validation_data=validation, validation_batch_size=1000, shuffle=True,
-                      callbacks=[*epoch_callbacks, *callbacks], verbose=verbose)
+        trainable.fit(
+            x_fit,
+            y_fit,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            initial_epoch=resumed_from,
+            validation_data=validation,
+            validation_batch_size=1000,
+            shuffle=True,
+            callbacks=[*epoch_callbacks, *callbacks],
+            verbose=verbose,
+        )
         optimizer_steps = int(keras.ops.convert_to_numpy(trainable.optimizer.iterations))
 
     final = float32_copy(model, config.model) if config.mixed_precision else model
@@ -258,17 +323,34 @@ def train(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: 
     model_dir = None
     if chief:
         model_dir = paths.model(run_id)
-        info = {"run_id": run_id, "config": config.to_dict(), "dataset": dataset, "history": state.history,
-                "test_metrics": test_metrics, "backend": keras.backend.backend(), "keras": keras.__version__,
-                "code_version": code_version(), "workers": distribution.role.num_workers,
-                "resumed_from_epoch": resumed_from, "optimizer_steps": optimizer_steps, "seconds": round(seconds, 1)}
+        info = {
+            "run_id": run_id,
+            "config": config.to_dict(),
+            "dataset": dataset,
+            "history": state.history,
+            "test_metrics": test_metrics,
+            "backend": keras.backend.backend(),
+            "keras": keras.__version__,
+            "code_version": code_version(),
+            "workers": distribution.role.num_workers,
+            "resumed_from_epoch": resumed_from,
+            "optimizer_steps": optimizer_steps,
+            "seconds": round(seconds, 1),
+        }
         model_files.save(final, model_dir, info)
         record.finish(test_metrics, model_dir=model_dir, seconds=round(seconds, 1))
         if vertex:
             vertex.finish(test_metrics)
         checkpoint.mark_completed(checkpoint_dir, state)
-    return TrainResult(run_id=run_id, model_dir=model_dir, test_metrics=test_metrics, history=list(state.history),
-                       resumed_from_epoch=resumed_from, seconds=seconds, model=final)
+    return TrainResult(
+        run_id=run_id,
+        model_dir=model_dir,
+        test_metrics=test_metrics,
+        history=list(state.history),
+        resumed_from_epoch=resumed_from,
+        seconds=seconds,
+        model=final,
+    )
 
 
 def flatten(params: dict, prefix: str = "") -> dict:
@@ -302,17 +384,24 @@ class EpochRecorder(keras.callbacks.Callback):
 
 # ---- command line -----------------------------------------------------------------------------------------------
 
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS),
-                        help="hyperparameter preset (default: config training.preset)")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help="hyperparameter preset (default: config training.preset)"
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--width", type=int, help="filters of the first conv block")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="random shifts and flips")
-    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
-                        help="mixed_bfloat16 compute (fast on GPUs and AMX CPUs)")
+    parser.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=None, help="random shifts and flips"
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mixed_bfloat16 compute (fast on GPUs and AMX CPUs)",
+    )
     parser.add_argument("--jit-compile", choices=["auto", "on", "off"])
     parser.add_argument("--seed", type=int)
     parser.add_argument("--dataset-version", help="dataset version (default: config, then LATEST)")
@@ -321,8 +410,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint-dir", help="default: $AIP_CHECKPOINT_DIR, else per config in the dev bucket")
     parser.add_argument("--tensorboard-dir", help="default: $AIP_TENSORBOARD_LOG_DIR, else in the dev bucket")
     parser.add_argument("--fresh", action="store_true", help="ignore an unfinished checkpoint and start over")
-    parser.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
-                        help="save a checkpoint at the end of an epoch at most this often (0: every epoch)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="save a checkpoint at the end of an epoch at most this often (0: every epoch)",
+    )
 
 
 def resolve_config(settings, args) -> TrainConfig:
@@ -355,31 +449,49 @@ def output_paths(settings, args, environ=None) -> OutputPaths:
         root=settings.dev_bucket,
         model_dir=args.model_dir or environ.get("AIP_MODEL_DIR") or None,
         checkpoint_dir=args.checkpoint_dir or environ.get("AIP_CHECKPOINT_DIR") or None,
-        tensorboard_dir=args.tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or None)
+        tensorboard_dir=args.tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or None,
+    )
 
 
 def run(args, settings) -> int:
-    from trainer.data.dataset import load_dataset
     from trainer.cloud.experiments import VertexExperiment
+    from trainer.data.dataset import load_dataset
 
     distribution = distribute.from_environment()
     config = resolve_config(settings, args)
     data = load_dataset(settings, args.dataset_version or settings.training.dataset_version)
     role = distribution.role
-    print(f"training {data.version} ({len(data.x_train):,} train / {len(data.x_test):,} test images), "
-          f"preset {args.preset or settings.training.preset}, {config.epochs} epochs, "
-          f"worker {role.task_type}:{role.task_index} of {role.num_workers}", flush=True)
+    print(
+        f"training {data.version} ({len(data.x_train):,} train / {len(data.x_test):,} test images), "
+        f"preset {args.preset or settings.training.preset}, {config.epochs} epochs, "
+        f"worker {role.task_type}:{role.task_index} of {role.num_workers}",
+        flush=True,
+    )
     vertex = VertexExperiment(settings, args.run_id or "") if settings.target == "gcp" else None
-    result = train(data.x_train, data.y_train, data.x_test, data.y_test, config, output_paths(settings, args),
-                   dataset={"version": data.version, "hash": data.hash}, run_id=args.run_id, fresh=args.fresh,
-                   distribution=distribution, vertex=vertex, checkpoint_every_s=args.checkpoint_every)
+    result = train(
+        data.x_train,
+        data.y_train,
+        data.x_test,
+        data.y_test,
+        config,
+        output_paths(settings, args),
+        dataset={"version": data.version, "hash": data.hash},
+        run_id=args.run_id,
+        fresh=args.fresh,
+        distribution=distribution,
+        vertex=vertex,
+        checkpoint_every_s=args.checkpoint_every,
+    )
     accuracy = result.test_metrics["test_accuracy"]
     if result.model_dir:
-        print(f"run {result.run_id}: test accuracy {accuracy:.4f} after {config.epochs} epochs in "
-              f"{result.seconds:.0f} s; model in {result.model_dir}\n"
-              f"next: python -m trainer evaluate --model-dir {result.model_dir} && "
-              f"python -m trainer export --model-dir {result.model_dir}")
+        print(
+            f"run {result.run_id}: test accuracy {accuracy:.4f} after {config.epochs} epochs in "
+            f"{result.seconds:.0f} s; model in {result.model_dir}\n"
+            f"next: python -m trainer evaluate --model-dir {result.model_dir} && "
+            f"python -m trainer export --model-dir {result.model_dir}"
+        )
     else:
-        print(f"worker {role.task_type}:{role.task_index} done (test accuracy {accuracy:.4f}); "
-              "the chief saved the model")
+        print(
+            f"worker {role.task_type}:{role.task_index} done (test accuracy {accuracy:.4f}); the chief saved the model"
+        )
     return 0
