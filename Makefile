@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps demo test serve venv-serve scan synth bench bench-train deploy destroy clean
+.PHONY: setup system-deps lint demo test serve venv-serve scan synth bench bench-train deploy destroy clean
 ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
@@ -42,6 +42,13 @@ node_modules/.installed: package.json package-lock.json
 
 demo: setup
 	$(PY) -m lifecycle $(DEMO_ARGS)
+
+# ruff (lint + format), mypy (strict on contracts/ and service/), import-linter: what .ci/run checks first.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

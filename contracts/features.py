@@ -36,9 +36,10 @@ def compute_image_features(images: npt.ArrayLike) -> dict[str, FloatArray]:
     mean = total / np.float32(PIXELS_PER_IMAGE * 255)
     std = flat.std(axis=1) / np.float32(255)
 
-    ink = x > 25
-    rows, cols = ink.any(axis=2), ink.any(axis=1)
-    has_ink = rows.any(axis=1)
+    ink: npt.NDArray[np.bool_] = np.greater(x, 25)
+    rows: npt.NDArray[np.bool_] = np.any(ink, axis=2)  # [N, 28]: rows holding ink
+    cols: npt.NDArray[np.bool_] = np.any(ink, axis=1)
+    has_ink = np.any(rows, axis=1)
     height = np.where(has_ink, 28 - rows[:, ::-1].argmax(axis=1) - rows.argmax(axis=1), 0).astype(np.float32)
     width = np.where(has_ink, 28 - cols[:, ::-1].argmax(axis=1) - cols.argmax(axis=1), 0).astype(np.float32)
     aspect = np.where(height > 0, width / np.maximum(height, 1), 0).astype(np.float32)
