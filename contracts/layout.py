@@ -30,6 +30,7 @@ class ModelFiles:
     KERAS = "model.keras"
     TRAINING = "training.json"  # written last by train: the directory is complete
     ONNX = "model.onnx"  # the serving artifact
+    ONNX_INT8 = "model.int8.onnx"  # its int8 quantization, present only when it agrees with the float model
     METADATA = "metadata.json"
     SAMPLES = "samples.npz"  # a few test images for the service's page
     EVALUATION = "evaluation.json"

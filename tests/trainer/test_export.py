@@ -18,6 +18,8 @@ CONTRACT_KEYS = {
     "class_names",
     "input",
     "serving_artifact",
+    "int8_artifact",
+    "quantization",
     "metrics",
     "dataset",
     "hyperparameters",
@@ -50,6 +52,11 @@ def test_export_writes_verified_onnx_and_contract_metadata_and_registers_a_candi
     for feature in baseline["features"].values():
         assert len(feature["edges"]) == 9 and sum(feature["proportions"]) == pytest.approx(1.0)
     assert len(baseline["classes"]["proportions"]) == 10
+    # the int8 file is there exactly when its gate passed, and the metadata says which
+    quantization = metadata["quantization"]
+    assert set(quantization) >= {"agreement", "float_accuracy", "int8_accuracy", "passed"}
+    assert (model_dir / "model.int8.onnx").is_file() == quantization["passed"]
+    assert metadata["int8_artifact"] == ("model.int8.onnx" if quantization["passed"] else None)
 
     registry = ModelRegistry.from_settings(cli_env.settings)
     index = registry.read_index()

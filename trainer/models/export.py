@@ -20,9 +20,9 @@ from contracts.layout import INPUT_NAME, OUTPUT_NAME, ModelFiles
 from trainer import storage
 from trainer.clock import utc_now
 from trainer.errors import CommandError
-from trainer.models import registry
+from trainer.models import quantize, registry
 from trainer.models.evaluate import evaluate_model_dir
-from trainer.models.model_dir import predict_probabilities, read_training_info, write_json
+from trainer.models.model_dir import onnx_probabilities, predict_probabilities, read_training_info, write_json
 
 ONNX_FILE, METADATA_FILE, SAMPLES_FILE = ModelFiles.ONNX, ModelFiles.METADATA, ModelFiles.SAMPLES
 
@@ -65,19 +65,6 @@ def export_onnx(model, path: Path) -> Path:
     return path
 
 
-def onnx_probabilities(path: Path, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    images = np.asarray(images, dtype=np.float32)
-    return np.concatenate(
-        [
-            session.run([OUTPUT_NAME], {INPUT_NAME: images[i : i + batch_size]})[0]
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-
-
 def verify(keras_probabilities: np.ndarray, serving_probabilities: np.ndarray, limit: float) -> Verification:
     agreement = float(np.mean(keras_probabilities.argmax(axis=1) == serving_probabilities.argmax(axis=1)))
     diff = float(np.max(np.abs(keras_probabilities - serving_probabilities)))
@@ -92,6 +79,7 @@ def build_metadata(
     metrics: dict,
     feature_baseline: dict,
     source: str = "custom",
+    quantization: dict | None = None,
 ) -> dict:
     """metadata.json exactly as docs/CONTRACTS.md ("Model version directory") lists it."""
     return {
@@ -102,6 +90,9 @@ def build_metadata(
         "class_names": list(CLASS_NAMES),
         "input": {"name": INPUT_NAME, "shape": [None, *IMAGE_SHAPE], "dtype": "float32", "range": [0, 255]},
         "serving_artifact": ONNX_FILE,
+        # the int8 quantization beside it, when it passed its gate (trainer/models/quantize.py); else None
+        "int8_artifact": ModelFiles.ONNX_INT8 if quantization and quantization["passed"] else None,
+        "quantization": quantization,
         "metrics": {k: metrics[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")},
         "dataset": {"version": training["dataset"]["version"], "hash": training["dataset"]["hash"]},
         "hyperparameters": training["config"],
@@ -138,9 +129,8 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, Path(tmp) / ONNX_FILE)
-        check = verify(
-            keras_probabilities, onnx_probabilities(onnx_path, data.x_test), settings.registry.max_probability_diff
-        )
+        serving_probabilities = onnx_probabilities(onnx_path, data.x_test)
+        check = verify(keras_probabilities, serving_probabilities, settings.registry.max_probability_diff)
         if not check.passed:
             raise CommandError(
                 f"refusing to register: the ONNX export disagrees with the Keras model on the test set "
@@ -149,6 +139,14 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
                 f"check the model for layers ONNX converts inexactly"
             )
         storage.upload_file(onnx_path, storage.join(model_dir, ONNX_FILE))
+        int8_path = Path(tmp) / ModelFiles.ONNX_INT8
+        int8 = quantize.quantize_and_check(
+            onnx_path, int8_path, data.x_train, data.x_test, data.y_test, serving_probabilities
+        )
+        if int8.passed:
+            storage.upload_file(int8_path, storage.join(model_dir, ModelFiles.ONNX_INT8))
+        else:  # never leave an earlier export's int8 file beside a float model it was not checked against
+            storage.delete(storage.join(model_dir, ModelFiles.ONNX_INT8))
 
     storage.write_bytes(storage.join(model_dir, SAMPLES_FILE), sample_images(data.x_test, data.y_test))
     version = registry.new_version_id()
@@ -158,12 +156,14 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
         training=training,
         metrics=evaluation.metrics,
         feature_baseline=training_feature_baseline(model, data.x_train),
+        quantization=int8.to_dict(),
     )
     write_json(model_dir, METADATA_FILE, metadata, indent=2)
     summary = {
         "model_version": version,
         "metrics": evaluation.metrics,
         "verification": check.to_dict(),
+        "quantization": int8.to_dict(),
         "model_dir": model_dir,
         "registered": False,
         "evaluation": ModelFiles.EVALUATION,

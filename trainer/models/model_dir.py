@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from contracts.layout import ModelFiles
+from contracts.layout import INPUT_NAME, OUTPUT_NAME, ModelFiles
 from trainer import storage
 from trainer.errors import ModelDirError
 
@@ -53,6 +53,25 @@ def load_keras_model(model_dir: str) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         local = storage.download_file(storage.join(model_dir, ModelFiles.KERAS), Path(tmp) / ModelFiles.KERAS)
         return keras.saving.load_model(local)
+
+
+def onnx_probabilities(
+    path: Path, images: np.ndarray, batch_size: int = 1000, *, threads: int | None = None
+) -> np.ndarray:
+    """Class probabilities from an ONNX file (threads=1: how each service worker runs it)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    images = np.asarray(images, dtype=np.float32)
+    return np.concatenate(
+        [
+            session.run([OUTPUT_NAME], {INPUT_NAME: images[i : i + batch_size]})[0]
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 def predict_probabilities(model: Any, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
