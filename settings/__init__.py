@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from contracts import layout
 from contracts.cloud import CloudNames
+from contracts.rollout import Thresholds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
@@ -92,6 +93,19 @@ class VertexSettings(_Section):
     max_replica_count: int = Field(2, ge=1)
 
 
+class RolloutSettings(_Section):
+    """When a challenger may replace the champion (contracts.rollout.verdict), and how long the canary is watched."""
+
+    min_requests: int = Field(500, ge=1, description="requests the challenger must serve before a verdict")
+    min_agreement: float = Field(0.98, gt=0, le=1, description="top-class agreement with the champion")
+    max_latency_ratio: float = Field(1.5, gt=0, description="challenger p99 latency / champion p99 latency")
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    window_minutes: int = Field(60, ge=1, description="Cloud Monitoring window the gcp rollout reads")
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.min_requests, self.min_agreement, self.max_latency_ratio, self.max_error_rate)
+
+
 class ServiceSettings(_Section):
     """Prediction service settings passed to the container as environment variables."""
 
@@ -158,6 +172,7 @@ class Settings(_Section):
     training: TrainingSettings = TrainingSettings()
     registry: RegistrySettings = RegistrySettings()
     vertex: VertexSettings = VertexSettings()
+    rollout: RolloutSettings = RolloutSettings()
     service: ServiceSettings = ServiceSettings()
     infra: InfraSettings = InfraSettings()
 

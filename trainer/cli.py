@@ -42,6 +42,7 @@ COMMANDS = {
         Command("submit", "cloud", "submit training as a Vertex AI custom job (gcp target)"),
         Command("deploy-model", "cloud", "upload a registry version to Vertex AI and deploy it to the endpoint"),
         Command("undeploy-all", "cloud", "undeploy every model from the endpoint (before cdktf destroy)"),
+        Command("rollout", "cloud", "end a canary on the endpoint: promote the challenger or take it off (gcp)"),
         Command("automl", "cloud", "train a Vertex AI AutoML image classifier and register it (gcp target)"),
     )
 }

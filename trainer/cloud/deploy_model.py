@@ -115,6 +115,12 @@ def add_arguments(parser) -> None:
         default=100,
         help="share of endpoint traffic for this version (the rest keeps its proportions)",
     )
+    parser.add_argument(
+        "--canary",
+        type=int,
+        metavar="PERCENT",
+        help="deploy beside the champion with this share of the traffic; end it with `python -m trainer rollout`",
+    )
     parser.add_argument("--machine-type", help="default vertex.serving_machine_type")
     parser.add_argument("--dry-run", action="store_true", help="print the requests, send nothing")
 
@@ -124,6 +130,16 @@ def run(args, settings) -> int:
     index = registry.read_index()
     version = registry.resolve(args.ref, index)
     aliases = [alias for alias, target in index["aliases"].items() if target == version]
+    traffic = args.traffic_percentage
+    if args.canary is not None:
+        if CHAMPION in aliases:
+            raise CommandError(
+                f"{version} is the champion: a canary deploys a challenger beside it (e.g. `deploy-model candidate "
+                f"--canary {args.canary}`)"
+            )
+        if not 0 < args.canary < 100:
+            raise CommandError(f"--canary must be 1-99 (the champion keeps the rest), got {args.canary}")
+        traffic = args.canary
     if args.dry_run:
         request = build_deploy(
             settings,
@@ -131,7 +147,7 @@ def run(args, settings) -> int:
             index["versions"][version],
             aliases,
             parent_exists=True,
-            traffic_percentage=args.traffic_percentage,
+            traffic_percentage=traffic,
             machine_type=args.machine_type,
         )
         print(json.dumps(request.__dict__, indent=2))
@@ -146,12 +162,14 @@ def run(args, settings) -> int:
         index["versions"][version],
         aliases,
         parent_exists=parent_exists(aiplatform, settings.names.parent_model_name),
-        traffic_percentage=args.traffic_percentage,
+        traffic_percentage=traffic,
         machine_type=args.machine_type,
     )
     model = send(request, aiplatform)
+    if args.canary is not None:
+        registry.record("canary-started", version, target="vertex", traffic_percentage=traffic)
     print(
         f"uploaded {version} as {model.resource_name}@{model.version_id} and deployed it to {request.endpoint} "
-        f"with {args.traffic_percentage}% of the traffic"
+        f"with {traffic}% of the traffic"
     )
     return 0

@@ -216,6 +216,10 @@ class ModelRegistry:
 
         return self._update(change)
 
+    def record(self, action: str, version: str, **details: object) -> None:
+        """Append an event (a canary started or ended, say) to index.json's log, by compare-and-swap."""
+        self._update(lambda index: _event(index, action, version, **details))
+
 
 def _parse_index(data: bytes, uri: str) -> dict:
     try:

@@ -1,0 +1,150 @@
+"""`python -m trainer rollout`: end a canary on the Vertex AI endpoint: promote the challenger, or take it off.
+
+`deploy-model --canary N` puts a challenger beside the champion with N % of the endpoint's traffic. This command
+reads each deployed model's requests, errors and p99 latency over the last `rollout.window_minutes` from Cloud
+Monitoring, judges them with contracts.rollout (thresholds from config `rollout.*`) and then acts: on "promote" the
+challenger passes the registry's quality gate, takes 100 % of the traffic and the old model is undeployed; on
+"rollback" the challenger is undeployed and the champion gets 100 % back; on "wait" nothing changes (`--watch`
+asks again every `--interval` seconds). Every decision is recorded in the registry's event log with its reasons.
+Requests are built by pure functions (tests bind them to the installed SDKs); only `run` talks to Google Cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.rollout import Verdict, VersionStats, verdict
+from trainer.cloud.vertex import require_gcp
+from trainer.errors import CommandError
+from trainer.models.registry import ModelRegistry
+
+DEPLOYED_PREFIX = "fmnist-"  # deploy-model names each deployed model fmnist-<registry version>
+METRIC_PREFIX = "aiplatform.googleapis.com/prediction/online/"
+# what each figure is read from: (metric, per-series aligner, cross-series reducer)
+SERIES = {
+    "requests": ("prediction_count", "ALIGN_SUM", "REDUCE_SUM"),
+    "errors": ("error_count", "ALIGN_SUM", "REDUCE_SUM"),
+    "latency_p99_ms": ("prediction_latencies", "ALIGN_PERCENTILE_99", "REDUCE_MAX"),
+}
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """One model on the endpoint: its deployed-model id, the registry version it serves, its traffic share."""
+
+    id: str
+    version: str
+    traffic: int
+
+
+def deployed_models(endpoint: Any) -> list[Deployed]:
+    split = dict(endpoint.traffic_split or {})
+    out = []
+    for model in endpoint.list_models():
+        name = model.display_name
+        version = name[len(DEPLOYED_PREFIX) :] if name.startswith(DEPLOYED_PREFIX) else name
+        out.append(Deployed(str(model.id), version, int(split.get(str(model.id), 0))))
+    return out
+
+
+def canary_pair(deployed: list[Deployed]) -> tuple[Deployed, Deployed]:
+    """(champion, challenger): the challenger is the model with the smaller traffic share."""
+    if len(deployed) != 2:
+        found = ", ".join(f"{d.version} ({d.traffic} %)" for d in deployed) or "none"
+        raise CommandError(
+            f"a canary needs exactly two deployed models on the endpoint, found {len(deployed)}: {found}. "
+            "Start one with `python -m trainer deploy-model candidate --canary 10`"
+        )
+    champion, challenger = sorted(deployed, key=lambda d: d.traffic, reverse=True)
+    if champion.traffic == challenger.traffic:
+        raise CommandError(f"both deployed models have {champion.traffic} % of the traffic: which is the canary?")
+    return champion, challenger
+
+
+def series_request(names: Any, figure: str, deployed_model_id: str, window_s: int, now: int) -> dict[str, Any]:
+    """Keyword arguments of monitoring_v3.ListTimeSeriesRequest for one figure of one deployed model."""
+    metric, aligner, reducer = SERIES[figure]
+    return {
+        "name": f"projects/{names.project}",
+        "filter": (
+            f'metric.type = "{METRIC_PREFIX}{metric}" AND resource.type = "aiplatform.googleapis.com/Endpoint"'
+            f' AND resource.labels.endpoint_id = "{names.endpoint_id}"'
+            f' AND metric.labels.deployed_model_id = "{deployed_model_id}"'
+        ),
+        "interval": {"start_time": {"seconds": now - window_s}, "end_time": {"seconds": now}},
+        "aggregation": {
+            "alignment_period": {"seconds": window_s},
+            "per_series_aligner": aligner,
+            "cross_series_reducer": reducer,
+        },
+        "view": "FULL",
+    }
+
+
+def _value(point: Any) -> float:
+    value = point.value
+    return float(value.double_value or value.int64_value)
+
+
+def read_stats(client: Any, names: Any, deployed: Deployed, window_s: int, now: int) -> VersionStats:
+    figures: dict[str, float | None] = {}
+    for figure in SERIES:
+        series = list(client.list_time_series(request=series_request(names, figure, deployed.id, window_s, now)))
+        points = [_value(p) for s in series for p in s.points]
+        figures[figure] = sum(points) if figure != "latency_p99_ms" else (max(points) if points else None)
+    return VersionStats(
+        deployed.version, int(figures["requests"] or 0), int(figures["errors"] or 0), figures["latency_p99_ms"]
+    )
+
+
+def plan(decision: Verdict, champion: Deployed, challenger: Deployed) -> list[tuple[str, dict[str, Any]]]:
+    """The endpoint calls that carry out a verdict, as (Endpoint method, keyword arguments)."""
+    if decision.decision == "promote":
+        return [
+            ("update", {"traffic_split": {challenger.id: 100}}),
+            ("undeploy", {"deployed_model_id": champion.id, "sync": True}),
+        ]
+    if decision.decision == "rollback":
+        return [("undeploy", {"deployed_model_id": challenger.id, "traffic_split": {champion.id: 100}, "sync": True})]
+    return []
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--watch", action="store_true", help="ask again until the verdict is promote or rollback")
+    parser.add_argument("--interval", type=float, default=300, help="seconds between checks with --watch")
+    parser.add_argument("--dry-run", action="store_true", help="print the verdict and the calls, change nothing")
+
+
+def run(args: Any, settings: Any) -> int:
+    require_gcp(settings, "rollout")
+    from google.cloud import aiplatform, monitoring_v3
+
+    names, config = settings.names, settings.rollout
+    aiplatform.init(project=settings.project_id, location=settings.region)
+    endpoint = aiplatform.Endpoint(names.endpoint_name)
+    client = monitoring_v3.MetricServiceClient()
+    registry = ModelRegistry.from_settings(settings)
+    while True:
+        champion, challenger = canary_pair(deployed_models(endpoint))
+        now, window = int(time.time()), config.window_minutes * 60
+        stats = [read_stats(client, names, d, window, now) for d in (champion, challenger)]
+        decision = verdict(*stats, None, config.thresholds(), require_agreement=False)
+        print(json.dumps({"champion": stats[0].__dict__, "challenger": stats[1].__dict__, **decision.to_dict()}))
+        if decision.decision != "wait" or not args.watch:
+            break
+        time.sleep(args.interval)
+    calls = plan(decision, champion, challenger)
+    if args.dry_run or not calls:
+        for method, kwargs in calls:
+            print(f"would call Endpoint.{method}({kwargs})")
+        return 0
+    if decision.decision == "promote":
+        registry.promote(challenger.version)  # the quality gate has the last word before traffic moves
+    for method, kwargs in calls:
+        getattr(endpoint, method)(**kwargs)
+    registry.record(f"canary-{decision.decision}", challenger.version, reasons=decision.reasons, target="vertex")
+    print(f"{decision.decision}: {'; '.join(decision.reasons)}")
+    return 0
