@@ -1,6 +1,7 @@
 """`python -m trainer export`: ONNX + metadata exactly per docs/CONTRACTS.md, verified before it is registered."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -18,6 +19,7 @@ CONTRACT_KEYS = {
     "class_names",
     "input",
     "serving_artifact",
+    "files",
     "int8_artifact",
     "quantization",
     "metrics",
@@ -104,3 +106,48 @@ def test_no_register_writes_artifacts_only(cli_env, model_dir, capsys):
     assert "not registered" in capsys.readouterr().out
     assert (model_dir / "model.onnx").exists() and (model_dir / "metadata.json").exists()
     assert ModelRegistry.from_settings(cli_env.settings).read_index()["versions"] == {}
+
+
+def test_export_records_every_file_digest_and_deploy_refuses_a_damaged_file(cli_env, model_dir, capsys):
+    import hashlib
+
+    assert cli.main(["export", "--model-dir", str(model_dir)]) == 0
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in model_dir.iterdir() if p.is_file()}
+    assert metadata["files"] == {k: v for k, v in on_disk.items() if k != "metadata.json"}
+    registry = ModelRegistry.from_settings(cli_env.settings)
+    version = metadata["model_version"]
+    record = registry.read_index()["versions"][version]
+    assert record["files"] == on_disk  # metadata.json included
+
+    registered = registry.version_uri(version)
+    assert cli.main(["deploy-model", version, "--dry-run"]) == 0
+    capsys.readouterr()
+    onnx_file = f"{registered}/model.onnx"
+    with open(onnx_file, "r+b") as fh:
+        fh.truncate(100)
+    truncated = hashlib.sha256(Path(onnx_file).read_bytes()).hexdigest()
+    assert cli.main(["deploy-model", version, "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "model.onnx was changed or damaged" in err and truncated in err and on_disk["model.onnx"] in err
+
+
+def test_registration_refuses_a_copy_that_differs(cli_env, model_dir, monkeypatch):
+    from trainer import storage
+    from trainer.errors import RegistryError
+
+    real_copy = storage.copy_tree
+
+    def damaging_copy(src, dest):
+        written = real_copy(src, dest)
+        with open(f"{dest}/model.keras", "ab") as fh:
+            fh.write(b"\0")
+        return written
+
+    monkeypatch.setattr(storage, "copy_tree", damaging_copy)
+    registry = ModelRegistry.from_settings(cli_env.settings)
+    files = {p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest() for p in model_dir.iterdir()}
+    with pytest.raises(RegistryError, match="model.keras was changed or damaged"):
+        registry.register(str(model_dir), {"accuracy": 0.9}, "custom", dataset_version="v-1", extra={"files": files})
+    assert registry.read_index()["versions"] == {}
+    assert not any(p.is_file() for p in Path(registry.root, "registry", "versions").rglob("*"))

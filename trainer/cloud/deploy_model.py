@@ -10,12 +10,14 @@ image Cloud Run runs: /predict, /health, port 8080), then deploys it to the endp
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 
 from contracts.layout import CHAMPION
 from trainer import storage
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
+from trainer.models.model_dir import verify_digests
 from trainer.models.registry import ModelRegistry
 
 PREDICT_ROUTE, HEALTH_ROUTE, SERVING_PORT = "/predict", "/health", 8080
@@ -130,6 +132,11 @@ def run(args, settings) -> int:
     index = registry.read_index()
     version = registry.resolve(args.ref, index)
     aliases = [alias for alias, target in index["aliases"].items() if target == version]
+    record = index["versions"][version]
+    if record.get("files"):  # upload exactly the bytes export verified, or nothing
+        verify_digests(registry.version_uri(version), record["files"])
+    else:
+        print(f"note: {version} was registered without file digests; its files are not verified", file=sys.stderr)
     traffic = args.traffic_percentage
     if args.canary is not None:
         if CHAMPION in aliases:

@@ -22,7 +22,13 @@ from trainer.clock import utc_now
 from trainer.errors import CommandError
 from trainer.models import quantize, registry
 from trainer.models.evaluate import evaluate_model_dir
-from trainer.models.model_dir import onnx_probabilities, predict_probabilities, read_training_info, write_json
+from trainer.models.model_dir import (
+    file_digests,
+    onnx_probabilities,
+    predict_probabilities,
+    read_training_info,
+    write_json,
+)
 
 ONNX_FILE, METADATA_FILE, SAMPLES_FILE = ModelFiles.ONNX, ModelFiles.METADATA, ModelFiles.SAMPLES
 
@@ -158,7 +164,10 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
         feature_baseline=training_feature_baseline(model, data.x_train),
         quantization=int8.to_dict(),
     )
+    # every other file, as written: loaders verify what they read against it
+    metadata["files"] = {name: digest for name, digest in file_digests(model_dir).items() if name != METADATA_FILE}
     write_json(model_dir, METADATA_FILE, metadata, indent=2)
+    files = file_digests(model_dir)  # now with metadata.json: the registry record checks that too
     summary = {
         "model_version": version,
         "metrics": evaluation.metrics,
@@ -182,6 +191,7 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
                 "verification": check.to_dict(),
                 "code_version": metadata["code_version"],
                 "hyperparameters": training["config"],
+                "files": files,
             },
         )
         summary["registered"] = True

@@ -7,6 +7,7 @@ defined here once. `training.json` is written last, so a directory that has it i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -45,6 +46,28 @@ def read_training_info(model_dir: str) -> dict[str, Any]:
             "(it prints the model directory at the end)"
         ) from None
     return info
+
+
+def file_digests(model_dir: str) -> dict[str, str]:
+    """SHA-256 of every file of the directory, by name relative to it: what export records and loaders check."""
+    prefix = str(model_dir).rstrip("/")
+    return {
+        uri[len(prefix) :].lstrip("/"): hashlib.sha256(storage.read_bytes(uri)).hexdigest()
+        for uri in storage.list_uris(prefix)
+    }
+
+
+def verify_digests(model_dir: str, expected: dict[str, str]) -> None:
+    """ModelDirError naming the first file whose bytes are not the ones recorded (or that is missing)."""
+    found = file_digests(model_dir)
+    for name, digest in sorted(expected.items()):
+        if name not in found:
+            raise ModelDirError(f"{storage.join(model_dir, name)} is missing; its record expects sha256 {digest}")
+        if found[name] != digest:
+            raise ModelDirError(
+                f"{storage.join(model_dir, name)} was changed or damaged: sha256 {found[name]}, recorded {digest}. "
+                "Nothing was loaded; restore the file or register the model again"
+            )
 
 
 def load_keras_model(model_dir: str) -> Any:

@@ -22,7 +22,8 @@ from typing import TypeVar
 from contracts.layout import CANDIDATE, CHAMPION, REGISTRY_INDEX, REGISTRY_VERSIONS, ModelFiles, version_dir
 from trainer import storage
 from trainer.clock import utc_now
-from trainer.errors import GateRefused, RegistryError
+from trainer.errors import GateRefused, ModelDirError, RegistryError
+from trainer.models.model_dir import verify_digests
 
 __all__ = [
     "CANDIDATE",
@@ -134,6 +135,12 @@ class ModelRegistry:
                     storage.upload_file(Path(content), storage.join(destination, name))
         else:
             storage.copy_tree(source_files, destination)
+        if extra and "files" in extra:  # the copy must be byte for byte what export verified
+            try:
+                verify_digests(destination, extra["files"])
+            except ModelDirError as exc:
+                storage.delete_tree(destination)
+                raise RegistryError(f"not registered: the copy into the registry differs ({exc})") from None
         record = {
             "path": version_dir(version),
             "metrics": dict(metrics),
