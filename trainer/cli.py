@@ -36,6 +36,7 @@ COMMANDS = {
         Command("features", "data", "per-image feature table (Parquet) for the feature store and drift baseline"),
         Command("export-images", "data", "export a dataset version as PNGs plus a Vertex AI import file"),
         Command("train", "training", "train the Keras model (local CPU/GPU, or inside a Vertex AI custom job)"),
+        Command("tune", "training", "search hyperparameters: Optuna locally, a Vertex AI tuning job on gcp"),
         Command("evaluate", "models", "metrics, per-class table and confusion matrix on the held-out test set"),
         Command("export", "models", "write the serving artifact and metadata, verify it, register it as candidate"),
         Command("registry", "models", "list, show, promote and roll back model versions"),

@@ -97,6 +97,9 @@ PRESETS = {
 }
 
 
+SAVED_PRESETS = "presets"  # <dev bucket>/presets/<name>.json, written by `trainer tune --save-preset`
+
+
 @dataclass
 class OutputPaths:
     """Where a run writes. Unset directories default under the dev bucket (`root`), per run or per training key."""
@@ -353,6 +356,18 @@ def train(
     )
 
 
+def report_tuning_metric(result: TrainResult) -> None:
+    """Inside a Vertex AI tuning trial: the last epoch's validation accuracy, the way Vizier reads it (the
+    cloudml-hypertune metrics file). Chosen on validation data: the test set never picks a trial."""
+    import hypertune
+
+    value = float(result.history[-1]["val_accuracy"])
+    hypertune.HyperTune().report_hyperparameter_tuning_metric(
+        hyperparameter_metric_tag="val_accuracy", metric_value=value, global_step=len(result.history)
+    )
+    print(f"reported val_accuracy {value:.4f} for tuning trial {os.environ['CLOUD_ML_TRIAL_ID']}")
+
+
 def flatten(params: dict, prefix: str = "") -> dict:
     """{'model': {'width': 32}} -> {'model.width': 32}: Vertex AI Experiments takes flat scalar parameters."""
     out = {}
@@ -387,12 +402,17 @@ class EpochRecorder(keras.callbacks.Callback):
 
 def add_arguments(parser) -> None:
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), help="hyperparameter preset (default: config training.preset)"
+        "--preset",
+        help=f"hyperparameter preset: {', '.join(sorted(PRESETS))}, or one `trainer tune --save-preset` saved "
+        "(default: config training.preset)",
     )
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--width", type=int, help="filters of the first conv block")
+    # underscore spellings too: a Vertex AI tuning trial passes --<parameter id>=<value> (trainer/cloud/tuning.py)
+    parser.add_argument("--epochs", type=whole_number)
+    parser.add_argument("--batch-size", "--batch_size", type=whole_number)
+    parser.add_argument("--learning-rate", "--learning_rate", type=float)
+    parser.add_argument("--width", type=whole_number, help="filters of the first conv block")
+    parser.add_argument("--dropout", type=float, help="dropout before the classifier")
+    parser.add_argument("--label-smoothing", "--label_smoothing", type=float)
     parser.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, default=None, help="random shifts and flips"
     )
@@ -422,8 +442,7 @@ def add_arguments(parser) -> None:
 def resolve_config(settings, args) -> TrainConfig:
     """Preset, then config-file training.* values, then command-line flags."""
     training = settings.training
-    preset_name = getattr(args, "preset", None) or training.preset
-    config = PRESETS[preset_name]
+    config = preset(settings, getattr(args, "preset", None) or training.preset)
     overrides = {"validation_fraction": training.validation_fraction, "seed": training.seed}
     for name in ("epochs", "batch_size", "learning_rate", "augment"):
         value = getattr(args, name, None)
@@ -433,13 +452,42 @@ def resolve_config(settings, args) -> TrainConfig:
     for name in ("mixed_precision", "jit_compile", "seed"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
-    width = getattr(args, "width", None) or training.width
-    if width is not None:
-        overrides["model"] = replace(config.model, width=width)
+    if getattr(args, "label_smoothing", None) is not None:
+        overrides["label_smoothing"] = args.label_smoothing
+    model = {"width": getattr(args, "width", None) or training.width, "dropout": getattr(args, "dropout", None)}
+    model = {k: v for k, v in model.items() if v is not None}
+    if model:
+        overrides["model"] = replace(config.model, **model)
     config = replace(config, **overrides)
     if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
         raise CommandError("--epochs and --batch-size must be >= 1 and --learning-rate > 0")
     return config
+
+
+def whole_number(text: str) -> int:
+    """An int flag that also takes '32.0' (how a tuning service may print a discrete value)."""
+    value = float(text)
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text}")
+    return int(value)
+
+
+def saved_preset_uri(settings, name: str) -> str:
+    return storage.join(settings.dev_bucket, SAVED_PRESETS, f"{name}.json")
+
+
+def preset(settings, name: str) -> TrainConfig:
+    """A built-in preset, else one `trainer tune --save-preset NAME` saved in the dev bucket."""
+    if name in PRESETS:
+        return PRESETS[name]
+    uri = saved_preset_uri(settings, name)
+    try:
+        return TrainConfig.from_dict(json.loads(storage.read_text(uri))["config"])
+    except storage.NotFound:
+        raise CommandError(
+            f"no preset '{name}': built-in ones are {', '.join(sorted(PRESETS))}, and {uri} does not exist "
+            "(`python -m trainer tune --save-preset NAME` writes one)"
+        ) from None
 
 
 def output_paths(settings, args, environ=None) -> OutputPaths:
@@ -483,6 +531,8 @@ def run(args, settings) -> int:
         checkpoint_every_s=args.checkpoint_every,
     )
     accuracy = result.test_metrics["test_accuracy"]
+    if os.environ.get("CLOUD_ML_TRIAL_ID") and role.is_chief:
+        report_tuning_metric(result)
     if result.model_dir:
         print(
             f"run {result.run_id}: test accuracy {accuracy:.4f} after {config.epochs} epochs in "
