@@ -116,6 +116,7 @@ def main() -> None:
         )
         train_seconds = time.perf_counter() - train_start - clock["measuring"]
     final = accuracies(result.model)
+    serving = serving_throughput(result.model, test_images)
     summary = {
         "label": args.label or args.preset,
         "preset": args.preset,
@@ -130,19 +131,53 @@ def main() -> None:
         "test_accuracy_flip_tta": final["test_accuracy_flip_tta"],
         "train_seconds": round(train_seconds, 1),
         "process_seconds": round(time.perf_counter() - PROCESS_START - clock["measuring"], 1),
+        "process_cpu_seconds": round(sum(os.times()[:2]), 1),
+        "serving_images_per_s_one_thread": serving,
         "curve": curve,
         "history": result.history,
     }
     print(json.dumps({k: v for k, v in summary.items() if k not in ("history",)}))
+    served = f"{serving:,.0f} images/s" if serving else "n/a (ONNX export needs TensorFlow)"
     print(
         f"== {summary['label']}: test accuracy {summary['test_accuracy']:.4f} "
         f"(flip TTA {summary['test_accuracy_flip_tta']:.4f}), training {train_seconds:.0f} s, "
-        f"whole process {summary['process_seconds']:.0f} s ({summary['backend']}, {summary['device']}, "
+        f"whole process {summary['process_seconds']:.0f} s ({summary['process_cpu_seconds']:.0f} CPU s), "
+        f"serving {served} on one ONNX Runtime thread ({summary['backend']}, {summary['device']}, "
         f"load average before/after {summary['load_avg_before'][0]}/{summary['load_avg_after'][0]})"
     )
     if args.out:
         with open(args.out, "a") as fh:
             fh.write(json.dumps(summary) + "\n")
+
+
+def serving_throughput(model, images, batch: int = 64, repeat: int = 100) -> float | None:
+    """Images/s of the exported ONNX model on one thread, 64 per run (a service worker's view): what serving the
+    preset costs. None where the export cannot run (Keras's ONNX export needs TensorFlow)."""
+    import importlib.util
+    import statistics
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from contracts.layout import INPUT_NAME, OUTPUT_NAME
+    from trainer.models.export import export_onnx
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, Path(tmp) / "model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = np.asarray(images[:batch], dtype=np.float32)
+    for _ in range(10):
+        session.run([OUTPUT_NAME], {INPUT_NAME: x})
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        session.run([OUTPUT_NAME], {INPUT_NAME: x})
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
 
 
 def _device() -> str:
