@@ -446,3 +446,10 @@ def test_automl_run_drives_the_sdk_in_order_and_registers_the_model(gcs_settings
     assert record["source"] == "automl" and record["vertex_model"] == "projects/p/locations/l/models/9"
     assert record["metrics"]["accuracy"] == 0.95 and index["aliases"]["candidate"] == version
     assert f"registered as {version}" in capsys.readouterr().out
+
+
+def test_tracking_reads_the_process_environment_by_default(monkeypatch):
+    monkeypatch.setenv("AIP_EXPERIMENT_RUN_NAME", "run-from-vertex")
+    sdk = SdkDouble(aiplatform)
+    VertexExperiment(dev(), "run-1", aiplatform=sdk).start({}, resume=False)
+    assert "aiplatform.start_run" not in sdk.paths()  # inside a custom job: the SDK's run, not a new one
