@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps lint demo test serve venv-serve scan synth bench bench-train deploy destroy clean
+.PHONY: setup system-deps lint demo test mutate serve venv-serve scan synth bench bench-train deploy destroy clean
 ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
@@ -52,6 +52,12 @@ lint: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Mutation testing (mutmut) of storage, the registry and gate, IDX + ingest, request parsing and the Google Cloud
+# adapters, each group with its own tests in a scratch copy: killed/survived per module and every survivor.
+# Slow (see README "Testing"), so not part of .ci/run; MUTATE_GROUPS="storage registry" runs some groups.
+mutate: setup
+	$(PY) -m tests.mutate $(MUTATE_GROUPS)
 
 # Serve the local registry's champion on :8080 (after `make demo`).
 serve: setup

@@ -77,7 +77,12 @@ def gcs_emulator():
     from trainer import storage
 
     server = FakeGCSServer()
-    server.start()
+    before = os.environ.get("STORAGE_EMULATOR_HOST")
+    server.start()  # sets STORAGE_EMULATOR_HOST for the whole process: only gcs_bucket's tests may see it
+    if before is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = before
     # The wrapper pipes the server's stderr and never reads it: after ~380 requests the 64 KiB pipe fills, the
     # server blocks on its next log line and every client hangs. Drain it.
     threading.Thread(target=_drain, args=(server._process.stderr,), daemon=True).start()
@@ -90,14 +95,34 @@ def gcs_emulator():
 
 
 @pytest.fixture
-def gcs_bucket(gcs_emulator) -> str:
-    """A fresh, empty bucket on the emulator; returns 'gs://<name>'."""
+def gcs_bucket(gcs_emulator, monkeypatch):
+    """A fresh, empty bucket on the emulator; returns 'gs://<name>'. STORAGE_EMULATOR_HOST and the cached
+    client last for this test only, so a later test cannot reach the emulator by accident."""
     from trainer import storage
 
     name = f"test-{uuid.uuid4().hex[:12]}"
-    os.environ["STORAGE_EMULATOR_HOST"] = gcs_emulator.url
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.url)
+    storage.reset_client()
     storage.gcs_client().create_bucket(name)
-    return f"gs://{name}"
+    yield f"gs://{name}"
+    storage.reset_client()
+
+
+CONFIGURATION_VARIABLES = ("FMNIST_", "STORAGE_EMULATOR_HOST", "AIP_", "GOOGLE_CLOUD_PROJECT")
+
+
+def _configuration(environ) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k.startswith(CONFIGURATION_VARIABLES)}
+
+
+@pytest.fixture(autouse=True)
+def _no_configuration_leaks():
+    """Every test leaves the variables that select a target or a bucket as it found them (monkeypatch.setenv
+    restores them): a leaked FMNIST_ENV or emulator host would decide what the next test talks to."""
+    before = _configuration(os.environ)
+    yield
+    after = _configuration(os.environ)
+    assert after == before, f"this test changed the environment and left it changed: {before} -> {after}"
 
 
 @pytest.fixture

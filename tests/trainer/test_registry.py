@@ -157,17 +157,6 @@ def test_two_concurrent_promotions_both_land_on_the_gcs_emulator(gcs_settings, m
     assert_no_lost_update(registry, versions, concurrent_promotions(registry, monkeypatch, versions))
 
 
-def test_gate_is_rechecked_against_the_champion_that_won_the_race(registry, monkeypatch):
-    strong, weak = add(registry, 0.95), add(registry, 0.90)
-    errors = concurrent_promotions(registry, monkeypatch, [strong, weak])
-    index = registry.read_index()
-    if index["history"]["champion"] == [strong]:  # strong wrote first: weak must be refused on its retry
-        assert len(errors) == 1 and isinstance(errors[0], GateRefused)
-    else:  # weak wrote first: strong then passes and follows it
-        assert errors == [] and index["history"]["champion"] == [weak, strong]
-    assert index["aliases"]["champion"] == strong
-
-
 def run_cli(capsys, *argv):
     rc = cli.main(list(argv))
     out, err = capsys.readouterr()

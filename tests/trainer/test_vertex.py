@@ -295,17 +295,6 @@ def test_a_programming_error_in_tracking_is_not_swallowed(dev):
         VertexExperiment(dev, "run-1", aiplatform=WrongKeyword(), environ={}).start({}, resume=False)
 
 
-@pytest.mark.gcp
-def test_real_custom_job_object_accepts_the_request(dev):
-    """Builds (does not submit) the SDK's CustomJob from our request against the real API client."""
-    from google.cloud import aiplatform
-
-    request = build_custom_job(dev, ["--preset", "smoke"], display_name="fmnist-test-build-only")
-    aiplatform.init(**request.init)
-    job = aiplatform.CustomJob(**request.job)
-    assert job.job_spec.worker_pool_specs[0].container_spec.args == ["--preset", "smoke"]
-
-
 def test_undeploy_all_without_a_terminal_needs_yes(monkeypatch, capsys):
     import io
 

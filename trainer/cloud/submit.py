@@ -51,7 +51,7 @@ def build_custom_job(
 ) -> CustomJobRequest:
     """One chief pool plus, for multi-worker training, a second pool of workers-1 identical replicas."""
     vertex = settings.vertex
-    workers = workers or vertex.worker_count
+    workers = vertex.worker_count if workers is None else workers  # --workers 0 is refused, not the default
     accelerator_type = accelerator_type if accelerator_type is not None else vertex.accelerator_type
     accelerator_count = accelerator_count if accelerator_count is not None else vertex.accelerator_count
     if workers < 1:

@@ -178,22 +178,28 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
         "evaluation": ModelFiles.EVALUATION,
     }
     if register:
-        registry.register_version(
-            settings,
-            model_dir,
-            evaluation.metrics,
-            "custom",
-            dataset_version=data.version,
-            model_version=version,
-            extra={
-                "run_id": training["run_id"],
-                "dataset_hash": data.hash,
-                "verification": check.to_dict(),
-                "code_version": metadata["code_version"],
-                "hyperparameters": training["config"],
-                "files": files,
-            },
-        )
+        try:
+            registry.register_version(
+                settings,
+                model_dir,
+                evaluation.metrics,
+                "custom",
+                dataset_version=data.version,
+                model_version=version,
+                extra={
+                    "run_id": training["run_id"],
+                    "dataset_hash": data.hash,
+                    "verification": check.to_dict(),
+                    "code_version": metadata["code_version"],
+                    "hyperparameters": training["config"],
+                    "files": files,
+                },
+            )
+        except storage.StorageError as exc:
+            raise CommandError(
+                f"cannot register {model_dir}: {exc}. Nothing was registered (a registry entry is written only "
+                "after all its files); run the same export again"
+            ) from None
         summary["registered"] = True
     return summary
 

@@ -1,0 +1,142 @@
+"""The registry's quality gate under forced interleavings and at its exact boundaries, locally and on the GCS
+emulator (real generation preconditions). Each interleaving is forced, so every test has one right outcome."""
+
+import pytest
+
+from trainer import storage
+from trainer.models import registry as registry_module
+from trainer.models.registry import GateRefused, ModelRegistry, RegistryError
+
+
+def metrics(accuracy):
+    return {"accuracy": accuracy, "macro_precision": accuracy, "macro_recall": accuracy, "macro_f1": accuracy}
+
+
+def add(registry, accuracy, version=None):
+    return registry.register(
+        {"metadata.json": b"{}"}, metrics(accuracy), "custom", dataset_version="v-1", version=version
+    )
+
+
+@pytest.fixture(params=["local", "gcs"])
+def registry(request, tmp_path):
+    root = str(tmp_path / "models") if request.param == "local" else request.getfixturevalue("gcs_bucket")
+    return ModelRegistry(root, accuracy_floor=0.85, regression_tolerance=0.005)
+
+
+class Interleaving:
+    """Runs another writer's whole change just before this writer's next index write (after its read), and
+    records how each index write ended: 'ok' or 'stale' (lost the compare-and-swap)."""
+
+    def __init__(self, registry, monkeypatch):
+        self.registry, self.pending, self.writes, self.inside = registry, [], [], False
+        real = storage.write_if_unchanged
+
+        def write(uri, data, token, **kwargs):
+            if uri == registry.index_uri and self.pending and not self.inside:
+                self.inside = True  # the other writer's own write goes straight through
+                try:
+                    self.pending.pop(0)()
+                finally:
+                    self.inside = False
+            try:
+                real(uri, data, token, **kwargs)
+            except storage.PreconditionFailed:
+                self.writes.append("stale")
+                raise
+            self.writes.append("ok")
+
+        monkeypatch.setattr(storage, "write_if_unchanged", write)
+        monkeypatch.setattr(registry_module.time, "sleep", lambda seconds: None)
+
+    def before_next_write(self, *changes):
+        self.pending.extend(changes)
+
+
+def test_the_strong_candidate_commits_first_and_the_weak_one_is_refused_on_its_retry(registry, monkeypatch):
+    strong, weak = add(registry, 0.95), add(registry, 0.90)
+    race = Interleaving(registry, monkeypatch)
+    race.before_next_write(lambda: registry.promote(strong))
+    with pytest.raises(GateRefused, match=rf"0\.9000 is 0\.0500 below champion {strong} \(0\.9500\)"):
+        registry.promote(weak)  # it read "no champion", passed the gate, then lost the write to strong
+    assert race.writes == ["ok", "stale"]  # strong's write, weak's stale one; its retry re-checked and wrote nothing
+    index = registry.read_index()
+    assert index["aliases"]["champion"] == strong and index["history"]["champion"] == [strong]
+    assert [e["action"] for e in index["events"]].count("promote") == 1
+
+
+def test_the_weak_candidate_commits_first_and_the_strong_one_follows_on_its_retry(registry, monkeypatch):
+    strong, weak = add(registry, 0.95), add(registry, 0.90)
+    race = Interleaving(registry, monkeypatch)
+    race.before_next_write(lambda: registry.promote(weak))
+    assert registry.promote(strong) == (strong, weak)  # the previous champion is the one it now sees
+    assert race.writes == ["ok", "stale", "ok"]
+    index = registry.read_index()
+    assert index["aliases"]["champion"] == strong and index["history"]["champion"] == [weak, strong]
+
+
+def test_a_registration_that_loses_the_race_lands_on_its_retry(registry, monkeypatch):
+    race = Interleaving(registry, monkeypatch)
+    other = []
+    race.before_next_write(lambda: other.append(add(registry, 0.91)))
+    mine = add(registry, 0.92)
+    assert race.writes == ["ok", "stale", "ok"]
+    index = registry.read_index()
+    assert set(index["versions"]) == {mine, *other} and index["aliases"]["candidate"] == mine
+
+
+def test_a_change_that_keeps_losing_gives_up_and_writes_nothing(tmp_path, monkeypatch):
+    registry = ModelRegistry(str(tmp_path / "models"), max_attempts=3)
+    first = add(registry, 0.9)
+    sleeps = []
+    race = Interleaving(registry, monkeypatch)
+    monkeypatch.setattr(registry_module.time, "sleep", sleeps.append)
+    monkeypatch.setattr(registry_module.random, "uniform", lambda low, high: high)
+    race.before_next_write(*[lambda: add(registry, 0.8) for _ in range(3)])
+    with pytest.raises(RegistryError, match="changed 3 times while this change was applied; nothing was written"):
+        registry.promote(first)
+    assert race.writes == ["ok", "stale"] * 3
+    assert sleeps == pytest.approx([0.05, 0.10, 0.15])  # backoff grows with each lost attempt
+    assert "champion" not in registry.read_index()["aliases"]
+
+
+# ---- the gate's boundaries -------------------------------------------------------------------------------------
+
+
+def test_accuracy_exactly_at_the_floor_passes_and_one_image_below_does_not(tmp_path):
+    registry = ModelRegistry(str(tmp_path / "models"), accuracy_floor=0.85)
+    below = add(registry, 8499 / 10000)
+    with pytest.raises(GateRefused, match=r"0\.8499 is below the floor 0\.8500"):
+        registry.promote(below)
+    at_floor = add(registry, 8500 / 10000)
+    assert registry.promote(at_floor) == (at_floor, None)
+
+
+@pytest.mark.parametrize(
+    ("champion", "tolerance"),
+    [(0.9200, 0.005), (0.5006, 0.005), (0.9186, 0.01)],
+    ids=["0.92 - 0.005", "0.5006 - 0.005 (float subtraction lands above)", "0.9186 - 0.01"],
+)
+def test_exactly_the_tolerance_below_the_champion_passes_and_one_image_more_does_not(tmp_path, champion, tolerance):
+    registry = ModelRegistry(str(tmp_path / "models"), accuracy_floor=0.3, regression_tolerance=tolerance)
+    first = add(registry, champion)
+    registry.promote(first)
+    at_limit = round((champion - tolerance) * 10000) / 10000
+    beyond = round(at_limit * 10000 - 1) / 10000
+    refused = add(registry, beyond)
+    with pytest.raises(GateRefused, match=rf"{beyond:.4f} is {champion - beyond:.4f} below champion {first}"):
+        registry.promote(refused)
+    passed = add(registry, at_limit)
+    assert registry.promote(passed) == (passed, first)
+
+
+def test_a_version_without_accuracy_and_the_champion_itself_are_refused(tmp_path):
+    registry = ModelRegistry(str(tmp_path / "models"))
+    blind = registry.register({"metadata.json": b"{}"}, {}, "custom", dataset_version=None)
+    with pytest.raises(GateRefused, match="has no accuracy metric"):
+        registry.promote(blind)
+    champion = add(registry, 0.9)
+    registry.promote(champion)
+    with pytest.raises(RegistryError, match="already the champion"):
+        registry.promote(champion)
+    assert registry.read_index()["history"]["champion"] == [champion]
