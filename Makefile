@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps lint demo test serve venv-serve scan synth bench bench-train deploy destroy clean
+.PHONY: setup system-deps lint demo test serve venv-serve scan synth bench bench-train deploy destroy clean notebooks
 ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
@@ -52,6 +52,12 @@ lint: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# JupyterLab on the project, opened at notebooks/ (after `make demo`, which leaves data and a champion to explore).
+# Jupyter refuses to run as root unless told: containers and CI machines often are root.
+notebooks: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
 
 # Serve the local registry's champion on :8080 (after `make demo`).
 serve: setup
