@@ -102,19 +102,24 @@ class VertexEndpoint:
 
 
 def identity_token(audience: str) -> str:
-    """An ID token for a private Cloud Run service: from the ambient credentials, else from gcloud."""
+    """An ID token for a private Cloud Run service: from service-account credentials (on Workbench, the VM's),
+    else from `gcloud auth print-identity-token` (user credentials cannot mint one for an audience)."""
     try:
+        import google.auth.exceptions
         import google.auth.transport.requests
         import google.oauth2.id_token
 
         return google.oauth2.id_token.fetch_id_token(google.auth.transport.requests.Request(), audience)
-    except Exception:  # noqa: BLE001 - user credentials cannot mint ID tokens; gcloud can
-        try:
-            return subprocess.run(
-                ["gcloud", "auth", "print-identity-token"], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise ServiceUnreachable(f"no identity token for {audience}: {exc}") from None
+    except (ImportError, google.auth.exceptions.GoogleAuthError):
+        pass
+    try:
+        return subprocess.run(
+            ["gcloud", "auth", "print-identity-token"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ServiceUnreachable(
+            f"no identity token for {audience}: no service-account credentials and gcloud failed ({exc})"
+        ) from None
 
 
 @contextmanager

@@ -98,3 +98,31 @@ def test_a_target_that_cannot_work_fails_before_anything_starts(tmp_path, target
 def test_drift_table_explains_a_report_without_psi():
     report = {"status": "insufficient_data", "detail": "12 of the 200 sampled images needed"}
     assert explore.drift_table(report) == "drift status **insufficient_data**: 12 of the 200 sampled images needed"
+
+
+@pytest.fixture
+def no_google_credentials(monkeypatch, tmp_path):
+    """No key file, no reachable metadata server, and a PATH with only what the test puts there."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return bin_dir
+
+
+def test_without_credentials_or_gcloud_no_token_says_why(no_google_credentials):
+    with pytest.raises(service_client.ServiceUnreachable, match="no identity token for https://x.run.app"):
+        service_client.identity_token("https://x.run.app")
+
+
+def test_a_cloud_run_url_is_called_with_gclouds_identity_token(no_google_credentials, explored_world):
+    gcloud = no_google_credentials / "gcloud"
+    gcloud.write_text("#!/bin/sh\necho token-from-gcloud\n")
+    gcloud.chmod(0o755)
+    with service_client.open_service(explored_world.settings, "local") as local:
+        url = local.base_url  # the local process stands in for Cloud Run: it ignores the bearer token
+        with service_client.open_service(explored_world.settings, "cloud-run", url) as remote:
+            assert remote.session.headers["Authorization"] == "Bearer token-from-gcloud"
+            assert remote.model()["model_version"] == explored_world.champion
