@@ -79,6 +79,28 @@ def test_call_the_service_predicts_both_ways_flags_drift_and_stops_the_service(e
         requests.get(f"{base}/health", timeout=2)
 
 
+def test_explore_data_reads_the_dev_buckets_when_the_configuration_says_so(gcs_settings, tmp_path):
+    """FMNIST_ENV=dev: the same notebook on gs:// buckets (the fake-gcs-server emulator), no code changed."""
+    import argparse
+    import os
+
+    from tests.conftest import make_idx_dir
+    from trainer.data import features
+    from trainer.data.ingest import Source, ingest
+
+    version = ingest(gcs_settings, Source("directory", str(make_idx_dir(tmp_path / "idx", 200, 100))))
+    assert features.run(argparse.Namespace(version=version), gcs_settings) == 0
+    env = {
+        "FMNIST_ENV": "dev",
+        "FMNIST_BUCKET_PREFIX": gcs_settings.bucket_prefix,
+        "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
+    }
+    out = texts(execute_notebook(NOTEBOOKS_DIR / NOTEBOOKS[0], cell_timeout=CELL_TIMEOUT_S, env=env).nb)
+    assert f"environment dev (target gcp); datasets in gs://{gcs_settings.bucket_prefix}-datasets" in out
+    assert f"dataset {version}: 200 train and 100 test images" in out
+    assert "300 rows; features: mean_intensity" in out
+
+
 def test_the_three_notebooks_are_the_ones_ci_executes():
     assert sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb")) == sorted(NOTEBOOKS)
 
