@@ -26,6 +26,7 @@ from infra.components.registry import Registry
 from infra.components.serving import Serving
 from infra.components.storage import Storage
 from infra.components.vertex import Vertex
+from infra.components.workbench import Workbench
 from infra.naming import Names
 from infra.teardown import TeardownPolicy
 from settings import Settings
@@ -91,6 +92,20 @@ class EnvironmentStack(TerraformStack):
             self, "serving", names=names, teardown=teardown, apis=apis, identity=identity, images=images
         )
         self.monitoring = monitoring = Monitoring(self, "monitoring", names=names, apis=apis)
+        self.workbench = None
+        if infra.workbench.enabled:  # before the budget: it watches the APIs the instance enables
+            self.workbench = Workbench(
+                self,
+                "workbench",
+                names=names,
+                teardown=teardown,
+                apis=apis,
+                kms=kms,
+                identity=identity,
+                storage=self.storage,
+                serving=serving,
+                project=project,
+            )
         self.budget = Budget(self, "budget", names=names, apis=apis, kms=kms, monitoring=monitoring, project=project)
         self.cicd = CiCd(self, "cicd", names=names, apis=apis, identity=identity)
 

@@ -115,6 +115,19 @@ class ServiceSettings(_Section):
     workers: int = Field(2, ge=1)
 
 
+class WorkbenchSettings(_Section):
+    """An optional Vertex AI Workbench instance for the notebooks in notebooks/ (infra/components/workbench.py)."""
+
+    enabled: bool = Field(False, description="declare the instance (off by default: it costs while it runs)")
+    machine_type: str = Field("e2-standard-4", pattern=r"^[a-z0-9]+-[a-z0-9-]+$")
+    idle_shutdown_minutes: int = Field(
+        60, ge=10, le=1440, description="stop the VM after this long without kernel or terminal activity"
+    )
+    users: list[str] = Field(
+        default_factory=list, description="IAM members who may open it (they may act as its service account)"
+    )
+
+
 class InfraSettings(_Section):
     """What `infra/` declares for this environment (owned by infra/; see infra/README.md for each setting)."""
 
@@ -151,6 +164,7 @@ class InfraSettings(_Section):
     deploy_branch: str | None = Field("^main$", description="branch regex whose pushes deploy (or use deploy_tag)")
     deploy_tag: str | None = Field(None, description="tag regex whose pushes deploy, instead of deploy_branch")
     deploy_requires_approval: bool = Field(False, description="a person approves each deploy build in Cloud Build")
+    workbench: WorkbenchSettings = WorkbenchSettings()
 
     @model_validator(mode="after")
     def _one_deploy_ref(self):
