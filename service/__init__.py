@@ -4,8 +4,18 @@ One image serves Cloud Run and Vertex AI endpoints. It needs only the model dire
 never the trainer package or TensorFlow. Start it with `python -m service`; build the app with `create_app`.
 """
 
+from __future__ import annotations
 
-def create_app(config=None, **kwargs):
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from service.config import ServiceConfig
+
+
+def create_app(config: ServiceConfig | Mapping[str, str] | None = None, **kwargs: Any) -> Flask:
     """The Flask application factory (imported lazily so `import service` stays cheap)."""
     from service.app import create_app as _create_app
 

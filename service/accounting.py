@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from service.logs import RequestLog
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from service.app import ServiceState
 
 REQUEST_ID = "fmnist.request_id"
 INSTANCES = "fmnist.instances"
@@ -19,20 +27,29 @@ ERROR = "fmnist.error"
 
 
 class AccountingMiddleware:
-    def __init__(self, wsgi_app, state, routes: set, quiet_routes: set, request_log: RequestLog):
+    def __init__(
+        self,
+        wsgi_app: WSGIApplication,
+        state: ServiceState,
+        routes: set[str],
+        quiet_routes: set[str],
+        request_log: RequestLog,
+    ) -> None:
         self._app = wsgi_app
         self._state = state
         self._routes = routes
         self._quiet = quiet_routes
         self._log = request_log
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         request_id = environ.get("HTTP_X_REQUEST_ID") or os.urandom(8).hex()
         environ[REQUEST_ID] = request_id
-        reply = {}
+        reply: dict[str, Any] = {}
 
-        def start(status, headers, exc_info=None):
+        def start(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
             headers.append(("X-Request-Id", request_id))
             reply["status"], reply["headers"] = status, headers
             return start_response(status, headers, exc_info)

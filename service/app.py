@@ -12,7 +12,8 @@ import logging
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -30,6 +31,10 @@ from service.openapi import build_openapi
 from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_query
 from service.runtime import OnnxClassifier
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from prometheus_client import Counter, Histogram
+
 log = logging.getLogger("service")
 JSON_MIMETYPE = "application/json"
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -40,6 +45,18 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body, option=_DUMP_OPTIONS), status=status, mimetype=JSON_MIMETYPE)
 
 
+class ServiceApp(Flask):
+    """Flask with the accounting middleware in front of its WSGI entry (set by create_app), so the test
+    client and gunicorn both go through it."""
+
+    accounting: AccountingMiddleware | None = None
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self.accounting is None:
+            return super().__call__(environ, start_response)
+        return self.accounting(environ, start_response)
+
+
 class ServiceState:
     """What one worker serves: the model bundle, its inference session, drift statistics and metric handles."""
 
@@ -47,7 +64,7 @@ class ServiceState:
         self.config = config
         self.bundle = bundle
         self.class_names = bundle.class_names
-        self.classifier = None
+        self.classifier: OnnxClassifier | None = None
         self.ready = False
         self.runtime_version = "onnxruntime (not loaded in this process)"
         state_dir = os.environ.get("SERVICE_STATE_DIR")
@@ -62,9 +79,9 @@ class ServiceState:
         self.scrape_registry = metrics.build_scrape_registry(self)
         self.openapi_bytes = orjson.dumps(build_openapi(config, bundle.version))
         self._class_counters = [metrics.PREDICTED.labels(name) for name in self.class_names]
-        self._instance_counters: dict = {}
-        self._request_counters: dict = {}
-        self._latency: dict = {}
+        self._instance_counters: dict[str, Counter] = {}
+        self._request_counters: dict[tuple[str, str, int], Counter] = {}
+        self._latency: dict[str, Histogram] = {}
 
     def activate(self) -> None:
         """Build this process's inference session and warm it up; /health turns 200 only after this."""
@@ -109,8 +126,10 @@ class ServiceState:
             self._class_counters[class_id].inc(int(per_class[class_id]))
 
 
-def _predictions(probabilities: np.ndarray, predicted: np.ndarray, top_k: int | None, names: list) -> list:
-    out = [
+def _predictions(
+    probabilities: np.ndarray, predicted: np.ndarray, top_k: int | None, names: list[str]
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
         {"class_id": class_id, "label": names[class_id], "probabilities": probabilities[i]}
         for i, class_id in enumerate(predicted.tolist())
     ]
@@ -144,13 +163,13 @@ def create_app(
     configure_logging(config.log_level)
     bundle = bundle or load_bundle(config.model_uri)
     state = ServiceState(config, bundle)
-    app = Flask(__name__)
+    app = ServiceApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["fmnist"] = state
     _register_routes(app, state)
     _register_error_handlers(app, state)
     routes = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}
-    app.wsgi_app = AccountingMiddleware(
+    app.accounting = AccountingMiddleware(
         app.wsgi_app, state, routes, {config.health_route, "/metrics"}, state.request_log
     )
     if activate:
@@ -183,25 +202,26 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
     config = state.config
     names = state.class_names
 
-    def predict():
-        if not state.ready:
+    def predict() -> Response:
+        classifier = state.classifier
+        if classifier is None or not state.ready:
             raise RequestError(503, "not_ready", "the model is loading or warming up; retry shortly")
         parsed = _parse(state)
         request.environ[INSTANCES] = len(parsed.pixels)
         started = time.perf_counter()
-        probabilities = state.classifier.predict(parsed.pixels)
+        probabilities = classifier.predict(parsed.pixels)
         metrics.INFERENCE.observe(time.perf_counter() - started)
         predicted = probabilities.argmax(axis=1)
         state.drift.observe(parsed.pixels, predicted)
         state.count_predictions(parsed.encoding, predicted)
-        response_meta = {"model_version": state.bundle.version}
+        response_meta: dict[str, object] = {"model_version": state.bundle.version}
         if parsed.notes:
             response_meta["notes"] = parsed.notes
         return _json(
             {"predictions": _predictions(probabilities, predicted, parsed.top_k, names), "metadata": response_meta}
         )
 
-    def health():
+    def health() -> Response:
         if not state.ready:
             raise RequestError(503, "not_ready", "the model is loading or warming up")
         return _json({"status": "ok", "model_version": state.bundle.version})
@@ -210,7 +230,7 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
     app.add_url_rule(config.health_route, "health", health, methods=["GET"])
 
     @app.get("/v1/model")
-    def model_info():
+    def model_info() -> Response:
         return _json(
             {
                 **state.bundle.metadata,
@@ -231,20 +251,20 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
         )
 
     @app.get("/openapi.json")
-    def openapi():
+    def openapi() -> Response:
         return Response(state.openapi_bytes, mimetype=JSON_MIMETYPE)
 
     @app.get("/metrics")
-    def prometheus_metrics():
+    def prometheus_metrics() -> Response:
         body, content_type = metrics.exposition(state.scrape_registry)
         return Response(body, content_type=content_type)
 
     @app.get("/monitoring/drift")
-    def drift_report():
+    def drift_report() -> Response:
         return _json(state.drift.report())
 
     @app.post("/monitoring/drift/reset")
-    def drift_reset():
+    def drift_reset() -> Response:
         state.drift.reset()
         return _json(state.drift.report())
 
@@ -255,11 +275,11 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
         page_html = render_page(config.predict_route)
 
         @app.get("/")
-        def page():
+        def page() -> Response:
             return Response(page_html, mimetype="text/html")
 
         @app.get("/v1/samples/random")
-        def random_sample():
+        def random_sample() -> Response:
             samples = state.bundle.samples
             if samples is None:
                 raise RequestError(404, "no_samples", "the model directory has no samples.npz; upload an image")
@@ -289,11 +309,11 @@ def _register_error_handlers(app: Flask, state: ServiceState) -> None:
         return _json(error.body(), error.status)
 
     @app.errorhandler(RequestError)
-    def request_error(error: RequestError):
+    def request_error(error: RequestError) -> Response:
         return reply(error)
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
+    def http_error(error: HTTPException) -> Response:
         reason = (error.name or "http_error").lower().replace(" ", "_")
         detail = error.description or error.name
         if error.code == 413:
@@ -313,7 +333,7 @@ def _register_error_handlers(app: Flask, state: ServiceState) -> None:
         return response
 
     @app.errorhandler(Exception)
-    def unexpected(error: Exception):
+    def unexpected(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return reply(
             RequestError(

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from contracts.layout import CHAMPION, DEFAULT_STORAGE_ROOT, model_reference
 
@@ -37,7 +38,7 @@ def on_managed_platform(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name) for name in ("K_SERVICE", "AIP_HTTP_PORT", "AIP_MODE"))
 
 
-def _int(environ, name: str, default: int, low: int, high: int) -> int:
+def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
@@ -50,7 +51,7 @@ def _int(environ, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _float(environ, name: str, default: float) -> float:
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
@@ -63,7 +64,7 @@ def _float(environ, name: str, default: float) -> float:
     return value
 
 
-def _bool(environ, name: str, default: bool) -> bool:
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
@@ -74,7 +75,7 @@ def _bool(environ, name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r}: expected true or false (also 1/0, yes/no, on/off)")
 
 
-def _route(environ, name: str, default: str) -> str:
+def _route(environ: Mapping[str, str], name: str, default: str) -> str:
     raw = environ.get(name) or default
     if not raw.startswith("/") or any(c in raw for c in " ?#<>"):
         raise ConfigError(f"{name}={raw!r}: expected an absolute URL path such as {default}")
@@ -125,5 +126,5 @@ class ServiceConfig:
             google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
         )
 
-    def with_changes(self, **changes) -> ServiceConfig:
+    def with_changes(self, **changes: Any) -> ServiceConfig:
         return replace(self, **changes)

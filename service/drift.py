@@ -19,6 +19,7 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ FEATURE_BATCH = 8  # sampled images per feature computation: amortizes numpy's p
 class Baseline:
     """The metadata's feature_baseline block, checked against the feature function this service runs."""
 
-    def __init__(self, block: dict | None):
+    def __init__(self, block: dict[str, Any] | None):
         self.problem: str | None = None
         self.edges = np.zeros((len(FEATURE_NAMES), N_BINS - 1))
         self.expected = np.full((len(FEATURE_NAMES), N_BINS), 1 / N_BINS)
@@ -118,7 +119,7 @@ class _CountStore:
 
     @property
     def generation(self) -> float:
-        return self.header[0]
+        return float(self.header[0])
 
     def since(self) -> float:
         return float(self.header[1])
@@ -129,7 +130,7 @@ class DriftMonitor:
 
     def __init__(
         self,
-        baseline_block: dict | None,
+        baseline_block: dict[str, Any] | None,
         threshold: float,
         min_images: int,
         sample_every: int = 8,
@@ -193,7 +194,7 @@ class DriftMonitor:
         self._buffered = 0
         self._store.reset()
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         """PSI per feature and for predicted classes, the drift flag, and the numbers behind them."""
         self.flush()
         counts = self._store.total()

@@ -15,8 +15,8 @@ class RequestError(Exception):
         self.instance = instance
         self.detail = f"instance {instance}: {detail}" if instance is not None else detail
 
-    def body(self) -> dict:
-        out = {"error": self.reason, "detail": self.detail}
+    def body(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {"error": self.reason, "detail": self.detail}
         if self.instance is not None:
             out["instance"] = self.instance
         return out

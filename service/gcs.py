@@ -15,7 +15,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 GCS_SCHEME = "gs://"
 PUBLIC_API = "https://storage.googleapis.com"
@@ -43,14 +45,14 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
-def api_base(environ=os.environ) -> str:
+def api_base(environ: Mapping[str, str] = os.environ) -> str:
     emulator = environ.get("STORAGE_EMULATOR_HOST")
     if not emulator:
         return PUBLIC_API
     return emulator.rstrip("/") if "://" in emulator else f"http://{emulator.rstrip('/')}"
 
 
-def build_request(uri: str, token: str | None, environ=os.environ) -> urllib.request.Request:
+def build_request(uri: str, token: str | None, environ: Mapping[str, str] = os.environ) -> urllib.request.Request:
     """The JSON API media download of one object (`alt=media`), with a bearer token when one is needed."""
     bucket, name = split_uri(uri)
     url = (
@@ -66,7 +68,7 @@ def build_request(uri: str, token: str | None, environ=os.environ) -> urllib.req
 class TokenSource:
     """Caches one OAuth access token until a minute before it expires."""
 
-    def __init__(self, environ=os.environ):
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         self._environ = environ
         self._token: str | None = None
         self._expires_at = 0.0
@@ -121,15 +123,21 @@ class TokenSource:
         return reply["access_token"], float(reply.get("expires_in", 3600))
 
 
-def _json_request(request, what: str, retries: int = RETRIES, timeout: float = TIMEOUT_S) -> dict:
-    return json.loads(_send(request, what, retries, timeout))
+def _json_request(
+    request: urllib.request.Request, what: str, retries: int = RETRIES, timeout: float = TIMEOUT_S
+) -> dict[str, Any]:
+    reply = json.loads(_send(request, what, retries, timeout))
+    if not isinstance(reply, dict):
+        raise GcsError(f"{what}: expected a JSON object, got {type(reply).__name__}")
+    return reply
 
 
-def _send(request, what: str, retries: int = RETRIES, timeout: float = TIMEOUT_S) -> bytes:
+def _send(request: urllib.request.Request, what: str, retries: int = RETRIES, timeout: float = TIMEOUT_S) -> bytes:
     for attempt in range(retries):
         try:
             with urllib.request.urlopen(request, timeout=timeout) as reply:
-                return reply.read()
+                data: bytes = reply.read()
+                return data
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise GcsNotFound(f"{what}: not found (HTTP 404)") from None
@@ -150,7 +158,7 @@ def _send(request, what: str, retries: int = RETRIES, timeout: float = TIMEOUT_S
 class GcsReader:
     """Reads whole objects; one token source per reader."""
 
-    def __init__(self, environ=os.environ):
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         self._environ = environ
         self._tokens = TokenSource(environ)
 

@@ -6,17 +6,26 @@ the model exits with gunicorn's boot-error status, which stops the server. Sync 
 inference thread each: requests are CPU-bound and short.
 """
 
+from __future__ import annotations
+
 import gc
 import os
 import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported: one thread per worker
 
+from typing import TYPE_CHECKING
+
 from gunicorn.glogging import Logger
 
 from service.config import ServiceConfig
 from service.logs import JsonFormatter
 from service.state_dir import prepare_state_dir, remove_state_dir
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.config import Config
+    from gunicorn.workers.base import Worker
 
 _config = ServiceConfig.from_env()
 prepare_state_dir()
@@ -40,7 +49,7 @@ class JsonLogger(Logger):
     Why a logger class and not logconfig_dict: any logconfig makes gunicorn build its access-log atoms for
     every request (found with cProfile in a worker) even when nothing is logged."""
 
-    def setup(self, cfg):
+    def setup(self, cfg: Config) -> None:
         super().setup(cfg)
         for handler in self.error_log.handlers:
             handler.setFormatter(JsonFormatter())
@@ -49,23 +58,26 @@ class JsonLogger(Logger):
 logger_class = JsonLogger
 
 
-def when_ready(server):
+def when_ready(server: Arbiter) -> None:
     """Before the workers fork: import onnxruntime once here (about 50 ms a worker would otherwise spend at
     boot), then move everything imported so far out of the garbage collector's sight, so collections in the
     workers stay short and the shared pages are not copied by the collector touching them."""
-    server.log.info("metrics and drift state in %s", os.environ["SERVICE_STATE_DIR"])
+    if server.log is not None:
+        server.log.info("metrics and drift state in %s", os.environ["SERVICE_STATE_DIR"])
     import onnxruntime  # noqa: F401 - see worker_exit for what this obliges the workers to do
 
     gc.freeze()
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: Worker) -> None:
     """Build this worker's inference session and warm it up before it accepts a request."""
-    worker.wsgi.extensions["fmnist"].activate()
+    from service.wsgi import app
+
+    app.extensions["fmnist"].activate()
     gc.freeze()
 
 
-def worker_exit(server, worker):
+def worker_exit(server: Arbiter, worker: Worker) -> None:
     """End the worker with os._exit, skipping C++ static destructors: onnxruntime starts a native thread when
     it is imported (in the master, above), and its destructors in a forked worker wait for that thread forever
     or abort. Logs are flushed first; the exit status is the one the worker was leaving with."""
@@ -82,11 +94,11 @@ def worker_exit(server, worker):
     os._exit(status)
 
 
-def child_exit(server, worker):
+def child_exit(server: Arbiter, worker: Worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server):
+def on_exit(server: Arbiter) -> None:
     remove_state_dir()

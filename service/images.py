@@ -12,10 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.errors import RequestError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 MAX_SIDE = 4096
 MAX_ENCODED_CHARS = 2_000_000
@@ -40,7 +44,7 @@ def _decode_base64(text: str, index: int) -> bytes:
     return raw
 
 
-def _grayscale(image, index: int) -> tuple[np.ndarray, str | None]:
+def _grayscale(image: PILImage, index: int) -> tuple[np.ndarray, str | None]:
     """8-bit grayscale pixels; a note naming the conversion when the image was not 8-bit grayscale."""
     from PIL import Image
 

@@ -65,14 +65,14 @@ class RequestLog:
         status: int,
         latency_s: float,
         request_id: str,
-        request_size,
-        response_size,
+        request_size: str | int,
+        response_size: str | int,
         remote_ip: str | None,
         user_agent: str | None,
         trace_header: str | None,
         quiet: bool,
         instances: int = 0,
-        error: dict | None = None,
+        error: dict[str, str] | None = None,
     ) -> None:
         severity = "WARNING" if status >= 400 else ("DEBUG" if quiet else "INFO")
         if status >= 500:
@@ -85,7 +85,7 @@ class RequestLog:
         if error:
             message += f": {error['detail']}"
         seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
-        entry = {
+        entry: dict[str, object] = {
             "severity": severity,
             "message": message,
             "timestamp": {"seconds": seconds, "nanos": nanos},

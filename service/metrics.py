@@ -8,9 +8,16 @@ and drift gauges are computed at scrape time by a custom collector from state ev
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from service.app import ServiceState
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -48,13 +55,13 @@ INFERENCE = Histogram(
 )
 
 
-class _ServiceStateCollector:
+class _ServiceStateCollector(Collector):
     """Model identity and drift gauges, computed when scraped."""
 
-    def __init__(self, state):
+    def __init__(self, state: ServiceState) -> None:
         self._state = state
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         state = self._state
         info = InfoMetricFamily("fmnist_model", "The model this service serves")
         info.add_metric(
@@ -99,16 +106,16 @@ class _ServiceStateCollector:
             )
 
 
-class _DefaultRegistryView:
+class _DefaultRegistryView(Collector):
     """The in-process default registry, for use outside gunicorn (tests, flask run)."""
 
-    def collect(self):
+    def collect(self) -> Iterable[Metric]:
         from prometheus_client import REGISTRY
 
         return REGISTRY.collect()
 
 
-def build_scrape_registry(state) -> CollectorRegistry:
+def build_scrape_registry(state: ServiceState) -> CollectorRegistry:
     registry = CollectorRegistry()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:

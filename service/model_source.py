@@ -15,6 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class ModelBundle:
     requested_uri: str
     version_dir: str
     alias: str | None
-    metadata: dict
+    metadata: dict[str, Any]
     model_path: str  # a local file
     samples: SampleImages | None
 
@@ -68,7 +69,7 @@ def join(base: str, *parts: str) -> str:
 
 
 class _Reader:
-    def __init__(self):
+    def __init__(self) -> None:
         self._gcs: GcsReader | None = None
 
     def local_copy(self, uri: str, cache_dir: str | None) -> str:
@@ -144,7 +145,7 @@ def resolve_version_dir(uri: str, reader: _Reader | None = None) -> tuple[str, s
     return join(root, record.get("path") or version_dir(version_id)), alias
 
 
-def validate_metadata(metadata: object, where: str) -> dict:
+def validate_metadata(metadata: object, where: str) -> dict[str, Any]:
     """The keys the service relies on, checked once at start-up with the key's name in the message."""
     if not isinstance(metadata, dict):
         raise ModelLoadError(f"{where}: expected a JSON object")

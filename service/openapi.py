@@ -6,6 +6,8 @@ and answers, including every error status.
 
 from __future__ import annotations
 
+from typing import Any
+
 from service.config import ServiceConfig
 from service.images import MAX_SIDE
 
@@ -14,11 +16,11 @@ CLASS_NAMES_HINT = "class_names from metadata.json (T-shirt/top ... Ankle boot)"
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
-def _error_response(description: str) -> dict:
+def _error_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
 
 
-def build_openapi(config: ServiceConfig, model_version: str) -> dict:
+def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
     pixel = {"type": "number", "minimum": 0, "maximum": 255}
     flat = {
         "type": "array",

@@ -32,7 +32,7 @@ class ParsedRequest:
 
     pixels: np.ndarray  # float32 [N, 28, 28], values in 0..255
     top_k: int | None = None
-    notes: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     encoding: str = "json"  # json | b64 | binary: labels the instances metric
 
 
@@ -113,7 +113,7 @@ def _has_bool(value: object) -> bool:
     return isinstance(value, list) and any(_has_bool(v) for v in value)
 
 
-def _list_instance(instance: list, index: int, check_bools: bool) -> np.ndarray:
+def _list_instance(instance: list[object], index: int, check_bools: bool) -> np.ndarray:
     try:
         array = np.asarray(instance)
     except (ValueError, TypeError, OverflowError):
@@ -171,7 +171,7 @@ def _instance(instance: object, index: int, check_bools: bool) -> tuple[np.ndarr
     )
 
 
-def _fast_batch(instances: list) -> np.ndarray | None:
+def _fast_batch(instances: list[object]) -> np.ndarray | None:
     """All-numeric, same-shape, in-range list instances in one conversion; None when anything needs a closer look."""
     if not all(type(i) is list for i in instances):
         return None

@@ -63,7 +63,8 @@ class OnnxClassifier:
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) <= CHUNK:
-            return self._session.run(None, {self._input_name: pixels})[0]
+            probabilities: np.ndarray = self._session.run(None, {self._input_name: pixels})[0]
+            return probabilities
         return np.concatenate(
             [
                 self._session.run(None, {self._input_name: pixels[i : i + CHUNK]})[0]
