@@ -216,8 +216,29 @@ def _fast_batch(instances: list[object]) -> np.ndarray | None:
     return array.reshape(-1, 28, 28).astype(np.float32)
 
 
+def _check_structure_size(body: bytes, max_instances: int) -> None:
+    """Refuse, before parsing, a body with more lists, values or keys than `max_instances` images can have.
+
+    Why: parsing costs per JSON value, so a body of a million `[0],` costs ~10x a valid request of the same size.
+    A valid request has at most 29 `[` per instance (28x28 nested), 784 `,` per instance (783 inside, one
+    between instances) and 2 `:` per instance ("b64" and a data: URL), plus a few for the top-level keys; base64
+    holds none of these characters, so counting bytes bounds the parse without misjudging any valid body. The
+    bound is twice that, so a batch slightly over MAX_INSTANCES still gets the plainer too_many_instances."""
+    bounds = ((b"[", 29, "lists"), (b",", 784, "values"), (b":", 2, "keys"))
+    for char, per_instance, what in bounds:
+        found, most = body.count(char), 2 * (per_instance * max_instances + 4)
+        if found > most:
+            raise RequestError(
+                400,
+                "bad_request_shape",
+                f"the body holds far more {what} ({found} {char.decode()!r}) than {max_instances} images can "
+                f"(MAX_INSTANCES={max_instances}; refused above {most}): split the batch, send 28x28 images",
+            )
+
+
 def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
     """A Vertex AI style JSON body -> batch."""
+    _check_structure_size(body, max_instances)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -132,6 +132,7 @@ def corpus(max_body_bytes: int = 1_500_000, max_instances: int = 64) -> Iterator
     yield Hostile("png_16bit_4096x4096", _big_png_instances(1, 4096, 4096, "I;16"))
     yield Hostile("png_16bit_4096x4096_x33", _big_png_instances(33, 4096, 4096, "I;16"))
     yield Hostile("png_16bit_2048x2048_x8", _big_png_instances(8, 2048, 2048, "I;16"))
+    yield Hostile("png_16bit_1024x1024_x64", _big_png_instances(64, 1024, 1024, "I;16"))
     yield Hostile("png_1x4096_x64", _big_png_instances(64, 4096, 1, "L"))
     yield Hostile("png_header_20000x20000", images(b64(png_header_only(20000, 20000))))
     yield Hostile("png_header_4096x4096_empty", images(b64(png_header_only(4096, 4096))))
