@@ -45,7 +45,8 @@ def test_dockerfile_is_slim_non_root_with_healthcheck():
     text = (REPO / "service" / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.\d+-slim", text, re.M)
     instructions = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-    assert 'pip install ".[service]"' in instructions and "tensorflow" not in instructions.lower()
+    assert "--require-hashes --only-binary :all: -r service/requirements.lock" in instructions
+    assert "pip install --no-deps --no-build-isolation ." in instructions and "tensorflow" not in instructions.lower()
     assert re.search(r"^USER (?!root|0\b)\S+", text, re.M)
     assert re.search(r"^HEALTHCHECK ", text, re.M) and re.search(r'^CMD \["python", "-m", "service"\]', text, re.M)
 
