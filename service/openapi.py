@@ -26,7 +26,8 @@ def bounds_description(config: ServiceConfig) -> str:
     return (
         "Per-request bounds (anything beyond them is refused with a 4xx naming the bound): "
         f"a body of at most {config.max_body_bytes} bytes, chunked or not (413); "
-        f"at most {config.max_instances} instances (MAX_INSTANCES); "
+        f"at most {config.max_instances} instances (MAX_INSTANCES); a JSON body with more than twice the lists "
+        "([), values (,) or keys (:) that many images can hold is refused before it is parsed; "
         "a list instance is 784 numbers or 28 lists of 28 numbers, nothing nested deeper, with no strings, "
         "booleans or nulls (checked before any conversion); "
         f"an image instance at most {limits.MAX_ENCODED_CHARS} base64 characters and {limits.MAX_SIDE} pixels "

@@ -45,7 +45,7 @@ def parse_top_k(value: object, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, str) and where == "query":
-        if not value.strip().isdigit():
+        if not (len(value) <= 8 and value.strip().isascii() and value.strip().isdigit()):
             raise RequestError(
                 400,
                 "bad_parameters",

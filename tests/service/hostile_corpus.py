@@ -153,13 +153,17 @@ def corpus(max_body_bytes: int = 1_500_000, max_instances: int = 64) -> Iterator
         "unknown_parameters", lambda: _json({"instances": [[0] * 784], "parameters": {"x" * (room - 4000): 1}})
     )
     yield Hostile(
-        "top_k_huge_list", lambda: _json({"instances": [[0] * 784], "parameters": {"top_k": [0] * (room // 2)}})
+        "top_k_huge_list",
+        lambda: _json({"instances": [[0] * 784], "parameters": {"top_k": [0] * ((room - 4000) // 2)}}),
     )
     yield Hostile(
         "top_k_huge_string", lambda: _json({"instances": [[0] * 784], "parameters": {"top_k": "9" * (room - 4000)}})
     )
     yield Hostile(
         "query_top_k_long", path="/predict?top_k=" + "9" * 3000, body=lambda: b"\0" * 784, headers=dict(OCTET)
+    )
+    yield Hostile(
+        "query_top_k_unicode_digit", path="/predict?top_k=%C2%B2", body=lambda: b"\0" * 784, headers=dict(OCTET)
     )
     yield Hostile(
         "query_unknown_keys",
