@@ -4,6 +4,8 @@ Why a service can hold no model: on a fresh project the registry is empty, and C
 whose container starts and passes its startup probe. So a registry reference whose alias is not set yet starts
 the service without a model; /health passes, /predict answers 503 `no_model` saying how to promote one, and each
 worker re-reads the registry at most every MODEL_RECHECK_S seconds (on a request) until a champion appears.
+Only a registry reference waits: a model directory (what Vertex AI passes in AIP_STORAGE_URI) that is missing
+still stops start-up, so there /health keeps meaning "the model is loaded".
 """
 
 from __future__ import annotations
