@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service import gcs
-from service.model_source import ModelLoadError, load_bundle, resolve_version_dir, split_reference
+from service.model_source import ModelLoadError, NoModelPromoted, load_bundle, resolve_version_dir, split_reference
 from tests.service.model_factory import upload_tree
 
 
@@ -49,7 +49,7 @@ def test_missing_alias_lists_the_aliases_there_are(tmp_path, model_dir):
     from tests.service.model_factory import build_registry
 
     root = build_registry(tmp_path / "models", model_dir, alias="candidate")
-    with pytest.raises(ModelLoadError, match=r"no 'champion' alias \(aliases: candidate\)"):
+    with pytest.raises(NoModelPromoted, match=r"no 'champion' alias \(aliases: candidate\)"):
         resolve_version_dir(f"{root}@champion")
 
 

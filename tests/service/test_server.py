@@ -115,6 +115,15 @@ def test_empty_registry_starts_healthy_and_serves_once_a_champion_is_promoted(tm
     assert "no model to serve yet" in server.stderr.read_text()
 
 
+def test_a_missing_model_directory_still_stops_the_server(tmp_path):
+    server = start_service(tmp_path, wait=False, MODEL_URI=str(tmp_path / "no-such-model"), WORKERS="1")
+    try:
+        assert server.process.wait(60) == 2
+    finally:
+        stop_service(server)
+    assert "is not a model directory" in server.stderr.read_text()
+
+
 def test_broken_model_stops_the_server_with_the_reason(tmp_path, model_dir):
     broken = tmp_path / "broken"
     broken.mkdir()
