@@ -6,8 +6,9 @@ Each case gets a fresh `python -m service` with one gunicorn worker (so the work
 one warm-up prediction, then --repeat sends of the case; CPU is the worker's utime + stime (/proc/<pid>/stat)
 divided by the sends. The reference is the same for a valid request of 64 images as nested JSON lists. The
 issue's bounds: the worst case at most 10x the reference's CPU and 2x its peak RSS. Without --model-dir the
-model is the trainer's demo architecture (what `make demo` serves), built once by bench_service.py's builder into
-bench/results/model-demo-architecture (needs TensorFlow). Prints the machine's load average:
+model is the trainer's demo architecture (what `make demo` serves) with untrained weights (inference cost does not
+depend on them), exported by the trainer's exporter once into bench/results/hostile-model (needs TensorFlow).
+Prints the machine's load average:
 the machine is shared, so CPU seconds and VmHWM are the figures to quote, not wall time.
 """
 
@@ -58,11 +59,38 @@ def measure(model_dir: Path, hostile: Hostile, repeat: int, scratch: Path) -> di
         stop_service(server)
 
 
-def demo_model() -> Path:
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_service import RESULTS, build_model_dir, demo_cnn
+def demo_model(directory: Path = REPO / "bench" / "results" / "hostile-model") -> Path:
+    """The demo preset's architecture as a model directory (model.onnx + metadata.json); built once."""
+    if (directory / "model.onnx").exists() and (directory / "metadata.json").exists():
+        return directory
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import json
 
-    return build_model_dir(RESULTS / "model-demo-architecture", demo_cnn)
+    import keras
+    import numpy as np
+
+    from contracts.dataset import CLASS_NAMES
+    from contracts.features import compute_image_features, feature_baseline
+    from trainer.models.export import export_onnx
+    from trainer.training.model import build_model
+    from trainer.training.train import PRESETS
+
+    keras.utils.set_random_seed(0)
+    model = build_model(PRESETS["demo"].model)
+    images = np.random.default_rng(0).integers(0, 256, (1000, 28, 28), dtype=np.uint8)
+    predicted = np.asarray(model.predict_on_batch(images.astype(np.float32))).argmax(axis=1)
+    directory.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, directory / "model.onnx")
+    metadata = {
+        "model_version": "bench-hostile-demo-architecture",
+        "class_names": list(CLASS_NAMES),
+        "input": {"name": "pixels", "shape": [None, 28, 28], "dtype": "float32", "range": [0, 255]},
+        "serving_artifact": "model.onnx",
+        "feature_baseline": feature_baseline(compute_image_features(images), predicted),
+    }
+    (directory / "metadata.json").write_text(json.dumps(metadata))
+    return directory
 
 
 def main(argv: list[str] | None = None) -> int:
