@@ -21,7 +21,13 @@ Serve the Fashion-MNIST model under gunicorn. Settings are environment variables
   AIP_HEALTH_ROUTE / AIP_PREDICT_ROUTE   routes (default /health and /predict)
   WORKERS (2)  MAX_INSTANCES (256)  MAX_BODY_BYTES (1500000)  PAGE_ENABLED (true locally, false on Cloud Run/Vertex)
   DRIFT_PSI_THRESHOLD (0.2)  DRIFT_MIN_IMAGES (200)  DRIFT_SAMPLE_EVERY (8)  LOG_LEVEL (INFO)
+  MODEL_RECHECK_S (10)         with a registry reference whose alias is not set yet, start anyway and re-read
+                               the registry at most this often until a model is promoted
+  ADMIN_ENABLED (false) + ADMIN_TOKEN   enable POST /monitoring/drift/reset and the full GET /v1/model for
+                               callers sending 'Authorization: Bearer <ADMIN_TOKEN>' (from a secret, never the image)
+  TRUSTED_PROXY_HOPS           X-Forwarded-For entries appended by trusted proxies (1 on Cloud Run/Vertex, else 0)
   STORAGE_EMULATOR_HOST        read gs:// from a GCS emulator without credentials
+Per-request bounds: see SECURITY.md and /openapi.json.
 """
 
 

@@ -4,6 +4,7 @@
 told to defer, builds the inference session and warms it up. Under gunicorn the master creates the app with
 `activate=False` and each worker activates it after the fork (gunicorn_conf.post_worker_init): ONNX Runtime
 sessions are not shared across processes, and /health answers 503 until a worker's warm-up has succeeded.
+A registry reference whose alias is not set yet starts the service without a model (service/state.py).
 """
 
 from __future__ import annotations
@@ -22,23 +23,23 @@ from werkzeug.exceptions import HTTPException
 
 from service import metrics
 from service.accounting import ERROR, INSTANCES, REQUEST_ID, AccountingMiddleware
+from service.admin import is_admin, require_admin
+from service.body import read_body
 from service.config import ServiceConfig
-from service.drift import DriftMonitor
 from service.errors import RequestError
-from service.logs import RequestLog, configure_logging
-from service.model_source import ModelBundle, load_bundle
-from service.openapi import build_openapi
+from service.logs import configure_logging
+from service.model_source import ModelBundle, NoModelPromoted, load_bundle
 from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_query
-from service.runtime import OnnxClassifier
+from service.state import ServiceState
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
-    from prometheus_client import Counter, Histogram
 
 log = logging.getLogger("service")
 JSON_MIMETYPE = "application/json"
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-_DRAIN_LIMIT = 64 * 1024 * 1024
+_DRAIN_LIMIT = 8 * 1024 * 1024  # what is read of a refused body so the client sees its 413 (then the connection ends)
+_PUBLIC_METADATA = ("model_version", "class_names", "input", "metrics", "created_at")
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -55,75 +56,6 @@ class ServiceApp(Flask):
         if self.accounting is None:
             return super().__call__(environ, start_response)
         return self.accounting(environ, start_response)
-
-
-class ServiceState:
-    """What one worker serves: the model bundle, its inference session, drift statistics and metric handles."""
-
-    def __init__(self, config: ServiceConfig, bundle: ModelBundle):
-        self.config = config
-        self.bundle = bundle
-        self.class_names = bundle.class_names
-        self.classifier: OnnxClassifier | None = None
-        self.ready = False
-        self.runtime_version = "onnxruntime (not loaded in this process)"
-        state_dir = os.environ.get("SERVICE_STATE_DIR")
-        self.drift = DriftMonitor(
-            bundle.metadata.get("feature_baseline"),
-            config.drift_psi_threshold,
-            config.drift_min_images,
-            config.drift_sample_every,
-            os.path.join(state_dir, "drift") if state_dir else None,
-        )
-        self.request_log = RequestLog(config.log_level, config.google_cloud_project, bundle.version)
-        self.scrape_registry = metrics.build_scrape_registry(self)
-        self.openapi_bytes = orjson.dumps(build_openapi(config, bundle.version))
-        self._class_counters = [metrics.PREDICTED.labels(name) for name in self.class_names]
-        self._instance_counters: dict[str, Counter] = {}
-        self._request_counters: dict[tuple[str, str, int], Counter] = {}
-        self._latency: dict[str, Histogram] = {}
-
-    def activate(self) -> None:
-        """Build this process's inference session and warm it up; /health turns 200 only after this."""
-        if self.ready:
-            return
-        started = time.perf_counter()
-        classifier = OnnxClassifier(
-            self.bundle.model_path, self.bundle.metadata["input"]["name"], len(self.class_names)
-        )
-        classifier.warm_up()
-        self.classifier = classifier
-        self.runtime_version = classifier.runtime_version
-        self.ready = True
-        log.info(
-            "model %s ready in worker %d (session + warm-up %.1f ms)",
-            self.bundle.version,
-            os.getpid(),
-            (time.perf_counter() - started) * 1000,
-        )
-
-    def count_request(self, route: str, method: str, status: int, latency_s: float) -> None:
-        key = (route, method, status)
-        counter = self._request_counters.get(key)
-        if counter is None:
-            counter = self._request_counters[key] = metrics.REQUESTS.labels(route, method, str(status))
-        counter.inc()
-        histogram = self._latency.get(route)
-        if histogram is None:
-            histogram = self._latency[route] = metrics.LATENCY.labels(route)
-        histogram.observe(latency_s)
-
-    def count_predictions(self, encoding: str, predicted: np.ndarray) -> None:
-        counter = self._instance_counters.get(encoding)
-        if counter is None:
-            counter = self._instance_counters[encoding] = metrics.INSTANCES.labels(encoding)
-        counter.inc(len(predicted))
-        if len(predicted) == 1:
-            self._class_counters[int(predicted[0])].inc()
-            return
-        per_class = np.bincount(predicted, minlength=len(self.class_names))
-        for class_id in np.flatnonzero(per_class).tolist():
-            self._class_counters[class_id].inc(int(per_class[class_id]))
 
 
 def _predictions(
@@ -161,8 +93,13 @@ def create_app(
     """
     config = _coerce_config(config)
     configure_logging(config.log_level)
-    bundle = bundle or load_bundle(config.model_uri)
-    state = ServiceState(config, bundle)
+    waiting_reason = None
+    if bundle is None:
+        try:
+            bundle = load_bundle(config.model_uri)
+        except NoModelPromoted as exc:
+            waiting_reason = str(exc)
+    state = ServiceState(config, bundle, waiting_reason)
     app = ServiceApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["fmnist"] = state
@@ -170,11 +107,14 @@ def create_app(
     _register_error_handlers(app, state)
     routes = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}
     app.accounting = AccountingMiddleware(
-        app.wsgi_app, state, routes, {config.health_route, "/metrics"}, state.request_log
+        app.wsgi_app, state, routes, {config.health_route, "/metrics"}, state.request_log, config.trusted_proxy_hops
     )
     if activate:
         state.activate()
-    log.info("serving model %s from %s", bundle.version, bundle.version_dir)
+    if bundle is None:
+        log.warning("no model to serve yet: %s; /predict answers 503 until one is promoted", waiting_reason)
+    else:
+        log.info("serving model %s from %s", bundle.version, bundle.version_dir)
     return app
 
 
@@ -183,10 +123,10 @@ def _parse(state: ServiceState) -> ParsedRequest:
     config = state.config
     query = request.args if request.environ.get("QUERY_STRING") else {}
     if mimetype == "application/octet-stream":
-        return parse_binary(request.get_data(cache=False), config.max_instances, query)
+        return parse_binary(read_body(request, config.max_body_bytes), config.max_instances, query)
     if mimetype == JSON_MIMETYPE or mimetype.endswith("+json"):
         query_top_k = parse_query(query)
-        parsed = parse_json(request.get_data(cache=False), config.max_instances)
+        parsed = parse_json(read_body(request, config.max_body_bytes), config.max_instances)
         if parsed.top_k is None:
             parsed.top_k = query_top_k
         return parsed
@@ -200,12 +140,9 @@ def _parse(state: ServiceState) -> ParsedRequest:
 
 def _register_routes(app: Flask, state: ServiceState) -> None:
     config = state.config
-    names = state.class_names
 
     def predict() -> Response:
-        classifier = state.classifier
-        if classifier is None or not state.ready:
-            raise RequestError(503, "not_ready", "the model is loading or warming up; retry shortly")
+        classifier = state.serving_classifier()
         parsed = _parse(state)
         request.environ[INSTANCES] = len(parsed.pixels)
         started = time.perf_counter()
@@ -214,38 +151,54 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
         predicted = probabilities.argmax(axis=1)
         state.drift.observe(parsed.pixels, predicted)
         state.count_predictions(parsed.encoding, predicted)
-        response_meta: dict[str, object] = {"model_version": state.bundle.version}
+        response_meta: dict[str, object] = {"model_version": state.version}
         if parsed.notes:
             response_meta["notes"] = parsed.notes
         return _json(
-            {"predictions": _predictions(probabilities, predicted, parsed.top_k, names), "metadata": response_meta}
+            {
+                "predictions": _predictions(probabilities, predicted, parsed.top_k, state.class_names),
+                "metadata": response_meta,
+            }
         )
 
     def health() -> Response:
+        if state.bundle is None:  # up and answering: /predict says why there is nothing to predict with
+            return _json({"status": "no_model", "model_version": state.version, "detail": state.no_model_detail()})
         if not state.ready:
             raise RequestError(503, "not_ready", "the model is loading or warming up")
-        return _json({"status": "ok", "model_version": state.bundle.version})
+        return _json({"status": "ok", "model_version": state.version})
 
     app.add_url_rule(config.predict_route, "predict", predict, methods=["POST"])
     app.add_url_rule(config.health_route, "health", health, methods=["GET"])
 
     @app.get("/v1/model")
     def model_info() -> Response:
+        if state.bundle is None:
+            state.serving_classifier()  # re-checks the registry; raises 503 no_model while there is none
+        bundle = state.bundle
+        if bundle is None:
+            raise RequestError(503, "no_model", state.no_model_detail())
+        serving = {
+            "ready": state.ready,
+            "max_instances": config.max_instances,
+            "max_body_bytes": config.max_body_bytes,
+            "drift_psi_threshold": config.drift_psi_threshold,
+        }
+        if not is_admin(config, request.headers.get("Authorization")):
+            public = {key: bundle.metadata[key] for key in _PUBLIC_METADATA if key in bundle.metadata}
+            return _json({**public, "serving": serving})
         return _json(
             {
-                **state.bundle.metadata,
+                **bundle.metadata,
                 "source": {
-                    "requested_uri": state.bundle.requested_uri,
-                    "version_dir": state.bundle.version_dir,
-                    "alias": state.bundle.alias,
+                    "requested_uri": bundle.requested_uri,
+                    "version_dir": bundle.version_dir,
+                    "alias": bundle.alias,
                 },
                 "serving": {
+                    **serving,
                     "runtime": state.runtime_version,
-                    "ready": state.ready,
-                    "samples": 0 if state.bundle.samples is None else len(state.bundle.samples.images),
-                    "max_instances": config.max_instances,
-                    "max_body_bytes": config.max_body_bytes,
-                    "drift_psi_threshold": config.drift_psi_threshold,
+                    "samples": 0 if bundle.samples is None else len(bundle.samples.images),
                 },
             }
         )
@@ -265,6 +218,7 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
 
     @app.post("/monitoring/drift/reset")
     def drift_reset() -> Response:
+        require_admin(config, request.headers.get("Authorization"))
         state.drift.reset()
         return _json(state.drift.report())
 
@@ -280,11 +234,13 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
 
         @app.get("/v1/samples/random")
         def random_sample() -> Response:
+            if state.bundle is None:
+                raise RequestError(503, "no_model", state.no_model_detail())
             samples = state.bundle.samples
             if samples is None:
                 raise RequestError(404, "no_samples", "the model directory has no samples.npz; upload an image")
             index = random.randrange(len(samples.images))
-            label = None if samples.labels is None else names[int(samples.labels[index])]
+            label = None if samples.labels is None else state.class_names[int(samples.labels[index])]
             return _json({"b64": encode_png(samples.images[index]), "index": index, "label": label})
 
 
@@ -327,6 +283,8 @@ def _register_error_handlers(app: Flask, state: ServiceState) -> None:
         elif error.code == 405:
             detail = f"{request.method} is not allowed on {request.path}; see /openapi.json"
         response = reply(RequestError(error.code or 400, reason, detail))
+        if error.code == 413:
+            response.headers["Connection"] = "close"  # the rest of the body is not read
         for name, value in error.get_headers():
             if name.lower() != "content-type":
                 response.headers[name] = value

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 VERTEX_BODY_LIMIT = 1_500_000  # Vertex AI rejects online prediction requests over 1.5 MB; so do we
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+MIN_ADMIN_TOKEN_CHARS = 24
 
 
 class ConfigError(ValueError):
@@ -100,6 +101,10 @@ class ServiceConfig:
     page_enabled: bool = True
     log_level: str = "INFO"
     google_cloud_project: str | None = None
+    trusted_proxy_hops: int = 0
+    model_recheck_s: float = 10.0
+    admin_enabled: bool = False
+    admin_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -107,6 +112,14 @@ class ServiceConfig:
         env = os.environ if environ is None else environ
         port_source = "AIP_HTTP_PORT" if env.get("AIP_HTTP_PORT") else "PORT"
         log_level = (env.get("LOG_LEVEL") or "INFO").upper()
+        admin_enabled = _bool(env, "ADMIN_ENABLED", False)
+        admin_token = env.get("ADMIN_TOKEN") or None
+        if admin_enabled and (admin_token is None or len(admin_token) < MIN_ADMIN_TOKEN_CHARS):
+            raise ConfigError(
+                f"ADMIN_ENABLED=true needs ADMIN_TOKEN: a secret of at least {MIN_ADMIN_TOKEN_CHARS} characters "
+                "from the environment (on Cloud Run, a Secret Manager secret mapped to the variable; never baked "
+                "into the image), e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL={env.get('LOG_LEVEL')!r}: expected DEBUG, INFO, WARNING or ERROR")
         return cls(
@@ -124,6 +137,10 @@ class ServiceConfig:
             page_enabled=_bool(env, "PAGE_ENABLED", not on_managed_platform(env)),
             log_level=log_level,
             google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 1 if on_managed_platform(env) else 0, 0, 8),
+            model_recheck_s=_float(env, "MODEL_RECHECK_S", 10.0),
+            admin_enabled=admin_enabled,
+            admin_token=admin_token if admin_enabled else None,
         )
 
     def with_changes(self, **changes: Any) -> ServiceConfig:

@@ -34,13 +34,16 @@ FEATURE_BATCH = 8  # sampled images per feature computation: amortizes numpy's p
 class Baseline:
     """The metadata's feature_baseline block, checked against the feature function this service runs."""
 
-    def __init__(self, block: dict[str, Any] | None):
+    def __init__(self, block: object):
         self.problem: str | None = None
         self.edges = np.zeros((len(FEATURE_NAMES), N_BINS - 1))
         self.expected = np.full((len(FEATURE_NAMES), N_BINS), 1 / N_BINS)
         self.class_expected = np.full(N_CLASSES, 1 / N_CLASSES)
         if not block:
             self.problem = "metadata.json has no feature_baseline; drift cannot be measured for this model"
+            return
+        if not isinstance(block, dict):
+            self.problem = f"metadata.json's feature_baseline is a {type(block).__name__}, not an object"
             return
         if block.get("feature_function") != FEATURE_FUNCTION_ID:
             self.problem = (
@@ -49,6 +52,9 @@ class Baseline:
             )
             return
         features = block.get("features") or {}
+        if not isinstance(features, dict):
+            self.problem = "the baseline's features must be an object of feature name -> edges and proportions"
+            return
         missing = [name for name in FEATURE_NAMES if name not in features]
         if missing:
             self.problem = f"the baseline lacks feature(s) {', '.join(missing)}"
@@ -130,7 +136,7 @@ class DriftMonitor:
 
     def __init__(
         self,
-        baseline_block: dict[str, Any] | None,
+        baseline_block: object,
         threshold: float,
         min_images: int,
         sample_every: int = 8,
@@ -145,6 +151,10 @@ class DriftMonitor:
         self._buffered = 0
         self._seen = 0
         self._generation = self._store.generation
+
+    def use_baseline(self, baseline_block: object) -> None:
+        """Compare against this baseline from now on (a model was promoted after start-up)."""
+        self.baseline = Baseline(baseline_block)
 
     def observe(self, pixels: np.ndarray, predicted: np.ndarray) -> None:
         """Count predicted classes of all images; histogram the features of every k-th image."""

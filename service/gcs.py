@@ -5,6 +5,7 @@ serving environment whose goal is <= 200 MB, and the service only reads two or t
 Credentials, first found wins: none against STORAGE_EMULATOR_HOST (fake-gcs-server in tests); the authorized-user
 file of `gcloud auth application-default login` (GOOGLE_APPLICATION_CREDENTIALS or the well-known path); the
 metadata server that Cloud Run and Vertex AI provide (GCE_METADATA_HOST overrides its address).
+Redirects are never followed: urllib's default handler would resend the bearer token to wherever a reply points.
 """
 
 from __future__ import annotations
@@ -25,6 +26,24 @@ TOKEN_URL = "https://oauth2.googleapis.com/token"
 WELL_KNOWN_ADC = Path("~/.config/gcloud/application_default_credentials.json")
 TIMEOUT_S = 30
 RETRIES = 3
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Turn every 3xx into an HTTPError instead of a second request that would carry the same headers."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_RefuseRedirects)
 
 
 class GcsError(OSError):
@@ -135,12 +154,16 @@ def _json_request(
 def _send(request: urllib.request.Request, what: str, retries: int = RETRIES, timeout: float = TIMEOUT_S) -> bytes:
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as reply:
+            with _OPENER.open(request, timeout=timeout) as reply:
                 data: bytes = reply.read()
                 return data
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise GcsNotFound(f"{what}: not found (HTTP 404)") from None
+            if 300 <= exc.code < 400:
+                raise GcsError(
+                    f"{what}: HTTP {exc.code} redirect refused (credentials are never sent to another address)"
+                ) from None
             if exc.code in (401, 403):
                 raise GcsError(
                     f"{what}: permission denied (HTTP {exc.code}); the service account needs "

@@ -2,7 +2,8 @@
 
 Why hand-rolled request lines: one orjson dump and one write per request costs a few microseconds, the logging
 module about ten times more. Everything else (start-up, gunicorn's own messages) goes through `logging` with
-JsonFormatter, so every line on stdout/stderr is one JSON object.
+JsonFormatter, so every line on stdout/stderr is one JSON object. Every client-supplied string in a request
+line is cut to MAX_LOG_FIELD_CHARS, so a line stays under MAX_LOG_LINE_BYTES whatever the request carried.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from datetime import UTC, datetime
 
 import orjson
+
+from service.limits import MAX_LOG_FIELD_CHARS, shorten
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
 
@@ -55,7 +58,7 @@ class RequestLog:
     def __init__(self, level: str, project: str | None, model_version: str):
         self._threshold = _LEVELS[level]
         self._project = project
-        self._model_version = model_version
+        self.model_version = model_version
 
     def write(
         self,
@@ -79,6 +82,7 @@ class RequestLog:
             severity = "ERROR"
         if _LEVELS[severity] < self._threshold:
             return
+        method, path = shorten(method, 16), shorten(path, MAX_LOG_FIELD_CHARS)
         message = f"{method} {path} {status} {latency_s * 1000:.2f} ms"
         if instances:
             message += f" {instances} image{'s' if instances != 1 else ''}"
@@ -91,7 +95,7 @@ class RequestLog:
             "timestamp": {"seconds": seconds, "nanos": nanos},
             "request_id": request_id,
             "latency_ms": round(latency_s * 1000, 3),
-            "model_version": self._model_version,
+            "model_version": self.model_version,
             "httpRequest": {
                 "requestMethod": method,
                 "requestUrl": path,
@@ -100,15 +104,15 @@ class RequestLog:
                 "requestSize": str(request_size),
                 "responseSize": str(response_size),
                 "remoteIp": remote_ip or "",
-                "userAgent": user_agent or "",
+                "userAgent": shorten(user_agent or "", MAX_LOG_FIELD_CHARS),
             },
         }
         if instances:
             entry["instances"] = instances
         if error:
-            entry["error"] = error["error"]
+            entry["error"] = shorten(error["error"], MAX_LOG_FIELD_CHARS)
         if trace_header and self._project:
-            trace_id = trace_header.split("/", 1)[0]
+            trace_id = shorten(trace_header.split("/", 1)[0], 64)
             entry["logging.googleapis.com/trace"] = f"projects/{self._project}/traces/{trace_id}"
         with contextlib.suppress(OSError):  # a closed stdout must not turn a served request into a 500
             os.write(1, orjson.dumps(entry) + b"\n")

@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from service.app import ServiceState
+    from service.state import ServiceState
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -67,8 +67,8 @@ class _ServiceStateCollector(Collector):
         info.add_metric(
             [],
             {
-                "model_version": state.bundle.version,
-                "alias": state.bundle.alias or "",
+                "model_version": state.version,
+                "alias": "" if state.bundle is None else state.bundle.alias or "",
                 "runtime": state.runtime_version,
             },
         )

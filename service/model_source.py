@@ -6,6 +6,9 @@ Contract (docs/CONTRACTS.md): a model reference is `<models-bucket-root>@<alias>
 so a gs:// model is downloaded once and a missing model stops start-up with one clear message. The serving
 artifact stays a file (a gs:// one is downloaded into a local cache directory): workers build their sessions from
 the path, so no copy of the model's bytes sits in the master's memory, and in every worker's RSS with it.
+Why every name read from a file is checked: a registry record's `path` and a metadata `serving_artifact` come
+from the bucket, and must not steer a read outside it (an absolute name, `..`); a malformed index or metadata
+stops start-up with the file and the field at fault, like every other load error.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ class ModelLoadError(Exception):
 
 class _NotFound(ModelLoadError):
     pass
+
+
+class NoModelPromoted(ModelLoadError):
+    """The registry has no version under the alias yet (or no index at all): the service can wait for one."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,24 @@ class _Reader:
             raise ModelLoadError(f"cannot read {uri}: {exc.strerror}") from None
 
 
+def contained(base: str, name: object, where: str, field: str) -> str:
+    """`base` joined with the relative `name` read from `where`; ModelLoadError unless it stays inside `base`."""
+    if not isinstance(name, str) or not name.strip():
+        raise ModelLoadError(f"{where}: {field} must be a non-empty string, got {type(name).__name__}")
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or "://" in name or ":" in parts[0] or ".." in parts or "\0" in name:
+        raise ModelLoadError(
+            f"{where}: {field} {name[:80]!r} must be a path relative to {base} without '..' (refused: it would "
+            "read outside the models bucket or the model directory)"
+        )
+    joined = join(base, name)
+    if not base.startswith(GCS_SCHEME):
+        root = Path(base).resolve()
+        if not Path(joined).resolve().is_relative_to(root):
+            raise ModelLoadError(f"{where}: {field} {name[:80]!r} leads outside {base} (through a link); refused")
+    return joined
+
+
 def split_reference(uri: str) -> tuple[str, str | None]:
     """'<root>@<alias>' -> (root, alias); a plain directory -> (uri, None)."""
     reference = parse_model_reference(uri)
@@ -123,26 +148,46 @@ def resolve_version_dir(uri: str, reader: _Reader | None = None) -> tuple[str, s
     try:
         index = json.loads(reader.read(index_uri))
     except _NotFound:
-        raise ModelLoadError(
+        raise NoModelPromoted(
             f"no model to serve: {index_uri} does not exist, so the registry at {root} has no '{alias}'. "
             "Train, export and promote a model first (python -m trainer train / export / registry promote), "
             "or point MODEL_URI at a model directory."
         ) from None
     except ValueError as exc:
         raise ModelLoadError(f"{index_uri}: not valid JSON ({exc})") from None
-    aliases = index.get("aliases") or {}
-    version_id = aliases.get(alias)
-    if not version_id:
-        known = ", ".join(sorted(aliases)) or "none"
+    if not isinstance(index, dict):
         raise ModelLoadError(
+            f"{index_uri}: expected a JSON object with 'versions' and 'aliases', got {type(index).__name__}"
+        )
+    aliases = _object_field(index, "aliases", index_uri)
+    versions = _object_field(index, "versions", index_uri)
+    version_id = aliases.get(alias)
+    if version_id is not None and not isinstance(version_id, str):
+        kind = type(version_id).__name__
+        raise ModelLoadError(f"{index_uri}: aliases.{alias} must be a version id string, got {kind}")
+    if not version_id:
+        known = ", ".join(sorted(str(name)[:40] for name in aliases)[:10]) or "none"
+        raise NoModelPromoted(
             f"no model to serve: the registry at {root} has no '{alias}' alias (aliases: {known}). "
             f"Promote a version to '{alias}' with python -m trainer registry, "
             "or point MODEL_URI at a model directory."
         )
-    record = (index.get("versions") or {}).get(version_id)
+    record = versions.get(version_id)
     if record is None:
-        raise ModelLoadError(f"{index_uri}: alias '{alias}' names version {version_id}, which has no record")
-    return join(root, record.get("path") or version_dir(version_id)), alias
+        raise ModelLoadError(f"{index_uri}: alias '{alias}' names version {version_id[:80]}, which has no record")
+    if not isinstance(record, dict):
+        raise ModelLoadError(f"{index_uri}: versions.{version_id[:80]} must be an object, got {type(record).__name__}")
+    path = record.get("path") or version_dir(version_id)
+    return contained(root, path, index_uri, f"versions.{version_id[:80]}.path"), alias
+
+
+def _object_field(document: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    value = document.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{where}: {name} must be an object, got {type(value).__name__}")
+    return value
 
 
 def validate_metadata(metadata: object, where: str) -> dict[str, Any]:
@@ -195,16 +240,18 @@ def load_bundle(uri: str, cache_dir: str | None = None) -> ModelBundle:
     except ValueError as exc:
         raise ModelLoadError(f"{meta_uri}: not valid JSON ({exc})") from None
     metadata = validate_metadata(parsed, meta_uri)
-    artifact = metadata.get("serving_artifact") or DEFAULT_ARTIFACT
+    artifact = metadata.get("serving_artifact")
+    artifact = DEFAULT_ARTIFACT if artifact is None else artifact
+    artifact_uri = contained(version_dir, artifact, meta_uri, "serving_artifact")
     if not artifact.endswith(".onnx"):
         raise ModelLoadError(
             f"{meta_uri}: serving_artifact {artifact!r} is not an ONNX file; "
             "this service runs ONNX Runtime and needs model.onnx"
         )
     try:
-        model_path = reader.local_copy(join(version_dir, artifact), cache_dir)
+        model_path = reader.local_copy(artifact_uri, cache_dir)
     except _NotFound:
-        raise ModelLoadError(f"{join(version_dir, artifact)} is missing; re-run the export step") from None
+        raise ModelLoadError(f"{artifact_uri} is missing; re-run the export step") from None
     try:
         samples = _load_samples(reader.read(join(version_dir, SAMPLES_FILE)), join(version_dir, SAMPLES_FILE))
     except _NotFound:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from service import limits
 from service.config import ServiceConfig
-from service.images import MAX_SIDE
+from service.limits import MAX_SIDE
 
 CLASS_NAMES_HINT = "class_names from metadata.json (T-shirt/top ... Ankle boot)"
 
@@ -18,6 +19,26 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 
 def _error_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def bounds_description(config: ServiceConfig) -> str:
+    """The per-request bounds, stated where clients read them (enforced in service/limits.py and config)."""
+    return (
+        "Per-request bounds (anything beyond them is refused with a 4xx naming the bound): "
+        f"a body of at most {config.max_body_bytes} bytes, chunked or not (413); "
+        f"at most {config.max_instances} instances (MAX_INSTANCES); a JSON body with more than twice the lists "
+        "([), values (,) or keys (:) that many images can hold is refused before it is parsed; "
+        "a list instance is 784 numbers or 28 lists of 28 numbers, nothing nested deeper, with no strings, "
+        "booleans or nulls (checked before any conversion); "
+        f"an image instance at most {limits.MAX_ENCODED_CHARS} base64 characters and {limits.MAX_SIDE} pixels "
+        f"per side, decoding to at most {limits.MAX_IMAGE_PIXELS} pixels (counted as the padded square, a "
+        f"JPEG after its 1/2..1/8 draft scaling), {limits.MAX_REQUEST_PIXELS} pixels for all images of a "
+        f"request together, {limits.DECODE_CPU_BUDGET_S} s of decoding CPU per request and "
+        f"{limits.MAX_JPEG_SCANS} JPEG scans (413 too_many_pixels / decode_budget_exceeded, 400 bad_image). "
+        f"Error details are at most {limits.MAX_DETAIL_CHARS} characters, client values quoted in them at most "
+        f"{limits.MAX_ECHO_CHARS}; request log lines stay under {limits.MAX_LOG_LINE_BYTES} bytes; an "
+        f"X-Request-Id is kept only if it matches {limits.REQUEST_ID_PATTERN}."
+    )
 
 
 def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
@@ -58,9 +79,15 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
     }
     responses_common = {
         "400": _error_response("Invalid input: the detail names the problem and the instance"),
-        "413": _error_response(f"Body over {config.max_body_bytes} bytes (the Vertex AI request limit)"),
+        "413": _error_response(
+            f"Body over {config.max_body_bytes} bytes (the Vertex AI request limit), or images over their "
+            "pixel or decoding budget"
+        ),
         "415": _error_response("Content-Type is neither application/json nor application/octet-stream"),
-        "503": _error_response("The model is not loaded yet"),
+        "503": _error_response(
+            "No model has been promoted yet (error no_model: the detail says how to promote one), or the "
+            "model is still loading"
+        ),
     }
     paths = {
         config.predict_route: {
@@ -110,8 +137,13 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                                     "type": "object",
                                     "required": ["status"],
                                     "properties": {
-                                        "status": {"type": "string", "enum": ["ok"]},
+                                        "status": {
+                                            "type": "string",
+                                            "enum": ["ok", "no_model"],
+                                            "description": "no_model: up, waiting for a promoted model",
+                                        },
                                         "model_version": {"type": "string"},
+                                        "detail": {"type": "string"},
                                     },
                                 }
                             }
@@ -123,16 +155,18 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
         },
         "/v1/model": {
             "get": {
-                "summary": "The served model's metadata.json plus where it was loaded from",
+                "summary": "The served model: version, classes, input contract and metrics; with the operator "
+                "token (ADMIN_ENABLED) also its full metadata.json and where it was loaded from",
                 "responses": {
                     "200": {
                         "description": "Model metadata",
                         "content": {
                             "application/json": {
-                                "schema": {"type": "object", "required": ["model_version", "class_names", "source"]}
+                                "schema": {"type": "object", "required": ["model_version", "class_names", "serving"]}
                             }
                         },
-                    }
+                    },
+                    "503": _error_response("No model has been promoted yet"),
                 },
             }
         },
@@ -149,12 +183,16 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
         },
         "/monitoring/drift/reset": {
             "post": {
-                "summary": "Start counting drift statistics afresh (all workers)",
+                "summary": "Start counting drift statistics afresh (all workers); operators only",
+                "description": "Disabled unless ADMIN_ENABLED=true; then needs 'Authorization: Bearer <ADMIN_TOKEN>'.",
+                "security": [{"adminToken": []}],
                 "responses": {
                     "200": {
                         "description": "Reset done",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DriftReport"}}},
-                    }
+                    },
+                    "401": _error_response("The operator token is missing or wrong"),
+                    "403": _error_response("Operator routes are disabled (ADMIN_ENABLED is not true)"),
                 },
             }
         },
@@ -211,6 +249,7 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                         },
                     },
                     "404": _error_response("The model directory has no samples.npz"),
+                    "503": _error_response("No model has been promoted yet"),
                 },
             }
         }
@@ -220,10 +259,11 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
             "title": "Fashion-MNIST prediction service",
             "version": model_version,
             "description": "ONNX Runtime behind Flask + gunicorn; the same image serves Cloud Run and "
-            'Vertex AI endpoints. Errors are JSON {"error", "detail"}.',
+            'Vertex AI endpoints. Errors are JSON {"error", "detail"}. ' + bounds_description(config),
         },
         "paths": paths,
         "components": {
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "PredictRequest": {
                     "type": "object",
@@ -295,6 +335,6 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                         "instance": {"type": "integer", "description": "index of the offending instance"},
                     },
                 },
-            }
+            },
         },
     }

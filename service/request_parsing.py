@@ -6,6 +6,9 @@ Two encodings reach the predict route:
 - application/octet-stream: N x 784 raw uint8 pixels, row-major, `?top_k=k` in the query string.
 Why a fast path: converting 64 well-formed images with one numpy call is ~10x cheaper than checking each value in
 Python; only a failed fast path pays for the per-instance walk that locates the problem.
+Why every step is bounded: nothing is converted to an array before its shape and element types are known (a
+string among the pixels would make numpy build a string array of the longest string's size per element), and
+each walk is one pass over at most two list levels, so a hostile body costs time and memory linear in its size.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ import numpy as np
 import orjson
 
 from service.errors import RequestError
-from service.images import decode_image_instance
+from service.images import DecodeBudget, decode_image_instance
+from service.limits import echo, echo_names
 
 PIXELS = 784
 IMAGE_SHAPES = ((28, 28), (PIXELS,))
 N_CLASSES = 10
 _TOP_LEVEL_KEYS = {"instances", "parameters"}
 _PARAMETER_KEYS = {"top_k"}
+_NUMBER_TYPES = {int, float}
 
 
 @dataclass
@@ -40,28 +45,28 @@ def parse_top_k(value: object, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, str) and where == "query":
-        if not value.strip().isdigit():
+        if not (len(value) <= 8 and value.strip().isascii() and value.strip().isdigit()):
             raise RequestError(
                 400,
                 "bad_parameters",
-                f"top_k={value!r} in the query string must be a whole number from 1 to {N_CLASSES}",
+                f"top_k={echo(value)} in the query string must be a whole number from 1 to {N_CLASSES}",
             )
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= N_CLASSES:
         raise RequestError(
-            400, "bad_parameters", f"parameters.top_k must be a whole number from 1 to {N_CLASSES}, got {value!r}"
+            400, "bad_parameters", f"parameters.top_k must be a whole number from 1 to {N_CLASSES}, got {echo(value)}"
         )
     return value
 
 
 def parse_query(query: Mapping[str, str]) -> int | None:
     """The query string may carry top_k (and nothing else) on either path."""
-    unknown = sorted(set(query) - _PARAMETER_KEYS)
+    unknown = [key for key in query if key not in _PARAMETER_KEYS]
     if unknown:
         raise RequestError(
             400,
             "bad_parameters",
-            f"unknown query parameter(s) {', '.join(unknown)}; the predict route accepts only top_k",
+            f"unknown query parameter(s) {echo_names(unknown)}; the predict route accepts only top_k",
         )
     return parse_top_k(query.get("top_k"), "query")
 
@@ -99,6 +104,8 @@ def _check_values(array: np.ndarray, index: int) -> None:
     if outside.any():
         position = int(np.flatnonzero(outside.ravel())[0])
         value = array.ravel()[position].item()
+        if value.is_integer() and abs(value) < 2**53:
+            value = int(value)  # shown as the client wrote it (pixels are converted to floats first)
         raise RequestError(
             400,
             "out_of_range",
@@ -107,61 +114,74 @@ def _check_values(array: np.ndarray, index: int) -> None:
         )
 
 
-def _has_bool(value: object) -> bool:
+def _kind(value: object) -> str:
+    """What a non-number is, in a few words (never more than MAX_ECHO_CHARS of the client's text)."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
-        return True
-    return isinstance(value, list) and any(_has_bool(v) for v in value)
+        return f"bool {echo(value)}"
+    if isinstance(value, str):
+        return f"str {echo(value)}"
+    if isinstance(value, list):
+        return "a list where a number belongs"
+    return f"{type(value).__name__} {echo(value)}"
 
 
-def _list_instance(instance: list[object], index: int, check_bools: bool) -> np.ndarray:
-    try:
-        array = np.asarray(instance)
-    except (ValueError, TypeError, OverflowError):
+def _rows(instance: list[object], index: int) -> list[list[object]]:
+    """The instance's rows of numbers-to-be, after checking its shape from the top two levels only (linear)."""
+    if len(instance) == PIXELS and type(instance[0]) is not list:
+        return [instance]
+    if len(instance) == 28:
+        rows = [row for row in instance if type(row) is list and len(row) == 28]
+        if len(rows) == 28:
+            return rows
+    lengths = {len(row) if isinstance(row, list) else -1 for row in instance}
+    if lengths <= {-1}:
+        shape = f"[{len(instance)}]"
+    elif len(lengths) == 1:
+        shape = f"[{len(instance)}, {lengths.pop()}]"
+    else:
         raise RequestError(
             400,
             "bad_shape",
             "rows have different lengths or mix lists and numbers; expected a "
             "28x28 nested list or a flat list of 784 numbers",
             index,
-        ) from None
-    if array.dtype.kind not in "iuf" or (check_bools and _has_bool(instance)):
-        raise RequestError(
-            400, "non_numeric", f"every pixel must be a number in 0..255 (found {_first_non_number(instance)})", index
         )
-    if array.shape not in IMAGE_SHAPES:
-        raise RequestError(
-            400, "bad_shape", f"shape {list(array.shape)}; expected 28x28 (nested list) or 784 (flat list)", index
-        )
+    raise RequestError(400, "bad_shape", f"shape {shape}; expected 28x28 (nested list) or 784 (flat list)", index)
+
+
+def _list_instance(instance: list[object], index: int) -> np.ndarray:
+    """One list instance -> float32 [28, 28]: shape first, then every element's type, then one conversion."""
+    rows = _rows(instance, index)
+    for r, row in enumerate(rows):
+        if not set(map(type, row)) <= _NUMBER_TYPES:
+            column = next(j for j, value in enumerate(row) if type(value) not in _NUMBER_TYPES)
+            position = r * len(row) + column if len(rows) > 1 else column
+            raise RequestError(
+                400,
+                "non_numeric",
+                f"every pixel must be a number in 0..255 (found {_kind(row[column])} at flat position {position})",
+                index,
+            )
+    array = np.array(rows, dtype=np.float64).reshape(28, 28)
     _check_values(array, index)
-    return array.reshape(28, 28).astype(np.float32)
+    return array.astype(np.float32)
 
 
-def _first_non_number(value: object) -> str:
-    stack = [value]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, list):
-            stack[:0] = item
-        elif isinstance(item, bool) or not isinstance(item, (int, float)):
-            return "null" if item is None else f"{type(item).__name__} {orjson.dumps(item).decode()[:40]}"
-        elif isinstance(item, int) and not -(2**63) <= item < 2**64:
-            return f"the integer {item}, too large"
-    return "a value that is not a number"
-
-
-def _instance(instance: object, index: int, check_bools: bool) -> tuple[np.ndarray, list[str]]:
-    if isinstance(instance, list):
-        return _list_instance(instance, index, check_bools), []
+def _instance(instance: object, index: int, budget: DecodeBudget) -> tuple[np.ndarray, list[str]]:
+    if type(instance) is list:
+        return _list_instance(instance, index), []
     if isinstance(instance, dict):
         if set(instance) != {"b64"}:
             raise RequestError(
                 400,
                 "bad_instance",
                 'an image instance must be {"b64": "<base64 PNG or JPEG>"} '
-                f"with no other keys, got keys {sorted(instance)}",
+                f"with no other keys, got keys {echo_names(list(instance))}",
                 index,
             )
-        pixels, notes = decode_image_instance(instance["b64"], index)
+        pixels, notes = decode_image_instance(instance["b64"], index, budget)
         return pixels.astype(np.float32), notes
     raise RequestError(
         400,
@@ -171,25 +191,54 @@ def _instance(instance: object, index: int, check_bools: bool) -> tuple[np.ndarr
     )
 
 
+def _only_numbers_and_lists(body: bytes, keys: int) -> bool:
+    """True when the document holds no strings, booleans or nulls beyond its `keys` known keys.
+
+    Why from the bytes: every JSON string starts and ends with an unescaped quote, so a quote count equal to
+    that of the known keys proves there is no other string, and then `true`, `false` and `null` can only be
+    literals. Two C-speed scans replace a type check of every pixel on the common path."""
+    return body.count(b'"') == 2 * keys and b"true" not in body and b"false" not in body and b"null" not in body
+
+
 def _fast_batch(instances: list[object]) -> np.ndarray | None:
-    """All-numeric, same-shape, in-range list instances in one conversion; None when anything needs a closer look."""
-    if not all(type(i) is list for i in instances):
-        return None
+    """Numbers-only, same-shape, in-range list instances in one conversion; None when anything needs a closer look.
+
+    Only called when the body holds nothing but numbers and lists, so the float64 array has one element per
+    number in the body: its size is bounded by the body's."""
     try:
-        array = np.asarray(instances)
-    except (ValueError, TypeError, OverflowError):
+        array = np.array(instances, dtype=np.float64)
+    except (ValueError, TypeError):
         return None
-    if array.dtype.kind not in "iuf" or array.shape[1:] not in IMAGE_SHAPES:
-        return None
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.shape[1:] not in IMAGE_SHAPES or not np.isfinite(array).all():
         return None
     if array.min(initial=0) < 0 or array.max(initial=0) > 255:
         return None
-    return array.reshape(-1, 28, 28).astype(np.float32, copy=False)
+    return array.reshape(-1, 28, 28).astype(np.float32)
+
+
+def _check_structure_size(body: bytes, max_instances: int) -> None:
+    """Refuse, before parsing, a body with more lists, values or keys than `max_instances` images can have.
+
+    Why: parsing costs per JSON value, so a body of a million `[0],` costs ~10x a valid request of the same size.
+    A valid request has at most 29 `[` per instance (28x28 nested), 784 `,` per instance (783 inside, one
+    between instances) and 2 `:` per instance ("b64" and a data: URL), plus a few for the top-level keys; base64
+    holds none of these characters, so counting bytes bounds the parse without misjudging any valid body. The
+    bound is twice that, so a batch slightly over MAX_INSTANCES still gets the plainer too_many_instances."""
+    bounds = ((b"[", 29, "lists"), (b",", 784, "values"), (b":", 2, "keys"))
+    for char, per_instance, what in bounds:
+        found, most = body.count(char), 2 * (per_instance * max_instances + 4)
+        if found > most:
+            raise RequestError(
+                400,
+                "bad_request_shape",
+                f"the body holds far more {what} ({found} {char.decode()!r}) than {max_instances} images can "
+                f"(MAX_INSTANCES={max_instances}; refused above {most}): split the batch, send 28x28 images",
+            )
 
 
 def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
     """A Vertex AI style JSON body -> batch."""
+    _check_structure_size(body, max_instances)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -205,12 +254,12 @@ def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
             'the body must be a JSON object {"instances": [...]}, got '
             f"{'null' if document is None else type(document).__name__}",
         )
-    unknown = sorted(set(document) - _TOP_LEVEL_KEYS)
+    unknown = [key for key in document if key not in _TOP_LEVEL_KEYS]
     if unknown:
         raise RequestError(
             400,
             "bad_request_shape",
-            f"unknown key(s) {', '.join(unknown)}; the body accepts 'instances' and 'parameters'",
+            f"unknown key(s) {echo_names(unknown)}; the body accepts 'instances' and 'parameters'",
         )
     if "instances" not in document:
         raise RequestError(400, "missing_instances", "the body has no 'instances' list")
@@ -230,22 +279,21 @@ def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
         parameters = {}
     if not isinstance(parameters, dict):
         raise RequestError(400, "bad_parameters", f"'parameters' must be an object, got {type(parameters).__name__}")
-    unknown = sorted(set(parameters) - _PARAMETER_KEYS)
+    unknown = [key for key in parameters if key not in _PARAMETER_KEYS]
     if unknown:
-        raise RequestError(400, "bad_parameters", f"unknown parameter(s) {', '.join(unknown)}; supported: top_k")
+        raise RequestError(400, "bad_parameters", f"unknown parameter(s) {echo_names(unknown)}; supported: top_k")
     top_k = parse_top_k(parameters.get("top_k"), "parameters")
 
-    # Booleans convert silently to 0/1 in numpy; they can only be present when the text contains true/false.
-    check_bools = b"true" in body or b"false" in body
-    if not check_bools:
+    if all(type(i) is list for i in instances) and _only_numbers_and_lists(body, len(document) + len(parameters)):
         fast = _fast_batch(instances)
         if fast is not None:
             return ParsedRequest(fast, top_k, [], "json")
     batch = np.empty((len(instances), 28, 28), np.float32)
     notes: list[str] = []
     encodings = set()
+    budget = DecodeBudget()
     for index, instance in enumerate(instances):
-        batch[index], instance_notes = _instance(instance, index, check_bools)
+        batch[index], instance_notes = _instance(instance, index, budget)
         notes.extend(instance_notes)
         encodings.add("b64" if isinstance(instance, dict) else "json")
     return ParsedRequest(batch, top_k, notes, "b64" if encodings == {"b64"} else "json")

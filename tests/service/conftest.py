@@ -19,6 +19,9 @@ import pytest
 from tests.service.model_factory import build_model_dir, build_registry
 
 REPO = Path(__file__).resolve().parents[2]
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # a test's own secret, never a deployed one
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+ADMIN_ENV = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": ADMIN_TOKEN}
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +100,12 @@ def service_env(**overrides) -> dict:
 
 
 def start_service(
-    tmp_path: Path, wait: bool = True, port_variable: str = "PORT", health_route: str = "/health", **env_overrides
+    tmp_path: Path,
+    wait: bool = True,
+    port_variable: str = "PORT",
+    health_route: str = "/health",
+    with_model: bool = True,
+    **env_overrides,
 ) -> LiveServer:
     port = free_port()
     stdout, stderr = tmp_path / "service.stdout", tmp_path / "service.stderr"
@@ -122,7 +130,8 @@ def start_service(
             healthy = server.request("GET", health_route)[0] == 200
         except OSError:
             healthy = False
-        if healthy and stderr.read_text().count(" ready in worker ") >= workers:
+        booted = stderr.read_text().count(" ready in worker " if with_model else "Booting worker with pid")
+        if healthy and booted >= workers:
             return server
         time.sleep(0.05)
     stop_service(server)
@@ -151,6 +160,7 @@ def live_server(tmp_path_factory, models_root):
         DRIFT_MIN_IMAGES="100",
         PAGE_ENABLED="true",
         MAX_INSTANCES="64",
+        **ADMIN_ENV,
     )
     yield server
     stop_service(server)

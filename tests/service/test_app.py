@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.service.conftest import ADMIN, ADMIN_ENV
 from tests.service.model_factory import CLASS_NAMES, generated_images
 
 
@@ -118,11 +119,28 @@ def test_instance_errors_name_the_instance(client):
     }
 
 
-def test_model_route_returns_metadata_and_source(client, model_dir):
-    body = client.get("/v1/model").get_json()
-    assert body["model_version"] == "test-v1" and body["class_names"] == list(CLASS_NAMES)
-    assert body["source"]["version_dir"] == str(model_dir)
-    assert body["serving"]["runtime"].startswith("onnxruntime") and body["serving"]["samples"] == 20
+def test_model_route_tells_clients_what_they_need_and_operators_the_rest(make_app, model_dir):
+    client = make_app(**ADMIN_ENV).test_client()
+    public = client.get("/v1/model").get_json()
+    assert public["model_version"] == "test-v1" and public["class_names"] == list(CLASS_NAMES)
+    assert public["input"]["name"] == "pixels" and "accuracy" in public["metrics"]
+    assert not {"source", "hyperparameters", "code_version", "dataset", "feature_baseline"} & set(public)
+    assert "runtime" not in public["serving"] and str(model_dir) not in json.dumps(public)
+    wrong = client.get("/v1/model", headers={"Authorization": "Bearer not-the-token"}).get_json()
+    assert "source" not in wrong
+    full = client.get("/v1/model", headers=ADMIN).get_json()
+    assert full["source"]["version_dir"] == str(model_dir) and full["hyperparameters"] == {"epochs": 3}
+    assert full["serving"]["runtime"].startswith("onnxruntime") and full["serving"]["samples"] == 20
+
+
+def test_operator_routes_are_off_unless_enabled_with_a_token(client, make_app):
+    disabled = client.post("/monitoring/drift/reset", headers=ADMIN)
+    assert disabled.status_code == 403 and "ADMIN_ENABLED" in disabled.get_json()["detail"]
+    assert "source" not in client.get("/v1/model", headers=ADMIN).get_json()
+    enabled = make_app(**ADMIN_ENV).test_client()
+    assert enabled.post("/monitoring/drift/reset").status_code == 401
+    assert enabled.post("/monitoring/drift/reset", headers={"Authorization": "Bearer " + "x" * 32}).status_code == 401
+    assert enabled.post("/monitoring/drift/reset", headers=ADMIN).status_code == 200
 
 
 def test_openapi_describes_every_route(client):

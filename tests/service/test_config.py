@@ -61,3 +61,20 @@ def test_storage_root_override_relative_and_absolute(tmp_path):
 def test_bad_values_name_the_variable(name, value, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         ServiceConfig.from_env({name: value})
+
+
+def test_operator_routes_are_off_by_default_and_need_a_real_token_when_on():
+    assert ServiceConfig.from_env({}).admin_enabled is False
+    for token in (None, "short"):
+        env = {"ADMIN_ENABLED": "true", **({"ADMIN_TOKEN": token} if token else {})}
+        with pytest.raises(ConfigError, match="ADMIN_ENABLED=true needs ADMIN_TOKEN.*never baked into the image"):
+            ServiceConfig.from_env(env)
+    config = ServiceConfig.from_env({"ADMIN_ENABLED": "true", "ADMIN_TOKEN": "t" * 32})
+    assert config.admin_token == "t" * 32 and "t" * 32 not in repr(config)
+    assert ServiceConfig.from_env({"ADMIN_TOKEN": "t" * 32}).admin_token is None  # a token alone enables nothing
+
+
+def test_forwarded_for_is_trusted_only_on_the_managed_platforms():
+    assert ServiceConfig.from_env({}).trusted_proxy_hops == 0
+    assert ServiceConfig.from_env({"K_SERVICE": "fmnist"}).trusted_proxy_hops == 1
+    assert ServiceConfig.from_env({"K_SERVICE": "fmnist", "TRUSTED_PROXY_HOPS": "2"}).trusted_proxy_hops == 2

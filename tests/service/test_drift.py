@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from service.drift import DriftMonitor, population_stability_index
+from tests.service.conftest import ADMIN, ADMIN_ENV
 from tests.service.model_factory import generated_images
 
 
@@ -31,7 +32,7 @@ def post_batches(client, images: np.ndarray, batch: int = 50) -> None:
 
 @pytest.fixture
 def drift_client(make_app):
-    app = make_app(DRIFT_SAMPLE_EVERY="1", DRIFT_MIN_IMAGES="200")
+    app = make_app(DRIFT_SAMPLE_EVERY="1", DRIFT_MIN_IMAGES="200", **ADMIN_ENV)
     return app.test_client()
 
 
@@ -61,7 +62,9 @@ def test_shifted_traffic_raises_the_flag(drift_client, shift):
     assert "fmnist_drift_detected 1.0" in metrics
     assert 'fmnist_drift_feature_psi{feature="mean_intensity"}' in metrics
 
-    reset = drift_client.post("/monitoring/drift/reset").get_json()
+    assert drift_client.post("/monitoring/drift/reset").status_code == 401  # without the operator's token
+    assert drift_client.get("/monitoring/drift").get_json()["drift_detected"] is True
+    reset = drift_client.post("/monitoring/drift/reset", headers=ADMIN).get_json()
     assert reset["images_seen"] == 0 and reset["drift_detected"] is False
 
 

@@ -45,6 +45,15 @@ def test_dockerfile_is_slim_non_root_with_healthcheck():
     text = (REPO / "service" / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.\d+-slim", text, re.M)
     instructions = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-    assert 'pip install ".[service]"' in instructions and "tensorflow" not in instructions.lower()
+    assert "--require-hashes --only-binary :all: -r service/requirements.lock" in instructions
+    assert "pip install --no-deps --no-build-isolation ." in instructions and "tensorflow" not in instructions.lower()
     assert re.search(r"^USER (?!root|0\b)\S+", text, re.M)
     assert re.search(r"^HEALTHCHECK ", text, re.M) and re.search(r'^CMD \["python", "-m", "service"\]', text, re.M)
+
+
+def test_the_image_keeps_its_working_directory_off_sys_path_and_holds_no_secret():
+    text = (REPO / "service" / "Dockerfile").read_text()
+    assert re.search(r"^\s*PYTHONSAFEPATH=1", text, re.M)
+    workdirs = re.findall(r"^WORKDIR (\S+)", text, re.M)
+    assert workdirs[-1] not in ("/tmp", "/var/tmp", "/dev/shm")
+    assert "ADMIN_TOKEN" not in text  # the operator token comes from the environment at run time

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service import gcs
-from service.model_source import ModelLoadError, load_bundle, resolve_version_dir, split_reference
+from service.model_source import ModelLoadError, NoModelPromoted, load_bundle, resolve_version_dir, split_reference
 from tests.service.model_factory import upload_tree
 
 
@@ -49,7 +49,7 @@ def test_missing_alias_lists_the_aliases_there_are(tmp_path, model_dir):
     from tests.service.model_factory import build_registry
 
     root = build_registry(tmp_path / "models", model_dir, alias="candidate")
-    with pytest.raises(ModelLoadError, match=r"no 'champion' alias \(aliases: candidate\)"):
+    with pytest.raises(NoModelPromoted, match=r"no 'champion' alias \(aliases: candidate\)"):
         resolve_version_dir(f"{root}@champion")
 
 
@@ -127,3 +127,123 @@ def test_service_account_key_files_are_refused_with_the_fix(tmp_path):
     key.write_text(json.dumps({"type": "service_account"}))
     with pytest.raises(gcs.GcsError, match="application-default login"):
         gcs.TokenSource({"GOOGLE_APPLICATION_CREDENTIALS": str(key)}).token()
+
+
+def _registry_with(tmp_path, model_dir, mutate) -> Path:
+    """A registry whose index.json `mutate` edits (a dict in, any JSON value out)."""
+    from tests.service.model_factory import build_registry
+
+    root = build_registry(tmp_path / "models", model_dir)
+    index_path = root / "registry" / "index.json"
+    index_path.write_text(json.dumps(mutate(json.loads(index_path.read_text()))))
+    return root
+
+
+def _with_record_path(path):
+    def mutate(index):
+        index["versions"]["test-v1"]["path"] = path
+        return index
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate,fragment",
+    [
+        (lambda index: [index], "expected a JSON object with 'versions' and 'aliases', got list"),
+        (lambda index: {**index, "aliases": ["champion"]}, "aliases must be an object, got list"),
+        (lambda index: {**index, "versions": "test-v1"}, "versions must be an object, got str"),
+        (lambda index: {**index, "aliases": {"champion": 7}}, "aliases.champion must be a version id string"),
+        (lambda index: {**index, "versions": {"test-v1": ["x"]}}, "versions.test-v1 must be an object, got list"),
+        (_with_record_path(5), "versions.test-v1.path must be a non-empty string, got int"),
+    ],
+)
+def test_malformed_registry_index_names_the_file_and_field(tmp_path, model_dir, mutate, fragment):
+    root = _registry_with(tmp_path, model_dir, mutate)
+    with pytest.raises(ModelLoadError) as caught:
+        load_bundle(f"{root}@champion")
+    assert "index.json" in str(caught.value) and fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("path", ["/etc", "../../outside", "registry/../../outside", "gs://other/models/v1"])
+def test_a_registry_path_outside_the_bucket_is_refused(tmp_path, model_dir, path):
+    outside = tmp_path / "outside"
+    shutil.copytree(model_dir, outside)  # a real model there: only the check can stop the read
+    root = _registry_with(tmp_path, model_dir, _with_record_path(path))
+    with pytest.raises(ModelLoadError, match=r"versions\.test-v1\.path .*refused"):
+        load_bundle(f"{root}@champion")
+
+
+def test_a_registry_path_through_a_link_out_of_the_bucket_is_refused(tmp_path, model_dir):
+    shutil.copytree(model_dir, tmp_path / "outside")
+    root = _registry_with(tmp_path, model_dir, _with_record_path("registry/link"))
+    (root / "registry" / "link").symlink_to(tmp_path / "outside")
+    with pytest.raises(ModelLoadError, match="leads outside"):
+        load_bundle(f"{root}@champion")
+
+
+@pytest.mark.parametrize(
+    "artifact,fragment",
+    [
+        ("/etc/model.onnx", "must be a path relative to"),
+        ("../other/model.onnx", "must be a path relative to"),
+        (["model.onnx"], "serving_artifact must be a non-empty string, got list"),
+        (7, "serving_artifact must be a non-empty string, got int"),
+    ],
+)
+def test_a_serving_artifact_outside_the_model_directory_is_refused(tmp_path, model_dir, artifact, fragment):
+    version = tmp_path / "version"
+    shutil.copytree(model_dir, version)
+    shutil.copytree(model_dir, tmp_path / "other")
+    metadata = json.loads((version / "metadata.json").read_text())
+    (version / "metadata.json").write_text(json.dumps({**metadata, "serving_artifact": artifact}))
+    with pytest.raises(ModelLoadError) as caught:
+        load_bundle(str(version))
+    assert "metadata.json" in str(caught.value) and fragment in str(caught.value)
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    """Answers every request with a redirect to `target`, like a hostile or misconfigured endpoint."""
+
+    target = ""
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    seen: list = []
+
+    def do_GET(self):
+        self.seen.append(self.headers.get("Authorization"))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_bearer_token_never_follows_a_redirect():
+    recorder = HTTPServer(("127.0.0.1", 0), _Recorder)
+    _Redirector.target = f"http://127.0.0.1:{recorder.server_port}/stolen"
+    redirector = HTTPServer(("127.0.0.1", 0), _Redirector)
+    for server in (recorder, redirector):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        request = gcs.build_request(
+            "gs://b/o", "secret-token", environ={"STORAGE_EMULATOR_HOST": f"127.0.0.1:{redirector.server_port}"}
+        )
+        with pytest.raises(gcs.GcsError, match="redirect refused"):
+            gcs._send(request, "gs://b/o", retries=1)
+    finally:
+        recorder.shutdown()
+        redirector.shutdown()
+    assert _Recorder.seen == []

@@ -168,6 +168,8 @@ def test_binary_path():
         (b"\0" * 784 * 9, {}, "too_many_instances"),
         (b"\0" * 784, {"top_k": "x"}, "bad_parameters"),
         (b"\0" * 784, {"k": "1"}, "bad_parameters"),
+        (b"\0" * 784, {"top_k": "\u00b2"}, "bad_parameters"),  # a Unicode digit that int() refuses
+        (b"\0" * 784, {"top_k": "9" * 5000}, "bad_parameters"),  # beyond int()'s digit limit
     ]:
         with pytest.raises(RequestError) as caught:
             parse_binary(raw, 8, query)

@@ -3,13 +3,14 @@
 import json
 import re
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from tests.service.conftest import start_service, stop_service
-from tests.service.model_factory import generated_images, upload_tree
+from tests.service.conftest import ADMIN, ADMIN_ENV, start_service, stop_service
+from tests.service.model_factory import build_registry, generated_images, upload_tree
 
 OCTET = {"Content-Type": "application/octet-stream"}
 STATE_DIR = re.compile(r"metrics and drift state in ([^\"\s]+)")
@@ -27,7 +28,7 @@ def metric(text: str, name: str) -> float:
 
 def test_two_workers_serve_the_champion(live_server):
     assert len(live_server.worker_pids()) == 2
-    status, body = live_server.json("GET", "/v1/model")
+    status, body = live_server.json("GET", "/v1/model", headers=ADMIN)
     assert status == 200 and body["source"]["alias"] == "champion" and body["serving"]["ready"] is True
     images, labels = generated_images(10, seed=31)
     status, reply = live_server.json("POST", "/predict", {"instances": images.tolist()})
@@ -37,7 +38,7 @@ def test_two_workers_serve_the_champion(live_server):
 
 
 def test_metrics_and_drift_add_up_across_workers(live_server):
-    live_server.json("POST", "/monitoring/drift/reset")
+    assert live_server.json("POST", "/monitoring/drift/reset", headers=ADMIN)[0] == 200
     before = live_server.request("GET", "/metrics")[2].decode()
     images, _ = generated_images(400, seed=32)
     assert set(post_images(live_server, 255 - images)) == {200}  # inverted: a shift the flag must catch
@@ -60,9 +61,9 @@ def test_metrics_and_drift_add_up_across_workers(live_server):
 
 def test_serves_a_gcs_registry_reference_from_the_emulator(tmp_path, gcs_bucket, models_root):
     upload_tree(models_root, gcs_bucket, "models")
-    server = start_service(tmp_path, MODEL_URI=f"{gcs_bucket}/models@champion", WORKERS="1")
+    server = start_service(tmp_path, MODEL_URI=f"{gcs_bucket}/models@champion", WORKERS="1", **ADMIN_ENV)
     try:
-        status, body = server.json("GET", "/v1/model")
+        status, body = server.json("GET", "/v1/model", headers=ADMIN)
         assert status == 200 and body["source"]["version_dir"] == f"{gcs_bucket}/models/registry/versions/test-v1"
         assert server.json("POST", "/predict", {"instances": [[0] * 784]})[0] == 200
     finally:
@@ -86,14 +87,41 @@ def test_every_log_line_is_json(live_server):
     assert any(json.loads(line)["httpRequest"]["status"] == 404 for line in out_lines)
 
 
-def test_no_champion_is_said_clearly(tmp_path):
-    server = start_service(tmp_path, wait=False, FMNIST_STORAGE_ROOT=str(tmp_path / "empty"))
+def test_empty_registry_starts_healthy_and_serves_once_a_champion_is_promoted(tmp_path, model_dir):
+    root = tmp_path / "store"
+    server = start_service(tmp_path, with_model=False, FMNIST_STORAGE_ROOT=str(root), MODEL_RECHECK_S="0.5")
+    try:
+        status, health = server.json("GET", "/health")
+        assert status == 200 and health["status"] == "no_model"
+        status, reply = server.json("POST", "/predict", {"instances": [[0] * 784]})
+        assert status == 503 and reply["error"] == "no_model"
+        assert "no model has been promoted yet" in reply["detail"] and "registry promote" in reply["detail"]
+        assert str(root / "models") in reply["detail"]
+        assert server.json("GET", "/v1/model")[0] == 503
+
+        build_registry(root / "models", model_dir)  # what `python -m trainer registry promote` leaves behind
+        deadline, in_a_row = time.monotonic() + 20, 0
+        while time.monotonic() < deadline and in_a_row < 10:
+            status, reply = server.json("POST", "/predict", {"instances": [[0] * 784]})
+            in_a_row = in_a_row + 1 if status == 200 else 0
+            assert status in (200, 503), reply
+            time.sleep(0.05)
+        assert in_a_row == 10, "the service did not begin serving the promoted champion"
+        assert reply["metadata"]["model_version"] == "test-v1"
+        assert server.json("GET", "/v1/model")[1]["model_version"] == "test-v1"
+        assert server.process.poll() is None
+    finally:
+        assert stop_service(server) == 0
+    assert "no model to serve yet" in server.stderr.read_text()
+
+
+def test_a_missing_model_directory_still_stops_the_server(tmp_path):
+    server = start_service(tmp_path, wait=False, MODEL_URI=str(tmp_path / "no-such-model"), WORKERS="1")
     try:
         assert server.process.wait(60) == 2
     finally:
         stop_service(server)
-    message = server.stderr.read_text()
-    assert "no model to serve" in message and str(tmp_path / "empty" / "models") in message
+    assert "is not a model directory" in server.stderr.read_text()
 
 
 def test_broken_model_stops_the_server_with_the_reason(tmp_path, model_dir):

@@ -104,8 +104,13 @@ class IdxSet:
         }
 
 
+MAX_IDX_BYTES = 256 * 1024 * 1024  # decompressed size of one file; the largest official one is 47,040,016 bytes
+
+
 def gunzip(data: bytes, name: str) -> bytes:
-    """Decompress every gzip member and check CRC and length; truncation or corruption raises IdxError."""
+    """Decompress every gzip member and check CRC and length; truncation or corruption raises IdxError.
+
+    At most MAX_IDX_BYTES come out: a small gzip bomb is refused before it can fill memory."""
     if data[:2] != b"\x1f\x8b":
         raise IdxError(
             name,
@@ -114,12 +119,21 @@ def gunzip(data: bytes, name: str) -> bytes:
         )
     parts = []
     rest = data
+    room = MAX_IDX_BYTES
     while rest:
         decomp = zlib.decompressobj(wbits=31)
         try:
-            parts.append(decomp.decompress(rest))
+            parts.append(decomp.decompress(rest, room + 1))
         except zlib.error as exc:
             raise IdxError(name, f"corrupt gzip data ({exc})", _REDOWNLOAD) from None
+        room -= len(parts[-1])
+        if room < 0 or decomp.unconsumed_tail:
+            raise IdxError(
+                name,
+                f"decompresses to more than {MAX_IDX_BYTES:,} bytes (a gzip bomb, or not Fashion-MNIST: the "
+                "largest official file is 47,040,016 bytes)",
+                "supply the four Fashion-MNIST files, or " + _REDOWNLOAD,
+            )
         if not decomp.eof:
             raise IdxError(
                 name, f"truncated gzip file: the compressed stream ends early ({len(data):,} bytes)", _REDOWNLOAD

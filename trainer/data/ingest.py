@@ -25,7 +25,9 @@ from trainer.data.dataset import dataset_root, version_uri
 from trainer.errors import CommandError
 
 DOWNLOAD_TIMEOUT_S = 60
+MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024  # per file; the largest official .gz is 26,421,880 bytes
 _CHUNK = 1 << 20
+_SHA256_HEX = 64
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,14 @@ def add_arguments(parser) -> None:
         metavar="DIR|gs://URI|URL",
         help="where the four .gz files are; default: config data.source, then the Debian package "
         "directory, then the canonical download (checksum-verified, cached)",
+    )
+    parser.add_argument(
+        "--sha256",
+        action="append",
+        default=[],
+        metavar="FILE=HEX",
+        help="expected SHA-256 of one of the four .gz files (repeat for each); checked for every source, and "
+        "needed for a non-canonical URL's cached files to be reused",
     )
     parser.add_argument(
         "--require-official",
@@ -126,19 +136,51 @@ def _read_gcs(prefix: str) -> tuple[dict[str, bytes], dict[str, str]]:
     return blobs, names
 
 
+def parse_checksums(values: list[str]) -> dict[str, str]:
+    """`--sha256 FILE=HEX` values -> {file name: hex}; CommandError naming the bad value."""
+    known = set(idx.FILE_NAMES.values())
+    checksums = {}
+    for value in values:
+        name, _, digest = value.partition("=")
+        digest = digest.strip().lower()
+        if name not in known or len(digest) != _SHA256_HEX or any(c not in "0123456789abcdef" for c in digest):
+            raise CommandError(
+                f"--sha256 {value[:100]!r}: expected FILE=HEX with FILE one of {', '.join(sorted(known))} and HEX "
+                "the file's 64-character SHA-256 (sha256sum FILE prints it)"
+            )
+        checksums[name] = digest
+    return checksums
+
+
+def _oversize(url: str) -> CommandError:
+    return CommandError(
+        f"{url}: more than {MAX_DOWNLOAD_BYTES:,} bytes; a Fashion-MNIST .gz file is at most 26,421,880. Fix: check "
+        "the URL, or download the files yourself and pass --source DIR"
+    )
+
+
 def _download(url: str, dest: Path) -> None:
-    """Stream one URL to dest with a progress bar; the file appears only when complete."""
+    """Stream one URL to dest with a progress bar, at most MAX_DOWNLOAD_BYTES; the file appears only when complete."""
     from tqdm import tqdm
 
     tmp = dest.with_name(dest.name + ".part")
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, tmp.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
+            if total and total > MAX_DOWNLOAD_BYTES:
+                raise _oversize(url)
+            received = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=None) as bar:
                 while chunk := response.read(_CHUNK):
+                    received += len(chunk)
+                    if received > MAX_DOWNLOAD_BYTES:
+                        raise _oversize(url)
                     out.write(chunk)
                     bar.update(len(chunk))
         os.replace(tmp, dest)
+    except CommandError:
+        tmp.unlink(missing_ok=True)
+        raise
     except (urllib.error.URLError, OSError) as exc:
         tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc
@@ -149,18 +191,29 @@ def _download(url: str, dest: Path) -> None:
         ) from None
 
 
-def _read_url(base_url: str, settings) -> tuple[dict[str, bytes], dict[str, str]]:
-    """Download into the cache (reusing verified cached files). The canonical URL must match the published MD5s."""
+def _read_url(base_url: str, settings, checksums: dict[str, str]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Download into the cache, reusing only cached files that are verified: against the published MD5s for the
+    canonical URL, against the user's --sha256 for any other URL (without one, a file is downloaded afresh)."""
     canonical = base_url == Source.parse(settings.data.download_url).location
-    slug = hashlib.sha256(base_url.encode()).hexdigest()[:12]
-    cache = Path(settings.data.cache_dir).expanduser() / "downloads" / slug
+    if not canonical and len(checksums) < len(idx.FILE_NAMES):
+        print(
+            f"note: {base_url} is not the canonical download, so only files with a --sha256 are verified and "
+            "reused from the cache; the others are downloaded afresh"
+        )
+    cache = _url_cache(settings, base_url)
     cache.mkdir(parents=True, exist_ok=True)
     blobs, names = {}, {}
     for role, name in idx.FILE_NAMES.items():
         url, path = base_url + name, cache / name
         names[role] = url
         published = idx.PUBLISHED[role].gz_md5
-        if not (path.is_file() and (not canonical or _md5(path.read_bytes()) == published)):
+
+        def verified(data: bytes, name: str = name, published: str = published) -> bool:
+            if canonical:
+                return _md5(data) == published
+            return name in checksums and _sha256(data) == checksums[name]
+
+        if not (path.is_file() and verified(path.read_bytes())):
             _download(url, path)
         data = path.read_bytes()
         if canonical and _md5(data) != published:
@@ -175,17 +228,38 @@ def _read_url(base_url: str, settings) -> tuple[dict[str, bytes], dict[str, str]
     return blobs, names
 
 
+def _url_cache(settings, base_url: str) -> Path:
+    slug = hashlib.sha256(base_url.encode()).hexdigest()[:12]
+    return Path(settings.data.cache_dir).expanduser() / "downloads" / slug
+
+
 def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def fetch(source: Source, settings) -> tuple[dict[str, bytes], dict[str, str]]:
-    """The four files' bytes by role, and the names (paths/URIs) errors should mention."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fetch(source: Source, settings, checksums: dict[str, str] | None = None) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The four files' bytes by role, and the names (paths/URIs) errors should mention; every file with a
+    user-given SHA-256 (`checksums`, by file name) must match it."""
+    checksums = checksums or {}
     if source.kind == "directory":
-        return _read_directory(source.location)
-    if source.kind == "gcs":
-        return _read_gcs(source.location)
-    return _read_url(source.location, settings)
+        blobs, names = _read_directory(source.location)
+    elif source.kind == "gcs":
+        blobs, names = _read_gcs(source.location)
+    else:
+        blobs, names = _read_url(source.location, settings, checksums)
+    for role, name in idx.FILE_NAMES.items():
+        if name in checksums and _sha256(blobs[role]) != checksums[name]:
+            if source.kind == "url":
+                (_url_cache(settings, source.location) / name).unlink(missing_ok=True)
+            raise CommandError(
+                f"{names[role]}: SHA-256 {_sha256(blobs[role])} differs from the expected {checksums[name]} "
+                "(--sha256); the file is not the one you meant. Nothing was stored"
+            )
+    return blobs, names
 
 
 # ---- storing ----------------------------------------------------------------------------------------------------
@@ -268,11 +342,11 @@ def _write_version(settings, files: idx.IdxSet, blobs: dict[str, bytes], source:
         raise CommandError(f"cannot write dataset version {files.version} to {base}: {exc}") from None
 
 
-def ingest(settings, source: Source, *, require_official: bool = False) -> str:
+def ingest(settings, source: Source, *, require_official: bool = False, checksums: dict[str, str] | None = None) -> str:
     """Fetch, validate, store; returns the version id. Raises CommandError (nothing written) on bad input."""
     print(f"source: {source.kind} {source.location}")
     try:
-        blobs, names = fetch(source, settings)
+        blobs, names = fetch(source, settings, checksums)
         hashes = [hashlib.sha256(blobs[role]).hexdigest() for role in idx.ROLES]
         version = "v-" + hashlib.sha256("".join(hashes).encode("ascii")).hexdigest()[:12]
         base = version_uri(settings, version)
@@ -308,7 +382,12 @@ def ingest(settings, source: Source, *, require_official: bool = False) -> str:
 
 def run(args, settings) -> int:
     try:
-        ingest(settings, choose_source(settings, args.source), require_official=args.require_official)
+        ingest(
+            settings,
+            choose_source(settings, args.source),
+            require_official=args.require_official,
+            checksums=parse_checksums(getattr(args, "sha256", None) or []),
+        )
     except storage.StorageError as exc:
         raise CommandError(f"datasets bucket {settings.datasets_bucket}: {exc}") from None
     return 0

@@ -3,12 +3,15 @@
 Why our own callback instead of keras.callbacks.BackupAndRestore: the checkpoint directory can be a gs:// URI
 (AIP_CHECKPOINT_DIR), and every write must go through trainer/storage.py so a kill mid-write never leaves a
 checkpoint that half-loads. Layout: `epoch-NNNN.weights.h5` files, then `state.json` naming the newest one; the
-state file is written last, so whatever it names is complete.
+state file is written last, so whatever it names is complete. The `weights` name read back is checked to be a
+plain file name of that layout: state.json is data from a bucket, and must not steer a read or a write (the
+download into a local temporary directory) outside the checkpoint directory.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,8 +20,14 @@ from pathlib import Path
 import keras
 
 from trainer import storage
+from trainer.errors import CommandError
 
 STATE_FILE = "state.json"
+WEIGHTS_NAME = re.compile(r"epoch-\d{1,9}\.weights\.h5")
+
+
+class CheckpointError(CommandError):
+    """state.json cannot be resumed from; the message names the file, the field and the fix."""
 
 
 @dataclass
@@ -41,6 +50,16 @@ def read_state(checkpoint_dir: str) -> CheckpointState | None:
         data = json.loads(storage.read_text(storage.join(checkpoint_dir, STATE_FILE)))
     except storage.NotFound:
         return None
+    where = storage.join(checkpoint_dir, STATE_FILE)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: expected a JSON object, got {type(data).__name__}; delete it to start afresh")
+    weights = data.get("weights")
+    if weights is not None and not (isinstance(weights, str) and WEIGHTS_NAME.fullmatch(weights)):
+        raise CheckpointError(
+            f"{where}: weights {str(weights)[:80]!r} is not a weights file name of this checkpoint directory "
+            "(epoch-NNNN.weights.h5, no path); refused so that nothing is read or written outside it. "
+            "Delete state.json to start the run afresh"
+        )
     return CheckpointState(**data)
 
 
