@@ -43,6 +43,9 @@ COMMANDS = {
         Command("deploy-model", "cloud", "upload a registry version to Vertex AI and deploy it to the endpoint"),
         Command("undeploy-all", "cloud", "undeploy every model from the endpoint (before cdktf destroy)"),
         Command("automl", "cloud", "train a Vertex AI AutoML image classifier and register it (gcp target)"),
+        Command("pipeline-step", "cloud", "run one command as a Vertex AI Pipeline task and report its artifacts"),
+        Command("feed-feature-store", "cloud", "load the feature table into BigQuery and sync the feature view"),
+        Command("import-evaluation", "cloud", "import a version's evaluation into the Vertex AI Model Registry"),
     )
 }
 
