@@ -129,6 +129,15 @@ class BatchScorer:
         chunks = [pixels[i : i + CHUNK] for i in range(0, len(pixels), CHUNK)]
         return np.concatenate(self._pool.map(_score, chunks)) if chunks else np.empty((0, 10), np.float32)
 
+    def worker_cpu_seconds(self) -> float:
+        """User + system CPU seconds the worker processes used so far (Linux /proc), for load-independent cost."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for process in self._pool._pool:  # type: ignore[attr-defined]
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / ticks
+
     def close(self) -> None:
         self._pool.close()
         self._pool.join()
@@ -144,18 +153,18 @@ def _noop(_: int) -> None:
     return None
 
 
-def inference_limit(model_path: str, input_name: str, pixels: np.ndarray, cores: int) -> tuple[float, float]:
-    """(single-thread images/s, that times `cores`): the same OnnxClassifier in this process, no decoding or IPC."""
+def inference_limit(model_path: str, input_name: str, pixels: np.ndarray) -> tuple[float, float]:
+    """(single-thread images per wall second, per CPU second): the same OnnxClassifier in this process, no
+    decoding or inter-process traffic. Times the cores, the first is the issue's inference-only limit."""
     from service.runtime import OnnxClassifier
 
     classifier = OnnxClassifier(model_path, input_name)
     classifier.warm_up()
     floats = pixels.astype(np.float32)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     for i in range(0, len(floats), CHUNK):
         classifier.predict(floats[i : i + CHUNK])
-    per_thread = len(floats) / (time.perf_counter() - start)
-    return per_thread, per_thread * cores
+    return len(floats) / (time.perf_counter() - start), len(floats) / (time.thread_time() - cpu)
 
 
 # ---- writing predictions -----------------------------------------------------------------------------------------
