@@ -93,7 +93,7 @@ $(KFP_VENV)/.installed:
 	$(KFP_VENV)/bin/pip install -q kfp==$(KFP_VERSION) 'pydantic>=2.6,<3' 'pyyaml>=6.0' 'numpy>=1.26,<3'
 	@touch $@
 
-.PHONY: pipeline-venv pipeline pipeline-local
+.PHONY: pipeline-venv pipeline pipeline-local pipeline-graph
 pipeline-venv: $(KFP_VENV)/.installed
 
 # The lifecycle as a Vertex AI Pipeline (KFP v2 YAML) for ENV (default dev): build/fmnist-lifecycle.yaml.
@@ -104,3 +104,7 @@ pipeline: pipeline-venv
 pipeline-local: setup pipeline-venv
 	$(KFP_VENV)/bin/python -m lifecycle compile --env local --output build/fmnist-lifecycle-local.yaml $(PIPELINE_ARGS)
 	$(PY) -m lifecycle run-compiled build/fmnist-lifecycle-local.yaml
+
+# The README's picture of the dev pipeline, drawn from the compiled spec.
+pipeline-graph: pipeline
+	$(PY) -m lifecycle graph build/fmnist-lifecycle.yaml --output docs/lifecycle-pipeline.png

@@ -149,6 +149,7 @@ def run_gcp(args, settings, log: StepLog):
 COMMANDS = {
     "compile": "lifecycle.compile",
     "run-compiled": "lifecycle.run_compiled",
+    "graph": "lifecycle.graph",
     "batch-predict": "lifecycle.batch_predict",
 }
 

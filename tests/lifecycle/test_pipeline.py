@@ -282,3 +282,20 @@ def test_compile_without_kfp_says_which_venv_to_use(tmp_path):
         timeout=60,
     )
     assert result.returncode == 1 and ".venv-kfp" in result.stderr
+
+
+@needs_kfp
+def test_the_graph_is_drawn_from_the_compiled_spec(dev_pipeline, tmp_path):
+    from lifecycle.graph import flatten, levels, render
+
+    _, spec, _ = dev_pipeline
+    nodes = flatten(spec)
+    assert len(nodes) == 10
+    assert nodes["import-evaluation"].inputs == {"evaluation": ("export", "evaluation")}  # through the condition
+    assert {n for n, node in nodes.items() if node.condition} == {"deploy-model", "import-evaluation"}
+    assert nodes["deploy-model"].condition == "if promote.outcome == 'promoted'"
+    assert nodes["train"].command == "submit --wait"
+    depth = levels(nodes)
+    assert depth["ingest"] == 0 and depth["promote"] < depth["deploy-model"] < depth["import-evaluation"]
+    picture = render(spec, tmp_path / "graph.png")
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000
