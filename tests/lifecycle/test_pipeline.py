@@ -299,3 +299,60 @@ def test_the_graph_is_drawn_from_the_compiled_spec(dev_pipeline, tmp_path):
     assert depth["ingest"] == 0 and depth["promote"] < depth["deploy-model"] < depth["import-evaluation"]
     picture = render(spec, tmp_path / "graph.png")
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000
+
+
+GATE_PIPELINE = """
+import sys
+from kfp import compiler, dsl
+
+GATE = (
+    "import json, sys; outputs = json.loads(sys.argv[1])['outputs']; "
+    "open(outputs['parameters']['outcome']['outputFile'], 'w').write(sys.argv[2])"
+)
+MARK = "import sys; open(sys.argv[1], 'w').write('ran')"
+
+@dsl.container_component
+def gate(outcome: dsl.OutputPath(str)):
+    executor_input = dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER
+    return dsl.ContainerSpec(image="x", command=["python"], args=["-c", GATE, executor_input, sys.argv[2]])
+
+@dsl.container_component
+def deploy():
+    return dsl.ContainerSpec(image="x", command=["python"], args=["-c", MARK, sys.argv[3]])
+
+@dsl.pipeline(name="gate-check")
+def gate_check():
+    decision = gate()
+    with dsl.If(decision.outputs["outcome"] == "promoted"):
+        deploy()
+
+compiler.Compiler().compile(gate_check, sys.argv[1])
+"""
+
+
+@needs_kfp
+@pytest.mark.parametrize("outcome, runs", [(PROMOTED, True), (REFUSED, False)])
+def test_the_harness_runs_a_conditioned_task_only_when_the_gate_says_so(tmp_path, outcome, runs):
+    """A kfp-compiled gate + dsl.If, executed by the harness: the trigger policy decides, as on Vertex AI."""
+    marker = tmp_path / "deployed"
+    subprocess.run(
+        [str(KFP_PYTHON), "-c", GATE_PIPELINE, str(tmp_path / "gate.yaml"), outcome, str(marker)],
+        check=True,
+        timeout=60,
+    )
+    run = run_compiled(tmp_path / "gate.yaml", tmp_path / "work", "gate-check-1", log=lambda *_: None)
+    assert run.tasks["gate"].parameters == {"outcome": outcome}
+    assert marker.exists() is runs
+    assert run.skipped == ([] if runs else ["condition-1"])
+
+
+def test_the_wrapper_refuses_an_output_artifact_it_was_not_told_about(settings):
+    from trainer.cloud.pipeline_step import executor_output
+    from trainer.errors import CommandError
+
+    executor_input = {"outputs": {"artifacts": {"dataset": {"artifacts": [{"name": "dataset"}]}}}}
+    with pytest.raises(CommandError, match=r"declares output artifacts \['dataset'\]"):
+        executor_output(settings, executor_input, {}, None)
+    gate_input = {"outputs": {"parameters": {"outcome": {"outputFile": "/x"}}}}
+    with pytest.raises(CommandError, match="no --outcome maps exit status 0"):
+        executor_output(settings, gate_input, {}, None)
