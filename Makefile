@@ -96,9 +96,10 @@ $(KFP_VENV)/.installed:
 .PHONY: pipeline-venv pipeline pipeline-local pipeline-graph
 pipeline-venv: $(KFP_VENV)/.installed
 
-# The lifecycle as a Vertex AI Pipeline (KFP v2 YAML) for ENV (default dev): build/fmnist-lifecycle.yaml.
+# The lifecycle and the prediction pipeline (KFP v2 YAML) for ENV (default dev), into build/.
 pipeline: pipeline-venv
 	$(KFP_VENV)/bin/python -m lifecycle compile --env $(ENV)
+	$(KFP_VENV)/bin/python -m lifecycle compile --env $(ENV) --pipeline prediction --output build/fmnist-batch-prediction.yaml
 
 # The local environment's compiled pipeline, executed task by task on this machine (lifecycle/run_compiled.py).
 pipeline-local: setup pipeline-venv

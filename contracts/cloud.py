@@ -32,6 +32,7 @@ CLOUD_RUN_SERVICE = "fmnist-predict"
 BUDGET_TOPIC = "fmnist-budget-alerts"
 APP_LABEL = "fmnist-mlops"
 PIPELINE_NAME = "fmnist-lifecycle"  # the compiled pipeline's name and its template package in Artifact Registry
+PREDICTION_PIPELINE_NAME = "fmnist-batch-prediction"  # the prediction pipeline, published beside it
 PIPELINE_STARTER_WORKFLOW = "fmnist-start-lifecycle"
 PIPELINE_SCHEDULE = "fmnist-lifecycle-schedule"
 DRIFT_TOPIC = "fmnist-drift-alerts"
@@ -206,6 +207,10 @@ class CloudNames:
         return PIPELINE_NAME
 
     @property
+    def prediction_pipeline_name(self) -> str:
+        return PREDICTION_PIPELINE_NAME
+
+    @property
     def pipeline_repository(self) -> str:
         """The Artifact Registry repository (format KFP) holding the compiled pipeline templates."""
         return f"{self.bucket_prefix}-pipelines"
@@ -231,6 +236,11 @@ class CloudNames:
     @property
     def drift_topic(self) -> str:
         return DRIFT_TOPIC
+
+    @property
+    def batch_input_uri(self) -> str:
+        """Where images to score land: the prediction pipeline's default source (a prefix of PNGs)."""
+        return f"{self.bucket_uri('datasets')}/incoming"
 
     @property
     def batch_predictions_uri(self) -> str:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from lifecycle.plan import DATASET, METRICS, MODEL, REPORT, Step, producers
 
-PIPELINE_NAME = "fmnist-lifecycle"
 RUN_ID = "{{$.pipeline_job_name}}"  # kfp's PIPELINE_JOB_NAME_PLACEHOLDER: one training run per pipeline run
 OUTCOME = "outcome"
 
@@ -80,13 +79,13 @@ def _ident(name: str) -> str:
     return name.replace("-", "_")
 
 
-def build_pipeline(steps: list[Step], image: str, env: str):
+def build_pipeline(steps: list[Step], image: str, env: str, name: str, description: str):
     """The pipeline function: tasks in step order, artifacts wired from their producers, conditions as dsl.If."""
     from kfp import dsl
 
     made = producers(steps)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Fashion-MNIST: raw data to a deployed, evaluated model")
+    @dsl.pipeline(name=name, description=description)
     def lifecycle_pipeline():
         tasks: dict = {}
         previous = None  # the last unconditional task: the local runner's order, kept where no artifact orders it
@@ -112,9 +111,9 @@ def build_pipeline(steps: list[Step], image: str, env: str):
     return lifecycle_pipeline
 
 
-def compile_pipeline(steps: list[Step], image: str, env: str, output: Path) -> Path:
+def compile_pipeline(steps: list[Step], image: str, env: str, output: Path, name: str, description: str) -> Path:
     from kfp import compiler
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(steps, image, env), str(output))
+    compiler.Compiler().compile(build_pipeline(steps, image, env, name, description), str(output))
     return output

@@ -193,6 +193,23 @@ def build_steps(
     return steps
 
 
+def build_prediction_steps(settings, *, run_id: str, source: str, model: str = "champion") -> list[Step]:
+    """The prediction pipeline: one Vertex AI batch prediction job on the serving image, waited for."""
+    destination = storage.join(settings.names.batch_predictions_uri, run_id)
+    step = Step(
+        "batch-prediction",
+        "batch prediction (Vertex AI)",
+        (
+            *("--env", settings.env, "batch-prediction", source),
+            *("--model", model, "--destination", destination, "--display-name", run_id, "--wait"),
+        ),
+        writes=(Artifact("predictions", DATASET, destination),),
+        resources=Resources(cpu="1", memory="2G"),  # the task only waits; the job's replicas score
+    )
+    check_plan([step])
+    return [step]
+
+
 class PlanError(ValueError):
     """The step list is inconsistent (a read nobody writes, a condition on a later step); names the step."""
 

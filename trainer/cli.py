@@ -46,6 +46,9 @@ COMMANDS = {
         Command("pipeline-step", "cloud", "run one command as a Vertex AI Pipeline task and report its artifacts"),
         Command("feed-feature-store", "cloud", "load the feature table into BigQuery and sync the feature view"),
         Command("import-evaluation", "cloud", "import a version's evaluation into the Vertex AI Model Registry"),
+        Command(
+            "batch-prediction", "cloud", "score gs:// PNGs or JSONL instances with a Vertex AI batch prediction job"
+        ),
     )
 }
 

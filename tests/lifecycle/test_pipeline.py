@@ -356,3 +356,25 @@ def test_the_wrapper_refuses_an_output_artifact_it_was_not_told_about(settings):
     gate_input = {"outputs": {"parameters": {"outcome": {"outputFile": "/x"}}}}
     with pytest.raises(CommandError, match="no --outcome maps exit status 0"):
         executor_output(settings, gate_input, {}, None)
+
+
+@needs_kfp
+def test_the_prediction_pipeline_waits_for_one_batch_prediction_job_on_the_champion(tmp_path):
+    from lifecycle.plan import build_prediction_steps
+    from trainer.cli import build_parser
+    from trainer.cloud.batch_prediction import build_batch_prediction
+
+    compile_env("dev", tmp_path / "prediction.yaml", "--pipeline", "prediction")
+    spec = yaml.safe_load((tmp_path / "prediction.yaml").read_text())
+    assert spec["pipelineInfo"]["name"] == "fmnist-batch-prediction"
+    settings = load_config("dev")
+    [step] = build_prediction_steps(settings, run_id=RUN_ID, source=settings.names.batch_input_uri)
+    args = executor(spec, "batch-prediction")["args"]
+    assert args[args.index("--") + 1 :] == list(step.args)
+    parsed = build_parser(list(step.args)).parse_args(list(step.args))
+    assert parsed.wait and parsed.model == "champion" and parsed.source == "gs://fmnist-mlops-dev-datasets/incoming"
+    request = build_batch_prediction(
+        settings, "v1", parsed.source, ["gs://x/a.png"], display_name="fmnist-batch-1", destination=parsed.destination
+    )
+    assert request.create["sync"] is False  # only --wait blocks
+    assert request.create["gcs_destination_prefix"] == step.writes[0].uri

@@ -8,6 +8,7 @@ accepts); a gs:// .jsonl of instances goes as `jsonl`. Predictions land as JSONL
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +35,14 @@ def job_name(version: str, now: datetime | None = None) -> str:
 
 
 def build_batch_prediction(
-    settings, version: str, source: str, png_uris: list[str] | None, *, display_name: str, destination: str | None
+    settings,
+    version: str,
+    source: str,
+    png_uris: list[str] | None,
+    *,
+    display_name: str,
+    destination: str | None,
+    wait: bool = False,
 ) -> BatchPredictionRequest:
     """`png_uris`: the PNG objects under a prefix source (file-list); None for a .jsonl source (jsonl)."""
     if not storage.is_gcs(source):
@@ -69,13 +77,15 @@ def build_batch_prediction(
             "service_account": names.runtime_account("service"),
             "encryption_spec_key_name": names.kms_key_name,
             "labels": {"app": "fmnist-mlops", "env": settings.env, "component": "batch-prediction"},
-            "sync": False,
+            "sync": wait,  # True: create() returns when the job has finished
         },
         file_list=file_list,
     )
 
 
-def build_for_source(settings, source: str, ref: str, destination: str | None) -> BatchPredictionRequest:
+def build_for_source(
+    settings, source: str, ref: str, destination: str | None, *, display_name: str | None = None, wait: bool = False
+) -> BatchPredictionRequest:
     """Resolve `ref` in the registry and list the PNGs of a prefix source (reads the buckets, sends nothing)."""
     from trainer.models.registry import ModelRegistry
 
@@ -85,7 +95,13 @@ def build_for_source(settings, source: str, ref: str, destination: str | None) -
         png_uris = sorted(u for u in storage.list_uris(source.rstrip("/") + "/") if u.lower().endswith(".png"))
     destination = destination if destination and storage.is_gcs(destination) else None
     return build_batch_prediction(
-        settings, version, source, png_uris, display_name=job_name(version), destination=destination
+        settings,
+        version,
+        source,
+        png_uris,
+        display_name=display_name or job_name(version),
+        destination=destination,
+        wait=wait,
     )
 
 
@@ -97,3 +113,29 @@ def send(settings, request: BatchPredictionRequest, aiplatform=None):
         storage.write_text(*request.file_list)
     aiplatform.init(**request.init)
     return aiplatform.BatchPredictionJob.create(**request.create)
+
+
+# ---- command line (the prediction pipeline's step) ---------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("source", help="a gs:// prefix of PNGs or a gs:// .jsonl of instances")
+    parser.add_argument("--model", default="champion", help="registry version id or alias (default: champion)")
+    parser.add_argument("--destination", help="gs:// prefix for the predictions (default: dev bucket)")
+    parser.add_argument("--display-name", help="job name (default fmnist-batch-<version>-<UTC time>)")
+    parser.add_argument("--wait", action="store_true", help="block until the job ends (fails if the job fails)")
+    parser.add_argument("--dry-run", action="store_true", help="print the request, send nothing")
+
+
+def run(args, settings) -> int:
+    if args.display_name and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", args.display_name):
+        raise CommandError(f"--display-name '{args.display_name}': use lowercase letters, digits and '-'")
+    request = build_for_source(
+        settings, args.source, args.model, args.destination, display_name=args.display_name, wait=args.wait
+    )
+    if args.dry_run:
+        print(json.dumps(request.__dict__, indent=2))
+        return 0
+    job = send(settings, request)
+    print(f"Vertex AI batch prediction job {job.resource_name} writes to {request.create['gcs_destination_prefix']}")
+    return 0
