@@ -4,10 +4,10 @@ SOURCE is a directory of PNGs, a gs:// prefix of PNGs, or an IDX image file (gzi
 service's own code: `service.model_source.load_bundle` finds the model (a registry reference such as
 `<models bucket>@champion`, or a version directory), `service.images.decode_image_instance` decodes each PNG as
 the service decodes a {"b64": ...} instance, and `service.runtime.OnnxClassifier` (one ONNX Runtime thread) runs
-it, in one worker process per core. Why here: the trainer may not import the service, the lifecycle may import
-both. Predictions (image id, class, probabilities, model version) go to JSONL or Parquet, local or gs://.
-With `--vertex` the same source is scored by a Vertex AI batch prediction job on the serving image instead
-(trainer.cloud.batch_prediction builds that request).
+it; decoding and inference both happen in the workers, one process per core. Why here: the trainer may not import
+the service, the lifecycle may import both. Predictions (image id, class, probabilities, model version) go to
+JSONL or Parquet, local or gs://. With `--vertex` the same source is scored by a Vertex AI batch prediction job on
+the serving image instead (trainer.cloud.batch_prediction builds that request).
 """
 
 from __future__ import annotations
@@ -38,8 +38,20 @@ class BatchInputError(ValueError):
 
 @dataclass
 class ImageSet:
+    """Images with stable ids: decoded pixels (IDX) or the encoded PNG files, which the workers decode."""
+
     ids: list[str]
-    pixels: np.ndarray  # uint8 [N, 28, 28]
+    pixels: np.ndarray | None = None  # uint8 [N, 28, 28]
+    encoded: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def decoded(self) -> np.ndarray:
+        """The pixels, decoding PNGs here (in this process) when the set holds files."""
+        if self.pixels is None:
+            self.pixels = decode_pngs(self.encoded or [], 0)
+        return self.pixels
 
 
 # ---- reading the source -----------------------------------------------------------------------------------------
@@ -65,14 +77,19 @@ def read_idx_images(data: bytes, name: str) -> ImageSet:
     except IdxError as exc:
         raise BatchInputError(str(exc)) from None
     stem = Path(name).name
-    return ImageSet([f"{stem}:{i:05d}" for i in range(len(images))], np.ascontiguousarray(images))
+    return ImageSet([f"{stem}:{i:05d}" for i in range(len(images))], pixels=np.ascontiguousarray(images))
+
+
+def decode_pngs(blobs: list[bytes], offset: int) -> np.ndarray:
+    """uint8 [N, 28, 28] from PNG files, as the service decodes {"b64": ...} instances; `offset` numbers errors."""
+    pixels = np.empty((len(blobs), 28, 28), np.uint8)
+    for i, data in enumerate(blobs):
+        pixels[i] = _decode_png(data, offset + i)
+    return pixels
 
 
 def read_png_files(named: list[tuple[str, bytes]]) -> ImageSet:
-    pixels = np.empty((len(named), 28, 28), np.uint8)
-    for i, (_, data) in enumerate(named):
-        pixels[i] = _decode_png(data, i)
-    return ImageSet([name for name, _ in named], pixels)
+    return ImageSet([name for name, _ in named], encoded=[data for _, data in named])
 
 
 def read_source(source: str) -> ImageSet:
@@ -112,6 +129,11 @@ def _score(pixels: np.ndarray) -> np.ndarray:
     return _classifier.predict(pixels.astype(np.float32))
 
 
+def _score_pngs(task: tuple[int, list[bytes]]) -> np.ndarray:
+    offset, blobs = task
+    return _score(decode_pngs(blobs, offset))
+
+
 class BatchScorer:
     """One OnnxClassifier per worker process (the service's one-thread-per-core layout), started once."""
 
@@ -128,6 +150,14 @@ class BatchScorer:
     def score(self, pixels: np.ndarray) -> np.ndarray:
         chunks = [pixels[i : i + CHUNK] for i in range(0, len(pixels), CHUNK)]
         return np.concatenate(self._pool.map(_score, chunks)) if chunks else np.empty((0, 10), np.float32)
+
+    def score_images(self, images: ImageSet) -> np.ndarray:
+        """Probabilities for every image; PNG files are decoded in the workers, beside their inference."""
+        if images.pixels is not None or not images.encoded:
+            return self.score(images.decoded())
+        blobs = images.encoded
+        tasks = [(i, blobs[i : i + CHUNK]) for i in range(0, len(blobs), CHUNK)]
+        return np.concatenate(self._pool.map(_score_pngs, tasks))
 
     def worker_cpu_seconds(self) -> float:
         """User + system CPU seconds the worker processes used so far (Linux /proc), for load-independent cost."""
@@ -250,7 +280,7 @@ def main(argv: list[str]) -> int:
         with BatchScorer(model, args.workers) as scorer:
             started_s = time.perf_counter() - start - read_s
             score_start = time.perf_counter()
-            probabilities = scorer.score(images.pixels)
+            probabilities = scorer.score_images(images)
             score_s = time.perf_counter() - score_start
             bundle = scorer.bundle
         rows = prediction_rows(images, probabilities, bundle.class_names, bundle.version)

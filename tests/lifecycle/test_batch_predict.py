@@ -75,6 +75,8 @@ def test_the_batch_scorer_agrees_with_the_running_service_over_http(world):
     _, models, images, _, _ = world
     with BatchScorer(f"{models}@champion", workers=1) as scorer:
         batch = scorer.score(images).argmax(axis=1)
+        from_pngs = scorer.score_images(read_source(str(world[3]))).argmax(axis=1)  # decoded in the worker
+    assert (from_pngs == batch).all()
     with running_service(f"{models}@champion", workers=1) as (base, _), requests.Session() as session:
         served = predict_binary(session, base, images)
     assert (batch == served).all()
@@ -86,7 +88,7 @@ def test_a_gcs_prefix_of_pngs_is_read_like_a_directory(world, gcs_bucket):
     remote = read_source(f"{gcs_bucket}/incoming")
     local = read_source(str(pngs))
     assert remote.ids == local.ids
-    assert np.array_equal(remote.pixels, images) and np.array_equal(local.pixels, images)
+    assert np.array_equal(remote.decoded(), images) and np.array_equal(local.decoded(), images)
 
 
 def test_bad_sources_and_outputs_fail_with_what_is_accepted(world, tmp_path):
