@@ -190,3 +190,24 @@ def test_new_apis_are_watched_by_the_budget_and_follow_the_teardown_policy(synth
     for resource_type in ("google_workflows_workflow", "google_eventarc_trigger", "google_cloud_scheduler_job"):
         for body in pipelines(synth, env, resource_type).values():
             assert "lifecycle" not in body, f"{resource_type} must not block `cdktf destroy`"
+
+
+def test_the_pipelines_adapters_name_what_the_stack_declares(synth, env, settings_by_env, names):
+    from trainer.cloud.feed_feature_store import build_requests
+    from trainer.cloud.import_evaluation import build_import
+
+    settings = settings_by_env[env]
+    feed = build_requests(settings, "v-0123456789ab")
+    table = synth.one(env, "google_bigquery_table")
+    dataset = synth.one(env, "google_bigquery_dataset")
+    assert feed.destination == f"{names.project}.{dataset['dataset_id']}.{table['table_id']}"
+    view = synth.one(env, "google_vertex_ai_feature_online_store_featureview")
+    store = synth.one(env, "google_vertex_ai_feature_online_store")
+    assert feed.sync_feature_view["feature_view"].endswith(
+        f"/featureOnlineStores/{store['name']}/featureViews/{view['name']}"
+    )
+    assert feed.job_config["schema"] == json.loads(table["schema"])  # the load schema is the table's
+    evaluation = {"metrics": {}, "class_names": ["a"], "confusion_matrix": [[1]]}
+    assert build_import(settings, "v1", evaluation).parent.startswith(names.parent_model_name)
+    ids = {sa["account_id"] for sa in synth.resources(env, "google_service_account").values()}
+    assert {names.service_account_id("pipelines"), names.service_account_id("starter")} <= ids
