@@ -9,6 +9,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
+KFP_VENV := .venv-kfp
+KFP_VERSION := 2.17.3
 export PYTHONDONTWRITEBYTECODE ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
@@ -102,3 +104,26 @@ bench-train: setup
 
 clean:
 	rm -rf cdktf.out .pytest_cache
+
+# kfp pins protobuf < 7 and requests == 2.33.0, older than the trainer's: it gets its own venv (lifecycle/compile.py).
+$(KFP_VENV)/.installed:
+	@test -x $(KFP_VENV)/bin/python || $(PYTHON) -m venv $(KFP_VENV)
+	$(KFP_VENV)/bin/pip install -q kfp==$(KFP_VERSION) 'pydantic>=2.6,<3' 'pyyaml>=6.0' 'numpy>=1.26,<3'
+	@touch $@
+
+.PHONY: pipeline-venv pipeline pipeline-local pipeline-graph
+pipeline-venv: $(KFP_VENV)/.installed
+
+# The lifecycle and the prediction pipeline (KFP v2 YAML) for ENV (default dev), into build/.
+pipeline: pipeline-venv
+	$(KFP_VENV)/bin/python -m lifecycle compile --env $(ENV)
+	$(KFP_VENV)/bin/python -m lifecycle compile --env $(ENV) --pipeline prediction --output build/fmnist-batch-prediction.yaml
+
+# The local environment's compiled pipeline, executed task by task on this machine (lifecycle/run_compiled.py).
+pipeline-local: setup pipeline-venv
+	$(KFP_VENV)/bin/python -m lifecycle compile --env local --output build/fmnist-lifecycle-local.yaml $(PIPELINE_ARGS)
+	$(PY) -m lifecycle run-compiled build/fmnist-lifecycle-local.yaml
+
+# The README's picture of the dev pipeline, drawn from the compiled spec.
+pipeline-graph: pipeline
+	$(PY) -m lifecycle graph build/fmnist-lifecycle.yaml --output docs/lifecycle-pipeline.png

@@ -18,6 +18,11 @@ SERVICE_ACCOUNT_SUFFIXES = {
     "deployer": "deployer",  # Cloud Build on deploy pushes: builds, pushes, `cdktf deploy`
     "checks": "ci-checks",  # Cloud Build on pull requests: tests, synth, policy scan (untrusted code)
 }
+# The lifecycle pipeline's own accounts, declared by infra/components/pipelines.py (not by the identity component).
+PIPELINE_ACCOUNT_SUFFIXES = {
+    "pipelines": "pipelines",  # Vertex AI Pipelines runs of the lifecycle
+    "starter": "pl-starter",  # the one workflow that starts pipeline runs (schedule, new data, drift)
+}
 SERVICE_ACCOUNT_ID_MAX = 30
 KMS_KEY_ID = "fmnist-cmek"
 BIGQUERY_DATASET = "fmnist_features"
@@ -26,6 +31,12 @@ FEATURE_VIEW = "image_features"
 CLOUD_RUN_SERVICE = "fmnist-predict"
 BUDGET_TOPIC = "fmnist-budget-alerts"
 APP_LABEL = "fmnist-mlops"
+PIPELINE_NAME = "fmnist-lifecycle"  # the compiled pipeline's name and its template package in Artifact Registry
+PREDICTION_PIPELINE_NAME = "fmnist-batch-prediction"  # the prediction pipeline, published beside it
+PIPELINE_STARTER_WORKFLOW = "fmnist-start-lifecycle"
+PIPELINE_SCHEDULE = "fmnist-lifecycle-schedule"
+DRIFT_TOPIC = "fmnist-drift-alerts"
+RAW_DATA_PREFIX = "raw"  # <datasets bucket>/raw/: new raw IDX files land here and trigger a pipeline run
 
 
 class CloudNameError(ValueError):
@@ -82,7 +93,8 @@ class CloudNames:
 
     # ---- identities --------------------------------------------------------------------------------------------
     def service_account_id(self, role: str) -> str:
-        account_id = f"{self.bucket_prefix}-{SERVICE_ACCOUNT_SUFFIXES[role]}"
+        suffix = SERVICE_ACCOUNT_SUFFIXES.get(role) or PIPELINE_ACCOUNT_SUFFIXES[role]
+        account_id = f"{self.bucket_prefix}-{suffix}"
         if len(account_id) > SERVICE_ACCOUNT_ID_MAX:
             raise CloudNameError(
                 f"service account id '{account_id}' is longer than {SERVICE_ACCOUNT_ID_MAX} characters: "
@@ -164,9 +176,73 @@ class CloudNames:
         return FEATURE_VIEW
 
     @property
+    def feature_view_name(self) -> str:
+        """The feature view's resource name (what a sync request names)."""
+        return (
+            f"projects/{self.project}/locations/{self.region}/featureOnlineStores/{ONLINE_STORE}"
+            f"/featureViews/{FEATURE_VIEW}"
+        )
+
+    @property
+    def aiplatform_endpoint(self) -> str:
+        """The regional Vertex AI API host the GAPIC clients must use (the global one rejects regional resources)."""
+        return f"{self.region}-aiplatform.googleapis.com"
+
+    @property
     def cloud_run_service(self) -> str:
         return CLOUD_RUN_SERVICE
 
     @property
     def budget_topic(self) -> str:
         return BUDGET_TOPIC
+
+    # ---- the lifecycle as a Vertex AI Pipeline -----------------------------------------------------------------
+    @property
+    def raw_data_uri(self) -> str:
+        """Where new raw IDX files land (the pipeline's ingest source; the new-data trigger watches it)."""
+        return f"{self.bucket_uri('datasets')}/{RAW_DATA_PREFIX}"
+
+    @property
+    def pipeline_name(self) -> str:
+        return PIPELINE_NAME
+
+    @property
+    def prediction_pipeline_name(self) -> str:
+        return PREDICTION_PIPELINE_NAME
+
+    @property
+    def pipeline_repository(self) -> str:
+        """The Artifact Registry repository (format KFP) holding the compiled pipeline templates."""
+        return f"{self.bucket_prefix}-pipelines"
+
+    @property
+    def pipeline_template_uri(self) -> str:
+        """The template's `latest` tag: what every pipeline run starts from."""
+        return f"https://{self.region}-kfp.pkg.dev/{self.project}/{self.pipeline_repository}/{PIPELINE_NAME}/latest"
+
+    @property
+    def pipeline_root(self) -> str:
+        """Where Vertex AI Pipelines keeps its own run files (executor outputs, logs)."""
+        return f"{self.bucket_uri('dev')}/pipeline-root"
+
+    @property
+    def pipeline_starter_workflow(self) -> str:
+        return PIPELINE_STARTER_WORKFLOW
+
+    @property
+    def pipeline_schedule(self) -> str:
+        return PIPELINE_SCHEDULE
+
+    @property
+    def drift_topic(self) -> str:
+        return DRIFT_TOPIC
+
+    @property
+    def batch_input_uri(self) -> str:
+        """Where images to score land: the prediction pipeline's default source (a prefix of PNGs)."""
+        return f"{self.bucket_uri('datasets')}/incoming"
+
+    @property
+    def batch_predictions_uri(self) -> str:
+        """Where batch prediction jobs write (one folder per job)."""
+        return f"{self.bucket_uri('dev')}/batch-predictions"

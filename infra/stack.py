@@ -22,6 +22,7 @@ from infra.components.identity import Identity
 from infra.components.images import Images
 from infra.components.kms import Kms
 from infra.components.monitoring import Monitoring
+from infra.components.pipelines import Pipelines
 from infra.components.registry import Registry
 from infra.components.serving import Serving
 from infra.components.storage import Storage
@@ -108,6 +109,21 @@ class EnvironmentStack(TerraformStack):
             )
         self.budget = Budget(self, "budget", names=names, apis=apis, kms=kms, monitoring=monitoring, project=project)
         self.cicd = CiCd(self, "cicd", names=names, apis=apis, identity=identity)
+        # The lifecycle as a Vertex AI Pipeline: its template repository, accounts, and the starter + triggers.
+        self.pipelines = Pipelines(
+            self,
+            "pipelines",
+            names=names,
+            teardown=teardown,
+            apis=apis,
+            kms=kms,
+            identity=identity,
+            storage=self.storage,
+            registry=registry,
+            features=self.features,
+            budget=self.budget,
+            project=project,
+        )
 
         # What the trainer and operators need after a deploy (`cdktf output <env>`).
         outputs = {

@@ -9,18 +9,18 @@ bucket, training as a Vertex AI custom job, then evaluate/export/promote and `de
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from lifecycle.plan import PROMOTED, REFUSED, Step, build_steps
 from lifecycle.steps import REPO_ROOT, StepFailed, StepLog, banner, run_step
 from settings import ConfigError, load_config
-from trainer import storage
 
-GATE_REFUSED_EXIT = 3  # trainer.models.registry.GateRefused: the candidate stays a candidate; the run goes on
+GATE_OUTCOMES = {PROMOTED: "promoted to champion", REFUSED: "refused by the quality gate"}
 
 
 def parse_args(argv):
@@ -40,20 +40,19 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def promote(log: StepLog, env_args: list[str]) -> str:
-    """Promote the candidate through the quality gate; a refusal is an outcome, not a failure."""
-    banner("promote candidate -> champion (quality gate)")
-    argv = ["-m", "trainer", *env_args, "registry", "promote", "candidate"]
-    print("$ python " + " ".join(argv), flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT)
-    log.timings["promote"] = time.perf_counter() - start
-    if proc.returncode == 0:
-        return "promoted to champion"
-    if proc.returncode == GATE_REFUSED_EXIT:
-        print("the quality gate kept the current champion (numbers above)", flush=True)
-        return "refused by the quality gate"
-    raise StepFailed(f"step 'promote' failed (exit {proc.returncode}); re-run: python {' '.join(argv)}")
+def run_plan(log: StepLog, steps: list[Step]) -> dict[str, str]:
+    """Run the step list in order (the local runner of what `compile` turns into a pipeline); returns outcomes."""
+    outcomes: dict[str, str] = {}
+    for step in steps:
+        if step.condition and outcomes.get(step.condition.step) != step.condition.outcome:
+            print(f"\n-- {step.title}: skipped ({step.condition.step} was {outcomes.get(step.condition.step)})")
+            continue
+        outcome = run_step(log, step.title, step.argv, outcomes=step.outcomes or None)
+        if outcome is not None:
+            outcomes[step.name] = outcome
+            if outcome == REFUSED:
+                print("the quality gate kept the current champion (numbers above)", flush=True)
+    return outcomes
 
 
 def infra_inventory(outdir: Path) -> tuple[dict, str]:
@@ -79,43 +78,14 @@ def run_local(args, settings, log: StepLog):
     from trainer.data.dataset import load_dataset
     from trainer.models.registry import ModelRegistry
 
-    env_args = ["--env", settings.env]
     started = time.perf_counter()
     summary = RunSummary()
-    run_step(
-        log,
-        "ingest + validate",
-        ["-m", "trainer", *env_args, "ingest", *(["--source", args.source] if args.source else [])],
-    )
-    run_step(log, "analyze", ["-m", "trainer", *env_args, "analyze"])
-    run_step(log, "features", ["-m", "trainer", *env_args, "features"])
     run_id = "demo-" + time.strftime("%Y%m%dt%H%M%S", time.gmtime())
-    model_dir = storage.join(settings.dev_bucket, "runs", run_id, "model")
-    run_step(
-        log,
-        "train",
-        [
-            "-m",
-            "trainer",
-            *env_args,
-            "train",
-            "--preset",
-            args.preset,
-            "--run-id",
-            run_id,
-            "--model-dir",
-            model_dir,
-            *args.train_arg,
-        ],
-    )
-    # export evaluates on the test set itself (it must, to verify ONNX), so a separate `evaluate` would repeat it
-    run_step(
-        log, "evaluate + export + verify + register", ["-m", "trainer", *env_args, "export", "--model-dir", model_dir]
-    )
+    steps = build_steps(settings, run_id=run_id, preset=args.preset, source=args.source, train_args=args.train_arg)
+    outcomes = run_plan(log, steps)
     registry = ModelRegistry.from_settings(settings)
     summary.model_version = registry.read_index()["aliases"]["candidate"]
-    summary.gate = promote(log, env_args)
-    run_step(log, "registry", ["-m", "trainer", *env_args, "registry", "list"])
+    summary.gate = GATE_OUTCOMES[outcomes["promote"]]
 
     if not args.skip_infra:
         run_step(log, "infra synth + policy scan", ["-m", "infra.scan", "--outdir", args.infra_outdir])
@@ -171,34 +141,24 @@ def run_gcp(args, settings, log: StepLog):
             f"--target gcp needs a gcp environment; config/{settings.env}.yaml has target "
             f"{settings.target} (use --env dev)"
         )
-    env_args = ["--env", settings.env]
     job = "fmnist-train-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    model_dir = storage.join(settings.models_bucket, "jobs", job, "model")
-    run_step(
-        log,
-        "ingest into the datasets bucket",
-        ["-m", "trainer", *env_args, "ingest", *(["--source", args.source] if args.source else [])],
-    )
-    run_step(log, "analyze", ["-m", "trainer", *env_args, "analyze"])
-    run_step(log, "features", ["-m", "trainer", *env_args, "features"])
-    run_step(
-        log,
-        "train (Vertex AI custom job)",
-        ["-m", "trainer", *env_args, "submit", "--wait", "--preset", args.preset, "--display-name", job],
-    )
-    run_step(
-        log, "evaluate + export + verify + register", ["-m", "trainer", *env_args, "export", "--model-dir", model_dir]
-    )
-    gate = promote(log, env_args)
-    if gate.startswith("promoted"):
-        run_step(
-            log, "deploy champion to the Vertex AI endpoint", ["-m", "trainer", *env_args, "deploy-model", "champion"]
-        )
-    run_step(log, "registry", ["-m", "trainer", *env_args, "registry", "list"])
+    run_plan(log, build_steps(settings, run_id=job, preset=args.preset, source=args.source, train_args=args.train_arg))
+
+
+# `python -m lifecycle <command> ...`: commands beside the run itself, imported only when asked for.
+COMMANDS = {
+    "compile": "lifecycle.compile",
+    "run-compiled": "lifecycle.run_compiled",
+    "graph": "lifecycle.graph",
+    "batch-predict": "lifecycle.batch_predict",
+}
 
 
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    args = parse_args(argv)
     log = StepLog()
     try:
         settings = load_config(args.env or ("dev" if args.target == "gcp" else None))

@@ -32,8 +32,16 @@ def banner(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
-def run_step(log: StepLog, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-    """Run `python <argv>` from the repo root; raise StepFailed on a non-zero exit."""
+def run_step(
+    log: StepLog,
+    name: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    outcomes: dict[int, str] | None = None,
+) -> str | None:
+    """Run `python <argv>` from the repo root; raise StepFailed on an exit status `outcomes` does not name.
+
+    Returns the outcome of the exit status (None when `outcomes` is not given)."""
     banner(name)
     cmd = [sys.executable, *argv]
     print("$ python " + " ".join(argv), flush=True)
@@ -41,9 +49,12 @@ def run_step(log: StepLog, name: str, argv: list[str], env: dict[str, str] | Non
     quiet = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore::FutureWarning"}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**quiet, **os.environ, **(env or {})})
     log.timings[name] = time.perf_counter() - start
+    if outcomes and proc.returncode in outcomes:
+        return outcomes[proc.returncode]
     if proc.returncode != 0:
         raise StepFailed(
             f"step '{name}' failed (exit {proc.returncode}); its message is above. "
             f"Re-run it alone with: python {' '.join(argv)}"
         )
     print(f"-- {name}: {log.timings[name]:.1f} s", flush=True)
+    return None

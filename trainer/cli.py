@@ -45,6 +45,12 @@ COMMANDS = {
         Command("undeploy-all", "cloud", "undeploy every model from the endpoint (before cdktf destroy)"),
         Command("rollout", "cloud", "end a canary on the endpoint: promote the challenger or take it off (gcp)"),
         Command("automl", "cloud", "train a Vertex AI AutoML image classifier and register it (gcp target)"),
+        Command("pipeline-step", "cloud", "run one command as a Vertex AI Pipeline task and report its artifacts"),
+        Command("feed-feature-store", "cloud", "load the feature table into BigQuery and sync the feature view"),
+        Command("import-evaluation", "cloud", "import a version's evaluation into the Vertex AI Model Registry"),
+        Command(
+            "batch-prediction", "cloud", "score gs:// PNGs or JSONL instances with a Vertex AI batch prediction job"
+        ),
     )
 }
 
