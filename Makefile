@@ -16,14 +16,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-<<<<<<< HEAD
-.PHONY: setup system-deps lint demo test mutate serve venv-serve scan synth bench bench-train deploy destroy clean
-=======
-.PHONY: setup system-deps lint demo test serve venv-serve scan synth bench bench-train deploy destroy clean notebooks
->>>>>>> wave-notebooks
+.PHONY: setup system-deps lint demo test mutate serve venv-serve scan synth bench bench-train deploy destroy clean notebooks
 ENV ?= dev
 
-setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
+setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed $(KFP_VENV)/.installed node_modules/.installed
 
 # Debian packages: the data set, venv support, Chromium for the browser tests, Node.js for the cdktf CLI.
 system-deps:
@@ -59,19 +55,17 @@ lint: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-<<<<<<< HEAD
 # Mutation testing (mutmut) of storage, the registry and gate, IDX + ingest, request parsing and the Google Cloud
 # adapters, each group with its own tests in a scratch copy: killed/survived per module and every survivor.
 # Slow (see README "Testing"), so not part of .ci/run; MUTATE_GROUPS="storage registry" runs some groups.
 mutate: setup
 	$(PY) -m tests.mutate $(MUTATE_GROUPS)
-=======
+
 # JupyterLab on the project, opened at notebooks/ (after `make demo`, which leaves data and a champion to explore).
 # Jupyter refuses to run as root unless told: containers and CI machines often are root.
 notebooks: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
->>>>>>> wave-notebooks
 
 # Serve the local registry's champion on :8080 (after `make demo`).
 serve: setup
