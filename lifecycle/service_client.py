@@ -9,6 +9,7 @@ predict and health routes, so there it is None.
 from __future__ import annotations
 
 import atexit
+import secrets
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -30,9 +31,10 @@ class ServiceUnreachable(RuntimeError):
 class HttpService:
     """The service's own HTTP API at a base URL (the local process or Cloud Run)."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30):
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30, admin_token: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.admin_token = admin_token  # the service's operator routes (drift reset) need it; None: not ours to use
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
@@ -62,8 +64,13 @@ class HttpService:
     def drift(self) -> dict | None:
         return self._call("GET", "/monitoring/drift")
 
-    def reset_drift(self) -> None:
-        self._call("POST", "/monitoring/drift/reset")
+    def reset_drift(self) -> bool:
+        """Reset the drift counts, if this client holds the service's operator token; False (and why) if not."""
+        if not self.admin_token:
+            print("drift not reset: the reset is an operator route and this client has no ADMIN_TOKEN for it")
+            return False
+        self._call("POST", "/monitoring/drift/reset", headers={"Authorization": f"Bearer {self.admin_token}"})
+        return True
 
     def close(self) -> None:
         self.session.close()
@@ -94,8 +101,8 @@ class VertexEndpoint:
     def drift(self) -> dict | None:
         return None
 
-    def reset_drift(self) -> None:
-        return None
+    def reset_drift(self) -> bool:
+        return False
 
     def close(self) -> None:
         return None
@@ -146,8 +153,10 @@ def open_service(
         raise ValueError("cloud-run needs the service's URL (`npx cdktf output` prints service_url)")
     from lifecycle.http_check import running_service
 
-    with running_service(model_reference(settings.models_bucket), workers=1, extra_env=local_env) as (base, _):
-        client = HttpService(base)
+    admin_token = secrets.token_urlsafe(32)  # a private local service: its operator routes are ours
+    env = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": admin_token, **(local_env or {})}
+    with running_service(model_reference(settings.models_bucket), workers=1, extra_env=env) as (base, _):
+        client = HttpService(base, admin_token=admin_token)
         try:
             yield client
         finally:
