@@ -7,6 +7,7 @@ not what the trainer measured in-process; the two must agree exactly.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -147,7 +148,9 @@ def shifted(images: np.ndarray) -> np.ndarray:
 def check_service(model_uri: str, x_test: np.ndarray, y_test: np.ndarray, *, log=print) -> HttpFigures:
     """Start the service on `model_uri`, score the test set on both paths, time it, show drift, stop it."""
     figures = HttpFigures()
-    with running_service(model_uri) as (base, cold_start), requests.Session() as session:
+    token = secrets.token_urlsafe(32)  # this run's operator token: drift reset is an operator route
+    operator = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": token}
+    with running_service(model_uri, extra_env=operator) as (base, cold_start), requests.Session() as session:
         figures.cold_start_s = cold_start
         log(f"service healthy {cold_start:.2f} s after launch at {base}")
         start = time.perf_counter()
@@ -164,7 +167,7 @@ def check_service(model_uri: str, x_test: np.ndarray, y_test: np.ndarray, *, log
         figures.latency_p50_ms, figures.latency_p99_ms = single_image_latency(session, base, x_test)
         log(f"one image per request: p50 {figures.latency_p50_ms:.2f} ms, p99 {figures.latency_p99_ms:.2f} ms")
         figures.drift_before = _check(session.get(f"{base}/monitoring/drift", timeout=10))
-        _check(session.post(f"{base}/monitoring/drift/reset", timeout=10))
+        _check(session.post(f"{base}/monitoring/drift/reset", headers={"Authorization": f"Bearer {token}"}, timeout=10))
         predict_binary(session, base, shifted(np.resize(x_test, (2000, 28, 28))))  # enough for drift's sample
         figures.drift_after = _check(session.get(f"{base}/monitoring/drift", timeout=10))
         log(
