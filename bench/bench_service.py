@@ -102,9 +102,9 @@ def build_model_dir(directory: Path, builder) -> Path:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from trainer.data.features import compute_image_features, feature_baseline
+    from contracts.dataset import CLASS_NAMES
+    from contracts.features import compute_image_features, feature_baseline
     from trainer.models.export import export_onnx
-    from trainer.training.model import CLASS_NAMES
 
     keras.utils.set_random_seed(0)
     model = builder()
