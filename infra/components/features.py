@@ -19,7 +19,7 @@ from constructs import Construct
 from contracts import feature_schema
 from infra.components.apis import Apis
 from infra.components.identity import Identity
-from infra.components.kms import Kms
+from infra.components.kms import KeyGrants
 from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
@@ -36,7 +36,7 @@ class Features(Construct):
         names: Names,
         teardown: TeardownPolicy,
         apis: Apis,
-        kms: Kms,
+        kms: KeyGrants,
         identity: Identity,
     ):
         super().__init__(scope, id)
@@ -47,7 +47,7 @@ class Features(Construct):
             location=names.region,
             description="per-image Fashion-MNIST features (contracts/feature_schema.py)",
             labels=names.labels,
-            default_encryption_configuration={"kms_key_name": kms.key.id},
+            default_encryption_configuration={"kms_key_name": kms.key_id},
             delete_contents_on_destroy=teardown.bigquery_delete_contents_on_destroy,
             lifecycle=teardown.lifecycle(),
             depends_on=[apis["bigquery.googleapis.com"], kms.grants["bigquery"]],
@@ -60,7 +60,7 @@ class Features(Construct):
             description=f"feature function {feature_schema.FEATURE_FUNCTION_ID}; one row per image",
             schema=json.dumps(feature_schema.bigquery_schema()),
             clustering=["dataset_version", "split"],
-            encryption_configuration={"kms_key_name": kms.key.id},
+            encryption_configuration={"kms_key_name": kms.key_id},
             deletion_protection=teardown.bigquery_table_deletion_protection,
             labels=names.labels,
             lifecycle=teardown.lifecycle(),
@@ -86,7 +86,7 @@ class Features(Construct):
             dataset_id=self.dataset.dataset_id,
             role="roles/bigquery.dataViewer",
             member=kms.agent_members["aiplatform"],
-            depends_on=[apis["aiplatform.googleapis.com"]],
+            depends_on=[kms.grants["aiplatform"]],
         )
         self.online_store = VertexAiFeatureOnlineStore(
             self,
