@@ -3,6 +3,10 @@ Feature View over it.
 
 Not the legacy Featurestore: it shuts down on 2027-02-17. The table's columns are imported from the trainer's
 schema module, never copied, so the Parquet feature table and BigQuery cannot drift apart.
+
+Shape: a feature view serves one row per entity id, so the table holds the served dataset version only, one row per
+`image_id` (declared as its primary key); the loader replaces the whole table (WRITE_TRUNCATE) when the served
+version changes, and `dataset_version` says which one it holds. The online store has no CMEK in provider 6.50.
 """
 
 from __future__ import annotations
@@ -57,9 +61,13 @@ class Features(Construct):
             "table",
             dataset_id=self.dataset.dataset_id,
             table_id=names.feature_table,
-            description=f"feature function {feature_schema.FEATURE_FUNCTION_ID}; one row per image",
+            description=(
+                f"feature function {feature_schema.FEATURE_FUNCTION_ID}; one row per image of the served dataset "
+                "version (replaced whole on load, WRITE_TRUNCATE)"
+            ),
             schema=json.dumps(feature_schema.bigquery_schema()),
-            clustering=["dataset_version", "split"],
+            clustering=["split"],
+            table_constraints={"primary_key": {"columns": [feature_schema.ENTITY_ID_COLUMN]}},
             encryption_configuration={"kms_key_name": kms.key_id},
             deletion_protection=teardown.bigquery_table_deletion_protection,
             labels=names.labels,

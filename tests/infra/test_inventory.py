@@ -214,6 +214,9 @@ def test_feature_table_schema_comes_from_the_trainer(synth, env, settings_by_env
     table = synth.one(env, "google_bigquery_table")
     assert json.loads(table["schema"]) == feature_schema.bigquery_schema()
     assert table["table_id"] == feature_schema.TABLE_NAME
+    # a feature view needs one row per entity id: the table holds one dataset version, keyed by image id
+    assert table["table_constraints"] == {"primary_key": {"columns": [feature_schema.ENTITY_ID_COLUMN]}}
+    assert "dataset_version" not in table["clustering"] and "WRITE_TRUNCATE" in table["description"]
     view = synth.one(env, "google_vertex_ai_feature_online_store_featureview")
     assert view["big_query_source"] == {
         "uri": f"bq://{names.project}.{names.bigquery_dataset}.{feature_schema.TABLE_NAME}",
