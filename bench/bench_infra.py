@@ -1,5 +1,7 @@
 """Infra figures: full synth time (lazy provider loading vs the full import, byte-identical output), checkov time,
-the cdktf CLI synth time, and the infra test suite time. Prints a table; writes bench/results/infra.json.
+the cdktf CLI synth time, the infra test suite time, and what loading the google-beta bindings would cost (their
+jsii assembly, beside the google provider's: why infra/components/service_agents.py declares its one beta
+resource without them). Prints a table; writes bench/results/infra.json.
 
 Goals: synth <= 3 s, checkov <= 5 s, infra tests <= 30 s without the CLI test.
 Run: `.venv/bin/python bench/bench_infra.py [--repeat 3]` (a shared 2-core machine: quote the conditions).
@@ -26,6 +28,7 @@ ENVIRON = {
     "CHECKPOINT_DISABLE": "1",
     "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
 }
+PROVIDER_JSII_LOAD = "from infra import provider_loader; provider_loader.install((__import__('sys').argv[1],))"
 FULL_IMPORT_SYNTH = (
     "import sys, runpy, cdktf_cdktf_provider_google; "
     "sys.argv = ['infra', '--outdir', sys.argv[1]]; runpy.run_module('infra', run_name='__main__')"
@@ -79,6 +82,11 @@ def main() -> int:
         figures["synth_full_import_s"] = full
         figures["byte_identical"] = same_tree(tmp / "lazy0", tmp / "full")
         figures["stacks"] = sorted(p.name for p in (tmp / "lazy0" / "stacks").iterdir())
+        for package in ("cdktf_cdktf_provider_google", "cdktf_cdktf_provider_google_beta"):
+            try:
+                timed([PYTHON, "-c", PROVIDER_JSII_LOAD, package], f"jsii_load_{package.rsplit('_', 1)[-1]}")
+            except SystemExit:
+                figures[f"jsii_load_{package}"] = "not installed"
         from infra.scan import checkov_command
 
         command = checkov_command(tmp / "lazy0")  # every check, custom policies included, full JSON report
