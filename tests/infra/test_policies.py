@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from infra.checkov_baseline import baseline, read_suppressions, write_baseline
+from infra.graph_policies import POLICIES as GRAPH_POLICIES
 from infra.scan import POLICIES_DIR, checkov_binary, evaluate, run_checkov_json, scan
 from infra.suppressions import suppress
 
@@ -42,7 +43,7 @@ def test_synthesized_stacks_pass_checkov_with_custom_policies(synth, tmp_path):
     result = scan(synth.outdir, junit)
     assert result.status == 0, [(f.stack, f.check_id, f.resource) for f in result.failed]
     assert len(result.passed) > 500
-    assert {f.check_id for f in result.passed} >= set(CUSTOM_POLICIES)
+    assert {f.check_id for f in result.passed} >= set(CUSTOM_POLICIES) | {p.id for p in GRAPH_POLICIES}
     assert len(result.suppressed) == len(read_suppressions(synth.outdir))
     root = ElementTree.parse(junit).getroot()
     assert (root.get("failures"), root.get("skipped")) == ("0", str(len(result.suppressed)))
