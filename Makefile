@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps lint demo test mutate serve venv-serve scan synth bench bench-train deploy destroy clean notebooks
+.PHONY: setup system-deps lint demo test mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks
 ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed $(KFP_VENV)/.installed node_modules/.installed
@@ -82,12 +82,22 @@ synth: setup
 scan: setup
 	$(PY) -m infra.scan
 
-# Google Cloud (needs credentials and the bootstrap in infra/README.md).
+# Google Cloud (needs credentials; infra/README.md, "Deploy and destroy"). Each path starts with the placeholder
+# preflight. `bootstrap` runs once per environment, by a person; `destroy` undeploys the SDK's models first and
+# refuses while any remain on the endpoint.
+bootstrap: setup
+	$(PY) -m infra.preflight bootstrap-$(ENV)
+	npx cdktf deploy bootstrap-$(ENV)
+
 deploy: setup
-	npx cdktf deploy $(ENV)
+	$(PY) -m infra.preflight $(ENV)
+	DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf deploy $(ENV)
 
 destroy: setup
-	$(PY) -m trainer --env $(ENV) undeploy-all --yes && npx cdktf destroy $(ENV)
+	$(PY) -m infra.preflight $(ENV)
+	$(PY) -m trainer --env $(ENV) undeploy-all --yes
+	$(PY) -m infra.endpoint_guard $(ENV)
+	DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf destroy $(ENV)
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -1,5 +1,7 @@
 """Infra figures: full synth time (lazy provider loading vs the full import, byte-identical output), checkov time,
-the cdktf CLI synth time, and the infra test suite time. Prints a table; writes bench/results/infra.json.
+the cdktf CLI synth time, the infra test suite time, and what loading the google-beta bindings would cost (their
+jsii assembly, beside the google provider's: why infra/components/service_agents.py declares its one beta
+resource without them). Prints a table; writes bench/results/infra.json.
 
 Goals: synth <= 3 s, checkov <= 5 s, infra tests <= 30 s without the CLI test.
 Run: `.venv/bin/python bench/bench_infra.py [--repeat 3]` (a shared 2-core machine: quote the conditions).
@@ -26,6 +28,45 @@ ENVIRON = {
     "CHECKPOINT_DISABLE": "1",
     "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
 }
+PROVIDER_JSII_LOAD = "from infra import provider_loader; provider_loader.install((__import__('sys').argv[1],))"
+# The service identities as infra/components/service_agents.py declares them, and as the beta bindings would.
+BETA_EQUIVALENCE = """
+import json, sys
+from cdktf import App, TerraformStack
+from infra import provider_loader
+provider_loader.install(("cdktf_cdktf_provider_google", "cdktf_cdktf_provider_google_beta"))
+from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
+from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
+from infra.components.apis import Apis
+from infra.components.providers import google_beta_provider, google_provider
+from infra.components.service_agents import IDENTITY_AGENTS, ServiceAgents
+from infra.naming import Names
+from infra.teardown import TeardownPolicy
+from settings import load_config
+
+names = Names.of(load_config("dev", environ={}))
+app = App(outdir=sys.argv[1])
+raw = TerraformStack(app, "raw")
+google_provider(raw, names)
+apis = Apis(raw, "apis", names=names, teardown=TeardownPolicy(protect=False))
+ServiceAgents(raw, "agents", names=names, apis=apis, beta=google_beta_provider(raw, names))
+bound = TerraformStack(app, "bound")
+google_provider(bound, names)
+apis = Apis(bound, "apis", names=names, teardown=TeardownPolicy(protect=False))
+beta = GoogleBetaProvider(bound, "google-beta", project=names.project, region=names.region)
+for agent, api in IDENTITY_AGENTS.items():
+    GoogleProjectServiceIdentity(bound, f"agents_{agent}", project=names.project, service=api, provider=beta,
+                                 depends_on=[apis[api]])
+app.synth()
+def shape(stack):
+    document = json.load(open(f"{sys.argv[1]}/stacks/{stack}/cdk.tf.json"))
+    identities = document["resource"]["google_project_service_identity"]
+    strip = lambda body: {k: v for k, v in body.items() if k != "//"}
+    return {k.split("_")[1]: strip(v) for k, v in identities.items()}, document["provider"]["google-beta"]
+# The required_providers source differs on purpose: the bindings write the bare "google-beta" (the cdktf quirk
+# the google provider's override fixes); the plain declaration writes the full "hashicorp/google-beta".
+print(json.dumps(shape("raw") == shape("bound")))
+"""
 FULL_IMPORT_SYNTH = (
     "import sys, runpy, cdktf_cdktf_provider_google; "
     "sys.argv = ['infra', '--outdir', sys.argv[1]]; runpy.run_module('infra', run_name='__main__')"
@@ -79,6 +120,27 @@ def main() -> int:
         figures["synth_full_import_s"] = full
         figures["byte_identical"] = same_tree(tmp / "lazy0", tmp / "full")
         figures["stacks"] = sorted(p.name for p in (tmp / "lazy0" / "stacks").iterdir())
+        try:
+            equal = (
+                subprocess.run(
+                    [PYTHON, "-c", BETA_EQUIVALENCE, str(tmp / "beta")],
+                    cwd=REPO_ROOT,
+                    env=ENVIRON,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            figures["beta_raw_equals_bindings"] = equal == "true"
+        except subprocess.CalledProcessError as exc:
+            figures["beta_raw_equals_bindings"] = f"not run: {exc.stderr.strip().splitlines()[-1]}"
+        for package in ("cdktf_cdktf_provider_google", "cdktf_cdktf_provider_google_beta"):
+            try:
+                timed([PYTHON, "-c", PROVIDER_JSII_LOAD, package], f"jsii_load_{package.rsplit('_', 1)[-1]}")
+            except SystemExit:
+                figures[f"jsii_load_{package}"] = "not installed"
         from infra.scan import checkov_command
 
         command = checkov_command(tmp / "lazy0")  # every check, custom policies included, full JSON report

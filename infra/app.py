@@ -1,4 +1,4 @@
-"""Build the cdktf App: one EnvironmentStack per config/<env>.yaml whose target is gcp.
+"""Build the cdktf App: a BootstrapStack and an EnvironmentStack per config/<env>.yaml whose target is gcp.
 
 Environments with `target: local` are skipped on purpose: their buckets are directories under `.mlops/` and
 nothing of theirs lives on Google Cloud (a stack for a project that does not exist could never be deployed).
@@ -42,10 +42,13 @@ def plan_environments(
 
 
 def build_app(plan: SynthPlan, *, outdir: str | None = None) -> App:
-    """An App holding one stack per planned environment; `outdir` None honours the cdktf CLI's choice."""
-    from infra.stack import EnvironmentStack  # imports the providers: only when a stack is really built
+    """An App holding a bootstrap stack and a main stack per planned environment; `outdir` None honours the
+    cdktf CLI's choice."""
+    from infra.bootstrap import BootstrapStack  # imports the providers: only when a stack is really built
+    from infra.stack import EnvironmentStack
 
     app = App(outdir=outdir) if outdir else App()
     for settings in plan.environments:
+        BootstrapStack(app, settings)
         EnvironmentStack(app, settings)
     return app

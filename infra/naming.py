@@ -1,7 +1,8 @@
 """The stacks' names: contracts.cloud's CloudNames (shared with the trainer) plus the settings they came from.
 
 Why a thin subclass: every resource name is defined once, in contracts/cloud.py; the constructs also read their
-`infra.*` settings, so they get both through one object.
+`infra.*` settings, so they get both through one object. The planner account is infra's own (only the pull-request
+pipeline uses it), so its name is added here.
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from contracts.cloud import SERVICE_ACCOUNT_SUFFIXES, CloudNames
+from contracts.cloud import SERVICE_ACCOUNT_ID_MAX, SERVICE_ACCOUNT_SUFFIXES, CloudNameError, CloudNames
 from contracts.images import IMAGE_SOURCES
 from contracts.layout import BUCKET_KINDS
 from settings import Settings
 
-__all__ = ["BUCKET_KINDS", "IMAGE_NAMES", "SERVICE_ACCOUNT_SUFFIXES", "Names"]
+__all__ = ["BUCKET_KINDS", "IMAGE_NAMES", "STACK_ACCOUNTS", "SERVICE_ACCOUNT_SUFFIXES", "Names"]
 IMAGE_NAMES = tuple(IMAGE_SOURCES)
+PLANNER_SUFFIX = "planner"
+# Every account the bootstrap stack creates: the runtime and pipeline accounts of contracts.cloud plus the planner.
+STACK_ACCOUNTS = (*SERVICE_ACCOUNT_SUFFIXES, "planner")
 
 
 @dataclass(frozen=True)
@@ -26,3 +30,22 @@ class Names(CloudNames):
     def of(cls, settings: Settings) -> Names:
         base = settings.names
         return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, settings=settings)
+
+    def service_account_id(self, role: str) -> str:
+        if role != "planner":
+            return super().service_account_id(role)
+        account_id = f"{self.bucket_prefix}-{PLANNER_SUFFIX}"
+        if len(account_id) > SERVICE_ACCOUNT_ID_MAX:
+            raise CloudNameError(
+                f"service account id '{account_id}' is longer than {SERVICE_ACCOUNT_ID_MAX} characters: "
+                f"shorten bucket_prefix in config/{self.env}.yaml"
+            )
+        return account_id
+
+    def account_member(self, role: str) -> str:
+        """The IAM member of a stack account (created by the bootstrap stack, so known by name)."""
+        return f"serviceAccount:{self.service_account_email(role)}"
+
+    @property
+    def bootstrap_stack(self) -> str:
+        return f"bootstrap-{self.env}"

@@ -1,5 +1,6 @@
-"""`python -m infra.scan`: synthesize every stack, run checkov on them with the repository's custom policies, and
-fail unless every failed check is covered by a suppression note in code. Exit status 0 only with 0 findings.
+"""`python -m infra.scan`: synthesize every stack, run checkov on them with the repository's custom policies and the
+graph policies of infra/graph_policies.py, and fail unless every failed check is covered by a suppression note in
+code. Exit status 0 only with 0 findings.
 
 Why not `checkov --baseline` alone: with a baseline checkov reports only new failures and drops the passed
 checks, so its JUnit said "2 tests". Here checkov reports everything (JSON), each failure is matched against
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.checkov_baseline import Suppression, read_suppressions, write_baseline
+from infra.graph_policies import GraphResult, evaluate_outdir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLICIES_DIR = Path(__file__).resolve().parent / "policies"
@@ -126,6 +128,21 @@ def evaluate(reports: list[dict], suppressions: list[Suppression]) -> ScanResult
     return result
 
 
+def add_graph_results(result: ScanResult, graph: list[GraphResult], suppressions: list[Suppression]) -> ScanResult:
+    """The graph policies' outcomes, judged against the same notes (resource named `<type>.<id>`)."""
+    notes = {(s.stack, s.logical_id, s.check_id): s.reason for s in suppressions}
+    for outcome in graph:
+        finding = Finding(outcome.stack, outcome.check_id, outcome.check_name, outcome.resource, outcome.problem or "")
+        reason = notes.get((outcome.stack, outcome.resource.split(".")[-1], outcome.check_id))
+        if outcome.problem is None:
+            result.passed.append(finding)
+        elif reason:
+            result.suppressed.append(Finding(**{**finding.__dict__, "reason": reason}))
+        else:
+            result.failed.append(finding)
+    return result
+
+
 def write_junit(result: ScanResult, path: Path) -> None:
     """One testsuite per stack; a testcase per (check, resource)."""
     by_stack: dict[str, list[tuple[Finding, str]]] = {}
@@ -166,10 +183,11 @@ def write_junit(result: ScanResult, path: Path) -> None:
 def scan(
     outdir: Path, junit_xml: Path, *, policies: Path = POLICIES_DIR, suppressions: list[Suppression] | None = None
 ) -> ScanResult:
-    """checkov on `outdir`, judged against the notes (default: those in the synthesized stacks)."""
+    """checkov and the graph policies on `outdir`, judged against the notes (default: those in the stacks)."""
     if suppressions is None:
         suppressions = read_suppressions(outdir)
     result = evaluate(run_checkov_json(outdir, policies), suppressions)
+    add_graph_results(result, evaluate_outdir(outdir), suppressions)
     write_junit(result, junit_xml)
     return result
 

@@ -1,4 +1,10 @@
-"""One environment's stack: providers, state backend, and the constructs of infra/components wired together."""
+"""One environment's stack: providers, state backend, and the constructs of infra/components wired together.
+
+It runs after the environment's bootstrap stack (infra/bootstrap.py), which holds the state bucket, the CMEK key,
+the service accounts and the deployer's rights. Providers: the default google provider names no quota project
+(a fresh project's APIs are off until this stack enables them); only the `billing` alias, used by the budget alone,
+sets `user_project_override`. Nothing is read at plan time that needs an API this stack enables.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +15,31 @@ from infra import provider_loader
 
 provider_loader.install()  # before any provider import below
 
-from cdktf_cdktf_provider_docker.provider import DockerProvider, DockerProviderRegistryAuth
-from cdktf_cdktf_provider_google.data_google_client_config import DataGoogleClientConfig
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
-from cdktf_cdktf_provider_google.provider import GoogleProvider
 
+from infra.bootstrap import local_state_path
 from infra.components.apis import Apis
 from infra.components.budget import Budget
 from infra.components.cicd import CiCd
 from infra.components.features import Features
 from infra.components.identity import Identity
 from infra.components.images import Images
-from infra.components.kms import Kms
+from infra.components.kms import KeyGrants
 from infra.components.monitoring import Monitoring
-from infra.components.pipelines import Pipelines
+from infra.components.providers import billing_provider, docker_provider, google_beta_provider, google_provider
 from infra.components.registry import Registry
+from infra.components.service_agents import ServiceAgents
 from infra.components.serving import Serving
 from infra.components.storage import Storage
 from infra.components.vertex import Vertex
-from infra.components.workbench import Workbench
+from infra.guard import deploy_guard
 from infra.naming import Names
 from infra.teardown import TeardownPolicy
 from settings import Settings
 
 STATE_PREFIX = "fmnist-mlops"
-GOOGLE_PROVIDER_VERSION = "6.50.0"
 
-
-def local_state_path(env: str) -> str:
-    """Relative to cdktf.out/stacks/<env>/, where Terraform runs: the repository root (gitignored there)."""
-    return f"../../../terraform.{env}.tfstate"
+__all__ = ["EnvironmentStack", "local_state_path"]
 
 
 class EnvironmentStack(TerraformStack):
@@ -55,34 +56,21 @@ class EnvironmentStack(TerraformStack):
             GcsBackend(self, bucket=infra.state_bucket, prefix=f"{STATE_PREFIX}/{settings.env}")
         else:
             LocalBackend(self, path=local_state_path(settings.env))
-        GoogleProvider(
-            self,
-            "google",
-            project=names.project,
-            region=names.region,
-            default_labels=names.labels,
-            user_project_override=True,
-            billing_project=names.project,
-        )
-        # cdktf writes the bare source "google"; OpenTofu and Terraform lock files need the full address.
-        self.add_override("terraform.required_providers.google.source", "hashicorp/google")
-        self.add_override("terraform.required_providers.google.version", GOOGLE_PROVIDER_VERSION)
-        client = DataGoogleClientConfig(self, "client")
-        DockerProvider(
-            self,
-            "docker",
-            registry_auth=[
-                DockerProviderRegistryAuth(
-                    address=names.registry_host, username="oauth2accesstoken", password=client.access_token
-                )
-            ],
-        )
-        project = DataGoogleProject(self, "project", project_id=names.project)
+        google_provider(self, names)
+        billing = billing_provider(self, names)
+        beta = google_beta_provider(self, names)
+        docker_provider(self, names)
+        deploy_guard(self, settings)
 
         self.apis = apis = Apis(self, "apis", names=names, teardown=teardown)
-        self.kms = kms = Kms(self, "kms", names=names, teardown=teardown, apis=apis, project=project)
+        # Read in apply on the first deploy (it depends on the API this stack enables), at plan time afterwards.
+        project = DataGoogleProject(
+            self, "project", project_id=names.project, depends_on=[apis["cloudresourcemanager.googleapis.com"]]
+        )
+        self.agents = agents = ServiceAgents(self, "agents", names=names, apis=apis, beta=beta)
+        self.kms = kms = KeyGrants(self, "kms", names=names, apis=apis, agents=agents)
         self.identity = identity = Identity(self, "identity", names=names, apis=apis)
-        self.storage = Storage(self, "storage", names=names, teardown=teardown, kms=kms, identity=identity)
+        self.storage = Storage(self, "storage", names=names, teardown=teardown, apis=apis, kms=kms, identity=identity)
         self.registry = registry = Registry(self, "registry", names=names, apis=apis, kms=kms, identity=identity)
         self.images = images = Images(self, "images", names=names, registry=registry)
         self.features = Features(
@@ -93,37 +81,17 @@ class EnvironmentStack(TerraformStack):
             self, "serving", names=names, teardown=teardown, apis=apis, identity=identity, images=images
         )
         self.monitoring = monitoring = Monitoring(self, "monitoring", names=names, apis=apis)
-        self.workbench = None
-        if infra.workbench.enabled:  # before the budget: it watches the APIs the instance enables
-            self.workbench = Workbench(
-                self,
-                "workbench",
-                names=names,
-                teardown=teardown,
-                apis=apis,
-                kms=kms,
-                identity=identity,
-                storage=self.storage,
-                serving=serving,
-                project=project,
-            )
-        self.budget = Budget(self, "budget", names=names, apis=apis, kms=kms, monitoring=monitoring, project=project)
-        self.cicd = CiCd(self, "cicd", names=names, apis=apis, identity=identity)
-        # The lifecycle as a Vertex AI Pipeline: its template repository, accounts, and the starter + triggers.
-        self.pipelines = Pipelines(
+        self.budget = Budget(
             self,
-            "pipelines",
+            "budget",
             names=names,
-            teardown=teardown,
             apis=apis,
             kms=kms,
-            identity=identity,
-            storage=self.storage,
-            registry=registry,
-            features=self.features,
-            budget=self.budget,
+            monitoring=monitoring,
             project=project,
+            billing_provider=billing,
         )
+        self.cicd = CiCd(self, "cicd", names=names, apis=apis, identity=identity)
 
         # What the trainer and operators need after a deploy (`cdktf output <env>`).
         outputs = {

@@ -131,14 +131,27 @@ class WorkbenchSettings(_Section):
 class InfraSettings(_Section):
     """What `infra/` declares for this environment (owned by infra/; see infra/README.md for each setting)."""
 
-    state_bucket: str | None = Field(None, description="GCS bucket holding Terraform state; unset: local state file")
+    state_bucket: str | None = Field(
+        None,
+        description="GCS bucket in this environment's own project holding its Terraform state (the bootstrap stack "
+        "creates it); unset: local state file",
+    )
     billing_account: str | None = Field(
         None,
         pattern=r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$",
         description="billing account the budget watches (XXXXXX-XXXXXX-XXXXXX)",
     )
     budget_amount: float = Field(50, gt=0)
-    budget_currency: str = "EUR"
+    budget_currency: str | None = Field(
+        None,
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code of the billing account's currency (the budget must use it); no default",
+    )
+    grant_billing_roles: bool = Field(
+        True,
+        description="the bootstrap stack grants the deployer billing.costsManager and the planner billing.viewer on "
+        "the billing account (needs a billing account administrator; false: grant them with gcloud)",
+    )
     alert_email: str = Field("mlops-alerts@example.com", pattern=r"^[^@\s]+@[^@\s]+$")
     deletion_protection: bool = Field(
         False, description="True: every destroy blocker on (prod); False: destroy cleans up"
@@ -154,7 +167,8 @@ class InfraSettings(_Section):
     kms_key_ring: str = Field(
         "fmnist",
         pattern=r"^[a-zA-Z0-9_-]{1,63}$",
-        description="key rings cannot be deleted: use a new name to redeploy after a destroy",
+        description="key ring of the bootstrap stack; key rings are never deleted: a new name only to redeploy the "
+        "bootstrap stack itself after destroying it",
     )
     alert_5xx_ratio: float = Field(0.02, gt=0, le=1)
     alert_latency_p99_ms: int = Field(1000, gt=0)

@@ -1,12 +1,15 @@
 """A monthly billing budget on this project: 50/90/100% of actual and 100% of forecast spend, to a Pub/Sub topic
 and the alert email channel.
 
-The Billing Budget API needs a quota project when called with user credentials: the provider sets
-`user_project_override` and `billing_project` (infra/stack.py); the budgets API is enabled in this project.
+The Billing Budget API needs a quota project when called with user credentials: the budget alone uses the
+`billing` provider alias, which sets `user_project_override` and `billing_project` (infra/stack.py); the budgets
+API is enabled in this project. The currency comes from config (it must equal the billing account's): unset, the
+field is left out, and the deploy guard (infra/preflight.py) stops a deploy until it is set.
 """
 
 from __future__ import annotations
 
+from cdktf import TerraformProvider
 from cdktf_cdktf_provider_google.billing_budget import BillingBudget, BillingBudgetThresholdRules
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
 from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
@@ -14,7 +17,7 @@ from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMe
 from constructs import Construct
 
 from infra.components.apis import Apis
-from infra.components.kms import Kms
+from infra.components.kms import KeyGrants
 from infra.components.monitoring import Monitoring
 from infra.naming import Names
 
@@ -35,9 +38,10 @@ class Budget(Construct):
         *,
         names: Names,
         apis: Apis,
-        kms: Kms,
+        kms: KeyGrants,
         monitoring: Monitoring,
         project: DataGoogleProject,
+        billing_provider: TerraformProvider,
     ):
         super().__init__(scope, id)
         infra = names.settings.infra
@@ -50,7 +54,7 @@ class Budget(Construct):
             self,
             "topic",
             name=names.budget_topic,
-            kms_key_name=kms.key.id,
+            kms_key_name=kms.key_id,
             labels=names.labels,
             message_storage_policy={"allowed_persistence_regions": [names.region]},
             message_retention_duration="604800s",
@@ -72,7 +76,7 @@ class Budget(Construct):
             },
             amount={
                 "specified_amount": {
-                    "currency_code": infra.budget_currency,
+                    **({"currency_code": infra.budget_currency} if infra.budget_currency else {}),
                     "units": str(units),
                     "nanos": round((infra.budget_amount - units) * 1e9),
                 }
@@ -88,4 +92,5 @@ class Budget(Construct):
             # Depending on every enabled API says "this budget watches what the stack switches on"; the custom
             # checkov policy CKV2_FMNIST_3 checks that edge for each google_project_service.
             depends_on=apis.all,
+            provider=billing_provider,
         )

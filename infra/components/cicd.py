@@ -1,7 +1,9 @@
-"""Cloud Build triggers running cloudbuild.yaml: pull-request checks (tests, synth, policy scan) as a low-privilege
-account, and deploys (build, push, `cdktf deploy`) as the deployer on the configured branch or tag.
+"""Cloud Build triggers running the cloudbuild*.yaml files: pull-request checks (tests, synth, policy scan) as a
+low-privilege account, the pull-request plan (`cdktf diff`) as the read-only planner, and deploys (build, push,
+`cdktf deploy`) as the deployer on the configured branch or tag.
 
-Why two accounts: a pull request runs code nobody has reviewed yet, so it must not hold deploy rights.
+Why three accounts: a pull request runs code nobody has reviewed yet, so it must not hold deploy rights; the tests
+must not even read the project, and the plan reads it but writes nothing.
 The GitHub repository must be connected to Cloud Build once by hand (infra/README.md, bootstrap).
 """
 
@@ -14,7 +16,8 @@ from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.naming import Names
 
-BUILD_FILE = "cloudbuild.yaml"
+# One build file per pipeline, so that each account runs only its own steps.
+BUILD_FILES = {"checks": "cloudbuild.yaml", "plan": "cloudbuild-plan.yaml", "deploy": "cloudbuild-deploy.yaml"}
 IGNORED_FILES = ["**/*.md", "docs/**"]
 
 
@@ -23,8 +26,9 @@ class CiCd(Construct):
         super().__init__(scope, id)
         infra = names.settings.infra
         repository = {"owner": infra.github_owner, "name": infra.github_repository}
-        after = [apis["cloudbuild.googleapis.com"], *identity.act_as]
+        after = [apis["cloudbuild.googleapis.com"]]
         self.triggers = {}
+        pull_request = {"branch": ".*", "comment_control": "COMMENTS_ENABLED_FOR_EXTERNAL_CONTRIBUTORS_ONLY"}
         if infra.pull_request_trigger:
             self.triggers["checks"] = CloudbuildTrigger(
                 self,
@@ -34,15 +38,24 @@ class CiCd(Construct):
                 description="tests, cdktf synth and checkov policy scan on every pull request",
                 github={
                     **repository,
-                    "pull_request": {
-                        "branch": ".*",
-                        "comment_control": "COMMENTS_ENABLED_FOR_EXTERNAL_CONTRIBUTORS_ONLY",
-                    },
+                    "pull_request": pull_request,
                 },
-                filename=BUILD_FILE,
+                filename=BUILD_FILES["checks"],
                 ignored_files=IGNORED_FILES,
-                substitutions={"_PIPELINE": "checks", "_ENV": names.env},
+                substitutions={"_ENV": names.env},
                 service_account=f"projects/{names.project}/serviceAccounts/{identity.email('checks')}",
+                depends_on=after,
+            )
+            self.triggers["plan"] = CloudbuildTrigger(
+                self,
+                "pull-request-plan",
+                name="fmnist-pull-request-plan",
+                location="global",
+                description=f"cdktf diff {names.env} as the read-only planner; the plan summary is a build artifact",
+                github={**repository, "pull_request": pull_request},
+                filename=BUILD_FILES["plan"],
+                substitutions={"_ENV": names.env, "_PLAN_BUCKET": names.bucket("dev")},
+                service_account=f"projects/{names.project}/serviceAccounts/{identity.email('planner')}",
                 depends_on=after,
             )
         push = {"branch": infra.deploy_branch} if infra.deploy_branch else {"tag": infra.deploy_tag}
@@ -53,9 +66,9 @@ class CiCd(Construct):
             location="global",
             description=f"build, push and cdktf deploy of {names.env} on {push}",
             github={**repository, "push": push},
-            filename=BUILD_FILE,
+            filename=BUILD_FILES["deploy"],
             ignored_files=IGNORED_FILES,
-            substitutions={"_PIPELINE": "deploy", "_ENV": names.env},
+            substitutions={"_ACTION": "deploy", "_ENV": names.env},
             service_account=f"projects/{names.project}/serviceAccounts/{identity.email('deployer')}",
             approval_config={"approval_required": infra.deploy_requires_approval},
             depends_on=after,

@@ -3,6 +3,10 @@ Feature View over it.
 
 Not the legacy Featurestore: it shuts down on 2027-02-17. The table's columns are imported from the trainer's
 schema module, never copied, so the Parquet feature table and BigQuery cannot drift apart.
+
+Shape: a feature view serves one row per entity id, so the table holds the served dataset version only, one row per
+`image_id` (declared as its primary key); the loader replaces the whole table (WRITE_TRUNCATE) when the served
+version changes, and `dataset_version` says which one it holds. The online store has no CMEK in provider 6.50.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from constructs import Construct
 from contracts import feature_schema
 from infra.components.apis import Apis
 from infra.components.identity import Identity
-from infra.components.kms import Kms
+from infra.components.kms import KeyGrants
 from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
@@ -36,7 +40,7 @@ class Features(Construct):
         names: Names,
         teardown: TeardownPolicy,
         apis: Apis,
-        kms: Kms,
+        kms: KeyGrants,
         identity: Identity,
     ):
         super().__init__(scope, id)
@@ -47,7 +51,7 @@ class Features(Construct):
             location=names.region,
             description="per-image Fashion-MNIST features (contracts/feature_schema.py)",
             labels=names.labels,
-            default_encryption_configuration={"kms_key_name": kms.key.id},
+            default_encryption_configuration={"kms_key_name": kms.key_id},
             delete_contents_on_destroy=teardown.bigquery_delete_contents_on_destroy,
             lifecycle=teardown.lifecycle(),
             depends_on=[apis["bigquery.googleapis.com"], kms.grants["bigquery"]],
@@ -57,10 +61,14 @@ class Features(Construct):
             "table",
             dataset_id=self.dataset.dataset_id,
             table_id=names.feature_table,
-            description=f"feature function {feature_schema.FEATURE_FUNCTION_ID}; one row per image",
+            description=(
+                f"feature function {feature_schema.FEATURE_FUNCTION_ID}; one row per image of the served dataset "
+                "version (replaced whole on load, WRITE_TRUNCATE)"
+            ),
             schema=json.dumps(feature_schema.bigquery_schema()),
-            clustering=["dataset_version", "split"],
-            encryption_configuration={"kms_key_name": kms.key.id},
+            clustering=["split"],
+            table_constraints={"primary_key": {"columns": [feature_schema.ENTITY_ID_COLUMN]}},
+            encryption_configuration={"kms_key_name": kms.key_id},
             deletion_protection=teardown.bigquery_table_deletion_protection,
             labels=names.labels,
             lifecycle=teardown.lifecycle(),
@@ -86,7 +94,7 @@ class Features(Construct):
             dataset_id=self.dataset.dataset_id,
             role="roles/bigquery.dataViewer",
             member=kms.agent_members["aiplatform"],
-            depends_on=[apis["aiplatform.googleapis.com"]],
+            depends_on=[kms.grants["aiplatform"]],
         )
         self.online_store = VertexAiFeatureOnlineStore(
             self,

@@ -1,24 +1,24 @@
-"""One key ring and one rotating key that encrypts the buckets, Artifact Registry, BigQuery, Pub/Sub and Vertex AI.
+"""The CMEK key and who may use it.
 
-Each Google-managed service agent gets encrypt/decrypt on this key only (resource-level), before the resource
-that uses it is created (constructs depend on `grants[agent]`).
+One rotating key encrypts the buckets, the Artifact Registry repository, the BigQuery dataset and table, the budget's
+Pub/Sub topic, the Vertex AI endpoint and the TensorBoard. Not the Feature Online Store: provider 6.50's
+`google_vertex_ai_feature_online_store` has no `encryption_spec`, so Google-managed keys encrypt it.
+
+Why two constructs: Google Cloud never deletes a key ring or a key, so re-creating them after `cdktf destroy` gets
+409. `CmekKey` lives in the long-lived bootstrap stack (infra/bootstrap.py), which the environment's destroy leaves
+alone; `KeyGrants` lives in the environment's stack, grants each service agent encrypt/decrypt on the key only
+(resource-level) once the agent exists, and every CMEK resource depends on its agent's grant.
 """
 
 from __future__ import annotations
 
-from cdktf_cdktf_provider_google.data_google_bigquery_default_service_account import (
-    DataGoogleBigqueryDefaultServiceAccount,
-)
-from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
-from cdktf_cdktf_provider_google.data_google_storage_project_service_account import (
-    DataGoogleStorageProjectServiceAccount,
-)
 from cdktf_cdktf_provider_google.kms_crypto_key import KmsCryptoKey
 from cdktf_cdktf_provider_google.kms_crypto_key_iam_member import KmsCryptoKeyIamMember
 from cdktf_cdktf_provider_google.kms_key_ring import KmsKeyRing
 from constructs import Construct
 
 from infra.components.apis import Apis
+from infra.components.service_agents import ServiceAgents
 from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
@@ -30,22 +30,15 @@ DESTROY_SCHEDULED_DURATION = "2592000s"
 ENCRYPTER_DECRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 
 
-class Kms(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        id: str,
-        *,
-        names: Names,
-        teardown: TeardownPolicy,
-        apis: Apis,
-        project: DataGoogleProject,
-    ):
+class CmekKey(Construct):
+    """The key ring and key (bootstrap stack)."""
+
+    def __init__(self, scope: Construct, id: str, *, names: Names, teardown: TeardownPolicy, apis: Apis, admin: str):
         super().__init__(scope, id)
         self.key_ring = KmsKeyRing(
             self,
             "key_ring",
-            name=names.settings.infra.kms_key_ring,
+            name=names.kms_key_ring,
             location=names.region,
             depends_on=[apis["cloudkms.googleapis.com"]],
         )
@@ -64,41 +57,28 @@ class Kms(Construct):
             suppress(
                 self.key,
                 "CKV_GCP_82",
-                f"infra.deletion_protection is false for {names.env}: `cdktf destroy` must remove this key's "
-                "versions with the rest (protected environments keep prevent_destroy).",
+                f"infra.deletion_protection is false for {names.env}: `cdktf destroy {names.bootstrap_stack}` "
+                "must schedule this key's versions for destruction (protected environments keep prevent_destroy).",
             )
-        storage_agent = DataGoogleStorageProjectServiceAccount(
-            self, "storage_agent", depends_on=[apis["storage.googleapis.com"]]
-        )
-        bigquery_agent = DataGoogleBigqueryDefaultServiceAccount(
-            self, "bigquery_agent", depends_on=[apis["bigquery.googleapis.com"]]
-        )
-        number = project.number
-        agents = {
-            "storage": (f"serviceAccount:{storage_agent.email_address}", "storage.googleapis.com"),
-            "bigquery": (f"serviceAccount:{bigquery_agent.email}", "bigquery.googleapis.com"),
-            "artifactregistry": (
-                f"serviceAccount:service-{number}@gcp-sa-artifactregistry.iam.gserviceaccount.com",
-                "artifactregistry.googleapis.com",
-            ),
-            "pubsub": (
-                f"serviceAccount:service-{number}@gcp-sa-pubsub.iam.gserviceaccount.com",
-                "pubsub.googleapis.com",
-            ),
-            "aiplatform": (
-                f"serviceAccount:service-{number}@gcp-sa-aiplatform.iam.gserviceaccount.com",
-                "aiplatform.googleapis.com",
-            ),
-        }
-        self.agent_members = {agent: member for agent, (member, _) in agents.items()}
+        # The environment stack grants the service agents on this key: its deployer administers this key only.
+        KmsCryptoKeyIamMember(self, "admin", crypto_key_id=self.key.id, role="roles/cloudkms.admin", member=admin)
+
+
+class KeyGrants(Construct):
+    """Encrypt/decrypt on the bootstrap stack's key for each service agent (environment stack)."""
+
+    def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis, agents: ServiceAgents):
+        super().__init__(scope, id)
+        self.key_id = names.kms_key_name
+        self.agent_members = dict(agents.members)
         self.grants = {
             agent: KmsCryptoKeyIamMember(
                 self,
                 f"{agent}_agent_encrypter",
-                crypto_key_id=self.key.id,
+                crypto_key_id=self.key_id,
                 role=ENCRYPTER_DECRYPTER,
                 member=member,
-                depends_on=[apis[api]],
+                depends_on=[apis["cloudkms.googleapis.com"], agents.sources[agent]],
             )
-            for agent, (member, api) in agents.items()
+            for agent, member in agents.members.items()
         }

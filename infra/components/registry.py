@@ -15,7 +15,7 @@ from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.identity import Identity
-from infra.components.kms import Kms
+from infra.components.kms import KeyGrants
 from infra.naming import Names
 
 KEEP_RECENT_VERSIONS = 10
@@ -23,7 +23,7 @@ UNTAGGED_MAX_AGE = "604800s"  # 7 days
 
 
 class Registry(Construct):
-    def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis, kms: Kms, identity: Identity):
+    def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis, kms: KeyGrants, identity: Identity):
         super().__init__(scope, id)
         self.repository = ArtifactRegistryRepository(
             self,
@@ -33,7 +33,7 @@ class Registry(Construct):
             format="DOCKER",
             description="trainer and service images, tagged by source content hash",
             docker_config={"immutable_tags": True},
-            kms_key_name=kms.key.id,
+            kms_key_name=kms.key_id,
             labels=names.labels,
             cleanup_policy_dry_run=False,
             cleanup_policies=[

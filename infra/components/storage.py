@@ -11,8 +11,9 @@ from cdktf_cdktf_provider_google.storage_bucket import StorageBucket, StorageBuc
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from constructs import Construct
 
+from infra.components.apis import Apis
 from infra.components.identity import Identity
-from infra.components.kms import Kms
+from infra.components.kms import KeyGrants
 from infra.naming import BUCKET_KINDS, Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
@@ -31,7 +32,15 @@ BUCKET_ACCESS = (
 
 class Storage(Construct):
     def __init__(
-        self, scope: Construct, id: str, *, names: Names, teardown: TeardownPolicy, kms: Kms, identity: Identity
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        names: Names,
+        teardown: TeardownPolicy,
+        apis: Apis,
+        kms: KeyGrants,
+        identity: Identity,
     ):
         super().__init__(scope, id)
         common = {
@@ -41,9 +50,9 @@ class Storage(Construct):
             "force_destroy": teardown.bucket_force_destroy,
             "labels": names.labels,
             "versioning": {"enabled": True},
-            "encryption": {"default_kms_key_name": kms.key.id},
+            "encryption": {"default_kms_key_name": kms.key_id},
             "lifecycle": teardown.lifecycle(),
-            "depends_on": [kms.grants["storage"]],
+            "depends_on": [apis["storage.googleapis.com"], kms.grants["storage"]],
         }
         noncurrent = StorageBucketLifecycleRule(
             action={"type": "Delete"},
@@ -86,6 +95,18 @@ class Storage(Construct):
                 lifecycle_rule=rules,
                 logging={"log_bucket": self.access_logs.name, "log_object_prefix": names.bucket(kind)},
             )
+        # The pull-request plan keeps its summary under plans/ of the dev bucket (cloudbuild-plan.yaml), nowhere else.
+        StorageBucketIamMember(
+            self,
+            "dev-planner-plans",
+            bucket=self.buckets["dev"].name,
+            role="roles/storage.objectCreator",
+            member=identity.member("planner"),
+            condition={
+                "title": "plan summaries only",
+                "expression": f'resource.name.startsWith("projects/_/buckets/{names.bucket("dev")}/objects/plans/")',
+            },
+        )
         for kind, account, role in BUCKET_ACCESS:
             StorageBucketIamMember(
                 self,

@@ -11,13 +11,13 @@ from cdktf_cdktf_provider_google.vertex_ai_tensorboard import VertexAiTensorboar
 from constructs import Construct
 
 from infra.components.apis import Apis
-from infra.components.kms import Kms
+from infra.components.kms import KeyGrants
 from infra.naming import Names
 from infra.suppressions import suppress
 
 
 class Vertex(Construct):
-    def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis, kms: Kms):
+    def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis, kms: KeyGrants):
         super().__init__(scope, id)
         after = [apis["aiplatform.googleapis.com"], kms.grants["aiplatform"]]
         self.endpoint = VertexAiEndpoint(
@@ -29,7 +29,7 @@ class Vertex(Construct):
             region=names.region,
             description="Fashion-MNIST classifier (models deployed by the SDK)",
             labels=names.labels,
-            encryption_spec={"kms_key_name": kms.key.id},
+            encryption_spec={"kms_key_name": kms.key_id},
             depends_on=after,
         )
         suppress(
@@ -46,6 +46,6 @@ class Vertex(Construct):
             region=names.region,
             description="Vertex AI Experiments for the trainer",
             labels=names.labels,
-            encryption_spec={"kms_key_name": kms.key.id},
+            encryption_spec={"kms_key_name": kms.key_id},
             depends_on=after,
         )

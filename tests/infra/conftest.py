@@ -1,5 +1,6 @@
-"""One in-process synth of every gcp environment, shared by the whole infra suite (cloud-foundation-fabric style
-inventory tests read it), plus one synth of deliberate variants (public endpoint, no state bucket)."""
+"""One in-process synth of every gcp environment (its bootstrap stack and its main stack), shared by the whole
+infra suite (cloud-foundation-fabric style inventory tests read it), plus one synth of deliberate variants (public
+endpoint, no state bucket)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
 
 ENVIRONMENTS = ("dev", "prod")
+BOOTSTRAP = {env: f"bootstrap-{env}" for env in ENVIRONMENTS}  # each environment's bootstrap stack
 VARIANT = "dev"  # the variant stack is dev with a public endpoint and no state bucket
 
 
@@ -60,7 +62,8 @@ def variant_synth(tmp_path_factory) -> Synth:
         "FMNIST_INFRA__INVOKERS": "['group:ml-team@example.com', 'user:ana@example.com']",
     }
     build_app(plan_environments([VARIANT], environ=environ), outdir=str(outdir)).synth()
-    return Synth(outdir, {VARIANT: (outdir / "stacks" / VARIANT / "cdk.tf.json").read_text()})
+    texts = {p.parent.name: p.read_text() for p in outdir.glob("stacks/*/cdk.tf.json")}
+    return Synth(outdir, texts)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,13 @@ def test_relative_local_backend_without_state_bucket(variant_synth):
     assert "terraform.*.tfstate*" in (REPO_ROOT / ".gitignore").read_text()
 
 
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_the_bootstrap_stack_keeps_local_state_at_the_repository_root(synth, env):
+    backend = synth.stack(f"bootstrap-{env}")["terraform"]["backend"]
+    assert backend == {"local": {"path": local_state_path(f"bootstrap-{env}")}}
+    assert (REPO_ROOT / f"cdktf.out/stacks/bootstrap-{env}" / backend["local"]["path"]).resolve().parent == REPO_ROOT
+
+
 def _machine_paths(outdir: Path) -> set[str]:
     paths = {str(REPO_ROOT), str(outdir), str(Path.home()), os.path.realpath(outdir)}
     return {p for p in paths if len(p) > 1}

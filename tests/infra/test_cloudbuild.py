@@ -1,50 +1,98 @@
-"""cloudbuild.yaml and the triggers agree, and the checks pipeline fails on findings."""
+"""The three Cloud Build files and the triggers agree: checks run unprivileged, the planner only plans, the
+deployer only deploys, and every deploy path runs the preflight and a Terraform checked against a pinned sum."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from infra.components.cicd import BUILD_FILES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def build() -> dict:
-    return yaml.safe_load((REPO_ROOT / "cloudbuild.yaml").read_text())
+def builds() -> dict[str, dict]:
+    return {pipeline: yaml.safe_load((REPO_ROOT / name).read_text()) for pipeline, name in BUILD_FILES.items()}
 
 
-def _script(step: dict) -> str:
-    return " ".join(step.get("args", []))
+def _steps(build: dict) -> dict[str, str]:
+    return {s["id"]: " ".join(s.get("args", [])) for s in build["steps"]}
 
 
-def test_every_trigger_substitution_is_declared(build, synth):
+def test_every_trigger_names_an_existing_file_declaring_its_substitutions(builds, synth):
+    by_file = {name: builds[pipeline] for pipeline, name in BUILD_FILES.items()}
     for env in ("dev", "prod"):
         for trigger in synth.resources(env, "google_cloudbuild_trigger").values():
+            build = by_file[trigger["filename"]]
             assert set(trigger["substitutions"]) <= set(build["substitutions"]), trigger["name"]
-            assert trigger["filename"] == "cloudbuild.yaml"
 
 
-def test_user_managed_accounts_need_cloud_logging_only(build):
-    assert build["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+def test_user_managed_accounts_need_cloud_logging_only(builds):
+    assert {b["options"]["logging"] for b in builds.values()} == {"CLOUD_LOGGING_ONLY"}
 
 
-def test_checks_run_tests_synth_and_scan_and_fail_on_findings(build):
-    steps = {s["id"]: s for s in build["steps"]}
-    assert "pytest" in _script(steps["tests"])
-    scan = _script(steps["synth-and-scan"])
-    assert "cdktf synth" in scan and "python -m infra.scan" in scan and "--junit-xml" in scan
+def test_each_trigger_runs_as_its_own_account(synth, settings_by_env):
+    project = settings_by_env["dev"].project_id
+    accounts = {
+        t["filename"]: t["service_account"] for t in synth.resources("dev", "google_cloudbuild_trigger").values()
+    }
+    assert accounts == {
+        BUILD_FILES[
+            pipeline
+        ]: f"projects/{project}/serviceAccounts/fmnist-mlops-dev-{suffix}@{project}.iam.gserviceaccount.com"
+        for pipeline, suffix in (("checks", "ci-checks"), ("plan", "planner"), ("deploy", "deployer"))
+    }
+
+
+def test_checks_run_tests_synth_and_scan_and_fail_on_findings(builds):
+    steps = _steps(builds["checks"])
+    assert "pytest" in steps["tests"]
+    assert "cdktf synth" in steps["synth-and-scan"] and "python -m infra.scan" in steps["synth-and-scan"]
     for step_id in ("tests", "synth-and-scan"):
-        script = _script(steps[step_id])
-        assert "-euo" in script and "|| true" not in script, step_id
-        assert "_PIPELINE" not in script, f"{step_id} must run in every pipeline"
+        assert "-euo" in steps[step_id] and "|| true" not in steps[step_id], step_id
+    assert "cdktf deploy" not in " ".join(steps.values()), "the checks account deploys nothing"
 
 
-def test_deploy_steps_run_only_in_the_deploy_pipeline_after_the_checks(build):
-    ids = [s["id"] for s in build["steps"]]
-    assert ids.index("deploy") > ids.index("synth-and-scan") > ids.index("tests")
-    deploy = _script(build["steps"][ids.index("deploy")])
-    assert '"${_PIPELINE}" != deploy' in deploy
-    assert 'cdktf deploy "${_ENV}" --auto-approve' in deploy
-    assert "sha256sum -c" in deploy, "the downloaded terraform binary is verified"
+def test_the_deployer_runs_no_tests_and_starts_with_the_preflight(builds):
+    steps = _steps(builds["deploy"])
+    assert "pytest" not in " ".join(steps.values()), "tests run in the unprivileged checks build"
+    assert "dev]" not in steps["install"] and "'.[infra]'" in steps["install"]
+    ids = list(steps)
+    assert ids.index("preflight") < ids.index("deploy") < ids.index("destroy")
+    assert "python -m infra.preflight" in steps["preflight"]
+    assert 'cdktf deploy "${_ENV}" --auto-approve' in steps["deploy"]
+
+
+def test_destroy_undeploys_and_refuses_while_models_remain(builds):
+    destroy = _steps(builds["deploy"])["destroy"]
+    order = [destroy.index(s) for s in ("undeploy-all --yes", "infra.endpoint_guard", "cdktf destroy")]
+    assert order == sorted(order)
+
+
+def test_the_plan_is_read_only_and_kept_as_an_artifact(builds):
+    plan = builds["plan"]
+    assert "TF_CLI_ARGS_plan=-lock=false" in plan["options"]["env"], "the planner cannot write the state lock"
+    assert 'cdktf diff "${_ENV}"' in _steps(plan)["plan"]
+    assert plan["artifacts"]["objects"]["location"].startswith("gs://${_PLAN_BUCKET}/plans/")
+    assert "cdktf deploy" not in " ".join(_steps(plan).values())
+
+
+def test_terraform_is_verified_against_a_checksum_kept_in_the_repository(builds):
+    script = (REPO_ROOT / "scripts" / "install_terraform.sh").read_text()
+    assert re.search(r"^TERRAFORM_SHA256=[0-9a-f]{64}$", script, re.M)
+    assert "sha256sum -c" in script and 'SHA256SUMS"' not in script and 'curl -fsSLo "$archive"' in script
+    assert script.count("curl ") == 1, "only the archive is downloaded, never its checksum"
+    for pipeline in ("plan", "deploy"):
+        uses = [s for s in _steps(builds[pipeline]).values() if "cdktf diff" in s or "cdktf deploy" in s]
+        assert uses and all("scripts/install_terraform.sh" in s for s in uses), pipeline
+
+
+def test_no_token_is_passed_through_terraform(builds):
+    for pipeline in ("plan", "deploy"):
+        for step in _steps(builds[pipeline]).values():
+            if "npx cdktf" in step:
+                assert 'DOCKER_REGISTRY_PASS="$$(bash scripts/metadata_token.sh)"' in step, pipeline

@@ -1,11 +1,17 @@
-"""Service accounts and IAM: resource-level bindings, project-level only where listed with a reason."""
+"""Service accounts and IAM: the bootstrap stack owns the accounts and the Terraform runners' rights; the main stack
+grants resource-level roles, and project-level ones only where listed with a reason."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
-from infra.components.identity import PROJECT_ROLES
-from infra.naming import Names
+from infra.components.accounts import BILLING_ROLES, DEPLOYER_ROLES, IAM_ADMIN, PLANNER_ROLES
+from infra.components.identity import PROJECT_ROLES, granted_project_roles
+from infra.naming import STACK_ACCOUNTS, Names
+from tests.infra.conftest import BOOTSTRAP
 
 ENVS = ("dev", "prod")
 PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
@@ -18,38 +24,89 @@ def _iam_resources(stack: dict):
                 yield resource_type, name, body
 
 
-@pytest.mark.parametrize("env", ENVS)
-def test_no_primitive_roles_anywhere(synth, env):
-    roles = {body["role"] for _, _, body in _iam_resources(synth.stack(env))}
+def _account(member: str, names: Names) -> str:
+    """`trainer` for `serviceAccount:<prefix>-trainer@...` or `${google_service_account.accounts_trainer_X.email}`."""
+    for role in STACK_ACCOUNTS:
+        if member == names.account_member(role) or re.search(rf"google_service_account\.accounts_{role}_", member):
+            return role
+    return member
+
+
+@pytest.mark.parametrize("stack", [*ENVS, *BOOTSTRAP.values()])
+def test_no_primitive_roles_anywhere(synth, stack):
+    roles = {body["role"] for _, _, body in _iam_resources(synth.stack(stack))}
     assert roles and not roles & PRIMITIVE
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_project_level_bindings_are_exactly_the_justified_ones(synth, env):
-    bindings = synth.resources(env, "google_project_iam_member").values()
-    declared = {(account, role) for account, grants in PROJECT_ROLES.items() for role, _ in grants}
-    found = {(b["member"].split("identity_")[1].split("_")[0], b["role"]) for b in bindings}
-    assert found == declared
-    assert all(len(why) > 20 for grants in PROJECT_ROLES.values() for _, why in grants)
+def test_project_level_bindings_are_exactly_the_justified_ones(synth, env, settings_by_env):
+    names = Names.of(settings_by_env[env])
+    main = {
+        (_account(b["member"], names), b["role"]) for b in synth.resources(env, "google_project_iam_member").values()
+    }
+    assert main == {(account, role) for account, grants in PROJECT_ROLES.items() for role, _ in grants}
+    bootstrap = synth.resources(BOOTSTRAP[env], "google_project_iam_member").values()
+    assert {(_account(b["member"], names), b["role"]) for b in bootstrap} == {
+        *(("deployer", role) for role, _ in DEPLOYER_ROLES),
+        *(("planner", role) for role, _ in PLANNER_ROLES),
+    }
+    every_reason = [why for grants in (*PROJECT_ROLES.values(), DEPLOYER_ROLES, PLANNER_ROLES) for _, why in grants]
+    assert all(len(why) > 20 for why in every_reason)
     assert "service" not in PROJECT_ROLES, "the prediction service needs no project-level role"
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_service_accounts(synth, env, settings_by_env):
-    names = Names.of(settings_by_env[env])
-    ids = {sa["account_id"] for sa in synth.resources(env, "google_service_account").values()}
-    assert ids == {names.service_account_id(r) for r in ("trainer", "service", "deployer", "checks")}
-    assert all(len(i) <= 30 for i in ids)
+def test_the_deployer_may_grant_exactly_the_roles_the_stack_grants(synth, env):
+    admin = [b for b in synth.resources(BOOTSTRAP[env], "google_project_iam_member").values() if b["role"] == IAM_ADMIN]
+    assert len(admin) == 1 and "deployer" in admin[0]["member"]
+    expression = admin[0]["condition"]["expression"]
+    allowed = re.search(r"hasOnly\((\[.*\])\)", expression).group(1)
+    assert sorted(json.loads(allowed)) == granted_project_roles()
+    main_roles = {b["role"] for b in synth.resources(env, "google_project_iam_member").values()}
+    assert main_roles == set(granted_project_roles())
+    assert "roles/owner" not in allowed and IAM_ADMIN not in allowed
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_deployer_acts_as_the_stack_accounts_only(synth, env):
-    act_as = synth.resources(env, "google_service_account_iam_member").values()
+def test_the_deployer_administers_no_account_and_one_key(synth, env):
+    roles = {b["role"] for b in synth.resources(BOOTSTRAP[env], "google_project_iam_member").values()}
+    assert not roles & {"roles/iam.serviceAccountAdmin", "roles/cloudkms.admin", "roles/iam.securityAdmin"}
+    key_admins = [
+        b for b in synth.resources(BOOTSTRAP[env], "google_kms_crypto_key_iam_member").values() if "admin" in b["role"]
+    ]
+    assert [(b["role"], "deployer" in b["member"]) for b in key_admins] == [("roles/cloudkms.admin", True)]
+    assert key_admins[0]["crypto_key_id"].startswith("${google_kms_crypto_key.")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_service_accounts_are_made_by_the_bootstrap_stack(synth, env, settings_by_env):
+    names = Names.of(settings_by_env[env])
+    ids = {sa["account_id"] for sa in synth.resources(BOOTSTRAP[env], "google_service_account").values()}
+    assert ids == {names.service_account_id(r) for r in STACK_ACCOUNTS}
+    assert all(len(i) <= 30 for i in ids)
+    assert not synth.resources(env, "google_service_account"), "the deployer creates no account"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_deployer_acts_as_the_stack_accounts_only(synth, env, settings_by_env):
+    names = Names.of(settings_by_env[env])
+    act_as = synth.resources(BOOTSTRAP[env], "google_service_account_iam_member").values()
     assert {a["role"] for a in act_as} == {"roles/iam.serviceAccountUser"}
-    assert all("identity_deployer_" in a["member"] for a in act_as)
-    assert not any(
-        b["role"] == "roles/iam.serviceAccountUser" for b in synth.resources(env, "google_project_iam_member").values()
-    )
+    assert {_account(a["member"], names) for a in act_as} == {"deployer"}
+    assert {_account(a["service_account_id"].replace(".name", ".email"), names) for a in act_as} == set(STACK_ACCOUNTS)
+    for stack in (env, BOOTSTRAP[env]):
+        assert not any(
+            b["role"] == "roles/iam.serviceAccountUser"
+            for b in synth.resources(stack, "google_project_iam_member").values()
+        )
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_billing_roles_for_the_terraform_runners(synth, env, settings_by_env):
+    names = Names.of(settings_by_env[env])
+    grants = synth.resources(BOOTSTRAP[env], "google_billing_account_iam_member").values()
+    assert {(_account(g["member"], names), g["role"]) for g in grants} == set(BILLING_ROLES.items())
+    assert {g["billing_account_id"] for g in grants} == {settings_by_env[env].infra.billing_account}
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -59,16 +116,36 @@ def test_bucket_access_is_per_bucket(synth, env, settings_by_env):
     grants = set()
     for binding in synth.resources(env, "google_storage_bucket_iam_member").values():
         bucket = next(name for key, name in bucket_ids.items() if key in binding["bucket"])
-        who = (
-            binding["member"].split("identity_")[1].split("_")[0]
-            if "identity_" in binding["member"]
-            else binding["member"]
-        )
-        grants.add((bucket, who, binding["role"]))
+        grants.add((bucket, _account(binding["member"], names), binding["role"]))
     assert grants == {
         (names.bucket("dev"), "trainer", "roles/storage.objectAdmin"),
         (names.bucket("models"), "trainer", "roles/storage.objectAdmin"),
         (names.bucket("datasets"), "trainer", "roles/storage.objectViewer"),
         (names.bucket("models"), "service", "roles/storage.objectViewer"),
         (names.access_log_bucket, "group:cloud-storage-analytics@google.com", "roles/storage.objectCreator"),
+        (names.bucket("dev"), "planner", "roles/storage.objectCreator"),
     }
+    bindings = synth.resources(env, "google_storage_bucket_iam_member").values()
+    plans = next(b for b in bindings if "planner" in b["member"])
+    assert plans["condition"]["expression"] == (
+        f'resource.name.startsWith("projects/_/buckets/{names.bucket("dev")}/objects/plans/")'
+    ), "the planner writes plan summaries and nothing else"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_each_environment_s_state_is_its_own(synth, env, settings_by_env):
+    settings, names = settings_by_env[env], Names.of(settings_by_env[env])
+    bucket = synth.one(BOOTSTRAP[env], "google_storage_bucket")
+    assert bucket["name"] == settings.infra.state_bucket and bucket["versioning"] == {"enabled": True}
+    assert bucket["public_access_prevention"] == "enforced"
+    access = {
+        (_account(b["member"], names), b["role"])
+        for b in synth.resources(BOOTSTRAP[env], "google_storage_bucket_iam_member").values()
+    }
+    assert access == {("deployer", "roles/storage.objectAdmin"), ("planner", "roles/storage.objectViewer")}
+    other = next(e for e in ENVS if e != env)
+    assert settings.infra.state_bucket != settings_by_env[other].infra.state_bucket
+    assert synth.stack(env)["terraform"]["backend"]["gcs"]["bucket"] == settings.infra.state_bucket
+    assert "data" not in synth.stack(env) or "google_client_config" not in synth.stack(env)["data"], (
+        "no access token in state"
+    )

@@ -9,9 +9,11 @@ import pytest
 from cdktf import Testing as CdktfTesting
 
 from contracts import feature_schema
-from infra.components.apis import REQUIRED_APIS
+from infra.components.accounts import DEPLOYER_ROLES, PLANNER_ROLES
+from infra.components.apis import BOOTSTRAP_APIS, REQUIRED_APIS
 from infra.images import source_tag
-from infra.naming import Names
+from infra.naming import STACK_ACCOUNTS, Names
+from tests.infra.conftest import BOOTSTRAP
 
 COMMON_INVENTORY = {
     "docker_image": 2,
@@ -23,64 +25,78 @@ COMMON_INVENTORY = {
     "google_bigquery_table": 1,
     "google_billing_budget": 1,
     "google_cloud_run_v2_service": 1,
-    "google_kms_crypto_key": 1,
     "google_kms_crypto_key_iam_member": 5,
-    "google_kms_key_ring": 1,
     "google_monitoring_alert_policy": 3,
     "google_monitoring_notification_channel": 1,
-    "google_project_iam_member": 17,
+    "google_project_iam_member": 4,
     "google_project_service": len(REQUIRED_APIS),
+    "google_project_service_identity": 3,
     "google_pubsub_topic": 1,
     "google_pubsub_topic_iam_member": 1,
-    "google_service_account": 4,
-    "google_service_account_iam_member": 4,
     "google_storage_bucket": 4,
-    "google_storage_bucket_iam_member": 5,
+    "google_storage_bucket_iam_member": 6,
     "google_vertex_ai_endpoint": 1,
     "google_vertex_ai_feature_online_store": 1,
     "google_vertex_ai_feature_online_store_featureview": 1,
     "google_vertex_ai_tensorboard": 1,
 }
-INVENTORY = {
-    "dev": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 2},  # pull-request checks + deploy on main
-    "prod": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 1},  # deploy on release tags only
+BOOTSTRAP_INVENTORY = {
+    "google_billing_account_iam_member": 2,
+    "google_kms_crypto_key": 1,
+    "google_kms_crypto_key_iam_member": 1,
+    "google_kms_key_ring": 1,
+    "google_project_iam_member": len(DEPLOYER_ROLES) + len(PLANNER_ROLES),
+    "google_project_service": len(BOOTSTRAP_APIS),
+    "google_service_account": len(STACK_ACCOUNTS),
+    "google_service_account_iam_member": len(STACK_ACCOUNTS),
+    "google_storage_bucket": 1,
+    "google_storage_bucket_iam_member": 2,
 }
-ENVS = sorted(INVENTORY)
+INVENTORY = {
+    "dev": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 3},  # pull-request checks and plan + deploy on main
+    "prod": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 1},  # deploy on release tags only
+    **dict.fromkeys(BOOTSTRAP.values(), BOOTSTRAP_INVENTORY),
+}
+ENVS = ("dev", "prod")
 
 
-@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("env", sorted(INVENTORY))
 def test_resource_counts_by_type(synth, env):
     counts = Counter({t: len(r) for t, r in synth.stack(env)["resource"].items()})
     assert dict(counts) == INVENTORY[env]
 
 
 def test_local_environment_has_no_stack(synth):
-    assert sorted(synth.texts) == ["dev", "prod"]
+    assert sorted(synth.texts) == ["bootstrap-dev", "bootstrap-prod", "dev", "prod"]
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_providers_and_versions(synth, env, settings_by_env):
     text, names = synth.texts[env], Names.of(settings_by_env[env])
     assert CdktfTesting.to_have_provider_with_properties(
-        text,
-        "google",
-        {
-            "project": names.project,
-            "region": names.region,
-            "user_project_override": True,
-            "billing_project": names.project,
-        },
+        text, "google", {"project": names.project, "region": names.region}
     )
+    google = {p.get("alias"): p for p in synth.stack(env)["provider"]["google"]}
+    assert "user_project_override" not in google[None], "the default provider names no quota project"
+    assert google["billing"]["user_project_override"] is True and google["billing"]["billing_project"] == names.project
+    billing_users = {
+        f"{t}.{n}" for t, rs in synth.stack(env)["resource"].items() for n, r in rs.items() if r.get("provider")
+    }
+    assert {u.split(".")[0] for u in billing_users if "identity" not in u} == {"google_billing_budget"}
     assert CdktfTesting.to_have_provider(text, "docker")
-    for data_source in (
+    assert synth.stack(env)["provider"]["docker"][0]["registry_auth"] == [
+        {"address": names.registry_host, "username": "oauth2accesstoken"}
+    ], "the registry password comes from DOCKER_REGISTRY_PASS at deploy time, never from state"
+    data = synth.stack(env)["data"]
+    assert set(data) == {
         "google_project",
-        "google_client_config",
         "google_storage_project_service_account",
         "google_bigquery_default_service_account",
-    ):
-        assert CdktfTesting.to_have_data_source(text, data_source), data_source
+    }, "no google_client_config: its access token would be stored in state"
+    assert all(d.get("depends_on") for ds in data.values() for d in ds.values()), "no plan-time read on a fresh project"
     required = synth.stack(env)["terraform"]["required_providers"]
     assert required["google"] == {"source": "hashicorp/google", "version": "6.50.0"}
+    assert required["google-beta"] == {"source": "hashicorp/google-beta", "version": "6.50.0"}
     assert required["docker"]["source"] == "kreuzwerker/docker"
 
 
@@ -117,7 +133,7 @@ def test_buckets_are_private_versioned_logged_and_encrypted(synth, env, settings
         assert bucket["uniform_bucket_level_access"] is True, name
         assert bucket["public_access_prevention"] == "enforced", name
         assert bucket["versioning"] == {"enabled": True}, name
-        assert bucket["encryption"]["default_kms_key_name"].startswith("${google_kms_crypto_key."), name
+        assert bucket["encryption"]["default_kms_key_name"] == names.kms_key_name, name
         assert bucket["lifecycle_rule"], name
         assert bucket["location"] == names.region, name
         if name != names.access_log_bucket:
@@ -125,14 +141,31 @@ def test_buckets_are_private_versioned_logged_and_encrypted(synth, env, settings
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_kms_key_rotates_and_every_agent_can_use_it(synth, env):
-    key = synth.one(env, "google_kms_crypto_key")
-    assert key["rotation_period"] == "7776000s"
-    members = {m["member"] for m in synth.resources(env, "google_kms_crypto_key_iam_member").values()}
-    for agent in ("gcp-sa-artifactregistry", "gcp-sa-pubsub", "gcp-sa-aiplatform"):
-        assert any(agent in m for m in members), agent
-    assert any("google_storage_project_service_account" in m for m in members)
-    assert any("google_bigquery_default_service_account" in m for m in members)
+def test_kms_key_rotates_and_every_agent_can_use_it(synth, env, settings_by_env):
+    names = Names.of(settings_by_env[env])
+    key = synth.one(BOOTSTRAP[env], "google_kms_crypto_key")
+    assert key["rotation_period"] == "7776000s" and key["name"] == names.kms_key_id
+    assert synth.one(BOOTSTRAP[env], "google_kms_key_ring")["name"] == names.kms_key_ring
+    assert not synth.resources(env, "google_kms_crypto_key"), "the key outlives the environment: bootstrap stack"
+    identities = synth.resources(env, "google_project_service_identity")
+    assert sorted(i["service"] for i in identities.values()) == [
+        "aiplatform.googleapis.com",
+        "artifactregistry.googleapis.com",
+        "pubsub.googleapis.com",
+    ]
+    assert all(i["provider"] == "google-beta" for i in identities.values())
+    data_agents = (
+        ("google_storage_project_service_account", "email_address"),
+        ("google_bigquery_default_service_account", "email"),
+    )
+    grants = synth.resources(env, "google_kms_crypto_key_iam_member").values()
+    assert {g["crypto_key_id"] for g in grants} == {names.kms_key_name}
+    members = {g["member"] for g in grants}
+    assert members == {
+        *(f"serviceAccount:${{google_project_service_identity.{i}.email}}" for i in identities),
+        *(f"serviceAccount:${{data.{t}.{n}.{a}}}" for t, a in data_agents for n in synth.stack(env)["data"][t]),
+    }
+    assert not any("gcp-sa-" in m for m in members), "no hand-written service agent"
     for resource_type, path in (
         ("google_artifact_registry_repository", ("kms_key_name",)),
         ("google_pubsub_topic", ("kms_key_name",)),
@@ -143,7 +176,7 @@ def test_kms_key_rotates_and_every_agent_can_use_it(synth, env):
         value = synth.one(env, resource_type)
         for part in path:
             value = value[part]
-        assert value.startswith("${google_kms_crypto_key."), resource_type
+        assert value == names.kms_key_name, resource_type
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -181,6 +214,9 @@ def test_feature_table_schema_comes_from_the_trainer(synth, env, settings_by_env
     table = synth.one(env, "google_bigquery_table")
     assert json.loads(table["schema"]) == feature_schema.bigquery_schema()
     assert table["table_id"] == feature_schema.TABLE_NAME
+    # a feature view needs one row per entity id: the table holds one dataset version, keyed by image id
+    assert table["table_constraints"] == {"primary_key": {"columns": [feature_schema.ENTITY_ID_COLUMN]}}
+    assert "dataset_version" not in table["clustering"] and "WRITE_TRUNCATE" in table["description"]
     view = synth.one(env, "google_vertex_ai_feature_online_store_featureview")
     assert view["big_query_source"] == {
         "uri": f"bq://{names.project}.{names.bigquery_dataset}.{feature_schema.TABLE_NAME}",
@@ -223,7 +259,7 @@ def test_cloud_run_service(synth, env, settings_by_env):
         },
     )
     service = synth.one(env, "google_cloud_run_v2_service")
-    assert service["template"]["service_account"].startswith("${google_service_account.identity_service_")
+    assert service["template"]["service_account"] == names.service_account_email("service")
     container = service["template"]["containers"][0]
     env_vars = {e["name"]: e["value"] for e in container["env"]}
     assert env_vars["MODEL_URI"] == f"gs://{settings.bucket_prefix}-models@champion"
@@ -285,16 +321,21 @@ def test_alert_policies(synth, env, settings_by_env):
 def test_cloud_build_triggers(synth, settings_by_env):
     dev = {t["name"]: t for t in synth.resources("dev", "google_cloudbuild_trigger").values()}
     prod = {t["name"]: t for t in synth.resources("prod", "google_cloudbuild_trigger").values()}
-    assert dev["fmnist-pull-request-checks"]["substitutions"] == {"_PIPELINE": "checks", "_ENV": "dev"}
+    assert dev["fmnist-pull-request-checks"]["substitutions"] == {"_ENV": "dev"}
     assert "pull_request" in dev["fmnist-pull-request-checks"]["github"]
-    assert "identity_checks_" in dev["fmnist-pull-request-checks"]["service_account"]
+    dev_names = Names.of(settings_by_env["dev"])
+    assert dev["fmnist-pull-request-checks"]["service_account"].endswith(dev_names.service_account_email("checks"))
+    plan = dev["fmnist-pull-request-plan"]
+    assert plan["substitutions"] == {"_ENV": "dev", "_PLAN_BUCKET": dev_names.bucket("dev")}
+    assert "pull_request" in plan["github"] and plan["filename"] == "cloudbuild-plan.yaml"
+    assert plan["service_account"].endswith(dev_names.service_account_email("planner"))
     assert dev["fmnist-deploy"]["github"]["push"] == {"branch": "^main$"}
     assert prod["fmnist-deploy"]["github"]["push"] == {"tag": settings_by_env["prod"].infra.deploy_tag}
     assert prod["fmnist-deploy"]["approval_config"] == {"approval_required": True}
     for trigger in (dev["fmnist-deploy"], prod["fmnist-deploy"]):
-        assert trigger["filename"] == "cloudbuild.yaml"
-        assert trigger["substitutions"]["_PIPELINE"] == "deploy"
-        assert "identity_deployer_" in trigger["service_account"]
+        assert trigger["filename"] == "cloudbuild-deploy.yaml"
+        assert trigger["substitutions"]["_ACTION"] == "deploy"
+        assert trigger["service_account"].endswith("-deployer@" + trigger["service_account"].split("@")[1])
     assert "fmnist-pull-request-checks" not in prod
 
 

@@ -13,9 +13,10 @@ def test_synth_only_writes_stacks_and_baseline_without_checkov(tmp_path, capsys,
     for name in [n for n in os.environ if n.startswith("FMNIST_")]:
         monkeypatch.delenv(name)
     assert scan_main(["--outdir", str(tmp_path / "out"), "--synth-only"]) == 0
-    assert sorted(p.parent.name for p in (tmp_path / "out").glob("stacks/*/cdk.tf.json")) == ["dev", "prod"]
+    stacks = sorted(p.parent.name for p in (tmp_path / "out").glob("stacks/*/cdk.tf.json"))
+    assert stacks == ["bootstrap-dev", "bootstrap-prod", "dev", "prod"]
     assert json.loads((tmp_path / "out" / "checkov.baseline").read_text())["failed_checks"]
-    assert "stacks: dev, prod in" in capsys.readouterr().out
+    assert "stacks: bootstrap-dev, bootstrap-prod, dev, prod in" in capsys.readouterr().out
 
 
 def test_no_synth_on_an_empty_directory_says_what_to_run(tmp_path, capsys):

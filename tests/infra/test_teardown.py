@@ -11,6 +11,7 @@ EXPECTED = {
     "prod": {"protect": True},
 }
 STATEFUL_TYPES = ("google_storage_bucket", "google_bigquery_dataset", "google_bigquery_table", "google_kms_crypto_key")
+BOOTSTRAP = {env: f"bootstrap-{env}" for env in EXPECTED}
 
 
 @pytest.mark.parametrize("env", sorted(EXPECTED))
@@ -36,9 +37,10 @@ def test_destroy_blockers(synth, env):
     assert synth.one(env, "google_bigquery_dataset")["delete_contents_on_destroy"] is (not protect)
     assert synth.one(env, "google_bigquery_table")["deletion_protection"] is protect
     assert synth.one(env, "google_vertex_ai_feature_online_store")["force_destroy"] is (not protect)
-    for resource_type in STATEFUL_TYPES:
-        for name, resource in synth.resources(env, resource_type).items():
-            assert resource["lifecycle"] == {"prevent_destroy": protect}, name
+    for stack in (env, BOOTSTRAP[env]):
+        for resource_type in STATEFUL_TYPES:
+            for name, resource in synth.resources(stack, resource_type).items():
+                assert resource["lifecycle"] == {"prevent_destroy": protect}, name
 
 
 @pytest.mark.parametrize("env", sorted(EXPECTED))
@@ -55,4 +57,5 @@ def test_images_survive_destroy_in_the_registry_lifecycle(synth, env):
 
 def test_key_destruction_delay_does_not_follow_protection(synth):
     # destroy_scheduled_duration forces a new key when it changes: flipping deletion_protection must not do that
-    assert {synth.one(env, "google_kms_crypto_key")["destroy_scheduled_duration"] for env in EXPECTED} == {"2592000s"}
+    keys = {synth.one(BOOTSTRAP[env], "google_kms_crypto_key")["destroy_scheduled_duration"] for env in EXPECTED}
+    assert keys == {"2592000s"}

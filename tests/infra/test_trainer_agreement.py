@@ -19,7 +19,8 @@ def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, en
     record = {"source": "custom", "path": "registry/versions/v1", "metrics": {"accuracy": 0.9}}
     deploy = build_deploy(settings, "v1", record, ["champion"], parent_exists=True)
 
-    accounts = {a["account_id"] for a in synth.resources(env, "google_service_account").values()}
+    bootstrap = f"bootstrap-{env}"  # accounts and the key outlive the environment's stack
+    accounts = {a["account_id"] for a in synth.resources(bootstrap, "google_service_account").values()}
     for email in (job.submit["service_account"], deploy.deploy["service_account"]):
         assert email.split("@")[0] in accounts and email.endswith(f"@{settings.project_id}.iam.gserviceaccount.com")
 
@@ -32,7 +33,8 @@ def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, en
 
     endpoint = synth.one(env, "google_vertex_ai_endpoint")["name"]
     assert deploy.endpoint.endswith(f"/endpoints/{endpoint}")
-    ring, key = synth.one(env, "google_kms_key_ring")["name"], synth.one(env, "google_kms_crypto_key")["name"]
+    ring = synth.one(bootstrap, "google_kms_key_ring")["name"]
+    key = synth.one(bootstrap, "google_kms_crypto_key")["name"]
     for name in (job.job["encryption_spec_key_name"], deploy.upload["encryption_spec_key_name"]):
         assert name.endswith(f"/keyRings/{ring}/cryptoKeys/{key}")
     buckets = {b["name"] for b in synth.resources(env, "google_storage_bucket").values()}
