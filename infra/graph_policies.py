@@ -51,13 +51,15 @@ DATA_SOURCE_APIS = {
 # or Terraform starts with its APIs off (the console's default set is not something a stack may count on).
 PLAN_TIME_APIS: frozenset[str] = frozenset()
 
-# CMEK users: resource type prefix -> the service agent that encrypts and decrypts for it.
-CMEK_AGENTS = {
+# CMEK users: resource type prefix -> the service agent that encrypts and decrypts for it (a tuple: every one of
+# those agents uses the key, and the resource must depend on each one's grant).
+CMEK_AGENTS: dict[str, str | tuple[str, ...]] = {
     "google_artifact_registry_repository": "artifactregistry",
     "google_bigquery_": "bigquery",
     "google_pubsub_topic": "pubsub",
     "google_storage_bucket": "storage",
     "google_vertex_ai_": "aiplatform",
+    "google_workbench_instance": ("compute", "notebooks"),  # Compute Engine writes the disks the Notebooks agent makes
 }
 # Service agent -> what creates it: a google_project_service_identity for that API, or a data source that does.
 AGENT_SOURCES = {
@@ -66,6 +68,9 @@ AGENT_SOURCES = {
     "pubsub": ("google_project_service_identity", "pubsub.googleapis.com"),
     "storage": ("data.google_storage_project_service_account", None),
     "bigquery": ("data.google_bigquery_default_service_account", None),
+    "notebooks": ("google_project_service_identity", "notebooks.googleapis.com"),
+    # The Compute Engine agent is made when its API is enabled; generating it on request is refused by the API.
+    "compute": ("google_project_service", "compute.googleapis.com"),
 }
 KEY_USER_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 HAND_WRITTEN_AGENT = re.compile(r"gcp-sa-|@system\.gserviceaccount\.com|@bigquery-encryption\.iam|gs-project-accounts")
@@ -209,23 +214,24 @@ def cmek_agent_grants(graph: Graph) -> Iterator[Outcome]:
     for node in graph.resources():
         if node.type.startswith("google_kms_") or not any(CMEK_VALUE.search(s) for s in _strings(node.body)):
             continue
-        agent = _by_prefix(CMEK_AGENTS, node.type)
-        if agent is None:
+        agents = _by_prefix(CMEK_AGENTS, node.type)
+        if agents is None:
             yield node.address, f"uses a CMEK key, but no service agent is known for {node.type}: add to CMEK_AGENTS"
             continue
-        sources = _agent_source(graph, agent)
         ancestors = graph.ancestors(node.address)
-        granted = [
-            g
-            for g in ancestors
-            if g in grants and grants[g].body.get("role") == KEY_USER_ROLE and grants[g].edges & sources
-        ]
-        if not sources:
-            yield node.address, f"uses a CMEK key, but nothing in the stack creates the {agent} service agent"
-        elif not granted:
-            yield node.address, f"uses a CMEK key but does not depend on the {agent} service agent's key grant"
-        else:
-            yield node.address, None
+        problems = []
+        for agent in (agents,) if isinstance(agents, str) else agents:
+            sources = _agent_source(graph, agent)
+            granted = [
+                g
+                for g in ancestors
+                if g in grants and grants[g].body.get("role") == KEY_USER_ROLE and grants[g].edges & sources
+            ]
+            if not sources:
+                problems.append(f"uses a CMEK key, but nothing in the stack creates the {agent} service agent")
+            elif not granted:
+                problems.append(f"uses a CMEK key but does not depend on the {agent} service agent's key grant")
+        yield node.address, "; ".join(problems) or None
 
 
 def quota_project_override(graph: Graph) -> Iterator[Outcome]:

@@ -1,8 +1,8 @@
 """The stacks' names: contracts.cloud's CloudNames (shared with the trainer) plus the settings they came from.
 
 Why a thin subclass: every resource name is defined once, in contracts/cloud.py; the constructs also read their
-`infra.*` settings, so they get both through one object. The planner account is infra's own (only the pull-request
-pipeline uses it), so its name is added here.
+`infra.*` settings, so they get both through one object. The planner account (only the pull-request pipeline uses
+it) and the optional Workbench's account are infra's own, so their names are added here.
 """
 
 from __future__ import annotations
@@ -15,11 +15,19 @@ from contracts.images import IMAGE_SOURCES
 from contracts.layout import BUCKET_KINDS
 from settings import Settings
 
-__all__ = ["BUCKET_KINDS", "IMAGE_NAMES", "STACK_ACCOUNTS", "SERVICE_ACCOUNT_SUFFIXES", "Names"]
+__all__ = ["BUCKET_KINDS", "IMAGE_NAMES", "STACK_ACCOUNTS", "SERVICE_ACCOUNT_SUFFIXES", "Names", "stack_accounts"]
 IMAGE_NAMES = tuple(IMAGE_SOURCES)
 PLANNER_SUFFIX = "planner"
 # Every account the bootstrap stack creates: the runtime and pipeline accounts of contracts.cloud plus the planner.
 STACK_ACCOUNTS = (*SERVICE_ACCOUNT_SUFFIXES, "planner")
+# The optional Workbench instance's account (infra/components/workbench.py): created only when it is enabled.
+WORKBENCH_SUFFIX = "workbench"
+INFRA_ACCOUNTS = (PLANNER_SUFFIX, WORKBENCH_SUFFIX)  # infra's own accounts, unknown to contracts.cloud
+
+
+def stack_accounts(settings: Settings) -> tuple[str, ...]:
+    """The accounts the bootstrap stack creates for this environment: STACK_ACCOUNTS plus the enabled options'."""
+    return (*STACK_ACCOUNTS, *((WORKBENCH_SUFFIX,) if settings.infra.workbench.enabled else ()))
 
 
 @dataclass(frozen=True)
@@ -32,9 +40,9 @@ class Names(CloudNames):
         return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, settings=settings)
 
     def service_account_id(self, role: str) -> str:
-        if role != "planner":
+        if role not in INFRA_ACCOUNTS:
             return super().service_account_id(role)
-        account_id = f"{self.bucket_prefix}-{PLANNER_SUFFIX}"
+        account_id = f"{self.bucket_prefix}-{role}"
         if len(account_id) > SERVICE_ACCOUNT_ID_MAX:
             raise CloudNameError(
                 f"service account id '{account_id}' is longer than {SERVICE_ACCOUNT_ID_MAX} characters: "

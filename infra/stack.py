@@ -32,6 +32,7 @@ from infra.components.service_agents import ServiceAgents
 from infra.components.serving import Serving
 from infra.components.storage import Storage
 from infra.components.vertex import Vertex
+from infra.components.workbench import Workbench
 from infra.guard import deploy_guard
 from infra.naming import Names
 from infra.teardown import TeardownPolicy
@@ -81,6 +82,20 @@ class EnvironmentStack(TerraformStack):
             self, "serving", names=names, teardown=teardown, apis=apis, identity=identity, images=images
         )
         self.monitoring = monitoring = Monitoring(self, "monitoring", names=names, apis=apis)
+        self.workbench = None
+        if infra.workbench.enabled:  # before the budget: it watches the APIs the Workbench enables
+            self.workbench = Workbench(
+                self,
+                "workbench",
+                names=names,
+                teardown=teardown,
+                apis=apis,
+                kms=kms,
+                storage=self.storage,
+                serving=serving,
+                project=project,
+                beta=beta,
+            )
         self.budget = Budget(
             self,
             "budget",

@@ -19,7 +19,7 @@ from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.identity import granted_project_roles
-from infra.naming import STACK_ACCOUNTS, Names
+from infra.naming import WORKBENCH_SUFFIX, Names, stack_accounts
 from infra.suppressions import suppress
 
 DESCRIPTIONS = {
@@ -28,6 +28,7 @@ DESCRIPTIONS = {
     "deployer": "Cloud Build on deploy pushes: builds and pushes images, runs cdktf deploy",
     "checks": "Cloud Build on pull requests: tests, synth and policy scan; can write build logs only",
     "planner": "Cloud Build on pull requests: cdktf diff with read-only access and the state reader role",
+    WORKBENCH_SUFFIX: "Vertex AI Workbench: reads datasets and models, writes the dev bucket, calls the service",
 }
 IAM_ADMIN = "roles/resourcemanager.projectIamAdmin"
 # Roles whose holder can change who holds which role in the project: each carries an IAM condition.
@@ -64,6 +65,17 @@ PLANNER_ROLES = (
     ("roles/monitoring.viewer", "reads the notification channel and alert policies"),
     ("roles/cloudbuild.builds.viewer", "reads the Cloud Build triggers"),
 )
+# Only with `infra.workbench.enabled` (infra/components/workbench.py): what the deployer needs to create the
+# instance and the network around it, and what the planner needs to read them.
+WORKBENCH_DEPLOYER_ROLES = (
+    ("roles/notebooks.admin", "creates the Vertex AI Workbench instance"),
+    ("roles/compute.networkAdmin", "creates the Workbench network, subnet, router and Cloud NAT"),
+    ("roles/compute.securityAdmin", "creates the Workbench network's deny-all ingress firewall rule"),
+)
+WORKBENCH_PLANNER_ROLES = (
+    ("roles/notebooks.viewer", "reads the Vertex AI Workbench instance"),
+    ("roles/compute.networkViewer", "reads the Workbench network, subnet, router, Cloud NAT and firewall rule"),
+)
 BILLING_ROLES = {"deployer": "roles/billing.costsManager", "planner": "roles/billing.viewer"}
 
 
@@ -90,10 +102,14 @@ class Accounts(Construct):
                 project=names.project,
                 depends_on=[apis["iam.googleapis.com"]],
             )
-            for role in STACK_ACCOUNTS
+            for role in stack_accounts(names.settings)
         }
+        deployer_roles, planner_roles = DEPLOYER_ROLES, PLANNER_ROLES
+        if infra.workbench.enabled:
+            deployer_roles = (*deployer_roles, *WORKBENCH_DEPLOYER_ROLES)
+            planner_roles = (*planner_roles, *WORKBENCH_PLANNER_ROLES)
         self.project_bindings = {}
-        for account, grants in (("deployer", DEPLOYER_ROLES), ("planner", PLANNER_ROLES)):
+        for account, grants in (("deployer", deployer_roles), ("planner", planner_roles)):
             for iam_role, _why in grants:
                 condition = grant_limit_condition(granted_project_roles()) if iam_role in GRANTING_ROLES else None
                 self.project_bindings[(account, iam_role)] = ProjectIamMember(
@@ -121,7 +137,19 @@ class Accounts(Construct):
                 role="roles/iam.serviceAccountUser",
                 member=self.member("deployer"),
             )
-            for role in STACK_ACCOUNTS
+            for role in stack_accounts(names.settings)
+        ]
+        # The Workbench's users open its JupyterLab by acting as its account (the deployer cannot grant this: it
+        # holds no IAM admin on accounts).
+        self.act_as += [
+            ServiceAccountIamMember(
+                self,
+                f"workbench_user_{index}",
+                service_account_id=self.accounts[WORKBENCH_SUFFIX].name,
+                role="roles/iam.serviceAccountUser",
+                member=user,
+            )
+            for index, user in enumerate(infra.workbench.users if infra.workbench.enabled else (), start=1)
         ]
         self.billing = []
         if infra.grant_billing_roles and infra.billing_account:

@@ -36,24 +36,35 @@ DATA_SOURCE_AGENTS = {"storage": "storage.googleapis.com", "bigquery": "bigquery
 AGENT_APIS = {**IDENTITY_AGENTS, **DATA_SOURCE_AGENTS}
 
 
+def service_identity(
+    scope: Construct, id: str, *, names: Names, apis: Apis, api: str, beta: TerraformProvider
+) -> TerraformResource:
+    """A `google_project_service_identity`: creates the service agent of `api` once that API is enabled."""
+    identity = TerraformResource(
+        scope,
+        id,
+        terraform_resource_type="google_project_service_identity",
+        terraform_generator_metadata=TerraformProviderGeneratorMetadata(provider_name=GOOGLE_BETA),
+        provider=beta,
+        depends_on=[apis[api]],
+    )
+    identity.add_override("project", names.project)
+    identity.add_override("service", api)
+    return identity
+
+
+def identity_member(identity: TerraformResource) -> str:
+    return f"serviceAccount:{identity.get_string_attribute('email')}"
+
+
 class ServiceAgents(Construct):
     def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis, beta: TerraformProvider):
         super().__init__(scope, id)
         self.sources: dict[str, TerraformResource] = {}
         self.members: dict[str, str] = {}
         for agent, api in IDENTITY_AGENTS.items():
-            identity = TerraformResource(
-                self,
-                agent,
-                terraform_resource_type="google_project_service_identity",
-                terraform_generator_metadata=TerraformProviderGeneratorMetadata(provider_name=GOOGLE_BETA),
-                provider=beta,
-                depends_on=[apis[api]],
-            )
-            identity.add_override("project", names.project)
-            identity.add_override("service", api)
-            self.sources[agent] = identity
-            self.members[agent] = f"serviceAccount:{identity.get_string_attribute('email')}"
+            self.sources[agent] = service_identity(self, agent, names=names, apis=apis, api=api, beta=beta)
+            self.members[agent] = identity_member(self.sources[agent])
         storage = DataGoogleStorageProjectServiceAccount(
             self, "storage", depends_on=[apis[DATA_SOURCE_AGENTS["storage"]]]
         )

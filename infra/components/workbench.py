@@ -5,15 +5,21 @@ account may open its JupyterLab, and code in it runs with that account's rights.
 the models bucket (register versions) and run Vertex AI jobs; giving a person its actAs would hand them both.
 The notebooks need less: read the datasets and models buckets, write runs and reports to the dev bucket, call
 the Cloud Run service. So the `workbench` account holds exactly that, and `infra.workbench.users` may act as it.
+The account, and who may act as it, belong to the bootstrap stack (infra/components/accounts.py, only when enabled):
+the deployer creates no account and cannot change an account's IAM policy; here it is referenced by email.
 
 No public IP: the VM sits in its own subnet with Private Google Access (Google APIs and the Workbench proxy) and
 reaches the internet only through Cloud NAT (pip, git). Idle shutdown stops it after the configured minutes;
-boot and data disks use the stack's CMEK key. `cdktf destroy` removes all of it in environments without
-deletion protection; with it (prod), the instance, whose data disk holds the users' work, refuses like the buckets.
+boot and data disks use the bootstrap stack's CMEK key, which the Compute Engine and Notebooks service agents may
+use: the Compute Engine agent exists once its API is enabled (Google refuses to generate it on request), the
+Notebooks agent is created lazily by Google, so a `google_project_service_identity` creates it here.
+`cdktf destroy` removes all of it in environments without deletion protection; with it (prod), the instance,
+whose data disk holds the users' work, refuses like the buckets.
 """
 
 from __future__ import annotations
 
+from cdktf import TerraformProvider
 from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from cdktf_cdktf_provider_google.compute_firewall import ComputeFirewall, ComputeFirewallDeny
 from cdktf_cdktf_provider_google.compute_network import ComputeNetwork
@@ -23,8 +29,6 @@ from cdktf_cdktf_provider_google.compute_subnetwork import ComputeSubnetwork
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
 from cdktf_cdktf_provider_google.kms_crypto_key_iam_member import KmsCryptoKeyIamMember
 from cdktf_cdktf_provider_google.project_service import ProjectService
-from cdktf_cdktf_provider_google.service_account import ServiceAccount
-from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from cdktf_cdktf_provider_google.workbench_instance import (
     WorkbenchInstance,
@@ -34,13 +38,12 @@ from cdktf_cdktf_provider_google.workbench_instance import (
 )
 from constructs import Construct
 
-from contracts.cloud import SERVICE_ACCOUNT_ID_MAX, CloudNameError
 from infra.components.apis import Apis
-from infra.components.identity import Identity
-from infra.components.kms import ENCRYPTER_DECRYPTER, Kms
+from infra.components.kms import ENCRYPTER_DECRYPTER, KeyGrants
+from infra.components.service_agents import identity_member, service_identity
 from infra.components.serving import Serving
 from infra.components.storage import Storage
-from infra.naming import Names
+from infra.naming import WORKBENCH_SUFFIX, Names
 from infra.teardown import TeardownPolicy
 
 APIS = ("compute.googleapis.com", "notebooks.googleapis.com")
@@ -58,16 +61,6 @@ METADATA = {
 }
 
 
-def account_id(names: Names) -> str:
-    account = f"{names.bucket_prefix}-workbench"
-    if len(account) > SERVICE_ACCOUNT_ID_MAX:
-        raise CloudNameError(
-            f"service account id '{account}' is longer than {SERVICE_ACCOUNT_ID_MAX} characters: "
-            f"shorten bucket_prefix in config/{names.env}.yaml"
-        )
-    return account
-
-
 class Workbench(Construct):
     def __init__(
         self,
@@ -77,11 +70,11 @@ class Workbench(Construct):
         names: Names,
         teardown: TeardownPolicy,
         apis: Apis,
-        kms: Kms,
-        identity: Identity,
+        kms: KeyGrants,
         storage: Storage,
         serving: Serving,
         project: DataGoogleProject,
+        beta: TerraformProvider,
     ):
         super().__init__(scope, id)
         settings = names.settings.infra.workbench
@@ -98,16 +91,8 @@ class Workbench(Construct):
             )
         compute, notebooks = apis["compute.googleapis.com"], apis["notebooks.googleapis.com"]
 
-        self.account = ServiceAccount(
-            self,
-            "account",
-            account_id=account_id(names),
-            display_name=f"fmnist workbench ({names.env})",
-            description="Vertex AI Workbench: reads datasets and models, writes the dev bucket, calls the service",
-            project=names.project,
-            depends_on=[apis["iam.googleapis.com"]],
-        )
-        member = f"serviceAccount:{self.account.email}"
+        self.email = names.service_account_email(WORKBENCH_SUFFIX)  # created by the bootstrap stack
+        member = names.account_member(WORKBENCH_SUFFIX)
         for kind, role in BUCKET_ACCESS:
             StorageBucketIamMember(
                 self, f"{kind}-{role.split('.')[-1]}", bucket=storage.buckets[kind].name, role=role, member=member
@@ -120,30 +105,28 @@ class Workbench(Construct):
             role="roles/run.invoker",
             member=member,
         )
-        # The deployer attaches the account to the instance; the users open the instance by acting as it.
-        for index, user in enumerate([identity.member("deployer"), *settings.users]):
-            ServiceAccountIamMember(
-                self,
-                "deployer_acts_as" if index == 0 else f"user-{index}",
-                service_account_id=self.account.name,
-                role="roles/iam.serviceAccountUser",
-                member=user,
-            )
-
-        # Compute Engine writes the CMEK disks, the Workbench agent creates them: both need the key.
+        # Compute Engine writes the CMEK disks, the Workbench agent creates them: both need the key. The Compute
+        # Engine agent comes with its API (the API refuses to generate it on request); the Notebooks one is made here.
+        self.notebooks_agent = service_identity(
+            self, "notebooks_agent", names=names, apis=apis, api="notebooks.googleapis.com", beta=beta
+        )
+        agents = {
+            "compute_agent": (
+                f"serviceAccount:service-{project.number}@compute-system.iam.gserviceaccount.com",
+                compute,
+            ),
+            "notebooks_agent": (identity_member(self.notebooks_agent), self.notebooks_agent),
+        }
         self.key_grants = [
             KmsCryptoKeyIamMember(
                 self,
                 f"{agent}_encrypter",
-                crypto_key_id=kms.key.id,
+                crypto_key_id=kms.key_id,
                 role=ENCRYPTER_DECRYPTER,
-                member=f"serviceAccount:service-{project.number}@{domain}",
-                depends_on=[compute, notebooks],
+                member=agent_member,
+                depends_on=[apis["cloudkms.googleapis.com"], source],
             )
-            for agent, domain in (
-                ("compute_agent", "compute-system.iam.gserviceaccount.com"),
-                ("notebooks_agent", "gcp-sa-notebooks.iam.gserviceaccount.com"),
-            )
+            for agent, (agent_member, source) in agents.items()
         ]
 
         self.network = ComputeNetwork(
@@ -192,7 +175,7 @@ class Workbench(Construct):
             log_config={"enable": True, "filter": "ERRORS_ONLY"},
         )
 
-        cmek = {"disk_encryption": "CMEK", "kms_key": kms.key.id, "disk_type": "PD_BALANCED"}
+        cmek = {"disk_encryption": "CMEK", "kms_key": kms.key_id, "disk_type": "PD_BALANCED"}
         self.instance = WorkbenchInstance(
             self,
             "instance",
@@ -202,7 +185,7 @@ class Workbench(Construct):
             gce_setup=WorkbenchInstanceGceSetup(
                 machine_type=settings.machine_type,
                 disable_public_ip=True,
-                service_accounts=[WorkbenchInstanceGceSetupServiceAccounts(email=self.account.email)],
+                service_accounts=[WorkbenchInstanceGceSetupServiceAccounts(email=self.email)],
                 network_interfaces=[
                     WorkbenchInstanceGceSetupNetworkInterfaces(network=self.network.id, subnet=self.subnet.id)
                 ],

@@ -1,17 +1,21 @@
 """The optional Vertex AI Workbench instance: absent by default, and with `infra.workbench.enabled: true` private,
-idle-stopping, CMEK-encrypted, run by its own least-privilege account, watched by the budget, removed by destroy
-where the environment allows it, and passing the policy scan (checkov) with 0 failed."""
+idle-stopping, CMEK-encrypted, run by its own least-privilege account (made by the bootstrap stack), watched by the
+budget, removed by destroy where the environment allows it, and passing the policy scan (checkov and the graph
+policies) with 0 failed."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 
 import pytest
 
+from infra.components.accounts import WORKBENCH_DEPLOYER_ROLES, WORKBENCH_PLANNER_ROLES
 from infra.components.workbench import APIS, BUCKET_ACCESS
 from infra.naming import Names
-from tests.infra.conftest import ENVIRONMENTS, Synth, _synthesize
+from tests.infra.conftest import BOOTSTRAP, ENVIRONMENTS, Synth, _synthesize
+from tests.infra.test_inventory import INVENTORY
 from tests.infra.test_policies import needs_checkov
 
 WORKBENCH_ON = {
@@ -20,6 +24,7 @@ WORKBENCH_ON = {
     "FMNIST_INFRA__WORKBENCH__IDLE_SHUTDOWN_MINUTES": "45",
     "FMNIST_INFRA__WORKBENCH__USERS": "['group:ml-team@example.com']",
 }
+WORKBENCH_ON_USERS = ("group:ml-team@example.com",)
 WORKBENCH_TYPES = (
     "google_workbench_instance",
     "google_compute_network",
@@ -40,7 +45,8 @@ def ref(resource_type: str, key: str, attribute: str) -> str:
 
 
 def workbench_account(synth: Synth, env: str) -> str:
-    accounts = synth.resources(env, "google_service_account")
+    """The key of the Workbench's account in the environment's bootstrap stack (the deployer creates no account)."""
+    accounts = synth.resources(BOOTSTRAP[env], "google_service_account")
     return next(key for key, sa in accounts.items() if sa["account_id"].endswith("-workbench"))
 
 
@@ -48,8 +54,37 @@ def workbench_account(synth: Synth, env: str) -> str:
 def test_off_by_default_nothing_of_it_is_declared(synth, env):
     stack = synth.stack(env)["resource"]
     assert not set(WORKBENCH_TYPES) & set(stack)
-    assert not any(sa["account_id"].endswith("-workbench") for sa in stack["google_service_account"].values())
+    accounts = synth.resources(BOOTSTRAP[env], "google_service_account").values()
+    assert not any(sa["account_id"].endswith("-workbench") for sa in accounts)
     assert not {s["service"] for s in stack["google_project_service"].values()} & set(APIS)
+    assert "notebooks.googleapis.com" not in {i["service"] for i in stack["google_project_service_identity"].values()}
+    bootstrap_roles = {b["role"] for b in synth.resources(BOOTSTRAP[env], "google_project_iam_member").values()}
+    assert not bootstrap_roles & {role for role, _ in (*WORKBENCH_DEPLOYER_ROLES, *WORKBENCH_PLANNER_ROLES)}
+
+
+@pytest.mark.parametrize("stack", [*ENVIRONMENTS, *BOOTSTRAP.values()])
+def test_on_the_inventory_grows_by_exactly_the_workbench(workbench_synth, stack):
+    added = {
+        "google_compute_firewall": 1,
+        "google_compute_network": 1,
+        "google_compute_router": 1,
+        "google_compute_router_nat": 1,
+        "google_compute_subnetwork": 1,
+        "google_workbench_instance": 1,
+        "google_cloud_run_v2_service_iam_member": 1,
+        "google_kms_crypto_key_iam_member": 2,  # the Compute Engine and Notebooks agents
+        "google_project_service": len(APIS),
+        "google_project_service_identity": 1,  # the Notebooks agent
+        "google_storage_bucket_iam_member": len(BUCKET_ACCESS),
+    }
+    if stack in BOOTSTRAP.values():
+        added = {
+            "google_project_iam_member": len(WORKBENCH_DEPLOYER_ROLES) + len(WORKBENCH_PLANNER_ROLES),
+            "google_service_account": 1,
+            "google_service_account_iam_member": 1 + len(WORKBENCH_ON_USERS),  # the deployer and the users act as it
+        }
+    counts = Counter({t: len(r) for t, r in workbench_synth.stack(stack)["resource"].items()})
+    assert dict(counts) == dict(Counter(INVENTORY[stack]) + Counter(added))
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -85,30 +120,53 @@ def test_on_its_subnet_reaches_google_privately_and_the_internet_only_through_na
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_on_both_disks_use_the_stacks_key_and_its_agents_may_use_it(workbench_synth, env):
-    setup = workbench_synth.one(env, "google_workbench_instance")["gce_setup"]
-    (key_name,) = workbench_synth.resources(env, "google_kms_crypto_key")
-    key = ref("google_kms_crypto_key", key_name, "id")
+def test_on_both_disks_use_the_stacks_key_and_its_agents_may_use_it(workbench_synth, env, settings_by_env):
+    instance_key, instance = next(iter(workbench_synth.resources(env, "google_workbench_instance").items()))
+    setup = instance["gce_setup"]
+    (key_name,) = workbench_synth.resources(BOOTSTRAP[env], "google_kms_crypto_key")  # the bootstrap stack's key
+    key = Names.of(settings_by_env[env]).kms_key_name
+    assert workbench_synth.resources(BOOTSTRAP[env], "google_kms_crypto_key")[key_name]["name"] == key.split("/")[-1]
     for disk in (setup["boot_disk"], setup["data_disks"]):
         assert (disk["disk_encryption"], disk["kms_key"]) == ("CMEK", key)
     grants = {
-        g["member"].rsplit("@", 1)[-1]
-        for g in workbench_synth.resources(env, "google_kms_crypto_key_iam_member").values()
-        if g["crypto_key_id"] == key
+        f"google_kms_crypto_key_iam_member.{k}": g
+        for k, g in workbench_synth.resources(env, "google_kms_crypto_key_iam_member").items()
+        if g["crypto_key_id"] == key and g["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
     }
-    assert {"compute-system.iam.gserviceaccount.com", "gcp-sa-notebooks.iam.gserviceaccount.com"} <= grants
+    # The Notebooks agent is created in code (Google makes it lazily); the Compute Engine agent comes with its API.
+    (notebooks_identity,) = [
+        k
+        for k, i in workbench_synth.resources(env, "google_project_service_identity").items()
+        if i["service"] == "notebooks.googleapis.com"
+    ]
+    notebooks = f"serviceAccount:{ref('google_project_service_identity', notebooks_identity, 'email')}"
+    compute = "serviceAccount:service-${data.google_project.project.number}@compute-system.iam.gserviceaccount.com"
+    by_member = {g["member"]: address for address, g in grants.items()}
+    assert {compute, notebooks} <= set(by_member)
+    services = workbench_synth.resources(env, "google_project_service")
+    compute_api = next(f"google_project_service.{k}" for k, s in services.items() if s["service"] == APIS[0])
+    assert compute_api in grants[by_member[compute]]["depends_on"]
+    assert f"google_project_service_identity.{notebooks_identity}" in grants[by_member[notebooks]]["depends_on"]
+    # and the instance is created only once both may use the key
+    assert {by_member[compute], by_member[notebooks]} <= set(instance["depends_on"]), instance_key
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_on_its_own_account_holds_only_what_the_notebooks_need(workbench_synth, env, settings_by_env):
-    account = workbench_account(workbench_synth, env)
-    member = f"serviceAccount:{ref('google_service_account', account, 'email')}"
-    instance = workbench_synth.one(env, "google_workbench_instance")
-    assert instance["gce_setup"]["service_accounts"] == [{"email": ref("google_service_account", account, "email")}]
-
-    project_roles = workbench_synth.resources(env, "google_project_iam_member").values()
-    assert not [b for b in project_roles if b["member"] == member], "no project-level role for the workbench"
     names = Names.of(settings_by_env[env])
+    account = workbench_account(workbench_synth, env)
+    assert workbench_synth.resources(BOOTSTRAP[env], "google_service_account")[account]["account_id"] == (
+        names.service_account_id("workbench")
+    )
+    assert not workbench_synth.resources(env, "google_service_account"), "the deployer creates no account"
+    email = names.service_account_email("workbench")
+    member = f"serviceAccount:{email}"
+    instance = workbench_synth.one(env, "google_workbench_instance")
+    assert instance["gce_setup"]["service_accounts"] == [{"email": email}]
+
+    for stack in (env, BOOTSTRAP[env]):
+        project_roles = workbench_synth.resources(stack, "google_project_iam_member").values()
+        assert not [b for b in project_roles if "workbench" in b["member"]], "no project-level role for the workbench"
     buckets = workbench_synth.resources(env, "google_storage_bucket")
     bucket_name = {ref("google_storage_bucket", k, "name"): b["name"] for k, b in buckets.items()}
     grants = {
@@ -120,13 +178,35 @@ def test_on_its_own_account_holds_only_what_the_notebooks_need(workbench_synth, 
     invokers = workbench_synth.resources(env, "google_cloud_run_v2_service_iam_member").values()
     assert [b["role"] for b in invokers if b["member"] == member] == ["roles/run.invoker"]
 
-    acting = {
-        b["member"]
+    # who may act as it: granted by the bootstrap stack (the deployer holds no IAM admin on accounts)
+    assert not [
+        b
         for b in workbench_synth.resources(env, "google_service_account_iam_member").values()
+        if "workbench" in b["service_account_id"]
+    ]
+    bootstrap_accounts = workbench_synth.resources(BOOTSTRAP[env], "google_service_account")
+    acting = {
+        (b["member"], b["role"])
+        for b in workbench_synth.resources(BOOTSTRAP[env], "google_service_account_iam_member").values()
         if b["service_account_id"] == ref("google_service_account", account, "name")
     }
-    deployer = next(k for k, sa in workbench_synth.resources(env, "google_service_account").items() if "deployer" in k)
-    assert acting == {f"serviceAccount:{ref('google_service_account', deployer, 'email')}", "group:ml-team@example.com"}
+    deployer = next(
+        k for k, sa in bootstrap_accounts.items() if sa["account_id"] == names.service_account_id("deployer")
+    )
+    assert acting == {
+        (f"serviceAccount:{ref('google_service_account', deployer, 'email')}", "roles/iam.serviceAccountUser"),
+        ("group:ml-team@example.com", "roles/iam.serviceAccountUser"),
+    }
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_on_the_deployer_may_create_it_and_the_planner_read_it(workbench_synth, env):
+    bindings = workbench_synth.resources(BOOTSTRAP[env], "google_project_iam_member").values()
+    granted = {("deployer" if "deployer" in b["member"] else "planner", b["role"]) for b in bindings}
+    assert {("deployer", role) for role, _ in WORKBENCH_DEPLOYER_ROLES} <= granted
+    assert {("planner", role) for role, _ in WORKBENCH_PLANNER_ROLES} <= granted
+    assert all(len(why) > 20 for _, why in (*WORKBENCH_DEPLOYER_ROLES, *WORKBENCH_PLANNER_ROLES))
+    assert all(role.endswith(("Viewer", ".viewer")) for role, _ in WORKBENCH_PLANNER_ROLES), "the planner only reads"
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -176,3 +256,25 @@ def test_the_scan_fails_a_workbench_with_a_public_ip_or_google_managed_disks(wor
     result = scan(outdir, tmp_path / "junit.xml")
     failed = {f.check_id for f in result.failed if "workbench" in f.resource}
     assert {"CKV2_GCP_27", "CKV2_GCP_28"} <= failed
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_on_the_graph_policies_pass_and_the_instance_needs_both_agents_grants(workbench_synth, env):
+    from infra.graph_policies import evaluate_stack
+
+    def problems(document: dict) -> dict[str, str | None]:
+        return {r.resource: r.problem for r in evaluate_stack(env, document) if r.check_id == "CKV2_FMNIST_G3"}
+
+    document = workbench_synth.stack(env)
+    (key,) = document["resource"]["google_workbench_instance"]
+    address = f"google_workbench_instance.{key}"
+    assert all(problem is None for problem in problems(document).values())
+    assert address in problems(document)
+
+    instance = document["resource"]["google_workbench_instance"][key]
+    instance["depends_on"] = [d for d in instance["depends_on"] if "compute_agent" not in d]
+    assert "the compute service agent's key grant" in problems(document)[address]
+    identities = document["resource"]["google_project_service_identity"]
+    for name in [k for k, i in identities.items() if i["service"] == "notebooks.googleapis.com"]:
+        del identities[name]
+    assert "nothing in the stack creates the notebooks service agent" in problems(document)[address]
