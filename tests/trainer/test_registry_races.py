@@ -1,8 +1,11 @@
 """The registry's quality gate under forced interleavings and at its exact boundaries, locally and on the GCS
 emulator (real generation preconditions). Each interleaving is forced, so every test has one right outcome."""
 
+import sys
+
 import pytest
 
+from settings import load_config
 from trainer import storage
 from trainer.models import registry as registry_module
 from trainer.models.registry import GateRefused, ModelRegistry, RegistryError
@@ -140,3 +143,73 @@ def test_a_version_without_accuracy_and_the_champion_itself_are_refused(tmp_path
     with pytest.raises(RegistryError, match="already the champion"):
         registry.promote(champion)
     assert registry.read_index()["history"]["champion"] == [champion]
+
+
+# ---- what `registry list` prints and what an external version's directory holds ----------------------------------
+
+
+def test_the_registry_table_in_full_including_a_version_without_metrics():
+    from trainer.models.registry import format_table
+
+    index = {
+        "versions": {
+            "v2": {
+                "source": "custom",
+                "metrics": {"accuracy": 0.91234, "macro_precision": 0.9},
+                "dataset_version": "v-abc",
+                "created_at": "2026-01-01T00:00:00Z",
+            },
+            "v1": {"metrics": {}, "dataset_version": None},
+        },
+        "aliases": {"champion": "v2", "candidate": "v2", "old": "v1"},
+    }
+    assert format_table(index).splitlines() == [
+        "version                 source   accuracy  macro P  dataset         created               aliases",
+        "v1                      ?               -        -  None                                  old",
+        "v2                      custom     0.9123   0.9000  v-abc           2026-01-01T00:00:00Z  candidate,champion",
+    ]
+
+
+def test_registry_list_shows_a_version_registered_without_accuracy(tmp_path, monkeypatch, capsys):
+    from trainer import cli
+
+    monkeypatch.setenv("FMNIST_ENV", "local")
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+
+    registry = ModelRegistry.from_settings(load_config())
+    blind = registry.register({"metadata.json": b"{}"}, {}, "custom", dataset_version=None)
+    assert cli.main(["registry", "list"]) == 0
+    assert f"{blind}" in capsys.readouterr().out
+
+
+def test_an_external_version_holds_its_metadata_and_its_record(settings):
+    import json
+
+    from trainer.models.registry import register_external_version
+
+    extra = {"vertex_model": "projects/p/locations/l/models/1", "training_seconds": 12}
+    version = register_external_version(
+        settings, source="automl", metrics=metrics(0.93), dataset_version="v-7", extra=extra
+    )
+    registry = ModelRegistry.from_settings(settings)
+    record = registry.read_index()["versions"][version]
+    raw = storage.read_bytes(storage.join(registry.version_uri(version), "metadata.json"))
+    assert raw == json.dumps(json.loads(raw), indent=2, sort_keys=True).encode()  # stable, reviewable bytes
+    assert json.loads(raw) == {
+        "model_version": version,
+        "created_at": json.loads(raw)["created_at"],
+        "source": "automl",
+        "metrics": metrics(0.93),
+        "dataset": {"version": "v-7"},
+        **extra,
+    }
+    assert json.loads(raw)["created_at"].endswith("Z")
+    assert record == {
+        "path": f"registry/versions/{version}",
+        "metrics": metrics(0.93),
+        "source": "automl",
+        "dataset_version": "v-7",
+        "created_at": record["created_at"],
+        **extra,
+    }
