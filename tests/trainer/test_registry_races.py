@@ -213,3 +213,34 @@ def test_an_external_version_holds_its_metadata_and_its_record(settings):
         "created_at": record["created_at"],
         **extra,
     }
+
+
+def test_registry_show_and_list_json_print_exactly_the_record(tmp_path, monkeypatch, capsys):
+    import json
+
+    from trainer import cli
+
+    monkeypatch.setenv("FMNIST_ENV", "local")
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    registry = ModelRegistry.from_settings(load_config())
+    metadata = {"model_version": "v-x", "feature_baseline": {"bins": [1, 2]}, "source": "custom"}
+    with_metadata = registry.register(
+        {"metadata.json": json.dumps(metadata).encode()}, metrics(0.9), "custom", dataset_version="v-1"
+    )
+    without = registry.register({"model.onnx": b"onnx"}, metrics(0.91), "custom", dataset_version="v-1")
+    index = registry.read_index()
+
+    assert cli.main(["registry", "show", with_metadata]) == 0
+    shown = {
+        "version": with_metadata,
+        "record": index["versions"][with_metadata],
+        "aliases": [],
+        "metadata": {"model_version": "v-x", "source": "custom"},  # the bulky baseline left out
+    }
+    assert capsys.readouterr().out == json.dumps(shown, indent=2, sort_keys=True) + "\n"
+    assert cli.main(["registry", "show", "candidate"]) == 0
+    shown = {"version": without, "record": index["versions"][without], "aliases": ["candidate"]}
+    assert capsys.readouterr().out == json.dumps(shown, indent=2, sort_keys=True) + "\n"
+    assert cli.main(["registry", "list", "--json"]) == 0
+    assert capsys.readouterr().out == json.dumps(index, indent=2, sort_keys=True) + "\n"
