@@ -2,6 +2,7 @@
 a beginning, trailing slashes, content types, the error each call site raises (naming its URI), downloads that
 stay invisible until complete, and which client is built."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -36,14 +37,14 @@ def test_a_prefix_lists_its_own_directory_only(root):
 
 
 def test_copy_tree_keeps_relative_paths_with_or_without_a_trailing_slash(root, tmp_path):
-    for name in ("m/model.onnx", "m/sub/deep.bin"):
+    for name in ("runX/model.onnx", "runX/sub/deep.bin", "runX/Xy.bin"):  # names may begin or end with anything
         storage.write_bytes(storage.join(root, name), name.encode())
-    for source in (storage.join(root, "m"), storage.join(root, "m") + "/"):
+    for source in (storage.join(root, "runX"), storage.join(root, "runX") + "/"):
         for dest in (storage.join(root, "copy"), str(tmp_path / "local-copy")):
             written = storage.copy_tree(source, dest)
-            assert names(written, dest) == ["model.onnx", "sub/deep.bin"]
-            assert storage.read_bytes(storage.join(dest, "sub/deep.bin")) == b"m/sub/deep.bin"
-            assert storage.read_bytes(storage.join(dest, "model.onnx")) == b"m/model.onnx"
+            assert names(written, dest) == ["Xy.bin", "model.onnx", "sub/deep.bin"]
+            for rel in ("Xy.bin", "model.onnx", "sub/deep.bin"):
+                assert storage.read_bytes(storage.join(dest, rel)) == f"runX/{rel}".encode()
 
 
 def test_delete_tree_removes_every_file_under_the_prefix_only(root):
@@ -174,6 +175,7 @@ def test_an_upload_with_progress_reports_the_whole_size(gcs_bucket, tmp_path, ca
     assert storage.read_bytes(f"{gcs_bucket}/model.onnx") == source.read_bytes()
     err = capsys.readouterr().err
     assert "upload model.onnx" in err and "100%" in err and "/300k" in err  # the total is the file's size
+    assert re.search(r"[kMG]?B/s\]", err)  # in bytes
 
 
 class _Recorded:
@@ -208,3 +210,21 @@ def test_the_cloud_gets_a_default_client(monkeypatch):
     client = storage.gcs_client()
     assert isinstance(client, _Recorded) and client.kwargs == {}  # Application Default Credentials and project
     storage.reset_client()
+
+
+def test_a_local_upload_is_invisible_until_complete(tmp_path, monkeypatch):
+    source, dest = tmp_path / "model.onnx", tmp_path / "bucket" / "v1" / "model.onnx"
+    source.write_bytes(b"onnx" * 1000)
+    real = storage.shutil.copyfile
+    seen = {}
+
+    def watch(src, dst, **kwargs):
+        real(src, dst, **kwargs)
+        seen["temp"] = Path(dst)
+        seen["listed"] = storage.list_uris(str(dest.parent))
+
+    monkeypatch.setattr(storage.shutil, "copyfile", watch)
+    storage.upload_file(source, str(dest))
+    assert dest.read_bytes() == source.read_bytes()
+    assert seen["temp"].parent == dest.parent and seen["temp"].name.startswith(".tmp-")  # same directory: rename
+    assert seen["listed"] == []
