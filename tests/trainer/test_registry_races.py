@@ -244,3 +244,69 @@ def test_registry_show_and_list_json_print_exactly_the_record(tmp_path, monkeypa
     assert capsys.readouterr().out == json.dumps(shown, indent=2, sort_keys=True) + "\n"
     assert cli.main(["registry", "list", "--json"]) == 0
     assert capsys.readouterr().out == json.dumps(index, indent=2, sort_keys=True) + "\n"
+
+
+# ---- rollback ------------------------------------------------------------------------------------------------------
+
+
+def test_rollback_without_a_champion_or_to_a_version_never_champion_says_so(tmp_path):
+    registry = ModelRegistry(str(tmp_path / "models"), accuracy_floor=0.3)
+    with pytest.raises(RegistryError, match="^there is no champion to roll back$"):
+        registry.rollback()
+    first, second, never = add(registry, 0.9), add(registry, 0.91), add(registry, 0.5)
+    registry.promote(first)
+    with pytest.raises(RegistryError, match=f"^{never} was never champion before {first}; earlier champions: none$"):
+        registry.rollback(to=never)
+    registry.promote(second)
+    with pytest.raises(
+        RegistryError, match=f"^{never} was never champion before {second}; earlier champions: {first}$"
+    ):
+        registry.rollback(to=never)
+
+
+def test_rollback_records_its_event_and_trims_the_history(tmp_path):
+    registry = ModelRegistry(str(tmp_path / "models"), accuracy_floor=0.3)
+    versions = [add(registry, 0.90 + i / 100) for i in range(3)]
+    for version in versions:
+        registry.promote(version)
+    assert registry.rollback() == (versions[1], versions[2])
+    index = registry.read_index()
+    event = index["events"][-1]
+    assert event["action"] == "rollback" and event["version"] == versions[1] and event["previous"] == versions[2]
+    assert index["history"]["champion"] == versions[:2] and index["aliases"]["champion"] == versions[1]
+
+
+def test_rollback_of_a_hand_edited_index_whose_history_lacks_the_champion(tmp_path):
+    """An index restored by hand may name a champion its history does not end with: roll back to the last entry."""
+    import json
+
+    registry = ModelRegistry(str(tmp_path / "models"), accuracy_floor=0.3)
+    a, b, c = add(registry, 0.9), add(registry, 0.91), add(registry, 0.92)
+    index = registry.read_index()
+    index["aliases"]["champion"] = c
+    index["history"] = {"champion": [a, b]}
+    storage.write_bytes(registry.index_uri, json.dumps(index).encode())
+    assert registry.rollback() == (b, c)
+    assert registry.read_index()["history"]["champion"] == [a, b]
+    index = registry.read_index()
+    index["history"] = {}
+    storage.write_bytes(registry.index_uri, json.dumps(index).encode())
+    with pytest.raises(RegistryError, match="is the first champion: there is nothing to roll back to"):
+        registry.rollback()
+
+
+def test_the_registry_takes_its_gate_from_config(tmp_path):
+    settings = load_config(
+        "local",
+        environ={
+            "FMNIST_STORAGE_ROOT": str(tmp_path),
+            "FMNIST_REGISTRY__ACCURACY_FLOOR": "0.5",
+            "FMNIST_REGISTRY__REGRESSION_TOLERANCE": "0.02",
+        },
+    )
+    registry = ModelRegistry.from_settings(settings)
+    assert (registry.root, registry.accuracy_floor, registry.regression_tolerance) == (
+        settings.models_bucket,
+        0.5,
+        0.02,
+    )
