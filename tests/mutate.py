@@ -51,6 +51,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["trainer/data/idx.py", "trainer/data/ingest.py"],
         [
             "tests/trainer/test_idx.py",
+            "tests/trainer/test_idx_messages.py",
             "tests/trainer/test_ingest.py",
             "tests/trainer/test_crash_consistency.py",
             *NO_EXPORT,
