@@ -228,3 +228,41 @@ def test_a_local_upload_is_invisible_until_complete(tmp_path, monkeypatch):
     assert dest.read_bytes() == source.read_bytes()
     assert seen["temp"].parent == dest.parent and seen["temp"].name.startswith(".tmp-")  # same directory: rename
     assert seen["listed"] == []
+
+
+def test_a_local_write_is_renamed_from_a_hidden_temp_beside_it(tmp_path, monkeypatch):
+    target = tmp_path / "bucket" / "index.json"
+    real, seen = storage.os.replace, []
+    monkeypatch.setattr(storage.os, "replace", lambda src, dst: (seen.append(Path(src)), real(src, dst)))
+    storage.write_bytes(str(target), b"{}")
+    [temp] = seen
+    assert temp.parent == target.parent and temp.name.startswith(".tmp-")  # same filesystem: an atomic rename
+    assert target.read_bytes() == b"{}"
+
+
+@pytest.mark.parametrize(
+    ("parts", "joined"),
+    [
+        (("gs://bucketX", "Xa", "bX"), "gs://bucketX/Xa/bX"),
+        (("gs://b/", "/a/", "b/"), "gs://b/a/b"),
+        (("gs://b//", "a"), "gs://b/a"),
+        (("gs://b", " a "), "gs://b/ a "),
+    ],
+)
+def test_join_puts_exactly_one_slash_between_parts(parts, joined):
+    assert storage.join(*parts) == joined
+
+
+def test_a_prefix_ending_in_any_character_lists_only_itself(gcs_bucket):
+    for name in ("runX/a", "run/b"):
+        storage.write_bytes(f"{gcs_bucket}/{name}", b"1")
+    assert storage.list_uris(f"{gcs_bucket}/runX") == [f"{gcs_bucket}/runX/a"]
+
+
+def test_reading_what_is_not_a_file_names_it(tmp_path):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(storage.StorageError, match=r"dir: is a directory, expected a file$"):
+        storage.read_bytes(str(tmp_path / "dir"))
+    with pytest.raises(storage.StorageError, match=r"file/inner: Not a directory$"):
+        storage.read_bytes(str(tmp_path / "file" / "inner"))
