@@ -53,6 +53,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/trainer/test_idx.py",
             "tests/trainer/test_idx_messages.py",
             "tests/trainer/test_ingest.py",
+            "tests/trainer/test_ingest_manifest.py",
             "tests/trainer/test_crash_consistency.py",
             *NO_EXPORT,
         ],
