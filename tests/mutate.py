@@ -43,6 +43,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         [
             "tests/trainer/test_registry.py",
             "tests/trainer/test_registry_races.py",
+            "tests/trainer/test_registry_index.py",
             "tests/trainer/test_crash_consistency.py",
             *NO_EXPORT,
         ],
