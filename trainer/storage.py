@@ -166,11 +166,10 @@ def read_versioned(uri: str) -> Versioned:
     uri = str(uri)
     if is_gcs(uri):
         blob = _blob(uri)
-        from google.api_core import exceptions as gexc
-
         try:
-            data = blob.download_as_bytes()
-        except gexc.NotFound:
+            with _gcs_errors(uri):
+                data = blob.download_as_bytes()
+        except NotFound:
             return Versioned(None, 0)  # generation 0 = "must not exist" precondition
         with _gcs_errors(uri):
             return Versioned(data, int(blob.generation))

@@ -1,8 +1,11 @@
 """The registry's quality gate under forced interleavings and at its exact boundaries, locally and on the GCS
 emulator (real generation preconditions). Each interleaving is forced, so every test has one right outcome."""
 
+import sys
+
 import pytest
 
+from settings import load_config
 from trainer import storage
 from trainer.models import registry as registry_module
 from trainer.models.registry import GateRefused, ModelRegistry, RegistryError
@@ -140,3 +143,170 @@ def test_a_version_without_accuracy_and_the_champion_itself_are_refused(tmp_path
     with pytest.raises(RegistryError, match="already the champion"):
         registry.promote(champion)
     assert registry.read_index()["history"]["champion"] == [champion]
+
+
+# ---- what `registry list` prints and what an external version's directory holds ----------------------------------
+
+
+def test_the_registry_table_in_full_including_a_version_without_metrics():
+    from trainer.models.registry import format_table
+
+    index = {
+        "versions": {
+            "v2": {
+                "source": "custom",
+                "metrics": {"accuracy": 0.91234, "macro_precision": 0.9},
+                "dataset_version": "v-abc",
+                "created_at": "2026-01-01T00:00:00Z",
+            },
+            "v1": {"metrics": {}, "dataset_version": None},
+        },
+        "aliases": {"champion": "v2", "candidate": "v2", "old": "v1"},
+    }
+    assert format_table(index).splitlines() == [
+        "version                 source   accuracy  macro P  dataset         created               aliases",
+        "v1                      ?               -        -  None                                  old",
+        "v2                      custom     0.9123   0.9000  v-abc           2026-01-01T00:00:00Z  candidate,champion",
+    ]
+
+
+def test_registry_list_shows_a_version_registered_without_accuracy(tmp_path, monkeypatch, capsys):
+    from trainer import cli
+
+    monkeypatch.setenv("FMNIST_ENV", "local")
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+
+    registry = ModelRegistry.from_settings(load_config())
+    blind = registry.register({"metadata.json": b"{}"}, {}, "custom", dataset_version=None)
+    assert cli.main(["registry", "list"]) == 0
+    assert f"{blind}" in capsys.readouterr().out
+
+
+def test_an_external_version_holds_its_metadata_and_its_record(settings):
+    import json
+
+    from trainer.models.registry import register_external_version
+
+    extra = {"vertex_model": "projects/p/locations/l/models/1", "training_seconds": 12}
+    version = register_external_version(
+        settings, source="automl", metrics=metrics(0.93), dataset_version="v-7", extra=extra
+    )
+    registry = ModelRegistry.from_settings(settings)
+    record = registry.read_index()["versions"][version]
+    raw = storage.read_bytes(storage.join(registry.version_uri(version), "metadata.json"))
+    assert raw == json.dumps(json.loads(raw), indent=2, sort_keys=True).encode()  # stable, reviewable bytes
+    assert json.loads(raw) == {
+        "model_version": version,
+        "created_at": json.loads(raw)["created_at"],
+        "source": "automl",
+        "metrics": metrics(0.93),
+        "dataset": {"version": "v-7"},
+        **extra,
+    }
+    assert json.loads(raw)["created_at"].endswith("Z")
+    assert record == {
+        "path": f"registry/versions/{version}",
+        "metrics": metrics(0.93),
+        "source": "automl",
+        "dataset_version": "v-7",
+        "created_at": record["created_at"],
+        **extra,
+    }
+
+
+def test_registry_show_and_list_json_print_exactly_the_record(tmp_path, monkeypatch, capsys):
+    import json
+
+    from trainer import cli
+
+    monkeypatch.setenv("FMNIST_ENV", "local")
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    registry = ModelRegistry.from_settings(load_config())
+    metadata = {"model_version": "v-x", "feature_baseline": {"bins": [1, 2]}, "source": "custom"}
+    with_metadata = registry.register(
+        {"metadata.json": json.dumps(metadata).encode()}, metrics(0.9), "custom", dataset_version="v-1"
+    )
+    without = registry.register({"model.onnx": b"onnx"}, metrics(0.91), "custom", dataset_version="v-1")
+    index = registry.read_index()
+
+    assert cli.main(["registry", "show", with_metadata]) == 0
+    shown = {
+        "version": with_metadata,
+        "record": index["versions"][with_metadata],
+        "aliases": [],
+        "metadata": {"model_version": "v-x", "source": "custom"},  # the bulky baseline left out
+    }
+    assert capsys.readouterr().out == json.dumps(shown, indent=2, sort_keys=True) + "\n"
+    assert cli.main(["registry", "show", "candidate"]) == 0
+    shown = {"version": without, "record": index["versions"][without], "aliases": ["candidate"]}
+    assert capsys.readouterr().out == json.dumps(shown, indent=2, sort_keys=True) + "\n"
+    assert cli.main(["registry", "list", "--json"]) == 0
+    assert capsys.readouterr().out == json.dumps(index, indent=2, sort_keys=True) + "\n"
+
+
+# ---- rollback ------------------------------------------------------------------------------------------------------
+
+
+def test_rollback_without_a_champion_or_to_a_version_never_champion_says_so(tmp_path):
+    registry = ModelRegistry(str(tmp_path / "models"), accuracy_floor=0.3)
+    with pytest.raises(RegistryError, match="^there is no champion to roll back$"):
+        registry.rollback()
+    first, second, never = add(registry, 0.9), add(registry, 0.91), add(registry, 0.5)
+    registry.promote(first)
+    with pytest.raises(RegistryError, match=f"^{never} was never champion before {first}; earlier champions: none$"):
+        registry.rollback(to=never)
+    registry.promote(second)
+    with pytest.raises(
+        RegistryError, match=f"^{never} was never champion before {second}; earlier champions: {first}$"
+    ):
+        registry.rollback(to=never)
+
+
+def test_rollback_records_its_event_and_trims_the_history(tmp_path):
+    registry = ModelRegistry(str(tmp_path / "models"), accuracy_floor=0.3)
+    versions = [add(registry, 0.90 + i / 100) for i in range(3)]
+    for version in versions:
+        registry.promote(version)
+    assert registry.rollback() == (versions[1], versions[2])
+    index = registry.read_index()
+    event = index["events"][-1]
+    assert event["action"] == "rollback" and event["version"] == versions[1] and event["previous"] == versions[2]
+    assert index["history"]["champion"] == versions[:2] and index["aliases"]["champion"] == versions[1]
+
+
+def test_rollback_of_a_hand_edited_index_whose_history_lacks_the_champion(tmp_path):
+    """An index restored by hand may name a champion its history does not end with: roll back to the last entry."""
+    import json
+
+    registry = ModelRegistry(str(tmp_path / "models"), accuracy_floor=0.3)
+    a, b, c = add(registry, 0.9), add(registry, 0.91), add(registry, 0.92)
+    index = registry.read_index()
+    index["aliases"]["champion"] = c
+    index["history"] = {"champion": [a, b]}
+    storage.write_bytes(registry.index_uri, json.dumps(index).encode())
+    assert registry.rollback() == (b, c)
+    assert registry.read_index()["history"]["champion"] == [a, b]
+    index = registry.read_index()
+    index["history"] = {}
+    storage.write_bytes(registry.index_uri, json.dumps(index).encode())
+    with pytest.raises(RegistryError, match="is the first champion: there is nothing to roll back to"):
+        registry.rollback()
+
+
+def test_the_registry_takes_its_gate_from_config(tmp_path):
+    settings = load_config(
+        "local",
+        environ={
+            "FMNIST_STORAGE_ROOT": str(tmp_path),
+            "FMNIST_REGISTRY__ACCURACY_FLOOR": "0.5",
+            "FMNIST_REGISTRY__REGRESSION_TOLERANCE": "0.02",
+        },
+    )
+    registry = ModelRegistry.from_settings(settings)
+    assert (registry.root, registry.accuracy_floor, registry.regression_tolerance) == (
+        settings.models_bucket,
+        0.5,
+        0.02,
+    )

@@ -7,6 +7,12 @@ import pytest
 from trainer import storage
 
 
+@pytest.fixture(autouse=True)
+def _private_cwd(tmp_path, monkeypatch):
+    """A relative path written by mistake (or by a mutant) lands in this test's directory only."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(params=["local", "gcs"])
 def root(request, tmp_path):
     if request.param == "local":

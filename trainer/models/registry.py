@@ -321,8 +321,8 @@ def format_table(index: dict) -> str:
         accuracy, precision = metrics.get("accuracy"), metrics.get("macro_precision")
         lines.append(
             f"{version:<24}{record.get('source', '?'):<8}"
-            f"{accuracy if accuracy is None else format(accuracy, '.4f'):>9}"
-            f"{precision if precision is None else format(precision, '.4f'):>9}  "
+            f"{'-' if accuracy is None else format(accuracy, '.4f'):>9}"
+            f"{'-' if precision is None else format(precision, '.4f'):>9}  "
             f"{str(record.get('dataset_version')):<16}{record.get('created_at', ''):<22}"
             f"{','.join(sorted(aliases.get(version, [])))}"
         )
