@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from infra.components.accounts import BILLING_ROLES, DEPLOYER_ROLES, IAM_ADMIN, PLANNER_ROLES
+from infra.components.accounts import ACCOUNT_ACT_AS, BILLING_ROLES, DEPLOYER_ROLES, IAM_ADMIN, PLANNER_ROLES
 from infra.components.identity import PROJECT_ROLES, granted_project_roles
 from infra.naming import STACK_ACCOUNTS, Names
 from tests.infra.conftest import BOOTSTRAP
@@ -51,6 +51,7 @@ def test_project_level_bindings_are_exactly_the_justified_ones(synth, env, setti
         *(("planner", role) for role, _ in PLANNER_ROLES),
     }
     every_reason = [why for grants in (*PROJECT_ROLES.values(), DEPLOYER_ROLES, PLANNER_ROLES) for _, why in grants]
+    every_reason += ACCOUNT_ACT_AS.values()
     assert all(len(why) > 20 for why in every_reason)
     assert "service" not in PROJECT_ROLES, "the prediction service needs no project-level role"
 
@@ -92,8 +93,14 @@ def test_deployer_acts_as_the_stack_accounts_only(synth, env, settings_by_env):
     names = Names.of(settings_by_env[env])
     act_as = synth.resources(BOOTSTRAP[env], "google_service_account_iam_member").values()
     assert {a["role"] for a in act_as} == {"roles/iam.serviceAccountUser"}
-    assert {_account(a["member"], names) for a in act_as} == {"deployer"}
-    assert {_account(a["service_account_id"].replace(".name", ".email"), names) for a in act_as} == set(STACK_ACCOUNTS)
+    pairs = [
+        (_account(a["member"], names), _account(a["service_account_id"].replace(".name", ".email"), names))
+        for a in act_as
+    ]
+    assert sorted(on for who, on in pairs if who == "deployer") == sorted(STACK_ACCOUNTS)
+    # the only other actAs: the lifecycle pipeline's chain (starter -> pipelines -> trainer, service), each justified
+    assert sorted(pair for pair in pairs if pair[0] != "deployer") == sorted(ACCOUNT_ACT_AS)
+    assert not synth.resources(env, "google_service_account_iam_member"), "the deployer sets no account's policy"
     for stack in (env, BOOTSTRAP[env]):
         assert not any(
             b["role"] == "roles/iam.serviceAccountUser"

@@ -9,7 +9,7 @@ import pytest
 from cdktf import Testing as CdktfTesting
 
 from contracts import feature_schema
-from infra.components.accounts import DEPLOYER_ROLES, PLANNER_ROLES
+from infra.components.accounts import ACCOUNT_ACT_AS, DEPLOYER_ROLES, PLANNER_ROLES
 from infra.components.apis import BOOTSTRAP_APIS, REQUIRED_APIS
 from infra.images import source_tag
 from infra.naming import STACK_ACCOUNTS, Names
@@ -48,7 +48,7 @@ BOOTSTRAP_INVENTORY = {
     "google_project_iam_member": len(DEPLOYER_ROLES) + len(PLANNER_ROLES),
     "google_project_service": len(BOOTSTRAP_APIS),
     "google_service_account": len(STACK_ACCOUNTS),
-    "google_service_account_iam_member": len(STACK_ACCOUNTS),
+    "google_service_account_iam_member": len(STACK_ACCOUNTS) + len(ACCOUNT_ACT_AS),
     "google_storage_bucket": 1,
     "google_storage_bucket_iam_member": 2,
 }
