@@ -18,7 +18,8 @@ SERVICE_ACCOUNT_SUFFIXES = {
     "deployer": "deployer",  # Cloud Build on deploy pushes: builds, pushes, `cdktf deploy`
     "checks": "ci-checks",  # Cloud Build on pull requests: tests, synth, policy scan (untrusted code)
 }
-# The lifecycle pipeline's own accounts, declared by infra/components/pipelines.py (not by the identity component).
+# The lifecycle pipeline's own accounts: created by the bootstrap stack like the others (infra/naming.py
+# STACK_ACCOUNTS), used by infra/components/pipelines.py.
 PIPELINE_ACCOUNT_SUFFIXES = {
     "pipelines": "pipelines",  # Vertex AI Pipelines runs of the lifecycle
     "starter": "pl-starter",  # the one workflow that starts pipeline runs (schedule, new data, drift)

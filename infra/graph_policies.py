@@ -38,6 +38,9 @@ RESOURCE_APIS = {
     "google_storage_": "storage.googleapis.com",
     "google_vertex_ai_": "aiplatform.googleapis.com",
     "google_workbench_": "notebooks.googleapis.com",
+    # the lifecycle pipeline's starter and triggers (infra/components/pipelines.py)
+    "google_eventarc_": "eventarc.googleapis.com",
+    "google_workflows_": "workflows.googleapis.com",
 }
 # Data source type -> the API it reads (None: answered by the provider itself, no request).
 DATA_SOURCE_APIS = {

@@ -10,7 +10,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from contracts.cloud import SERVICE_ACCOUNT_ID_MAX, SERVICE_ACCOUNT_SUFFIXES, CloudNameError, CloudNames
+from contracts.cloud import (
+    PIPELINE_ACCOUNT_SUFFIXES,
+    SERVICE_ACCOUNT_ID_MAX,
+    SERVICE_ACCOUNT_SUFFIXES,
+    CloudNameError,
+    CloudNames,
+)
 from contracts.images import IMAGE_SOURCES
 from contracts.layout import BUCKET_KINDS
 from settings import Settings
@@ -19,7 +25,7 @@ __all__ = ["BUCKET_KINDS", "IMAGE_NAMES", "STACK_ACCOUNTS", "SERVICE_ACCOUNT_SUF
 IMAGE_NAMES = tuple(IMAGE_SOURCES)
 PLANNER_SUFFIX = "planner"
 # Every account the bootstrap stack creates: the runtime and pipeline accounts of contracts.cloud plus the planner.
-STACK_ACCOUNTS = (*SERVICE_ACCOUNT_SUFFIXES, "planner")
+STACK_ACCOUNTS = (*SERVICE_ACCOUNT_SUFFIXES, *PIPELINE_ACCOUNT_SUFFIXES, "planner")
 # The optional Workbench instance's account (infra/components/workbench.py): created only when it is enabled.
 WORKBENCH_SUFFIX = "workbench"
 INFRA_ACCOUNTS = (PLANNER_SUFFIX, WORKBENCH_SUFFIX)  # infra's own accounts, unknown to contracts.cloud

@@ -26,6 +26,7 @@ from infra.components.identity import Identity
 from infra.components.images import Images
 from infra.components.kms import KeyGrants
 from infra.components.monitoring import Monitoring
+from infra.components.pipelines import Pipelines
 from infra.components.providers import billing_provider, docker_provider, google_beta_provider, google_provider
 from infra.components.registry import Registry
 from infra.components.service_agents import ServiceAgents
@@ -107,6 +108,20 @@ class EnvironmentStack(TerraformStack):
             billing_provider=billing,
         )
         self.cicd = CiCd(self, "cicd", names=names, apis=apis, identity=identity)
+        # The lifecycle as a Vertex AI Pipeline: its template repository and the starter + triggers of its runs.
+        self.pipelines = Pipelines(
+            self,
+            "pipelines",
+            names=names,
+            apis=apis,
+            kms=kms,
+            agents=agents,
+            identity=identity,
+            storage=self.storage,
+            registry=registry,
+            features=self.features,
+            project=project,
+        )
 
         # What the trainer and operators need after a deploy (`cdktf output <env>`).
         outputs = {

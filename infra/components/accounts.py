@@ -29,6 +29,9 @@ DESCRIPTIONS = {
     "checks": "Cloud Build on pull requests: tests, synth and policy scan; can write build logs only",
     "planner": "Cloud Build on pull requests: cdktf diff with read-only access and the state reader role",
     WORKBENCH_SUFFIX: "Vertex AI Workbench: reads datasets and models, writes the dev bucket, calls the service",
+    # the lifecycle pipeline's accounts (infra/components/pipelines.py)
+    "pipelines": "Vertex AI Pipelines runs of the lifecycle: the steps' buckets, features, Vertex AI",
+    "starter": "starts lifecycle pipeline runs (schedule, new data, drift) as the pipelines account",
 }
 IAM_ADMIN = "roles/resourcemanager.projectIamAdmin"
 # Roles whose holder can change who holds which role in the project: each carries an IAM condition.
@@ -45,9 +48,13 @@ DEPLOYER_ROLES = (
     ("roles/bigquery.admin", "creates the feature dataset, table and dataset bindings"),
     ("roles/aiplatform.admin", "creates the endpoint, TensorBoard, feature online store and feature view"),
     ("roles/run.admin", "creates the Cloud Run service and its invoker bindings"),
-    ("roles/pubsub.admin", "creates the budget topic and its publisher binding"),
+    ("roles/pubsub.admin", "creates the budget and drift topics and their publisher bindings"),
     ("roles/monitoring.admin", "creates the notification channel and alert policies"),
     ("roles/cloudbuild.builds.editor", "creates the Cloud Build triggers"),
+    # the lifecycle pipeline's starter and triggers (infra/components/pipelines.py)
+    ("roles/workflows.admin", "creates the starter workflow of the lifecycle pipeline"),
+    ("roles/eventarc.admin", "creates the new-data and drift triggers of the lifecycle pipeline"),
+    ("roles/cloudscheduler.admin", "creates the weekly schedule of the lifecycle pipeline"),
 )
 # Read-only roles for `terraform plan` (refresh reads every resource and its IAM policy).
 PLANNER_ROLES = (
@@ -64,6 +71,10 @@ PLANNER_ROLES = (
     ("roles/pubsub.viewer", "reads the budget topic"),
     ("roles/monitoring.viewer", "reads the notification channel and alert policies"),
     ("roles/cloudbuild.builds.viewer", "reads the Cloud Build triggers"),
+    # the lifecycle pipeline's starter and triggers (infra/components/pipelines.py)
+    ("roles/workflows.viewer", "reads the starter workflow of the lifecycle pipeline"),
+    ("roles/eventarc.viewer", "reads the new-data and drift triggers of the lifecycle pipeline"),
+    ("roles/cloudscheduler.viewer", "reads the weekly schedule of the lifecycle pipeline"),
 )
 # Only with `infra.workbench.enabled` (infra/components/workbench.py): what the deployer needs to create the
 # instance and the network around it, and what the planner needs to read them.
@@ -76,6 +87,13 @@ WORKBENCH_PLANNER_ROLES = (
     ("roles/notebooks.viewer", "reads the Vertex AI Workbench instance"),
     ("roles/compute.networkViewer", "reads the Workbench network, subnet, router, Cloud NAT and firewall rule"),
 )
+# (account, the account it acts as) -> why. Account-level actAs between stack accounts (the lifecycle pipeline's
+# chain): here because setting a service account's IAM policy is service-account admin, which the deployer lacks.
+ACCOUNT_ACT_AS = {
+    ("pipelines", "trainer"): "the pipeline's training step submits a Vertex AI custom job as the trainer",
+    ("pipelines", "service"): "the pipeline's deploy-model and batch prediction steps attach the service account",
+    ("starter", "pipelines"): "the starter creates pipeline runs that run as the pipelines account",
+}
 BILLING_ROLES = {"deployer": "roles/billing.costsManager", "planner": "roles/billing.viewer"}
 
 
@@ -151,6 +169,16 @@ class Accounts(Construct):
             )
             for index, user in enumerate(infra.workbench.users if infra.workbench.enabled else (), start=1)
         ]
+        self.account_act_as = {
+            (who, on): ServiceAccountIamMember(
+                self,
+                f"{who}_acts_as_{on}",
+                service_account_id=self.accounts[on].name,
+                role="roles/iam.serviceAccountUser",
+                member=self.member(who),
+            )
+            for who, on in ACCOUNT_ACT_AS
+        }
         self.billing = []
         if infra.grant_billing_roles and infra.billing_account:
             self.billing = [

@@ -38,6 +38,14 @@ REQUIRED_APIS = (
     "run.googleapis.com",
     "storage.googleapis.com",
 )
+# The lifecycle pipeline's starter and its triggers (infra/components/pipelines.py).
+PIPELINE_APIS = (
+    "cloudscheduler.googleapis.com",
+    "eventarc.googleapis.com",
+    "workflowexecutions.googleapis.com",
+    "workflows.googleapis.com",
+)
+REQUIRED_APIS = (*REQUIRED_APIS, *PIPELINE_APIS)
 
 
 class Apis(Construct):

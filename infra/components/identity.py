@@ -1,4 +1,5 @@
-"""Project-level roles the environment stack grants to the trainer and the pull-request checks account.
+"""Project-level roles the environment stack grants to the trainer, the pull-request checks account, the lifecycle
+pipeline's accounts and service agents.
 
 The service accounts themselves, and the deployer's and planner's roles, belong to the bootstrap stack
 (infra/components/accounts.py): the deployer runs this stack, so it must not manage its own rights. Access to a
@@ -25,12 +26,31 @@ PROJECT_ROLES = {
     "checks": (
         ("roles/logging.logWriter", "Cloud Build with a user-managed account writes build logs to the project"),
     ),
+    # the lifecycle pipeline's accounts (infra/components/pipelines.py)
+    "pipelines": (
+        ("roles/aiplatform.user", "pipeline, custom and batch prediction jobs, model uploads and feature view syncs"),
+        ("roles/bigquery.jobUser", "the feature table's load job is created in the project"),
+        ("roles/logging.logWriter", "pipeline tasks write their logs to the project's log router"),
+    ),
+    "starter": (
+        ("roles/aiplatform.user", "pipelineJobs.list and pipelineJobs.create have no resource-level IAM"),
+        ("roles/workflows.invoker", "Cloud Scheduler and Eventarc execute the workflow as this account"),
+        ("roles/eventarc.eventReceiver", "Eventarc triggers need their account to receive events"),
+        ("roles/logging.logWriter", "the workflow's call logs"),
+    ),
+}
+# Project-level roles of Google-managed service agents (infra/components/service_agents.py), granted by the construct
+# that needs them: (agent, role) -> why.
+AGENT_PROJECT_ROLES = {
+    ("storage", "roles/pubsub.publisher"): "Cloud Storage publishes the object events of Eventarc's storage triggers "
+    "to topics Eventarc creates in the project (infra/components/pipelines.py)",
 }
 
 
 def granted_project_roles() -> list[str]:
     """Every role this stack grants at project level: what the deployer's IAM condition allows it to grant."""
-    return sorted({role for grants in PROJECT_ROLES.values() for role, _ in grants})
+    accounts = {role for grants in PROJECT_ROLES.values() for role, _ in grants}
+    return sorted(accounts | {role for _agent, role in AGENT_PROJECT_ROLES})
 
 
 class Identity(Construct):

@@ -11,7 +11,10 @@ triggers racing in the same hour get one run (the second create is refused with 
 Accounts: the pipeline runs as `<prefix>-pipelines` (the steps' buckets, the feature table, Vertex AI), with actAs
 on the trainer account (its custom job) and the service account (deploy-model and batch prediction attach it);
 the workflow, the schedule and the triggers run as `<prefix>-pl-starter`, which may only start pipeline runs as
-the pipeline account.
+the pipeline account. Both accounts, their actAs grants (infra/components/accounts.py ACCOUNT_ACT_AS) and the
+deployer's rights on them and on the resources below belong to the bootstrap stack: the deployer creates no account
+and cannot set an account's IAM policy. Their project-level roles are declared in infra/components/identity.py
+(the deployer's IAM condition lists them), the APIs in infra/components/apis.py PIPELINE_APIS.
 """
 
 from __future__ import annotations
@@ -24,9 +27,6 @@ from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import 
 from cdktf_cdktf_provider_google.bigquery_dataset_iam_member import BigqueryDatasetIamMember
 from cdktf_cdktf_provider_google.cloud_scheduler_job import CloudSchedulerJob
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
-from cdktf_cdktf_provider_google.data_google_storage_project_service_account import (
-    DataGoogleStorageProjectServiceAccount,
-)
 from cdktf_cdktf_provider_google.eventarc_trigger import EventarcTrigger
 from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertPolicy
 from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertPolicyConditions as Condition
@@ -35,62 +35,37 @@ from cdktf_cdktf_provider_google.monitoring_alert_policy import (
 )
 from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.project_service import ProjectService
 from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
-from cdktf_cdktf_provider_google.service_account import ServiceAccount
-from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from cdktf_cdktf_provider_google.workflows_workflow import WorkflowsWorkflow
 from constructs import Construct
 
-from contracts.cloud import RAW_DATA_PREFIX
-from infra.components.apis import Apis
-from infra.components.budget import Budget
+from contracts.cloud import PIPELINE_ACCOUNT_SUFFIXES, RAW_DATA_PREFIX
+from infra.components.apis import PIPELINE_APIS, Apis
 from infra.components.features import Features
-from infra.components.identity import Identity
-from infra.components.kms import Kms
+from infra.components.identity import AGENT_PROJECT_ROLES, Identity
+from infra.components.identity import PROJECT_ROLES as IDENTITY_PROJECT_ROLES
+from infra.components.kms import KeyGrants
 from infra.components.registry import Registry
+from infra.components.service_agents import ServiceAgents
 from infra.components.storage import Storage
 from infra.naming import Names
-from infra.teardown import TeardownPolicy
 
+__all__ = ["PIPELINE_APIS", "PROJECT_ROLES", "Pipelines", "starter_workflow"]
 SCHEDULE = "0 4 * * 1"  # Mondays 04:00 UTC: weekly retraining even when nothing else triggers it
-PIPELINE_APIS = (
-    "cloudscheduler.googleapis.com",
-    "eventarc.googleapis.com",
-    "workflowexecutions.googleapis.com",
-    "workflows.googleapis.com",
-)
 GCS_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 DRIFT_METRIC = "prometheus.googleapis.com/fmnist_drift_detected/gauge"  # service/metrics.py's gauge, via GMP
 ACTIVE_STATES = ("PIPELINE_STATE_QUEUED", "PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING")
 
-# (role, why it must be project-level): Google Cloud offers no narrower grant for these.
-PROJECT_ROLES = {
-    "pipelines": (
-        ("roles/aiplatform.user", "pipeline, custom and batch prediction jobs, model uploads and feature view syncs"),
-        ("roles/bigquery.jobUser", "the feature table's load job is created in the project"),
-        ("roles/logging.logWriter", "pipeline tasks write their logs to the project's log router"),
-    ),
-    "starter": (
-        ("roles/aiplatform.user", "pipelineJobs.list and pipelineJobs.create have no resource-level IAM"),
-        ("roles/workflows.invoker", "Cloud Scheduler and Eventarc execute the workflow as this account"),
-        ("roles/eventarc.eventReceiver", "Eventarc triggers need their account to receive events"),
-        ("roles/logging.logWriter", "the workflow's call logs"),
-    ),
-}
+# The two accounts' project-level roles (role, why): declared in identity.py, which grants them.
+PROJECT_ROLES = {role: IDENTITY_PROJECT_ROLES[role] for role in PIPELINE_ACCOUNT_SUFFIXES}
+STORAGE_PUBLISHER = ("storage", "roles/pubsub.publisher")
 BUCKET_ACCESS = (  # the pipeline runs the steps a person ran before: ingest, features, export, registry, reports
     ("datasets", "roles/storage.objectAdmin"),
     ("models", "roles/storage.objectAdmin"),
     ("dev", "roles/storage.objectAdmin"),
-)
-# The deployer creates these resources and attaches the new accounts to the triggers and the scheduler job.
-DEPLOYER_ROLES = (
-    ("roles/workflows.admin", "creates the starter workflow"),
-    ("roles/eventarc.admin", "creates the new-data and drift triggers"),
-    ("roles/cloudscheduler.admin", "creates the schedule"),
 )
 
 
@@ -231,84 +206,17 @@ class Pipelines(Construct):
         id: str,
         *,
         names: Names,
-        teardown: TeardownPolicy,
         apis: Apis,
-        kms: Kms,
+        kms: KeyGrants,
+        agents: ServiceAgents,
         identity: Identity,
         storage: Storage,
         registry: Registry,
         features: Features,
-        budget: Budget,
         project: DataGoogleProject,
     ):
         super().__init__(scope, id)
-        # Enabled once a budget watches them (the custom policy CKV2_FMNIST_3 checks that edge).
-        self.apis = {
-            api: ProjectService(
-                self,
-                api.split(".")[0],
-                project=names.project,
-                service=api,
-                disable_on_destroy=teardown.disable_apis_on_destroy,
-                disable_dependent_services=False,
-                depends_on=[budget.budget],
-            )
-            for api in PIPELINE_APIS
-        }
-        self.accounts = {
-            role: ServiceAccount(
-                self,
-                role,
-                account_id=names.service_account_id(role),
-                display_name=f"fmnist {role} ({names.env})",
-                description=description,
-                project=names.project,
-                depends_on=[apis["iam.googleapis.com"]],
-            )
-            for role, description in (
-                ("pipelines", "Vertex AI Pipelines runs of the lifecycle: the steps' buckets, features, Vertex AI"),
-                ("starter", "starts lifecycle pipeline runs (schedule, new data, drift) as the pipelines account"),
-            )
-        }
-        for role, grants in PROJECT_ROLES.items():
-            for iam_role, _why in grants:
-                ProjectIamMember(
-                    self,
-                    f"{role}_{iam_role.split('/')[1].replace('.', '_')}",
-                    project=names.project,
-                    role=iam_role,
-                    member=self.member(role),
-                )
-        self.act_as = {
-            (who, on): ServiceAccountIamMember(
-                self,
-                f"{who}_acts_as_{on}",
-                service_account_id=account.name,
-                role="roles/iam.serviceAccountUser",
-                member=self.member(who),
-            )
-            for who, on, account in (
-                ("pipelines", "trainer", identity.accounts["trainer"]),
-                ("pipelines", "service", identity.accounts["service"]),
-                ("starter", "pipelines", self.accounts["pipelines"]),
-            )
-        }
-        for role in ("pipelines", "starter"):
-            ServiceAccountIamMember(
-                self,
-                f"deployer_acts_as_{role}",
-                service_account_id=self.accounts[role].name,
-                role="roles/iam.serviceAccountUser",
-                member=identity.member("deployer"),
-            )
-        for iam_role, _why in DEPLOYER_ROLES:
-            ProjectIamMember(
-                self,
-                f"deployer_{iam_role.split('/')[1].replace('.', '_')}",
-                project=names.project,
-                role=iam_role,
-                member=identity.member("deployer"),
-            )
+        self.names = names
         for kind, iam_role in BUCKET_ACCESS:
             StorageBucketIamMember(
                 self,
@@ -341,7 +249,7 @@ class Pipelines(Construct):
             location=names.region,
             format="KFP",
             description=f"compiled {names.pipeline_name} pipeline templates (python -m lifecycle compile)",
-            kms_key_name=kms.key.id,
+            kms_key_name=kms.key_id,
             labels=names.labels,
             depends_on=[apis["artifactregistry.googleapis.com"], kms.grants["artifactregistry"]],
         )
@@ -366,13 +274,13 @@ class Pipelines(Construct):
             name=names.pipeline_starter_workflow,
             region=names.region,
             description="starts one lifecycle pipeline run unless one is active (schedule, new data, drift)",
-            service_account=self.accounts["starter"].email,
+            service_account=identity.email("starter"),
             call_log_level="LOG_ERRORS_ONLY",
             source_contents=terraform_literal(
                 json.dumps(starter_workflow(names, names.service_account_email("pipelines")))
             ),
             labels=names.labels,
-            depends_on=[self.apis["workflows.googleapis.com"]],
+            depends_on=[apis["workflows.googleapis.com"], apis["workflowexecutions.googleapis.com"]],
         )
 
         # ---- the three triggers --------------------------------------------------------------------------------
@@ -392,23 +300,24 @@ class Pipelines(Construct):
                     json.dumps({"argument": json.dumps({"trigger": "schedule"})}).encode()
                 ).decode(),
                 "oauth_token": {
-                    "service_account_email": self.accounts["starter"].email,
+                    "service_account_email": identity.email("starter"),
                     "scope": "https://www.googleapis.com/auth/cloud-platform",
                 },
             },
             retry_config={"retry_count": 1},
-            depends_on=[self.apis["cloudscheduler.googleapis.com"]],
+            depends_on=[apis["cloudscheduler.googleapis.com"]],
         )
-        storage_agent = DataGoogleStorageProjectServiceAccount(
-            self, "storage_agent", depends_on=[apis["storage.googleapis.com"]]
-        )
-        # Cloud Storage publishes the object events Eventarc delivers (documented requirement for GCS triggers).
+        # Cloud Storage publishes the object events Eventarc delivers (documented requirement for GCS triggers);
+        # the role is declared in identity.py AGENT_PROJECT_ROLES, the agent created by its data source.
+        agent, iam_role = STORAGE_PUBLISHER
+        assert STORAGE_PUBLISHER in AGENT_PROJECT_ROLES, "the deployer's IAM condition must list the role"
         storage_publisher = ProjectIamMember(
             self,
             "storage_agent_pubsub_publisher",
             project=names.project,
-            role="roles/pubsub.publisher",
-            member=f"serviceAccount:{storage_agent.email_address}",
+            role=iam_role,
+            member=agents.members[agent],
+            depends_on=[apis["cloudresourcemanager.googleapis.com"], agents.sources[agent]],
         )
         self.new_data = EventarcTrigger(
             self,
@@ -420,23 +329,19 @@ class Pipelines(Construct):
                 {"attribute": "bucket", "value": names.bucket("datasets")},
             ],
             destination={"workflow": self.workflow.id},
-            service_account=self.accounts["starter"].email,
+            service_account=identity.email("starter"),
             labels=names.labels,
-            depends_on=[self.apis["eventarc.googleapis.com"], storage_publisher, storage.buckets["datasets"]],
+            depends_on=[apis["eventarc.googleapis.com"], storage_publisher, storage.buckets["datasets"]],
         )
         self.drift_topic = PubsubTopic(
             self,
             "drift-topic",
             name=names.drift_topic,
-            kms_key_name=kms.key.id,
+            kms_key_name=kms.key_id,
             labels=names.labels,
             message_storage_policy={"allowed_persistence_regions": [names.region]},
             message_retention_duration="604800s",
             depends_on=[apis["pubsub.googleapis.com"], kms.grants["pubsub"]],
-        )
-        notifier = f"serviceAccount:service-{project.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
-        PubsubTopicIamMember(
-            self, "drift-notifier", topic=self.drift_topic.name, role="roles/pubsub.publisher", member=notifier
         )
         self.drift_channel = MonitoringNotificationChannel(
             self,
@@ -447,6 +352,17 @@ class Pipelines(Construct):
             user_labels=names.labels,
             depends_on=[apis["monitoring.googleapis.com"]],
         )
+        # Cloud Monitoring publishes to the topic as its notification agent, which it creates with the project's
+        # first Pub/Sub channel: the grant waits for the channel (no KMS grant names it, so no identity resource).
+        notifier = f"serviceAccount:service-{project.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+        PubsubTopicIamMember(
+            self,
+            "drift-notifier",
+            topic=self.drift_topic.name,
+            role="roles/pubsub.publisher",
+            member=notifier,
+            depends_on=[self.drift_channel],
+        )
         self.drift_alert = MonitoringAlertPolicy(
             self,
             "drift-alert",
@@ -455,6 +371,7 @@ class Pipelines(Construct):
             combiner="OR",
             notification_channels=[self.drift_channel.id],
             user_labels=names.labels,
+            depends_on=[apis["monitoring.googleapis.com"]],
             alert_strategy={"auto_close": "86400s"},
             documentation={
                 "mime_type": "text/markdown",
@@ -488,10 +405,10 @@ class Pipelines(Construct):
             matching_criteria=[{"attribute": "type", "value": PUBSUB_PUBLISHED}],
             transport={"pubsub": {"topic": self.drift_topic.id}},
             destination={"workflow": self.workflow.id},
-            service_account=self.accounts["starter"].email,
+            service_account=identity.email("starter"),
             labels=names.labels,
-            depends_on=[self.apis["eventarc.googleapis.com"]],
+            depends_on=[apis["eventarc.googleapis.com"]],
         )
 
     def member(self, role: str) -> str:
-        return f"serviceAccount:{self.accounts[role].email}"
+        return self.names.account_member(role)

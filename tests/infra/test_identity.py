@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from infra.components.accounts import BILLING_ROLES, DEPLOYER_ROLES, IAM_ADMIN, PLANNER_ROLES
-from infra.components.identity import PROJECT_ROLES, granted_project_roles
+from infra.components.accounts import ACCOUNT_ACT_AS, BILLING_ROLES, DEPLOYER_ROLES, IAM_ADMIN, PLANNER_ROLES
+from infra.components.identity import AGENT_PROJECT_ROLES, PROJECT_ROLES, granted_project_roles
 from infra.naming import STACK_ACCOUNTS, Names
 from tests.infra.conftest import BOOTSTRAP
 
@@ -25,11 +25,13 @@ def _iam_resources(stack: dict):
 
 
 def _account(member: str, names: Names) -> str:
-    """`trainer` for `serviceAccount:<prefix>-trainer@...` or `${google_service_account.accounts_trainer_X.email}`."""
+    """`trainer` for `serviceAccount:<prefix>-trainer@...` or `${google_service_account.accounts_trainer_X.email}`;
+    `agent:storage` for the email of infra/components/service_agents.py's `storage` agent."""
     for role in STACK_ACCOUNTS:
         if member == names.account_member(role) or re.search(rf"google_service_account\.accounts_{role}_", member):
             return role
-    return member
+    agent = re.search(r"^serviceAccount:\$\{(?:data\.)?google_[a-z_]+\.agents_([a-z]+)_", member)
+    return f"agent:{agent.group(1)}" if agent else member
 
 
 @pytest.mark.parametrize("stack", [*ENVS, *BOOTSTRAP.values()])
@@ -44,13 +46,17 @@ def test_project_level_bindings_are_exactly_the_justified_ones(synth, env, setti
     main = {
         (_account(b["member"], names), b["role"]) for b in synth.resources(env, "google_project_iam_member").values()
     }
-    assert main == {(account, role) for account, grants in PROJECT_ROLES.items() for role, _ in grants}
+    assert main == {
+        *((account, role) for account, grants in PROJECT_ROLES.items() for role, _ in grants),
+        *((f"agent:{agent}", role) for agent, role in AGENT_PROJECT_ROLES),
+    }
     bootstrap = synth.resources(BOOTSTRAP[env], "google_project_iam_member").values()
     assert {(_account(b["member"], names), b["role"]) for b in bootstrap} == {
         *(("deployer", role) for role, _ in DEPLOYER_ROLES),
         *(("planner", role) for role, _ in PLANNER_ROLES),
     }
     every_reason = [why for grants in (*PROJECT_ROLES.values(), DEPLOYER_ROLES, PLANNER_ROLES) for _, why in grants]
+    every_reason += [*AGENT_PROJECT_ROLES.values(), *ACCOUNT_ACT_AS.values()]
     assert all(len(why) > 20 for why in every_reason)
     assert "service" not in PROJECT_ROLES, "the prediction service needs no project-level role"
 
@@ -92,8 +98,14 @@ def test_deployer_acts_as_the_stack_accounts_only(synth, env, settings_by_env):
     names = Names.of(settings_by_env[env])
     act_as = synth.resources(BOOTSTRAP[env], "google_service_account_iam_member").values()
     assert {a["role"] for a in act_as} == {"roles/iam.serviceAccountUser"}
-    assert {_account(a["member"], names) for a in act_as} == {"deployer"}
-    assert {_account(a["service_account_id"].replace(".name", ".email"), names) for a in act_as} == set(STACK_ACCOUNTS)
+    pairs = [
+        (_account(a["member"], names), _account(a["service_account_id"].replace(".name", ".email"), names))
+        for a in act_as
+    ]
+    assert sorted(on for who, on in pairs if who == "deployer") == sorted(STACK_ACCOUNTS)
+    # the only other actAs: the lifecycle pipeline's chain (starter -> pipelines -> trainer, service), each justified
+    assert sorted(pair for pair in pairs if pair[0] != "deployer") == sorted(ACCOUNT_ACT_AS)
+    assert not synth.resources(env, "google_service_account_iam_member"), "the deployer sets no account's policy"
     for stack in (env, BOOTSTRAP[env]):
         assert not any(
             b["role"] == "roles/iam.serviceAccountUser"
@@ -124,6 +136,10 @@ def test_bucket_access_is_per_bucket(synth, env, settings_by_env):
         (names.bucket("models"), "service", "roles/storage.objectViewer"),
         (names.access_log_bucket, "group:cloud-storage-analytics@google.com", "roles/storage.objectCreator"),
         (names.bucket("dev"), "planner", "roles/storage.objectCreator"),
+        # the lifecycle pipeline runs the steps a person ran before (infra/components/pipelines.py)
+        (names.bucket("dev"), "pipelines", "roles/storage.objectAdmin"),
+        (names.bucket("datasets"), "pipelines", "roles/storage.objectAdmin"),
+        (names.bucket("models"), "pipelines", "roles/storage.objectAdmin"),
     }
     bindings = synth.resources(env, "google_storage_bucket_iam_member").values()
     plans = next(b for b in bindings if "planner" in b["member"])

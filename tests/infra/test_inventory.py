@@ -9,7 +9,7 @@ import pytest
 from cdktf import Testing as CdktfTesting
 
 from contracts import feature_schema
-from infra.components.accounts import DEPLOYER_ROLES, PLANNER_ROLES
+from infra.components.accounts import ACCOUNT_ACT_AS, DEPLOYER_ROLES, PLANNER_ROLES
 from infra.components.apis import BOOTSTRAP_APIS, REQUIRED_APIS
 from infra.images import source_tag
 from infra.naming import STACK_ACCOUNTS, Names
@@ -40,6 +40,22 @@ COMMON_INVENTORY = {
     "google_vertex_ai_feature_online_store_featureview": 1,
     "google_vertex_ai_tensorboard": 1,
 }
+# The lifecycle pipeline (infra/components/pipelines.py): what it adds to every environment's stack.
+PIPELINE_INVENTORY = {
+    "google_artifact_registry_repository": 1,  # the KFP templates
+    "google_artifact_registry_repository_iam_member": 4,  # images reader; KFP writer (deployer) and two readers
+    "google_bigquery_dataset_iam_member": 1,
+    "google_cloud_scheduler_job": 1,
+    "google_eventarc_trigger": 2,  # new data, drift
+    "google_monitoring_alert_policy": 1,
+    "google_monitoring_notification_channel": 1,
+    "google_project_iam_member": 8,  # pipelines 3, starter 4, the storage agent's publisher role
+    "google_pubsub_topic": 1,
+    "google_pubsub_topic_iam_member": 1,
+    "google_storage_bucket_iam_member": 3,
+    "google_workflows_workflow": 1,
+}
+COMMON_INVENTORY = dict(Counter(COMMON_INVENTORY) + Counter(PIPELINE_INVENTORY))
 BOOTSTRAP_INVENTORY = {
     "google_billing_account_iam_member": 2,
     "google_kms_crypto_key": 1,
@@ -48,7 +64,7 @@ BOOTSTRAP_INVENTORY = {
     "google_project_iam_member": len(DEPLOYER_ROLES) + len(PLANNER_ROLES),
     "google_project_service": len(BOOTSTRAP_APIS),
     "google_service_account": len(STACK_ACCOUNTS),
-    "google_service_account_iam_member": len(STACK_ACCOUNTS),
+    "google_service_account_iam_member": len(STACK_ACCOUNTS) + len(ACCOUNT_ACT_AS),
     "google_storage_bucket": 1,
     "google_storage_bucket_iam_member": 2,
 }
@@ -173,10 +189,10 @@ def test_kms_key_rotates_and_every_agent_can_use_it(synth, env, settings_by_env)
         ("google_vertex_ai_endpoint", ("encryption_spec", "kms_key_name")),
         ("google_vertex_ai_tensorboard", ("encryption_spec", "kms_key_name")),
     ):
-        value = synth.one(env, resource_type)
-        for part in path:
-            value = value[part]
-        assert value == names.kms_key_name, resource_type
+        for value in synth.resources(env, resource_type).values():
+            for part in path:
+                value = value[part]
+            assert value == names.kms_key_name, resource_type
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -186,7 +202,9 @@ def test_artifact_registry_has_immutable_tags_and_cleanup(synth, env, settings_b
         "google_artifact_registry_repository",
         {"format": "DOCKER", "docker_config": {"immutable_tags": True}},
     )
-    repository = synth.one(env, "google_artifact_registry_repository")
+    [repository] = [
+        r for r in synth.resources(env, "google_artifact_registry_repository").values() if r["format"] == "DOCKER"
+    ]
     assert repository["repository_id"] == Names.of(settings_by_env[env]).artifact_repository
     assert repository["docker_config"] == {"immutable_tags": True}
     assert {p["id"] for p in repository["cleanup_policies"]} == {"keep-recent", "delete-untagged"}
@@ -299,7 +317,9 @@ def test_budget_thresholds_topic_and_channel(synth, env, settings_by_env):
         "${google_monitoring_notification_channel."
     )
     assert budget["budget_filter"]["projects"] == ["projects/${data.google_project.project.number}"]
-    channel = synth.one(env, "google_monitoring_notification_channel")
+    channels = synth.resources(env, "google_monitoring_notification_channel")
+    [channel_key] = [k for k in channels if k in budget["all_updates_rule"]["monitoring_notification_channels"][0]]
+    channel = channels[channel_key]
     assert channel["type"] == "email" and channel["labels"] == {"email_address": infra.alert_email}
 
 
@@ -309,7 +329,7 @@ def test_alert_policies(synth, env, settings_by_env):
     filters = {name: p["conditions"][0]["condition_threshold"]["filter"] for name, p in policies.items()}
     assert sorted(filters) == sorted(
         f"fmnist {env}: {what}"
-        for what in ("Cloud Run 5xx ratio", "Cloud Run p99 latency", "Vertex AI endpoint errors")
+        for what in ("Cloud Run 5xx ratio", "Cloud Run p99 latency", "Vertex AI endpoint errors", "served inputs drift")
     )
     assert 'response_code_class = "5xx"' in filters[f"fmnist {env}: Cloud Run 5xx ratio"]
     assert "request_latencies" in filters[f"fmnist {env}: Cloud Run p99 latency"]

@@ -1,5 +1,6 @@
 """Continuous training on the synthesized stacks: the KFP template repository, the pipeline's own least-privilege
-accounts, the one starter workflow and the three triggers that go through it (schedule, new data, drift)."""
+accounts (made by the bootstrap stack), the one starter workflow and the three triggers that go through it
+(schedule, new data, drift)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.components.apis import REQUIRED_APIS
 from infra.components.pipelines import (
     ACTIVE_STATES,
     DRIFT_METRIC,
@@ -19,6 +21,7 @@ from infra.components.pipelines import (
     starter_workflow,
 )
 from infra.naming import Names
+from tests.infra.conftest import BOOTSTRAP
 
 ENVS = ("dev", "prod")
 REPO = Path(__file__).resolve().parents[2]
@@ -34,14 +37,17 @@ def ref(resource_type: str, key: str, attribute: str) -> str:
 
 
 def account_key(synth, env: str, account_id: str) -> str:
-    [key] = [k for k, v in synth.resources(env, "google_service_account").items() if v["account_id"] == account_id]
+    """The bootstrap stack's resource key of one account (the environment stack creates none)."""
+    accounts = synth.resources(BOOTSTRAP[env], "google_service_account")
+    [key] = [k for k, v in accounts.items() if v["account_id"] == account_id]
     return key
 
 
 def members(synth, env: str, names: Names, role: str) -> set[str]:
-    """The IAM member strings the synthesized stack uses for one account."""
+    """The IAM member strings the synthesized stacks use for one account: by email in the environment stack, by
+    reference in the bootstrap stack that creates it."""
     key = account_key(synth, env, names.service_account_id(role))
-    return {f"serviceAccount:{ref('google_service_account', key, 'email')}"}
+    return {names.account_member(role), f"serviceAccount:{ref('google_service_account', key, 'email')}"}
 
 
 @pytest.fixture(params=ENVS)
@@ -57,7 +63,7 @@ def names(env, settings_by_env):
 def test_the_kfp_repository_holds_the_templates_with_cmek_and_only_the_deployer_writes(synth, env, names):
     [repo] = pipelines(synth, env, "google_artifact_registry_repository").values()
     assert repo["format"] == "KFP" and repo["repository_id"] == names.pipeline_repository
-    assert repo["kms_key_name"].startswith("${google_kms_crypto_key.")
+    assert repo["kms_key_name"] == names.kms_key_name  # the bootstrap stack's key
     assert names.pipeline_template_uri == (
         f"https://{names.region}-kfp.pkg.dev/{names.project}/{names.pipeline_repository}/fmnist-lifecycle/latest"
     )
@@ -67,21 +73,22 @@ def test_the_kfp_repository_holds_the_templates_with_cmek_and_only_the_deployer_
         if "kfp" in g["repository"]
     ]
     writers = {g["member"] for g in grants if g["role"] == "roles/artifactregistry.writer"}
-    deployer = account_key(synth, env, names.service_account_id("deployer"))
-    assert writers == {f"serviceAccount:{ref('google_service_account', deployer, 'email')}"}
+    assert writers == {names.account_member("deployer")}
 
 
 def test_the_pipeline_acts_as_the_trainer_and_service_only_and_the_starter_as_the_pipeline_only(synth, env, names):
+    # Account-level IAM on service accounts is service-account admin: the bootstrap stack sets it, not the deployer.
+    assert not synth.resources(env, "google_service_account_iam_member")
     act_as = [
         b
-        for b in synth.resources(env, "google_service_account_iam_member").values()
+        for b in synth.resources(BOOTSTRAP[env], "google_service_account_iam_member").values()
         if b["role"] == "roles/iam.serviceAccountUser"
     ]
 
     def targets(role: str) -> set[str]:
         member = members(synth, env, names, role)
         keys = {b["service_account_id"].split(".")[1] for b in act_as if b["member"] in member}
-        return {synth.resources(env, "google_service_account")[k]["account_id"] for k in keys}
+        return {synth.resources(BOOTSTRAP[env], "google_service_account")[k]["account_id"] for k in keys}
 
     assert targets("pipelines") == {names.service_account_id("trainer"), names.service_account_id("service")}
     assert targets("starter") == {names.service_account_id("pipelines")}
@@ -115,8 +122,7 @@ def test_the_pipeline_reaches_the_buckets_and_feature_table_it_writes_per_resour
 def test_one_starter_workflow_filters_events_skips_active_runs_and_names_runs_by_hour(synth, env, names):
     [workflow] = pipelines(synth, env, "google_workflows_workflow").values()
     assert workflow["name"] == names.pipeline_starter_workflow
-    starter = account_key(synth, env, names.service_account_id("starter"))
-    assert workflow["service_account"] == ref("google_service_account", starter, "email")
+    assert workflow["service_account"] == names.service_account_email("starter")
     # Terraform reads `$${` as a literal `${`: what Workflows receives is the definition as written.
     source = json.loads(workflow["source_contents"].replace("$${", "${").replace("%%{", "%{"))
     assert source == starter_workflow(names, names.service_account_email("pipelines"))
@@ -144,18 +150,16 @@ def test_the_schedule_executes_the_starter_as_the_starter_account(synth, env, na
     workflow = ref("google_workflows_workflow", workflow_key, "id")
     assert target["uri"] == f"https://workflowexecutions.googleapis.com/v1/{workflow}/executions"
     assert json.loads(json.loads(base64.b64decode(target["body"]))["argument"]) == {"trigger": "schedule"}
-    starter = account_key(synth, env, names.service_account_id("starter"))
-    assert target["oauth_token"]["service_account_email"] == ref("google_service_account", starter, "email")
+    assert target["oauth_token"]["service_account_email"] == names.service_account_email("starter")
 
 
 def test_new_data_and_drift_triggers_go_through_the_same_starter(synth, env, names):
     triggers = pipelines(synth, env, "google_eventarc_trigger")
     [workflow_key] = pipelines(synth, env, "google_workflows_workflow")
-    starter = account_key(synth, env, names.service_account_id("starter"))
     assert len(triggers) == 2
     for trigger in triggers.values():
         assert trigger["destination"] == {"workflow": ref("google_workflows_workflow", workflow_key, "id")}
-        assert trigger["service_account"] == ref("google_service_account", starter, "email")
+        assert trigger["service_account"] == names.service_account_email("starter")
     by_type = {
         next(c["value"] for c in t["matching_criteria"] if c["attribute"] == "type"): t for t in triggers.values()
     }
@@ -164,7 +168,7 @@ def test_new_data_and_drift_triggers_go_through_the_same_starter(synth, env, nam
     assert by_type[PUBSUB_PUBLISHED]["transport"]["pubsub"]["topic"] == ref("google_pubsub_topic", topic_key, "id")
 
 
-def test_drift_reaches_the_topic_from_an_alert_on_the_services_own_gauge(synth, env):
+def test_drift_reaches_the_topic_from_an_alert_on_the_services_own_gauge(synth, env, names):
     [policy] = pipelines(synth, env, "google_monitoring_alert_policy").values()
     [channel_key] = pipelines(synth, env, "google_monitoring_notification_channel")
     [topic_key] = pipelines(synth, env, "google_pubsub_topic")
@@ -177,15 +181,20 @@ def test_drift_reaches_the_topic_from_an_alert_on_the_services_own_gauge(synth, 
     publishers = [b for b in synth.resources(env, "google_pubsub_topic_iam_member").values() if topic_key in b["topic"]]
     assert [b["member"].split("@")[1] for b in publishers] == ["gcp-sa-monitoring-notification.iam.gserviceaccount.com"]
     topic = synth.resources(env, "google_pubsub_topic")[topic_key]
-    assert topic["kms_key_name"].startswith("${google_kms_crypto_key.")
+    assert topic["kms_key_name"] == names.kms_key_name
 
 
 def test_new_apis_are_watched_by_the_budget_and_follow_the_teardown_policy(synth, env, settings_by_env):
-    services = pipelines(synth, env, "google_project_service")
+    assert set(PIPELINE_APIS) <= set(REQUIRED_APIS)
+    services = {
+        f"google_project_service.{key}": s
+        for key, s in synth.resources(env, "google_project_service").items()
+        if s["service"] in PIPELINE_APIS
+    }
     assert sorted(s["service"] for s in services.values()) == sorted(PIPELINE_APIS)
-    [budget_key] = synth.resources(env, "google_billing_budget")
-    for service in services.values():
-        assert f"google_billing_budget.{budget_key}" in service["depends_on"]
+    budget = synth.one(env, "google_billing_budget")
+    for address, service in services.items():
+        assert address in budget["depends_on"], "the budget watches what the stack switches on"
         assert service["disable_on_destroy"] is False
     for resource_type in ("google_workflows_workflow", "google_eventarc_trigger", "google_cloud_scheduler_job"):
         for body in pipelines(synth, env, resource_type).values():
@@ -209,5 +218,5 @@ def test_the_pipelines_adapters_name_what_the_stack_declares(synth, env, setting
     assert feed.job_config["schema"] == json.loads(table["schema"])  # the load schema is the table's
     evaluation = {"metrics": {}, "class_names": ["a"], "confusion_matrix": [[1]]}
     assert build_import(settings, "v1", evaluation).parent.startswith(names.parent_model_name)
-    ids = {sa["account_id"] for sa in synth.resources(env, "google_service_account").values()}
+    ids = {sa["account_id"] for sa in synth.resources(BOOTSTRAP[env], "google_service_account").values()}
     assert {names.service_account_id("pipelines"), names.service_account_id("starter")} <= ids

@@ -24,7 +24,8 @@ def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, en
     for email in (job.submit["service_account"], deploy.deploy["service_account"]):
         assert email.split("@")[0] in accounts and email.endswith(f"@{settings.project_id}.iam.gserviceaccount.com")
 
-    repository = synth.one(env, "google_artifact_registry_repository")["repository_id"]
+    repositories = synth.resources(env, "google_artifact_registry_repository").values()
+    [repository] = [r["repository_id"] for r in repositories if r["format"] == "DOCKER"]
     for uri, image in (
         (job.job["worker_pool_specs"][0]["container_spec"]["image_uri"], "trainer"),
         (deploy.upload["serving_container_image_uri"], "service"),
