@@ -136,8 +136,12 @@ def test_a_mirror_download_is_cached_under_its_url_and_reused(served, settings, 
     assert blobs == {role: (directory / name).read_bytes() for role, name in idx.FILE_NAMES.items()}
     assert capsys.readouterr().out.splitlines()[-1] == f"downloaded files cached in {cache}"
     assert len(hits) == 4
-    fetch(Source.parse(url), settings)  # a mirror's cached files are trusted as they are (no published MD5s)
-    assert len(hits) == 4
+    # a mirror has no published MD5s: its cached files are reused only when the user's --sha256 verifies them
+    fetch(Source.parse(url), settings)
+    assert len(hits) == 8
+    checksums = {name: hashlib.sha256((directory / name).read_bytes()).hexdigest() for name in idx.FILE_NAMES.values()}
+    fetch(Source.parse(url), settings, checksums)
+    assert len(hits) == 8
 
 
 def test_an_unreachable_url_is_one_error_with_the_ways_to_get_the_data(settings):
