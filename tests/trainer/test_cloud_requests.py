@@ -514,3 +514,23 @@ def test_automl_on_the_local_target_refuses_before_exporting(settings, monkeypat
     args = type("Args", (), {"version": None, "budget": None, "dry_run": False})
     with pytest.raises(CommandError, match="AutoML runs only on Vertex AI: use a gcp environment"):
         automl.run(args, settings)
+
+
+def test_f1_of_a_class_whose_precision_equals_its_recall():
+    mapped = automl.metrics_from_evaluation({"confusionMatrix": {"rows": [[5, 5], [5, 5]]}})
+    assert mapped["macro_f1"] == pytest.approx(0.5) and mapped["macro_precision"] == mapped["macro_recall"] == 0.5
+
+
+def test_automl_dry_run_prints_exactly_the_sorted_indented_requests(gcs_settings, monkeypatch, capsys):
+    asked = []
+
+    def exported(settings, version):
+        asked.append((settings, version))
+        return f"{settings.datasets_bucket}/automl/{version}/import.jsonl", {"dataset_version": version}, 0
+
+    monkeypatch.setattr(trainer.data.export_images, "export_images", exported)
+    args = type("Args", (), {"version": "v-9", "budget": None, "dry_run": True})
+    assert automl.run(args, gcs_settings) == 0
+    assert asked == [(gcs_settings, "v-9")]
+    request = automl.build_request(gcs_settings, f"{gcs_settings.datasets_bucket}/automl/v-9/import.jsonl", "v-9")
+    assert capsys.readouterr().out == json.dumps(request.__dict__, indent=2, sort_keys=True) + "\n"
