@@ -325,8 +325,12 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
     registry = ModelRegistry.from_settings(gcs_settings)
     version = registry.register({"metadata.json": b"{}"}, {"accuracy": 0.9}, "custom", dataset_version="v-1")
     registry.promote(version)
-    args = type("Args", (), {"ref": "champion", "traffic_percentage": 25, "machine_type": None, "dry_run": False})
+    args = type("Args", (), {"ref": "champion", "traffic_percentage": 25, "machine_type": "m-8", "dry_run": False})
     assert deploy_model.run(args, gcs_settings) == 0
+    assert [call.arguments for call in sdk.calls if call.path == "aiplatform.init"] == [
+        {"project": gcs_settings.project_id, "location": gcs_settings.region}
+    ] * 2
+    assert sdk.only("aiplatform.Model.upload().deploy")["machine_type"] == "m-8"
     assert sdk.paths() == [
         "aiplatform.init",
         "aiplatform.Model",
@@ -534,3 +538,17 @@ def test_automl_dry_run_prints_exactly_the_sorted_indented_requests(gcs_settings
     assert asked == [(gcs_settings, "v-9")]
     request = automl.build_request(gcs_settings, f"{gcs_settings.datasets_bucket}/automl/v-9/import.jsonl", "v-9")
     assert capsys.readouterr().out == json.dumps(request.__dict__, indent=2, sort_keys=True) + "\n"
+
+
+def test_submit_dry_run_prints_the_indented_request_and_the_real_one_needs_gcp(argv, capsys):
+    assert cli.main(["--env", "dev", "submit", "--display-name", "j", "--dry-run"]) == 0
+    body = capsys.readouterr().out.split("\n", 1)[1]
+    assert body == json.dumps(json.loads(body), indent=2) + "\n"
+    assert cli.main(["--env", "local", "submit", "--display-name", "j"]) == 1
+    assert capsys.readouterr().err.startswith("error: `submit` talks to Vertex AI: use a gcp environment")
+
+
+def test_deploy_dry_run_is_indented_json(registry_env, capsys):
+    assert cli.main(["--env", "local", "deploy-model", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
