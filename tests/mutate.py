@@ -9,6 +9,8 @@ Google Cloud SDK import in 10-25 s here). Why a scratch copy: mutmut writes `mut
     python -m tests.mutate                    every group
     python -m tests.mutate storage registry   some groups (names below)
     MUTATE_KEEP=1 ...                         keep the scratch copies (to `mutmut show` a survivor there)
+    MUTATE_ISOLATION=fork ...                 fork mutants from the test process (faster; only for groups
+                                              whose tests start no threads: idx, see README "Testing")
 """
 
 from __future__ import annotations
@@ -48,11 +50,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             *NO_EXPORT,
         ],
     ),
-    "idx-ingest": (
-        ["trainer/data/idx.py", "trainer/data/ingest.py"],
+    "idx": (["trainer/data/idx.py"], ["tests/trainer/test_idx.py", "tests/trainer/test_idx_messages.py"]),
+    "ingest": (
+        ["trainer/data/ingest.py"],
         [
-            "tests/trainer/test_idx.py",
-            "tests/trainer/test_idx_messages.py",
             "tests/trainer/test_ingest.py",
             "tests/trainer/test_ingest_manifest.py",
             "tests/trainer/test_ingest_sources.py",
@@ -107,9 +108,9 @@ def configure(tree: Path, files: list[str], tests: list[str]) -> None:
         "do_not_mutate_patterns": DO_NOT_MUTATE_PATTERNS,
         # fork each mutant from a process that ran no test: a worker forked from the test process inherits
         # locks held by its threads (tqdm's, the emulator client's) and hangs, which would pass for a kill
-        "process_isolation": "forkserver",
+        "process_isolation": os.environ.get("MUTATE_ISOLATION", "forkserver"),
         "timeout_multiplier": 5.0,
-        "timeout_constant": 10.0,
+        "timeout_constant": 30.0,  # two shared cores: a slow run must not pass for a kill
     }
     with open(tree / "pyproject.toml", "a", encoding="utf-8") as fh:
         fh.write("\n[tool.mutmut]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))

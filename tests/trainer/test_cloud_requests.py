@@ -328,9 +328,13 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
     args = type(
         "Args",
         (),
-        {"ref": "champion", "traffic_percentage": 25, "machine_type": None, "dry_run": False, "canary": None},
+        {"ref": "champion", "traffic_percentage": 25, "machine_type": "m-8", "dry_run": False, "canary": None},
     )
     assert deploy_model.run(args, gcs_settings) == 0
+    assert [call.arguments for call in sdk.calls if call.path == "aiplatform.init"] == [
+        {"project": gcs_settings.project_id, "location": gcs_settings.region}
+    ] * 2
+    assert sdk.only("aiplatform.Model.upload().deploy")["machine_type"] == "m-8"
     assert sdk.paths() == [
         "aiplatform.init",
         "aiplatform.Model",
@@ -518,3 +522,37 @@ def test_automl_on_the_local_target_refuses_before_exporting(settings, monkeypat
     args = type("Args", (), {"version": None, "budget": None, "dry_run": False})
     with pytest.raises(CommandError, match="AutoML runs only on Vertex AI: use a gcp environment"):
         automl.run(args, settings)
+
+
+def test_f1_of_a_class_whose_precision_equals_its_recall():
+    mapped = automl.metrics_from_evaluation({"confusionMatrix": {"rows": [[5, 5], [5, 5]]}})
+    assert mapped["macro_f1"] == pytest.approx(0.5) and mapped["macro_precision"] == mapped["macro_recall"] == 0.5
+
+
+def test_automl_dry_run_prints_exactly_the_sorted_indented_requests(gcs_settings, monkeypatch, capsys):
+    asked = []
+
+    def exported(settings, version):
+        asked.append((settings, version))
+        return f"{settings.datasets_bucket}/automl/{version}/import.jsonl", {"dataset_version": version}, 0
+
+    monkeypatch.setattr(trainer.data.export_images, "export_images", exported)
+    args = type("Args", (), {"version": "v-9", "budget": None, "dry_run": True})
+    assert automl.run(args, gcs_settings) == 0
+    assert asked == [(gcs_settings, "v-9")]
+    request = automl.build_request(gcs_settings, f"{gcs_settings.datasets_bucket}/automl/v-9/import.jsonl", "v-9")
+    assert capsys.readouterr().out == json.dumps(request.__dict__, indent=2, sort_keys=True) + "\n"
+
+
+def test_submit_dry_run_prints_the_indented_request_and_the_real_one_needs_gcp(argv, capsys):
+    assert cli.main(["--env", "dev", "submit", "--display-name", "j", "--dry-run"]) == 0
+    body = capsys.readouterr().out.split("\n", 1)[1]
+    assert body == json.dumps(json.loads(body), indent=2) + "\n"
+    assert cli.main(["--env", "local", "submit", "--display-name", "j"]) == 1
+    assert capsys.readouterr().err.startswith("error: `submit` talks to Vertex AI: use a gcp environment")
+
+
+def test_deploy_dry_run_is_indented_json(registry_env, capsys):
+    assert cli.main(["--env", "local", "deploy-model", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"

@@ -182,3 +182,25 @@ def test_mismatched_counts_name_both_files_and_the_split(tmp_path):
         "train-images-idx3-ubyte.gz + train-labels-idx1-ubyte.gz: 20 images but 19 labels in the train split. "
         "Fix: supply an images file and a labels file of the same split and size"
     )
+
+
+def test_four_bytes_are_a_magic_number_without_dimensions():
+    with pytest.raises(idx.IdxError) as caught:
+        idx.read_idx_file("train_labels", gz(b"\x00\x00\x08\x01"), name="f.gz")
+    assert str(caught.value) == f"f.gz: IDX header is truncated. Fix: {REDOWNLOAD}"
+
+
+def test_corrupt_gzip_data_is_named_with_the_fix():
+    data = bytearray(gz(labels_raw(list(range(10)) * 10)))
+    data[12] ^= 0xFF  # inside the deflate stream
+    with pytest.raises(idx.IdxError) as caught:
+        idx.read_idx_file("train_labels", bytes(data), name="f.gz")
+    assert str(caught.value).startswith("f.gz: corrupt gzip data (")
+    assert str(caught.value).endswith(f"). Fix: {REDOWNLOAD}")
+
+
+def test_the_class_distribution_counts_every_class_even_absent_ones(tmp_path):
+    directory = make_idx_dir(tmp_path, n_train=20, n_test=10)
+    blobs = {role: (directory / name).read_bytes() for role, name in idx.FILE_NAMES.items()}
+    blobs["test_labels"] = gz(labels_raw([0] * 10))  # no class 1-9 in the test split
+    assert idx.validate_set(blobs).class_distribution()["test"] == [10] + [0] * 9

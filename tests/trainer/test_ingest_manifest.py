@@ -146,3 +146,12 @@ def test_a_write_that_fails_is_one_error_and_removes_the_partial_version(local, 
     )
     assert storage.list_uris(version_uri(local, version)) == []
     assert len(calls) == 5  # four files, then the manifest
+
+
+def test_reingest_after_latest_was_lost_points_it_back(local, idx_dir, capsys):
+    version = ingest(local, Source("directory", str(idx_dir)))
+    storage.delete(storage.join(local.datasets_bucket, "fashion-mnist", "LATEST"))
+    capsys.readouterr()
+    assert ingest(local, Source("directory", str(idx_dir))) == version
+    assert capsys.readouterr().out.splitlines()[-1].endswith("nothing to do; LATEST now points to it (was None)")
+    assert storage.read_text(storage.join(local.datasets_bucket, "fashion-mnist", "LATEST")) == version + "\n"

@@ -147,13 +147,11 @@ def test_a_mirror_download_is_cached_under_its_url_and_reused(served, settings, 
 def test_an_unreachable_url_is_one_error_with_the_ways_to_get_the_data(settings):
     with pytest.raises(CommandError) as caught:
         fetch(Source.parse("http://127.0.0.1:9/x"), settings)
-    message = str(caught.value)
-    assert message.startswith("cannot download http://127.0.0.1:9/x/train-images-idx3-ubyte.gz: ")
-    assert "Connection refused" in message
-    assert message.endswith(
-        ". Fix: check the network, or install the Debian package (sudo apt-get install dataset-fashion-mnist), or "
-        "pass --source DIR holding the four files"
-    )
+    assert str(caught.value) == (
+        "cannot download http://127.0.0.1:9/x/train-images-idx3-ubyte.gz: [Errno 111] Connection refused. Fix: "
+        "check the network, or install the Debian package (sudo apt-get install dataset-fashion-mnist), or pass "
+        "--source DIR holding the four files"
+    )  # the URLError's reason, not its whole repr
 
 
 def test_a_corrupt_canonical_download_is_deleted_with_one_error(served, tmp_path):
@@ -175,3 +173,94 @@ def test_a_corrupt_canonical_download_is_deleted_with_one_error(served, tmp_path
         "again; if it persists, install the Debian package dataset-fashion-mnist"
     )
     assert not list(Path(tmp_path / "cache").rglob("train-images*"))
+
+
+def test_a_source_directory_that_is_missing_or_unreadable_is_named(tmp_path, settings):
+    with pytest.raises(CommandError) as caught:
+        fetch(Source.parse(str(tmp_path / "nowhere")), settings)
+    assert str(caught.value) == (
+        f"{tmp_path / 'nowhere'}: source directory does not exist. Fix: pass --source with a directory, gs:// URI or "
+        "URL that holds the four Fashion-MNIST .gz files"
+    )
+    directory = make_idx_dir(tmp_path / "src")
+    images = directory / idx.FILE_NAMES["train_images"]
+    images.unlink()
+    images.mkdir()  # unreadable as a file
+    with pytest.raises(CommandError) as caught:
+        fetch(Source.parse(str(directory)), settings)
+    assert str(caught.value) == f"{images}: cannot read (Is a directory). Fix: check the file's permissions"
+
+
+def test_without_a_configured_source_or_debian_files_ingest_says_it_downloads(tmp_path, capsys):
+    from trainer.data.ingest import choose_source
+
+    settings = load_config(
+        "local",
+        environ={
+            "FMNIST_STORAGE_ROOT": str(tmp_path),
+            "FMNIST_DATA__DEBIAN_DIR": str(tmp_path / "no-debian"),
+            "FMNIST_DATA__DOWNLOAD_URL": "https://example.com/fmnist",
+        },
+    )
+    assert choose_source(settings, None) == Source("url", "https://example.com/fmnist/")
+    assert capsys.readouterr().out == (
+        f"{tmp_path / 'no-debian'} does not hold the four files (Debian package dataset-fashion-mnist not "
+        "installed); downloading from https://example.com/fmnist\n"
+    )
+
+
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
+def test_the_official_files_are_stored_as_official(settings, capsys):
+    from trainer.data.ingest import ingest
+
+    version = ingest(settings, Source("directory", str(DEBIAN)), require_official=True)
+    assert (
+        "(60,000 train / 10,000 test images, official Fashion-MNIST); LATEST -> " + version in capsys.readouterr().out
+    )
+
+
+def test_custom_files_with_require_official_are_refused_in_words(settings, tmp_path):
+    from trainer.data.ingest import ingest
+
+    with pytest.raises(CommandError) as caught:
+        ingest(settings, Source("directory", str(make_idx_dir(tmp_path / "c"))), require_official=True)
+    assert str(caught.value) == (
+        "the files are not the published Fashion-MNIST files and --require-official was given (nothing was "
+        "written). Fix: ingest the official files, or drop --require-official"
+    )
+
+
+def test_a_datasets_bucket_that_cannot_be_read_is_one_error(settings, idx_dir, monkeypatch):
+    from trainer.data.ingest import ingest
+
+    def unreadable(uri):
+        raise storage.StorageError(f"{uri}: permission denied")
+
+    monkeypatch.setattr(storage, "read_text", unreadable)
+    with pytest.raises(CommandError, match=r"^cannot read the datasets bucket: .+manifest\.json: permission denied$"):
+        ingest(settings, Source("directory", str(idx_dir)))
+
+
+def test_the_command_names_the_datasets_bucket_when_storing_fails(tmp_path, idx_dir, monkeypatch, capsys):
+    import sys
+
+    from trainer import cli
+
+    monkeypatch.setenv("FMNIST_ENV", "local")
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    real = storage.read_text
+
+    def latest_unreadable(uri):
+        if uri.endswith("LATEST"):
+            raise storage.StorageError(f"{uri}: permission denied")
+        return real(uri)
+
+    monkeypatch.setattr(storage, "read_text", latest_unreadable)
+    assert cli.main(["ingest", "--source", str(idx_dir)]) == 1
+    bucket = load_config().datasets_bucket
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == f"error: datasets bucket {bucket}: {bucket}/fashion-mnist/LATEST: permission denied"

@@ -202,3 +202,33 @@ def test_the_command_line_promotes_and_rolls_back_to_a_named_champion(tmp_path, 
     storage.write_bytes(registry.index_uri, json.dumps(legacy).encode())  # unsorted once defaults are added
     assert cli.main(["registry", "list", "--json"]) == 0
     assert capsys.readouterr().out == json.dumps(registry.read_index(), indent=2, sort_keys=True) + "\n"
+
+
+def test_files_given_by_path_are_copied_under_their_names(registry, tmp_path):
+    model = tmp_path / "exported.onnx"
+    model.write_bytes(b"onnx bytes")
+    version = registry.register(
+        {"model.onnx": model, "metadata.json": b"{}"}, metrics(0.9), "custom", dataset_version=None
+    )
+    copied = storage.join(registry.version_uri(version), "model.onnx")
+    assert storage.read_bytes(copied) == b"onnx bytes"
+    assert sorted(storage.list_uris(registry.version_uri(version))) == sorted(
+        [copied, storage.join(registry.version_uri(version), "metadata.json")]
+    )
+
+
+def test_a_change_to_a_corrupt_index_names_it(registry):
+    version = add(registry, 0.9)
+    storage.write_bytes(registry.index_uri, b"[broken")
+    with pytest.raises(RegistryError, match=rf"^{re.escape(registry.index_uri)} is not valid JSON"):
+        registry.promote(version)
+
+
+def test_the_same_version_id_registered_twice_at_once_lands_once(registry, monkeypatch):
+    from tests.trainer.test_registry_races import Interleaving
+
+    race = Interleaving(registry, monkeypatch)
+    race.before_next_write(lambda: add(registry, 0.95, version="v1-twice"))
+    with pytest.raises(RegistryError, match="^version v1-twice is already registered; versions are immutable$"):
+        add(registry, 0.9, version="v1-twice")
+    assert registry.read_index()["versions"]["v1-twice"]["metrics"] == metrics(0.95)

@@ -3,12 +3,15 @@ each request bound to the real signatures, and built into the SDK's own request 
 without a network, over the variants that change the request."""
 
 import copy
+import json
+import re
 import sys
 
 import pytest
 from google.api_core import exceptions as google_exceptions
 from google.cloud import aiplatform
 
+from contracts.dataset import CLASS_NAMES
 from settings import load_config
 from tests.sdk_contract import (
     ContractViolation,
@@ -445,7 +448,13 @@ def test_automl_run_drives_the_sdk_in_order_and_registers_the_model(gcs_settings
     [(version, record)] = index["versions"].items()
     assert record["source"] == "automl" and record["vertex_model"] == "projects/p/locations/l/models/9"
     assert record["metrics"]["accuracy"] == 0.95 and index["aliases"]["candidate"] == version
-    assert f"registered as {version}" in capsys.readouterr().out
+    assert record["dataset_version"] == "v-1" and record["class_names"] == list(CLASS_NAMES)
+    assert 0 <= record["training_seconds"] < 60  # seconds since start, not an absolute time
+    assert re.fullmatch(r"automl-\d{10}", sdk.only("aiplatform.start_run")["run"])
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"AutoML model projects/p/locations/l/models/9 registered as {version} (candidate): "
+        + json.dumps(automl.metrics_from_evaluation(evaluation))
+    )
 
 
 def test_tracking_reads_the_process_environment_by_default(monkeypatch):
