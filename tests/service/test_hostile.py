@@ -143,7 +143,9 @@ def test_a_chunked_body_over_the_limit_is_refused_and_one_within_it_is_read_whol
         ("png_16bit_4096x4096_x33", "too_many_pixels"),
         ("png_16bit_2048x2048_x8", "too_many_pixels"),
         ("png_1x4096_x64", "too_many_pixels"),
-        ("png_16bit_1024x1024_x64", "too_many_pixels"),
+        # 1 Mpx images, each within the per-image bound: the request's pixel bound or its decode-CPU budget stops
+        # it, whichever a machine reaches first (both bound the same class: the request's decoding work)
+        ("png_16bit_1024x1024_x64", {"too_many_pixels", "decode_budget_exceeded"}),
         ("png_header_20000x20000", "bad_image"),
         ("jpeg_many_scan_markers", "bad_image"),
         ("json_deeper_than_the_parser_allows", "malformed_json"),
@@ -153,4 +155,5 @@ def test_a_chunked_body_over_the_limit_is_refused_and_one_within_it_is_read_whol
 )
 def test_each_class_is_refused_for_its_own_reason(hostile_run, name, reason):
     _, status, _, body = hostile_run["replies"][name]
-    assert json.loads(body)["error"] == reason, (status, body[:300])
+    allowed = reason if isinstance(reason, set) else {reason}
+    assert json.loads(body)["error"] in allowed, (status, body[:300])
