@@ -24,17 +24,8 @@ from contracts.layout import INPUT_NAME, OUTPUT_NAME, ModelFiles
 from settings import load_config
 from trainer.data.dataset import load_dataset
 from trainer.models import quantize
-from trainer.models.model_dir import onnx_probabilities
+from trainer.models.model_dir import onnx_probabilities, onnx_session
 from trainer.models.registry import CHAMPION, ModelRegistry
-
-
-def session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def main() -> int:
@@ -66,7 +57,7 @@ def main() -> int:
             f"{quantize.MAX_ACCURACY_LOSS * 100:.1f} points lost: {'passed' if result.passed else 'refused'})"
         )
         batch = data.x_test[:64].astype(np.float32)
-        sessions = {"float": session(float_path), "int8": session(int8_path)}
+        sessions = {"float": onnx_session(float_path, threads=1), "int8": onnx_session(int8_path, threads=1)}
         times: dict[str, list[float]] = {name: [] for name in sessions}
         for s in sessions.values():
             for _ in range(20):

@@ -157,18 +157,15 @@ def serving_throughput(model, images, batch: int = 64, repeat: int = 100) -> flo
     import statistics
 
     import numpy as np
-    import onnxruntime as ort
 
     from contracts.layout import INPUT_NAME, OUTPUT_NAME
     from trainer.models.export import export_onnx
+    from trainer.models.model_dir import onnx_session
 
     if importlib.util.find_spec("tensorflow") is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, Path(tmp) / "model.onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(export_onnx(model, Path(tmp) / "model.onnx"), threads=1)
     x = np.asarray(images[:batch], dtype=np.float32)
     for _ in range(10):
         session.run([OUTPUT_NAME], {INPUT_NAME: x})

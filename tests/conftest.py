@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
+import http.server
 import os
 import shutil
 import struct
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +175,20 @@ def pytest_collection_modifyitems(config, items):
     if reason:
         for item in gcp_items:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """A quiet HTTP server on 127.0.0.1 serving `directory`; yields its base URL (ending in '/')."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()

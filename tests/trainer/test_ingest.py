@@ -1,20 +1,17 @@
 """`python -m trainer ingest` through the real CLI: sources, versions, no-op, and bad input writing nothing."""
 
-import functools
 import gzip
 import hashlib
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from settings import REPO_ROOT, load_config
-from tests.conftest import make_idx_dir, write_idx
+from tests.conftest import make_idx_dir, serve_directory, write_idx
 from trainer import cli, storage
 from trainer.data import idx
 from trainer.data.dataset import DatasetError, load_dataset
@@ -227,19 +224,8 @@ def test_debian_directory_is_used_when_nothing_is_configured(env, tmp_path, monk
 def http_server(tmp_path):
     """A local HTTP server (127.0.0.1) serving generated IDX files: the canonical download, offline."""
     served = make_idx_dir(tmp_path / "served", n_train=100, n_test=30)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield served, f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(served) as url:
+        yield served, url
 
 
 def _publish(monkeypatch, directory: Path):

@@ -1,15 +1,12 @@
 """Ingest's inputs are bounded and verified: download size, gunzip output, cached files, user-given checksums."""
 
-import functools
 import hashlib
-import http.server
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_idx_dir
+from tests.conftest import make_idx_dir, serve_directory
 from trainer import cli
 from trainer.data import idx, ingest
 
@@ -34,18 +31,8 @@ def env(tmp_path, monkeypatch):
 def served(tmp_path):
     """Generated IDX files behind a local HTTP server: a non-canonical download URL."""
     directory = make_idx_dir(tmp_path / "served", n_train=100, n_test=30)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield directory, f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(directory) as url:
+        yield directory, url
 
 
 def run_ingest(capsys, *args):

@@ -78,16 +78,21 @@ def load_keras_model(model_dir: str) -> Any:
         return keras.saving.load_model(local)
 
 
-def onnx_probabilities(
-    path: Path, images: np.ndarray, batch_size: int = 1000, *, threads: int | None = None
-) -> np.ndarray:
-    """Class probabilities from an ONNX file (threads=1: how each service worker runs it)."""
+def onnx_session(path: Path, *, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session; threads=1 is how each service worker runs (None: ONNX Runtime's default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = options.inter_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(
+    path: Path, images: np.ndarray, batch_size: int = 1000, *, threads: int | None = None
+) -> np.ndarray:
+    """Class probabilities from an ONNX file (threads=1: how each service worker runs it)."""
+    session = onnx_session(path, threads=threads)
     images = np.asarray(images, dtype=np.float32)
     return np.concatenate(
         [
