@@ -49,6 +49,13 @@ def main() -> None:
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--jit-compile", choices=["auto", "on", "off"])
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any TrainConfig field (model.<field> for the architecture), e.g. --set ema_momentum=0.99",
+    )
     parser.add_argument("--curve", action="store_true", help="test accuracy after every epoch (see above)")
     parser.add_argument("--train-limit", type=int, help="use only the first N training images (quick checks)")
     parser.add_argument("--label", help="name of this run in the output")
@@ -76,6 +83,13 @@ def main() -> None:
     if args.width:
         overrides["model"] = replace(config.model, width=args.width)
     config = replace(config, **overrides)
+    for item in args.set:
+        name, _, raw = item.partition("=")
+        value = json.loads(raw) if raw not in ("on", "off", "auto") else raw
+        if name.startswith("model."):
+            config = replace(config, model=replace(config.model, **{name[len("model.") :]: value}))
+        else:
+            config = replace(config, **{name: value})
 
     data = load_idx(args.data)
     x_train, y_train = data["train_images"], data["train_labels"]

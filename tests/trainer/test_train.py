@@ -151,3 +151,43 @@ def test_mixed_precision_run_saves_a_float32_model(trainer_world, tmp_path):
         keras.mixed_precision.set_global_policy("float32")
     saved = keras.saving.load_model(storage.join(result.model_dir, MODEL_FILE))
     assert all(layer.dtype_policy.name == "float32" for layer in saved.layers)
+
+
+def test_weight_averaging_saves_the_average_and_still_exports(trainer_world, tmp_path):
+    """With EMA the saved model holds the averaged weights (fit writes them in at the end): a momentum near 1
+    keeps them at their initial values, which a run without EMA leaves far behind; export's check still holds."""
+    import keras
+
+    from trainer.data.dataset import load_dataset
+    from trainer.models.export import export_onnx, verify
+    from trainer.models.model_dir import onnx_probabilities, predict_probabilities
+    from trainer.training.model import build_model
+    from trainer.training.train import train
+
+    data = load_dataset(trainer_world.settings)
+    keras.utils.set_random_seed(PRESETS["smoke"].seed)
+    initial = build_model(PRESETS["smoke"].model).get_weights()[0]
+
+    def first_kernel(ema_momentum: float, name: str):
+        config = replace(PRESETS["smoke"], epochs=1, ema_momentum=ema_momentum)
+        result = train(
+            data.x_train[:600], data.y_train[:600], data.x_test[:50], data.y_test[:50], config,
+            OutputPaths(str(tmp_path / name)), fresh=True, verbose=0,
+        )  # fmt: skip
+        saved = keras.saving.load_model(storage.join(result.model_dir, MODEL_FILE))
+        return saved, saved.get_weights()[0]
+
+    averaged, averaged_kernel = first_kernel(0.999999, "ema")
+    _, plain_kernel = first_kernel(0.0, "plain")
+    assert np.abs(averaged_kernel - initial).max() < 1e-3
+    assert np.abs(plain_kernel - initial).max() > 1e-2
+    onnx_path = export_onnx(averaged, tmp_path / "model.onnx")
+    check = verify(predict_probabilities(averaged, data.x_test), onnx_probabilities(onnx_path, data.x_test), 1e-4)
+    assert check.passed, check.to_dict()
+
+
+def test_ema_momentum_flag_is_checked():
+    settings = load_config("local", environ={})
+    assert resolve_config(settings, parse("--preset", "smoke", "--ema-momentum", "0.99")).ema_momentum == 0.99
+    with pytest.raises(CommandError, match="ema-momentum 1.5"):
+        resolve_config(settings, parse("--preset", "smoke", "--ema-momentum", "1.5"))

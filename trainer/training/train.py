@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 42
     mixed_precision: bool = False  # mixed_bfloat16: a GPU or an AMX CPU computes convolutions in bf16
     jit_compile: str = "auto"  # Keras's choice: XLA on JAX and on TensorFlow GPUs, not on TensorFlow CPUs
+    ema_momentum: float = 0.0  # > 0: the saved model holds an exponential moving average of the weights
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,7 +189,13 @@ def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
         warmup_steps=warmup,
     )
     trainable.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+        # with EMA, fit ends by writing the averaged weights into the model (Optimizer.finalize_variable_values)
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=schedule,
+            weight_decay=config.weight_decay,
+            use_ema=config.ema_momentum > 0,
+            ema_momentum=config.ema_momentum or 0.99,
+        ),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile if config.jit_compile == "auto" else config.jit_compile == "on",
@@ -414,6 +421,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dropout", type=float, help="dropout before the classifier")
     parser.add_argument("--label-smoothing", "--label_smoothing", type=float)
     parser.add_argument(
+        "--ema-momentum",
+        "--ema_momentum",
+        type=float,
+        help="keep an exponential moving average of the weights and save it (e.g. 0.99; 0: off)",
+    )
+    parser.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, default=None, help="random shifts and flips"
     )
     parser.add_argument(
@@ -452,8 +465,9 @@ def resolve_config(settings, args) -> TrainConfig:
     for name in ("mixed_precision", "jit_compile", "seed"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
-    if getattr(args, "label_smoothing", None) is not None:
-        overrides["label_smoothing"] = args.label_smoothing
+    for name in ("label_smoothing", "ema_momentum"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
     model = {"width": getattr(args, "width", None) or training.width, "dropout": getattr(args, "dropout", None)}
     model = {k: v for k, v in model.items() if v is not None}
     if model:
@@ -461,6 +475,8 @@ def resolve_config(settings, args) -> TrainConfig:
     config = replace(config, **overrides)
     if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
         raise CommandError("--epochs and --batch-size must be >= 1 and --learning-rate > 0")
+    if not 0 <= config.ema_momentum < 1:
+        raise CommandError(f"--ema-momentum {config.ema_momentum}: expected 0 (off) or a momentum below 1, e.g. 0.99")
     return config
 
 
