@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 GCS_SCHEME = "gs://"
 PUBLIC_API = "https://storage.googleapis.com"
 TOKEN_URL = "https://oauth2.googleapis.com/token"
 WELL_KNOWN_ADC = Path("~/.config/gcloud/application_default_credentials.json")
 TIMEOUT_S = 30
+CHUNK_BYTES = 1 << 20
 RETRIES = 3
 
 
@@ -163,12 +165,25 @@ def _json_request(
     return reply
 
 
-def _send(request: urllib.request.Request, what: str, retries: int = RETRIES, timeout: float = TIMEOUT_S) -> bytes:
+def _send(
+    request: urllib.request.Request,
+    what: str,
+    retries: int = RETRIES,
+    timeout: float = TIMEOUT_S,
+    sink: BinaryIO | None = None,
+) -> bytes:
+    """The reply's body; with `sink`, the body is copied into it in chunks instead (and b"" returned), so a
+    model download never sits in memory whole."""
     for attempt in range(retries):
         try:
             with _OPENER.open(request, timeout=timeout) as reply:
-                data: bytes = reply.read()
-                return data
+                if sink is None:
+                    data: bytes = reply.read()
+                    return data
+                sink.seek(0)
+                sink.truncate()
+                shutil.copyfileobj(reply, sink, CHUNK_BYTES)
+                return b""
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise GcsNotFound(f"{what}: not found (HTTP 404)") from None
@@ -200,6 +215,10 @@ class GcsReader:
     def read(self, uri: str, generation: int | None = None) -> bytes:
         """The object's bytes (of that generation when given: GcsNotFound once it has been replaced)."""
         return _send(build_request(uri, self._tokens.token(), self._environ, generation=generation), uri)
+
+    def download(self, uri: str, sink: BinaryIO, generation: int | None = None) -> None:
+        """Copy the object into the open binary file `sink`, chunk by chunk."""
+        _send(build_request(uri, self._tokens.token(), self._environ, generation=generation), uri, sink=sink)
 
     def generation(self, uri: str) -> int:
         """The object's generation: it changes on every rewrite, so a poll costs one small request."""

@@ -18,9 +18,12 @@ import io
 import json
 import logging
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -75,8 +78,8 @@ class ModelBundle:
     """Everything read from the model directory; workers build their inference sessions from `model_path`.
 
     `artifact_sha256` is the digest the serving artifact must have (from the registry record or metadata.json),
-    None when the version recorded none and REQUIRE_DIGESTS is off: `read_artifact` checks it on the very bytes
-    the session is built from."""
+    None when the version recorded none and REQUIRE_DIGESTS is off: `verified_artifact` checks it on the very
+    file the session is built from."""
 
     requested_uri: str
     version_dir: str
@@ -102,6 +105,19 @@ class ModelBundle:
         return self.artifact_sha256 is not None
 
 
+def _scratch_dir() -> str:
+    return os.environ.get("SERVICE_STATE_DIR") or os.environ.get("TMPDIR") or "/tmp"
+
+
+def sha256_of(fh: BinaryIO) -> str:
+    """SHA-256 of an open file from its start, 1 MiB at a time."""
+    fh.seek(0)
+    digest = hashlib.sha256()
+    while chunk := fh.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def join(base: str, *parts: str) -> str:
     if base.startswith(GCS_SCHEME):
         return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
@@ -112,21 +128,32 @@ class _Reader:
     def __init__(self) -> None:
         self._gcs: GcsReader | None = None
 
-    def local_copy(self, uri: str, cache_dir: str | None, data: bytes | None = None) -> str:
-        """A local file holding the object: the file itself when local, else a download into cache_dir."""
+    def local_copy(self, uri: str, cache_dir: str | None) -> str:
+        """A local file holding the object: the file itself when local, else a download into cache_dir
+        (streamed: the model never sits in memory whole)."""
         if not uri.startswith(GCS_SCHEME):
             if not Path(uri).is_file():
                 raise _NotFound(f"{uri} does not exist")
             return uri
-        data = self.read(uri) if data is None else data
         if cache_dir is None:
-            parent = os.environ.get("SERVICE_STATE_DIR") or os.environ.get("TMPDIR") or "/tmp"
-            cache_dir = os.path.join(parent, f"fmnist-model-{os.getpid()}-{os.urandom(4).hex()}")
+            cache_dir = os.path.join(_scratch_dir(), f"fmnist-model-{os.getpid()}-{os.urandom(4).hex()}")
         os.makedirs(cache_dir, exist_ok=True)
         path = os.path.join(cache_dir, uri.rsplit("/", 1)[-1])
-        with open(path, "wb") as fh:
-            fh.write(data)
+        try:
+            with open(path, "wb") as fh:
+                self.download(uri, fh)
+        except BaseException:
+            Path(path).unlink(missing_ok=True)
+            raise
         return path
+
+    def download(self, uri: str, sink: BinaryIO) -> None:
+        try:
+            self.gcs().download(uri, sink)
+        except GcsNotFound:
+            raise _NotFound(f"{uri} does not exist") from None
+        except GcsError as exc:
+            raise ModelReadError(f"cannot read {uri}: {exc}") from None
 
     def gcs(self) -> GcsReader:
         self._gcs = self._gcs or GcsReader()
@@ -474,13 +501,17 @@ def load_resolved(
             check_digest(artifact_uri, artifact, b"", digests, source)  # raises: no recorded digest
     try:
         if not download:
-            model_path = artifact_uri  # read_artifact reads (and checks) it when the session is built
+            model_path = artifact_uri  # verified_artifact reads (and checks) it when the session is built
         else:  # checked here too, so a damaged artifact stops start-up in the gunicorn master, once
-            data = reader.read(artifact_uri)
+            model_path = reader.local_copy(artifact_uri, cache_dir)
             if artifact_sha256 is not None:
-                check_digest(artifact_uri, artifact, data, digests, source)
-            model_path = reader.local_copy(artifact_uri, cache_dir, data)
-            del data
+                try:
+                    with open(model_path, "rb") as fh:
+                        _check_file(artifact_uri, artifact, fh, artifact_sha256, source)
+                except ModelRefused:
+                    if model_path != artifact_uri:  # a download that is not the recorded file is not kept
+                        Path(model_path).unlink(missing_ok=True)
+                    raise
     except _NotFound:
         expected = f" (recorded sha256 {artifact_sha256})" if artifact_sha256 else ""
         raise ModelRefused(f"{artifact_uri} is missing{expected}; re-run the export step", "missing_file") from None
@@ -522,18 +553,50 @@ def _index_uri(resolved: Resolved) -> str:
     return join(split_reference(resolved.uri)[0], REGISTRY_INDEX)
 
 
-def read_artifact(bundle: ModelBundle, reader: _Reader | None = None) -> bytes:
-    """The serving artifact's bytes, checked against the recorded digest: what the session is built from, so the
-    bytes that were verified are the bytes that serve."""
-    reader = reader or _Reader()
-    try:
-        data = reader.read(bundle.model_path)
-    except _NotFound:
-        expected = f" (recorded sha256 {bundle.artifact_sha256})" if bundle.artifact_sha256 else ""
+def _check_file(uri: str, name: str, fh: BinaryIO, expected: str, source: str) -> None:
+    found, size = sha256_of(fh), fh.seek(0, os.SEEK_END)
+    if found != expected:
         raise ModelRefused(
-            f"{bundle.model_path} is missing{expected}; re-run the export step", "missing_file"
-        ) from None
-    if bundle.artifact_sha256 is not None:
-        digests = {bundle.artifact: bundle.artifact_sha256}
-        check_digest(bundle.model_path, bundle.artifact, data, digests, bundle.digests_from or "record")
-    return data
+            f"{uri} was changed, truncated or damaged: sha256 {found} ({size:,} bytes), the {source} records "
+            f"{expected}. Refused; restore the file or register the model again",
+            "digest_mismatch",
+        )
+
+
+@contextmanager
+def verified_artifact(bundle: ModelBundle, reader: _Reader | None = None) -> Iterator[str]:
+    """A path to the serving artifact whose bytes were just checked against the recorded digest, valid inside
+    the block: the session is built from exactly the bytes that were hashed.
+
+    Why a file and not bytes: ONNX Runtime builds a session from a path in a quarter of the time, mostly without
+    the GIL (requests keep flowing during a swap) and with ~7 MB less peak memory for the demo model. The file is
+    held open and read through /proc/self/fd, so replacing it after the check cannot change what loads; a gs://
+    artifact is streamed into a scratch file deleted when the block ends (nothing stays on an in-memory disk)."""
+    reader = reader or _Reader()
+    uri, path = bundle.model_path, bundle.model_path
+    if uri.startswith(GCS_SCHEME):
+        fh = cast(BinaryIO, tempfile.NamedTemporaryFile(dir=_scratch_dir(), suffix=".onnx"))  # noqa: SIM115
+        path = fh.name
+        try:
+            reader.download(uri, fh)
+        except _NotFound:
+            fh.close()
+            expected = f" (recorded sha256 {bundle.artifact_sha256})" if bundle.artifact_sha256 else ""
+            raise ModelRefused(f"{uri} is missing{expected}; re-run the export step", "missing_file") from None
+        except BaseException:
+            fh.close()
+            raise
+        fh.flush()
+    else:
+        try:
+            fh = open(uri, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            expected = f" (recorded sha256 {bundle.artifact_sha256})" if bundle.artifact_sha256 else ""
+            raise ModelRefused(f"{uri} is missing{expected}; re-run the export step", "missing_file") from None
+        except OSError as exc:
+            raise ModelReadError(f"cannot read {uri}: {exc.strerror}") from None
+    with fh:
+        if bundle.artifact_sha256 is not None:
+            _check_file(uri, bundle.artifact, fh, bundle.artifact_sha256, bundle.digests_from or "record")
+        by_fd = f"/proc/self/fd/{fh.fileno()}"
+        yield by_fd if os.path.exists(by_fd) else path

@@ -13,10 +13,13 @@ process); whatever served before keeps serving. A plain model directory never ch
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,9 +39,9 @@ from service.model_source import (
     load_resolved,
     missing_index,
     parse_index,
-    read_artifact,
     select_version,
     split_reference,
+    verified_artifact,
 )
 from service.runtime import ModelRuntimeError, OnnxClassifier
 
@@ -62,6 +65,19 @@ class LoadedModel:
     @cached_property
     def class_names(self) -> list[str]:
         return self.bundle.class_names
+
+
+def _release_memory(old: weakref.ref[LoadedModel] | None) -> None:
+    """Hand the freed heap back to the OS once the old version's last request is done with it.
+
+    Why: a session built and dropped leaves its memory in malloc's free lists (in the poll thread's own arena),
+    so each swap ratcheted a worker's RSS up (63 -> 98 MB over 12 swaps of the demo model); malloc_trim keeps
+    it at one version plus what serving needs. glibc only: elsewhere nothing is done."""
+    deadline = time.monotonic() + 2.0
+    while old is not None and old() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)  # a request that read the old snapshot is still running with it
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class ModelSlot:
@@ -215,10 +231,9 @@ class ModelSlot:
     def _build(self, bundle: ModelBundle) -> LoadedModel:
         """Session from the verified bytes, then warm-up: a version that cannot answer never serves."""
         started = time.perf_counter()
-        data = read_artifact(bundle, self._reader)
         try:
-            classifier = OnnxClassifier(data, bundle.metadata["input"]["name"], len(bundle.class_names))
-            del data
+            with verified_artifact(bundle, self._reader) as path:
+                classifier = OnnxClassifier(path, bundle.metadata["input"]["name"], len(bundle.class_names))
             classifier.warm_up()
         except ModelRuntimeError as exc:
             raise ModelRefused(f"{bundle.model_path}: {exc}", "invalid") from None
@@ -234,13 +249,16 @@ class ModelSlot:
         return LoadedModel(bundle, classifier, bundle.artifact)
 
     def _install(self, loaded: LoadedModel, version_id: str | None) -> None:
-        previous = self.version
+        previous, old = self.version, self.current
         self.current = loaded  # the swap: requests that started before finish with their own snapshot
         self._serving_id = version_id
         self.waiting_reason = None
         metrics.MODEL_SWAPS.labels(self.role).inc()
         for listener in self._listeners:
             listener(loaded)
+        gone = weakref.ref(old) if old is not None else None
+        del old
+        _release_memory(gone)
         if previous != NO_MODEL:
             log.info(
                 "%s now serves %s (was %s)",

@@ -43,11 +43,17 @@ def slot_for(reference, **config) -> ModelSlot:
 
 
 class CountingReads:
-    """Wraps a slot's reader to count the reads of each file name (the bytes still come from the bucket)."""
+    """Wraps a slot's reader to count the reads of each file name (the bytes still come from the bucket); a local
+    artifact is opened directly, and shows as its metadata.json read before it."""
 
     def __init__(self, slot: ModelSlot):
         self.names: list[str] = []
-        reader, read, read_versioned = slot._reader, slot._reader.read, slot._reader.read_versioned
+        reader, read, read_versioned, download = (
+            slot._reader,
+            slot._reader.read,
+            slot._reader.read_versioned,
+            slot._reader.download,
+        )
 
         def counted(uri, generation=None):
             self.names.append(Path(uri).name)
@@ -57,19 +63,26 @@ class CountingReads:
             self.names.append(Path(uri).name)
             return read_versioned(uri)
 
-        reader.read, reader.read_versioned = counted, counted_versioned
+        def counted_download(uri, sink):
+            self.names.append(Path(uri).name)
+            return download(uri, sink)
+
+        reader.read, reader.read_versioned, reader.download = counted, counted_versioned, counted_download
 
 
 def test_a_promotion_is_picked_up_by_the_next_poll_and_only_then(registry, versions):
     slot = slot_for(f"{registry.root}@champion")
     first = slot.current
     assert first.version == "v1" and first.artifact == "model.onnx" and first.bundle.verified
+    first_id = id(first)
+    del first  # the old version is dropped after a swap once nothing holds it
     assert slot.poll_once() is False  # nothing changed: nothing read but the index's status
     reads = CountingReads(slot)
     register(registry, versions["v2"][0], "v2", versions["v2"][1])
     assert slot.poll_once() is True
-    assert slot.current.version == "v2" and slot.current is not first
-    assert "model.onnx" in reads.names and "index.json" in reads.names
+    assert slot.current.version == "v2" and id(slot.current) != first_id
+    assert reads.names[:2] == ["index.json", "metadata.json"]
+    assert slot.current.bundle.model_path == str(Path(registry.version_uri("v2")) / "model.onnx")
     reads.names.clear()
     assert slot.poll_once() is False and reads.names == []
     probabilities = slot.current.classifier.predict(_blank())
