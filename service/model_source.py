@@ -1,14 +1,16 @@
 """Find and read the model the service serves: a version directory, local or on GCS, or a registry reference.
 
-Contract (docs/CONTRACTS.md): a model reference is `<models-bucket-root>@<alias>`, resolved through
+Contract (docs/CONTRACTS.md): a model reference is `<models-bucket-root>@<alias or version id>`, resolved through
 `<root>/registry/index.json`; anything else is a model version directory holding model.onnx and metadata.json
-(and optionally samples.npz, a few test images for the page). Everything is read once, in the gunicorn master,
-so a gs:// model is downloaded once and a missing model stops start-up with one clear message. The serving
-artifact stays a file (a gs:// one is downloaded into a local cache directory): workers build their sessions from
-the path, so no copy of the model's bytes sits in the master's memory, and in every worker's RSS with it.
+(and optionally samples.npz, a few test images for the page). At start-up everything is read once, in the gunicorn
+master, so a gs:// model is downloaded once and a missing model stops start-up with one clear message; later
+versions are read by each worker's ModelSlot (service/versions.py). The serving artifact stays a file (a gs:// one
+is streamed into a local file): sessions are built from a path, so no copy of the model's bytes sits in memory.
+Why every file is checked against its recorded SHA-256 (the registry record's `files`, else metadata.json's): a
+truncated upload or an altered object must not serve predictions the registry's metrics do not describe.
 Why every name read from a file is checked: a registry record's `path` and a metadata `serving_artifact` come
 from the bucket, and must not steer a read outside it (an absolute name, `..`); a malformed index or metadata
-stops start-up with the file and the field at fault, like every other load error.
+names the file and the field at fault, like every other load error.
 """
 
 from __future__ import annotations
