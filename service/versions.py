@@ -190,13 +190,13 @@ class ModelSlot:
         """The version the alias names now, if it differs from what serves and was not refused; else None."""
         try:
             token = self._reader.version_token(self._index_uri)
-            if token is not None and token == self._seen:
+            if token == self._seen:  # unchanged (or still absent): nothing else is read
                 return None
             token, data = self._reader.read_versioned(self._index_uri)
         except ModelReadError as exc:
             self._note_read_error(str(exc))
             return None
-        if token is not None and token == self._seen:
+        if token == self._seen:
             return None
         self._seen, self._last_read_error = token, None
         try:
@@ -229,7 +229,7 @@ class ModelSlot:
         )
 
     def _build(self, bundle: ModelBundle) -> LoadedModel:
-        """Session from the verified bytes, then warm-up: a version that cannot answer never serves."""
+        """Session from the verified file, then warm-up: a version that cannot answer never serves."""
         started = time.perf_counter()
         try:
             with verified_artifact(bundle, self._reader) as path:
