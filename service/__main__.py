@@ -21,8 +21,12 @@ Serve the Fashion-MNIST model under gunicorn. Settings are environment variables
   AIP_HEALTH_ROUTE / AIP_PREDICT_ROUTE   routes (default /health and /predict)
   WORKERS (2)  MAX_INSTANCES (256)  MAX_BODY_BYTES (1500000)  PAGE_ENABLED (true locally, false on Cloud Run/Vertex)
   DRIFT_PSI_THRESHOLD (0.2)  DRIFT_MIN_IMAGES (200)  DRIFT_SAMPLE_EVERY (8)  LOG_LEVEL (INFO)
-  MODEL_RECHECK_S (10)         with a registry reference whose alias is not set yet, start anyway and re-read
-                               the registry at most this often until a model is promoted
+  MODEL_POLL_S (30)            with a registry reference, each worker re-reads the registry this often and
+                               serves what the alias names (verified, warmed up, swapped without a restart);
+                               an alias not set yet: start anyway and serve once a model is promoted
+                               (MODEL_RECHECK_S: its old name, still read)
+  MODEL_ARTIFACT (float)       int8: serve the export's int8 artifact where it passed its gate
+  REQUIRE_DIGESTS              refuse versions without recorded SHA-256 digests (true on Cloud Run/Vertex, else false)
   ADMIN_ENABLED (false) + ADMIN_TOKEN   enable POST /monitoring/drift/reset and the full GET /v1/model for
                                callers sending 'Authorization: Bearer <ADMIN_TOKEN>' (from a secret, never the image)
   TRUSTED_PROXY_HOPS           X-Forwarded-For entries appended by trusted proxies (1 on Cloud Run/Vertex, else 0)

@@ -1,8 +1,9 @@
 """gunicorn settings for the service (`python -m service` passes this file; `gunicorn -c` works too).
 
-Why preload: the master imports everything, onnxruntime included, and reads the model once (a gs:// model is
-downloaded once), then forks; each worker only builds its session and warms it up. A worker that cannot load
-the model exits with gunicorn's boot-error status, which stops the server. Sync workers, one per core, one
+Why preload: the master imports everything, onnxruntime included, and reads and verifies the model once (a gs://
+model is downloaded once), then forks; each worker only builds its session, warms it up and starts its registry
+poll thread (service/versions.py). A worker that cannot load a model directory exits with gunicorn's boot-error
+status, which stops the server. Sync workers, one per core, one
 inference thread each: requests are CPU-bound and short.
 """
 
@@ -70,11 +71,14 @@ def when_ready(server: Arbiter) -> None:
 
 
 def post_worker_init(worker: Worker) -> None:
-    """Build this worker's inference session and warm it up before it accepts a request."""
+    """Build this worker's inference session and warm it up before it accepts a request, then start its
+    registry poll thread (threads do not survive the fork, so each worker starts its own)."""
     from service.wsgi import app
 
-    app.extensions["fmnist"].activate()
+    state = app.extensions["fmnist"]
+    state.activate()
     gc.freeze()
+    state.start_polling()
 
 
 def worker_exit(server: Arbiter, worker: Worker) -> None:

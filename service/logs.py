@@ -37,6 +37,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "pid": record.process,
         }
+        fields = getattr(record, "fields", None)  # logging's extra={"fields": {...}}: searchable keys of the line
+        if isinstance(fields, dict):
+            entry.update({key: value for key, value in fields.items() if key not in entry})
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
@@ -76,6 +79,7 @@ class RequestLog:
         quiet: bool,
         instances: int = 0,
         error: dict[str, str] | None = None,
+        model_version: str | None = None,
     ) -> None:
         severity = "WARNING" if status >= 400 else ("DEBUG" if quiet else "INFO")
         if status >= 500:
@@ -95,7 +99,7 @@ class RequestLog:
             "timestamp": {"seconds": seconds, "nanos": nanos},
             "request_id": request_id,
             "latency_ms": round(latency_s * 1000, 3),
-            "model_version": self.model_version,
+            "model_version": model_version or self.model_version,
             "httpRequest": {
                 "requestMethod": method,
                 "requestUrl": path,

@@ -113,6 +113,13 @@ class ServiceSettings(_Section):
     max_instances_per_request: int = Field(256, ge=1)
     page_enabled: bool = True
     workers: int = Field(2, ge=1)
+    model_poll_s: float = Field(30.0, gt=0, description="seconds between reads of the registry alias (MODEL_POLL_S)")
+    model_artifact: Literal["float", "int8"] = Field(
+        "float", description="int8: serve the export's int8 artifact where it passed its gate (MODEL_ARTIFACT)"
+    )
+    require_digests: bool = Field(
+        True, description="refuse model versions without recorded SHA-256 digests (REQUIRE_DIGESTS)"
+    )
 
 
 class WorkbenchSettings(_Section):

@@ -40,6 +40,9 @@ def container_environment(names: Names) -> dict[str, str]:
         "MAX_INSTANCES": str(service.max_instances_per_request),
         "PAGE_ENABLED": "true" if service.page_enabled else "false",
         "WORKERS": str(service.workers),
+        "MODEL_POLL_S": str(service.model_poll_s),
+        "MODEL_ARTIFACT": service.model_artifact,
+        "REQUIRE_DIGESTS": "true" if service.require_digests else "false",
         "FMNIST_ENV": names.env,
     }
 

@@ -34,6 +34,9 @@ def test_the_service_accepts_every_variable_the_stack_sets(synth, env, settings_
     assert config.model_uri == settings_by_env[env].names.model_uri
     assert config.workers == settings_by_env[env].service.workers
     assert config.page_enabled is settings_by_env[env].service.page_enabled
+    service = settings_by_env[env].service
+    assert (config.model_poll_s, config.model_artifact) == (service.model_poll_s, service.model_artifact)
+    assert config.require_digests is service.require_digests is True  # production refuses unverifiable models
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -1,4 +1,4 @@
-"""Build a small model directory exactly as docs/CONTRACTS.md describes it, for the service's tests.
+"""Build a small model directory exactly as docs/CONTRACTS.md describes it (digests included), for the service's tests.
 
 Why here and not trainer.models.export: the service's tests must run on their own, and the service only relies on the
 contract (model.onnx with input "pixels", metadata.json, optional samples.npz). The Keras model is exported
@@ -71,6 +71,7 @@ def build_model_dir(directory: Path, version: str = "test-v1", epochs: int = 3) 
     }
     (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
     np.savez(directory / "samples.npz", images=test_x[:20], labels=test_y[:20])
+    digest_files(directory)  # metadata.json's `files`, as export writes them
     return directory
 
 
@@ -103,3 +104,59 @@ def upload_tree(local: Path, bucket_uri: str, prefix: str) -> None:
     for path in sorted(local.rglob("*")):
         if path.is_file():
             bucket.blob(f"{prefix}/{path.relative_to(local)}").upload_from_filename(str(path))
+
+
+def digest_files(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file, as export records them: metadata.json's `files` gets all but itself, and the
+    returned map (for the registry record) covers metadata.json too."""
+    import hashlib
+
+    def digests() -> dict[str, str]:
+        return {
+            str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*"))
+            if p.is_file()
+        }
+
+    metadata = json.loads((directory / "metadata.json").read_text())
+    metadata["files"] = {name: digest for name, digest in digests().items() if name != "metadata.json"}
+    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    return digests()
+
+
+def make_version(
+    source: Path, directory: Path, version: str, *, int8: bool = False, digests: bool = True
+) -> tuple[Path, dict[str, str] | None]:
+    """A copy of a model directory as version `version` (its own metadata, so its own digests); with `int8` an
+    int8 artifact quantized the way export does it. Returns the directory and the registry record's files."""
+    shutil.copytree(source, directory)
+    metadata = json.loads((directory / "metadata.json").read_text())
+    metadata["model_version"] = version
+    metadata.pop("files", None)
+    metadata["int8_artifact"] = None
+    if int8:
+        from trainer.models.quantize import quantize
+
+        calibration, _ = generated_images(64, seed=5)
+        quantize(directory / "model.onnx", calibration.astype(np.float32), directory / "model.int8.onnx")
+        metadata["int8_artifact"] = "model.int8.onnx"
+    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    return directory, digest_files(directory) if digests else None
+
+
+def local_registry(root: Path):
+    """The trainer's own registry on a local directory, with a gate every test model passes."""
+    from trainer.models.registry import ModelRegistry
+
+    return ModelRegistry(str(root), accuracy_floor=0.0, regression_tolerance=1.0)
+
+
+def register(registry, directory: Path, version: str, files: dict[str, str] | None, promote: bool = True) -> str:
+    """Register a version directory the way export does (with its digests) and, by default, promote it."""
+    extra = {"files": files} if files is not None else {}
+    registry.register(
+        str(directory), {"accuracy": 0.9}, "custom", dataset_version="v-generated", version=version, extra=extra
+    )
+    if promote:
+        registry.promote(version)
+    return version

@@ -162,10 +162,10 @@ def test_metrics_count_requests_errors_classes_and_model(client):
     predict(client, {"instances": [[0] * 784]})
     predict(client, {"instances": "nope"})
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'fmnist_http_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'fmnist_http_requests_total{method="POST",model_version="test-v1",route="/predict",status="200"}' in text
     assert 'fmnist_request_errors_total{reason="missing_instances"}' in text
     assert "fmnist_predicted_class_total{class_name=" in text
-    assert 'fmnist_model_info{alias="",model_version="test-v1"' in text
+    assert 'fmnist_model_info{alias="",artifact="model.onnx",model_version="test-v1",role="champion"' in text
     assert "fmnist_http_request_duration_seconds_bucket" in text
 
 
@@ -201,3 +201,46 @@ def test_page_is_off_when_disabled(make_app):
     client = make_app(PAGE_ENABLED="false").test_client()
     assert client.get("/").status_code == 404
     assert "/" not in client.get("/openapi.json").get_json()["paths"]
+
+
+def test_int8_is_served_when_asked_and_named_in_v1_model_and_metrics(tmp_path, model_dir):
+    from service.app import create_app
+    from tests.service.model_factory import make_version
+
+    directory, _ = make_version(model_dir, tmp_path / "q", "v-q", int8=True)
+    client = create_app({"MODEL_URI": str(directory), "MODEL_ARTIFACT": "int8", **ADMIN_ENV}).test_client()
+    serving = client.get("/v1/model").get_json()["serving"]
+    assert (serving["artifact"], serving["artifact_preference"], serving["verified"]) == (
+        "model.int8.onnx",
+        "int8",
+        True,
+    )
+    images, labels = generated_images(20, seed=23)
+    body = predict(client, {"instances": images.tolist()}).get_json()
+    assert body["metadata"] == {"model_version": "v-q"}
+    accuracy = np.mean([p["class_id"] == y for p, y in zip(body["predictions"], labels, strict=True)])
+    assert accuracy >= 0.9  # the quantized graph still classifies
+    full = client.get("/v1/model", headers=ADMIN).get_json()
+    sha = json.loads((directory / "metadata.json").read_text())["files"]["model.int8.onnx"]
+    assert full["source"]["artifact_sha256"] == sha and full["source"]["digests_from"] == "metadata.json"
+    assert 'artifact="model.int8.onnx"' in client.get("/metrics").get_data(as_text=True)
+
+
+def test_an_empty_registry_answers_no_model_until_a_poll_finds_a_champion(tmp_path, model_dir):
+    from service.app import create_app
+    from tests.service.model_factory import local_registry, make_version, register
+
+    root = tmp_path / "models"
+    app = create_app({"MODEL_URI": f"{root}@champion", "PAGE_ENABLED": "true"})
+    client = app.test_client()
+    assert client.get("/health").get_json()["status"] == "no_model"
+    for path in ("/v1/model", "/v1/samples/random"):
+        assert client.get(path).get_json()["error"] == "no_model"
+    reply = predict(client, {"instances": [[0] * 784]})
+    assert reply.status_code == 503 and "index.json does not exist" in reply.get_json()["detail"]
+    directory, files = make_version(model_dir, tmp_path / "v1", "v1")
+    register(local_registry(root), directory, "v1", files)
+    assert app.extensions["fmnist"].champion.poll_once() is True  # what each worker's poll thread does
+    assert predict(client, {"instances": [[0] * 784]}).get_json()["metadata"]["model_version"] == "v1"
+    assert client.get("/health").get_json() == {"status": "ok", "model_version": "v1"}
+    assert b'"version":"v1"' in client.get("/openapi.json").data

@@ -56,6 +56,9 @@ def test_storage_root_override_relative_and_absolute(tmp_path):
         ("PAGE_ENABLED", "maybe", "true or false"),
         ("AIP_PREDICT_ROUTE", "predict", "absolute URL path"),
         ("LOG_LEVEL", "chatty", "LOG_LEVEL"),
+        ("MODEL_POLL_S", "0", "MODEL_POLL_S='0': expected a positive number"),
+        ("MODEL_ARTIFACT", "fp16", "MODEL_ARTIFACT='fp16': expected one of float, int8"),
+        ("REQUIRE_DIGESTS", "sometimes", "REQUIRE_DIGESTS='sometimes': expected true or false"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, fragment):
@@ -78,3 +81,13 @@ def test_forwarded_for_is_trusted_only_on_the_managed_platforms():
     assert ServiceConfig.from_env({}).trusted_proxy_hops == 0
     assert ServiceConfig.from_env({"K_SERVICE": "fmnist"}).trusted_proxy_hops == 1
     assert ServiceConfig.from_env({"K_SERVICE": "fmnist", "TRUSTED_PROXY_HOPS": "2"}).trusted_proxy_hops == 2
+
+
+def test_model_following_defaults_and_the_deprecated_recheck_name():
+    config = ServiceConfig.from_env({})
+    assert (config.model_poll_s, config.model_artifact, config.require_digests) == (30.0, "float", False)
+    assert ServiceConfig.from_env({"K_SERVICE": "fmnist"}).require_digests is True  # managed: refuse unverifiable
+    assert ServiceConfig.from_env({"AIP_MODE": "PREDICTION", "REQUIRE_DIGESTS": "false"}).require_digests is False
+    assert ServiceConfig.from_env({"MODEL_RECHECK_S": "5"}).model_poll_s == 5.0  # the old name still counts
+    assert ServiceConfig.from_env({"MODEL_RECHECK_S": "5", "MODEL_POLL_S": "2"}).model_poll_s == 2.0
+    assert ServiceConfig.from_env({"MODEL_ARTIFACT": "INT8"}).model_artifact == "int8"
