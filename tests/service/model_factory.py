@@ -103,3 +103,49 @@ def upload_tree(local: Path, bucket_uri: str, prefix: str) -> None:
     for path in sorted(local.rglob("*")):
         if path.is_file():
             bucket.blob(f"{prefix}/{path.relative_to(local)}").upload_from_filename(str(path))
+
+
+def build_linear_model_dir(source: Path, directory: Path, version: str, seed: int = 0) -> Path:
+    """A second, different real model: `source`'s metadata under another version, and a random linear softmax
+    classifier as model.onnx (built with onnx.helper in milliseconds: no training), which disagrees with the CNN."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [784, 10], rng.normal(0, 0.01, 7840).astype(np.float32))
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 784])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["pixels", "shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
+        [weights, shape],
+    )
+    shutil.copytree(source, directory, dirs_exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(directory / "model.onnx"))
+    metadata = json.loads((directory / "metadata.json").read_text())
+    metadata["model_version"] = version
+    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    return directory
+
+
+def add_version(root: Path, model_dir: Path, version: str, alias: str | None = None) -> Path:
+    """Register one more version in a build_registry bucket (optionally under `alias`)."""
+    shutil.copytree(model_dir, root / "registry" / "versions" / version, dirs_exist_ok=True)
+    index_path = root / "registry" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["versions"][version] = {
+        "path": f"registry/versions/{version}",
+        "metrics": {},
+        "source": "custom",
+        "dataset_version": "v-generated",
+        "created_at": "2026-11-26T00:00:00Z",
+    }
+    if alias:
+        index["aliases"][alias] = version
+    index_path.write_text(json.dumps(index))
+    return root
