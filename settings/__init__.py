@@ -113,6 +113,11 @@ class ServiceSettings(_Section):
     max_instances_per_request: int = Field(256, ge=1)
     page_enabled: bool = True
     workers: int = Field(2, ge=1)
+    # champion/challenger in the service (service/rollout.py); thresholds come from `rollout:`
+    challenger: str = Field("", description="alias, version id or reference of a challenger; empty = no rollout")
+    rollout_mode: Literal["shadow", "canary"] = "shadow"
+    canary_percent: float = Field(10.0, ge=0, le=100, description="share of clients the challenger answers (canary)")
+    shadow_sample_every: int = Field(1, ge=1, description="score every k-th request with the other model")
 
 
 class WorkbenchSettings(_Section):
