@@ -81,6 +81,22 @@ def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r}: expected true or false (also 1/0, yes/no, on/off)")
 
 
+def _choice(environ: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.strip().lower() not in choices:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+    return raw.strip().lower()
+
+
+def _poll_interval(environ: Mapping[str, str]) -> float:
+    """MODEL_POLL_S; MODEL_RECHECK_S (its name while the service only looked for a first model) still counts."""
+    if environ.get("MODEL_POLL_S") or not environ.get("MODEL_RECHECK_S"):
+        return _float(environ, "MODEL_POLL_S", 30.0)
+    return _float(environ, "MODEL_RECHECK_S", 30.0)
+
+
 def _route(environ: Mapping[str, str], name: str, default: str) -> str:
     raw = environ.get(name) or default
     if not raw.startswith("/") or any(c in raw for c in " ?#<>"):
@@ -192,7 +208,9 @@ class ServiceConfig:
     log_level: str = "INFO"
     google_cloud_project: str | None = None
     trusted_proxy_hops: int = 0
-    model_recheck_s: float = 10.0
+    model_poll_s: float = 30.0
+    model_artifact: str = "float"
+    require_digests: bool = False
     admin_enabled: bool = False
     admin_token: str | None = field(default=None, repr=False)
     rollout: RolloutConfig | None = None  # CHALLENGER set: a second model beside the champion
@@ -230,7 +248,9 @@ class ServiceConfig:
             log_level=log_level,
             google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 1 if on_managed_platform(env) else 0, 0, 8),
-            model_recheck_s=_float(env, "MODEL_RECHECK_S", 10.0),
+            model_poll_s=_poll_interval(env),
+            model_artifact=_choice(env, "MODEL_ARTIFACT", "float", ("float", "int8")),
+            require_digests=_bool(env, "REQUIRE_DIGESTS", on_managed_platform(env)),
             admin_enabled=admin_enabled,
             admin_token=admin_token if admin_enabled else None,
             rollout=RolloutConfig.from_env(env, model_uri),

@@ -71,12 +71,24 @@ def api_base(environ: Mapping[str, str] = os.environ) -> str:
     return emulator.rstrip("/") if "://" in emulator else f"http://{emulator.rstrip('/')}"
 
 
-def build_request(uri: str, token: str | None, environ: Mapping[str, str] = os.environ) -> urllib.request.Request:
-    """The JSON API media download of one object (`alt=media`), with a bearer token when one is needed."""
+def build_request(
+    uri: str,
+    token: str | None,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    generation: int | None = None,
+    metadata_only: bool = False,
+) -> urllib.request.Request:
+    """The JSON API media download of one object (`alt=media`; that very `generation` when given), or with
+    `metadata_only` its generation alone (`fields=generation`, a reply of a few bytes), with a bearer token when
+    one is needed."""
     bucket, name = split_uri(uri)
+    query = "fields=generation" if metadata_only else "alt=media"
+    if generation is not None:
+        query += f"&generation={int(generation)}"
     url = (
         f"{api_base(environ)}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}"
-        f"/o/{urllib.parse.quote(name, safe='')}?alt=media"
+        f"/o/{urllib.parse.quote(name, safe='')}?{query}"
     )
     headers = {"User-Agent": "fmnist-service"}
     if token:
@@ -179,11 +191,21 @@ def _send(request: urllib.request.Request, what: str, retries: int = RETRIES, ti
 
 
 class GcsReader:
-    """Reads whole objects; one token source per reader."""
+    """Reads whole objects, or an object's generation; one token source per reader."""
 
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         self._environ = environ
         self._tokens = TokenSource(environ)
 
-    def read(self, uri: str) -> bytes:
-        return _send(build_request(uri, self._tokens.token(), self._environ), uri)
+    def read(self, uri: str, generation: int | None = None) -> bytes:
+        """The object's bytes (of that generation when given: GcsNotFound once it has been replaced)."""
+        return _send(build_request(uri, self._tokens.token(), self._environ, generation=generation), uri)
+
+    def generation(self, uri: str) -> int:
+        """The object's generation: it changes on every rewrite, so a poll costs one small request."""
+        request = build_request(uri, self._tokens.token(), self._environ, metadata_only=True)
+        reply = _json_request(request, uri)
+        try:
+            return int(reply["generation"])
+        except (KeyError, TypeError, ValueError):
+            raise GcsError(f"{uri}: the metadata reply has no generation ({str(reply)[:80]})") from None

@@ -37,6 +37,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "pid": record.process,
         }
+        fields = getattr(record, "fields", None)  # logging's extra={"fields": {...}}: searchable keys of the line
+        if isinstance(fields, dict):
+            entry.update({key: value for key, value in fields.items() if key not in entry})
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

@@ -50,6 +50,12 @@ LATENCY = Histogram(
 ERRORS = Counter("fmnist_request_errors", "Rejected or failed requests by reason", ["reason"])
 INSTANCES = Counter("fmnist_instances", "Images received for prediction, by encoding (json, b64, binary)", ["encoding"])
 PREDICTED = Counter("fmnist_predicted_class", "Predictions by predicted class", ["class_name"])
+MODEL_REFUSED = Counter(
+    "fmnist_model_refused",
+    "Model versions a worker refused to serve (digests, missing files, a graph that fails warm-up), by role and reason",
+    ["role", "reason"],
+)
+MODEL_SWAPS = Counter("fmnist_model_swaps", "Times a worker started serving another model version, by role", ["role"])
 INFERENCE = Histogram(
     "fmnist_inference_duration_seconds", "ONNX Runtime time per request (all its images)", buckets=LATENCY_BUCKETS
 )

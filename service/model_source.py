@@ -13,8 +13,10 @@ stops start-up with the file and the field at fault, like every other load error
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,9 @@ from contracts.layout import REGISTRY_INDEX, ModelFiles, parse_model_reference, 
 from service.gcs import GCS_SCHEME, GcsError, GcsNotFound, GcsReader
 
 METADATA_FILE, SAMPLES_FILE, DEFAULT_ARTIFACT = ModelFiles.METADATA, ModelFiles.SAMPLES, ModelFiles.ONNX
+ARTIFACT_CHOICES = ("float", "int8")
 _REQUIRED_KEYS = ("model_version", "class_names", "input")
+log = logging.getLogger("service")
 
 
 class ModelLoadError(Exception):
@@ -41,6 +45,23 @@ class NoModelPromoted(ModelLoadError):
     """The registry has no version under the alias yet (or no index at all): the service can wait for one."""
 
 
+class ModelReadError(ModelLoadError):
+    """Reading failed for a reason that may pass (a GCS outage, a timeout): worth trying again later."""
+
+
+class ModelRefused(ModelLoadError):
+    """The version's files are not the ones recorded (or cannot be checked): it must not be served.
+
+    `reason` is one of REFUSAL_REASONS, a closed set for the refused-versions metric."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+REFUSAL_REASONS = ("digest_mismatch", "missing_file", "no_digest", "invalid")
+
+
 @dataclass(frozen=True)
 class SampleImages:
     """A few labelled test images shipped in the model directory, for the page's 'random test image'."""
@@ -51,14 +72,22 @@ class SampleImages:
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """Everything read from the model directory; workers build their inference sessions from `model_path`."""
+    """Everything read from the model directory; workers build their inference sessions from `model_path`.
+
+    `artifact_sha256` is the digest the serving artifact must have (from the registry record or metadata.json),
+    None when the version recorded none and REQUIRE_DIGESTS is off: `read_artifact` checks it on the very bytes
+    the session is built from."""
 
     requested_uri: str
     version_dir: str
     alias: str | None
     metadata: dict[str, Any]
-    model_path: str  # a local file
+    model_path: str  # a local file, or the gs:// object when it was not downloaded
     samples: SampleImages | None
+    artifact: str = DEFAULT_ARTIFACT  # the file name that serves: model.onnx or model.int8.onnx
+    artifact_sha256: str | None = None
+    digests_from: str | None = None  # "registry record", "metadata.json" or None (unverified)
+    version_id: str | None = None  # the registry's id (None for a plain directory)
 
     @property
     def version(self) -> str:
@@ -67,6 +96,10 @@ class ModelBundle:
     @property
     def class_names(self) -> list[str]:
         return list(self.metadata["class_names"])
+
+    @property
+    def verified(self) -> bool:
+        return self.artifact_sha256 is not None
 
 
 def join(base: str, *parts: str) -> str:
@@ -79,13 +112,13 @@ class _Reader:
     def __init__(self) -> None:
         self._gcs: GcsReader | None = None
 
-    def local_copy(self, uri: str, cache_dir: str | None) -> str:
+    def local_copy(self, uri: str, cache_dir: str | None, data: bytes | None = None) -> str:
         """A local file holding the object: the file itself when local, else a download into cache_dir."""
         if not uri.startswith(GCS_SCHEME):
             if not Path(uri).is_file():
                 raise _NotFound(f"{uri} does not exist")
             return uri
-        data = self.read(uri)
+        data = self.read(uri) if data is None else data
         if cache_dir is None:
             parent = os.environ.get("SERVICE_STATE_DIR") or os.environ.get("TMPDIR") or "/tmp"
             cache_dir = os.path.join(parent, f"fmnist-model-{os.getpid()}-{os.urandom(4).hex()}")
@@ -95,21 +128,64 @@ class _Reader:
             fh.write(data)
         return path
 
-    def read(self, uri: str) -> bytes:
+    def gcs(self) -> GcsReader:
+        self._gcs = self._gcs or GcsReader()
+        return self._gcs
+
+    def read(self, uri: str, generation: int | None = None) -> bytes:
         if uri.startswith(GCS_SCHEME):
-            self._gcs = self._gcs or GcsReader()
             try:
-                return self._gcs.read(uri)
+                return self.gcs().read(uri, generation)
             except GcsNotFound:
                 raise _NotFound(f"{uri} does not exist") from None
             except GcsError as exc:
-                raise ModelLoadError(f"cannot read {uri}: {exc}") from None
+                raise ModelReadError(f"cannot read {uri}: {exc}") from None
         try:
             return Path(uri).read_bytes()
         except FileNotFoundError:
             raise _NotFound(f"{uri} does not exist") from None
         except OSError as exc:
-            raise ModelLoadError(f"cannot read {uri}: {exc.strerror}") from None
+            raise ModelReadError(f"cannot read {uri}: {exc.strerror}") from None
+
+    def version_token(self, uri: str) -> object:
+        """What changes whenever the object is rewritten, read cheaply: the GCS generation (one small metadata
+        request) or the local file's inode, size and change times; None when it does not exist."""
+        if uri.startswith(GCS_SCHEME):
+            try:
+                return self.gcs().generation(uri)
+            except GcsNotFound:
+                return None
+            except GcsError as exc:
+                raise ModelReadError(f"cannot read {uri}: {exc}") from None
+        try:
+            st = os.stat(uri)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ModelReadError(f"cannot read {uri}: {exc.strerror}") from None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def read_versioned(self, uri: str) -> tuple[object, bytes | None]:
+        """(token, bytes) of one and the same version of the object; (None, None) when it does not exist.
+
+        The token comes first and the read is pinned to it (GCS generation; locally the open file's own
+        status), so a rewrite in between is seen as a change by the next poll instead of being missed."""
+        if uri.startswith(GCS_SCHEME):
+            token = self.version_token(uri)
+            if token is None:
+                return None, None
+            try:
+                return token, self.read(uri, int(str(token)))
+            except _NotFound:  # replaced between the two requests: the next poll sees the new generation
+                return None, None
+        try:
+            with open(uri, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), fh.read()
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            raise ModelReadError(f"cannot read {uri}: {exc.strerror}") from None
 
 
 def contained(base: str, name: object, where: str, field: str) -> str:
@@ -140,31 +216,73 @@ def split_reference(uri: str) -> tuple[str, str | None]:
 
 def resolve_version_dir(uri: str, reader: _Reader | None = None) -> tuple[str, str | None]:
     """The model version directory a URI names, and the alias it was reached through (if any)."""
+    resolved = resolve(uri, reader)
+    return resolved.version_dir, resolved.alias
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a model reference leads now: the version directory and, through a registry, the version's record."""
+
+    uri: str
+    version_dir: str
+    alias: str | None
+    version_id: str | None = None
+    record: dict[str, Any] | None = None
+
+
+def resolve(uri: str, reader: _Reader | None = None) -> Resolved:
+    """Resolve `uri` (a model directory, or `<root>@<alias or version id>`) by reading the registry index once."""
     reader = reader or _Reader()
     root, alias = split_reference(uri)
     if alias is None:
-        return root, None
+        return Resolved(uri, root, None)
     index_uri = join(root, REGISTRY_INDEX)
     try:
-        index = json.loads(reader.read(index_uri))
+        data = reader.read(index_uri)
     except _NotFound:
-        raise NoModelPromoted(
-            f"no model to serve: {index_uri} does not exist, so the registry at {root} has no '{alias}'. "
-            "Train, export and promote a model first (python -m trainer train / export / registry promote), "
-            "or point MODEL_URI at a model directory."
-        ) from None
+        raise missing_index(uri) from None
+    return select_version(uri, parse_index(data, index_uri), index_uri)
+
+
+def missing_index(uri: str) -> NoModelPromoted:
+    """What to say while the registry has no index.json at all (a fresh project)."""
+    root, alias = split_reference(uri)
+    return NoModelPromoted(
+        f"no model to serve: {join(root, REGISTRY_INDEX)} does not exist, so the registry at {root} has no "
+        f"'{alias}'. Train, export and promote a model first (python -m trainer train / export / registry "
+        "promote), or point MODEL_URI at a model directory."
+    )
+
+
+def parse_index(data: bytes, index_uri: str) -> dict[str, Any]:
+    """index.json as an object whose `aliases` and `versions` are objects; ModelLoadError naming the field."""
+    try:
+        index = json.loads(data)
     except ValueError as exc:
         raise ModelLoadError(f"{index_uri}: not valid JSON ({exc})") from None
     if not isinstance(index, dict):
         raise ModelLoadError(
             f"{index_uri}: expected a JSON object with 'versions' and 'aliases', got {type(index).__name__}"
         )
+    _object_field(index, "aliases", index_uri)
+    _object_field(index, "versions", index_uri)
+    return index
+
+
+def select_version(uri: str, index: dict[str, Any], index_uri: str) -> Resolved:
+    """The version `uri`'s alias names in `index` (an alias first; else a registered version id, which pins it)."""
+    root, alias = split_reference(uri)
+    if alias is None:
+        return Resolved(uri, root, None)
     aliases = _object_field(index, "aliases", index_uri)
     versions = _object_field(index, "versions", index_uri)
     version_id = aliases.get(alias)
     if version_id is not None and not isinstance(version_id, str):
         kind = type(version_id).__name__
         raise ModelLoadError(f"{index_uri}: aliases.{alias} must be a version id string, got {kind}")
+    if not version_id and alias in versions:
+        version_id = alias  # `<root>@<version id>`: that version, whatever the aliases say
     if not version_id:
         known = ", ".join(sorted(str(name)[:40] for name in aliases)[:10]) or "none"
         raise NoModelPromoted(
@@ -178,7 +296,8 @@ def resolve_version_dir(uri: str, reader: _Reader | None = None) -> tuple[str, s
     if not isinstance(record, dict):
         raise ModelLoadError(f"{index_uri}: versions.{version_id[:80]} must be an object, got {type(record).__name__}")
     path = record.get("path") or version_dir(version_id)
-    return contained(root, path, index_uri, f"versions.{version_id[:80]}.path"), alias
+    directory = contained(root, path, index_uri, f"versions.{version_id[:80]}.path")
+    return Resolved(uri, directory, alias, version_id, record)
 
 
 def _object_field(document: dict[str, Any], name: str, where: str) -> dict[str, Any]:
@@ -221,39 +340,196 @@ def _load_samples(data: bytes, where: str) -> SampleImages:
     return SampleImages(images, labels)
 
 
-def load_bundle(uri: str, cache_dir: str | None = None) -> ModelBundle:
+def _recorded_digests(resolved: Resolved, metadata: dict[str, Any] | None, where: str) -> tuple[dict[str, str], str]:
+    """The SHA-256 map to check files against, and where it came from: the registry record's `files` (it covers
+    metadata.json too) when the version was reached through the registry, else metadata.json's `files`."""
+    for source, holder in (("registry record", resolved.record), ("metadata.json", metadata)):
+        if holder is None or holder.get("files") is None:
+            continue
+        files = holder["files"]
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in files.items()
+        ):
+            raise ModelRefused(f"{where}: the {source}'s files must map file names to SHA-256 hex digests", "invalid")
+        return files, source
+    return {}, ""
+
+
+def check_digest(uri: str, name: str, data: bytes, digests: dict[str, str], source: str) -> str:
+    """The file's recorded digest, after checking `data` against it; ModelRefused naming the file and both digests."""
+    expected = digests.get(name)
+    if expected is None:
+        raise ModelRefused(
+            f"{uri} has no SHA-256 in the {source} (it lists {', '.join(sorted(digests)) or 'nothing'}); "
+            "refused: a file the service reads must be recorded. Register the version again",
+            "no_digest",
+        )
+    found = hashlib.sha256(data).hexdigest()
+    if found != expected:
+        raise ModelRefused(
+            f"{uri} was changed, truncated or damaged: sha256 {found} ({len(data):,} bytes), the {source} records "
+            f"{expected}. Refused; restore the file or register the model again",
+            "digest_mismatch",
+        )
+    return expected
+
+
+def _choose_artifact(metadata: dict[str, Any], preference: str) -> tuple[object, str]:
+    """(file name, metadata field) to serve: int8_artifact when int8 is asked for and the export's gate passed it
+    (the field is set only then), else serving_artifact (default model.onnx)."""
+    artifact = metadata.get("serving_artifact")
+    artifact = DEFAULT_ARTIFACT if artifact is None else artifact
+    if preference == "int8":
+        int8 = metadata.get("int8_artifact")
+        if int8 is not None:
+            return int8, "int8_artifact"
+        log.warning(
+            "MODEL_ARTIFACT=int8 but model %s has no int8 artifact (metadata int8_artifact is unset: it was not "
+            "exported or did not pass its accuracy gate); serving the float artifact %s",
+            metadata.get("model_version"),
+            artifact,
+        )
+    return artifact, "serving_artifact"
+
+
+def load_bundle(
+    uri: str,
+    cache_dir: str | None = None,
+    *,
+    artifact_preference: str = "float",
+    require_digests: bool = False,
+    download: bool = True,
+) -> ModelBundle:
     """Resolve `uri`, read metadata and the optional samples, and locate the serving artifact (downloading it into
-    `cache_dir` when it is on GCS; default: a directory under SERVICE_STATE_DIR or TMPDIR); ModelLoadError if
-    unusable."""
+    `cache_dir` when it is on GCS and `download`; default: a directory under SERVICE_STATE_DIR or TMPDIR).
+    Every file read is checked against its recorded SHA-256; ModelLoadError (ModelRefused) if unusable."""
     reader = _Reader()
-    version_dir, alias = resolve_version_dir(uri, reader)
+    return load_resolved(
+        resolve(uri, reader),
+        reader,
+        cache_dir,
+        artifact_preference=artifact_preference,
+        require_digests=require_digests,
+        download=download,
+    )
+
+
+def load_resolved(
+    resolved: Resolved,
+    reader: _Reader | None = None,
+    cache_dir: str | None = None,
+    *,
+    artifact_preference: str = "float",
+    require_digests: bool = False,
+    download: bool = True,
+) -> ModelBundle:
+    """load_bundle for an already resolved reference (what a poll of the registry found)."""
+    reader = reader or _Reader()
+    version_dir = resolved.version_dir
     meta_uri = join(version_dir, METADATA_FILE)
     try:
         raw_metadata = reader.read(meta_uri)
     except _NotFound:
-        raise ModelLoadError(
+        raise ModelRefused(
             f"{version_dir} is not a model directory: {METADATA_FILE} is missing "
-            "(expected model.onnx + metadata.json, as `python -m trainer export` writes)"
+            "(expected model.onnx + metadata.json, as `python -m trainer export` writes)",
+            "missing_file",
         ) from None
+    digests, source = _recorded_digests(resolved, None, _index_uri(resolved))
+    if digests:
+        check_digest(meta_uri, METADATA_FILE, raw_metadata, digests, source)
     try:
         parsed = json.loads(raw_metadata)
     except ValueError as exc:
-        raise ModelLoadError(f"{meta_uri}: not valid JSON ({exc})") from None
-    metadata = validate_metadata(parsed, meta_uri)
-    artifact = metadata.get("serving_artifact")
-    artifact = DEFAULT_ARTIFACT if artifact is None else artifact
-    artifact_uri = contained(version_dir, artifact, meta_uri, "serving_artifact")
-    if not artifact.endswith(".onnx"):
-        raise ModelLoadError(
-            f"{meta_uri}: serving_artifact {artifact!r} is not an ONNX file; "
-            "this service runs ONNX Runtime and needs model.onnx"
+        raise ModelRefused(f"{meta_uri}: not valid JSON ({exc})", "invalid") from None
+    try:
+        metadata = validate_metadata(parsed, meta_uri)
+    except ModelLoadError as exc:
+        raise ModelRefused(str(exc), "invalid") from None
+    if not digests:
+        digests, source = _recorded_digests(resolved, metadata, meta_uri)
+    if not digests and require_digests:
+        raise ModelRefused(
+            f"{version_dir}: neither the registry record nor {METADATA_FILE} records SHA-256 digests (exported "
+            "before digests were recorded), and REQUIRE_DIGESTS is on: refused. Export and register it again, or "
+            "set REQUIRE_DIGESTS=false to serve it unverified",
+            "no_digest",
         )
+    name, field = _choose_artifact(metadata, artifact_preference)
     try:
-        model_path = reader.local_copy(artifact_uri, cache_dir)
-    except _NotFound:
-        raise ModelLoadError(f"{artifact_uri} is missing; re-run the export step") from None
+        artifact_uri = contained(version_dir, name, meta_uri, field)
+    except ModelLoadError as exc:
+        raise ModelRefused(str(exc), "invalid") from None
+    artifact = str(name)
+    if not artifact.endswith(".onnx"):
+        raise ModelRefused(
+            f"{meta_uri}: {field} {artifact!r} is not an ONNX file; "
+            "this service runs ONNX Runtime and needs model.onnx",
+            "invalid",
+        )
+    artifact_sha256 = None
+    if digests:
+        artifact_sha256 = digests.get(artifact)
+        if artifact_sha256 is None:
+            check_digest(artifact_uri, artifact, b"", digests, source)  # raises: no recorded digest
     try:
-        samples = _load_samples(reader.read(join(version_dir, SAMPLES_FILE)), join(version_dir, SAMPLES_FILE))
+        if artifact_uri.startswith(GCS_SCHEME) and not download:
+            model_path = artifact_uri
+        else:
+            model_path = reader.local_copy(artifact_uri, cache_dir)
     except _NotFound:
-        samples = None
-    return ModelBundle(uri, version_dir, alias, metadata, model_path, samples)
+        expected = f" (recorded sha256 {artifact_sha256})" if artifact_sha256 else ""
+        raise ModelRefused(f"{artifact_uri} is missing{expected}; re-run the export step", "missing_file") from None
+    samples_uri = join(version_dir, SAMPLES_FILE)
+    try:
+        raw_samples: bytes | None = reader.read(samples_uri)
+    except _NotFound:
+        raw_samples = None
+    samples = None
+    if raw_samples is not None:
+        if digests:
+            check_digest(samples_uri, SAMPLES_FILE, raw_samples, digests, source)
+        try:
+            samples = _load_samples(raw_samples, samples_uri)
+        except ModelLoadError as exc:
+            raise ModelRefused(str(exc), "invalid") from None
+    if not digests:
+        log.warning(
+            "model %s is served unverified: %s records no SHA-256 digests (an export from before digests were "
+            "recorded); set REQUIRE_DIGESTS=true to refuse such versions",
+            metadata["model_version"],
+            version_dir,
+        )
+    return ModelBundle(
+        resolved.uri,
+        version_dir,
+        resolved.alias,
+        metadata,
+        model_path,
+        samples,
+        artifact,
+        artifact_sha256,
+        source or None,
+        resolved.version_id,
+    )
+
+
+def _index_uri(resolved: Resolved) -> str:
+    return join(split_reference(resolved.uri)[0], REGISTRY_INDEX)
+
+
+def read_artifact(bundle: ModelBundle, reader: _Reader | None = None) -> bytes:
+    """The serving artifact's bytes, checked against the recorded digest: what the session is built from, so the
+    bytes that were verified are the bytes that serve."""
+    reader = reader or _Reader()
+    try:
+        data = reader.read(bundle.model_path)
+    except _NotFound:
+        expected = f" (recorded sha256 {bundle.artifact_sha256})" if bundle.artifact_sha256 else ""
+        raise ModelRefused(
+            f"{bundle.model_path} is missing{expected}; re-run the export step", "missing_file"
+        ) from None
+    if bundle.artifact_sha256 is not None:
+        digests = {bundle.artifact: bundle.artifact_sha256}
+        check_digest(bundle.model_path, bundle.artifact, data, digests, bundle.digests_from or "record")
+    return data

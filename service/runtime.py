@@ -17,9 +17,11 @@ class ModelRuntimeError(Exception):
 
 
 class OnnxClassifier:
-    """Raw pixels float32 [N,28,28] in 0..255 -> probabilities float32 [N,10]."""
+    """Raw pixels float32 [N,28,28] in 0..255 -> probabilities float32 [N,10].
 
-    def __init__(self, model_path: str, input_name: str, n_classes: int = 10):
+    `model` is a file path or the ONNX bytes themselves (what the service passes after checking their digest)."""
+
+    def __init__(self, model: str | bytes, input_name: str, n_classes: int = 10):
         # Imported on first use: under gunicorn the master has imported it already (gunicorn_conf.when_ready),
         # and the workers leave through gunicorn_conf.worker_exit because of what that import implies.
         import onnxruntime as ort
@@ -49,7 +51,7 @@ class OnnxClassifier:
         # never more than CHUNK images per run (-10 MB for 64-image requests, same speed).
         options.enable_mem_pattern = False
         try:
-            self._session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except load_errors as exc:
             raise ModelRuntimeError(f"ONNX Runtime cannot load the model: {exc}") from None
         inputs = {i.name: i for i in self._session.get_inputs()}

@@ -113,7 +113,7 @@ class ServiceState:
         raise RequestError(503, "not_ready", "the model is loading or warming up; retry shortly")
 
     def no_model_detail(self) -> str:
-        hint = PROMOTE_HINT.format(seconds=self.config.model_recheck_s)
+        hint = PROMOTE_HINT.format(seconds=self.config.model_poll_s)
         return f"no model has been promoted yet ({self.waiting_reason}); {hint}"
 
     def _look_for_promoted_model(self) -> None:
@@ -121,7 +121,7 @@ class ServiceState:
         now = time.monotonic()
         if now < self._next_check:
             return
-        self._next_check = now + self.config.model_recheck_s
+        self._next_check = now + self.config.model_poll_s
         try:
             bundle = load_bundle(self.config.model_uri)
         except NoModelPromoted as exc:

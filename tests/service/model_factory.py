@@ -105,6 +105,62 @@ def upload_tree(local: Path, bucket_uri: str, prefix: str) -> None:
             bucket.blob(f"{prefix}/{path.relative_to(local)}").upload_from_filename(str(path))
 
 
+def digest_files(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file, as export records them: metadata.json's `files` gets all but itself, and the
+    returned map (for the registry record) covers metadata.json too."""
+    import hashlib
+
+    def digests() -> dict[str, str]:
+        return {
+            str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*"))
+            if p.is_file()
+        }
+
+    metadata = json.loads((directory / "metadata.json").read_text())
+    metadata["files"] = {name: digest for name, digest in digests().items() if name != "metadata.json"}
+    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    return digests()
+
+
+def make_version(
+    source: Path, directory: Path, version: str, *, int8: bool = False, digests: bool = True
+) -> tuple[Path, dict[str, str] | None]:
+    """A copy of a model directory as version `version` (its own metadata, so its own digests); with `int8` an
+    int8 artifact quantized the way export does it. Returns the directory and the registry record's files."""
+    shutil.copytree(source, directory)
+    metadata = json.loads((directory / "metadata.json").read_text())
+    metadata["model_version"] = version
+    metadata.pop("files", None)
+    metadata["int8_artifact"] = None
+    if int8:
+        from trainer.models.quantize import quantize
+
+        calibration, _ = generated_images(64, seed=5)
+        quantize(directory / "model.onnx", calibration.astype(np.float32), directory / "model.int8.onnx")
+        metadata["int8_artifact"] = "model.int8.onnx"
+    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    return directory, digest_files(directory) if digests else None
+
+
+def local_registry(root: Path):
+    """The trainer's own registry on a local directory, with a gate every test model passes."""
+    from trainer.models.registry import ModelRegistry
+
+    return ModelRegistry(str(root), accuracy_floor=0.0, regression_tolerance=1.0)
+
+
+def register(registry, directory: Path, version: str, files: dict[str, str] | None, promote: bool = True) -> str:
+    """Register a version directory the way export does (with its digests) and, by default, promote it."""
+    extra = {"files": files} if files is not None else {}
+    registry.register(
+        str(directory), {"accuracy": 0.9}, "custom", dataset_version="v-generated", version=version, extra=extra
+    )
+    if promote:
+        registry.promote(version)
+    return version
+
+
 def build_linear_model_dir(source: Path, directory: Path, version: str, seed: int = 0) -> Path:
     """A second, different real model: `source`'s metadata under another version, and a random linear softmax
     classifier as model.onnx (built with onnx.helper in milliseconds: no training), which disagrees with the CNN."""
@@ -129,23 +185,6 @@ def build_linear_model_dir(source: Path, directory: Path, version: str, seed: in
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(directory / "model.onnx"))
     metadata = json.loads((directory / "metadata.json").read_text())
     metadata["model_version"] = version
+    metadata.pop("files", None)  # the copied digests are the CNN's
     (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
     return directory
-
-
-def add_version(root: Path, model_dir: Path, version: str, alias: str | None = None) -> Path:
-    """Register one more version in a build_registry bucket (optionally under `alias`)."""
-    shutil.copytree(model_dir, root / "registry" / "versions" / version, dirs_exist_ok=True)
-    index_path = root / "registry" / "index.json"
-    index = json.loads(index_path.read_text())
-    index["versions"][version] = {
-        "path": f"registry/versions/{version}",
-        "metrics": {},
-        "source": "custom",
-        "dataset_version": "v-generated",
-        "created_at": "2026-11-26T00:00:00Z",
-    }
-    if alias:
-        index["aliases"][alias] = version
-    index_path.write_text(json.dumps(index))
-    return root

@@ -89,7 +89,7 @@ def test_every_log_line_is_json(live_server):
 
 def test_empty_registry_starts_healthy_and_serves_once_a_champion_is_promoted(tmp_path, model_dir):
     root = tmp_path / "store"
-    server = start_service(tmp_path, with_model=False, FMNIST_STORAGE_ROOT=str(root), MODEL_RECHECK_S="0.5")
+    server = start_service(tmp_path, with_model=False, FMNIST_STORAGE_ROOT=str(root), MODEL_POLL_S="0.5")
     try:
         status, health = server.json("GET", "/health")
         assert status == 200 and health["status"] == "no_model"

@@ -1,0 +1,309 @@
+"""Which model version a role serves, and how that changes while the service runs.
+
+Why a slot per role: the registry alias a role follows (`<root>@champion`) moves when someone promotes or rolls
+back, and a restart is not how a new champion should reach the service. A ModelSlot's background thread polls
+the registry index cheaply (its GCS generation, or the local file's inode/size/times: one small request or one
+stat), and only when the alias names another version does it read that version, check every file it reads
+against the recorded SHA-256, build an ONNX Runtime session, warm it up and then swap: one attribute
+assignment. Requests read `slot.current` once and serve with that snapshot, so they never wait for a load and
+never see half of one; the old version is dropped when its last request ends (two versions at most).
+A version that fails a check is refused, logged, counted and remembered (never downloaded again by this
+process); whatever served before keeps serving. A plain model directory never changes: its slot never polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+from contracts.layout import REGISTRY_INDEX
+from service import metrics
+from service.config import ServiceConfig
+from service.model_source import (
+    ModelBundle,
+    ModelLoadError,
+    ModelReadError,
+    ModelRefused,
+    NoModelPromoted,
+    Resolved,
+    _Reader,
+    join,
+    load_resolved,
+    missing_index,
+    parse_index,
+    read_artifact,
+    select_version,
+    split_reference,
+)
+from service.runtime import ModelRuntimeError, OnnxClassifier
+
+log = logging.getLogger("service")
+NO_MODEL = "none"  # the model version reported while a slot serves nothing
+_UNSEEN = object()  # no index version seen yet: the next poll reads it
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One servable version: its files as read, its warmed-up session, and the artifact that session runs."""
+
+    bundle: ModelBundle
+    classifier: OnnxClassifier
+    artifact: str  # the file that serves: model.onnx or model.int8.onnx
+
+    @cached_property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        return self.bundle.class_names
+
+
+class ModelSlot:
+    """Follows one model reference for one role ("champion", say); `current` is what serves, or None."""
+
+    def __init__(self, reference: str, role: str, config: ServiceConfig, *, artifact_preference: str = "float"):
+        self.reference = reference
+        self.role = role
+        self.config = config
+        self.artifact_preference = artifact_preference
+        self.current: LoadedModel | None = None  # replaced, never changed: read it once per request
+        self.waiting_reason: str | None = None  # why `current` is None
+        self.pending: ModelBundle | None = None  # read by prepare() (the gunicorn master), no session yet
+        self.refused: dict[str, str] = {}  # version id (or directory) -> why it was refused
+        self._root, self._alias = split_reference(reference)
+        self._index_uri = join(self._root, REGISTRY_INDEX)
+        self._reader = _Reader()
+        self._seen: object = _UNSEEN  # the index version last looked at
+        self._serving_id: str | None = None  # the registry version id of `current` (or of `pending`)
+        self._listeners: list[Callable[[LoadedModel], None]] = []
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_read_error: str | None = None
+
+    @property
+    def follows_registry(self) -> bool:
+        """True for `<root>@<alias or version id>`; a plain model directory never changes."""
+        return self._alias is not None
+
+    @property
+    def version(self) -> str:
+        current = self.current
+        return NO_MODEL if current is None else current.version
+
+    def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
+        """Call `listener(new)` (in the thread that swapped) each time another version starts serving."""
+        self._listeners.append(listener)
+
+    # ---- loading ---------------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Read (and verify) the version the reference names now, without building a session: the gunicorn
+        master does this once before forking, so a gs:// model is downloaded once and a bad model directory stops
+        start-up. For a registry reference nothing stops start-up: the slot waits (or refuses) and polls on."""
+        with self._poll_lock:
+            if not self.follows_registry:
+                self.pending = load_resolved(
+                    Resolved(self.reference, self._root, None),
+                    self._reader,
+                    artifact_preference=self.artifact_preference,
+                    require_digests=self.config.require_digests,
+                )
+                return
+            found = self._changed_version()
+            if found is not None:
+                try:
+                    self.pending = self._read(found, download=True)
+                    self._serving_id = found.version_id
+                except ModelReadError as exc:
+                    self._retry_later(found, exc)
+                except ModelLoadError as exc:
+                    self._refuse(found, exc)
+
+    def activate(self) -> None:
+        """Build this process's session for the prepared version and serve it (each gunicorn worker, after the
+        fork: sessions are not shared across processes). A plain directory that fails raises, which stops the
+        worker's boot; a registry reference refuses the version and keeps polling."""
+        with self._poll_lock:
+            bundle, self.pending = self.pending, None
+            if bundle is not None:
+                try:
+                    self._install(self._build(bundle), bundle.version_id)
+                except (ModelLoadError, ModelRuntimeError) as exc:
+                    if not self.follows_registry:
+                        raise
+                    self._serving_id = None
+                    found = Resolved(bundle.requested_uri, bundle.version_dir, bundle.alias, bundle.version_id)
+                    if isinstance(exc, ModelReadError):
+                        self._retry_later(found, exc)
+                    else:
+                        self._refuse(found, exc)
+                return
+        if self.current is None:
+            self.poll_once()
+
+    def poll_once(self) -> bool:
+        """Look at the registry once; load, verify, warm up and swap if the alias names another version.
+        True when another version now serves. Cheap when nothing changed: one stat or one metadata request."""
+        if not self.follows_registry or not self._poll_lock.acquire(blocking=False):
+            return False
+        try:
+            found = self._changed_version()
+            if found is None:
+                return False
+            try:
+                loaded = self._build(self._read(found, download=False))
+            except ModelReadError as exc:
+                self._retry_later(found, exc)
+                return False
+            except (ModelLoadError, ModelRuntimeError) as exc:
+                self._refuse(found, exc)
+                return False
+            self._install(loaded, found.version_id)
+            return True
+        finally:
+            self._poll_lock.release()
+
+    def _changed_version(self) -> Resolved | None:
+        """The version the alias names now, if it differs from what serves and was not refused; else None."""
+        try:
+            token = self._reader.version_token(self._index_uri)
+            if token is not None and token == self._seen:
+                return None
+            token, data = self._reader.read_versioned(self._index_uri)
+        except ModelReadError as exc:
+            self._note_read_error(str(exc))
+            return None
+        if token is not None and token == self._seen:
+            return None
+        self._seen, self._last_read_error = token, None
+        try:
+            if data is None:
+                raise missing_index(self.reference)
+            found = select_version(self.reference, parse_index(data, self._index_uri), self._index_uri)
+        except NoModelPromoted as exc:
+            if self.current is None and self.pending is None:
+                self.waiting_reason = str(exc)
+            else:
+                log.warning("%s; still serving %s", exc, self.version, extra=self._fields("model_unset"))
+            return None
+        except ModelLoadError as exc:  # a malformed index: keep what serves, say so once per index version
+            log.error("%s; still serving %s", exc, self.version, extra=self._fields("index_invalid", reason=str(exc)))
+            if self.current is None:
+                self.waiting_reason = str(exc)
+            return None
+        key = found.version_id or found.version_dir
+        if found.version_id == self._serving_id or key in self.refused:
+            return None
+        return found
+
+    def _read(self, found: Resolved, *, download: bool) -> ModelBundle:
+        return load_resolved(
+            found,
+            self._reader,
+            artifact_preference=self.artifact_preference,
+            require_digests=self.config.require_digests,
+            download=download,
+        )
+
+    def _build(self, bundle: ModelBundle) -> LoadedModel:
+        """Session from the verified bytes, then warm-up: a version that cannot answer never serves."""
+        started = time.perf_counter()
+        data = read_artifact(bundle, self._reader)
+        try:
+            classifier = OnnxClassifier(data, bundle.metadata["input"]["name"], len(bundle.class_names))
+            del data
+            classifier.warm_up()
+        except ModelRuntimeError as exc:
+            raise ModelRefused(f"{bundle.model_path}: {exc}", "invalid") from None
+        log.info(
+            "model %s ready in worker %d (%s, %s; session + warm-up %.1f ms)",
+            bundle.version,
+            os.getpid(),
+            bundle.artifact,
+            f"sha256 checked against the {bundle.digests_from}" if bundle.verified else "unverified",
+            (time.perf_counter() - started) * 1000,
+            extra=self._fields("model_ready", model_version=bundle.version, artifact=bundle.artifact),
+        )
+        return LoadedModel(bundle, classifier, bundle.artifact)
+
+    def _install(self, loaded: LoadedModel, version_id: str | None) -> None:
+        previous = self.version
+        self.current = loaded  # the swap: requests that started before finish with their own snapshot
+        self._serving_id = version_id
+        self.waiting_reason = None
+        metrics.MODEL_SWAPS.labels(self.role).inc()
+        for listener in self._listeners:
+            listener(loaded)
+        if previous != NO_MODEL:
+            log.info(
+                "%s now serves %s (was %s)",
+                self.role,
+                loaded.version,
+                previous,
+                extra=self._fields("model_swapped", model_version=loaded.version, previous=previous),
+            )
+
+    def _refuse(self, found: Resolved, exc: Exception) -> None:
+        reason = exc.reason if isinstance(exc, ModelRefused) else "invalid"
+        key = found.version_id or found.version_dir
+        self.refused[key] = str(exc)
+        metrics.MODEL_REFUSED.labels(self.role, reason).inc()
+        log.error(
+            "refused model version %s for %s (%s): %s; %s",
+            key,
+            self.role,
+            reason,
+            exc,
+            f"still serving {self.version}"
+            if self.current is not None
+            else "nothing is served until another version is promoted",
+            extra=self._fields("model_refused", model_version=key, reason=reason, detail=str(exc)),
+        )
+        if self.current is None:
+            self.waiting_reason = f"version {key} was refused: {exc}"
+
+    def _retry_later(self, found: Resolved, exc: ModelLoadError) -> None:
+        self._seen = _UNSEEN  # look again next poll: a read error may pass
+        self._note_read_error(f"cannot load version {found.version_id or found.version_dir}: {exc}")
+
+    def _note_read_error(self, message: str) -> None:
+        if message != self._last_read_error:  # once per distinct error, not every poll during an outage
+            log.warning("%s; retrying every %g s", message, self.config.model_poll_s, extra=self._fields("read_error"))
+        self._last_read_error = message
+        if self.current is None and self.pending is None:
+            self.waiting_reason = message
+
+    def _fields(self, event: str, **more: str) -> dict[str, dict[str, str]]:
+        return {"fields": {"event": event, "role": self.role, "reference": self.reference, **more}}
+
+    # ---- the poll thread ------------------------------------------------------------------------------------
+
+    def start(self, interval_s: float | None = None) -> None:
+        """Poll every `interval_s` (default MODEL_POLL_S) in a daemon thread; a plain directory starts none.
+        Call it in the process that serves (a gunicorn worker, after the fork: threads do not survive one)."""
+        if not self.follows_registry or (self._thread is not None and self._thread.is_alive()):
+            return
+        interval = self.config.model_poll_s if interval_s is None else interval_s
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(interval,), name=f"model-poll-{self.role}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                self.poll_once()
+            except Exception:
+                log.exception("the %s model poll failed; trying again in %g s", self.role, interval_s)
