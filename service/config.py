@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from contracts.layout import CHAMPION, DEFAULT_STORAGE_ROOT, model_reference, parse_model_reference, version_dir
+from contracts.layout import CHAMPION, DEFAULT_STORAGE_ROOT, model_reference, parse_model_reference
 from contracts.rollout import Thresholds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,6 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 MIN_ADMIN_TOKEN_CHARS = 24
 ROLLOUT_MODES = ("shadow", "canary")
-_VERSION_ID = re.compile(r"v\d{8}-\d{6}-[0-9a-f]{4}")  # trainer.models.registry.new_version_id
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -119,8 +118,8 @@ def _fraction(environ: Mapping[str, str], name: str, default: float, *, allow_ze
 
 
 def challenger_reference(challenger: str, model_uri: str) -> str:
-    """What CHALLENGER names, as a model URI: a full reference or directory as is; an alias (`candidate`) in the
-    registry MODEL_URI names; a registry version id (v20261126-104114-3f9a) as that version's directory."""
+    """What CHALLENGER names, as a model URI: a full reference or directory as is; an alias (`candidate`) or a
+    version id (v20261126-104114-3f9a, pinned) as `<root>@<name>` in the registry MODEL_URI names."""
     if "/" in challenger or "@" in challenger or ":" in challenger:
         return challenger
     if not _NAME.fullmatch(challenger):
@@ -135,10 +134,7 @@ def challenger_reference(challenger: str, model_uri: str) -> str:
             "directory, not a registry reference <models root>@<alias>: give CHALLENGER as a full reference or "
             "directory"
         )
-    root = registry[0]
-    if _VERSION_ID.fullmatch(challenger):
-        return f"{root.rstrip('/')}/{version_dir(challenger)}"
-    return model_reference(root, challenger)
+    return model_reference(registry[0], challenger)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def test_challenger_is_resolved_in_the_champions_registry():
     assert (rollout.reference, rollout.mode, rollout.sample_every) == ("gs://b-models@candidate", "shadow", 1)
     assert rollout.thresholds == Thresholds()
     version = ServiceConfig.from_env({**env, "CHALLENGER": "v20261126-104114-3f9a"}).rollout
-    assert version is not None and version.reference == "gs://b-models/registry/versions/v20261126-104114-3f9a"
+    assert version is not None and version.reference == "gs://b-models@v20261126-104114-3f9a"
     full = ServiceConfig.from_env({**env, "CHALLENGER": "/other/models@next"}).rollout
     assert full is not None and full.reference == "/other/models@next"
     canary = ServiceConfig.from_env(
