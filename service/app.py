@@ -22,7 +22,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from service import metrics
-from service.accounting import ERROR, INSTANCES, REQUEST_ID, AccountingMiddleware
+from service.accounting import ERROR, INSTANCES, REQUEST_ID, AccountingMiddleware, client_ip
 from service.admin import is_admin, require_admin
 from service.body import read_body
 from service.config import ServiceConfig
@@ -30,6 +30,7 @@ from service.errors import RequestError
 from service.logs import configure_logging
 from service.model_source import ModelBundle, NoModelPromoted, load_bundle
 from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_query
+from service.rollout import CLIENT_HEADER, OFF, Answer
 from service.state import ServiceState
 
 if TYPE_CHECKING:
@@ -138,6 +139,18 @@ def _parse(state: ServiceState) -> ParsedRequest:
     )
 
 
+def _rollout_predict(state: ServiceState, pixels: np.ndarray) -> Answer:
+    """Champion and challenger (service/rollout.py); the canary key is X-Client-Id, else the client address."""
+    assert state.rollout is not None and state.champion_model is not None
+    key = request.headers.get(CLIENT_HEADER) or ""
+    if not key and state.rollout.canary:
+        environ = request.environ
+        key = client_ip(
+            environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR"), state.config.trusted_proxy_hops
+        )
+    return state.rollout.predict(pixels, state.champion_model, key)
+
+
 def _register_routes(app: Flask, state: ServiceState) -> None:
     config = state.config
 
@@ -145,18 +158,23 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
         classifier = state.serving_classifier()
         parsed = _parse(state)
         request.environ[INSTANCES] = len(parsed.pixels)
+        version, class_names = state.version, state.class_names
         started = time.perf_counter()
-        probabilities = classifier.predict(parsed.pixels)
+        if state.rollout is None:
+            probabilities = classifier.predict(parsed.pixels)
+        else:
+            answer = _rollout_predict(state, parsed.pixels)
+            probabilities, version, class_names = answer.probabilities, answer.model.version, answer.model.class_names
         metrics.INFERENCE.observe(time.perf_counter() - started)
         predicted = probabilities.argmax(axis=1)
         state.drift.observe(parsed.pixels, predicted)
         state.count_predictions(parsed.encoding, predicted)
-        response_meta: dict[str, object] = {"model_version": state.version}
+        response_meta: dict[str, object] = {"model_version": version}
         if parsed.notes:
             response_meta["notes"] = parsed.notes
         return _json(
             {
-                "predictions": _predictions(probabilities, predicted, parsed.top_k, state.class_names),
+                "predictions": _predictions(probabilities, predicted, parsed.top_k, class_names),
                 "metadata": response_meta,
             }
         )
@@ -211,6 +229,12 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
     def prometheus_metrics() -> Response:
         body, content_type = metrics.exposition(state.scrape_registry)
         return Response(body, content_type=content_type)
+
+    @app.get("/monitoring/rollout")
+    def rollout_report() -> Response:
+        if state.rollout is None:
+            return _json(OFF)
+        return _json(state.rollout.report(state.champion_model))
 
     @app.get("/monitoring/drift")
     def drift_report() -> Response:

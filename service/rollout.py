@@ -32,6 +32,11 @@ from service.config import RolloutConfig
 log = logging.getLogger("service")
 CHAMPION, CHALLENGER = "champion", "challenger"
 CLIENT_HEADER = "X-Client-Id"
+OFF = {
+    "mode": "off",
+    "detail": "no CHALLENGER configured: the champion serves alone. Set CHALLENGER (an alias such as candidate) "
+    "and ROLLOUT_MODE=shadow or canary to compare a challenger with it",
+}
 MAX_KEY_CHARS = 200  # a longer client id is cut: the hash needs no more, and nobody can make it expensive
 _BASIS_POINTS = 10_000  # canary buckets: CANARY_PERCENT has two decimals of resolution
 
@@ -94,6 +99,18 @@ class Rollout:
         self._seen = 0
         self._handles: dict[tuple[str, str], _Handles] = {}
         self._pairs: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._counters = metrics.build_rollout_registry()
+
+    def report(self, champion: Model | None) -> dict[str, Any]:
+        """/monitoring/rollout: every worker's counters summed, judged for the versions this worker serves."""
+        challenger = self.slot.current
+        return build_report(
+            self.config,
+            read_counters(self._counters.collect()),
+            None if champion is None else champion.version,
+            None if challenger is None else challenger.version,
+            getattr(self.slot, "waiting_reason", None),
+        )
 
     @property
     def canary(self) -> bool:

@@ -26,7 +26,9 @@ from service.errors import RequestError
 from service.logs import RequestLog
 from service.model_source import ModelBundle, ModelLoadError, NoModelPromoted, load_bundle
 from service.openapi import build_openapi
+from service.rollout import Rollout
 from service.runtime import ModelRuntimeError, OnnxClassifier
+from service.versions import LoadedModel, ModelSlot
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -66,6 +68,15 @@ class ServiceState:
         self._instance_counters: dict[str, Counter] = {}
         self._request_counters: dict[tuple[str, str, int], Counter] = {}
         self._latency: dict[str, Histogram] = {}
+        self.champion_model: LoadedModel | None = None  # what a rollout needs of the champion (set by activate)
+        self.rollout: Rollout | None = None  # None: the champion alone, and predict's one path
+        self.challenger: ModelSlot | None = None
+        if config.rollout is not None:
+            challenger = ModelSlot(
+                config.rollout.reference, "challenger", config, artifact_preference=config.model_artifact
+            )
+            challenger.prepare()  # the gunicorn master reads it once; each worker builds its own session
+            self.rollout, self.challenger = Rollout(config.rollout, challenger), challenger
         if bundle is not None:
             self.install(bundle)
 
@@ -85,6 +96,9 @@ class ServiceState:
 
     def activate(self) -> None:
         """Build this process's inference session and warm it up; /health turns 200 only after this."""
+        if self.challenger is not None and self.challenger.current is None:
+            self.challenger.activate()  # a registry challenger that cannot load is waited for, never fatal
+            self.challenger.start(self.config.model_poll_s)
         if self.ready or self.bundle is None:
             return
         started = time.perf_counter()
@@ -93,6 +107,7 @@ class ServiceState:
         )
         classifier.warm_up()
         self.classifier = classifier
+        self.champion_model = LoadedModel(self.bundle, classifier, self.bundle.artifact)
         self.runtime_version = classifier.runtime_version
         self.ready = True
         log.info(
