@@ -27,7 +27,8 @@ Serve the Fashion-MNIST model under gunicorn. Settings are environment variables
                                callers sending 'Authorization: Bearer <ADMIN_TOKEN>' (from a secret, never the image)
   CHALLENGER (none)            a second model beside the champion (alias such as candidate, version id, reference);
                                ROLLOUT_MODE (shadow|canary), CANARY_PERCENT (10), SHADOW_SAMPLE_EVERY (1),
-                               ROLLOUT_MIN_REQUESTS/_MIN_AGREEMENT/_MAX_LATENCY_RATIO/_MAX_ERROR_RATE: GET /monitoring/rollout
+                               ROLLOUT_MIN_REQUESTS/_MIN_AGREEMENT/_MAX_LATENCY_RATIO/_MAX_ERROR_RATE;
+                               see GET /monitoring/rollout
   TRUSTED_PROXY_HOPS           X-Forwarded-For entries appended by trusted proxies (1 on Cloud Run/Vertex, else 0)
   STORAGE_EMULATOR_HOST        read gs:// from a GCS emulator without credentials
 Per-request bounds: see SECURITY.md and /openapi.json.
