@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 REQUEST_ID = "fmnist.request_id"
 INSTANCES = "fmnist.instances"
 ERROR = "fmnist.error"
+MODEL_VERSION = "fmnist.model_version"  # the version that answered (the predict view's snapshot)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
@@ -97,7 +98,8 @@ class AccountingMiddleware:
         status = int(reply["status"][:3])
         path = environ.get("PATH_INFO", "")
         route = path if path in self._routes else "unmatched"
-        self._state.count_request(route, method_label(environ["REQUEST_METHOD"]), status, latency)
+        version = environ.get(MODEL_VERSION) or self._state.version
+        self._state.count_request(route, method_label(environ["REQUEST_METHOD"]), status, latency, version)
         response_size = next((v for k, v in reply["headers"] if k == "Content-Length"), "0")
         self._log.write(
             method=environ["REQUEST_METHOD"],
@@ -113,5 +115,6 @@ class AccountingMiddleware:
             quiet=route in self._quiet,
             instances=environ.get(INSTANCES, 0),
             error=environ.get(ERROR),
+            model_version=version,
         )
         return body

@@ -2,9 +2,11 @@
 
 `create_app(config)` reads the model directory at once (so a missing model fails before gunicorn forks) and, unless
 told to defer, builds the inference session and warms it up. Under gunicorn the master creates the app with
-`activate=False` and each worker activates it after the fork (gunicorn_conf.post_worker_init): ONNX Runtime
-sessions are not shared across processes, and /health answers 503 until a worker's warm-up has succeeded.
-A registry reference whose alias is not set yet starts the service without a model (service/state.py).
+`activate=False` and each worker activates it after the fork (gunicorn_conf.post_worker_init) and starts its
+registry poll thread: ONNX Runtime sessions and threads do not survive a fork, and /health answers 503 until a
+worker's warm-up has succeeded. A registry reference whose alias is not set yet starts the service without a
+model (service/state.py). Each request reads the champion slot's `current` once: the version that answers is
+the one its reply, log line and metrics name, even if another version starts serving meanwhile.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from service import metrics
-from service.accounting import ERROR, INSTANCES, REQUEST_ID, AccountingMiddleware, client_ip
+from service.accounting import ERROR, INSTANCES, MODEL_VERSION, REQUEST_ID, AccountingMiddleware, client_ip
 from service.admin import is_admin, require_admin
 from service.body import read_body
 from service.config import ServiceConfig
 from service.errors import RequestError
 from service.logs import configure_logging
-from service.model_source import ModelBundle, NoModelPromoted, load_bundle
 from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_query
 from service.rollout import CLIENT_HEADER, OFF, Answer
 from service.state import ServiceState
+from service.versions import LoadedModel, ModelSlot
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -83,24 +85,18 @@ def _coerce_config(config: ServiceConfig | Mapping[str, str] | None) -> ServiceC
     return ServiceConfig.from_env({**os.environ, **config})
 
 
-def create_app(
-    config: ServiceConfig | Mapping[str, str] | None = None, *, bundle: ModelBundle | None = None, activate: bool = True
-) -> Flask:
+def create_app(config: ServiceConfig | Mapping[str, str] | None = None, *, activate: bool = True) -> Flask:
     """The prediction service as a Flask app.
 
     `config`: a ServiceConfig, a mapping of environment variables laid over os.environ, or None for the
-    environment. `bundle`: an already-read model (else read from config.model_uri). `activate=False` defers the
-    inference session to `app.extensions["fmnist"].activate()` (gunicorn does that in each worker).
+    environment. `activate=False` defers the inference session to `app.extensions["fmnist"].activate()` (gunicorn
+    does that in each worker, then `start_polling()`); in-process apps do not poll (call champion.poll_once()).
     """
     config = _coerce_config(config)
     configure_logging(config.log_level)
-    waiting_reason = None
-    if bundle is None:
-        try:
-            bundle = load_bundle(config.model_uri)
-        except NoModelPromoted as exc:
-            waiting_reason = str(exc)
-    state = ServiceState(config, bundle, waiting_reason)
+    champion = ModelSlot(config.model_uri, "champion", config, artifact_preference=config.model_artifact)
+    champion.prepare()
+    state = ServiceState(config, champion)
     app = ServiceApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["fmnist"] = state
@@ -112,10 +108,11 @@ def create_app(
     )
     if activate:
         state.activate()
+    bundle = champion.pending or (champion.current.bundle if champion.current else None)
     if bundle is None:
-        log.warning("no model to serve yet: %s; /predict answers 503 until one is promoted", waiting_reason)
+        log.warning("no model to serve yet: %s; /predict answers 503 until one is promoted", champion.waiting_reason)
     else:
-        log.info("serving model %s from %s", bundle.version, bundle.version_dir)
+        log.info("serving model %s (%s) from %s", bundle.version, bundle.artifact, bundle.version_dir)
     return app
 
 
@@ -139,65 +136,73 @@ def _parse(state: ServiceState) -> ParsedRequest:
     )
 
 
-def _rollout_predict(state: ServiceState, pixels: np.ndarray) -> Answer:
+def _rollout_predict(state: ServiceState, champion: LoadedModel, pixels: np.ndarray) -> Answer:
     """Champion and challenger (service/rollout.py); the canary key is X-Client-Id, else the client address."""
-    assert state.rollout is not None and state.champion_model is not None
+    assert state.rollout is not None
     key = request.headers.get(CLIENT_HEADER) or ""
     if not key and state.rollout.canary:
         environ = request.environ
         key = client_ip(
             environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR"), state.config.trusted_proxy_hops
         )
-    return state.rollout.predict(pixels, state.champion_model, key)
+    return state.rollout.predict(pixels, champion, key)
 
 
 def _register_routes(app: Flask, state: ServiceState) -> None:
     config = state.config
+    champion = state.champion
 
     def predict() -> Response:
-        classifier = state.serving_classifier()
+        loaded = champion.current  # the one read of the slot: this request is answered by this version
+        if loaded is None:
+            raise state.unavailable()
+        environ = request.environ
+        environ[MODEL_VERSION] = version = loaded.version
         parsed = _parse(state)
-        request.environ[INSTANCES] = len(parsed.pixels)
-        version, class_names = state.version, state.class_names
+        environ[INSTANCES] = len(parsed.pixels)
+        names = loaded.class_names
         started = time.perf_counter()
         if state.rollout is None:
-            probabilities = classifier.predict(parsed.pixels)
+            probabilities = loaded.classifier.predict(parsed.pixels)
         else:
-            answer = _rollout_predict(state, parsed.pixels)
-            probabilities, version, class_names = answer.probabilities, answer.model.version, answer.model.class_names
+            answer = _rollout_predict(state, loaded, parsed.pixels)
+            probabilities, names = answer.probabilities, answer.model.class_names
+            environ[MODEL_VERSION] = version = answer.model.version
         metrics.INFERENCE.observe(time.perf_counter() - started)
         predicted = probabilities.argmax(axis=1)
         state.drift.observe(parsed.pixels, predicted)
-        state.count_predictions(parsed.encoding, predicted)
+        state.count_predictions(parsed.encoding, predicted, names)
         response_meta: dict[str, object] = {"model_version": version}
         if parsed.notes:
             response_meta["notes"] = parsed.notes
         return _json(
-            {
-                "predictions": _predictions(probabilities, predicted, parsed.top_k, class_names),
-                "metadata": response_meta,
-            }
+            {"predictions": _predictions(probabilities, predicted, parsed.top_k, names), "metadata": response_meta}
         )
 
     def health() -> Response:
-        if state.bundle is None:  # up and answering: /predict says why there is nothing to predict with
-            return _json({"status": "no_model", "model_version": state.version, "detail": state.no_model_detail()})
-        if not state.ready:
-            raise RequestError(503, "not_ready", "the model is loading or warming up")
-        return _json({"status": "ok", "model_version": state.version})
+        loaded = champion.current
+        if loaded is not None:
+            return _json({"status": "ok", "model_version": loaded.version})
+        error = state.unavailable()
+        if error.reason == "no_model":  # up and answering: /predict says why there is nothing to predict with
+            return _json({"status": "no_model", "model_version": champion.version, "detail": error.detail})
+        raise error
 
     app.add_url_rule(config.predict_route, "predict", predict, methods=["POST"])
     app.add_url_rule(config.health_route, "health", health, methods=["GET"])
 
     @app.get("/v1/model")
     def model_info() -> Response:
-        if state.bundle is None:
-            state.serving_classifier()  # re-checks the registry; raises 503 no_model while there is none
-        bundle = state.bundle
-        if bundle is None:
-            raise RequestError(503, "no_model", state.no_model_detail())
+        loaded = champion.current
+        if loaded is None:
+            raise state.unavailable()
+        bundle = loaded.bundle
         serving = {
-            "ready": state.ready,
+            "ready": True,
+            "role": champion.role,
+            "artifact": loaded.artifact,
+            "artifact_preference": champion.artifact_preference,
+            "verified": bundle.verified,
             "max_instances": config.max_instances,
             "max_body_bytes": config.max_body_bytes,
             "drift_psi_threshold": config.drift_psi_threshold,
@@ -212,11 +217,16 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
                     "requested_uri": bundle.requested_uri,
                     "version_dir": bundle.version_dir,
                     "alias": bundle.alias,
+                    "version_id": bundle.version_id,
+                    "digests_from": bundle.digests_from,
+                    "artifact_sha256": bundle.artifact_sha256,
                 },
                 "serving": {
                     **serving,
-                    "runtime": state.runtime_version,
+                    "runtime": loaded.classifier.runtime_version,
                     "samples": 0 if bundle.samples is None else len(bundle.samples.images),
+                    "poll_s": config.model_poll_s if champion.follows_registry else None,
+                    "refused": dict(champion.refused),
                 },
             }
         )
@@ -234,7 +244,7 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
     def rollout_report() -> Response:
         if state.rollout is None:
             return _json(OFF)
-        return _json(state.rollout.report(state.champion_model))
+        return _json(state.rollout.report(champion.current))
 
     @app.get("/monitoring/drift")
     def drift_report() -> Response:
@@ -258,13 +268,14 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
 
         @app.get("/v1/samples/random")
         def random_sample() -> Response:
-            if state.bundle is None:
-                raise RequestError(503, "no_model", state.no_model_detail())
-            samples = state.bundle.samples
+            loaded = champion.current
+            if loaded is None:
+                raise state.unavailable()
+            samples = loaded.bundle.samples
             if samples is None:
                 raise RequestError(404, "no_samples", "the model directory has no samples.npz; upload an image")
             index = random.randrange(len(samples.images))
-            label = None if samples.labels is None else state.class_names[int(samples.labels[index])]
+            label = None if samples.labels is None else loaded.class_names[int(samples.labels[index])]
             return _json({"b64": encode_png(samples.images[index]), "index": index, "label": label})
 
 

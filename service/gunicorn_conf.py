@@ -70,11 +70,14 @@ def when_ready(server: Arbiter) -> None:
 
 
 def post_worker_init(worker: Worker) -> None:
-    """Build this worker's inference session and warm it up before it accepts a request."""
+    """Build this worker's inference session and warm it up before it accepts a request, then start its
+    registry poll thread (threads do not survive the fork, so each worker starts its own)."""
     from service.wsgi import app
 
-    app.extensions["fmnist"].activate()
+    state = app.extensions["fmnist"]
+    state.activate()
     gc.freeze()
+    state.start_polling()
 
 
 def worker_exit(server: Arbiter, worker: Worker) -> None:

@@ -79,6 +79,7 @@ class RequestLog:
         quiet: bool,
         instances: int = 0,
         error: dict[str, str] | None = None,
+        model_version: str | None = None,
     ) -> None:
         severity = "WARNING" if status >= 400 else ("DEBUG" if quiet else "INFO")
         if status >= 500:
@@ -98,7 +99,7 @@ class RequestLog:
             "timestamp": {"seconds": seconds, "nanos": nanos},
             "request_id": request_id,
             "latency_ms": round(latency_s * 1000, 3),
-            "model_version": self.model_version,
+            "model_version": model_version or self.model_version,
             "httpRequest": {
                 "requestMethod": method,
                 "requestUrl": path,

@@ -39,7 +39,9 @@ LATENCY_BUCKETS = (
 )
 
 REQUESTS = Counter(
-    "fmnist_http_requests", "HTTP requests by route, method and status code", ["route", "method", "status"]
+    "fmnist_http_requests",
+    "HTTP requests by route, method, status code and the model version that answered (none while there is none)",
+    ["route", "method", "status", "model_version"],
 )
 LATENCY = Histogram(
     "fmnist_http_request_duration_seconds",
@@ -112,18 +114,22 @@ class _ServiceStateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self._state
+        current = state.champion.current
         info = InfoMetricFamily("fmnist_model", "The model this service serves")
         info.add_metric(
             [],
             {
-                "model_version": state.version,
-                "alias": "" if state.bundle is None else state.bundle.alias or "",
+                "model_version": state.champion.version,
+                "alias": "" if current is None else current.bundle.alias or "",
+                "role": state.champion.role,
+                "artifact": "" if current is None else current.artifact,
+                "verified": "" if current is None else str(current.bundle.verified).lower(),
                 "runtime": state.runtime_version,
             },
         )
         yield info
         loaded = GaugeMetricFamily("fmnist_model_ready", "1 once this worker's model is loaded and warmed up")
-        loaded.add_metric([], 1.0 if state.ready else 0.0)
+        loaded.add_metric([], 1.0 if current is not None else 0.0)
         yield loaded
         report = state.drift.report()
         yield GaugeMetricFamily(

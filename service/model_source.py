@@ -473,10 +473,14 @@ def load_resolved(
         if artifact_sha256 is None:
             check_digest(artifact_uri, artifact, b"", digests, source)  # raises: no recorded digest
     try:
-        if artifact_uri.startswith(GCS_SCHEME) and not download:
-            model_path = artifact_uri
-        else:
-            model_path = reader.local_copy(artifact_uri, cache_dir)
+        if not download:
+            model_path = artifact_uri  # read_artifact reads (and checks) it when the session is built
+        else:  # checked here too, so a damaged artifact stops start-up in the gunicorn master, once
+            data = reader.read(artifact_uri)
+            if artifact_sha256 is not None:
+                check_digest(artifact_uri, artifact, data, digests, source)
+            model_path = reader.local_copy(artifact_uri, cache_dir, data)
+            del data
     except _NotFound:
         expected = f" (recorded sha256 {artifact_sha256})" if artifact_sha256 else ""
         raise ModelRefused(f"{artifact_uri} is missing{expected}; re-run the export step", "missing_file") from None

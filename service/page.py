@@ -1,4 +1,4 @@
-"""The optional page: upload an image or draw a random test image, see the top-3 classes.
+"""The optional page: upload an image or draw a random test image, see the top-3 classes (it opens on a random one).
 
 On by default locally, off on Cloud Run and Vertex AI unless PAGE_ENABLED=true (config/<env>.yaml
 `service.page_enabled`). Random test images come from samples.npz in the model directory (the export step
@@ -42,7 +42,7 @@ like the Fashion-MNIST images.</p>
 </div>
 <p id="samples-note" class="note"></p>
 <div class="row">
-  <img id="preview" alt="the image being classified">
+  <img id="preview" alt="the image being classified" hidden>
   <div id="result" aria-live="polite"></div>
 </div>
 <p id="truth" class="note"></p>
@@ -88,15 +88,19 @@ async function classify(b64) {
   render(body.predictions[0], body.metadata.notes);
 }
 
-$("random").addEventListener("click", async () => {
+function show(src) { $("preview").src = src; $("preview").hidden = false; }
+
+async function randomImage() {
   clearOutput();
   const reply = await fetch("v1/samples/random");
   const body = await reply.json();
   if (!reply.ok) { $("error").textContent = body.detail; return; }
-  $("preview").src = "data:image/png;base64," + body.b64;
+  show("data:image/png;base64," + body.b64);
   if (body.label) { $("truth").textContent = "True label: " + body.label + " (test image #" + body.index + ")"; }
   await classify(body.b64);
-});
+}
+
+$("random").addEventListener("click", randomImage);
 
 $("file").addEventListener("change", () => {
   const file = $("file").files[0];
@@ -104,17 +108,22 @@ $("file").addEventListener("change", () => {
   clearOutput();
   const reader = new FileReader();
   reader.onload = async () => {
-    $("preview").src = reader.result;
+    show(reader.result);
     await classify(reader.result.split(",", 2)[1]);
   };
   reader.readAsDataURL(file);
 });
 
 fetch("v1/model").then((r) => r.json()).then((m) => { $("model-version").textContent = m.model_version; });
+// Start with a random test image and its prediction, so the page never shows an empty (broken) image.
 fetch("v1/samples/random", {method: "HEAD"}).then((r) => {
-  if (!r.ok) {
-    $("random").disabled = true;
-    $("samples-note").textContent = "This model directory ships no sample images (samples.npz): upload one instead.";
+  if (r.ok) { return randomImage(); }
+  $("random").disabled = true;
+  $("samples-note").textContent = r.status === 404
+    ? "This model directory ships no sample images (samples.npz): upload one instead."
+    : "No model is served yet: see the error below.";
+  if (r.status !== 404) {
+    return fetch("v1/samples/random").then((g) => g.json()).then((b) => { $("error").textContent = b.detail; });
   }
 });
 </script>

@@ -1,4 +1,4 @@
-"""Build a small model directory exactly as docs/CONTRACTS.md describes it, for the service's tests.
+"""Build a small model directory exactly as docs/CONTRACTS.md describes it (digests included), for the service's tests.
 
 Why here and not trainer.models.export: the service's tests must run on their own, and the service only relies on the
 contract (model.onnx with input "pixels", metadata.json, optional samples.npz). The Keras model is exported
@@ -71,6 +71,7 @@ def build_model_dir(directory: Path, version: str = "test-v1", epochs: int = 3) 
     }
     (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
     np.savez(directory / "samples.npz", images=test_x[:20], labels=test_y[:20])
+    digest_files(directory)  # metadata.json's `files`, as export writes them
     return directory
 
 

@@ -162,10 +162,10 @@ def test_metrics_count_requests_errors_classes_and_model(client):
     predict(client, {"instances": [[0] * 784]})
     predict(client, {"instances": "nope"})
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'fmnist_http_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'fmnist_http_requests_total{method="POST",model_version="test-v1",route="/predict",status="200"}' in text
     assert 'fmnist_request_errors_total{reason="missing_instances"}' in text
     assert "fmnist_predicted_class_total{class_name=" in text
-    assert 'fmnist_model_info{alias="",model_version="test-v1"' in text
+    assert 'fmnist_model_info{alias="",artifact="model.onnx",model_version="test-v1",role="champion"' in text
     assert "fmnist_http_request_duration_seconds_bucket" in text
 
 

@@ -50,14 +50,21 @@ def delta(before: str, after: str) -> dict:
     return {key: value for key, value in changed.items() if value}
 
 
-def expected_deltas(replies: list[tuple[str, str, int, dict | None, str]], class_names: list[str]) -> dict:
+def requests_key(method: str, route: str, status, version: str) -> tuple:
+    labels = (("method", method), ("model_version", version), ("route", route), ("status", str(status)))
+    return ("fmnist_http_requests_total", labels)
+
+
+def expected_deltas(
+    replies: list[tuple[str, str, int, dict | None, str]], class_names: list[str], version: str = "test-v1"
+) -> dict:
     """What /metrics must have gained from these replies: (route, method, status, JSON body, encoding) each,
-    plus the one scrape taken before them (counted once its reply is out)."""
+    plus the one scrape taken before them (counted once its reply is out), all answered by `version`."""
     want: Counter = Counter()
-    want[("fmnist_http_requests_total", (("method", "GET"), ("route", "/metrics"), ("status", "200")))] += 1
+    want[requests_key("GET", "/metrics", 200, version)] += 1
     want[("fmnist_http_request_duration_seconds_count", (("route", "/metrics"),))] += 1
     for route, method, status, body, encoding in replies:
-        want[("fmnist_http_requests_total", (("method", method), ("route", route), ("status", str(status))))] += 1
+        want[requests_key(method, route, status, version)] += 1
         want[("fmnist_http_request_duration_seconds_count", (("route", route),))] += 1
         if status >= 400:
             want[("fmnist_request_errors_total", (("reason", body["error"]),))] += 1

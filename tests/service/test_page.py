@@ -55,6 +55,15 @@ def test_random_test_image_shows_top3(browser_page, live_server, tmp_path):
     assert screenshot.stat().st_size > 1000
 
 
+def test_the_page_opens_on_a_random_test_image_and_its_prediction(browser_page, live_server):
+    page = browser_page
+    page.goto(f"{live_server.url}/")
+    page.wait_for_selector("#top1")  # no click: the first image is chosen for the visitor
+    assert page.get_attribute("#preview", "src").startswith("data:image/png;base64,")
+    assert page.is_visible("#preview") and page.text_content("#truth").startswith("True label: ")
+    assert len(page.query_selector_all("#result .bar")) == 3 and page.text_content("#error") == ""
+
+
 def test_uploaded_image_is_classified(browser_page, live_server, tmp_path):
     images, labels = generated_images(10, seed=41)
     upload = tmp_path / "trouser.png"

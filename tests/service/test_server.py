@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -127,7 +128,9 @@ def test_a_missing_model_directory_still_stops_the_server(tmp_path):
 def test_broken_model_stops_the_server_with_the_reason(tmp_path, model_dir):
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "metadata.json").write_text((model_dir / "metadata.json").read_text())
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    del metadata["files"]  # an export from before digests: only ONNX Runtime can tell the file is no model
+    (broken / "metadata.json").write_text(json.dumps(metadata))
     (broken / "model.onnx").write_bytes(b"not an onnx graph")
     server = start_service(tmp_path, wait=False, MODEL_URI=str(broken), WORKERS="1")
     try:
@@ -135,6 +138,20 @@ def test_broken_model_stops_the_server_with_the_reason(tmp_path, model_dir):
     finally:
         stop_service(server)
     assert "ONNX Runtime cannot load the model" in server.stderr.read_text()
+
+
+def test_a_damaged_model_directory_stops_the_server_naming_the_file_and_digests(tmp_path, model_dir):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model_dir, damaged)
+    (damaged / "model.onnx").write_bytes((damaged / "model.onnx").read_bytes()[:-10])  # truncated
+    server = start_service(tmp_path, wait=False, MODEL_URI=str(damaged), WORKERS="1")
+    try:
+        assert server.process.wait(60) == 2
+    finally:
+        stop_service(server)
+    stderr = server.stderr.read_text()
+    recorded = json.loads((model_dir / "metadata.json").read_text())["files"]["model.onnx"]
+    assert "model.onnx was changed, truncated or damaged" in stderr and recorded in stderr
 
 
 def test_vertex_contract_routes_port_and_storage_uri(tmp_path, model_dir):

@@ -239,3 +239,25 @@ def test_the_poll_thread_follows_the_alias(registry, versions):
     finally:
         slot.stop()
     assert slot._thread is None
+
+
+def test_on_gcs_a_poll_is_one_generation_request_and_a_promotion_swaps(gcs_bucket, versions):
+    reg = local_registry(f"{gcs_bucket}/models")
+    register(reg, versions["v1"][0], "v1", versions["v1"][1])
+    slot = slot_for(f"{gcs_bucket}/models@champion")
+    assert slot.current.version == "v1" and slot.current.bundle.digests_from == "registry record"
+    generations, reads = [], CountingReads(slot)
+    generation = slot._reader.gcs().generation
+    slot._reader.gcs().generation = lambda uri: generations.append(uri) or generation(uri)
+    assert slot.poll_once() is False
+    assert len(generations) == 1 and reads.names == []  # unchanged: one metadata request, no download
+    register(reg, versions["v2"][0], "v2", versions["v2"][1])
+    assert slot.poll_once() is True and slot.current.version == "v2"
+    assert "model.onnx" in reads.names
+    register(reg, versions["v3"][0], "v3", versions["v3"][1], promote=False)
+    from trainer import storage
+
+    storage.write_bytes(storage.join(reg.version_uri("v3"), "model.onnx"), b"\0" * 100)
+    reg.promote("v3")
+    assert slot.poll_once() is False and "changed, truncated or damaged" in slot.refused["v3"]
+    assert slot.current.version == "v2"
