@@ -1,7 +1,8 @@
 """`python -m lifecycle` (what `make demo` runs): the whole lifecycle, offline by default.
 
-local target: ingest -> analyze -> features -> train -> evaluate -> export/register -> promote -> infra synth +
-policy scan -> serve the champion and check it over HTTP -> summary table and report in the dev bucket.
+local target: ingest -> analyze -> features -> train -> evaluate -> export/register -> shadow the candidate behind
+the champion (lifecycle/shadow.py; not a plan step) -> promote -> infra synth + policy scan -> serve the champion and
+check it over HTTP -> summary table and report in the dev bucket.
 gcp target (`--target gcp`, needs credentials and a deployed `infra/`): the same data steps into the datasets
 bucket, training as a Vertex AI custom job, then evaluate/export/promote and `deploy-model` to the endpoint.
 """
@@ -40,10 +41,14 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def run_plan(log: StepLog, steps: list[Step]) -> dict[str, str]:
-    """Run the step list in order (the local runner of what `compile` turns into a pipeline); returns outcomes."""
+def run_plan(log: StepLog, steps: list[Step], before: dict | None = None) -> dict[str, str]:
+    """Run the step list in order (the local runner of what `compile` turns into a pipeline); returns outcomes.
+
+    `before`: step name -> a callable run just before that step (a local-only action between plan parts)."""
     outcomes: dict[str, str] = {}
     for step in steps:
+        if before and step.name in before:
+            before[step.name]()
         if step.condition and outcomes.get(step.condition.step) != step.condition.outcome:
             print(f"\n-- {step.title}: skipped ({step.condition.step} was {outcomes.get(step.condition.step)})")
             continue
@@ -82,8 +87,8 @@ def run_local(args, settings, log: StepLog):
     summary = RunSummary()
     run_id = "demo-" + time.strftime("%Y%m%dt%H%M%S", time.gmtime())
     steps = build_steps(settings, run_id=run_id, preset=args.preset, source=args.source, train_args=args.train_arg)
-    outcomes = run_plan(log, steps)
     registry = ModelRegistry.from_settings(settings)
+    outcomes = run_plan(log, steps, before={"promote": lambda: shadow_step(settings, registry, summary, log)})
     summary.model_version = registry.read_index()["aliases"]["candidate"]
     summary.gate = GATE_OUTCOMES[outcomes["promote"]]
 
@@ -132,6 +137,28 @@ def run_local(args, settings, log: StepLog):
     print(f"report: {latest}\n        {stamped}")
     if problems:
         raise StepFailed("HTTP check: " + "; ".join(problems))
+
+
+def shadow_step(settings, registry, summary, log: StepLog) -> None:
+    """Before the gate: the candidate in shadow behind the champion over HTTP (nothing to do on a first run)."""
+    from lifecycle.shadow import shadow_candidate
+    from trainer.data.dataset import load_dataset
+
+    banner("shadow the candidate behind the champion")
+    aliases = registry.read_index()["aliases"]
+    if not aliases.get("champion"):
+        print("no champion yet: nothing to shadow", flush=True)
+        summary.shadow_verdict = "no champion yet: nothing to shadow"
+        return
+    if aliases.get("champion") == aliases.get("candidate"):
+        print("the candidate is the champion: nothing to shadow", flush=True)
+        summary.shadow_verdict = "candidate is the champion: nothing to shadow"
+        return
+    start = time.perf_counter()
+    dataset = load_dataset(settings)
+    figures = shadow_candidate(settings.models_bucket, dataset.x_test, settings.rollout.thresholds())
+    log.timings["shadow candidate"] = time.perf_counter() - start
+    summary.record_shadow(figures)
 
 
 def run_gcp(args, settings, log: StepLog):

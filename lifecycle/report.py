@@ -38,15 +38,39 @@ class RunSummary:
     drifted_features: list = field(default_factory=list)
     infra_resources: dict = field(default_factory=dict)
     checkov: str = "not run"
+    shadow_verdict: str = "not run"
+    shadow_versions: str = ""
+    shadow_agreement: str = ""
+    shadow_latency: str = ""
     timings: dict = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     wall_s: float = 0.0
+
+    def record_shadow(self, figures) -> None:
+        """The shadow step's figures (lifecycle.shadow.ShadowFigures) as table cells."""
+
+        def ms(value):
+            return "-" if value is None else f"{value:.3f}"
+
+        low, high = figures.interval
+        self.shadow_versions = f"{figures.champion} vs {figures.challenger}, {figures.images:,} images"
+        self.shadow_agreement = (
+            "not measured"
+            if figures.agreement is None
+            else f"{figures.agreement:.2%} (95 % interval {low:.2%}-{high:.2%})"
+        )
+        self.shadow_latency = (
+            f"{ms(figures.champion_p50_ms)} / {ms(figures.champion_p99_ms)} | "
+            f"{ms(figures.challenger_p50_ms)} / {ms(figures.challenger_p99_ms)} ms"
+        )
+        self.shadow_verdict = f"{figures.decision}: {'; '.join(figures.reasons)}"[:200]
 
     def rows(self) -> list[tuple[str, str]]:
         resources = ", ".join(f"{env} {n}" for env, n in sorted(self.infra_resources.items())) or "not synthesized"
         return [
             ("dataset version", self.dataset_version),
             ("model version (this run)", self.model_version),
+            *self.shadow_rows(),
             ("promotion", self.gate),
             ("champion served", self.champion),
             ("test accuracy (evaluation)", f"{self.accuracy:.4f}"),
@@ -67,6 +91,16 @@ class RunSummary:
             ("infra resources (synth)", resources),
             ("checkov", self.checkov),
             ("wall time / peak step memory", f"{self.wall_s:.0f} s / {self.peak_rss_mb:,.0f} MB"),
+        ]
+
+    def shadow_rows(self) -> list[tuple[str, str]]:
+        if not self.shadow_versions:
+            return [("shadow before the gate", self.shadow_verdict)]
+        return [
+            ("shadow: champion vs candidate", self.shadow_versions),
+            ("shadow: agreement (same class)", self.shadow_agreement),
+            ("shadow: inference p50/p99 ch | cand", self.shadow_latency),
+            ("shadow: rollout verdict", self.shadow_verdict),
         ]
 
     def table(self) -> str:

@@ -29,6 +29,10 @@ Serve the Fashion-MNIST model under gunicorn. Settings are environment variables
   REQUIRE_DIGESTS              refuse versions without recorded SHA-256 digests (true on Cloud Run/Vertex, else false)
   ADMIN_ENABLED (false) + ADMIN_TOKEN   enable POST /monitoring/drift/reset and the full GET /v1/model for
                                callers sending 'Authorization: Bearer <ADMIN_TOKEN>' (from a secret, never the image)
+  CHALLENGER (none)            a second model beside the champion (alias such as candidate, version id, reference);
+                               ROLLOUT_MODE (shadow|canary), CANARY_PERCENT (10), SHADOW_SAMPLE_EVERY (1),
+                               ROLLOUT_MIN_REQUESTS/_MIN_AGREEMENT/_MAX_LATENCY_RATIO/_MAX_ERROR_RATE;
+                               see GET /monitoring/rollout
   TRUSTED_PROXY_HOPS           X-Forwarded-For entries appended by trusted proxies (1 on Cloud Run/Vertex, else 0)
   STORAGE_EMULATOR_HOST        read gs:// from a GCS emulator without credentials
 Per-request bounds: see SECURITY.md and /openapi.json.

@@ -24,15 +24,16 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from service import metrics
-from service.accounting import ERROR, INSTANCES, MODEL_VERSION, REQUEST_ID, AccountingMiddleware
+from service.accounting import ERROR, INSTANCES, MODEL_VERSION, REQUEST_ID, AccountingMiddleware, client_ip
 from service.admin import is_admin, require_admin
 from service.body import read_body
 from service.config import ServiceConfig
 from service.errors import RequestError
 from service.logs import configure_logging
 from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_query
+from service.rollout import CLIENT_HEADER, OFF, Answer
 from service.state import ServiceState
-from service.versions import ModelSlot
+from service.versions import LoadedModel, ModelSlot
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -135,6 +136,18 @@ def _parse(state: ServiceState) -> ParsedRequest:
     )
 
 
+def _rollout_predict(state: ServiceState, champion: LoadedModel, pixels: np.ndarray) -> Answer:
+    """Champion and challenger (service/rollout.py); the canary key is X-Client-Id, else the client address."""
+    assert state.rollout is not None
+    key = request.headers.get(CLIENT_HEADER) or ""
+    if not key and state.rollout.canary:
+        environ = request.environ
+        key = client_ip(
+            environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR"), state.config.trusted_proxy_hops
+        )
+    return state.rollout.predict(pixels, champion, key)
+
+
 def _register_routes(app: Flask, state: ServiceState) -> None:
     config = state.config
     champion = state.champion
@@ -147,12 +160,17 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
         environ[MODEL_VERSION] = version = loaded.version
         parsed = _parse(state)
         environ[INSTANCES] = len(parsed.pixels)
+        names = loaded.class_names
         started = time.perf_counter()
-        probabilities = loaded.classifier.predict(parsed.pixels)
+        if state.rollout is None:
+            probabilities = loaded.classifier.predict(parsed.pixels)
+        else:
+            answer = _rollout_predict(state, loaded, parsed.pixels)
+            probabilities, names = answer.probabilities, answer.model.class_names
+            environ[MODEL_VERSION] = version = answer.model.version
         metrics.INFERENCE.observe(time.perf_counter() - started)
         predicted = probabilities.argmax(axis=1)
         state.drift.observe(parsed.pixels, predicted)
-        names = loaded.class_names
         state.count_predictions(parsed.encoding, predicted, names)
         response_meta: dict[str, object] = {"model_version": version}
         if parsed.notes:
@@ -221,6 +239,12 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
     def prometheus_metrics() -> Response:
         body, content_type = metrics.exposition(state.scrape_registry)
         return Response(body, content_type=content_type)
+
+    @app.get("/monitoring/rollout")
+    def rollout_report() -> Response:
+        if state.rollout is None:
+            return _json(OFF)
+        return _json(state.rollout.report(champion.current))
 
     @app.get("/monitoring/drift")
     def drift_report() -> Response:

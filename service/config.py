@@ -8,18 +8,22 @@ image has no pyyaml or pydantic, so the local registry default is rebuilt here f
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from contracts.layout import CHAMPION, DEFAULT_STORAGE_ROOT, model_reference
+from contracts.layout import CHAMPION, DEFAULT_STORAGE_ROOT, model_reference, parse_model_reference
+from contracts.rollout import Thresholds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERTEX_BODY_LIMIT = 1_500_000  # Vertex AI rejects online prediction requests over 1.5 MB; so do we
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 MIN_ADMIN_TOKEN_CHARS = 24
+ROLLOUT_MODES = ("shadow", "canary")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class ConfigError(ValueError):
@@ -99,6 +103,88 @@ def _route(environ: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+def _fraction(environ: Mapping[str, str], name: str, default: float, *, allow_zero: bool) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    low = "0" if allow_zero else "above 0"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number from {low} to 1, such as {default}") from None
+    if not (0 <= value <= 1) or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name}={raw!r}: expected a number from {low} to 1, such as {default}")
+    return value
+
+
+def challenger_reference(challenger: str, model_uri: str) -> str:
+    """What CHALLENGER names, as a model URI: a full reference or directory as is; an alias (`candidate`) or a
+    version id (v20261126-104114-3f9a, pinned) as `<root>@<name>` in the registry MODEL_URI names."""
+    if "/" in challenger or "@" in challenger or ":" in challenger:
+        return challenger
+    if not _NAME.fullmatch(challenger):
+        raise ConfigError(
+            f"CHALLENGER={challenger!r}: expected an alias such as candidate, a registry version id, or a full "
+            "reference <models root>@<alias>"
+        )
+    registry = parse_model_reference(model_uri)
+    if registry is None:
+        raise ConfigError(
+            f"CHALLENGER={challenger!r} is resolved in MODEL_URI's registry, but MODEL_URI={model_uri!r} is a model "
+            "directory, not a registry reference <models root>@<alias>: give CHALLENGER as a full reference or "
+            "directory"
+        )
+    return model_reference(registry[0], challenger)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """A challenger beside the champion (service/rollout.py): which model, how it sees traffic, when it wins.
+
+    shadow: the champion answers every request; every SHADOW_SAMPLE_EVERY-th request is also scored by the
+    challenger (its answer is only counted). canary: CANARY_PERCENT % of the clients (by a stable hash of their
+    key) are answered by the challenger; every SHADOW_SAMPLE_EVERY-th of those is also scored by the champion,
+    so agreement is measured in both modes."""
+
+    challenger: str  # CHALLENGER as given (an alias, a version id, a reference)
+    reference: str  # the model URI the challenger's slot follows
+    mode: str = "shadow"
+    canary_percent: float = 10.0
+    sample_every: int = 1
+    thresholds: Thresholds = Thresholds()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], model_uri: str) -> RolloutConfig | None:
+        """None when CHALLENGER is empty (the champion alone, nothing added per request)."""
+        challenger = (env.get("CHALLENGER") or "").strip()
+        mode = (env.get("ROLLOUT_MODE") or "shadow").strip().lower()
+        if mode not in ROLLOUT_MODES:
+            raise ConfigError(f"ROLLOUT_MODE={env.get('ROLLOUT_MODE')!r}: expected shadow or canary")
+        percent_raw = env.get("CANARY_PERCENT") or ""
+        try:
+            percent = float(percent_raw) if percent_raw else 10.0
+        except ValueError:
+            percent = -1.0
+        if not 0 <= percent <= 100:
+            raise ConfigError(f"CANARY_PERCENT={percent_raw!r}: expected a share of clients from 0 to 100, e.g. 10")
+        if percent_raw and mode != "canary":
+            raise ConfigError(
+                f"CANARY_PERCENT={percent_raw!r} only applies to ROLLOUT_MODE=canary (ROLLOUT_MODE is {mode}): "
+                "set ROLLOUT_MODE=canary or remove CANARY_PERCENT"
+            )
+        defaults = Thresholds()
+        thresholds = Thresholds(
+            min_requests=_int(env, "ROLLOUT_MIN_REQUESTS", defaults.min_requests, 1, 10**12),
+            min_agreement=_fraction(env, "ROLLOUT_MIN_AGREEMENT", defaults.min_agreement, allow_zero=False),
+            max_latency_ratio=_float(env, "ROLLOUT_MAX_LATENCY_RATIO", defaults.max_latency_ratio),
+            max_error_rate=_fraction(env, "ROLLOUT_MAX_ERROR_RATE", defaults.max_error_rate, allow_zero=True),
+        )
+        sample_every = _int(env, "SHADOW_SAMPLE_EVERY", 1, 1, 10**6)
+        if not challenger:
+            return None
+        return cls(challenger, challenger_reference(challenger, model_uri), mode, percent, sample_every, thresholds)
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """Everything the service reads from its environment; `from_env` documents each variable's name."""
@@ -123,6 +209,7 @@ class ServiceConfig:
     require_digests: bool = False
     admin_enabled: bool = False
     admin_token: str | None = field(default=None, repr=False)
+    rollout: RolloutConfig | None = None  # CHALLENGER set: a second model beside the champion
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -140,8 +227,9 @@ class ServiceConfig:
             )
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL={env.get('LOG_LEVEL')!r}: expected DEBUG, INFO, WARNING or ERROR")
+        model_uri = env.get("AIP_STORAGE_URI") or env.get("MODEL_URI") or default_model_uri(env)
         return cls(
-            model_uri=env.get("AIP_STORAGE_URI") or env.get("MODEL_URI") or default_model_uri(env),
+            model_uri=model_uri,
             host=env.get("SERVICE_HOST") or "0.0.0.0",
             port=_int(env, port_source, 8080, 1, 65535),
             health_route=_route(env, "AIP_HEALTH_ROUTE", "/health"),
@@ -161,6 +249,7 @@ class ServiceConfig:
             require_digests=_bool(env, "REQUIRE_DIGESTS", on_managed_platform(env)),
             admin_enabled=admin_enabled,
             admin_token=admin_token if admin_enabled else None,
+            rollout=RolloutConfig.from_env(env, model_uri),
         )
 
     def with_changes(self, **changes: Any) -> ServiceConfig:

@@ -62,6 +62,49 @@ INFERENCE = Histogram(
     "fmnist_inference_duration_seconds", "ONNX Runtime time per request (all its images)", buckets=LATENCY_BUCKETS
 )
 
+# A rollout (service/rollout.py) compares two models' inference time: one image takes ~0.1 ms, below LATENCY_BUCKETS.
+ROLLOUT_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00015,
+    0.0002,
+    0.0003,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+_BY_VERSION = ["model_version", "role"]
+ROLLOUT_SCORED = Counter("fmnist_rollout_requests", "Requests a model version scored during a rollout", _BY_VERSION)
+ROLLOUT_ANSWERED = Counter(
+    "fmnist_rollout_answered",
+    "Requests whose reply came from this model version (the rest were shadow scores)",
+    _BY_VERSION,
+)
+ROLLOUT_ERRORS = Counter("fmnist_rollout_errors", "Requests on which a model version's inference failed", _BY_VERSION)
+ROLLOUT_INFERENCE = Histogram(
+    "fmnist_rollout_inference_duration_seconds",
+    "ONNX Runtime time per request, by model version and role",
+    _BY_VERSION,
+    buckets=ROLLOUT_BUCKETS,
+)
+ROLLOUT_PREDICTED = Counter(
+    "fmnist_rollout_predicted_class", "Images by predicted class, per model version", [*_BY_VERSION, "class_name"]
+)
+_PAIR = ["champion_version", "challenger_version"]
+ROLLOUT_COMPARED = Counter("fmnist_rollout_compared", "Images scored by both the champion and the challenger", _PAIR)
+ROLLOUT_AGREED = Counter("fmnist_rollout_agreed", "Compared images on which both models chose the same class", _PAIR)
+
 
 class _ServiceStateCollector(Collector):
     """Model identity and drift gauges, computed when scraped."""
@@ -137,6 +180,19 @@ def build_scrape_registry(state: ServiceState) -> CollectorRegistry:
     else:
         registry.register(_DefaultRegistryView())
     registry.register(_ServiceStateCollector(state))
+    return registry
+
+
+def build_rollout_registry() -> CollectorRegistry:
+    """The counters every worker writes, summed (multiprocess files under gunicorn; this process's otherwise)."""
+    registry = CollectorRegistry()
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry.register(_DefaultRegistryView())
     return registry
 
 

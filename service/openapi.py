@@ -181,6 +181,18 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                 },
             }
         },
+        "/monitoring/rollout": {
+            "get": {
+                "summary": "Champion and challenger: per-version traffic, latency, classes, agreement and the verdict",
+                "description": 'Summed over every worker. Without CHALLENGER: {"mode": "off", "detail": ...}.',
+                "responses": {
+                    "200": {
+                        "description": "Rollout report",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RolloutReport"}}},
+                    }
+                },
+            }
+        },
         "/monitoring/drift/reset": {
             "post": {
                 "summary": "Start counting drift statistics afresh (all workers); operators only",
@@ -324,6 +336,53 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                         "threshold": {"type": "number"},
                         "images_sampled": {"type": "integer"},
                         "images_seen": {"type": "integer"},
+                    },
+                },
+                "VersionFigures": {
+                    "type": "object",
+                    "nullable": True,
+                    "required": ["version", "role", "requests", "errors", "error_rate"],
+                    "properties": {
+                        "version": {"type": "string"},
+                        "role": {"type": "string", "enum": ["champion", "challenger"]},
+                        "requests": {"type": "integer", "description": "requests this version scored"},
+                        "answered": {"type": "integer", "description": "requests whose reply it gave"},
+                        "errors": {"type": "integer"},
+                        "error_rate": {"type": "number"},
+                        "inference_p50_ms": {"type": "number", "nullable": True},
+                        "inference_p99_ms": {"type": "number", "nullable": True},
+                        "classes": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    },
+                },
+                "RolloutReport": {
+                    "type": "object",
+                    "required": ["mode"],
+                    "properties": {
+                        "mode": {"type": "string", "enum": ["off", "shadow", "canary"]},
+                        "detail": {"type": "string"},
+                        "challenger_reference": {"type": "string"},
+                        "canary_percent": {"type": "number"},
+                        "sample_every": {"type": "integer"},
+                        "champion": {"$ref": "#/components/schemas/VersionFigures"},
+                        "challenger": {"$ref": "#/components/schemas/VersionFigures"},
+                        "agreement": {
+                            "type": "object",
+                            "nullable": True,
+                            "properties": {
+                                "agreed": {"type": "integer"},
+                                "compared": {"type": "integer"},
+                                "rate": {"type": "number", "nullable": True},
+                                "interval_95": {"type": "array", "items": {"type": "number"}},
+                            },
+                        },
+                        "thresholds": {"type": "object"},
+                        "verdict": {
+                            "type": "object",
+                            "properties": {
+                                "decision": {"type": "string", "enum": ["promote", "rollback", "wait"]},
+                                "reasons": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
                     },
                 },
                 "Error": {

@@ -24,6 +24,7 @@ from service.drift import DriftMonitor
 from service.errors import RequestError
 from service.logs import RequestLog
 from service.openapi import build_openapi
+from service.rollout import Rollout
 from service.versions import NO_MODEL, LoadedModel, ModelSlot
 
 if TYPE_CHECKING:
@@ -61,6 +62,14 @@ class ServiceState:
         if champion.pending is not None:
             self._describe(champion.pending.version, champion.pending.metadata.get("feature_baseline"))
         champion.on_swap(self._serving)
+        self.rollout: Rollout | None = None  # None: the champion alone, and predict's one path
+        self.challenger: ModelSlot | None = None
+        if config.rollout is not None:
+            challenger = ModelSlot(
+                config.rollout.reference, "challenger", config, artifact_preference=config.model_artifact
+            )
+            challenger.prepare()  # the gunicorn master reads it once; each worker builds its own session
+            self.rollout, self.challenger = Rollout(config.rollout, challenger), challenger
 
     @property
     def version(self) -> str:
@@ -69,10 +78,14 @@ class ServiceState:
     def activate(self) -> None:
         """Build this process's inference session and warm it up (each gunicorn worker, after the fork)."""
         self.champion.activate()
+        if self.challenger is not None:
+            self.challenger.activate()  # a registry challenger that cannot load is waited for, never fatal
 
     def start_polling(self) -> None:
         """Follow the registry alias from now on (a daemon thread; call it in the process that serves)."""
         self.champion.start(self.config.model_poll_s)
+        if self.challenger is not None:
+            self.challenger.start(self.config.model_poll_s)
 
     def _serving(self, loaded: LoadedModel) -> None:
         """A version starts serving (in the thread that swapped): what describes the model follows it."""

@@ -120,6 +120,11 @@ class ServiceSettings(_Section):
     require_digests: bool = Field(
         True, description="refuse model versions without recorded SHA-256 digests (REQUIRE_DIGESTS)"
     )
+    # champion/challenger in the service (service/rollout.py); thresholds come from `rollout:`
+    challenger: str = Field("", description="alias, version id or reference of a challenger; empty = no rollout")
+    rollout_mode: Literal["shadow", "canary"] = "shadow"
+    canary_percent: float = Field(10.0, ge=0, le=100, description="share of clients the challenger answers (canary)")
+    shadow_sample_every: int = Field(1, ge=1, description="score every k-th request with the other model")
 
 
 class WorkbenchSettings(_Section):

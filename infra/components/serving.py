@@ -32,9 +32,9 @@ REQUESTS_PER_WORKER = 4  # gunicorn sync workers answer one request each; a shor
 
 
 def container_environment(names: Names) -> dict[str, str]:
-    """The service's environment variables (names from service/config.py)."""
-    service = names.settings.service
-    return {
+    """The service's environment variables (names from service/config.py); the rollout's only with a challenger."""
+    service, rollout = names.settings.service, names.settings.rollout
+    env = {
         "MODEL_URI": names.model_uri,
         "DRIFT_PSI_THRESHOLD": str(service.drift_psi_threshold),
         "MAX_INSTANCES": str(service.max_instances_per_request),
@@ -45,6 +45,19 @@ def container_environment(names: Names) -> dict[str, str]:
         "REQUIRE_DIGESTS": "true" if service.require_digests else "false",
         "FMNIST_ENV": names.env,
     }
+    if service.challenger:
+        env |= {
+            "CHALLENGER": service.challenger,
+            "ROLLOUT_MODE": service.rollout_mode,
+            "SHADOW_SAMPLE_EVERY": str(service.shadow_sample_every),
+            "ROLLOUT_MIN_REQUESTS": str(rollout.min_requests),
+            "ROLLOUT_MIN_AGREEMENT": str(rollout.min_agreement),
+            "ROLLOUT_MAX_LATENCY_RATIO": str(rollout.max_latency_ratio),
+            "ROLLOUT_MAX_ERROR_RATE": str(rollout.max_error_rate),
+        }
+        if service.rollout_mode == "canary":
+            env["CANARY_PERCENT"] = str(service.canary_percent)
+    return env
 
 
 class Serving(Construct):

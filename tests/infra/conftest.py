@@ -52,7 +52,7 @@ def synth(tmp_path_factory) -> Synth:
 
 @pytest.fixture(scope="session")
 def variant_synth(tmp_path_factory) -> Synth:
-    """dev with `infra.public_endpoint: true`, two invokers and no state bucket (local backend)."""
+    """dev with `infra.public_endpoint: true`, two invokers, no state bucket (local backend) and a canary."""
     from infra.app import build_app, plan_environments
 
     outdir = tmp_path_factory.mktemp("cdktf-variant")
@@ -60,6 +60,10 @@ def variant_synth(tmp_path_factory) -> Synth:
         "FMNIST_INFRA__PUBLIC_ENDPOINT": "true",
         "FMNIST_INFRA__STATE_BUCKET": "null",
         "FMNIST_INFRA__INVOKERS": "['group:ml-team@example.com', 'user:ana@example.com']",
+        "FMNIST_SERVICE__CHALLENGER": "candidate",
+        "FMNIST_SERVICE__ROLLOUT_MODE": "canary",
+        "FMNIST_SERVICE__CANARY_PERCENT": "5",
+        "FMNIST_ROLLOUT__MIN_REQUESTS": "2000",
     }
     build_app(plan_environments([VARIANT], environ=environ), outdir=str(outdir)).synth()
     texts = {p.parent.name: p.read_text() for p in outdir.glob("stacks/*/cdk.tf.json")}

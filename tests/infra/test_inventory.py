@@ -284,6 +284,7 @@ def test_cloud_run_service(synth, env, settings_by_env):
     assert env_vars["PAGE_ENABLED"] == "false"
     assert env_vars["DRIFT_PSI_THRESHOLD"] == str(settings.service.drift_psi_threshold)
     assert env_vars["MAX_INSTANCES"] == str(settings.service.max_instances_per_request)
+    assert not {"CHALLENGER", "ROLLOUT_MODE", "ROLLOUT_MIN_REQUESTS"} & set(env_vars), "no rollout unless config asks"
     assert container["resources"]["limits"] == {
         "cpu": settings.infra.service_cpu,
         "memory": settings.infra.service_memory,
@@ -291,6 +292,22 @@ def test_cloud_run_service(synth, env, settings_by_env):
     for probe in ("startup_probe", "liveness_probe"):
         assert container[probe]["http_get"]["path"] == "/health"
     assert not synth.resources(env, "google_cloud_run_v2_service_iam_member"), "no invoker unless config asks"
+
+
+def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
+    from service.config import ServiceConfig
+
+    container = variant_synth.one("dev", "google_cloud_run_v2_service")["template"]["containers"][0]
+    env_vars = {e["name"]: e["value"] for e in container["env"]}
+    assert {k: env_vars[k] for k in ("CHALLENGER", "ROLLOUT_MODE", "CANARY_PERCENT", "ROLLOUT_MIN_REQUESTS")} == {
+        "CHALLENGER": "candidate",
+        "ROLLOUT_MODE": "canary",
+        "CANARY_PERCENT": "5.0",
+        "ROLLOUT_MIN_REQUESTS": "2000",
+    }
+    rollout = ServiceConfig.from_env(env_vars).rollout  # the service accepts what infra/ writes
+    assert rollout is not None and rollout.reference.endswith("-models@candidate")
+    assert (rollout.canary_percent, rollout.thresholds.min_requests) == (5.0, 2000)
 
 
 def test_public_endpoint_and_invokers_only_when_config_asks(variant_synth):

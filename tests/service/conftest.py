@@ -164,3 +164,11 @@ def live_server(tmp_path_factory, models_root):
     )
     yield server
     stop_service(server)
+
+
+@pytest.fixture(scope="session")
+def linear_model_dir(tmp_path_factory, model_dir) -> Path:
+    """A second, different real model (a random linear softmax): a challenger that disagrees with model_dir."""
+    from tests.service.model_factory import build_linear_model_dir
+
+    return build_linear_model_dir(model_dir, tmp_path_factory.mktemp("linear") / "test-v2", "test-v2")

@@ -160,3 +160,32 @@ def register(registry, directory: Path, version: str, files: dict[str, str] | No
     if promote:
         registry.promote(version)
     return version
+
+
+def build_linear_model_dir(source: Path, directory: Path, version: str, seed: int = 0) -> Path:
+    """A second, different real model: `source`'s metadata under another version, and a random linear softmax
+    classifier as model.onnx (built with onnx.helper in milliseconds: no training), which disagrees with the CNN."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [784, 10], rng.normal(0, 0.01, 7840).astype(np.float32))
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 784])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["pixels", "shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
+        [weights, shape],
+    )
+    shutil.copytree(source, directory, dirs_exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(directory / "model.onnx"))
+    metadata = json.loads((directory / "metadata.json").read_text())
+    metadata["model_version"] = version
+    metadata.pop("files", None)  # the copied digests are the CNN's
+    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    return directory

@@ -1,5 +1,6 @@
 """The environment contract: Vertex AI variables win over Cloud Run's, defaults as documented, bad values fail."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,58 @@ def test_model_following_defaults_and_the_deprecated_recheck_name():
     assert ServiceConfig.from_env({"MODEL_RECHECK_S": "5"}).model_poll_s == 5.0  # the old name still counts
     assert ServiceConfig.from_env({"MODEL_RECHECK_S": "5", "MODEL_POLL_S": "2"}).model_poll_s == 2.0
     assert ServiceConfig.from_env({"MODEL_ARTIFACT": "INT8"}).model_artifact == "int8"
+
+
+def test_no_challenger_means_no_rollout():
+    assert ServiceConfig.from_env({"MODEL_URI": "/m@champion"}).rollout is None
+
+
+def test_challenger_is_resolved_in_the_champions_registry():
+    from contracts.rollout import Thresholds
+
+    env = {"MODEL_URI": "gs://b-models@champion", "CHALLENGER": "candidate"}
+    rollout = ServiceConfig.from_env(env).rollout
+    assert rollout is not None
+    assert (rollout.reference, rollout.mode, rollout.sample_every) == ("gs://b-models@candidate", "shadow", 1)
+    assert rollout.thresholds == Thresholds()
+    version = ServiceConfig.from_env({**env, "CHALLENGER": "v20261126-104114-3f9a"}).rollout
+    assert version is not None and version.reference == "gs://b-models@v20261126-104114-3f9a"
+    full = ServiceConfig.from_env({**env, "CHALLENGER": "/other/models@next"}).rollout
+    assert full is not None and full.reference == "/other/models@next"
+    canary = ServiceConfig.from_env(
+        {
+            **env,
+            "ROLLOUT_MODE": "canary",
+            "CANARY_PERCENT": "12.5",
+            "SHADOW_SAMPLE_EVERY": "4",
+            "ROLLOUT_MIN_REQUESTS": "50",
+            "ROLLOUT_MIN_AGREEMENT": "0.9",
+            "ROLLOUT_MAX_LATENCY_RATIO": "2",
+            "ROLLOUT_MAX_ERROR_RATE": "0",
+        }
+    ).rollout
+    assert canary is not None
+    assert (canary.mode, canary.canary_percent, canary.sample_every) == ("canary", 12.5, 4)
+    assert canary.thresholds == Thresholds(50, 0.9, 2.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CHALLENGER": "candidate", "MODEL_URI": "/a/model-dir"}, "MODEL_URI='/a/model-dir' is a model directory"),
+        ({"CHALLENGER": "cand idate"}, "expected an alias such as candidate"),
+        ({"CHALLENGER": "candidate", "ROLLOUT_MODE": "blue-green"}, "expected shadow or canary"),
+        ({"CHALLENGER": "c", "ROLLOUT_MODE": "canary", "CANARY_PERCENT": "101"}, "from 0 to 100"),
+        ({"CHALLENGER": "c", "ROLLOUT_MODE": "canary", "CANARY_PERCENT": "ten"}, "from 0 to 100"),
+        ({"CHALLENGER": "c", "CANARY_PERCENT": "10"}, "only applies to ROLLOUT_MODE=canary"),
+        ({"CHALLENGER": "c", "SHADOW_SAMPLE_EVERY": "0"}, "SHADOW_SAMPLE_EVERY='0'"),
+        ({"CHALLENGER": "c", "ROLLOUT_MIN_AGREEMENT": "1.5"}, "ROLLOUT_MIN_AGREEMENT='1.5'"),
+        ({"CHALLENGER": "c", "ROLLOUT_MIN_AGREEMENT": "0"}, "from above 0 to 1"),
+        ({"CHALLENGER": "c", "ROLLOUT_MAX_ERROR_RATE": "-0.1"}, "ROLLOUT_MAX_ERROR_RATE"),
+        ({"CHALLENGER": "c", "ROLLOUT_MIN_REQUESTS": "many"}, "ROLLOUT_MIN_REQUESTS='many'"),
+        ({"CHALLENGER": "c", "ROLLOUT_MAX_LATENCY_RATIO": "-1"}, "ROLLOUT_MAX_LATENCY_RATIO"),
+    ],
+)
+def test_bad_rollout_settings_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ServiceConfig.from_env({"MODEL_URI": "/m@champion", **env})

@@ -18,6 +18,7 @@ OPERATIONS = [
     ("GET", "/health"),
     ("GET", "/v1/model"),
     ("GET", "/monitoring/drift"),
+    ("GET", "/monitoring/rollout"),
     ("POST", "/monitoring/drift/reset"),
     ("GET", "/metrics"),
     ("GET", "/"),

@@ -110,7 +110,133 @@ def test_registry_records_rollout_events(settings):
     assert event["action"] == "canary-rollback" and event["reasons"] == ["error rate 2.00% > 1.00%"]
 
 
-def test_rollout_needs_the_gcp_target(settings, monkeypatch, capsys):
+def test_local_rollout_without_a_service_says_what_to_start(settings, monkeypatch, capsys):
+    from tests.service.conftest import free_port
+
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
-    assert cli.main(["rollout"]) == 1 and "talks to Vertex AI" in capsys.readouterr().err
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli.main(["rollout", "--service-url", url]) == 1
+    assert f"cannot reach the prediction service at {url}" in capsys.readouterr().err
+
+
+# ---- local target: the service's /monitoring/rollout verdict, acted on in the registry ---------------------------
+
+
+def _payload(decision: str, challenger: str, reasons=("r",)) -> dict:
+    """A /monitoring/rollout document as the service writes it (service/rollout.build_report), trimmed."""
+    stats = {"requests": 600, "errors": 0, "error_rate": 0.0, "inference_p50_ms": 0.2, "inference_p99_ms": 0.4}
+    return {
+        "mode": "shadow",
+        "champion": {"version": "champ", "role": "champion", **stats},
+        "challenger": {"version": challenger, "role": "challenger", **stats},
+        "agreement": {"agreed": 599, "compared": 600, "rate": 599 / 600, "interval_95": [0.99, 1.0]},
+        "verdict": {"decision": decision, "reasons": list(reasons)},
+    }
+
+
+@pytest.fixture
+def fake_service():
+    """A loopback HTTP server answering /monitoring/rollout with the queued payloads, the last one repeated."""
+    import http.server
+    import threading
+
+    queue: list[dict] = []
+    served: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            served.append(self.path)
+            body = json.dumps(queue.pop(0) if len(queue) > 1 else queue[0]).encode()
+            self.send_response(200 if self.path == "/monitoring/rollout" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}", queue=queue, served=served)
+    server.shutdown()
+    server.server_close()
+
+
+def _two_versions(settings):
+    from trainer.models.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings)
+    champion = registry.register({"metadata.json": b"{}"}, {"accuracy": 0.90}, "custom", dataset_version="v-1")
+    registry.promote(champion)
+    candidate = registry.register({"metadata.json": b"{}"}, {"accuracy": 0.91}, "custom", dataset_version="v-1")
+    return registry, champion, candidate
+
+
+def _main(settings, monkeypatch, *argv) -> int:
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
+    return cli.main(["rollout", *argv])
+
+
+def test_local_promote_moves_the_champion_and_logs_the_reasons(settings, monkeypatch, fake_service, capsys):
+    registry, champion, candidate = _two_versions(settings)
+    fake_service.queue.append(_payload("promote", candidate, ["challenger passed every check on 600 requests"]))
+    assert _main(settings, monkeypatch, "--service-url", fake_service.url, "--dry-run") == 0
+    assert "would promote" in capsys.readouterr().out
+    assert registry.read_index()["aliases"]["champion"] == champion  # a dry run changes nothing
+    assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 0
+    index = registry.read_index()
+    assert index["aliases"]["champion"] == candidate
+    event = index["events"][-1]
+    assert (event["action"], event["version"], event["target"]) == ("canary-promote", candidate, "local")
+    assert event["reasons"] == ["challenger passed every check on 600 requests"]
+
+
+def test_local_rollback_records_the_end_and_keeps_the_champion(settings, monkeypatch, fake_service):
+    registry, champion, candidate = _two_versions(settings)
+    reason = "agreement with the champion 61.00% (95 % interval 57.00%-65.00%) is below 98.00%"
+    fake_service.queue.append(_payload("rollback", candidate, [reason]))
+    assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 0
+    index = registry.read_index()
+    assert index["aliases"]["champion"] == champion
+    assert index["events"][-1] | {"at": None} == {
+        "at": None,
+        "action": "canary-rollback",
+        "version": candidate,
+        "reasons": [reason],
+        "target": "local",
+        "mode": "shadow",
+    }
+
+
+def test_local_watch_waits_until_the_verdict_is_in(settings, monkeypatch, fake_service, capsys):
+    registry, _, candidate = _two_versions(settings)
+    fake_service.queue += [_payload("wait", candidate), _payload("wait", candidate), _payload("rollback", candidate)]
+    assert _main(settings, monkeypatch, "--service-url", fake_service.url, "--watch", "--interval", "0.01") == 0
+    assert fake_service.served == ["/monitoring/rollout"] * 3
+    assert registry.read_index()["events"][-1]["action"] == "canary-rollback"
+    fake_service.queue[:] = [_payload("wait", candidate)]
+    events = len(registry.read_index()["events"])
+    assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 0  # no --watch: one look
+    assert "wait: r" in capsys.readouterr().out and len(registry.read_index()["events"]) == events
+
+
+def test_local_promote_still_passes_the_quality_gate(settings, monkeypatch, fake_service, capsys):
+    from trainer.models.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings)
+    champion = registry.register({"metadata.json": b"{}"}, {"accuracy": 0.90}, "custom", dataset_version="v-1")
+    registry.promote(champion)
+    worse = registry.register({"metadata.json": b"{}"}, {"accuracy": 0.80}, "custom", dataset_version="v-1")
+    fake_service.queue.append(_payload("promote", worse))
+    assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 3  # GateRefused's exit status
+    assert "refused" in capsys.readouterr().err
+    assert registry.read_index()["aliases"]["champion"] == champion
+
+
+def test_local_rollout_refuses_a_service_without_a_challenger(settings, monkeypatch, fake_service, capsys):
+    fake_service.queue.append({"mode": "off", "detail": "no CHALLENGER configured"})
+    assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 1
+    assert "runs no rollout" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`python -m trainer rollout`: end a canary on the Vertex AI endpoint: promote the challenger, or take it off.
+"""`python -m trainer rollout`: end a canary (gcp: on the Vertex AI endpoint; local: in the prediction service).
 
 `deploy-model --canary N` puts a challenger beside the champion with N % of the endpoint's traffic. This command
 reads each deployed model's requests, errors and p99 latency over the last `rollout.window_minutes` from Cloud
@@ -7,6 +7,12 @@ challenger passes the registry's quality gate, takes 100 % of the traffic and th
 "rollback" the challenger is undeployed and the champion gets 100 % back; on "wait" nothing changes (`--watch`
 asks again every `--interval` seconds). Every decision is recorded in the registry's event log with its reasons.
 Requests are built by pure functions (tests bind them to the installed SDKs); only `run` talks to Google Cloud.
+
+local target: the service itself runs champion and challenger (CHALLENGER=candidate, service/rollout.py) and judges
+them in GET /monitoring/rollout with the same contracts.rollout rules (agreement included, which the endpoint
+cannot measure). This command reads that verdict (`--service-url`, default the local service) and acts on the
+registry: "promote" promotes the challenger's version (through the quality gate), "rollback" records that the
+canary ended; the service's champion slot follows the alias, so nothing is redeployed.
 """
 
 from __future__ import annotations
@@ -112,13 +118,76 @@ def plan(decision: Verdict, champion: Deployed, challenger: Deployed) -> list[tu
     return []
 
 
+LOCAL_SERVICE_URL = "http://127.0.0.1:8080"  # `python -m service`'s default port
+
+
+def read_service_verdict(url: str, timeout_s: float = 10) -> dict[str, Any]:
+    """GET <url>/monitoring/rollout, or a CommandError that says what to start or fix."""
+    import requests
+
+    target = url.rstrip("/") + "/monitoring/rollout"
+    try:
+        reply = requests.get(target, timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise CommandError(
+            f"cannot reach the prediction service at {url} ({type(exc).__name__}): start it with a challenger, "
+            "e.g. CHALLENGER=candidate python -m service, or pass --service-url"
+        ) from None
+    if reply.status_code != 200:
+        raise CommandError(f"GET {target} answered {reply.status_code}: {reply.text[:300]}")
+    try:
+        report: dict[str, Any] = reply.json()
+    except ValueError:
+        raise CommandError(f"GET {target} did not answer JSON: is {url} the prediction service?") from None
+    if report.get("mode") == "off":
+        raise CommandError(
+            f"the service at {url} runs no rollout ({report.get('detail', 'no CHALLENGER configured')}): restart it "
+            "with CHALLENGER=candidate ROLLOUT_MODE=shadow (or canary)"
+        )
+    return report
+
+
+def run_local(args: Any, settings: Any) -> int:
+    """Act on the service's own verdict: promote the challenger in the registry, or record the rollback."""
+    url = args.service_url or LOCAL_SERVICE_URL
+    registry = ModelRegistry.from_settings(settings)
+    while True:
+        report = read_service_verdict(url)
+        decision = report["verdict"]
+        summary = {k: report.get(k) for k in ("mode", "champion", "challenger", "agreement")}
+        print(json.dumps({**summary, **decision}))
+        if decision["decision"] != "wait" or not args.watch:
+            break
+        time.sleep(args.interval)
+    challenger = (report.get("challenger") or {}).get("version")
+    action, reasons = decision["decision"], list(decision["reasons"])
+    if action == "wait":
+        print(f"wait: {'; '.join(reasons)}")
+        return 0
+    if args.dry_run:
+        step = f"promote {challenger} to champion" if action == "promote" else "record the canary's end"
+        print(f"would {step} and record canary-{action} in {registry.index_uri}")
+        return 0
+    if action == "promote":
+        registry.promote(challenger)  # the quality gate has the last word
+    registry.record(f"canary-{action}", challenger, reasons=reasons, target="local", mode=report.get("mode"))
+    print(f"{action}: {'; '.join(reasons)}")
+    return 0
+
+
 def add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--service-url",
+        help=f"local target: the prediction service to read /monitoring/rollout from (default {LOCAL_SERVICE_URL})",
+    )
     parser.add_argument("--watch", action="store_true", help="ask again until the verdict is promote or rollback")
     parser.add_argument("--interval", type=float, default=300, help="seconds between checks with --watch")
     parser.add_argument("--dry-run", action="store_true", help="print the verdict and the calls, change nothing")
 
 
 def run(args: Any, settings: Any) -> int:
+    if settings.target == "local":
+        return run_local(args, settings)
     require_gcp(settings, "rollout")
     from google.cloud import aiplatform, monitoring_v3
 
