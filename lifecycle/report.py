@@ -60,8 +60,8 @@ class RunSummary:
             else f"{figures.agreement:.2%} (95 % interval {low:.2%}-{high:.2%})"
         )
         self.shadow_latency = (
-            f"{ms(figures.champion_p50_ms)} / {ms(figures.champion_p99_ms)} | "
-            f"{ms(figures.challenger_p50_ms)} / {ms(figures.challenger_p99_ms)} ms"
+            f"champion {ms(figures.champion_p50_ms)} / {ms(figures.champion_p99_ms)} ms, "
+            f"candidate {ms(figures.challenger_p50_ms)} / {ms(figures.challenger_p99_ms)} ms"
         )
         self.shadow_verdict = f"{figures.decision}: {'; '.join(figures.reasons)}"[:200]
 
@@ -99,7 +99,7 @@ class RunSummary:
         return [
             ("shadow: champion vs candidate", self.shadow_versions),
             ("shadow: agreement (same class)", self.shadow_agreement),
-            ("shadow: inference p50/p99 ch | cand", self.shadow_latency),
+            ("shadow: inference p50 / p99", self.shadow_latency),
             ("shadow: rollout verdict", self.shadow_verdict),
         ]
 
