@@ -357,6 +357,22 @@ def test_out_of_range_values_are_shown_as_sent(bad, value, position):
     )
 
 
+@pytest.mark.parametrize("value,position", [(255.5, 1), (256, 783), (-0.5, 0), (-1, 5)])
+@pytest.mark.parametrize("nested", [True, False], ids=["nested", "flat"])
+def test_values_just_outside_the_range_in_a_body_numpy_converts_at_once(value, position, nested):
+    """All instances of one shape, numbers only: the one-call conversion sees the value and must refuse it too."""
+    bad = flat_with(position, value)
+    if nested:
+        bad = [bad[i : i + 28] for i in range(0, 784, 28)]
+    body = dumps({"instances": [[[0] * 28] * 28 if nested else [0] * 784, bad]})
+    assert refusal(parse_json, body, 8) == (
+        400,
+        "out_of_range",
+        f"instance 1: value {value} at flat position {position} {RANGE_HINT}",
+        1,
+    )
+
+
 def test_non_finite_values_are_refused_before_range():
     """orjson refuses NaN and Infinity; the per-instance check refuses them too (defence in depth)."""
     flat = [0.0] * 783 + [math.inf]
