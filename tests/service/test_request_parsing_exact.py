@@ -335,6 +335,19 @@ def test_non_numeric_values_are_named_with_their_position(bad, detail):
 
 
 @pytest.mark.parametrize(
+    "value,what", [("1", "str '1'"), (" 2 ", "str ' 2 '"), (True, "bool true"), (False, "bool false")]
+)
+@pytest.mark.parametrize("nested", [True, False], ids=["nested", "flat"])
+def test_non_numbers_numpy_would_convert_are_refused_in_a_same_shape_batch(value, what, nested):
+    """numpy turns "1" and true into 1.0: the quick scan must send such a body to the per-instance walk."""
+    bad = flat_with(40, value)
+    if nested:
+        bad = [bad[i : i + 28] for i in range(0, 784, 28)]
+    body = dumps({"instances": [[[0] * 28] * 28 if nested else [0] * 784, bad], "parameters": {"top_k": 2}})
+    assert refusal(parse_json, body, 8) == (400, "non_numeric", f"instance 1: {found(what, 40)}", 1)
+
+
+@pytest.mark.parametrize(
     "bad,value,position",
     [
         (flat_with(783, 256), "256", 783),
