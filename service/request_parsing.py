@@ -53,8 +53,9 @@ def parse_top_k(value: object, where: str) -> int | None:
             )
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= N_CLASSES:
+        name = "top_k in the query string" if where == "query" else "parameters.top_k"
         raise RequestError(
-            400, "bad_parameters", f"parameters.top_k must be a whole number from 1 to {N_CLASSES}, got {echo(value)}"
+            400, "bad_parameters", f"{name} must be a whole number from 1 to {N_CLASSES}, got {echo(value)}"
         )
     return value
 

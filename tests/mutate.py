@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NO_EXPORT = ["-k", "not export"]  # the export test trains a TensorFlow model: slow, and not safe after fork
 
-# group -> (files to mutate, the tests that own them); request parsing is hardened in parallel: provisional.
+# group -> (files to mutate, the tests that own them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "storage": (
         ["trainer/storage.py"],
@@ -61,7 +61,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             *NO_EXPORT,
         ],
     ),
-    "request-parsing": (["service/request_parsing.py"], ["tests/service/test_request_parsing.py"]),
+    "request-parsing": (
+        ["service/request_parsing.py"],
+        ["tests/service/test_request_parsing.py", "tests/service/test_request_parsing_exact.py"],
+    ),
     "cloud": (
         ["trainer/cloud/*.py"],
         [
@@ -178,10 +181,9 @@ def main(argv: list[str]) -> int:
     print(f"\n{'module':<34}{'mutants':>8}{'killed':>8}{'timeout':>8}{'survived':>9}{'score':>8}")
     for module, counts in sorted(table.items()):
         total, killed = sum(counts.values()), sum(counts[s] for s in KILLED)
-        provisional = "  (provisional)" if module == "service.request_parsing" else ""
         print(
             f"{module:<34}{total:>8}{killed - counts['timeout']:>8}{counts['timeout']:>8}{total - killed:>9}"
-            f"{killed / total:>8.1%}{provisional}"
+            f"{killed / total:>8.1%}"
         )
     print(f"\nsurvivors ({len(all_survivors)}):")
     for mutant, status, diff in all_survivors:
