@@ -115,6 +115,19 @@ def _check_values(array: np.ndarray, index: int) -> None:
         )
 
 
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type: what a client wrote, not Python's name for it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 def _kind(value: object) -> str:
     """What a non-number is, in a few words (never more than MAX_ECHO_CHARS of the client's text)."""
     if value is None:
@@ -187,7 +200,7 @@ def _instance(instance: object, index: int, budget: DecodeBudget) -> tuple[np.nd
     raise RequestError(
         400,
         "bad_instance",
-        f'expected a list of pixels or {{"b64": ...}}, got {"null" if instance is None else type(instance).__name__}',
+        f'expected a list of pixels or {{"b64": ...}}, got {_json_type(instance)}',
         index,
     )
 
@@ -252,8 +265,7 @@ def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
         raise RequestError(
             400,
             "bad_request_shape",
-            'the body must be a JSON object {"instances": [...]}, got '
-            f"{'null' if document is None else type(document).__name__}",
+            f'the body must be a JSON object {{"instances": [...]}}, got {_json_type(document)}',
         )
     unknown = [key for key in document if key not in _TOP_LEVEL_KEYS]
     if unknown:
@@ -266,7 +278,7 @@ def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
         raise RequestError(400, "missing_instances", "the body has no 'instances' list")
     instances = document["instances"]
     if not isinstance(instances, list):
-        raise RequestError(400, "missing_instances", f"'instances' must be a list, got {type(instances).__name__}")
+        raise RequestError(400, "missing_instances", f"'instances' must be a list, got {_json_type(instances)}")
     if not instances:
         raise RequestError(400, "empty_instances", "'instances' is empty; send at least one image")
     if len(instances) > max_instances:
@@ -279,7 +291,7 @@ def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
     if parameters is None:
         parameters = {}
     if not isinstance(parameters, dict):
-        raise RequestError(400, "bad_parameters", f"'parameters' must be an object, got {type(parameters).__name__}")
+        raise RequestError(400, "bad_parameters", f"'parameters' must be an object, got {_json_type(parameters)}")
     unknown = [key for key in parameters if key not in _PARAMETER_KEYS]
     if unknown:
         raise RequestError(400, "bad_parameters", f"unknown parameter(s) {echo_names(unknown)}; supported: top_k")

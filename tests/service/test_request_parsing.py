@@ -107,7 +107,7 @@ def _with(bad, index=1):
         ([0] * 783 + [256], "out_of_range", "value 256 at flat position 783"),
         ([0] * 10 + [-0.5] + [0] * 773, "out_of_range", "flat position 10"),
         ([0] * 783 + [2**70], "out_of_range", "1.1805916207174113e+21"),  # orjson reads huge ints as floats
-        ("pixels", "bad_instance", "got str"),
+        ("pixels", "bad_instance", "got a string"),
         ({"b64": "aGVsbG8=", "x": 1}, "bad_instance", "no other keys"),
         ({"b64": "not base64!"}, "bad_base64", "not valid base64"),
         ({"b64": base64.b64encode(b"hello").decode()}, "bad_image", "not a PNG or JPEG"),
