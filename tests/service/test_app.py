@@ -244,3 +244,20 @@ def test_an_empty_registry_answers_no_model_until_a_poll_finds_a_champion(tmp_pa
     assert predict(client, {"instances": [[0] * 784]}).get_json()["metadata"]["model_version"] == "v1"
     assert client.get("/health").get_json() == {"status": "ok", "model_version": "v1"}
     assert b'"version":"v1"' in client.get("/openapi.json").data
+
+
+@pytest.mark.parametrize("encoding", ["binary", "json"])
+def test_the_body_limit_is_exact(make_app, encoding):
+    """A body of exactly MAX_BODY_BYTES is read and answered; one byte more is refused with 413 before parsing."""
+    images, _ = generated_images(3, seed=5)
+    if encoding == "binary":
+        body, content_type = images.tobytes(), "application/octet-stream"
+    else:
+        body, content_type = json.dumps({"instances": images.tolist()}).encode(), "application/json"
+    at_limit = make_app(MAX_BODY_BYTES=str(len(body))).test_client()
+    reply = at_limit.post("/predict", data=body, content_type=content_type)
+    assert reply.status_code == 200 and len(reply.get_json()["predictions"]) == 3
+    over = make_app(MAX_BODY_BYTES=str(len(body) - 1)).test_client()
+    reply = over.post("/predict", data=body, content_type=content_type)
+    assert reply.status_code == 413 and reply.get_json()["error"] == "request_entity_too_large"
+    assert f"over {len(body) - 1} bytes" in reply.get_json()["detail"]
