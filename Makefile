@@ -102,7 +102,7 @@ destroy: setup
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
-# Both CPU presets on the real data (about 12 minutes on 2 cores); `make bench` runs the demo preset only.
+# Both CPU presets on the real data (about 10 minutes on 2 cores); `make bench` runs the demo preset only.
 bench-train: setup
 	$(PY) bench/bench_train.py --preset demo && $(PY) bench/bench_train.py --preset full
 
