@@ -141,8 +141,11 @@ def local_champion() -> Path | None:
 class Server:
     """One gunicorn server: ours (`python -m service`) or the anchor (bare_app.py)."""
 
-    def __init__(self, name: str, kind: str, model_dir: Path, python: str, runtime: str = "ort"):
+    def __init__(
+        self, name: str, kind: str, model_dir: Path, python: str, runtime: str = "ort", extra_env: dict | None = None
+    ):
         self.name, self.kind, self.model_dir, self.python, self.runtime = name, kind, model_dir, python, runtime
+        self.extra_env = extra_env or {}
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log = RESULTS / f"{name}.log"
@@ -160,6 +163,7 @@ class Server:
                 SERVICE_HOST="127.0.0.1",
                 WORKERS="2",
                 PYTHONPATH=str(REPO),
+                **self.extra_env,
             )  # this checkout's service, whatever the interpreter has installed
             return [self.python, "-m", "service"], env, str(REPO)
         artifact = "model.onnx" if self.runtime == "ort" else "model.tflite"
@@ -315,6 +319,33 @@ def bench_servers(servers: dict, bodies: dict, duration: int, cold_starts: int, 
     return results
 
 
+def inference_limit(model_path: Path, images: np.ndarray, repeat: int = 300) -> float:
+    """Images/s of inference alone for 64-image requests on the machine's cores: one single-thread session built
+    exactly as a service worker builds it (service.runtime.OnnxClassifier), times the number of cores (one worker
+    per core). The ceiling the 64-image service figure is compared with."""
+    from service.runtime import OnnxClassifier
+
+    classifier = OnnxClassifier(str(model_path), "pixels")
+    batch = images[:64].astype(np.float32)
+    for _ in range(20):
+        classifier.predict(batch)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        classifier.predict(batch)
+        times.append(time.perf_counter() - started)
+    return 64 / statistics.median(times) * (os.cpu_count() or 1)
+
+
+def int8_artifact(model_dir: Path) -> Path | None:
+    """The int8 file the export's gate passed (metadata int8_artifact), if this directory has one."""
+    try:
+        name = json.loads((model_dir / "metadata.json").read_text()).get("int8_artifact")
+    except (OSError, ValueError):
+        return None
+    return model_dir / name if name and (model_dir / name).exists() else None
+
+
 def write_bodies(images: np.ndarray) -> dict:
     bodies = {
         "raw1": images[:1].tobytes(),
@@ -417,6 +448,11 @@ def main(argv=None) -> int:
     for label, model_dir in models.items():
         servers = {"service": Server(f"{label}-service", "service", model_dir, args.python)}
         servers["anchor-ort"] = Server(f"{label}-anchor-ort", "anchor", model_dir, args.python, "ort")
+        int8 = int8_artifact(model_dir)
+        if int8 is not None:
+            servers["service-int8"] = Server(
+                f"{label}-service-int8", "service", model_dir, args.python, extra_env={"MODEL_ARTIFACT": "int8"}
+            )
         if args.litert_python and (model_dir / "model.tflite").exists():
             servers["anchor-lite"] = Server(f"{label}-anchor-lite", "anchor", model_dir, args.litert_python, "lite")
         try:
@@ -424,8 +460,19 @@ def main(argv=None) -> int:
         finally:
             for server in servers.values():
                 server.stop()
-        report["models"][label] = {"model_dir": str(model_dir), **results}
+        images = test_images(64)
+        limits = {"float": inference_limit(model_dir / "model.onnx", images)}
+        if int8 is not None:
+            limits["int8"] = inference_limit(int8, images)
+        report["models"][label] = {"model_dir": str(model_dir), **results, "inference_limit_img_s": limits}
         print_table(f"{label} ({model_dir})", results["service"], {k: v for k, v in results.items() if k != "service"})
+        for artifact, limit in limits.items():
+            served = results["service" if artifact == "float" else "service-int8"]["batch64_img_s"]
+            print(
+                f"64 images/request, {artifact}: service {served:,.0f} images/s = {served / limit:.0%} of the "
+                f"inference-only limit {limit:,.0f} ({os.cpu_count()} cores x one single-thread session)"
+                + (f"; {served / limits['float']:.2f}x the float limit" if artifact == "int8" else "")
+            )
     report["load_average_end"] = os.getloadavg()
     (RESULTS / "bench_service.json").write_text(json.dumps(report, indent=2))
     print(f"\nload average at end {report['load_average_end'][0]:.2f}; details in {RESULTS / 'bench_service.json'}")
