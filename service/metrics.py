@@ -63,27 +63,7 @@ INFERENCE = Histogram(
 )
 
 # A rollout (service/rollout.py) compares two models' inference time: one image takes ~0.1 ms, below LATENCY_BUCKETS.
-ROLLOUT_BUCKETS = (
-    0.00005,
-    0.0001,
-    0.00015,
-    0.0002,
-    0.0003,
-    0.0005,
-    0.00075,
-    0.001,
-    0.0015,
-    0.002,
-    0.003,
-    0.005,
-    0.0075,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    1.0,
-)
+ROLLOUT_BUCKETS = (0.00005, 0.0001, 0.00015, 0.0002, 0.0003, *LATENCY_BUCKETS[:-1])  # 50 us to 1 s
 _BY_VERSION = ["model_version", "role"]
 ROLLOUT_SCORED = Counter("fmnist_rollout_requests", "Requests a model version scored during a rollout", _BY_VERSION)
 ROLLOUT_ANSWERED = Counter(
