@@ -59,6 +59,7 @@ class ServiceState:
         self._instance_counters: dict[str, Counter] = {}
         self._request_counters: dict[tuple[str, str, int, str], Counter] = {}
         self._latency: dict[str, Histogram] = {}
+        self._drift_version: str | None = None  # the version whose predictions the drift counts hold
         if champion.pending is not None:
             self._describe(champion.pending.version, champion.pending.metadata.get("feature_baseline"))
         champion.on_swap(self._serving)
@@ -93,6 +94,11 @@ class ServiceState:
         self._describe(loaded.version, loaded.bundle.metadata.get("feature_baseline"))
 
     def _describe(self, version: str, baseline: object) -> None:
+        # Counts binned under one version's baseline say nothing about the next one: a swap starts them again
+        # (every worker's: the one that swaps last may wipe up to one poll interval of the new version's counts).
+        if self._drift_version is not None and version != self._drift_version:
+            self.drift.reset()
+        self._drift_version = version
         self.drift.use_baseline(baseline)
         self.request_log.model_version = version
         self.openapi_bytes = orjson.dumps(build_openapi(self.config, version))

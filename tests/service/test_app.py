@@ -261,3 +261,28 @@ def test_the_body_limit_is_exact(make_app, encoding):
     reply = over.post("/predict", data=body, content_type=content_type)
     assert reply.status_code == 413 and reply.get_json()["error"] == "request_entity_too_large"
     assert f"over {len(body) - 1} bytes" in reply.get_json()["detail"]
+
+
+def test_drift_counts_start_again_when_another_version_serves(tmp_path, model_dir):
+    from service.app import create_app
+    from tests.service.model_factory import local_registry, make_version, register
+
+    root = tmp_path / "models"
+    registry = local_registry(root)
+    for name in ("v1", "v2"):
+        directory, files = make_version(model_dir, tmp_path / name, name)
+        register(registry, directory, name, files, promote=name == "v1")
+    app = create_app({"MODEL_URI": f"{root}@champion"})
+    client = app.test_client()
+    images, _ = generated_images(20, seed=9)
+    assert client.post("/predict", data=images.tobytes(), content_type="application/octet-stream").status_code == 200
+    assert client.get("/monitoring/drift").get_json()["images_seen"] == 20
+    assert app.extensions["fmnist"].champion.poll_once() is False  # same version: the counts stay
+    assert client.get("/monitoring/drift").get_json()["images_seen"] == 20
+    registry.promote("v2")
+    assert app.extensions["fmnist"].champion.poll_once() is True
+    assert client.get("/monitoring/drift").get_json()["images_seen"] == 0
+    assert (
+        client.post("/predict", data=images[:5].tobytes(), content_type="application/octet-stream").status_code == 200
+    )
+    assert client.get("/monitoring/drift").get_json()["images_seen"] == 5
