@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -84,9 +85,31 @@ class LiveServer:
         status, _, data = self.request(method, path, body, {"Content-Type": "application/json", **(headers or {})})
         return status, json.loads(data)
 
+    def state_dir(self) -> Path:
+        """The metrics and drift directory the server announced on start-up (gunicorn_conf.when_ready)."""
+        found = re.search(r"metrics and drift state in ([^\"\s]+)", self.stderr.read_text())
+        assert found, f"the server did not log its state directory; see {self.stderr}"
+        return Path(found.group(1))
+
     def worker_pids(self) -> list[int]:
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in path.read_text().split()]
+
+
+def counts_per_worker(state_dir: Path, sample: str, **labels: str) -> dict[int, float]:
+    """One counter's value in each process's own multiprocess file (counter_<pid>.db), summed over the series
+    whose labels include `labels`: which worker counted what, which the aggregated /metrics cannot say."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    counted = {}
+    for path in state_dir.glob("prometheus/counter_*.db"):
+        pid = int(re.fullmatch(r"counter_(\d+)\.db", path.name).group(1))
+        counted[pid] = 0.0
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            _, name, series, _ = json.loads(key)
+            if name == sample and all(series.get(k) == v for k, v in labels.items()):
+                counted[pid] += value
+    return counted
 
 
 def service_env(**overrides) -> dict:

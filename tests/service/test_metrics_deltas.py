@@ -7,21 +7,18 @@ The oracle is independent of the counters: the replies themselves (their status,
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.conftest import start_service, stop_service
+from tests.service.conftest import counts_per_worker, start_service, stop_service
 from tests.service.model_factory import generated_images
 
 OCTET = {"Content-Type": "application/octet-stream"}
 JSON = {"Content-Type": "application/json"}
-STATE_DIR = re.compile(r"metrics and drift state in ([^\"\s]+)")
 COUNTED = (
     "fmnist_http_requests",
     "fmnist_request_errors",
@@ -159,24 +156,9 @@ def test_two_workers_count_exactly_the_requests_both_served(fresh_server):
     after = fresh_server.request("GET", "/metrics")[2].decode()
     assert_exact(before, after, replies, class_names)
 
-    state_dir = Path(STATE_DIR.search(fresh_server.stderr.read_text()).group(1))
-    served = predictions_per_worker(state_dir)
+    state_dir = fresh_server.state_dir()
+    served = counts_per_worker(state_dir, "fmnist_http_requests_total", route="/predict", status="200")
     workers = set(fresh_server.worker_pids())
     assert len(workers) == 2 and all(served.get(pid, 0) > 0 for pid in workers), served  # both served some
     assert all(count == 0 for pid, count in served.items() if pid not in workers), served  # the master serves none
     assert sum(served.values()) == sum(1 for r in replies if r[0] == "/predict" and r[2] == 200)
-
-
-def predictions_per_worker(state_dir: Path) -> dict[int, float]:
-    """Successful /predict requests each worker counted in its own multiprocess file (counter_<pid>.db)."""
-    from prometheus_client.mmap_dict import MmapedDict
-
-    served = {}
-    for path in state_dir.glob("prometheus/counter_*.db"):
-        pid = int(re.fullmatch(r"counter_(\d+)\.db", path.name).group(1))
-        served[pid] = 0.0
-        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
-            _, sample, labels, _ = json.loads(key)
-            if sample == "fmnist_http_requests_total" and labels["route"] == "/predict" and labels["status"] == "200":
-                served[pid] += value
-    return served

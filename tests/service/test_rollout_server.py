@@ -5,20 +5,17 @@ The oracle is the two models' own predictions, computed in this process with ONN
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from service.runtime import OnnxClassifier
-from tests.service.conftest import start_service, stop_service
+from tests.service.conftest import counts_per_worker, start_service, stop_service
 from tests.service.model_factory import build_registry, generated_images
 
 OCTET = {"Content-Type": "application/octet-stream"}
-STATE_DIR = re.compile(r"metrics and drift state in ([^\"\s]+)")
 
 
 def _with_candidate(root, directory, version="test-v2"):
@@ -81,19 +78,8 @@ def test_shadow_counts_of_both_workers_are_summed_and_judged(shadow_server, mode
     assert any("agreement with the champion" in r for r in report["verdict"]["reasons"])
     workers = shadow_server.worker_pids()
     assert len(workers) == 2
-    assert all(_scored_by(shadow_server, pid) > 0 for pid in workers), "both workers should have scored requests"
-
-
-def _scored_by(server, pid: int) -> float:
-    """The rollout requests one worker counted, read from its own multiprocess metric file."""
-    from prometheus_client.mmap_dict import MmapedDict
-
-    state_dir = STATE_DIR.search(server.stderr.read_text()).group(1)
-    path = Path(state_dir, "prometheus", f"counter_{pid}.db")
-    if not path.exists():
-        return 0.0
-    values = MmapedDict.read_all_values_from_file(str(path))
-    return sum(value for key, value, *_ in values if '"fmnist_rollout_requests"' in key)
+    scored = counts_per_worker(shadow_server.state_dir(), "fmnist_rollout_requests_total")
+    assert all(scored.get(pid, 0) > 0 for pid in workers), scored  # both workers scored requests
 
 
 def test_the_rollout_route_is_described(shadow_server):

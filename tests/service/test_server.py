@@ -14,7 +14,6 @@ from tests.service.conftest import ADMIN, ADMIN_ENV, start_service, stop_service
 from tests.service.model_factory import build_registry, generated_images, upload_tree
 
 OCTET = {"Content-Type": "application/octet-stream"}
-STATE_DIR = re.compile(r"metrics and drift state in ([^\"\s]+)")
 
 
 def post_images(server, images: np.ndarray, per_request: int = 10, threads: int = 4) -> list[int]:
@@ -56,7 +55,7 @@ def test_metrics_and_drift_add_up_across_workers(live_server):
         or "fmnist_drift_detected 1.0" in live_server.request("GET", "/metrics")[2].decode()
     )
     assert text.count("fmnist_model_info{") == 1
-    state_dir = STATE_DIR.search(live_server.stderr.read_text()).group(1)
+    state_dir = live_server.state_dir()
     assert len(list(Path(state_dir, "drift").glob("counts-*.f64"))) == 2, "both workers should have served"
 
 
@@ -176,7 +175,7 @@ def test_vertex_contract_routes_port_and_storage_uri(tmp_path, model_dir):
 def test_sigterm_stops_cleanly_and_removes_the_state_directory(tmp_path, model_dir):
     server = start_service(tmp_path, MODEL_URI=str(model_dir), WORKERS="2")
     try:
-        state_dir = Path(STATE_DIR.search(server.stderr.read_text()).group(1))
+        state_dir = server.state_dir()
         assert state_dir.is_dir()
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(15) == 0
