@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra import provider_facts
-from infra.graph_policies import CMEK_AGENTS, CMEK_VALUE, RESOURCE_APIS, Graph, _by_prefix, _strings
+from infra.graph_policies import CMEK_AGENTS, CMEK_VALUE, RESOURCE_APIS, Graph, GraphResult, _by_prefix, _strings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WAIT = "time_sleep"
@@ -102,14 +102,15 @@ def _planner_roles(bootstrap: dict) -> set[str]:
 
 def simulate_plan(graph: Graph, planner_roles: set[str] | None = None) -> Iterator[Step]:
     providers = graph.document.get("provider", {})
-    if "docker" in providers:
-        others = [n.address for n in graph.resources() if not n.type.startswith("docker_")]
+    docker = [n for n in graph.resources() if n.type.startswith("docker_")]
+    others = len(list(graph.resources())) - len(docker)
+    for node in docker:  # each makes Terraform configure the docker provider
         yield Step(
             "plan",
-            "provider.docker",
+            node.address,
             (
-                f"the docker provider pings a Docker daemon when it is configured, so planning or destroying the "
-                f"{len(others)} other resources of this stack needs a daemon: give the images a stack of their own"
+                "uses the docker provider, which pings a Docker daemon when it is configured: planning or destroying "
+                f"the {others} other resources of this stack needs a daemon; give the images a stack of their own"
             )
             if others
             else None,
@@ -359,6 +360,15 @@ def simulate_outdir(outdir: Path) -> dict[str, list[Step]]:
             stack, document, bootstrap_document=bootstrap, protect=_environment_protection(env)
         )
     return results
+
+
+def evaluate_outdir(outdir: Path) -> list[GraphResult]:
+    """The simulated walks as scan results (one check id per walk), judged like the graph policies."""
+    return [
+        GraphResult(stack, *RULES[step.walk], step.resource, step.problem)
+        for stack, steps in simulate_outdir(outdir).items()
+        for step in steps
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

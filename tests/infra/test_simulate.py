@@ -179,9 +179,9 @@ def test_the_docker_provider_in_a_stack_with_other_resources_needs_a_daemon_to_p
         "provider": {"docker": [{}]},
         "resource": {"docker_image": {"i": {}}, "google_pubsub_topic": {"t": {}}},
     }
-    assert "Docker daemon" in _problems(simulate_plan(Graph(document)))["provider.docker"]
+    assert "Docker daemon" in _problems(simulate_plan(Graph(document)))["docker_image.i"]
     del document["resource"]["google_pubsub_topic"]
-    assert _problems(simulate_plan(Graph(document)))["provider.docker"] is None
+    assert _problems(simulate_plan(Graph(document)))["docker_image.i"] is None
 
 
 def _bootstrap(*roles: str) -> dict:
