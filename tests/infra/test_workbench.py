@@ -281,3 +281,9 @@ def test_on_the_graph_policies_pass_and_the_instance_needs_both_agents_grants(wo
     for name in [k for k, i in identities.items() if i["service"] == "notebooks.googleapis.com"]:
         del identities[name]
     assert "nothing in the stack creates the notebooks service agent" in problems(document)[address]
+
+
+def test_on_the_simulated_plan_apply_and_destroy_pass(workbench_synth):
+    from tests.infra.test_simulate import _failing
+
+    assert _failing(workbench_synth.outdir) == []
