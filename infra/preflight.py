@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"refusing to deploy {args.env}: {len(problems)} placeholder setting(s) above", file=sys.stderr)
         return 1
-    if args.deploy and not args.env.startswith("bootstrap-"):
-        print(billing_note(settings), file=sys.stderr)
+    impersonated = os.environ.get("CLOUDSDK_AUTH_IMPERSONATE_SERVICE_ACCOUNT", "")
+    if args.deploy and not args.env.startswith("bootstrap-") and "-deployer@" not in impersonated:
+        print(billing_note(settings), file=sys.stderr)  # it cannot tell who gcloud is otherwise: say it
     print(f"preflight {args.env}: no placeholder settings")
     return 0
 

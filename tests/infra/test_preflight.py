@@ -150,3 +150,17 @@ def test_the_deploy_preflight_refuses_before_reading_the_config(monkeypatch, cap
     assert preflight_main(["--deploy", "dev"]) == 1
     err = capsys.readouterr().err
     assert "DOCKER_REGISTRY_PASS is empty" in err and "placeholder" not in err
+
+
+def test_the_deploy_preflight_says_who_may_create_the_budget(monkeypatch, capsys, docker_socket):
+    monkeypatch.setenv("DOCKER_HOST", docker_socket)
+    monkeypatch.setenv("DOCKER_REGISTRY_PASS", "token")
+    monkeypatch.setenv("FMNIST_INFRA__BILLING_ACCOUNT", "0A0A0A-0A0A0A-0A0A0A")
+    monkeypatch.setenv("FMNIST_INFRA__BUDGET_CURRENCY", "EUR")
+    monkeypatch.setenv("FMNIST_INFRA__GITHUB_OWNER", "someone")
+    monkeypatch.setenv("FMNIST_INFRA__ALERT_EMAIL", "ops@fmnist.dev")
+    monkeypatch.delenv("CLOUDSDK_AUTH_IMPERSONATE_SERVICE_ACCOUNT", raising=False)
+    status = preflight_main(["--deploy", "dev"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "billing.budgets.create" in err and "project Owner" in err
