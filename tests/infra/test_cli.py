@@ -51,5 +51,8 @@ def test_cdktf_synth_hcl_is_the_exit_path(cli_outputs):
         hcl = (cli_outputs["hcl"] / "stacks" / env / "cdk.tf").read_text()
         assert 'source  = "hashicorp/google"' in hcl
         assert 'backend "gcs"' in hcl and f'prefix = "fmnist-mlops/{env}"' in hcl
-        assert 'resource "google_cloud_run_v2_service"' in hcl
-        assert str(REPO_ROOT) not in hcl and str(cli_outputs["hcl"]) not in hcl
+        assert 'resource "google_bigquery_table"' in hcl and 'provider "docker"' not in hcl
+        serving = (cli_outputs["hcl"] / "stacks" / f"serving-{env}" / "cdk.tf").read_text()
+        assert 'resource "google_cloud_run_v2_service"' in serving and 'data "terraform_remote_state"' in serving
+        for text in (hcl, serving):
+            assert str(REPO_ROOT) not in text and str(cli_outputs["hcl"]) not in text
