@@ -66,6 +66,11 @@ class RegistrySettings(_Section):
     accuracy_floor: float = Field(0.85, ge=0, le=1)
     regression_tolerance: float = Field(0.005, ge=0, le=1)
     max_probability_diff: float = Field(1e-4, gt=0, description="serving artifact vs Keras, per probability")
+    index_signer: Literal["auto", "kms", "local", "none"] = Field(
+        "auto",
+        description="who signs registry/index.json (trainer/models/index_signing.py): auto = Cloud KMS on gcp, "
+        "a local key pair under <storage_root>/promoter/ locally",
+    )
 
 
 class VertexSettings(_Section):

@@ -24,6 +24,7 @@ from contracts.layout import CANDIDATE, CHAMPION, REGISTRY_INDEX, REGISTRY_VERSI
 from trainer import storage
 from trainer.clock import utc_now
 from trainer.errors import GateRefused, ModelDirError, RegistryError
+from trainer.models.index_signing import Signer, signer_for, write_signature
 from trainer.models.model_dir import verify_digests
 
 __all__ = [
@@ -54,10 +55,16 @@ class ModelRegistry:
     accuracy_floor: float = 0.85
     regression_tolerance: float = 0.005
     max_attempts: int = 10
+    signer: Signer | None = None  # signs every index written (trainer/models/index_signing.py); None: unsigned
 
     @classmethod
     def from_settings(cls, settings) -> ModelRegistry:
-        return cls(settings.models_bucket, settings.registry.accuracy_floor, settings.registry.regression_tolerance)
+        return cls(
+            settings.models_bucket,
+            settings.registry.accuracy_floor,
+            settings.registry.regression_tolerance,
+            signer=signer_for(settings),
+        )
 
     @property
     def index_uri(self) -> str:
@@ -93,10 +100,13 @@ class ModelRegistry:
             current = storage.read_versioned(self.index_uri)
             index = _parse_index(current.data, self.index_uri) if current.data else empty_index()
             result = change(index)
+            data = json.dumps(index, indent=2, sort_keys=True).encode()
+            if self.signer is not None:
+                write_signature(self.root, data, self.signer)
             try:
                 storage.write_if_unchanged(
                     self.index_uri,
-                    json.dumps(index, indent=2, sort_keys=True).encode(),
+                    data,
                     current.token,
                     content_type="application/json",
                 )
