@@ -24,6 +24,7 @@ from infra.components.cicd import CiCd
 from infra.components.features import Features
 from infra.components.identity import Identity
 from infra.components.images import Images
+from infra.components.index_signing import index_public_key
 from infra.components.kms import KeyGrants
 from infra.components.monitoring import Monitoring
 from infra.components.pipelines import Pipelines
@@ -80,7 +81,14 @@ class EnvironmentStack(TerraformStack):
         )
         self.vertex = vertex = Vertex(self, "vertex", names=names, apis=apis, kms=kms)
         self.serving = serving = Serving(
-            self, "serving", names=names, teardown=teardown, apis=apis, identity=identity, images=images
+            self,
+            "serving",
+            names=names,
+            teardown=teardown,
+            apis=apis,
+            identity=identity,
+            images=images,
+            index_public_key=index_public_key(self, names, apis),
         )
         self.monitoring = monitoring = Monitoring(self, "monitoring", names=names, apis=apis)
         self.workbench = None

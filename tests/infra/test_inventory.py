@@ -58,8 +58,8 @@ PIPELINE_INVENTORY = {
 COMMON_INVENTORY = dict(Counter(COMMON_INVENTORY) + Counter(PIPELINE_INVENTORY))
 BOOTSTRAP_INVENTORY = {
     "google_billing_account_iam_member": 2,
-    "google_kms_crypto_key": 1,
-    "google_kms_crypto_key_iam_member": 1,
+    "google_kms_crypto_key": 2,  # CMEK and the registry index's signing key (infra/components/index_signing.py)
+    "google_kms_crypto_key_iam_member": 2,
     "google_kms_key_ring": 1,
     "google_project_iam_member": len(DEPLOYER_ROLES) + len(PLANNER_ROLES),
     "google_project_service": len(BOOTSTRAP_APIS),
@@ -108,6 +108,7 @@ def test_providers_and_versions(synth, env, settings_by_env):
         "google_project",
         "google_storage_project_service_account",
         "google_bigquery_default_service_account",
+        "google_kms_crypto_key_version",  # the index signing key's public key, for the service
     }, "no google_client_config: its access token would be stored in state"
     assert all(d.get("depends_on") for ds in data.values() for d in ds.values()), "no plan-time read on a fresh project"
     required = synth.stack(env)["terraform"]["required_providers"]
@@ -159,7 +160,8 @@ def test_buckets_are_private_versioned_logged_and_encrypted(synth, env, settings
 @pytest.mark.parametrize("env", ENVS)
 def test_kms_key_rotates_and_every_agent_can_use_it(synth, env, settings_by_env):
     names = Names.of(settings_by_env[env])
-    key = synth.one(BOOTSTRAP[env], "google_kms_crypto_key")
+    keys = synth.resources(BOOTSTRAP[env], "google_kms_crypto_key").values()
+    (key,) = [k for k in keys if k["purpose"] == "ENCRYPT_DECRYPT"]
     assert key["rotation_period"] == "7776000s" and key["name"] == names.kms_key_id
     assert synth.one(BOOTSTRAP[env], "google_kms_key_ring")["name"] == names.kms_key_ring
     assert not synth.resources(env, "google_kms_crypto_key"), "the key outlives the environment: bootstrap stack"
@@ -296,6 +298,7 @@ def test_cloud_run_service(synth, env, settings_by_env):
 
 def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
     from service.config import ServiceConfig
+    from tests.infra.test_serving_contract import a_public_key
 
     container = variant_synth.one("dev", "google_cloud_run_v2_service")["template"]["containers"][0]
     env_vars = {e["name"]: e["value"] for e in container["env"]}
@@ -305,6 +308,7 @@ def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
         "CANARY_PERCENT": "5.0",
         "ROLLOUT_MIN_REQUESTS": "2000",
     }
+    env_vars["INDEX_PUBLIC_KEY"] = a_public_key(env_vars["INDEX_PUBLIC_KEY"])  # Terraform fills it in
     rollout = ServiceConfig.from_env(env_vars).rollout  # the service accepts what infra/ writes
     assert rollout is not None and rollout.reference.endswith("-models@candidate")
     assert (rollout.canary_percent, rollout.thresholds.min_requests) == (5.0, 2000)
