@@ -221,3 +221,10 @@ def signer_for(settings) -> Signer | None:
         return LocalKeySigner(local_key_dir(settings))
     names = settings.names
     return KmsSigner(kms_key_version_name(names.project, names.region, names.kms_key_ring))
+
+
+def service_environment(settings) -> dict[str, str]:
+    """INDEX_PUBLIC_KEY for a service started here on this environment's registry (the demo's local service):
+    the configured signer's public key, so the local service checks signatures as Cloud Run does."""
+    signer = signer_for(settings)
+    return {} if signer is None else {"INDEX_PUBLIC_KEY": signer.public_key_pem().decode()}

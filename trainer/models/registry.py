@@ -24,6 +24,8 @@ from contracts.layout import CANDIDATE, CHAMPION, REGISTRY_INDEX, REGISTRY_VERSI
 from trainer import storage
 from trainer.clock import utc_now
 from trainer.errors import GateRefused, ModelDirError, RegistryError
+from trainer.models.gate import IDENTICAL, REFUSE
+from trainer.models.gate_sets import PairedGate
 from trainer.models.index_signing import Signer, signer_for, write_signature
 from trainer.models.model_dir import verify_digests
 
@@ -56,6 +58,8 @@ class ModelRegistry:
     regression_tolerance: float = 0.005
     max_attempts: int = 10
     signer: Signer | None = None  # signs every index written (trainer/models/index_signing.py); None: unsigned
+    # the paired gate on pinned data (trainer/models/gate_sets.py): (registry, candidate, champion, index) -> report
+    paired_gate: Callable | None = None
 
     @classmethod
     def from_settings(cls, settings) -> ModelRegistry:
@@ -64,6 +68,7 @@ class ModelRegistry:
             settings.registry.accuracy_floor,
             settings.registry.regression_tolerance,
             signer=signer_for(settings),
+            paired_gate=PairedGate(settings) if settings.registry.paired_gate else None,
         )
 
     @property
@@ -184,8 +189,10 @@ class ModelRegistry:
         else:
             storage.copy_tree(source_files, destination)
 
-    def check_gate(self, version: str, index: dict) -> None:
-        """Raise GateRefused with the numbers unless `version` may become champion."""
+    def check_gate(self, version: str, index: dict, *, paired: bool = False) -> None:
+        """Raise GateRefused with the numbers unless `version` may become champion. With `paired` (the paired gate
+        compared both on the same images) the stored accuracies, measured on different test sets, are not
+        compared; the floor still holds."""
         accuracy = index["versions"][version]["metrics"].get("accuracy")
         if accuracy is None:
             raise GateRefused(f"version {version} has no accuracy metric; the quality gate cannot pass it")
@@ -195,7 +202,7 @@ class ModelRegistry:
                 f"{self.accuracy_floor:.4f} (registry.accuracy_floor)"
             )
         champion = index["aliases"].get(CHAMPION)
-        if champion and champion != version:
+        if champion and champion != version and not paired:
             best = index["versions"][champion]["metrics"]["accuracy"]
             shortfall = best - accuracy
             # accuracies are image-count ratios: exactly the tolerance below must pass, and a float subtraction
@@ -208,14 +215,32 @@ class ModelRegistry:
                 )
 
     def promote(self, ref: str = CANDIDATE) -> tuple[str, str | None]:
-        """Make `ref` the champion if it passes the gate; returns (new champion, previous champion)."""
+        """Make `ref` the champion if it passes the gate; returns (new champion, previous champion).
+
+        With a paired gate and a champion, both are scored on the same gate sets first (outside the index update:
+        it takes seconds); the update then refuses if the champion changed meanwhile."""
+        report = None
+        if self.paired_gate is not None:
+            index = self.read_index()
+            version, champion = self.resolve(ref, index), index["aliases"].get(CHAMPION)
+            if champion and champion != version:
+                report = self.paired_gate(self, version, champion, index)
+            if report is not None and report.decision == IDENTICAL:
+                raise GateRefused(f"promotion of {version} refused: {report.reasons[0]} (champion {champion})")
+            if report is not None and report.decision == REFUSE:
+                raise GateRefused(f"promotion of {version} refused: " + "; ".join(report.reasons))
 
         def change(index: dict):
             version = self.resolve(ref, index)
             previous = index["aliases"].get(CHAMPION)
             if previous == version:
                 raise RegistryError(f"{version} is already the champion")
-            self.check_gate(version, index)
+            if report is not None and (report.candidate, report.champion) != (version, previous):
+                raise RegistryError(
+                    f"the champion changed to {previous} while the gate compared {version} with {report.champion}; "
+                    "nothing was promoted: run it again"
+                )
+            self.check_gate(version, index, paired=report is not None)
             index["aliases"][CHAMPION] = version
             index["history"].setdefault(CHAMPION, []).append(version)
             _event(index, "promote", version, previous=previous)
