@@ -66,6 +66,11 @@ class RegistrySettings(_Section):
     accuracy_floor: float = Field(0.85, ge=0, le=1)
     regression_tolerance: float = Field(0.005, ge=0, le=1)
     max_probability_diff: float = Field(1e-4, gt=0, description="serving artifact vs Keras, per probability")
+    promote_pipeline_runs: bool = Field(
+        False,
+        description="a pipeline run (schedule, new data, drift) promotes on its own; off: it gates, reports and "
+        "waits for `trainer registry promote <version>`",
+    )
     paired_gate: bool = Field(
         True, description="promotion scores candidate and champion on the same gate sets (trainer/models/gate.py)"
     )

@@ -116,3 +116,33 @@ def test_the_official_test_set_is_found_by_its_published_checksums(tmp_path):
     raw[-1] = (raw[-1] + 1) % 10
     (base / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(raw)))
     assert official_test_set(settings) is None
+
+
+def test_a_pipeline_run_gates_and_waits_for_approval(tmp_path, models, capsys, monkeypatch):
+    from trainer.cli import main
+
+    settings = gate_settings(tmp_path, FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET="false")
+    dataset = ingest_generated(settings, tmp_path)
+    registry = ModelRegistry.from_settings(settings)
+    registry.promote(add(registry, tmp_path, models["linear"], "linear-1", dataset))
+    add(registry, tmp_path, models["cnn"], "cnn-1", dataset)
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    monkeypatch.setenv("FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET", "false")
+    monkeypatch.setenv("FMNIST_REGISTRY__ACCURACY_FLOOR", "0")
+    assert main(["--env", "local", "registry", "promote", "candidate", "--pending-approval"]) == 3
+    assert "cnn-1 passed the gate and awaits approval" in capsys.readouterr().err
+    index = registry.read_index()
+    assert index["aliases"]["champion"] == "linear-1"  # not promoted
+    assert index["events"][-1]["action"] == "awaiting_approval" and index["events"][-1]["version"] == "cnn-1"
+    assert report(registry, "cnn-1", "linear-1")["decision"] == "promote"
+    assert main(["--env", "local", "registry", "promote", "cnn-1"]) == 0  # the promoter's approval
+
+
+def test_the_gcp_pipeline_waits_for_approval_unless_configured_to_promote():
+    from lifecycle.plan import build_steps
+    from settings import load_config
+
+    for switch, expected in (("false", True), ("true", False)):
+        settings = load_config("dev", environ={"FMNIST_REGISTRY__PROMOTE_PIPELINE_RUNS": switch})
+        steps = {s.name: s for s in build_steps(settings, run_id="r", preset="smoke")}
+        assert ("--pending-approval" in steps["promote"].args) is expected

@@ -214,7 +214,7 @@ class ModelRegistry:
                     "(registry.regression_tolerance)"
                 )
 
-    def promote(self, ref: str = CANDIDATE) -> tuple[str, str | None]:
+    def promote(self, ref: str = CANDIDATE, *, pending_approval: bool = False) -> tuple[str, str | None]:
         """Make `ref` the champion if it passes the gate; returns (new champion, previous champion).
 
         With a paired gate and a champion, both are scored on the same gate sets first (outside the index update:
@@ -229,6 +229,15 @@ class ModelRegistry:
                 raise GateRefused(f"promotion of {version} refused: {report.reasons[0]} (champion {champion})")
             if report is not None and report.decision == REFUSE:
                 raise GateRefused(f"promotion of {version} refused: " + "; ".join(report.reasons))
+        if pending_approval:  # a run nobody started by hand: gate and report, then wait for the promoter
+            index = self.read_index()
+            version = self.resolve(ref, index)
+            self.check_gate(version, index, paired=report is not None)
+            self.record("awaiting_approval", version, champion=index["aliases"].get(CHAMPION))
+            raise GateRefused(
+                f"{version} passed the gate and awaits approval (registry.promote_pipeline_runs is off): promote it "
+                f"with `python -m trainer registry promote {version}`"
+            )
 
         def change(index: dict):
             version = self.resolve(ref, index)
@@ -342,6 +351,12 @@ def add_arguments(parser) -> None:
     show.add_argument("ref", help="version id or alias (champion, candidate)")
     promote = sub.add_parser("promote", help="make a version champion if it passes the quality gate")
     promote.add_argument("ref", nargs="?", default=CANDIDATE, help="version id or alias (default: candidate)")
+    promote.add_argument(
+        "--pending-approval",
+        action="store_true",
+        help="run the gate and record the result, but leave the champion to a person (exit 3): what pipeline runs "
+        "do unless registry.promote_pipeline_runs is on",
+    )
     rollback = sub.add_parser("rollback", help="move champion back to the previous champion")
     rollback.add_argument("--to", help="an earlier champion to go back to (default: the one before)")
 
@@ -390,7 +405,7 @@ def run(args, settings) -> int:
             pass
         print(json.dumps(out, indent=2, sort_keys=True))
     elif args.action == "promote":
-        version, previous = registry.promote(args.ref)
+        version, previous = registry.promote(args.ref, pending_approval=args.pending_approval)
         accuracy = registry.read_index()["versions"][version]["metrics"]["accuracy"]
         print(f"champion is now {version} (accuracy {accuracy:.4f}); was {previous or 'none'}")
     elif args.action == "rollback":
