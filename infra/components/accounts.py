@@ -94,7 +94,9 @@ ACCOUNT_ACT_AS = {
     ("pipelines", "service"): "the pipeline's deploy-model and batch prediction steps attach the service account",
     ("starter", "pipelines"): "the starter creates pipeline runs that run as the pipelines account",
 }
-BILLING_ROLES = {"deployer": "roles/billing.costsManager", "planner": "roles/billing.viewer"}
+# The planner has none: billing.viewer on the billing account reads every project's costs, and pull-request code
+# runs as the planner; its plan does not refresh (cloudbuild-plan.yaml), so it never reads the budget (issue 25).
+BILLING_ROLES = {"deployer": "roles/billing.costsManager"}
 
 
 def grant_limit_condition(roles: list[str]) -> dict:

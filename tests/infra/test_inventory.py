@@ -57,7 +57,7 @@ PIPELINE_INVENTORY = {
 }
 COMMON_INVENTORY = dict(Counter(COMMON_INVENTORY) + Counter(PIPELINE_INVENTORY))
 BOOTSTRAP_INVENTORY = {
-    "google_billing_account_iam_member": 2,
+    "google_billing_account_iam_member": 1,  # the deployer's; the planner has no billing role
     "google_kms_crypto_key": 2,  # CMEK and the registry index's signing key (infra/components/index_signing.py)
     "google_kms_crypto_key_iam_member": 2,
     "google_kms_key_ring": 1,
