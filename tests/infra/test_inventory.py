@@ -34,7 +34,7 @@ COMMON_INVENTORY = {
     "google_pubsub_topic": 1,
     "google_pubsub_topic_iam_member": 1,
     "google_storage_bucket": 4,
-    "google_storage_bucket_iam_member": 6,
+    "google_storage_bucket_iam_member": 7,  # the trainer: read models, write its job outputs only
     "google_vertex_ai_endpoint": 1,
     "google_vertex_ai_feature_online_store": 1,
     "google_vertex_ai_feature_online_store_featureview": 1,
