@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts import feature_schema, images, layout
+from contracts.index_signature import INDEX_SIGNING_KEY_ID
 
 # role -> account id suffix; the id is `<bucket_prefix>-<suffix>`
 SERVICE_ACCOUNT_SUFFIXES = {
@@ -146,6 +147,14 @@ class CloudNames:
         """The CMEK key's resource name: config `vertex.kms_key`, else the key infra/ declares."""
         return self.kms_key_override or (
             f"projects/{self.project}/locations/{self.region}/keyRings/{self.kms_key_ring}/cryptoKeys/{KMS_KEY_ID}"
+        )
+
+    @property
+    def index_signing_key_name(self) -> str:
+        """The registry index's signing key (contracts/index_signature.py), beside the CMEK key in the key ring."""
+        return (
+            f"projects/{self.project}/locations/{self.region}/keyRings/{self.kms_key_ring}/cryptoKeys/"
+            f"{INDEX_SIGNING_KEY_ID}"
         )
 
     @property

@@ -49,6 +49,7 @@ DATA_SOURCE_APIS = {
     "google_bigquery_default_service_account": "bigquery.googleapis.com",
     "google_client_config": None,
     "google_iam_policy": None,
+    "google_kms_crypto_key_version": "cloudkms.googleapis.com",
     "google_project": "cloudresourcemanager.googleapis.com",
     "google_storage_project_service_account": "storage.googleapis.com",
 }

@@ -24,6 +24,7 @@ from infra.backend import environment_backend
 from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.components.images import Images
+from infra.components.index_signing import index_public_key
 from infra.components.providers import google_provider
 from infra.components.serving import Serving
 from infra.guard import deploy_guard
@@ -32,7 +33,7 @@ from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
 from settings import Settings
 
-SERVING_APIS = ("run.googleapis.com",)
+SERVING_APIS = ("run.googleapis.com", "cloudkms.googleapis.com")  # Cloud KMS: the index key read at plan time
 
 
 class ServingStack(TerraformStack):
@@ -55,7 +56,14 @@ class ServingStack(TerraformStack):
                 "again here so that the service depends on its API inside this stack's graph.",
             )
         self.serving = serving = Serving(
-            self, "serving", names=names, teardown=teardown, apis=apis, identity=identity, images=images
+            self,
+            "serving",
+            names=names,
+            teardown=teardown,
+            apis=apis,
+            identity=identity,
+            images=images,
+            index_public_key=index_public_key(self, names, apis),
         )
         if settings.infra.workbench.enabled:  # the notebooks call the service as the Workbench's account
             CloudRunV2ServiceIamMember(

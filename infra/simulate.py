@@ -101,7 +101,14 @@ def _planner_roles(bootstrap: dict) -> set[str]:
     return roles
 
 
-def simulate_plan(graph: Graph, planner_roles: set[str] | None = None) -> Iterator[Step]:
+def pull_request_plan_refreshes(build_file: Path = REPO_ROOT / "cloudbuild-plan.yaml") -> bool:
+    """Whether the planner's `cdktf diff` refreshes managed resources: not when the shipped build definition passes
+    `-refresh=false` (issue 25: pull-request code runs as the planner, so it reads the state, not every live
+    resource); then only data sources are read at plan, and only they need the planner's read permissions."""
+    return "-refresh=false" not in build_file.read_text()
+
+
+def simulate_plan(graph: Graph, planner_roles: set[str] | None = None, *, refresh: bool = True) -> Iterator[Step]:
     providers = graph.document.get("provider", {})
     docker = [n for n in graph.resources() if n.type.startswith("docker_")]
     others = len(list(graph.resources())) - len(docker)
@@ -121,6 +128,8 @@ def simulate_plan(graph: Graph, planner_roles: set[str] | None = None) -> Iterat
     granted = set().union(*(provider_facts.role_permissions(role) for role in planner_roles))
     needed: dict[str, str] = {}
     for node in graph.nodes.values():
+        if not refresh and not node.is_data:
+            continue
         kind = f"data.{node.type}" if node.is_data else node.type
         known, permission = provider_facts.read_permission(kind)
         if not known:
@@ -334,8 +343,14 @@ def _environment_protection(env: str) -> bool | None:
 
 
 def simulate_stack(
-    stack: str, document: dict, *, bootstrap_document: dict | None = None, protect: bool | None = None
+    stack: str,
+    document: dict,
+    *,
+    bootstrap_document: dict | None = None,
+    protect: bool | None = None,
+    refresh: bool | None = None,
 ) -> list[Step]:
+    """`refresh` None: as the shipped pull-request plan runs (`pull_request_plan_refreshes`)."""
     graph = Graph(document)
     is_bootstrap = stack.startswith("bootstrap-")
     initial_apis: frozenset[str] = frozenset()
@@ -344,7 +359,7 @@ def simulate_stack(
         initial_apis = frozenset(Graph(bootstrap_document).enabled_apis())
         planner_roles = _planner_roles(bootstrap_document)
     return [
-        *simulate_plan(graph, planner_roles),
+        *simulate_plan(graph, planner_roles, refresh=pull_request_plan_refreshes() if refresh is None else refresh),
         *simulate_apply(graph, initial_apis),
         *simulate_destroy(graph, protect=protect, bootstrap=is_bootstrap),
     ]

@@ -145,12 +145,14 @@ def shifted(images: np.ndarray) -> np.ndarray:
     return (255 - images).astype(np.uint8)
 
 
-def check_service(model_uri: str, x_test: np.ndarray, y_test: np.ndarray, *, log=print) -> HttpFigures:
+def check_service(
+    model_uri: str, x_test: np.ndarray, y_test: np.ndarray, *, log=print, extra_env: dict | None = None
+) -> HttpFigures:
     """Start the service on `model_uri`, score the test set on both paths, time it, show drift, stop it."""
     figures = HttpFigures()
     # the drift reset is an operator route: enabled for this private run only, with a token made here
     token = secrets.token_urlsafe(32)
-    admin = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": token}
+    admin = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": token, **(extra_env or {})}
     with running_service(model_uri, extra_env=admin) as (base, cold_start), requests.Session() as session:
         figures.cold_start_s = cold_start
         log(f"service healthy {cold_start:.2f} s after launch at {base}")

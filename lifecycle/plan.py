@@ -94,6 +94,9 @@ def build_steps(
     """The lifecycle of one environment, in execution order; `run_id` names the training run (or custom job)."""
     env = ("--env", settings.env)
     gcp = settings.target == "gcp"
+    # On Google Cloud the plan is the pipeline that schedules, new data and drift start: by default it gates and
+    # reports but leaves the champion to the promoter (issue 25); `make demo` is started by a person and promotes.
+    approval = ("--pending-approval",) if gcp and not settings.registry.promote_pipeline_runs else ()
     dataset = Artifact("dataset", DATASET, settings.datasets_bucket)
     model_dir = model_dir_for(settings, run_id)
     registry = Artifact("model", MODEL, settings.models_bucket)
@@ -160,7 +163,7 @@ def build_steps(
         Step(
             "promote",
             "promote candidate -> champion (quality gate)",
-            (*env, "registry", "promote", "candidate"),
+            (*env, "registry", "promote", "candidate", *approval),
             reads=("model",),
             outcomes={0: PROMOTED, GATE_REFUSED_EXIT: REFUSED},
             resources=Resources(cpu="1", memory="2G"),

@@ -154,7 +154,9 @@ def open_service(
     from lifecycle.http_check import running_service
 
     admin_token = secrets.token_urlsafe(32)  # a private local service: its operator routes are ours
-    env = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": admin_token, **(local_env or {})}
+    from trainer.models.index_signing import service_environment  # the service checks the index's signature
+
+    env = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": admin_token, **service_environment(settings), **(local_env or {})}
     with running_service(model_reference(settings.models_bucket), workers=1, extra_env=env) as (base, _):
         client = HttpService(base, admin_token=admin_token)
         try:

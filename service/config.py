@@ -26,6 +26,38 @@ ROLLOUT_MODES = ("shadow", "canary")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
+def _index_public_key(environ: Mapping[str, str], model_uri: str) -> bytes | None:
+    """The promoter's public key (INDEX_PUBLIC_KEY, PEM text, or INDEX_PUBLIC_KEY_FILE, a path), checked now so a
+    wrong key stops start-up. Required to follow a registry where REQUIRE_SIGNED_INDEX is on (default: on Cloud
+    Run and Vertex AI); a plain model directory has no index to sign."""
+    from service.index_verification import IndexVerifier, PublicKeyError
+
+    text, path = environ.get("INDEX_PUBLIC_KEY"), environ.get("INDEX_PUBLIC_KEY_FILE")
+    if text and path:
+        raise ConfigError("INDEX_PUBLIC_KEY and INDEX_PUBLIC_KEY_FILE are both set: set one")
+    name, pem = "INDEX_PUBLIC_KEY", text.encode() if text else None
+    if path:
+        name = f"INDEX_PUBLIC_KEY_FILE={path}"
+        try:
+            pem = Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read it ({exc.strerror})") from None
+    if pem is None:
+        follows_registry = parse_model_reference(model_uri) is not None
+        if follows_registry and _bool(environ, "REQUIRE_SIGNED_INDEX", on_managed_platform(environ)):
+            raise ConfigError(
+                "REQUIRE_SIGNED_INDEX is on (the default on Cloud Run and Vertex AI) but no INDEX_PUBLIC_KEY or "
+                "INDEX_PUBLIC_KEY_FILE is set: give the promoter's public key (`gcloud kms keys versions "
+                "get-public-key`), or set REQUIRE_SIGNED_INDEX=false to follow an unsigned registry"
+            )
+        return None
+    try:
+        IndexVerifier.from_pem(pem, name)
+    except PublicKeyError as exc:
+        raise ConfigError(str(exc)) from None
+    return pem
+
+
 class ConfigError(ValueError):
     """An environment variable has an invalid value; the message names the variable and what it accepts."""
 
@@ -207,6 +239,7 @@ class ServiceConfig:
     model_poll_s: float = 30.0
     model_artifact: str = "float"
     require_digests: bool = False
+    index_public_key: bytes | None = field(default=None, repr=False)  # PEM: the promoter's index-signing key
     admin_enabled: bool = False
     admin_token: str | None = field(default=None, repr=False)
     rollout: RolloutConfig | None = None  # CHALLENGER set: a second model beside the champion
@@ -247,6 +280,7 @@ class ServiceConfig:
             model_poll_s=_poll_interval(env),
             model_artifact=_choice(env, "MODEL_ARTIFACT", "float", ("float", "int8")),
             require_digests=_bool(env, "REQUIRE_DIGESTS", on_managed_platform(env)),
+            index_public_key=_index_public_key(env, model_uri),
             admin_enabled=admin_enabled,
             admin_token=admin_token if admin_enabled else None,
             rollout=RolloutConfig.from_env(env, model_uri),

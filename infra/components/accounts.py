@@ -67,6 +67,10 @@ PLANNER_ROLES = (
     ),
     ("roles/iam.serviceAccountViewer", "reads the stack's service accounts"),
     ("roles/cloudkms.viewer", "reads the key ring and key"),
+    (
+        "roles/cloudkms.publicKeyViewer",
+        "reads the registry index signing key's public key, which serving-<env> reads at plan (issue 25)",
+    ),
     ("roles/storage.bucketViewer", "reads bucket metadata (not objects)"),
     ("roles/artifactregistry.reader", "reads the repository and the pushed image digests"),
     ("roles/bigquery.metadataViewer", "reads the dataset and table definitions"),
@@ -98,7 +102,9 @@ ACCOUNT_ACT_AS = {
     ("pipelines", "service"): "the pipeline's deploy-model and batch prediction steps attach the service account",
     ("starter", "pipelines"): "the starter creates pipeline runs that run as the pipelines account",
 }
-BILLING_ROLES = {"deployer": "roles/billing.costsManager", "planner": "roles/billing.viewer"}
+# The planner has none: billing.viewer on the billing account reads every project's costs, and pull-request code
+# runs as the planner; its plan does not refresh (cloudbuild-plan.yaml), so it never reads the budget (issue 25).
+BILLING_ROLES = {"deployer": "roles/billing.costsManager"}
 
 
 def grant_limit_condition(roles: list[str]) -> dict:

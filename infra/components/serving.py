@@ -31,8 +31,9 @@ INGRESS = {
 REQUESTS_PER_WORKER = 4  # gunicorn sync workers answer one request each; a short queue absorbs bursts
 
 
-def container_environment(names: Names) -> dict[str, str]:
-    """The service's environment variables (names from service/config.py); the rollout's only with a challenger."""
+def container_environment(names: Names, index_public_key: str | None = None) -> dict[str, str]:
+    """The service's environment variables (names from service/config.py); the rollout's only with a challenger;
+    INDEX_PUBLIC_KEY: the registry index's signing key (infra/components/index_signing.py)."""
     service, rollout = names.settings.service, names.settings.rollout
     env = {
         "MODEL_URI": names.model_uri,
@@ -45,6 +46,8 @@ def container_environment(names: Names) -> dict[str, str]:
         "REQUIRE_DIGESTS": "true" if service.require_digests else "false",
         "FMNIST_ENV": names.env,
     }
+    if index_public_key is not None:
+        env["INDEX_PUBLIC_KEY"] = index_public_key
     if service.challenger:
         env |= {
             "CHALLENGER": service.challenger,
@@ -71,6 +74,7 @@ class Serving(Construct):
         apis: Apis,
         identity: Identity,
         images: Images,
+        index_public_key: str | None = None,
     ):
         super().__init__(scope, id)
         infra = names.settings.infra
@@ -100,7 +104,7 @@ class Serving(Construct):
                         },
                         env=[
                             CloudRunV2ServiceTemplateContainersEnv(name=k, value=v)
-                            for k, v in container_environment(names).items()
+                            for k, v in container_environment(names, index_public_key).items()
                         ],
                         startup_probe={
                             **probe,

@@ -75,7 +75,8 @@ def test_destroy_undeploys_and_refuses_while_models_remain(builds):
 
 def test_the_plan_is_read_only_and_kept_as_an_artifact(builds):
     plan = builds["plan"]
-    assert "TF_CLI_ARGS_plan=-lock=false" in plan["options"]["env"], "the planner cannot write the state lock"
+    # the planner cannot write the state lock, and reads the state rather than every live resource (no refresh)
+    assert "TF_CLI_ARGS_plan=-lock=false -refresh=false" in plan["options"]["env"]
     assert 'cdktf diff "${_ENV}"' in _steps(plan)["plan"]
     assert plan["artifacts"]["objects"]["location"].startswith("gs://${_PLAN_BUCKET}/plans/")
     assert "cdktf deploy" not in " ".join(_steps(plan).values())

@@ -31,7 +31,7 @@ COMMON_INVENTORY = {
     "google_pubsub_topic": 1,
     "google_pubsub_topic_iam_member": 1,
     "google_storage_bucket": 4,
-    "google_storage_bucket_iam_member": 6,
+    "google_storage_bucket_iam_member": 7,  # the trainer: read models, write its job outputs only
     "google_vertex_ai_endpoint": 1,
     "google_vertex_ai_feature_online_store": 1,
     "google_vertex_ai_feature_online_store_featureview": 1,
@@ -57,9 +57,9 @@ PIPELINE_INVENTORY = {
 }
 COMMON_INVENTORY = dict(Counter(COMMON_INVENTORY) + Counter(PIPELINE_INVENTORY))
 BOOTSTRAP_INVENTORY = {
-    "google_billing_account_iam_member": 2,
-    "google_kms_crypto_key": 1,
-    "google_kms_crypto_key_iam_member": 1,
+    "google_billing_account_iam_member": 1,  # the deployer's; the planner has no billing role
+    "google_kms_crypto_key": 2,  # CMEK and the registry index's signing key (infra/components/index_signing.py)
+    "google_kms_crypto_key_iam_member": 2,
     "google_kms_key_ring": 1,
     "google_project_iam_member": len(DEPLOYER_ROLES) + len(PLANNER_ROLES),
     "google_project_service": len(BOOTSTRAP_APIS),
@@ -70,7 +70,8 @@ BOOTSTRAP_INVENTORY = {
 }
 # The docker provider's stack and Cloud Run's, apart so that <env> plans and destroys without a daemon (issue 23).
 IMAGES_INVENTORY = {"docker_image": 2, "docker_registry_image": 2}
-SERVING_INVENTORY = {"google_cloud_run_v2_service": 1, "google_project_service": 1}  # the run API, again
+# the run API again, and Cloud KMS for the index signing key's public key read at plan (issue 25)
+SERVING_INVENTORY = {"google_cloud_run_v2_service": 1, "google_project_service": 2}
 INVENTORY = {
     "dev": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 3},  # pull-request checks and plan + deploy on main
     "prod": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 1},  # deploy on release tags only
@@ -177,7 +178,8 @@ def test_buckets_are_private_versioned_logged_and_encrypted(synth, env, settings
 @pytest.mark.parametrize("env", ENVS)
 def test_kms_key_rotates_and_every_agent_can_use_it(synth, env, settings_by_env):
     names = Names.of(settings_by_env[env])
-    key = synth.one(BOOTSTRAP[env], "google_kms_crypto_key")
+    keys = synth.resources(BOOTSTRAP[env], "google_kms_crypto_key").values()
+    (key,) = [k for k in keys if k["purpose"] == "ENCRYPT_DECRYPT"]
     assert key["rotation_period"] == "7776000s" and key["name"] == names.kms_key_id
     assert synth.one(BOOTSTRAP[env], "google_kms_key_ring")["name"] == names.kms_key_ring
     assert not synth.resources(env, "google_kms_crypto_key"), "the key outlives the environment: bootstrap stack"
@@ -321,6 +323,7 @@ def test_cloud_run_service(synth, env, settings_by_env):
 
 def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
     from service.config import ServiceConfig
+    from tests.infra.test_serving_contract import a_public_key
 
     container = variant_synth.one("serving-dev", "google_cloud_run_v2_service")["template"]["containers"][0]
     env_vars = {e["name"]: e["value"] for e in container["env"]}
@@ -330,6 +333,7 @@ def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
         "CANARY_PERCENT": "5.0",
         "ROLLOUT_MIN_REQUESTS": "2000",
     }
+    env_vars["INDEX_PUBLIC_KEY"] = a_public_key(env_vars["INDEX_PUBLIC_KEY"])  # Terraform fills it in
     rollout = ServiceConfig.from_env(env_vars).rollout  # the service accepts what infra/ writes
     assert rollout is not None and rollout.reference.endswith("-models@candidate")
     assert (rollout.canary_percent, rollout.thresholds.min_requests) == (5.0, 2000)

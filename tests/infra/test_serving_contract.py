@@ -20,10 +20,22 @@ def _container(synth, env: str) -> dict:
     return synth.one(f"serving-{env}", "google_cloud_run_v2_service")["template"]["containers"][0]
 
 
+def a_public_key(reference: str) -> str:
+    """A P-256 public key in PEM where the stack has a Terraform reference to the KMS key's public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    assert reference.startswith("${data.google_kms_crypto_key_version."), reference
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
 def _cloud_run_environment(container: dict) -> dict[str, str]:
     """What the container sees on Cloud Run: the declared variables plus PORT and K_SERVICE, which Cloud Run sets."""
     declared = {e["name"]: e["value"] for e in container["env"]}
     assert "PORT" not in declared, "Cloud Run sets PORT itself (from the container port)"
+    # Terraform fills in the signing key's public key; tests/infra/test_index_signing.py checks which key it is
+    declared["INDEX_PUBLIC_KEY"] = a_public_key(declared["INDEX_PUBLIC_KEY"])
     return {**declared, "PORT": str(container["ports"]["container_port"]), "K_SERVICE": "fmnist-predict"}
 
 

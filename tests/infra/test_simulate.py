@@ -201,13 +201,38 @@ def test_the_planner_needs_service_usage_consumer_under_a_quota_project_override
         "provider": {"google": [{}, {"alias": "billing", "user_project_override": True}]},
         "resource": {"google_pubsub_topic": {"t": {}}},
     }
-    viewer = _problems(simulate_stack("dev", document, bootstrap_document=_bootstrap("roles/pubsub.viewer")))
+    viewer = _problems(
+        simulate_stack("dev", document, bootstrap_document=_bootstrap("roles/pubsub.viewer"), refresh=True)
+    )
     assert "lack serviceusage.services.use" in viewer["planner:serviceusage.services.use"]
     assert viewer["planner:pubsub.topics.get"] is None
     consumer = simulate_stack(
-        "dev", document, bootstrap_document=_bootstrap("roles/pubsub.viewer", "roles/serviceusage.serviceUsageConsumer")
+        "dev",
+        document,
+        bootstrap_document=_bootstrap("roles/pubsub.viewer", "roles/serviceusage.serviceUsageConsumer"),
+        refresh=True,
     )
     assert [s for s in consumer if s.walk == "plan" and s.problem] == []
+
+
+def test_a_plan_without_refresh_needs_read_permissions_for_data_sources_only():
+    document = {
+        "resource": {"google_billing_budget": {"b": {}}},
+        "data": {"google_kms_crypto_key_version": {"k": {}}},
+    }
+    problems = _problems(simulate_plan(Graph(document), planner_roles=set(), refresh=False))
+    assert set(problems) == {"planner:cloudkms.cryptoKeyVersions.viewPublicKey"}
+    refreshed = _problems(simulate_plan(Graph(document), planner_roles=set(), refresh=True))
+    assert "lack billing.budgets.get" in refreshed["planner:billing.budgets.get"]
+
+
+def test_the_shipped_pull_request_plan_does_not_refresh(tmp_path):
+    from infra.simulate import pull_request_plan_refreshes
+
+    assert pull_request_plan_refreshes() is False
+    build = tmp_path / "cloudbuild-plan.yaml"
+    build.write_text("env:\n  - TF_CLI_ARGS_plan=-lock=false\n")
+    assert pull_request_plan_refreshes(build) is True
 
 
 def test_a_resource_type_without_a_known_read_permission_is_a_finding():

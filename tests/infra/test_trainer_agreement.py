@@ -35,7 +35,11 @@ def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, en
     endpoint = synth.one(env, "google_vertex_ai_endpoint")["name"]
     assert deploy.endpoint.endswith(f"/endpoints/{endpoint}")
     ring = synth.one(bootstrap, "google_kms_key_ring")["name"]
-    key = synth.one(bootstrap, "google_kms_crypto_key")["name"]
+    (key,) = (  # the CMEK key, not the registry index's signing key
+        k["name"]
+        for k in synth.resources(bootstrap, "google_kms_crypto_key").values()
+        if k.get("purpose") != "ASYMMETRIC_SIGN"
+    )
     for name in (job.job["encryption_spec_key_name"], deploy.upload["encryption_spec_key_name"]):
         assert name.endswith(f"/keyRings/{ring}/cryptoKeys/{key}")
     buckets = {b["name"] for b in synth.resources(env, "google_storage_bucket").values()}

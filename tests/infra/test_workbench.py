@@ -125,7 +125,8 @@ def test_on_its_subnet_reaches_google_privately_and_the_internet_only_through_na
 def test_on_both_disks_use_the_stacks_key_and_its_agents_may_use_it(workbench_synth, env, settings_by_env):
     instance_key, instance = next(iter(workbench_synth.resources(env, "google_workbench_instance").items()))
     setup = instance["gce_setup"]
-    (key_name,) = workbench_synth.resources(BOOTSTRAP[env], "google_kms_crypto_key")  # the bootstrap stack's key
+    keys = workbench_synth.resources(BOOTSTRAP[env], "google_kms_crypto_key")  # the bootstrap stack's keys
+    (key_name,) = [name for name, k in keys.items() if k["purpose"] == "ENCRYPT_DECRYPT"]  # CMEK, not index signing
     key = Names.of(settings_by_env[env]).kms_key_name
     assert workbench_synth.resources(BOOTSTRAP[env], "google_kms_crypto_key")[key_name]["name"] == key.split("/")[-1]
     for disk in (setup["boot_disk"], setup["data_disks"]):

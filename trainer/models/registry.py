@@ -24,6 +24,9 @@ from contracts.layout import CANDIDATE, CHAMPION, REGISTRY_INDEX, REGISTRY_VERSI
 from trainer import storage
 from trainer.clock import utc_now
 from trainer.errors import GateRefused, ModelDirError, RegistryError
+from trainer.models.gate import IDENTICAL, REFUSE
+from trainer.models.gate_sets import PairedGate
+from trainer.models.index_signing import Signer, signer_for, write_signature
 from trainer.models.model_dir import verify_digests
 
 __all__ = [
@@ -54,10 +57,19 @@ class ModelRegistry:
     accuracy_floor: float = 0.85
     regression_tolerance: float = 0.005
     max_attempts: int = 10
+    signer: Signer | None = None  # signs every index written (trainer/models/index_signing.py); None: unsigned
+    # the paired gate on pinned data (trainer/models/gate_sets.py): (registry, candidate, champion, index) -> report
+    paired_gate: Callable | None = None
 
     @classmethod
     def from_settings(cls, settings) -> ModelRegistry:
-        return cls(settings.models_bucket, settings.registry.accuracy_floor, settings.registry.regression_tolerance)
+        return cls(
+            settings.models_bucket,
+            settings.registry.accuracy_floor,
+            settings.registry.regression_tolerance,
+            signer=signer_for(settings),
+            paired_gate=PairedGate(settings) if settings.registry.paired_gate else None,
+        )
 
     @property
     def index_uri(self) -> str:
@@ -93,10 +105,13 @@ class ModelRegistry:
             current = storage.read_versioned(self.index_uri)
             index = _parse_index(current.data, self.index_uri) if current.data else empty_index()
             result = change(index)
+            data = json.dumps(index, indent=2, sort_keys=True).encode()
+            if self.signer is not None:
+                write_signature(self.root, data, self.signer)
             try:
                 storage.write_if_unchanged(
                     self.index_uri,
-                    json.dumps(index, indent=2, sort_keys=True).encode(),
+                    data,
                     current.token,
                     content_type="application/json",
                 )
@@ -174,8 +189,10 @@ class ModelRegistry:
         else:
             storage.copy_tree(source_files, destination)
 
-    def check_gate(self, version: str, index: dict) -> None:
-        """Raise GateRefused with the numbers unless `version` may become champion."""
+    def check_gate(self, version: str, index: dict, *, paired: bool = False) -> None:
+        """Raise GateRefused with the numbers unless `version` may become champion. With `paired` (the paired gate
+        compared both on the same images) the stored accuracies, measured on different test sets, are not
+        compared; the floor still holds."""
         accuracy = index["versions"][version]["metrics"].get("accuracy")
         if accuracy is None:
             raise GateRefused(f"version {version} has no accuracy metric; the quality gate cannot pass it")
@@ -185,7 +202,7 @@ class ModelRegistry:
                 f"{self.accuracy_floor:.4f} (registry.accuracy_floor)"
             )
         champion = index["aliases"].get(CHAMPION)
-        if champion and champion != version:
+        if champion and champion != version and not paired:
             best = index["versions"][champion]["metrics"]["accuracy"]
             shortfall = best - accuracy
             # accuracies are image-count ratios: exactly the tolerance below must pass, and a float subtraction
@@ -197,15 +214,42 @@ class ModelRegistry:
                     "(registry.regression_tolerance)"
                 )
 
-    def promote(self, ref: str = CANDIDATE) -> tuple[str, str | None]:
-        """Make `ref` the champion if it passes the gate; returns (new champion, previous champion)."""
+    def promote(self, ref: str = CANDIDATE, *, pending_approval: bool = False) -> tuple[str, str | None]:
+        """Make `ref` the champion if it passes the gate; returns (new champion, previous champion).
+
+        With a paired gate and a champion, both are scored on the same gate sets first (outside the index update:
+        it takes seconds); the update then refuses if the champion changed meanwhile."""
+        report = None
+        if self.paired_gate is not None:
+            index = self.read_index()
+            version, champion = self.resolve(ref, index), index["aliases"].get(CHAMPION)
+            if champion and champion != version:
+                report = self.paired_gate(self, version, champion, index)
+            if report is not None and report.decision == IDENTICAL:
+                raise GateRefused(f"promotion of {version} refused: {report.reasons[0]} (champion {champion})")
+            if report is not None and report.decision == REFUSE:
+                raise GateRefused(f"promotion of {version} refused: " + "; ".join(report.reasons))
+        if pending_approval:  # a run nobody started by hand: gate and report, then wait for the promoter
+            index = self.read_index()
+            version = self.resolve(ref, index)
+            self.check_gate(version, index, paired=report is not None)
+            self.record("awaiting_approval", version, champion=index["aliases"].get(CHAMPION))
+            raise GateRefused(
+                f"{version} passed the gate and awaits approval (registry.promote_pipeline_runs is off): promote it "
+                f"with `python -m trainer registry promote {version}`"
+            )
 
         def change(index: dict):
             version = self.resolve(ref, index)
             previous = index["aliases"].get(CHAMPION)
             if previous == version:
                 raise RegistryError(f"{version} is already the champion")
-            self.check_gate(version, index)
+            if report is not None and (report.candidate, report.champion) != (version, previous):
+                raise RegistryError(
+                    f"the champion changed to {previous} while the gate compared {version} with {report.champion}; "
+                    "nothing was promoted: run it again"
+                )
+            self.check_gate(version, index, paired=report is not None)
             index["aliases"][CHAMPION] = version
             index["history"].setdefault(CHAMPION, []).append(version)
             _event(index, "promote", version, previous=previous)
@@ -307,6 +351,12 @@ def add_arguments(parser) -> None:
     show.add_argument("ref", help="version id or alias (champion, candidate)")
     promote = sub.add_parser("promote", help="make a version champion if it passes the quality gate")
     promote.add_argument("ref", nargs="?", default=CANDIDATE, help="version id or alias (default: candidate)")
+    promote.add_argument(
+        "--pending-approval",
+        action="store_true",
+        help="run the gate and record the result, but leave the champion to a person (exit 3): what pipeline runs "
+        "do unless registry.promote_pipeline_runs is on",
+    )
     rollback = sub.add_parser("rollback", help="move champion back to the previous champion")
     rollback.add_argument("--to", help="an earlier champion to go back to (default: the one before)")
 
@@ -355,7 +405,7 @@ def run(args, settings) -> int:
             pass
         print(json.dumps(out, indent=2, sort_keys=True))
     elif args.action == "promote":
-        version, previous = registry.promote(args.ref)
+        version, previous = registry.promote(args.ref, pending_approval=args.pending_approval)
         accuracy = registry.read_index()["versions"][version]["metrics"]["accuracy"]
         print(f"champion is now {version} (accuracy {accuracy:.4f}); was {previous or 'none'}")
     elif args.action == "rollback":
