@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import requests
 
+from contracts.layout import CANDIDATE
+from contracts.serving import ROLLOUT_ROUTE, Env, thresholds_environment
 from lifecycle.http_check import _check, predict_binary, running_service
 
 BATCH = 16  # images per request: 10,000 test images make 625 requests, over rollout.min_requests' default (500)
@@ -39,13 +41,10 @@ class ShadowFigures:
 def shadow_env(thresholds) -> dict[str, str]:
     """The service's rollout variables: the candidate in shadow on every request, the config's thresholds."""
     return {
-        "CHALLENGER": "candidate",
-        "ROLLOUT_MODE": "shadow",
-        "SHADOW_SAMPLE_EVERY": "1",
-        "ROLLOUT_MIN_REQUESTS": str(thresholds.min_requests),
-        "ROLLOUT_MIN_AGREEMENT": str(thresholds.min_agreement),
-        "ROLLOUT_MAX_LATENCY_RATIO": str(thresholds.max_latency_ratio),
-        "ROLLOUT_MAX_ERROR_RATE": str(thresholds.max_error_rate),
+        Env.CHALLENGER: CANDIDATE,
+        Env.ROLLOUT_MODE: "shadow",
+        Env.SHADOW_SAMPLE_EVERY: "1",
+        **thresholds_environment(thresholds),
     }
 
 
@@ -74,7 +73,7 @@ def shadow_candidate(models_root: str, x_test: np.ndarray, thresholds, *, log=pr
     env = shadow_env(thresholds)
     with running_service(f"{models_root}@champion", extra_env=env) as (base, _), requests.Session() as session:
         predict_binary(session, base, x_test, batch=BATCH)
-        figures = figures_from(_check(session.get(f"{base}/monitoring/rollout", timeout=10)))
+        figures = figures_from(_check(session.get(f"{base}{ROLLOUT_ROUTE}", timeout=10)))
     low, high = figures.interval
     rate = "not measured" if figures.agreement is None else f"{figures.agreement:.2%} ({low:.2%}-{high:.2%}, 95 %)"
     log(f"shadow: champion {figures.champion} vs candidate {figures.challenger} on {figures.images:,} images")

@@ -184,7 +184,9 @@ def test_the_sdk_builds_the_upload_request(deploy_request):
     container = model.container_spec
     assert (container.predict_route, container.health_route) == ("/predict", "/health")
     assert [port.container_port for port in container.ports] == [8080]
-    assert {e.name: e.value for e in container.env} == {"FMNIST_MODEL_VERSION": "v1x"}
+    sent_env = {e.name: e.value for e in container.env}  # every variable, in the container spec the SDK sends
+    assert sent_env == request.upload["serving_container_environment_variables"]
+    assert sent_env["FMNIST_MODEL_VERSION"] == "v1x" and sent_env["PAGE_ENABLED"] == "false"
     assert "v1x" in model.version_aliases
     assert ("default" in model.version_aliases) is (variant["traffic_percentage"] == 100)
 

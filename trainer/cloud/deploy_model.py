@@ -3,7 +3,8 @@
 Why the SDK and not Terraform: Terraform declares the endpoint (infra/) but cannot upload or deploy a model. Each
 deploy uploads the version as a new version of one parent model (version aliases = its registry aliases and its
 id, so the Vertex AI Model Registry mirrors ours), with the service image as the serving container (the same
-image Cloud Run runs: /predict, /health, port 8080), then deploys it to the endpoint with a traffic share.
+image Cloud Run runs, with the same routes, port and service settings: contracts.serving), then deploys it to the
+endpoint with a traffic share.
 `undeploy-all` (trainer.cloud.undeploy_all) takes them off again before `cdktf destroy`.
 """
 
@@ -14,13 +15,12 @@ import sys
 from dataclasses import dataclass
 
 from contracts.layout import CHAMPION
+from contracts.serving import HEALTH_ROUTE, PORT, PREDICT_ROUTE, Env, deployed_model_name, service_environment
 from trainer import storage
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 from trainer.models.model_dir import verify_digests
 from trainer.models.registry import ModelRegistry
-
-PREDICT_ROUTE, HEALTH_ROUTE, SERVING_PORT = "/predict", "/health", 8080
 
 
 @dataclass
@@ -31,6 +31,15 @@ class DeployRequest:
     upload: dict
     deploy: dict
     endpoint: str
+
+
+def vertex_environment(settings, version: str) -> dict[str, str]:
+    """The deployed model's environment: the config's service settings (the same builder as Cloud Run's) and the
+    version it serves; Vertex AI adds AIP_STORAGE_URI, AIP_HTTP_PORT and the routes itself."""
+    environment = service_environment(
+        settings.service, settings.rollout.thresholds(), env_name=settings.env, platform="vertex"
+    )
+    return {**environment, Env.FMNIST_MODEL_VERSION: version}
 
 
 def build_deploy(
@@ -59,8 +68,8 @@ def build_deploy(
         "serving_container_image_uri": names.image_uri("service"),
         "serving_container_predict_route": PREDICT_ROUTE,
         "serving_container_health_route": HEALTH_ROUTE,
-        "serving_container_ports": [SERVING_PORT],
-        "serving_container_environment_variables": {"FMNIST_MODEL_VERSION": version},
+        "serving_container_ports": [PORT],
+        "serving_container_environment_variables": vertex_environment(settings, version),
         "version_aliases": version_aliases,
         "version_description": f"registry version {version}, accuracy {record['metrics'].get('accuracy')}, "
         f"dataset {record.get('dataset_version')}",
@@ -71,7 +80,7 @@ def build_deploy(
     }
     upload.update({"parent_model": names.parent_model_name} if parent_exists else {"model_id": vertex.parent_model})
     deploy = {
-        "deployed_model_display_name": f"fmnist-{version}",
+        "deployed_model_display_name": deployed_model_name(version),
         "traffic_percentage": traffic_percentage,
         "machine_type": machine_type or vertex.serving_machine_type,
         "min_replica_count": vertex.min_replica_count,
