@@ -17,6 +17,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from contracts.layout import CANDIDATE, CHAMPION
 from lifecycle.plan import PROMOTED, REFUSED, Step, build_steps
 from lifecycle.steps import REPO_ROOT, StepFailed, StepLog, banner, run_step
 from settings import ConfigError, load_config
@@ -89,7 +90,7 @@ def run_local(args, settings, log: StepLog):
     steps = build_steps(settings, run_id=run_id, preset=args.preset, source=args.source, train_args=args.train_arg)
     registry = ModelRegistry.from_settings(settings)
     outcomes = run_plan(log, steps, before={"promote": lambda: shadow_step(settings, registry, summary, log)})
-    summary.model_version = registry.read_index()["aliases"]["candidate"]
+    summary.model_version = registry.resolve(CANDIDATE)
     summary.gate = GATE_OUTCOMES[outcomes["promote"]]
 
     if not args.skip_infra:
@@ -97,9 +98,9 @@ def run_local(args, settings, log: StepLog):
         summary.infra_resources, summary.checkov = infra_inventory(REPO_ROOT / args.infra_outdir)
 
     index = registry.read_index()
-    summary.champion = index["aliases"]["champion"]
+    summary.champion = registry.resolve(CHAMPION, index)
     champion_dir = registry.version_uri(summary.champion)
-    metrics = index["versions"][summary.champion]["metrics"]
+    metrics = index.versions[summary.champion].metrics
     summary.accuracy = metrics["accuracy"]
     summary.macro_precision = metrics.get("macro_precision", 0.0)
     summary.macro_recall = metrics.get("macro_recall", 0.0)
@@ -145,12 +146,12 @@ def shadow_step(settings, registry, summary, log: StepLog) -> None:
     from trainer.data.dataset import load_dataset
 
     banner("shadow the candidate behind the champion")
-    aliases = registry.read_index()["aliases"]
-    if not aliases.get("champion"):
+    index = registry.read_index()
+    if not index.alias(CHAMPION):
         print("no champion yet: nothing to shadow", flush=True)
         summary.shadow_verdict = "no champion yet: nothing to shadow"
         return
-    if aliases.get("champion") == aliases.get("candidate"):
+    if index.alias(CHAMPION) == index.alias(CANDIDATE):
         print("the candidate is the champion: nothing to shadow", flush=True)
         summary.shadow_verdict = "candidate is the champion: nothing to shadow"
         return

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from contracts.registry_index import parse_record
 from contracts.serving import PORT
 from service.config import ServiceConfig
 from settings import ServiceSettings
@@ -120,14 +121,14 @@ def test_cloud_run_and_vertex_ai_get_the_same_service_settings_for_every_key(cha
     defaults = ServiceSettings()
     assert all(getattr(settings.service, k) != getattr(defaults, k) for k in ServiceSettings.model_fields)
     cloud_run = ServiceConfig.from_env(_cloud_run_environment(container))
-    record = {"source": "custom", "path": "registry/versions/v1", "metrics": {"accuracy": 0.9}}
+    record = parse_record("v1", {"source": "custom", "metrics": {"accuracy": 0.9}}, "index.json")
     upload = build_deploy(settings, "v1", record, ["champion"], parent_exists=True).upload
     declared = upload["serving_container_environment_variables"]
     assert not {"MODEL_URI", "AIP_STORAGE_URI", "AIP_HTTP_PORT"} & set(declared), "Vertex AI sets these itself"
     vertex = ServiceConfig.from_env(
         {
             **declared,  # what Vertex AI adds from the upload and the deployment:
-            "AIP_STORAGE_URI": f"gs://copy-of/{record['path']}",
+            "AIP_STORAGE_URI": f"gs://copy-of/{record.path}",
             "AIP_HTTP_PORT": str(upload["serving_container_ports"][0]),
             "AIP_HEALTH_ROUTE": upload["serving_container_health_route"],
             "AIP_PREDICT_ROUTE": upload["serving_container_predict_route"],

@@ -136,10 +136,10 @@ def test_register_killed_between_writes_leaves_no_record_and_a_rerun_repairs_it(
     killed = run_killed(target, 1 if kill_at == 3 else kill_at, REGISTER.format(root=root, source=str(source)), {})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     registry = ModelRegistry(root)
-    assert "v1-crash" not in registry.read_index()["versions"]  # no reader resolves it
+    assert "v1-crash" not in registry.read_index().to_json()["versions"]  # no reader resolves it
 
     assert registry.register(str(source), {"accuracy": 0.9}, "custom", dataset_version="v-1", version="v1-crash")
-    record = registry.read_index()["versions"]["v1-crash"]
+    record = registry.read_index().to_json()["versions"]["v1-crash"]
     copied = Path(root) / record["path"]
     assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in source.iterdir())
     for path in source.iterdir():
@@ -160,7 +160,7 @@ def test_a_failed_copy_removes_its_partial_files_and_registers_nothing(tmp_path,
     registry = ModelRegistry(root)
     with pytest.raises(storage.StorageError, match="quota exceeded"):
         registry.register(str(source), {"accuracy": 0.9}, "custom", dataset_version="v-1", version="v1-fail")
-    assert registry.read_index()["versions"] == {}
+    assert registry.read_index().to_json()["versions"] == {}
     assert storage.list_uris(registry.version_uri("v1-fail")) == []
 
 
@@ -191,12 +191,12 @@ def test_export_whose_registration_fails_registers_nothing_and_a_rerun_registers
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 1
     assert "connection reset. Nothing was registered" in capsys.readouterr().err
     registry = ModelRegistry.from_settings(cli_env.settings)
-    assert registry.read_index()["versions"] == {}
+    assert registry.read_index().to_json()["versions"] == {}
     assert storage.list_uris(storage.join(registry.root, "registry", "versions")) == []
 
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 0
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 0  # already registered: nothing more
-    [(version, record)] = registry.read_index()["versions"].items()
+    [(version, record)] = registry.read_index().to_json()["versions"].items()
     copied = Path(registry.root) / record["path"]
     for path in model_dir.rglob("*"):
         if path.is_file():

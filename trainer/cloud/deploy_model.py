@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 from contracts.layout import CHAMPION
+from contracts.registry_index import VersionRecord
 from contracts.serving import HEALTH_ROUTE, PORT, PREDICT_ROUTE, Env, deployed_model_name, service_environment
 from trainer import storage
 from trainer.cloud.vertex import require_gcp
@@ -45,7 +46,7 @@ def vertex_environment(settings, version: str) -> dict[str, str]:
 def build_deploy(
     settings,
     version: str,
-    record: dict,
+    record: VersionRecord,
     aliases: list[str],
     *,
     parent_exists: bool,
@@ -53,10 +54,10 @@ def build_deploy(
     machine_type: str | None = None,
 ) -> DeployRequest:
     """Upload as a new version of the parent model (or create it), then deploy with `traffic_percentage`."""
-    if record.get("source") != "custom":
+    if record.source != "custom":
         raise CommandError(
-            f"version {version} is a {record.get('source')} model (Vertex AI model "
-            f"{record.get('vertex_model', '?')}); deploy-model serves exported custom models only"
+            f"version {version} is a {record.source} model (Vertex AI model "
+            f"{record.extra.get('vertex_model', '?')}); deploy-model serves exported custom models only"
         )
     if not 0 < traffic_percentage <= 100:
         raise CommandError(f"--traffic-percentage must be 1-100, got {traffic_percentage}")
@@ -64,17 +65,17 @@ def build_deploy(
     version_aliases = sorted({*aliases, version})  # our ids start with a letter: valid Vertex AI aliases
     upload = {
         "display_name": vertex.parent_model,
-        "artifact_uri": storage.join(settings.models_bucket, record["path"]),
+        "artifact_uri": storage.join(settings.models_bucket, record.path),
         "serving_container_image_uri": names.image_uri("service"),
         "serving_container_predict_route": PREDICT_ROUTE,
         "serving_container_health_route": HEALTH_ROUTE,
         "serving_container_ports": [PORT],
         "serving_container_environment_variables": vertex_environment(settings, version),
         "version_aliases": version_aliases,
-        "version_description": f"registry version {version}, accuracy {record['metrics'].get('accuracy')}, "
-        f"dataset {record.get('dataset_version')}",
+        "version_description": f"registry version {version}, accuracy {record.metrics.get('accuracy')}, "
+        f"dataset {record.dataset_version}",
         "is_default_version": CHAMPION in aliases,
-        "labels": {"app": "fmnist-mlops", "env": settings.env, "source": record["source"]},
+        "labels": {"app": "fmnist-mlops", "env": settings.env, "source": record.source},
         "encryption_spec_key_name": names.kms_key_name,
         "sync": True,
     }
@@ -140,10 +141,10 @@ def run(args, settings) -> int:
     registry = ModelRegistry.from_settings(settings)
     index = registry.read_index()
     version = registry.resolve(args.ref, index)
-    aliases = [alias for alias, target in index["aliases"].items() if target == version]
-    record = index["versions"][version]
-    if record.get("files"):  # upload exactly the bytes export verified, or nothing
-        verify_digests(registry.version_uri(version), record["files"])
+    aliases = index.aliases_of(version)
+    record = index.versions[version]
+    if record.files:  # upload exactly the bytes export verified, or nothing
+        verify_digests(registry.version_uri(version), dict(record.files))
     else:
         print(f"note: {version} was registered without file digests; its files are not verified", file=sys.stderr)
     traffic = args.traffic_percentage
@@ -160,7 +161,7 @@ def run(args, settings) -> int:
         request = build_deploy(
             settings,
             version,
-            index["versions"][version],
+            record,
             aliases,
             parent_exists=True,
             traffic_percentage=traffic,
@@ -175,7 +176,7 @@ def run(args, settings) -> int:
     request = build_deploy(
         settings,
         version,
-        index["versions"][version],
+        record,
         aliases,
         parent_exists=parent_exists(aiplatform, settings.names.parent_model_name),
         traffic_percentage=traffic,

@@ -205,8 +205,8 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
 
 
 def _registered_version(settings, run_id: str):
-    for version, record in registry.ModelRegistry.from_settings(settings).read_index()["versions"].items():
-        if record.get("run_id") == run_id:
+    for version, record in registry.ModelRegistry.from_settings(settings).read_index().versions.items():
+        if record.extra.get("run_id") == run_id:
             return version
     return None
 
