@@ -8,7 +8,7 @@ the compiled tasks with this list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trainer import storage
 
@@ -138,7 +138,7 @@ def build_steps(
             resources=Resources(cpu="1", memory="2G"),  # the task only waits; the custom job trains
         )
         if train_args:
-            train = Step(**{**train.__dict__, "args": (*train.args, "--", *train_args)})
+            train = replace(train, args=(*train.args, "--", *train_args))
     else:
         train = Step(
             "train",

@@ -35,13 +35,12 @@ from cdktf_cdktf_provider_google.monitoring_alert_policy import (
 )
 from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from cdktf_cdktf_provider_google.workflows_workflow import WorkflowsWorkflow
 from constructs import Construct
 
-from contracts.cloud import PIPELINE_ACCOUNT_SUFFIXES, RAW_DATA_PREFIX
+from contracts.cloud import DRIFT_TRIGGER, NEW_DATA_TRIGGER, PIPELINE_ACCOUNT_SUFFIXES, RAW_DATA_PREFIX
 from infra.components.apis import PIPELINE_APIS, Apis
 from infra.components.features import Features
 from infra.components.identity import AGENT_PROJECT_ROLES, Identity
@@ -322,7 +321,7 @@ class Pipelines(Construct):
         self.new_data = EventarcTrigger(
             self,
             "new-data",
-            name="fmnist-new-raw-data",
+            name=NEW_DATA_TRIGGER,
             location=names.region,
             matching_criteria=[
                 {"attribute": "type", "value": GCS_FINALIZED},
@@ -333,16 +332,7 @@ class Pipelines(Construct):
             labels=names.labels,
             depends_on=[apis["eventarc.googleapis.com"], storage_publisher, storage.buckets["datasets"]],
         )
-        self.drift_topic = PubsubTopic(
-            self,
-            "drift-topic",
-            name=names.drift_topic,
-            kms_key_name=kms.key_id,
-            labels=names.labels,
-            message_storage_policy={"allowed_persistence_regions": [names.region]},
-            message_retention_duration="604800s",
-            depends_on=[apis["pubsub.googleapis.com"], kms.grants["pubsub"]],
-        )
+        self.drift_topic = kms.topic(self, "drift-topic", name=names.drift_topic, names=names)
         self.drift_channel = MonitoringNotificationChannel(
             self,
             "drift-channel",
@@ -400,7 +390,7 @@ class Pipelines(Construct):
         self.drift = EventarcTrigger(
             self,
             "drift",
-            name="fmnist-drift",
+            name=DRIFT_TRIGGER,
             location=names.region,
             matching_criteria=[{"attribute": "type", "value": PUBSUB_PUBLISHED}],
             transport={"pubsub": {"topic": self.drift_topic.id}},
