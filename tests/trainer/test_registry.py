@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from trainer import cli, storage
+import storage
+from trainer import cli
 from trainer.models.registry import (
     GateRefused,
     ModelRegistry,

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+import storage
 from contracts.registry_index import parse_index
 from settings import load_config
-from trainer import cli, storage
+from trainer import cli
 from trainer.models import registry as registry_module
 from trainer.models.registry import ModelRegistry, RegistryError, new_version_id
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+import storage
 from settings import load_config
-from trainer import storage
 from trainer.models import registry as registry_module
 from trainer.models.registry import GateRefused, ModelRegistry, RegistryError
 

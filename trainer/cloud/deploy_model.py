@@ -14,10 +14,10 @@ import json
 import sys
 from dataclasses import dataclass
 
+import storage
 from contracts.layout import CHAMPION
 from contracts.registry_index import VersionRecord
 from contracts.serving import HEALTH_ROUTE, PORT, PREDICT_ROUTE, Env, deployed_model_name, service_environment
-from trainer import storage
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 from trainer.models.model_dir import verify_digests

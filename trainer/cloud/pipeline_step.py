@@ -15,9 +15,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import storage
 from contracts.feature_schema import FEATURE_FUNCTION_ID
 from contracts.layout import CANDIDATE, FEATURES_FILE, ModelFiles
-from trainer import storage
 from trainer.errors import CommandError
 
 OUTCOME = "outcome"  # the output parameter a gate step sets

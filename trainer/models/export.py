@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+import storage
 from contracts.dataset import CLASS_NAMES, IMAGE_SHAPE
 from contracts.features import compute_features_chunked, feature_baseline
 from contracts.layout import INPUT_NAME, OUTPUT_NAME, ModelFiles
-from trainer import storage
 from trainer.clock import utc_now
 from trainer.errors import CommandError
 from trainer.models import quantize, registry

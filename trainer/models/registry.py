@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+import storage
 from contracts.layout import CANDIDATE, CHAMPION, REGISTRY_INDEX, REGISTRY_VERSIONS, ModelFiles, version_dir
 from contracts.registry_index import (
     RegistryIndex,
@@ -29,7 +30,6 @@ from contracts.registry_index import (
     empty_index,
     parse_index,
 )
-from trainer import storage
 from trainer.clock import utc_now
 from trainer.errors import GateRefused, ModelDirError, RegistryError
 from trainer.models.model_dir import verify_digests

@@ -22,8 +22,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import storage
 from contracts.dataset import NUM_CLASSES
-from trainer import storage
 from trainer.errors import CommandError
 from trainer.models import model_dir as model_files
 from trainer.models.model_dir import predict_probabilities
