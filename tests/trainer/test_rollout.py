@@ -111,7 +111,7 @@ def test_registry_records_rollout_events(settings):
 
 
 def test_local_rollout_without_a_service_says_what_to_start(settings, monkeypatch, capsys):
-    from tests.service.conftest import free_port
+    from lifecycle.served import free_port
 
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)

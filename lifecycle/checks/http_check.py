@@ -6,81 +6,18 @@ not what the trainer measured in-process; the two must agree exactly.
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import requests
 
-from lifecycle.steps import REPO_ROOT
+from lifecycle.served import running_service
 
 
 class ServiceCheckFailed(RuntimeError):
     """The service did not start, answered with an error, or disagreed with the evaluation."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running_service(model_uri: str, *, workers: int = 2, extra_env: dict | None = None, timeout: float = 60):
-    """`python -m service` on a free loopback port; yields (base URL, seconds from launch to healthy)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODEL_URI": model_uri,
-        "PORT": str(port),
-        "SERVICE_HOST": "127.0.0.1",
-        "WORKERS": str(workers),
-        "LOG_LEVEL": "WARNING",
-        **(extra_env or {}),
-    }
-    env.pop("AIP_STORAGE_URI", None)
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise ServiceCheckFailed(
-                    f"the service exited with {proc.returncode} before it was healthy: "
-                    f"{proc.stderr.read().decode(errors='replace')[-2000:]}"
-                )
-            try:
-                if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.perf_counter() - started > timeout:
-                raise ServiceCheckFailed(f"the service was not healthy after {timeout:.0f} s")
-            time.sleep(0.02)
-        yield base, time.perf_counter() - started
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        proc.stderr.close()
 
 
 def _check(response: requests.Response) -> dict:

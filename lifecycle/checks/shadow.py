@@ -15,7 +15,8 @@ import requests
 
 from contracts.layout import CANDIDATE
 from contracts.serving import ROLLOUT_ROUTE, Env, thresholds_environment
-from lifecycle.http_check import _check, predict_binary, running_service
+from lifecycle.checks.http_check import _check, predict_binary
+from lifecycle.served import running_service
 
 BATCH = 16  # images per request: 10,000 test images make 625 requests, over rollout.min_requests' default (500)
 

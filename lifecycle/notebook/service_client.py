@@ -151,7 +151,7 @@ def open_service(
         return
     if target == "cloud-run":
         raise ValueError("cloud-run needs the service's URL (`npx cdktf output` prints service_url)")
-    from lifecycle.http_check import running_service
+    from lifecycle.served import running_service
 
     admin_token = secrets.token_urlsafe(32)  # a private local service: its operator routes are ours
     env = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": admin_token, **(local_env or {})}
