@@ -11,43 +11,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import requests
 
+from lifecycle.client import HttpService
 from lifecycle.served import running_service
-
-
-class ServiceCheckFailed(RuntimeError):
-    """The service did not start, answered with an error, or disagreed with the evaluation."""
-
-
-def _check(response: requests.Response) -> dict:
-    if response.status_code != 200:
-        raise ServiceCheckFailed(
-            f"{response.request.method} {response.url} -> {response.status_code}: {response.text[:500]}"
-        )
-    return response.json()
-
-
-def predict_json(session: requests.Session, base: str, images: np.ndarray, batch: int = 100) -> np.ndarray:
-    """Class ids for every image, sent as Vertex AI JSON (`instances` of 28x28 lists)."""
-    out = []
-    for start in range(0, len(images), batch):
-        body = {"instances": images[start : start + batch].tolist()}
-        out += [p["class_id"] for p in _check(session.post(f"{base}/predict", json=body, timeout=30))["predictions"]]
-    return np.asarray(out)
-
-
-def predict_binary(session: requests.Session, base: str, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Class ids for every image, sent as raw uint8 bytes (N x 784) on the binary path."""
-    out = []
-    headers = {"Content-Type": "application/octet-stream"}
-    for start in range(0, len(images), batch):
-        body = np.ascontiguousarray(images[start : start + batch], dtype=np.uint8).tobytes()
-        out += [
-            p["class_id"]
-            for p in _check(session.post(f"{base}/predict", data=body, headers=headers, timeout=30))["predictions"]
-        ]
-    return np.asarray(out)
 
 
 @dataclass
@@ -65,13 +31,13 @@ class HttpFigures:
     drift_after: dict = field(default_factory=dict)
 
 
-def single_image_latency(session: requests.Session, base: str, images: np.ndarray, count: int = 300):
+def single_image_latency(client: HttpService, images: np.ndarray, count: int = 300):
     """p50 and p99 in ms of one-image JSON requests, one client, after a short warm-up."""
     timings = []
     for i in range(count + 20):
-        body = {"instances": [images[i % len(images)].tolist()]}
+        one = images[i % len(images)][None]
         start = time.perf_counter()
-        _check(session.post(f"{base}/predict", json=body, timeout=10))
+        client.predict_json(one)
         if i >= 20:
             timings.append((time.perf_counter() - start) * 1000)
     return float(np.percentile(timings, 50)), float(np.percentile(timings, 99))
@@ -88,30 +54,31 @@ def check_service(model_uri: str, x_test: np.ndarray, y_test: np.ndarray, *, log
     # the drift reset is an operator route: enabled for this private run only, with a token made here
     token = secrets.token_urlsafe(32)
     admin = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": token}
-    with running_service(model_uri, extra_env=admin) as (base, cold_start), requests.Session() as session:
+    with running_service(model_uri, extra_env=admin) as (base, cold_start):
+        client = HttpService(base, admin_token=token)
         figures.cold_start_s = cold_start
         log(f"service healthy {cold_start:.2f} s after launch at {base}")
         start = time.perf_counter()
-        figures.json_accuracy = float((predict_json(session, base, x_test) == y_test).mean())
+        figures.json_accuracy = float((client.classes_json(x_test) == y_test).mean())
         figures.json_seconds = time.perf_counter() - start
         log(f"JSON path: {len(x_test):,} images in {figures.json_seconds:.1f} s, accuracy {figures.json_accuracy:.4f}")
         start = time.perf_counter()
-        figures.binary_accuracy = float((predict_binary(session, base, x_test) == y_test).mean())
+        figures.binary_accuracy = float((client.classes_bytes(x_test) == y_test).mean())
         figures.binary_images_per_s = len(x_test) / (time.perf_counter() - start)
         log(
             f"binary path: {figures.binary_images_per_s:,.0f} images/s (64 per request, one client), "
             f"accuracy {figures.binary_accuracy:.4f}"
         )
-        figures.latency_p50_ms, figures.latency_p99_ms = single_image_latency(session, base, x_test)
+        figures.latency_p50_ms, figures.latency_p99_ms = single_image_latency(client, x_test)
         log(f"one image per request: p50 {figures.latency_p50_ms:.2f} ms, p99 {figures.latency_p99_ms:.2f} ms")
-        figures.drift_before = _check(session.get(f"{base}/monitoring/drift", timeout=10))
-        reset = session.post(f"{base}/monitoring/drift/reset", headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        _check(reset)
-        predict_binary(session, base, shifted(np.resize(x_test, (2000, 28, 28))))  # enough for drift's sample
-        figures.drift_after = _check(session.get(f"{base}/monitoring/drift", timeout=10))
+        figures.drift_before = client.drift() or {}
+        client.reset_drift()
+        client.classes_bytes(shifted(np.resize(x_test, (2000, 28, 28))))  # enough for drift's sample
+        figures.drift_after = client.drift() or {}
         log(
             f"drift on the real test images: {figures.drift_before.get('drift_detected')}; "
             f"after 2,000 inverted images: {figures.drift_after.get('drift_detected')} "
             f"({', '.join(figures.drift_after.get('drifted', [])) or 'nothing'})"
         )
+        client.close()
     return figures

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import requests
 
 from contracts.layout import CANDIDATE
-from contracts.serving import ROLLOUT_ROUTE, Env, thresholds_environment
-from lifecycle.checks.http_check import _check, predict_binary
+from contracts.serving import Env, thresholds_environment
+from lifecycle.client import HttpService
 from lifecycle.served import running_service
 
 BATCH = 16  # images per request: 10,000 test images make 625 requests, over rollout.min_requests' default (500)
@@ -72,9 +71,13 @@ def figures_from(report: dict) -> ShadowFigures:
 def shadow_candidate(models_root: str, x_test: np.ndarray, thresholds, *, log=print) -> ShadowFigures:
     """Serve <models>@champion with the candidate in shadow, send the test set (binary path), read the verdict."""
     env = shadow_env(thresholds)
-    with running_service(f"{models_root}@champion", extra_env=env) as (base, _), requests.Session() as session:
-        predict_binary(session, base, x_test, batch=BATCH)
-        figures = figures_from(_check(session.get(f"{base}{ROLLOUT_ROUTE}", timeout=10)))
+    with running_service(f"{models_root}@champion", extra_env=env) as (base, _):
+        client = HttpService(base)
+        try:
+            client.classes_bytes(x_test, batch=BATCH)
+            figures = figures_from(client.rollout())
+        finally:
+            client.close()
     low, high = figures.interval
     rate = "not measured" if figures.agreement is None else f"{figures.agreement:.2%} ({low:.2%}-{high:.2%}, 95 %)"
     log(f"shadow: champion {figures.champion} vs candidate {figures.challenger} on {figures.images:,} images")
