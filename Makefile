@@ -111,7 +111,7 @@ bench-train: setup
 clean:
 	rm -rf cdktf.out .pytest_cache
 
-# kfp pins protobuf < 7 and requests == 2.33.0, older than the trainer's: it gets its own venv (lifecycle/compile.py).
+# kfp pins protobuf < 7 and requests == 2.33.0, older than the trainer's: it gets its own venv (lifecycle/orchestration/compile.py).
 $(KFP_VENV)/.installed:
 	@test -x $(KFP_VENV)/bin/python || $(PYTHON) -m venv $(KFP_VENV)
 	$(KFP_VENV)/bin/pip install -q kfp==$(KFP_VERSION) 'pydantic>=2.6,<3' 'pyyaml>=6.0' 'numpy>=1.26,<3'
@@ -125,7 +125,7 @@ pipeline: pipeline-venv
 	$(KFP_VENV)/bin/python -m lifecycle compile --env $(ENV)
 	$(KFP_VENV)/bin/python -m lifecycle compile --env $(ENV) --pipeline prediction --output build/fmnist-batch-prediction.yaml
 
-# The local environment's compiled pipeline, executed task by task on this machine (lifecycle/run_compiled.py).
+# The local environment's compiled pipeline, executed task by task on this machine (lifecycle/orchestration/run_compiled.py).
 pipeline-local: setup pipeline-venv
 	$(KFP_VENV)/bin/python -m lifecycle compile --env local --output build/fmnist-lifecycle-local.yaml $(PIPELINE_ARGS)
 	$(PY) -m lifecycle run-compiled build/fmnist-lifecycle-local.yaml

@@ -130,7 +130,7 @@ def main(argv=None) -> int:
                 pause = args.duration / (args.flips + 1)
                 for _ in range(args.flips):
                     time.sleep(pause)
-                    target = "swap-b" if registry.read_index()["aliases"]["champion"] == "swap-a" else "swap-a"
+                    target = "swap-b" if registry.read_index().alias("champion") == "swap-a" else "swap-a"
                     registry.promote(target)
                     flipped.append(target)
 

@@ -38,6 +38,13 @@ PREDICTION_PIPELINE_NAME = "fmnist-batch-prediction"  # the prediction pipeline,
 PIPELINE_STARTER_WORKFLOW = "fmnist-start-lifecycle"
 PIPELINE_SCHEDULE = "fmnist-lifecycle-schedule"
 DRIFT_TOPIC = "fmnist-drift-alerts"
+NEW_DATA_TRIGGER = "fmnist-new-raw-data"  # Eventarc: a raw IDX file lands -> the pipeline starter workflow
+DRIFT_TRIGGER = "fmnist-drift"  # Eventarc: a drift alert on DRIFT_TOPIC -> the pipeline starter workflow
+BUILD_TRIGGERS = {  # Cloud Build triggers (infra/components/cicd.py)
+    "checks": "fmnist-pull-request-checks",
+    "plan": "fmnist-pull-request-plan",
+    "deploy": "fmnist-deploy",
+}
 RAW_DATA_PREFIX = "raw"  # <datasets bucket>/raw/: new raw IDX files land here and trigger a pipeline run
 
 
@@ -96,6 +103,10 @@ class CloudNames:
     # ---- identities --------------------------------------------------------------------------------------------
     def service_account_id(self, role: str) -> str:
         suffix = SERVICE_ACCOUNT_SUFFIXES.get(role) or PIPELINE_ACCOUNT_SUFFIXES[role]
+        return self.account_id(suffix)
+
+    def account_id(self, suffix: str) -> str:
+        """`<bucket_prefix>-<suffix>`, refused (naming the fix) beyond Google's 30-character limit."""
         account_id = f"{self.bucket_prefix}-{suffix}"
         if len(account_id) > SERVICE_ACCOUNT_ID_MAX:
             raise CloudNameError(

@@ -32,7 +32,8 @@ class ImageSource:
 
 IMAGE_SOURCES = {
     "trainer": ImageSource(
-        "trainer/Dockerfile", ("trainer", "contracts", "settings", "config", "pyproject.toml", ".dockerignore")
+        "trainer/Dockerfile",
+        ("trainer", "storage", "contracts", "settings", "config", "pyproject.toml", ".dockerignore"),
     ),
     "service": ImageSource("service/Dockerfile", ("service", "contracts", "pyproject.toml", ".dockerignore")),
 }

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 from contracts.cloud import (
     PIPELINE_ACCOUNT_SUFFIXES,
-    SERVICE_ACCOUNT_ID_MAX,
     SERVICE_ACCOUNT_SUFFIXES,
-    CloudNameError,
     CloudNames,
 )
 from contracts.images import IMAGE_SOURCES
@@ -48,13 +46,7 @@ class Names(CloudNames):
     def service_account_id(self, role: str) -> str:
         if role not in INFRA_ACCOUNTS:
             return super().service_account_id(role)
-        account_id = f"{self.bucket_prefix}-{role}"
-        if len(account_id) > SERVICE_ACCOUNT_ID_MAX:
-            raise CloudNameError(
-                f"service account id '{account_id}' is longer than {SERVICE_ACCOUNT_ID_MAX} characters: "
-                f"shorten bucket_prefix in config/{self.env}.yaml"
-            )
-        return account_id
+        return self.account_id(role)
 
     def account_member(self, role: str) -> str:
         """The IAM member of a stack account (created by the bootstrap stack, so known by name)."""

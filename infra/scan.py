@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from infra import simulate
@@ -123,7 +123,7 @@ def evaluate(reports: list[dict], suppressions: list[Suppression]) -> ScanResult
             finding = _finding(check)
             reason = notes.get((finding.stack, finding.resource.split(".", 1)[-1], finding.check_id))
             if reason:
-                result.suppressed.append(Finding(**{**finding.__dict__, "reason": reason}))
+                result.suppressed.append(replace(finding, reason=reason))
             else:
                 result.failed.append(finding)
     return result
@@ -138,7 +138,7 @@ def add_graph_results(result: ScanResult, graph: list[GraphResult], suppressions
         if outcome.problem is None:
             result.passed.append(finding)
         elif reason:
-            result.suppressed.append(Finding(**{**finding.__dict__, "reason": reason}))
+            result.suppressed.append(replace(finding, reason=reason))
         else:
             result.failed.append(finding)
     return result

@@ -49,7 +49,11 @@ class DataSettings(_Section):
 class TrainingSettings(_Section):
     """Training defaults; CLI flags and Vertex AI args override them. None = the preset's value."""
 
-    preset: Literal["demo", "full", "gpu", "smoke"] = "demo"
+    preset: str = Field(
+        "demo",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="smoke, demo, full, gpu, or a preset `trainer tune --save-preset` saved (checked when training)",
+    )
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 42
     dataset_version: str | None = Field(None, description="dataset version id; None = the datasets bucket's LATEST")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from cdktf import TerraformProvider
 from cdktf_cdktf_provider_google.billing_budget import BillingBudget, BillingBudgetThresholdRules
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
-from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from constructs import Construct
 
@@ -51,16 +50,7 @@ class Budget(Construct):
                 f"environment '{names.env}' has no infra.billing_account: set it in config/{names.env}.yaml or "
                 f"FMNIST_INFRA__BILLING_ACCOUNT=XXXXXX-XXXXXX-XXXXXX (`gcloud billing accounts list`)"
             )
-        self.topic = PubsubTopic(
-            self,
-            "topic",
-            name=names.budget_topic,
-            kms_key_name=kms.key_id,
-            labels=names.labels,
-            message_storage_policy={"allowed_persistence_regions": [names.region]},
-            message_retention_duration="604800s",
-            depends_on=[apis["pubsub.googleapis.com"], kms.ready["pubsub"]],
-        )
+        self.topic = kms.topic(self, "topic", name=names.budget_topic, names=names)
         PubsubTopicIamMember(
             self, "billing-publisher", topic=self.topic.name, role="roles/pubsub.publisher", member=BUDGET_PUBLISHER
         )

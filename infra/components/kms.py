@@ -15,6 +15,7 @@ from __future__ import annotations
 from cdktf_cdktf_provider_google.kms_crypto_key import KmsCryptoKey
 from cdktf_cdktf_provider_google.kms_crypto_key_iam_member import KmsCryptoKeyIamMember
 from cdktf_cdktf_provider_google.kms_key_ring import KmsKeyRing
+from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from constructs import Construct
 
 from infra.components.apis import Apis
@@ -87,3 +88,17 @@ class KeyGrants(Construct):
         # because the provider does not retry the "useToEncrypt denied" of a grant that has not propagated yet.
         wait = propagation_wait(self, "grants-propagated", after=list(self.grants.values()))
         self.ready = dict.fromkeys(self.grants, wait)
+        self._apis = apis
+
+    def topic(self, scope: Construct, id: str, *, name: str, names: Names) -> PubsubTopic:
+        """A Pub/Sub topic encrypted with this key, kept in the region, its messages for a week (budget, drift)."""
+        return PubsubTopic(
+            scope,
+            id,
+            name=name,
+            kms_key_name=self.key_id,
+            labels=names.labels,
+            message_storage_policy={"allowed_persistence_regions": [names.region]},
+            message_retention_duration="604800s",
+            depends_on=[self._apis["pubsub.googleapis.com"], self.ready["pubsub"]],
+        )

@@ -34,13 +34,12 @@ from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertP
 from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertPolicyConditions as Condition
 from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from cdktf_cdktf_provider_google.workflows_workflow import WorkflowsWorkflow
 from constructs import Construct
 
-from contracts.cloud import PIPELINE_ACCOUNT_SUFFIXES, RAW_DATA_PREFIX
+from contracts.cloud import DRIFT_TRIGGER, NEW_DATA_TRIGGER, PIPELINE_ACCOUNT_SUFFIXES, RAW_DATA_PREFIX
 from contracts.monitoring_queries import DRIFT_DETECTED_PROMQL
 from infra.components.apis import PIPELINE_APIS, Apis
 from infra.components.features import Features
@@ -343,7 +342,7 @@ class Pipelines(Construct):
         self.new_data = EventarcTrigger(
             self,
             "new-data",
-            name="fmnist-new-raw-data",
+            name=NEW_DATA_TRIGGER,
             location=names.region,
             matching_criteria=[
                 {"attribute": "type", "value": GCS_FINALIZED},
@@ -354,16 +353,7 @@ class Pipelines(Construct):
             labels=names.labels,
             depends_on=[apis["eventarc.googleapis.com"], self.triggers_ready, storage.buckets["datasets"]],
         )
-        self.drift_topic = PubsubTopic(
-            self,
-            "drift-topic",
-            name=names.drift_topic,
-            kms_key_name=kms.key_id,
-            labels=names.labels,
-            message_storage_policy={"allowed_persistence_regions": [names.region]},
-            message_retention_duration="604800s",
-            depends_on=[apis["pubsub.googleapis.com"], kms.ready["pubsub"]],
-        )
+        self.drift_topic = kms.topic(self, "drift-topic", name=names.drift_topic, names=names)
         self.drift_channel = MonitoringNotificationChannel(
             self,
             "drift-channel",
@@ -415,7 +405,7 @@ class Pipelines(Construct):
         self.drift = EventarcTrigger(
             self,
             "drift",
-            name="fmnist-drift",
+            name=DRIFT_TRIGGER,
             location=names.region,
             matching_criteria=[{"attribute": "type", "value": PUBSUB_PUBLISHED}],
             transport={"pubsub": {"topic": self.drift_topic.id}},

@@ -96,7 +96,7 @@ def test_report_renders_in_chromium(first_run, browser, tmp_path):
 
 @pytest.mark.browser
 def test_champion_page_shows_top3_for_a_random_test_image(first_run, browser, tmp_path):
-    from lifecycle.http_check import running_service
+    from lifecycle.served import running_service
 
     root, _, _ = first_run
     with running_service(f"{root / 'mlops' / 'models'}@champion", workers=1, extra_env={"PAGE_ENABLED": "true"}) as (

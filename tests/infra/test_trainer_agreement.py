@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.images import source_tag
+from contracts.registry_index import parse_record
 from trainer.cloud.deploy_model import build_deploy
 from trainer.cloud.submit import build_custom_job
 
@@ -16,7 +17,7 @@ from trainer.cloud.submit import build_custom_job
 def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, env):
     settings = settings_by_env[env]
     job = build_custom_job(settings, ["--preset", "smoke"], display_name="fmnist-train-smoke-1")
-    record = {"source": "custom", "path": "registry/versions/v1", "metrics": {"accuracy": 0.9}}
+    record = parse_record("v1", {"source": "custom", "metrics": {"accuracy": 0.9}}, "index.json")
     deploy = build_deploy(settings, "v1", record, ["champion"], parent_exists=True)
 
     bootstrap = f"bootstrap-{env}"  # accounts and the key outlive the environment's stack

@@ -11,9 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifecycle.pipeline import RUN_ID
-from lifecycle.plan import PROMOTED, REFUSED, Artifact, Condition, PlanError, Step, build_steps, check_plan
-from lifecycle.run_compiled import CompiledRunFailed, condition_holds, run_compiled, topological
+from lifecycle.orchestration.pipeline import RUN_ID
+from lifecycle.orchestration.plan import (
+    PROMOTED,
+    REFUSED,
+    Artifact,
+    Condition,
+    PlanError,
+    Step,
+    build_steps,
+    check_plan,
+)
+from lifecycle.orchestration.run_compiled import CompiledRunFailed, condition_holds, run_compiled, topological
 from settings import load_config
 from tests.conftest import make_idx_dir
 
@@ -286,7 +295,7 @@ def test_compile_without_kfp_says_which_venv_to_use(tmp_path):
 
 @needs_kfp
 def test_the_graph_is_drawn_from_the_compiled_spec(dev_pipeline, tmp_path):
-    from lifecycle.graph import flatten, levels, render
+    from lifecycle.orchestration.graph import flatten, levels, render
 
     _, spec, _ = dev_pipeline
     nodes = flatten(spec)
@@ -360,7 +369,7 @@ def test_the_wrapper_refuses_an_output_artifact_it_was_not_told_about(settings):
 
 @needs_kfp
 def test_the_prediction_pipeline_waits_for_one_batch_prediction_job_on_the_champion(tmp_path):
-    from lifecycle.plan import build_prediction_steps
+    from lifecycle.orchestration.plan import build_prediction_steps
     from trainer.cli import build_parser
     from trainer.cloud.batch_prediction import build_batch_prediction
 

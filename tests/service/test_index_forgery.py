@@ -34,7 +34,7 @@ def refused(metrics_text: str, reason: str) -> float:
 def forge(registry, directory: Path, version: str, files: dict, signer=None) -> None:
     """What an uploader with write access to the bucket can do without the promoter: copy a version in and write
     an index naming it champion (optionally signed by a key of the forger's own)."""
-    from trainer import storage
+    import storage
     from trainer.models.index_signing import write_signature
 
     storage.copy_tree(str(directory), registry.version_uri(version))

@@ -6,12 +6,14 @@ import io
 import json
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from google.cloud import aiplatform
 
 import trainer.data.export_images
+from contracts.registry_index import parse_record
 from settings import load_config
 from tests.sdk_contract import SdkDouble
 from trainer import cli
@@ -22,12 +24,16 @@ from trainer.models.registry import ModelRegistry
 KMS = "projects/fmnist-mlops-dev/locations/europe-west4/keyRings/fmnist/cryptoKeys/fmnist-cmek"
 ENDPOINT = "projects/fmnist-mlops-dev/locations/europe-west4/endpoints/1001"
 PARENT = "projects/fmnist-mlops-dev/locations/europe-west4/models/fmnist-classifier"
-RECORD = {
-    "path": "registry/versions/v20260101-000000-abcd",
-    "source": "custom",
-    "dataset_version": "v-1",
-    "metrics": {"accuracy": 0.93},
-}
+RECORD = parse_record(
+    "v20260101-000000-abcd",
+    {
+        "path": "registry/versions/v20260101-000000-abcd",
+        "source": "custom",
+        "dataset_version": "v-1",
+        "metrics": {"accuracy": 0.93},
+    },
+    "index.json",
+)
 
 
 @pytest.fixture
@@ -248,7 +254,17 @@ def test_the_deploy_request_in_full(dev):
         "serving_container_predict_route": "/predict",
         "serving_container_health_route": "/health",
         "serving_container_ports": [8080],
-        "serving_container_environment_variables": {"FMNIST_MODEL_VERSION": "v1x"},
+        "serving_container_environment_variables": {  # config/dev.yaml `service:`, as Cloud Run gets it
+            "DRIFT_PSI_THRESHOLD": "0.2",
+            "MAX_INSTANCES": "256",
+            "PAGE_ENABLED": "false",
+            "WORKERS": "2",
+            "MODEL_POLL_S": "30.0",
+            "MODEL_ARTIFACT": "float",
+            "REQUIRE_DIGESTS": "true",
+            "FMNIST_ENV": "dev",
+            "FMNIST_MODEL_VERSION": "v1x",
+        },
         "version_aliases": ["candidate", "champion", "v1x"],
         "version_description": "registry version v1x, accuracy 0.93, dataset v-1",
         "is_default_version": True,
@@ -288,7 +304,7 @@ def test_traffic_shares_beyond_the_limits_are_refused(dev, share):
 
 
 def test_an_automl_version_is_refused_naming_its_vertex_model(dev):
-    automl_record = {**RECORD, "source": "automl", "vertex_model": "projects/p/locations/l/models/9"}
+    automl_record = replace(RECORD, source="automl", extra={"vertex_model": "projects/p/locations/l/models/9"})
     with pytest.raises(CommandError) as refused:
         deploy_model.build_deploy(dev, "v1", automl_record, [], parent_exists=True)
     assert str(refused.value) == (
@@ -296,7 +312,7 @@ def test_an_automl_version_is_refused_naming_its_vertex_model(dev):
         "deploy-model serves exported custom models only"
     )
     with pytest.raises(CommandError, match=r"is a None model \(Vertex AI model \?\)"):
-        deploy_model.build_deploy(dev, "v1", {"path": "x", "metrics": {}}, [], parent_exists=True)
+        deploy_model.build_deploy(dev, "v1", parse_record("v1", {"path": "x"}, "index.json"), [], parent_exists=True)
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import storage
 from tests.conftest import make_idx_dir
 from tests.service.model_factory import build_linear_model_dir, build_model_dir, make_version
-from trainer import storage
 from trainer.errors import GateRefused
 from trainer.models.gate_sets import REPORTS_DIR, official_test_set
 from trainer.models.registry import ModelRegistry
@@ -139,7 +139,7 @@ def test_a_pipeline_run_gates_and_waits_for_approval(tmp_path, models, capsys, m
 
 
 def test_the_gcp_pipeline_waits_for_approval_unless_configured_to_promote():
-    from lifecycle.plan import build_steps
+    from lifecycle.orchestration.plan import build_steps
     from settings import load_config
 
     for switch, expected in (("false", True), ("true", False)):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import storage
 from contracts.index_signature import ALGORITHM, IndexSignature, signature_name
 from service.index_verification import IndexRefused, IndexVerifier, NotFound
-from trainer import storage
 from trainer.errors import RegistryError
 from trainer.models.index_signing import (
     KmsSigner,

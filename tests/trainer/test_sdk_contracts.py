@@ -12,6 +12,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import aiplatform
 
 from contracts.dataset import CLASS_NAMES
+from contracts.registry_index import parse_record
 from settings import load_config
 from tests.sdk_contract import (
     ContractViolation,
@@ -27,12 +28,16 @@ from trainer.cloud.experiments import VertexExperiment
 
 TENSORBOARD = "projects/fmnist-mlops-dev/locations/europe-west4/tensorboards/123"
 KMS_OVERRIDE = "projects/fmnist-mlops-dev/locations/europe-west4/keyRings/other/cryptoKeys/key"
-RECORD = {
-    "path": "registry/versions/v20260101-000000-abcd",
-    "source": "custom",
-    "dataset_version": "v-1",
-    "metrics": {"accuracy": 0.93},
-}
+RECORD = parse_record(
+    "v20260101-000000-abcd",
+    {
+        "path": "registry/versions/v20260101-000000-abcd",
+        "source": "custom",
+        "dataset_version": "v-1",
+        "metrics": {"accuracy": 0.93},
+    },
+    "index.json",
+)
 
 
 def dev(**environ):
@@ -180,11 +185,13 @@ def test_the_sdk_builds_the_upload_request(deploy_request):
     else:
         assert sent.model_id == settings.vertex.parent_model and sent.parent_model == ""
     assert model.encryption_spec.kms_key_name == settings.names.kms_key_name
-    assert model.artifact_uri == f"gs://fmnist-mlops-dev-models/{RECORD['path']}"
+    assert model.artifact_uri == f"gs://fmnist-mlops-dev-models/{RECORD.path}"
     container = model.container_spec
     assert (container.predict_route, container.health_route) == ("/predict", "/health")
     assert [port.container_port for port in container.ports] == [8080]
-    assert {e.name: e.value for e in container.env} == {"FMNIST_MODEL_VERSION": "v1x"}
+    sent_env = {e.name: e.value for e in container.env}  # every variable, in the container spec the SDK sends
+    assert sent_env == request.upload["serving_container_environment_variables"]
+    assert sent_env["FMNIST_MODEL_VERSION"] == "v1x" and sent_env["PAGE_ENABLED"] == "false"
     assert "v1x" in model.version_aliases
     assert ("default" in model.version_aliases) is (variant["traffic_percentage"] == 100)
 
@@ -444,7 +451,7 @@ def test_automl_run_drives_the_sdk_in_order_and_registers_the_model(gcs_settings
         "macro_f1": pytest.approx((2 * 0.9 / 1.9 + 2 * (10 / 11) / (10 / 11 + 1)) / 2),
         "automl_auprc": 0.99,
     }
-    index = ModelRegistry.from_settings(gcs_settings).read_index()
+    index = ModelRegistry.from_settings(gcs_settings).read_index().to_json()
     [(version, record)] = index["versions"].items()
     assert record["source"] == "automl" and record["vertex_model"] == "projects/p/locations/l/models/9"
     assert record["metrics"]["accuracy"] == 0.95 and index["aliases"]["candidate"] == version

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
+import storage
 from settings import load_config
-from trainer import cli, storage
+from trainer import cli
 from trainer.training.search_space import METRIC, SEARCH_SPACE, apply
 from trainer.training.train import PRESETS, TrainResult, report_tuning_metric, resolve_config
 

@@ -2,10 +2,12 @@
 
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 from google.api_core import exceptions as google_exceptions
 
+from contracts.registry_index import parse_record
 from settings import load_config
 from trainer import cli
 from trainer.cloud.deploy_model import build_deploy
@@ -156,12 +158,16 @@ def test_submit_on_the_local_target_explains_what_to_do(monkeypatch, capsys):
     assert "use a gcp environment" in capsys.readouterr().err
 
 
-RECORD = {
-    "path": "registry/versions/v20260101-000000-abcd",
-    "source": "custom",
-    "dataset_version": "v-1",
-    "metrics": {"accuracy": 0.93},
-}
+RECORD = parse_record(
+    "v20260101-000000-abcd",
+    {
+        "path": "registry/versions/v20260101-000000-abcd",
+        "source": "custom",
+        "dataset_version": "v-1",
+        "metrics": {"accuracy": 0.93},
+    },
+    "index.json",
+)
 
 
 def test_deploy_uploads_a_new_version_of_the_parent_with_aliases_and_the_service_contract(dev):
@@ -175,7 +181,7 @@ def test_deploy_uploads_a_new_version_of_the_parent_with_aliases_and_the_service
     )
     assert "model_id" not in upload and upload["is_default_version"] is True
     assert upload["version_aliases"] == ["champion", version]
-    assert upload["artifact_uri"] == f"gs://fmnist-mlops-dev-models/{RECORD['path']}"
+    assert upload["artifact_uri"] == f"gs://fmnist-mlops-dev-models/{RECORD.path}"
     assert upload["serving_container_image_uri"] == dev.names.image_uri("service")
     assert (
         upload["serving_container_predict_route"],
@@ -195,7 +201,7 @@ def test_first_deploy_creates_the_parent_and_a_canary_keeps_the_default(dev):
 
 def test_deploy_refuses_automl_versions_and_bad_traffic(dev):
     with pytest.raises(CommandError, match="automl model"):
-        build_deploy(dev, "v1", {**RECORD, "source": "automl", "vertex_model": "m"}, [], parent_exists=True)
+        build_deploy(dev, "v1", replace(RECORD, source="automl", extra={"vertex_model": "m"}), [], parent_exists=True)
     with pytest.raises(CommandError, match="1-100"):
         build_deploy(dev, "v1", RECORD, [], parent_exists=True, traffic_percentage=0)
 

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import storage
 from contracts.feature_schema import FEATURE_FUNCTION_ID
 from contracts.layout import CANDIDATE, FEATURES_FILE, ModelFiles
-from trainer import storage
 from trainer.errors import CommandError
 
 OUTCOME = "outcome"  # the output parameter a gate step sets
@@ -67,12 +67,12 @@ def _registered_model(settings, uri: str) -> tuple[str, dict]:
 
     registry = ModelRegistry.from_settings(settings)
     index = registry.read_index()
-    version = index["aliases"][CANDIDATE]
-    record = index["versions"][version]
+    version = registry.resolve(CANDIDATE, index)
+    record = index.versions[version]
     return registry.version_uri(version), {
         "model_version": version,
-        "dataset_version": record.get("dataset_version"),
-        "accuracy": record["metrics"].get("accuracy"),
+        "dataset_version": record.dataset_version,
+        "accuracy": record.metrics.get("accuracy"),
     }
 
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.rollout import Verdict, VersionStats, verdict
+from contracts.serving import PORT, ROLLOUT_ROUTE, deployed_model_version
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 from trainer.models.registry import ModelRegistry
 
-DEPLOYED_PREFIX = "fmnist-"  # deploy-model names each deployed model fmnist-<registry version>
 METRIC_PREFIX = "aiplatform.googleapis.com/prediction/online/"
 # what each figure is read from: (metric, per-series aligner, cross-series reducer)
 SERIES = {
@@ -50,8 +50,7 @@ def deployed_models(endpoint: Any) -> list[Deployed]:
     split = dict(endpoint.traffic_split or {})
     out = []
     for model in endpoint.list_models():
-        name = model.display_name
-        version = name[len(DEPLOYED_PREFIX) :] if name.startswith(DEPLOYED_PREFIX) else name
+        version = deployed_model_version(model.display_name)
         out.append(Deployed(str(model.id), version, int(split.get(str(model.id), 0))))
     return out
 
@@ -118,14 +117,14 @@ def plan(decision: Verdict, champion: Deployed, challenger: Deployed) -> list[tu
     return []
 
 
-LOCAL_SERVICE_URL = "http://127.0.0.1:8080"  # `python -m service`'s default port
+LOCAL_SERVICE_URL = f"http://127.0.0.1:{PORT}"  # `python -m service`'s default port
 
 
 def read_service_verdict(url: str, timeout_s: float = 10) -> dict[str, Any]:
     """GET <url>/monitoring/rollout, or a CommandError that says what to start or fix."""
     import requests
 
-    target = url.rstrip("/") + "/monitoring/rollout"
+    target = url.rstrip("/") + ROLLOUT_ROUTE
     try:
         reply = requests.get(target, timeout=timeout_s)
     except requests.RequestException as exc:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from trainer import storage
+import storage
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 
-from trainer import storage
+import storage
 from trainer.errors import CommandError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import storage
 from contracts.dataset import CLASS_NAMES, DATASET_NAME
 from contracts.layout import LATEST_FILE, MANIFEST_FILE
-from trainer import storage
 from trainer.data import idx
 from trainer.data.commit_marker import check_set, read_marker
 from trainer.data.dataset import dataset_root, version_uri

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+import storage
 from contracts.dataset import IDX_FILE_NAMES
 from contracts.layout import DATASET_DIR, MANIFEST_FILE, ModelFiles
-from trainer import storage
+from contracts.registry_index import RegistryIndex, VersionRecord
 from trainer.data import idx
 from trainer.data.dataset import load_dataset
 from trainer.errors import DatasetError, GateRefused, ModelDirError
@@ -87,9 +88,9 @@ def gate_sets(
     return sets
 
 
-def score_version(registry, version: str, record: dict, images: list[np.ndarray]) -> list[np.ndarray]:
+def score_version(registry, version: str, record: VersionRecord, images: list[np.ndarray]) -> list[np.ndarray]:
     """Probabilities of a registered version's model.onnx on each image array, after checking its digests."""
-    files = record.get("files") or {}
+    files = record.files or {}
     if ModelFiles.ONNX not in files:
         raise GateRefused(
             f"version {version} has no recorded {ModelFiles.ONNX} (an AutoML model or an export from before "
@@ -120,16 +121,14 @@ class PairedGate:
         registry = settings.registry
         self.rules = GateRules(registry.gate_alpha, registry.gate_recall_margin, registry.gate_calibration_tolerance)
 
-    def __call__(self, registry, candidate: str, champion: str, index: dict) -> GateReport | None:
+    def __call__(self, registry, candidate: str, champion: str, index: RegistryIndex) -> GateReport | None:
         """The report, or None when either version records no model.onnx (an AutoML model served by Vertex AI):
         such a version cannot serve from the registry (the service refuses a file without a digest), so there is
         nothing to score and the registry's stored-accuracy gate applies."""
-        records = index["versions"]
-        if any(ModelFiles.ONNX not in (records[v].get("files") or {}) for v in (candidate, champion)):
+        records = index.versions
+        if any(ModelFiles.ONNX not in (records[v].files or {}) for v in (candidate, champion)):
             return None
-        sets = gate_sets(
-            self.settings, records[candidate].get("dataset_version"), records[champion].get("dataset_version")
-        )
+        sets = gate_sets(self.settings, records[candidate].dataset_version, records[champion].dataset_version)
         images = [x for _, x in sets]
         scored_candidate = score_version(registry, candidate, records[candidate], images)
         scored_champion = score_version(registry, champion, records[champion], images)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import storage
 from contracts.index_signature import (
     ALGORITHM,
     INDEX_SIGNING_KEY_ID,
@@ -26,7 +27,6 @@ from contracts.index_signature import (
     key_fingerprint,
     signature_name,
 )
-from trainer import storage
 from trainer.errors import RegistryError
 
 KMS_API = "https://cloudkms.googleapis.com/v1"

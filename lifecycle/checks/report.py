@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from trainer import storage
+import storage
 
 
 @dataclass
@@ -47,7 +47,7 @@ class RunSummary:
     wall_s: float = 0.0
 
     def record_shadow(self, figures) -> None:
-        """The shadow step's figures (lifecycle.shadow.ShadowFigures) as table cells."""
+        """The shadow step's figures (lifecycle.checks.shadow.ShadowFigures) as table cells."""
 
         def ms(value):
             return "-" if value is None else f"{value:.3f}"

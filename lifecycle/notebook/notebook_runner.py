@@ -1,5 +1,5 @@
-"""Execute notebooks headless, cell by cell, with a per-cell timeout: what CI and `python -m lifecycle.notebook_runner`
-run to prove the notebooks in notebooks/ still work.
+"""Execute notebooks headless, cell by cell, with a per-cell timeout: what CI and
+`python -m lifecycle.notebook.notebook_runner` run to prove the notebooks in notebooks/ still work.
 
 Why cell by cell: a failure must name the notebook, the cell's number and source, and the error, not only a
 traceback from inside a kernel. The kernel is the running interpreter's ipykernel (not whatever kernelspec
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 DEFAULT_CELL_TIMEOUT_S = 300
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -88,7 +88,9 @@ def execute_notebook(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lifecycle.notebook_runner", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lifecycle.notebook.notebook_runner", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb, in name order")
     parser.add_argument("--cell-timeout", type=int, default=DEFAULT_CELL_TIMEOUT_S, help="seconds per cell")
     parser.add_argument("--output-dir", type=Path, help="also write the executed notebooks, outputs included, here")

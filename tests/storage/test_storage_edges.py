@@ -9,7 +9,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import storage as gcs
 
-from trainer import storage
+import storage
 
 
 @pytest.fixture(autouse=True)

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+import storage
 from contracts.dataset import CLASS_NAMES
 from contracts.feature_schema import FEATURE_NAMES
 from contracts.layout import CHAMPION, FEATURES_FILE, ModelFiles
-from trainer import storage
 from trainer.models.evaluate import Evaluation, classification_report
 
 METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
@@ -147,18 +147,16 @@ def champion_on(settings, images: np.ndarray, labels: np.ndarray, alias: str = C
 
     registry = ModelRegistry.from_settings(settings)
     index = registry.read_index()
-    version = index["aliases"].get(alias)
+    version = index.alias(alias)
     if version is None:
         return None
     model_dir = registry.version_uri(version)
     with tempfile.TemporaryDirectory() as tmp:
         local = storage.download_file(storage.join(model_dir, ModelFiles.ONNX), Path(tmp) / ModelFiles.ONNX)
         probabilities = onnx_probabilities(local, images)
-    record = index["versions"][version]
+    record = index.versions[version]
     evaluation = classification_report(labels, probabilities.argmax(axis=1), CLASS_NAMES)
-    return Champion(
-        version, model_dir, record.get("metrics", {}), record.get("dataset_version"), probabilities, evaluation
-    )
+    return Champion(version, model_dir, dict(record.metrics), record.dataset_version, probabilities, evaluation)
 
 
 def metrics_side_by_side(new: Evaluation, champion: Champion) -> str:

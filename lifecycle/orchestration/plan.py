@@ -1,21 +1,22 @@
 """The lifecycle as one step list: what each step runs, reads, writes and needs, as data.
 
 Why data: two runners execute it and must not drift. `python -m lifecycle` (the local runner, `make demo`) runs
-each step's trainer command as a process; `python -m lifecycle compile` (lifecycle.pipeline) turns the same list
-into a Vertex AI Pipeline whose container tasks run the trainer image with the same arguments. A test compares
+each step's trainer command as a process; `python -m lifecycle compile` (lifecycle.orchestration.pipeline) turns the
+same list into a Vertex AI Pipeline whose container tasks run the trainer image with the same arguments. A test compares
 the compiled tasks with this list.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from trainer import storage
+import storage
 
 PROMOTED, REFUSED = "promoted", "refused"
 GATE_REFUSED_EXIT = 3  # trainer.models.registry.GateRefused: the candidate stays a candidate; the run goes on
 
-# Artifact kinds -> what Vertex ML Metadata records them as (kfp's system.* types, lifecycle.pipeline maps them).
+# Artifact kinds -> what Vertex ML Metadata records them as (kfp's system.* types; lifecycle.orchestration.pipeline
+# maps them).
 DATASET, MODEL, METRICS, REPORT = "dataset", "model", "metrics", "report"
 
 
@@ -141,7 +142,7 @@ def build_steps(
             resources=Resources(cpu="1", memory="2G"),  # the task only waits; the custom job trains
         )
         if train_args:
-            train = Step(**{**train.__dict__, "args": (*train.args, "--", *train_args)})
+            train = replace(train, args=(*train.args, "--", *train_args))
     else:
         train = Step(
             "train",

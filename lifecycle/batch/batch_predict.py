@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+import storage
 from settings import ConfigError, load_config
-from trainer import storage
 
 CHUNK = 512  # images per task sent to a worker: large enough that pickling is noise, small enough to balance
 _classifier = None  # the worker process's OnnxClassifier

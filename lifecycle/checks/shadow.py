@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import requests
 
-from lifecycle.http_check import _check, predict_binary, running_service
+from contracts.layout import CANDIDATE
+from contracts.serving import Env, thresholds_environment
+from lifecycle.client import HttpService
+from lifecycle.served import running_service
 
 BATCH = 16  # images per request: 10,000 test images make 625 requests, over rollout.min_requests' default (500)
 
@@ -39,13 +41,10 @@ class ShadowFigures:
 def shadow_env(thresholds) -> dict[str, str]:
     """The service's rollout variables: the candidate in shadow on every request, the config's thresholds."""
     return {
-        "CHALLENGER": "candidate",
-        "ROLLOUT_MODE": "shadow",
-        "SHADOW_SAMPLE_EVERY": "1",
-        "ROLLOUT_MIN_REQUESTS": str(thresholds.min_requests),
-        "ROLLOUT_MIN_AGREEMENT": str(thresholds.min_agreement),
-        "ROLLOUT_MAX_LATENCY_RATIO": str(thresholds.max_latency_ratio),
-        "ROLLOUT_MAX_ERROR_RATE": str(thresholds.max_error_rate),
+        Env.CHALLENGER: CANDIDATE,
+        Env.ROLLOUT_MODE: "shadow",
+        Env.SHADOW_SAMPLE_EVERY: "1",
+        **thresholds_environment(thresholds),
     }
 
 
@@ -72,9 +71,13 @@ def figures_from(report: dict) -> ShadowFigures:
 def shadow_candidate(models_root: str, x_test: np.ndarray, thresholds, *, log=print) -> ShadowFigures:
     """Serve <models>@champion with the candidate in shadow, send the test set (binary path), read the verdict."""
     env = shadow_env(thresholds)
-    with running_service(f"{models_root}@champion", extra_env=env) as (base, _), requests.Session() as session:
-        predict_binary(session, base, x_test, batch=BATCH)
-        figures = figures_from(_check(session.get(f"{base}/monitoring/rollout", timeout=10)))
+    with running_service(f"{models_root}@champion", extra_env=env) as (base, _):
+        client = HttpService(base)
+        try:
+            client.classes_bytes(x_test, batch=BATCH)
+            figures = figures_from(client.rollout())
+        finally:
+            client.close()
     low, high = figures.interval
     rate = "not measured" if figures.agreement is None else f"{figures.agreement:.2%} ({low:.2%}-{high:.2%}, 95 %)"
     log(f"shadow: champion {figures.champion} vs candidate {figures.challenger} on {figures.images:,} images")

@@ -1,4 +1,4 @@
-"""The step list (lifecycle.plan) as a Kubeflow Pipelines v2 pipeline for Vertex AI Pipelines.
+"""The step list (lifecycle.orchestration.plan) as a Kubeflow Pipelines v2 pipeline for Vertex AI Pipelines.
 
 Each step becomes one container task running the trainer image: `python -m trainer pipeline-step
 --executor-input {{$}} --artifact NAME=URI ... -- <the step's trainer arguments>`, so the pipeline runs exactly
@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from itertools import groupby
 from pathlib import Path
 
-from lifecycle.plan import DATASET, METRICS, MODEL, REPORT, Step, producers
+from lifecycle.orchestration.plan import DATASET, METRICS, MODEL, REPORT, Step, producers
 
 RUN_ID = "{{$.pipeline_job_name}}"  # kfp's PIPELINE_JOB_NAME_PLACEHOLDER: one training run per pipeline run
 OUTCOME = "outcome"

@@ -1,7 +1,8 @@
 """Hostile requests, each a class of defect a single request could use to take a worker down or grow its state.
 
-Shared by tests/service/test_hostile.py (a real gunicorn process: no 5xx, no worker death, bounded memory) and
-bench/bench_hostile.py (CPU and peak memory of the worst of them beside a valid 64-image request).
+A check of the served model, shared by tests/service/test_hostile.py (a real gunicorn process: no 5xx, no worker
+death, bounded memory) and bench/bench_hostile.py (CPU and peak memory of the worst of them beside a valid
+64-image request); here rather than in tests/ because benches do not import the test suite.
 """
 
 from __future__ import annotations

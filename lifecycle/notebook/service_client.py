@@ -13,67 +13,13 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
 
 import numpy as np
-import requests
 
 from contracts.layout import model_reference
+from lifecycle.client import OCTET_STREAM, HttpService, ServiceUnreachable
 
 TARGETS = ("local", "cloud-run", "vertex")
-OCTET_STREAM = {"Content-Type": "application/octet-stream"}
-
-
-class ServiceUnreachable(RuntimeError):
-    """The configured service could not be reached or answered with an error; the message says which and why."""
-
-
-class HttpService:
-    """The service's own HTTP API at a base URL (the local process or Cloud Run)."""
-
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30, admin_token: str | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.admin_token = admin_token  # the service's operator routes (drift reset) need it; None: not ours to use
-        self.session = requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        url = self.base_url + path
-        try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ServiceUnreachable(f"{method} {url}: {exc}") from None
-        if response.status_code != 200:
-            raise ServiceUnreachable(f"{method} {url} -> {response.status_code}: {response.text[:500]}")
-        return response.json()
-
-    def model(self) -> dict:
-        return self._call("GET", "/v1/model")
-
-    def predict_json(self, images: np.ndarray) -> list[dict]:
-        """Vertex AI's request format: {"instances": [28x28 lists of 0-255]}."""
-        return self._call("POST", "/predict", json={"instances": np.asarray(images).tolist()})["predictions"]
-
-    def predict_bytes(self, images: np.ndarray) -> list[dict]:
-        """N x 784 raw uint8 bytes: no JSON parsing on either side."""
-        body = np.ascontiguousarray(images, dtype=np.uint8).tobytes()
-        return self._call("POST", "/predict", data=body, headers=OCTET_STREAM)["predictions"]
-
-    def drift(self) -> dict | None:
-        return self._call("GET", "/monitoring/drift")
-
-    def reset_drift(self) -> bool:
-        """Reset the drift counts, if this client holds the service's operator token; False (and why) if not."""
-        if not self.admin_token:
-            print("drift not reset: the reset is an operator route and this client has no ADMIN_TOKEN for it")
-            return False
-        self._call("POST", "/monitoring/drift/reset", headers={"Authorization": f"Bearer {self.admin_token}"})
-        return True
-
-    def close(self) -> None:
-        self.session.close()
 
 
 class VertexEndpoint:
@@ -151,7 +97,7 @@ def open_service(
         return
     if target == "cloud-run":
         raise ValueError("cloud-run needs the service's URL (`npx cdktf output` prints service_url)")
-    from lifecycle.http_check import running_service
+    from lifecycle.served import running_service
 
     admin_token = secrets.token_urlsafe(32)  # a private local service: its operator routes are ours
     from trainer.models.index_signing import service_environment  # the service checks the index's signature

@@ -3,6 +3,8 @@
 Why: every step writes into a bucket (a directory on the local target, a GCS bucket on gcp). A reader must never
 see a half-written file or object, and the registry index needs compare-and-swap, so writes go through
 temp-file + rename locally and single-request uploads with generation preconditions on GCS.
+A unit of its own (it imports no other unit): the trainer, the lifecycle, notebooks and benches use it. The service
+does not: its image has no google-cloud-storage and only reads, so it keeps its slim reader (service/gcs.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from trainer import storage
+import storage
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from lifecycle.pipeline import RUN_ID, compile_pipeline
-from lifecycle.plan import build_prediction_steps, build_steps
+from lifecycle.orchestration.pipeline import RUN_ID, compile_pipeline
+from lifecycle.orchestration.plan import build_prediction_steps, build_steps
 from settings import ConfigError, load_config
 
 DEFAULT_OUTPUT = Path("build") / "fmnist-lifecycle.yaml"
