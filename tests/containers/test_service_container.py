@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.containers.conftest import FIGURES, Container, run_container, world_readable
+from tests.containers.conftest import FIGURES, Container, podman, run_container, world_readable
 from tests.service.conftest import ADMIN, ADMIN_ENV, free_port
 from tests.service.model_factory import build_model_dir, build_registry, generated_images, upload_tree
 
@@ -99,9 +99,10 @@ def test_cloud_run_contract(service_image, mlops, tmp_path, containers):
     root = next(line.split() for line in mounts if line.split()[1] == "/")
     assert "ro" in root[3].split(","), root
 
-    # SIGTERM (what Cloud Run sends on scale-in) ends it cleanly well before the SIGKILL 10 s later.
-    from tests.containers.conftest import podman
+    # The image's own HEALTHCHECK (kept by the docker format the images are built in) passes.
+    assert podman("healthcheck", "run", container.name, check=False).returncode == 0
 
+    # SIGTERM (what Cloud Run sends on scale-in) ends it cleanly well before the SIGKILL 10 s later.
     sent = time.monotonic()
     podman("kill", "--signal", "TERM", container.name)
     container.process.wait(30)
