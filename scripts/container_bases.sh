@@ -42,6 +42,16 @@ if ! pull "$python_public"; then
     debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
       bookworm "$rootfs" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/dev/null
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    # What makes debian:bookworm-slim (under python:3.11-slim-bookworm) slim: no documentation but the copyright
+    # files, no manuals, no translations (52 of 176 MB here), for the packages installed later too.
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+      'path-exclude /usr/share/man/*' 'path-exclude /usr/share/groff/*' 'path-exclude /usr/share/info/*' \
+      'path-exclude /usr/share/lintian/*' 'path-exclude /usr/share/linda/*' 'path-exclude /usr/share/locale/*' \
+      >"$rootfs/etc/dpkg/dpkg.cfg.d/slim"
+    find "$rootfs/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+    find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
+    rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/groff/* "$rootfs"/usr/share/info/* \
+      "$rootfs"/usr/share/lintian/* "$rootfs"/usr/share/locale/*
     tar --numeric-owner -C "$rootfs" -c . |
       "${podman[@]}" import -q --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$python_standin" >/dev/null
     rm -rf "$rootfs"
