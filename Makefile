@@ -16,12 +16,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps lint demo test mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks
+.PHONY: setup system-deps lint demo test images test-images mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks
 ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed $(KFP_VENV)/.installed node_modules/.installed
 
-# Debian packages: the data set, venv support, Chromium for the browser tests, Node.js for the cdktf CLI.
+# Debian packages: the data set, venv support, Chromium for the browser tests, Node.js for the cdktf CLI, podman.
 system-deps:
 	@bash scripts/system_deps.sh
 
@@ -52,8 +52,18 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# The container tests (tests/containers) are not part of it: `make test-images` runs them against `make images`.
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)
+
+# Both images with podman, tagged localhost/fmnist-<image>:<content tag> (scripts/build_images.sh); Debian
+# stand-in bases where the public ones cannot be pulled. Needs root (podman's settings for these machines).
+images: system-deps
+	@bash scripts/build_images.sh
+
+# The container contract tests against the images of this checkout: they fail (not skip) when those are missing.
+test-images: setup
+	FMNIST_REQUIRE_IMAGES=1 $(PY) -m pytest -m container tests/containers $(PYTEST_ARGS)
 
 # Mutation testing (mutmut) of storage, the registry and gate, IDX + ingest, request parsing and the Google Cloud
 # adapters, each group with its own tests in a scratch copy: killed/survived per module and every survivor.
