@@ -76,6 +76,7 @@ def test_the_custom_job_request_in_full(dev):
         "location": "europe-west4",
         "staging_bucket": "gs://fmnist-mlops-dev-dev/vertex-staging",
         "experiment": "fmnist",
+        "experiment_tensorboard": False,  # left out, the SDK would create a default TensorBoard outside Terraform
     }
     assert request.job == {
         "display_name": "j-1",
@@ -405,6 +406,7 @@ def test_the_automl_request_in_full(dev):
         "location": "europe-west4",
         "staging_bucket": "gs://fmnist-mlops-dev-dev/vertex-staging",
         "experiment": "fmnist",
+        "experiment_tensorboard": False,
     }
     assert request.dataset == {
         "display_name": "fmnist-v-Abc1",

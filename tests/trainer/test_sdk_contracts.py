@@ -10,6 +10,7 @@ import sys
 import pytest
 from google.api_core import exceptions as google_exceptions
 from google.cloud import aiplatform
+from google.cloud.aiplatform_v1.types import AcceleratorType
 
 from contracts.dataset import CLASS_NAMES
 from settings import load_config
@@ -22,6 +23,7 @@ from tests.sdk_contract import (
     offline_model,
     vertex_offline,
 )
+from tests.vertex_fake import vertex_over_the_wire
 from trainer.cloud import automl, deploy_model, submit, undeploy_all
 from trainer.cloud.experiments import VertexExperiment
 
@@ -88,39 +90,62 @@ def test_custom_job_calls_bind_to_the_sdk(job_request):
     ]
     init = sdk.only("aiplatform.init")
     assert init["experiment"] == settings.vertex.experiment
-    assert init.get("experiment_tensorboard") == (settings.vertex.tensorboard or None)
+    assert init["experiment_tensorboard"] == (settings.vertex.tensorboard or False)
     assert sdk.only("aiplatform.CustomJob") == request.job
     assert sdk.only("aiplatform.CustomJob().submit") == request.submit
     assert request.submit.get("tensorboard") == (settings.vertex.tensorboard or None)
+    assert ("experiment" in request.submit) is not bool(settings.vertex.tensorboard)
 
 
-def test_the_sdk_builds_the_custom_job_and_its_create_request(job_request):
+def test_the_sdk_sends_the_custom_job_over_the_wire(job_request):
+    """`submit.send` with the real SDK, unchanged arguments, against a local Vertex AI REST server: the SDK's own
+    checks run (it refuses `experiment` with `tensorboard`) and the create request is the one Google would get."""
     settings, options, request = job_request
-    init = {k: v for k, v in request.init.items() if not k.startswith("experiment")}  # those call the API
-    with vertex_offline(**init) as sdk:
-        job = sdk.CustomJob(**request.job)
-        # submit without the experiment (resolving it is an RPC): the rest of the create request is the SDK's
-        offline_submit = {k: v for k, v in request.submit.items() if k != "experiment"}
-        sent = capture_rpc(job, lambda: job.submit(**offline_submit)).only("create_custom_job")
-    resource = sent["custom_job"]
-    spec = resource.job_spec
-    assert resource.display_name == "j-1"
-    assert resource.encryption_spec.kms_key_name == settings.names.kms_key_name
-    assert dict(resource.labels) == {"app": "fmnist-mlops", "env": "dev", "component": "trainer"}
-    assert spec.base_output_directory.output_uri_prefix == "gs://fmnist-mlops-dev-models/jobs/j-1"
-    assert spec.service_account == settings.names.runtime_account("trainer")
-    assert spec.scheduling.restart_job_on_worker_restart is True
-    assert spec.tensorboard == (settings.vertex.tensorboard or "")
+    tensorboard = settings.vertex.tensorboard
+    parent = f"projects/{settings.project_id}/locations/{settings.region}"
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.seed_experiment(parent, settings.vertex.experiment)
+        if tensorboard:
+            fake.resources[tensorboard] = {"name": tensorboard, "displayName": "fmnist"}
+        job = submit.send(request, wait=True)
+    assert job.resource_name == f"{parent}/customJobs/1"
+    resource = fake.only("POST", f"{parent}/customJobs").body
+    spec = resource["jobSpec"]
+    assert resource["displayName"] == "j-1"
+    assert resource["encryptionSpec"] == {"kmsKeyName": settings.names.kms_key_name}
+    assert resource["labels"] == {"app": "fmnist-mlops", "env": "dev", "component": "trainer"}
+    assert spec["baseOutputDirectory"] == {"outputUriPrefix": "gs://fmnist-mlops-dev-models/jobs/j-1"}
+    assert spec["serviceAccount"] == settings.names.runtime_account("trainer")
+    assert spec["scheduling"]["restartJobOnWorkerRestart"] is True
+    experiment = f"{parent}/metadataStores/default/contexts/{settings.vertex.experiment}"
+    if tensorboard:  # the job writes to the TensorBoard; the trainer inside it tracks the experiment run
+        assert spec["tensorboard"] == tensorboard and "experiment" not in spec
+        assert fake.only("PATCH", experiment).body["metadata"]["backing_tensorboard_resource"] == tensorboard
+    else:  # tied to the experiment, and no TensorBoard created anywhere
+        assert spec["experiment"] == experiment and "tensorboard" not in spec
+    assert not fake.sent("POST", "/tensorboards"), "the SDK created a TensorBoard outside Terraform"
     workers = options.get("workers", 1)
-    pools = spec.worker_pool_specs
-    assert [pool.replica_count for pool in pools] == [1] + ([workers - 1] if workers > 1 else [])
+    pools = spec["workerPoolSpecs"]
+    assert [int(pool["replicaCount"]) for pool in pools] == [1] + ([workers - 1] if workers > 1 else [])
     for pool in pools:
-        machine = pool.machine_spec
-        assert machine.machine_type == options.get("machine_type", settings.vertex.machine_type)
-        assert machine.accelerator_type.name == options.get("accelerator_type", "ACCELERATOR_TYPE_UNSPECIFIED")
-        assert machine.accelerator_count == options.get("accelerator_count", 0)
-        assert list(pool.container_spec.args) == ["--preset", "full"]
-        assert {e.name: e.value for e in pool.container_spec.env}["FMNIST_ENV"] == "dev"
+        machine = pool["machineSpec"]
+        assert machine["machineType"] == options.get("machine_type", settings.vertex.machine_type)
+        accelerator = options.get("accelerator_type")  # enums travel as numbers (`$alt=json;enum-encoding=int`)
+        assert machine.get("acceleratorType") == (AcceleratorType[accelerator].value if accelerator else None)
+        assert machine.get("acceleratorCount") == options.get("accelerator_count")
+        assert pool["containerSpec"]["args"] == ["--preset", "full"]
+        assert {e["name"]: e["value"] for e in pool["containerSpec"]["env"]}["FMNIST_ENV"] == "dev"
+
+
+def test_the_sdk_refuses_an_experiment_with_a_tensorboard():
+    """The check the adapter must respect, made by the installed SDK itself (python-aiplatform jobs.py)."""
+    settings = dev(FMNIST_VERTEX__TENSORBOARD=TENSORBOARD)
+    request = submit.build_custom_job(settings, [], display_name="j-1")
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        job = aiplatform.CustomJob(**request.job, staging_bucket=request.init["staging_bucket"])
+        with pytest.raises(ValueError, match="'experiment' and 'tensorboard' cannot be set together"):
+            job.submit(**request.submit, experiment=settings.vertex.experiment)
+    assert not fake.sent("POST", "/customJobs")
 
 
 def test_the_sdk_rejects_a_misspelled_job_field(job_request):

@@ -78,6 +78,7 @@ def test_multi_worker_job_with_accelerators_and_tensorboard():
     assert chief["container_spec"] == workers["container_spec"]
     assert chief["container_spec"]["image_uri"] == "example/trainer:1"
     assert request.submit["tensorboard"] == tensorboard and request.init["experiment_tensorboard"] == tensorboard
+    assert "experiment" not in request.submit  # the SDK refuses it beside a TensorBoard; the trainer tracks the run
 
 
 def test_accelerator_needs_type_and_count(dev):
