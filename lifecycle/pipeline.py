@@ -1,6 +1,6 @@
 """The step list (lifecycle.plan) as a Kubeflow Pipelines v2 pipeline for Vertex AI Pipelines.
 
-Each step becomes one container task running the trainer image: `python -m trainer pipeline-step
+Each step becomes one container task running the trainer image: `python3 -m trainer pipeline-step
 --executor-input {{$}} --artifact NAME=URI ... -- <the step's trainer arguments>`, so the pipeline runs exactly
 the commands the local runner runs, and the wrapper reports what each wrote as artifacts with metadata. Reads
 become artifact inputs (the lineage edges), the gate's outcome an output parameter, a step's condition a
@@ -18,6 +18,7 @@ from pathlib import Path
 from lifecycle.plan import DATASET, METRICS, MODEL, REPORT, Step, producers
 
 RUN_ID = "{{$.pipeline_job_name}}"  # kfp's PIPELINE_JOB_NAME_PLACEHOLDER: one training run per pipeline run
+IMAGE_PYTHON = "python3"  # the trainer image's interpreter, as its ENTRYPOINT names it (trainer/Dockerfile)
 OUTCOME = "outcome"
 
 
@@ -28,7 +29,7 @@ def _artifact_types():
 
 
 def task_args(step: Step, env: str) -> list[str]:
-    """The container arguments of a step's task (after `python`)."""
+    """The container arguments of a step's task (after the image's `python3`)."""
     from kfp import dsl
 
     args = [
@@ -67,7 +68,7 @@ def make_component(step: Step, image: str, env: str):
     args = task_args(step, env)
 
     def body(*_placeholders):  # kfp calls it with one placeholder per parameter
-        return dsl.ContainerSpec(image=image, command=["python"], args=args)
+        return dsl.ContainerSpec(image=image, command=[IMAGE_PYTHON], args=args)
 
     body.__name__ = _ident(step.name)
     body.__doc__ = step.title

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifecycle.pipeline import RUN_ID
+from lifecycle.pipeline import IMAGE_PYTHON, RUN_ID
 from lifecycle.plan import PROMOTED, REFUSED, Artifact, Condition, PlanError, Step, build_steps, check_plan
 from lifecycle.run_compiled import CompiledRunFailed, condition_holds, run_compiled, topological
 from settings import load_config
@@ -122,7 +122,7 @@ def test_compiled_tasks_run_the_step_lists_commands_in_the_trainer_image(dev_pip
     for step in steps:
         container = executor(spec, step.name)
         args = container["args"]
-        assert container["command"] == ["python"]
+        assert container["command"] == [IMAGE_PYTHON]
         assert container["image"] == settings.names.image_uri("trainer")
         assert args[:5] == ["-m", "trainer", "--env", "dev", "pipeline-step"]
         assert args[args.index("--") + 1 :] == list(step.args), step.name  # the local runner's exact arguments
@@ -223,6 +223,46 @@ def test_config_asking_for_gpus_and_workers_reaches_the_custom_job_through_train
         "accelerator_count": 1,
     }
     assert request.job["base_output_dir"] + "/model" in " ".join(args)  # the artifact is where the job writes
+
+
+def test_tasks_run_the_interpreter_the_trainer_image_has():
+    """The image's ENTRYPOINT names its interpreter; a task command naming another one fails to start."""
+    dockerfile = (REPO / "trainer" / "Dockerfile").read_text()
+    [entrypoint] = [
+        json.loads(line.split(None, 1)[1]) for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT")
+    ]
+    assert entrypoint[0] == IMAGE_PYTHON
+
+
+def test_the_pipeline_step_keeps_the_wrapped_commands_own_double_dash():
+    from trainer.cli import build_parser
+    from trainer.cloud.pipeline_step import trainer_command
+
+    argv = ["--env", "dev", "pipeline-step", "--executor-input", "{}", "--", "submit", "--wait", "--", "--epochs", "3"]
+    command = trainer_command(build_parser(argv).parse_args(argv).trainer_args)
+    assert command == ["submit", "--wait", "--", "--epochs", "3"]
+    submit = build_parser(command).parse_args(command)
+    assert submit.wait and submit.train_args == ["--", "--epochs", "3"]
+    assert trainer_command(["--", "train", "--", "--x"]) == ["train", "--", "--x"]  # argparse versions that keep it
+
+
+@needs_kfp
+def test_train_args_reach_the_custom_job_through_the_compiled_pipeline(tmp_path, capsys):
+    """`--train-arg` at compile time: pipeline-step, then `submit`, then the job's `train` arguments."""
+    from trainer.cli import build_parser
+    from trainer.cloud import submit
+    from trainer.cloud.pipeline_step import trainer_command
+
+    compile_env("dev", tmp_path / "args.yaml", "--train-arg=--epochs", "--train-arg=3")
+    args = executor(yaml.safe_load((tmp_path / "args.yaml").read_text()), "train")["args"]
+    args = [arg.replace(RUN_ID, "fmnist-lifecycle-1") for arg in args[2:]]  # after `-m trainer`, as Vertex fills it
+    command = trainer_command(build_parser(args).parse_args(args).trainer_args)
+    parsed = build_parser(command).parse_args(command)
+    parsed.dry_run = True
+    assert submit.run(parsed, load_config("dev")) == 0
+    out = capsys.readouterr().out
+    [pool] = json.loads(out[out.index("\n{") + 1 :])["job"]["worker_pool_specs"]
+    assert pool["container_spec"]["args"][-2:] == ["--epochs", "3"]
 
 
 # ---- the compiled pipeline, executed ------------------------------------------------------------------------------

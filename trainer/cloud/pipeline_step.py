@@ -136,6 +136,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("trainer_args", nargs="+", help="-- then the trainer command and its arguments")
 
 
+def trainer_command(trainer_args: list[str]) -> list[str]:
+    """The wrapped trainer command: the arguments after the one `--` that separates it from the wrapper's own.
+    Only that one goes: a later `--` belongs to the command (`submit ... -- --epochs 3` passes flags to `train`).
+    Python 3.11's argparse already removes the first `--` of a positional, later versions keep it: both work."""
+    return list(trainer_args[1:] if trainer_args[:1] == ["--"] else trainer_args)
+
+
 def run(args, settings) -> int:
     try:
         executor_input = json.loads(args.executor_input)
@@ -143,7 +150,7 @@ def run(args, settings) -> int:
         raise CommandError(f"--executor-input is not JSON ({exc}); pass the {{{{$}}}} placeholder") from None
     outcomes = {int(code): value for code, value in parse_pairs(args.outcome, "--outcome").items()}
     artifacts = parse_pairs(args.artifact, "--artifact")
-    command = [arg for arg in args.trainer_args if arg != "--"]
+    command = trainer_command(args.trainer_args)
     for name, spec in executor_input.get("inputs", {}).get("artifacts", {}).items():
         print(f"input {name}: {spec['artifacts'][0].get('uri')}", flush=True)
     status = subprocess.run([sys.executable, "-m", "trainer", *command]).returncode
