@@ -20,6 +20,7 @@ from lifecycle.plan import DATASET, METRICS, MODEL, REPORT, Step, producers
 RUN_ID = "{{$.pipeline_job_name}}"  # kfp's PIPELINE_JOB_NAME_PLACEHOLDER: one training run per pipeline run
 IMAGE_PYTHON = "python3"  # the trainer image's interpreter, as its ENTRYPOINT names it (trainer/Dockerfile)
 OUTCOME = "outcome"
+GCP_RESOURCES = "gcp_resources"  # the output parameter Vertex AI Pipelines reads a task's launched jobs from
 
 
 def _artifact_types():
@@ -64,6 +65,10 @@ def make_component(step: Step, image: str, env: str):
     if step.outcomes:
         parameters.append(
             inspect.Parameter(OUTCOME, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.OutputPath(str))
+        )
+    if step.launches:  # the job it starts, so that cancelling the run cancels the job (trainer/cloud/gcp_resources)
+        parameters.append(
+            inspect.Parameter(GCP_RESOURCES, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.OutputPath(str))
         )
     args = task_args(step, env)
 

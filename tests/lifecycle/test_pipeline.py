@@ -16,6 +16,7 @@ from lifecycle.plan import PROMOTED, REFUSED, Artifact, Condition, PlanError, St
 from lifecycle.run_compiled import CompiledRunFailed, condition_holds, run_compiled, topological
 from settings import load_config
 from tests.conftest import make_idx_dir
+from trainer.errors import CommandError
 
 REPO = Path(__file__).resolve().parents[2]
 KFP_PYTHON = Path(os.environ.get("KFP_PYTHON", REPO / ".venv-kfp" / "bin" / "python"))
@@ -418,3 +419,52 @@ def test_the_prediction_pipeline_waits_for_one_batch_prediction_job_on_the_champ
     )
     assert request.create["sync"] is False  # only --wait blocks
     assert request.create["gcs_destination_prefix"] == step.writes[0].uri
+
+
+def test_the_wrapper_hands_the_gcp_resources_file_to_its_command_and_reports_what_it_wrote(
+    settings, tmp_path, monkeypatch
+):
+    """The command (here a stand-in child process) writes its job where FMNIST_GCP_RESOURCES says; the wrapper
+    reports it as the task's gcp_resources parameter in the executor output the launcher reads."""
+    from trainer.cloud import gcp_resources, pipeline_step
+
+    outputs = {
+        "parameters": {"gcp_resources": {"outputFile": str(tmp_path / "out" / "gcp_resources")}},
+        "outputFile": str(tmp_path / "out" / "executor_output.json"),
+    }
+    job = "projects/p/locations/europe-west4/customJobs/7"
+
+    def child(argv, env):
+        assert argv[1:4] == ["-m", "trainer", "submit"]
+        gcp_resources.publish("CustomJob", "europe-west4", job, environ=env)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(pipeline_step.subprocess, "run", child)
+    args = type("Args", (), {"executor_input": json.dumps({"outputs": outputs}), "outcome": [], "artifact": []})
+    args.trainer_args = ["submit", "--wait"]
+    assert pipeline_step.run(args, settings) == 0
+    written = json.loads((tmp_path / "out" / "executor_output.json").read_text())
+    assert json.loads(written["parameterValues"]["gcp_resources"])["resources"][0]["resourceUri"].endswith(job)
+
+    monkeypatch.setattr(pipeline_step.subprocess, "run", lambda argv, env: subprocess.CompletedProcess(argv, 0))
+    (tmp_path / "out" / "gcp_resources").unlink()
+    with pytest.raises(CommandError, match="published no job"):
+        pipeline_step.run(args, settings)
+
+
+@needs_kfp
+def test_tasks_that_launch_a_job_publish_it_as_gcp_resources(dev_pipeline, tmp_path):
+    from lifecycle.pipeline import GCP_RESOURCES
+    from trainer.cloud.gcp_resources import PARAMETER
+
+    assert GCP_RESOURCES == PARAMETER
+    _, spec, _ = dev_pipeline
+    compile_env("dev", tmp_path / "prediction.yaml", "--pipeline", "prediction")
+    prediction = yaml.safe_load((tmp_path / "prediction.yaml").read_text())
+    for pipeline, launching in ((spec, "train"), (prediction, "batch-prediction")):
+        for name, task in all_tasks(pipeline).items():
+            component = pipeline["components"][task["componentRef"]["name"]]
+            declared = component.get("outputDefinitions", {}).get("parameters", {})
+            assert (PARAMETER in declared) is (name == launching), name
+            if name == launching:
+                assert declared[PARAMETER]["parameterType"] == "STRING"

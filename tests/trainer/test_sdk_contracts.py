@@ -24,8 +24,9 @@ from tests.sdk_contract import (
     vertex_offline,
 )
 from tests.vertex_fake import vertex_over_the_wire
-from trainer.cloud import automl, deploy_model, submit, undeploy_all
+from trainer.cloud import automl, batch_prediction, deploy_model, gcp_resources, submit, undeploy_all
 from trainer.cloud.experiments import VertexExperiment
+from trainer.errors import CommandError
 
 TENSORBOARD = "projects/fmnist-mlops-dev/locations/europe-west4/tensorboards/123"
 KMS_OVERRIDE = "projects/fmnist-mlops-dev/locations/europe-west4/keyRings/other/cryptoKeys/key"
@@ -97,18 +98,27 @@ def test_custom_job_calls_bind_to_the_sdk(job_request):
     assert ("experiment" in request.submit) is not bool(settings.vertex.tensorboard)
 
 
-def test_the_sdk_sends_the_custom_job_over_the_wire(job_request):
+def test_the_sdk_sends_the_custom_job_over_the_wire(job_request, tmp_path, monkeypatch):
     """`submit.send` with the real SDK, unchanged arguments, against a local Vertex AI REST server: the SDK's own
     checks run (it refuses `experiment` with `tensorboard`) and the create request is the one Google would get."""
     settings, options, request = job_request
     tensorboard = settings.vertex.tensorboard
     parent = f"projects/{settings.project_id}/locations/{settings.region}"
+    monkeypatch.setenv(gcp_resources.ENV, str(tmp_path / "gcp_resources"))
     with vertex_over_the_wire(settings.project_id, settings.region) as fake:
         fake.seed_experiment(parent, settings.vertex.experiment)
         if tensorboard:
             fake.resources[tensorboard] = {"name": tensorboard, "displayName": "fmnist"}
         job = submit.send(request, wait=True)
     assert job.resource_name == f"{parent}/customJobs/1"
+    assert json.loads((tmp_path / "gcp_resources").read_text()) == {
+        "resources": [
+            {
+                "resourceType": "CustomJob",
+                "resourceUri": f"https://{settings.region}-aiplatform.googleapis.com/v1/{parent}/customJobs/1",
+            }
+        ]
+    }
     resource = fake.only("POST", f"{parent}/customJobs").body
     spec = resource["jobSpec"]
     assert resource["displayName"] == "j-1"
@@ -135,6 +145,36 @@ def test_the_sdk_sends_the_custom_job_over_the_wire(job_request):
         assert machine.get("acceleratorCount") == options.get("accelerator_count")
         assert pool["containerSpec"]["args"] == ["--preset", "full"]
         assert {e["name"]: e["value"] for e in pool["containerSpec"]["env"]}["FMNIST_ENV"] == "dev"
+
+
+@pytest.mark.parametrize("adapter", ["submit --wait", "batch-prediction --wait"])
+def test_a_launched_job_is_published_before_the_wait_so_cancelling_the_run_cancels_it(adapter, tmp_path, monkeypatch):
+    """The job fails (the fake says so): the task fails with a clear error, and gcp_resources already names the job
+    (written as soon as it existed, as google-cloud-pipeline-components' launchers do)."""
+    settings = dev()
+    parent = f"projects/{settings.project_id}/locations/{settings.region}"
+    monkeypatch.setenv(gcp_resources.ENV, str(tmp_path / "gcp_resources"))
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.job_state = "JOB_STATE_FAILED"
+        fake.seed_experiment(parent, settings.vertex.experiment)
+        with pytest.raises(CommandError, match="did not succeed"):
+            if adapter == "submit --wait":
+                submit.send(submit.build_custom_job(settings, [], display_name="j-1"), wait=True)
+            else:
+                request = batch_prediction.build_batch_prediction(
+                    settings, "v1", "gs://in/x.jsonl", None, display_name="fmnist-batch-1", destination=None, wait=True
+                )
+                batch_prediction.send(settings, request)
+    [resource] = json.loads((tmp_path / "gcp_resources").read_text())["resources"]
+    kind, collection = (
+        ("CustomJob", "customJobs") if adapter == "submit --wait" else ("BatchPredictionJob", "batchPredictionJobs")
+    )
+    created = fake.only("POST", f"{parent}/{collection}")
+    assert resource == {
+        "resourceType": kind,
+        "resourceUri": f"https://{settings.region}-aiplatform.googleapis.com/v1/{parent}/{collection}/1",
+    }
+    assert created.body["encryptionSpec"] == {"kmsKeyName": settings.names.kms_key_name}
 
 
 def test_the_sdk_refuses_an_experiment_with_a_tensorboard():

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from trainer import storage
+from trainer.cloud import gcp_resources
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 
@@ -121,6 +122,7 @@ def send(request: CustomJobRequest, aiplatform=None, *, wait: bool = False):
     aiplatform.init(**request.init)
     job = aiplatform.CustomJob(**request.job)
     job.submit(**request.submit)
+    gcp_resources.publish("CustomJob", request.init["location"], job)  # cancelling a run cancels it
     if wait:
         try:
             job.wait_for_completion()
