@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from google.cloud import aiplatform
+from google.cloud.aiplatform_v1.types import endpoint as gca_endpoint
 
 import trainer.data.export_images
 from settings import load_config
@@ -331,6 +332,16 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
         (),
         {"ref": "champion", "traffic_percentage": 25, "machine_type": "m-8", "dry_run": False, "canary": None},
     )
+    # after the deploy: the new version at 25 % beside the champion, and an older model left at 0 %
+    sdk.give(
+        "aiplatform.Endpoint().list_models",
+        [
+            gca_endpoint.DeployedModel(id="1", display_name="fmnist-v-old"),
+            gca_endpoint.DeployedModel(id="2", display_name="fmnist-v-older"),
+            gca_endpoint.DeployedModel(id="3", display_name=f"fmnist-{version}"),
+        ],
+    )
+    sdk.give("aiplatform.Endpoint().traffic_split", {"1": 75, "3": 25})
     assert deploy_model.run(args, gcs_settings) == 0
     assert [call.arguments for call in sdk.calls if call.path == "aiplatform.init"] == [
         {"project": gcs_settings.project_id, "location": gcs_settings.region}
@@ -343,7 +354,14 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
         "aiplatform.Model.upload",
         "aiplatform.Endpoint",
         "aiplatform.Model.upload().deploy",
+        "aiplatform.Endpoint().list_models",
+        "aiplatform.Endpoint().undeploy",
     ]
+    assert sdk.only("aiplatform.Endpoint().undeploy") == {
+        "deployed_model_id": "2",
+        "traffic_split": {"3": 25, "1": 75},
+        "sync": True,
+    }
     assert sdk.only("aiplatform.Model") == {"model_name": PARENT}
     upload = sdk.only("aiplatform.Model.upload")
     assert upload["parent_model"] == PARENT and upload["version_aliases"] == ["candidate", "champion", version]

@@ -11,6 +11,7 @@ import pytest
 from google.api_core import exceptions as google_exceptions
 from google.cloud import aiplatform
 from google.cloud.aiplatform_v1.types import AcceleratorType
+from google.cloud.aiplatform_v1.types import endpoint as gca_endpoint
 
 from contracts.dataset import CLASS_NAMES
 from settings import load_config
@@ -220,19 +221,41 @@ def deploy_request(request):
 
 
 def test_deploy_calls_bind_to_the_sdk(deploy_request):
-    _, _, request = deploy_request
-    sdk = SdkDouble(aiplatform, returns={"aiplatform.Model.upload": aiplatform.Model})
+    """After the deploy, the endpoint holds the new model (id 3), the champion (1) and an old 0 % model (2)."""
+    _, variant, request = deploy_request
+    share = variant["traffic_percentage"]
+    on_endpoint = [
+        gca_endpoint.DeployedModel(id="1", display_name="fmnist-v1old"),
+        gca_endpoint.DeployedModel(id="2", display_name="fmnist-v0older"),
+        gca_endpoint.DeployedModel(id="3", display_name="fmnist-v1x"),
+    ]
+    sdk = SdkDouble(
+        aiplatform,
+        returns={"aiplatform.Model.upload": aiplatform.Model},
+        results={
+            "aiplatform.Endpoint().list_models": on_endpoint,
+            "aiplatform.Endpoint().traffic_split": {"3": 100} if share == 100 else {"1": 100 - share, "3": share},
+        },
+    )
     deploy_model.send(request, sdk)
+    undeploys = ["aiplatform.Endpoint().undeploy"] * (2 if share == 100 else 1)
     assert sdk.paths() == [
         "aiplatform.init",
         "aiplatform.Model.upload",
         "aiplatform.Endpoint",
         "aiplatform.Model.upload().deploy",
+        "aiplatform.Endpoint().list_models",
+        *undeploys,
     ]
     assert sdk.only("aiplatform.Model.upload") == request.upload
     assert sdk.only("aiplatform.Endpoint") == {"endpoint_name": request.endpoint}
     deployed = sdk.only("aiplatform.Model.upload().deploy")
     assert isinstance(deployed.pop("endpoint"), SdkDouble) and deployed == request.deploy
+    undeployed = [c.arguments for c in sdk.calls if c.path == "aiplatform.Endpoint().undeploy"]
+    if share == 100:  # a new champion: every other model goes
+        assert undeployed == [{"deployed_model_id": i, "traffic_split": {"3": 100}, "sync": True} for i in ("1", "2")]
+    else:  # a canary: the champion stays beside it, the older model goes
+        assert undeployed == [{"deployed_model_id": "2", "traffic_split": {"3": share, "1": 100 - share}, "sync": True}]
 
 
 def test_the_sdk_builds_the_upload_request(deploy_request):
