@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 _JOB_COLLECTIONS = ("customJobs", "batchPredictionJobs", "hyperparameterTuningJobs", "pipelineJobs")
 
@@ -144,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        path = url.path.removeprefix("/v1/").removeprefix("/v1beta1/")
+        path = unquote(url.path).removeprefix("/v1/").removeprefix("/v1beta1/")
         head, _, verb = path.rpartition(":") if ":" in path.rpartition("/")[2] else (path, "", "")
         query = {k: v[0] for k, v in parse_qs(url.query).items() if not k.startswith("$")}
         status, answer = self.fake.answer(Request(self.command, head, verb, query, json.loads(raw) if raw else {}))
