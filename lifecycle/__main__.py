@@ -177,6 +177,7 @@ COMMANDS = {
     "compile": "lifecycle.compile",
     "run-compiled": "lifecycle.run_compiled",
     "graph": "lifecycle.graph",
+    "publish": "lifecycle.publish",
     "batch-predict": "lifecycle.batch_predict",
 }
 
