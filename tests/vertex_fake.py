@@ -6,8 +6,9 @@ client runs unchanged: `aiplatform.init(api_endpoint="http://127.0.0.1:PORT", ap
 JSON requests to this server, which records each one and answers what the next step of the SDK reads.
 
 What it answers: a resource created by POST to a collection (named `<collection>/<n>`, or by the `*_id` query
-parameter), GET of a resource created or seeded, PATCH (merged), custom methods (`name:method`) as done
-long-running operations whose response is the resource the method acts on, and list of a collection. Jobs read
+parameter), GET of a resource created or seeded, PATCH (merged), model upload (versions and their aliases), an
+endpoint's deployModel and undeployModel (deployed models and the traffic split), other custom methods
+(`name:method`) as done long-running operations whose response is the resource, and list of a collection. Jobs read
 back in the state given by `job_state` (succeeded by default). Anything else is 404, as Google answers it.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 _JOB_COLLECTIONS = ("customJobs", "batchPredictionJobs", "hyperparameterTuningJobs", "pipelineJobs")
+_TYPES = "type.googleapis.com/google.cloud.aiplatform.v1"  # an operation's response is an Any naming its type
 
 
 @dataclass
@@ -123,10 +125,67 @@ class FakeVertex:
                 resource["error"] = {"code": 3, "message": "the fake job failed"}
         return resource
 
+    def seed_endpoint(self, name: str, deployed: dict[str, str], traffic_split: dict[str, int]) -> None:
+        """An endpoint with deployed models {id: display name} and a traffic split."""
+        self.resources[name] = {
+            "name": name,
+            "displayName": name.rpartition("/")[2],
+            "createTime": "2026-01-01T00:00:00Z",
+            "deployedModels": [{"id": i, "displayName": n} for i, n in deployed.items()],
+            "trafficSplit": dict(traffic_split),
+        }
+
     def _custom_method(self, request: Request) -> tuple[int, dict[str, Any]]:
+        handler = {"upload": self.upload_model, "deployModel": self._deploy, "undeployModel": self._undeploy}.get(
+            request.verb
+        )
+        if handler is not None:
+            return handler(request.path, request.body)
         if request.path in self.resources:
             self.resources[request.path] = {**self.resources[request.path], f"_{request.verb}": request.body}
         return 200, _done(request.path, self.resources.get(request.path, {}))
+
+    def upload_model(self, collection: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """models:upload: a new version of `parentModel`, or version 1 of `<collection>/<modelId>`."""
+        name = body.get("parentModel") or f"{collection}/{body['modelId']}"
+        version = str(1 + sum(1 for key in self.resources if key.startswith(f"{name}@") and key[-1].isdigit()))
+        aliases = list(body["model"].get("versionAliases", []))
+        if version == "1" or "default" in aliases:
+            for key, other in self.resources.items():  # an alias names one version of a model
+                if key.startswith(f"{name}@") and "default" in other.get("versionAliases", []):
+                    other["versionAliases"] = [a for a in other["versionAliases"] if a != "default"]
+            aliases.append("default")
+        model = {
+            **body["model"],
+            "name": name,
+            "versionId": version,
+            "versionAliases": sorted(set(aliases)),
+            "createTime": "2026-01-01T00:00:00Z",
+            "supportedDeploymentResourcesTypes": [1],  # DEDICATED_RESOURCES: a custom container model
+        }
+        for key in (version, *model["versionAliases"]):
+            self.resources[f"{name}@{key}"] = model
+        self.resources.setdefault(name, model)
+        response = {"@type": f"{_TYPES}.UploadModelResponse", "model": name, "modelVersionId": version}
+        return 200, _done(name, response)
+
+    def _deploy(self, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """endpoints:deployModel: the new deployed model gets an id; "0" in the traffic split stands for it."""
+        self._counter += 1
+        deployed = {**body["deployedModel"], "id": str(1000 + self._counter)}
+        resource = self.resources[endpoint]
+        resource["deployedModels"] = [*resource.get("deployedModels", []), deployed]
+        split = body.get("trafficSplit", {"0": 100})
+        resource["trafficSplit"] = {deployed["id"] if k == "0" else k: v for k, v in split.items()}
+        return 200, _done(endpoint, {"@type": f"{_TYPES}.DeployModelResponse", "deployedModel": deployed})
+
+    def _undeploy(self, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        resource = self.resources[endpoint]
+        gone = body["deployedModelId"]
+        resource["deployedModels"] = [d for d in resource["deployedModels"] if d["id"] != gone]
+        split = body.get("trafficSplit") or {k: v for k, v in resource["trafficSplit"].items() if k != gone}
+        resource["trafficSplit"] = split
+        return 200, _done(endpoint, {"@type": f"{_TYPES}.UndeployModelResponse"})
 
 
 def _done(name: str, response: dict[str, Any]) -> dict[str, Any]:

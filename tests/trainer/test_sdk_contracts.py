@@ -258,6 +258,30 @@ def test_deploy_calls_bind_to_the_sdk(deploy_request):
         assert undeployed == [{"deployed_model_id": "2", "traffic_split": {"3": share, "1": 100 - share}, "sync": True}]
 
 
+def test_deploy_model_over_the_wire_leaves_champion_and_challenger_only(deploy_request):
+    """`deploy_model.send` with the real SDK against the local fake: an endpoint holding the champion (111, all
+    traffic) and an old model at 0 % (112). After a full deploy only the new model serves; after a canary the
+    champion stays beside it; the old model goes either way."""
+    settings, variant, request = deploy_request
+    share = variant["traffic_percentage"]
+    parent = settings.names.parent_model_name
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.seed_endpoint(request.endpoint, {"111": "fmnist-v1old", "112": "fmnist-v0older"}, {"111": 100})
+        if variant["parent_exists"]:
+            first = {"modelId": settings.vertex.parent_model, "model": {"displayName": "x"}}
+            fake.upload_model(parent.rpartition("/")[0], first)
+        model = deploy_model.send(request)
+    endpoint = fake.resources[request.endpoint]
+    [new] = [d for d in endpoint["deployedModels"] if d["displayName"] == "fmnist-v1x"]
+    kept = {new["id"]: share} if share == 100 else {new["id"]: share, "111": 100 - share}
+    assert endpoint["trafficSplit"] == kept and {d["id"] for d in endpoint["deployedModels"]} == set(kept)
+    assert model.version_id == ("2" if variant["parent_exists"] else "1")
+    uploaded = fake.only("POST", "models:upload").body
+    assert uploaded["model"]["encryptionSpec"] == {"kmsKeyName": settings.names.kms_key_name}
+    undeployed = [r.body["deployedModelId"] for r in fake.sent("POST", f"{request.endpoint}:undeployModel")]
+    assert undeployed == (["111", "112"] if share == 100 else ["112"])
+
+
 def test_the_sdk_builds_the_upload_request(deploy_request):
     settings, variant, request = deploy_request
     with vertex_offline(**request.init) as sdk:
