@@ -355,11 +355,11 @@ MARK = "import sys; open(sys.argv[1], 'w').write('ran')"
 @dsl.container_component
 def gate(outcome: dsl.OutputPath(str)):
     executor_input = dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER
-    return dsl.ContainerSpec(image="x", command=["python"], args=["-c", GATE, executor_input, sys.argv[2]])
+    return dsl.ContainerSpec(image="x", command=["python3"], args=["-c", GATE, executor_input, sys.argv[2]])
 
 @dsl.container_component
 def deploy():
-    return dsl.ContainerSpec(image="x", command=["python"], args=["-c", MARK, sys.argv[3]])
+    return dsl.ContainerSpec(image="x", command=["python3"], args=["-c", MARK, sys.argv[3]])
 
 @dsl.pipeline(name="gate-check")
 def gate_check():
