@@ -574,3 +574,28 @@ def test_tracking_reads_the_process_environment_by_default(monkeypatch):
     sdk = SdkDouble(aiplatform)
     VertexExperiment(dev(), "run-1", aiplatform=sdk).start({}, resume=False)
     assert "aiplatform.start_run" not in sdk.paths()  # inside a custom job: the SDK's run, not a new one
+
+
+def test_sigterm_while_waiting_cancels_the_job_over_the_wire(monkeypatch):
+    """A cancelled pipeline run stops its task with SIGTERM: the job it waits for is cancelled, not orphaned."""
+    import os
+    import signal
+    import threading
+
+    from google.cloud.aiplatform import jobs
+
+    monkeypatch.setattr(jobs, "_JOB_WAIT_TIME", 0.05)  # poll quickly: the job stays pending until cancelled
+    settings = dev()
+    parent = f"projects/{settings.project_id}/locations/{settings.region}"
+    before = signal.getsignal(signal.SIGTERM)
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.job_state = "JOB_STATE_RUNNING"
+        fake.seed_experiment(parent, settings.vertex.experiment)
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        with pytest.raises(SystemExit) as stopped:
+            submit.send(submit.build_custom_job(settings, [], display_name="j-1"), wait=True)
+        timer.join()
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert fake.summary().count(f"POST {parent}/customJobs/1:cancel") == 1
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the previous one again

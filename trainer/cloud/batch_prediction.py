@@ -120,7 +120,8 @@ def send(settings, request: BatchPredictionRequest, aiplatform=None):
     gcp_resources.publish("BatchPredictionJob", request.init["location"], job)
     if request.wait:
         try:
-            job.wait_for_completion()
+            with gcp_resources.cancel_on_sigterm(job, "Vertex AI batch prediction job"):
+                job.wait_for_completion()
         except RuntimeError as exc:
             raise CommandError(
                 f"Vertex AI batch prediction job {job.resource_name} did not succeed: {exc}. "

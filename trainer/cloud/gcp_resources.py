@@ -5,14 +5,19 @@ parameter (google-cloud-pipeline-components' GcpResources proto as JSON), or can
 job running and billing. Vertex AI Pipelines cancels the resources of the types it knows (CustomJob,
 BatchPredictionJob, ...). The file is written as soon as the job exists, before the wait, as the
 google-cloud-pipeline-components launchers do. `pipeline-step` names the file through FMNIST_GCP_RESOURCES; outside
-a pipeline nothing is written.
+a pipeline nothing is written. While it waits, the command also cancels its job on SIGTERM (a cancelled run stops its
+tasks that way, and so does Ctrl-C's cousin `kill`), so the job does not outlive the process that waits for it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +44,22 @@ def publish(resource_type: str, location: str, job: Any, environ: Mapping[str, s
         name = job if isinstance(job, str) else job.resource_name
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(document(resource_type, location, name))
+
+
+@contextmanager
+def cancel_on_sigterm(job: Any, what: str) -> Iterator[None]:
+    """While the block waits for `job`: SIGTERM cancels the job, then exits with 143 (128 + SIGTERM)."""
+
+    def cancel(signum: int, frame: Any) -> None:
+        print(f"SIGTERM: cancelling {what} {job.resource_name}", file=sys.stderr, flush=True)
+        job.cancel()
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

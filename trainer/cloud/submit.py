@@ -125,7 +125,8 @@ def send(request: CustomJobRequest, aiplatform=None, *, wait: bool = False):
     gcp_resources.publish("CustomJob", request.init["location"], job)  # cancelling a run cancels it
     if wait:
         try:
-            job.wait_for_completion()
+            with gcp_resources.cancel_on_sigterm(job, "Vertex AI custom job"):
+                job.wait_for_completion()
         except RuntimeError as exc:
             raise CommandError(
                 f"Vertex AI custom job {request.job['display_name']} did not succeed: {exc}. "
