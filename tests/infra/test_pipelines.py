@@ -288,3 +288,27 @@ def test_the_pipelines_adapters_name_what_the_stack_declares(synth, env, setting
     assert build_import(settings, "v1", evaluation).parent.startswith(names.parent_model_name)
     ids = {sa["account_id"] for sa in synth.resources(BOOTSTRAP[env], "google_service_account").values()}
     assert {names.service_account_id("pipelines"), names.service_account_id("starter")} <= ids
+
+
+def test_the_starters_vertex_ai_calls_match_the_api_messages(names):
+    """Each connector call's arguments are fields of the real request message (google-cloud-aiplatform's protos:
+    the connector maps `body` to the resource and the other arguments to request fields), and the run's body parses
+    as a PipelineJob, so a misspelled field (`encryptionSpecs`, `kmsKey`) fails here, not at the first trigger."""
+    from google.cloud.aiplatform_v1.types import pipeline_service
+    from google.cloud.aiplatform_v1.types.pipeline_job import PipelineJob
+    from google.protobuf import json_format
+
+    steps = {name: body for step in starter_workflow(names, "p")["main"]["steps"] for name, body in step.items()}
+    connector = {"region", "connector_params"}  # the connector's own arguments, not the API's
+
+    def fields(message) -> set[str]:
+        return {f.json_name for f in message.pb().DESCRIPTOR.fields}
+
+    listing = steps["check_active"]["args"]
+    assert set(listing) - connector <= fields(pipeline_service.ListPipelineJobsRequest)
+    create = steps["start"]["try"]["args"]
+    assert set(create) - connector - {"body"} <= fields(pipeline_service.CreatePipelineJobRequest)
+    body = json.loads(json.dumps(create["body"]).replace("${trigger}", "schedule"))
+    job = json_format.ParseDict(body, PipelineJob.pb(PipelineJob()))  # raises on an unknown field
+    assert job.encryption_spec.kms_key_name == names.kms_key_name
+    assert create["connector_params"] == {"skip_polling": True}
