@@ -599,3 +599,15 @@ def test_sigterm_while_waiting_cancels_the_job_over_the_wire(monkeypatch):
     assert stopped.value.code == 128 + signal.SIGTERM
     assert fake.summary().count(f"POST {parent}/customJobs/1:cancel") == 1
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the previous one again
+
+
+def test_undeploy_all_over_the_wire_empties_the_endpoint_and_a_missing_one_is_not_an_error():
+    settings = dev()
+    name = settings.names.endpoint_name
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.seed_endpoint(name, {"1": "fmnist-v1", "2": "fmnist-v2", "3": "fmnist-v0"}, {"1": 90, "2": 10})
+        assert undeploy_all.undeploy_all(settings) == f"undeployed 3 model(s) from {name}"
+        assert fake.resources[name]["deployedModels"] == [] and fake.resources[name]["trafficSplit"] == {}
+        assert len(fake.sent("POST", f"{name}:undeployModel")) == 3
+        del fake.resources[name]
+        assert undeploy_all.undeploy_all(settings) == f"endpoint {name} does not exist: nothing to undeploy"
