@@ -611,3 +611,13 @@ def test_undeploy_all_over_the_wire_empties_the_endpoint_and_a_missing_one_is_no
         assert len(fake.sent("POST", f"{name}:undeployModel")) == 3
         del fake.resources[name]
         assert undeploy_all.undeploy_all(settings) == f"endpoint {name} does not exist: nothing to undeploy"
+
+
+def test_parent_exists_over_the_wire():
+    """Model(model_name) reads the model at once (unlike Endpoint(name)): a 404 there means no parent yet."""
+    settings = dev()
+    parent = settings.names.parent_model_name
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        assert deploy_model.parent_exists(aiplatform, parent) is False
+        fake.upload_model(parent.rpartition("/")[0], {"modelId": settings.vertex.parent_model, "model": {}})
+        assert deploy_model.parent_exists(aiplatform, parent) is True
