@@ -90,8 +90,7 @@ bootstrap: setup
 	npx cdktf deploy bootstrap-$(ENV)
 
 deploy: setup
-	$(PY) -m infra.preflight $(ENV)
-	DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf deploy $(ENV)
+	export DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" && $(PY) -m infra.preflight --deploy $(ENV) && npx cdktf deploy $(ENV)
 
 destroy: setup
 	$(PY) -m infra.preflight $(ENV)

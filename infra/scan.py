@@ -1,6 +1,6 @@
 """`python -m infra.scan`: synthesize every stack, run checkov on them with the repository's custom policies and the
-graph policies of infra/graph_policies.py, and fail unless every failed check is covered by a suppression note in
-code. Exit status 0 only with 0 findings.
+graph policies of infra/graph_policies.py, simulate plan, apply and destroy (infra/simulate.py), and fail unless
+every failed check is covered by a suppression note in code. Exit status 0 only with 0 findings.
 
 Why not `checkov --baseline` alone: with a baseline checkov reports only new failures and drops the passed
 checks, so its JUnit said "2 tests". Here checkov reports everything (JSON), each failure is matched against
@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra import simulate
 from infra.checkov_baseline import Suppression, read_suppressions, write_baseline
 from infra.graph_policies import GraphResult, evaluate_outdir
 
@@ -188,6 +189,7 @@ def scan(
         suppressions = read_suppressions(outdir)
     result = evaluate(run_checkov_json(outdir, policies), suppressions)
     add_graph_results(result, evaluate_outdir(outdir), suppressions)
+    add_graph_results(result, simulate.evaluate_outdir(outdir), suppressions)
     write_junit(result, junit_xml)
     return result
 

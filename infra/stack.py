@@ -121,6 +121,8 @@ class EnvironmentStack(TerraformStack):
             registry=registry,
             features=self.features,
             project=project,
+            teardown=teardown,
+            beta=beta,
         )
 
         # What the trainer and operators need after a deploy (`cdktf output <env>`).

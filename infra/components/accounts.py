@@ -60,7 +60,11 @@ DEPLOYER_ROLES = (
 PLANNER_ROLES = (
     ("roles/logging.logWriter", "Cloud Build with a user-managed account writes build logs to the project"),
     ("roles/iam.securityReviewer", "reads the IAM policy of every resource the plan refreshes"),
-    ("roles/serviceusage.serviceUsageViewer", "reads the enabled APIs"),
+    (
+        "roles/serviceusage.serviceUsageConsumer",
+        "reads the enabled APIs, and serviceusage.services.use: the budget's provider names the project as quota "
+        "project (X-Goog-User-Project), which a Viewer may not",
+    ),
     ("roles/iam.serviceAccountViewer", "reads the stack's service accounts"),
     ("roles/cloudkms.viewer", "reads the key ring and key"),
     ("roles/storage.bucketViewer", "reads bucket metadata (not objects)"),

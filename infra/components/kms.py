@@ -7,7 +7,7 @@ Pub/Sub topic, the Vertex AI endpoint and the TensorBoard. Not the Feature Onlin
 Why two constructs: Google Cloud never deletes a key ring or a key, so re-creating them after `cdktf destroy` gets
 409. `CmekKey` lives in the long-lived bootstrap stack (infra/bootstrap.py), which the environment's destroy leaves
 alone; `KeyGrants` lives in the environment's stack, grants each service agent encrypt/decrypt on the key only
-(resource-level) once the agent exists, and every CMEK resource depends on its agent's grant.
+(resource-level) once the agent exists, and every CMEK resource depends on a wait after its agent's grant.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.service_agents import ServiceAgents
+from infra.components.waits import propagation_wait
 from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
@@ -82,3 +83,7 @@ class KeyGrants(Construct):
             )
             for agent, member in agents.members.items()
         }
+        # One wait after every agent's grant: a CMEK resource depends on `ready[agent]`, never on the grant alone,
+        # because the provider does not retry the "useToEncrypt denied" of a grant that has not propagated yet.
+        wait = propagation_wait(self, "grants-propagated", after=list(self.grants.values()))
+        self.ready = dict.fromkeys(self.grants, wait)

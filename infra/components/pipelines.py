@@ -4,9 +4,10 @@ One starter, a Cloud Workflows workflow, starts every run of the compiled lifecy
 uploaded by Cloud Build to the KFP repository declared here); three triggers call it: a Cloud Scheduler job (the
 schedule), an Eventarc trigger on a topic the datasets bucket notifies of `raw/_COMMIT` only (new data: one event per
 completed upload, none for any other object), and an Eventarc trigger on the drift topic, where a Cloud Monitoring
-alert on the service's `fmnist_drift_detected` gauge notifies (drift). A run in progress is not started twice, and
-a trigger that arrives during one is deferred, not dropped: the workflow waits until no run is active, unless a run
-created after the trigger already covers it; run ids carry their minute, so two racing triggers get one run (409).
+alert (PromQL, contracts/monitoring_queries.py) on the service's `fmnist_drift_detected` gauge notifies (drift). A
+run in progress is not started twice, and a trigger that arrives during one is deferred, not dropped: the workflow
+waits until no run is active, unless a run created after the trigger already covers it; run ids carry their minute,
+so two racing triggers get one run (409).
 
 Accounts: the pipeline runs as `<prefix>-pipelines` (the steps' buckets, the feature table, Vertex AI), with actAs
 on the trainer account (its custom job) and the service account (deploy-model and batch prediction attach it);
@@ -22,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 
+from cdktf import TerraformProvider
 from cdktf_cdktf_provider_google.artifact_registry_repository import ArtifactRegistryRepository
 from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
 from cdktf_cdktf_provider_google.bigquery_dataset_iam_member import BigqueryDatasetIamMember
@@ -30,9 +32,6 @@ from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
 from cdktf_cdktf_provider_google.eventarc_trigger import EventarcTrigger
 from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertPolicy
 from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertPolicyConditions as Condition
-from cdktf_cdktf_provider_google.monitoring_alert_policy import (
-    MonitoringAlertPolicyConditionsConditionThresholdAggregations as Aggregation,
-)
 from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
 from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
@@ -43,20 +42,22 @@ from cdktf_cdktf_provider_google.workflows_workflow import WorkflowsWorkflow
 from constructs import Construct
 
 from contracts.cloud import PIPELINE_ACCOUNT_SUFFIXES
+from contracts.monitoring_queries import DRIFT_DETECTED_PROMQL
 from infra.components.apis import PIPELINE_APIS, Apis
 from infra.components.features import Features
 from infra.components.identity import AGENT_PROJECT_ROLES, Identity
 from infra.components.identity import PROJECT_ROLES as IDENTITY_PROJECT_ROLES
 from infra.components.kms import KeyGrants
 from infra.components.registry import Registry
-from infra.components.service_agents import ServiceAgents
+from infra.components.service_agents import ServiceAgents, service_identity
 from infra.components.storage import Storage
+from infra.components.waits import propagation_wait
 from infra.naming import Names
+from infra.teardown import TeardownPolicy
 
 __all__ = ["PIPELINE_APIS", "PROJECT_ROLES", "Pipelines", "starter_workflow"]
 SCHEDULE = "0 4 * * 1"  # Mondays 04:00 UTC: weekly retraining even when nothing else triggers it
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
-DRIFT_METRIC = "prometheus.googleapis.com/fmnist_drift_detected/gauge"  # service/metrics.py's gauge, via GMP
 ACTIVE_STATES = ("PIPELINE_STATE_QUEUED", "PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING")
 DEFER_POLL_SECONDS = 600  # a trigger that arrives during a run checks again this often...
 DEFER_MAX_SECONDS = 86_400  # ...for at most a day (a lifecycle run takes well under that), then fails visibly
@@ -64,6 +65,8 @@ DEFER_MAX_SECONDS = 86_400  # ...for at most a day (a lifecycle run takes well u
 # The two accounts' project-level roles (role, why): declared in identity.py, which grants them.
 PROJECT_ROLES = {role: IDENTITY_PROJECT_ROLES[role] for role in PIPELINE_ACCOUNT_SUFFIXES}
 STORAGE_PUBLISHER = ("storage", "roles/pubsub.publisher")
+# what an Eventarc trigger's account must hold before triggers.create (a workflow destination)
+EVENTARC_STARTER_ROLES = ("roles/eventarc.eventReceiver", "roles/workflows.invoker")
 BUCKET_ACCESS = (  # the pipeline runs the steps a person ran before: ingest, features, export, registry, reports
     ("datasets", "roles/storage.objectAdmin"),
     ("models", "roles/storage.objectAdmin"),
@@ -266,6 +269,8 @@ class Pipelines(Construct):
         registry: Registry,
         features: Features,
         project: DataGoogleProject,
+        teardown: TeardownPolicy,
+        beta: TerraformProvider,
     ):
         super().__init__(scope, id)
         self.names = names
@@ -303,7 +308,7 @@ class Pipelines(Construct):
             description=f"compiled {names.pipeline_name} pipeline templates (python -m lifecycle compile)",
             kms_key_name=kms.key_id,
             labels=names.labels,
-            depends_on=[apis["artifactregistry.googleapis.com"], kms.grants["artifactregistry"]],
+            depends_on=[apis["artifactregistry.googleapis.com"], kms.ready["artifactregistry"]],
         )
         for who, role, member in (
             ("deployer", "writer", identity.member("deployer")),  # Cloud Build uploads the compiled template
@@ -332,11 +337,12 @@ class Pipelines(Construct):
                 json.dumps(starter_workflow(names, names.service_account_email("pipelines")))
             ),
             labels=names.labels,
+            deletion_protection=teardown.deletion_protection,  # the provider defaults it to true: destroy would fail
             # the runs it creates are encrypted with the key by Vertex AI's agent: its grant comes first
             depends_on=[
                 apis["workflows.googleapis.com"],
                 apis["workflowexecutions.googleapis.com"],
-                kms.grants["aiplatform"],
+                kms.ready["aiplatform"],
             ],
         )
 
@@ -376,6 +382,21 @@ class Pipelines(Construct):
             member=agents.members[agent],
             depends_on=[apis["cloudresourcemanager.googleapis.com"], agents.sources[agent]],
         )
+        # Eventarc's own agent is created lazily like the CMEK ones (the provider's acceptance tests create it with
+        # a service identity, then wait); the triggers' account needs eventReceiver and workflows.invoker before
+        # triggers.create, and the Cloud Storage agent its publisher grant: one wait after all of them.
+        eventarc_agent = service_identity(
+            self, "eventarc-agent", names=names, apis=apis, api="eventarc.googleapis.com", beta=beta
+        )
+        self.triggers_ready = propagation_wait(
+            self,
+            "eventarc-grants-propagated",
+            after=[
+                eventarc_agent,
+                storage_publisher,
+                *(identity.project_bindings[("starter", role)] for role in EVENTARC_STARTER_ROLES),
+            ],
+        )
         # New data: the datasets bucket notifies a topic of raw/_COMMIT only (a prefix-filtered notification), so
         # one completed upload is one event, and the 70,000 PNGs `export-images` writes in the bucket are none.
         self.new_data_topic = PubsubTopic(
@@ -386,7 +407,7 @@ class Pipelines(Construct):
             labels=names.labels,
             message_storage_policy={"allowed_persistence_regions": [names.region]},
             message_retention_duration="604800s",
-            depends_on=[apis["pubsub.googleapis.com"], kms.grants["pubsub"]],
+            depends_on=[apis["pubsub.googleapis.com"], kms.ready["pubsub"]],
         )
         self.new_data_notification = StorageNotification(
             self,
@@ -396,7 +417,7 @@ class Pipelines(Construct):
             payload_format="JSON_API_V1",
             event_types=["OBJECT_FINALIZE"],
             object_name_prefix=names.raw_commit_object,
-            depends_on=[storage_publisher],
+            depends_on=[self.triggers_ready],  # the storage agent may publish (GCS checks it at create)
         )
         self.new_data = EventarcTrigger(
             self,
@@ -408,7 +429,7 @@ class Pipelines(Construct):
             destination={"workflow": self.workflow.id},
             service_account=identity.email("starter"),
             labels=names.labels,
-            depends_on=[apis["eventarc.googleapis.com"], self.new_data_notification],
+            depends_on=[apis["eventarc.googleapis.com"], self.triggers_ready, self.new_data_notification],
         )
         self.drift_topic = PubsubTopic(
             self,
@@ -418,7 +439,7 @@ class Pipelines(Construct):
             labels=names.labels,
             message_storage_policy={"allowed_persistence_regions": [names.region]},
             message_retention_duration="604800s",
-            depends_on=[apis["pubsub.googleapis.com"], kms.grants["pubsub"]],
+            depends_on=[apis["pubsub.googleapis.com"], kms.ready["pubsub"]],
         )
         self.drift_channel = MonitoringNotificationChannel(
             self,
@@ -457,19 +478,13 @@ class Pipelines(Construct):
             },
             conditions=[
                 Condition(
-                    display_name="fmnist_drift_detected > 0",
-                    condition_threshold={
-                        "filter": f'resource.type = "prometheus_target" AND metric.type = "{DRIFT_METRIC}"',
-                        "aggregations": [
-                            Aggregation(
-                                alignment_period="300s",
-                                per_series_aligner="ALIGN_MAX",
-                                cross_series_reducer="REDUCE_MAX",
-                            )
-                        ],
-                        "comparison": "COMPARISON_GT",
-                        "threshold_value": 0,
+                    display_name=DRIFT_DETECTED_PROMQL,
+                    # PromQL: accepted before the service writes the gauge's first point (a metric-type filter
+                    # would fail with 404 "Cannot find metric(s)" on a new project).
+                    condition_prometheus_query_language={
+                        "query": DRIFT_DETECTED_PROMQL,
                         "duration": "300s",
+                        "evaluation_interval": "60s",
                     },
                 )
             ],
@@ -484,7 +499,7 @@ class Pipelines(Construct):
             destination={"workflow": self.workflow.id},
             service_account=identity.email("starter"),
             labels=names.labels,
-            depends_on=[apis["eventarc.googleapis.com"]],
+            depends_on=[apis["eventarc.googleapis.com"], self.triggers_ready],
         )
 
     def member(self, role: str) -> str:

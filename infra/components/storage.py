@@ -52,7 +52,7 @@ class Storage(Construct):
             "versioning": {"enabled": True},
             "encryption": {"default_kms_key_name": kms.key_id},
             "lifecycle": teardown.lifecycle(),
-            "depends_on": [apis["storage.googleapis.com"], kms.grants["storage"]],
+            "depends_on": [apis["storage.googleapis.com"], kms.ready["storage"]],
         }
         noncurrent = StorageBucketLifecycleRule(
             action={"type": "Delete"},

@@ -43,6 +43,7 @@ from infra.components.kms import ENCRYPTER_DECRYPTER, KeyGrants
 from infra.components.service_agents import identity_member, service_identity
 from infra.components.serving import Serving
 from infra.components.storage import Storage
+from infra.components.waits import propagation_wait
 from infra.naming import WORKBENCH_SUFFIX, Names
 from infra.teardown import TeardownPolicy
 
@@ -199,5 +200,5 @@ class Workbench(Construct):
                 metadata={**METADATA, "idle-timeout-seconds": str(settings.idle_shutdown_minutes * 60)},
             ),
             lifecycle=teardown.lifecycle(),
-            depends_on=[notebooks, *self.key_grants],
+            depends_on=[notebooks, propagation_wait(self, "key-grants-propagated", after=list(self.key_grants))],
         )

@@ -59,3 +59,31 @@ def test_key_destruction_delay_does_not_follow_protection(synth):
     # destroy_scheduled_duration forces a new key when it changes: flipping deletion_protection must not do that
     keys = {synth.one(BOOTSTRAP[env], "google_kms_crypto_key")["destroy_scheduled_duration"] for env in EXPECTED}
     assert keys == {"2592000s"}
+
+
+@pytest.mark.parametrize("env", sorted(EXPECTED))
+def test_every_deletion_argument_the_bindings_know_follows_the_teardown_policy(synth, settings_by_env, env):
+    """The argument list comes from the installed provider bindings (infra/provider_facts.py), not from this test:
+    a resource type added tomorrow with a `deletion_protection` is checked the day it is added."""
+    from infra.provider_facts import deletion_arguments
+    from infra.teardown import TeardownPolicy
+
+    policy = TeardownPolicy.for_settings(settings_by_env[env])
+    checked = set()
+    for stack in (env, BOOTSTRAP[env]):
+        for resource_type, resources in synth.stack(stack)["resource"].items():
+            for argument in deletion_arguments(resource_type):
+                for name, body in resources.items():
+                    assert body.get(argument.name) is policy.argument(argument.name), (stack, name, argument.name)
+                checked.add(f"{resource_type}.{argument.name}")
+    assert "google_workflows_workflow.deletion_protection" in checked  # issue 23, defect 1: default true, was unset
+    assert len(checked) >= 7
+
+
+def test_the_workflow_s_deletion_protection_default_is_read_from_its_binding():
+    from infra.provider_facts import deletion_arguments
+
+    [argument] = deletion_arguments("google_workflows_workflow")
+    assert argument.name == "deletion_protection" and argument.default is True
+    assert deletion_arguments("google_storage_bucket")[0].default is False
+    assert deletion_arguments("google_made_up_thing") == ()

@@ -76,6 +76,7 @@ def test_on_the_inventory_grows_by_exactly_the_workbench(workbench_synth, stack)
         "google_project_service": len(APIS),
         "google_project_service_identity": 1,  # the Notebooks agent
         "google_storage_bucket_iam_member": len(BUCKET_ACCESS),
+        "time_sleep": 1,  # after both agents' key grants
     }
     if stack in BOOTSTRAP.values():
         added = {
@@ -147,8 +148,10 @@ def test_on_both_disks_use_the_stacks_key_and_its_agents_may_use_it(workbench_sy
     compute_api = next(f"google_project_service.{k}" for k, s in services.items() if s["service"] == APIS[0])
     assert compute_api in grants[by_member[compute]]["depends_on"]
     assert f"google_project_service_identity.{notebooks_identity}" in grants[by_member[notebooks]]["depends_on"]
-    # and the instance is created only once both may use the key
-    assert {by_member[compute], by_member[notebooks]} <= set(instance["depends_on"]), instance_key
+    # and the instance is created only once both may use the key: after a wait that follows both grants
+    waits = workbench_synth.resources(env, "time_sleep")
+    [wait] = [k for k in waits if f"time_sleep.{k}" in instance["depends_on"]]
+    assert {by_member[compute], by_member[notebooks]} <= set(waits[wait]["depends_on"]), instance_key
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -271,10 +274,16 @@ def test_on_the_graph_policies_pass_and_the_instance_needs_both_agents_grants(wo
     assert all(problem is None for problem in problems(document).values())
     assert address in problems(document)
 
-    instance = document["resource"]["google_workbench_instance"][key]
-    instance["depends_on"] = [d for d in instance["depends_on"] if "compute_agent" not in d]
+    for wait in document["resource"]["time_sleep"].values():  # the instance waits for both grants: drop one
+        wait["depends_on"] = [d for d in wait["depends_on"] if "compute_agent" not in d]
     assert "the compute service agent's key grant" in problems(document)[address]
     identities = document["resource"]["google_project_service_identity"]
     for name in [k for k, i in identities.items() if i["service"] == "notebooks.googleapis.com"]:
         del identities[name]
     assert "nothing in the stack creates the notebooks service agent" in problems(document)[address]
+
+
+def test_on_the_simulated_plan_apply_and_destroy_pass(workbench_synth):
+    from tests.infra.test_simulate import _failing
+
+    assert _failing(workbench_synth.outdir) == []
