@@ -83,20 +83,23 @@ scan: setup
 	$(PY) -m infra.scan
 
 # Google Cloud (needs credentials; infra/README.md, "Deploy and destroy"). Each path starts with the placeholder
-# preflight. `bootstrap` runs once per environment, by a person; `destroy` undeploys the SDK's models first and
-# refuses while any remain on the endpoint.
+# preflight. `bootstrap` runs once per environment, by a person. `deploy` runs <env>, images-<env> (the only stack
+# that needs a Docker daemon) and serving-<env> in that order; `destroy` undeploys the SDK's models first, refuses
+# while any remain on the endpoint, then takes down serving-<env> and <env> in reverse, without a daemon (images-<env>
+# keeps nothing outside the repository that <env> deletes; the next deploy finds its pushes gone and pushes again).
 bootstrap: setup
 	$(PY) -m infra.preflight bootstrap-$(ENV)
 	npx cdktf deploy bootstrap-$(ENV)
 
 deploy: setup
-	export DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" && $(PY) -m infra.preflight --deploy $(ENV) && npx cdktf deploy $(ENV)
+	export DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" && $(PY) -m infra.preflight --deploy $(ENV) && npx cdktf deploy $(ENV) images-$(ENV) serving-$(ENV)
 
 destroy: setup
 	$(PY) -m infra.preflight $(ENV)
 	$(PY) -m trainer --env $(ENV) undeploy-all --yes
 	$(PY) -m infra.endpoint_guard $(ENV)
-	DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf destroy $(ENV)
+	npx cdktf destroy serving-$(ENV)
+	npx cdktf destroy $(ENV) --ignore-missing-stack-dependencies
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -63,3 +63,24 @@ class Names(CloudNames):
     @property
     def bootstrap_stack(self) -> str:
         return f"bootstrap-{self.env}"
+
+    @property
+    def images_stack(self) -> str:
+        """The docker provider's stack (infra/images_stack.py), after the environment stack."""
+        return f"{IMAGES_STACK_PREFIX}{self.env}"
+
+    @property
+    def serving_stack(self) -> str:
+        """Cloud Run's stack (infra/serving_stack.py), after the images stack."""
+        return f"{SERVING_STACK_PREFIX}{self.env}"
+
+
+BOOTSTRAP_STACK_PREFIX, IMAGES_STACK_PREFIX, SERVING_STACK_PREFIX = "bootstrap-", "images-", "serving-"
+
+
+def stack_environment(stack: str) -> str:
+    """The environment a stack name belongs to: `bootstrap-dev`, `dev`, `images-dev` and `serving-dev` are all dev."""
+    for prefix in (BOOTSTRAP_STACK_PREFIX, IMAGES_STACK_PREFIX, SERVING_STACK_PREFIX):
+        if stack.startswith(prefix):
+            return stack.removeprefix(prefix)
+    return stack

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from infra import provider_facts
 from infra.graph_policies import CMEK_AGENTS, CMEK_VALUE, RESOURCE_APIS, Graph, GraphResult, _by_prefix, _strings
+from infra.naming import stack_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WAIT = "time_sleep"
@@ -350,12 +351,13 @@ def simulate_stack(
 
 
 def simulate_outdir(outdir: Path) -> dict[str, list[Step]]:
-    """Every stack under `outdir/stacks`; an environment stack starts from what its bootstrap stack made."""
+    """Every stack under `outdir/stacks`; each stack of an environment (`<env>`, `images-<env>`, `serving-<env>`)
+    starts from what its bootstrap stack made."""
     documents = {p.parent.name: json.loads(p.read_text()) for p in sorted(outdir.glob("stacks/*/cdk.tf.json"))}
     results = {}
     for stack, document in documents.items():
-        env = stack.removeprefix("bootstrap-")
-        bootstrap = None if stack.startswith("bootstrap-") else documents.get(f"bootstrap-{stack}")
+        env = stack_environment(stack)
+        bootstrap = None if stack.startswith("bootstrap-") else documents.get(f"bootstrap-{env}")
         results[stack] = simulate_stack(
             stack, document, bootstrap_document=bootstrap, protect=_environment_protection(env)
         )

@@ -64,7 +64,7 @@ def test_the_deployer_runs_no_tests_and_starts_with_the_preflight(builds):
     ids = list(steps)
     assert ids.index("preflight") < ids.index("deploy") < ids.index("destroy")
     assert "python -m infra.preflight" in steps["preflight"]
-    assert 'cdktf deploy "${_ENV}" --auto-approve' in steps["deploy"]
+    assert 'cdktf deploy "${_ENV}" "images-${_ENV}" "serving-${_ENV}" --auto-approve' in steps["deploy"]
 
 
 def test_the_deploy_publishes_both_pipeline_templates_tagged_latest_and_the_commit(builds):
@@ -111,7 +111,11 @@ def test_terraform_is_verified_against_a_checksum_kept_in_the_repository(builds)
 
 
 def test_no_token_is_passed_through_terraform(builds):
+    """Only the deploy pushes images (images-<env>): it takes the token from the metadata server, never from state;
+    the plan and the destroy run only daemon-free stacks and get no token at all (issue 23, defect 7)."""
     for pipeline in ("plan", "deploy"):
         for step in _steps(builds[pipeline]).values():
-            if "npx cdktf" in step:
+            if "npx cdktf deploy" in step:
                 assert 'DOCKER_REGISTRY_PASS="$$(bash scripts/metadata_token.sh)"' in step, pipeline
+            elif "npx cdktf" in step:
+                assert "DOCKER_REGISTRY_PASS" not in step, pipeline

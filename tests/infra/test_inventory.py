@@ -16,15 +16,12 @@ from infra.naming import STACK_ACCOUNTS, Names
 from tests.infra.conftest import BOOTSTRAP
 
 COMMON_INVENTORY = {
-    "docker_image": 2,
-    "docker_registry_image": 2,
     "google_artifact_registry_repository": 1,
     "google_artifact_registry_repository_iam_member": 2,
     "google_bigquery_dataset": 1,
     "google_bigquery_dataset_iam_member": 2,
     "google_bigquery_table": 1,
     "google_billing_budget": 1,
-    "google_cloud_run_v2_service": 1,
     "google_kms_crypto_key_iam_member": 5,
     "google_monitoring_alert_policy": 3,
     "google_monitoring_notification_channel": 1,
@@ -72,10 +69,15 @@ BOOTSTRAP_INVENTORY = {
     "google_storage_bucket": 1,
     "google_storage_bucket_iam_member": 2,
 }
+# The docker provider's stack and Cloud Run's, apart so that <env> plans and destroys without a daemon (issue 23).
+IMAGES_INVENTORY = {"docker_image": 2, "docker_registry_image": 2}
+SERVING_INVENTORY = {"google_cloud_run_v2_service": 1, "google_project_service": 1}  # the run API, again
 INVENTORY = {
     "dev": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 3},  # pull-request checks and plan + deploy on main
     "prod": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 1},  # deploy on release tags only
     **dict.fromkeys(BOOTSTRAP.values(), BOOTSTRAP_INVENTORY),
+    **{f"images-{env}": IMAGES_INVENTORY for env in ("dev", "prod")},
+    **{f"serving-{env}": SERVING_INVENTORY for env in ("dev", "prod")},
 }
 ENVS = ("dev", "prod")
 
@@ -87,7 +89,16 @@ def test_resource_counts_by_type(synth, env):
 
 
 def test_local_environment_has_no_stack(synth):
-    assert sorted(synth.texts) == ["bootstrap-dev", "bootstrap-prod", "dev", "prod"]
+    assert sorted(synth.texts) == [
+        "bootstrap-dev",
+        "bootstrap-prod",
+        "dev",
+        "images-dev",
+        "images-prod",
+        "prod",
+        "serving-dev",
+        "serving-prod",
+    ]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -106,8 +117,8 @@ def test_providers_and_versions(synth, env, settings_by_env):
         if r.get("provider") == "google.billing"
     }
     assert {u.split(".")[0] for u in billing_users} == {"google_billing_budget"}
-    assert CdktfTesting.to_have_provider(text, "docker")
-    assert synth.stack(env)["provider"]["docker"][0]["registry_auth"] == [
+    assert not CdktfTesting.to_have_provider(text, "docker"), "only images-<env> needs a Docker daemon"
+    assert synth.stack(f"images-{env}")["provider"]["docker"][0]["registry_auth"] == [
         {"address": names.registry_host, "username": "oauth2accesstoken"}
     ], "the registry password comes from DOCKER_REGISTRY_PASS at deploy time, never from state"
     data = synth.stack(env)["data"]
@@ -120,7 +131,7 @@ def test_providers_and_versions(synth, env, settings_by_env):
     required = synth.stack(env)["terraform"]["required_providers"]
     assert required["google"] == {"source": "hashicorp/google", "version": "6.50.0"}
     assert required["google-beta"] == {"source": "hashicorp/google-beta", "version": "6.50.0"}
-    assert required["docker"]["source"] == "kreuzwerker/docker"
+    assert synth.stack(f"images-{env}")["terraform"]["required_providers"]["docker"]["source"] == "kreuzwerker/docker"
     assert required["time"] == {"source": "hashicorp/time", "version": "0.13.1"}  # the propagation waits
 
 
@@ -227,16 +238,17 @@ def test_artifact_registry_has_immutable_tags_and_cleanup(synth, env, settings_b
 @pytest.mark.parametrize("env", ENVS)
 def test_images_are_tagged_by_source_hash_and_pinned_by_digest(synth, env, settings_by_env):
     names = Names.of(settings_by_env[env])
-    built = {i["name"]: i for i in synth.resources(env, "docker_image").values()}
+    built = {i["name"]: i for i in synth.resources(f"images-{env}", "docker_image").values()}
     assert set(built) == {f"{names.image_repository(i)}:{source_tag(i)}" for i in ("trainer", "service")}
     for image in built.values():
         assert image["build"]["context"] == "${path.module}/../../.."
         assert image["triggers"]["source_tag"] in image["name"]
-    pushed = synth.resources(env, "docker_registry_image").values()
+    pushed = synth.resources(f"images-{env}", "docker_registry_image").values()
     assert all(p["keep_remotely"] is True for p in pushed)
-    container = synth.one(env, "google_cloud_run_v2_service")["template"]["containers"][0]
-    assert container["image"].startswith(names.image_repository("service") + "@${docker_registry_image.")
-    assert container["image"].endswith(".sha256_digest}")
+    container = synth.one(f"serving-{env}", "google_cloud_run_v2_service")["template"]["containers"][0]
+    # the digest images-<env> pushed, read as a cross-stack output (tests/infra/test_stack_split.py)
+    assert container["image"].startswith(names.image_repository("service") + "@${data.terraform_remote_state.")
+    assert container["image"].endswith("sha256_digest}")
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -275,7 +287,7 @@ def test_cloud_run_service(synth, env, settings_by_env):
     settings = settings_by_env[env]
     names = Names.of(settings)
     assert CdktfTesting.to_have_resource_with_properties(
-        synth.texts[env],
+        synth.texts[f"serving-{env}"],
         "google_cloud_run_v2_service",
         {
             "name": names.cloud_run_service,
@@ -289,7 +301,7 @@ def test_cloud_run_service(synth, env, settings_by_env):
             },
         },
     )
-    service = synth.one(env, "google_cloud_run_v2_service")
+    service = synth.one(f"serving-{env}", "google_cloud_run_v2_service")
     assert service["template"]["service_account"] == names.service_account_email("service")
     container = service["template"]["containers"][0]
     env_vars = {e["name"]: e["value"] for e in container["env"]}
@@ -304,13 +316,14 @@ def test_cloud_run_service(synth, env, settings_by_env):
     }
     for probe in ("startup_probe", "liveness_probe"):
         assert container[probe]["http_get"]["path"] == "/health"
-    assert not synth.resources(env, "google_cloud_run_v2_service_iam_member"), "no invoker unless config asks"
+    assert not synth.resources(f"serving-{env}", "google_cloud_run_v2_service_iam_member"), "no invoker unless asked"
+    assert not synth.resources(env, "google_cloud_run_v2_service"), "Cloud Run is serving-<env>'s"
 
 
 def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
     from service.config import ServiceConfig
 
-    container = variant_synth.one("dev", "google_cloud_run_v2_service")["template"]["containers"][0]
+    container = variant_synth.one("serving-dev", "google_cloud_run_v2_service")["template"]["containers"][0]
     env_vars = {e["name"]: e["value"] for e in container["env"]}
     assert {k: env_vars[k] for k in ("CHALLENGER", "ROLLOUT_MODE", "CANARY_PERCENT", "ROLLOUT_MIN_REQUESTS")} == {
         "CHALLENGER": "candidate",
@@ -325,7 +338,7 @@ def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
 
 def test_public_endpoint_and_invokers_only_when_config_asks(variant_synth):
     members = sorted(
-        m["member"] for m in variant_synth.resources("dev", "google_cloud_run_v2_service_iam_member").values()
+        m["member"] for m in variant_synth.resources("serving-dev", "google_cloud_run_v2_service_iam_member").values()
     )
     assert members == ["allUsers", "group:ml-team@example.com", "user:ana@example.com"]
 
@@ -395,11 +408,10 @@ def test_cloud_build_triggers(synth, settings_by_env):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_outputs_for_the_trainer_and_operators(synth, env):
+    assert {"service_image", "trainer_image"} <= set(synth.stack(f"images-{env}")["output"])
+    assert "service_url" in synth.stack(f"serving-{env}")["output"]
     outputs = synth.stack(env)["output"]
     assert {
-        "service_url",
-        "service_image",
-        "trainer_image",
         "endpoint",
         "tensorboard",
         "trainer_service_account",

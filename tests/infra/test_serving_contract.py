@@ -17,7 +17,7 @@ STARTUP_BUDGET_S = 60  # cold start (0.35 s measured locally) plus downloading a
 
 
 def _container(synth, env: str) -> dict:
-    return synth.one(env, "google_cloud_run_v2_service")["template"]["containers"][0]
+    return synth.one(f"serving-{env}", "google_cloud_run_v2_service")["template"]["containers"][0]
 
 
 def _cloud_run_environment(container: dict) -> dict[str, str]:

@@ -223,7 +223,7 @@ def _failing(outdir) -> list[str]:
         f"{stack} {s.walk} {s.resource}: {s.problem}"
         for stack, steps in simulate_outdir(outdir).items()
         for s in steps
-        if s.problem and not s.resource.startswith("docker_")  # defect 7, open: suppressed in code (images.py)
+        if s.problem
     ]
 
 
