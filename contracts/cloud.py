@@ -38,14 +38,15 @@ PREDICTION_PIPELINE_NAME = "fmnist-batch-prediction"  # the prediction pipeline,
 PIPELINE_STARTER_WORKFLOW = "fmnist-start-lifecycle"
 PIPELINE_SCHEDULE = "fmnist-lifecycle-schedule"
 DRIFT_TOPIC = "fmnist-drift-alerts"
-NEW_DATA_TRIGGER = "fmnist-new-raw-data"  # Eventarc: a raw IDX file lands -> the pipeline starter workflow
+NEW_DATA_TRIGGER = "fmnist-new-raw-data"  # Eventarc: NEW_DATA_TOPIC (raw/_COMMIT) -> the pipeline starter workflow
 DRIFT_TRIGGER = "fmnist-drift"  # Eventarc: a drift alert on DRIFT_TOPIC -> the pipeline starter workflow
 BUILD_TRIGGERS = {  # Cloud Build triggers (infra/components/cicd.py)
     "checks": "fmnist-pull-request-checks",
     "plan": "fmnist-pull-request-plan",
     "deploy": "fmnist-deploy",
 }
-RAW_DATA_PREFIX = "raw"  # <datasets bucket>/raw/: new raw IDX files land here and trigger a pipeline run
+RAW_DATA_PREFIX = "raw"  # <datasets bucket>/raw/: new raw IDX files land here, then raw/_COMMIT starts a run
+NEW_DATA_TOPIC = "fmnist-new-raw-data"  # the datasets bucket notifies it of raw/_COMMIT only
 
 
 class CloudNameError(ValueError):
@@ -257,6 +258,15 @@ class CloudNames:
     @property
     def drift_topic(self) -> str:
         return DRIFT_TOPIC
+
+    @property
+    def new_data_topic(self) -> str:
+        return NEW_DATA_TOPIC
+
+    @property
+    def raw_commit_object(self) -> str:
+        """The object, relative to the datasets bucket, whose creation marks a completed upload of raw data."""
+        return f"{RAW_DATA_PREFIX}/{layout.RAW_COMMIT_MARKER}"
 
     @property
     def batch_input_uri(self) -> str:

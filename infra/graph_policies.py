@@ -66,6 +66,7 @@ CMEK_AGENTS: dict[str, str | tuple[str, ...]] = {
     "google_storage_bucket": "storage",
     "google_vertex_ai_": "aiplatform",
     "google_workbench_instance": ("compute", "notebooks"),  # Compute Engine writes the disks the Notebooks agent makes
+    "google_workflows_workflow": "aiplatform",  # the starter's pipeline runs use the key through Vertex AI's agent
 }
 # Service agent -> what creates it: a google_project_service_identity for that API, a data source that does, or (the
 # Compute Engine agent, which the API refuses to generate on request) the API's enablement. From Google's table of

@@ -182,6 +182,7 @@ COMMANDS = {
     "compile": "lifecycle.orchestration.compile",
     "run-compiled": "lifecycle.orchestration.run_compiled",
     "graph": "lifecycle.orchestration.graph",
+    "publish": "lifecycle.orchestration.publish",
     "batch-predict": "lifecycle.batch.batch_predict",
 }
 

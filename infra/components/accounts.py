@@ -48,7 +48,7 @@ DEPLOYER_ROLES = (
     ("roles/bigquery.admin", "creates the feature dataset, table and dataset bindings"),
     ("roles/aiplatform.admin", "creates the endpoint, TensorBoard, feature online store and feature view"),
     ("roles/run.admin", "creates the Cloud Run service and its invoker bindings"),
-    ("roles/pubsub.admin", "creates the budget and drift topics and their publisher bindings"),
+    ("roles/pubsub.admin", "creates the budget, drift and new-data topics and their publisher bindings"),
     ("roles/monitoring.admin", "creates the notification channel and alert policies"),
     ("roles/cloudbuild.builds.editor", "creates the Cloud Build triggers"),
     # the lifecycle pipeline's starter and triggers (infra/components/pipelines.py)

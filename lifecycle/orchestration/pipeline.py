@@ -1,6 +1,6 @@
 """The step list (lifecycle.orchestration.plan) as a Kubeflow Pipelines v2 pipeline for Vertex AI Pipelines.
 
-Each step becomes one container task running the trainer image: `python -m trainer pipeline-step
+Each step becomes one container task running the trainer image: `python3 -m trainer pipeline-step
 --executor-input {{$}} --artifact NAME=URI ... -- <the step's trainer arguments>`, so the pipeline runs exactly
 the commands the local runner runs, and the wrapper reports what each wrote as artifacts with metadata. Reads
 become artifact inputs (the lineage edges), the gate's outcome an output parameter, a step's condition a
@@ -18,7 +18,9 @@ from pathlib import Path
 from lifecycle.orchestration.plan import DATASET, METRICS, MODEL, REPORT, Step, producers
 
 RUN_ID = "{{$.pipeline_job_name}}"  # kfp's PIPELINE_JOB_NAME_PLACEHOLDER: one training run per pipeline run
+IMAGE_PYTHON = "python3"  # the trainer image's interpreter, as its ENTRYPOINT names it (trainer/Dockerfile)
 OUTCOME = "outcome"
+GCP_RESOURCES = "gcp_resources"  # the output parameter Vertex AI Pipelines reads a task's launched jobs from
 
 
 def _artifact_types():
@@ -28,7 +30,7 @@ def _artifact_types():
 
 
 def task_args(step: Step, env: str) -> list[str]:
-    """The container arguments of a step's task (after `python`)."""
+    """The container arguments of a step's task (after the image's `python3`)."""
     from kfp import dsl
 
     args = [
@@ -64,10 +66,14 @@ def make_component(step: Step, image: str, env: str):
         parameters.append(
             inspect.Parameter(OUTCOME, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.OutputPath(str))
         )
+    if step.launches:  # the job it starts, so that cancelling the run cancels the job (trainer/cloud/gcp_resources)
+        parameters.append(
+            inspect.Parameter(GCP_RESOURCES, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.OutputPath(str))
+        )
     args = task_args(step, env)
 
     def body(*_placeholders):  # kfp calls it with one placeholder per parameter
-        return dsl.ContainerSpec(image=image, command=["python"], args=args)
+        return dsl.ContainerSpec(image=image, command=[IMAGE_PYTHON], args=args)
 
     body.__name__ = _ident(step.name)
     body.__doc__ = step.title

@@ -61,6 +61,7 @@ class Step:
     outcomes: dict[int, str] = field(default_factory=dict)  # exit status -> outcome (non-zero ones are not failures)
     condition: Condition | None = None
     resources: Resources = Resources()
+    launches: str = ""  # the Vertex AI job type the command starts and waits for: published as gcp_resources
 
     @property
     def argv(self) -> list[str]:
@@ -140,6 +141,7 @@ def build_steps(
             reads=("dataset",),
             writes=(Artifact("trained_model", MODEL, model_dir),),
             resources=Resources(cpu="1", memory="2G"),  # the task only waits; the custom job trains
+            launches="CustomJob",
         )
         if train_args:
             train = replace(train, args=(*train.args, "--", *train_args))
@@ -209,6 +211,7 @@ def build_prediction_steps(settings, *, run_id: str, source: str, model: str = "
         ),
         writes=(Artifact("predictions", DATASET, destination),),
         resources=Resources(cpu="1", memory="2G"),  # the task only waits; the job's replicas score
+        launches="BatchPredictionJob",
     )
     check_plan([step])
     return [step]

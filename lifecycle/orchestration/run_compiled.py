@@ -4,8 +4,8 @@ Why this and not kfp.local: kfp 2.17's SubprocessRunner refuses container compon
 Lightweight Python Components") and its DockerRunner needs a Docker daemon, which this machine does not have.
 So this harness does what the Vertex AI Pipelines launcher does, for the subset the compiler emits here: it walks
 the DAG in dependency order, evaluates `dsl.If` trigger conditions, builds each task's executor input, substitutes
-the placeholders into the container's own command and arguments (`python` is this interpreter, the one the trainer
-image would run) and reads back the executor output (artifact URIs, metadata, outcome parameters). It runs
+the placeholders into the container's own command and arguments (the image's `python3` is this interpreter, the one
+the trainer image would run) and reads back the executor output (artifact URIs, metadata, outcome parameters). It runs
 against whatever storage the environment points at (the local root by default); it does not read the YAML's image.
 """
 
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from lifecycle.orchestration.pipeline import IMAGE_PYTHON
 
 EXECUTOR_INPUT = "{{$}}"
 JOB_NAME = "{{$.pipeline_job_name}}"
@@ -143,7 +145,7 @@ class Harness:
             },
         }
         argv = [self._substitute(arg, executor_input, name) for arg in [*container["command"], *container["args"]]]
-        if argv[0] == "python":
+        if argv[0] == IMAGE_PYTHON:
             argv[0] = self.python
         env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}}
         self.log(f"\n== task {name}\n$ {' '.join(_shown(a) for a in argv)}")

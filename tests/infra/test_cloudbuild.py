@@ -67,6 +67,25 @@ def test_the_deployer_runs_no_tests_and_starts_with_the_preflight(builds):
     assert 'cdktf deploy "${_ENV}" "images-${_ENV}" "serving-${_ENV}" --auto-approve' in steps["deploy"]
 
 
+def test_the_deploy_publishes_both_pipeline_templates_tagged_latest_and_the_commit(builds):
+    """What `make pipeline` writes is what `lifecycle publish` uploads (tests/lifecycle/test_publish.py checks the
+    upload request itself), after the deploy that creates the KFP repository."""
+    from lifecycle.orchestration.compile import DEFAULT_OUTPUT
+    from lifecycle.orchestration.publish import TEMPLATES
+
+    steps = _steps(builds["deploy"])
+    ids = list(steps)
+    assert ids.index("deploy") < ids.index("publish-pipelines") < ids.index("destroy")
+    publish = steps["publish-pipelines"]
+    assert 'if [ "${_ACTION}" != deploy ]; then exit 0; fi' in publish and "-euo" in publish
+    assert 'make pipeline ENV="${_ENV}"' in publish
+    assert "make pipeline-venv" in steps["install"]  # each step is a fresh container: python3-venv is in this one
+    assert 'python -m lifecycle publish --env "${_ENV}" --tag "${COMMIT_SHA}"' in publish
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile.split("\npipeline: ", 1)[1].split("\n\n", 1)[0]
+    assert TEMPLATES[0] == DEFAULT_OUTPUT and f"--output {TEMPLATES[1]}" in recipe
+
+
 def test_destroy_undeploys_and_refuses_while_models_remain(builds):
     destroy = _steps(builds["deploy"])["destroy"]
     order = [destroy.index(s) for s in ("undeploy-all --yes", "infra.endpoint_guard", "cdktf destroy")]

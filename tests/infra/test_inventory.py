@@ -50,9 +50,10 @@ PIPELINE_INVENTORY = {
     "google_project_iam_member": 8,  # pipelines 3, starter 4, the storage agent's publisher role
     "google_project_service_identity": 1,  # the Eventarc agent
     "time_sleep": 1,  # after the triggers' grants and the Eventarc agent
-    "google_pubsub_topic": 1,
+    "google_pubsub_topic": 2,  # drift; new data (the datasets bucket notifies it of raw/_COMMIT)
     "google_pubsub_topic_iam_member": 1,
     "google_storage_bucket_iam_member": 3,
+    "google_storage_notification": 1,
     "google_workflows_workflow": 1,
 }
 COMMON_INVENTORY = dict(Counter(COMMON_INVENTORY) + Counter(PIPELINE_INVENTORY))

@@ -19,6 +19,7 @@ def test_request_uses_the_exported_splits_and_budget(dev):
         "location": dev.region,
         "staging_bucket": f"gs://{dev.bucket_prefix}-dev/vertex-staging",
         "experiment": dev.vertex.experiment,
+        "experiment_tensorboard": False,  # never the SDK's default TensorBoard
     }
     assert req.dataset["gcs_source"] == ["gs://fmnist-mlops-dev-datasets/x/import.jsonl"]
     assert req.dataset["import_schema_uri"] == IMPORT_SCHEMA

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 from google.cloud import aiplatform
+from google.cloud.aiplatform_v1.types import endpoint as gca_endpoint
 
 import trainer.data.export_images
 from contracts.registry_index import parse_record
@@ -82,6 +83,7 @@ def test_the_custom_job_request_in_full(dev):
         "location": "europe-west4",
         "staging_bucket": "gs://fmnist-mlops-dev-dev/vertex-staging",
         "experiment": "fmnist",
+        "experiment_tensorboard": False,  # left out, the SDK would create a default TensorBoard outside Terraform
     }
     assert request.job == {
         "display_name": "j-1",
@@ -346,6 +348,16 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
         (),
         {"ref": "champion", "traffic_percentage": 25, "machine_type": "m-8", "dry_run": False, "canary": None},
     )
+    # after the deploy: the new version at 25 % beside the champion, and an older model left at 0 %
+    sdk.give(
+        "aiplatform.Endpoint().list_models",
+        [
+            gca_endpoint.DeployedModel(id="1", display_name="fmnist-v-old"),
+            gca_endpoint.DeployedModel(id="2", display_name="fmnist-v-older"),
+            gca_endpoint.DeployedModel(id="3", display_name=f"fmnist-{version}"),
+        ],
+    )
+    sdk.give("aiplatform.Endpoint().traffic_split", {"1": 75, "3": 25})
     assert deploy_model.run(args, gcs_settings) == 0
     assert [call.arguments for call in sdk.calls if call.path == "aiplatform.init"] == [
         {"project": gcs_settings.project_id, "location": gcs_settings.region}
@@ -358,7 +370,14 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
         "aiplatform.Model.upload",
         "aiplatform.Endpoint",
         "aiplatform.Model.upload().deploy",
+        "aiplatform.Endpoint().list_models",
+        "aiplatform.Endpoint().undeploy",
     ]
+    assert sdk.only("aiplatform.Endpoint().undeploy") == {
+        "deployed_model_id": "2",
+        "traffic_split": {"3": 25, "1": 75},
+        "sync": True,
+    }
     assert sdk.only("aiplatform.Model") == {"model_name": PARENT}
     upload = sdk.only("aiplatform.Model.upload")
     assert upload["parent_model"] == PARENT and upload["version_aliases"] == ["candidate", "champion", version]
@@ -421,6 +440,7 @@ def test_the_automl_request_in_full(dev):
         "location": "europe-west4",
         "staging_bucket": "gs://fmnist-mlops-dev-dev/vertex-staging",
         "experiment": "fmnist",
+        "experiment_tensorboard": False,
     }
     assert request.dataset == {
         "display_name": "fmnist-v-Abc1",

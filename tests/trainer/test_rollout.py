@@ -240,3 +240,19 @@ def test_local_rollout_refuses_a_service_without_a_challenger(settings, monkeypa
     fake_service.queue.append({"mode": "off", "detail": "no CHALLENGER configured"})
     assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 1
     assert "runs no rollout" in capsys.readouterr().err
+
+
+def test_a_promotion_moves_the_vertex_model_registry_aliases_over_the_wire(dev):
+    """The real SDK against the local Vertex AI REST fake: the challenger's Vertex version (found through the alias
+    deploy-model gave it, its registry id) is sent every registry alias that now points at it, and `default`."""
+    from tests.vertex_fake import vertex_over_the_wire
+    from trainer.cloud.rollout import move_model_aliases
+
+    parent = dev.names.parent_model_name
+    index = {"aliases": {"champion": "v2", "candidate": "v2", "previous": "v1"}}
+    with vertex_over_the_wire(dev.project_id, dev.region) as fake:
+        fake.resources[f"{parent}@v2"] = {"name": parent, "versionId": "7", "versionAliases": ["v2", "candidate"]}
+        assert move_model_aliases(aiplatform, parent, index, "v2") == ["candidate", "champion", "default"]
+    merged = fake.only("POST", f"{parent}@7:mergeVersionAliases")
+    assert sorted(merged.body["versionAliases"]) == ["candidate", "champion", "default"]
+    assert fake.summary()[0] == f"GET {parent}@v2"

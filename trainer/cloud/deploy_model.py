@@ -18,6 +18,7 @@ import storage
 from contracts.layout import CHAMPION
 from contracts.registry_index import VersionRecord
 from contracts.serving import HEALTH_ROUTE, PORT, PREDICT_ROUTE, Env, deployed_model_name, service_environment
+from trainer.cloud.rollout import Deployed, deployed_models
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 from trainer.models.model_dir import verify_digests
@@ -107,12 +108,35 @@ def parent_exists(aiplatform, name: str) -> bool:
         return False
 
 
+def retire(deployed: list[Deployed], version: str, traffic_percentage: int) -> tuple[list[str], dict[str, int]]:
+    """After `version` was deployed with `traffic_percentage`: the deployed-model ids to undeploy and the traffic
+    split of those that stay. At most two stay, champion and challenger: the new one, and below 100 % (a canary)
+    the other model with the most traffic. Every other model (0 % after a full deploy, or a previous challenger)
+    would keep its replicas billed and leave `trainer rollout` with more than two models to judge."""
+    mine = [d for d in deployed if d.version == version]
+    if not mine:
+        raise CommandError(f"{version} is not among the endpoint's deployed models after its deploy")
+    new = max(mine, key=lambda d: d.traffic)  # a retried deploy may have left a twin: the one with traffic stays
+    keep, split = [new], {new.id: 100}
+    others = sorted((d for d in deployed if d is not new), key=lambda d: d.traffic, reverse=True)
+    if traffic_percentage < 100 and others:
+        keep.append(others[0])
+        split = {new.id: traffic_percentage, others[0].id: 100 - traffic_percentage}
+    return [d.id for d in deployed if d not in keep], split
+
+
 def send(request: DeployRequest, aiplatform=None):
+    """Upload, deploy, then undeploy what `retire` says no longer serves (each undeploy sets the split that stays)."""
     if aiplatform is None:
         from google.cloud import aiplatform
     aiplatform.init(**request.init)
     model = aiplatform.Model.upload(**request.upload)
-    model.deploy(endpoint=aiplatform.Endpoint(request.endpoint), **request.deploy)
+    endpoint = aiplatform.Endpoint(request.endpoint)
+    model.deploy(endpoint=endpoint, **request.deploy)
+    version = request.upload["serving_container_environment_variables"]["FMNIST_MODEL_VERSION"]
+    retired, split = retire(deployed_models(endpoint), version, request.deploy["traffic_percentage"])
+    for deployed_model_id in retired:
+        endpoint.undeploy(deployed_model_id=deployed_model_id, traffic_split=split, sync=True)
     return model
 
 
