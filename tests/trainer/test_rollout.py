@@ -249,7 +249,9 @@ def test_a_promotion_moves_the_vertex_model_registry_aliases_over_the_wire(dev):
     from trainer.cloud.rollout import move_model_aliases
 
     parent = dev.names.parent_model_name
-    index = {"aliases": {"champion": "v2", "candidate": "v2", "previous": "v1"}}
+    from contracts.registry_index import RegistryIndex
+
+    index = RegistryIndex(aliases={"champion": "v2", "candidate": "v2", "previous": "v1"})
     with vertex_over_the_wire(dev.project_id, dev.region) as fake:
         fake.resources[f"{parent}@v2"] = {"name": parent, "versionId": "7", "versionAliases": ["v2", "candidate"]}
         assert move_model_aliases(aiplatform, parent, index, "v2") == ["candidate", "champion", "default"]
