@@ -46,6 +46,9 @@ def shadow_env(thresholds) -> dict[str, str]:
         "ROLLOUT_MIN_AGREEMENT": str(thresholds.min_agreement),
         "ROLLOUT_MAX_LATENCY_RATIO": str(thresholds.max_latency_ratio),
         "ROLLOUT_MAX_ERROR_RATE": str(thresholds.max_error_rate),
+        # one trusted client replays the test set here: the per-client rules guard live traffic, not this replay
+        "ROLLOUT_MIN_CLIENTS": "1",
+        "ROLLOUT_MAX_CLIENT_REQUESTS": str(10**12),
     }
 
 

@@ -24,14 +24,15 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from service import metrics
-from service.accounting import ERROR, INSTANCES, MODEL_VERSION, REQUEST_ID, AccountingMiddleware, client_ip
+from service.accounting import ERROR, INSTANCES, MODEL_VERSION, REQUEST_ID, AccountingMiddleware
 from service.admin import is_admin, require_admin
 from service.body import read_body
+from service.caller import caller_key
 from service.config import ServiceConfig
 from service.errors import RequestError
 from service.logs import configure_logging
 from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_query
-from service.rollout import CLIENT_HEADER, OFF, Answer
+from service.rollout import OFF, Answer
 from service.state import ServiceState
 from service.versions import LoadedModel, ModelSlot
 
@@ -137,15 +138,11 @@ def _parse(state: ServiceState) -> ParsedRequest:
 
 
 def _rollout_predict(state: ServiceState, champion: LoadedModel, pixels: np.ndarray) -> Answer:
-    """Champion and challenger (service/rollout.py); the canary key is X-Client-Id, else the client address."""
-    assert state.rollout is not None
-    key = request.headers.get(CLIENT_HEADER) or ""
-    if not key and state.rollout.canary:
-        environ = request.environ
-        key = client_ip(
-            environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR"), state.config.trusted_proxy_hops
-        )
-    return state.rollout.predict(pixels, champion, key)
+    """Champion and challenger (service/rollout.py), keyed by who the platform says is calling (service/caller.py)."""
+    rollout = state.rollout
+    assert rollout is not None
+    key = caller_key(request.environ, rollout.config.caller_identity, state.config.trusted_proxy_hops)
+    return rollout.predict(pixels, champion, key)
 
 
 def _register_routes(app: Flask, state: ServiceState) -> None:

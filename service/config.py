@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,9 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 MIN_ADMIN_TOKEN_CHARS = 24
 ROLLOUT_MODES = ("shadow", "canary")
+CALLER_IDENTITIES = ("address", "cloud_run_iam")  # CALLER_IDENTITY: what names a client (service/caller.py)
+CLIENT_BUCKETS = 64  # a rollout counts distinct clients as distinct buckets of their keyed hash (service/rollout.py)
+MIN_ROUTING_SECRET_CHARS = 24
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -152,6 +156,8 @@ class RolloutConfig:
     canary_percent: float = 10.0
     sample_every: int = 1
     thresholds: Thresholds = Thresholds()
+    routing_secret: bytes = field(default=b"", repr=False)  # keys the route hash; never in a reply
+    caller_identity: str = "address"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], model_uri: str) -> RolloutConfig | None:
@@ -178,11 +184,32 @@ class RolloutConfig:
             min_agreement=_fraction(env, "ROLLOUT_MIN_AGREEMENT", defaults.min_agreement, allow_zero=False),
             max_latency_ratio=_float(env, "ROLLOUT_MAX_LATENCY_RATIO", defaults.max_latency_ratio),
             max_error_rate=_fraction(env, "ROLLOUT_MAX_ERROR_RATE", defaults.max_error_rate, allow_zero=True),
+            min_clients=_int(env, "ROLLOUT_MIN_CLIENTS", defaults.min_clients, 1, CLIENT_BUCKETS),
+            max_client_requests=_int(env, "ROLLOUT_MAX_CLIENT_REQUESTS", defaults.max_client_requests, 1, 10**12),
         )
         sample_every = _int(env, "SHADOW_SAMPLE_EVERY", 1, 1, 10**6)
+        identity = _choice(env, "CALLER_IDENTITY", "address", CALLER_IDENTITIES)
         if not challenger:
             return None
-        return cls(challenger, challenger_reference(challenger, model_uri), mode, percent, sample_every, thresholds)
+        reference = challenger_reference(challenger, model_uri)
+        secret = routing_secret(env)
+        return cls(challenger, reference, mode, percent, sample_every, thresholds, secret, identity)
+
+
+def routing_secret(env: Mapping[str, str]) -> bytes:
+    """ROUTING_SECRET keys the canary's route hash, so no client can compute which side a key lands on. Without
+    it, a random secret per server: routes stay stable while it runs; on Cloud Run every instance would draw its
+    own, so there it is required (a Secret Manager secret mapped onto the variable)."""
+    raw = env.get("ROUTING_SECRET") or ""
+    if raw and len(raw) >= MIN_ROUTING_SECRET_CHARS:
+        return raw.encode("utf-8", "surrogateescape")
+    if raw or on_managed_platform(env):
+        raise ConfigError(
+            f"ROUTING_SECRET: a secret of at least {MIN_ROUTING_SECRET_CHARS} characters is needed with CHALLENGER "
+            f"{'on Cloud Run or Vertex AI ' if not raw else ''}(got {len(raw)} characters): the same value on every "
+            "instance, from a Secret Manager secret, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return secrets.token_bytes(32)
 
 
 @dataclass(frozen=True)

@@ -349,8 +349,9 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                         "answered": {"type": "integer", "description": "requests whose reply it gave"},
                         "errors": {"type": "integer"},
                         "error_rate": {"type": "number"},
-                        "inference_p50_ms": {"type": "number", "nullable": True},
-                        "inference_p99_ms": {"type": "number", "nullable": True},
+                        "clients": {"type": "integer", "description": "distinct client buckets it scored for"},
+                        "inference_p50_ms": {"type": "number", "nullable": True, "description": "per image"},
+                        "inference_p99_ms": {"type": "number", "nullable": True, "description": "per image"},
                         "classes": {"type": "object", "additionalProperties": {"type": "integer"}},
                     },
                 },
@@ -369,11 +370,22 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                             "type": "object",
                             "nullable": True,
                             "properties": {
-                                "agreed": {"type": "integer"},
-                                "compared": {"type": "integer"},
-                                "rate": {"type": "number", "nullable": True},
+                                "agreed": {"type": "integer", "description": "images"},
+                                "compared": {"type": "integer", "description": "images"},
+                                "requests_credited": {"type": "number", "nullable": True},
+                                "rate": {
+                                    "type": "number",
+                                    "nullable": True,
+                                    "description": "per request, each client's weight capped",
+                                },
                                 "interval_95": {"type": "array", "items": {"type": "number"}},
                             },
+                        },
+                        "evidence": {
+                            "type": "object",
+                            "nullable": True,
+                            "description": "what the verdict used: distinct clients, requests and errors with each "
+                            "client's weight capped, the paired inference-time ratio",
                         },
                         "thresholds": {"type": "object"},
                         "verdict": {

@@ -54,6 +54,10 @@ def container_environment(names: Names) -> dict[str, str]:
             "ROLLOUT_MIN_AGREEMENT": str(rollout.min_agreement),
             "ROLLOUT_MAX_LATENCY_RATIO": str(rollout.max_latency_ratio),
             "ROLLOUT_MAX_ERROR_RATE": str(rollout.max_error_rate),
+            "ROLLOUT_MIN_CLIENTS": str(rollout.min_clients),
+            "ROLLOUT_MAX_CLIENT_REQUESTS": str(rollout.max_client_requests),
+            # a private service's callers carry an ID token Cloud Run verified; a public one's could be forged
+            "CALLER_IDENTITY": "address" if names.settings.infra.public_endpoint else "cloud_run_iam",
         }
         if service.rollout_mode == "canary":
             env["CANARY_PERCENT"] = str(service.canary_percent)
