@@ -75,11 +75,33 @@ class Agreement:
 
 @dataclass(frozen=True)
 class Verdict:
+    """The decision, its reasons for people (figures, versions) and one reason code per reason (a closed set,
+    REASON_CODES: what a public route may show)."""
+
     decision: Decision
     reasons: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, object]:
-        return {"decision": self.decision, "reasons": list(self.reasons)}
+    def to_dict(self, *, full: bool = True) -> dict[str, object]:
+        out: dict[str, object] = {"decision": self.decision, "codes": list(self.codes)}
+        if full:
+            out["reasons"] = list(self.reasons)
+        return out
+
+
+REASON_CODES = (
+    "error_rate_high",
+    "latency_high",
+    "agreement_low",
+    "agreement_uncertain",
+    "too_few_requests",
+    "too_few_clients",
+    "agreement_unmeasured",
+    "passed",
+    "agreement_not_applicable",
+    "no_champion",
+    "no_challenger",
+)
 
 
 def verdict(
@@ -98,51 +120,85 @@ def verdict(
     `latency_ratio`: challenger / champion inference time on the same requests (capped_evidence); when given it
     replaces the ratio of the two p99s. `challenger.clients`, when known, must reach `thresholds.min_clients`.
     """
-    failures, pending = [], []
+    failures: list[tuple[str, str]] = []
+    pending: list[tuple[str, str]] = []
     if challenger.requests and challenger.error_rate > thresholds.max_error_rate:
-        failures.append(
-            f"challenger {challenger.version} error rate {challenger.error_rate:.2%} > {thresholds.max_error_rate:.2%}"
+        _note(
+            failures,
+            "error_rate_high",
+            f"challenger {challenger.version} error rate {challenger.error_rate:.2%} > {thresholds.max_error_rate:.2%}",
         )
     if latency_ratio is not None:
         if latency_ratio > thresholds.max_latency_ratio:
-            failures.append(
+            _note(
+                failures,
+                "latency_high",
                 f"challenger inference time is {latency_ratio:.2f}x the champion's on the same images "
-                f"(max {thresholds.max_latency_ratio})"
+                f"(max {thresholds.max_latency_ratio})",
             )
     elif challenger.latency_p99_ms is not None and champion.latency_p99_ms:
         ratio = challenger.latency_p99_ms / champion.latency_p99_ms
         if ratio > thresholds.max_latency_ratio:
-            failures.append(
-                f"challenger p99 latency is {ratio:.2f}x the champion's (max {thresholds.max_latency_ratio})"
+            _note(
+                failures,
+                "latency_high",
+                f"challenger p99 latency is {ratio:.2f}x the champion's (max {thresholds.max_latency_ratio})",
             )
     if agreement is not None and agreement.compared:
         low, high = agreement.interval()
         if high < thresholds.min_agreement:
-            failures.append(
+            _note(
+                failures,
+                "agreement_low",
                 f"agreement with the champion {agreement.rate:.2%} (95 % interval {low:.2%}-{high:.2%}) is below "
-                f"{thresholds.min_agreement:.2%}"
+                f"{thresholds.min_agreement:.2%}",
             )
         elif low < thresholds.min_agreement:
-            pending.append(f"agreement interval {low:.2%}-{high:.2%} still straddles {thresholds.min_agreement:.2%}")
+            _note(
+                pending,
+                "agreement_uncertain",
+                f"agreement interval {low:.2%}-{high:.2%} still straddles {thresholds.min_agreement:.2%}",
+            )
     if failures:
-        return Verdict("rollback", failures)
+        return _verdict("rollback", failures)
     if challenger.requests < thresholds.min_requests:
-        pending.append(
+        _note(
+            pending,
+            "too_few_requests",
             f"challenger served {challenger.requests:.0f} of the {thresholds.min_requests} requests needed"
-            + ("" if challenger.clients is None else f" (at most {thresholds.max_client_requests} per client)")
+            + ("" if challenger.clients is None else f" (at most {thresholds.max_client_requests} per client)"),
         )
     if challenger.clients is not None and challenger.clients < thresholds.min_clients:
         needed = thresholds.min_clients
-        pending.append(f"challenger seen by {challenger.clients} of the {needed} distinct clients needed")
+        _note(
+            pending,
+            "too_few_clients",
+            f"challenger seen by {challenger.clients} of the {needed} distinct clients needed",
+        )
     if agreement is None and require_agreement:
-        pending.append("no agreement measured between champion and challenger")
+        _note(pending, "agreement_unmeasured", "no agreement measured between champion and challenger")
     if pending:
-        return Verdict("wait", pending)
+        return _verdict("wait", pending)
     seen = "" if challenger.clients is None else f" from {challenger.clients} clients"
-    reasons = [f"challenger {challenger.version} passed every check on {challenger.requests:.0f} requests{seen}"]
+    passed = [
+        ("passed", f"challenger {challenger.version} passed every check on {challenger.requests:.0f} requests{seen}")
+    ]
     if agreement is None:
-        reasons.append("agreement not measured (each request went to one model): errors and latency decided")
-    return Verdict("promote", reasons)
+        passed.append(
+            (
+                "agreement_not_applicable",
+                "agreement not measured (each request went to one model): errors and latency decided",
+            )
+        )
+    return _verdict("promote", passed)
+
+
+def _note(notes: list[tuple[str, str]], code: str, reason: str) -> None:
+    notes.append((code, reason))
+
+
+def _verdict(decision: Decision, notes: list[tuple[str, str]]) -> Verdict:
+    return Verdict(decision, [reason for _, reason in notes], [code for code, _ in notes])
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ shown and reported. Not a pipeline step: it starts a local service, which a Vert
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,10 +75,12 @@ def figures_from(report: dict) -> ShadowFigures:
 
 def shadow_candidate(models_root: str, x_test: np.ndarray, thresholds, *, log=print) -> ShadowFigures:
     """Serve <models>@champion with the candidate in shadow, send the test set (binary path), read the verdict."""
-    env = shadow_env(thresholds)
+    token = secrets.token_urlsafe(32)  # this run's own operator token: the full verdict's reasons need it
+    env = {**shadow_env(thresholds), "ADMIN_ENABLED": "true", "ADMIN_TOKEN": token}
     with running_service(f"{models_root}@champion", extra_env=env) as (base, _), requests.Session() as session:
         predict_binary(session, base, x_test, batch=BATCH)
-        figures = figures_from(_check(session.get(f"{base}/monitoring/rollout", timeout=10)))
+        operator = {"Authorization": f"Bearer {token}"}
+        figures = figures_from(_check(session.get(f"{base}/monitoring/rollout", headers=operator, timeout=10)))
     low, high = figures.interval
     rate = "not measured" if figures.agreement is None else f"{figures.agreement:.2%} ({low:.2%}-{high:.2%}, 95 %)"
     log(f"shadow: champion {figures.champion} vs candidate {figures.challenger} on {figures.images:,} images")

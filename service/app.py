@@ -152,7 +152,7 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
     def predict() -> Response:
         loaded = champion.current  # the one read of the slot: this request is answered by this version
         if loaded is None:
-            raise state.unavailable()
+            raise state.unavailable(is_admin(config, request.headers.get("Authorization")))
         environ = request.environ
         environ[MODEL_VERSION] = version = loaded.version
         parsed = _parse(state)
@@ -180,9 +180,11 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
         loaded = champion.current
         if loaded is not None:
             return _json({"status": "ok", "model_version": loaded.version})
-        error = state.unavailable()
+        full = is_admin(config, request.headers.get("Authorization"))
+        error = state.unavailable(full)
         if error.reason == "no_model":  # up and answering: /predict says why there is nothing to predict with
-            return _json({"status": "no_model", "model_version": champion.version, "detail": error.detail})
+            document = {"status": "no_model", "model_version": champion.version, "reason": state.waiting_code}
+            return _json({**document, "detail": error.detail})
         raise error
 
     app.add_url_rule(config.predict_route, "predict", predict, methods=["POST"])
@@ -241,7 +243,8 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
     def rollout_report() -> Response:
         if state.rollout is None:
             return _json(OFF)
-        return _json(state.rollout.report(champion.current))
+        full = is_admin(config, request.headers.get("Authorization"))
+        return _json(state.rollout.report(champion.current, full=full))
 
     @app.get("/monitoring/drift")
     def drift_report() -> Response:

@@ -155,16 +155,18 @@ class Rollout:
         self._pairs: dict[tuple[str, str], _Pair] = {}
         self._counters = metrics.build_rollout_registry()
 
-    def report(self, champion: Model | None) -> dict[str, Any]:
-        """/monitoring/rollout: every worker's counters summed, judged for the versions this worker serves."""
+    def report(self, champion: Model | None, *, full: bool = True) -> dict[str, Any]:
+        """/monitoring/rollout: every worker's counters summed, judged for the versions this worker serves.
+        Without `full` (the operator's token), reason codes instead of reasons and no challenger reference."""
         challenger = self.slot.current
-        return build_report(
+        report = build_report(
             self.config,
             read_counters(self._counters.collect()),
             None if champion is None else champion.version,
             None if challenger is None else challenger.version,
             getattr(self.slot, "waiting_reason", None),
         )
+        return report if full else public_report(report)
 
     @property
     def canary(self) -> bool:
@@ -409,7 +411,7 @@ def build_report(
         reason = f"no {missing} model loaded" + (f": {challenger_status}" if challenger_status else "")
         report["agreement"] = None
         report["evidence"] = None
-        report["verdict"] = {"decision": "wait", "reasons": [reason]}
+        report["verdict"] = {"decision": "wait", "codes": [f"no_{missing}"], "reasons": [reason]}
         return report
     pair = (champion, challenger)
     evidence = capped_evidence(client_tallies(counters, *pair), config.thresholds.max_client_requests)
@@ -435,3 +437,12 @@ def build_report(
     )
     report["verdict"] = decision.to_dict()
     return report
+
+
+def public_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report without what is the operator's: the challenger's reference (an alias or a bucket path) and the
+    verdict's reasons (a challenger that cannot load is explained with paths); its reason codes remain."""
+    verdict_ = report["verdict"]
+    public = {key: value for key, value in report.items() if key not in ("challenger_reference", "verdict")}
+    public["verdict"] = {"decision": verdict_["decision"], "codes": verdict_["codes"]}
+    return public

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from service.rollout import route
-from tests.service.conftest import start_service, stop_service
+from tests.service.conftest import ADMIN, ADMIN_ENV, start_service, stop_service
 from tests.service.model_factory import build_registry, generated_images, make_version
 from tests.service.test_rollout_server import _with_candidate
 
@@ -39,6 +39,7 @@ def canary_server(tmp_path_factory, model_dir):
         ROUTING_SECRET=SECRET,
         TRUSTED_PROXY_HOPS="1",
         WORKERS="2",
+        **ADMIN_ENV,
     )
     yield server
     stop_service(server)
@@ -66,7 +67,7 @@ def test_the_attack_no_longer_moves_the_verdict(canary_server):
         return reply
 
     def report():
-        status, document = canary_server.json("GET", "/monitoring/rollout")
+        status, document = canary_server.json("GET", "/monitoring/rollout", headers=ADMIN)
         assert status == 200
         return document
 

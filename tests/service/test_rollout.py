@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from contracts.rollout import Thresholds
 from service.config import RolloutConfig
-from service.rollout import Rollout, build_report, read_counters, route
+from service.rollout import Rollout, build_report, public_report, read_counters, route
 from service.runtime import OnnxClassifier
 from tests.service.model_factory import generated_images
 
@@ -203,6 +203,9 @@ def test_no_challenger_loaded_yet_means_the_champion_alone_and_a_wait(cnn):
     report = build_report(_config(), _counters(), "rt-cnn", None, "the registry has no 'candidate' alias")
     assert report["verdict"]["decision"] == "wait"
     assert "no challenger model loaded: the registry has no 'candidate' alias" in report["verdict"]["reasons"]
+    public = public_report(report)
+    assert public["verdict"] == {"decision": "wait", "codes": ["no_challenger"]}  # no alias, no path
+    assert "challenger_reference" not in public and public["thresholds"] == report["thresholds"]
 
 
 def test_verdict_waits_for_enough_clients_then_promotes_an_agreeing_challenger(cnn):

@@ -18,6 +18,7 @@ canary ended; the service's champion slot follows the alias, so nothing is redep
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -126,8 +127,10 @@ def read_service_verdict(url: str, timeout_s: float = 10) -> dict[str, Any]:
     import requests
 
     target = url.rstrip("/") + "/monitoring/rollout"
+    token = os.environ.get("ADMIN_TOKEN")  # the operator's token shows the verdict's reasons, not just its codes
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        reply = requests.get(target, timeout=timeout_s)
+        reply = requests.get(target, headers=headers, timeout=timeout_s)
     except requests.RequestException as exc:
         raise CommandError(
             f"cannot reach the prediction service at {url} ({type(exc).__name__}): start it with a challenger, "
@@ -160,7 +163,7 @@ def run_local(args: Any, settings: Any) -> int:
             break
         time.sleep(args.interval)
     challenger = (report.get("challenger") or {}).get("version")
-    action, reasons = decision["decision"], list(decision["reasons"])
+    action, reasons = decision["decision"], list(decision.get("reasons") or decision.get("codes") or [])
     if action == "wait":
         print(f"wait: {'; '.join(reasons)}")
         return 0
