@@ -91,13 +91,13 @@ bootstrap: setup
 
 deploy: setup
 	$(PY) -m infra.preflight $(ENV)
-	DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf deploy $(ENV)
+	. scripts/secret_seeds.sh && DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf deploy $(ENV)
 
 destroy: setup
 	$(PY) -m infra.preflight $(ENV)
 	$(PY) -m trainer --env $(ENV) undeploy-all --yes
 	$(PY) -m infra.endpoint_guard $(ENV)
-	DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf destroy $(ENV)
+	. scripts/secret_seeds.sh && DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf destroy $(ENV)
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

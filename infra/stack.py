@@ -30,6 +30,7 @@ from infra.components.pipelines import Pipelines
 from infra.components.providers import billing_provider, docker_provider, google_beta_provider, google_provider
 from infra.components.registry import Registry
 from infra.components.service_agents import ServiceAgents
+from infra.components.service_secrets import ServiceSecrets
 from infra.components.serving import Serving
 from infra.components.storage import Storage
 from infra.components.vertex import Vertex
@@ -79,8 +80,16 @@ class EnvironmentStack(TerraformStack):
             self, "features", names=names, teardown=teardown, apis=apis, kms=kms, identity=identity
         )
         self.vertex = vertex = Vertex(self, "vertex", names=names, apis=apis, kms=kms)
+        self.service_secrets = ServiceSecrets(self, "service-secrets", names=names, apis=apis, identity=identity)
         self.serving = serving = Serving(
-            self, "serving", names=names, teardown=teardown, apis=apis, identity=identity, images=images
+            self,
+            "serving",
+            names=names,
+            teardown=teardown,
+            apis=apis,
+            identity=identity,
+            images=images,
+            secrets=self.service_secrets,
         )
         self.monitoring = monitoring = Monitoring(self, "monitoring", names=names, apis=apis)
         self.workbench = None

@@ -17,6 +17,7 @@ from constructs import Construct
 from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.components.images import Images
+from infra.components.service_secrets import ServiceSecrets
 from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
@@ -44,6 +45,7 @@ def container_environment(names: Names) -> dict[str, str]:
         "MODEL_ARTIFACT": service.model_artifact,
         "REQUIRE_DIGESTS": "true" if service.require_digests else "false",
         "FMNIST_ENV": names.env,
+        "ADMIN_ENABLED": "true",  # ADMIN_TOKEN comes from Secret Manager (infra/components/service_secrets.py)
     }
     if service.challenger:
         env |= {
@@ -75,6 +77,7 @@ class Serving(Construct):
         apis: Apis,
         identity: Identity,
         images: Images,
+        secrets: ServiceSecrets,
     ):
         super().__init__(scope, id)
         infra = names.settings.infra
@@ -103,8 +106,11 @@ class Serving(Construct):
                             "startup_cpu_boost": True,
                         },
                         env=[
-                            CloudRunV2ServiceTemplateContainersEnv(name=k, value=v)
-                            for k, v in container_environment(names).items()
+                            *(
+                                CloudRunV2ServiceTemplateContainersEnv(name=k, value=v)
+                                for k, v in container_environment(names).items()
+                            ),
+                            *(CloudRunV2ServiceTemplateContainersEnv(**e) for e in secrets.environment()),  # type: ignore[arg-type]
                         ],
                         startup_probe={
                             **probe,
@@ -117,7 +123,7 @@ class Serving(Construct):
                     )
                 ],
             },
-            depends_on=[apis["run.googleapis.com"]],
+            depends_on=[apis["run.googleapis.com"], *secrets.versions, *secrets.accessors],
         )
         self.invokers = []
         for index, member in enumerate(infra.invokers):

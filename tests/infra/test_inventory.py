@@ -33,6 +33,9 @@ COMMON_INVENTORY = {
     "google_project_service_identity": 3,
     "google_pubsub_topic": 1,
     "google_pubsub_topic_iam_member": 1,
+    "google_secret_manager_secret": 2,  # the service's operator token and routing key
+    "google_secret_manager_secret_iam_member": 2,
+    "google_secret_manager_secret_version": 2,
     "google_storage_bucket": 4,
     "google_storage_bucket_iam_member": 6,
     "google_vertex_ai_endpoint": 1,
@@ -279,7 +282,7 @@ def test_cloud_run_service(synth, env, settings_by_env):
     service = synth.one(env, "google_cloud_run_v2_service")
     assert service["template"]["service_account"] == names.service_account_email("service")
     container = service["template"]["containers"][0]
-    env_vars = {e["name"]: e["value"] for e in container["env"]}
+    env_vars = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env_vars["MODEL_URI"] == f"gs://{settings.bucket_prefix}-models@champion"
     assert env_vars["PAGE_ENABLED"] == "false"
     assert env_vars["DRIFT_PSI_THRESHOLD"] == str(settings.service.drift_psi_threshold)
@@ -294,19 +297,50 @@ def test_cloud_run_service(synth, env, settings_by_env):
     assert not synth.resources(env, "google_cloud_run_v2_service_iam_member"), "no invoker unless config asks"
 
 
+@pytest.mark.parametrize("env", ENVS)
+def test_service_secrets_are_mounted_readable_by_the_service_alone_and_kept_out_of_state(synth, env, settings_by_env):
+    names = Names.of(settings_by_env[env])
+    container = synth.one(env, "google_cloud_run_v2_service")["template"]["containers"][0]
+    mounted = {e["name"]: e["value_source"]["secret_key_ref"] for e in container["env"] if "value_source" in e}
+    assert set(mounted) == {"ADMIN_TOKEN", "ROUTING_SECRET"} and all(m["version"] == "latest" for m in mounted.values())
+    secrets = synth.resources(env, "google_secret_manager_secret")
+    assert {s["secret_id"] for s in secrets.values()} == {
+        f"{names.cloud_run_service}-admin-token",
+        f"{names.cloud_run_service}-routing-key",
+    }
+    accessors = synth.resources(env, "google_secret_manager_secret_iam_member").values()
+    assert {(a["role"], a["member"]) for a in accessors} == {
+        ("roles/secretmanager.secretAccessor", names.account_member("service"))
+    }
+    for version in synth.resources(env, "google_secret_manager_secret_version").values():
+        assert "secret_data" not in version, "a plain secret_data would be stored in the state"
+        assert version["secret_data_wo"].startswith("${var.service_") and version["secret_data_wo_version"] == 1
+    variables = json.loads(synth.texts[env])["variable"]
+    for name in ("service_admin_token", "service_routing_key"):
+        assert variables[name]["ephemeral"] is True and variables[name]["sensitive"] is True
+        assert "default" not in variables[name]
+
+
 def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
     from service.config import ServiceConfig
 
     container = variant_synth.one("dev", "google_cloud_run_v2_service")["template"]["containers"][0]
-    env_vars = {e["name"]: e["value"] for e in container["env"]}
+    env_vars = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    from_secrets = {e["name"] for e in container["env"] if "value_source" in e}
+    assert from_secrets == {"ADMIN_TOKEN", "ROUTING_SECRET"}
+    env_vars |= dict.fromkeys(from_secrets, "s" * 32)  # what Cloud Run maps onto them from Secret Manager
+    env_vars["K_SERVICE"] = "fmnist-predict"  # and what it sets on every instance
+    assert env_vars["CALLER_IDENTITY"] == "address"  # this variant's service is public: no verified identity
     assert {k: env_vars[k] for k in ("CHALLENGER", "ROLLOUT_MODE", "CANARY_PERCENT", "ROLLOUT_MIN_REQUESTS")} == {
         "CHALLENGER": "candidate",
         "ROLLOUT_MODE": "canary",
         "CANARY_PERCENT": "5.0",
         "ROLLOUT_MIN_REQUESTS": "2000",
     }
-    rollout = ServiceConfig.from_env(env_vars).rollout  # the service accepts what infra/ writes
-    assert rollout is not None and rollout.reference.endswith("-models@candidate")
+    config = ServiceConfig.from_env(env_vars)  # the service accepts what infra/ writes
+    rollout = config.rollout
+    assert config.admin_enabled and rollout is not None and rollout.reference.endswith("-models@candidate")
+    assert rollout.routing_secret == b"s" * 32
     assert (rollout.canary_percent, rollout.thresholds.min_requests) == (5.0, 2000)
 
 

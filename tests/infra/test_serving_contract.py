@@ -21,8 +21,9 @@ def _container(synth, env: str) -> dict:
 
 
 def _cloud_run_environment(container: dict) -> dict[str, str]:
-    """What the container sees on Cloud Run: the declared variables plus PORT and K_SERVICE, which Cloud Run sets."""
-    declared = {e["name"]: e["value"] for e in container["env"]}
+    """What the container sees on Cloud Run: the declared variables, a 32-character value for each one mapped from
+    Secret Manager, plus PORT and K_SERVICE, which Cloud Run sets."""
+    declared = {e["name"]: e.get("value", "s" * 32) for e in container["env"]}
     assert "PORT" not in declared, "Cloud Run sets PORT itself (from the container port)"
     return {**declared, "PORT": str(container["ports"]["container_port"]), "K_SERVICE": "fmnist-predict"}
 
@@ -37,6 +38,7 @@ def test_the_service_accepts_every_variable_the_stack_sets(synth, env, settings_
     service = settings_by_env[env].service
     assert (config.model_poll_s, config.model_artifact) == (service.model_poll_s, service.model_artifact)
     assert config.require_digests is service.require_digests is True  # production refuses unverifiable models
+    assert config.admin_enabled and config.admin_token == "s" * 32  # the operator token, from Secret Manager
 
 
 @pytest.mark.parametrize("env", ENVS)
