@@ -25,13 +25,14 @@ from infra.components.features import Features
 from infra.components.identity import Identity
 from infra.components.images import Images
 from infra.components.kms import KeyGrants
+from infra.components.metrics_export import MetricsExport
 from infra.components.monitoring import Monitoring
 from infra.components.pipelines import Pipelines
 from infra.components.providers import billing_provider, docker_provider, google_beta_provider, google_provider
 from infra.components.registry import Registry
 from infra.components.service_agents import ServiceAgents
 from infra.components.service_secrets import ServiceSecrets
-from infra.components.serving import Serving
+from infra.components.serving import CONTAINER_PORT, Serving
 from infra.components.storage import Storage
 from infra.components.vertex import Vertex
 from infra.components.workbench import Workbench
@@ -81,6 +82,9 @@ class EnvironmentStack(TerraformStack):
         )
         self.vertex = vertex = Vertex(self, "vertex", names=names, apis=apis, kms=kms)
         self.service_secrets = ServiceSecrets(self, "service-secrets", names=names, apis=apis, identity=identity)
+        self.metrics_export = MetricsExport(
+            self, "metrics-export", names=names, apis=apis, identity=identity, port=CONTAINER_PORT
+        )
         self.serving = serving = Serving(
             self,
             "serving",
@@ -90,6 +94,7 @@ class EnvironmentStack(TerraformStack):
             identity=identity,
             images=images,
             secrets=self.service_secrets,
+            metrics=self.metrics_export,
         )
         self.monitoring = monitoring = Monitoring(self, "monitoring", names=names, apis=apis)
         self.workbench = None

@@ -17,6 +17,7 @@ from constructs import Construct
 from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.components.images import Images
+from infra.components.metrics_export import MetricsExport
 from infra.components.service_secrets import ServiceSecrets
 from infra.naming import Names
 from infra.suppressions import suppress
@@ -24,6 +25,7 @@ from infra.teardown import TeardownPolicy
 
 HEALTH_ROUTE = "/health"
 CONTAINER_PORT = 8080
+SERVICE_CONTAINER = "service"  # the ingress container; the metrics sidecar starts after it
 INGRESS = {
     "all": "INGRESS_TRAFFIC_ALL",
     "internal": "INGRESS_TRAFFIC_INTERNAL_ONLY",
@@ -78,6 +80,7 @@ class Serving(Construct):
         identity: Identity,
         images: Images,
         secrets: ServiceSecrets,
+        metrics: MetricsExport,
     ):
         super().__init__(scope, id)
         infra = names.settings.infra
@@ -96,13 +99,17 @@ class Serving(Construct):
                 "scaling": {"min_instance_count": infra.min_instances, "max_instance_count": infra.max_instances},
                 "max_instance_request_concurrency": names.settings.service.workers * REQUESTS_PER_WORKER,
                 "labels": names.labels,
+                "volumes": [metrics.volume()],
                 "containers": [
                     CloudRunV2ServiceTemplateContainers(
+                        name=SERVICE_CONTAINER,
                         image=images.references["service"],
                         ports={"container_port": CONTAINER_PORT},
                         resources={
                             "limits": {"cpu": infra.service_cpu, "memory": infra.service_memory},
-                            "cpu_idle": True,
+                            # instance-based billing: CPU between requests for the registry poll thread and
+                            # the metrics sidecar's scrapes (README "Metrics on Cloud Run": why and its cost)
+                            "cpu_idle": False,
                             "startup_cpu_boost": True,
                         },
                         env=[
@@ -120,10 +127,17 @@ class Serving(Construct):
                             "failure_threshold": 30,
                         },
                         liveness_probe={**probe, "period_seconds": 30, "timeout_seconds": 5, "failure_threshold": 3},
-                    )
+                    ),
+                    metrics.container(depends_on=SERVICE_CONTAINER),
                 ],
             },
-            depends_on=[apis["run.googleapis.com"], *secrets.versions, *secrets.accessors],
+            depends_on=[
+                apis["run.googleapis.com"],
+                *secrets.versions,
+                *secrets.accessors,
+                metrics.version,
+                metrics.accessor,
+            ],
         )
         self.invokers = []
         for index, member in enumerate(infra.invokers):

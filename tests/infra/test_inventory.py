@@ -28,14 +28,14 @@ COMMON_INVENTORY = {
     "google_kms_crypto_key_iam_member": 5,
     "google_monitoring_alert_policy": 3,
     "google_monitoring_notification_channel": 1,
-    "google_project_iam_member": 4,
+    "google_project_iam_member": 5,  # trainer 3, checks 1, the service's metric writer
     "google_project_service": len(REQUIRED_APIS),
     "google_project_service_identity": 3,
     "google_pubsub_topic": 1,
     "google_pubsub_topic_iam_member": 1,
-    "google_secret_manager_secret": 2,  # the service's operator token and routing key
-    "google_secret_manager_secret_iam_member": 2,
-    "google_secret_manager_secret_version": 2,
+    "google_secret_manager_secret": 3,  # the service's operator token, routing key and RunMonitoring config
+    "google_secret_manager_secret_iam_member": 3,
+    "google_secret_manager_secret_version": 3,
     "google_storage_bucket": 4,
     "google_storage_bucket_iam_member": 6,
     "google_vertex_ai_endpoint": 1,
@@ -307,12 +307,14 @@ def test_service_secrets_are_mounted_readable_by_the_service_alone_and_kept_out_
     assert {s["secret_id"] for s in secrets.values()} == {
         f"{names.cloud_run_service}-admin-token",
         f"{names.cloud_run_service}-routing-key",
+        f"{names.cloud_run_service}-runmonitoring",
     }
     accessors = synth.resources(env, "google_secret_manager_secret_iam_member").values()
     assert {(a["role"], a["member"]) for a in accessors} == {
         ("roles/secretmanager.secretAccessor", names.account_member("service"))
     }
-    for version in synth.resources(env, "google_secret_manager_secret_version").values():
+    versions = synth.resources(env, "google_secret_manager_secret_version").values()
+    for version in (v for v in versions if "secret_data_wo" in v or "secret_data" not in v):
         assert "secret_data" not in version, "a plain secret_data would be stored in the state"
         assert version["secret_data_wo"].startswith("${var.service_") and version["secret_data_wo_version"] == 1
     variables = json.loads(synth.texts[env])["variable"]
@@ -422,3 +424,33 @@ def test_outputs_for_the_trainer_and_operators(synth, env):
         "trainer_service_account",
         "models_bucket",
     } <= set(outputs)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_instance_exports_its_metrics_through_the_prometheus_sidecar(synth, env, settings_by_env):
+    from infra.components.metrics_export import CONFIG_DIR, SIDECAR_IMAGE, run_monitoring
+    from infra.components.serving import CONTAINER_PORT, SERVICE_CONTAINER
+
+    template = synth.one(env, "google_cloud_run_v2_service")["template"]
+    service, sidecar = template["containers"]
+    assert service["name"] == SERVICE_CONTAINER and service["ports"]["container_port"] == CONTAINER_PORT
+    assert service["resources"]["cpu_idle"] is False  # instance-based: scrapes and the poll thread get CPU
+    assert sidecar["image"] == SIDECAR_IMAGE and sidecar["depends_on"] == [SERVICE_CONTAINER]
+    assert "ports" not in sidecar  # only the service container receives requests
+    (mount,) = sidecar["volume_mounts"]
+    (volume,) = template["volumes"]
+    assert mount == {"name": volume["name"], "mount_path": CONFIG_DIR}
+    assert volume["secret"]["items"][0]["path"] == "config.yaml"
+    document = next(
+        v["secret_data"]
+        for v in synth.resources(env, "google_secret_manager_secret_version").values()
+        if "secret_data" in v
+    )
+    assert document == run_monitoring(CONTAINER_PORT) and "kind: RunMonitoring" in document
+    assert f"port: {CONTAINER_PORT}" in document and "path: /metrics" in document
+    writers = [
+        b
+        for b in synth.resources(env, "google_project_iam_member").values()
+        if b["role"] == "roles/monitoring.metricWriter"
+    ]
+    assert [b["member"] for b in writers] == [Names.of(settings_by_env[env]).account_member("service")]
