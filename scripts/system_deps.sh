@@ -7,6 +7,7 @@ python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v wrk >/dev/null || need+=(wrk)  # the serving benchmark's load generator
+command -v prometheus >/dev/null || need+=(prometheus)  # the fleet test's PromQL server (tests/service/test_fleet_promql.py)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "installing Debian packages: ${need[*]}"
