@@ -45,6 +45,7 @@ def fleet(tmp_path_factory, model_dir):
     try:
         for workers in ("2", "1", "1"):
             servers.append(start_service(tmp_path_factory.mktemp("instance"), WORKERS=workers, **env))
+        servers[0].registry_root = root  # the models root: where `trainer rollout` finds the aliases
         yield servers
     finally:
         for server in servers:
@@ -93,7 +94,7 @@ def _bucket(address: str) -> tuple[str, bool]:
     return where.bucket, where.in_canary(50)
 
 
-def test_the_fleet_verdict_from_promql_matches_the_tests_own_count(fleet, prometheus):
+def test_the_fleet_verdict_from_promql_matches_the_tests_own_count(fleet, prometheus, capsys):
     clients = [f"198.51.100.{i}" for i in range(1, 49)]
     sent, per_bucket = 0, {}
     for index, address in enumerate(clients):
@@ -132,7 +133,17 @@ def test_the_fleet_verdict_from_promql_matches_the_tests_own_count(fleet, promet
     assert sum(parts) == sum(per_bucket.values()) and max(parts) < sum(parts)
     drift = ask(DRIFT_DETECTED_PROMQL)  # the alert's query: no instance flags drift on these images
     assert bool(drift) == any(s.json("GET", "/monitoring/drift")[1]["drift_detected"] for s in fleet)
+    # `trainer rollout --prometheus-url` asks the same queries; config's default thresholds want 500 requests
+    from trainer import cli
+
+    root = fleet[0].registry_root
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", ["trainer"])
+        patch.setenv("FMNIST_STORAGE_ROOT", str(root.parent))
+        assert cli.main(["rollout", "--prometheus-url", prometheus, "--dry-run"]) == 0
     print(
         f"\nfleet: {len(fleet)} instances, {sent} requests from {len(clients)} clients; challenger requests per "
         f"instance {parts}; PromQL evidence {evidence}; verdict {decision.to_dict()}"
     )
+    printed = capsys.readouterr().out
+    assert f'"clients": {evidence.clients}' in printed and "of the 500 requests needed" in printed
