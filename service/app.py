@@ -149,6 +149,8 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
     config = state.config
     champion = state.champion
 
+    identity, hops = config.caller_identity, config.trusted_proxy_hops
+
     def predict() -> Response:
         loaded = champion.current  # the one read of the slot: this request is answered by this version
         if loaded is None:
@@ -167,7 +169,7 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
             environ[MODEL_VERSION] = version = answer.model.version
         metrics.INFERENCE.observe(time.perf_counter() - started)
         predicted = probabilities.argmax(axis=1)
-        state.drift.observe(parsed.pixels, predicted)
+        state.drift.observe(parsed.pixels, predicted, lambda: caller_key(environ, identity, hops))
         state.count_predictions(parsed.encoding, predicted, names)
         response_meta: dict[str, object] = {"model_version": version}
         if parsed.notes:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from service.accounting import client_ip
+from service.config import CLIENT_BUCKETS
 
 _TOKEN_HEADERS = ("HTTP_X_SERVERLESS_AUTHORIZATION", "HTTP_AUTHORIZATION")
 _MAX_TOKEN_CHARS = 8192
@@ -52,3 +54,10 @@ def caller_key(environ: Mapping[str, Any], identity: str, trusted_hops: int) -> 
             return who
     address = client_ip(environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR"), trusted_hops)
     return f"ip:{address}"
+
+
+def client_bucket(key: str) -> int:
+    """The caller's bucket among CLIENT_BUCKETS for counting distinct clients (drift). Unkeyed: the key itself is
+    not the client's to choose, and the bucket decides no route."""
+    digest = hashlib.blake2b(key[:200].encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % CLIENT_BUCKETS

@@ -227,6 +227,9 @@ class ServiceConfig:
     drift_psi_threshold: float = 0.2
     drift_min_images: int = 200
     drift_sample_every: int = 8
+    drift_min_clients: int = 1
+    drift_max_client_images: int = 0  # 0: no cap
+    caller_identity: str = "address"
     page_enabled: bool = True
     log_level: str = "INFO"
     google_cloud_project: str | None = None
@@ -255,6 +258,7 @@ class ServiceConfig:
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL={env.get('LOG_LEVEL')!r}: expected DEBUG, INFO, WARNING or ERROR")
         model_uri = env.get("AIP_STORAGE_URI") or env.get("MODEL_URI") or default_model_uri(env)
+        cloud_run = bool(env.get("K_SERVICE"))  # Vertex AI's front end hides its callers: one client there
         return cls(
             model_uri=model_uri,
             host=env.get("SERVICE_HOST") or "0.0.0.0",
@@ -267,6 +271,10 @@ class ServiceConfig:
             drift_psi_threshold=_float(env, "DRIFT_PSI_THRESHOLD", 0.2),
             drift_min_images=_int(env, "DRIFT_MIN_IMAGES", 200, 1, 10**9),
             drift_sample_every=_int(env, "DRIFT_SAMPLE_EVERY", 8, 1, 10**6),
+            # on Cloud Run one client must not flag drift (and start a retraining run); locally one client is usual
+            drift_min_clients=_int(env, "DRIFT_MIN_CLIENTS", 10 if cloud_run else 1, 1, CLIENT_BUCKETS),
+            drift_max_client_images=_int(env, "DRIFT_MAX_CLIENT_IMAGES", 100 if cloud_run else 0, 0, 10**9),
+            caller_identity=_choice(env, "CALLER_IDENTITY", "address", CALLER_IDENTITIES),
             page_enabled=_bool(env, "PAGE_ENABLED", not on_managed_platform(env)),
             log_level=log_level,
             google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or None,

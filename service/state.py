@@ -52,6 +52,8 @@ class ServiceState:
             config.drift_min_images,
             config.drift_sample_every,
             os.path.join(state_dir, "drift") if state_dir else None,
+            config.drift_min_clients,
+            config.drift_max_client_images,
         )
         self.request_log = RequestLog(config.log_level, config.google_cloud_project, NO_MODEL)
         self.scrape_registry = metrics.build_scrape_registry(self)

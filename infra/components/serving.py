@@ -48,6 +48,9 @@ def container_environment(names: Names) -> dict[str, str]:
         "REQUIRE_DIGESTS": "true" if service.require_digests else "false",
         "FMNIST_ENV": names.env,
         "ADMIN_ENABLED": "true",  # ADMIN_TOKEN comes from Secret Manager (infra/components/service_secrets.py)
+        # who a client is (canary routing, distinct clients for drift): a private service's callers carry an ID
+        # token Cloud Run verified; a public one's could be forged, so there the trusted proxy's address
+        "CALLER_IDENTITY": "address" if names.settings.infra.public_endpoint else "cloud_run_iam",
     }
     if service.challenger:
         env |= {
@@ -60,8 +63,6 @@ def container_environment(names: Names) -> dict[str, str]:
             "ROLLOUT_MAX_ERROR_RATE": str(rollout.max_error_rate),
             "ROLLOUT_MIN_CLIENTS": str(rollout.min_clients),
             "ROLLOUT_MAX_CLIENT_REQUESTS": str(rollout.max_client_requests),
-            # a private service's callers carry an ID token Cloud Run verified; a public one's could be forged
-            "CALLER_IDENTITY": "address" if names.settings.infra.public_endpoint else "cloud_run_iam",
         }
         if service.rollout_mode == "canary":
             env["CANARY_PERCENT"] = str(service.canary_percent)

@@ -133,6 +133,17 @@ def test_challenger_is_resolved_in_the_champions_registry():
     assert "routing_secret" not in repr(canary)
 
 
+def test_drift_needs_distinct_clients_on_cloud_run_only():
+    local = ServiceConfig.from_env({"MODEL_URI": "/m@champion"})
+    assert (local.drift_min_clients, local.drift_max_client_images) == (1, 0)
+    cloud_run = ServiceConfig.from_env({"MODEL_URI": "/m@champion", "K_SERVICE": "fmnist-predict"})
+    assert (cloud_run.drift_min_clients, cloud_run.drift_max_client_images) == (10, 100)
+    vertex = ServiceConfig.from_env({"AIP_STORAGE_URI": "gs://b/m", "AIP_HTTP_PORT": "8080"})
+    assert vertex.drift_min_clients == 1  # Vertex AI's front end hides its callers
+    with pytest.raises(ConfigError, match="DRIFT_MIN_CLIENTS='0'"):
+        ServiceConfig.from_env({"MODEL_URI": "/m@champion", "DRIFT_MIN_CLIENTS": "0"})
+
+
 def test_the_routing_secret_is_random_per_server_locally_and_required_on_cloud_run():
     env = {"MODEL_URI": "/m@champion", "CHALLENGER": "candidate"}
     first, second = ServiceConfig.from_env(env).rollout, ServiceConfig.from_env(env).rollout
