@@ -219,10 +219,17 @@ class DriftMonitor:
     def _add_features(self, images: np.ndarray, classes: np.ndarray, buckets: np.ndarray) -> None:
         values = compute_image_features(images)
         counts = self._store.mine()
+        one = int(buckets[0]) if int(buckets.min()) == int(buckets.max()) else None  # the usual case: bincount
         for row, name in enumerate(FEATURE_NAMES):
             bins = bin_index(self.baseline.edges[row], values[name])
-            np.add.at(counts[:, row, :], (buckets, bins), 1)
-        np.add.at(counts[:, -1, :], (buckets, classes.astype(np.int64)), 1)
+            if one is None:
+                np.add.at(counts[:, row, :], (buckets, bins), 1)
+            else:
+                counts[one, row] += np.bincount(bins, minlength=N_BINS)
+        if one is None:
+            np.add.at(counts[:, -1, :], (buckets, classes.astype(np.int64)), 1)
+        else:
+            counts[one, -1] += np.bincount(classes, minlength=N_CLASSES)
 
     def reset(self) -> None:
         self._buffered = 0
