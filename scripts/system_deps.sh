@@ -8,6 +8,7 @@ python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v wrk >/dev/null || need+=(wrk)  # the serving benchmark's load generator
 command -v prometheus >/dev/null || need+=(prometheus)  # the fleet test's PromQL server (tests/service/test_fleet_promql.py)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # the local drift alert chain
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "installing Debian packages: ${need[*]}"
