@@ -239,7 +239,9 @@ class Rollout:
         bucket = (where := route(self.config.routing_secret, challenger.version, caller)).bucket
         canary = self.canary and where.in_canary(self.config.canary_percent)
         paired = self._sampled() if canary or not self.canary else False
-        ours = self._score(champion, CHAMPION, pixels, bucket) if not canary or (paired and self._first()) else None
+        # who runs first on a paired request alternates; unpaired, only the model that answers runs
+        champion_first = (paired and self._first()) if canary else (not paired or self._first())
+        ours = self._score(champion, CHAMPION, pixels, bucket) if champion_first else None
         try:
             theirs = self._score(challenger, CHALLENGER, pixels, bucket) if canary or paired else None
         except Exception:
@@ -252,7 +254,7 @@ class Rollout:
                     ours = self._score(champion, CHAMPION, pixels, bucket)
                 self._compare(champion, challenger, ours, theirs, bucket)
             return Answer(theirs[0], challenger)
-        if ours is None:  # the challenger failed on a canary request: the champion answers instead
+        if ours is None:  # shadow with the challenger first, or it failed on a canary request: the champion answers
             ours = self._score(champion, CHAMPION, pixels, bucket)
         self._record(champion, CHAMPION).answered.inc()
         if theirs is not None:
