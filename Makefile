@@ -102,14 +102,14 @@ bootstrap: setup
 	npx cdktf deploy bootstrap-$(ENV)
 
 deploy: setup
-	export DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" && $(PY) -m infra.preflight --deploy $(ENV) && npx cdktf deploy $(ENV) images-$(ENV) serving-$(ENV)
+	. scripts/secret_seeds.sh && export DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" && $(PY) -m infra.preflight --deploy $(ENV) && npx cdktf deploy $(ENV) images-$(ENV) serving-$(ENV)
 
 destroy: setup
 	$(PY) -m infra.preflight $(ENV)
 	$(PY) -m trainer --env $(ENV) undeploy-all --yes
 	$(PY) -m infra.endpoint_guard $(ENV)
-	npx cdktf destroy serving-$(ENV)
-	npx cdktf destroy $(ENV) --ignore-missing-stack-dependencies
+	. scripts/secret_seeds.sh && npx cdktf destroy serving-$(ENV)
+	. scripts/secret_seeds.sh && npx cdktf destroy $(ENV) --ignore-missing-stack-dependencies
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

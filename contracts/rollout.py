@@ -4,11 +4,18 @@ Why in the contracts: the same rules judge a canary on the Vertex AI endpoint (`
 Monitoring's numbers) and in the service (champion/challenger on live traffic), so they are defined once. The
 agreement between the two models is judged on its Wilson score interval, not the point estimate: a handful of
 compared requests cannot promote a challenger, and a clearly worse one is stopped as soon as the interval says so.
+
+Why per client: any caller can send as many requests as it likes, of any size, to whichever model it reaches, so
+the service's evidence is tallied per client bucket (ClientTally) and `capped_evidence` credits each bucket with at
+most `max_client_requests` requests, counts distinct buckets against `min_clients`, measures agreement per request
+(the share of its images on which both models agree) and latency as the ratio of both models' inference time on
+the same compared requests (so the batch sizes a client picks weigh the same on both sides).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,6 +31,8 @@ class Thresholds:
     min_agreement: float = 0.98
     max_latency_ratio: float = 1.5  # challenger p99 / champion p99
     max_error_rate: float = 0.01
+    min_clients: int = 10  # distinct client buckets that reached the challenger
+    max_client_requests: int = 50  # requests credited to one client bucket (the rest count nothing)
 
 
 @dataclass(frozen=True)
@@ -31,9 +40,10 @@ class VersionStats:
     """One model version's traffic over the rollout window."""
 
     version: str
-    requests: int
-    errors: int
+    requests: float
+    errors: float
     latency_p99_ms: float | None = None
+    clients: int | None = None  # distinct clients seen (None where unknown: a Vertex AI traffic split)
 
     @property
     def error_rate(self) -> float:
@@ -42,10 +52,11 @@ class VersionStats:
 
 @dataclass(frozen=True)
 class Agreement:
-    """How often the challenger's top class equals the champion's, on requests both scored."""
+    """How often the challenger's top class equals the champion's, on requests both scored (agreed may be a
+    fraction: each request counts as the share of its images on which both agree)."""
 
-    agreed: int
-    compared: int
+    agreed: float
+    compared: float
 
     @property
     def rate(self) -> float:
@@ -64,11 +75,33 @@ class Agreement:
 
 @dataclass(frozen=True)
 class Verdict:
+    """The decision, its reasons for people (figures, versions) and one reason code per reason (a closed set,
+    REASON_CODES: what a public route may show)."""
+
     decision: Decision
     reasons: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, object]:
-        return {"decision": self.decision, "reasons": list(self.reasons)}
+    def to_dict(self, *, full: bool = True) -> dict[str, object]:
+        out: dict[str, object] = {"decision": self.decision, "codes": list(self.codes)}
+        if full:
+            out["reasons"] = list(self.reasons)
+        return out
+
+
+REASON_CODES = (
+    "error_rate_high",
+    "latency_high",
+    "agreement_low",
+    "agreement_uncertain",
+    "too_few_requests",
+    "too_few_clients",
+    "agreement_unmeasured",
+    "passed",
+    "agreement_not_applicable",
+    "no_champion",
+    "no_challenger",
+)
 
 
 def verdict(
@@ -78,41 +111,146 @@ def verdict(
     thresholds: Thresholds = Thresholds(),
     *,
     require_agreement: bool = True,
+    latency_ratio: float | None = None,
 ) -> Verdict:
     """Rollback on any clear failure; promote only when every check passes with enough evidence; else wait.
 
     `require_agreement=False` where no request is scored by both models (a traffic-split canary on the Vertex AI
     endpoint sends each request to one model): errors and latency decide alone, and the verdict says so.
+    `latency_ratio`: challenger / champion inference time on the same requests (capped_evidence); when given it
+    replaces the ratio of the two p99s. `challenger.clients`, when known, must reach `thresholds.min_clients`.
     """
-    failures, pending = [], []
+    failures: list[tuple[str, str]] = []
+    pending: list[tuple[str, str]] = []
     if challenger.requests and challenger.error_rate > thresholds.max_error_rate:
-        failures.append(
-            f"challenger {challenger.version} error rate {challenger.error_rate:.2%} > {thresholds.max_error_rate:.2%}"
+        _note(
+            failures,
+            "error_rate_high",
+            f"challenger {challenger.version} error rate {challenger.error_rate:.2%} > {thresholds.max_error_rate:.2%}",
         )
-    if challenger.latency_p99_ms is not None and champion.latency_p99_ms:
+    if latency_ratio is not None:
+        if latency_ratio > thresholds.max_latency_ratio:
+            _note(
+                failures,
+                "latency_high",
+                f"challenger inference time is {latency_ratio:.2f}x the champion's on the same images "
+                f"(max {thresholds.max_latency_ratio})",
+            )
+    elif challenger.latency_p99_ms is not None and champion.latency_p99_ms:
         ratio = challenger.latency_p99_ms / champion.latency_p99_ms
         if ratio > thresholds.max_latency_ratio:
-            failures.append(
-                f"challenger p99 latency is {ratio:.2f}x the champion's (max {thresholds.max_latency_ratio})"
+            _note(
+                failures,
+                "latency_high",
+                f"challenger p99 latency is {ratio:.2f}x the champion's (max {thresholds.max_latency_ratio})",
             )
     if agreement is not None and agreement.compared:
         low, high = agreement.interval()
         if high < thresholds.min_agreement:
-            failures.append(
+            _note(
+                failures,
+                "agreement_low",
                 f"agreement with the champion {agreement.rate:.2%} (95 % interval {low:.2%}-{high:.2%}) is below "
-                f"{thresholds.min_agreement:.2%}"
+                f"{thresholds.min_agreement:.2%}",
             )
         elif low < thresholds.min_agreement:
-            pending.append(f"agreement interval {low:.2%}-{high:.2%} still straddles {thresholds.min_agreement:.2%}")
+            _note(
+                pending,
+                "agreement_uncertain",
+                f"agreement interval {low:.2%}-{high:.2%} still straddles {thresholds.min_agreement:.2%}",
+            )
     if failures:
-        return Verdict("rollback", failures)
+        return _verdict("rollback", failures)
     if challenger.requests < thresholds.min_requests:
-        pending.append(f"challenger served {challenger.requests} of the {thresholds.min_requests} requests needed")
+        _note(
+            pending,
+            "too_few_requests",
+            f"challenger served {challenger.requests:.0f} of the {thresholds.min_requests} requests needed"
+            + ("" if challenger.clients is None else f" (at most {thresholds.max_client_requests} per client)"),
+        )
+    if challenger.clients is not None and challenger.clients < thresholds.min_clients:
+        needed = thresholds.min_clients
+        _note(
+            pending,
+            "too_few_clients",
+            f"challenger seen by {challenger.clients} of the {needed} distinct clients needed",
+        )
     if agreement is None and require_agreement:
-        pending.append("no agreement measured between champion and challenger")
+        _note(pending, "agreement_unmeasured", "no agreement measured between champion and challenger")
     if pending:
-        return Verdict("wait", pending)
-    reasons = [f"challenger {challenger.version} passed every check on {challenger.requests} requests"]
+        return _verdict("wait", pending)
+    seen = "" if challenger.clients is None else f" from {challenger.clients} clients"
+    passed = [
+        ("passed", f"challenger {challenger.version} passed every check on {challenger.requests:.0f} requests{seen}")
+    ]
     if agreement is None:
-        reasons.append("agreement not measured (each request went to one model): errors and latency decided")
-    return Verdict("promote", reasons)
+        passed.append(
+            (
+                "agreement_not_applicable",
+                "agreement not measured (each request went to one model): errors and latency decided",
+            )
+        )
+    return _verdict("promote", passed)
+
+
+def _note(notes: list[tuple[str, str]], code: str, reason: str) -> None:
+    notes.append((code, reason))
+
+
+def _verdict(decision: Decision, notes: list[tuple[str, str]]) -> Verdict:
+    return Verdict(decision, [reason for _, reason in notes], [code for code, _ in notes])
+
+
+@dataclass(frozen=True)
+class ClientTally:
+    """One client bucket's counts over the window: the challenger's requests and errors, and the requests both
+    models scored (`agreed` sums each one's share of agreeing images; seconds are each model's inference time)."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    compared: float = 0.0
+    agreed: float = 0.0
+    challenger_seconds: float = 0.0
+    champion_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the verdict may use once each client's weight is capped."""
+
+    clients: int
+    requests: float
+    errors: float
+    agreement: Agreement | None
+    latency_ratio: float | None
+
+
+def _weight(count: float, cap: int) -> float:
+    return 1.0 if count <= cap else cap / count
+
+
+def capped_evidence(tallies: Iterable[ClientTally], max_client_requests: int) -> Evidence:
+    """Each client bucket contributes at most `max_client_requests` requests (and at most that many compared
+    requests): a bucket over the cap has its errors, agreement and inference seconds scaled down with its count,
+    so its rates still count but its volume does not. The same sums are written in PromQL (contracts)."""
+    clients = 0
+    requests = errors = compared = agreed = theirs = ours = 0.0
+    for tally in tallies:
+        if tally.requests > 0:
+            clients += 1
+            w = _weight(tally.requests, max_client_requests)
+            requests += tally.requests * w
+            errors += tally.errors * w
+        if tally.compared > 0:
+            w = _weight(tally.compared, max_client_requests)
+            compared += tally.compared * w
+            agreed += tally.agreed * w
+            theirs += tally.challenger_seconds * w
+            ours += tally.champion_seconds * w
+    return Evidence(
+        clients,
+        requests,
+        errors,
+        Agreement(agreed, compared) if compared else None,
+        theirs / ours if ours > 0 and theirs > 0 else None,
+    )

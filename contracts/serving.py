@@ -68,6 +68,11 @@ class Env:
     INDEX_PUBLIC_KEY = "INDEX_PUBLIC_KEY"
     INDEX_PUBLIC_KEY_FILE = "INDEX_PUBLIC_KEY_FILE"
     REQUIRE_SIGNED_INDEX = "REQUIRE_SIGNED_INDEX"
+    # who a client is, and per-client caps (service/caller.py, service/drift.py)
+    CALLER_IDENTITY = "CALLER_IDENTITY"
+    DRIFT_MAX_CLIENT_IMAGES = "DRIFT_MAX_CLIENT_IMAGES"
+    DRIFT_MIN_CLIENTS = "DRIFT_MIN_CLIENTS"
+    ROUTING_SECRET = "ROUTING_SECRET"
     # champion/challenger in the service (service/rollout.py)
     CHALLENGER = "CHALLENGER"
     ROLLOUT_MODE = "ROLLOUT_MODE"
@@ -77,6 +82,8 @@ class Env:
     ROLLOUT_MIN_AGREEMENT = "ROLLOUT_MIN_AGREEMENT"
     ROLLOUT_MAX_LATENCY_RATIO = "ROLLOUT_MAX_LATENCY_RATIO"
     ROLLOUT_MAX_ERROR_RATE = "ROLLOUT_MAX_ERROR_RATE"
+    ROLLOUT_MIN_CLIENTS = "ROLLOUT_MIN_CLIENTS"
+    ROLLOUT_MAX_CLIENT_REQUESTS = "ROLLOUT_MAX_CLIENT_REQUESTS"
 
 
 # config `service:` key -> the variable it becomes, on both platforms
@@ -136,6 +143,8 @@ def thresholds_environment(thresholds: Thresholds) -> dict[str, str]:
         Env.ROLLOUT_MIN_AGREEMENT: str(thresholds.min_agreement),
         Env.ROLLOUT_MAX_LATENCY_RATIO: str(thresholds.max_latency_ratio),
         Env.ROLLOUT_MAX_ERROR_RATE: str(thresholds.max_error_rate),
+        Env.ROLLOUT_MIN_CLIENTS: str(thresholds.min_clients),
+        Env.ROLLOUT_MAX_CLIENT_REQUESTS: str(thresholds.max_client_requests),
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from cdktf import TerraformOutput, TerraformStack
 from constructs import Construct
 
+from contracts.serving import PORT
 from infra import provider_loader
 
 provider_loader.install()  # before any provider import below
@@ -25,7 +26,9 @@ from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.components.images import Images
 from infra.components.index_signing import index_public_key
+from infra.components.metrics_export import MetricsExport
 from infra.components.providers import google_provider
+from infra.components.service_secrets import ServiceSecrets
 from infra.components.serving import Serving
 from infra.guard import deploy_guard
 from infra.naming import WORKBENCH_SUFFIX, Names
@@ -33,7 +36,9 @@ from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
 from settings import Settings
 
-SERVING_APIS = ("run.googleapis.com", "cloudkms.googleapis.com")  # Cloud KMS: the index key read at plan time
+# Cloud KMS: the index key read at plan time; Secret Manager: the operator token, routing key and the metrics
+# sidecar's config (infra/components/service_secrets.py, metrics_export.py)
+SERVING_APIS = ("run.googleapis.com", "cloudkms.googleapis.com", "secretmanager.googleapis.com")
 
 
 class ServingStack(TerraformStack):
@@ -55,6 +60,12 @@ class ServingStack(TerraformStack):
                 f"The {names.env} stack enables {api} first and its budget watches this project; it is enabled "
                 "again here so that the service depends on its API inside this stack's graph.",
             )
+        self.service_secrets = ServiceSecrets(
+            self, "service-secrets", names=names, teardown=teardown, apis=apis, identity=identity
+        )
+        self.metrics_export = MetricsExport(
+            self, "metrics-export", names=names, teardown=teardown, apis=apis, identity=identity, port=PORT
+        )
         self.serving = serving = Serving(
             self,
             "serving",
@@ -64,6 +75,8 @@ class ServingStack(TerraformStack):
             identity=identity,
             images=images,
             index_public_key=index_public_key(self, names, apis),
+            secrets=self.service_secrets,
+            metrics=self.metrics_export,
         )
         if settings.infra.workbench.enabled:  # the notebooks call the service as the Workbench's account
             CloudRunV2ServiceIamMember(

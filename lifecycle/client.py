@@ -54,7 +54,9 @@ class HttpService:
         return self._call("GET", "/monitoring/drift")
 
     def rollout(self) -> dict:
-        return self._call("GET", ROLLOUT_ROUTE)
+        """The rollout verdict; with the operator token, its full reasons and not only its codes."""
+        operator = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+        return self._call("GET", ROLLOUT_ROUTE, headers=operator)
 
     def classes_json(self, images: np.ndarray, batch: int = 100) -> np.ndarray:
         """Class ids for any number of images, as Vertex AI JSON in requests of `batch`."""

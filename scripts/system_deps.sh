@@ -15,6 +15,8 @@ command -v runc >/dev/null || need+=(runc)
 [ -x /usr/lib/podman/aardvark-dns ] || need+=(aardvark-dns)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v prometheus >/dev/null || need+=(prometheus)  # the fleet test's PromQL server (tests/service/test_fleet_promql.py)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # the local drift alert chain
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   echo "installing Debian packages: ${need[*]}"

@@ -24,14 +24,15 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from service import metrics
-from service.accounting import ERROR, INSTANCES, MODEL_VERSION, REQUEST_ID, AccountingMiddleware, client_ip
+from service.accounting import ERROR, INSTANCES, MODEL_VERSION, REQUEST_ID, AccountingMiddleware
 from service.admin import is_admin, require_admin
 from service.body import read_body
+from service.caller import caller_key
 from service.config import ServiceConfig
 from service.errors import RequestError
 from service.logs import configure_logging
 from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_query
-from service.rollout import CLIENT_HEADER, OFF, Answer
+from service.rollout import OFF, Answer
 from service.state import ServiceState
 from service.versions import LoadedModel, ModelSlot
 
@@ -137,25 +138,23 @@ def _parse(state: ServiceState) -> ParsedRequest:
 
 
 def _rollout_predict(state: ServiceState, champion: LoadedModel, pixels: np.ndarray) -> Answer:
-    """Champion and challenger (service/rollout.py); the canary key is X-Client-Id, else the client address."""
-    assert state.rollout is not None
-    key = request.headers.get(CLIENT_HEADER) or ""
-    if not key and state.rollout.canary:
-        environ = request.environ
-        key = client_ip(
-            environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR"), state.config.trusted_proxy_hops
-        )
-    return state.rollout.predict(pixels, champion, key)
+    """Champion and challenger (service/rollout.py), keyed by who the platform says is calling (service/caller.py)."""
+    rollout = state.rollout
+    assert rollout is not None
+    key = caller_key(request.environ, rollout.config.caller_identity, state.config.trusted_proxy_hops)
+    return rollout.predict(pixels, champion, key)
 
 
 def _register_routes(app: Flask, state: ServiceState) -> None:
     config = state.config
     champion = state.champion
 
+    identity, hops = config.caller_identity, config.trusted_proxy_hops
+
     def predict() -> Response:
         loaded = champion.current  # the one read of the slot: this request is answered by this version
         if loaded is None:
-            raise state.unavailable()
+            raise state.unavailable(is_admin(config, request.headers.get("Authorization")))
         environ = request.environ
         environ[MODEL_VERSION] = version = loaded.version
         parsed = _parse(state)
@@ -170,7 +169,7 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
             environ[MODEL_VERSION] = version = answer.model.version
         metrics.INFERENCE.observe(time.perf_counter() - started)
         predicted = probabilities.argmax(axis=1)
-        state.drift.observe(parsed.pixels, predicted)
+        state.drift.observe(parsed.pixels, predicted, lambda: caller_key(environ, identity, hops))
         state.count_predictions(parsed.encoding, predicted, names)
         response_meta: dict[str, object] = {"model_version": version}
         if parsed.notes:
@@ -183,9 +182,11 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
         loaded = champion.current
         if loaded is not None:
             return _json({"status": "ok", "model_version": loaded.version})
-        error = state.unavailable()
+        full = is_admin(config, request.headers.get("Authorization"))
+        error = state.unavailable(full)
         if error.reason == "no_model":  # up and answering: /predict says why there is nothing to predict with
-            return _json({"status": "no_model", "model_version": champion.version, "detail": error.detail})
+            document = {"status": "no_model", "model_version": champion.version, "reason": state.waiting_code}
+            return _json({**document, "detail": error.detail})
         raise error
 
     app.add_url_rule(config.predict_route, "predict", predict, methods=["POST"])
@@ -244,7 +245,8 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
     def rollout_report() -> Response:
         if state.rollout is None:
             return _json(OFF)
-        return _json(state.rollout.report(champion.current))
+        full = is_admin(config, request.headers.get("Authorization"))
+        return _json(state.rollout.report(champion.current, full=full))
 
     @app.get("/monitoring/drift")
     def drift_report() -> Response:

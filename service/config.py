@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,9 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 MIN_ADMIN_TOKEN_CHARS = 24
 ROLLOUT_MODES = ("shadow", "canary")
+CALLER_IDENTITIES = ("address", "cloud_run_iam")  # CALLER_IDENTITY: what names a client (service/caller.py)
+CLIENT_BUCKETS = 64  # a rollout counts distinct clients as distinct buckets of their keyed hash (service/rollout.py)
+MIN_ROUTING_SECRET_CHARS = 24
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -185,6 +189,8 @@ class RolloutConfig:
     canary_percent: float = 10.0
     sample_every: int = 1
     thresholds: Thresholds = Thresholds()
+    routing_secret: bytes = field(default=b"", repr=False)  # keys the route hash; never in a reply
+    caller_identity: str = "address"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], model_uri: str) -> RolloutConfig | None:
@@ -211,11 +217,32 @@ class RolloutConfig:
             min_agreement=_fraction(env, Env.ROLLOUT_MIN_AGREEMENT, defaults.min_agreement, allow_zero=False),
             max_latency_ratio=_float(env, Env.ROLLOUT_MAX_LATENCY_RATIO, defaults.max_latency_ratio),
             max_error_rate=_fraction(env, Env.ROLLOUT_MAX_ERROR_RATE, defaults.max_error_rate, allow_zero=True),
+            min_clients=_int(env, Env.ROLLOUT_MIN_CLIENTS, defaults.min_clients, 1, CLIENT_BUCKETS),
+            max_client_requests=_int(env, Env.ROLLOUT_MAX_CLIENT_REQUESTS, defaults.max_client_requests, 1, 10**12),
         )
         sample_every = _int(env, Env.SHADOW_SAMPLE_EVERY, 1, 1, 10**6)
+        identity = _choice(env, Env.CALLER_IDENTITY, "address", CALLER_IDENTITIES)
         if not challenger:
             return None
-        return cls(challenger, challenger_reference(challenger, model_uri), mode, percent, sample_every, thresholds)
+        reference = challenger_reference(challenger, model_uri)
+        secret = routing_secret(env)
+        return cls(challenger, reference, mode, percent, sample_every, thresholds, secret, identity)
+
+
+def routing_secret(env: Mapping[str, str]) -> bytes:
+    """ROUTING_SECRET keys the canary's route hash, so no client can compute which side a key lands on. Without
+    it, a random secret per server: routes stay stable while it runs; on Cloud Run every instance would draw its
+    own, so there it is required (a Secret Manager secret mapped onto the variable)."""
+    raw = env.get(Env.ROUTING_SECRET) or ""
+    if raw and len(raw) >= MIN_ROUTING_SECRET_CHARS:
+        return raw.encode("utf-8", "surrogateescape")
+    if raw or on_managed_platform(env):
+        raise ConfigError(
+            f"ROUTING_SECRET: a secret of at least {MIN_ROUTING_SECRET_CHARS} characters is needed with CHALLENGER "
+            f"{'on Cloud Run or Vertex AI ' if not raw else ''}(got {len(raw)} characters): the same value on every "
+            "instance, from a Secret Manager secret, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return secrets.token_bytes(32)
 
 
 @dataclass(frozen=True)
@@ -233,6 +260,9 @@ class ServiceConfig:
     drift_psi_threshold: float = 0.2
     drift_min_images: int = 200
     drift_sample_every: int = 8
+    drift_min_clients: int = 1
+    drift_max_client_images: int = 0  # 0: no cap
+    caller_identity: str = "address"
     page_enabled: bool = True
     log_level: str = "INFO"
     google_cloud_project: str | None = None
@@ -262,6 +292,7 @@ class ServiceConfig:
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL={env.get('LOG_LEVEL')!r}: expected DEBUG, INFO, WARNING or ERROR")
         model_uri = env.get(Env.AIP_STORAGE_URI) or env.get(Env.MODEL_URI) or default_model_uri(env)
+        cloud_run = bool(env.get(Env.K_SERVICE))  # Vertex AI's front end hides its callers: one client there
         return cls(
             model_uri=model_uri,
             host=env.get(Env.SERVICE_HOST) or "0.0.0.0",
@@ -274,6 +305,10 @@ class ServiceConfig:
             drift_psi_threshold=_float(env, Env.DRIFT_PSI_THRESHOLD, 0.2),
             drift_min_images=_int(env, Env.DRIFT_MIN_IMAGES, 200, 1, 10**9),
             drift_sample_every=_int(env, Env.DRIFT_SAMPLE_EVERY, 8, 1, 10**6),
+            # on Cloud Run one client must not flag drift (and start a retraining run); locally one client is usual
+            drift_min_clients=_int(env, Env.DRIFT_MIN_CLIENTS, 10 if cloud_run else 1, 1, CLIENT_BUCKETS),
+            drift_max_client_images=_int(env, Env.DRIFT_MAX_CLIENT_IMAGES, 100 if cloud_run else 0, 0, 10**9),
+            caller_identity=_choice(env, Env.CALLER_IDENTITY, "address", CALLER_IDENTITIES),
             page_enabled=_bool(env, Env.PAGE_ENABLED, not on_managed_platform(env)),
             log_level=log_level,
             google_cloud_project=env.get(Env.GOOGLE_CLOUD_PROJECT) or None,

@@ -10,6 +10,11 @@ every image's predicted class is counted, and every k-th image's features (DRIFT
 are computed, in batches of at least 8: a request that brings fewer waits in a small per-worker buffer, so up
 to 7 sampled images per worker are counted late (a report includes the reporting worker's own buffer).
 Counts accumulate from start-up or the last reset (POST /monitoring/drift/reset).
+Why per client (issue 24): drift starts a retraining run, so one client sending odd images must not flag it. The
+sampled images' features and predicted classes are counted per client bucket (service/caller.py: who the platform
+says is calling, hashed into CLIENT_BUCKETS); a report needs DRIFT_MIN_CLIENTS distinct buckets, and a bucket over
+DRIFT_MAX_CLIENT_IMAGES sampled images is scaled down to that many, so its share of the histograms is capped.
+The bucket is computed only for requests with a sampled image (1 in DRIFT_SAMPLE_EVERY images).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,11 @@ from contracts.dataset import IMAGE_SHAPE
 from contracts.dataset import NUM_CLASSES as N_CLASSES
 from contracts.feature_schema import FEATURE_FUNCTION_ID, FEATURE_NAMES
 from contracts.features import N_BINS, bin_index, compute_image_features, population_stability_index
+from service.caller import client_bucket
+from service.config import CLIENT_BUCKETS
 
 FEATURE_BATCH = 8  # sampled images per feature computation: amortizes numpy's per-call cost
+ALL = CLIENT_BUCKETS  # the store's last slot: every image's predicted class (images_seen), whoever sent it
 
 
 class Baseline:
@@ -73,7 +82,8 @@ class Baseline:
 
 
 class _CountStore:
-    """Counts [features + 1, 10] (last row: predicted classes) for this process, plus the sum over all processes,
+    """Counts [client buckets + 1, features + 1, 10] (per bucket: the sampled images' feature bins and, last row,
+    their predicted classes; slot ALL: every image's predicted class) for this process, plus the sum over all processes,
     and a header [reset generation, start time] every process sees (so a reset also drops other workers'
     half-filled buffers)."""
 
@@ -81,7 +91,7 @@ class _CountStore:
         self._dir = Path(directory) if directory else None
         self._pid = -1
         self._local: np.ndarray | None = None
-        self._shape = (len(FEATURE_NAMES) + 1, N_BINS)
+        self._shape = (CLIENT_BUCKETS + 1, len(FEATURE_NAMES) + 1, N_BINS)
         if self._dir is None:
             self.header = np.array([0.0, time.time()])
         else:  # created before gunicorn forks: a shared mapping stays shared in the workers
@@ -141,13 +151,19 @@ class DriftMonitor:
         min_images: int,
         sample_every: int = 8,
         state_dir: str | None = None,
+        min_clients: int = 1,
+        max_client_images: int = 0,  # 0: no cap
     ):
         self.baseline = Baseline(baseline_block)
         self.threshold = threshold
         self.min_images = min_images
+        self.min_clients = min_clients
+        self.max_client_images = max_client_images
         self.sample_every = max(1, sample_every)
         self._store = _CountStore(state_dir)
         self._buffer = np.empty((2 * FEATURE_BATCH, *IMAGE_SHAPE), np.uint8)
+        self._buffer_classes = np.zeros(2 * FEATURE_BATCH, np.int64)
+        self._buffer_buckets = np.zeros(2 * FEATURE_BATCH, np.int64)
         self._buffered = 0
         self._seen = 0
         self._generation = self._store.generation
@@ -156,14 +172,15 @@ class DriftMonitor:
         """Compare against this baseline from now on (a model was promoted after start-up)."""
         self.baseline = Baseline(baseline_block)
 
-    def observe(self, pixels: np.ndarray, predicted: np.ndarray) -> None:
-        """Count predicted classes of all images; histogram the features of every k-th image."""
+    def observe(self, pixels: np.ndarray, predicted: np.ndarray, caller: Callable[[], str] | None = None) -> None:
+        """Count predicted classes of all images; histogram the features of every k-th image under its caller's
+        client bucket (`caller` gives the caller's key, asked only when an image is sampled)."""
         counts = self._store.mine()
         n = len(predicted)
         if n == 1:
-            counts[-1, int(predicted[0])] += 1
+            counts[ALL, -1, int(predicted[0])] += 1
         else:
-            counts[-1] += np.bincount(predicted, minlength=N_CLASSES)
+            counts[ALL, -1] += np.bincount(predicted, minlength=N_CLASSES)
         if not self.baseline.usable:
             return
         first = (-self._seen) % self.sample_every
@@ -171,13 +188,18 @@ class DriftMonitor:
         if first >= n:
             return  # none of these images is sampled: the common case for single-image requests
         self._drop_buffer_if_reset()
+        bucket = client_bucket(caller()) if caller is not None else 0
         picked = pixels[first :: self.sample_every]
+        classes = predicted[first :: self.sample_every]
         if len(picked) >= FEATURE_BATCH:
-            self._add_features(picked)
+            self._add_features(picked, classes, np.full(len(picked), bucket))
             return
         if len(picked):
-            self._buffer[self._buffered : self._buffered + len(picked)] = picked  # float -> uint8 truncates, as
-            self._buffered += len(picked)  # the feature function does
+            end = self._buffered + len(picked)
+            self._buffer[self._buffered : end] = picked  # float -> uint8 truncates, as the feature function does
+            self._buffer_classes[self._buffered : end] = classes
+            self._buffer_buckets[self._buffered : end] = bucket
+            self._buffered = end
             if self._buffered >= FEATURE_BATCH:
                 self.flush()
 
@@ -190,15 +212,24 @@ class DriftMonitor:
         """Add the buffered images' feature bins to this worker's counts."""
         self._drop_buffer_if_reset()
         if self._buffered:
-            self._add_features(self._buffer[: self._buffered])
+            n = self._buffered
+            self._add_features(self._buffer[:n], self._buffer_classes[:n], self._buffer_buckets[:n])
             self._buffered = 0
 
-    def _add_features(self, images: np.ndarray) -> None:
+    def _add_features(self, images: np.ndarray, classes: np.ndarray, buckets: np.ndarray) -> None:
         values = compute_image_features(images)
         counts = self._store.mine()
+        one = int(buckets[0]) if int(buckets.min()) == int(buckets.max()) else None  # the usual case: bincount
         for row, name in enumerate(FEATURE_NAMES):
             bins = bin_index(self.baseline.edges[row], values[name])
-            counts[row] += np.bincount(bins, minlength=N_BINS)
+            if one is None:
+                np.add.at(counts[:, row, :], (buckets, bins), 1)
+            else:
+                counts[one, row] += np.bincount(bins, minlength=N_BINS)
+        if one is None:
+            np.add.at(counts[:, -1, :], (buckets, classes.astype(np.int64)), 1)
+        else:
+            counts[one, -1] += np.bincount(classes, minlength=N_CLASSES)
 
     def reset(self) -> None:
         self._buffered = 0
@@ -207,32 +238,42 @@ class DriftMonitor:
     def report(self) -> dict[str, Any]:
         """PSI per feature and for predicted classes, the drift flag, and the numbers behind them."""
         self.flush()
-        counts = self._store.total()
-        classes_seen = int(counts[-1].sum())
-        sampled = int(counts[0].sum())
+        stored = self._store.total()
+        classes_seen = int(stored[ALL, -1].sum())
+        per_client = stored[:ALL]
+        images = per_client[:, 0].sum(axis=1)  # sampled images per client bucket
+        clients, sampled = int(np.count_nonzero(images)), int(images.sum())
+        cap = self.max_client_images
+        weights = np.where(images > cap, cap / np.maximum(images, 1), 1.0) if cap else np.ones_like(images)
+        counts = (per_client * weights[:, None, None]).sum(axis=0)
         report = {
             "drift_detected": False,
             "threshold": self.threshold,
             "min_images": self.min_images,
+            "min_clients": self.min_clients,
+            "max_client_images": cap or None,
             "images_seen": classes_seen,
             "images_sampled": sampled,
+            "images_credited": round(float(counts[0].sum()), 3),
+            "clients": clients,
             "sample_every": self.sample_every,
             "feature_function": FEATURE_FUNCTION_ID,
             "since": datetime.fromtimestamp(self._store.since(), UTC).isoformat(timespec="seconds"),
         }
         if not self.baseline.usable:
             return {**report, "status": "no_baseline", "detail": self.baseline.problem}
-        if sampled < self.min_images:
+        if sampled < self.min_images or clients < self.min_clients:
             return {
                 **report,
                 "status": "insufficient_data",
-                "detail": f"{sampled} of the {self.min_images} sampled images needed before PSI is meaningful",
+                "detail": f"{sampled} of the {self.min_images} sampled images and {clients} of the "
+                f"{self.min_clients} distinct clients needed before PSI is meaningful",
             }
         features = {}
         for row, name in enumerate(FEATURE_NAMES):
             psi = population_stability_index(self.baseline.expected[row], counts[row] / counts[row].sum())
             features[name] = {"psi": round(psi, 6), "drifted": psi > self.threshold}
-        observed = counts[-1] / max(classes_seen, 1)
+        observed = counts[-1] / max(float(counts[-1].sum()), 1.0)  # the sampled images' classes, capped
         class_psi = population_stability_index(self.baseline.class_expected, observed)
         drifted = [name for name, item in features.items() if item["drifted"]]
         if class_psi > self.threshold:

@@ -69,18 +69,21 @@ INFERENCE = Histogram(
 )
 
 # A rollout (service/rollout.py) compares two models' inference time: one image takes ~0.1 ms, below LATENCY_BUCKETS.
-ROLLOUT_BUCKETS = (0.00005, 0.0001, 0.00015, 0.0002, 0.0003, *LATENCY_BUCKETS[:-1])  # 50 us to 1 s
+ROLLOUT_BUCKETS = (0.00001, 0.00002, 0.00005, 0.0001, 0.00015, 0.0002, 0.0003, *LATENCY_BUCKETS[:-1])  # 10 us to 1 s
+# `client` is a bucket of the server-derived client key (service/rollout.py, CLIENT_BUCKETS values): the verdict
+# counts distinct clients and caps each one's weight from these series, summed over workers and instances.
 _BY_VERSION = ["model_version", "role"]
-ROLLOUT_SCORED = Counter("fmnist_rollout_requests", "Requests a model version scored during a rollout", _BY_VERSION)
+_BY_CLIENT = [*_BY_VERSION, "client"]
+ROLLOUT_SCORED = Counter("fmnist_rollout_requests", "Requests a model version scored during a rollout", _BY_CLIENT)
 ROLLOUT_ANSWERED = Counter(
     "fmnist_rollout_answered",
     "Requests whose reply came from this model version (the rest were shadow scores)",
     _BY_VERSION,
 )
-ROLLOUT_ERRORS = Counter("fmnist_rollout_errors", "Requests on which a model version's inference failed", _BY_VERSION)
+ROLLOUT_ERRORS = Counter("fmnist_rollout_errors", "Requests on which a model version's inference failed", _BY_CLIENT)
 ROLLOUT_INFERENCE = Histogram(
     "fmnist_rollout_inference_duration_seconds",
-    "ONNX Runtime time per request, by model version and role",
+    "ONNX Runtime time per image (a request's time over its images), by model version and role",
     _BY_VERSION,
     buckets=ROLLOUT_BUCKETS,
 )
@@ -90,6 +93,19 @@ ROLLOUT_PREDICTED = Counter(
 _PAIR = ["champion_version", "challenger_version"]
 ROLLOUT_COMPARED = Counter("fmnist_rollout_compared", "Images scored by both the champion and the challenger", _PAIR)
 ROLLOUT_AGREED = Counter("fmnist_rollout_agreed", "Compared images on which both models chose the same class", _PAIR)
+ROLLOUT_PAIRED = Counter(
+    "fmnist_rollout_paired_requests", "Requests scored by both models, by client bucket", [*_PAIR, "client"]
+)
+ROLLOUT_PAIRED_AGREEMENT = Counter(
+    "fmnist_rollout_paired_agreement",
+    "Sum over paired requests of the share of their images on which both models agree",
+    [*_PAIR, "client"],
+)
+ROLLOUT_PAIRED_SECONDS = Counter(
+    "fmnist_rollout_paired_inference_seconds",
+    "Each model's inference time on the paired requests, by role and client bucket",
+    [*_PAIR, "role", "client"],
+)
 
 
 class _ServiceStateCollector(Collector):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.rollout import REASON_CODES
 from service import limits
 from service.config import ServiceConfig
 from service.limits import MAX_SIDE
@@ -85,8 +86,8 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
         ),
         "415": _error_response("Content-Type is neither application/json nor application/octet-stream"),
         "503": _error_response(
-            "No model has been promoted yet (error no_model: the detail says how to promote one), or the "
-            "model is still loading"
+            "No model has been promoted yet (error no_model: the detail gives a reason code and says how to "
+            "promote one; the full reason needs the operator's token), or the model is still loading"
         ),
     }
     paths = {
@@ -143,7 +144,15 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                                             "description": "no_model: up, waiting for a promoted model",
                                         },
                                         "model_version": {"type": "string"},
-                                        "detail": {"type": "string"},
+                                        "reason": {
+                                            "type": "string",
+                                            "description": "no_model's reason code (not_promoted, "
+                                            "index_invalid, read_error, refused_<reason>)",
+                                        },
+                                        "detail": {
+                                            "type": "string",
+                                            "description": "paths and names only with the operator's token",
+                                        },
                                     },
                                 }
                             }
@@ -349,8 +358,9 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                         "answered": {"type": "integer", "description": "requests whose reply it gave"},
                         "errors": {"type": "integer"},
                         "error_rate": {"type": "number"},
-                        "inference_p50_ms": {"type": "number", "nullable": True},
-                        "inference_p99_ms": {"type": "number", "nullable": True},
+                        "clients": {"type": "integer", "description": "distinct client buckets it scored for"},
+                        "inference_p50_ms": {"type": "number", "nullable": True, "description": "per image"},
+                        "inference_p99_ms": {"type": "number", "nullable": True, "description": "per image"},
                         "classes": {"type": "object", "additionalProperties": {"type": "integer"}},
                     },
                 },
@@ -369,18 +379,37 @@ def build_openapi(config: ServiceConfig, model_version: str) -> dict[str, Any]:
                             "type": "object",
                             "nullable": True,
                             "properties": {
-                                "agreed": {"type": "integer"},
-                                "compared": {"type": "integer"},
-                                "rate": {"type": "number", "nullable": True},
+                                "agreed": {"type": "integer", "description": "images"},
+                                "compared": {"type": "integer", "description": "images"},
+                                "requests_credited": {"type": "number", "nullable": True},
+                                "rate": {
+                                    "type": "number",
+                                    "nullable": True,
+                                    "description": "per request, each client's weight capped",
+                                },
                                 "interval_95": {"type": "array", "items": {"type": "number"}},
                             },
+                        },
+                        "evidence": {
+                            "type": "object",
+                            "nullable": True,
+                            "description": "what the verdict used: distinct clients, requests and errors with each "
+                            "client's weight capped, the paired inference-time ratio",
                         },
                         "thresholds": {"type": "object"},
                         "verdict": {
                             "type": "object",
                             "properties": {
                                 "decision": {"type": "string", "enum": ["promote", "rollback", "wait"]},
-                                "reasons": {"type": "array", "items": {"type": "string"}},
+                                "codes": {
+                                    "type": "array",
+                                    "items": {"type": "string", "enum": list(REASON_CODES)},
+                                },
+                                "reasons": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "description": "only with the operator's token",
+                                },
                             },
                         },
                     },

@@ -2,15 +2,20 @@
 
 shadow: the champion answers every request; every SHADOW_SAMPLE_EVERY-th request (per worker) is also scored by
 the challenger on the same pixels, and only counted: its answer is never returned.
-canary: CANARY_PERCENT % of the clients are answered by the challenger. A client is the request's `X-Client-Id`
-header, else its address (the trusted X-Forwarded-For hop on Cloud Run); the key is hashed with the challenger's
-version (blake2b), so one client sees one model for the whole rollout and a new challenger draws a new sample.
+canary: CANARY_PERCENT % of the clients are answered by the challenger. Why the client cannot choose its side: the
+route is a keyed hash (blake2b with ROUTING_SECRET, which no reply discloses) of who the caller is as the
+platform vouches for it (service/caller.py: the identity Cloud Run verified, else the address the trusted proxy
+saw), salted with the challenger's version, so one client sees one model for the whole rollout, a new
+challenger draws a new sample, and no header a client writes moves it.
 Every SHADOW_SAMPLE_EVERY-th canary request is also scored by the champion, so agreement is measured in both
-modes on the requests both models scored (per image: same top class). A challenger whose inference fails in a
-canary is counted as an error and the champion answers instead.
+modes on the requests both models scored. A challenger whose inference fails in a canary is counted as an error
+and the champion answers instead.
 What is recorded (service/metrics.py, multiprocess counters, so /monitoring/rollout sums every worker): per model
-version and role, requests scored and answered, errors, inference time, predicted classes; per champion/challenger
-pair, images compared and agreed. Without CHALLENGER none of this exists: the predict route keeps its one path.
+version, role and client bucket (CLIENT_BUCKETS of the same keyed hash), requests scored and errors; per version,
+requests answered, inference time per image, predicted classes; per pair and client bucket, the requests both
+scored, their agreement (share of agreeing images per request) and each model's inference seconds on them. The
+verdict (build_report) caps each client bucket's weight and counts distinct buckets (contracts.rollout).
+Without CHALLENGER none of this exists: the predict route keeps its one path.
 """
 
 from __future__ import annotations
@@ -25,20 +30,39 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from contracts.rollout import Agreement, Thresholds, VersionStats, verdict
+from contracts.rollout import Agreement, ClientTally, Thresholds, VersionStats, capped_evidence, verdict
 from service import metrics
-from service.config import RolloutConfig
+from service.config import CLIENT_BUCKETS, RolloutConfig
 
 log = logging.getLogger("service")
 CHAMPION, CHALLENGER = "champion", "challenger"
-CLIENT_HEADER = "X-Client-Id"
 OFF = {
     "mode": "off",
     "detail": "no CHALLENGER configured: the champion serves alone. Set CHALLENGER (an alias such as candidate) "
     "and ROLLOUT_MODE=shadow or canary to compare a challenger with it",
 }
-MAX_KEY_CHARS = 200  # a longer client id is cut: the hash needs no more, and nobody can make it expensive
+MAX_KEY_CHARS = 200  # a longer caller key is cut: the hash needs no more, and nobody can make it expensive
+
+_BUCKET_NAMES = tuple(f"{i:02d}" for i in range(CLIENT_BUCKETS))
 _BASIS_POINTS = 10_000  # canary buckets: CANARY_PERCENT has two decimals of resolution
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one caller falls for one challenger: its client bucket and its canary draw (0..9999)."""
+
+    bucket: str
+    draw: int
+
+    def in_canary(self, percent: float) -> bool:
+        return self.draw < round(percent * 100)
+
+
+def route(secret: bytes, salt: str, caller: str) -> Route:
+    """A keyed hash of (salt, caller): without the secret nobody can tell which callers land where."""
+    digest = hashlib.blake2b(f"{salt}\0{caller[:MAX_KEY_CHARS]}".encode(), key=secret, digest_size=8).digest()
+    value = int.from_bytes(digest, "big")
+    return Route(_BUCKET_NAMES[value % CLIENT_BUCKETS], (value // CLIENT_BUCKETS) % _BASIS_POINTS)
 
 
 class Classifier(Protocol):
@@ -65,12 +89,6 @@ class Slot(Protocol):
     def current(self) -> Any: ...
 
 
-def in_canary(key: str, salt: str, percent: float) -> bool:
-    """True for `percent` % of keys: a stable hash of (salt, key) into 10,000 buckets."""
-    digest = hashlib.blake2b(f"{salt}\0{key[:MAX_KEY_CHARS]}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % _BASIS_POINTS < round(percent * 100)
-
-
 @dataclass
 class Answer:
     """The reply's probabilities and the model that produced them."""
@@ -80,14 +98,49 @@ class Answer:
 
 
 class _Handles:
-    """One model version's metric children in one role, looked up once."""
+    """One model version's metric children in one role, looked up once (per client bucket on first use)."""
 
     def __init__(self, version: str, role: str, class_names: list[str]):
-        self.scored = metrics.ROLLOUT_SCORED.labels(version, role)
+        self.version, self.role = version, role
         self.answered = metrics.ROLLOUT_ANSWERED.labels(version, role)
-        self.errors = metrics.ROLLOUT_ERRORS.labels(version, role)
         self.latency = metrics.ROLLOUT_INFERENCE.labels(version, role)
         self.classes = [metrics.ROLLOUT_PREDICTED.labels(version, role, name) for name in class_names]
+        self._scored: dict[str, Any] = {}
+        self._errors: dict[str, Any] = {}
+
+    def scored(self, bucket: str) -> Any:
+        child = self._scored.get(bucket)
+        if child is None:
+            child = self._scored[bucket] = metrics.ROLLOUT_SCORED.labels(self.version, self.role, bucket)
+        return child
+
+    def errors(self, bucket: str) -> Any:
+        child = self._errors.get(bucket)
+        if child is None:
+            child = self._errors[bucket] = metrics.ROLLOUT_ERRORS.labels(self.version, self.role, bucket)
+        return child
+
+
+class _Pair:
+    """One champion/challenger pair's metric children, per client bucket on first use."""
+
+    def __init__(self, champion: str, challenger: str):
+        self.names = (champion, challenger)
+        self.compared = metrics.ROLLOUT_COMPARED.labels(champion, challenger)
+        self.agreed = metrics.ROLLOUT_AGREED.labels(champion, challenger)
+        self._buckets: dict[str, tuple[Any, Any, Any, Any]] = {}
+
+    def bucket(self, bucket: str) -> tuple[Any, Any, Any, Any]:
+        children = self._buckets.get(bucket)
+        if children is None:
+            champion, challenger = self.names
+            children = self._buckets[bucket] = (
+                metrics.ROLLOUT_PAIRED.labels(champion, challenger, bucket),
+                metrics.ROLLOUT_PAIRED_AGREEMENT.labels(champion, challenger, bucket),
+                metrics.ROLLOUT_PAIRED_SECONDS.labels(champion, challenger, CHAMPION, bucket),
+                metrics.ROLLOUT_PAIRED_SECONDS.labels(champion, challenger, CHALLENGER, bucket),
+            )
+        return children
 
 
 class Rollout:
@@ -97,20 +150,23 @@ class Rollout:
         self.config = config
         self.slot = challenger
         self._seen = 0
+        self._flip = False
         self._handles: dict[tuple[str, str], _Handles] = {}
-        self._pairs: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._pairs: dict[tuple[str, str], _Pair] = {}
         self._counters = metrics.build_rollout_registry()
 
-    def report(self, champion: Model | None) -> dict[str, Any]:
-        """/monitoring/rollout: every worker's counters summed, judged for the versions this worker serves."""
+    def report(self, champion: Model | None, *, full: bool = True) -> dict[str, Any]:
+        """/monitoring/rollout: every worker's counters summed, judged for the versions this worker serves.
+        Without `full` (the operator's token), reason codes instead of reasons and no challenger reference."""
         challenger = self.slot.current
-        return build_report(
+        report = build_report(
             self.config,
             read_counters(self._counters.collect()),
             None if champion is None else champion.version,
             None if challenger is None else challenger.version,
             getattr(self.slot, "waiting_reason", None),
         )
+        return report if full else public_report(report)
 
     @property
     def canary(self) -> bool:
@@ -123,21 +179,22 @@ class Rollout:
             handles = self._handles[key] = _Handles(model.version, role, model.class_names)
         return handles
 
-    def _score(self, model: Model, role: str, pixels: np.ndarray) -> np.ndarray:
-        """The model's probabilities, counted; an inference failure is counted and raised."""
+    def _score(self, model: Model, role: str, pixels: np.ndarray, bucket: str) -> tuple[np.ndarray, float]:
+        """The model's probabilities and inference seconds, counted; an inference failure is counted and raised."""
         handles = self._record(model, role)
-        handles.scored.inc()
+        handles.scored(bucket).inc()
         started = time.perf_counter()
         try:
             probabilities = model.classifier.predict(pixels)
         except Exception:
-            handles.errors.inc()
+            handles.errors(bucket).inc()
             raise
-        handles.latency.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        handles.latency.observe(elapsed / max(1, len(pixels)))
         counts = np.bincount(probabilities.argmax(axis=1), minlength=len(handles.classes))
         for class_id in np.flatnonzero(counts).tolist():
             handles.classes[class_id].inc(int(counts[class_id]))
-        return probabilities
+        return probabilities, elapsed
 
     def _sampled(self) -> bool:
         self._seen += 1
@@ -146,45 +203,63 @@ class Rollout:
         self._seen = 0
         return True
 
-    def _compare(self, champion: Model, challenger: Model, ours: np.ndarray, theirs: np.ndarray) -> None:
-        pair = (champion.version, challenger.version)
-        counters = self._pairs.get(pair)
-        if counters is None:
-            counters = self._pairs[pair] = (
-                metrics.ROLLOUT_COMPARED.labels(*pair),
-                metrics.ROLLOUT_AGREED.labels(*pair),
-            )
-        counters[0].inc(len(ours))
-        counters[1].inc(int(np.count_nonzero(ours.argmax(axis=1) == theirs.argmax(axis=1))))
+    def _compare(
+        self,
+        champion: Model,
+        challenger: Model,
+        ours: tuple[np.ndarray, float],
+        theirs: tuple[np.ndarray, float],
+        bucket: str,
+    ) -> None:
+        key = (champion.version, challenger.version)
+        pair = self._pairs.get(key)
+        if pair is None:
+            pair = self._pairs[key] = _Pair(*key)
+        images = len(ours[0])
+        agreed = int(np.count_nonzero(ours[0].argmax(axis=1) == theirs[0].argmax(axis=1)))
+        pair.compared.inc(images)
+        pair.agreed.inc(agreed)
+        requests, agreement, our_seconds, their_seconds = pair.bucket(bucket)
+        requests.inc()
+        agreement.inc(agreed / images if images else 1.0)
+        our_seconds.inc(ours[1])
+        their_seconds.inc(theirs[1])
 
-    def predict(self, pixels: np.ndarray, champion: Model, client_key: str) -> Answer:
-        """Answer with the model this request is routed to; score the other one when sampled."""
+    def _first(self) -> bool:
+        """Alternates which model a paired request runs first: the second run finds warm caches, so a fixed
+        order would make one model look faster on the same images."""
+        self._flip = not self._flip
+        return self._flip
+
+    def predict(self, pixels: np.ndarray, champion: Model, caller: str) -> Answer:
+        """Answer with the model this caller is routed to; score the other one when sampled."""
         challenger: Model | None = self.slot.current
         if challenger is None:  # not loadable yet (its alias is unset, say): the champion answers, uncounted
             return Answer(champion.classifier.predict(pixels), champion)
-        if self.canary and in_canary(client_key, challenger.version, self.config.canary_percent):
-            try:
-                theirs = self._score(challenger, CHALLENGER, pixels)
-            except Exception:
-                log.exception("challenger %s failed on a canary request; the champion answered", challenger.version)
-            else:
-                self._record(challenger, CHALLENGER).answered.inc()
-                if self._sampled():
-                    self._compare(champion, challenger, self._score(champion, CHAMPION, pixels), theirs)
-                return Answer(theirs, challenger)
-            ours = self._score(champion, CHAMPION, pixels)
-            self._record(champion, CHAMPION).answered.inc()
-            return Answer(ours, champion)
-        ours = self._score(champion, CHAMPION, pixels)
+        bucket = (where := route(self.config.routing_secret, challenger.version, caller)).bucket
+        canary = self.canary and where.in_canary(self.config.canary_percent)
+        paired = self._sampled() if canary or not self.canary else False
+        # who runs first on a paired request alternates; unpaired, only the model that answers runs
+        champion_first = (paired and self._first()) if canary else (not paired or self._first())
+        ours = self._score(champion, CHAMPION, pixels, bucket) if champion_first else None
+        try:
+            theirs = self._score(challenger, CHALLENGER, pixels, bucket) if canary or paired else None
+        except Exception:
+            log.exception("challenger %s failed on a %s request", challenger.version, self.config.mode)
+            theirs = None
+        if canary and theirs is not None:
+            self._record(challenger, CHALLENGER).answered.inc()
+            if paired:
+                if ours is None:
+                    ours = self._score(champion, CHAMPION, pixels, bucket)
+                self._compare(champion, challenger, ours, theirs, bucket)
+            return Answer(theirs[0], challenger)
+        if ours is None:  # shadow with the challenger first, or it failed on a canary request: the champion answers
+            ours = self._score(champion, CHAMPION, pixels, bucket)
         self._record(champion, CHAMPION).answered.inc()
-        if not self.canary and self._sampled():
-            try:
-                theirs = self._score(challenger, CHALLENGER, pixels)
-            except Exception:
-                log.exception("challenger %s failed on a shadow request", challenger.version)
-            else:
-                self._compare(champion, challenger, ours, theirs)
-        return Answer(ours, champion)
+        if theirs is not None:
+            self._compare(champion, challenger, ours, theirs, bucket)
+        return Answer(ours[0], champion)
 
 
 # ---- the report: /monitoring/rollout ------------------------------------------------------------------------------
@@ -208,42 +283,53 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     return low
 
 
-@dataclass
-class _Tally:
-    scored: int = 0
-    answered: int = 0
-    errors: int = 0
-    classes: dict[str, int] | None = None
-    buckets: dict[float, float] | None = None
+# The label order of each rollout sample's key in read_counters (its table is keyed by these label values).
+_KEYS: dict[str, tuple[str, ...]] = {
+    "fmnist_rollout_requests_total": ("model_version", "role", "client"),
+    "fmnist_rollout_errors_total": ("model_version", "role", "client"),
+    "fmnist_rollout_answered_total": ("model_version", "role"),
+    "fmnist_rollout_predicted_class_total": ("class_name", "model_version", "role"),
+    "fmnist_rollout_inference_duration_seconds_count": ("model_version", "role"),
+    "fmnist_rollout_inference_duration_seconds_sum": ("model_version", "role"),
+    "fmnist_rollout_inference_duration_seconds_bucket": ("model_version", "role", "le"),
+    "fmnist_rollout_compared_total": ("champion_version", "challenger_version"),
+    "fmnist_rollout_agreed_total": ("champion_version", "challenger_version"),
+    "fmnist_rollout_paired_requests_total": ("champion_version", "challenger_version", "client"),
+    "fmnist_rollout_paired_agreement_total": ("champion_version", "challenger_version", "client"),
+    "fmnist_rollout_paired_inference_seconds_total": ("champion_version", "challenger_version", "role", "client"),
+}
 
 
 def read_counters(families: Iterable[Any]) -> dict[str, dict[tuple[str, ...], Any]]:
-    """The rollout families' samples summed by label values: {kind: {labels: value}}, buckets by (labels, le)."""
+    """The rollout families' samples summed by label values: {sample name: {label values in _KEYS order: value}}."""
     out: dict[str, dict[tuple[str, ...], Any]] = {}
     for family in families:
         if not family.name.startswith("fmnist_rollout_"):
             continue
         for sample in family.samples:
-            labels = sample.labels
-            if sample.name.endswith("_bucket"):
-                key: tuple[str, ...] = (labels["model_version"], labels["role"], labels["le"])
-            elif sample.name.endswith(("_total", "_count")):
-                key = tuple(v for k, v in sorted(labels.items()) if k in ("model_version", "role", "class_name"))
-                if "champion_version" in labels:
-                    key = (labels["champion_version"], labels["challenger_version"])
-            else:
+            order = _KEYS.get(sample.name)
+            if order is None:
                 continue
+            key = tuple(sample.labels.get(name, "") for name in order)
             table = out.setdefault(sample.name, {})
             table[key] = table.get(key, 0.0) + sample.value
     return out
 
 
+def _by_client(table: Mapping[tuple[str, ...], float], *prefix: str) -> dict[str, float]:
+    """{client bucket: value} of the rows whose leading labels are `prefix` (the client is the last label)."""
+    out: dict[str, float] = {}
+    for key, value in table.items():
+        if key[:-1] == prefix:
+            out[key[-1]] = out.get(key[-1], 0.0) + value
+    return out
+
+
 def version_report(counters: Mapping[str, Mapping[tuple[str, ...], Any]], version: str, role: str) -> dict[str, Any]:
     """One model version's figures in one role, from read_counters."""
-
-    def total(name: str) -> int:
-        return int(counters.get(name, {}).get((version, role), 0))
-
+    per_client = _by_client(counters.get("fmnist_rollout_requests_total", {}), version, role)
+    requests = int(sum(per_client.values()))
+    errors = int(sum(_by_client(counters.get("fmnist_rollout_errors_total", {}), version, role).values()))
     buckets = sorted(
         (float(le), count)
         for (v, r, le), count in counters.get("fmnist_rollout_inference_duration_seconds_bucket", {}).items()
@@ -254,13 +340,13 @@ def version_report(counters: Mapping[str, Mapping[tuple[str, ...], Any]], versio
         for (name, v, r), count in sorted(counters.get("fmnist_rollout_predicted_class_total", {}).items())
         if (v, r) == (version, role) and count
     }
-    requests, errors = total("fmnist_rollout_requests_total"), total("fmnist_rollout_errors_total")
     p50, p99 = quantile(0.5, buckets), quantile(0.99, buckets)
     return {
         "version": version,
         "role": role,
         "requests": requests,
-        "answered": total("fmnist_rollout_answered_total"),
+        "clients": sum(1 for count in per_client.values() if count > 0),
+        "answered": int(counters.get("fmnist_rollout_answered_total", {}).get((version, role), 0)),
         "errors": errors,
         "error_rate": errors / requests if requests else 0.0,
         "inference_p50_ms": None if p50 is None else round(p50 * 1000, 4),
@@ -269,13 +355,35 @@ def version_report(counters: Mapping[str, Mapping[tuple[str, ...], Any]], versio
     }
 
 
-def _stats(report: Mapping[str, Any]) -> VersionStats:
-    return VersionStats(report["version"], report["requests"], report["errors"], report["inference_p99_ms"])
+def client_tallies(
+    counters: Mapping[str, Mapping[tuple[str, ...], Any]], champion: str, challenger: str
+) -> list[ClientTally]:
+    """The challenger's evidence per client bucket, from read_counters (contracts.rollout.capped_evidence)."""
+    requests = _by_client(counters.get("fmnist_rollout_requests_total", {}), challenger, CHALLENGER)
+    errors = _by_client(counters.get("fmnist_rollout_errors_total", {}), challenger, CHALLENGER)
+    paired = _by_client(counters.get("fmnist_rollout_paired_requests_total", {}), champion, challenger)
+    agreed = _by_client(counters.get("fmnist_rollout_paired_agreement_total", {}), champion, challenger)
+    seconds = counters.get("fmnist_rollout_paired_inference_seconds_total", {})
+    theirs = _by_client(seconds, champion, challenger, CHALLENGER)
+    ours = _by_client(seconds, champion, challenger, CHAMPION)
+    return [
+        ClientTally(
+            requests.get(b, 0.0),
+            errors.get(b, 0.0),
+            paired.get(b, 0.0),
+            agreed.get(b, 0.0),
+            theirs.get(b, 0.0),
+            ours.get(b, 0.0),
+        )
+        for b in sorted(set(requests) | set(paired))
+    ]
 
 
 def thresholds_dict(thresholds: Thresholds) -> dict[str, Any]:
     return {
         "min_requests": thresholds.min_requests,
+        "min_clients": thresholds.min_clients,
+        "max_client_requests": thresholds.max_client_requests,
         "min_agreement": thresholds.min_agreement,
         "max_latency_ratio": thresholds.max_latency_ratio,
         "max_error_rate": thresholds.max_error_rate,
@@ -304,18 +412,39 @@ def build_report(
         missing = "champion" if champion is None else "challenger"
         reason = f"no {missing} model loaded" + (f": {challenger_status}" if challenger_status else "")
         report["agreement"] = None
-        report["verdict"] = {"decision": "wait", "reasons": [reason]}
+        report["evidence"] = None
+        report["verdict"] = {"decision": "wait", "codes": [f"no_{missing}"], "reasons": [reason]}
         return report
-    compared = int(counters.get("fmnist_rollout_compared_total", {}).get((champion, challenger), 0))
-    agreed = int(counters.get("fmnist_rollout_agreed_total", {}).get((champion, challenger), 0))
-    agreement = Agreement(agreed, compared) if compared else None
+    pair = (champion, challenger)
+    evidence = capped_evidence(client_tallies(counters, *pair), config.thresholds.max_client_requests)
+    agreement = evidence.agreement
     low, high = (agreement or Agreement(0, 0)).interval()
     report["agreement"] = {
-        "agreed": agreed,
-        "compared": compared,
-        "rate": None if agreement is None else agreement.rate,
+        "agreed": int(counters.get("fmnist_rollout_agreed_total", {}).get(pair, 0)),  # images
+        "compared": int(counters.get("fmnist_rollout_compared_total", {}).get(pair, 0)),  # images
+        "requests_credited": None if agreement is None else round(agreement.compared, 3),
+        "rate": None if agreement is None else agreement.rate,  # per request, each client capped
         "interval_95": [low, high],
     }
-    decision = verdict(_stats(report["champion"]), _stats(report["challenger"]), agreement, config.thresholds)
+    report["evidence"] = {
+        "clients": evidence.clients,
+        "requests_credited": round(evidence.requests, 3),
+        "errors_credited": round(evidence.errors, 3),
+        "latency_ratio": None if evidence.latency_ratio is None else round(evidence.latency_ratio, 4),
+    }
+    champion_stats = VersionStats(champion, report["champion"]["requests"], report["champion"]["errors"])
+    challenger_stats = VersionStats(challenger, evidence.requests, evidence.errors, clients=evidence.clients)
+    decision = verdict(
+        champion_stats, challenger_stats, agreement, config.thresholds, latency_ratio=evidence.latency_ratio
+    )
     report["verdict"] = decision.to_dict()
     return report
+
+
+def public_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report without what is the operator's: the challenger's reference (an alias or a bucket path) and the
+    verdict's reasons (a challenger that cannot load is explained with paths); its reason codes remain."""
+    verdict_ = report["verdict"]
+    public = {key: value for key, value in report.items() if key not in ("challenger_reference", "verdict")}
+    public["verdict"] = {"decision": verdict_["decision"], "codes": verdict_["codes"]}
+    return public

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
 
 log = logging.getLogger("service")
+OPERATOR_HINT = "the full reason is in the service log, and on /health with the operator's token"
 PROMOTE_HINT = (
     "train, export and register a model, then promote it (python -m trainer registry promote, or `make demo` "
     "locally); this service re-reads the registry every {seconds:g} s and starts serving the champion then"
@@ -51,6 +52,8 @@ class ServiceState:
             config.drift_min_images,
             config.drift_sample_every,
             os.path.join(state_dir, "drift") if state_dir else None,
+            config.drift_min_clients,
+            config.drift_max_client_images,
         )
         self.request_log = RequestLog(config.log_level, config.google_cloud_project, NO_MODEL)
         self.scrape_registry = metrics.build_scrape_registry(self)
@@ -103,15 +106,22 @@ class ServiceState:
         self.request_log.model_version = version
         self.openapi_bytes = orjson.dumps(build_openapi(self.config, version))
 
-    def unavailable(self) -> RequestError:
-        """The 503 for a request that found no model: loading (not ready) or none promoted (no_model)."""
+    def unavailable(self, full: bool = False) -> RequestError:
+        """The 503 for a request that found no model: loading (not ready) or none promoted (no_model); the
+        reason's text (bucket paths, alias names, digests) only with `full` (the operator's token)."""
         if self.champion.pending is not None or not self.champion.follows_registry:
             return RequestError(503, "not_ready", "the model is loading or warming up; retry shortly")
-        return RequestError(503, "no_model", self.no_model_detail())
+        return RequestError(503, "no_model", self.no_model_detail(full))
 
-    def no_model_detail(self) -> str:
+    @property
+    def waiting_code(self) -> str:
+        return self.champion.waiting_code or "not_promoted"
+
+    def no_model_detail(self, full: bool = False) -> str:
         hint = PROMOTE_HINT.format(seconds=self.config.model_poll_s)
-        return f"no model has been promoted yet ({self.champion.waiting_reason}); {hint}"
+        if full:
+            return f"no model has been promoted yet ({self.champion.waiting_reason}); {hint}"
+        return f"no model is served yet (reason: {self.waiting_code}; {OPERATOR_HINT}); {hint}"
 
     def count_request(self, route: str, method: str, status: int, latency_s: float, version: str) -> None:
         key = (route, method, status, version)

@@ -91,7 +91,8 @@ class ModelSlot:
         self.config = config
         self.artifact_preference = artifact_preference
         self.current: LoadedModel | None = None  # replaced, never changed: read it once per request
-        self.waiting_reason: str | None = None  # why `current` is None
+        self.waiting_reason: str | None = None  # why `current` is None (paths and names: for the operator)
+        self.waiting_code: str | None = None  # the same as a reason code public routes may show
         self.pending: ModelBundle | None = None  # read by prepare() (the gunicorn master), no session yet
         self.refused: dict[str, str] = {}  # version id (or directory) -> why it was refused
         self._root, self._alias = split_reference(reference)
@@ -211,7 +212,7 @@ class ModelSlot:
             found = select_version(self.reference, parse_index(data, self._index_uri), self._index_uri)
         except NoModelPromoted as exc:
             if self.current is None and self.pending is None:
-                self.waiting_reason = str(exc)
+                self.waiting_reason, self.waiting_code = str(exc), "not_promoted"
             else:
                 log.warning("%s; still serving %s", exc, self.version, extra=self._fields("model_unset"))
             return None
@@ -235,7 +236,7 @@ class ModelSlot:
         except ModelLoadError as exc:  # a malformed index: keep what serves, say so once per index version
             log.error("%s; still serving %s", exc, self.version, extra=self._fields("index_invalid", reason=str(exc)))
             if self.current is None:
-                self.waiting_reason = str(exc)
+                self.waiting_reason, self.waiting_code = str(exc), "index_invalid"
             return None
         key = found.version_id or found.version_dir
         if found.version_id == self._serving_id or key in self.refused:
@@ -288,7 +289,7 @@ class ModelSlot:
         previous, old = self.version, self.current
         self.current = loaded  # the swap: requests that started before finish with their own snapshot
         self._serving_id = version_id
-        self.waiting_reason = None
+        self.waiting_reason = self.waiting_code = None
         metrics.MODEL_SWAPS.labels(self.role).inc()
         for listener in self._listeners:
             listener(loaded)
@@ -321,7 +322,7 @@ class ModelSlot:
             extra=self._fields("model_refused", model_version=key, reason=reason, detail=str(exc)),
         )
         if self.current is None:
-            self.waiting_reason = f"version {key} was refused: {exc}"
+            self.waiting_reason, self.waiting_code = f"version {key} was refused: {exc}", f"refused_{reason}"
 
     def _retry_later(self, found: Resolved, exc: ModelLoadError) -> None:
         self._seen = _UNSEEN  # look again next poll: a read error may pass
@@ -332,7 +333,7 @@ class ModelSlot:
             log.warning("%s; retrying every %g s", message, self.config.model_poll_s, extra=self._fields("read_error"))
         self._last_read_error = message
         if self.current is None and self.pending is None:
-            self.waiting_reason = message
+            self.waiting_reason, self.waiting_code = message, "read_error"
 
     def _fields(self, event: str, **more: str) -> dict[str, dict[str, str]]:
         return {"fields": {"event": event, "role": self.role, "reference": self.reference, **more}}

@@ -124,9 +124,18 @@ class RolloutSettings(_Section):
     max_latency_ratio: float = Field(1.5, gt=0, description="challenger p99 latency / champion p99 latency")
     max_error_rate: float = Field(0.01, ge=0, le=1)
     window_minutes: int = Field(60, ge=1, description="Cloud Monitoring window the gcp rollout reads")
+    min_clients: int = Field(10, ge=1, le=64, description="distinct clients the challenger must have served")
+    max_client_requests: int = Field(50, ge=1, description="requests credited to one client in the verdict")
 
     def thresholds(self) -> Thresholds:
-        return Thresholds(self.min_requests, self.min_agreement, self.max_latency_ratio, self.max_error_rate)
+        return Thresholds(
+            self.min_requests,
+            self.min_agreement,
+            self.max_latency_ratio,
+            self.max_error_rate,
+            self.min_clients,
+            self.max_client_requests,
+        )
 
 
 class ServiceSettings(_Section):

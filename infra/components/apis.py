@@ -36,6 +36,7 @@ REQUIRED_APIS = (
     "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
+    "secretmanager.googleapis.com",
     "storage.googleapis.com",
 )
 # The lifecycle pipeline's starter and its triggers (infra/components/pipelines.py).

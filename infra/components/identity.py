@@ -23,6 +23,13 @@ PROJECT_ROLES = {
         ("roles/bigquery.jobUser", "BigQuery jobs (the feature table load) are created in the project"),
         ("roles/logging.logWriter", "log entries are written to the project's log router"),
     ),
+    "service": (
+        (
+            "roles/monitoring.metricWriter",
+            "the Managed Service for Prometheus sidecar writes the instance's metrics; time series have no "
+            "resource-level IAM",
+        ),
+    ),
     "checks": (
         ("roles/logging.logWriter", "Cloud Build with a user-managed account writes build logs to the project"),
     ),

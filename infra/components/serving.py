@@ -19,10 +19,13 @@ from contracts.serving import HEALTH_ROUTE, PORT, Env, service_environment
 from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.components.images import Images
+from infra.components.metrics_export import MetricsExport
+from infra.components.service_secrets import ServiceSecrets
 from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
 
+SERVICE_CONTAINER = "service"  # the ingress container; the metrics sidecar starts after it
 INGRESS = {
     "all": "INGRESS_TRAFFIC_ALL",
     "internal": "INGRESS_TRAFFIC_INTERNAL_ONLY",
@@ -43,6 +46,10 @@ def container_environment(names: Names, index_public_key: str | None = None) -> 
         platform="cloud-run",
         model_uri=names.model_uri,
     )
+    env[Env.ADMIN_ENABLED] = "true"  # ADMIN_TOKEN comes from Secret Manager (infra/components/service_secrets.py)
+    # who a client is (canary routing, distinct clients for drift): a private service's callers carry an ID token
+    # Cloud Run verified; a public one's could be forged, so there the trusted proxy's address
+    env[Env.CALLER_IDENTITY] = "address" if settings.infra.public_endpoint else "cloud_run_iam"
     if index_public_key is not None:
         env[Env.INDEX_PUBLIC_KEY] = index_public_key
     return env
@@ -59,6 +66,8 @@ class Serving(Construct):
         apis: Apis,
         identity: Identity,
         images: Images,
+        secrets: ServiceSecrets,
+        metrics: MetricsExport,
         index_public_key: str | None = None,
     ):
         super().__init__(scope, id)
@@ -78,18 +87,25 @@ class Serving(Construct):
                 "scaling": {"min_instance_count": infra.min_instances, "max_instance_count": infra.max_instances},
                 "max_instance_request_concurrency": names.settings.service.workers * REQUESTS_PER_WORKER,
                 "labels": names.labels,
+                "volumes": [metrics.volume()],
                 "containers": [
                     CloudRunV2ServiceTemplateContainers(
+                        name=SERVICE_CONTAINER,
                         image=images.references["service"],
                         ports={"container_port": PORT},
                         resources={
                             "limits": {"cpu": infra.service_cpu, "memory": infra.service_memory},
-                            "cpu_idle": True,
+                            # instance-based billing: CPU between requests for the registry poll thread and
+                            # the metrics sidecar's scrapes (README "Metrics on Cloud Run": why and its cost)
+                            "cpu_idle": False,
                             "startup_cpu_boost": True,
                         },
                         env=[
-                            CloudRunV2ServiceTemplateContainersEnv(name=k, value=v)
-                            for k, v in container_environment(names, index_public_key).items()
+                            *(
+                                CloudRunV2ServiceTemplateContainersEnv(name=k, value=v)
+                                for k, v in container_environment(names, index_public_key).items()
+                            ),
+                            *(CloudRunV2ServiceTemplateContainersEnv(**e) for e in secrets.environment()),  # type: ignore[arg-type]
                         ],
                         startup_probe={
                             **probe,
@@ -99,10 +115,17 @@ class Serving(Construct):
                             "failure_threshold": 30,
                         },
                         liveness_probe={**probe, "period_seconds": 30, "timeout_seconds": 5, "failure_threshold": 3},
-                    )
+                    ),
+                    metrics.container(depends_on=SERVICE_CONTAINER),
                 ],
             },
-            depends_on=[apis["run.googleapis.com"]],
+            depends_on=[
+                apis["run.googleapis.com"],
+                *secrets.versions,
+                *secrets.accessors,
+                metrics.version,
+                metrics.accessor,
+            ],
         )
         self.invokers = []
         for index, member in enumerate(infra.invokers):

@@ -8,6 +8,7 @@ shown and reported. Not a pipeline step: it starts a local service, which a Vert
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,9 @@ def shadow_env(thresholds) -> dict[str, str]:
         Env.ROLLOUT_MODE: "shadow",
         Env.SHADOW_SAMPLE_EVERY: "1",
         **thresholds_environment(thresholds),
+        # one trusted client replays the test set here: the per-client rules guard live traffic, not this replay
+        Env.ROLLOUT_MIN_CLIENTS: "1",
+        Env.ROLLOUT_MAX_CLIENT_REQUESTS: str(10**12),
     }
 
 
@@ -70,9 +74,10 @@ def figures_from(report: dict) -> ShadowFigures:
 
 def shadow_candidate(models_root: str, x_test: np.ndarray, thresholds, *, log=print) -> ShadowFigures:
     """Serve <models>@champion with the candidate in shadow, send the test set (binary path), read the verdict."""
-    env = shadow_env(thresholds)
+    token = secrets.token_urlsafe(32)  # this run's own operator token: the full verdict's reasons need it
+    env = {**shadow_env(thresholds), Env.ADMIN_ENABLED: "true", Env.ADMIN_TOKEN: token}
     with running_service(f"{models_root}@champion", extra_env=env) as (base, _):
-        client = HttpService(base)
+        client = HttpService(base, admin_token=token)
         try:
             client.classes_bytes(x_test, batch=BATCH)
             figures = figures_from(client.rollout())

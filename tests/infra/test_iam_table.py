@@ -11,7 +11,8 @@ from tests.infra.conftest import BOOTSTRAP
 
 
 def dev_stacks(synth) -> dict[str, dict]:
-    return {name: json.loads(synth.texts[name]) for name in ("dev", BOOTSTRAP["dev"])}
+    """Every stack of dev (bootstrap, dev, images-dev, serving-dev), as `python -m infra.iam_table` reads them."""
+    return {name: json.loads(synth.texts[name]) for name in ("dev", "images-dev", "serving-dev", BOOTSTRAP["dev"])}
 
 
 def test_the_security_page_table_is_the_generated_one(synth):

@@ -58,7 +58,8 @@ def test_project_level_bindings_are_exactly_the_justified_ones(synth, env, setti
     every_reason = [why for grants in (*PROJECT_ROLES.values(), DEPLOYER_ROLES, PLANNER_ROLES) for _, why in grants]
     every_reason += [*AGENT_PROJECT_ROLES.values(), *ACCOUNT_ACT_AS.values()]
     assert all(len(why) > 20 for why in every_reason)
-    assert "service" not in PROJECT_ROLES, "the prediction service needs no project-level role"
+    service_roles = [role for role, _ in PROJECT_ROLES["service"]]
+    assert service_roles == ["roles/monitoring.metricWriter"], "the service only writes its metrics project-wide"
 
 
 @pytest.mark.parametrize("env", ENVS)

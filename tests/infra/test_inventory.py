@@ -25,7 +25,7 @@ COMMON_INVENTORY = {
     "google_kms_crypto_key_iam_member": 5,
     "google_monitoring_alert_policy": 3,
     "google_monitoring_notification_channel": 1,
-    "google_project_iam_member": 4,
+    "google_project_iam_member": 5,  # trainer 3, checks 1, the service's metric writer
     "google_project_service": len(REQUIRED_APIS),
     "google_project_service_identity": 3,
     "google_pubsub_topic": 1,
@@ -72,7 +72,13 @@ BOOTSTRAP_INVENTORY = {
 # The docker provider's stack and Cloud Run's, apart so that <env> plans and destroys without a daemon (issue 23).
 IMAGES_INVENTORY = {"docker_image": 2, "docker_registry_image": 2}
 # the run API again, and Cloud KMS for the index signing key's public key read at plan (issue 25)
-SERVING_INVENTORY = {"google_cloud_run_v2_service": 1, "google_project_service": 2}
+SERVING_INVENTORY = {
+    "google_cloud_run_v2_service": 1,
+    "google_project_service": 3,  # + Secret Manager: the service's secrets below
+    "google_secret_manager_secret": 3,  # the service's operator token, routing key and RunMonitoring config
+    "google_secret_manager_secret_iam_member": 3,
+    "google_secret_manager_secret_version": 3,
+}
 INVENTORY = {
     "dev": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 3},  # pull-request checks and plan + deploy on main
     "prod": {**COMMON_INVENTORY, "google_cloudbuild_trigger": 1},  # deploy on release tags only
@@ -306,7 +312,7 @@ def test_cloud_run_service(synth, env, settings_by_env):
     service = synth.one(f"serving-{env}", "google_cloud_run_v2_service")
     assert service["template"]["service_account"] == names.service_account_email("service")
     container = service["template"]["containers"][0]
-    env_vars = {e["name"]: e["value"] for e in container["env"]}
+    env_vars = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env_vars["MODEL_URI"] == f"gs://{settings.bucket_prefix}-models@champion"
     assert env_vars["PAGE_ENABLED"] == "false"
     assert env_vars["DRIFT_PSI_THRESHOLD"] == str(settings.service.drift_psi_threshold)
@@ -322,12 +328,43 @@ def test_cloud_run_service(synth, env, settings_by_env):
     assert not synth.resources(env, "google_cloud_run_v2_service"), "Cloud Run is serving-<env>'s"
 
 
+@pytest.mark.parametrize("env", ENVS)
+def test_service_secrets_are_mounted_readable_by_the_service_alone_and_kept_out_of_state(synth, env, settings_by_env):
+    names = Names.of(settings_by_env[env])
+    container = synth.one(f"serving-{env}", "google_cloud_run_v2_service")["template"]["containers"][0]
+    mounted = {e["name"]: e["value_source"]["secret_key_ref"] for e in container["env"] if "value_source" in e}
+    assert set(mounted) == {"ADMIN_TOKEN", "ROUTING_SECRET"} and all(m["version"] == "latest" for m in mounted.values())
+    secrets = synth.resources(f"serving-{env}", "google_secret_manager_secret")
+    assert {s["secret_id"] for s in secrets.values()} == {
+        f"{names.cloud_run_service}-admin-token",
+        f"{names.cloud_run_service}-routing-key",
+        f"{names.cloud_run_service}-runmonitoring",
+    }
+    accessors = synth.resources(f"serving-{env}", "google_secret_manager_secret_iam_member").values()
+    assert {(a["role"], a["member"]) for a in accessors} == {
+        ("roles/secretmanager.secretAccessor", names.account_member("service"))
+    }
+    versions = synth.resources(f"serving-{env}", "google_secret_manager_secret_version").values()
+    for version in (v for v in versions if "secret_data_wo" in v or "secret_data" not in v):
+        assert "secret_data" not in version, "a plain secret_data would be stored in the state"
+        assert version["secret_data_wo"].startswith("${var.service_") and version["secret_data_wo_version"] == 1
+    variables = json.loads(synth.texts[f"serving-{env}"])["variable"]
+    for name in ("service_admin_token", "service_routing_key"):
+        assert variables[name]["ephemeral"] is True and variables[name]["sensitive"] is True
+        assert "default" not in variables[name]
+
+
 def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
     from service.config import ServiceConfig
     from tests.infra.test_serving_contract import a_public_key
 
     container = variant_synth.one("serving-dev", "google_cloud_run_v2_service")["template"]["containers"][0]
-    env_vars = {e["name"]: e["value"] for e in container["env"]}
+    env_vars = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    from_secrets = {e["name"] for e in container["env"] if "value_source" in e}
+    assert from_secrets == {"ADMIN_TOKEN", "ROUTING_SECRET"}
+    env_vars |= dict.fromkeys(from_secrets, "s" * 32)  # what Cloud Run maps onto them from Secret Manager
+    env_vars["K_SERVICE"] = "fmnist-predict"  # and what it sets on every instance
+    assert env_vars["CALLER_IDENTITY"] == "address"  # this variant's service is public: no verified identity
     assert {k: env_vars[k] for k in ("CHALLENGER", "ROLLOUT_MODE", "CANARY_PERCENT", "ROLLOUT_MIN_REQUESTS")} == {
         "CHALLENGER": "candidate",
         "ROLLOUT_MODE": "canary",
@@ -335,8 +372,10 @@ def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
         "ROLLOUT_MIN_REQUESTS": "2000",
     }
     env_vars["INDEX_PUBLIC_KEY"] = a_public_key(env_vars["INDEX_PUBLIC_KEY"])  # Terraform fills it in
-    rollout = ServiceConfig.from_env(env_vars).rollout  # the service accepts what infra/ writes
-    assert rollout is not None and rollout.reference.endswith("-models@candidate")
+    config = ServiceConfig.from_env(env_vars)  # the service accepts what infra/ writes
+    rollout = config.rollout
+    assert config.admin_enabled and rollout is not None and rollout.reference.endswith("-models@candidate")
+    assert rollout.routing_secret == b"s" * 32
     assert (rollout.canary_percent, rollout.thresholds.min_requests) == (5.0, 2000)
 
 
@@ -421,3 +460,34 @@ def test_outputs_for_the_trainer_and_operators(synth, env):
         "trainer_service_account",
         "models_bucket",
     } <= set(outputs)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_instance_exports_its_metrics_through_the_prometheus_sidecar(synth, env, settings_by_env):
+    from contracts.serving import PORT as CONTAINER_PORT
+    from infra.components.metrics_export import CONFIG_DIR, SIDECAR_IMAGE, run_monitoring
+    from infra.components.serving import SERVICE_CONTAINER
+
+    template = synth.one(f"serving-{env}", "google_cloud_run_v2_service")["template"]
+    service, sidecar = template["containers"]
+    assert service["name"] == SERVICE_CONTAINER and service["ports"]["container_port"] == CONTAINER_PORT
+    assert service["resources"]["cpu_idle"] is False  # instance-based: scrapes and the poll thread get CPU
+    assert sidecar["image"] == SIDECAR_IMAGE and sidecar["depends_on"] == [SERVICE_CONTAINER]
+    assert "ports" not in sidecar  # only the service container receives requests
+    (mount,) = sidecar["volume_mounts"]
+    (volume,) = template["volumes"]
+    assert mount == {"name": volume["name"], "mount_path": CONFIG_DIR}
+    assert volume["secret"]["items"][0]["path"] == "config.yaml"
+    document = next(
+        v["secret_data"]
+        for v in synth.resources(f"serving-{env}", "google_secret_manager_secret_version").values()
+        if "secret_data" in v
+    )
+    assert document == run_monitoring(CONTAINER_PORT) and "kind: RunMonitoring" in document
+    assert f"port: {CONTAINER_PORT}" in document and "path: /metrics" in document
+    writers = [
+        b
+        for b in synth.resources(env, "google_project_iam_member").values()
+        if b["role"] == "roles/monitoring.metricWriter"
+    ]
+    assert [b["member"] for b in writers] == [Names.of(settings_by_env[env]).account_member("service")]

@@ -72,21 +72,34 @@ def test_real_values_synthesize_no_guard(tmp_path):
     from infra.app import build_app, plan_environments
 
     build_app(plan_environments(["dev"], environ=REAL), outdir=str(tmp_path)).synth()
-    for stack in ("dev", "bootstrap-dev"):
-        assert "variable" not in json.loads((tmp_path / "stacks" / stack / "cdk.tf.json").read_text()), stack
+    for stack in ("dev", "serving-dev", "bootstrap-dev"):
+        variables = json.loads((tmp_path / "stacks" / stack / "cdk.tf.json").read_text()).get("variable", {})
+        assert GUARD_VARIABLE not in variables, stack
+        # the only variables left seed the service's secrets (infra/components/service_secrets.py)
+        assert set(variables) <= {"service_admin_token", "service_routing_key"}, stack
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform not on PATH")
 def test_terraform_plan_fails_on_the_guard_before_any_provider(synth, tmp_path):
     """The real Terraform evaluates the synthesized guard: plan stops, naming each key, with no provider loaded."""
-    (tmp_path / "main.tf.json").write_text(json.dumps({"variable": synth.stack("dev")["variable"]}))
+    # serving-dev: the guard and the seeds of the service's secrets (infra/serving_stack.py)
+    (tmp_path / "main.tf.json").write_text(json.dumps({"variable": synth.stack("serving-dev")["variable"]}))
     run = {
         "cwd": tmp_path,
         "capture_output": True,
         "text": True,
-        "env": {"CHECKPOINT_DISABLE": "1", "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        "env": {
+            "CHECKPOINT_DISABLE": "1",
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+            # what scripts/secret_seeds.sh exports for the service's secrets (ephemeral variables)
+            "TF_VAR_service_admin_token": "a" * 32,
+            "TF_VAR_service_routing_key": "r" * 32,
+        },
     }
     assert subprocess.run(["terraform", "init", "-input=false", "-no-color"], **run).returncode == 0
+    short = {**run, "env": {**run["env"], "TF_VAR_service_routing_key": "short"}}
+    refused = subprocess.run(["terraform", "plan", "-input=false", "-no-color", f"-var={GUARD_VARIABLE}=[]"], **short)
+    assert refused.returncode == 1 and "TF_VAR_service_routing_key must be a random string" in refused.stderr
     planned = subprocess.run(["terraform", "plan", "-input=false", "-no-color"], **run)
     assert planned.returncode == 1
     assert "Invalid value for variable" in planned.stderr

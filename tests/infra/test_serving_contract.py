@@ -35,8 +35,9 @@ def a_public_key(reference: str) -> str:
 
 
 def _cloud_run_environment(container: dict) -> dict[str, str]:
-    """What the container sees on Cloud Run: the declared variables plus PORT and K_SERVICE, which Cloud Run sets."""
-    declared = {e["name"]: e["value"] for e in container["env"]}
+    """What the container sees on Cloud Run: the declared variables, a 32-character value for each one mapped from
+    Secret Manager, plus PORT and K_SERVICE, which Cloud Run sets."""
+    declared = {e["name"]: e.get("value", "s" * 32) for e in container["env"]}
     assert "PORT" not in declared, "Cloud Run sets PORT itself (from the container port)"
     # Terraform fills in the signing key's public key; tests/infra/test_index_signing.py checks which key it is
     declared["INDEX_PUBLIC_KEY"] = a_public_key(declared["INDEX_PUBLIC_KEY"])
@@ -53,6 +54,7 @@ def test_the_service_accepts_every_variable_the_stack_sets(synth, env, settings_
     service = settings_by_env[env].service
     assert (config.model_poll_s, config.model_artifact) == (service.model_poll_s, service.model_artifact)
     assert config.require_digests is service.require_digests is True  # production refuses unverifiable models
+    assert config.admin_enabled and config.admin_token == "s" * 32  # the operator token, from Secret Manager
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -121,7 +123,7 @@ def changed_service(tmp_path_factory):
     environ = {f"FMNIST_SERVICE__{k.upper()}": _not_default(f) for k, f in ServiceSettings.model_fields.items()}
     outdir = tmp_path_factory.mktemp("cdktf-service")
     build_app(plan_environments(["dev"], environ=environ), outdir=str(outdir)).synth()
-    stack = json.loads((outdir / "stacks" / "dev" / "cdk.tf.json").read_text())
+    stack = json.loads((outdir / "stacks" / "serving-dev" / "cdk.tf.json").read_text())
     [service] = stack["resource"]["google_cloud_run_v2_service"].values()
     return load_config("dev", environ=environ), service["template"]["containers"][0]
 

@@ -231,12 +231,19 @@ def test_an_empty_registry_answers_no_model_until_a_poll_finds_a_champion(tmp_pa
     from tests.service.model_factory import local_registry, make_version, register
 
     root = tmp_path / "models"
-    app = create_app({"MODEL_URI": f"{root}@champion", "PAGE_ENABLED": "true"})
+    app = create_app({"MODEL_URI": f"{root}@champion", "PAGE_ENABLED": "true", **ADMIN_ENV})
     client = app.test_client()
-    assert client.get("/health").get_json()["status"] == "no_model"
+    health = client.get("/health").get_json()
+    assert (health["status"], health["reason"]) == ("no_model", "not_promoted")
     for path in ("/v1/model", "/v1/samples/random"):
         assert client.get(path).get_json()["error"] == "no_model"
     reply = predict(client, {"instances": [[0] * 784]})
+    assert reply.status_code == 503 and "reason: not_promoted" in reply.get_json()["detail"]
+    public = [health["detail"], reply.get_json()["detail"], client.get("/v1/model").get_json()["detail"]]
+    assert not any(str(root) in text or "index.json" in text for text in public)  # paths are the operator's
+    full = client.get("/health", headers=ADMIN).get_json()["detail"]
+    assert "index.json does not exist" in full and str(root) in full
+    reply = client.post("/predict", json={"instances": [[0] * 784]}, headers=ADMIN)
     assert reply.status_code == 503 and "index.json does not exist" in reply.get_json()["detail"]
     directory, files = make_version(model_dir, tmp_path / "v1", "v1")
     register(local_registry(root), directory, "v1", files)

@@ -134,11 +134,37 @@ def test_challenger_is_resolved_in_the_champions_registry():
             "ROLLOUT_MIN_AGREEMENT": "0.9",
             "ROLLOUT_MAX_LATENCY_RATIO": "2",
             "ROLLOUT_MAX_ERROR_RATE": "0",
+            "ROLLOUT_MIN_CLIENTS": "20",
+            "ROLLOUT_MAX_CLIENT_REQUESTS": "5",
+            "ROUTING_SECRET": "s" * 24,
+            "CALLER_IDENTITY": "cloud_run_iam",
         }
     ).rollout
     assert canary is not None
     assert (canary.mode, canary.canary_percent, canary.sample_every) == ("canary", 12.5, 4)
-    assert canary.thresholds == Thresholds(50, 0.9, 2.0, 0.0)
+    assert canary.thresholds == Thresholds(50, 0.9, 2.0, 0.0, min_clients=20, max_client_requests=5)
+    assert (canary.routing_secret, canary.caller_identity) == (b"s" * 24, "cloud_run_iam")
+    assert "routing_secret" not in repr(canary)
+
+
+def test_drift_needs_distinct_clients_on_cloud_run_only():
+    local = ServiceConfig.from_env({"MODEL_URI": "/m@champion"})
+    assert (local.drift_min_clients, local.drift_max_client_images) == (1, 0)
+    cloud_run = ServiceConfig.from_env({"MODEL_URI": "/m@champion", "K_SERVICE": "fmnist-predict"})
+    assert (cloud_run.drift_min_clients, cloud_run.drift_max_client_images) == (10, 100)
+    vertex = ServiceConfig.from_env({"AIP_STORAGE_URI": "gs://b/m", "AIP_HTTP_PORT": "8080"})
+    assert vertex.drift_min_clients == 1  # Vertex AI's front end hides its callers
+    with pytest.raises(ConfigError, match="DRIFT_MIN_CLIENTS='0'"):
+        ServiceConfig.from_env({"MODEL_URI": "/m@champion", "DRIFT_MIN_CLIENTS": "0"})
+
+
+def test_the_routing_secret_is_random_per_server_locally_and_required_on_cloud_run():
+    env = {"MODEL_URI": "/m@champion", "CHALLENGER": "candidate"}
+    first, second = ServiceConfig.from_env(env).rollout, ServiceConfig.from_env(env).rollout
+    assert first is not None and second is not None
+    assert len(first.routing_secret) == 32 and first.routing_secret != second.routing_secret
+    with pytest.raises(ConfigError, match="ROUTING_SECRET: a secret of at least 24 characters is needed"):
+        ServiceConfig.from_env({**env, "K_SERVICE": "fmnist"})
 
 
 @pytest.mark.parametrize(
@@ -156,6 +182,10 @@ def test_challenger_is_resolved_in_the_champions_registry():
         ({"CHALLENGER": "c", "ROLLOUT_MAX_ERROR_RATE": "-0.1"}, "ROLLOUT_MAX_ERROR_RATE"),
         ({"CHALLENGER": "c", "ROLLOUT_MIN_REQUESTS": "many"}, "ROLLOUT_MIN_REQUESTS='many'"),
         ({"CHALLENGER": "c", "ROLLOUT_MAX_LATENCY_RATIO": "-1"}, "ROLLOUT_MAX_LATENCY_RATIO"),
+        ({"CHALLENGER": "c", "ROLLOUT_MIN_CLIENTS": "65"}, "ROLLOUT_MIN_CLIENTS='65': expected a whole number from 1"),
+        ({"CHALLENGER": "c", "ROLLOUT_MAX_CLIENT_REQUESTS": "0"}, "ROLLOUT_MAX_CLIENT_REQUESTS='0'"),
+        ({"CHALLENGER": "c", "ROUTING_SECRET": "short"}, "got 5 characters"),
+        ({"CHALLENGER": "c", "CALLER_IDENTITY": "x-client-id"}, "expected one of address, cloud_run_iam"),
     ],
 )
 def test_bad_rollout_settings_name_the_variable(env, message):

@@ -113,3 +113,57 @@ def test_counts_are_shared_through_the_state_directory(tmp_path, model_dir):
     report = parent.report()
     assert report["images_seen"] == 64 and report["images_sampled"] == 64
     assert report["classes"]["observed_proportions"][:2] == [pytest.approx(40 / 64), pytest.approx(24 / 64)]
+
+
+def _post_as(client, images: np.ndarray, address: str, batch: int = 50) -> None:
+    for start in range(0, len(images), batch):
+        reply = client.post(
+            "/predict",
+            data=images[start : start + batch].tobytes(),
+            content_type="application/octet-stream",
+            headers={"X-Forwarded-For": address},  # the trusted proxy's hop (TRUSTED_PROXY_HOPS=1)
+        )
+        assert reply.status_code == 200, reply.get_json()
+
+
+def test_one_client_cannot_flag_drift(make_app):
+    """Drift starts a retraining run: 400 inverted images from one client flag nothing until enough distinct
+    clients are seen, and then count as at most DRIFT_MAX_CLIENT_IMAGES (25, beside 12 clients sending 25 images
+    each like the training data); without the cap the same traffic flags."""
+    from service.caller import client_bucket
+
+    env = {
+        "DRIFT_SAMPLE_EVERY": "1",
+        "DRIFT_MIN_IMAGES": "200",
+        "DRIFT_MIN_CLIENTS": "5",
+        "DRIFT_MAX_CLIENT_IMAGES": "25",
+        "TRUSTED_PROXY_HOPS": "1",
+    }
+    images, _ = generated_images(300, seed=21)
+    attack = 255 - generated_images(400, seed=22)[0]
+    taken, honest = {client_bucket("ip:203.0.113.7")}, []
+    for address in (f"198.51.100.{i}" for i in range(1, 255)):  # 12 honest clients in 12 other buckets
+        if len(honest) < 12 and client_bucket(f"ip:{address}") not in taken:
+            taken.add(client_bucket(f"ip:{address}"))
+            honest.append(address)
+    reports = {}
+    for cap in ("25", "0"):
+        client = make_app(**{**env, "DRIFT_MAX_CLIENT_IMAGES": cap}).test_client()
+        _post_as(client, attack, "203.0.113.7")
+        alone = client.get("/monitoring/drift").get_json()
+        assert alone["status"] == "insufficient_data" and alone["drift_detected"] is False
+        assert (alone["clients"], alone["images_sampled"]) == (1, 400) and "1 of the 5 distinct clients" in alone[
+            "detail"
+        ]
+        for index, address in enumerate(honest):
+            _post_as(client, images[25 * index : 25 * (index + 1)], address)
+        reports[cap] = client.get("/monitoring/drift").get_json()
+    capped, uncapped = reports["25"], reports["0"]
+    assert capped["status"] == "ok" and capped["clients"] == 13 and capped["images_sampled"] == 700
+    assert capped["images_credited"] == 25 + 300  # the attacker's 400 count as 25
+    assert capped["drift_detected"] is False, (
+        capped["drifted"],
+        {k: v["psi"] for k, v in capped["features"].items()},
+        capped["classes"]["psi"],
+    )
+    assert uncapped["images_credited"] == 700 and uncapped["drift_detected"] is True

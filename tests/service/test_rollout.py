@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from contracts.rollout import Thresholds
 from service.config import RolloutConfig
-from service.rollout import Rollout, build_report, in_canary, read_counters
+from service.rollout import Rollout, build_report, public_report, read_counters, route
 from service.runtime import OnnxClassifier
 from tests.service.model_factory import generated_images
 
@@ -43,8 +43,16 @@ def linear(linear_model_dir):
     return _loaded(linear_model_dir, "rt-linear")
 
 
+SECRET = b"test-routing-secret-0123456789"
+
+
+def in_canary(key: str, salt: str, percent: float, secret: bytes = SECRET) -> bool:
+    return route(secret, salt, key).in_canary(percent)
+
+
 def _config(mode="shadow", percent=10.0, every=1, **thresholds) -> RolloutConfig:
-    return RolloutConfig("candidate", "/m@candidate", mode, percent, every, Thresholds(**thresholds))
+    thresholds = {"min_clients": 1, "max_client_requests": 10**9, **thresholds}
+    return RolloutConfig("candidate", "/m@candidate", mode, percent, every, Thresholds(**thresholds), SECRET)
 
 
 def _pixels(n: int, seed: int) -> np.ndarray:
@@ -55,13 +63,24 @@ def _counters():
     return read_counters(REGISTRY.collect())
 
 
+_PER_CLIENT = {
+    "fmnist_rollout_requests_total",
+    "fmnist_rollout_errors_total",
+    "fmnist_rollout_paired_requests_total",
+    "fmnist_rollout_paired_agreement_total",
+    "fmnist_rollout_paired_inference_seconds_total",
+}
+
+
 def _delta(before, after):
+    """Changes per sample and label values; per-client series summed over their client buckets."""
     out = {}
     for name, table in after.items():
         for key, value in table.items():
             change = value - before.get(name, {}).get(key, 0.0)
             if change and not name.endswith("_bucket"):
-                out[(name, key)] = change
+                short = key[:-1] if name in _PER_CLIENT else key
+                out[(name, short)] = out.get((name, short), 0.0) + change
     return out
 
 
@@ -77,6 +96,13 @@ def test_canary_hash_is_stable_and_splits_by_the_percentage():
     ten = {k for k, c in zip(keys, chosen, strict=True) if c}
     twenty = {k for k in keys if in_canary(k, "v2", 20)}
     assert ten < twenty  # raising the percentage keeps the clients already on the challenger
+    other_secret = [in_canary(k, "v2", 10, b"another-secret-0123456789") for k in keys]
+    assert other_secret != chosen  # without the secret the split cannot be computed
+
+
+def test_client_buckets_spread_and_stay_put():
+    buckets = [route(SECRET, "v2", f"ip:10.0.{i // 256}.{i % 256}").bucket for i in range(2000)]
+    assert len(set(buckets)) == 64 and buckets[5] == route(SECRET, "v2", "ip:10.0.0.5").bucket
 
 
 def test_shadow_answers_with_the_champion_and_counts_agreement_exactly(cnn, linear):
@@ -109,7 +135,14 @@ def test_shadow_answers_with_the_champion_and_counts_agreement_exactly(cnn, line
         for class_id in np.flatnonzero(classes[role]):
             name = cnn.class_names[class_id]
             want[("fmnist_rollout_predicted_class_total", (name, version, role))] = classes[role][class_id]
-    assert {k: v for k, v in got.items() if not k[0].endswith("_sum")} == want
+    want[("fmnist_rollout_paired_requests_total", ("rt-cnn", "rt-linear"))] = 4
+    paired_agreement = got.pop(("fmnist_rollout_paired_agreement_total", ("rt-cnn", "rt-linear")))
+    assert paired_agreement == pytest.approx(
+        sum((cnn.classifier.predict(b).argmax(1) == linear.classifier.predict(b).argmax(1)).mean() for b in batches)
+    )  # agreement per request: each request's share of agreeing images
+    seconds = {k[1][2]: v for k, v in got.items() if k[0] == "fmnist_rollout_paired_inference_seconds_total"}
+    assert set(seconds) == {"champion", "challenger"} and min(seconds.values()) > 0
+    assert {k: v for k, v in got.items() if not k[0].endswith(("_sum", "seconds_total"))} == want
 
 
 def test_shadow_sampling_scores_every_kth_request(cnn, linear):
@@ -170,23 +203,42 @@ def test_no_challenger_loaded_yet_means_the_champion_alone_and_a_wait(cnn):
     report = build_report(_config(), _counters(), "rt-cnn", None, "the registry has no 'candidate' alias")
     assert report["verdict"]["decision"] == "wait"
     assert "no challenger model loaded: the registry has no 'candidate' alias" in report["verdict"]["reasons"]
+    public = public_report(report)
+    assert public["verdict"] == {"decision": "wait", "codes": ["no_challenger"]}  # no alias, no path
+    assert "challenger_reference" not in public and public["thresholds"] == report["thresholds"]
 
 
-def test_verdict_waits_then_promotes_an_agreeing_challenger(cnn):
+def test_verdict_waits_for_enough_clients_then_promotes_an_agreeing_challenger(cnn):
     champion = Loaded("rt-cnn-p", cnn.class_names, cnn.classifier)  # versions of its own: counters are per process
     twin = Loaded("rt-twin", cnn.class_names, cnn.classifier)  # the same model under another version
-    config = _config(min_requests=5, max_latency_ratio=100.0)  # latency's rule is tested in tests/contracts
+    config = _config(min_requests=200, min_clients=10, max_client_requests=20, max_latency_ratio=100.0)
     rollout = Rollout(config, SimpleNamespace(current=twin))
-    rollout.predict(_pixels(8, 8), champion, "k")
+    pixels = _pixels(1, 8)
+    for _ in range(250):  # one client, many requests: capped at 20, and one client is not enough
+        rollout.predict(pixels, champion, "ip:203.0.113.7")
     report = build_report(config, _counters(), "rt-cnn-p", "rt-twin")
     assert report["verdict"]["decision"] == "wait", report["verdict"]
-    assert report["agreement"]["agreed"] == report["agreement"]["compared"] == 8
-    for i in range(4):
-        rollout.predict(_pixels(64, 20 + i), champion, "k")
+    assert report["evidence"]["clients"] == 1 and report["evidence"]["requests_credited"] == 20
+    assert report["challenger"]["requests"] == 250  # what was served is still shown in full
+    reasons = " ".join(report["verdict"]["reasons"])
+    assert "1 of the 10 distinct clients" in reasons and "20 of the 200 requests" in reasons
+    callers = [f"ip:198.51.100.{i}" for i in range(15)]
+    buckets = {route(SECRET, "rt-twin", c).bucket for c in [*callers, "ip:203.0.113.7"]}
+    assert len(buckets) >= 10, "the test needs at least 10 distinct client buckets"
+    for caller in callers:
+        for i in range(20):
+            rollout.predict(_pixels(4, 40 + i), champion, caller)
     report = build_report(config, _counters(), "rt-cnn-p", "rt-twin")
     assert report["verdict"]["decision"] == "promote", report["verdict"]
-    assert report["agreement"]["compared"] == 8 + 4 * 64 and report["agreement"]["interval_95"][0] > 0.98
-    assert report["challenger"]["requests"] == 5 and report["champion"]["answered"] == 5
+    assert report["evidence"]["clients"] == len(buckets)
+    per_bucket: dict[str, int] = {}
+    for caller in [*callers, *["ip:203.0.113.7"] * 12]:  # 250 = 12 x 20 + 10: the lone client saturates its cap
+        key = route(SECRET, "rt-twin", caller).bucket
+        per_bucket[key] = per_bucket.get(key, 0) + 20
+    credited = sum(min(20, count) for count in per_bucket.values())
+    assert report["evidence"]["requests_credited"] == credited
+    assert report["agreement"]["rate"] == 1.0 and report["agreement"]["interval_95"][0] > 0.98
+    assert report["agreement"]["compared"] == 250 + 15 * 20 * 4  # images, shown in full
     assert report["champion"]["inference_p99_ms"] > 0
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from service.runtime import OnnxClassifier
-from tests.service.conftest import counts_per_worker, start_service, stop_service
+from tests.service.conftest import ADMIN, ADMIN_ENV, counts_per_worker, start_service, stop_service
 from tests.service.model_factory import build_registry, generated_images
 
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -39,6 +39,7 @@ def shadow_server(tmp_path_factory, model_dir, linear_model_dir):
         SHADOW_SAMPLE_EVERY="1",
         ROLLOUT_MIN_REQUESTS="20",
         WORKERS="2",
+        **ADMIN_ENV,
     )
     yield server
     stop_service(server)
@@ -64,7 +65,10 @@ def test_shadow_counts_of_both_workers_are_summed_and_judged(shadow_server, mode
         assert [p["class_id"] for p in reply["predictions"]] == ours.tolist()
         agreed += int((ours == theirs).sum())
         compared += len(images)
-    status, report = shadow_server.json("GET", "/monitoring/rollout")
+    status, public = shadow_server.json("GET", "/monitoring/rollout")
+    assert status == 200 and "challenger_reference" not in public
+    assert public["verdict"] == {"decision": "rollback", "codes": ["agreement_low"]}  # codes only, no reasons
+    status, report = shadow_server.json("GET", "/monitoring/rollout", headers=ADMIN)
     assert status == 200
     assert report["mode"] == "shadow" and report["challenger_reference"] == "candidate"
     champion, challenger = report["champion"], report["challenger"]

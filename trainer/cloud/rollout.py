@@ -19,13 +19,14 @@ canary ended; the service's champion slot follows the alias, so nothing is redep
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from contracts.registry_index import RegistryIndex
 from contracts.rollout import Verdict, VersionStats, verdict
-from contracts.serving import PORT, ROLLOUT_ROUTE, deployed_model_version
+from contracts.serving import PORT, ROLLOUT_ROUTE, Env, deployed_model_version
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 from trainer.models.registry import ModelRegistry
@@ -137,8 +138,10 @@ def read_service_verdict(url: str, timeout_s: float = 10) -> dict[str, Any]:
     import requests
 
     target = url.rstrip("/") + ROLLOUT_ROUTE
+    token = os.environ.get(Env.ADMIN_TOKEN)  # the operator's token shows the verdict's reasons, not just its codes
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        reply = requests.get(target, timeout=timeout_s)
+        reply = requests.get(target, headers=headers, timeout=timeout_s)
     except requests.RequestException as exc:
         raise CommandError(
             f"cannot reach the prediction service at {url} ({type(exc).__name__}): start it with a challenger, "
@@ -171,7 +174,7 @@ def run_local(args: Any, settings: Any) -> int:
             break
         time.sleep(args.interval)
     challenger = (report.get("challenger") or {}).get("version")
-    action, reasons = decision["decision"], list(decision["reasons"])
+    action, reasons = decision["decision"], list(decision.get("reasons") or decision.get("codes") or [])
     if action == "wait":
         print(f"wait: {'; '.join(reasons)}")
         return 0
@@ -186,7 +189,59 @@ def run_local(args: Any, settings: Any) -> int:
     return 0
 
 
+def run_fleet(args: Any, settings: Any, ask: Any, target: str) -> int:
+    """Judge the fleet's counters through PromQL (trainer/cloud/promql.py) for the registry's champion and
+    candidate, then act on the registry as run_local does (the service's slots follow the aliases)."""
+    from trainer.cloud.promql import fleet_verdict
+
+    registry = ModelRegistry.from_settings(settings)
+    index = registry.read_index()
+    champion, challenger = registry.resolve("champion", index), registry.resolve(args.challenger, index)
+    window = f"{settings.rollout.window_minutes}m" if args.window else None
+    while True:
+        decision, evidence = fleet_verdict(ask, champion, challenger, settings.rollout.thresholds(), window)
+        print(
+            json.dumps(
+                {
+                    "champion": champion,
+                    "challenger": challenger,
+                    "evidence": {**asdict(evidence)},
+                    **decision.to_dict(),
+                },
+                default=str,
+            )
+        )
+        if decision.decision != "wait" or not args.watch:
+            break
+        time.sleep(args.interval)
+    action, reasons = decision.decision, decision.reasons
+    if action == "wait":
+        print(f"wait: {'; '.join(reasons)}")
+        return 0
+    if args.dry_run:
+        step = f"promote {challenger}" if action == "promote" else "record the canary's end"
+        print(f"would {step} and record canary-{action} in {registry.index_uri}")
+        return 0
+    if action == "promote":
+        registry.promote(challenger)  # the quality gate has the last word
+    registry.record(f"canary-{action}", challenger, reasons=reasons, target=target, source="promql")
+    print(f"{action}: {'; '.join(reasons)}")
+    return 0
+
+
 def add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--prometheus-url",
+        help="local target: judge every instance's counters through this Prometheus server's PromQL API instead "
+        "of one service's /monitoring/rollout",
+    )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="gcp target: judge the Cloud Run fleet through Cloud Monitoring's PromQL API (not the Vertex endpoint)",
+    )
+    parser.add_argument("--challenger", default="candidate", help="with PromQL: the challenger's alias or version")
+    parser.add_argument("--window", action="store_true", help="with PromQL: count only the last rollout.window_minutes")
     parser.add_argument(
         "--service-url",
         help=f"local target: the prediction service to read /monitoring/rollout from (default {LOCAL_SERVICE_URL})",
@@ -198,8 +253,16 @@ def add_arguments(parser: Any) -> None:
 
 def run(args: Any, settings: Any) -> int:
     if settings.target == "local":
+        if args.prometheus_url:
+            from trainer.cloud.promql import http_asker
+
+            return run_fleet(args, settings, http_asker(args.prometheus_url), "local")
         return run_local(args, settings)
     require_gcp(settings, "rollout")
+    if args.fleet:
+        from trainer.cloud.promql import google_asker
+
+        return run_fleet(args, settings, google_asker(settings.project_id), "cloud-run")
     from google.cloud import aiplatform, monitoring_v3
 
     names, config = settings.names, settings.rollout
