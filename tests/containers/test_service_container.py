@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lifecycle.served import free_port
 from tests.containers.conftest import FIGURES, Container, podman, run_container, world_readable
-from tests.service.conftest import ADMIN, ADMIN_ENV, free_port
+from tests.service.conftest import ADMIN, ADMIN_ENV
 from tests.service.model_factory import build_model_dir, build_registry, generated_images, upload_tree
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]

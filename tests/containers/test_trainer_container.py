@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from contracts.images import IMAGE_SOURCES, source_tag
+from lifecycle.served import free_port
 from settings import load_config
 from tests.conftest import make_idx_dir
 from tests.containers.conftest import FIGURES, PODMAN, podman, run_container, world_readable
 from tests.containers.test_service_container import CLOUD_RUN_FS, predict, wait_healthy
-from tests.service.conftest import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 N_TRAIN, N_TEST = 600, 200

@@ -17,7 +17,8 @@ import requests
 
 from contracts.monitoring_queries import DRIFT_DETECTED_PROMQL
 from lifecycle.alert_starter import DRIFT_ALERT, Starter, rule_file, serve
-from tests.service.conftest import free_port, start_service, stop_service
+from lifecycle.served import free_port
+from tests.service.conftest import start_service, stop_service
 from tests.service.model_factory import generated_images
 
 pytestmark = pytest.mark.skipif(

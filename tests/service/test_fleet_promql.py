@@ -16,8 +16,9 @@ import requests
 
 from contracts.monitoring_queries import DRIFT_DETECTED_PROMQL, rollout_queries
 from contracts.rollout import Thresholds
+from lifecycle.served import free_port
 from service.rollout import route
-from tests.service.conftest import free_port, start_service, stop_service
+from tests.service.conftest import start_service, stop_service
 from tests.service.model_factory import build_registry, generated_images, make_version
 from tests.service.test_rollout_server import _with_candidate
 from trainer.cloud.promql import fleet_verdict, http_asker
