@@ -122,6 +122,23 @@ def service_env(**overrides) -> dict:
     return env
 
 
+def models_ready(log: str) -> dict[int, set[str]]:
+    """The roles (champion, challenger) each worker has built and warmed up, from its model_ready log lines.
+
+    Why per worker and role, not a count of lines: a worker with a challenger logs two, so two lines can be one
+    worker, and a test that starts sending then would find the other still booting and every request on the first.
+    """
+    ready: dict[int, set[str]] = {}
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == "model_ready":
+            ready.setdefault(entry["pid"], set()).add(entry["role"])
+    return ready
+
+
 def start_service(
     tmp_path: Path,
     wait: bool = True,
@@ -143,6 +160,7 @@ def start_service(
         )
     server = LiveServer(f"http://127.0.0.1:{port}", port, process, stdout, stderr)
     workers = int(env_overrides.get("WORKERS", "2"))  # healthy = every worker has warmed up, not just the first
+    roles = {"champion", "challenger"} if env_overrides.get("CHALLENGER") else {"champion"}
     if not wait:
         return server
     deadline = time.monotonic() + 60
@@ -153,7 +171,10 @@ def start_service(
             healthy = server.request("GET", health_route)[0] == 200
         except OSError:
             healthy = False
-        booted = stderr.read_text().count(" ready in worker " if with_model else "Booting worker with pid")
+        if with_model:
+            booted = sum(ready >= roles for ready in models_ready(stderr.read_text()).values())
+        else:
+            booted = stderr.read_text().count("Booting worker with pid")
         if healthy and booted >= workers:
             return server
         time.sleep(0.05)
