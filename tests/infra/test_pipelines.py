@@ -127,20 +127,36 @@ def test_one_starter_workflow_filters_events_skips_active_runs_and_names_runs_by
     source = json.loads(workflow["source_contents"].replace("$${", "${").replace("%%{", "%{"))
     assert source == starter_workflow(names, names.service_account_email("pipelines"))
     steps = {name: body for step in source["main"]["steps"] for name, body in step.items()}
+    # the definition is compared with starter_workflow itself above, so the values that decide are pinned here
     listing = steps["check_active"]
-    assert listing["call"].endswith("pipelineJobs.list")
-    assert all(state in listing["args"]["filter"] for state in ACTIVE_STATES)
-    assert f'display_name="{names.pipeline_name}"' in listing["args"]["filter"]
+    assert listing["call"] == "googleapis.aiplatform.v1.projects.locations.pipelineJobs.list"
+    assert listing["args"]["filter"] == (
+        f'display_name="{names.pipeline_name}" AND (state="PIPELINE_STATE_QUEUED" OR state="PIPELINE_STATE_PENDING"'
+        ' OR state="PIPELINE_STATE_RUNNING")'
+    )
+    assert set(ACTIVE_STATES) == {"PIPELINE_STATE_QUEUED", "PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING"}
+    [skip] = steps["skip_when_active"]["switch"]
+    assert skip["condition"] == '${"pipelineJobs" in active}' and skip["return"]["started"] is False
     create = steps["start"]["try"]
-    assert create["call"].endswith("pipelineJobs.create")
+    assert create["call"] == "googleapis.aiplatform.v1.projects.locations.pipelineJobs.create"
     body = create["args"]["body"]
     assert body["templateUri"] == names.pipeline_template_uri
     assert body["serviceAccount"] == names.service_account_email("pipelines")
     assert body["runtimeConfig"] == {"gcsOutputDirectory": names.pipeline_root}
-    assert "time.format(sys.now())" in create["args"]["pipelineJobId"]  # one run id per hour: a race gets 409
+    assert create["args"]["pipelineJobId"] == (  # one run id per hour (YYYYMMDDHH): a race in that hour gets 409
+        f'${{"{names.pipeline_name}-" + text.replace_all_regex(text.substring(time.format(sys.now()), 0, 13),'
+        ' "[^0-9]", "")}'
+    )
     assert steps["start"]["except"]["steps"][0]["started_this_hour"]["switch"][0]["condition"] == "${error.code == 409}"
-    assert '"^raw/"' in steps["new_data_filter"]["switch"][0]["condition"]  # ingest's own writes do not retrigger
-    assert "incident.state" in steps["drift_filter"]["switch"][0]["condition"]
+    assert steps["start"]["except"]["steps"][1] == {"failed": {"raise": "${error}"}}  # any other error fails
+    [route_new, route_drift] = steps["route"]["switch"]
+    assert route_new == {"condition": f'${{kind == "{GCS_FINALIZED}"}}', "next": "new_data"}
+    assert route_drift == {"condition": f'${{kind == "{PUBSUB_PUBLISHED}"}}', "next": "drift"}
+    [new_data] = steps["new_data_filter"]["switch"]  # ingest's own writes (not under raw/) do not retrigger
+    assert new_data["condition"] == '${not text.match_regex(event.data.name, "^raw/")}'
+    assert new_data["return"]["started"] is False
+    [drift] = steps["drift_filter"]["switch"]  # an open incident retrains; its closing notification does not
+    assert drift["condition"] == '${alert.incident.state != "open"}' and drift["return"]["started"] is False
 
 
 def test_the_schedule_executes_the_starter_as_the_starter_account(synth, env, names):
@@ -163,7 +179,13 @@ def test_new_data_and_drift_triggers_go_through_the_same_starter(synth, env, nam
     by_type = {
         next(c["value"] for c in t["matching_criteria"] if c["attribute"] == "type"): t for t in triggers.values()
     }
-    assert {"attribute": "bucket", "value": names.bucket("datasets")} in by_type[GCS_FINALIZED]["matching_criteria"]
+    assert GCS_FINALIZED == "google.cloud.storage.object.v1.finalized"
+    assert PUBSUB_PUBLISHED == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert by_type[GCS_FINALIZED]["matching_criteria"] == [
+        {"attribute": "type", "value": GCS_FINALIZED},
+        {"attribute": "bucket", "value": names.bucket("datasets")},
+    ]
+    assert by_type[PUBSUB_PUBLISHED]["matching_criteria"] == [{"attribute": "type", "value": PUBSUB_PUBLISHED}]
     [topic_key] = pipelines(synth, env, "google_pubsub_topic")
     assert by_type[PUBSUB_PUBLISHED]["transport"]["pubsub"]["topic"] == ref("google_pubsub_topic", topic_key, "id")
 
@@ -175,7 +197,14 @@ def test_drift_reaches_the_topic_from_an_alert_on_the_services_own_gauge(synth, 
     assert policy["notification_channels"] == [ref("google_monitoring_notification_channel", channel_key, "id")]
     channel = synth.resources(env, "google_monitoring_notification_channel")[channel_key]
     assert channel["type"] == "pubsub" and channel["labels"]["topic"] == ref("google_pubsub_topic", topic_key, "id")
-    assert DRIFT_METRIC in policy["conditions"][0]["condition_threshold"]["filter"]
+    [condition] = policy["conditions"]
+    threshold = condition["condition_threshold"]
+    assert threshold["filter"] == f'resource.type = "prometheus_target" AND metric.type = "{DRIFT_METRIC}"'
+    assert (threshold["comparison"], threshold["threshold_value"]) == ("COMPARISON_GT", 0)  # the gauge is 0 or 1
+    assert threshold["duration"] == "300s"
+    assert threshold["aggregations"] == [
+        {"alignment_period": "300s", "per_series_aligner": "ALIGN_MAX", "cross_series_reducer": "REDUCE_MAX"}
+    ]
     gauge = DRIFT_METRIC.split("/")[1]
     assert f'"{gauge}"' in (REPO / "service" / "metrics.py").read_text()  # the name the service exports
     publishers = [b for b in synth.resources(env, "google_pubsub_topic_iam_member").values() if topic_key in b["topic"]]
