@@ -2,7 +2,7 @@
 
 import pytest
 
-from contracts.rollout import Agreement, Thresholds, VersionStats, verdict
+from contracts.rollout import Agreement, Thresholds, Verdict, VersionStats, verdict
 
 T = Thresholds(min_requests=500, min_agreement=0.98, max_latency_ratio=1.5, max_error_rate=0.01)
 CHAMPION = VersionStats("v1", requests=5000, errors=5, latency_p99_ms=10.0)
@@ -59,3 +59,11 @@ def test_a_traffic_split_canary_is_judged_on_errors_and_latency_alone():
 def test_boundaries_are_inclusive_of_the_limits():
     at_limit = challenger(requests=1000, errors=10, p99=15.0)  # exactly 1 % errors and 1.5x latency
     assert verdict(CHAMPION, at_limit, None, T, require_agreement=False).decision == "promote"
+
+
+def test_an_empty_agreement_is_no_agreement_not_a_pass():
+    """Agreement(0, 0) is what a caller has before the first comparison: it must not promote."""
+    result = verdict(CHAMPION, challenger(), Agreement(0, 0), T)
+    assert result == Verdict("wait", ["no agreement measured between champion and challenger"])
+    split = verdict(CHAMPION, challenger(), Agreement(0, 0), T, require_agreement=False)
+    assert split.decision == "promote" and "agreement not measured" in split.reasons[-1]
