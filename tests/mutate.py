@@ -79,17 +79,21 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     # ---- the second wave: rollout, model versions, the lifecycle pipeline and its cloud steps -------------------
-    "versions": (["service/versions.py"], ["tests/service/test_versions.py"]),
+    "versions": (["service/versions.py"], ["tests/service/test_versions.py", "tests/service/test_versions_retry.py"]),
     "model-source": (
         ["service/model_source.py"],
         ["tests/service/test_model_source.py", "tests/service/test_versions.py"],
     ),
-    "service-rollout": (["service/rollout.py"], ["tests/service/test_rollout.py"]),
+    "service-rollout": (
+        ["service/rollout.py"],
+        ["tests/service/test_rollout.py", "tests/service/test_rollout_evidence.py"],
+    ),
     "contracts-rollout": (
         ["contracts/rollout.py"],
         [
             "tests/contracts/test_rollout.py",
             "tests/service/test_rollout.py",
+            "tests/service/test_rollout_evidence.py",
             "tests/service/test_config.py",
             "tests/trainer/test_rollout.py",
             "tests/lifecycle/test_shadow.py",
