@@ -51,3 +51,60 @@ def test_a_refusal_without_a_mapped_outcome_fails_the_task_with_the_commands_sta
 def test_an_outcome_flag_without_an_equals_sign_is_refused_naming_it(settings, tmp_path, capsys):
     assert _promote(tmp_path, "--outcome", "3") == 1
     assert "--outcome '3': expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_every_output_artifact_carries_what_the_buckets_hold_now(settings, monkeypatch, idx_dir, tmp_path):
+    """The lineage Vertex ML Metadata records: each artifact kind's URI and metadata read back from the buckets."""
+    from trainer import storage
+    from trainer.cloud.pipeline_step import executor_output
+    from trainer.data.dataset import latest_version, version_uri
+    from trainer.models.registry import ModelRegistry
+
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
+    assert main(["--env", "local", "ingest", "--source", str(idx_dir)]) == 0
+    dataset = latest_version(settings)
+    trained = str(tmp_path / "job" / "model")
+    training = {"run_id": "r-1", "dataset_version": dataset, "preset": "demo", "epochs": 2, "history": [0.5]}
+    storage.write_text(storage.join(trained, "training.json"), json.dumps(training))
+    candidate = register_external_version(settings, source="custom", metrics={"accuracy": 0.91}, dataset_version="d")
+    evaluation = str(tmp_path / "evaluation.json")
+    storage.write_text(evaluation, json.dumps({"metrics": {"accuracy": 0.91, "n": 3, "ok": True, "name": "x"}}))
+    given = {
+        "dataset": "/ignored",
+        "features": "/ignored",
+        "analysis": str(tmp_path / "reports"),
+        "trained_model": trained,
+        "model": "/ignored",
+        "evaluation": evaluation,
+        "notes": str(tmp_path / "notes.md"),
+    }
+    spec = {name: {"artifacts": [{"name": f"a-{name}", "type": {"schemaTitle": "system.Artifact"}}]} for name in given}
+    output = executor_output(settings, {"outputs": {"artifacts": spec}}, given, None)
+
+    described = {name: entry["artifacts"][0] for name, entry in output["artifacts"].items()}
+    assert all(a["name"] == f"a-{n}" and a["type"] == {"schemaTitle": "system.Artifact"} for n, a in described.items())
+    found = {name: (a["uri"], a["metadata"]) for name, a in described.items()}
+    assert found == {
+        "dataset": (version_uri(settings, dataset), {"dataset_version": dataset}),
+        "features": (
+            storage.join(version_uri(settings, dataset), "features.parquet"),
+            {"dataset_version": dataset, "feature_function": "fmnist-image-features/v1"},
+        ),
+        "analysis": (storage.join(given["analysis"], dataset), {"dataset_version": dataset}),
+        "trained_model": (trained, {"run_id": "r-1", "dataset_version": dataset, "preset": "demo", "epochs": 2}),
+        "model": (
+            ModelRegistry.from_settings(settings).version_uri(candidate),
+            {"model_version": candidate, "dataset_version": "d", "accuracy": 0.91},
+        ),
+        "evaluation": (evaluation, {"accuracy": 0.91, "n": 3}),  # numbers only: no flags, no names
+        "notes": (given["notes"], {}),  # a kind with no reader: its URI as given
+    }
+    assert "parameterValues" not in output  # no outcome declared, none written
+    flat = str(tmp_path / "flat.json")  # an evaluation file with its metrics at the top level
+    storage.write_text(flat, json.dumps({"accuracy": 0.5, "label": "x"}))
+    only = {"evaluation": spec["evaluation"]}
+    assert executor_output(settings, {"outputs": {"artifacts": only}}, {"evaluation": flat}, None)["artifacts"] == {
+        "evaluation": {
+            "artifacts": [{**spec["evaluation"]["artifacts"][0], "uri": flat, "metadata": {"accuracy": 0.5}}]
+        }
+    }
