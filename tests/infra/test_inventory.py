@@ -348,10 +348,20 @@ def test_alert_policies(synth, env, settings_by_env):
         f"fmnist {env}: {what}"
         for what in ("Cloud Run 5xx ratio", "Cloud Run p99 latency", "Vertex AI endpoint errors", "served inputs drift")
     )
-    assert 'response_code_class = "5xx"' in filters[f"fmnist {env}: Cloud Run 5xx ratio"]
-    assert "request_latencies" in filters[f"fmnist {env}: Cloud Run p99 latency"]
+    service = synth.one(env, "google_cloud_run_v2_service")["name"]
+    run = f'resource.type = "cloud_run_revision" AND resource.labels.service_name = "{service}"'
+    assert filters[f"fmnist {env}: Cloud Run 5xx ratio"] == (
+        f'{run} AND metric.type = "run.googleapis.com/request_count" AND metric.labels.response_code_class = "5xx"'
+    )
+    assert (
+        filters[f"fmnist {env}: Cloud Run p99 latency"]
+        == f'{run} AND metric.type = "run.googleapis.com/request_latencies"'
+    )
     endpoint_id = settings_by_env[env].infra.endpoint_id
-    assert f'endpoint_id = "{endpoint_id}"' in filters[f"fmnist {env}: Vertex AI endpoint errors"]
+    assert filters[f"fmnist {env}: Vertex AI endpoint errors"] == (
+        f'resource.type = "aiplatform.googleapis.com/Endpoint" AND resource.labels.endpoint_id = "{endpoint_id}"'
+        ' AND metric.type = "aiplatform.googleapis.com/prediction/online/error_count"'
+    )
     assert all(p["notification_channels"] for p in policies.values())
 
 
@@ -359,12 +369,17 @@ def test_cloud_build_triggers(synth, settings_by_env):
     dev = {t["name"]: t for t in synth.resources("dev", "google_cloudbuild_trigger").values()}
     prod = {t["name"]: t for t in synth.resources("prod", "google_cloudbuild_trigger").values()}
     assert dev["fmnist-pull-request-checks"]["substitutions"] == {"_ENV": "dev"}
-    assert "pull_request" in dev["fmnist-pull-request-checks"]["github"]
+    repository = {k: dev["fmnist-deploy"]["github"][k] for k in ("owner", "name")}
+    # every branch's pull requests, and an outside contributor's only after a maintainer's /gcbrun comment
+    pull_requests = {"branch": ".*", "comment_control": "COMMENTS_ENABLED_FOR_EXTERNAL_CONTRIBUTORS_ONLY"}
+    assert dev["fmnist-pull-request-checks"]["github"] == {**repository, "pull_request": pull_requests}
     dev_names = Names.of(settings_by_env["dev"])
     assert dev["fmnist-pull-request-checks"]["service_account"].endswith(dev_names.service_account_email("checks"))
     plan = dev["fmnist-pull-request-plan"]
     assert plan["substitutions"] == {"_ENV": "dev", "_PLAN_BUCKET": dev_names.bucket("dev")}
-    assert "pull_request" in plan["github"] and plan["filename"] == "cloudbuild-plan.yaml"
+    assert (
+        plan["github"] == {**repository, "pull_request": pull_requests} and plan["filename"] == "cloudbuild-plan.yaml"
+    )
     assert plan["service_account"].endswith(dev_names.service_account_email("planner"))
     assert dev["fmnist-deploy"]["github"]["push"] == {"branch": "^main$"}
     assert prod["fmnist-deploy"]["github"]["push"] == {"tag": settings_by_env["prod"].infra.deploy_tag}
