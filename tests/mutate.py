@@ -195,6 +195,8 @@ def run_group(name: str, max_children: int) -> tuple[dict[str, Counter], list[tu
         cwd=tree,
         capture_output=True,
         text=True,
+        # the service's test model is trained once per group, not once per mutant (tests/service/conftest.py)
+        env={**os.environ, "TEST_MODEL_CACHE": str(tree / ".test-model-cache")},
     )
     statuses = results(tree)
     if not statuses:

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,23 @@ ADMIN_ENV = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": ADMIN_TOKEN}
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    return build_model_dir(tmp_path_factory.mktemp("model") / "test-v1")
+    """The generated test model. With TEST_MODEL_CACHE (set by `make mutate`, which runs the suite once per mutant)
+    it is trained once into that directory and copied from there, instead of trained for every run."""
+    target = tmp_path_factory.mktemp("model") / "test-v1"
+    cache = os.environ.get("TEST_MODEL_CACHE")
+    if not cache:
+        return build_model_dir(target)
+    cached = Path(cache) / "test-v1"
+    if not cached.is_dir():
+        built = build_model_dir(Path(cache) / f"building-{os.getpid()}" / "test-v1")
+        try:
+            built.rename(cached)  # whole or not at all: a run killed mid-build leaves no half model behind
+        except OSError:
+            if not cached.is_dir():  # another run won the race only if its copy is there
+                raise
+        shutil.rmtree(built.parent, ignore_errors=True)
+    shutil.copytree(cached, target)
+    return target
 
 
 @pytest.fixture(scope="session")
