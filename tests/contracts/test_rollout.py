@@ -67,3 +67,22 @@ def test_an_empty_agreement_is_no_agreement_not_a_pass():
     assert result == Verdict("wait", ["no agreement measured between champion and challenger"])
     split = verdict(CHAMPION, challenger(), Agreement(0, 0), T, require_agreement=False)
     assert split.decision == "promote" and "agreement not measured" in split.reasons[-1]
+
+
+def test_the_interval_stays_within_0_and_1_where_rounding_would_step_out():
+    assert Agreement(20, 20).interval()[1] == 1.0  # unclamped, 1.0000000000000002
+    assert all(0.0 <= bound <= 1.0 for n in range(1, 200) for a in (0, n) for bound in Agreement(a, n).interval())
+
+
+def test_a_missing_latency_on_either_side_is_not_judged():
+    no_p99 = VersionStats("v1", requests=5000, errors=0, latency_p99_ms=None)
+    assert verdict(no_p99, challenger(p99=1000.0), Agreement(1000, 1000), T).decision == "promote"
+    assert verdict(CHAMPION, challenger(p99=None), Agreement(1000, 1000), T).decision == "promote"
+
+
+def test_the_verdict_as_a_document():
+    reasons = ["a", "b"]
+    document = Verdict("wait", reasons).to_dict()
+    assert document == {"decision": "wait", "reasons": ["a", "b"]}
+    document["reasons"].append("c")
+    assert reasons == ["a", "b"]  # the document's list is its own
