@@ -108,3 +108,29 @@ def test_every_output_artifact_carries_what_the_buckets_hold_now(settings, monke
             "artifacts": [{**spec["evaluation"]["artifacts"][0], "uri": flat, "metadata": {"accuracy": 0.5}}]
         }
     }
+
+
+def test_outputs_are_written_where_the_launcher_reads_them(tmp_path):
+    from trainer.cloud.pipeline_step import write_outputs
+
+    existing = tmp_path / "existing"
+    existing.mkdir()  # the launcher may have made a parameter's directory already
+    executor_input = {
+        "outputs": {
+            "parameters": {
+                "outcome": {"outputFile": str(existing / "outcome")},
+                "other": {"outputFile": str(tmp_path / "a" / "b" / "other")},  # or not, two levels deep
+            },
+            "outputFile": str(tmp_path / "c" / "d" / "executor_output.json"),
+        }
+    }
+    output = {"artifacts": {}, "parameterValues": {"outcome": REFUSED, "other": "x"}}
+    write_outputs(executor_input, output)
+    assert (existing / "outcome").read_text() == REFUSED and (tmp_path / "a" / "b" / "other").read_text() == "x"
+    assert json.loads((tmp_path / "c" / "d" / "executor_output.json").read_text()) == output
+
+    artifacts_only = {"artifacts": {"m": {"artifacts": [{"uri": "/m"}]}}}  # a step without an outcome
+    write_outputs({"outputs": {"outputFile": str(tmp_path / "e" / "out.json")}}, artifacts_only)
+    assert json.loads((tmp_path / "e" / "out.json").read_text()) == artifacts_only
+    write_outputs({}, {"artifacts": {}})  # a task with no outputs at all: nothing to write, nothing fails
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "c", "e", "existing"]
