@@ -86,3 +86,24 @@ def test_the_verdict_as_a_document():
     assert document == {"decision": "wait", "reasons": ["a", "b"]}
     document["reasons"].append("c")
     assert reasons == ["a", "b"]  # the document's list is its own
+
+
+def test_the_agreement_bounds_are_strict_at_the_threshold():
+    low, high = Agreement(990, 1000).interval()
+    at_high = Thresholds(min_requests=500, min_agreement=high)  # the whole interval reaches the floor: not a failure
+    result = verdict(CHAMPION, challenger(), Agreement(990, 1000), at_high)
+    assert result.decision == "wait" and "still straddles" in result.reasons[0]
+    at_low = Thresholds(min_requests=500, min_agreement=low)  # the interval's low end is at the floor: enough
+    assert verdict(CHAMPION, challenger(), Agreement(990, 1000), at_low).decision == "promote"
+
+
+def test_exactly_the_minimum_of_requests_is_enough():
+    assert verdict(CHAMPION, challenger(requests=500), Agreement(500, 500), T).decision == "promote"
+
+
+def test_a_traffic_split_promotion_says_exactly_what_decided():
+    result = verdict(CHAMPION, challenger(), None, T, require_agreement=False)
+    assert result.reasons == [
+        "challenger v2 passed every check on 1000 requests",
+        "agreement not measured (each request went to one model): errors and latency decided",
+    ]
