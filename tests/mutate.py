@@ -101,7 +101,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["trainer/cloud/pipeline_step.py"],
         ["tests/trainer/test_pipeline_step.py", "tests/lifecycle/test_pipeline.py", *NO_KFP_LIFECYCLE],
     ),
-    "trainer-rollout": (["trainer/cloud/rollout.py"], ["tests/trainer/test_rollout.py"]),
+    "trainer-rollout": (
+        ["trainer/cloud/rollout.py"],
+        ["tests/trainer/test_rollout.py", "tests/trainer/test_rollout_edges.py"],
+    ),
     "deploy-model": (
         ["trainer/cloud/deploy_model.py"],
         ["tests/trainer/test_vertex.py", "tests/trainer/test_cloud_requests.py", "tests/trainer/test_sdk_contracts.py"],

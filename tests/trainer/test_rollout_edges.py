@@ -1,0 +1,66 @@
+"""`trainer rollout` at its edges: models outside the naming scheme or the traffic split, the exact message when no
+canary runs, figures with no points, and the exact calls a verdict makes (found by `make mutate`)."""
+
+from types import SimpleNamespace
+
+import pytest
+from google.cloud import monitoring_v3
+
+from contracts.rollout import Verdict
+from settings import load_config
+from trainer.cloud import rollout
+from trainer.cloud.rollout import Deployed
+from trainer.errors import CommandError
+
+CHAMPION, CHALLENGER = Deployed("111", "v1", 90), Deployed("222", "v2", 10)
+HINT = "Start one with `python -m trainer deploy-model candidate --canary 10`"
+
+
+def test_a_model_outside_the_split_has_no_traffic_and_a_foreign_name_is_kept():
+    endpoint = SimpleNamespace(
+        traffic_split={"111": 100},  # the endpoint omits models at 0 %
+        list_models=lambda: [
+            SimpleNamespace(id=111, display_name="fmnist-v1"),
+            SimpleNamespace(id=333, display_name="hand-deployed"),
+        ],
+    )
+    assert rollout.deployed_models(endpoint) == [Deployed("111", "v1", 100), Deployed("333", "hand-deployed", 0)]
+
+
+@pytest.mark.parametrize(
+    "deployed, found",
+    [
+        ([], "found 0: none"),
+        ([CHAMPION], "found 1: v1 (90 %)"),
+        ([CHAMPION, CHALLENGER, Deployed("3", "v3", 0)], "found 3: v1 (90 %), v2 (10 %), v3 (0 %)"),
+    ],
+)
+def test_without_exactly_two_models_the_message_lists_them_and_says_how_to_start(deployed, found):
+    with pytest.raises(CommandError) as raised:
+        rollout.canary_pair(deployed)
+    assert str(raised.value) == f"a canary needs exactly two deployed models on the endpoint, {found}. {HINT}"
+
+
+def test_each_figure_is_read_for_the_deployed_model_and_no_points_mean_none():
+    requests = []
+
+    class Client:
+        def list_time_series(self, request):
+            requests.append(request)
+            return [monitoring_v3.TimeSeries(points=[])]
+
+    names = load_config("dev", environ={}).names
+    stats = rollout.read_stats(Client(), names, CHALLENGER, 600, 1_800_000_000)
+    assert (stats.requests, stats.errors, stats.latency_p99_ms) == (0, 0, None)
+    assert [r["filter"].endswith('metric.labels.deployed_model_id = "222"') for r in requests] == [True] * 3
+
+
+def test_the_calls_of_each_verdict_exactly():
+    assert rollout.plan(Verdict("promote"), CHAMPION, CHALLENGER) == [
+        ("update", {"traffic_split": {"222": 100}}),
+        ("undeploy", {"deployed_model_id": "111", "sync": True}),  # wait: the record follows the undeploy
+    ]
+    assert rollout.plan(Verdict("rollback"), CHAMPION, CHALLENGER) == [
+        ("undeploy", {"deployed_model_id": "222", "traffic_split": {"111": 100}, "sync": True})
+    ]
+    assert rollout.plan(Verdict("wait"), CHAMPION, CHALLENGER) == []
