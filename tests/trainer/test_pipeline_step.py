@@ -7,6 +7,7 @@ import pytest
 
 from lifecycle.plan import PROMOTED, REFUSED
 from trainer.cli import main
+from trainer.errors import CommandError
 from trainer.models.registry import register_external_version
 
 GATE = ["--outcome", f"0={PROMOTED}", "--outcome", f"3={REFUSED}"]
@@ -134,3 +135,45 @@ def test_outputs_are_written_where_the_launcher_reads_them(tmp_path):
     assert json.loads((tmp_path / "e" / "out.json").read_text()) == artifacts_only
     write_outputs({}, {"artifacts": {}})  # a task with no outputs at all: nothing to write, nothing fails
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "c", "e", "existing"]
+
+
+def test_a_step_logs_its_inputs_and_what_it_wrote(settings, monkeypatch, idx_dir, tmp_path, capsys):
+    from trainer.data.dataset import latest_version, version_uri
+
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
+    assert main(["--env", "local", "ingest", "--source", str(idx_dir)]) == 0
+    capsys.readouterr()
+    executor_input = {
+        "inputs": {"artifacts": {"features": {"artifacts": [{"name": "f", "uri": "gs://b/features.parquet"}]}}},
+        "outputs": {
+            "artifacts": {"dataset": {"artifacts": [{"name": "dataset"}]}},
+            "outputFile": str(tmp_path / "out" / "executor_output.json"),
+        },
+    }
+    argv = ["--env", "local", "pipeline-step", "--executor-input", json.dumps(executor_input)]
+    # no --outcome: exit 0 is success, any other status fails the task
+    assert main([*argv, "--artifact", "dataset=/d", "--", "--env", "local", "registry", "list"]) == 0
+    uri = version_uri(settings, latest_version(settings))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "input features: gs://b/features.parquet"
+    assert out[-1] == f"pipeline step done (exit 0): dataset -> {uri}"
+    written = json.loads((tmp_path / "out" / "executor_output.json").read_text())
+    assert written["artifacts"]["dataset"]["artifacts"][0]["uri"] == uri
+
+    assert main([*argv, "--artifact", "dataset=/d", "--", "--env", "local", "registry", "show", "nope"]) == 1
+    assert capsys.readouterr().err.endswith("error: `trainer --env local registry show nope` exited with 1\n")
+
+
+def test_flags_and_executor_input_are_checked_with_messages_that_say_what_to_pass(settings, capsys):
+    from trainer.cloud.pipeline_step import executor_output, parse_pairs
+
+    assert parse_pairs(["model=gs://b/m?x=1"], "--artifact") == {"model": "gs://b/m?x=1"}  # the first '=' splits
+    assert main(["--env", "local", "pipeline-step", "--executor-input", "{}", "--artifact", "m", "--", "x"]) == 1
+    assert "--artifact 'm': expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["--env", "local", "pipeline-step", "--executor-input", "{{$}}", "--", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "--executor-input is not JSON (" in err and "pass the {{$}} placeholder" in err
+    assert executor_output(settings, {}, {}, None) == {"artifacts": {}}  # a task that declares no outputs
+    with pytest.raises(CommandError) as raised:
+        executor_output(settings, {"outputs": {"parameters": {"outcome": {}}}}, {}, None)
+    assert str(raised.value) == "the task declares an outcome parameter but no --outcome maps exit status 0"
