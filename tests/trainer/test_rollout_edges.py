@@ -64,3 +64,78 @@ def test_the_calls_of_each_verdict_exactly():
         ("undeploy", {"deployed_model_id": "222", "traffic_split": {"111": 100}, "sync": True})
     ]
     assert rollout.plan(Verdict("wait"), CHAMPION, CHALLENGER) == []
+
+
+@pytest.fixture
+def replying():
+    """A loopback HTTP server whose one reply (status, body) the test sets; it records the paths asked for."""
+    import http.server
+    import threading
+
+    state = SimpleNamespace(status=200, body=b"{}", paths=[])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            state.paths.append(self.path)
+            self.send_response(state.status)
+            self.send_header("Content-Length", str(len(state.body)))
+            self.end_headers()
+            self.wfile.write(state.body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_service_verdict_is_read_from_its_route_and_every_failure_says_what_to_do(replying):
+    replying.body = b'{"mode": "shadow", "verdict": {"decision": "wait", "reasons": []}}'
+    assert rollout.read_service_verdict(replying.url + "/")["mode"] == "shadow"  # a trailing slash is fine
+    assert replying.paths == ["/monitoring/rollout"]
+
+    replying.status, replying.body = 503, b"x" * 400
+    with pytest.raises(CommandError) as raised:
+        rollout.read_service_verdict(replying.url)
+    assert str(raised.value) == f"GET {replying.url}/monitoring/rollout answered 503: {'x' * 300}"
+
+    replying.status, replying.body = 200, b"<html>"
+    with pytest.raises(CommandError) as raised:
+        rollout.read_service_verdict(replying.url)
+    assert str(raised.value) == (
+        f"GET {replying.url}/monitoring/rollout did not answer JSON: is {replying.url} the prediction service?"
+    )
+
+    replying.body = b'{"mode": "off"}'
+    with pytest.raises(CommandError) as raised:
+        rollout.read_service_verdict(replying.url)
+    assert str(raised.value) == (
+        f"the service at {replying.url} runs no rollout (no CHALLENGER configured): restart it with "
+        "CHALLENGER=candidate ROLLOUT_MODE=shadow (or canary)"
+    )
+
+
+def test_an_unreachable_or_silent_service_fails_in_time_naming_the_fix():
+    import socket
+    import time
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening: refused
+    with pytest.raises(CommandError) as raised:
+        rollout.read_service_verdict(url)
+    assert str(raised.value) == (
+        f"cannot reach the prediction service at {url} (ConnectionError): start it with a challenger, "
+        "e.g. CHALLENGER=candidate python -m service, or pass --service-url"
+    )
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        with pytest.raises(CommandError, match=r"\(ReadTimeout\)"):
+            rollout.read_service_verdict(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
+        assert time.monotonic() - started < 10
