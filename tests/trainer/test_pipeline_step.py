@@ -30,10 +30,14 @@ def _promote(tmp_path, *extra: str) -> int:
 
 
 @pytest.mark.parametrize("accuracy, outcome", [(0.5, REFUSED), (0.95, PROMOTED)])
-def test_the_gates_exit_status_is_the_outcome_and_the_task_succeeds(settings, monkeypatch, tmp_path, accuracy, outcome):
+def test_the_gates_exit_status_is_the_outcome_and_the_task_succeeds(
+    settings, monkeypatch, tmp_path, capsys, accuracy, outcome
+):
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
     register_external_version(settings, source="custom", metrics={"accuracy": accuracy}, dataset_version="v-1")
     assert _promote(tmp_path, *GATE) == 0  # a refusal must not fail the run: the condition skips deploy-model
+    status = 0 if outcome == PROMOTED else 3
+    assert capsys.readouterr().out.splitlines()[-2:] == [f"pipeline step done (exit {status})", f"outcome: {outcome}"]
     assert (tmp_path / "out" / "outcome").read_text() == outcome
     written = json.loads((tmp_path / "out" / "executor_output.json").read_text())
     assert written == {"artifacts": {}, "parameterValues": {"outcome": outcome}}
@@ -152,11 +156,14 @@ def test_a_step_logs_its_inputs_and_what_it_wrote(settings, monkeypatch, idx_dir
     }
     argv = ["--env", "local", "pipeline-step", "--executor-input", json.dumps(executor_input)]
     # no --outcome: exit 0 is success, any other status fails the task
-    assert main([*argv, "--artifact", "dataset=/d", "--", "--env", "local", "registry", "list"]) == 0
+    executor_input["outputs"]["artifacts"]["notes"] = {"artifacts": [{"name": "notes"}]}
+    argv = ["--env", "local", "pipeline-step", "--executor-input", json.dumps(executor_input)]
+    given = ["--artifact", "dataset=/d", "--artifact", "notes=/n.md"]
+    assert main([*argv, *given, "--", "--env", "local", "registry", "list"]) == 0
     uri = version_uri(settings, latest_version(settings))
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "input features: gs://b/features.parquet"
-    assert out[-1] == f"pipeline step done (exit 0): dataset -> {uri}"
+    assert out[-1] == f"pipeline step done (exit 0): dataset -> {uri}, notes -> /n.md"
     written = json.loads((tmp_path / "out" / "executor_output.json").read_text())
     assert written["artifacts"]["dataset"]["artifacts"][0]["uri"] == uri
 
