@@ -121,7 +121,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "import-evaluation": (["trainer/cloud/import_evaluation.py"], ["tests/trainer/test_import_evaluation.py"]),
     "quantize": (["trainer/models/quantize.py"], ["tests/trainer/test_quantize.py"]),
     # the policies on fixture documents; the test over the synthesized stacks costs a synth per mutant
-    "graph-policies": (["infra/graph_policies.py"], ["tests/infra/test_graph_policies.py", "-k", "not synthesized"]),
+    "graph-policies": (
+        ["infra/graph_policies.py"],
+        ["tests/infra/test_graph_policies.py", "tests/infra/test_graph_policies_edges.py", "-k", "not synthesized"],
+    ),
     "infra-pipelines": (["infra/components/pipelines.py"], ["tests/infra/test_pipelines.py"]),
 }
 # lifecycle/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle compile`), where
