@@ -1,6 +1,7 @@
 """`trainer rollout` at its edges: models outside the naming scheme or the traffic split, the exact message when no
 canary runs, figures with no points, and the exact calls a verdict makes (found by `make mutate`)."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -139,3 +140,107 @@ def test_an_unreachable_or_silent_service_fails_in_time_naming_the_fix():
         with pytest.raises(CommandError, match=r"\(ReadTimeout\)"):
             rollout.read_service_verdict(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
         assert time.monotonic() - started < 10
+
+
+class _Vertex:
+    """The endpoint and Cloud Monitoring as `trainer rollout --env dev` sees them: two deployed models, each
+    version's figures, and every call recorded with the champion alias at the moment of the call."""
+
+    def __init__(self, registry, champion: str, challenger: str, challenger_errors: int = 0):
+        self.calls: list[tuple] = []
+        self.registry = registry
+        figures = {"1": (1000, 0, 10.0), "2": (1000, challenger_errors, 10.0)}
+        vertex = self
+
+        class Endpoint:
+            traffic_split = {"1": 90, "2": 10}
+
+            def __init__(self, name):
+                vertex.calls.append(("endpoint", name))
+
+            def list_models(self):
+                return [
+                    SimpleNamespace(id="1", display_name=f"fmnist-{champion}"),
+                    SimpleNamespace(id="2", display_name=f"fmnist-{challenger}"),
+                ]
+
+            def update(self, **kwargs):
+                vertex.calls.append(("update", kwargs, vertex.champion()))
+
+            def undeploy(self, **kwargs):
+                vertex.calls.append(("undeploy", kwargs, vertex.champion()))
+
+        class Client:
+            def list_time_series(self, request):
+                model = request["filter"].rsplit('"', 2)[1]
+                metric = request["filter"].split('"')[1].rsplit("/", 1)[1]
+                requests, errors, p99 = figures[model]
+                value = {"prediction_count": requests, "error_count": errors, "prediction_latencies": p99}[metric]
+                kind = "double_value" if metric == "prediction_latencies" else "int64_value"
+                return [monitoring_v3.TimeSeries(points=[monitoring_v3.Point(value={kind: value})])]
+
+        self.Endpoint, self.Client = Endpoint, Client
+
+    def champion(self) -> str:
+        return self.registry.read_index()["aliases"]["champion"]
+
+    def install(self, monkeypatch):
+        from google.cloud import aiplatform
+
+        monkeypatch.setattr(aiplatform, "init", lambda **kwargs: self.calls.append(("init", kwargs)))
+        monkeypatch.setattr(aiplatform, "Endpoint", self.Endpoint)
+        monkeypatch.setattr(monitoring_v3, "MetricServiceClient", self.Client)
+
+
+@pytest.fixture
+def vertex_canary(gcs_settings, monkeypatch):
+    from trainer.models.registry import ModelRegistry, register_external_version
+
+    monkeypatch.setenv("FMNIST_BUCKET_PREFIX", gcs_settings.bucket_prefix)
+    registry = ModelRegistry.from_settings(gcs_settings)
+    versions = [
+        register_external_version(gcs_settings, source="custom", metrics={"accuracy": a}, dataset_version="d")
+        for a in (0.90, 0.95)
+    ]
+    registry.promote(versions[0])
+    return registry, *versions
+
+
+def test_a_vertex_canary_is_promoted_through_the_gate_before_its_traffic_moves(vertex_canary, monkeypatch, capsys):
+    from trainer.cli import main
+
+    registry, champion, challenger = vertex_canary
+    vertex = _Vertex(registry, champion, challenger)
+    vertex.install(monkeypatch)
+    assert main(["--env", "dev", "rollout", "--dry-run"]) == 0
+    assert [c[0] for c in vertex.calls] == ["init", "endpoint"] and vertex.champion() == champion  # nothing moved
+    assert "would call Endpoint.update({'traffic_split': {'2': 100}})" in capsys.readouterr().out
+    vertex.calls.clear()
+
+    assert main(["--env", "dev", "rollout"]) == 0
+    settings = load_config("dev", environ={})
+    assert vertex.calls == [
+        ("init", {"project": settings.project_id, "location": settings.region}),
+        ("endpoint", settings.names.endpoint_name),
+        ("update", {"traffic_split": {"2": 100}}, challenger),  # the registry first: the gate has the last word
+        ("undeploy", {"deployed_model_id": "1", "sync": True}, challenger),
+    ]
+    event = registry.read_index()["events"][-1]
+    assert (event["action"], event["version"], event["target"]) == ("canary-promote", challenger, "vertex")
+    out = capsys.readouterr().out.splitlines()
+    assert json.loads(out[0])["decision"] == "promote" and out[-1].startswith("promote: challenger ")
+
+
+def test_a_failing_vertex_canary_is_undeployed_and_the_champion_stays(vertex_canary, monkeypatch):
+    from trainer.cli import main
+
+    registry, champion, challenger = vertex_canary
+    vertex = _Vertex(registry, champion, challenger, challenger_errors=100)
+    vertex.install(monkeypatch)
+    assert main(["--env", "dev", "rollout"]) == 0
+    assert vertex.calls[2:] == [
+        ("undeploy", {"deployed_model_id": "2", "traffic_split": {"1": 100}, "sync": True}, champion)
+    ]
+    event = registry.read_index()["events"][-1]
+    assert (event["action"], event["version"], event["target"]) == ("canary-rollback", challenger, "vertex")
+    assert "error rate 10.00%" in event["reasons"][0]
