@@ -42,6 +42,9 @@ def test_the_load_replaces_the_table_from_the_versions_parquet_with_the_one_sche
     assert {f["mode"] for f in config["schema"]["fields"]} == {"REQUIRED"}
     assert config["destinationEncryptionConfiguration"] == {"kmsKeyName": dev.names.kms_key_name}
     assert request.job_config["labels"]["dataset_version"] == VERSION
+    labels = {"app": "fmnist-mlops", "env": "dev", "dataset_version": VERSION}
+    assert load_job_config(request, bigquery).labels == labels  # as sent: cost reports and the version loaded
+    assert (request.project, request.location) == ("fmnist-mlops-dev", "europe-west4")  # the client's project
 
 
 def test_the_requests_bind_to_the_installed_sdks(dev):
