@@ -16,12 +16,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps lint demo test mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks
+.PHONY: setup system-deps lint demo test images test-images mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks
 ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed $(KFP_VENV)/.installed node_modules/.installed
 
-# Debian packages: the data set, venv support, Chromium for the browser tests, Node.js for the cdktf CLI.
+# Debian packages: the data set, venv support, Chromium for the browser tests, Node.js for the cdktf CLI, podman.
 system-deps:
 	@bash scripts/system_deps.sh
 
@@ -52,8 +52,18 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# The container tests (tests/containers) are not part of it: `make test-images` runs them against `make images`.
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)
+
+# Both images with podman, tagged localhost/fmnist-<image>:<content tag> (scripts/build_images.sh); Debian
+# stand-in bases where the public ones cannot be pulled. Needs root (podman's settings for these machines).
+images: system-deps
+	@bash scripts/build_images.sh
+
+# The container contract tests against the images of this checkout: they fail (not skip) when those are missing.
+test-images: setup
+	FMNIST_REQUIRE_IMAGES=1 $(PY) -m pytest -m container tests/containers $(PYTEST_ARGS)
 
 # Mutation testing (mutmut) of storage, the registry and gate, IDX + ingest, request parsing and the Google Cloud
 # adapters, each group with its own tests in a scratch copy: killed/survived per module and every survivor.
@@ -83,21 +93,23 @@ scan: setup
 	$(PY) -m infra.scan
 
 # Google Cloud (needs credentials; infra/README.md, "Deploy and destroy"). Each path starts with the placeholder
-# preflight. `bootstrap` runs once per environment, by a person; `destroy` undeploys the SDK's models first and
-# refuses while any remain on the endpoint.
+# preflight. `bootstrap` runs once per environment, by a person. `deploy` runs <env>, images-<env> (the only stack
+# that needs a Docker daemon) and serving-<env> in that order; `destroy` undeploys the SDK's models first, refuses
+# while any remain on the endpoint, then takes down serving-<env> and <env> in reverse, without a daemon (images-<env>
+# keeps nothing outside the repository that <env> deletes; the next deploy finds its pushes gone and pushes again).
 bootstrap: setup
 	$(PY) -m infra.preflight bootstrap-$(ENV)
 	npx cdktf deploy bootstrap-$(ENV)
 
 deploy: setup
-	$(PY) -m infra.preflight $(ENV)
-	DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf deploy $(ENV)
+	export DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" && $(PY) -m infra.preflight --deploy $(ENV) && npx cdktf deploy $(ENV) images-$(ENV) serving-$(ENV)
 
 destroy: setup
 	$(PY) -m infra.preflight $(ENV)
 	$(PY) -m trainer --env $(ENV) undeploy-all --yes
 	$(PY) -m infra.endpoint_guard $(ENV)
-	DOCKER_REGISTRY_PASS="$$(gcloud auth print-access-token)" npx cdktf destroy $(ENV)
+	npx cdktf destroy serving-$(ENV)
+	npx cdktf destroy $(ENV) --ignore-missing-stack-dependencies
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
@@ -109,7 +121,7 @@ bench-train: setup
 clean:
 	rm -rf cdktf.out .pytest_cache
 
-# kfp pins protobuf < 7 and requests == 2.33.0, older than the trainer's: it gets its own venv (lifecycle/compile.py).
+# kfp pins protobuf < 7 and requests == 2.33.0, older than the trainer's: it gets its own venv (lifecycle/orchestration/compile.py).
 $(KFP_VENV)/.installed:
 	@test -x $(KFP_VENV)/bin/python || $(PYTHON) -m venv $(KFP_VENV)
 	$(KFP_VENV)/bin/pip install -q kfp==$(KFP_VERSION) 'pydantic>=2.6,<3' 'pyyaml>=6.0' 'numpy>=1.26,<3'
@@ -123,7 +135,7 @@ pipeline: pipeline-venv
 	$(KFP_VENV)/bin/python -m lifecycle compile --env $(ENV)
 	$(KFP_VENV)/bin/python -m lifecycle compile --env $(ENV) --pipeline prediction --output build/fmnist-batch-prediction.yaml
 
-# The local environment's compiled pipeline, executed task by task on this machine (lifecycle/run_compiled.py).
+# The local environment's compiled pipeline, executed task by task on this machine (lifecycle/orchestration/run_compiled.py).
 pipeline-local: setup pipeline-venv
 	$(KFP_VENV)/bin/python -m lifecycle compile --env local --output build/fmnist-lifecycle-local.yaml $(PIPELINE_ARGS)
 	$(PY) -m lifecycle run-compiled build/fmnist-lifecycle-local.yaml

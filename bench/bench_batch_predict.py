@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_batch_predict.py [--model REF] [--rounds 3] [--workers N]
 
 The limit is what the issue defines: single-thread ONNX Runtime images/s (the service's OnnxClassifier, in this
-process, no decoding, no inter-process traffic) times the cores. The batch figure is `lifecycle.batch_predict`'s
+process, no decoding, no inter-process traffic) times the cores. The batch figure is `lifecycle.batch.batch_predict`'s
 BatchScorer (one worker process per core, one ONNX Runtime thread each) scoring the same images from the IDX file
 and from a directory of 10,000 PNGs (decoded in the workers by the service's own decoder). Rounds interleave the
 limit and the batch runs; medians are printed with the machine's load (`uptime`): the 2 cores are shared.
@@ -29,7 +29,7 @@ TEST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 def main() -> int:
     from PIL import Image
 
-    from lifecycle.batch_predict import BatchScorer, inference_limit, read_source
+    from lifecycle.batch.batch_predict import BatchScorer, inference_limit, read_source
     from settings import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.service.conftest import start_service, stop_service  # noqa: E402 - after the path insert
-from tests.service.hostile_corpus import Hostile, corpus, send, valid_64  # noqa: E402
+from lifecycle.checks.hostile_corpus import Hostile, corpus, send, valid_64  # noqa: E402 - after the path insert
+from lifecycle.served import service_environment, start  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CPU_BOUND, RSS_BOUND = 10.0, 2.0
@@ -46,8 +46,9 @@ def measure(model_dir: Path, hostile: Hostile, repeat: int, scratch: Path) -> di
     """One fresh single-worker server: warm up, send the case `repeat` times, read the worker's CPU and peak."""
     body = hostile.body() if hostile.body else None
     hostile.body = (lambda raw: lambda: raw)(body) if body is not None else None
-    server = start_service(scratch, MODEL_URI=str(model_dir), WORKERS="1", MAX_INSTANCES="64")
+    server = start(scratch, service_environment(MODEL_URI=str(model_dir), WORKERS="1", MAX_INSTANCES="64"))
     try:
+        server.wait_healthy(workers=1)
         (worker,) = server.worker_pids()
         assert server.request("POST", "/predict", b"\0" * 784, {"Content-Type": "application/octet-stream"})[0] == 200
         before = cpu_seconds(worker)
@@ -56,7 +57,7 @@ def measure(model_dir: Path, hostile: Hostile, repeat: int, scratch: Path) -> di
         alive = server.worker_pids() == [worker]
         return {"cpu_ms": cpu * 1000, "peak_mb": peak_rss_mb(worker), "statuses": statuses, "alive": alive}
     finally:
-        stop_service(server)
+        server.stop()
 
 
 def demo_model(directory: Path = REPO / "bench" / "results" / "hostile-model") -> Path:

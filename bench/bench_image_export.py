@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
+import storage
 from settings import load_config
-from trainer import storage
 from trainer.cli import main as trainer_main
 from trainer.data.dataset import load_dataset
 from trainer.data.export_images import decode_png, export_images

@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_pipeline.py [--rounds 3] [--train 1000] [--test 300]
 
 Compiles the dev and the local environment's step lists with kfp (.venv-kfp, `make pipeline-venv`), then runs the
-compiled local pipeline with `lifecycle.run_compiled` (smoke preset) against a fresh storage root holding generated
-IDX files. Prints medians with the machine's load (`uptime`): the 2 cores are shared.
+compiled local pipeline with `lifecycle.orchestration.run_compiled` (smoke preset) against a fresh storage root
+holding generated IDX files. Prints medians with the machine's load (`uptime`): the 2 cores are shared.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def compile_env(env: str, output: Path, *args: str, environ: dict | None = None)
 
 
 def main() -> int:
-    from lifecycle.run_compiled import run_compiled
-    from tests.conftest import make_idx_dir
+    from lifecycle.orchestration.run_compiled import run_compiled
+    from trainer.data.synthetic import make_idx_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)

@@ -1,6 +1,7 @@
 """Version swaps under load: wrk saturates the single-image route while the registry alias flips back and forth.
 
     .venv/bin/python bench/bench_swap.py [--model-dir DIR] [--flips 10] [--duration 10] [--rounds 3] [--poll 0.5]
+                                         [--signed]
 
 Two versions of one model directory (default: the demo architecture bench_service.py builds; --model-dir a real
 export, e.g. the local champion's version directory) are registered in a throwaway local registry with their
@@ -11,6 +12,7 @@ through trainer.models.registry, as an operator would), --rounds times interleav
 and p99 of both kinds of run, failed requests (non-2xx + socket errors, must be 0), the swaps the workers made
 (fmnist_model_swaps_total) and peak RSS per worker (VmHWM: a swap holds two versions at once). Results: printed
 and written to bench/results/bench_swap.json. Quote them with the machine's load: wrk shares the cores.
+--signed: the registry signs every index (a local key pair) and the service verifies it on each index change.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ def make_versions(model_dir: Path, root: Path, names: tuple[str, ...]) -> dict[s
     return out
 
 
-def registry_with(root: Path, versions: dict[str, Path]):
+def registry_with(root: Path, versions: dict[str, Path], signed: bool = False):
+    from trainer.models.index_signing import LocalKeySigner
     from trainer.models.registry import ModelRegistry
 
-    registry = ModelRegistry(str(root / "models"), accuracy_floor=0.0, regression_tolerance=1.0)
+    signer = LocalKeySigner(root / "promoter") if signed else None
+    registry = ModelRegistry(str(root / "models"), accuracy_floor=0.0, regression_tolerance=1.0, signer=signer)
     for name, directory in versions.items():
         files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir()}
         registry.register(
@@ -83,6 +87,9 @@ def main(argv=None) -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="steady/flipping pairs, interleaved (default 3)")
     parser.add_argument("--artifact", choices=("float", "int8"), default="float", help="MODEL_ARTIFACT (default float)")
+    parser.add_argument(
+        "--signed", action="store_true", help="sign every index and give the service the public key (issue 25)"
+    )
     serving_venv = REPO / ".venv-serve" / "bin" / "python"
     parser.add_argument("--python", default=str(serving_venv) if serving_venv.exists() else sys.executable)
     args = parser.parse_args(argv)
@@ -97,7 +104,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         versions = make_versions(model_dir, root, ("swap-a", "swap-b"))
-        registry = registry_with(root, versions)
+        registry = registry_with(root, versions, args.signed)
         server = bs.Server("swap-service", "service", root / "models", str(Path(args.python).absolute()))
         command = server.command
 
@@ -106,6 +113,8 @@ def main(argv=None) -> int:
             env.update(
                 MODEL_URI=f"{root / 'models'}@champion", MODEL_POLL_S=str(args.poll), MODEL_ARTIFACT=args.artifact
             )
+            if args.signed:
+                env["INDEX_PUBLIC_KEY_FILE"] = str(root / "promoter" / "index-signing.pub.pem")
             return cmd, env, cwd
 
         server.command = with_reference
@@ -121,7 +130,7 @@ def main(argv=None) -> int:
                 pause = args.duration / (args.flips + 1)
                 for _ in range(args.flips):
                     time.sleep(pause)
-                    target = "swap-b" if registry.read_index()["aliases"]["champion"] == "swap-a" else "swap-a"
+                    target = "swap-b" if registry.read_index().alias("champion") == "swap-a" else "swap-a"
                     registry.promote(target)
                     flipped.append(target)
 
@@ -149,6 +158,7 @@ def main(argv=None) -> int:
         "flips": len(flipped),
         "poll_s": args.poll,
         "artifact": args.artifact,
+        "signed_index": args.signed,
         "duration_s": args.duration,
         "rounds": args.rounds,
         "steady_runs": steady_runs,
@@ -162,7 +172,7 @@ def main(argv=None) -> int:
     (bs.RESULTS / "bench_swap.json").write_text(json.dumps(report, indent=2))
     print(
         f"model {model_dir} ({report['model_bytes'] / 1e6:.1f} MB float ONNX), MODEL_ARTIFACT={args.artifact}, "
-        f"2 workers, MODEL_POLL_S={args.poll}"
+        f"2 workers, MODEL_POLL_S={args.poll}, signed index: {'yes' if args.signed else 'no'}"
     )
     for label, runs in (("steady", steady_runs), ("flipping", flipping_runs)):
         rps = statistics.median(r["rps"] for r in runs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts import feature_schema, images, layout
+from contracts.index_signature import INDEX_SIGNING_KEY_ID
 
 # role -> account id suffix; the id is `<bucket_prefix>-<suffix>`
 SERVICE_ACCOUNT_SUFFIXES = {
@@ -37,7 +38,15 @@ PREDICTION_PIPELINE_NAME = "fmnist-batch-prediction"  # the prediction pipeline,
 PIPELINE_STARTER_WORKFLOW = "fmnist-start-lifecycle"
 PIPELINE_SCHEDULE = "fmnist-lifecycle-schedule"
 DRIFT_TOPIC = "fmnist-drift-alerts"
-RAW_DATA_PREFIX = "raw"  # <datasets bucket>/raw/: new raw IDX files land here and trigger a pipeline run
+NEW_DATA_TRIGGER = "fmnist-new-raw-data"  # Eventarc: NEW_DATA_TOPIC (raw/_COMMIT) -> the pipeline starter workflow
+DRIFT_TRIGGER = "fmnist-drift"  # Eventarc: a drift alert on DRIFT_TOPIC -> the pipeline starter workflow
+BUILD_TRIGGERS = {  # Cloud Build triggers (infra/components/cicd.py)
+    "checks": "fmnist-pull-request-checks",
+    "plan": "fmnist-pull-request-plan",
+    "deploy": "fmnist-deploy",
+}
+RAW_DATA_PREFIX = "raw"  # <datasets bucket>/raw/: new raw IDX files land here, then raw/_COMMIT starts a run
+NEW_DATA_TOPIC = "fmnist-new-raw-data"  # the datasets bucket notifies it of raw/_COMMIT only
 
 
 class CloudNameError(ValueError):
@@ -95,6 +104,10 @@ class CloudNames:
     # ---- identities --------------------------------------------------------------------------------------------
     def service_account_id(self, role: str) -> str:
         suffix = SERVICE_ACCOUNT_SUFFIXES.get(role) or PIPELINE_ACCOUNT_SUFFIXES[role]
+        return self.account_id(suffix)
+
+    def account_id(self, suffix: str) -> str:
+        """`<bucket_prefix>-<suffix>`, refused (naming the fix) beyond Google's 30-character limit."""
         account_id = f"{self.bucket_prefix}-{suffix}"
         if len(account_id) > SERVICE_ACCOUNT_ID_MAX:
             raise CloudNameError(
@@ -146,6 +159,14 @@ class CloudNames:
         """The CMEK key's resource name: config `vertex.kms_key`, else the key infra/ declares."""
         return self.kms_key_override or (
             f"projects/{self.project}/locations/{self.region}/keyRings/{self.kms_key_ring}/cryptoKeys/{KMS_KEY_ID}"
+        )
+
+    @property
+    def index_signing_key_name(self) -> str:
+        """The registry index's signing key (contracts/index_signature.py), beside the CMEK key in the key ring."""
+        return (
+            f"projects/{self.project}/locations/{self.region}/keyRings/{self.kms_key_ring}/cryptoKeys/"
+            f"{INDEX_SIGNING_KEY_ID}"
         )
 
     @property
@@ -237,6 +258,15 @@ class CloudNames:
     @property
     def drift_topic(self) -> str:
         return DRIFT_TOPIC
+
+    @property
+    def new_data_topic(self) -> str:
+        return NEW_DATA_TOPIC
+
+    @property
+    def raw_commit_object(self) -> str:
+        """The object, relative to the datasets bucket, whose creation marks a completed upload of raw data."""
+        return f"{RAW_DATA_PREFIX}/{layout.RAW_COMMIT_MARKER}"
 
     @property
     def batch_input_uri(self) -> str:

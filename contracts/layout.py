@@ -17,6 +17,9 @@ DATASET_DIR = "fashion-mnist"  # <datasets>/fashion-mnist/{LATEST, versions/<ver
 LATEST_FILE = "LATEST"
 MANIFEST_FILE = "manifest.json"  # written last: its presence means the version is complete
 FEATURES_FILE = "features.parquet"
+# <datasets>/raw/_COMMIT: written after the last raw file of an upload. Its creation is the new-data event (one per
+# completed upload, never one per file); nothing else under raw/ starts a run.
+RAW_COMMIT_MARKER = "_COMMIT"
 
 # ---- models bucket: the registry ---------------------------------------------------------------------------------
 REGISTRY_INDEX = "registry/index.json"

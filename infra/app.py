@@ -1,4 +1,6 @@
-"""Build the cdktf App: a BootstrapStack and an EnvironmentStack per config/<env>.yaml whose target is gcp.
+"""Build the cdktf App: per config/<env>.yaml whose target is gcp, four stacks in deploy order: `bootstrap-<env>`
+(by a person, once), `<env>`, `images-<env>` (the docker provider alone) and `serving-<env>` (Cloud Run on the
+pushed digests). Only `images-<env>` needs a Docker daemon, to plan as to deploy (issue 23, defect 7).
 
 Environments with `target: local` are skipped on purpose: their buckets are directories under `.mlops/` and
 nothing of theirs lives on Google Cloud (a stack for a project that does not exist could never be deployed).
@@ -42,13 +44,16 @@ def plan_environments(
 
 
 def build_app(plan: SynthPlan, *, outdir: str | None = None) -> App:
-    """An App holding a bootstrap stack and a main stack per planned environment; `outdir` None honours the
-    cdktf CLI's choice."""
+    """An App holding the four stacks of each planned environment; `outdir` None honours the cdktf CLI's choice."""
     from infra.bootstrap import BootstrapStack  # imports the providers: only when a stack is really built
+    from infra.images_stack import ImagesStack
+    from infra.serving_stack import ServingStack
     from infra.stack import EnvironmentStack
 
     app = App(outdir=outdir) if outdir else App()
     for settings in plan.environments:
         BootstrapStack(app, settings)
-        EnvironmentStack(app, settings)
+        environment = EnvironmentStack(app, settings)
+        images = ImagesStack(app, settings, after=environment)
+        ServingStack(app, settings, identity=environment.identity, images=images.images)
     return app

@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra.components.accounts import Accounts
 from infra.components.apis import BOOTSTRAP_APIS, Apis
+from infra.components.index_signing import IndexSigningKey
 from infra.components.kms import CmekKey
 from infra.components.providers import google_provider
 from infra.components.state import StateBucket
@@ -49,6 +50,10 @@ class BootstrapStack(TerraformStack):
         self.accounts = accounts = Accounts(self, "accounts", names=names, apis=apis)
         self.key = key = CmekKey(
             self, "kms", names=names, teardown=teardown, apis=apis, admin=accounts.member("deployer")
+        )
+        # Only the account whose pipeline step promotes may sign the registry index (issue 25).
+        self.index_signing = IndexSigningKey(
+            self, "index_signing", names=names, teardown=teardown, cmek=key, signers=[accounts.member("pipelines")]
         )
         self.state = None
         if settings.infra.state_bucket:

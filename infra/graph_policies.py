@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra import provider_facts
+
 # Resource type prefix -> the API its requests call. A google resource type missing here is itself a finding,
 # so that a new construct cannot skip the API checks unseen.
 RESOURCE_APIS = {
@@ -47,6 +49,7 @@ DATA_SOURCE_APIS = {
     "google_bigquery_default_service_account": "bigquery.googleapis.com",
     "google_client_config": None,
     "google_iam_policy": None,
+    "google_kms_crypto_key_version": "cloudkms.googleapis.com",
     "google_project": "cloudresourcemanager.googleapis.com",
     "google_storage_project_service_account": "storage.googleapis.com",
 }
@@ -63,17 +66,14 @@ CMEK_AGENTS: dict[str, str | tuple[str, ...]] = {
     "google_storage_bucket": "storage",
     "google_vertex_ai_": "aiplatform",
     "google_workbench_instance": ("compute", "notebooks"),  # Compute Engine writes the disks the Notebooks agent makes
+    "google_workflows_workflow": "aiplatform",  # the starter's pipeline runs use the key through Vertex AI's agent
 }
-# Service agent -> what creates it: a google_project_service_identity for that API, or a data source that does.
+# Service agent -> what creates it: a google_project_service_identity for that API, a data source that does, or (the
+# Compute Engine agent, which the API refuses to generate on request) the API's enablement. From Google's table of
+# service agents, copied once into infra/data/service_agents.json with its source.
 AGENT_SOURCES = {
-    "artifactregistry": ("google_project_service_identity", "artifactregistry.googleapis.com"),
-    "aiplatform": ("google_project_service_identity", "aiplatform.googleapis.com"),
-    "pubsub": ("google_project_service_identity", "pubsub.googleapis.com"),
-    "storage": ("data.google_storage_project_service_account", None),
-    "bigquery": ("data.google_bigquery_default_service_account", None),
-    "notebooks": ("google_project_service_identity", "notebooks.googleapis.com"),
-    # The Compute Engine agent is made when its API is enabled; generating it on request is refused by the API.
-    "compute": ("google_project_service", "compute.googleapis.com"),
+    agent: (fact["terraform_source"], None if fact["terraform_source"].startswith("data.") else fact["api"])
+    for agent, fact in provider_facts.service_agents().items()
 }
 KEY_USER_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 HAND_WRITTEN_AGENT = re.compile(r"gcp-sa-|@system\.gserviceaccount\.com|@bigquery-encryption\.iam|gs-project-accounts")
@@ -302,6 +302,22 @@ def conditional_granting_roles(graph: Graph) -> Iterator[Outcome]:
         yield node.address, None if problem is None else f"{node.body['role']}: its condition {problem}"
 
 
+def deletion_arguments_set(graph: Graph) -> Iterator[Outcome]:
+    """Every deletion-guard argument the provider binding of a resource type has is set explicitly (the teardown
+    policy decides it): the list of such types is read from the installed bindings, so a type added tomorrow is
+    covered, and an unset `deletion_protection` whose provider default is true cannot reach a destroy."""
+    for node in graph.resources():
+        arguments = provider_facts.deletion_arguments(node.type)
+        if not arguments:
+            continue
+        unset = [a for a in arguments if a.name not in node.body]
+        if unset:
+            defaults = ", ".join(f"{a.name} (provider default {str(a.default).lower()})" for a in unset)
+            yield node.address, f"leaves {defaults} unset: set it from infra/teardown.py TeardownPolicy.argument"
+        else:
+            yield node.address, None
+
+
 @dataclass(frozen=True)
 class GraphPolicy:
     id: str
@@ -321,6 +337,11 @@ POLICIES = (
         "CKV2_FMNIST_G4", "Only a billing-only provider alias sets user_project_override", quota_project_override
     ),
     GraphPolicy("CKV2_FMNIST_G5", "Role bindings that can grant roles carry a condition", conditional_granting_roles),
+    GraphPolicy(
+        "CKV2_FMNIST_G6",
+        "Every deletion argument of the provider binding is set from the teardown policy",
+        deletion_arguments_set,
+    ),
 )
 
 

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 from contracts.cloud import (
     PIPELINE_ACCOUNT_SUFFIXES,
-    SERVICE_ACCOUNT_ID_MAX,
     SERVICE_ACCOUNT_SUFFIXES,
-    CloudNameError,
     CloudNames,
 )
 from contracts.images import IMAGE_SOURCES
@@ -48,13 +46,7 @@ class Names(CloudNames):
     def service_account_id(self, role: str) -> str:
         if role not in INFRA_ACCOUNTS:
             return super().service_account_id(role)
-        account_id = f"{self.bucket_prefix}-{role}"
-        if len(account_id) > SERVICE_ACCOUNT_ID_MAX:
-            raise CloudNameError(
-                f"service account id '{account_id}' is longer than {SERVICE_ACCOUNT_ID_MAX} characters: "
-                f"shorten bucket_prefix in config/{self.env}.yaml"
-            )
-        return account_id
+        return self.account_id(role)
 
     def account_member(self, role: str) -> str:
         """The IAM member of a stack account (created by the bootstrap stack, so known by name)."""
@@ -63,3 +55,24 @@ class Names(CloudNames):
     @property
     def bootstrap_stack(self) -> str:
         return f"bootstrap-{self.env}"
+
+    @property
+    def images_stack(self) -> str:
+        """The docker provider's stack (infra/images_stack.py), after the environment stack."""
+        return f"{IMAGES_STACK_PREFIX}{self.env}"
+
+    @property
+    def serving_stack(self) -> str:
+        """Cloud Run's stack (infra/serving_stack.py), after the images stack."""
+        return f"{SERVING_STACK_PREFIX}{self.env}"
+
+
+BOOTSTRAP_STACK_PREFIX, IMAGES_STACK_PREFIX, SERVING_STACK_PREFIX = "bootstrap-", "images-", "serving-"
+
+
+def stack_environment(stack: str) -> str:
+    """The environment a stack name belongs to: `bootstrap-dev`, `dev`, `images-dev` and `serving-dev` are all dev."""
+    for prefix in (BOOTSTRAP_STACK_PREFIX, IMAGES_STACK_PREFIX, SERVING_STACK_PREFIX):
+        if stack.startswith(prefix):
+            return stack.removeprefix(prefix)
+    return stack

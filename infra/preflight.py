@@ -10,8 +10,12 @@ as a Terraform variable whose validation fails `terraform plan` before any provi
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import socket
 import sys
+from collections.abc import Mapping
+from urllib.parse import urlparse
 
 from settings import ConfigError, Settings, load_config
 
@@ -54,11 +58,73 @@ def placeholder_problems(settings: Settings) -> list[str]:
     return problems
 
 
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+PASSWORD_VARIABLE = "DOCKER_REGISTRY_PASS"
+
+
+def _ping_docker(host: str, timeout: float = 5.0) -> str | None:
+    """None when the daemon at `host` answers `/_ping` (the call the docker provider makes when configured)."""
+    url = urlparse(host)
+    try:
+        if url.scheme == "unix":
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.settimeout(timeout)
+            client.connect(url.path)
+        elif url.scheme == "tcp":
+            client = socket.create_connection((url.hostname or "localhost", url.port or 2375), timeout=timeout)
+        else:
+            return f"DOCKER_HOST {host!r} is neither unix:// nor tcp://: this check cannot reach it"
+        with client:
+            client.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            answer = client.recv(1024).decode(errors="replace")
+    except OSError as exc:
+        return f"no Docker daemon at {host} ({exc})"
+    return None if answer.startswith("HTTP/") and " 200 " in answer.split("\r\n", 1)[0] else f"{host}: {answer[:80]!r}"
+
+
+def deploy_tool_problems(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What `cdktf deploy` of an environment stack needs on this machine, checked before any cloud call: the
+    docker provider pings a daemon when it is configured and pushes with DOCKER_REGISTRY_PASS (empty: an
+    anonymous push that fails after the builds)."""
+    environ = os.environ if environ is None else environ
+    problems = []
+    if not environ.get(PASSWORD_VARIABLE, "").strip():
+        problems.append(
+            f"{PASSWORD_VARIABLE} is empty: the image push would authenticate with no password; export an access "
+            f'token first ({PASSWORD_VARIABLE}="$(gcloud auth print-access-token)"; `make deploy` does)'
+        )
+    host = environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    unreachable = _ping_docker(host)
+    if unreachable:
+        problems.append(f"{unreachable}: the image builds need a running Docker daemon where `cdktf deploy` runs")
+    return problems
+
+
+def billing_note(settings: Settings) -> str:
+    """Who may run the first deploy: the budget needs billing.budgets.create on the billing account."""
+    return (
+        f"note: the budget needs billing.budgets.create on billing account {settings.infra.billing_account}, which "
+        "a project Owner does not have: run the deploy as the deployer account (bootstrap grants it "
+        "roles/billing.costsManager there when infra.grant_billing_roles is true) or as a billing account "
+        "administrator"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.preflight", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("env", help="environment (config/<env>.yaml); `bootstrap-<env>` names the same one")
+    parser.add_argument(
+        "--deploy", action="store_true", help="also check the Docker daemon and DOCKER_REGISTRY_PASS, first"
+    )
     args = parser.parse_args(argv)
     env = args.env.removeprefix("bootstrap-")
+    if args.deploy and not args.env.startswith("bootstrap-"):
+        tool_problems = deploy_tool_problems()
+        for problem in tool_problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if tool_problems:
+            print(f"refusing to deploy {args.env}: {len(tool_problems)} problem(s) above", file=sys.stderr)
+            return 1
     try:
         settings = load_config(env)
     except ConfigError as exc:
@@ -73,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"refusing to deploy {args.env}: {len(problems)} placeholder setting(s) above", file=sys.stderr)
         return 1
+    impersonated = os.environ.get("CLOUDSDK_AUTH_IMPERSONATE_SERVICE_ACCOUNT", "")
+    if args.deploy and not args.env.startswith("bootstrap-") and "-deployer@" not in impersonated:
+        print(billing_note(settings), file=sys.stderr)  # it cannot tell who gcloud is otherwise: say it
     print(f"preflight {args.env}: no placeholder settings")
     return 0
 

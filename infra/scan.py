@@ -1,6 +1,6 @@
 """`python -m infra.scan`: synthesize every stack, run checkov on them with the repository's custom policies and the
-graph policies of infra/graph_policies.py, and fail unless every failed check is covered by a suppression note in
-code. Exit status 0 only with 0 findings.
+graph policies of infra/graph_policies.py, simulate plan, apply and destroy (infra/simulate.py), and fail unless
+every failed check is covered by a suppression note in code. Exit status 0 only with 0 findings.
 
 Why not `checkov --baseline` alone: with a baseline checkov reports only new failures and drops the passed
 checks, so its JUnit said "2 tests". Here checkov reports everything (JSON), each failure is matched against
@@ -22,9 +22,10 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from infra import simulate
 from infra.checkov_baseline import Suppression, read_suppressions, write_baseline
 from infra.graph_policies import GraphResult, evaluate_outdir
 
@@ -122,7 +123,7 @@ def evaluate(reports: list[dict], suppressions: list[Suppression]) -> ScanResult
             finding = _finding(check)
             reason = notes.get((finding.stack, finding.resource.split(".", 1)[-1], finding.check_id))
             if reason:
-                result.suppressed.append(Finding(**{**finding.__dict__, "reason": reason}))
+                result.suppressed.append(replace(finding, reason=reason))
             else:
                 result.failed.append(finding)
     return result
@@ -137,7 +138,7 @@ def add_graph_results(result: ScanResult, graph: list[GraphResult], suppressions
         if outcome.problem is None:
             result.passed.append(finding)
         elif reason:
-            result.suppressed.append(Finding(**{**finding.__dict__, "reason": reason}))
+            result.suppressed.append(replace(finding, reason=reason))
         else:
             result.failed.append(finding)
     return result
@@ -188,6 +189,7 @@ def scan(
         suppressions = read_suppressions(outdir)
     result = evaluate(run_checkov_json(outdir, policies), suppressions)
     add_graph_results(result, evaluate_outdir(outdir), suppressions)
+    add_graph_results(result, simulate.evaluate_outdir(outdir), suppressions)
     write_junit(result, junit_xml)
     return result
 

@@ -1,5 +1,8 @@
 """One environment's stack: providers, state backend, and the constructs of infra/components wired together.
 
+The images (infra/images_stack.py) and the Cloud Run service (infra/serving_stack.py) follow in stacks of their own,
+so that this stack plans and destroys without a Docker daemon (issue 23, defect 7).
+
 It runs after the environment's bootstrap stack (infra/bootstrap.py), which holds the state bucket, the CMEK key,
 the service accounts and the deployer's rights. Providers: the default google provider names no quota project
 (a fresh project's APIs are off until this stack enables them); only the `billing` alias, used by the budget alone,
@@ -8,7 +11,7 @@ sets `user_project_override`. Nothing is read at plan time that needs an API thi
 
 from __future__ import annotations
 
-from cdktf import GcsBackend, LocalBackend, TerraformOutput, TerraformStack
+from cdktf import TerraformOutput, TerraformStack
 from constructs import Construct
 
 from infra import provider_loader
@@ -17,20 +20,19 @@ provider_loader.install()  # before any provider import below
 
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
 
+from infra.backend import STATE_PREFIX, environment_backend
 from infra.bootstrap import local_state_path
 from infra.components.apis import Apis
 from infra.components.budget import Budget
 from infra.components.cicd import CiCd
 from infra.components.features import Features
 from infra.components.identity import Identity
-from infra.components.images import Images
 from infra.components.kms import KeyGrants
 from infra.components.monitoring import Monitoring
 from infra.components.pipelines import Pipelines
-from infra.components.providers import billing_provider, docker_provider, google_beta_provider, google_provider
+from infra.components.providers import billing_provider, google_beta_provider, google_provider
 from infra.components.registry import Registry
 from infra.components.service_agents import ServiceAgents
-from infra.components.serving import Serving
 from infra.components.storage import Storage
 from infra.components.vertex import Vertex
 from infra.components.workbench import Workbench
@@ -39,9 +41,7 @@ from infra.naming import Names
 from infra.teardown import TeardownPolicy
 from settings import Settings
 
-STATE_PREFIX = "fmnist-mlops"
-
-__all__ = ["EnvironmentStack", "local_state_path"]
+__all__ = ["STATE_PREFIX", "EnvironmentStack", "local_state_path"]
 
 
 class EnvironmentStack(TerraformStack):
@@ -54,14 +54,10 @@ class EnvironmentStack(TerraformStack):
         self.teardown = teardown = TeardownPolicy.for_settings(settings)
         infra = settings.infra
 
-        if infra.state_bucket:
-            GcsBackend(self, bucket=infra.state_bucket, prefix=f"{STATE_PREFIX}/{settings.env}")
-        else:
-            LocalBackend(self, path=local_state_path(settings.env))
+        environment_backend(self, settings, settings.env)
         google_provider(self, names)
         billing = billing_provider(self, names)
         beta = google_beta_provider(self, names)
-        docker_provider(self, names)
         deploy_guard(self, settings)
 
         self.apis = apis = Apis(self, "apis", names=names, teardown=teardown)
@@ -74,14 +70,10 @@ class EnvironmentStack(TerraformStack):
         self.identity = identity = Identity(self, "identity", names=names, apis=apis)
         self.storage = Storage(self, "storage", names=names, teardown=teardown, apis=apis, kms=kms, identity=identity)
         self.registry = registry = Registry(self, "registry", names=names, apis=apis, kms=kms, identity=identity)
-        self.images = images = Images(self, "images", names=names, registry=registry)
         self.features = Features(
             self, "features", names=names, teardown=teardown, apis=apis, kms=kms, identity=identity
         )
         self.vertex = vertex = Vertex(self, "vertex", names=names, apis=apis, kms=kms)
-        self.serving = serving = Serving(
-            self, "serving", names=names, teardown=teardown, apis=apis, identity=identity, images=images
-        )
         self.monitoring = monitoring = Monitoring(self, "monitoring", names=names, apis=apis)
         self.workbench = None
         if infra.workbench.enabled:  # before the budget: it watches the APIs the Workbench enables
@@ -93,7 +85,6 @@ class EnvironmentStack(TerraformStack):
                 apis=apis,
                 kms=kms,
                 storage=self.storage,
-                serving=serving,
                 project=project,
                 beta=beta,
             )
@@ -121,13 +112,13 @@ class EnvironmentStack(TerraformStack):
             registry=registry,
             features=self.features,
             project=project,
+            teardown=teardown,
+            beta=beta,
         )
 
-        # What the trainer and operators need after a deploy (`cdktf output <env>`).
+        # What the trainer and operators need after a deploy (`cdktf output <env>`; the images and the service URL
+        # are outputs of images-<env> and serving-<env>).
         outputs = {
-            "service_url": serving.service.uri,
-            "service_image": images.references["service"],
-            "trainer_image": images.references["trainer"],
             "endpoint": vertex.endpoint.id,
             "tensorboard": vertex.tensorboard.id,
             "trainer_service_account": identity.email("trainer"),

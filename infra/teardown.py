@@ -44,6 +44,11 @@ class TeardownPolicy:
         return not self.protect
 
     @property
+    def deletion_protection(self) -> bool:
+        """Every provider `deletion_protection` argument (Cloud Run, the table, the starter workflow, ...)."""
+        return self.protect
+
+    @property
     def prevent_destroy(self) -> bool:
         """Terraform lifecycle guard on stateful resources (buckets, dataset, table, key): a destroy plan fails."""
         return self.protect
@@ -51,6 +56,19 @@ class TeardownPolicy:
     # Never disable APIs on destroy, in any environment: other tools in the project use them, and disabling
     # (with dependants) can break what this stack does not own.
     disable_apis_on_destroy: bool = False
+
+    def argument(self, name: str) -> bool:
+        """This environment's value of a provider deletion argument (infra/provider_facts.DELETION_ARGUMENTS): the
+        generated policy CKV2_FMNIST_G6 finds every resource type that has one, a test checks the values."""
+        values = {
+            "deletion_protection": self.deletion_protection,
+            "force_destroy": not self.protect,
+            "delete_contents_on_destroy": not self.protect,
+            "disable_on_destroy": self.disable_apis_on_destroy,
+        }
+        if name not in values:
+            raise KeyError(f"no teardown decision for deletion argument {name!r}: add it to TeardownPolicy.argument")
+        return values[name]
 
     def lifecycle(self) -> dict:
         return {"prevent_destroy": self.prevent_destroy}

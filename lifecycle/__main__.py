@@ -1,8 +1,8 @@
 """`python -m lifecycle` (what `make demo` runs): the whole lifecycle, offline by default.
 
 local target: ingest -> analyze -> features -> train -> evaluate -> export/register -> shadow the candidate behind
-the champion (lifecycle/shadow.py; not a plan step) -> promote -> infra synth + policy scan -> serve the champion and
-check it over HTTP -> summary table and report in the dev bucket.
+the champion (lifecycle/checks/shadow.py; not a plan step) -> promote -> infra synth + policy scan -> serve the
+champion and check it over HTTP -> summary table and report in the dev bucket.
 gcp target (`--target gcp`, needs credentials and a deployed `infra/`): the same data steps into the datasets
 bucket, training as a Vertex AI custom job, then evaluate/export/promote and `deploy-model` to the endpoint.
 """
@@ -17,8 +17,9 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lifecycle.plan import PROMOTED, REFUSED, Step, build_steps
-from lifecycle.steps import REPO_ROOT, StepFailed, StepLog, banner, run_step
+from contracts.layout import CANDIDATE, CHAMPION
+from lifecycle.orchestration.plan import PROMOTED, REFUSED, Step, build_steps
+from lifecycle.orchestration.steps import REPO_ROOT, StepFailed, StepLog, banner, run_step
 from settings import ConfigError, load_config
 
 GATE_OUTCOMES = {PROMOTED: "promoted to champion", REFUSED: "refused by the quality gate"}
@@ -78,8 +79,8 @@ def infra_inventory(outdir: Path) -> tuple[dict, str]:
 
 
 def run_local(args, settings, log: StepLog):
-    from lifecycle.http_check import check_service
-    from lifecycle.report import RunSummary, write_report
+    from lifecycle.checks.http_check import check_service
+    from lifecycle.checks.report import RunSummary, write_report
     from trainer.data.dataset import load_dataset
     from trainer.models.registry import ModelRegistry
 
@@ -89,7 +90,7 @@ def run_local(args, settings, log: StepLog):
     steps = build_steps(settings, run_id=run_id, preset=args.preset, source=args.source, train_args=args.train_arg)
     registry = ModelRegistry.from_settings(settings)
     outcomes = run_plan(log, steps, before={"promote": lambda: shadow_step(settings, registry, summary, log)})
-    summary.model_version = registry.read_index()["aliases"]["candidate"]
+    summary.model_version = registry.resolve(CANDIDATE)
     summary.gate = GATE_OUTCOMES[outcomes["promote"]]
 
     if not args.skip_infra:
@@ -97,9 +98,9 @@ def run_local(args, settings, log: StepLog):
         summary.infra_resources, summary.checkov = infra_inventory(REPO_ROOT / args.infra_outdir)
 
     index = registry.read_index()
-    summary.champion = index["aliases"]["champion"]
+    summary.champion = registry.resolve(CHAMPION, index)
     champion_dir = registry.version_uri(summary.champion)
-    metrics = index["versions"][summary.champion]["metrics"]
+    metrics = index.versions[summary.champion].metrics
     summary.accuracy = metrics["accuracy"]
     summary.macro_precision = metrics.get("macro_precision", 0.0)
     summary.macro_recall = metrics.get("macro_recall", 0.0)
@@ -109,7 +110,11 @@ def run_local(args, settings, log: StepLog):
 
     banner(f"serve champion {summary.champion} and check it over HTTP")
     start = time.perf_counter()
-    figures = check_service(f"{settings.models_bucket}@champion", dataset.x_test, dataset.y_test)
+    from trainer.models.index_signing import service_environment  # the service checks the index's signature
+
+    figures = check_service(
+        f"{settings.models_bucket}@champion", dataset.x_test, dataset.y_test, extra_env=service_environment(settings)
+    )
     log.timings["serve + HTTP checks"] = time.perf_counter() - start
     summary.http_accuracy_json, summary.http_accuracy_binary = figures.json_accuracy, figures.binary_accuracy
     summary.cold_start_s = figures.cold_start_s
@@ -141,16 +146,16 @@ def run_local(args, settings, log: StepLog):
 
 def shadow_step(settings, registry, summary, log: StepLog) -> None:
     """Before the gate: the candidate in shadow behind the champion over HTTP (nothing to do on a first run)."""
-    from lifecycle.shadow import shadow_candidate
+    from lifecycle.checks.shadow import shadow_candidate
     from trainer.data.dataset import load_dataset
 
     banner("shadow the candidate behind the champion")
-    aliases = registry.read_index()["aliases"]
-    if not aliases.get("champion"):
+    index = registry.read_index()
+    if not index.alias(CHAMPION):
         print("no champion yet: nothing to shadow", flush=True)
         summary.shadow_verdict = "no champion yet: nothing to shadow"
         return
-    if aliases.get("champion") == aliases.get("candidate"):
+    if index.alias(CHAMPION) == index.alias(CANDIDATE):
         print("the candidate is the champion: nothing to shadow", flush=True)
         summary.shadow_verdict = "candidate is the champion: nothing to shadow"
         return
@@ -174,10 +179,11 @@ def run_gcp(args, settings, log: StepLog):
 
 # `python -m lifecycle <command> ...`: commands beside the run itself, imported only when asked for.
 COMMANDS = {
-    "compile": "lifecycle.compile",
-    "run-compiled": "lifecycle.run_compiled",
-    "graph": "lifecycle.graph",
-    "batch-predict": "lifecycle.batch_predict",
+    "compile": "lifecycle.orchestration.compile",
+    "run-compiled": "lifecycle.orchestration.run_compiled",
+    "graph": "lifecycle.orchestration.graph",
+    "publish": "lifecycle.orchestration.publish",
+    "batch-predict": "lifecycle.batch.batch_predict",
 }
 
 

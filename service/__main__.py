@@ -27,6 +27,8 @@ Serve the Fashion-MNIST model under gunicorn. Settings are environment variables
                                (MODEL_RECHECK_S: its old name, still read)
   MODEL_ARTIFACT (float)       int8: serve the export's int8 artifact where it passed its gate
   REQUIRE_DIGESTS              refuse versions without recorded SHA-256 digests (true on Cloud Run/Vertex, else false)
+  INDEX_PUBLIC_KEY / _FILE     the promoter's public key (PEM): a registry index not signed with it is refused;
+                               REQUIRE_SIGNED_INDEX (true on Cloud Run/Vertex) makes the key mandatory
   ADMIN_ENABLED (false) + ADMIN_TOKEN   enable POST /monitoring/drift/reset and the full GET /v1/model for
                                callers sending 'Authorization: Bearer <ADMIN_TOKEN>' (from a secret, never the image)
   CHALLENGER (none)            a second model beside the champion (alias such as candidate, version id, reference);

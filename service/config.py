@@ -16,6 +16,7 @@ from typing import Any
 
 from contracts.layout import CHAMPION, DEFAULT_STORAGE_ROOT, model_reference, parse_model_reference
 from contracts.rollout import Thresholds
+from contracts.serving import HEALTH_ROUTE, PORT, PREDICT_ROUTE, Env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERTEX_BODY_LIMIT = 1_500_000  # Vertex AI rejects online prediction requests over 1.5 MB; so do we
@@ -26,13 +27,45 @@ ROLLOUT_MODES = ("shadow", "canary")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
+def _index_public_key(environ: Mapping[str, str], model_uri: str) -> bytes | None:
+    """The promoter's public key (INDEX_PUBLIC_KEY, PEM text, or INDEX_PUBLIC_KEY_FILE, a path), checked now so a
+    wrong key stops start-up. Required to follow a registry where REQUIRE_SIGNED_INDEX is on (default: on Cloud
+    Run and Vertex AI); a plain model directory has no index to sign."""
+    from service.index_verification import IndexVerifier, PublicKeyError
+
+    text, path = environ.get(Env.INDEX_PUBLIC_KEY), environ.get(Env.INDEX_PUBLIC_KEY_FILE)
+    if text and path:
+        raise ConfigError("INDEX_PUBLIC_KEY and INDEX_PUBLIC_KEY_FILE are both set: set one")
+    name, pem = Env.INDEX_PUBLIC_KEY, text.encode() if text else None
+    if path:
+        name = f"INDEX_PUBLIC_KEY_FILE={path}"
+        try:
+            pem = Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read it ({exc.strerror})") from None
+    if pem is None:
+        follows_registry = parse_model_reference(model_uri) is not None
+        if follows_registry and _bool(environ, Env.REQUIRE_SIGNED_INDEX, on_managed_platform(environ)):
+            raise ConfigError(
+                "REQUIRE_SIGNED_INDEX is on (the default on Cloud Run and Vertex AI) but no INDEX_PUBLIC_KEY or "
+                "INDEX_PUBLIC_KEY_FILE is set: give the promoter's public key (`gcloud kms keys versions "
+                "get-public-key`), or set REQUIRE_SIGNED_INDEX=false to follow an unsigned registry"
+            )
+        return None
+    try:
+        IndexVerifier.from_pem(pem, name)
+    except PublicKeyError as exc:
+        raise ConfigError(str(exc)) from None
+    return pem
+
+
 class ConfigError(ValueError):
     """An environment variable has an invalid value; the message names the variable and what it accepts."""
 
 
 def default_model_uri(environ: Mapping[str, str]) -> str:
     """The local registry's champion: `<FMNIST_STORAGE_ROOT or .mlops>/models@champion` (relative to the repo)."""
-    root = Path(environ.get("FMNIST_STORAGE_ROOT") or DEFAULT_STORAGE_ROOT).expanduser()
+    root = Path(environ.get(Env.FMNIST_STORAGE_ROOT) or DEFAULT_STORAGE_ROOT).expanduser()
     if not root.is_absolute():
         root = REPO_ROOT / root
     return model_reference(str(root / "models"), CHAMPION)
@@ -40,7 +73,7 @@ def default_model_uri(environ: Mapping[str, str]) -> str:
 
 def on_managed_platform(environ: Mapping[str, str]) -> bool:
     """True on Cloud Run (K_SERVICE) or a Vertex AI endpoint (AIP_HTTP_PORT / AIP_MODE)."""
-    return any(environ.get(name) for name in ("K_SERVICE", "AIP_HTTP_PORT", "AIP_MODE"))
+    return any(environ.get(name) for name in (Env.K_SERVICE, Env.AIP_HTTP_PORT, Env.AIP_MODE))
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -91,9 +124,9 @@ def _choice(environ: Mapping[str, str], name: str, default: str, choices: tuple[
 
 def _poll_interval(environ: Mapping[str, str]) -> float:
     """MODEL_POLL_S; MODEL_RECHECK_S (its name while the service only looked for a first model) still counts."""
-    if environ.get("MODEL_POLL_S") or not environ.get("MODEL_RECHECK_S"):
-        return _float(environ, "MODEL_POLL_S", 30.0)
-    return _float(environ, "MODEL_RECHECK_S", 30.0)
+    if environ.get(Env.MODEL_POLL_S) or not environ.get(Env.MODEL_RECHECK_S):
+        return _float(environ, Env.MODEL_POLL_S, 30.0)
+    return _float(environ, Env.MODEL_RECHECK_S, 30.0)
 
 
 def _route(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -156,11 +189,11 @@ class RolloutConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str], model_uri: str) -> RolloutConfig | None:
         """None when CHALLENGER is empty (the champion alone, nothing added per request)."""
-        challenger = (env.get("CHALLENGER") or "").strip()
-        mode = (env.get("ROLLOUT_MODE") or "shadow").strip().lower()
+        challenger = (env.get(Env.CHALLENGER) or "").strip()
+        mode = (env.get(Env.ROLLOUT_MODE) or "shadow").strip().lower()
         if mode not in ROLLOUT_MODES:
             raise ConfigError(f"ROLLOUT_MODE={env.get('ROLLOUT_MODE')!r}: expected shadow or canary")
-        percent_raw = env.get("CANARY_PERCENT") or ""
+        percent_raw = env.get(Env.CANARY_PERCENT) or ""
         try:
             percent = float(percent_raw) if percent_raw else 10.0
         except ValueError:
@@ -174,12 +207,12 @@ class RolloutConfig:
             )
         defaults = Thresholds()
         thresholds = Thresholds(
-            min_requests=_int(env, "ROLLOUT_MIN_REQUESTS", defaults.min_requests, 1, 10**12),
-            min_agreement=_fraction(env, "ROLLOUT_MIN_AGREEMENT", defaults.min_agreement, allow_zero=False),
-            max_latency_ratio=_float(env, "ROLLOUT_MAX_LATENCY_RATIO", defaults.max_latency_ratio),
-            max_error_rate=_fraction(env, "ROLLOUT_MAX_ERROR_RATE", defaults.max_error_rate, allow_zero=True),
+            min_requests=_int(env, Env.ROLLOUT_MIN_REQUESTS, defaults.min_requests, 1, 10**12),
+            min_agreement=_fraction(env, Env.ROLLOUT_MIN_AGREEMENT, defaults.min_agreement, allow_zero=False),
+            max_latency_ratio=_float(env, Env.ROLLOUT_MAX_LATENCY_RATIO, defaults.max_latency_ratio),
+            max_error_rate=_fraction(env, Env.ROLLOUT_MAX_ERROR_RATE, defaults.max_error_rate, allow_zero=True),
         )
-        sample_every = _int(env, "SHADOW_SAMPLE_EVERY", 1, 1, 10**6)
+        sample_every = _int(env, Env.SHADOW_SAMPLE_EVERY, 1, 1, 10**6)
         if not challenger:
             return None
         return cls(challenger, challenger_reference(challenger, model_uri), mode, percent, sample_every, thresholds)
@@ -191,9 +224,9 @@ class ServiceConfig:
 
     model_uri: str
     host: str = "0.0.0.0"
-    port: int = 8080
-    health_route: str = "/health"
-    predict_route: str = "/predict"
+    port: int = PORT
+    health_route: str = HEALTH_ROUTE
+    predict_route: str = PREDICT_ROUTE
     workers: int = 2
     max_instances: int = 256
     max_body_bytes: int = VERTEX_BODY_LIMIT
@@ -207,6 +240,7 @@ class ServiceConfig:
     model_poll_s: float = 30.0
     model_artifact: str = "float"
     require_digests: bool = False
+    index_public_key: bytes | None = field(default=None, repr=False)  # PEM: the promoter's index-signing key
     admin_enabled: bool = False
     admin_token: str | None = field(default=None, repr=False)
     rollout: RolloutConfig | None = None  # CHALLENGER set: a second model beside the champion
@@ -215,10 +249,10 @@ class ServiceConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceConfig:
         """Read and validate the service's variables; raise ConfigError naming the first bad one."""
         env = os.environ if environ is None else environ
-        port_source = "AIP_HTTP_PORT" if env.get("AIP_HTTP_PORT") else "PORT"
-        log_level = (env.get("LOG_LEVEL") or "INFO").upper()
-        admin_enabled = _bool(env, "ADMIN_ENABLED", False)
-        admin_token = env.get("ADMIN_TOKEN") or None
+        port_source = Env.AIP_HTTP_PORT if env.get(Env.AIP_HTTP_PORT) else Env.PORT
+        log_level = (env.get(Env.LOG_LEVEL) or "INFO").upper()
+        admin_enabled = _bool(env, Env.ADMIN_ENABLED, False)
+        admin_token = env.get(Env.ADMIN_TOKEN) or None
         if admin_enabled and (admin_token is None or len(admin_token) < MIN_ADMIN_TOKEN_CHARS):
             raise ConfigError(
                 f"ADMIN_ENABLED=true needs ADMIN_TOKEN: a secret of at least {MIN_ADMIN_TOKEN_CHARS} characters "
@@ -227,26 +261,27 @@ class ServiceConfig:
             )
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL={env.get('LOG_LEVEL')!r}: expected DEBUG, INFO, WARNING or ERROR")
-        model_uri = env.get("AIP_STORAGE_URI") or env.get("MODEL_URI") or default_model_uri(env)
+        model_uri = env.get(Env.AIP_STORAGE_URI) or env.get(Env.MODEL_URI) or default_model_uri(env)
         return cls(
             model_uri=model_uri,
-            host=env.get("SERVICE_HOST") or "0.0.0.0",
-            port=_int(env, port_source, 8080, 1, 65535),
-            health_route=_route(env, "AIP_HEALTH_ROUTE", "/health"),
-            predict_route=_route(env, "AIP_PREDICT_ROUTE", "/predict"),
-            workers=_int(env, "WORKERS", 2, 1, 64),
-            max_instances=_int(env, "MAX_INSTANCES", 256, 1, 100_000),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", VERTEX_BODY_LIMIT, 1024, 64 * 1024 * 1024),
-            drift_psi_threshold=_float(env, "DRIFT_PSI_THRESHOLD", 0.2),
-            drift_min_images=_int(env, "DRIFT_MIN_IMAGES", 200, 1, 10**9),
-            drift_sample_every=_int(env, "DRIFT_SAMPLE_EVERY", 8, 1, 10**6),
-            page_enabled=_bool(env, "PAGE_ENABLED", not on_managed_platform(env)),
+            host=env.get(Env.SERVICE_HOST) or "0.0.0.0",
+            port=_int(env, port_source, PORT, 1, 65535),
+            health_route=_route(env, Env.AIP_HEALTH_ROUTE, HEALTH_ROUTE),
+            predict_route=_route(env, Env.AIP_PREDICT_ROUTE, PREDICT_ROUTE),
+            workers=_int(env, Env.WORKERS, 2, 1, 64),
+            max_instances=_int(env, Env.MAX_INSTANCES, 256, 1, 100_000),
+            max_body_bytes=_int(env, Env.MAX_BODY_BYTES, VERTEX_BODY_LIMIT, 1024, 64 * 1024 * 1024),
+            drift_psi_threshold=_float(env, Env.DRIFT_PSI_THRESHOLD, 0.2),
+            drift_min_images=_int(env, Env.DRIFT_MIN_IMAGES, 200, 1, 10**9),
+            drift_sample_every=_int(env, Env.DRIFT_SAMPLE_EVERY, 8, 1, 10**6),
+            page_enabled=_bool(env, Env.PAGE_ENABLED, not on_managed_platform(env)),
             log_level=log_level,
-            google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
-            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 1 if on_managed_platform(env) else 0, 0, 8),
+            google_cloud_project=env.get(Env.GOOGLE_CLOUD_PROJECT) or None,
+            trusted_proxy_hops=_int(env, Env.TRUSTED_PROXY_HOPS, 1 if on_managed_platform(env) else 0, 0, 8),
             model_poll_s=_poll_interval(env),
-            model_artifact=_choice(env, "MODEL_ARTIFACT", "float", ("float", "int8")),
-            require_digests=_bool(env, "REQUIRE_DIGESTS", on_managed_platform(env)),
+            model_artifact=_choice(env, Env.MODEL_ARTIFACT, "float", ("float", "int8")),
+            require_digests=_bool(env, Env.REQUIRE_DIGESTS, on_managed_platform(env)),
+            index_public_key=_index_public_key(env, model_uri),
             admin_enabled=admin_enabled,
             admin_token=admin_token if admin_enabled else None,
             rollout=RolloutConfig.from_env(env, model_uri),

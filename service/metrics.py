@@ -57,6 +57,12 @@ MODEL_REFUSED = Counter(
     "Model versions a worker refused to serve (digests, missing files, a graph that fails warm-up), by role and reason",
     ["role", "reason"],
 )
+INDEX_REFUSED = Counter(
+    "fmnist_index_refused",
+    "Registry index versions a worker refused to follow (unsigned, signed by another key, bad signature), by role "
+    "and reason",
+    ["role", "reason"],
+)
 MODEL_SWAPS = Counter("fmnist_model_swaps", "Times a worker started serving another model version, by role", ["role"])
 INFERENCE = Histogram(
     "fmnist_inference_duration_seconds", "ONNX Runtime time per request (all its images)", buckets=LATENCY_BUCKETS

@@ -29,7 +29,9 @@ from typing import Any, BinaryIO, cast
 
 import numpy as np
 
-from contracts.layout import REGISTRY_INDEX, ModelFiles, parse_model_reference, version_dir
+from contracts import registry_index
+from contracts.layout import REGISTRY_INDEX, ModelFiles, parse_model_reference
+from contracts.registry_index import RegistryIndex
 from service.gcs import GCS_SCHEME, GcsError, GcsNotFound, GcsReader
 
 METADATA_FILE, SAMPLES_FILE, DEFAULT_ARTIFACT = ModelFiles.METADATA, ModelFiles.SAMPLES, ModelFiles.ONNX
@@ -284,58 +286,33 @@ def missing_index(uri: str) -> NoModelPromoted:
     )
 
 
-def parse_index(data: bytes, index_uri: str) -> dict[str, Any]:
-    """index.json as an object whose `aliases` and `versions` are objects; ModelLoadError naming the field."""
+def parse_index(data: bytes, index_uri: str) -> RegistryIndex:
+    """index.json through the registry's one parser (contracts.registry_index); ModelLoadError naming the field."""
     try:
-        index = json.loads(data)
-    except ValueError as exc:
-        raise ModelLoadError(f"{index_uri}: not valid JSON ({exc})") from None
-    if not isinstance(index, dict):
-        raise ModelLoadError(
-            f"{index_uri}: expected a JSON object with 'versions' and 'aliases', got {type(index).__name__}"
-        )
-    _object_field(index, "aliases", index_uri)
-    _object_field(index, "versions", index_uri)
-    return index
+        return registry_index.parse_index(data, index_uri)
+    except registry_index.RegistryIndexError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
-def select_version(uri: str, index: dict[str, Any], index_uri: str) -> Resolved:
+def select_version(uri: str, index: RegistryIndex, index_uri: str) -> Resolved:
     """The version `uri`'s alias names in `index` (an alias first; else a registered version id, which pins it)."""
     root, alias = split_reference(uri)
     if alias is None:
         return Resolved(uri, root, None)
-    aliases = _object_field(index, "aliases", index_uri)
-    versions = _object_field(index, "versions", index_uri)
-    version_id = aliases.get(alias)
-    if version_id is not None and not isinstance(version_id, str):
-        kind = type(version_id).__name__
-        raise ModelLoadError(f"{index_uri}: aliases.{alias} must be a version id string, got {kind}")
-    if not version_id and alias in versions:
-        version_id = alias  # `<root>@<version id>`: that version, whatever the aliases say
-    if not version_id:
-        known = ", ".join(sorted(str(name)[:40] for name in aliases)[:10]) or "none"
+    try:
+        version_id = index.resolve(alias)
+    except registry_index.UnknownReference as exc:
+        known = ", ".join(sorted(name[:40] for name in exc.aliases)[:10]) or "none"
         raise NoModelPromoted(
             f"no model to serve: the registry at {root} has no '{alias}' alias (aliases: {known}). "
             f"Promote a version to '{alias}' with python -m trainer registry, "
             "or point MODEL_URI at a model directory."
-        )
-    record = versions.get(version_id)
-    if record is None:
-        raise ModelLoadError(f"{index_uri}: alias '{alias}' names version {version_id[:80]}, which has no record")
-    if not isinstance(record, dict):
-        raise ModelLoadError(f"{index_uri}: versions.{version_id[:80]} must be an object, got {type(record).__name__}")
-    path = record.get("path") or version_dir(version_id)
-    directory = contained(root, path, index_uri, f"versions.{version_id[:80]}.path")
-    return Resolved(uri, directory, alias, version_id, record)
-
-
-def _object_field(document: dict[str, Any], name: str, where: str) -> dict[str, Any]:
-    value = document.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ModelLoadError(f"{where}: {name} must be an object, got {type(value).__name__}")
-    return value
+        ) from None
+    except registry_index.RegistryIndexError as exc:
+        raise ModelLoadError(str(exc)) from None
+    record = index.versions[version_id]
+    directory = contained(root, record.path, index_uri, f"versions.{version_id[:80]}.path")
+    return Resolved(uri, directory, alias, version_id, record.to_json())
 
 
 def validate_metadata(metadata: object, where: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from functools import cached_property
 from contracts.layout import REGISTRY_INDEX
 from service import metrics
 from service.config import ServiceConfig
+from service.index_verification import IndexRefused, IndexVerifier, NotFound
 from service.model_source import (
     ModelBundle,
     ModelLoadError,
@@ -34,6 +35,7 @@ from service.model_source import (
     ModelRefused,
     NoModelPromoted,
     Resolved,
+    _NotFound,
     _Reader,
     join,
     load_resolved,
@@ -102,6 +104,9 @@ class ModelSlot:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_read_error: str | None = None
+        self._verifier = (
+            IndexVerifier.from_pem(config.index_public_key, "INDEX_PUBLIC_KEY") if config.index_public_key else None
+        )
 
     @property
     def follows_registry(self) -> bool:
@@ -202,12 +207,30 @@ class ModelSlot:
         try:
             if data is None:
                 raise missing_index(self.reference)
+            self._verify_index(data)
             found = select_version(self.reference, parse_index(data, self._index_uri), self._index_uri)
         except NoModelPromoted as exc:
             if self.current is None and self.pending is None:
                 self.waiting_reason = str(exc)
             else:
                 log.warning("%s; still serving %s", exc, self.version, extra=self._fields("model_unset"))
+            return None
+        except ModelReadError as exc:  # the signature could not be read (an outage): look again next poll
+            self._seen = _UNSEEN
+            self._note_read_error(str(exc))
+            return None
+        except IndexRefused as exc:  # not signed by the promoter: keep what serves, once per index version
+            metrics.INDEX_REFUSED.labels(self.role, exc.reason).inc()
+            log.error(
+                "refused the registry index for %s (%s): %s; %s",
+                self.role,
+                exc.reason,
+                exc,
+                f"still serving {self.version}" if self.current is not None else "nothing is served",
+                extra=self._fields("index_refused", reason=exc.reason, detail=str(exc)),
+            )
+            if self.current is None:
+                self.waiting_reason = f"the registry index was refused: {exc}"
             return None
         except ModelLoadError as exc:  # a malformed index: keep what serves, say so once per index version
             log.error("%s; still serving %s", exc, self.version, extra=self._fields("index_invalid", reason=str(exc)))
@@ -218,6 +241,19 @@ class ModelSlot:
         if found.version_id == self._serving_id or key in self.refused:
             return None
         return found
+
+    def _verify_index(self, data: bytes) -> None:
+        """IndexRefused unless the promoter's key signed these exact bytes (when a public key is configured)."""
+        if self._verifier is None:
+            return
+
+        def read(name: str) -> bytes:
+            try:
+                return self._reader.read(join(self._root, name))
+            except _NotFound:
+                raise NotFound(name) from None
+
+        self._verifier.verify(data, self._root, read)
 
     def _read(self, found: Resolved, *, download: bool) -> ModelBundle:
         return load_resolved(

@@ -49,7 +49,11 @@ class DataSettings(_Section):
 class TrainingSettings(_Section):
     """Training defaults; CLI flags and Vertex AI args override them. None = the preset's value."""
 
-    preset: Literal["demo", "full", "gpu", "smoke"] = "demo"
+    preset: str = Field(
+        "demo",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="smoke, demo, full, gpu, or a preset `trainer tune --save-preset` saved (checked when training)",
+    )
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 42
     dataset_version: str | None = Field(None, description="dataset version id; None = the datasets bucket's LATEST")
@@ -66,6 +70,25 @@ class RegistrySettings(_Section):
     accuracy_floor: float = Field(0.85, ge=0, le=1)
     regression_tolerance: float = Field(0.005, ge=0, le=1)
     max_probability_diff: float = Field(1e-4, gt=0, description="serving artifact vs Keras, per probability")
+    promote_pipeline_runs: bool = Field(
+        False,
+        description="a pipeline run (schedule, new data, drift) promotes on its own; off: it gates, reports and "
+        "waits for `trainer registry promote <version>`",
+    )
+    paired_gate: bool = Field(
+        True, description="promotion scores candidate and champion on the same gate sets (trainer/models/gate.py)"
+    )
+    require_pinned_gate_set: bool = Field(
+        True, description="refuse to promote over a champion unless the official test set (published MD5s) is stored"
+    )
+    gate_alpha: float = Field(0.05, gt=0, lt=1, description="exact McNemar: refuse a significantly worse candidate")
+    gate_recall_margin: float = Field(0.02, ge=0, le=1, description="largest per-class recall drop allowed")
+    gate_calibration_tolerance: float = Field(0.02, ge=0, le=1, description="largest calibration error increase")
+    index_signer: Literal["auto", "kms", "local", "none"] = Field(
+        "auto",
+        description="who signs registry/index.json (trainer/models/index_signing.py): auto = Cloud KMS on gcp, "
+        "a local key pair under <storage_root>/promoter/ locally",
+    )
 
 
 class VertexSettings(_Section):

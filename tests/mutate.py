@@ -94,7 +94,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/contracts/test_rollout.py", "tests/trainer/test_rollout.py", "tests/service/test_config.py"],
     ),
     "lifecycle": (
-        ["lifecycle/plan.py", "lifecycle/run_compiled.py"],
+        ["lifecycle/orchestration/plan.py", "lifecycle/orchestration/run_compiled.py"],
         ["tests/lifecycle/test_pipeline.py", "tests/trainer/test_pipeline_step.py", *NO_KFP_LIFECYCLE],
     ),
     "pipeline-step": (
@@ -127,8 +127,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "infra-pipelines": (["infra/components/pipelines.py"], ["tests/infra/test_pipelines.py"]),
 }
-# lifecycle/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle compile`), where
-# mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled spec's values instead.
+# lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
+# compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
+# spec's values instead.
 PACKAGES = ["contracts", "settings", "trainer", "service", "lifecycle", "infra"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
 # progress bars: cosmetic, and off when output is not a terminal (as in every test), so no test can see them

@@ -79,6 +79,10 @@ class SdkDouble:
     def calls(self) -> list[Call]:
         return self._shared.calls
 
+    def give(self, path: str, value: Any) -> None:
+        """From now on, hand back `value` for the call or attribute `path` (as `results=` at construction)."""
+        self._shared.results[path] = value
+
     def paths(self) -> list[str]:
         return [call.path for call in self._shared.calls]
 

@@ -48,7 +48,7 @@ DEPLOYER_ROLES = (
     ("roles/bigquery.admin", "creates the feature dataset, table and dataset bindings"),
     ("roles/aiplatform.admin", "creates the endpoint, TensorBoard, feature online store and feature view"),
     ("roles/run.admin", "creates the Cloud Run service and its invoker bindings"),
-    ("roles/pubsub.admin", "creates the budget and drift topics and their publisher bindings"),
+    ("roles/pubsub.admin", "creates the budget, drift and new-data topics and their publisher bindings"),
     ("roles/monitoring.admin", "creates the notification channel and alert policies"),
     ("roles/cloudbuild.builds.editor", "creates the Cloud Build triggers"),
     # the lifecycle pipeline's starter and triggers (infra/components/pipelines.py)
@@ -60,9 +60,17 @@ DEPLOYER_ROLES = (
 PLANNER_ROLES = (
     ("roles/logging.logWriter", "Cloud Build with a user-managed account writes build logs to the project"),
     ("roles/iam.securityReviewer", "reads the IAM policy of every resource the plan refreshes"),
-    ("roles/serviceusage.serviceUsageViewer", "reads the enabled APIs"),
+    (
+        "roles/serviceusage.serviceUsageConsumer",
+        "reads the enabled APIs, and serviceusage.services.use: the budget's provider names the project as quota "
+        "project (X-Goog-User-Project), which a Viewer may not",
+    ),
     ("roles/iam.serviceAccountViewer", "reads the stack's service accounts"),
     ("roles/cloudkms.viewer", "reads the key ring and key"),
+    (
+        "roles/cloudkms.publicKeyViewer",
+        "reads the registry index signing key's public key, which serving-<env> reads at plan (issue 25)",
+    ),
     ("roles/storage.bucketViewer", "reads bucket metadata (not objects)"),
     ("roles/artifactregistry.reader", "reads the repository and the pushed image digests"),
     ("roles/bigquery.metadataViewer", "reads the dataset and table definitions"),
@@ -94,7 +102,9 @@ ACCOUNT_ACT_AS = {
     ("pipelines", "service"): "the pipeline's deploy-model and batch prediction steps attach the service account",
     ("starter", "pipelines"): "the starter creates pipeline runs that run as the pipelines account",
 }
-BILLING_ROLES = {"deployer": "roles/billing.costsManager", "planner": "roles/billing.viewer"}
+# The planner has none: billing.viewer on the billing account reads every project's costs, and pull-request code
+# runs as the planner; its plan does not refresh (cloudbuild-plan.yaml), so it never reads the budget (issue 25).
+BILLING_ROLES = {"deployer": "roles/billing.costsManager"}
 
 
 def grant_limit_condition(roles: list[str]) -> dict:

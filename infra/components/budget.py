@@ -12,13 +12,13 @@ from __future__ import annotations
 from cdktf import TerraformProvider
 from cdktf_cdktf_provider_google.billing_budget import BillingBudget, BillingBudgetThresholdRules
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
-from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.kms import KeyGrants
 from infra.components.monitoring import Monitoring
+from infra.components.waits import API_PROPAGATION, propagation_wait
 from infra.naming import Names
 
 THRESHOLDS = ((0.5, "CURRENT_SPEND"), (0.9, "CURRENT_SPEND"), (1.0, "CURRENT_SPEND"), (1.0, "FORECASTED_SPEND"))
@@ -50,16 +50,7 @@ class Budget(Construct):
                 f"environment '{names.env}' has no infra.billing_account: set it in config/{names.env}.yaml or "
                 f"FMNIST_INFRA__BILLING_ACCOUNT=XXXXXX-XXXXXX-XXXXXX (`gcloud billing accounts list`)"
             )
-        self.topic = PubsubTopic(
-            self,
-            "topic",
-            name=names.budget_topic,
-            kms_key_name=kms.key_id,
-            labels=names.labels,
-            message_storage_policy={"allowed_persistence_regions": [names.region]},
-            message_retention_duration="604800s",
-            depends_on=[apis["pubsub.googleapis.com"], kms.grants["pubsub"]],
-        )
+        self.topic = kms.topic(self, "topic", name=names.budget_topic, names=names)
         PubsubTopicIamMember(
             self, "billing-publisher", topic=self.topic.name, role="roles/pubsub.publisher", member=BUDGET_PUBLISHER
         )
@@ -91,6 +82,16 @@ class Budget(Construct):
             },
             # Depending on every enabled API says "this budget watches what the stack switches on"; the custom
             # checkov policy CKV2_FMNIST_3 checks that edge for each google_project_service.
-            depends_on=apis.all,
+            # The alias names this project as quota project: its Billing Budget API, enabled in the same apply,
+            # must have propagated first.
+            depends_on=[
+                *apis.all,
+                propagation_wait(
+                    self,
+                    "quota-api-propagated",
+                    after=[apis["billingbudgets.googleapis.com"]],
+                    duration=API_PROPAGATION,
+                ),
+            ],
             provider=billing_provider,
         )

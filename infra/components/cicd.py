@@ -12,6 +12,7 @@ from __future__ import annotations
 from cdktf_cdktf_provider_google.cloudbuild_trigger import CloudbuildTrigger
 from constructs import Construct
 
+from contracts.cloud import BUILD_TRIGGERS
 from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.naming import Names
@@ -33,7 +34,7 @@ class CiCd(Construct):
             self.triggers["checks"] = CloudbuildTrigger(
                 self,
                 "pull-request-checks",
-                name="fmnist-pull-request-checks",
+                name=BUILD_TRIGGERS["checks"],
                 location="global",
                 description="tests, cdktf synth and checkov policy scan on every pull request",
                 github={
@@ -49,7 +50,7 @@ class CiCd(Construct):
             self.triggers["plan"] = CloudbuildTrigger(
                 self,
                 "pull-request-plan",
-                name="fmnist-pull-request-plan",
+                name=BUILD_TRIGGERS["plan"],
                 location="global",
                 description=f"cdktf diff {names.env} as the read-only planner; the plan summary is a build artifact",
                 github={**repository, "pull_request": pull_request},
@@ -62,7 +63,7 @@ class CiCd(Construct):
         self.triggers["deploy"] = CloudbuildTrigger(
             self,
             "deploy",
-            name="fmnist-deploy",
+            name=BUILD_TRIGGERS["deploy"],
             location="global",
             description=f"build, push and cdktf deploy of {names.env} on {push}",
             github={**repository, "push": push},

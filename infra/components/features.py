@@ -54,7 +54,7 @@ class Features(Construct):
             default_encryption_configuration={"kms_key_name": kms.key_id},
             delete_contents_on_destroy=teardown.bigquery_delete_contents_on_destroy,
             lifecycle=teardown.lifecycle(),
-            depends_on=[apis["bigquery.googleapis.com"], kms.grants["bigquery"]],
+            depends_on=[apis["bigquery.googleapis.com"], kms.ready["bigquery"]],
         )
         self.table = BigqueryTable(
             self,
@@ -94,7 +94,7 @@ class Features(Construct):
             dataset_id=self.dataset.dataset_id,
             role="roles/bigquery.dataViewer",
             member=kms.agent_members["aiplatform"],
-            depends_on=[kms.grants["aiplatform"]],
+            depends_on=[kms.ready["aiplatform"]],
         )
         self.online_store = VertexAiFeatureOnlineStore(
             self,

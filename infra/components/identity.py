@@ -42,8 +42,8 @@ PROJECT_ROLES = {
 # Project-level roles of Google-managed service agents (infra/components/service_agents.py), granted by the construct
 # that needs them: (agent, role) -> why.
 AGENT_PROJECT_ROLES = {
-    ("storage", "roles/pubsub.publisher"): "Cloud Storage publishes the object events of Eventarc's storage triggers "
-    "to topics Eventarc creates in the project (infra/components/pipelines.py)",
+    ("storage", "roles/pubsub.publisher"): "Cloud Storage publishes the datasets bucket's notification of raw/_COMMIT "
+    "to the new-data topic (infra/components/pipelines.py)",
 }
 
 

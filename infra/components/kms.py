@@ -7,7 +7,7 @@ Pub/Sub topic, the Vertex AI endpoint and the TensorBoard. Not the Feature Onlin
 Why two constructs: Google Cloud never deletes a key ring or a key, so re-creating them after `cdktf destroy` gets
 409. `CmekKey` lives in the long-lived bootstrap stack (infra/bootstrap.py), which the environment's destroy leaves
 alone; `KeyGrants` lives in the environment's stack, grants each service agent encrypt/decrypt on the key only
-(resource-level) once the agent exists, and every CMEK resource depends on its agent's grant.
+(resource-level) once the agent exists, and every CMEK resource depends on a wait after its agent's grant.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from __future__ import annotations
 from cdktf_cdktf_provider_google.kms_crypto_key import KmsCryptoKey
 from cdktf_cdktf_provider_google.kms_crypto_key_iam_member import KmsCryptoKeyIamMember
 from cdktf_cdktf_provider_google.kms_key_ring import KmsKeyRing
+from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.service_agents import ServiceAgents
+from infra.components.waits import propagation_wait
 from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
@@ -82,3 +84,21 @@ class KeyGrants(Construct):
             )
             for agent, member in agents.members.items()
         }
+        # One wait after every agent's grant: a CMEK resource depends on `ready[agent]`, never on the grant alone,
+        # because the provider does not retry the "useToEncrypt denied" of a grant that has not propagated yet.
+        wait = propagation_wait(self, "grants-propagated", after=list(self.grants.values()))
+        self.ready = dict.fromkeys(self.grants, wait)
+        self._apis = apis
+
+    def topic(self, scope: Construct, id: str, *, name: str, names: Names) -> PubsubTopic:
+        """A Pub/Sub topic encrypted with this key, kept in the region, its messages for a week (budget, drift)."""
+        return PubsubTopic(
+            scope,
+            id,
+            name=name,
+            kms_key_name=self.key_id,
+            labels=names.labels,
+            message_storage_policy={"allowed_persistence_regions": [names.region]},
+            message_retention_duration="604800s",
+            depends_on=[self._apis["pubsub.googleapis.com"], self.ready["pubsub"]],
+        )

@@ -2,11 +2,12 @@
 
 One starter, a Cloud Workflows workflow, starts every run of the compiled lifecycle (`python -m lifecycle compile`,
 uploaded by Cloud Build to the KFP repository declared here); three triggers call it: a Cloud Scheduler job (the
-schedule), an Eventarc trigger on new objects under `raw/` in the datasets bucket (new data; the workflow ignores
-every other object, such as the versions `ingest` writes), and an Eventarc trigger on the drift topic, where a
-Cloud Monitoring alert on the service's `fmnist_drift_detected` gauge notifies (drift). A run in progress is not
-started twice: the workflow lists the active runs first, and names each run after the hour it starts in, so two
-triggers racing in the same hour get one run (the second create is refused with 409).
+schedule), an Eventarc trigger on a topic the datasets bucket notifies of `raw/_COMMIT` only (new data: one event per
+completed upload, none for any other object), and an Eventarc trigger on the drift topic, where a Cloud Monitoring
+alert (PromQL, contracts/monitoring_queries.py) on the service's `fmnist_drift_detected` gauge notifies (drift). A
+run in progress is not started twice, and a trigger that arrives during one is deferred, not dropped: the workflow
+waits until no run is active, unless a run created after the trigger already covers it; run ids carry their minute,
+so two racing triggers get one run (409).
 
 Accounts: the pipeline runs as `<prefix>-pipelines` (the steps' buckets, the feature table, Vertex AI), with actAs
 on the trainer account (its custom job) and the service account (deploy-model and batch prediction attach it);
@@ -22,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 
+from cdktf import TerraformProvider
 from cdktf_cdktf_provider_google.artifact_registry_repository import ArtifactRegistryRepository
 from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
 from cdktf_cdktf_provider_google.bigquery_dataset_iam_member import BigqueryDatasetIamMember
@@ -30,38 +32,40 @@ from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
 from cdktf_cdktf_provider_google.eventarc_trigger import EventarcTrigger
 from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertPolicy
 from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertPolicyConditions as Condition
-from cdktf_cdktf_provider_google.monitoring_alert_policy import (
-    MonitoringAlertPolicyConditionsConditionThresholdAggregations as Aggregation,
-)
 from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
+from cdktf_cdktf_provider_google.storage_notification import StorageNotification
 from cdktf_cdktf_provider_google.workflows_workflow import WorkflowsWorkflow
 from constructs import Construct
 
-from contracts.cloud import PIPELINE_ACCOUNT_SUFFIXES, RAW_DATA_PREFIX
+from contracts.cloud import DRIFT_TRIGGER, NEW_DATA_TRIGGER, PIPELINE_ACCOUNT_SUFFIXES
+from contracts.monitoring_queries import DRIFT_DETECTED_PROMQL
 from infra.components.apis import PIPELINE_APIS, Apis
 from infra.components.features import Features
 from infra.components.identity import AGENT_PROJECT_ROLES, Identity
 from infra.components.identity import PROJECT_ROLES as IDENTITY_PROJECT_ROLES
 from infra.components.kms import KeyGrants
 from infra.components.registry import Registry
-from infra.components.service_agents import ServiceAgents
+from infra.components.service_agents import ServiceAgents, service_identity
 from infra.components.storage import Storage
+from infra.components.waits import propagation_wait
 from infra.naming import Names
+from infra.teardown import TeardownPolicy
 
 __all__ = ["PIPELINE_APIS", "PROJECT_ROLES", "Pipelines", "starter_workflow"]
 SCHEDULE = "0 4 * * 1"  # Mondays 04:00 UTC: weekly retraining even when nothing else triggers it
-GCS_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
-DRIFT_METRIC = "prometheus.googleapis.com/fmnist_drift_detected/gauge"  # service/metrics.py's gauge, via GMP
 ACTIVE_STATES = ("PIPELINE_STATE_QUEUED", "PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING")
+DEFER_POLL_SECONDS = 600  # a trigger that arrives during a run checks again this often...
+DEFER_MAX_SECONDS = 86_400  # ...for at most a day (a lifecycle run takes well under that), then fails visibly
 
 # The two accounts' project-level roles (role, why): declared in identity.py, which grants them.
 PROJECT_ROLES = {role: IDENTITY_PROJECT_ROLES[role] for role in PIPELINE_ACCOUNT_SUFFIXES}
 STORAGE_PUBLISHER = ("storage", "roles/pubsub.publisher")
+# what an Eventarc trigger's account must hold before triggers.create (a workflow destination)
+EVENTARC_STARTER_ROLES = ("roles/eventarc.eventReceiver", "roles/workflows.invoker")
 BUCKET_ACCESS = (  # the pipeline runs the steps a person ran before: ingest, features, export, registry, reports
     ("datasets", "roles/storage.objectAdmin"),
     ("models", "roles/storage.objectAdmin"),
@@ -70,15 +74,22 @@ BUCKET_ACCESS = (  # the pipeline runs the steps a person ran before: ingest, fe
 
 
 def starter_workflow(names: Names, pipeline_account: str) -> dict:
-    """The one place that starts lifecycle runs: filters the event, skips when a run is active, starts one."""
+    """The one place that starts lifecycle runs: filters the event, defers while a run is active, starts one.
+
+    A trigger that arrives during a run is not dropped: the execution waits (polling every DEFER_POLL_SECONDS, up
+    to DEFER_MAX_SECONDS, then fails visibly) and starts a run once none is active, unless a run created after the
+    trigger arrived already covers it. Run ids carry the minute they start in, so two triggers racing in the same
+    minute get one run and a 409. The create does not wait for the run (`skip_polling`): the connector's default
+    would poll it for up to 1,800 s and then fail a healthy run with a timeout."""
     parent = f"projects/{names.project}/locations/{names.region}"
     active = " OR ".join(f'state="{state}"' for state in ACTIVE_STATES)
     vertex = {"parent": "${parent}", "region": names.region}
     run_id = (
         '${"'
         + names.pipeline_name
-        + '-" + text.replace_all_regex(text.substring(time.format(sys.now()), 0, 13), "[^0-9]", "")}'
+        + '-" + text.replace_all_regex(text.substring(time.format(sys.now()), 0, 16), "[^0-9]", "")}'
     )
+    covered = {"started": False, "reason": "a run created after this trigger covers it", "run": "${newest.name}"}
     return {
         "main": {
             "params": ["event"],
@@ -87,7 +98,10 @@ def starter_workflow(names: Names, pipeline_account: str) -> dict:
                     "init": {
                         "assign": [
                             {"parent": parent},
+                            {"arrived": "${sys.now()}"},
+                            {"waited": 0},
                             {"kind": '${default(map.get(event, "type"), "")}'},
+                            {"source": '${default(map.get(event, "source"), "")}'},
                             {"trigger": '${default(map.get(event, "trigger"), "manual")}'},
                         ]
                     }
@@ -95,19 +109,30 @@ def starter_workflow(names: Names, pipeline_account: str) -> dict:
                 {
                     "route": {
                         "switch": [
-                            {"condition": f'${{kind == "{GCS_FINALIZED}"}}', "next": "new_data"},
+                            {
+                                "condition": f'${{kind == "{PUBSUB_PUBLISHED}" and '
+                                f'text.match_regex(source, "/topics/{names.new_data_topic}$")}}',
+                                "next": "new_data",
+                            },
                             {"condition": f'${{kind == "{PUBSUB_PUBLISHED}"}}', "next": "drift"},
                         ],
                         "next": "check_active",
                     }
                 },
-                {"new_data": {"assign": [{"trigger": "new-data"}]}},
+                {
+                    "new_data": {
+                        "assign": [
+                            {"trigger": "new-data"},
+                            {"object": '${default(map.get(event.data.message.attributes, "objectId"), "")}'},
+                        ]
+                    }
+                },
                 {
                     "new_data_filter": {
                         "switch": [
                             {
-                                "condition": f'${{not text.match_regex(event.data.name, "^{RAW_DATA_PREFIX}/")}}',
-                                "return": {"started": False, "reason": '${"not new raw data: " + event.data.name}'},
+                                "condition": f'${{object != "{names.raw_commit_object}"}}',
+                                "return": {"started": False, "reason": '${"not a completed upload: " + object}'},
                             }
                         ],
                         "next": "check_active",
@@ -135,22 +160,47 @@ def starter_workflow(names: Names, pipeline_account: str) -> dict:
                 {
                     "check_active": {
                         "call": "googleapis.aiplatform.v1.projects.locations.pipelineJobs.list",
-                        "args": {**vertex, "filter": f'display_name="{names.pipeline_name}" AND ({active})'},
+                        "args": {
+                            **vertex,
+                            "filter": f'display_name="{names.pipeline_name}" AND ({active})',
+                            "orderBy": "create_time desc",
+                        },
                         "result": "active",
                     }
                 },
                 {
-                    "skip_when_active": {
+                    "defer_when_active": {
                         "switch": [
+                            {"condition": '${not ("pipelineJobs" in active)}', "next": "start"},
                             {
-                                "condition": '${"pipelineJobs" in active}',
-                                "return": {
-                                    "started": False,
-                                    "reason": "a lifecycle run is in progress",
+                                "condition": "${waited >= " + str(DEFER_MAX_SECONDS) + "}",
+                                "raise": {
+                                    "message": '${"a lifecycle run has been active for "'
+                                    f' + "{DEFER_MAX_SECONDS} s; this " + trigger'
+                                    ' + " trigger was not started: start it by hand when the run ends"}',
                                     "run": "${active.pipelineJobs[0].name}",
                                 },
-                            }
-                        ]
+                            },
+                        ],
+                        "next": "covered_by_newer_run",
+                    }
+                },
+                {"covered_by_newer_run": {"assign": [{"newest": "${active.pipelineJobs[0]}"}]}},
+                {
+                    "covered_check": {
+                        "switch": [
+                            {"condition": "${time.parse(newest.createTime) >= arrived}", "return": covered},
+                        ],
+                        "next": "wait",
+                    }
+                },
+                {
+                    "wait": {
+                        "steps": [
+                            {"sleep": {"call": "sys.sleep", "args": {"seconds": DEFER_POLL_SECONDS}}},
+                            {"count": {"assign": [{"waited": "${waited + " + str(DEFER_POLL_SECONDS) + "}"}]}},
+                        ],
+                        "next": "check_active",
                     }
                 },
                 {
@@ -165,8 +215,10 @@ def starter_workflow(names: Names, pipeline_account: str) -> dict:
                                     "templateUri": names.pipeline_template_uri,
                                     "serviceAccount": pipeline_account,
                                     "runtimeConfig": {"gcsOutputDirectory": names.pipeline_root},
+                                    "encryptionSpec": {"kmsKeyName": names.kms_key_name},
                                     "labels": {**names.labels, "trigger": "${trigger}"},
                                 },
+                                "connector_params": {"skip_polling": True},
                             },
                             "result": "job",
                         },
@@ -174,11 +226,13 @@ def starter_workflow(names: Names, pipeline_account: str) -> dict:
                             "as": "error",
                             "steps": [
                                 {
-                                    "started_this_hour": {
+                                    "started_this_minute": {
                                         "switch": [
                                             {
-                                                "condition": "${error.code == 409}",
-                                                "return": {"started": False, "reason": "this hour's run exists"},
+                                                # only HTTP errors carry a code; a timeout or connection error is a
+                                                # map without one, and reading error.code would raise a KeyError
+                                                "condition": '${default(map.get(error, "code"), 0) == 409}',
+                                                "return": {"started": False, "reason": "this minute's run exists"},
                                             }
                                         ]
                                     }
@@ -214,6 +268,8 @@ class Pipelines(Construct):
         registry: Registry,
         features: Features,
         project: DataGoogleProject,
+        teardown: TeardownPolicy,
+        beta: TerraformProvider,
     ):
         super().__init__(scope, id)
         self.names = names
@@ -251,7 +307,7 @@ class Pipelines(Construct):
             description=f"compiled {names.pipeline_name} pipeline templates (python -m lifecycle compile)",
             kms_key_name=kms.key_id,
             labels=names.labels,
-            depends_on=[apis["artifactregistry.googleapis.com"], kms.grants["artifactregistry"]],
+            depends_on=[apis["artifactregistry.googleapis.com"], kms.ready["artifactregistry"]],
         )
         for who, role, member in (
             ("deployer", "writer", identity.member("deployer")),  # Cloud Build uploads the compiled template
@@ -280,7 +336,13 @@ class Pipelines(Construct):
                 json.dumps(starter_workflow(names, names.service_account_email("pipelines")))
             ),
             labels=names.labels,
-            depends_on=[apis["workflows.googleapis.com"], apis["workflowexecutions.googleapis.com"]],
+            deletion_protection=teardown.deletion_protection,  # the provider defaults it to true: destroy would fail
+            # the runs it creates are encrypted with the key by Vertex AI's agent: its grant comes first
+            depends_on=[
+                apis["workflows.googleapis.com"],
+                apis["workflowexecutions.googleapis.com"],
+                kms.ready["aiplatform"],
+            ],
         )
 
         # ---- the three triggers --------------------------------------------------------------------------------
@@ -307,7 +369,7 @@ class Pipelines(Construct):
             retry_config={"retry_count": 1},
             depends_on=[apis["cloudscheduler.googleapis.com"]],
         )
-        # Cloud Storage publishes the object events Eventarc delivers (documented requirement for GCS triggers);
+        # Cloud Storage publishes the bucket's notifications (documented requirement for Pub/Sub notifications);
         # the role is declared in identity.py AGENT_PROJECT_ROLES, the agent created by its data source.
         agent, iam_role = STORAGE_PUBLISHER
         assert STORAGE_PUBLISHER in AGENT_PROJECT_ROLES, "the deployer's IAM condition must list the role"
@@ -319,30 +381,47 @@ class Pipelines(Construct):
             member=agents.members[agent],
             depends_on=[apis["cloudresourcemanager.googleapis.com"], agents.sources[agent]],
         )
+        # Eventarc's own agent is created lazily like the CMEK ones (the provider's acceptance tests create it with
+        # a service identity, then wait); the triggers' account needs eventReceiver and workflows.invoker before
+        # triggers.create, and the Cloud Storage agent its publisher grant: one wait after all of them.
+        eventarc_agent = service_identity(
+            self, "eventarc-agent", names=names, apis=apis, api="eventarc.googleapis.com", beta=beta
+        )
+        self.triggers_ready = propagation_wait(
+            self,
+            "eventarc-grants-propagated",
+            after=[
+                eventarc_agent,
+                storage_publisher,
+                *(identity.project_bindings[("starter", role)] for role in EVENTARC_STARTER_ROLES),
+            ],
+        )
+        # New data: the datasets bucket notifies a topic of raw/_COMMIT only (a prefix-filtered notification), so
+        # one completed upload is one event, and the 70,000 PNGs `export-images` writes in the bucket are none.
+        self.new_data_topic = kms.topic(self, "new-data-topic", name=names.new_data_topic, names=names)
+        self.new_data_notification = StorageNotification(
+            self,
+            "new-data-notification",
+            bucket=storage.buckets["datasets"].name,
+            topic=self.new_data_topic.id,
+            payload_format="JSON_API_V1",
+            event_types=["OBJECT_FINALIZE"],
+            object_name_prefix=names.raw_commit_object,
+            depends_on=[self.triggers_ready],  # the storage agent may publish (GCS checks it at create)
+        )
         self.new_data = EventarcTrigger(
             self,
             "new-data",
-            name="fmnist-new-raw-data",
+            name=NEW_DATA_TRIGGER,
             location=names.region,
-            matching_criteria=[
-                {"attribute": "type", "value": GCS_FINALIZED},
-                {"attribute": "bucket", "value": names.bucket("datasets")},
-            ],
+            matching_criteria=[{"attribute": "type", "value": PUBSUB_PUBLISHED}],
+            transport={"pubsub": {"topic": self.new_data_topic.id}},
             destination={"workflow": self.workflow.id},
             service_account=identity.email("starter"),
             labels=names.labels,
-            depends_on=[apis["eventarc.googleapis.com"], storage_publisher, storage.buckets["datasets"]],
+            depends_on=[apis["eventarc.googleapis.com"], self.triggers_ready, self.new_data_notification],
         )
-        self.drift_topic = PubsubTopic(
-            self,
-            "drift-topic",
-            name=names.drift_topic,
-            kms_key_name=kms.key_id,
-            labels=names.labels,
-            message_storage_policy={"allowed_persistence_regions": [names.region]},
-            message_retention_duration="604800s",
-            depends_on=[apis["pubsub.googleapis.com"], kms.grants["pubsub"]],
-        )
+        self.drift_topic = kms.topic(self, "drift-topic", name=names.drift_topic, names=names)
         self.drift_channel = MonitoringNotificationChannel(
             self,
             "drift-channel",
@@ -380,19 +459,13 @@ class Pipelines(Construct):
             },
             conditions=[
                 Condition(
-                    display_name="fmnist_drift_detected > 0",
-                    condition_threshold={
-                        "filter": f'resource.type = "prometheus_target" AND metric.type = "{DRIFT_METRIC}"',
-                        "aggregations": [
-                            Aggregation(
-                                alignment_period="300s",
-                                per_series_aligner="ALIGN_MAX",
-                                cross_series_reducer="REDUCE_MAX",
-                            )
-                        ],
-                        "comparison": "COMPARISON_GT",
-                        "threshold_value": 0,
+                    display_name=DRIFT_DETECTED_PROMQL,
+                    # PromQL: accepted before the service writes the gauge's first point (a metric-type filter
+                    # would fail with 404 "Cannot find metric(s)" on a new project).
+                    condition_prometheus_query_language={
+                        "query": DRIFT_DETECTED_PROMQL,
                         "duration": "300s",
+                        "evaluation_interval": "60s",
                     },
                 )
             ],
@@ -400,14 +473,14 @@ class Pipelines(Construct):
         self.drift = EventarcTrigger(
             self,
             "drift",
-            name="fmnist-drift",
+            name=DRIFT_TRIGGER,
             location=names.region,
             matching_criteria=[{"attribute": "type", "value": PUBSUB_PUBLISHED}],
             transport={"pubsub": {"topic": self.drift_topic.id}},
             destination={"workflow": self.workflow.id},
             service_account=identity.email("starter"),
             labels=names.labels,
-            depends_on=[apis["eventarc.googleapis.com"]],
+            depends_on=[apis["eventarc.googleapis.com"], self.triggers_ready],
         )
 
     def member(self, role: str) -> str:

@@ -46,7 +46,7 @@ class Registry(Construct):
                     condition={"tag_state": "UNTAGGED", "older_than": UNTAGGED_MAX_AGE},
                 ),
             ],
-            depends_on=[apis["artifactregistry.googleapis.com"], kms.grants["artifactregistry"]],
+            depends_on=[apis["artifactregistry.googleapis.com"], kms.ready["artifactregistry"]],
         )
         self.writer = ArtifactRegistryRepositoryIamMember(
             self,

@@ -1,7 +1,8 @@
 """The Cloud Run v2 prediction service: the service image by digest, its own account, probes on the health route.
 
-Settings come from config/<env>.yaml: `service:` becomes the container's environment (names read by
-service/config.py), `infra:` sizes and exposes it. No allUsers invoker unless `infra.public_endpoint` asks.
+Settings come from config/<env>.yaml: `service:` becomes the container's environment (contracts.serving, the same
+builder as `trainer deploy-model`), `infra:` sizes and exposes it. No allUsers invoker unless
+`infra.public_endpoint` asks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from cdktf_cdktf_provider_google.cloud_run_v2_service import (
 from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from constructs import Construct
 
+from contracts.serving import HEALTH_ROUTE, PORT, Env, service_environment
 from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.components.images import Images
@@ -21,8 +23,6 @@ from infra.naming import Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
 
-HEALTH_ROUTE = "/health"
-CONTAINER_PORT = 8080
 INGRESS = {
     "all": "INGRESS_TRAFFIC_ALL",
     "internal": "INGRESS_TRAFFIC_INTERNAL_ONLY",
@@ -31,32 +31,20 @@ INGRESS = {
 REQUESTS_PER_WORKER = 4  # gunicorn sync workers answer one request each; a short queue absorbs bursts
 
 
-def container_environment(names: Names) -> dict[str, str]:
-    """The service's environment variables (names from service/config.py); the rollout's only with a challenger."""
-    service, rollout = names.settings.service, names.settings.rollout
-    env = {
-        "MODEL_URI": names.model_uri,
-        "DRIFT_PSI_THRESHOLD": str(service.drift_psi_threshold),
-        "MAX_INSTANCES": str(service.max_instances_per_request),
-        "PAGE_ENABLED": "true" if service.page_enabled else "false",
-        "WORKERS": str(service.workers),
-        "MODEL_POLL_S": str(service.model_poll_s),
-        "MODEL_ARTIFACT": service.model_artifact,
-        "REQUIRE_DIGESTS": "true" if service.require_digests else "false",
-        "FMNIST_ENV": names.env,
-    }
-    if service.challenger:
-        env |= {
-            "CHALLENGER": service.challenger,
-            "ROLLOUT_MODE": service.rollout_mode,
-            "SHADOW_SAMPLE_EVERY": str(service.shadow_sample_every),
-            "ROLLOUT_MIN_REQUESTS": str(rollout.min_requests),
-            "ROLLOUT_MIN_AGREEMENT": str(rollout.min_agreement),
-            "ROLLOUT_MAX_LATENCY_RATIO": str(rollout.max_latency_ratio),
-            "ROLLOUT_MAX_ERROR_RATE": str(rollout.max_error_rate),
-        }
-        if service.rollout_mode == "canary":
-            env["CANARY_PERCENT"] = str(service.canary_percent)
+def container_environment(names: Names, index_public_key: str | None = None) -> dict[str, str]:
+    """The service's environment on Cloud Run (contracts.serving, the same builder as the Vertex AI deploy), and
+    INDEX_PUBLIC_KEY: the registry index's signing key (infra/components/index_signing.py). Vertex AI gets no
+    key: each deployed model is one pinned version (AIP_STORAGE_URI), with no index to follow."""
+    settings = names.settings
+    env = service_environment(
+        settings.service,
+        settings.rollout.thresholds(),
+        env_name=names.env,
+        platform="cloud-run",
+        model_uri=names.model_uri,
+    )
+    if index_public_key is not None:
+        env[Env.INDEX_PUBLIC_KEY] = index_public_key
     return env
 
 
@@ -71,10 +59,11 @@ class Serving(Construct):
         apis: Apis,
         identity: Identity,
         images: Images,
+        index_public_key: str | None = None,
     ):
         super().__init__(scope, id)
         infra = names.settings.infra
-        probe = {"http_get": {"path": HEALTH_ROUTE, "port": CONTAINER_PORT}}
+        probe = {"http_get": {"path": HEALTH_ROUTE, "port": PORT}}
         self.service = CloudRunV2Service(
             self,
             "service",
@@ -92,7 +81,7 @@ class Serving(Construct):
                 "containers": [
                     CloudRunV2ServiceTemplateContainers(
                         image=images.references["service"],
-                        ports={"container_port": CONTAINER_PORT},
+                        ports={"container_port": PORT},
                         resources={
                             "limits": {"cpu": infra.service_cpu, "memory": infra.service_memory},
                             "cpu_idle": True,
@@ -100,7 +89,7 @@ class Serving(Construct):
                         },
                         env=[
                             CloudRunV2ServiceTemplateContainersEnv(name=k, value=v)
-                            for k, v in container_environment(names).items()
+                            for k, v in container_environment(names, index_public_key).items()
                         ],
                         startup_probe={
                             **probe,

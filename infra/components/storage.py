@@ -18,13 +18,14 @@ from infra.naming import BUCKET_KINDS, Names
 from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
 
+TRAINER_JOB_OUTPUTS = "jobs"  # the custom jobs' base_output_dir in the models bucket
 NONCURRENT_VERSION_DAYS = 30
 ACCESS_LOG_DAYS = 365
 DEV_OBJECT_DAYS = 180  # run records, reports and TensorBoard logs: kept half a year
 # (bucket kind, account role, IAM role)
 BUCKET_ACCESS = (
     ("dev", "trainer", "roles/storage.objectAdmin"),
-    ("models", "trainer", "roles/storage.objectAdmin"),
+    ("models", "trainer", "roles/storage.objectViewer"),  # writes only job outputs: TRAINER_JOB_OUTPUTS below
     ("datasets", "trainer", "roles/storage.objectViewer"),
     ("models", "service", "roles/storage.objectViewer"),
 )
@@ -52,7 +53,7 @@ class Storage(Construct):
             "versioning": {"enabled": True},
             "encryption": {"default_kms_key_name": kms.key_id},
             "lifecycle": teardown.lifecycle(),
-            "depends_on": [apis["storage.googleapis.com"], kms.grants["storage"]],
+            "depends_on": [apis["storage.googleapis.com"], kms.ready["storage"]],
         }
         noncurrent = StorageBucketLifecycleRule(
             action={"type": "Delete"},
@@ -105,6 +106,21 @@ class Storage(Construct):
             condition={
                 "title": "plan summaries only",
                 "expression": f'resource.name.startsWith("projects/_/buckets/{names.bucket("dev")}/objects/plans/")',
+            },
+        )
+        # The trainer's custom jobs write under jobs/ (trainer/cloud/submit.py base_output_dir) and nowhere else in
+        # the models bucket: registry/ (the index and its signatures) is the promoter's (infra/index_writers.py).
+        models = names.bucket("models")
+        StorageBucketIamMember(
+            self,
+            "models-trainer-job-outputs",
+            bucket=self.buckets["models"].name,
+            role="roles/storage.objectAdmin",
+            member=identity.member("trainer"),
+            condition={
+                "title": "job outputs only",
+                "expression": f'resource.type == "storage.googleapis.com/Bucket" || '
+                f'resource.name.startsWith("projects/_/buckets/{models}/objects/{TRAINER_JOB_OUTPUTS}/")',
             },
         )
         for kind, account, role in BUCKET_ACCESS:

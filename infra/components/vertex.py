@@ -19,7 +19,7 @@ from infra.suppressions import suppress
 class Vertex(Construct):
     def __init__(self, scope: Construct, id: str, *, names: Names, apis: Apis, kms: KeyGrants):
         super().__init__(scope, id)
-        after = [apis["aiplatform.googleapis.com"], kms.grants["aiplatform"]]
+        after = [apis["aiplatform.googleapis.com"], kms.ready["aiplatform"]]
         self.endpoint = VertexAiEndpoint(
             self,
             "endpoint",

@@ -7,6 +7,7 @@ The notebooks need less: read the datasets and models buckets, write runs and re
 the Cloud Run service. So the `workbench` account holds exactly that, and `infra.workbench.users` may act as it.
 The account, and who may act as it, belong to the bootstrap stack (infra/components/accounts.py, only when enabled):
 the deployer creates no account and cannot change an account's IAM policy; here it is referenced by email.
+Its right to call the Cloud Run service is granted in the serving stack (infra/serving_stack.py), where the service is.
 
 No public IP: the VM sits in its own subnet with Private Google Access (Google APIs and the Workbench proxy) and
 reaches the internet only through Cloud NAT (pip, git). Idle shutdown stops it after the configured minutes;
@@ -20,7 +21,6 @@ whose data disk holds the users' work, refuses like the buckets.
 from __future__ import annotations
 
 from cdktf import TerraformProvider
-from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from cdktf_cdktf_provider_google.compute_firewall import ComputeFirewall, ComputeFirewallDeny
 from cdktf_cdktf_provider_google.compute_network import ComputeNetwork
 from cdktf_cdktf_provider_google.compute_router import ComputeRouter
@@ -41,8 +41,8 @@ from constructs import Construct
 from infra.components.apis import Apis
 from infra.components.kms import ENCRYPTER_DECRYPTER, KeyGrants
 from infra.components.service_agents import identity_member, service_identity
-from infra.components.serving import Serving
 from infra.components.storage import Storage
+from infra.components.waits import propagation_wait
 from infra.naming import WORKBENCH_SUFFIX, Names
 from infra.teardown import TeardownPolicy
 
@@ -72,7 +72,6 @@ class Workbench(Construct):
         apis: Apis,
         kms: KeyGrants,
         storage: Storage,
-        serving: Serving,
         project: DataGoogleProject,
         beta: TerraformProvider,
     ):
@@ -97,14 +96,6 @@ class Workbench(Construct):
             StorageBucketIamMember(
                 self, f"{kind}-{role.split('.')[-1]}", bucket=storage.buckets[kind].name, role=role, member=member
             )
-        CloudRunV2ServiceIamMember(
-            self,
-            "invoker",
-            name=serving.service.name,
-            location=names.region,
-            role="roles/run.invoker",
-            member=member,
-        )
         # Compute Engine writes the CMEK disks, the Workbench agent creates them: both need the key. The Compute
         # Engine agent comes with its API (the API refuses to generate it on request); the Notebooks one is made here.
         self.notebooks_agent = service_identity(
@@ -199,5 +190,5 @@ class Workbench(Construct):
                 metadata={**METADATA, "idle-timeout-seconds": str(settings.idle_shutdown_minutes * 60)},
             ),
             lifecycle=teardown.lifecycle(),
-            depends_on=[notebooks, *self.key_grants],
+            depends_on=[notebooks, propagation_wait(self, "key-grants-propagated", after=list(self.key_grants))],
         )

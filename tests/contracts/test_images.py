@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.images import IMAGE_SOURCES, SourcesMissing, source_tag
+from contracts.images import BAKED_TAGS, IMAGE_SOURCES, SourcesMissing, source_tag, write_baked_tags
 from infra.images import main as images_main
 from settings import load_config
 
@@ -32,11 +32,16 @@ def test_tag_is_stable_and_shaped(tree):
     assert tag.startswith("src-") and len(tag) == 20
 
 
-def test_any_source_change_changes_only_that_image(tree):
+def test_any_source_change_changes_only_the_images_built_from_it(tree):
+    before = {i: source_tag(i, tree) for i in IMAGE_SOURCES}
+    (tree / "trainer" / "cli.py").write_text("x = 1\n")
+    assert source_tag("trainer", tree) != before["trainer"]
+    assert source_tag("service", tree) == before["service"]
+    # The trainer image bakes the service image's tag (the image it deploys): a service change is a trainer change.
     before = {i: source_tag(i, tree) for i in IMAGE_SOURCES}
     (tree / "service" / "app.py").write_text("x = 1\n")
     assert source_tag("service", tree) != before["service"]
-    assert source_tag("trainer", tree) == before["trainer"]
+    assert source_tag("trainer", tree) != before["trainer"]
     (tree / "pyproject.toml").write_text("[project]\nname = 'y'\n")
     assert source_tag("trainer", tree) != before["trainer"]
 
@@ -82,3 +87,28 @@ def test_image_uri_without_sources_asks_for_the_config_key(monkeypatch):
         names.image_uri("trainer")
     explicit = load_config("dev", environ={"FMNIST_VERTEX__TRAINER_IMAGE": "r/trainer@sha256:abc"}).names
     assert explicit.image_uri("trainer") == "r/trainer@sha256:abc"
+
+
+def test_without_sources_the_baked_tags_name_the_images(tree, tmp_path_factory):
+    """What the trainer image holds: its packages and image-tags.json, no Dockerfiles, no service/."""
+    expected = {i: source_tag(i, tree) for i in IMAGE_SOURCES}
+    image_root = tmp_path_factory.mktemp("app")
+    for rel in ("trainer", "contracts", "settings", "config"):
+        shutil.copytree(tree / rel, image_root / rel)
+    (image_root / "trainer" / "Dockerfile").unlink()
+    with pytest.raises(SourcesMissing, match=r"no image-tags\.json there names it"):
+        source_tag("service", image_root)
+    assert write_baked_tags(image_root / BAKED_TAGS, tree) == expected
+    assert {i: source_tag(i, image_root) for i in IMAGE_SOURCES} == expected
+
+
+def test_sources_win_over_a_baked_file(tree):
+    (tree / BAKED_TAGS).write_text('{"trainer": "src-0000000000000000", "service": "src-0000000000000000"}')
+    assert source_tag("trainer", tree) != "src-0000000000000000"
+
+
+@pytest.mark.parametrize("content", ["not json", '{"trainer": 3}', '["src-1"]'])
+def test_a_damaged_baked_file_is_an_error_that_says_rebuild(tmp_path, content):
+    (tmp_path / BAKED_TAGS).write_text(content)
+    with pytest.raises(SourcesMissing, match="rebuild the image"):
+        source_tag("trainer", tmp_path)

@@ -6,7 +6,8 @@ import sys
 
 import pyarrow.parquet as pq
 
-from trainer import cli, storage
+import storage
+from trainer import cli
 from trainer.data import idx
 from trainer.data.dataset import load_dataset
 

@@ -64,7 +64,26 @@ def test_the_deployer_runs_no_tests_and_starts_with_the_preflight(builds):
     ids = list(steps)
     assert ids.index("preflight") < ids.index("deploy") < ids.index("destroy")
     assert "python -m infra.preflight" in steps["preflight"]
-    assert 'cdktf deploy "${_ENV}" --auto-approve' in steps["deploy"]
+    assert 'cdktf deploy "${_ENV}" "images-${_ENV}" "serving-${_ENV}" --auto-approve' in steps["deploy"]
+
+
+def test_the_deploy_publishes_both_pipeline_templates_tagged_latest_and_the_commit(builds):
+    """What `make pipeline` writes is what `lifecycle publish` uploads (tests/lifecycle/test_publish.py checks the
+    upload request itself), after the deploy that creates the KFP repository."""
+    from lifecycle.orchestration.compile import DEFAULT_OUTPUT
+    from lifecycle.orchestration.publish import TEMPLATES
+
+    steps = _steps(builds["deploy"])
+    ids = list(steps)
+    assert ids.index("deploy") < ids.index("publish-pipelines") < ids.index("destroy")
+    publish = steps["publish-pipelines"]
+    assert 'if [ "${_ACTION}" != deploy ]; then exit 0; fi' in publish and "-euo" in publish
+    assert 'make pipeline ENV="${_ENV}"' in publish
+    assert "make pipeline-venv" in steps["install"]  # each step is a fresh container: python3-venv is in this one
+    assert 'python -m lifecycle publish --env "${_ENV}" --tag "${COMMIT_SHA}"' in publish
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile.split("\npipeline: ", 1)[1].split("\n\n", 1)[0]
+    assert TEMPLATES[0] == DEFAULT_OUTPUT and f"--output {TEMPLATES[1]}" in recipe
 
 
 def test_destroy_undeploys_and_refuses_while_models_remain(builds):
@@ -75,7 +94,8 @@ def test_destroy_undeploys_and_refuses_while_models_remain(builds):
 
 def test_the_plan_is_read_only_and_kept_as_an_artifact(builds):
     plan = builds["plan"]
-    assert "TF_CLI_ARGS_plan=-lock=false" in plan["options"]["env"], "the planner cannot write the state lock"
+    # the planner cannot write the state lock, and reads the state rather than every live resource (no refresh)
+    assert "TF_CLI_ARGS_plan=-lock=false -refresh=false" in plan["options"]["env"]
     assert 'cdktf diff "${_ENV}"' in _steps(plan)["plan"]
     assert plan["artifacts"]["objects"]["location"].startswith("gs://${_PLAN_BUCKET}/plans/")
     assert "cdktf deploy" not in " ".join(_steps(plan).values())
@@ -92,7 +112,11 @@ def test_terraform_is_verified_against_a_checksum_kept_in_the_repository(builds)
 
 
 def test_no_token_is_passed_through_terraform(builds):
+    """Only the deploy pushes images (images-<env>): it takes the token from the metadata server, never from state;
+    the plan and the destroy run only daemon-free stacks and get no token at all (issue 23, defect 7)."""
     for pipeline in ("plan", "deploy"):
         for step in _steps(builds[pipeline]).values():
-            if "npx cdktf" in step:
+            if "npx cdktf deploy" in step:
                 assert 'DOCKER_REGISTRY_PASS="$$(bash scripts/metadata_token.sh)"' in step, pipeline
+            elif "npx cdktf" in step:
+                assert "DOCKER_REGISTRY_PASS" not in step, pipeline

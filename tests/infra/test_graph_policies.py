@@ -201,3 +201,17 @@ def test_graph_findings_are_judged_against_the_suppression_notes():
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.id)
 def test_every_policy_has_a_name_and_an_id(policy):
     assert policy.id.startswith("CKV2_FMNIST_G") and len(policy.name) > 20
+
+
+def test_a_deletion_argument_of_the_binding_left_unset_fails():
+    document = {
+        "resource": {
+            "google_workflows_workflow": {
+                "unset": {"name": "w"},
+                "decided": {"name": "w", "deletion_protection": False},
+            }
+        }
+    }
+    problems = _problems(document, "CKV2_FMNIST_G6")
+    assert "deletion_protection (provider default true)" in problems["google_workflows_workflow.unset"]
+    assert problems["google_workflows_workflow.decided"] is None

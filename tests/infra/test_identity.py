@@ -135,7 +135,8 @@ def test_bucket_access_is_per_bucket(synth, env, settings_by_env):
         grants.add((bucket, _account(binding["member"], names), binding["role"]))
     assert grants == {
         (names.bucket("dev"), "trainer", "roles/storage.objectAdmin"),
-        (names.bucket("models"), "trainer", "roles/storage.objectAdmin"),
+        (names.bucket("models"), "trainer", "roles/storage.objectAdmin"),  # job outputs only (condition)
+        (names.bucket("models"), "trainer", "roles/storage.objectViewer"),
         (names.bucket("datasets"), "trainer", "roles/storage.objectViewer"),
         (names.bucket("models"), "service", "roles/storage.objectViewer"),
         (names.access_log_bucket, "group:cloud-storage-analytics@google.com", "roles/storage.objectCreator"),

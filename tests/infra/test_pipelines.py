@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from contracts.monitoring_queries import DRIFT_DETECTED_GAUGE, DRIFT_DETECTED_PROMQL
 from infra.components.apis import REQUIRED_APIS
 from infra.components.pipelines import (
     ACTIVE_STATES,
-    DRIFT_METRIC,
-    GCS_FINALIZED,
+    DEFER_POLL_SECONDS,
     PIPELINE_APIS,
     PROJECT_ROLES,
     PUBSUB_PUBLISHED,
@@ -127,36 +128,67 @@ def test_one_starter_workflow_filters_events_skips_active_runs_and_names_runs_by
     source = json.loads(workflow["source_contents"].replace("$${", "${").replace("%%{", "%{"))
     assert source == starter_workflow(names, names.service_account_email("pipelines"))
     steps = {name: body for step in source["main"]["steps"] for name, body in step.items()}
-    # the definition is compared with starter_workflow itself above, so the values that decide are pinned here
     listing = steps["check_active"]
-    assert listing["call"] == "googleapis.aiplatform.v1.projects.locations.pipelineJobs.list"
-    assert listing["args"]["filter"] == (
-        f'display_name="{names.pipeline_name}" AND (state="PIPELINE_STATE_QUEUED" OR state="PIPELINE_STATE_PENDING"'
-        ' OR state="PIPELINE_STATE_RUNNING")'
-    )
-    assert set(ACTIVE_STATES) == {"PIPELINE_STATE_QUEUED", "PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING"}
-    [skip] = steps["skip_when_active"]["switch"]
-    assert skip["condition"] == '${"pipelineJobs" in active}' and skip["return"]["started"] is False
+    assert listing["call"].endswith("pipelineJobs.list")
+    assert all(state in listing["args"]["filter"] for state in ACTIVE_STATES)
+    assert f'display_name="{names.pipeline_name}"' in listing["args"]["filter"]
     create = steps["start"]["try"]
-    assert create["call"] == "googleapis.aiplatform.v1.projects.locations.pipelineJobs.create"
+    assert create["call"].endswith("pipelineJobs.create")
     body = create["args"]["body"]
     assert body["templateUri"] == names.pipeline_template_uri
     assert body["serviceAccount"] == names.service_account_email("pipelines")
     assert body["runtimeConfig"] == {"gcsOutputDirectory": names.pipeline_root}
-    assert create["args"]["pipelineJobId"] == (  # one run id per hour (YYYYMMDDHH): a race in that hour gets 409
-        f'${{"{names.pipeline_name}-" + text.replace_all_regex(text.substring(time.format(sys.now()), 0, 13),'
-        ' "[^0-9]", "")}'
-    )
-    assert steps["start"]["except"]["steps"][0]["started_this_hour"]["switch"][0]["condition"] == "${error.code == 409}"
-    assert steps["start"]["except"]["steps"][1] == {"failed": {"raise": "${error}"}}  # any other error fails
-    [route_new, route_drift] = steps["route"]["switch"]
-    assert route_new == {"condition": f'${{kind == "{GCS_FINALIZED}"}}', "next": "new_data"}
-    assert route_drift == {"condition": f'${{kind == "{PUBSUB_PUBLISHED}"}}', "next": "drift"}
-    [new_data] = steps["new_data_filter"]["switch"]  # ingest's own writes (not under raw/) do not retrigger
-    assert new_data["condition"] == '${not text.match_regex(event.data.name, "^raw/")}'
-    assert new_data["return"]["started"] is False
+    assert body["encryptionSpec"] == {"kmsKeyName": names.kms_key_name}  # the run's own resources under CMEK
+    # one run id per minute: a race gets 409
+    assert "text.substring(time.format(sys.now()), 0, 16)" in create["args"]["pipelineJobId"]
+    # the connector would otherwise poll the run for up to 1,800 s and fail a healthy run with a timeout
+    assert create["args"]["connector_params"] == {"skip_polling": True}
+    # a timeout or connection error is a map without `code`: the except branch must not read error.code
+    condition = steps["start"]["except"]["steps"][0]["started_this_minute"]["switch"][0]["condition"]
+    assert condition == '${default(map.get(error, "code"), 0) == 409}'
+    assert "error.code" not in json.dumps(steps["start"]["except"])
     [drift] = steps["drift_filter"]["switch"]  # an open incident retrains; its closing notification does not
     assert drift["condition"] == '${alert.incident.state != "open"}' and drift["return"]["started"] is False
+
+
+def test_only_a_completed_upload_of_raw_data_starts_a_run(names):
+    """The exact commit-marker object, nothing else under raw/ or outside it."""
+    steps = {name: body for step in starter_workflow(names, "p")["main"]["steps"] for name, body in step.items()}
+    assert names.raw_commit_object == "raw/_COMMIT"
+    [only] = steps["new_data_filter"]["switch"]
+    assert only["condition"] == '${object != "raw/_COMMIT"}' and only["return"]["started"] is False
+    assert steps["new_data"]["assign"][1]["object"].startswith("${default(map.get(event.data.message.attributes")
+    # Eventarc's CloudEvent for a Pub/Sub message names the topic in `source`: the route tells new data from drift
+    [to_new_data, to_drift] = steps["route"]["switch"]
+    pattern = re.search(r'text.match_regex\(source, "([^"]+)"\)', to_new_data["condition"]).group(1)
+    source = f"//pubsub.googleapis.com/projects/{names.project}/topics/"
+    assert re.search(pattern, source + names.new_data_topic)
+    assert not re.search(pattern, source + names.drift_topic)
+    assert to_new_data["next"] == "new_data" and to_drift["next"] == "drift"
+
+
+def test_a_trigger_during_a_run_is_deferred_not_dropped(names):
+    """While a run is active the execution waits and checks again; it returns without a run only when a run
+    created after it arrived covers it, and fails visibly (not silently) after a day."""
+    steps = {name: body for step in starter_workflow(names, "p")["main"]["steps"] for name, body in step.items()}
+    assert steps["check_active"]["args"]["orderBy"] == "create_time desc"  # [0] is the newest active run
+    no_run, too_long = steps["defer_when_active"]["switch"]
+    assert no_run == {"condition": '${not ("pipelineJobs" in active)}', "next": "start"}
+    assert "raise" in too_long and "return" not in too_long
+    assert steps["defer_when_active"]["next"] == "covered_by_newer_run"
+    [covered] = steps["covered_check"]["switch"]
+    assert covered["condition"] == "${time.parse(newest.createTime) >= arrived}"
+    assert steps["covered_check"]["next"] == "wait"
+    sleep, count = steps["wait"]["steps"]
+    assert sleep["sleep"] == {"call": "sys.sleep", "args": {"seconds": DEFER_POLL_SECONDS}}
+    assert steps["wait"]["next"] == "check_active"
+    returns_while_active = [
+        name
+        for name, body in steps.items()
+        if name in ("check_active", "defer_when_active", "wait") and "return" in json.dumps(body)
+    ]
+    assert returns_while_active == []
+    assert {"arrived": "${sys.now()}"} in steps["init"]["assign"]
 
 
 def test_the_schedule_executes_the_starter_as_the_starter_account(synth, env, names):
@@ -176,37 +208,47 @@ def test_new_data_and_drift_triggers_go_through_the_same_starter(synth, env, nam
     for trigger in triggers.values():
         assert trigger["destination"] == {"workflow": ref("google_workflows_workflow", workflow_key, "id")}
         assert trigger["service_account"] == names.service_account_email("starter")
-    by_type = {
-        next(c["value"] for c in t["matching_criteria"] if c["attribute"] == "type"): t for t in triggers.values()
+    topics = pipelines(synth, env, "google_pubsub_topic")
+    key_of = {topic["name"]: key for key, topic in topics.items()}
+    by_topic = {t["transport"]["pubsub"]["topic"]: t for t in triggers.values()}
+    assert set(by_topic) == {
+        ref("google_pubsub_topic", key_of[n], "id") for n in (names.new_data_topic, names.drift_topic)
     }
-    assert GCS_FINALIZED == "google.cloud.storage.object.v1.finalized"
-    assert PUBSUB_PUBLISHED == "google.cloud.pubsub.topic.v1.messagePublished"
-    assert by_type[GCS_FINALIZED]["matching_criteria"] == [
-        {"attribute": "type", "value": GCS_FINALIZED},
-        {"attribute": "bucket", "value": names.bucket("datasets")},
+    for trigger in triggers.values():
+        assert trigger["matching_criteria"] == [{"attribute": "type", "value": PUBSUB_PUBLISHED}]
+
+
+def test_new_data_is_one_notification_of_the_commit_marker_not_one_event_per_object(synth, env, names):
+    """`export-images` writes 70,000 PNGs in the datasets bucket: only raw/_COMMIT may reach the starter."""
+    [notification] = pipelines(synth, env, "google_storage_notification").values()
+    [bucket_key] = [
+        k for k, b in synth.resources(env, "google_storage_bucket").items() if b["name"] == names.bucket("datasets")
     ]
-    assert by_type[PUBSUB_PUBLISHED]["matching_criteria"] == [{"attribute": "type", "value": PUBSUB_PUBLISHED}]
-    [topic_key] = pipelines(synth, env, "google_pubsub_topic")
-    assert by_type[PUBSUB_PUBLISHED]["transport"]["pubsub"]["topic"] == ref("google_pubsub_topic", topic_key, "id")
+    assert notification["bucket"] == ref("google_storage_bucket", bucket_key, "name")
+    assert notification["object_name_prefix"] == names.raw_commit_object
+    assert notification["event_types"] == ["OBJECT_FINALIZE"] and notification["payload_format"] == "JSON_API_V1"
+    [topic_key] = [
+        k for k, t in pipelines(synth, env, "google_pubsub_topic").items() if t["name"] == names.new_data_topic
+    ]
+    assert notification["topic"] == ref("google_pubsub_topic", topic_key, "id")
+    topic = synth.resources(env, "google_pubsub_topic")[topic_key]
+    assert topic["kms_key_name"] == names.kms_key_name
+    for trigger in pipelines(synth, env, "google_eventarc_trigger").values():
+        assert {c["attribute"] for c in trigger["matching_criteria"]} == {"type"}, "no per-object storage trigger"
 
 
 def test_drift_reaches_the_topic_from_an_alert_on_the_services_own_gauge(synth, env, names):
     [policy] = pipelines(synth, env, "google_monitoring_alert_policy").values()
     [channel_key] = pipelines(synth, env, "google_monitoring_notification_channel")
-    [topic_key] = pipelines(synth, env, "google_pubsub_topic")
+    [topic_key] = [k for k, t in pipelines(synth, env, "google_pubsub_topic").items() if t["name"] == names.drift_topic]
     assert policy["notification_channels"] == [ref("google_monitoring_notification_channel", channel_key, "id")]
     channel = synth.resources(env, "google_monitoring_notification_channel")[channel_key]
     assert channel["type"] == "pubsub" and channel["labels"]["topic"] == ref("google_pubsub_topic", topic_key, "id")
-    [condition] = policy["conditions"]
-    threshold = condition["condition_threshold"]
-    assert threshold["filter"] == f'resource.type = "prometheus_target" AND metric.type = "{DRIFT_METRIC}"'
-    assert (threshold["comparison"], threshold["threshold_value"]) == ("COMPARISON_GT", 0)  # the gauge is 0 or 1
-    assert threshold["duration"] == "300s"
-    assert threshold["aggregations"] == [
-        {"alignment_period": "300s", "per_series_aligner": "ALIGN_MAX", "cross_series_reducer": "REDUCE_MAX"}
-    ]
-    gauge = DRIFT_METRIC.split("/")[1]
-    assert f'"{gauge}"' in (REPO / "service" / "metrics.py").read_text()  # the name the service exports
+    # PromQL: a metric-type filter on the gauge would fail with 404 before its first point (issue 23, defect 2)
+    assert policy["conditions"][0]["condition_prometheus_query_language"]["query"] == DRIFT_DETECTED_PROMQL
+    assert "condition_threshold" not in policy["conditions"][0]
+    assert DRIFT_DETECTED_GAUGE in DRIFT_DETECTED_PROMQL
+    assert f'"{DRIFT_DETECTED_GAUGE}"' in (REPO / "service" / "metrics.py").read_text()  # the name the service exports
     publishers = [b for b in synth.resources(env, "google_pubsub_topic_iam_member").values() if topic_key in b["topic"]]
     assert [b["member"].split("@")[1] for b in publishers] == ["gcp-sa-monitoring-notification.iam.gserviceaccount.com"]
     topic = synth.resources(env, "google_pubsub_topic")[topic_key]
@@ -249,3 +291,27 @@ def test_the_pipelines_adapters_name_what_the_stack_declares(synth, env, setting
     assert build_import(settings, "v1", evaluation).parent.startswith(names.parent_model_name)
     ids = {sa["account_id"] for sa in synth.resources(BOOTSTRAP[env], "google_service_account").values()}
     assert {names.service_account_id("pipelines"), names.service_account_id("starter")} <= ids
+
+
+def test_the_starters_vertex_ai_calls_match_the_api_messages(names):
+    """Each connector call's arguments are fields of the real request message (google-cloud-aiplatform's protos:
+    the connector maps `body` to the resource and the other arguments to request fields), and the run's body parses
+    as a PipelineJob, so a misspelled field (`encryptionSpecs`, `kmsKey`) fails here, not at the first trigger."""
+    from google.cloud.aiplatform_v1.types import pipeline_service
+    from google.cloud.aiplatform_v1.types.pipeline_job import PipelineJob
+    from google.protobuf import json_format
+
+    steps = {name: body for step in starter_workflow(names, "p")["main"]["steps"] for name, body in step.items()}
+    connector = {"region", "connector_params"}  # the connector's own arguments, not the API's
+
+    def fields(message) -> set[str]:
+        return {f.json_name for f in message.pb().DESCRIPTOR.fields}
+
+    listing = steps["check_active"]["args"]
+    assert set(listing) - connector <= fields(pipeline_service.ListPipelineJobsRequest)
+    create = steps["start"]["try"]["args"]
+    assert set(create) - connector - {"body"} <= fields(pipeline_service.CreatePipelineJobRequest)
+    body = json.loads(json.dumps(create["body"]).replace("${trigger}", "schedule"))
+    job = json_format.ParseDict(body, PipelineJob.pb(PipelineJob()))  # raises on an unknown field
+    assert job.encryption_spec.kms_key_name == names.kms_key_name
+    assert create["connector_params"] == {"skip_polling": True}

@@ -93,3 +93,74 @@ def test_terraform_plan_fails_on_the_guard_before_any_provider(synth, tmp_path):
     assert all(key in planned.stderr.replace("\n", " ") for key in KEYS)
     cleared = subprocess.run(["terraform", "plan", "-input=false", "-no-color", f"-var={GUARD_VARIABLE}=[]"], **run)
     assert cleared.returncode == 0, cleared.stderr
+
+
+@pytest.fixture
+def docker_socket(tmp_path):
+    """A Unix socket that answers `/_ping` like a Docker daemon."""
+    import socket
+    import threading
+
+    path = tmp_path / "docker.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def answer():
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(1024)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    yield f"unix://{path}"
+    server.close()
+    thread.join(timeout=5)
+
+
+def test_the_deploy_check_passes_with_a_daemon_and_a_password(docker_socket):
+    from infra.preflight import deploy_tool_problems
+
+    assert deploy_tool_problems({"DOCKER_HOST": docker_socket, "DOCKER_REGISTRY_PASS": "token"}) == []
+
+
+def test_the_deploy_check_names_a_missing_daemon_and_an_empty_password(tmp_path):
+    from infra.preflight import deploy_tool_problems
+
+    problems = deploy_tool_problems({"DOCKER_HOST": f"unix://{tmp_path}/none.sock", "DOCKER_REGISTRY_PASS": " "})
+    assert len(problems) == 2
+    assert "DOCKER_REGISTRY_PASS is empty" in problems[0] and "gcloud auth print-access-token" in problems[0]
+    assert "no Docker daemon" in problems[1]
+
+
+def test_deploy_paths_check_the_daemon_and_password_before_cdktf_deploy():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ndeploy: setup\n", 1)[1].split("\n\n", 1)[0]
+    assert (
+        recipe.index("DOCKER_REGISTRY_PASS=") < recipe.index("infra.preflight --deploy") < recipe.index("cdktf deploy")
+    )
+    build = (REPO_ROOT / "cloudbuild-deploy.yaml").read_text()
+    assert build.index("infra.preflight --deploy") < build.index("npx cdktf deploy")
+
+
+def test_the_deploy_preflight_refuses_before_reading_the_config(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    monkeypatch.delenv("DOCKER_REGISTRY_PASS", raising=False)
+    assert preflight_main(["--deploy", "dev"]) == 1
+    err = capsys.readouterr().err
+    assert "DOCKER_REGISTRY_PASS is empty" in err and "placeholder" not in err
+
+
+def test_the_deploy_preflight_says_who_may_create_the_budget(monkeypatch, capsys, docker_socket):
+    monkeypatch.setenv("DOCKER_HOST", docker_socket)
+    monkeypatch.setenv("DOCKER_REGISTRY_PASS", "token")
+    monkeypatch.setenv("FMNIST_INFRA__BILLING_ACCOUNT", "0A0A0A-0A0A0A-0A0A0A")
+    monkeypatch.setenv("FMNIST_INFRA__BUDGET_CURRENCY", "EUR")
+    monkeypatch.setenv("FMNIST_INFRA__GITHUB_OWNER", "someone")
+    monkeypatch.setenv("FMNIST_INFRA__ALERT_EMAIL", "ops@fmnist.dev")
+    monkeypatch.delenv("CLOUDSDK_AUTH_IMPERSONATE_SERVICE_ACCOUNT", raising=False)
+    status = preflight_main(["--deploy", "dev"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "billing.budgets.create" in err and "project Owner" in err

@@ -14,9 +14,10 @@ def test_synth_only_writes_stacks_and_baseline_without_checkov(tmp_path, capsys,
         monkeypatch.delenv(name)
     assert scan_main(["--outdir", str(tmp_path / "out"), "--synth-only"]) == 0
     stacks = sorted(p.parent.name for p in (tmp_path / "out").glob("stacks/*/cdk.tf.json"))
-    assert stacks == ["bootstrap-dev", "bootstrap-prod", "dev", "prod"]
+    expected = ["bootstrap-dev", "bootstrap-prod", "dev", "images-dev", "images-prod", "prod", "serving-dev"]
+    assert stacks == [*expected, "serving-prod"]
     assert json.loads((tmp_path / "out" / "checkov.baseline").read_text())["failed_checks"]
-    assert "stacks: bootstrap-dev, bootstrap-prod, dev, prod in" in capsys.readouterr().out
+    assert f"stacks: {', '.join(stacks)} in" in capsys.readouterr().out
 
 
 def test_no_synth_on_an_empty_directory_says_what_to_run(tmp_path, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.images import source_tag
+from contracts.registry_index import parse_record
 from trainer.cloud.deploy_model import build_deploy
 from trainer.cloud.submit import build_custom_job
 
@@ -16,7 +17,7 @@ from trainer.cloud.submit import build_custom_job
 def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, env):
     settings = settings_by_env[env]
     job = build_custom_job(settings, ["--preset", "smoke"], display_name="fmnist-train-smoke-1")
-    record = {"source": "custom", "path": "registry/versions/v1", "metrics": {"accuracy": 0.9}}
+    record = parse_record("v1", {"source": "custom", "metrics": {"accuracy": 0.9}}, "index.json")
     deploy = build_deploy(settings, "v1", record, ["champion"], parent_exists=True)
 
     bootstrap = f"bootstrap-{env}"  # accounts and the key outlive the environment's stack
@@ -35,7 +36,11 @@ def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, en
     endpoint = synth.one(env, "google_vertex_ai_endpoint")["name"]
     assert deploy.endpoint.endswith(f"/endpoints/{endpoint}")
     ring = synth.one(bootstrap, "google_kms_key_ring")["name"]
-    key = synth.one(bootstrap, "google_kms_crypto_key")["name"]
+    (key,) = (  # the CMEK key, not the registry index's signing key
+        k["name"]
+        for k in synth.resources(bootstrap, "google_kms_crypto_key").values()
+        if k.get("purpose") != "ASYMMETRIC_SIGN"
+    )
     for name in (job.job["encryption_spec_key_name"], deploy.upload["encryption_spec_key_name"]):
         assert name.endswith(f"/keyRings/{ring}/cryptoKeys/{key}")
     buckets = {b["name"] for b in synth.resources(env, "google_storage_bucket").values()}

@@ -62,7 +62,7 @@ def test_off_by_default_nothing_of_it_is_declared(synth, env):
     assert not bootstrap_roles & {role for role, _ in (*WORKBENCH_DEPLOYER_ROLES, *WORKBENCH_PLANNER_ROLES)}
 
 
-@pytest.mark.parametrize("stack", [*ENVIRONMENTS, *BOOTSTRAP.values()])
+@pytest.mark.parametrize("stack", [*ENVIRONMENTS, *BOOTSTRAP.values(), *(f"serving-{env}" for env in ENVIRONMENTS)])
 def test_on_the_inventory_grows_by_exactly_the_workbench(workbench_synth, stack):
     added = {
         "google_compute_firewall": 1,
@@ -71,12 +71,14 @@ def test_on_the_inventory_grows_by_exactly_the_workbench(workbench_synth, stack)
         "google_compute_router_nat": 1,
         "google_compute_subnetwork": 1,
         "google_workbench_instance": 1,
-        "google_cloud_run_v2_service_iam_member": 1,
         "google_kms_crypto_key_iam_member": 2,  # the Compute Engine and Notebooks agents
         "google_project_service": len(APIS),
         "google_project_service_identity": 1,  # the Notebooks agent
         "google_storage_bucket_iam_member": len(BUCKET_ACCESS),
+        "time_sleep": 1,  # after both agents' key grants
     }
+    if stack.startswith("serving-"):  # the invoker grant sits with the service (issue 23, defect 7)
+        added = {"google_cloud_run_v2_service_iam_member": 1}
     if stack in BOOTSTRAP.values():
         added = {
             "google_project_iam_member": len(WORKBENCH_DEPLOYER_ROLES) + len(WORKBENCH_PLANNER_ROLES),
@@ -123,7 +125,8 @@ def test_on_its_subnet_reaches_google_privately_and_the_internet_only_through_na
 def test_on_both_disks_use_the_stacks_key_and_its_agents_may_use_it(workbench_synth, env, settings_by_env):
     instance_key, instance = next(iter(workbench_synth.resources(env, "google_workbench_instance").items()))
     setup = instance["gce_setup"]
-    (key_name,) = workbench_synth.resources(BOOTSTRAP[env], "google_kms_crypto_key")  # the bootstrap stack's key
+    keys = workbench_synth.resources(BOOTSTRAP[env], "google_kms_crypto_key")  # the bootstrap stack's keys
+    (key_name,) = [name for name, k in keys.items() if k["purpose"] == "ENCRYPT_DECRYPT"]  # CMEK, not index signing
     key = Names.of(settings_by_env[env]).kms_key_name
     assert workbench_synth.resources(BOOTSTRAP[env], "google_kms_crypto_key")[key_name]["name"] == key.split("/")[-1]
     for disk in (setup["boot_disk"], setup["data_disks"]):
@@ -147,8 +150,10 @@ def test_on_both_disks_use_the_stacks_key_and_its_agents_may_use_it(workbench_sy
     compute_api = next(f"google_project_service.{k}" for k, s in services.items() if s["service"] == APIS[0])
     assert compute_api in grants[by_member[compute]]["depends_on"]
     assert f"google_project_service_identity.{notebooks_identity}" in grants[by_member[notebooks]]["depends_on"]
-    # and the instance is created only once both may use the key
-    assert {by_member[compute], by_member[notebooks]} <= set(instance["depends_on"]), instance_key
+    # and the instance is created only once both may use the key: after a wait that follows both grants
+    waits = workbench_synth.resources(env, "time_sleep")
+    [wait] = [k for k in waits if f"time_sleep.{k}" in instance["depends_on"]]
+    assert {by_member[compute], by_member[notebooks]} <= set(waits[wait]["depends_on"]), instance_key
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -175,7 +180,7 @@ def test_on_its_own_account_holds_only_what_the_notebooks_need(workbench_synth, 
         if b["member"] == member
     }
     assert grants == {(names.bucket(kind), role) for kind, role in BUCKET_ACCESS}
-    invokers = workbench_synth.resources(env, "google_cloud_run_v2_service_iam_member").values()
+    invokers = workbench_synth.resources(f"serving-{env}", "google_cloud_run_v2_service_iam_member").values()
     assert [b["role"] for b in invokers if b["member"] == member] == ["roles/run.invoker"]
 
     # who may act as it: granted by the bootstrap stack (the deployer holds no IAM admin on accounts)
@@ -271,10 +276,16 @@ def test_on_the_graph_policies_pass_and_the_instance_needs_both_agents_grants(wo
     assert all(problem is None for problem in problems(document).values())
     assert address in problems(document)
 
-    instance = document["resource"]["google_workbench_instance"][key]
-    instance["depends_on"] = [d for d in instance["depends_on"] if "compute_agent" not in d]
+    for wait in document["resource"]["time_sleep"].values():  # the instance waits for both grants: drop one
+        wait["depends_on"] = [d for d in wait["depends_on"] if "compute_agent" not in d]
     assert "the compute service agent's key grant" in problems(document)[address]
     identities = document["resource"]["google_project_service_identity"]
     for name in [k for k, i in identities.items() if i["service"] == "notebooks.googleapis.com"]:
         del identities[name]
     assert "nothing in the stack creates the notebooks service agent" in problems(document)[address]
+
+
+def test_on_the_simulated_plan_apply_and_destroy_pass(workbench_synth):
+    from tests.infra.test_simulate import _failing
+
+    assert _failing(workbench_synth.outdir) == []

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import requests
 
-from lifecycle.batch_predict import BatchInputError, BatchScorer, read_source
+from lifecycle.batch.batch_predict import BatchInputError, BatchScorer, read_source
 from settings import load_config
 from tests.service.model_factory import build_model_dir, build_registry, generated_images, upload_tree
 from trainer.cloud.batch_prediction import build_batch_prediction
@@ -70,15 +69,16 @@ def test_png_directory_and_idx_file_give_the_same_predictions_as_jsonl_and_parqu
 
 
 def test_the_batch_scorer_agrees_with_the_running_service_over_http(world):
-    from lifecycle.http_check import predict_binary, running_service
+    from lifecycle.client import HttpService
+    from lifecycle.served import running_service
 
     _, models, images, _, _ = world
     with BatchScorer(f"{models}@champion", workers=1) as scorer:
         batch = scorer.score(images).argmax(axis=1)
         from_pngs = scorer.score_images(read_source(str(world[3]))).argmax(axis=1)  # decoded in the worker
     assert (from_pngs == batch).all()
-    with running_service(f"{models}@champion", workers=1) as (base, _), requests.Session() as session:
-        served = predict_binary(session, base, images)
+    with running_service(f"{models}@champion", workers=1) as (base, _):
+        served = HttpService(base).classes_bytes(images)
     assert (batch == served).all()
 
 

@@ -11,11 +11,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifecycle.pipeline import RUN_ID
-from lifecycle.plan import PROMOTED, REFUSED, Artifact, Condition, PlanError, Step, build_steps, check_plan
-from lifecycle.run_compiled import CompiledRunFailed, condition_holds, run_compiled, topological
+from lifecycle.orchestration.pipeline import IMAGE_PYTHON, RUN_ID
+from lifecycle.orchestration.plan import (
+    PROMOTED,
+    REFUSED,
+    Artifact,
+    Condition,
+    PlanError,
+    Step,
+    build_steps,
+    check_plan,
+)
+from lifecycle.orchestration.run_compiled import CompiledRunFailed, condition_holds, run_compiled, topological
 from settings import load_config
 from tests.conftest import make_idx_dir
+from trainer.errors import CommandError
 
 REPO = Path(__file__).resolve().parents[2]
 KFP_PYTHON = Path(os.environ.get("KFP_PYTHON", REPO / ".venv-kfp" / "bin" / "python"))
@@ -122,7 +132,7 @@ def test_compiled_tasks_run_the_step_lists_commands_in_the_trainer_image(dev_pip
     for step in steps:
         container = executor(spec, step.name)
         args = container["args"]
-        assert container["command"] == ["python"]
+        assert container["command"] == [IMAGE_PYTHON]
         assert container["image"] == settings.names.image_uri("trainer")
         assert args[:5] == ["-m", "trainer", "--env", "dev", "pipeline-step"]
         assert args[args.index("--") + 1 :] == list(step.args), step.name  # the local runner's exact arguments
@@ -233,6 +243,46 @@ def test_config_asking_for_gpus_and_workers_reaches_the_custom_job_through_train
     assert request.job["base_output_dir"] + "/model" in " ".join(args)  # the artifact is where the job writes
 
 
+def test_tasks_run_the_interpreter_the_trainer_image_has():
+    """The image's ENTRYPOINT names its interpreter; a task command naming another one fails to start."""
+    dockerfile = (REPO / "trainer" / "Dockerfile").read_text()
+    [entrypoint] = [
+        json.loads(line.split(None, 1)[1]) for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT")
+    ]
+    assert entrypoint[0] == IMAGE_PYTHON
+
+
+def test_the_pipeline_step_keeps_the_wrapped_commands_own_double_dash():
+    from trainer.cli import build_parser
+    from trainer.cloud.pipeline_step import trainer_command
+
+    argv = ["--env", "dev", "pipeline-step", "--executor-input", "{}", "--", "submit", "--wait", "--", "--epochs", "3"]
+    command = trainer_command(build_parser(argv).parse_args(argv).trainer_args)
+    assert command == ["submit", "--wait", "--", "--epochs", "3"]
+    submit = build_parser(command).parse_args(command)
+    assert submit.wait and submit.train_args == ["--", "--epochs", "3"]
+    assert trainer_command(["--", "train", "--", "--x"]) == ["train", "--", "--x"]  # argparse versions that keep it
+
+
+@needs_kfp
+def test_train_args_reach_the_custom_job_through_the_compiled_pipeline(tmp_path, capsys):
+    """`--train-arg` at compile time: pipeline-step, then `submit`, then the job's `train` arguments."""
+    from trainer.cli import build_parser
+    from trainer.cloud import submit
+    from trainer.cloud.pipeline_step import trainer_command
+
+    compile_env("dev", tmp_path / "args.yaml", "--train-arg=--epochs", "--train-arg=3")
+    args = executor(yaml.safe_load((tmp_path / "args.yaml").read_text()), "train")["args"]
+    args = [arg.replace(RUN_ID, "fmnist-lifecycle-1") for arg in args[2:]]  # after `-m trainer`, as Vertex fills it
+    command = trainer_command(build_parser(args).parse_args(args).trainer_args)
+    parsed = build_parser(command).parse_args(command)
+    parsed.dry_run = True
+    assert submit.run(parsed, load_config("dev")) == 0
+    out = capsys.readouterr().out
+    [pool] = json.loads(out[out.index("\n{") + 1 :])["job"]["worker_pool_specs"]
+    assert pool["container_spec"]["args"][-2:] == ["--epochs", "3"]
+
+
 # ---- the compiled pipeline, executed ------------------------------------------------------------------------------
 
 
@@ -294,7 +344,7 @@ def test_compile_without_kfp_says_which_venv_to_use(tmp_path):
 
 @needs_kfp
 def test_the_graph_is_drawn_from_the_compiled_spec(dev_pipeline, tmp_path):
-    from lifecycle.graph import flatten, levels, render
+    from lifecycle.orchestration.graph import flatten, levels, render
 
     _, spec, _ = dev_pipeline
     nodes = flatten(spec)
@@ -322,11 +372,11 @@ MARK = "import sys; open(sys.argv[1], 'w').write('ran')"
 @dsl.container_component
 def gate(outcome: dsl.OutputPath(str)):
     executor_input = dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER
-    return dsl.ContainerSpec(image="x", command=["python"], args=["-c", GATE, executor_input, sys.argv[2]])
+    return dsl.ContainerSpec(image="x", command=["python3"], args=["-c", GATE, executor_input, sys.argv[2]])
 
 @dsl.container_component
 def deploy():
-    return dsl.ContainerSpec(image="x", command=["python"], args=["-c", MARK, sys.argv[3]])
+    return dsl.ContainerSpec(image="x", command=["python3"], args=["-c", MARK, sys.argv[3]])
 
 @dsl.pipeline(name="gate-check")
 def gate_check():
@@ -368,7 +418,7 @@ def test_the_wrapper_refuses_an_output_artifact_it_was_not_told_about(settings):
 
 @needs_kfp
 def test_the_prediction_pipeline_waits_for_one_batch_prediction_job_on_the_champion(tmp_path):
-    from lifecycle.plan import build_prediction_steps
+    from lifecycle.orchestration.plan import build_prediction_steps
     from trainer.cli import build_parser
     from trainer.cloud.batch_prediction import build_batch_prediction
 
@@ -386,3 +436,52 @@ def test_the_prediction_pipeline_waits_for_one_batch_prediction_job_on_the_champ
     )
     assert request.create["sync"] is False  # only --wait blocks
     assert request.create["gcs_destination_prefix"] == step.writes[0].uri
+
+
+def test_the_wrapper_hands_the_gcp_resources_file_to_its_command_and_reports_what_it_wrote(
+    settings, tmp_path, monkeypatch
+):
+    """The command (here a stand-in child process) writes its job where FMNIST_GCP_RESOURCES says; the wrapper
+    reports it as the task's gcp_resources parameter in the executor output the launcher reads."""
+    from trainer.cloud import gcp_resources, pipeline_step
+
+    outputs = {
+        "parameters": {"gcp_resources": {"outputFile": str(tmp_path / "out" / "gcp_resources")}},
+        "outputFile": str(tmp_path / "out" / "executor_output.json"),
+    }
+    job = "projects/p/locations/europe-west4/customJobs/7"
+
+    def child(argv, env):
+        assert argv[1:4] == ["-m", "trainer", "submit"]
+        gcp_resources.publish("CustomJob", "europe-west4", job, environ=env)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(pipeline_step.subprocess, "run", child)
+    args = type("Args", (), {"executor_input": json.dumps({"outputs": outputs}), "outcome": [], "artifact": []})
+    args.trainer_args = ["submit", "--wait"]
+    assert pipeline_step.run(args, settings) == 0
+    written = json.loads((tmp_path / "out" / "executor_output.json").read_text())
+    assert json.loads(written["parameterValues"]["gcp_resources"])["resources"][0]["resourceUri"].endswith(job)
+
+    monkeypatch.setattr(pipeline_step.subprocess, "run", lambda argv, env: subprocess.CompletedProcess(argv, 0))
+    (tmp_path / "out" / "gcp_resources").unlink()
+    with pytest.raises(CommandError, match="published no job"):
+        pipeline_step.run(args, settings)
+
+
+@needs_kfp
+def test_tasks_that_launch_a_job_publish_it_as_gcp_resources(dev_pipeline, tmp_path):
+    from lifecycle.orchestration.pipeline import GCP_RESOURCES
+    from trainer.cloud.gcp_resources import PARAMETER
+
+    assert GCP_RESOURCES == PARAMETER
+    _, spec, _ = dev_pipeline
+    compile_env("dev", tmp_path / "prediction.yaml", "--pipeline", "prediction")
+    prediction = yaml.safe_load((tmp_path / "prediction.yaml").read_text())
+    for pipeline, launching in ((spec, "train"), (prediction, "batch-prediction")):
+        for name, task in all_tasks(pipeline).items():
+            component = pipeline["components"][task["componentRef"]["name"]]
+            declared = component.get("outputDefinitions", {}).get("parameters", {})
+            assert (PARAMETER in declared) is (name == launching), name
+            if name == launching:
+                assert declared[PARAMETER]["parameterType"] == "STRING"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from contracts.rollout import Thresholds
-from lifecycle.report import RunSummary
-from lifecycle.shadow import BATCH, shadow_candidate
+from lifecycle.checks.report import RunSummary
+from lifecycle.checks.shadow import BATCH, shadow_candidate
 from tests.service.conftest import linear_model_dir, model_dir  # noqa: F401 - the service suite's model fixtures
 from tests.service.model_factory import build_registry, generated_images
 from tests.service.test_rollout_server import _with_candidate
@@ -31,7 +31,7 @@ def test_shadow_reports_agreement_latency_and_the_verdict(tmp_path, model_dir, l
 
 def test_first_run_has_nothing_to_shadow(settings, capsys):
     from lifecycle.__main__ import shadow_step
-    from lifecycle.steps import StepLog
+    from lifecycle.orchestration.steps import StepLog
     from trainer.models.registry import ModelRegistry
 
     summary = RunSummary()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import requests
 
-from lifecycle import explore, service_client
+from lifecycle.notebook import explore, service_client
 from settings import load_config
 
 

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 import requests
 
-from lifecycle.notebook_runner import NOTEBOOKS_DIR, execute_notebook
+from lifecycle.notebook.notebook_runner import NOTEBOOKS_DIR, execute_notebook
 
 NOTEBOOKS = ("01_explore_data.ipynb", "02_train_evaluate_compare.ipynb", "03_call_the_service.ipynb")
 CELL_TIMEOUT_S = 120
@@ -152,7 +152,7 @@ def test_the_kernel_is_this_interpreter_in_the_notebooks_folder(tmp_path):
 
 
 def test_a_failing_cell_fails_the_run_with_its_source_and_error(tmp_path):
-    from lifecycle.notebook_runner import NotebookCellFailed
+    from lifecycle.notebook.notebook_runner import NotebookCellFailed
 
     path = write_notebook(tmp_path / "broken.ipynb", "x = 41", "y = x + 1\nraise ValueError(f'wrong answer {y}')")
     with pytest.raises(NotebookCellFailed) as failure:
@@ -170,7 +170,7 @@ def child_processes() -> set[int]:
 
 
 def test_a_cell_past_its_timeout_fails_the_run_with_its_source_and_stops_the_kernel(tmp_path):
-    from lifecycle.notebook_runner import NotebookCellFailed
+    from lifecycle.notebook.notebook_runner import NotebookCellFailed
 
     path = write_notebook(tmp_path / "slow.ipynb", "import time", "time.sleep(60)")
     before = child_processes()

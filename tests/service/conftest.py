@@ -3,21 +3,15 @@ real `python -m service` process (gunicorn, 2 workers) on a free loopback port."
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from lifecycle.served import BOOT_MARKER, READY_MARKER, ServedProcess, service_environment, start
 from tests.service.model_factory import build_model_dir, build_registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,29 +67,8 @@ def client(app):
     return app.test_client()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class LiveServer:
-    url: str
-    port: int
-    process: subprocess.Popen
-    stdout: Path
-    stderr: Path
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-        """(status, headers, body bytes); one connection per request, like the sync workers expect."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body, headers or {})
-            reply = conn.getresponse()
-            return reply.status, dict(reply.getheaders()), reply.read()
-        finally:
-            conn.close()
+class LiveServer(ServedProcess):
+    """The launcher's process plus what the service tests read of it."""
 
     def json(self, method: str, path: str, document=None, headers: dict | None = None):
         body = None if document is None else json.dumps(document).encode()
@@ -107,10 +80,6 @@ class LiveServer:
         found = re.search(r"metrics and drift state in ([^\"\s]+)", self.stderr.read_text())
         assert found, f"the server did not log its state directory; see {self.stderr}"
         return Path(found.group(1))
-
-    def worker_pids(self) -> list[int]:
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in path.read_text().split()]
 
 
 def counts_per_worker(state_dir: Path, sample: str, **labels: str) -> dict[int, float]:
@@ -130,30 +99,7 @@ def counts_per_worker(state_dir: Path, sample: str, **labels: str) -> dict[int, 
 
 
 def service_env(**overrides) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIP_", "PROMETHEUS_", "SERVICE_")) and k not in ("MODEL_URI", "PORT", "K_SERVICE")
-    }
-    env.update(PYTHONPATH=str(REPO), SERVICE_HOST="127.0.0.1", **overrides)
-    return env
-
-
-def models_ready(log: str) -> dict[int, set[str]]:
-    """The roles (champion, challenger) each worker has built and warmed up, from its model_ready log lines.
-
-    Why per worker and role, not a count of lines: a worker with a challenger logs two, so two lines can be one
-    worker, and a test that starts sending then would find the other still booting and every request on the first.
-    """
-    ready: dict[int, set[str]] = {}
-    for line in log.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("event") == "model_ready":
-            ready.setdefault(entry["pid"], set()).add(entry["role"])
-    return ready
+    return service_environment(**overrides)
 
 
 def start_service(
@@ -164,50 +110,21 @@ def start_service(
     with_model: bool = True,
     **env_overrides,
 ) -> LiveServer:
-    port = free_port()
-    stdout, stderr = tmp_path / "service.stdout", tmp_path / "service.stderr"
-    with open(stdout, "wb") as out, open(stderr, "wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=REPO,
-            stdout=out,
-            stderr=err,
-            env=service_env(**{port_variable: str(port)}, **env_overrides),
-            start_new_session=True,
-        )
-    server = LiveServer(f"http://127.0.0.1:{port}", port, process, stdout, stderr)
-    workers = int(env_overrides.get("WORKERS", "2"))  # healthy = every worker has warmed up, not just the first
-    roles = {"champion", "challenger"} if env_overrides.get("CHALLENGER") else {"champion"}
-    if not wait:
-        return server
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"service exited with {process.returncode}: {stderr.read_text()[-2000:]}")
-        try:
-            healthy = server.request("GET", health_route)[0] == 200
-        except OSError:
-            healthy = False
-        if with_model:
-            booted = sum(ready >= roles for ready in models_ready(stderr.read_text()).values())
-        else:
-            booted = stderr.read_text().count("Booting worker with pid")
-        if healthy and booted >= workers:
-            return server
-        time.sleep(0.05)
-    stop_service(server)
-    raise RuntimeError(f"service not healthy within 60 s: {stderr.read_text()[-2000:]}")
+    """lifecycle.served's launcher; healthy = every worker has warmed up (or booted, without a model)."""
+    started = start(tmp_path, service_env(**env_overrides), port_variable=port_variable)
+    server = LiveServer(started.url, started.port, started.process, started.stdout, started.stderr)
+    if wait:
+        workers = int(env_overrides.get("WORKERS", "2"))
+        marker = READY_MARKER if with_model else BOOT_MARKER
+        # each worker logs the marker once per model it serves: with a challenger, 2 lines can be one worker, and a
+        # test sending then found the other still booting and every request on the first; so one line per role
+        lines = workers * (2 if with_model and env_overrides.get("CHALLENGER") else 1)
+        server.wait_healthy(route=health_route, workers=lines, marker=marker, timeout=60)
+    return server
 
 
 def stop_service(server: LiveServer) -> int:
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait()
-    return server.process.returncode
+    return server.stop()
 
 
 @pytest.fixture(scope="session")

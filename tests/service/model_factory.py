@@ -98,7 +98,7 @@ def build_registry(root: Path, model_dir: Path, version: str = "test-v1", alias:
 
 def upload_tree(local: Path, bucket_uri: str, prefix: str) -> None:
     """Copy a local directory into gs://bucket/prefix (the tests' GCS emulator)."""
-    from trainer import storage
+    import storage
 
     bucket = storage.gcs_client().bucket(bucket_uri[len("gs://") :])
     for path in sorted(local.rglob("*")):

@@ -34,10 +34,17 @@ def test_vertex_variables_take_precedence_over_cloud_run():
     assert config.page_enabled is False  # managed platform: the page is opt-in
 
 
+# Cloud Run following a registry needs the promoter's public key (tests/service/test_index_verification.py); the
+# tests of other variables say they follow an unsigned registry.
+UNSIGNED = {"REQUIRE_SIGNED_INDEX": "false"}
+
+
 def test_cloud_run_port_and_model_uri():
-    config = ServiceConfig.from_env({"PORT": "9090", "MODEL_URI": "/models@candidate", "K_SERVICE": "fmnist"})
+    config = ServiceConfig.from_env(
+        {"PORT": "9090", "MODEL_URI": "/models@candidate", "K_SERVICE": "fmnist", **UNSIGNED}
+    )
     assert (config.port, config.model_uri, config.page_enabled) == (9090, "/models@candidate", False)
-    assert ServiceConfig.from_env({"K_SERVICE": "x", "PAGE_ENABLED": "yes"}).page_enabled is True
+    assert ServiceConfig.from_env({"K_SERVICE": "x", **UNSIGNED, "PAGE_ENABLED": "yes"}).page_enabled is True
 
 
 def test_storage_root_override_relative_and_absolute(tmp_path):
@@ -80,15 +87,22 @@ def test_operator_routes_are_off_by_default_and_need_a_real_token_when_on():
 
 def test_forwarded_for_is_trusted_only_on_the_managed_platforms():
     assert ServiceConfig.from_env({}).trusted_proxy_hops == 0
-    assert ServiceConfig.from_env({"K_SERVICE": "fmnist"}).trusted_proxy_hops == 1
-    assert ServiceConfig.from_env({"K_SERVICE": "fmnist", "TRUSTED_PROXY_HOPS": "2"}).trusted_proxy_hops == 2
+    assert ServiceConfig.from_env({"K_SERVICE": "fmnist", **UNSIGNED}).trusted_proxy_hops == 1
+    assert (
+        ServiceConfig.from_env({"K_SERVICE": "fmnist", **UNSIGNED, "TRUSTED_PROXY_HOPS": "2"}).trusted_proxy_hops == 2
+    )
 
 
 def test_model_following_defaults_and_the_deprecated_recheck_name():
     config = ServiceConfig.from_env({})
     assert (config.model_poll_s, config.model_artifact, config.require_digests) == (30.0, "float", False)
-    assert ServiceConfig.from_env({"K_SERVICE": "fmnist"}).require_digests is True  # managed: refuse unverifiable
-    assert ServiceConfig.from_env({"AIP_MODE": "PREDICTION", "REQUIRE_DIGESTS": "false"}).require_digests is False
+    assert (
+        ServiceConfig.from_env({"K_SERVICE": "fmnist", **UNSIGNED}).require_digests is True
+    )  # managed: refuse unverifiable
+    assert (
+        ServiceConfig.from_env({"AIP_MODE": "PREDICTION", "REQUIRE_DIGESTS": "false", **UNSIGNED}).require_digests
+        is False
+    )
     assert ServiceConfig.from_env({"MODEL_RECHECK_S": "5"}).model_poll_s == 5.0  # the old name still counts
     assert ServiceConfig.from_env({"MODEL_RECHECK_S": "5", "MODEL_POLL_S": "2"}).model_poll_s == 2.0
     assert ServiceConfig.from_env({"MODEL_ARTIFACT": "INT8"}).model_artifact == "int8"

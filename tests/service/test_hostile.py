@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from lifecycle.checks.hostile_corpus import JSON, corpus, send, valid_64
 from service.accounting import METHODS
 from service.limits import MAX_DETAIL_CHARS, MAX_LOG_LINE_BYTES
 from tests.service.conftest import ADMIN_ENV, start_service, stop_service
-from tests.service.hostile_corpus import JSON, corpus, send, valid_64
 
 pytestmark = pytest.mark.slow
 

@@ -48,3 +48,14 @@ def test_every_pin_carries_a_hash_and_the_lock_says_how_to_regenerate_it():
     assert len(entries) == len(pinned()) >= 10
     assert all("--hash=sha256:" in entry for entry in entries)
     assert not {"tensorflow", "tensorflow-cpu", "keras", "pydantic", "pyyaml"} & set(pinned())
+
+
+def test_the_build_backend_lock_satisfies_the_build_system_and_carries_hashes():
+    """service/Dockerfile builds the project wheel with service/build-requirements.lock: a venv's own setuptools
+    is older than the build-system's and has no bdist_wheel (the image once failed to build that way)."""
+    text = (REPO / "service" / "build-requirements.lock").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", text, re.M))
+    required = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    for req in map(Requirement, required):
+        assert req.specifier.contains(pins.get(req.name, "0.0.0.dev0")), f"{req} not pinned in the build lock"
+    assert text.count("--hash=sha256:") >= len(pins) >= 1

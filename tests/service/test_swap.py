@@ -74,7 +74,7 @@ def refused(metrics_text: str, reason: str) -> float:
 
 
 def damage(registry, version: str) -> None:
-    from trainer import storage
+    import storage
 
     uri = storage.join(registry.version_uri(version), "model.onnx")
     storage.write_bytes(uri, storage.read_bytes(uri)[:-64])  # truncated: its digest no longer matches

@@ -268,7 +268,7 @@ def test_on_gcs_a_poll_is_one_generation_request_and_a_promotion_swaps(gcs_bucke
     assert slot.poll_once() is True and slot.current.version == "v2"
     assert "model.onnx" in reads.names
     register(reg, versions["v3"][0], "v3", versions["v3"][1], promote=False)
-    from trainer import storage
+    import storage
 
     storage.write_bytes(storage.join(reg.version_uri("v3"), "model.onnx"), b"\0" * 100)
     reg.promote("v3")

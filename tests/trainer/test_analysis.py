@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
+import storage
 from contracts.dataset import CLASS_NAMES
 from tests.conftest import make_images
-from trainer import storage
 from trainer.data import analyze as analysis
 from trainer.data import ingest
 from trainer.data.dataset import Dataset

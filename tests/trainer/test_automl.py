@@ -19,6 +19,7 @@ def test_request_uses_the_exported_splits_and_budget(dev):
         "location": dev.region,
         "staging_bucket": f"gs://{dev.bucket_prefix}-dev/vertex-staging",
         "experiment": dev.vertex.experiment,
+        "experiment_tensorboard": False,  # never the SDK's default TensorBoard
     }
     assert req.dataset["gcs_source"] == ["gs://fmnist-mlops-dev-datasets/x/import.jsonl"]
     assert req.dataset["import_schema_uri"] == IMPORT_SCHEMA
@@ -108,11 +109,11 @@ def test_automl_version_sits_in_the_same_registry_and_gate(settings, monkeypatch
         extra={"vertex_model": "projects/p/locations/l/models/1"},
     )
     registry = ModelRegistry.from_settings(settings)
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert index["aliases"]["candidate"] == version
     assert index["versions"][version]["source"] == "automl"
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
     assert main(["registry", "list"]) == 0
     assert "automl" in capsys.readouterr().out
     registry.promote(version)  # accuracy 0.925 passes the 0.85 floor: the gate judges AutoML by accuracy too
-    assert registry.read_index()["aliases"]["champion"] == version
+    assert registry.read_index().to_json()["aliases"]["champion"] == version

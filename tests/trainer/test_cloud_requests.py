@@ -6,12 +6,15 @@ import io
 import json
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from google.cloud import aiplatform
+from google.cloud.aiplatform_v1.types import endpoint as gca_endpoint
 
 import trainer.data.export_images
+from contracts.registry_index import parse_record
 from settings import load_config
 from tests.sdk_contract import SdkDouble
 from trainer import cli
@@ -22,12 +25,16 @@ from trainer.models.registry import ModelRegistry
 KMS = "projects/fmnist-mlops-dev/locations/europe-west4/keyRings/fmnist/cryptoKeys/fmnist-cmek"
 ENDPOINT = "projects/fmnist-mlops-dev/locations/europe-west4/endpoints/1001"
 PARENT = "projects/fmnist-mlops-dev/locations/europe-west4/models/fmnist-classifier"
-RECORD = {
-    "path": "registry/versions/v20260101-000000-abcd",
-    "source": "custom",
-    "dataset_version": "v-1",
-    "metrics": {"accuracy": 0.93},
-}
+RECORD = parse_record(
+    "v20260101-000000-abcd",
+    {
+        "path": "registry/versions/v20260101-000000-abcd",
+        "source": "custom",
+        "dataset_version": "v-1",
+        "metrics": {"accuracy": 0.93},
+    },
+    "index.json",
+)
 
 
 @pytest.fixture
@@ -76,6 +83,7 @@ def test_the_custom_job_request_in_full(dev):
         "location": "europe-west4",
         "staging_bucket": "gs://fmnist-mlops-dev-dev/vertex-staging",
         "experiment": "fmnist",
+        "experiment_tensorboard": False,  # left out, the SDK would create a default TensorBoard outside Terraform
     }
     assert request.job == {
         "display_name": "j-1",
@@ -248,7 +256,17 @@ def test_the_deploy_request_in_full(dev):
         "serving_container_predict_route": "/predict",
         "serving_container_health_route": "/health",
         "serving_container_ports": [8080],
-        "serving_container_environment_variables": {"FMNIST_MODEL_VERSION": "v1x"},
+        "serving_container_environment_variables": {  # config/dev.yaml `service:`, as Cloud Run gets it
+            "DRIFT_PSI_THRESHOLD": "0.2",
+            "MAX_INSTANCES": "256",
+            "PAGE_ENABLED": "false",
+            "WORKERS": "2",
+            "MODEL_POLL_S": "30.0",
+            "MODEL_ARTIFACT": "float",
+            "REQUIRE_DIGESTS": "true",
+            "FMNIST_ENV": "dev",
+            "FMNIST_MODEL_VERSION": "v1x",
+        },
         "version_aliases": ["candidate", "champion", "v1x"],
         "version_description": "registry version v1x, accuracy 0.93, dataset v-1",
         "is_default_version": True,
@@ -288,7 +306,7 @@ def test_traffic_shares_beyond_the_limits_are_refused(dev, share):
 
 
 def test_an_automl_version_is_refused_naming_its_vertex_model(dev):
-    automl_record = {**RECORD, "source": "automl", "vertex_model": "projects/p/locations/l/models/9"}
+    automl_record = replace(RECORD, source="automl", extra={"vertex_model": "projects/p/locations/l/models/9"})
     with pytest.raises(CommandError) as refused:
         deploy_model.build_deploy(dev, "v1", automl_record, [], parent_exists=True)
     assert str(refused.value) == (
@@ -296,7 +314,7 @@ def test_an_automl_version_is_refused_naming_its_vertex_model(dev):
         "deploy-model serves exported custom models only"
     )
     with pytest.raises(CommandError, match=r"is a None model \(Vertex AI model \?\)"):
-        deploy_model.build_deploy(dev, "v1", {"path": "x", "metrics": {}}, [], parent_exists=True)
+        deploy_model.build_deploy(dev, "v1", parse_record("v1", {"path": "x"}, "index.json"), [], parent_exists=True)
 
 
 @pytest.fixture
@@ -330,6 +348,16 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
         (),
         {"ref": "champion", "traffic_percentage": 25, "machine_type": "m-8", "dry_run": False, "canary": None},
     )
+    # after the deploy: the new version at 25 % beside the champion, and an older model left at 0 %
+    sdk.give(
+        "aiplatform.Endpoint().list_models",
+        [
+            gca_endpoint.DeployedModel(id="1", display_name="fmnist-v-old"),
+            gca_endpoint.DeployedModel(id="2", display_name="fmnist-v-older"),
+            gca_endpoint.DeployedModel(id="3", display_name=f"fmnist-{version}"),
+        ],
+    )
+    sdk.give("aiplatform.Endpoint().traffic_split", {"1": 75, "3": 25})
     assert deploy_model.run(args, gcs_settings) == 0
     assert [call.arguments for call in sdk.calls if call.path == "aiplatform.init"] == [
         {"project": gcs_settings.project_id, "location": gcs_settings.region}
@@ -342,7 +370,14 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
         "aiplatform.Model.upload",
         "aiplatform.Endpoint",
         "aiplatform.Model.upload().deploy",
+        "aiplatform.Endpoint().list_models",
+        "aiplatform.Endpoint().undeploy",
     ]
+    assert sdk.only("aiplatform.Endpoint().undeploy") == {
+        "deployed_model_id": "2",
+        "traffic_split": {"3": 25, "1": 75},
+        "sync": True,
+    }
     assert sdk.only("aiplatform.Model") == {"model_name": PARENT}
     upload = sdk.only("aiplatform.Model.upload")
     assert upload["parent_model"] == PARENT and upload["version_aliases"] == ["candidate", "champion", version]
@@ -405,6 +440,7 @@ def test_the_automl_request_in_full(dev):
         "location": "europe-west4",
         "staging_bucket": "gs://fmnist-mlops-dev-dev/vertex-staging",
         "experiment": "fmnist",
+        "experiment_tensorboard": False,
     }
     assert request.dataset == {
         "display_name": "fmnist-v-Abc1",

@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
+import storage
 from contracts.layout import MANIFEST_FILE
 from settings import REPO_ROOT, load_config
 from tests.conftest import make_idx_dir
-from trainer import cli, storage
+from trainer import cli
 from trainer.data import idx
 from trainer.data.dataset import DatasetError, load_dataset
 from trainer.models.registry import ModelRegistry
 
 KILLER = """
 import os, signal, sys
-from trainer import storage
+import storage
 name, kill_at = sys.argv[1], int(sys.argv[2])
 module, _, attr = name.rpartition(".")
 owner = storage if not module else __import__(module, fromlist=["_"])
@@ -40,7 +41,7 @@ setattr(owner, attr, dying)
 
 def run_killed(target: str, kill_at: int, body: str, env: dict) -> subprocess.CompletedProcess:
     """Run `body` in a child process that SIGKILLs itself as it enters the kill_at-th call of `target`
-    (`write_bytes` means trainer.storage.write_bytes; `os.replace` the real one)."""
+    (`write_bytes` means storage.write_bytes; `os.replace` the real one)."""
     code = KILLER + textwrap.dedent(body)
     return subprocess.run(
         [sys.executable, "-c", code, target, str(kill_at)],
@@ -136,10 +137,10 @@ def test_register_killed_between_writes_leaves_no_record_and_a_rerun_repairs_it(
     killed = run_killed(target, 1 if kill_at == 3 else kill_at, REGISTER.format(root=root, source=str(source)), {})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     registry = ModelRegistry(root)
-    assert "v1-crash" not in registry.read_index()["versions"]  # no reader resolves it
+    assert "v1-crash" not in registry.read_index().to_json()["versions"]  # no reader resolves it
 
     assert registry.register(str(source), {"accuracy": 0.9}, "custom", dataset_version="v-1", version="v1-crash")
-    record = registry.read_index()["versions"]["v1-crash"]
+    record = registry.read_index().to_json()["versions"]["v1-crash"]
     copied = Path(root) / record["path"]
     assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in source.iterdir())
     for path in source.iterdir():
@@ -160,7 +161,7 @@ def test_a_failed_copy_removes_its_partial_files_and_registers_nothing(tmp_path,
     registry = ModelRegistry(root)
     with pytest.raises(storage.StorageError, match="quota exceeded"):
         registry.register(str(source), {"accuracy": 0.9}, "custom", dataset_version="v-1", version="v1-fail")
-    assert registry.read_index()["versions"] == {}
+    assert registry.read_index().to_json()["versions"] == {}
     assert storage.list_uris(registry.version_uri("v1-fail")) == []
 
 
@@ -191,12 +192,12 @@ def test_export_whose_registration_fails_registers_nothing_and_a_rerun_registers
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 1
     assert "connection reset. Nothing was registered" in capsys.readouterr().err
     registry = ModelRegistry.from_settings(cli_env.settings)
-    assert registry.read_index()["versions"] == {}
+    assert registry.read_index().to_json()["versions"] == {}
     assert storage.list_uris(storage.join(registry.root, "registry", "versions")) == []
 
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 0
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 0  # already registered: nothing more
-    [(version, record)] = registry.read_index()["versions"].items()
+    [(version, record)] = registry.read_index().to_json()["versions"].items()
     copied = Path(registry.root) / record["path"]
     for path in model_dir.rglob("*"):
         if path.is_file():
@@ -214,7 +215,7 @@ def root(request, tmp_path):
 def test_killed_mid_write_leaves_the_old_content_and_no_visible_temp_file(tmp_path):
     target = tmp_path / "bucket" / "index.json"
     storage.write_bytes(str(target), b"old")
-    body = f"from trainer import storage; storage.write_bytes({str(target)!r}, b'new' * 100000)"
+    body = f"import storage; storage.write_bytes({str(target)!r}, b'new' * 100000)"
     assert run_killed("os.replace", 1, body, {}).returncode == -signal.SIGKILL  # data written, not yet renamed
     assert target.read_bytes() == b"old"
     assert storage.list_uris(str(target.parent)) == [str(target)]

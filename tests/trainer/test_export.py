@@ -61,7 +61,7 @@ def test_export_writes_verified_onnx_and_contract_metadata_and_registers_a_candi
     assert metadata["int8_artifact"] == ("model.int8.onnx" if quantization["passed"] else None)
 
     registry = ModelRegistry.from_settings(cli_env.settings)
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     version = metadata["model_version"]
     assert index["aliases"] == {"candidate": version}
     record = index["versions"][version]
@@ -81,7 +81,7 @@ def test_export_writes_verified_onnx_and_contract_metadata_and_registers_a_candi
 
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 0
     assert f"already registered as {version}" in capsys.readouterr().out
-    assert len(registry.read_index()["versions"]) == 1
+    assert len(registry.read_index().to_json()["versions"]) == 1
 
 
 def test_an_export_that_disagrees_with_keras_is_refused_and_nothing_registered(cli_env, model_dir, monkeypatch, capsys):
@@ -90,7 +90,7 @@ def test_an_export_that_disagrees_with_keras_is_refused_and_nothing_registered(c
     assert cli.main(["export", "--model-dir", str(model_dir)]) == 1
     err = capsys.readouterr().err
     assert "refusing to register" in err and "max probability difference 5.00e-04" in err
-    assert ModelRegistry.from_settings(cli_env.settings).read_index()["versions"] == {}
+    assert ModelRegistry.from_settings(cli_env.settings).read_index().to_json()["versions"] == {}
     assert not (model_dir / "model.onnx").exists() and not (model_dir / "metadata.json").exists()
 
 
@@ -105,7 +105,7 @@ def test_no_register_writes_artifacts_only(cli_env, model_dir, capsys):
     assert cli.main(["export", "--model-dir", str(model_dir), "--no-register"]) == 0
     assert "not registered" in capsys.readouterr().out
     assert (model_dir / "model.onnx").exists() and (model_dir / "metadata.json").exists()
-    assert ModelRegistry.from_settings(cli_env.settings).read_index()["versions"] == {}
+    assert ModelRegistry.from_settings(cli_env.settings).read_index().to_json()["versions"] == {}
 
 
 def test_export_records_every_file_digest_and_deploy_refuses_a_damaged_file(cli_env, model_dir, capsys):
@@ -117,7 +117,7 @@ def test_export_records_every_file_digest_and_deploy_refuses_a_damaged_file(cli_
     assert metadata["files"] == {k: v for k, v in on_disk.items() if k != "metadata.json"}
     registry = ModelRegistry.from_settings(cli_env.settings)
     version = metadata["model_version"]
-    record = registry.read_index()["versions"][version]
+    record = registry.read_index().to_json()["versions"][version]
     assert record["files"] == on_disk  # metadata.json included
 
     registered = registry.version_uri(version)
@@ -133,7 +133,7 @@ def test_export_records_every_file_digest_and_deploy_refuses_a_damaged_file(cli_
 
 
 def test_registration_refuses_a_copy_that_differs(cli_env, model_dir, monkeypatch):
-    from trainer import storage
+    import storage
     from trainer.errors import RegistryError
 
     real_copy = storage.copy_tree
@@ -149,5 +149,5 @@ def test_registration_refuses_a_copy_that_differs(cli_env, model_dir, monkeypatc
     files = {p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest() for p in model_dir.iterdir()}
     with pytest.raises(RegistryError, match="model.keras was changed or damaged"):
         registry.register(str(model_dir), {"accuracy": 0.9}, "custom", dataset_version="v-1", extra={"files": files})
-    assert registry.read_index()["versions"] == {}
+    assert registry.read_index().to_json()["versions"] == {}
     assert not any(p.is_file() for p in Path(registry.root, "registry", "versions").rglob("*"))

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from google.cloud import aiplatform_v1, bigquery
 
+import storage
 from contracts import feature_schema
 from settings import load_config
-from trainer import storage
 from trainer.cloud.feed_feature_store import build_requests, load_job_config, send, sync_request
 from trainer.errors import CommandError
 

@@ -6,8 +6,8 @@ import io
 import numpy as np
 import pyarrow.parquet as pq
 
+import storage
 from contracts.features import compute_image_features
-from trainer import storage
 from trainer.data import features, ingest
 from trainer.data.dataset import Dataset, load_dataset, version_uri
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import storage
 from contracts.dataset import CLASS_NAMES
-from trainer import storage
 from trainer.cli import main
 from trainer.data.dataset import load_dataset
 from trainer.data.export_images import ML_USE_LABEL, decode_png, export_images

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import storage
 from settings import REPO_ROOT, load_config
 from tests.conftest import make_idx_dir, serve_directory, write_idx
-from trainer import cli, storage
+from trainer import cli
 from trainer.data import idx
 from trainer.data.dataset import DatasetError, load_dataset
 

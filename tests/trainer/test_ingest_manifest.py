@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import storage
 from contracts.dataset import CLASS_NAMES
 from settings import load_config
-from trainer import storage
 from trainer.data import idx
 from trainer.data.dataset import version_uri
 from trainer.data.ingest import Source, ingest

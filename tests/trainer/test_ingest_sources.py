@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import storage
 from settings import load_config
 from tests.conftest import make_idx_dir
-from trainer import storage
 from trainer.data import idx
 from trainer.data.ingest import Source, fetch
 from trainer.errors import CommandError

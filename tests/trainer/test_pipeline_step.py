@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lifecycle.plan import PROMOTED, REFUSED
+from lifecycle.orchestration.plan import PROMOTED, REFUSED
 from trainer.cli import main
 from trainer.errors import CommandError
 from trainer.models.registry import register_external_version
@@ -60,7 +60,7 @@ def test_an_outcome_flag_without_an_equals_sign_is_refused_naming_it(settings, t
 
 def test_every_output_artifact_carries_what_the_buckets_hold_now(settings, monkeypatch, idx_dir, tmp_path):
     """The lineage Vertex ML Metadata records: each artifact kind's URI and metadata read back from the buckets."""
-    from trainer import storage
+    import storage
     from trainer.cloud.pipeline_step import executor_output
     from trainer.data.dataset import latest_version, version_uri
     from trainer.models.registry import ModelRegistry

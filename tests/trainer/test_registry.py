@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from trainer import cli, storage
+import storage
+from trainer import cli
 from trainer.models.registry import (
     GateRefused,
     ModelRegistry,
@@ -32,7 +33,7 @@ def registry(tmp_path):
 
 def test_register_makes_a_candidate_with_record_and_files(registry):
     version = add(registry, 0.9)
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert index["aliases"] == {"candidate": version}
     record = index["versions"][version]
     assert record["path"] == f"registry/versions/{version}" and record["source"] == "custom"
@@ -45,14 +46,14 @@ def test_versions_are_immutable(registry):
     version = add(registry, 0.9, version="v20260101-000000-aaaa")
     with pytest.raises(RegistryError, match="immutable"):
         add(registry, 0.95, version=version)
-    assert registry.read_index()["versions"][version]["metrics"]["accuracy"] == 0.9
+    assert registry.read_index().to_json()["versions"][version]["metrics"]["accuracy"] == 0.9
 
 
 def test_gate_refuses_below_the_floor_with_the_numbers(registry):
     version = add(registry, 0.84)
     with pytest.raises(GateRefused, match=r"0\.8400 is below the floor 0\.8500"):
         registry.promote(version)
-    assert "champion" not in registry.read_index()["aliases"]
+    assert "champion" not in registry.read_index().to_json()["aliases"]
 
 
 def test_gate_refuses_a_regression_beyond_the_tolerance(registry):
@@ -63,7 +64,7 @@ def test_gate_refuses_a_regression_beyond_the_tolerance(registry):
     worse = add(registry, 0.91)
     with pytest.raises(GateRefused, match=rf"0\.9100 is 0\.0060 below champion {within} \(0\.9160\)"):
         registry.promote(worse)
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert index["aliases"]["champion"] == within and index["history"]["champion"] == [first, within]
 
 
@@ -72,10 +73,10 @@ def test_rollback_moves_champion_back_and_can_target_an_earlier_one(registry):
     for version in versions:
         registry.promote(version)
     assert registry.rollback() == (versions[1], versions[2])
-    assert registry.read_index()["aliases"]["champion"] == versions[1]
+    assert registry.read_index().to_json()["aliases"]["champion"] == versions[1]
     registry.promote(versions[2])
     assert registry.rollback(to=versions[0]) == (versions[0], versions[2])
-    assert registry.read_index()["history"]["champion"] == [versions[0]]
+    assert registry.read_index().to_json()["history"]["champion"] == [versions[0]]
     with pytest.raises(RegistryError, match="first champion"):
         registry.rollback()
 
@@ -96,7 +97,7 @@ def test_automl_models_register_into_the_same_registry(settings):
     )
     custom = register_version(settings, {"metadata.json": b"{}"}, metrics(0.92), "custom", dataset_version="v-1")
     registry = ModelRegistry.from_settings(settings)
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert index["versions"][version]["source"] == "automl"
     assert index["versions"][version]["vertex_model"].endswith("/models/1")
     assert index["aliases"]["candidate"] == custom
@@ -139,7 +140,7 @@ def concurrent_promotions(registry, monkeypatch, versions):
 
 def assert_no_lost_update(registry, versions, errors):
     assert errors == []
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert sorted(index["history"]["champion"]) == sorted(versions), "a concurrent promotion was lost"
     assert index["aliases"]["champion"] == index["history"]["champion"][-1]
     assert [e["action"] for e in index["events"]].count("promote") == 2

@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+import storage
+from contracts.registry_index import parse_index
 from settings import load_config
-from trainer import cli, storage
+from trainer import cli
 from trainer.models import registry as registry_module
 from trainer.models.registry import ModelRegistry, RegistryError, new_version_id
 
@@ -31,7 +33,7 @@ def registry(tmp_path):
 
 
 def test_an_empty_registry_reads_as_the_empty_index(registry):
-    assert registry.read_index() == {"versions": {}, "aliases": {}, "history": {"champion": []}, "events": []}
+    assert registry.read_index().to_json() == {"versions": {}, "aliases": {}, "history": {"champion": []}, "events": []}
 
 
 def test_the_index_is_stored_sorted_and_indented_and_records_every_event(registry):
@@ -63,9 +65,9 @@ def test_on_gcs_the_index_is_json(gcs_bucket):
 
 def test_an_older_index_gets_the_missing_parts_and_can_still_promote(registry):
     version = add(registry, 0.9)
-    legacy = registry.read_index()
+    legacy = registry.read_index().to_json()
     storage.write_bytes(registry.index_uri, json.dumps({"versions": legacy["versions"], "aliases": {}}).encode())
-    assert registry.read_index() == {
+    assert registry.read_index().to_json() == {
         "versions": legacy["versions"],
         "aliases": {},
         "history": {"champion": []},
@@ -75,7 +77,7 @@ def test_an_older_index_gets_the_missing_parts_and_can_still_promote(registry):
         registry.index_uri, json.dumps({"versions": legacy["versions"], "aliases": {}, "history": {}}).encode()
     )
     assert registry.promote(version) == (version, None)
-    assert registry.read_index()["history"] == {"champion": [version]}
+    assert registry.read_index().to_json()["history"] == {"champion": [version]}
 
 
 def test_a_corrupt_index_names_itself_and_how_to_restore_it(registry):
@@ -85,7 +87,7 @@ def test_a_corrupt_index_names_itself_and_how_to_restore_it(registry):
         rf"^{re.escape(registry.index_uri)} is not valid JSON \(.+\); restore it from the bucket's object versions$"
     )
     with pytest.raises(RegistryError, match=pattern):
-        registry.read_index()
+        registry.read_index().to_json()
     with pytest.raises(RegistryError, match=pattern):
         add(registry, 0.91)  # a change reads it through the compare-and-swap loop
 
@@ -181,7 +183,7 @@ def test_version_ids_are_utc_time_and_four_hex_digits(far_from_utc):
 def test_the_table_copes_with_a_record_without_metrics():
     from trainer.models.registry import format_table
 
-    table = format_table({"versions": {"v1": {"source": "automl"}}, "aliases": {}})
+    table = format_table(parse_index(b'{"versions": {"v1": {"source": "automl"}}, "aliases": {}}', "index.json"))
     assert table.splitlines()[1].split() == ["v1", "automl", "-", "-", "None"]
 
 
@@ -198,10 +200,10 @@ def test_the_command_line_promotes_and_rolls_back_to_a_named_champion(tmp_path, 
     capsys.readouterr()
     assert cli.main(["registry", "rollback", "--to", versions[0]]) == 0
     assert capsys.readouterr().out == f"champion rolled back from {versions[2]} to {versions[0]}\n"
-    legacy = {"versions": registry.read_index()["versions"], "aliases": {}}
+    legacy = {"versions": registry.read_index().to_json()["versions"], "aliases": {}}
     storage.write_bytes(registry.index_uri, json.dumps(legacy).encode())  # unsorted once defaults are added
     assert cli.main(["registry", "list", "--json"]) == 0
-    assert capsys.readouterr().out == json.dumps(registry.read_index(), indent=2, sort_keys=True) + "\n"
+    assert capsys.readouterr().out == json.dumps(registry.read_index().to_json(), indent=2, sort_keys=True) + "\n"
 
 
 def test_files_given_by_path_are_copied_under_their_names(registry, tmp_path):
@@ -231,4 +233,4 @@ def test_the_same_version_id_registered_twice_at_once_lands_once(registry, monke
     race.before_next_write(lambda: add(registry, 0.95, version="v1-twice"))
     with pytest.raises(RegistryError, match="^version v1-twice is already registered; versions are immutable$"):
         add(registry, 0.9, version="v1-twice")
-    assert registry.read_index()["versions"]["v1-twice"]["metrics"] == metrics(0.95)
+    assert registry.read_index().to_json()["versions"]["v1-twice"]["metrics"] == metrics(0.95)

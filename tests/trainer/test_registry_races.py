@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+import storage
 from settings import load_config
-from trainer import storage
 from trainer.models import registry as registry_module
 from trainer.models.registry import GateRefused, ModelRegistry, RegistryError
 
@@ -63,7 +63,7 @@ def test_the_strong_candidate_commits_first_and_the_weak_one_is_refused_on_its_r
     with pytest.raises(GateRefused, match=rf"0\.9000 is 0\.0500 below champion {strong} \(0\.9500\)"):
         registry.promote(weak)  # it read "no champion", passed the gate, then lost the write to strong
     assert race.writes == ["ok", "stale"]  # strong's write, weak's stale one; its retry re-checked and wrote nothing
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert index["aliases"]["champion"] == strong and index["history"]["champion"] == [strong]
     assert [e["action"] for e in index["events"]].count("promote") == 1
 
@@ -74,7 +74,7 @@ def test_the_weak_candidate_commits_first_and_the_strong_one_follows_on_its_retr
     race.before_next_write(lambda: registry.promote(weak))
     assert registry.promote(strong) == (strong, weak)  # the previous champion is the one it now sees
     assert race.writes == ["ok", "stale", "ok"]
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert index["aliases"]["champion"] == strong and index["history"]["champion"] == [weak, strong]
 
 
@@ -84,7 +84,7 @@ def test_a_registration_that_loses_the_race_lands_on_its_retry(registry, monkeyp
     race.before_next_write(lambda: other.append(add(registry, 0.91)))
     mine = add(registry, 0.92)
     assert race.writes == ["ok", "stale", "ok"]
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert set(index["versions"]) == {mine, *other} and index["aliases"]["candidate"] == mine
 
 
@@ -100,7 +100,7 @@ def test_a_change_that_keeps_losing_gives_up_and_writes_nothing(tmp_path, monkey
         registry.promote(first)
     assert race.writes == ["ok", "stale"] * 3
     assert sleeps == pytest.approx([0.05, 0.10, 0.15])  # backoff grows with each lost attempt
-    assert "champion" not in registry.read_index()["aliases"]
+    assert "champion" not in registry.read_index().to_json()["aliases"]
 
 
 # ---- the gate's boundaries -------------------------------------------------------------------------------------
@@ -142,13 +142,16 @@ def test_a_version_without_accuracy_and_the_champion_itself_are_refused(tmp_path
     registry.promote(champion)
     with pytest.raises(RegistryError, match="already the champion"):
         registry.promote(champion)
-    assert registry.read_index()["history"]["champion"] == [champion]
+    assert registry.read_index().to_json()["history"]["champion"] == [champion]
 
 
 # ---- what `registry list` prints and what an external version's directory holds ----------------------------------
 
 
 def test_the_registry_table_in_full_including_a_version_without_metrics():
+    import json
+
+    from contracts.registry_index import parse_index
     from trainer.models.registry import format_table
 
     index = {
@@ -163,7 +166,7 @@ def test_the_registry_table_in_full_including_a_version_without_metrics():
         },
         "aliases": {"champion": "v2", "candidate": "v2", "old": "v1"},
     }
-    assert format_table(index).splitlines() == [
+    assert format_table(parse_index(json.dumps(index), "index.json")).splitlines() == [
         "version                 source   accuracy  macro P  dataset         created               aliases",
         "v1                      ?               -        -  None                                  old",
         "v2                      custom     0.9123   0.9000  v-abc           2026-01-01T00:00:00Z  candidate,champion",
@@ -193,7 +196,7 @@ def test_an_external_version_holds_its_metadata_and_its_record(settings):
         settings, source="automl", metrics=metrics(0.93), dataset_version="v-7", extra=extra
     )
     registry = ModelRegistry.from_settings(settings)
-    record = registry.read_index()["versions"][version]
+    record = registry.read_index().to_json()["versions"][version]
     raw = storage.read_bytes(storage.join(registry.version_uri(version), "metadata.json"))
     assert raw == json.dumps(json.loads(raw), indent=2, sort_keys=True).encode()  # stable, reviewable bytes
     assert json.loads(raw) == {
@@ -229,7 +232,7 @@ def test_registry_show_and_list_json_print_exactly_the_record(tmp_path, monkeypa
         {"metadata.json": json.dumps(metadata).encode()}, metrics(0.9), "custom", dataset_version="v-1"
     )
     without = registry.register({"model.onnx": b"onnx"}, metrics(0.91), "custom", dataset_version="v-1")
-    index = registry.read_index()
+    index = registry.read_index().to_json()
 
     assert cli.main(["registry", "show", with_metadata]) == 0
     shown = {
@@ -270,7 +273,7 @@ def test_rollback_records_its_event_and_trims_the_history(tmp_path):
     for version in versions:
         registry.promote(version)
     assert registry.rollback() == (versions[1], versions[2])
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     event = index["events"][-1]
     assert event["action"] == "rollback" and event["version"] == versions[1] and event["previous"] == versions[2]
     assert index["history"]["champion"] == versions[:2] and index["aliases"]["champion"] == versions[1]
@@ -282,13 +285,13 @@ def test_rollback_of_a_hand_edited_index_whose_history_lacks_the_champion(tmp_pa
 
     registry = ModelRegistry(str(tmp_path / "models"), accuracy_floor=0.3)
     a, b, c = add(registry, 0.9), add(registry, 0.91), add(registry, 0.92)
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     index["aliases"]["champion"] = c
     index["history"] = {"champion": [a, b]}
     storage.write_bytes(registry.index_uri, json.dumps(index).encode())
     assert registry.rollback() == (b, c)
-    assert registry.read_index()["history"]["champion"] == [a, b]
-    index = registry.read_index()
+    assert registry.read_index().to_json()["history"]["champion"] == [a, b]
+    index = registry.read_index().to_json()
     index["history"] = {}
     storage.write_bytes(registry.index_uri, json.dumps(index).encode())
     with pytest.raises(RegistryError, match="is the first champion: there is nothing to roll back to"):

@@ -106,12 +106,12 @@ def test_registry_records_rollout_events(settings):
     registry = ModelRegistry.from_settings(settings)
     version = registry.register({"metadata.json": b"{}"}, {"accuracy": 0.9}, "custom", dataset_version="v-1")
     registry.record("canary-rollback", version, reasons=["error rate 2.00% > 1.00%"], target="vertex")
-    event = registry.read_index()["events"][-1]
+    event = registry.read_index().to_json()["events"][-1]
     assert event["action"] == "canary-rollback" and event["reasons"] == ["error rate 2.00% > 1.00%"]
 
 
 def test_local_rollout_without_a_service_says_what_to_start(settings, monkeypatch, capsys):
-    from tests.service.conftest import free_port
+    from lifecycle.served import free_port
 
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
@@ -185,9 +185,9 @@ def test_local_promote_moves_the_champion_and_logs_the_reasons(settings, monkeyp
     fake_service.queue.append(_payload("promote", candidate, ["challenger passed every check on 600 requests"]))
     assert _main(settings, monkeypatch, "--service-url", fake_service.url, "--dry-run") == 0
     assert "would promote" in capsys.readouterr().out
-    assert registry.read_index()["aliases"]["champion"] == champion  # a dry run changes nothing
+    assert registry.read_index().to_json()["aliases"]["champion"] == champion  # a dry run changes nothing
     assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 0
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert index["aliases"]["champion"] == candidate
     event = index["events"][-1]
     assert (event["action"], event["version"], event["target"]) == ("canary-promote", candidate, "local")
@@ -199,7 +199,7 @@ def test_local_rollback_records_the_end_and_keeps_the_champion(settings, monkeyp
     reason = "agreement with the champion 61.00% (95 % interval 57.00%-65.00%) is below 98.00%"
     fake_service.queue.append(_payload("rollback", candidate, [reason]))
     assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 0
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert index["aliases"]["champion"] == champion
     assert index["events"][-1] | {"at": None} == {
         "at": None,
@@ -216,11 +216,11 @@ def test_local_watch_waits_until_the_verdict_is_in(settings, monkeypatch, fake_s
     fake_service.queue += [_payload("wait", candidate), _payload("wait", candidate), _payload("rollback", candidate)]
     assert _main(settings, monkeypatch, "--service-url", fake_service.url, "--watch", "--interval", "0.01") == 0
     assert fake_service.served == ["/monitoring/rollout"] * 3
-    assert registry.read_index()["events"][-1]["action"] == "canary-rollback"
+    assert registry.read_index().to_json()["events"][-1]["action"] == "canary-rollback"
     fake_service.queue[:] = [_payload("wait", candidate)]
-    events = len(registry.read_index()["events"])
+    events = len(registry.read_index().to_json()["events"])
     assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 0  # no --watch: one look
-    assert "wait: r" in capsys.readouterr().out and len(registry.read_index()["events"]) == events
+    assert "wait: r" in capsys.readouterr().out and len(registry.read_index().to_json()["events"]) == events
 
 
 def test_local_promote_still_passes_the_quality_gate(settings, monkeypatch, fake_service, capsys):
@@ -233,10 +233,26 @@ def test_local_promote_still_passes_the_quality_gate(settings, monkeypatch, fake
     fake_service.queue.append(_payload("promote", worse))
     assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 3  # GateRefused's exit status
     assert "refused" in capsys.readouterr().err
-    assert registry.read_index()["aliases"]["champion"] == champion
+    assert registry.read_index().to_json()["aliases"]["champion"] == champion
 
 
 def test_local_rollout_refuses_a_service_without_a_challenger(settings, monkeypatch, fake_service, capsys):
     fake_service.queue.append({"mode": "off", "detail": "no CHALLENGER configured"})
     assert _main(settings, monkeypatch, "--service-url", fake_service.url) == 1
     assert "runs no rollout" in capsys.readouterr().err
+
+
+def test_a_promotion_moves_the_vertex_model_registry_aliases_over_the_wire(dev):
+    """The real SDK against the local Vertex AI REST fake: the challenger's Vertex version (found through the alias
+    deploy-model gave it, its registry id) is sent every registry alias that now points at it, and `default`."""
+    from tests.vertex_fake import vertex_over_the_wire
+    from trainer.cloud.rollout import move_model_aliases
+
+    parent = dev.names.parent_model_name
+    index = {"aliases": {"champion": "v2", "candidate": "v2", "previous": "v1"}}
+    with vertex_over_the_wire(dev.project_id, dev.region) as fake:
+        fake.resources[f"{parent}@v2"] = {"name": parent, "versionId": "7", "versionAliases": ["v2", "candidate"]}
+        assert move_model_aliases(aiplatform, parent, index, "v2") == ["candidate", "champion", "default"]
+    merged = fake.only("POST", f"{parent}@7:mergeVersionAliases")
+    assert sorted(merged.body["versionAliases"]) == ["candidate", "champion", "default"]
+    assert fake.summary()[0] == f"GET {parent}@v2"

@@ -10,8 +10,11 @@ import sys
 import pytest
 from google.api_core import exceptions as google_exceptions
 from google.cloud import aiplatform
+from google.cloud.aiplatform_v1.types import AcceleratorType
+from google.cloud.aiplatform_v1.types import endpoint as gca_endpoint
 
 from contracts.dataset import CLASS_NAMES
+from contracts.registry_index import parse_record
 from settings import load_config
 from tests.sdk_contract import (
     ContractViolation,
@@ -22,17 +25,23 @@ from tests.sdk_contract import (
     offline_model,
     vertex_offline,
 )
-from trainer.cloud import automl, deploy_model, submit, undeploy_all
+from tests.vertex_fake import vertex_over_the_wire
+from trainer.cloud import automl, batch_prediction, deploy_model, gcp_resources, submit, undeploy_all
 from trainer.cloud.experiments import VertexExperiment
+from trainer.errors import CommandError
 
 TENSORBOARD = "projects/fmnist-mlops-dev/locations/europe-west4/tensorboards/123"
 KMS_OVERRIDE = "projects/fmnist-mlops-dev/locations/europe-west4/keyRings/other/cryptoKeys/key"
-RECORD = {
-    "path": "registry/versions/v20260101-000000-abcd",
-    "source": "custom",
-    "dataset_version": "v-1",
-    "metrics": {"accuracy": 0.93},
-}
+RECORD = parse_record(
+    "v20260101-000000-abcd",
+    {
+        "path": "registry/versions/v20260101-000000-abcd",
+        "source": "custom",
+        "dataset_version": "v-1",
+        "metrics": {"accuracy": 0.93},
+    },
+    "index.json",
+)
 
 
 def dev(**environ):
@@ -88,39 +97,101 @@ def test_custom_job_calls_bind_to_the_sdk(job_request):
     ]
     init = sdk.only("aiplatform.init")
     assert init["experiment"] == settings.vertex.experiment
-    assert init.get("experiment_tensorboard") == (settings.vertex.tensorboard or None)
+    assert init["experiment_tensorboard"] == (settings.vertex.tensorboard or False)
     assert sdk.only("aiplatform.CustomJob") == request.job
     assert sdk.only("aiplatform.CustomJob().submit") == request.submit
     assert request.submit.get("tensorboard") == (settings.vertex.tensorboard or None)
+    assert ("experiment" in request.submit) is not bool(settings.vertex.tensorboard)
 
 
-def test_the_sdk_builds_the_custom_job_and_its_create_request(job_request):
+def test_the_sdk_sends_the_custom_job_over_the_wire(job_request, tmp_path, monkeypatch):
+    """`submit.send` with the real SDK, unchanged arguments, against a local Vertex AI REST server: the SDK's own
+    checks run (it refuses `experiment` with `tensorboard`) and the create request is the one Google would get."""
     settings, options, request = job_request
-    init = {k: v for k, v in request.init.items() if not k.startswith("experiment")}  # those call the API
-    with vertex_offline(**init) as sdk:
-        job = sdk.CustomJob(**request.job)
-        # submit without the experiment (resolving it is an RPC): the rest of the create request is the SDK's
-        offline_submit = {k: v for k, v in request.submit.items() if k != "experiment"}
-        sent = capture_rpc(job, lambda: job.submit(**offline_submit)).only("create_custom_job")
-    resource = sent["custom_job"]
-    spec = resource.job_spec
-    assert resource.display_name == "j-1"
-    assert resource.encryption_spec.kms_key_name == settings.names.kms_key_name
-    assert dict(resource.labels) == {"app": "fmnist-mlops", "env": "dev", "component": "trainer"}
-    assert spec.base_output_directory.output_uri_prefix == "gs://fmnist-mlops-dev-models/jobs/j-1"
-    assert spec.service_account == settings.names.runtime_account("trainer")
-    assert spec.scheduling.restart_job_on_worker_restart is True
-    assert spec.tensorboard == (settings.vertex.tensorboard or "")
+    tensorboard = settings.vertex.tensorboard
+    parent = f"projects/{settings.project_id}/locations/{settings.region}"
+    monkeypatch.setenv(gcp_resources.ENV, str(tmp_path / "gcp_resources"))
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.seed_experiment(parent, settings.vertex.experiment)
+        if tensorboard:
+            fake.resources[tensorboard] = {"name": tensorboard, "displayName": "fmnist"}
+        job = submit.send(request, wait=True)
+    assert job.resource_name == f"{parent}/customJobs/1"
+    assert json.loads((tmp_path / "gcp_resources").read_text()) == {
+        "resources": [
+            {
+                "resourceType": "CustomJob",
+                "resourceUri": f"https://{settings.region}-aiplatform.googleapis.com/v1/{parent}/customJobs/1",
+            }
+        ]
+    }
+    resource = fake.only("POST", f"{parent}/customJobs").body
+    spec = resource["jobSpec"]
+    assert resource["displayName"] == "j-1"
+    assert resource["encryptionSpec"] == {"kmsKeyName": settings.names.kms_key_name}
+    assert resource["labels"] == {"app": "fmnist-mlops", "env": "dev", "component": "trainer"}
+    assert spec["baseOutputDirectory"] == {"outputUriPrefix": "gs://fmnist-mlops-dev-models/jobs/j-1"}
+    assert spec["serviceAccount"] == settings.names.runtime_account("trainer")
+    assert spec["scheduling"]["restartJobOnWorkerRestart"] is True
+    experiment = f"{parent}/metadataStores/default/contexts/{settings.vertex.experiment}"
+    if tensorboard:  # the job writes to the TensorBoard; the trainer inside it tracks the experiment run
+        assert spec["tensorboard"] == tensorboard and "experiment" not in spec
+        assert fake.only("PATCH", experiment).body["metadata"]["backing_tensorboard_resource"] == tensorboard
+    else:  # tied to the experiment, and no TensorBoard created anywhere
+        assert spec["experiment"] == experiment and "tensorboard" not in spec
+    assert not fake.sent("POST", "/tensorboards"), "the SDK created a TensorBoard outside Terraform"
     workers = options.get("workers", 1)
-    pools = spec.worker_pool_specs
-    assert [pool.replica_count for pool in pools] == [1] + ([workers - 1] if workers > 1 else [])
+    pools = spec["workerPoolSpecs"]
+    assert [int(pool["replicaCount"]) for pool in pools] == [1] + ([workers - 1] if workers > 1 else [])
     for pool in pools:
-        machine = pool.machine_spec
-        assert machine.machine_type == options.get("machine_type", settings.vertex.machine_type)
-        assert machine.accelerator_type.name == options.get("accelerator_type", "ACCELERATOR_TYPE_UNSPECIFIED")
-        assert machine.accelerator_count == options.get("accelerator_count", 0)
-        assert list(pool.container_spec.args) == ["--preset", "full"]
-        assert {e.name: e.value for e in pool.container_spec.env}["FMNIST_ENV"] == "dev"
+        machine = pool["machineSpec"]
+        assert machine["machineType"] == options.get("machine_type", settings.vertex.machine_type)
+        accelerator = options.get("accelerator_type")  # enums travel as numbers (`$alt=json;enum-encoding=int`)
+        assert machine.get("acceleratorType") == (AcceleratorType[accelerator].value if accelerator else None)
+        assert machine.get("acceleratorCount") == options.get("accelerator_count")
+        assert pool["containerSpec"]["args"] == ["--preset", "full"]
+        assert {e["name"]: e["value"] for e in pool["containerSpec"]["env"]}["FMNIST_ENV"] == "dev"
+
+
+@pytest.mark.parametrize("adapter", ["submit --wait", "batch-prediction --wait"])
+def test_a_launched_job_is_published_before_the_wait_so_cancelling_the_run_cancels_it(adapter, tmp_path, monkeypatch):
+    """The job fails (the fake says so): the task fails with a clear error, and gcp_resources already names the job
+    (written as soon as it existed, as google-cloud-pipeline-components' launchers do)."""
+    settings = dev()
+    parent = f"projects/{settings.project_id}/locations/{settings.region}"
+    monkeypatch.setenv(gcp_resources.ENV, str(tmp_path / "gcp_resources"))
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.job_state = "JOB_STATE_FAILED"
+        fake.seed_experiment(parent, settings.vertex.experiment)
+        with pytest.raises(CommandError, match="did not succeed"):
+            if adapter == "submit --wait":
+                submit.send(submit.build_custom_job(settings, [], display_name="j-1"), wait=True)
+            else:
+                request = batch_prediction.build_batch_prediction(
+                    settings, "v1", "gs://in/x.jsonl", None, display_name="fmnist-batch-1", destination=None, wait=True
+                )
+                batch_prediction.send(settings, request)
+    [resource] = json.loads((tmp_path / "gcp_resources").read_text())["resources"]
+    kind, collection = (
+        ("CustomJob", "customJobs") if adapter == "submit --wait" else ("BatchPredictionJob", "batchPredictionJobs")
+    )
+    created = fake.only("POST", f"{parent}/{collection}")
+    assert resource == {
+        "resourceType": kind,
+        "resourceUri": f"https://{settings.region}-aiplatform.googleapis.com/v1/{parent}/{collection}/1",
+    }
+    assert created.body["encryptionSpec"] == {"kmsKeyName": settings.names.kms_key_name}
+
+
+def test_the_sdk_refuses_an_experiment_with_a_tensorboard():
+    """The check the adapter must respect, made by the installed SDK itself (python-aiplatform jobs.py)."""
+    settings = dev(FMNIST_VERTEX__TENSORBOARD=TENSORBOARD)
+    request = submit.build_custom_job(settings, [], display_name="j-1")
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        job = aiplatform.CustomJob(**request.job, staging_bucket=request.init["staging_bucket"])
+        with pytest.raises(ValueError, match="'experiment' and 'tensorboard' cannot be set together"):
+            job.submit(**request.submit, experiment=settings.vertex.experiment)
+    assert not fake.sent("POST", "/customJobs")
 
 
 def test_the_sdk_rejects_a_misspelled_job_field(job_request):
@@ -155,19 +226,65 @@ def deploy_request(request):
 
 
 def test_deploy_calls_bind_to_the_sdk(deploy_request):
-    _, _, request = deploy_request
-    sdk = SdkDouble(aiplatform, returns={"aiplatform.Model.upload": aiplatform.Model})
+    """After the deploy, the endpoint holds the new model (id 3), the champion (1) and an old 0 % model (2)."""
+    _, variant, request = deploy_request
+    share = variant["traffic_percentage"]
+    on_endpoint = [
+        gca_endpoint.DeployedModel(id="1", display_name="fmnist-v1old"),
+        gca_endpoint.DeployedModel(id="2", display_name="fmnist-v0older"),
+        gca_endpoint.DeployedModel(id="3", display_name="fmnist-v1x"),
+    ]
+    sdk = SdkDouble(
+        aiplatform,
+        returns={"aiplatform.Model.upload": aiplatform.Model},
+        results={
+            "aiplatform.Endpoint().list_models": on_endpoint,
+            "aiplatform.Endpoint().traffic_split": {"3": 100} if share == 100 else {"1": 100 - share, "3": share},
+        },
+    )
     deploy_model.send(request, sdk)
+    undeploys = ["aiplatform.Endpoint().undeploy"] * (2 if share == 100 else 1)
     assert sdk.paths() == [
         "aiplatform.init",
         "aiplatform.Model.upload",
         "aiplatform.Endpoint",
         "aiplatform.Model.upload().deploy",
+        "aiplatform.Endpoint().list_models",
+        *undeploys,
     ]
     assert sdk.only("aiplatform.Model.upload") == request.upload
     assert sdk.only("aiplatform.Endpoint") == {"endpoint_name": request.endpoint}
     deployed = sdk.only("aiplatform.Model.upload().deploy")
     assert isinstance(deployed.pop("endpoint"), SdkDouble) and deployed == request.deploy
+    undeployed = [c.arguments for c in sdk.calls if c.path == "aiplatform.Endpoint().undeploy"]
+    if share == 100:  # a new champion: every other model goes
+        assert undeployed == [{"deployed_model_id": i, "traffic_split": {"3": 100}, "sync": True} for i in ("1", "2")]
+    else:  # a canary: the champion stays beside it, the older model goes
+        assert undeployed == [{"deployed_model_id": "2", "traffic_split": {"3": share, "1": 100 - share}, "sync": True}]
+
+
+def test_deploy_model_over_the_wire_leaves_champion_and_challenger_only(deploy_request):
+    """`deploy_model.send` with the real SDK against the local fake: an endpoint holding the champion (111, all
+    traffic) and an old model at 0 % (112). After a full deploy only the new model serves; after a canary the
+    champion stays beside it; the old model goes either way."""
+    settings, variant, request = deploy_request
+    share = variant["traffic_percentage"]
+    parent = settings.names.parent_model_name
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.seed_endpoint(request.endpoint, {"111": "fmnist-v1old", "112": "fmnist-v0older"}, {"111": 100})
+        if variant["parent_exists"]:
+            first = {"modelId": settings.vertex.parent_model, "model": {"displayName": "x"}}
+            fake.upload_model(parent.rpartition("/")[0], first)
+        model = deploy_model.send(request)
+    endpoint = fake.resources[request.endpoint]
+    [new] = [d for d in endpoint["deployedModels"] if d["displayName"] == "fmnist-v1x"]
+    kept = {new["id"]: share} if share == 100 else {new["id"]: share, "111": 100 - share}
+    assert endpoint["trafficSplit"] == kept and {d["id"] for d in endpoint["deployedModels"]} == set(kept)
+    assert model.version_id == ("2" if variant["parent_exists"] else "1")
+    uploaded = fake.only("POST", "models:upload").body
+    assert uploaded["model"]["encryptionSpec"] == {"kmsKeyName": settings.names.kms_key_name}
+    undeployed = [r.body["deployedModelId"] for r in fake.sent("POST", f"{request.endpoint}:undeployModel")]
+    assert undeployed == (["111", "112"] if share == 100 else ["112"])
 
 
 def test_the_sdk_builds_the_upload_request(deploy_request):
@@ -180,11 +297,13 @@ def test_the_sdk_builds_the_upload_request(deploy_request):
     else:
         assert sent.model_id == settings.vertex.parent_model and sent.parent_model == ""
     assert model.encryption_spec.kms_key_name == settings.names.kms_key_name
-    assert model.artifact_uri == f"gs://fmnist-mlops-dev-models/{RECORD['path']}"
+    assert model.artifact_uri == f"gs://fmnist-mlops-dev-models/{RECORD.path}"
     container = model.container_spec
     assert (container.predict_route, container.health_route) == ("/predict", "/health")
     assert [port.container_port for port in container.ports] == [8080]
-    assert {e.name: e.value for e in container.env} == {"FMNIST_MODEL_VERSION": "v1x"}
+    sent_env = {e.name: e.value for e in container.env}  # every variable, in the container spec the SDK sends
+    assert sent_env == request.upload["serving_container_environment_variables"]
+    assert sent_env["FMNIST_MODEL_VERSION"] == "v1x" and sent_env["PAGE_ENABLED"] == "false"
     assert "v1x" in model.version_aliases
     assert ("default" in model.version_aliases) is (variant["traffic_percentage"] == 100)
 
@@ -444,7 +563,7 @@ def test_automl_run_drives_the_sdk_in_order_and_registers_the_model(gcs_settings
         "macro_f1": pytest.approx((2 * 0.9 / 1.9 + 2 * (10 / 11) / (10 / 11 + 1)) / 2),
         "automl_auprc": 0.99,
     }
-    index = ModelRegistry.from_settings(gcs_settings).read_index()
+    index = ModelRegistry.from_settings(gcs_settings).read_index().to_json()
     [(version, record)] = index["versions"].items()
     assert record["source"] == "automl" and record["vertex_model"] == "projects/p/locations/l/models/9"
     assert record["metrics"]["accuracy"] == 0.95 and index["aliases"]["candidate"] == version
@@ -462,3 +581,50 @@ def test_tracking_reads_the_process_environment_by_default(monkeypatch):
     sdk = SdkDouble(aiplatform)
     VertexExperiment(dev(), "run-1", aiplatform=sdk).start({}, resume=False)
     assert "aiplatform.start_run" not in sdk.paths()  # inside a custom job: the SDK's run, not a new one
+
+
+def test_sigterm_while_waiting_cancels_the_job_over_the_wire(monkeypatch):
+    """A cancelled pipeline run stops its task with SIGTERM: the job it waits for is cancelled, not orphaned."""
+    import os
+    import signal
+    import threading
+
+    from google.cloud.aiplatform import jobs
+
+    monkeypatch.setattr(jobs, "_JOB_WAIT_TIME", 0.05)  # poll quickly: the job stays pending until cancelled
+    settings = dev()
+    parent = f"projects/{settings.project_id}/locations/{settings.region}"
+    before = signal.getsignal(signal.SIGTERM)
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.job_state = "JOB_STATE_RUNNING"
+        fake.seed_experiment(parent, settings.vertex.experiment)
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        with pytest.raises(SystemExit) as stopped:
+            submit.send(submit.build_custom_job(settings, [], display_name="j-1"), wait=True)
+        timer.join()
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert fake.summary().count(f"POST {parent}/customJobs/1:cancel") == 1
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the previous one again
+
+
+def test_undeploy_all_over_the_wire_empties_the_endpoint_and_a_missing_one_is_not_an_error():
+    settings = dev()
+    name = settings.names.endpoint_name
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        fake.seed_endpoint(name, {"1": "fmnist-v1", "2": "fmnist-v2", "3": "fmnist-v0"}, {"1": 90, "2": 10})
+        assert undeploy_all.undeploy_all(settings) == f"undeployed 3 model(s) from {name}"
+        assert fake.resources[name]["deployedModels"] == [] and fake.resources[name]["trafficSplit"] == {}
+        assert len(fake.sent("POST", f"{name}:undeployModel")) == 3
+        del fake.resources[name]
+        assert undeploy_all.undeploy_all(settings) == f"endpoint {name} does not exist: nothing to undeploy"
+
+
+def test_parent_exists_over_the_wire():
+    """Model(model_name) reads the model at once (unlike Endpoint(name)): a 404 there means no parent yet."""
+    settings = dev()
+    parent = settings.names.parent_model_name
+    with vertex_over_the_wire(settings.project_id, settings.region) as fake:
+        assert deploy_model.parent_exists(aiplatform, parent) is False
+        fake.upload_model(parent.rpartition("/")[0], {"modelId": settings.vertex.parent_model, "model": {}})
+        assert deploy_model.parent_exists(aiplatform, parent) is True

@@ -7,9 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+import storage
 from contracts.layout import ModelFiles
 from settings import load_config
-from trainer import cli, storage
+from trainer import cli
 from trainer.errors import CommandError
 from trainer.training.train import (
     PRESETS,

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
+import storage
 from settings import load_config
-from trainer import cli, storage
+from trainer import cli
 from trainer.training.search_space import METRIC, SEARCH_SPACE, apply
 from trainer.training.train import PRESETS, TrainResult, report_tuning_metric, resolve_config
 
@@ -92,3 +93,31 @@ def test_a_trial_reports_validation_accuracy_in_the_hypertune_file(tmp_path, mon
     line = json.loads(metrics.read_text().strip().splitlines()[-1])
     assert line["val_accuracy"] == "0.87" or float(line["val_accuracy"]) == 0.87
     assert str(line["global_step"]) == "2" and str(line["trial"]) == "3"
+
+
+def test_tuning_send_over_the_wire_creates_one_study_of_trainer_jobs_under_cmek(monkeypatch):
+    """`tuning.send` with the real SDK against the local Vertex AI fake (tests/vertex_fake.py): the create request
+    is the SDK's own encoding of the adapter's unchanged arguments."""
+    from google.cloud.aiplatform import jobs
+
+    from tests.vertex_fake import vertex_over_the_wire
+    from trainer.cloud import tuning
+
+    monkeypatch.setattr(jobs, "_JOB_WAIT_TIME", 0.05)  # the SDK polls the job's state this often
+
+    dev = load_config("dev", environ={})
+    request = tuning.build_tuning_job(dev, SEARCH_SPACE, METRIC, preset="demo", display_name="fmnist-tune-1", trials=8,
+                                      parallel=2)  # fmt: skip
+    parent = f"projects/{dev.project_id}/locations/{dev.region}"
+    with vertex_over_the_wire(dev.project_id, dev.region) as fake:
+        job = tuning.send(request)
+        job.wait()  # run(sync=False) sends from a background thread
+    body = fake.only("POST", f"{parent}/hyperparameterTuningJobs").body
+    assert body["displayName"] == "fmnist-tune-1" and (body["maxTrialCount"], body["parallelTrialCount"]) == (8, 2)
+    assert body["encryptionSpec"] == {"kmsKeyName": dev.names.kms_key_name}
+    assert body["studySpec"]["metrics"] == [{"metricId": METRIC, "goal": 1}]  # MAXIMIZE, as a number
+    assert {p["parameterId"] for p in body["studySpec"]["parameters"]} == {p.name for p in SEARCH_SPACE}
+    trial = body["trialJobSpec"]
+    assert trial["serviceAccount"] == dev.names.runtime_account("trainer")
+    assert trial["workerPoolSpecs"][0]["containerSpec"]["args"] == ["--preset", "demo"]
+    assert not fake.sent("POST", "/tensorboards")

@@ -2,14 +2,15 @@
 
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 from google.api_core import exceptions as google_exceptions
 
+from contracts.registry_index import parse_record
 from settings import load_config
 from trainer import cli
 from trainer.cloud.deploy_model import build_deploy
-from trainer.cloud.deploy_model import send as send_deploy
 from trainer.cloud.experiments import VertexExperiment
 from trainer.cloud.submit import build_custom_job, send
 from trainer.cloud.undeploy_all import undeploy_all
@@ -78,6 +79,7 @@ def test_multi_worker_job_with_accelerators_and_tensorboard():
     assert chief["container_spec"] == workers["container_spec"]
     assert chief["container_spec"]["image_uri"] == "example/trainer:1"
     assert request.submit["tensorboard"] == tensorboard and request.init["experiment_tensorboard"] == tensorboard
+    assert "experiment" not in request.submit  # the SDK refuses it beside a TensorBoard; the trainer tracks the run
 
 
 def test_accelerator_needs_type_and_count(dev):
@@ -156,12 +158,16 @@ def test_submit_on_the_local_target_explains_what_to_do(monkeypatch, capsys):
     assert "use a gcp environment" in capsys.readouterr().err
 
 
-RECORD = {
-    "path": "registry/versions/v20260101-000000-abcd",
-    "source": "custom",
-    "dataset_version": "v-1",
-    "metrics": {"accuracy": 0.93},
-}
+RECORD = parse_record(
+    "v20260101-000000-abcd",
+    {
+        "path": "registry/versions/v20260101-000000-abcd",
+        "source": "custom",
+        "dataset_version": "v-1",
+        "metrics": {"accuracy": 0.93},
+    },
+    "index.json",
+)
 
 
 def test_deploy_uploads_a_new_version_of_the_parent_with_aliases_and_the_service_contract(dev):
@@ -175,7 +181,7 @@ def test_deploy_uploads_a_new_version_of_the_parent_with_aliases_and_the_service
     )
     assert "model_id" not in upload and upload["is_default_version"] is True
     assert upload["version_aliases"] == ["champion", version]
-    assert upload["artifact_uri"] == f"gs://fmnist-mlops-dev-models/{RECORD['path']}"
+    assert upload["artifact_uri"] == f"gs://fmnist-mlops-dev-models/{RECORD.path}"
     assert upload["serving_container_image_uri"] == dev.names.image_uri("service")
     assert (
         upload["serving_container_predict_route"],
@@ -195,25 +201,12 @@ def test_first_deploy_creates_the_parent_and_a_canary_keeps_the_default(dev):
 
 def test_deploy_refuses_automl_versions_and_bad_traffic(dev):
     with pytest.raises(CommandError, match="automl model"):
-        build_deploy(dev, "v1", {**RECORD, "source": "automl", "vertex_model": "m"}, [], parent_exists=True)
+        build_deploy(dev, "v1", replace(RECORD, source="automl", extra={"vertex_model": "m"}), [], parent_exists=True)
     with pytest.raises(CommandError, match="1-100"):
         build_deploy(dev, "v1", RECORD, [], parent_exists=True, traffic_percentage=0)
 
 
-def test_deploy_and_undeploy_sdk_calls(dev):
-    sdk = Recorder()
-    request = build_deploy(dev, "v1x", RECORD, ["champion"], parent_exists=True)
-    send_deploy(request, sdk)
-    names = [name for name, _, _ in sdk.calls]
-    assert names == [
-        "aiplatform.init",
-        "aiplatform.Model.upload",
-        "aiplatform.Endpoint",
-        "aiplatform.Model.upload().deploy",
-    ]
-    assert sdk.calls[1][2] == request.upload and sdk.calls[2][1] == (request.endpoint,)
-    assert {k: v for k, v in sdk.calls[3][2].items() if k != "endpoint"} == request.deploy
-
+def test_undeploy_sdk_calls(dev):  # deploy's calls: tests/trainer/test_sdk_contracts.py
     class FakeEndpoint:
         undeployed = False
 
@@ -233,7 +226,7 @@ def test_deploy_and_undeploy_sdk_calls(dev):
         def init(**kwargs):
             pass
 
-    assert undeploy_all(dev, SDK) == f"undeployed 2 model(s) from {request.endpoint}"
+    assert undeploy_all(dev, SDK) == f"undeployed 2 model(s) from {dev.names.endpoint_name}"
     assert FakeEndpoint.undeployed is True
 
 
@@ -302,3 +295,23 @@ def test_undeploy_all_without_a_terminal_needs_yes(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert cli.main(["--env", "dev", "undeploy-all"]) == 1
     assert "pass --yes" in capsys.readouterr().err
+
+
+# ---- deploy-model leaves at most champion + challenger on the endpoint -----------------------------------------
+
+
+def test_a_full_deploy_retires_every_other_model_and_a_canary_keeps_only_the_champion():
+    from trainer.cloud.deploy_model import retire
+    from trainer.cloud.rollout import Deployed
+
+    after_full = [Deployed("1", "v1", 0), Deployed("2", "v0", 0), Deployed("3", "v2", 100)]
+    assert retire(after_full, "v2", 100) == (["1", "2"], {"3": 100})
+    # a canary deployed at 10 %: the SDK scaled the others; the old challenger (v0) goes, the champion (v1) stays
+    after_canary = [Deployed("1", "v1", 63), Deployed("2", "v0", 27), Deployed("3", "v2", 10)]
+    assert retire(after_canary, "v2", 10) == (["2"], {"3": 10, "1": 90})
+    assert retire([Deployed("1", "v1", 100)], "v1", 100) == ([], {"1": 100})  # the first deploy
+    assert retire([Deployed("3", "v2", 100)], "v2", 10) == ([], {"3": 100})  # a canary with nothing beside it
+    # a retried deploy left a twin of the same version without traffic: it goes too
+    assert retire([Deployed("4", "v2", 0), Deployed("5", "v2", 100)], "v2", 100) == (["4"], {"5": 100})
+    with pytest.raises(CommandError, match="v9 is not among the endpoint's deployed models"):
+        retire(after_full, "v9", 100)

@@ -50,6 +50,7 @@ def build_request(settings, import_uri: str, dataset_version: str, *, budget: in
             "location": settings.region,
             "staging_bucket": names.staging_uri,
             "experiment": settings.vertex.experiment,
+            "experiment_tensorboard": settings.vertex.tensorboard or False,  # never the SDK's default TensorBoard
         },
         dataset={
             "display_name": f"fmnist-{dataset_version}",

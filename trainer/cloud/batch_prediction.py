@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from trainer import storage
+import storage
+from trainer.cloud import gcp_resources
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 
@@ -27,6 +28,7 @@ class BatchPredictionRequest:
     init: dict
     create: dict
     file_list: tuple[str, str] | None  # (gs:// URI, newline-separated PNG URIs)
+    wait: bool = False  # block until the job ends (after publishing it as gcp_resources)
 
 
 def job_name(version: str, now: datetime | None = None) -> str:
@@ -77,9 +79,10 @@ def build_batch_prediction(
             "service_account": names.runtime_account("service"),
             "encryption_spec_key_name": names.kms_key_name,
             "labels": {"app": "fmnist-mlops", "env": settings.env, "component": "batch-prediction"},
-            "sync": wait,  # True: create() returns when the job has finished
+            "sync": False,  # create() returns once the job exists: it is published before any wait
         },
         file_list=file_list,
+        wait=wait,
     )
 
 
@@ -112,7 +115,19 @@ def send(settings, request: BatchPredictionRequest, aiplatform=None):
     if request.file_list:
         storage.write_text(*request.file_list)
     aiplatform.init(**request.init)
-    return aiplatform.BatchPredictionJob.create(**request.create)
+    job = aiplatform.BatchPredictionJob.create(**request.create)
+    job.wait_for_resource_creation()
+    gcp_resources.publish("BatchPredictionJob", request.init["location"], job)
+    if request.wait:
+        try:
+            with gcp_resources.cancel_on_sigterm(job, "Vertex AI batch prediction job"):
+                job.wait_for_completion()
+        except RuntimeError as exc:
+            raise CommandError(
+                f"Vertex AI batch prediction job {job.resource_name} did not succeed: {exc}. "
+                "Its logs are in the Vertex AI console (Batch predictions)"
+            ) from None
+    return job
 
 
 # ---- command line (the prediction pipeline's step) ---------------------------------------------------------------

@@ -3,7 +3,8 @@
 Why the SDK and not Terraform: Terraform declares the endpoint (infra/) but cannot upload or deploy a model. Each
 deploy uploads the version as a new version of one parent model (version aliases = its registry aliases and its
 id, so the Vertex AI Model Registry mirrors ours), with the service image as the serving container (the same
-image Cloud Run runs: /predict, /health, port 8080), then deploys it to the endpoint with a traffic share.
+image Cloud Run runs, with the same routes, port and service settings: contracts.serving), then deploys it to the
+endpoint with a traffic share.
 `undeploy-all` (trainer.cloud.undeploy_all) takes them off again before `cdktf destroy`.
 """
 
@@ -13,14 +14,15 @@ import json
 import sys
 from dataclasses import dataclass
 
+import storage
 from contracts.layout import CHAMPION
-from trainer import storage
+from contracts.registry_index import VersionRecord
+from contracts.serving import HEALTH_ROUTE, PORT, PREDICT_ROUTE, Env, deployed_model_name, service_environment
+from trainer.cloud.rollout import Deployed, deployed_models
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 from trainer.models.model_dir import verify_digests
 from trainer.models.registry import ModelRegistry
-
-PREDICT_ROUTE, HEALTH_ROUTE, SERVING_PORT = "/predict", "/health", 8080
 
 
 @dataclass
@@ -33,10 +35,19 @@ class DeployRequest:
     endpoint: str
 
 
+def vertex_environment(settings, version: str) -> dict[str, str]:
+    """The deployed model's environment: the config's service settings (the same builder as Cloud Run's) and the
+    version it serves; Vertex AI adds AIP_STORAGE_URI, AIP_HTTP_PORT and the routes itself."""
+    environment = service_environment(
+        settings.service, settings.rollout.thresholds(), env_name=settings.env, platform="vertex"
+    )
+    return {**environment, Env.FMNIST_MODEL_VERSION: version}
+
+
 def build_deploy(
     settings,
     version: str,
-    record: dict,
+    record: VersionRecord,
     aliases: list[str],
     *,
     parent_exists: bool,
@@ -44,10 +55,10 @@ def build_deploy(
     machine_type: str | None = None,
 ) -> DeployRequest:
     """Upload as a new version of the parent model (or create it), then deploy with `traffic_percentage`."""
-    if record.get("source") != "custom":
+    if record.source != "custom":
         raise CommandError(
-            f"version {version} is a {record.get('source')} model (Vertex AI model "
-            f"{record.get('vertex_model', '?')}); deploy-model serves exported custom models only"
+            f"version {version} is a {record.source} model (Vertex AI model "
+            f"{record.extra.get('vertex_model', '?')}); deploy-model serves exported custom models only"
         )
     if not 0 < traffic_percentage <= 100:
         raise CommandError(f"--traffic-percentage must be 1-100, got {traffic_percentage}")
@@ -55,23 +66,23 @@ def build_deploy(
     version_aliases = sorted({*aliases, version})  # our ids start with a letter: valid Vertex AI aliases
     upload = {
         "display_name": vertex.parent_model,
-        "artifact_uri": storage.join(settings.models_bucket, record["path"]),
+        "artifact_uri": storage.join(settings.models_bucket, record.path),
         "serving_container_image_uri": names.image_uri("service"),
         "serving_container_predict_route": PREDICT_ROUTE,
         "serving_container_health_route": HEALTH_ROUTE,
-        "serving_container_ports": [SERVING_PORT],
-        "serving_container_environment_variables": {"FMNIST_MODEL_VERSION": version},
+        "serving_container_ports": [PORT],
+        "serving_container_environment_variables": vertex_environment(settings, version),
         "version_aliases": version_aliases,
-        "version_description": f"registry version {version}, accuracy {record['metrics'].get('accuracy')}, "
-        f"dataset {record.get('dataset_version')}",
+        "version_description": f"registry version {version}, accuracy {record.metrics.get('accuracy')}, "
+        f"dataset {record.dataset_version}",
         "is_default_version": CHAMPION in aliases,
-        "labels": {"app": "fmnist-mlops", "env": settings.env, "source": record["source"]},
+        "labels": {"app": "fmnist-mlops", "env": settings.env, "source": record.source},
         "encryption_spec_key_name": names.kms_key_name,
         "sync": True,
     }
     upload.update({"parent_model": names.parent_model_name} if parent_exists else {"model_id": vertex.parent_model})
     deploy = {
-        "deployed_model_display_name": f"fmnist-{version}",
+        "deployed_model_display_name": deployed_model_name(version),
         "traffic_percentage": traffic_percentage,
         "machine_type": machine_type or vertex.serving_machine_type,
         "min_replica_count": vertex.min_replica_count,
@@ -97,12 +108,35 @@ def parent_exists(aiplatform, name: str) -> bool:
         return False
 
 
+def retire(deployed: list[Deployed], version: str, traffic_percentage: int) -> tuple[list[str], dict[str, int]]:
+    """After `version` was deployed with `traffic_percentage`: the deployed-model ids to undeploy and the traffic
+    split of those that stay. At most two stay, champion and challenger: the new one, and below 100 % (a canary)
+    the other model with the most traffic. Every other model (0 % after a full deploy, or a previous challenger)
+    would keep its replicas billed and leave `trainer rollout` with more than two models to judge."""
+    mine = [d for d in deployed if d.version == version]
+    if not mine:
+        raise CommandError(f"{version} is not among the endpoint's deployed models after its deploy")
+    new = max(mine, key=lambda d: d.traffic)  # a retried deploy may have left a twin: the one with traffic stays
+    keep, split = [new], {new.id: 100}
+    others = sorted((d for d in deployed if d is not new), key=lambda d: d.traffic, reverse=True)
+    if traffic_percentage < 100 and others:
+        keep.append(others[0])
+        split = {new.id: traffic_percentage, others[0].id: 100 - traffic_percentage}
+    return [d.id for d in deployed if d not in keep], split
+
+
 def send(request: DeployRequest, aiplatform=None):
+    """Upload, deploy, then undeploy what `retire` says no longer serves (each undeploy sets the split that stays)."""
     if aiplatform is None:
         from google.cloud import aiplatform
     aiplatform.init(**request.init)
     model = aiplatform.Model.upload(**request.upload)
-    model.deploy(endpoint=aiplatform.Endpoint(request.endpoint), **request.deploy)
+    endpoint = aiplatform.Endpoint(request.endpoint)
+    model.deploy(endpoint=endpoint, **request.deploy)
+    version = request.upload["serving_container_environment_variables"]["FMNIST_MODEL_VERSION"]
+    retired, split = retire(deployed_models(endpoint), version, request.deploy["traffic_percentage"])
+    for deployed_model_id in retired:
+        endpoint.undeploy(deployed_model_id=deployed_model_id, traffic_split=split, sync=True)
     return model
 
 
@@ -131,10 +165,10 @@ def run(args, settings) -> int:
     registry = ModelRegistry.from_settings(settings)
     index = registry.read_index()
     version = registry.resolve(args.ref, index)
-    aliases = [alias for alias, target in index["aliases"].items() if target == version]
-    record = index["versions"][version]
-    if record.get("files"):  # upload exactly the bytes export verified, or nothing
-        verify_digests(registry.version_uri(version), record["files"])
+    aliases = index.aliases_of(version)
+    record = index.versions[version]
+    if record.files:  # upload exactly the bytes export verified, or nothing
+        verify_digests(registry.version_uri(version), dict(record.files))
     else:
         print(f"note: {version} was registered without file digests; its files are not verified", file=sys.stderr)
     traffic = args.traffic_percentage
@@ -151,7 +185,7 @@ def run(args, settings) -> int:
         request = build_deploy(
             settings,
             version,
-            index["versions"][version],
+            record,
             aliases,
             parent_exists=True,
             traffic_percentage=traffic,
@@ -166,7 +200,7 @@ def run(args, settings) -> int:
     request = build_deploy(
         settings,
         version,
-        index["versions"][version],
+        record,
         aliases,
         parent_exists=parent_exists(aiplatform, settings.names.parent_model_name),
         traffic_percentage=traffic,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import storage
 from contracts import feature_schema
 from contracts.layout import FEATURES_FILE
-from trainer import storage
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 

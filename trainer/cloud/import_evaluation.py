@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import storage
 from contracts.layout import CHAMPION, ModelFiles
-from trainer import storage
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 from trainer.models.registry import ModelRegistry

@@ -10,14 +10,16 @@ metrics), so Vertex ML Metadata links raw data to the deployed model, and the ou
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import storage
 from contracts.feature_schema import FEATURE_FUNCTION_ID
 from contracts.layout import CANDIDATE, FEATURES_FILE, ModelFiles
-from trainer import storage
+from trainer.cloud import gcp_resources
 from trainer.errors import CommandError
 
 OUTCOME = "outcome"  # the output parameter a gate step sets
@@ -67,12 +69,12 @@ def _registered_model(settings, uri: str) -> tuple[str, dict]:
 
     registry = ModelRegistry.from_settings(settings)
     index = registry.read_index()
-    version = index["aliases"][CANDIDATE]
-    record = index["versions"][version]
+    version = registry.resolve(CANDIDATE, index)
+    record = index.versions[version]
     return registry.version_uri(version), {
         "model_version": version,
-        "dataset_version": record.get("dataset_version"),
-        "accuracy": record["metrics"].get("accuracy"),
+        "dataset_version": record.dataset_version,
+        "accuracy": record.metrics.get("accuracy"),
     }
 
 
@@ -104,10 +106,19 @@ def executor_output(settings, executor_input: dict, artifacts: dict[str, str], o
         uri, metadata = describe(settings, artifacts[name])
         artifact = {**spec["artifacts"][0], "uri": uri, "metadata": metadata}
         out["artifacts"][name] = {"artifacts": [artifact]}
-    if OUTCOME in executor_input.get("outputs", {}).get("parameters", {}):
+    parameters = executor_input.get("outputs", {}).get("parameters", {})
+    if OUTCOME in parameters:
         if outcome is None:
             raise CommandError("the task declares an outcome parameter but no --outcome maps exit status 0")
         out["parameterValues"] = {OUTCOME: outcome}
+    if gcp_resources.PARAMETER in parameters:  # written by the command as soon as its job existed
+        path = Path(parameters[gcp_resources.PARAMETER]["outputFile"])
+        if not path.exists():
+            raise CommandError(
+                f"the task declares {gcp_resources.PARAMETER} but its command published no job to {path}: "
+                "run a command that launches a Vertex AI job (submit --wait, batch-prediction --wait)"
+            )
+        out.setdefault("parameterValues", {})[gcp_resources.PARAMETER] = path.read_text()
     return out
 
 
@@ -136,6 +147,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("trainer_args", nargs="+", help="-- then the trainer command and its arguments")
 
 
+def trainer_command(trainer_args: list[str]) -> list[str]:
+    """The wrapped trainer command: the arguments after the one `--` that separates it from the wrapper's own.
+    Only that one goes: a later `--` belongs to the command (`submit ... -- --epochs 3` passes flags to `train`).
+    Python 3.11's argparse already removes the first `--` of a positional, later versions keep it: both work."""
+    return list(trainer_args[1:] if trainer_args[:1] == ["--"] else trainer_args)
+
+
 def run(args, settings) -> int:
     try:
         executor_input = json.loads(args.executor_input)
@@ -143,10 +161,14 @@ def run(args, settings) -> int:
         raise CommandError(f"--executor-input is not JSON ({exc}); pass the {{{{$}}}} placeholder") from None
     outcomes = {int(code): value for code, value in parse_pairs(args.outcome, "--outcome").items()}
     artifacts = parse_pairs(args.artifact, "--artifact")
-    command = [arg for arg in args.trainer_args if arg != "--"]
+    command = trainer_command(args.trainer_args)
     for name, spec in executor_input.get("inputs", {}).get("artifacts", {}).items():
         print(f"input {name}: {spec['artifacts'][0].get('uri')}", flush=True)
-    status = subprocess.run([sys.executable, "-m", "trainer", *command]).returncode
+    environ = dict(os.environ)
+    published = executor_input.get("outputs", {}).get("parameters", {}).get(gcp_resources.PARAMETER)
+    if published:  # the command writes its job there before waiting for it (trainer/cloud/gcp_resources.py)
+        environ[gcp_resources.ENV] = published["outputFile"]
+    status = subprocess.run([sys.executable, "-m", "trainer", *command], env=environ).returncode
     if status != 0 and status not in outcomes:
         print(f"error: `trainer {' '.join(command)}` exited with {status}", file=sys.stderr)
         return status

@@ -3,7 +3,8 @@
 `deploy-model --canary N` puts a challenger beside the champion with N % of the endpoint's traffic. This command
 reads each deployed model's requests, errors and p99 latency over the last `rollout.window_minutes` from Cloud
 Monitoring, judges them with contracts.rollout (thresholds from config `rollout.*`) and then acts: on "promote" the
-challenger passes the registry's quality gate, takes 100 % of the traffic and the old model is undeployed; on
+challenger passes the registry's quality gate, takes 100 % of the traffic, the old model is undeployed and the
+Vertex AI Model Registry aliases (champion, default) move to the challenger's version; on
 "rollback" the challenger is undeployed and the champion gets 100 % back; on "wait" nothing changes (`--watch`
 asks again every `--interval` seconds). Every decision is recorded in the registry's event log with its reasons.
 Requests are built by pure functions (tests bind them to the installed SDKs); only `run` talks to Google Cloud.
@@ -22,12 +23,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.registry_index import RegistryIndex
 from contracts.rollout import Verdict, VersionStats, verdict
+from contracts.serving import PORT, ROLLOUT_ROUTE, deployed_model_version
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 from trainer.models.registry import ModelRegistry
 
-DEPLOYED_PREFIX = "fmnist-"  # deploy-model names each deployed model fmnist-<registry version>
 METRIC_PREFIX = "aiplatform.googleapis.com/prediction/online/"
 # what each figure is read from: (metric, per-series aligner, cross-series reducer)
 SERIES = {
@@ -50,8 +52,7 @@ def deployed_models(endpoint: Any) -> list[Deployed]:
     split = dict(endpoint.traffic_split or {})
     out = []
     for model in endpoint.list_models():
-        name = model.display_name
-        version = name[len(DEPLOYED_PREFIX) :] if name.startswith(DEPLOYED_PREFIX) else name
+        version = deployed_model_version(model.display_name)
         out.append(Deployed(str(model.id), version, int(split.get(str(model.id), 0))))
     return out
 
@@ -118,14 +119,24 @@ def plan(decision: Verdict, champion: Deployed, challenger: Deployed) -> list[tu
     return []
 
 
-LOCAL_SERVICE_URL = "http://127.0.0.1:8080"  # `python -m service`'s default port
+def move_model_aliases(aiplatform: Any, parent_model: str, index: RegistryIndex, version: str) -> list[str]:
+    """After a promotion: the Vertex AI Model Registry version of `version` (found by its id, an alias deploy-model
+    gave it) takes every registry alias that now points at it, plus `default` (the version served when none is
+    named). An alias is unique within a model, so it moves from the version that had it. Returns the aliases."""
+    aliases = sorted({alias for alias, target in index.aliases.items() if target == version} | {"default"})
+    vertex_version = aiplatform.Model(model_name=f"{parent_model}@{version}").version_id
+    aiplatform.models.ModelRegistry(parent_model).add_version_aliases(new_aliases=aliases, version=vertex_version)
+    return aliases
+
+
+LOCAL_SERVICE_URL = f"http://127.0.0.1:{PORT}"  # `python -m service`'s default port
 
 
 def read_service_verdict(url: str, timeout_s: float = 10) -> dict[str, Any]:
     """GET <url>/monitoring/rollout, or a CommandError that says what to start or fix."""
     import requests
 
-    target = url.rstrip("/") + "/monitoring/rollout"
+    target = url.rstrip("/") + ROLLOUT_ROUTE
     try:
         reply = requests.get(target, timeout=timeout_s)
     except requests.RequestException as exc:
@@ -214,6 +225,9 @@ def run(args: Any, settings: Any) -> int:
         registry.promote(challenger.version)  # the quality gate has the last word before traffic moves
     for method, kwargs in calls:
         getattr(endpoint, method)(**kwargs)
+    if decision.decision == "promote":  # the Vertex AI Model Registry follows ours
+        moved = move_model_aliases(aiplatform, names.parent_model_name, registry.read_index(), challenger.version)
+        print(f"Vertex AI Model Registry: {challenger.version} now has {', '.join(moved)}")
     registry.record(f"canary-{decision.decision}", challenger.version, reasons=decision.reasons, target="vertex")
     print(f"{decision.decision}: {'; '.join(decision.reasons)}")
     return 0

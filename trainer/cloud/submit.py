@@ -5,7 +5,8 @@ prints it); only `send` talks to Google Cloud. The job runs the trainer image (e
 train`) with FMNIST_ENV set, so inside it the same config resolves; Vertex AI sets AIP_MODEL_DIR,
 AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR under base_output_dir, and TF_CONFIG when there are several
 replicas. The experiment and TensorBoard come from infra/ (config vertex.tensorboard); every resource name from
-contracts.cloud (settings.names).
+contracts.cloud (settings.names). With a TensorBoard the job gets it and the trainer tracks the experiment run;
+without one the job is tied to the experiment and no TensorBoard is made (`experiment_tensorboard=False`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from trainer import storage
+import storage
+from trainer.cloud import gcp_resources
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 
@@ -81,14 +83,13 @@ def build_custom_job(
         )
     labels = {"app": "fmnist-mlops", "env": settings.env, "component": "trainer"}
     notes = []
-    submit = {
-        "service_account": names.runtime_account("trainer"),
-        "restart_job_on_worker_restart": True,
-        "experiment": vertex.experiment,
-    }
+    submit: dict = {"service_account": names.runtime_account("trainer"), "restart_job_on_worker_restart": True}
     if vertex.tensorboard:
+        # The SDK refuses `experiment` with `tensorboard`: the job gets the TensorBoard, and the trainer inside it
+        # tracks the experiment run itself (named --run-id, backed by the same TensorBoard).
         submit["tensorboard"] = vertex.tensorboard
     else:
+        submit["experiment"] = vertex.experiment
         notes.append(
             "vertex.tensorboard is not set: no TensorBoard for this job (set it to `cdktf output` "
             "tensorboard, e.g. FMNIST_VERTEX__TENSORBOARD=projects/.../tensorboards/ID)"
@@ -99,7 +100,8 @@ def build_custom_job(
             "location": settings.region,
             "staging_bucket": names.staging_uri,
             "experiment": vertex.experiment,
-            **({"experiment_tensorboard": vertex.tensorboard} if vertex.tensorboard else {}),
+            # False, not left out: left out, the SDK creates a default TensorBoard outside Terraform, without CMEK
+            "experiment_tensorboard": vertex.tensorboard or False,
         },
         job={
             "display_name": display_name,
@@ -120,9 +122,11 @@ def send(request: CustomJobRequest, aiplatform=None, *, wait: bool = False):
     aiplatform.init(**request.init)
     job = aiplatform.CustomJob(**request.job)
     job.submit(**request.submit)
+    gcp_resources.publish("CustomJob", request.init["location"], job)  # cancelling a run cancels it
     if wait:
         try:
-            job.wait_for_completion()
+            with gcp_resources.cancel_on_sigterm(job, "Vertex AI custom job"):
+                job.wait_for_completion()
         except RuntimeError as exc:
             raise CommandError(
                 f"Vertex AI custom job {request.job['display_name']} did not succeed: {exc}. "

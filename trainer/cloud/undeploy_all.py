@@ -19,11 +19,11 @@ def undeploy_all(settings, aiplatform=None) -> str:
 
     aiplatform.init(project=settings.project_id, location=settings.region)
     name = settings.names.endpoint_name
-    try:
+    try:  # Endpoint(name) reads nothing yet (the SDK defers the GET): list_models is the first read
         endpoint = aiplatform.Endpoint(name)
+        count = len(endpoint.list_models())
     except exceptions.NotFound:
         return f"endpoint {name} does not exist: nothing to undeploy"
-    count = len(endpoint.list_models())
     endpoint.undeploy_all(sync=True)
     return f"undeployed {count} model(s) from {name}"
 

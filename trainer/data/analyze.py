@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+import storage
 from contracts.dataset import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
-from trainer import storage
 from trainer.data.dataset import Dataset
 
 SEED_OUTLIER_PERCENT = 0.06  # what the seed project reported among 70,000 images

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+import storage
 from contracts.dataset import IDX_ROLES
 from contracts.layout import DATASET_DIR, LATEST_FILE, MANIFEST_FILE
-from trainer import storage
 from trainer.data import idx
 from trainer.errors import DatasetError
 

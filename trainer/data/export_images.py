@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+import storage
 from contracts.dataset import CLASS_NAMES
-from trainer import storage
 from trainer.data.splits import validation_mask
 
 ML_USE_LABEL = "aiplatform.googleapis.com/ml_use"

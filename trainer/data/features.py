@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
+import storage
 from contracts.feature_schema import COLUMNS, FEATURE_FUNCTION_ID, FEATURE_NAMES
 from contracts.features import compute_features_chunked
 from contracts.layout import FEATURES_FILE
-from trainer import storage
 
 _ARROW_TYPES = {"STRING": "string", "INT64": "int64", "FLOAT64": "float64"}
 

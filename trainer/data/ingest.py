@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import storage
 from contracts.dataset import CLASS_NAMES, DATASET_NAME
 from contracts.layout import LATEST_FILE, MANIFEST_FILE
-from trainer import storage
 from trainer.data import idx
+from trainer.data.commit_marker import check_set, read_marker
 from trainer.data.dataset import dataset_root, version_uri
 from trainer.errors import CommandError
 
@@ -58,6 +59,12 @@ def add_arguments(parser) -> None:
         metavar="FILE=HEX",
         help="expected SHA-256 of one of the four .gz files (repeat for each); checked for every source, and "
         "needed for a non-canonical URL's cached files to be reused",
+    )
+    parser.add_argument(
+        "--commit-marker",
+        metavar="PATH|gs://URI",
+        help="the upload's commit marker (JSON: each file's name, size, sha256): refuse a set that differs from "
+        "it (trainer/data/commit_marker.py); the new-data trigger passes it",
     )
     parser.add_argument(
         "--require-official",
@@ -342,11 +349,22 @@ def _write_version(settings, files: idx.IdxSet, blobs: dict[str, bytes], source:
         raise CommandError(f"cannot write dataset version {files.version} to {base}: {exc}") from None
 
 
-def ingest(settings, source: Source, *, require_official: bool = False, checksums: dict[str, str] | None = None) -> str:
-    """Fetch, validate, store; returns the version id. Raises CommandError (nothing written) on bad input."""
+def ingest(
+    settings,
+    source: Source,
+    *,
+    require_official: bool = False,
+    checksums: dict[str, str] | None = None,
+    commit_marker: str | None = None,
+) -> str:
+    """Fetch, validate, store; returns the version id. Raises CommandError (nothing written) on bad input,
+    including a set that differs from its `commit_marker`'s manifest."""
     print(f"source: {source.kind} {source.location}")
+    marker = read_marker(commit_marker) if commit_marker else None
     try:
         blobs, names = fetch(source, settings, checksums)
+        if marker is not None:
+            check_set(blobs, names, marker, str(commit_marker))
         hashes = [hashlib.sha256(blobs[role]).hexdigest() for role in idx.ROLES]
         version = "v-" + hashlib.sha256("".join(hashes).encode("ascii")).hexdigest()[:12]
         base = version_uri(settings, version)
@@ -387,6 +405,7 @@ def run(args, settings) -> int:
             choose_source(settings, args.source),
             require_official=args.require_official,
             checksums=parse_checksums(getattr(args, "sha256", None) or []),
+            commit_marker=getattr(args, "commit_marker", None),
         )
     except storage.StorageError as exc:
         raise CommandError(f"datasets bucket {settings.datasets_bucket}: {exc}") from None

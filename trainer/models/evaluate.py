@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import storage
 from contracts.dataset import CLASS_NAMES
 from contracts.layout import ModelFiles
-from trainer import storage
 from trainer.data.dataset import Dataset, load_dataset
 from trainer.models import model_dir as model_files
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+import storage
 from contracts.dataset import CLASS_NAMES, IMAGE_SHAPE
 from contracts.features import compute_features_chunked, feature_baseline
 from contracts.layout import INPUT_NAME, OUTPUT_NAME, ModelFiles
-from trainer import storage
 from trainer.clock import utc_now
 from trainer.errors import CommandError
 from trainer.models import quantize, registry
@@ -205,8 +205,8 @@ def export_model_dir(settings, model_dir: str, *, register: bool = True) -> dict
 
 
 def _registered_version(settings, run_id: str):
-    for version, record in registry.ModelRegistry.from_settings(settings).read_index()["versions"].items():
-        if record.get("run_id") == run_id:
+    for version, record in registry.ModelRegistry.from_settings(settings).read_index().versions.items():
+        if record.extra.get("run_id") == run_id:
             return version
     return None
 

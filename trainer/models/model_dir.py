@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+import storage
 from contracts.layout import INPUT_NAME, OUTPUT_NAME, ModelFiles
-from trainer import storage
 from trainer.errors import ModelDirError
 
 

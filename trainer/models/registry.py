@@ -20,10 +20,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+import storage
 from contracts.layout import CANDIDATE, CHAMPION, REGISTRY_INDEX, REGISTRY_VERSIONS, ModelFiles, version_dir
-from trainer import storage
+from contracts.registry_index import (
+    RegistryIndex,
+    RegistryIndexError,
+    UnknownReference,
+    VersionRecord,
+    empty_index,
+    parse_index,
+)
 from trainer.clock import utc_now
 from trainer.errors import GateRefused, ModelDirError, RegistryError
+from trainer.models.gate import IDENTICAL, REFUSE
+from trainer.models.gate_sets import PairedGate
+from trainer.models.index_signing import Signer, signer_for, write_signature
 from trainer.models.model_dir import verify_digests
 
 __all__ = [
@@ -44,20 +55,25 @@ def new_version_id() -> str:
     return f"v{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def empty_index() -> dict:
-    return {"versions": {}, "aliases": {}, "history": {CHAMPION: []}, "events": []}
-
-
 @dataclass
 class ModelRegistry:
     root: str  # the models bucket (local dir or gs://)
     accuracy_floor: float = 0.85
     regression_tolerance: float = 0.005
     max_attempts: int = 10
+    signer: Signer | None = None  # signs every index written (trainer/models/index_signing.py); None: unsigned
+    # the paired gate on pinned data (trainer/models/gate_sets.py): (registry, candidate, champion, index) -> report
+    paired_gate: Callable | None = None
 
     @classmethod
     def from_settings(cls, settings) -> ModelRegistry:
-        return cls(settings.models_bucket, settings.registry.accuracy_floor, settings.registry.regression_tolerance)
+        return cls(
+            settings.models_bucket,
+            settings.registry.accuracy_floor,
+            settings.registry.regression_tolerance,
+            signer=signer_for(settings),
+            paired_gate=PairedGate(settings) if settings.registry.paired_gate else None,
+        )
 
     @property
     def index_uri(self) -> str:
@@ -68,35 +84,39 @@ class ModelRegistry:
 
     # ---- reading ----------------------------------------------------------------------------------------------
 
-    def read_index(self) -> dict:
+    def read_index(self) -> RegistryIndex:
         data = storage.read_versioned(self.index_uri).data
-        return _parse_index(data, self.index_uri) if data else empty_index()
+        return _parse_index(data, self.index_uri) if data else empty_index(self.index_uri)
 
-    def resolve(self, ref: str, index: dict | None = None) -> str:
-        """A version id or an alias -> the version id."""
-        index = index or self.read_index()
-        if ref in index["versions"]:
-            return ref
-        if ref in index["aliases"]:
-            return index["aliases"][ref]
-        aliases = ", ".join(sorted(index["aliases"])) or "none yet"
-        raise RegistryError(
-            f"'{ref}' is neither a registered version nor an alias (aliases: {aliases}); "
-            "see `python -m trainer registry list`"
-        )
+    def resolve(self, ref: str, index: RegistryIndex | None = None) -> str:
+        """An alias or a version id -> the version id (contracts.registry_index: an alias first)."""
+        index = self.read_index() if index is None else index
+        try:
+            return index.resolve(ref)
+        except UnknownReference as exc:
+            aliases = ", ".join(exc.aliases) or "none yet"
+            raise RegistryError(
+                f"'{ref}' is neither a registered version nor an alias (aliases: {aliases}); "
+                "see `python -m trainer registry list`"
+            ) from None
+        except RegistryIndexError as exc:
+            raise RegistryError(str(exc)) from None
 
     # ---- changing, by compare-and-swap ---------------------------------------------------------------------------
 
-    def _update(self, change: Callable[[dict], T]) -> T:
-        """Apply `change` to the newest index and write it back unless someone else wrote first; then retry."""
+    def _update(self, change: Callable[[RegistryIndex], tuple[RegistryIndex, T]]) -> T:
+        """Apply `change` to the newest index and write what it returns unless someone else wrote first; retry."""
         for attempt in range(self.max_attempts):
             current = storage.read_versioned(self.index_uri)
-            index = _parse_index(current.data, self.index_uri) if current.data else empty_index()
-            result = change(index)
+            index = _parse_index(current.data, self.index_uri) if current.data else empty_index(self.index_uri)
+            index, result = change(index)
+            data = json.dumps(index.to_json(), indent=2, sort_keys=True).encode()
+            if self.signer is not None:
+                write_signature(self.root, data, self.signer)
             try:
                 storage.write_if_unchanged(
                     self.index_uri,
-                    json.dumps(index, indent=2, sort_keys=True).encode(),
+                    data,
                     current.token,
                     content_type="application/json",
                 )
@@ -124,7 +144,7 @@ class ModelRegistry:
             raise RegistryError(f"source must be one of {', '.join(SOURCES)}, got '{source}'")
         version = version or new_version_id()
         destination = self.version_uri(version)
-        if version in self.read_index()["versions"]:
+        if version in self.read_index().versions:
             raise RegistryError(
                 f"version {version} is already registered at {destination}: registered versions are immutable; "
                 "register under a new version id"
@@ -143,22 +163,22 @@ class ModelRegistry:
             except ModelDirError as exc:
                 storage.delete_tree(destination)
                 raise RegistryError(f"not registered: the copy into the registry differs ({exc})") from None
-        record = {
-            "path": version_dir(version),
-            "metrics": dict(metrics),
-            "source": source,
-            "dataset_version": dataset_version,
-            "created_at": utc_now(),
+        record = VersionRecord.new(
+            version,
+            metrics=dict(metrics),
+            source=source,
+            dataset_version=dataset_version,
+            created_at=utc_now(),
             **(extra or {}),
-        }
+        )
 
-        def add(index: dict) -> None:
-            if version in index["versions"]:
+        def add(index: RegistryIndex) -> tuple[RegistryIndex, None]:
+            if version in index.versions:
                 raise RegistryError(f"version {version} is already registered; versions are immutable")
-            index["versions"][version] = record
+            index = index.with_version(version, record)
             if alias:
-                index["aliases"][alias] = version
-            _event(index, "register", version, alias=alias, source=source)
+                index = index.with_alias(alias, version)
+            return _event(index, "register", version, alias=alias, source=source), None
 
         self._update(add)
         return version
@@ -174,9 +194,11 @@ class ModelRegistry:
         else:
             storage.copy_tree(source_files, destination)
 
-    def check_gate(self, version: str, index: dict) -> None:
-        """Raise GateRefused with the numbers unless `version` may become champion."""
-        accuracy = index["versions"][version]["metrics"].get("accuracy")
+    def check_gate(self, version: str, index: RegistryIndex, *, paired: bool = False) -> None:
+        """Raise GateRefused with the numbers unless `version` may become champion. With `paired` (the paired gate
+        compared both on the same images) the stored accuracies, measured on different test sets, are not
+        compared; the floor still holds."""
+        accuracy = index.versions[version].accuracy
         if accuracy is None:
             raise GateRefused(f"version {version} has no accuracy metric; the quality gate cannot pass it")
         if accuracy < self.accuracy_floor:
@@ -184,9 +206,9 @@ class ModelRegistry:
                 f"promotion of {version} refused: test accuracy {accuracy:.4f} is below the floor "
                 f"{self.accuracy_floor:.4f} (registry.accuracy_floor)"
             )
-        champion = index["aliases"].get(CHAMPION)
-        if champion and champion != version:
-            best = index["versions"][champion]["metrics"]["accuracy"]
+        champion = index.alias(CHAMPION)
+        if champion and champion != version and not paired:
+            best = index.versions[champion].metrics["accuracy"]
             shortfall = best - accuracy
             # accuracies are image-count ratios: exactly the tolerance below must pass, and a float subtraction
             # can land a hair above it (0.5006 - 0.4956 > 0.005), so "more than" means beyond float noise
@@ -197,28 +219,54 @@ class ModelRegistry:
                     "(registry.regression_tolerance)"
                 )
 
-    def promote(self, ref: str = CANDIDATE) -> tuple[str, str | None]:
-        """Make `ref` the champion if it passes the gate; returns (new champion, previous champion)."""
+    def promote(self, ref: str = CANDIDATE, *, pending_approval: bool = False) -> tuple[str, str | None]:
+        """Make `ref` the champion if it passes the gate; returns (new champion, previous champion).
 
-        def change(index: dict):
+        With a paired gate and a champion, both are scored on the same gate sets first (outside the index update:
+        it takes seconds); the update then refuses if the champion changed meanwhile."""
+        report = None
+        if self.paired_gate is not None:
+            index = self.read_index()
+            version, champion = self.resolve(ref, index), index.alias(CHAMPION)
+            if champion and champion != version:
+                report = self.paired_gate(self, version, champion, index)
+            if report is not None and report.decision == IDENTICAL:
+                raise GateRefused(f"promotion of {version} refused: {report.reasons[0]} (champion {champion})")
+            if report is not None and report.decision == REFUSE:
+                raise GateRefused(f"promotion of {version} refused: " + "; ".join(report.reasons))
+        if pending_approval:  # a run nobody started by hand: gate and report, then wait for the promoter
+            index = self.read_index()
             version = self.resolve(ref, index)
-            previous = index["aliases"].get(CHAMPION)
+            self.check_gate(version, index, paired=report is not None)
+            self.record("awaiting_approval", version, champion=index.alias(CHAMPION))
+            raise GateRefused(
+                f"{version} passed the gate and awaits approval (registry.promote_pipeline_runs is off): promote it "
+                f"with `python -m trainer registry promote {version}`"
+            )
+
+        def change(index: RegistryIndex) -> tuple[RegistryIndex, tuple[str, str | None]]:
+            version = self.resolve(ref, index)
+            previous = index.alias(CHAMPION)
             if previous == version:
                 raise RegistryError(f"{version} is already the champion")
-            self.check_gate(version, index)
-            index["aliases"][CHAMPION] = version
-            index["history"].setdefault(CHAMPION, []).append(version)
-            _event(index, "promote", version, previous=previous)
-            return version, previous
+            if report is not None and (report.candidate, report.champion) != (version, previous):
+                raise RegistryError(
+                    f"the champion changed to {previous} while the gate compared {version} with {report.champion}; "
+                    "nothing was promoted: run it again"
+                )
+            self.check_gate(version, index, paired=report is not None)
+            index = index.with_alias(CHAMPION, version)
+            index = index.with_history(CHAMPION, (*index.history.get(CHAMPION, ()), version))
+            return _event(index, "promote", version, previous=previous), (version, previous)
 
         return self._update(change)
 
     def rollback(self, to: str | None = None) -> tuple[str, str]:
         """Move champion back to the previous champion (or to `to`, an earlier champion); returns (new, old)."""
 
-        def change(index: dict):
-            history = index["history"].get(CHAMPION, [])
-            current = index["aliases"].get(CHAMPION)
+        def change(index: RegistryIndex) -> tuple[RegistryIndex, tuple[str, str]]:
+            history = list(index.history.get(CHAMPION, ()))
+            current = index.alias(CHAMPION)
             if not current:
                 raise RegistryError("there is no champion to roll back")
             earlier = history[:-1] if history and history[-1] == current else list(history)
@@ -232,30 +280,26 @@ class ModelRegistry:
                 earlier = earlier[: len(earlier) - earlier[::-1].index(target)]
             if not earlier:
                 raise RegistryError(f"{current} is the first champion: there is nothing to roll back to")
-            index["aliases"][CHAMPION] = earlier[-1]
-            index["history"][CHAMPION] = earlier
-            _event(index, "rollback", earlier[-1], previous=current)
-            return earlier[-1], current
+            index = index.with_alias(CHAMPION, earlier[-1]).with_history(CHAMPION, earlier)
+            return _event(index, "rollback", earlier[-1], previous=current), (earlier[-1], current)
 
         return self._update(change)
 
     def record(self, action: str, version: str, **details: object) -> None:
         """Append an event (a canary started or ended, say) to index.json's log, by compare-and-swap."""
-        self._update(lambda index: _event(index, action, version, **details))
+        self._update(lambda index: (_event(index, action, version, **details), None))
 
 
-def _parse_index(data: bytes, uri: str) -> dict:
+def _parse_index(data: bytes, uri: str) -> RegistryIndex:
+    """The one parser (contracts.registry_index), its refusal as a RegistryError."""
     try:
-        index = json.loads(data)
-    except ValueError as exc:
-        raise RegistryError(f"{uri} is not valid JSON ({exc}); restore it from the bucket's object versions") from None
-    for key, default in empty_index().items():
-        index.setdefault(key, default)
-    return index
+        return parse_index(data, uri)
+    except RegistryIndexError as exc:
+        raise RegistryError(str(exc)) from None
 
 
-def _event(index: dict, action: str, version: str, **details) -> None:
-    index.setdefault("events", []).append({"at": utc_now(), "action": action, "version": version, **details})
+def _event(index: RegistryIndex, action: str, version: str, **details) -> RegistryIndex:
+    return index.with_event({"at": utc_now(), "action": action, "version": version, **details})
 
 
 # ---- API for the trainers (custom export and AutoML) -----------------------------------------------------------
@@ -307,24 +351,26 @@ def add_arguments(parser) -> None:
     show.add_argument("ref", help="version id or alias (champion, candidate)")
     promote = sub.add_parser("promote", help="make a version champion if it passes the quality gate")
     promote.add_argument("ref", nargs="?", default=CANDIDATE, help="version id or alias (default: candidate)")
+    promote.add_argument(
+        "--pending-approval",
+        action="store_true",
+        help="run the gate and record the result, but leave the champion to a person (exit 3): what pipeline runs "
+        "do unless registry.promote_pipeline_runs is on",
+    )
     rollback = sub.add_parser("rollback", help="move champion back to the previous champion")
     rollback.add_argument("--to", help="an earlier champion to go back to (default: the one before)")
 
 
-def format_table(index: dict) -> str:
-    aliases: dict[str, list] = {}
-    for alias, version in index["aliases"].items():
-        aliases.setdefault(version, []).append(alias)
+def format_table(index: RegistryIndex) -> str:
     lines = [f"{'version':<24}{'source':<8}{'accuracy':>9}{'macro P':>9}  {'dataset':<16}{'created':<22}aliases"]
-    for version, record in sorted(index["versions"].items()):
-        metrics = record.get("metrics", {})
-        accuracy, precision = metrics.get("accuracy"), metrics.get("macro_precision")
+    for version, record in sorted(index.versions.items()):
+        accuracy, precision = record.metrics.get("accuracy"), record.metrics.get("macro_precision")
         lines.append(
-            f"{version:<24}{record.get('source', '?'):<8}"
+            f"{version:<24}{record.source or '?':<8}"
             f"{'-' if accuracy is None else format(accuracy, '.4f'):>9}"
             f"{'-' if precision is None else format(precision, '.4f'):>9}  "
-            f"{str(record.get('dataset_version')):<16}{record.get('created_at', ''):<22}"
-            f"{','.join(sorted(aliases.get(version, [])))}"
+            f"{str(record.dataset_version):<16}{record.created_at or '':<22}"
+            f"{','.join(index.aliases_of(version))}"
         )
     return "\n".join(lines)
 
@@ -334,8 +380,8 @@ def run(args, settings) -> int:
     if args.action == "list":
         index = registry.read_index()
         if args.json:
-            print(json.dumps(index, indent=2, sort_keys=True))
-        elif not index["versions"]:
+            print(json.dumps(index.to_json(), indent=2, sort_keys=True))
+        elif not index.versions:
             print(f"no versions registered in {registry.index_uri} yet; `python -m trainer export` registers one")
         else:
             print(format_table(index))
@@ -344,8 +390,8 @@ def run(args, settings) -> int:
         version = registry.resolve(args.ref, index)
         out = {
             "version": version,
-            "record": index["versions"][version],
-            "aliases": sorted(a for a, v in index["aliases"].items() if v == version),
+            "record": index.versions[version].to_json(),
+            "aliases": index.aliases_of(version),
         }
         try:
             metadata = json.loads(storage.read_text(storage.join(registry.version_uri(version), ModelFiles.METADATA)))
@@ -355,8 +401,8 @@ def run(args, settings) -> int:
             pass
         print(json.dumps(out, indent=2, sort_keys=True))
     elif args.action == "promote":
-        version, previous = registry.promote(args.ref)
-        accuracy = registry.read_index()["versions"][version]["metrics"]["accuracy"]
+        version, previous = registry.promote(args.ref, pending_approval=args.pending_approval)
+        accuracy = registry.read_index().versions[version].metrics["accuracy"]
         print(f"champion is now {version} (accuracy {accuracy:.4f}); was {previous or 'none'}")
     elif args.action == "rollback":
         version, previous = registry.rollback(args.to)

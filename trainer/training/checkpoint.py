@@ -19,7 +19,7 @@ from pathlib import Path
 
 import keras
 
-from trainer import storage
+import storage
 from trainer.errors import CommandError
 
 STATE_FILE = "state.json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from trainer import storage
+import storage
 from trainer.clock import utc_now
 
 

@@ -7,7 +7,6 @@ AIP_* locations, TF_CONFIG) only decides its inputs and where its outputs go.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -15,20 +14,21 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
 import numpy as np
 
+import storage
 from contracts.dataset import NUM_CLASSES
-from trainer import storage
 from trainer.errors import CommandError
 from trainer.models import model_dir as model_files
 from trainer.models.model_dir import predict_probabilities
 from trainer.training import checkpoint, distribute
 from trainer.training.model import ModelSpec, build_model
+from trainer.training.options import add_option_flags, apply_options
 from trainer.training.run_record import RunRecord
 
 
@@ -419,30 +419,7 @@ def add_arguments(parser) -> None:
         help=f"hyperparameter preset: {', '.join(sorted(PRESETS))}, or one `trainer tune --save-preset` saved "
         "(default: config training.preset)",
     )
-    # underscore spellings too: a Vertex AI tuning trial passes --<parameter id>=<value> (trainer/cloud/tuning.py)
-    parser.add_argument("--epochs", type=whole_number)
-    parser.add_argument("--batch-size", "--batch_size", type=whole_number)
-    parser.add_argument("--learning-rate", "--learning_rate", type=float)
-    parser.add_argument("--width", type=whole_number, help="filters of the first conv block")
-    parser.add_argument("--dropout", type=float, help="dropout before the classifier")
-    parser.add_argument("--label-smoothing", "--label_smoothing", type=float)
-    parser.add_argument(
-        "--ema-momentum",
-        "--ema_momentum",
-        type=float,
-        help="keep an exponential moving average of the weights and save it (e.g. 0.99; 0: off)",
-    )
-    parser.add_argument(
-        "--augment", action=argparse.BooleanOptionalAction, default=None, help="random shifts and flips"
-    )
-    parser.add_argument(
-        "--mixed-precision",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="mixed_bfloat16 compute (fast on GPUs and AMX CPUs)",
-    )
-    parser.add_argument("--jit-compile", choices=["auto", "on", "off"])
-    parser.add_argument("--seed", type=int)
+    add_option_flags(parser)  # the training options (trainer/training/options.py)
     parser.add_argument("--dataset-version", help="dataset version (default: config, then LATEST)")
     parser.add_argument("--run-id", help="name of a new run (default: run-<UTC time>-<config hash>)")
     parser.add_argument("--model-dir", help="where the model goes (default: $AIP_MODEL_DIR, else the run's folder)")
@@ -462,36 +439,7 @@ def resolve_config(settings, args) -> TrainConfig:
     """Preset, then config-file training.* values, then command-line flags."""
     training = settings.training
     config = preset(settings, getattr(args, "preset", None) or training.preset)
-    overrides = {"validation_fraction": training.validation_fraction, "seed": training.seed}
-    for name in ("epochs", "batch_size", "learning_rate", "augment"):
-        value = getattr(args, name, None)
-        value = value if value is not None else getattr(training, name)
-        if value is not None:
-            overrides[name] = value
-    for name in ("mixed_precision", "jit_compile", "seed"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    for name in ("label_smoothing", "ema_momentum"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    model = {"width": getattr(args, "width", None) or training.width, "dropout": getattr(args, "dropout", None)}
-    model = {k: v for k, v in model.items() if v is not None}
-    if model:
-        overrides["model"] = replace(config.model, **model)
-    config = replace(config, **overrides)
-    if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
-        raise CommandError("--epochs and --batch-size must be >= 1 and --learning-rate > 0")
-    if not 0 <= config.ema_momentum < 1:
-        raise CommandError(f"--ema-momentum {config.ema_momentum}: expected 0 (off) or a momentum below 1, e.g. 0.99")
-    return config
-
-
-def whole_number(text: str) -> int:
-    """An int flag that also takes '32.0' (how a tuning service may print a discrete value)."""
-    value = float(text)
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text}")
-    return int(value)
+    return apply_options(config, training, args)
 
 
 def saved_preset_uri(settings, name: str) -> str:

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from trainer import storage
+import storage
 from trainer.data.dataset import load_dataset
 from trainer.errors import CommandError
 from trainer.training.search_space import METRIC, SEARCH_SPACE, apply, suggest

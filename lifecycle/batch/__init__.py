@@ -1,0 +1,1 @@
+"""Batch scoring: a dataset's images through the serving artifact, locally or as a Vertex AI batch prediction."""

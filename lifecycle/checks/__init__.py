@@ -1,0 +1,1 @@
+"""Checks of the served model: start `python -m service`, score over HTTP, shadow a candidate, write the report."""

@@ -1,0 +1,1 @@
+"""Notebook support: the helpers notebooks/ import, a client of the service, and the runner that executes them."""

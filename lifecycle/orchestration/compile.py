@@ -1,0 +1,77 @@
+"""`python -m lifecycle compile`: the step list of one environment as a KFP v2 pipeline YAML for Vertex AI.
+
+Why its own venv: kfp 2.17 pins protobuf < 7 and requests == 2.33.0, older than what the trainer's TensorFlow and
+Google Cloud libraries run with here; `make pipeline` runs this module with `.venv-kfp/bin/python`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lifecycle.orchestration.pipeline import RUN_ID, compile_pipeline
+from lifecycle.orchestration.plan import build_prediction_steps, build_steps
+from settings import ConfigError, load_config
+
+DEFAULT_OUTPUT = Path("build") / "fmnist-lifecycle.yaml"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m lifecycle compile", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--env", default="dev", help="config environment whose step list is compiled (default dev)")
+    parser.add_argument(
+        "--pipeline",
+        choices=["lifecycle", "prediction"],
+        default="lifecycle",
+        help="lifecycle (raw data to deployed model, default) or prediction (a Vertex AI batch prediction job)",
+    )
+    parser.add_argument("--model", default="champion", help="prediction: registry version or alias to score with")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
+    parser.add_argument("--image", help="trainer image (default: config vertex.trainer_image, else infra/'s tag)")
+    parser.add_argument("--preset", help="training preset (default: config training.preset)")
+    parser.add_argument(
+        "--source",
+        help="lifecycle: ingest source (default: <datasets bucket>/raw on gcp; config/Debian package locally); "
+        "prediction: the images to score (default: <datasets bucket>/incoming)",
+    )
+    parser.add_argument("--train-arg", action="append", default=[], help="extra `trainer train` flag (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        settings = load_config(args.env)
+        names = settings.names
+        image = args.image or names.image_uri("trainer")
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.pipeline == "prediction":
+        name, description = names.prediction_pipeline_name, "Fashion-MNIST: score images with a Vertex AI batch job"
+        steps = build_prediction_steps(
+            settings, run_id=RUN_ID, source=args.source or names.batch_input_uri, model=args.model
+        )
+    else:
+        name, description = names.pipeline_name, "Fashion-MNIST: raw data to a deployed, evaluated model"
+        source = args.source or (names.raw_data_uri if settings.target == "gcp" else None)
+        steps = build_steps(
+            settings,
+            run_id=RUN_ID,
+            preset=args.preset or settings.training.preset,
+            source=source,
+            train_args=tuple(args.train_arg),
+        )
+    try:
+        compile_pipeline(steps, image, settings.env, args.output, name, description)
+    except ModuleNotFoundError as exc:
+        print(f"error: {exc.name} is missing: run with .venv-kfp/bin/python (make pipeline-venv)", file=sys.stderr)
+        return 1
+    print(
+        f"compiled {name} ({len(steps)} steps) of env {settings.env} into {args.output} "
+        f"(image {image}) in {time.perf_counter() - start:.2f} s"
+    )
+    return 0

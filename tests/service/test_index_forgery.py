@@ -1,0 +1,145 @@
+"""The forgery of issue 25 against a real 2-worker service: someone who can write the models bucket uploads a
+model with its digests and points `aliases.champion` at it in registry/index.json. With the promoter's public key
+configured the service refuses that index (unsigned, then signed with another key), counts and logs the refusal,
+and the promoted version keeps answering; the promoter's next signed index is followed. Once on a local registry,
+once on the GCS emulator. Without a key (the service as it was) the forgery serves: the first test shows the hole."""
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.service.conftest import start_service, stop_service
+from tests.service.model_factory import local_registry, make_version, register
+
+POLL_S = 0.2
+SETTLE_S = 12 * POLL_S + 2.0  # several polls, plus a session build on a shared 2-core machine
+OCTET = {"Content-Type": "application/octet-stream"}
+BLACK = bytes(784)
+
+
+def served_version(server) -> str:
+    status, _, body = server.request("POST", "/predict", BLACK, OCTET)
+    assert status == 200, body[:300]
+    return json.loads(body)["metadata"]["model_version"]
+
+
+def refused(metrics_text: str, reason: str) -> float:
+    pattern = rf'^fmnist_index_refused_total\{{reason="{reason}",role="champion"\}} ([0-9.e+]+)$'
+    return sum(float(v) for v in re.findall(pattern, metrics_text, re.M))
+
+
+def forge(registry, directory: Path, version: str, files: dict, signer=None) -> None:
+    """What an uploader with write access to the bucket can do without the promoter: copy a version in and write
+    an index naming it champion (optionally signed by a key of the forger's own)."""
+    import storage
+    from trainer.models.index_signing import write_signature
+
+    storage.copy_tree(str(directory), registry.version_uri(version))
+    index = registry.read_index()
+    index["versions"][version] = {"path": f"registry/versions/{version}", "metrics": {"accuracy": 0.99}, "files": files}
+    index["aliases"]["champion"] = version
+    data = json.dumps(index, indent=2, sort_keys=True).encode()
+    if signer is not None:
+        write_signature(registry.root, data, signer)
+    storage.write_bytes(registry.index_uri, data)
+
+
+def wait_for(server, version: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if served_version(server) == version:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{version} did not start serving within {timeout} s (serving {served_version(server)})")
+
+
+def setup(tmp_path: Path, model_dir: Path, root: str):
+    from trainer.models.index_signing import LocalKeySigner
+
+    promoter = LocalKeySigner(tmp_path / "promoter")
+    registry = local_registry(root)
+    registry.signer = promoter
+    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "evil", "evil2", "v2")}
+    register(registry, built["v1"][0], "v1", built["v1"][1])
+    return registry, promoter, built
+
+
+def forgery_is_refused(tmp_path: Path, model_dir: Path, root: str) -> None:
+    from trainer.models.index_signing import LocalKeySigner
+
+    registry, promoter, built = setup(tmp_path, model_dir, root)
+    server = start_service(
+        tmp_path,
+        MODEL_URI=f"{root}@champion",
+        WORKERS="2",
+        MODEL_POLL_S=str(POLL_S),
+        INDEX_PUBLIC_KEY_FILE=str(promoter.public_path),
+    )
+    try:
+        assert served_version(server) == "v1"
+
+        forge(registry, built["evil"][0], "evil", built["evil"][1])  # unsigned
+        time.sleep(SETTLE_S)
+        assert {served_version(server) for _ in range(20)} == {"v1"}
+
+        forge(registry, built["evil2"][0], "evil2", built["evil2"][1], LocalKeySigner(tmp_path / "forger"))
+        time.sleep(SETTLE_S)
+        assert {served_version(server) for _ in range(20)} == {"v1"}
+
+        metrics_text = server.request("GET", "/metrics")[2].decode()
+        assert refused(metrics_text, "unsigned") == 2  # once per worker, per index version
+        assert refused(metrics_text, "other_key") == 2
+
+        registry.signer = promoter  # the promoter's own next change is signed and followed
+        register(registry, built["v2"][0], "v2", built["v2"][1])
+        wait_for(server, "v2")
+    finally:
+        assert stop_service(server) == 0
+    lines = [json.loads(line) for line in server.stderr.read_text().splitlines() if line.startswith("{")]
+    refusals = [line for line in lines if line.get("event") == "index_refused"]
+    assert sorted(line["reason"] for line in refusals) == ["other_key", "other_key", "unsigned", "unsigned"]
+    assert all("still serving v1" in line["message"] for line in refusals)
+
+
+def test_without_a_public_key_a_forged_index_serves(tmp_path, model_dir):
+    """The hole of issue 25, kept visible: a service given no INDEX_PUBLIC_KEY follows whatever the index says."""
+    root = str(tmp_path / "models")
+    registry, _, built = setup(tmp_path, model_dir, root)
+    server = start_service(tmp_path, MODEL_URI=f"{root}@champion", WORKERS="1", MODEL_POLL_S=str(POLL_S))
+    try:
+        forge(registry, built["evil"][0], "evil", built["evil"][1])
+        wait_for(server, "evil")
+    finally:
+        assert stop_service(server) == 0
+
+
+def test_a_forged_index_is_refused_on_a_local_registry(tmp_path, model_dir):
+    forgery_is_refused(tmp_path, model_dir, str(tmp_path / "models"))
+
+
+@pytest.mark.slow
+def test_a_forged_index_is_refused_on_gcs(tmp_path, model_dir, gcs_bucket):
+    forgery_is_refused(tmp_path, model_dir, f"{gcs_bucket}/models")
+
+
+def test_a_service_that_starts_on_a_forged_index_serves_nothing(tmp_path, model_dir):
+    """Refused from the first read too (the gunicorn master's): no version serves, /predict says why."""
+    root = str(tmp_path / "models")
+    registry, promoter, built = setup(tmp_path, model_dir, root)
+    forge(registry, built["evil"][0], "evil", built["evil"][1])
+    server = start_service(
+        tmp_path,
+        with_model=False,
+        MODEL_URI=f"{root}@champion",
+        WORKERS="1",
+        MODEL_POLL_S=str(POLL_S),
+        INDEX_PUBLIC_KEY_FILE=str(promoter.public_path),
+    )
+    try:
+        status, _, body = server.request("POST", "/predict", BLACK, OCTET)
+        assert status == 503 and b"unsigned" in body, body[:500]
+    finally:
+        assert stop_service(server) == 0

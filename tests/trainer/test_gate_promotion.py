@@ -1,0 +1,148 @@
+"""`registry promote` with the paired gate, on real ONNX models and generated data: a candidate identical to the
+champion is reported as such and not promoted; a worse one is refused by the paired test, a better one promoted;
+each writes its report beside the index. The pinned set is the official test set, found by its published MD5s
+(not by what a manifest says), and without it the gate refuses unless told to use the candidate's split alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import storage
+from tests.conftest import make_idx_dir
+from tests.service.model_factory import build_linear_model_dir, build_model_dir, make_version
+from trainer.errors import GateRefused
+from trainer.models.gate_sets import REPORTS_DIR, official_test_set
+from trainer.models.registry import ModelRegistry
+
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("gate-models")
+    cnn = build_model_dir(base / "cnn")
+    return {"cnn": cnn, "linear": build_linear_model_dir(cnn, base / "linear", "linear")}
+
+
+def gate_settings(tmp_path: Path, **overrides):
+    from settings import load_config
+
+    environ = {"FMNIST_STORAGE_ROOT": str(tmp_path / "mlops"), "FMNIST_REGISTRY__ACCURACY_FLOOR": "0"}
+    return load_config("local", environ={**environ, **overrides})
+
+
+def ingest_generated(settings, tmp_path: Path) -> str:
+    from trainer.data.ingest import Source, ingest
+
+    return ingest(settings, Source("directory", str(make_idx_dir(tmp_path / "idx", 300, 200))))
+
+
+def add(registry, tmp_path: Path, source: Path, version: str, dataset: str) -> str:
+    directory, files = make_version(source, tmp_path / "build" / version, version)
+    registry.register(
+        str(directory), {"accuracy": 0.9}, "custom", dataset_version=dataset, version=version, extra={"files": files}
+    )
+    return version
+
+
+def report(registry, candidate: str, champion: str) -> dict:
+    uri = storage.join(registry.root, REPORTS_DIR, f"{candidate}-vs-{champion}.json")
+    return json.loads(storage.read_text(uri))
+
+
+def test_identical_worse_and_better_candidates(tmp_path, models):
+    settings = gate_settings(tmp_path, FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET="false")
+    dataset = ingest_generated(settings, tmp_path)
+    registry = ModelRegistry.from_settings(settings)
+    assert registry.paired_gate is not None
+    registry.promote(add(registry, tmp_path, models["cnn"], "cnn-1", dataset))
+
+    add(registry, tmp_path, models["cnn"], "cnn-2", dataset)  # the same model again, under a new version id
+    with pytest.raises(GateRefused, match="predicts the champion's class on all 200 gate images"):
+        registry.promote("cnn-2")
+    identical = report(registry, "cnn-2", "cnn-1")
+    assert identical["decision"] == "identical" and identical["sets"][0]["disagreements"] == 0
+    assert identical["sets"][0]["gate_set"] == f"candidate test split {dataset}"
+
+    add(registry, tmp_path, models["linear"], "linear", dataset)  # a random linear model: much worse
+    with pytest.raises(GateRefused, match="exact McNemar"):
+        registry.promote("linear")
+    worse = report(registry, "linear", "cnn-1")
+    assert worse["decision"] == "refuse" and worse["sets"][0]["only_champion_right"] > 100
+    markdown = storage.read_text(storage.join(registry.root, REPORTS_DIR, "linear-vs-cnn-1.md"))
+    assert "**Decision: refuse**" in markdown
+    assert registry.read_index()["aliases"]["champion"] == "cnn-1"
+
+    # the other way round, in a registry of its own: a better candidate is promoted
+    other = ModelRegistry.from_settings(settings)
+    other.root = str(tmp_path / "mlops" / "models-2")
+    other.promote(add(other, tmp_path / "b", models["linear"], "linear-1", dataset))
+    assert other.promote(add(other, tmp_path / "b", models["cnn"], "cnn-3", dataset)) == ("cnn-3", "linear-1")
+    assert report(other, "cnn-3", "linear-1")["decision"] == "promote"
+
+
+def test_without_the_official_test_set_the_gate_refuses_by_default(tmp_path, models):
+    settings = gate_settings(tmp_path)
+    dataset = ingest_generated(settings, tmp_path)
+    assert official_test_set(settings) is None  # generated files are not the published ones
+    registry = ModelRegistry.from_settings(settings)
+    registry.promote(add(registry, tmp_path, models["cnn"], "cnn-1", dataset))
+    add(registry, tmp_path, models["linear"], "linear", dataset)
+    with pytest.raises(GateRefused, match="no pinned gate set"):
+        registry.promote("linear")
+
+
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian dataset-fashion-mnist is not installed")
+def test_the_official_test_set_is_found_by_its_published_checksums(tmp_path):
+    from trainer.data.ingest import Source, ingest
+
+    settings = gate_settings(tmp_path)
+    ingest_generated(settings, tmp_path)
+    official = ingest(settings, Source("directory", str(DEBIAN)))
+    found = official_test_set(settings)
+    assert found is not None
+    gate_set, images = found
+    assert gate_set.name == "official test set" and images.shape == (10_000, 28, 28) and len(gate_set.labels) == 10_000
+    assert official in gate_set.provenance and "bb300cfd" not in gate_set.provenance  # content MD5s, not .gz ones
+    # a manifest that says "official" does not make a changed file official
+    base = Path(settings.datasets_bucket) / "fashion-mnist" / "versions" / official
+    data = bytearray((base / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    import gzip
+
+    raw = bytearray(gzip.decompress(bytes(data)))
+    raw[-1] = (raw[-1] + 1) % 10
+    (base / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(raw)))
+    assert official_test_set(settings) is None
+
+
+def test_a_pipeline_run_gates_and_waits_for_approval(tmp_path, models, capsys, monkeypatch):
+    from trainer.cli import main
+
+    settings = gate_settings(tmp_path, FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET="false")
+    dataset = ingest_generated(settings, tmp_path)
+    registry = ModelRegistry.from_settings(settings)
+    registry.promote(add(registry, tmp_path, models["linear"], "linear-1", dataset))
+    add(registry, tmp_path, models["cnn"], "cnn-1", dataset)
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    monkeypatch.setenv("FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET", "false")
+    monkeypatch.setenv("FMNIST_REGISTRY__ACCURACY_FLOOR", "0")
+    assert main(["--env", "local", "registry", "promote", "candidate", "--pending-approval"]) == 3
+    assert "cnn-1 passed the gate and awaits approval" in capsys.readouterr().err
+    index = registry.read_index()
+    assert index["aliases"]["champion"] == "linear-1"  # not promoted
+    assert index["events"][-1]["action"] == "awaiting_approval" and index["events"][-1]["version"] == "cnn-1"
+    assert report(registry, "cnn-1", "linear-1")["decision"] == "promote"
+    assert main(["--env", "local", "registry", "promote", "cnn-1"]) == 0  # the promoter's approval
+
+
+def test_the_gcp_pipeline_waits_for_approval_unless_configured_to_promote():
+    from lifecycle.orchestration.plan import build_steps
+    from settings import load_config
+
+    for switch, expected in (("false", True), ("true", False)):
+        settings = load_config("dev", environ={"FMNIST_REGISTRY__PROMOTE_PIPELINE_RUNS": switch})
+        steps = {s.name: s for s in build_steps(settings, run_id="r", preset="smoke")}
+        assert ("--pending-approval" in steps["promote"].args) is expected

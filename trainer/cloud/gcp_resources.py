@@ -1,0 +1,65 @@
+"""`gcp_resources`: how a pipeline task tells Vertex AI Pipelines which job it launched.
+
+Why: a task that starts a Vertex AI job and waits for it must publish the job as the `gcp_resources` output
+parameter (google-cloud-pipeline-components' GcpResources proto as JSON), or cancelling the pipeline run leaves the
+job running and billing. Vertex AI Pipelines cancels the resources of the types it knows (CustomJob,
+BatchPredictionJob, ...). The file is written as soon as the job exists, before the wait, as the
+google-cloud-pipeline-components launchers do. `pipeline-step` names the file through FMNIST_GCP_RESOURCES; outside
+a pipeline nothing is written. While it waits, the command also cancels its job on SIGTERM (a cancelled run stops its
+tasks that way, and so does Ctrl-C's cousin `kill`), so the job does not outlive the process that waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ENV = "FMNIST_GCP_RESOURCES"  # set by pipeline-step: the gcp_resources parameter's output file
+PARAMETER = "gcp_resources"  # the output parameter's name, as Vertex AI Pipelines reads it
+
+
+def resource_uri(location: str, resource_name: str) -> str:
+    """The regional REST URI of a Vertex AI resource, the form the pipeline components write."""
+    return f"https://{location}-aiplatform.googleapis.com/v1/{resource_name}"
+
+
+def document(resource_type: str, location: str, resource_name: str) -> str:
+    """The GcpResources JSON of one resource (field names as protobuf's JSON mapping writes them)."""
+    resource = {"resourceType": resource_type, "resourceUri": resource_uri(location, resource_name)}
+    return json.dumps({"resources": [resource]})
+
+
+def publish(resource_type: str, location: str, job: Any, environ: Mapping[str, str] | None = None) -> None:
+    """Write `job`'s document to the file FMNIST_GCP_RESOURCES names; nothing, and no read of the job, when it is
+    unset (not in a pipeline). `job`: an SDK job (its resource_name is read) or a resource name."""
+    path = (os.environ if environ is None else environ).get(ENV)
+    if path:
+        name = job if isinstance(job, str) else job.resource_name
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(document(resource_type, location, name))
+
+
+@contextmanager
+def cancel_on_sigterm(job: Any, what: str) -> Iterator[None]:
+    """While the block waits for `job`: SIGTERM cancels the job, then exits with 143 (128 + SIGTERM)."""
+
+    def cancel(signum: int, frame: Any) -> None:
+        print(f"SIGTERM: cancelling {what} {job.resource_name}", file=sys.stderr, flush=True)
+        job.cancel()
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
