@@ -144,7 +144,9 @@ def verdict(
                 "latency_high",
                 f"challenger p99 latency is {ratio:.2f}x the champion's (max {thresholds.max_latency_ratio})",
             )
-    if agreement is not None and agreement.compared:
+    if agreement is not None and not agreement.compared:
+        agreement = None  # nothing compared yet is no agreement measured, never a pass
+    if agreement is not None:
         low, high = agreement.interval()
         if high < thresholds.min_agreement:
             _note(

@@ -263,15 +263,33 @@ def quota_project_override(graph: Graph) -> Iterator[Outcome]:
             yield node.address, None if is_billing else f"uses the quota-override provider {node.body['provider']}"
 
 
+GRANT_LIMIT = re.compile(
+    r"api\.getAttribute\(['\"]iam\.googleapis\.com/modifiedGrantsByRole['\"], \[\]\)\.hasOnly\((\[[^\]]*\])\)"
+)
+
+
+def _grant_limit_problem(expression: str) -> str | None:
+    """Why a condition does not limit the roles a binding may grant, or None when it does: the documented form
+    `api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([...])`, alone (a condition that
+    merely mentions the attribute, or ORs it with anything, limits nothing), listing no role that can grant."""
+    found = GRANT_LIMIT.fullmatch(expression.strip())
+    if found is None:
+        return "is not limited to `api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([...])`"
+    try:
+        roles = json.loads(found.group(1).replace("'", '"'))
+    except ValueError:
+        return f"lists roles that are not a list of quoted names: {found.group(1)}"
+    escalating = sorted(set(roles) & GRANTING_ROLES)
+    return f"may grant {escalating}, which can grant any role" if escalating else None
+
+
 def conditional_granting_roles(graph: Graph) -> Iterator[Outcome]:
     """A project role binding that can grant roles carries an IAM condition limiting what it may grant."""
     for node in graph.resources():
         if not node.type.startswith("google_project_iam_") or node.body.get("role") not in GRANTING_ROLES:
             continue
         expression = (node.body.get("condition") or {}).get("expression", "")
-        if "modifiedGrantsByRole" in expression:
-            yield node.address, None
-        else:
+        if not expression:
             yield (
                 node.address,
                 (
@@ -279,6 +297,9 @@ def conditional_granting_roles(graph: Graph) -> Iterator[Outcome]:
                     "role, owner included"
                 ),
             )
+            continue
+        problem = _grant_limit_problem(expression)
+        yield node.address, None if problem is None else f"{node.body['role']}: its condition {problem}"
 
 
 def deletion_arguments_set(graph: Graph) -> Iterator[Outcome]:

@@ -21,6 +21,8 @@ os.environ.setdefault("CHECKPOINT_DISABLE", "1")
 
 from trainer.data.synthetic import IDX_NAMES, make_idx_dir, make_images, write_idx
 
+pytest_plugins = ["tests.shuffle"]  # --shuffle=SEED|random: a seeded random order (tests/shuffle.py)
+
 __all__ = ["IDX_NAMES", "make_idx_dir", "make_images", "write_idx"]  # the tests' generator is the benches' too
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from contracts.rollout import Agreement, Thresholds, VersionStats, verdict
+from contracts.rollout import Agreement, Thresholds, Verdict, VersionStats, verdict
 
 T = Thresholds(min_requests=500, min_agreement=0.98, max_latency_ratio=1.5, max_error_rate=0.01)
 CHAMPION = VersionStats("v1", requests=5000, errors=5, latency_p99_ms=10.0)
@@ -59,3 +59,51 @@ def test_a_traffic_split_canary_is_judged_on_errors_and_latency_alone():
 def test_boundaries_are_inclusive_of_the_limits():
     at_limit = challenger(requests=1000, errors=10, p99=15.0)  # exactly 1 % errors and 1.5x latency
     assert verdict(CHAMPION, at_limit, None, T, require_agreement=False).decision == "promote"
+
+
+def test_an_empty_agreement_is_no_agreement_not_a_pass():
+    """Agreement(0, 0) is what a caller has before the first comparison: it must not promote."""
+    result = verdict(CHAMPION, challenger(), Agreement(0, 0), T)
+    assert result == Verdict("wait", ["no agreement measured between champion and challenger"])
+    split = verdict(CHAMPION, challenger(), Agreement(0, 0), T, require_agreement=False)
+    assert split.decision == "promote" and "agreement not measured" in split.reasons[-1]
+
+
+def test_the_interval_stays_within_0_and_1_where_rounding_would_step_out():
+    assert Agreement(20, 20).interval()[1] == 1.0  # unclamped, 1.0000000000000002
+    assert all(0.0 <= bound <= 1.0 for n in range(1, 200) for a in (0, n) for bound in Agreement(a, n).interval())
+
+
+def test_a_missing_latency_on_either_side_is_not_judged():
+    no_p99 = VersionStats("v1", requests=5000, errors=0, latency_p99_ms=None)
+    assert verdict(no_p99, challenger(p99=1000.0), Agreement(1000, 1000), T).decision == "promote"
+    assert verdict(CHAMPION, challenger(p99=None), Agreement(1000, 1000), T).decision == "promote"
+
+
+def test_the_verdict_as_a_document():
+    reasons = ["a", "b"]
+    document = Verdict("wait", reasons).to_dict()
+    assert document == {"decision": "wait", "reasons": ["a", "b"]}
+    document["reasons"].append("c")
+    assert reasons == ["a", "b"]  # the document's list is its own
+
+
+def test_the_agreement_bounds_are_strict_at_the_threshold():
+    low, high = Agreement(990, 1000).interval()
+    at_high = Thresholds(min_requests=500, min_agreement=high)  # the whole interval reaches the floor: not a failure
+    result = verdict(CHAMPION, challenger(), Agreement(990, 1000), at_high)
+    assert result.decision == "wait" and "still straddles" in result.reasons[0]
+    at_low = Thresholds(min_requests=500, min_agreement=low)  # the interval's low end is at the floor: enough
+    assert verdict(CHAMPION, challenger(), Agreement(990, 1000), at_low).decision == "promote"
+
+
+def test_exactly_the_minimum_of_requests_is_enough():
+    assert verdict(CHAMPION, challenger(requests=500), Agreement(500, 500), T).decision == "promote"
+
+
+def test_a_traffic_split_promotion_says_exactly_what_decided():
+    result = verdict(CHAMPION, challenger(), None, T, require_agreement=False)
+    assert result.reasons == [
+        "challenger v2 passed every check on 1000 requests",
+        "agreement not measured (each request went to one model): errors and latency decided",
+    ]

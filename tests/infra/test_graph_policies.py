@@ -161,6 +161,33 @@ def test_a_role_that_can_grant_roles_needs_a_condition():
     assert "google_project_iam_member.other" not in problems
 
 
+LIMIT = "api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', [])"
+
+
+@pytest.mark.parametrize(
+    "expression, problem",
+    [
+        (f'{LIMIT}.hasOnly(["roles/run.admin", "roles/storage.admin"])', None),  # what accounts.py writes
+        (f"{LIMIT}.hasOnly(['roles/run.admin'])", None),  # CEL's single quotes
+        ("request.time < timestamp('2030-01-01T00:00:00Z')", "is not limited to"),  # a condition, but not a limit
+        (f"!{LIMIT}.hasOnly([])", "is not limited to"),  # names the attribute, limits nothing
+        (f"{LIMIT}.hasOnly([]) || true", "is not limited to"),
+        (f"{LIMIT}.hasAny(['roles/run.admin'])", "is not limited to"),
+        (f'{LIMIT}.hasOnly(["roles/run.admin", "roles/owner"])', "may grant ['roles/owner']"),
+        (f"{LIMIT}.hasOnly(['roles/iam.securityAdmin'])", "may grant ['roles/iam.securityAdmin']"),
+    ],
+)
+def test_only_the_documented_grant_limit_without_escalating_roles_passes(expression, problem):
+    binding = {"role": "roles/resourcemanager.projectIamAdmin", "member": "serviceAccount:d@p"}
+    binding["condition"] = {"title": "t", "expression": expression}
+    document = {"resource": {"google_project_iam_member": {"b": binding}}}
+    found = _problems(document, "CKV2_FMNIST_G5")["google_project_iam_member.b"]
+    if problem is None:
+        assert found is None
+    else:
+        assert found.startswith("roles/resourcemanager.projectIamAdmin: its condition ") and problem in found
+
+
 def test_graph_findings_are_judged_against_the_suppression_notes():
     from infra.checkov_baseline import Suppression
 

@@ -67,7 +67,11 @@ def test_the_deployer_may_grant_exactly_the_roles_the_stack_grants(synth, env):
     admin = [b for b in synth.resources(BOOTSTRAP[env], "google_project_iam_member").values() if b["role"] == IAM_ADMIN]
     assert len(admin) == 1 and "deployer" in admin[0]["member"]
     expression = admin[0]["condition"]["expression"]
-    allowed = re.search(r"hasOnly\((\[.*\])\)", expression).group(1)
+    limit = re.fullmatch(
+        r"api\.getAttribute\('iam\.googleapis\.com/modifiedGrantsByRole', \[\]\)\.hasOnly\((\[.*\])\)", expression
+    )
+    assert limit, f"not the documented grant limit alone: {expression}"
+    allowed = limit.group(1)
     assert sorted(json.loads(allowed)) == granted_project_roles()
     main_roles = {b["role"] for b in synth.resources(env, "google_project_iam_member").values()}
     assert main_roles == set(granted_project_roles())

@@ -432,12 +432,17 @@ def test_cloud_build_triggers(synth, settings_by_env):
     dev = {t["name"]: t for t in synth.resources("dev", "google_cloudbuild_trigger").values()}
     prod = {t["name"]: t for t in synth.resources("prod", "google_cloudbuild_trigger").values()}
     assert dev["fmnist-pull-request-checks"]["substitutions"] == {"_ENV": "dev"}
-    assert "pull_request" in dev["fmnist-pull-request-checks"]["github"]
+    repository = {k: dev["fmnist-deploy"]["github"][k] for k in ("owner", "name")}
+    # every branch's pull requests, and an outside contributor's only after a maintainer's /gcbrun comment
+    pull_requests = {"branch": ".*", "comment_control": "COMMENTS_ENABLED_FOR_EXTERNAL_CONTRIBUTORS_ONLY"}
+    assert dev["fmnist-pull-request-checks"]["github"] == {**repository, "pull_request": pull_requests}
     dev_names = Names.of(settings_by_env["dev"])
     assert dev["fmnist-pull-request-checks"]["service_account"].endswith(dev_names.service_account_email("checks"))
     plan = dev["fmnist-pull-request-plan"]
     assert plan["substitutions"] == {"_ENV": "dev", "_PLAN_BUCKET": dev_names.bucket("dev")}
-    assert "pull_request" in plan["github"] and plan["filename"] == "cloudbuild-plan.yaml"
+    assert (
+        plan["github"] == {**repository, "pull_request": pull_requests} and plan["filename"] == "cloudbuild-plan.yaml"
+    )
     assert plan["service_account"].endswith(dev_names.service_account_email("planner"))
     assert dev["fmnist-deploy"]["github"]["push"] == {"branch": "^main$"}
     assert prod["fmnist-deploy"]["github"]["push"] == {"tag": settings_by_env["prod"].infra.deploy_tag}

@@ -141,6 +141,8 @@ def test_compiled_tasks_run_the_step_lists_commands_in_the_trainer_image(dev_pip
         assert {"name": "FMNIST_ENV", "value": "dev"} in container["env"]
         assert container["resources"]["resourceCpuLimit"] == step.resources.cpu
         assert container["resources"]["resourceMemoryLimit"] == step.resources.memory
+        # caching off: a cached ingest or promote would skip reading the buckets' current state
+        assert tasks[step.name]["cachingOptions"] == {}, step.name  # kfp writes {"enableCache": true} when on
 
 
 @needs_kfp
@@ -174,7 +176,13 @@ def test_the_gate_is_a_pipeline_condition_on_the_promote_outcome(dev_pipeline):
     assert sorted(spec["components"]["comp-condition-1"]["dag"]["tasks"]) == ["deploy-model", "import-evaluation"]
     assert condition_holds(condition, {"pipelinechannel--promote-outcome": PROMOTED})
     assert not condition_holds(condition, {"pipelinechannel--promote-outcome": REFUSED})
-    assert "--outcome" in executor(spec, "promote")["args"]
+    promote_args = executor(spec, "promote")["args"]
+    assert promote_args[promote_args.index("--outcome") : promote_args.index("--")] == [
+        "--outcome",
+        f"0={PROMOTED}",
+        "--outcome",
+        f"3={REFUSED}",  # the gate's refusal is an outcome, so the task succeeds and the condition skips deploy
+    ]
     assert spec["components"]["comp-promote"]["outputDefinitions"]["parameters"]["outcome"]["parameterType"] == "STRING"
     order = topological(spec["root"]["dag"]["tasks"])
     assert order.index("promote") < order.index("condition-1")

@@ -4,7 +4,9 @@ real `python -m service` process (gunicorn, 2 workers) on a free loopback port."
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,23 @@ ADMIN_ENV = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": ADMIN_TOKEN}
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    return build_model_dir(tmp_path_factory.mktemp("model") / "test-v1")
+    """The generated test model. With TEST_MODEL_CACHE (set by `make mutate`, which runs the suite once per mutant)
+    it is trained once into that directory and copied from there, instead of trained for every run."""
+    target = tmp_path_factory.mktemp("model") / "test-v1"
+    cache = os.environ.get("TEST_MODEL_CACHE")
+    if not cache:
+        return build_model_dir(target)
+    cached = Path(cache) / "test-v1"
+    if not cached.is_dir():
+        built = build_model_dir(Path(cache) / f"building-{os.getpid()}" / "test-v1")
+        try:
+            built.rename(cached)  # whole or not at all: a run killed mid-build leaves no half model behind
+        except OSError:
+            if not cached.is_dir():  # another run won the race only if its copy is there
+                raise
+        shutil.rmtree(built.parent, ignore_errors=True)
+    shutil.copytree(cached, target)
+    return target
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +116,10 @@ def start_service(
     if wait:
         workers = int(env_overrides.get("WORKERS", "2"))
         marker = READY_MARKER if with_model else BOOT_MARKER
-        server.wait_healthy(route=health_route, workers=workers, marker=marker, timeout=60)
+        # each worker logs the marker once per model it serves: with a challenger, 2 lines can be one worker, and a
+        # test sending then found the other still booting and every request on the first; so one line per role
+        lines = workers * (2 if with_model and env_overrides.get("CHALLENGER") else 1)
+        server.wait_healthy(route=health_route, workers=lines, marker=marker, timeout=60)
     return server
 
 

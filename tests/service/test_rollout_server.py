@@ -4,8 +4,10 @@ The oracle is the two models' own predictions, computed in this process with ONN
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -26,6 +28,28 @@ def _with_candidate(root, directory, version="test-v2"):
     index["aliases"]["candidate"] = version
     index_path.write_text(json.dumps(index))
     return root
+
+
+class _HeldRequest:
+    """A /predict request whose headers are sent and whose body is not: the sync worker that accepts it (the
+    first in the listen queue) waits for the body, so every request sent meanwhile goes to the other worker.
+    Which worker answers what is then decided by the test, not by the kernel's scheduling."""
+
+    def __init__(self, port: int, body: bytes):
+        self.body = body
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        head = f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+        self.sock.sendall(f"{head}Content-Type: application/octet-stream\r\n\r\n".encode())
+
+    def finish(self) -> dict:
+        try:
+            self.sock.sendall(self.body)
+            reply = http.client.HTTPResponse(self.sock)
+            reply.begin()
+            assert reply.status == 200, reply.read()
+            return json.loads(reply.read())
+        finally:
+            self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +79,10 @@ def test_shadow_counts_of_both_workers_are_summed_and_judged(shadow_server, mode
         assert status == 200, body
         return json.loads(body)
 
-    with ThreadPoolExecutor(4) as pool:  # concurrent clients: both workers answer
-        replies = list(pool.map(send, batches))
+    held = _HeldRequest(shadow_server.port, batches[0].tobytes())  # one worker waits for this body...
+    with ThreadPoolExecutor(4) as pool:  # ...so the other answers these concurrent clients
+        replies = [held, *pool.map(send, batches[1:])]
+    replies[0] = held.finish()
     agreed = compared = 0
     for images, reply in zip(batches, replies, strict=True):
         ours = cnn.predict(images.astype(np.float32)).argmax(1)
@@ -83,7 +109,8 @@ def test_shadow_counts_of_both_workers_are_summed_and_judged(shadow_server, mode
     workers = shadow_server.worker_pids()
     assert len(workers) == 2
     scored = counts_per_worker(shadow_server.state_dir(), "fmnist_rollout_requests_total")
-    assert all(scored.get(pid, 0) > 0 for pid in workers), scored  # both workers scored requests
+    # each request is counted once per role; the held one in one worker, every other in the other
+    assert sorted(scored.get(pid, 0) for pid in workers) == [2, 2 * (len(batches) - 1)], scored
 
 
 def test_the_rollout_route_is_described(shadow_server):

@@ -36,8 +36,15 @@ def test_the_load_replaces_the_table_from_the_versions_parquet_with_the_one_sche
     assert config["writeDisposition"] == "WRITE_TRUNCATE"  # one row per image id of the current version
     assert [f["name"] for f in config["schema"]["fields"]] == [c.name for c in feature_schema.COLUMNS]
     assert {f["type"] for f in config["schema"]["fields"]} == {"STRING", "INT64", "FLOAT64"}
+    # every field as the contract declares it, mode included: a dropped mode loads as NULLABLE, and the feature
+    # view's one row per entity id then rests on nothing
+    assert config["schema"]["fields"] == feature_schema.bigquery_schema()
+    assert {f["mode"] for f in config["schema"]["fields"]} == {"REQUIRED"}
     assert config["destinationEncryptionConfiguration"] == {"kmsKeyName": dev.names.kms_key_name}
     assert request.job_config["labels"]["dataset_version"] == VERSION
+    labels = {"app": "fmnist-mlops", "env": "dev", "dataset_version": VERSION}
+    assert load_job_config(request, bigquery).labels == labels  # as sent: cost reports and the version loaded
+    assert (request.project, request.location) == ("fmnist-mlops-dev", "europe-west4")  # the client's project
 
 
 def test_the_requests_bind_to_the_installed_sdks(dev):
