@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import start_service, stop_service
+from tests.service.conftest import ADMIN, ADMIN_ENV, start_service, stop_service
 from tests.service.model_factory import local_registry, make_version, register
 
 POLL_S = 0.2
@@ -38,7 +38,7 @@ def forge(registry, directory: Path, version: str, files: dict, signer=None) -> 
     from trainer.models.index_signing import write_signature
 
     storage.copy_tree(str(directory), registry.version_uri(version))
-    index = registry.read_index()
+    index = registry.read_index().to_json()  # the raw JSON a forger writes
     index["versions"][version] = {"path": f"registry/versions/{version}", "metrics": {"accuracy": 0.99}, "files": files}
     index["aliases"]["champion"] = version
     data = json.dumps(index, indent=2, sort_keys=True).encode()
@@ -137,9 +137,12 @@ def test_a_service_that_starts_on_a_forged_index_serves_nothing(tmp_path, model_
         WORKERS="1",
         MODEL_POLL_S=str(POLL_S),
         INDEX_PUBLIC_KEY_FILE=str(promoter.public_path),
+        **ADMIN_ENV,
     )
     try:
         status, _, body = server.request("POST", "/predict", BLACK, OCTET)
-        assert status == 503 and b"unsigned" in body, body[:500]
+        assert status == 503 and b"not_promoted" in body and b"unsigned" not in body, body[:500]  # public: a code
+        status, _, body = server.request("POST", "/predict", BLACK, {**OCTET, **ADMIN})
+        assert status == 503 and b"unsigned" in body, body[:500]  # the operator sees why
     finally:
         assert stop_service(server) == 0

@@ -43,10 +43,12 @@ def test_service_sources_never_import_the_trainer():
 
 def test_dockerfile_is_slim_non_root_with_healthcheck():
     text = (REPO / "service" / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.\d+-slim", text, re.M)
+    assert re.search(r"^ARG PYTHON_BASE=docker\.io/library/python:3\.\d+-slim-\w+@sha256:[0-9a-f]{64}$", text, re.M)
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${PYTHON_BASE}", "${PYTHON_BASE}"]  # builder, then runtime
     instructions = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-    assert "--require-hashes --only-binary :all: -r service/requirements.lock" in instructions
-    assert "pip install --no-deps --no-build-isolation ." in instructions and "tensorflow" not in instructions.lower()
+    assert "--require-hashes --only-binary :all: -r requirements.lock" in instructions
+    assert "--require-hashes --only-binary :all: -r build-requirements.lock" in instructions
+    assert "pip wheel -q --no-deps --no-build-isolation" in instructions and "tensorflow" not in instructions.lower()
     assert re.search(r"^USER (?!root|0\b)\S+", text, re.M)
     assert re.search(r"^HEALTHCHECK ", text, re.M) and re.search(r'^CMD \["python", "-m", "service"\]', text, re.M)
 
