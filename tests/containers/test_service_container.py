@@ -30,10 +30,16 @@ CLOUD_RUN_FS = ("--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,mo
 
 @pytest.fixture(scope="module")
 def mlops(tmp_path_factory) -> Path:
-    """A storage root whose models bucket has one champion (a tiny CNN trained on generated images)."""
+    """A storage root whose models bucket has one champion (a tiny CNN trained on generated images), its index
+    signed by a promoter key as the promoter signs it: on Cloud Run the service follows only a signed index."""
+    from trainer.models.index_signing import LocalKeySigner, write_signature
+
     root = tmp_path_factory.mktemp("container-mlops")
     model = build_model_dir(tmp_path_factory.mktemp("container-model") / "test-v1")
     build_registry(root / "models", model)
+    promoter = LocalKeySigner(tmp_path_factory.mktemp("container-promoter"))
+    write_signature(str(root / "models"), (root / "models" / "registry" / "index.json").read_bytes(), promoter)
+    (root / "promoter.pem").write_bytes(promoter.public_key_pem())
     return world_readable(root)
 
 
@@ -78,7 +84,12 @@ def test_cloud_run_contract(service_image, mlops, tmp_path, containers):
         *CLOUD_RUN_FS,
         "--volume",
         f"{mlops}:/mlops:ro",
-        env={"PORT": str(port), "K_SERVICE": "fmnist-predict", "WORKERS": "2"},
+        env={
+            "PORT": str(port),
+            "K_SERVICE": "fmnist-predict",
+            "WORKERS": "2",
+            "INDEX_PUBLIC_KEY": (mlops / "promoter.pem").read_text(),  # Cloud Run: from the KMS key (infra)
+        },
     )
     containers.append(container)
     cold_start = wait_healthy(container, port)
