@@ -64,7 +64,9 @@ def test_boundaries_are_inclusive_of_the_limits():
 def test_an_empty_agreement_is_no_agreement_not_a_pass():
     """Agreement(0, 0) is what a caller has before the first comparison: it must not promote."""
     result = verdict(CHAMPION, challenger(), Agreement(0, 0), T)
-    assert result == Verdict("wait", ["no agreement measured between champion and challenger"])
+    assert result == Verdict(
+        "wait", ["no agreement measured between champion and challenger"], codes=["agreement_unmeasured"]
+    )
     split = verdict(CHAMPION, challenger(), Agreement(0, 0), T, require_agreement=False)
     assert split.decision == "promote" and "agreement not measured" in split.reasons[-1]
 
@@ -81,11 +83,12 @@ def test_a_missing_latency_on_either_side_is_not_judged():
 
 
 def test_the_verdict_as_a_document():
-    reasons = ["a", "b"]
-    document = Verdict("wait", reasons).to_dict()
-    assert document == {"decision": "wait", "reasons": ["a", "b"]}
+    reasons, codes = ["a", "b"], ["too_few_requests"]
+    document = Verdict("wait", reasons, codes=codes).to_dict()
+    assert document == {"decision": "wait", "reasons": ["a", "b"], "codes": ["too_few_requests"]}
     document["reasons"].append("c")
-    assert reasons == ["a", "b"]  # the document's list is its own
+    document["codes"].append("too_few_clients")
+    assert reasons == ["a", "b"] and codes == ["too_few_requests"]  # the document's lists are its own
 
 
 def test_the_agreement_bounds_are_strict_at_the_threshold():

@@ -150,7 +150,7 @@ def test_challenger_is_resolved_in_the_champions_registry():
 def test_drift_needs_distinct_clients_on_cloud_run_only():
     local = ServiceConfig.from_env({"MODEL_URI": "/m@champion"})
     assert (local.drift_min_clients, local.drift_max_client_images) == (1, 0)
-    cloud_run = ServiceConfig.from_env({"MODEL_URI": "/m@champion", "K_SERVICE": "fmnist-predict"})
+    cloud_run = ServiceConfig.from_env({"MODEL_URI": "/m@champion", "K_SERVICE": "fmnist-predict", **UNSIGNED})
     assert (cloud_run.drift_min_clients, cloud_run.drift_max_client_images) == (10, 100)
     vertex = ServiceConfig.from_env({"AIP_STORAGE_URI": "gs://b/m", "AIP_HTTP_PORT": "8080"})
     assert vertex.drift_min_clients == 1  # Vertex AI's front end hides its callers
@@ -164,7 +164,7 @@ def test_the_routing_secret_is_random_per_server_locally_and_required_on_cloud_r
     assert first is not None and second is not None
     assert len(first.routing_secret) == 32 and first.routing_secret != second.routing_secret
     with pytest.raises(ConfigError, match="ROUTING_SECRET: a secret of at least 24 characters is needed"):
-        ServiceConfig.from_env({**env, "K_SERVICE": "fmnist"})
+        ServiceConfig.from_env({**env, "K_SERVICE": "fmnist", **UNSIGNED})
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ def test_identical_worse_and_better_candidates(tmp_path, models):
     assert worse["decision"] == "refuse" and worse["sets"][0]["only_champion_right"] > 100
     markdown = storage.read_text(storage.join(registry.root, REPORTS_DIR, "linear-vs-cnn-1.md"))
     assert "**Decision: refuse**" in markdown
-    assert registry.read_index()["aliases"]["champion"] == "cnn-1"
+    assert registry.read_index().alias("champion") == "cnn-1"
 
     # the other way round, in a registry of its own: a better candidate is promoted
     other = ModelRegistry.from_settings(settings)
@@ -131,7 +131,7 @@ def test_a_pipeline_run_gates_and_waits_for_approval(tmp_path, models, capsys, m
     monkeypatch.setenv("FMNIST_REGISTRY__ACCURACY_FLOOR", "0")
     assert main(["--env", "local", "registry", "promote", "candidate", "--pending-approval"]) == 3
     assert "cnn-1 passed the gate and awaits approval" in capsys.readouterr().err
-    index = registry.read_index()
+    index = registry.read_index().to_json()
     assert index["aliases"]["champion"] == "linear-1"  # not promoted
     assert index["events"][-1]["action"] == "awaiting_approval" and index["events"][-1]["version"] == "cnn-1"
     assert report(registry, "cnn-1", "linear-1")["decision"] == "promote"
