@@ -17,6 +17,7 @@ import trainer.data.export_images
 from contracts.registry_index import parse_record
 from settings import load_config
 from tests.sdk_contract import SdkDouble
+from tests.trainer.records import RECORD
 from trainer import cli
 from trainer.cloud import automl, deploy_model, submit
 from trainer.errors import CommandError
@@ -25,16 +26,6 @@ from trainer.models.registry import ModelRegistry
 KMS = "projects/fmnist-mlops-dev/locations/europe-west4/keyRings/fmnist/cryptoKeys/fmnist-cmek"
 ENDPOINT = "projects/fmnist-mlops-dev/locations/europe-west4/endpoints/1001"
 PARENT = "projects/fmnist-mlops-dev/locations/europe-west4/models/fmnist-classifier"
-RECORD = parse_record(
-    "v20260101-000000-abcd",
-    {
-        "path": "registry/versions/v20260101-000000-abcd",
-        "source": "custom",
-        "dataset_version": "v-1",
-        "metrics": {"accuracy": 0.93},
-    },
-    "index.json",
-)
 
 
 @pytest.fixture

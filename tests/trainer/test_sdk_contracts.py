@@ -14,7 +14,6 @@ from google.cloud.aiplatform_v1.types import AcceleratorType
 from google.cloud.aiplatform_v1.types import endpoint as gca_endpoint
 
 from contracts.dataset import CLASS_NAMES
-from contracts.registry_index import parse_record
 from settings import load_config
 from tests.sdk_contract import (
     ContractViolation,
@@ -25,6 +24,7 @@ from tests.sdk_contract import (
     offline_model,
     vertex_offline,
 )
+from tests.trainer.records import RECORD
 from tests.vertex_fake import vertex_over_the_wire
 from trainer.cloud import automl, batch_prediction, deploy_model, gcp_resources, submit, undeploy_all
 from trainer.cloud.experiments import VertexExperiment
@@ -32,16 +32,6 @@ from trainer.errors import CommandError
 
 TENSORBOARD = "projects/fmnist-mlops-dev/locations/europe-west4/tensorboards/123"
 KMS_OVERRIDE = "projects/fmnist-mlops-dev/locations/europe-west4/keyRings/other/cryptoKeys/key"
-RECORD = parse_record(
-    "v20260101-000000-abcd",
-    {
-        "path": "registry/versions/v20260101-000000-abcd",
-        "source": "custom",
-        "dataset_version": "v-1",
-        "metrics": {"accuracy": 0.93},
-    },
-    "index.json",
-)
 
 
 def dev(**environ):

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 from google.api_core import exceptions as google_exceptions
 
-from contracts.registry_index import parse_record
 from settings import load_config
+from tests.trainer.records import RECORD
 from trainer import cli
 from trainer.cloud.deploy_model import build_deploy
 from trainer.cloud.experiments import VertexExperiment
@@ -156,18 +156,6 @@ def test_submit_on_the_local_target_explains_what_to_do(monkeypatch, capsys):
     monkeypatch.setenv("FMNIST_ENV", "local")
     assert cli.main(["submit"]) == 1
     assert "use a gcp environment" in capsys.readouterr().err
-
-
-RECORD = parse_record(
-    "v20260101-000000-abcd",
-    {
-        "path": "registry/versions/v20260101-000000-abcd",
-        "source": "custom",
-        "dataset_version": "v-1",
-        "metrics": {"accuracy": 0.93},
-    },
-    "index.json",
-)
 
 
 def test_deploy_uploads_a_new_version_of_the_parent_with_aliases_and_the_service_contract(dev):
