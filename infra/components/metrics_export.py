@@ -20,13 +20,12 @@ from cdktf_cdktf_provider_google.cloud_run_v2_service import (
     CloudRunV2ServiceTemplateVolumesSecret,
     CloudRunV2ServiceTemplateVolumesSecretItems,
 )
-from cdktf_cdktf_provider_google.secret_manager_secret import SecretManagerSecret
-from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from cdktf_cdktf_provider_google.secret_manager_secret_version import SecretManagerSecretVersion
 from constructs import Construct
 
 from infra.components.apis import Apis
 from infra.components.identity import Identity
+from infra.components.service_secrets import service_secret
 from infra.naming import Names
 from infra.teardown import TeardownPolicy
 
@@ -65,24 +64,11 @@ class MetricsExport(Construct):
         port: int,
     ):
         super().__init__(scope, id)
-        self.config = SecretManagerSecret(
-            self,
-            "runmonitoring",
-            secret_id=f"{names.cloud_run_service}-runmonitoring",
-            replication={"auto": {}},
-            labels=names.labels,
-            deletion_protection=teardown.argument("deletion_protection"),
-            depends_on=[apis["secretmanager.googleapis.com"]],
+        self.config, self.accessor = service_secret(
+            self, "runmonitoring", names=names, teardown=teardown, apis=apis, identity=identity
         )
         self.version = SecretManagerSecretVersion(
             self, "runmonitoring-version", secret=self.config.id, secret_data=run_monitoring(port)
-        )
-        self.accessor = SecretManagerSecretIamMember(
-            self,
-            "runmonitoring-accessor",
-            secret_id=self.config.id,
-            role="roles/secretmanager.secretAccessor",
-            member=identity.member("service"),
         )
 
     def container(self, depends_on: str) -> CloudRunV2ServiceTemplateContainers:

@@ -31,6 +31,30 @@ SECRETS = {
 }
 
 
+def service_secret(
+    scope: Construct, suffix: str, *, names: Names, teardown: TeardownPolicy, apis: Apis, identity: Identity
+) -> tuple[SecretManagerSecret, SecretManagerSecretIamMember]:
+    """A secret `<service>-<suffix>` that the service's own account alone may access (one binding on the secret,
+    no project-wide role); its versions are the caller's."""
+    secret = SecretManagerSecret(
+        scope,
+        suffix,
+        secret_id=f"{names.cloud_run_service}-{suffix}",
+        replication={"auto": {}},
+        labels=names.labels,
+        deletion_protection=teardown.argument("deletion_protection"),
+        depends_on=[apis["secretmanager.googleapis.com"]],
+    )
+    accessor = SecretManagerSecretIamMember(
+        scope,
+        f"{suffix}-accessor",
+        secret_id=secret.id,
+        role="roles/secretmanager.secretAccessor",
+        member=identity.member("service"),
+    )
+    return secret, accessor
+
+
 class ServiceSecrets(Construct):
     def __init__(
         self, scope: Construct, id: str, *, names: Names, teardown: TeardownPolicy, apis: Apis, identity: Identity
@@ -57,16 +81,11 @@ class ServiceSecrets(Construct):
             )
             seed.override_logical_id(seed_name)
             seed.add_override("ephemeral", True)
-            secret = SecretManagerSecret(
-                self,
-                suffix,
-                secret_id=f"{names.cloud_run_service}-{suffix}",
-                replication={"auto": {}},
-                labels=names.labels,
-                deletion_protection=teardown.argument("deletion_protection"),
-                depends_on=[apis["secretmanager.googleapis.com"]],
+            secret, accessor = service_secret(
+                self, suffix, names=names, teardown=teardown, apis=apis, identity=identity
             )
             self.secrets[variable_name] = secret
+            self.accessors.append(accessor)
             self.versions.append(
                 SecretManagerSecretVersion(
                     self,
@@ -74,15 +93,6 @@ class ServiceSecrets(Construct):
                     secret=secret.id,
                     secret_data_wo=seed.string_value,
                     secret_data_wo_version=1,
-                )
-            )
-            self.accessors.append(
-                SecretManagerSecretIamMember(
-                    self,
-                    f"{suffix}-accessor",
-                    secret_id=secret.id,
-                    role="roles/secretmanager.secretAccessor",
-                    member=identity.member("service"),
                 )
             )
 

@@ -175,16 +175,26 @@ def run_local(args: Any, settings: Any) -> int:
         time.sleep(args.interval)
     challenger = (report.get("challenger") or {}).get("version")
     action, reasons = decision["decision"], list(decision.get("reasons") or decision.get("codes") or [])
+    return act_on_registry(
+        registry, action, challenger, reasons, dry_run=args.dry_run, target="local", mode=report.get("mode")
+    )
+
+
+def act_on_registry(
+    registry: ModelRegistry, action: str, challenger: str, reasons: list[str], *, dry_run: bool, **event: Any
+) -> int:
+    """What a verdict does to the registry (the service's slots follow its aliases): promote through the gate,
+    or record the canary's end, with `event`'s details in the log; nothing on a wait or a dry run."""
     if action == "wait":
         print(f"wait: {'; '.join(reasons)}")
         return 0
-    if args.dry_run:
+    if dry_run:
         step = f"promote {challenger} to champion" if action == "promote" else "record the canary's end"
         print(f"would {step} and record canary-{action} in {registry.index_uri}")
         return 0
     if action == "promote":
         registry.promote(challenger)  # the quality gate has the last word
-    registry.record(f"canary-{action}", challenger, reasons=reasons, target="local", mode=report.get("mode"))
+    registry.record(f"canary-{action}", challenger, reasons=reasons, **event)
     print(f"{action}: {'; '.join(reasons)}")
     return 0
 
@@ -214,19 +224,9 @@ def run_fleet(args: Any, settings: Any, ask: Any, target: str) -> int:
         if decision.decision != "wait" or not args.watch:
             break
         time.sleep(args.interval)
-    action, reasons = decision.decision, decision.reasons
-    if action == "wait":
-        print(f"wait: {'; '.join(reasons)}")
-        return 0
-    if args.dry_run:
-        step = f"promote {challenger}" if action == "promote" else "record the canary's end"
-        print(f"would {step} and record canary-{action} in {registry.index_uri}")
-        return 0
-    if action == "promote":
-        registry.promote(challenger)  # the quality gate has the last word
-    registry.record(f"canary-{action}", challenger, reasons=reasons, target=target, source="promql")
-    print(f"{action}: {'; '.join(reasons)}")
-    return 0
+    return act_on_registry(
+        registry, decision.decision, challenger, decision.reasons, dry_run=args.dry_run, target=target, source="promql"
+    )
 
 
 def add_arguments(parser: Any) -> None:
