@@ -44,6 +44,7 @@ COMMANDS = {
         Command("deploy-model", "cloud", "upload a registry version to Vertex AI and deploy it to the endpoint"),
         Command("undeploy-all", "cloud", "undeploy every model from the endpoint (before cdktf destroy)"),
         Command("rollout", "cloud", "end a canary (endpoint or local service): promote the challenger or take it off"),
+        Command("ramp", "cloud", "one tick of a progressive rollout (5 -> 100 %) that promotes or rolls back itself"),
         Command("automl", "cloud", "train a Vertex AI AutoML image classifier and register it (gcp target)"),
         Command("pipeline-step", "cloud", "run one command as a Vertex AI Pipeline task and report its artifacts"),
         Command("feed-feature-store", "cloud", "load the feature table into BigQuery and sync the feature view"),
