@@ -380,18 +380,31 @@ def add_arguments(parser: Any) -> None:
         "--share-command",
         help="local target: a command run with the new share as its last argument (restarts the fleet with it)",
     )
+    parser.add_argument(
+        "--since-start",
+        action="store_true",
+        help="judge the live instances' counters as they are (each step restarts the fleet) instead of increase() "
+        "over the time since the step began",
+    )
     parser.add_argument("--watch", action="store_true", help="tick again every --interval seconds until it ends")
     parser.add_argument("--interval", type=float, default=60, help="seconds between ticks with --watch")
     parser.add_argument("--dry-run", action="store_true", help="judge and print, change nothing")
 
 
-def promql_evidence(ask: Any, thresholds: Thresholds) -> EvidenceReader:
-    """Evidence since the step began: increase() over that many seconds (at least one minute) of every instance."""
+def promql_evidence(
+    ask: Any, thresholds: Thresholds, *, windowed: bool = True, min_window_s: int = 60
+) -> EvidenceReader:
+    """The fleet's evidence since the step began, through PromQL (contracts.monitoring_queries).
+
+    windowed: increase() over the seconds since the step's event (at least `min_window_s`, two scrapes of the
+    collector), for a fleet whose instances outlive a step. Not windowed: the live instances' counters as they
+    are, for a fleet that each step restarts (the local fleet; a Cloud Run revision starts new instances too).
+    Either way a series' count before its first scrape is not seen: evidence arrives late, never inflated."""
     from contracts.rollout import capped_evidence
     from trainer.cloud.promql import fleet_tallies
 
     def read(champion: str, challenger: str, seconds: float) -> Evidence:
-        window = f"{max(60, int(seconds) + 1)}s"
+        window = f"{max(min_window_s, int(seconds) + 1)}s" if windowed else None
         return capped_evidence(fleet_tallies(ask, champion, challenger, window), thresholds.max_client_requests)
 
     return read
@@ -420,7 +433,7 @@ def run(args: Any, settings: Any) -> int:
         require_gcp(settings, "ramp")
         ask = google_asker(settings.project_id)
         actuators.extend(_cloud_actuators(settings, registry, args.challenger))
-    read = promql_evidence(ask, thresholds)
+    read = promql_evidence(ask, thresholds, windowed=not args.since_start)
     while True:
         result = tick(
             registry,
