@@ -64,6 +64,20 @@ def rollout_queries(champion: str, challenger: str, window: str | None = None) -
     }
 
 
+# ---- operational events the trainer logs as one JSON line (trainer/errors.py: log_event), for log-based alerts ---
+# Why log lines, not a metric: a log-based alert (condition_matched_log) needs no metric descriptor, so it is valid
+# before the first failure, and the line carries what failed. Cloud Logging parses a JSON line into jsonPayload.
+PIPELINE_STEP_FAILED = "pipeline_step_failed"  # trainer pipeline-step: the task's command failed (the run fails)
+GATE_REFUSED = "gate_refused"  # the quality gate refused a promotion (registry promote, a pipeline's promote step)
+
+
+def event_log_filter(event: str) -> str:
+    """The Cloud Logging filter matching one trainer event line, wherever it ran (a pipeline task, a job)."""
+    if event not in (PIPELINE_STEP_FAILED, GATE_REFUSED):
+        raise ValueError(f"unknown trainer event {event!r}: expected {PIPELINE_STEP_FAILED} or {GATE_REFUSED}")
+    return f'jsonPayload.event="{event}" AND jsonPayload.component="trainer"'
+
+
 def _check_window(window: str) -> None:
     if not (window[:-1].isdigit() and window.endswith(_WINDOW_UNITS)):
         raise ValueError(f"window {window!r}: expected a whole number and a unit (s, m, h, d), such as 1h")

@@ -13,8 +13,9 @@ import sys
 from dataclasses import dataclass
 from types import ModuleType
 
+from contracts.monitoring_queries import GATE_REFUSED
 from settings import ConfigError, load_config
-from trainer.errors import CommandError
+from trainer.errors import CommandError, GateRefused, log_event
 
 
 @dataclass(frozen=True)
@@ -115,4 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, GateRefused):  # the gate-refusal alert's log line
+            log_event(GATE_REFUSED, str(exc), "WARNING", command=command.name)
         return exc.exit_code

@@ -23,7 +23,7 @@ COMMON_INVENTORY = {
     "google_bigquery_table": 1,
     "google_billing_budget": 1,
     "google_kms_crypto_key_iam_member": 5,
-    "google_monitoring_alert_policy": 3,
+    "google_monitoring_alert_policy": 5,  # Cloud Run 5xx and latency, endpoint errors, failed runs, gate refusals
     "google_monitoring_notification_channel": 1,
     "google_project_iam_member": 5,  # trainer 3, checks 1, the service's metric writer
     "google_project_service": len(REQUIRED_APIS),
@@ -414,13 +414,31 @@ def test_alert_policies(synth, env, settings_by_env):
     policies = {p["display_name"]: p for p in synth.resources(env, "google_monitoring_alert_policy").values()}
     filters = {
         name: (p["conditions"][0].get("condition_threshold") or {}).get("filter")
+        or (p["conditions"][0].get("condition_matched_log") or {}).get("filter")
         or p["conditions"][0]["condition_prometheus_query_language"]["query"]
         for name, p in policies.items()
     }
     assert sorted(filters) == sorted(
         f"fmnist {env}: {what}"
-        for what in ("Cloud Run 5xx ratio", "Cloud Run p99 latency", "Vertex AI endpoint errors", "served inputs drift")
+        for what in (
+            "Cloud Run 5xx ratio",
+            "Cloud Run p99 latency",
+            "Vertex AI endpoint errors",
+            "served inputs drift",
+            "pipeline run failed",
+            "quality gate refused a promotion",
+        )
     )
+    # log-based (issue 24): the trainer's event lines, one notification per 5 minutes at most
+    assert filters[f"fmnist {env}: pipeline run failed"] == (
+        'jsonPayload.event="pipeline_step_failed" AND jsonPayload.component="trainer"'
+    )
+    assert filters[f"fmnist {env}: quality gate refused a promotion"] == (
+        'jsonPayload.event="gate_refused" AND jsonPayload.component="trainer"'
+    )
+    for title in ("pipeline run failed", "quality gate refused a promotion"):
+        strategy = policies[f"fmnist {env}: {title}"]["alert_strategy"]
+        assert strategy["notification_rate_limit"] == {"period": "300s"}  # required by log-based conditions
     assert 'response_code_class = "5xx"' in filters[f"fmnist {env}: Cloud Run 5xx ratio"]
     assert "request_latencies" in filters[f"fmnist {env}: Cloud Run p99 latency"]
     endpoint_id = settings_by_env[env].infra.endpoint_id
