@@ -74,7 +74,14 @@ IMAGES_INVENTORY = {"docker_image": 2, "docker_registry_image": 2}
 # the run API again, and Cloud KMS for the index signing key's public key read at plan (issue 25)
 SERVING_INVENTORY = {
     "google_cloud_run_v2_service": 1,
-    "google_project_service": 3,  # + Secret Manager: the service's secrets below
+    # the ramp (infra/components/ramp.py): its job, the scheduler's tick, the ramp account's grants
+    "google_cloud_run_v2_job": 1,
+    "google_cloud_run_v2_job_iam_member": 1,
+    "google_cloud_run_v2_service_iam_member": 1,
+    "google_service_account_iam_member": 1,
+    "google_project_iam_member": 1,
+    "google_cloud_scheduler_job": 1,
+    "google_project_service": 4,  # + Secret Manager: the service's secrets below; + Cloud Scheduler: the ramp
     "google_secret_manager_secret": 3,  # the service's operator token, routing key and RunMonitoring config
     "google_secret_manager_secret_iam_member": 3,
     "google_secret_manager_secret_version": 3,
@@ -324,7 +331,8 @@ def test_cloud_run_service(synth, env, settings_by_env):
     }
     for probe in ("startup_probe", "liveness_probe"):
         assert container[probe]["http_get"]["path"] == "/health"
-    assert not synth.resources(f"serving-{env}", "google_cloud_run_v2_service_iam_member"), "no invoker unless asked"
+    service_grants = synth.resources(f"serving-{env}", "google_cloud_run_v2_service_iam_member").values()
+    assert [g["role"] for g in service_grants] == ["roles/run.developer"], "no invoker unless asked (the ramp's grant)"
     assert not synth.resources(env, "google_cloud_run_v2_service"), "Cloud Run is serving-<env>'s"
 
 
@@ -381,7 +389,9 @@ def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
 
 def test_public_endpoint_and_invokers_only_when_config_asks(variant_synth):
     members = sorted(
-        m["member"] for m in variant_synth.resources("serving-dev", "google_cloud_run_v2_service_iam_member").values()
+        m["member"]
+        for m in variant_synth.resources("serving-dev", "google_cloud_run_v2_service_iam_member").values()
+        if m["role"] == "roles/run.invoker"  # the ramp's developer grant is infra/components/ramp.py's
     )
     assert members == ["allUsers", "group:ml-team@example.com", "user:ana@example.com"]
 
