@@ -32,7 +32,15 @@ import numpy as np
 from contracts.dataset import IMAGE_SHAPE
 from contracts.dataset import NUM_CLASSES as N_CLASSES
 from contracts.feature_schema import FEATURE_FUNCTION_ID, FEATURE_NAMES
-from contracts.features import N_BINS, bin_index, compute_image_features, population_stability_index
+from contracts.features import (
+    N_BINS,
+    bin_index,
+    compute_image_features,
+    population_stability_index,
+)
+from contracts.features import (
+    PROPORTION_FLOOR as PSI_FLOOR,
+)
 from service.caller import client_bucket
 from service.config import CLIENT_BUCKETS
 
@@ -248,16 +256,20 @@ class DriftMonitor:
         self.flush()
         per_client = self._store.total()[:ALL]
         images = per_client[:, 0].sum(axis=1)
+        seen = np.flatnonzero(images)
+        drifted = np.zeros(len(images), dtype=bool)
+        judged = seen[images[seen] >= self.min_client_images] if self.baseline.usable else seen[:0]
+        if len(judged):  # every judged bucket's PSI per row at once (contracts.features' formula, vectorized)
+            n = images[judged]
+            shares = (per_client[judged] + 0.5) / (n + 0.5 * per_client.shape[-1])[:, None, None]
+            expected = np.maximum(np.vstack([self.baseline.expected, self.baseline.class_expected]), PSI_FLOOR)
+            observed = np.maximum(shares, PSI_FLOOR)
+            worst = ((observed - expected) * np.log(observed / expected)).sum(axis=2).max(axis=1)
+            drifted[judged] = worst > np.maximum(self.threshold, CHI2_999_9DOF / n)
         out: dict[str, tuple[int, bool]] = {}
-        for bucket in np.flatnonzero(images).tolist():
-            n = float(images[bucket])
-            drifted = False
-            if self.baseline.usable and n >= self.min_client_images:
-                smoothed = (per_client[bucket] + 0.5) / (n + 0.5 * per_client.shape[-1])
-                expected = [*self.baseline.expected, self.baseline.class_expected]
-                worst = max(population_stability_index(e, o) for e, o in zip(expected, smoothed, strict=True))
-                drifted = worst > max(self.threshold, CHI2_999_9DOF / n)
-            out[f"{bucket:02d}"] = (int(n), drifted)
+        for bucket in seen.tolist():
+            n_images, flag = int(images[bucket]), bool(drifted[bucket])
+            out[f"{bucket:02d}"] = (n_images, flag)
         return out
 
     def reset(self) -> None:

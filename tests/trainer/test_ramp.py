@@ -253,3 +253,11 @@ def test_the_vertex_split_over_the_wire(tmp_path):
     assert [d["id"] for d in fake.resources[name]["deployedModels"]] == ["111"]
     patched = fake.sent("PATCH", name)
     assert len(patched) == 1 and patched[0].query.get("updateMask") == "trafficSplit"
+
+
+def test_the_local_command_names_the_prometheus_server_it_needs(monkeypatch, tmp_path, capsys):
+    from trainer import cli
+
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path))
+    assert cli.main(["ramp"]) == 1
+    assert "pass --prometheus-url" in capsys.readouterr().err
