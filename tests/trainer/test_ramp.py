@@ -261,3 +261,58 @@ def test_the_local_command_names_the_prometheus_server_it_needs(monkeypatch, tmp
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path))
     assert cli.main(["ramp"]) == 1
     assert "pass --prometheus-url" in capsys.readouterr().err
+
+
+def test_the_cloud_run_share_over_http_reads_then_patches_with_the_etag():
+    """CloudRunShare with a real requests session against a local stand-in of the Admin API's service resource:
+    one GET, one PATCH of the same resource carrying its etag with CANARY_PERCENT changed; a refused PATCH (the
+    service changed meanwhile: 409) is an error that names it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    seen, resource, refuse = [], _cloud_run_service(), []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            seen.append(("GET", self.path, None))
+            self._answer(200, resource)
+
+        def do_PATCH(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(("PATCH", self.path, body))
+            self._answer(409 if refuse else 200, {"error": "etag mismatch"} if refuse else {"name": "operations/1"})
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        share = ramp.CloudRunShare(resource["name"], requests.Session())
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ramp, "RUN_API", f"http://127.0.0.1:{server.server_port}/v2")
+            share.set_share(50.0)
+            refuse.append(True)
+            with pytest.raises(CommandError, match="PATCH .* answered 409"):
+                share.set_share(25.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(method, path) for method, path, _ in seen] == [
+        ("GET", f"/v2/{resource['name']}"),
+        ("PATCH", f"/v2/{resource['name']}"),
+    ] * 2
+    body = seen[1][2]
+    assert body["etag"] == resource["etag"]
+    assert {e["name"]: e["value"] for e in body["template"]["containers"][0]["env"]}["CANARY_PERCENT"] == "50"
