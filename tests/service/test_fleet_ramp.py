@@ -34,9 +34,16 @@ pytestmark = [
 ]
 SECRET = "ramp-routing-secret-0123456789abcdef"
 OCTET = {"Content-Type": "application/octet-stream"}
-# looser than production so that a few hundred requests decide: 5 % errors, 90 % agreement, 3 clients
+# looser than production so that a few hundred requests decide: 5 % errors, 90 % agreement, 3 clients, 30 paired
+# requests; the latency guard is off here (paired timings on this shared, loaded machine reached 13x for a twin; the
+# guard is tested in tests/trainer/test_ramp.py, the latency rule on a real server in test_canary_attack.py)
 THRESHOLDS = Thresholds(
-    min_clients=3, max_client_requests=20, max_error_rate=0.05, min_agreement=0.9, max_latency_ratio=10.0
+    min_clients=3,
+    min_requests=30,
+    max_client_requests=20,
+    max_error_rate=0.05,
+    min_agreement=0.9,
+    max_latency_ratio=1000.0,
 )
 STEPS = [5.0, 25.0, 50.0, 100.0]
 CLIENTS = [f"192.0.2.{i}" for i in range(1, 201)]

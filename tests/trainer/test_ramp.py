@@ -12,7 +12,7 @@ from trainer.cloud.rollout import Deployed
 from trainer.errors import CommandError
 from trainer.models.registry import ModelRegistry
 
-THRESHOLDS = Thresholds(min_clients=5, max_error_rate=0.01, min_agreement=0.98, max_latency_ratio=1.5)
+THRESHOLDS = Thresholds(min_clients=5, min_requests=300, max_error_rate=0.01, min_agreement=0.98, max_latency_ratio=1.5)
 STEPS = [5.0, 25.0, 50.0, 100.0]
 
 
@@ -25,8 +25,13 @@ def _evidence(requests, errors=0.0, agreed=None, clients=10, latency=1.0):
 @pytest.mark.parametrize(
     "evidence, decision, codes",
     [
-        (_evidence(0, clients=0), "wait", ["too_few_clients", "error_rate_uncertain", "agreement_unmeasured"]),
-        (_evidence(100), "wait", ["error_rate_uncertain", "agreement_uncertain"]),
+        (
+            _evidence(0, clients=0),
+            "wait",
+            ["too_few_clients", "too_few_requests", "error_rate_uncertain", "agreement_unmeasured"],
+        ),
+        (_evidence(100), "wait", ["too_few_requests", "error_rate_uncertain", "agreement_uncertain"]),
+        (_evidence(200, latency=2.0), "wait", ["too_few_requests", "error_rate_uncertain"]),  # noisy: not yet
         (_evidence(400, clients=4), "wait", ["too_few_clients"]),
         (_evidence(400), "advance", ["passed"]),
         (_evidence(100, errors=10), "rollback", ["error_rate_high"]),

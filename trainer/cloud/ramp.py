@@ -12,7 +12,8 @@ boundary, and advanced once both are shown below it from at least `rollout.min_c
 the evidence every minute does not make either more likely than its alpha. Error rates: promoting a challenger
 whose rates are over a boundary needs its last step to pass (<= alpha); rolling back a good one can happen at any of
 the steps' two harm tests, so each harm test runs at alpha / (2 x steps) (union bound: <= alpha in all). Latency is a
-guard, not a test: a paired inference-time ratio over `rollout.max_latency_ratio` from enough clients rolls back.
+guard, not a test: once `rollout.min_requests` requests were scored by both models, from enough clients, a paired
+inference-time ratio over `rollout.max_latency_ratio` rolls back (a step never advances before that).
 
 What a step changes (Actuator): the share of clients the Cloud Run service's in-service canary sends to the
 challenger (its CANARY_PERCENT, a new revision through the Cloud Run Admin API), and the Vertex AI endpoint's
@@ -68,19 +69,23 @@ def judge_step(evidence: Evidence, thresholds: Thresholds, alpha: float, steps: 
         disagreement = RateTest(boundary, harm_alpha).judge(disagreed, agreement.compared)
         disagreement_ok = RateTest(boundary, alpha).judge(disagreed, agreement.compared)
     enough_clients = evidence.clients >= thresholds.min_clients
+    compared = 0.0 if agreement is None else agreement.compared
+    enough_pairs = compared >= thresholds.min_requests  # paired timings are noisy: the latency guard waits for them
     failures: list[tuple[str, str]] = []
     if errors.too_high:
         failures.append(("error_rate_high", errors.describe("challenger error rate")))
     if disagreement is not None and disagreement.too_high:
         failures.append(("agreement_low", disagreement.describe("disagreement with the champion")))
     ratio = evidence.latency_ratio
-    if ratio is not None and enough_clients and ratio > thresholds.max_latency_ratio:
+    if ratio is not None and enough_clients and enough_pairs and ratio > thresholds.max_latency_ratio:
         failures.append(("latency_high", f"challenger inference time {ratio:.2f}x the champion's on the same images"))
     if failures:
         return StepVerdict("rollback", [c for c, _ in failures], [r for _, r in failures])
     pending: list[tuple[str, str]] = []
     if not enough_clients:
         pending.append(("too_few_clients", f"{evidence.clients} of the {thresholds.min_clients} distinct clients"))
+    if not enough_pairs:
+        pending.append(("too_few_requests", f"{compared:.1f} of the {thresholds.min_requests} paired requests"))
     if not errors_ok.acceptable:
         pending.append(("error_rate_uncertain", errors_ok.describe("challenger error rate")))
     if disagreement_ok is None:
