@@ -31,7 +31,7 @@ def test_the_scheduler_runs_one_tick_of_trainer_ramp_as_the_promoter(synth, env,
     assert target["oauth_token"]["service_account_email"] == names.service_account_email("starter")
     [invoker] = synth.resources(stack, "google_cloud_run_v2_job_iam_member").values()
     assert (invoker["role"], invoker["member"]) == ("roles/run.invoker", names.account_member("starter"))
-    assert "google_cloud_run_v2_job.ramp_job" in invoker["name"] or "${google_cloud_run_v2_job." in invoker["name"]
+    assert invoker["name"].startswith("${google_cloud_run_v2_job.ramp_job")  # this job, not the project
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
