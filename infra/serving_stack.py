@@ -28,6 +28,7 @@ from infra.components.images import Images
 from infra.components.index_signing import index_public_key
 from infra.components.metrics_export import MetricsExport
 from infra.components.providers import google_provider
+from infra.components.ramp import Ramp
 from infra.components.service_secrets import ServiceSecrets
 from infra.components.serving import Serving
 from infra.guard import deploy_guard
@@ -38,7 +39,13 @@ from settings import Settings
 
 # Cloud KMS: the index key read at plan time; Secret Manager: the operator token, routing key and the metrics
 # sidecar's config (infra/components/service_secrets.py, metrics_export.py)
-SERVING_APIS = ("run.googleapis.com", "cloudkms.googleapis.com", "secretmanager.googleapis.com")
+# Cloud Scheduler: the ramp's tick (infra/components/ramp.py)
+SERVING_APIS = (
+    "run.googleapis.com",
+    "cloudkms.googleapis.com",
+    "secretmanager.googleapis.com",
+    "cloudscheduler.googleapis.com",
+)
 
 
 class ServingStack(TerraformStack):
@@ -77,6 +84,16 @@ class ServingStack(TerraformStack):
             index_public_key=index_public_key(self, names, apis),
             secrets=self.service_secrets,
             metrics=self.metrics_export,
+        )
+        self.ramp = Ramp(
+            self,
+            "ramp",
+            names=names,
+            teardown=teardown,
+            apis=apis,
+            identity=identity,
+            images=images,
+            service=serving.service,
         )
         if settings.infra.workbench.enabled:  # the notebooks call the service as the Workbench's account
             CloudRunV2ServiceIamMember(

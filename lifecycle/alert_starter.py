@@ -23,7 +23,8 @@ DEFAULT_COMMAND = [sys.executable, "-m", "lifecycle"]
 
 
 def rule_file(expr: str, for_s: int = 0) -> str:
-    """A Prometheus alerting rule that fires while `expr` (DRIFT_DETECTED_PROMQL) has a result."""
+    """A Prometheus alerting rule that fires while `expr` (contracts.monitoring_queries.drift_fleet_promql) has a
+    result."""
     return (
         "groups:\n- name: fmnist\n  rules:\n"
         f"  - alert: {DRIFT_ALERT}\n    expr: {json.dumps(expr)}\n    for: {for_s}s\n"

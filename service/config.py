@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.layout import CHAMPION, DEFAULT_STORAGE_ROOT, model_reference, parse_model_reference
+from contracts.monitoring_queries import DRIFT_MIN_CLIENTS_CLOUD_RUN
 from contracts.rollout import Thresholds
 from contracts.serving import HEALTH_ROUTE, PORT, PREDICT_ROUTE, Env
 
@@ -306,7 +307,9 @@ class ServiceConfig:
             drift_min_images=_int(env, Env.DRIFT_MIN_IMAGES, 200, 1, 10**9),
             drift_sample_every=_int(env, Env.DRIFT_SAMPLE_EVERY, 8, 1, 10**6),
             # on Cloud Run one client must not flag drift (and start a retraining run); locally one client is usual
-            drift_min_clients=_int(env, Env.DRIFT_MIN_CLIENTS, 10 if cloud_run else 1, 1, CLIENT_BUCKETS),
+            drift_min_clients=_int(
+                env, Env.DRIFT_MIN_CLIENTS, DRIFT_MIN_CLIENTS_CLOUD_RUN if cloud_run else 1, 1, CLIENT_BUCKETS
+            ),
             drift_max_client_images=_int(env, Env.DRIFT_MAX_CLIENT_IMAGES, 100 if cloud_run else 0, 0, 10**9),
             caller_identity=_choice(env, Env.CALLER_IDENTITY, "address", CALLER_IDENTITIES),
             page_enabled=_bool(env, Env.PAGE_ENABLED, not on_managed_platform(env)),

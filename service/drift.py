@@ -32,11 +32,20 @@ import numpy as np
 from contracts.dataset import IMAGE_SHAPE
 from contracts.dataset import NUM_CLASSES as N_CLASSES
 from contracts.feature_schema import FEATURE_FUNCTION_ID, FEATURE_NAMES
-from contracts.features import N_BINS, bin_index, compute_image_features, population_stability_index
+from contracts.features import (
+    N_BINS,
+    bin_index,
+    compute_image_features,
+    population_stability_index,
+)
+from contracts.features import (
+    PROPORTION_FLOOR as PSI_FLOOR,
+)
 from service.caller import client_bucket
 from service.config import CLIENT_BUCKETS
 
 FEATURE_BATCH = 8  # sampled images per feature computation: amortizes numpy's per-call cost
+CHI2_999_9DOF = 27.877  # chi-square's 99.9 % quantile, 9 degrees of freedom (10 bins, 10 classes): client_drift
 ALL = CLIENT_BUCKETS  # the store's last slot: every image's predicted class (images_seen), whoever sent it
 
 
@@ -230,6 +239,38 @@ class DriftMonitor:
             np.add.at(counts[:, -1, :], (buckets, classes.astype(np.int64)), 1)
         else:
             counts[one, -1] += np.bincount(classes, minlength=N_CLASSES)
+
+    @property
+    def min_client_images(self) -> int:
+        """Sampled images one client bucket needs before its own drift is judged: its share of min_images."""
+        return max(1, -(-self.min_images // self.min_clients))
+
+    def client_drift(self) -> dict[str, tuple[int, bool]]:
+        """{client bucket: (its sampled images, whether its own images drifted)} for every bucket with images.
+        Why: the fleet's drift query (contracts.monitoring_queries) counts the DISTINCT buckets that drifted over
+        every instance, so one client flooding odd images is one bucket, whatever it sends. Scrape time only.
+        A bucket holds few images, so its PSI is judged on smoothed shares (half an image added to every bin: an
+        empty bin would otherwise weigh ln(share / 1e-4)) and must exceed both the threshold and what chance gives
+        that many images (n x PSI beyond chi-square's 99.9 % quantile at 9 degrees of freedom), once the bucket
+        holds DRIFT_MIN_IMAGES / DRIFT_MIN_CLIENTS images."""
+        self.flush()
+        per_client = self._store.total()[:ALL]
+        images = per_client[:, 0].sum(axis=1)
+        seen = np.flatnonzero(images)
+        drifted = np.zeros(len(images), dtype=bool)
+        judged = seen[images[seen] >= self.min_client_images] if self.baseline.usable else seen[:0]
+        if len(judged):  # every judged bucket's PSI per row at once (contracts.features' formula, vectorized)
+            n = images[judged]
+            shares = (per_client[judged] + 0.5) / (n + 0.5 * per_client.shape[-1])[:, None, None]
+            expected = np.maximum(np.vstack([self.baseline.expected, self.baseline.class_expected]), PSI_FLOOR)
+            observed = np.maximum(shares, PSI_FLOOR)
+            worst = ((observed - expected) * np.log(observed / expected)).sum(axis=2).max(axis=1)
+            drifted[judged] = worst > np.maximum(self.threshold, CHI2_999_9DOF / n)
+        out: dict[str, tuple[int, bool]] = {}
+        for bucket in seen.tolist():
+            n_images, flag = int(images[bucket]), bool(drifted[bucket])
+            out[f"{bucket:02d}"] = (n_images, flag)
+        return out
 
     def reset(self) -> None:
         self._buffered = 0

@@ -149,6 +149,20 @@ class _ServiceStateCollector(Collector):
             "1 when any feature's or the class PSI exceeds the threshold",
             value=1.0 if report["drift_detected"] else 0.0,
         )
+        per_client = state.drift.client_drift()
+        images = GaugeMetricFamily(
+            "fmnist_drift_client_images", "Sampled images per client bucket (drift)", labels=["client"]
+        )
+        drifted = GaugeMetricFamily(
+            "fmnist_drift_client_detected",
+            "1 when a client bucket's own sampled images drifted (judged from DRIFT_MIN_IMAGES / DRIFT_MIN_CLIENTS)",
+            labels=["client"],
+        )
+        for bucket, (count, flag) in per_client.items():
+            images.add_metric([bucket], float(count))
+            drifted.add_metric([bucket], 1.0 if flag else 0.0)
+        yield images
+        yield drifted
         if report["status"] == "ok":
             psi = GaugeMetricFamily(
                 "fmnist_drift_feature_psi", "Population stability index per input feature", labels=["feature"]

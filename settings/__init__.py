@@ -126,6 +126,10 @@ class RolloutSettings(_Section):
     window_minutes: int = Field(60, ge=1, description="Cloud Monitoring window the gcp rollout reads")
     min_clients: int = Field(10, ge=1, le=64, description="distinct clients the challenger must have served")
     max_client_requests: int = Field(50, ge=1, description="requests credited to one client in the verdict")
+    ramp_steps: list[float] = Field(
+        [5.0, 25.0, 50.0, 100.0], min_length=1, description="`trainer ramp`: the challenger's shares, ending at 100"
+    )
+    ramp_alpha: float = Field(0.05, gt=0, lt=1, description="`trainer ramp`: level of its sequential tests")
 
     def thresholds(self) -> Thresholds:
         return Thresholds(

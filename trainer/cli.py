@@ -13,8 +13,9 @@ import sys
 from dataclasses import dataclass
 from types import ModuleType
 
+from contracts.monitoring_queries import GATE_REFUSED
 from settings import ConfigError, load_config
-from trainer.errors import CommandError
+from trainer.errors import CommandError, GateRefused, log_event
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ COMMANDS = {
         Command("deploy-model", "cloud", "upload a registry version to Vertex AI and deploy it to the endpoint"),
         Command("undeploy-all", "cloud", "undeploy every model from the endpoint (before cdktf destroy)"),
         Command("rollout", "cloud", "end a canary (endpoint or local service): promote the challenger or take it off"),
+        Command("ramp", "cloud", "one tick of a progressive rollout (5 -> 100 %) that promotes or rolls back itself"),
         Command("automl", "cloud", "train a Vertex AI AutoML image classifier and register it (gcp target)"),
         Command("pipeline-step", "cloud", "run one command as a Vertex AI Pipeline task and report its artifacts"),
         Command("feed-feature-store", "cloud", "load the feature table into BigQuery and sync the feature view"),
@@ -114,4 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, GateRefused):  # the gate-refusal alert's log line
+            log_event(GATE_REFUSED, str(exc), "WARNING", command=command.name)
         return exc.exit_code

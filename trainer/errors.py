@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Any
+
 
 class CommandError(Exception):
     """A command failed for a reason the user can fix; the message says what and how.
@@ -29,3 +33,10 @@ class GateRefused(RegistryError):
     pipelines (and `make demo`) tell apart from a failure."""
 
     exit_code = 3
+
+
+def log_event(event: str, message: str, severity: str = "ERROR", **fields: Any) -> None:
+    """One JSON line on stderr that Cloud Logging reads as a structured entry (jsonPayload); the alert policies on
+    failed pipeline runs and gate refusals match `event` (contracts.monitoring_queries.event_log_filter)."""
+    line = {"severity": severity, "message": message, "event": event, "component": "trainer", **fields}
+    print(json.dumps(line, default=str), file=sys.stderr, flush=True)

@@ -1,5 +1,7 @@
-"""The alert email channel and Cloud Monitoring alert policies: Cloud Run 5xx ratio and p99 latency, and errors
-on the Vertex AI endpoint. Thresholds come from `infra:` in config/<env>.yaml."""
+"""The alert email channel and Cloud Monitoring alert policies: Cloud Run 5xx ratio and p99 latency, errors on the
+Vertex AI endpoint, failed pipeline runs and quality-gate refusals. Thresholds come from `infra:` in
+config/<env>.yaml. The last two are log-based (condition_matched_log on the trainer's event lines, contracts.
+monitoring_queries): valid before the first failure, unlike a threshold on a metric not yet written."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from cdktf_cdktf_provider_google.monitoring_alert_policy import (
 from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
 from constructs import Construct
 
+from contracts.monitoring_queries import GATE_REFUSED, PIPELINE_STEP_FAILED, event_log_filter
 from infra.components.apis import Apis
 from infra.naming import Names
 
@@ -140,4 +143,39 @@ class Monitoring(Construct):
                 ],
                 **common,
             ),
+            "pipeline_run_failed": self._log_alert(
+                "pipeline-run-failed",
+                f"fmnist {names.env}: pipeline run failed",
+                PIPELINE_STEP_FAILED,
+                "A task of a lifecycle pipeline run failed (`trainer pipeline-step` logged its command's exit "
+                "status): the run fails with it. The log entry names the step; the run's page has its logs.",
+                "ERROR",
+                common,
+            ),
+            "gate_refused": self._log_alert(
+                "gate-refused",
+                f"fmnist {names.env}: quality gate refused a promotion",
+                GATE_REFUSED,
+                "The registry's quality gate refused to promote a model (the entry carries the numbers): a "
+                "retraining run produced a worse model, or a ramp's challenger failed the gate.",
+                "WARNING",
+                common,
+            ),
         }
+
+    def _log_alert(
+        self, id: str, title: str, event: str, content: str, severity: str, common: dict
+    ) -> MonitoringAlertPolicy:
+        """A log-based policy: one notification per matching entry, at most one per 5 minutes."""
+        return MonitoringAlertPolicy(
+            self,
+            id,
+            display_name=title,
+            severity=severity,
+            documentation={"mime_type": "text/markdown", "content": content},
+            conditions=[Condition(display_name=event, condition_matched_log={"filter": event_log_filter(event)})],
+            **{
+                **common,
+                "alert_strategy": {"auto_close": AUTO_CLOSE, "notification_rate_limit": {"period": WINDOW}},
+            },
+        )

@@ -41,7 +41,7 @@ from cdktf_cdktf_provider_google.workflows_workflow import WorkflowsWorkflow
 from constructs import Construct
 
 from contracts.cloud import DRIFT_TRIGGER, NEW_DATA_TRIGGER, PIPELINE_ACCOUNT_SUFFIXES
-from contracts.monitoring_queries import DRIFT_DETECTED_PROMQL
+from contracts.monitoring_queries import drift_fleet_promql
 from infra.components.apis import PIPELINE_APIS, Apis
 from infra.components.features import Features
 from infra.components.identity import AGENT_PROJECT_ROLES, Identity
@@ -455,15 +455,16 @@ class Pipelines(Construct):
             documentation={
                 "mime_type": "text/markdown",
                 "content": "The prediction service's drift monitor (PSI of the image features and classes against "
-                "the champion's training baseline) flags drift; the starter workflow starts a retraining run.",
+                "the champion's training baseline) flags drift from enough distinct clients over every instance "
+                "(one client alone never does); the starter workflow starts a retraining run.",
             },
             conditions=[
                 Condition(
-                    display_name=DRIFT_DETECTED_PROMQL,
+                    display_name="drift from enough distinct clients",
                     # PromQL: accepted before the service writes the gauge's first point (a metric-type filter
                     # would fail with 404 "Cannot find metric(s)" on a new project).
                     condition_prometheus_query_language={
-                        "query": DRIFT_DETECTED_PROMQL,
+                        "query": drift_fleet_promql(),
                         "duration": "300s",
                         "evaluation_interval": "60s",
                     },

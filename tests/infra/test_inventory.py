@@ -23,7 +23,7 @@ COMMON_INVENTORY = {
     "google_bigquery_table": 1,
     "google_billing_budget": 1,
     "google_kms_crypto_key_iam_member": 5,
-    "google_monitoring_alert_policy": 3,
+    "google_monitoring_alert_policy": 5,  # Cloud Run 5xx and latency, endpoint errors, failed runs, gate refusals
     "google_monitoring_notification_channel": 1,
     "google_project_iam_member": 5,  # trainer 3, checks 1, the service's metric writer
     "google_project_service": len(REQUIRED_APIS),
@@ -74,7 +74,14 @@ IMAGES_INVENTORY = {"docker_image": 2, "docker_registry_image": 2}
 # the run API again, and Cloud KMS for the index signing key's public key read at plan (issue 25)
 SERVING_INVENTORY = {
     "google_cloud_run_v2_service": 1,
-    "google_project_service": 3,  # + Secret Manager: the service's secrets below
+    # the ramp (infra/components/ramp.py): its job, the scheduler's tick, the ramp account's grants
+    "google_cloud_run_v2_job": 1,
+    "google_cloud_run_v2_job_iam_member": 1,
+    "google_cloud_run_v2_service_iam_member": 1,
+    "google_service_account_iam_member": 1,
+    "google_project_iam_member": 1,
+    "google_cloud_scheduler_job": 1,
+    "google_project_service": 4,  # + Secret Manager: the service's secrets below; + Cloud Scheduler: the ramp
     "google_secret_manager_secret": 3,  # the service's operator token, routing key and RunMonitoring config
     "google_secret_manager_secret_iam_member": 3,
     "google_secret_manager_secret_version": 3,
@@ -324,7 +331,8 @@ def test_cloud_run_service(synth, env, settings_by_env):
     }
     for probe in ("startup_probe", "liveness_probe"):
         assert container[probe]["http_get"]["path"] == "/health"
-    assert not synth.resources(f"serving-{env}", "google_cloud_run_v2_service_iam_member"), "no invoker unless asked"
+    service_grants = synth.resources(f"serving-{env}", "google_cloud_run_v2_service_iam_member").values()
+    assert [g["role"] for g in service_grants] == ["roles/run.developer"], "no invoker unless asked (the ramp's grant)"
     assert not synth.resources(env, "google_cloud_run_v2_service"), "Cloud Run is serving-<env>'s"
 
 
@@ -381,7 +389,9 @@ def test_a_configured_challenger_reaches_the_service_environment(variant_synth):
 
 def test_public_endpoint_and_invokers_only_when_config_asks(variant_synth):
     members = sorted(
-        m["member"] for m in variant_synth.resources("serving-dev", "google_cloud_run_v2_service_iam_member").values()
+        m["member"]
+        for m in variant_synth.resources("serving-dev", "google_cloud_run_v2_service_iam_member").values()
+        if m["role"] == "roles/run.invoker"  # the ramp's developer grant is infra/components/ramp.py's
     )
     assert members == ["allUsers", "group:ml-team@example.com", "user:ana@example.com"]
 
@@ -414,13 +424,31 @@ def test_alert_policies(synth, env, settings_by_env):
     policies = {p["display_name"]: p for p in synth.resources(env, "google_monitoring_alert_policy").values()}
     filters = {
         name: (p["conditions"][0].get("condition_threshold") or {}).get("filter")
+        or (p["conditions"][0].get("condition_matched_log") or {}).get("filter")
         or p["conditions"][0]["condition_prometheus_query_language"]["query"]
         for name, p in policies.items()
     }
     assert sorted(filters) == sorted(
         f"fmnist {env}: {what}"
-        for what in ("Cloud Run 5xx ratio", "Cloud Run p99 latency", "Vertex AI endpoint errors", "served inputs drift")
+        for what in (
+            "Cloud Run 5xx ratio",
+            "Cloud Run p99 latency",
+            "Vertex AI endpoint errors",
+            "served inputs drift",
+            "pipeline run failed",
+            "quality gate refused a promotion",
+        )
     )
+    # log-based (issue 24): the trainer's event lines, one notification per 5 minutes at most
+    assert filters[f"fmnist {env}: pipeline run failed"] == (
+        'jsonPayload.event="pipeline_step_failed" AND jsonPayload.component="trainer"'
+    )
+    assert filters[f"fmnist {env}: quality gate refused a promotion"] == (
+        'jsonPayload.event="gate_refused" AND jsonPayload.component="trainer"'
+    )
+    for title in ("pipeline run failed", "quality gate refused a promotion"):
+        strategy = policies[f"fmnist {env}: {title}"]["alert_strategy"]
+        assert strategy["notification_rate_limit"] == {"period": "300s"}  # required by log-based conditions
     assert 'response_code_class = "5xx"' in filters[f"fmnist {env}: Cloud Run 5xx ratio"]
     assert "request_latencies" in filters[f"fmnist {env}: Cloud Run p99 latency"]
     endpoint_id = settings_by_env[env].infra.endpoint_id

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.monitoring_queries import DRIFT_DETECTED_GAUGE, DRIFT_DETECTED_PROMQL
+from contracts.monitoring_queries import DRIFT_CLIENT_GAUGE
 from infra.components.apis import REQUIRED_APIS
 from infra.components.pipelines import (
     ACTIVE_STATES,
@@ -245,10 +245,11 @@ def test_drift_reaches_the_topic_from_an_alert_on_the_services_own_gauge(synth, 
     channel = synth.resources(env, "google_monitoring_notification_channel")[channel_key]
     assert channel["type"] == "pubsub" and channel["labels"]["topic"] == ref("google_pubsub_topic", topic_key, "id")
     # PromQL: a metric-type filter on the gauge would fail with 404 before its first point (issue 23, defect 2)
-    assert policy["conditions"][0]["condition_prometheus_query_language"]["query"] == DRIFT_DETECTED_PROMQL
+    # and only from 10 distinct client buckets over every instance in the last hour (issue 24): one client is one
+    query = policy["conditions"][0]["condition_prometheus_query_language"]["query"]
+    assert query == "count(max by (client) (max_over_time(fmnist_drift_client_detected[1h])) > 0) >= 10"
     assert "condition_threshold" not in policy["conditions"][0]
-    assert DRIFT_DETECTED_GAUGE in DRIFT_DETECTED_PROMQL
-    assert f'"{DRIFT_DETECTED_GAUGE}"' in (REPO / "service" / "metrics.py").read_text()  # the name the service exports
+    assert f'"{DRIFT_CLIENT_GAUGE}"' in (REPO / "service" / "metrics.py").read_text()  # the name the service exports
     publishers = [b for b in synth.resources(env, "google_pubsub_topic_iam_member").values() if topic_key in b["topic"]]
     assert [b["member"].split("@")[1] for b in publishers] == ["gcp-sa-monitoring-notification.iam.gserviceaccount.com"]
     topic = synth.resources(env, "google_pubsub_topic")[topic_key]

@@ -167,3 +167,27 @@ def test_one_client_cannot_flag_drift(make_app):
         capped["classes"]["psi"],
     )
     assert uncapped["images_credited"] == 700 and uncapped["drift_detected"] is True
+
+
+def test_each_client_buckets_own_drift_is_exported_for_the_fleet_query(make_app):
+    """/metrics: per client bucket, its sampled images and whether they drifted on their own, judged once the bucket
+    holds DRIFT_MIN_IMAGES / DRIFT_MIN_CLIENTS (40 / 4 = 10) images and beyond what chance gives that many (a
+    bucket of 30 ordinary images has PSI 0.65 on smoothed shares, over the 0.2 threshold, under 27.877 / 30 = 0.93);
+    the fleet's alert counts the flagged buckets."""
+    from service.caller import client_bucket
+
+    env = {"DRIFT_SAMPLE_EVERY": "1", "DRIFT_MIN_IMAGES": "40", "DRIFT_MIN_CLIENTS": "4", "TRUSTED_PROXY_HOPS": "1"}
+    client = make_app(**env).test_client()
+    images, _ = generated_images(30, seed=23)
+    _post_as(client, 255 - images[:9], "203.0.113.1")  # 9 drifted images: under 10, not judged yet
+    _post_as(client, 255 - images[:20], "203.0.113.2")  # 20 drifted: flagged
+    _post_as(client, images, "203.0.113.3")  # 30 like the training data: not flagged
+    text = client.get("/metrics").get_data(as_text=True)
+    flags = {
+        f"{client_bucket(f'ip:203.0.113.{i}'):02d}": (count, flag)
+        for i, count, flag in ((1, 9, 0), (2, 20, 1), (3, 30, 0))
+    }
+    for bucket, (count, flag) in flags.items():
+        assert f'fmnist_drift_client_images{{client="{bucket}"}} {count:.1f}' in text
+        assert f'fmnist_drift_client_detected{{client="{bucket}"}} {flag:.1f}' in text
+    assert text.count("fmnist_drift_client_detected{") == 3

@@ -44,12 +44,20 @@ def test_the_gates_exit_status_is_the_outcome_and_the_task_succeeds(
 
 
 def test_a_refusal_without_a_mapped_outcome_fails_the_task_with_the_commands_status(
-    settings, monkeypatch, tmp_path, capsys
+    settings, monkeypatch, tmp_path, capfd
 ):
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
     register_external_version(settings, source="custom", metrics={"accuracy": 0.5}, dataset_version="v-1")
     assert _promote(tmp_path, "--outcome", f"0={PROMOTED}") == 3
-    assert "exited with 3" in capsys.readouterr().err
+    err = capfd.readouterr().err
+    assert "exited with 3" in err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    # both alerts' lines: the promoter's refusal (the child `trainer registry promote`) and the failed task
+    assert [(e["event"], e["severity"]) for e in events] == [
+        ("gate_refused", "WARNING"),
+        ("pipeline_step_failed", "ERROR"),
+    ]
+    assert "below the floor" in events[0]["message"] and events[0]["command"] == "registry"
     assert not (tmp_path / "out").exists()  # nothing reported: the launcher marks the task failed
 
 
@@ -168,7 +176,16 @@ def test_a_step_logs_its_inputs_and_what_it_wrote(settings, monkeypatch, idx_dir
     assert written["artifacts"]["dataset"]["artifacts"][0]["uri"] == uri
 
     assert main([*argv, "--artifact", "dataset=/d", "--", "--env", "local", "registry", "show", "nope"]) == 1
-    assert capsys.readouterr().err.endswith("error: `trainer --env local registry show nope` exited with 1\n")
+    *_, error, event = capsys.readouterr().err.splitlines()
+    assert error == "error: `trainer --env local registry show nope` exited with 1"
+    assert json.loads(event) == {  # the failed-run alert's log line (infra/components/monitoring.py)
+        "severity": "ERROR",
+        "message": "pipeline step `trainer registry` failed",
+        "event": "pipeline_step_failed",
+        "component": "trainer",
+        "exit_status": 1,
+        "step": "registry",
+    }
 
 
 def test_flags_and_executor_input_are_checked_with_messages_that_say_what_to_pass(settings, capsys):

@@ -19,8 +19,9 @@ from pathlib import Path
 import storage
 from contracts.feature_schema import FEATURE_FUNCTION_ID
 from contracts.layout import CANDIDATE, FEATURES_FILE, ModelFiles
+from contracts.monitoring_queries import PIPELINE_STEP_FAILED
 from trainer.cloud import gcp_resources
-from trainer.errors import CommandError
+from trainer.errors import CommandError, log_event
 
 OUTCOME = "outcome"  # the output parameter a gate step sets
 
@@ -154,6 +155,17 @@ def trainer_command(trainer_args: list[str]) -> list[str]:
     return list(trainer_args[1:] if trainer_args[:1] == ["--"] else trainer_args)
 
 
+def _command_name(command: list[str]) -> str:
+    """The trainer command a task runs (`registry` in `--env dev registry promote candidate`)."""
+    words = iter(command)
+    for word in words:
+        if word == "--env":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return ""
+
+
 def run(args, settings) -> int:
     try:
         executor_input = json.loads(args.executor_input)
@@ -171,6 +183,8 @@ def run(args, settings) -> int:
     status = subprocess.run([sys.executable, "-m", "trainer", *command], env=environ).returncode
     if status != 0 and status not in outcomes:
         print(f"error: `trainer {' '.join(command)}` exited with {status}", file=sys.stderr)
+        name = _command_name(command)
+        log_event(PIPELINE_STEP_FAILED, f"pipeline step `trainer {name}` failed", exit_status=status, step=name)
         return status
     output = executor_output(settings, executor_input, artifacts, outcomes.get(status))
     write_outputs(executor_input, output)
