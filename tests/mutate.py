@@ -107,13 +107,19 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "deploy-model": (
         ["trainer/cloud/deploy_model.py"],
-        ["tests/trainer/test_vertex.py", "tests/trainer/test_cloud_requests.py", "tests/trainer/test_sdk_contracts.py"],
+        [
+            "tests/trainer/test_vertex.py",
+            "tests/trainer/test_cloud_requests.py",
+            "tests/trainer/test_sdk_contracts.py",
+            "tests/trainer/test_deploy_model_cli.py",
+        ],
     ),
     "feature-store": (["trainer/cloud/feed_feature_store.py"], ["tests/trainer/test_feature_store.py"]),
     "batch-prediction": (
         ["trainer/cloud/batch_prediction.py"],
         [
             "tests/trainer/test_batch_prediction_job.py",
+            "tests/trainer/test_batch_prediction_wire.py",
             "tests/lifecycle/test_batch_predict.py",
             *["-k", "png_prefix_becomes or jsonl_source or wait_reaches or send_writes"],  # no model training
         ],
