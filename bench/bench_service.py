@@ -129,7 +129,8 @@ def build_model_dir(directory: Path, builder) -> Path:
 
 def local_champion() -> Path | None:
     from service.config import default_model_uri
-    from service.model_source import ModelLoadError, resolve_version_dir
+    from service.model_errors import ModelLoadError
+    from service.model_reference import resolve_version_dir
 
     try:
         version_dir, _ = resolve_version_dir(default_model_uri(os.environ))

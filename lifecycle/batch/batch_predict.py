@@ -1,7 +1,7 @@
 """`python -m lifecycle batch-predict SOURCE`: score a set of images with the champion, in-process and batched.
 
 SOURCE is a directory of PNGs, a gs:// prefix of PNGs, or an IDX image file (gzipped or raw). Scoring runs the
-service's own code: `service.model_source.load_bundle` finds the model (a registry reference such as
+service's own code: `service.model_bundle.load_bundle` finds the model (a registry reference such as
 `<models bucket>@champion`, or a version directory), `service.images.decode_image_instance` decodes each PNG as
 the service decodes a {"b64": ...} instance, and `service.runtime.OnnxClassifier` (one ONNX Runtime thread) runs
 it; decoding and inference both happen in the workers, one process per core. Why here: the trainer may not import
@@ -138,7 +138,7 @@ class BatchScorer:
     """One OnnxClassifier per worker process (the service's one-thread-per-core layout), started once."""
 
     def __init__(self, model_uri: str, workers: int | None = None):
-        from service.model_source import load_bundle
+        from service.model_bundle import load_bundle
 
         self.bundle = load_bundle(model_uri)
         self.workers = workers or os.cpu_count() or 1
@@ -270,7 +270,7 @@ def main(argv: list[str]) -> int:
         return 1
     if args.vertex:
         return run_vertex(args, settings)
-    from service.model_source import ModelLoadError
+    from service.model_errors import ModelLoadError
 
     model = args.model or f"{settings.models_bucket}@champion"
     start = time.perf_counter()
