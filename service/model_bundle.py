@@ -27,7 +27,7 @@ import numpy as np
 from contracts.layout import REGISTRY_INDEX, ModelFiles
 from service.gcs import GCS_SCHEME
 from service.model_errors import ModelLoadError, ModelReadError, ModelRefused, ObjectNotFound
-from service.model_reader import ModelReader, contained, join, scratch_dir, sha256_of
+from service.model_reader import ModelReader, contained, join, sha256_of
 from service.model_reference import Resolved, resolve, split_reference
 
 METADATA_FILE, SAMPLES_FILE, DEFAULT_ARTIFACT = ModelFiles.METADATA, ModelFiles.SAMPLES, ModelFiles.ONNX
@@ -168,7 +168,7 @@ def load_bundle(
     download: bool = True,
 ) -> ModelBundle:
     """Resolve `uri`, read metadata and the optional samples, and locate the serving artifact (downloading it into
-    `cache_dir` when it is on GCS and `download`; default: a directory under SERVICE_STATE_DIR or TMPDIR).
+    `cache_dir` when it is on GCS and `download`; default: a directory under TMPDIR).
     Every file read is checked against its recorded SHA-256; ModelLoadError (ModelRefused) if unusable."""
     reader = ModelReader()
     return load_resolved(
@@ -315,7 +315,7 @@ def verified_artifact(bundle: ModelBundle, reader: ModelReader | None = None) ->
     reader = reader or ModelReader()
     uri, path = bundle.model_path, bundle.model_path
     if uri.startswith(GCS_SCHEME):
-        fh = cast(BinaryIO, tempfile.NamedTemporaryFile(dir=scratch_dir(), suffix=".onnx"))  # noqa: SIM115
+        fh = cast(BinaryIO, tempfile.NamedTemporaryFile(dir=reader.scratch_dir, suffix=".onnx"))  # noqa: SIM115
         path = fh.name
         try:
             reader.download(uri, fh)

@@ -17,8 +17,9 @@ from service.gcs import GCS_SCHEME, GcsError, GcsNotFound, GcsReader
 from service.model_errors import ModelLoadError, ModelReadError, ObjectNotFound
 
 
-def scratch_dir() -> str:
-    return os.environ.get("SERVICE_STATE_DIR") or os.environ.get("TMPDIR") or "/tmp"
+def scratch_dir(state_dir: str | None = None) -> str:
+    """Where downloads go: the server's state directory (ServiceConfig.state_dir), else TMPDIR."""
+    return state_dir or os.environ.get("TMPDIR") or "/tmp"
 
 
 def sha256_of(fh: BinaryIO) -> str:
@@ -37,8 +38,9 @@ def join(base: str, *parts: str) -> str:
 
 
 class ModelReader:
-    def __init__(self) -> None:
+    def __init__(self, state_dir: str | None = None) -> None:
         self._gcs: GcsReader | None = None
+        self.scratch_dir = scratch_dir(state_dir)
 
     def local_copy(self, uri: str, cache_dir: str | None) -> str:
         """A local file holding the object: the file itself when local, else a download into cache_dir
@@ -48,7 +50,7 @@ class ModelReader:
                 raise ObjectNotFound(f"{uri} does not exist")
             return uri
         if cache_dir is None:
-            cache_dir = os.path.join(scratch_dir(), f"fmnist-model-{os.getpid()}-{os.urandom(4).hex()}")
+            cache_dir = os.path.join(self.scratch_dir, f"fmnist-model-{os.getpid()}-{os.urandom(4).hex()}")
         os.makedirs(cache_dir, exist_ok=True)
         path = os.path.join(cache_dir, uri.rsplit("/", 1)[-1])
         try:

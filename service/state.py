@@ -49,7 +49,7 @@ class ServiceState:
         self.config = config
         self.champion = champion
         self.runtime_version = "onnxruntime (not loaded in this process)"
-        state_dir = os.environ.get("SERVICE_STATE_DIR")
+        state_dir = config.state_dir
         self.drift = DriftMonitor(
             None,
             config.drift_psi_threshold,

@@ -84,7 +84,7 @@ class ModelSlot:
         self.refused: dict[str, str] = {}  # version id (or directory) -> why it was refused
         self._root, self._alias = split_reference(reference)
         self._index_uri = join(self._root, REGISTRY_INDEX)
-        self._reader = ModelReader()
+        self._reader = ModelReader(config.state_dir)
         self._seen: object = _UNSEEN  # the index version last looked at
         self._serving_id: str | None = None  # the registry version id of `current` (or of `pending`)
         self._listeners: list[Callable[[LoadedModel], None]] = []
