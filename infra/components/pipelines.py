@@ -287,14 +287,6 @@ class Pipelines(Construct):
             role="roles/bigquery.dataEditor",
             member=self.member("pipelines"),
         )
-        ArtifactRegistryRepositoryIamMember(
-            self,
-            "images-pipelines-reader",
-            repository=registry.repository.name,
-            location=names.region,
-            role="roles/artifactregistry.reader",
-            member=self.member("pipelines"),
-        )
 
         # ---- the compiled templates ----------------------------------------------------------------------------
         self.repository = ArtifactRegistryRepository(
