@@ -7,7 +7,7 @@ the service decodes a {"b64": ...} instance, and `service.runtime.OnnxClassifier
 it; decoding and inference both happen in the workers, one process per core. Why here: the trainer may not import
 the service, the lifecycle may import both. Predictions (image id, class, probabilities, model version) go to
 JSONL or Parquet, local or gs://. With `--vertex` the same source is scored by a Vertex AI batch prediction job on
-the serving image instead (trainer.cloud.batch_prediction builds that request).
+the serving image instead (trainer.cloud.batch_prediction builds that request, through trainer.api).
 """
 
 from __future__ import annotations
@@ -69,11 +69,10 @@ def _decode_png(data: bytes, index: int) -> np.ndarray:
 
 
 def read_idx_images(data: bytes, name: str) -> ImageSet:
-    from trainer.data.idx import IdxError, gunzip, parse_idx
+    from trainer.api import IdxError, decode_idx_images
 
     try:
-        raw = gunzip(data, name) if data[:2] == b"\x1f\x8b" else data
-        images = parse_idx(raw, name, 3)
+        images = decode_idx_images(data, name)
     except IdxError as exc:
         raise BatchInputError(str(exc)) from None
     stem = Path(name).name
@@ -245,15 +244,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_vertex(args, settings) -> int:
-    from trainer.cloud import batch_prediction
-    from trainer.errors import CommandError
+    from trainer.api import CommandError, batch_prediction_request, send_batch_prediction
 
     try:
-        request = batch_prediction.build_for_source(settings, args.source, args.model or "champion", args.output)
+        request = batch_prediction_request(settings, args.source, args.model or "champion", args.output)
         if args.dry_run:
             print(json.dumps(request.__dict__, indent=2))
             return 0
-        job = batch_prediction.send(settings, request)
+        job = send_batch_prediction(settings, request)
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
