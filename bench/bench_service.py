@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import http.client
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +34,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from lifecycle.served import ServedProcess, free_port, service_environment  # noqa: E402
+from lifecycle.served import start as start_service  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 DEFAULT_ANCHORS = Path(__file__).resolve().parent.parent.parent / "shared" / "anchors"
 ANCHOR_DIR = Path(os.environ.get("FMNIST_ANCHORS_DIR") or DEFAULT_ANCHORS)
@@ -56,12 +56,6 @@ local f = io.open(os.getenv("BENCH_BODY"), "rb")
 wrk.body = f:read("*a")
 f:close()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_images(n: int) -> np.ndarray:
@@ -129,7 +123,8 @@ def build_model_dir(directory: Path, builder) -> Path:
 
 def local_champion() -> Path | None:
     from service.config import default_model_uri
-    from service.model_source import ModelLoadError, resolve_version_dir
+    from service.model_errors import ModelLoadError
+    from service.model_reference import resolve_version_dir
 
     try:
         version_dir, _ = resolve_version_dir(default_model_uri(os.environ))
@@ -139,63 +134,77 @@ def local_champion() -> Path | None:
 
 
 class Server:
-    """One gunicorn server: ours (`python -m service`) or the anchor (bare_app.py)."""
+    """One server under load: ours (`python -m service`, started by lifecycle.served, the one launcher of the
+    service) or the anchor (bare_app.py, started here: it is gunicorn on another app, from the anchors' directory,
+    with its own variables and no health route, so the service's launcher does not fit it)."""
 
     def __init__(
         self, name: str, kind: str, model_dir: Path, python: str, runtime: str = "ort", extra_env: dict | None = None
     ):
         self.name, self.kind, self.model_dir, self.python, self.runtime = name, kind, model_dir, python, runtime
         self.extra_env = extra_env or {}
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.log = RESULTS / f"{name}.log"
+        self.served: ServedProcess | None = None
+        self.log_dir = RESULTS / name
         if kind == "service":
             self.predict_path, self.raw_path, self.json_path = "/predict", "/predict", "/predict"
         else:
             self.predict_path, self.raw_path, self.json_path = "/predict_raw", "/predict_raw", "/predict_orjson"
 
-    def command(self) -> tuple[list[str], dict, str]:
+    @property
+    def port(self) -> int:
+        return self.served.port
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.served.process
+
+    def launch(self) -> ServedProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.kind == "service":  # this checkout's service, whatever the interpreter has installed
+            env = service_environment(MODEL_URI=str(self.model_dir), WORKERS="2", **self.extra_env)
+            return start_service(self.log_dir, env, python=self.python)
+        return self.start_anchor()
+
+    def start_anchor(self) -> ServedProcess:
+        """bare_app.py under gunicorn, 2 sync workers, one inference thread each, on a free loopback port."""
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "MODEL_URI", "PROMETHEUS"))}
-        if self.kind == "service":
-            env.update(
-                MODEL_URI=str(self.model_dir),
-                PORT=str(self.port),
-                SERVICE_HOST="127.0.0.1",
-                WORKERS="2",
-                PYTHONPATH=str(REPO),
-                **self.extra_env,
-            )  # this checkout's service, whatever the interpreter has installed
-            return [self.python, "-m", "service"], env, str(REPO)
         artifact = "model.onnx" if self.runtime == "ort" else "model.tflite"
         env.update(RUNTIME=self.runtime, MODEL=str(self.model_dir / artifact), THREADS="1")
         gunicorn = str(Path(self.python).parent / "gunicorn")
-        return [gunicorn, "-w", "2", "-b", f"127.0.0.1:{self.port}", "bare_app:app"], env, str(ANCHOR_DIR)
+        stdout, stderr = self.log_dir / "service.stdout", self.log_dir / "service.stderr"
+        with open(stdout, "wb") as out, open(stderr, "wb") as err:
+            process = subprocess.Popen(
+                [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "bare_app:app"],
+                env=env,
+                cwd=str(ANCHOR_DIR),
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        return ServedProcess(f"http://127.0.0.1:{port}", port, process, stdout, stderr)
 
     def start(self, body: bytes) -> float:
         """Launch and poll the predict route until the first 200; seconds from launch."""
-        cmd, env, cwd = self.command()
-        with open(self.log, "ab") as log:
-            started = time.perf_counter()
-            self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
+        started = time.perf_counter()
+        self.served = self.launch()
         deadline = started + 60
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_dir}")
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("POST", self.raw_path, body, {"Content-Type": "application/octet-stream"})
-                status = conn.getresponse().status
-                conn.close()
-                if status == 200:
+                if (
+                    self.served.request("POST", self.raw_path, body, {"Content-Type": "application/octet-stream"})[0]
+                    == 200
+                ):
                     return time.perf_counter() - started
             except OSError:
                 pass
             time.sleep(0.002)
-        raise RuntimeError(f"{self.name} did not answer within 60 s; see {self.log}")
+        raise RuntimeError(f"{self.name} did not answer within 60 s; see {self.log_dir}")
 
     def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        return [int(p) for p in children]
+        return self.served.worker_pids()
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the master and its live workers: what the server spent, whatever else ran."""
@@ -214,13 +223,8 @@ class Server:
         return out
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.served is not None:
+            self.served.stop()
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

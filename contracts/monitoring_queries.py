@@ -8,7 +8,7 @@ PromQL condition is accepted before the metric exists. Pure strings, no imports.
 
 from __future__ import annotations
 
-DRIFT_DETECTED_GAUGE = "fmnist_drift_detected"  # service/metrics.py: 1 while the drift monitor flags drift
+DRIFT_DETECTED_GAUGE = "fmnist_drift_detected"  # service/state.py: 1 while the drift monitor flags drift
 # True (a non-empty result) while any serving instance reports drift.
 DRIFT_DETECTED_PROMQL = f"max({DRIFT_DETECTED_GAUGE}) > 0"
 

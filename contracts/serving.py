@@ -64,6 +64,8 @@ class Env:
     REQUIRE_DIGESTS = "REQUIRE_DIGESTS"
     ADMIN_ENABLED = "ADMIN_ENABLED"
     ADMIN_TOKEN = "ADMIN_TOKEN"
+    # set by the service itself for its workers (service/state_dir.py): metrics, drift counts, model downloads
+    SERVICE_STATE_DIR = "SERVICE_STATE_DIR"
     # the registry index's signature (service/index_verification.py)
     INDEX_PUBLIC_KEY = "INDEX_PUBLIC_KEY"
     INDEX_PUBLIC_KEY_FILE = "INDEX_PUBLIC_KEY_FILE"

@@ -110,10 +110,10 @@ def run_local(args, settings, log: StepLog):
 
     banner(f"serve champion {summary.champion} and check it over HTTP")
     start = time.perf_counter()
-    from trainer.models.index_signing import service_environment  # the service checks the index's signature
+    from trainer.api import index_key_environment  # the service checks the index's signature
 
     figures = check_service(
-        f"{settings.models_bucket}@champion", dataset.x_test, dataset.y_test, extra_env=service_environment(settings)
+        f"{settings.models_bucket}@champion", dataset.x_test, dataset.y_test, extra_env=index_key_environment(settings)
     )
     log.timings["serve + HTTP checks"] = time.perf_counter() - start
     summary.http_accuracy_json, summary.http_accuracy_binary = figures.json_accuracy, figures.binary_accuracy

@@ -9,6 +9,7 @@ when it dies); three copies of it had drifted apart.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -17,14 +18,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-READY_MARKER = " ready in worker "  # what each worker logs once its model is loaded and warmed up
+READY_MARKER = " ready in worker "  # what each worker logs once per role once its model is loaded and warmed up
 BOOT_MARKER = "Booting worker with pid"  # gunicorn's line, for a service with no model yet
+CHAMPION_ONLY = ("champion",)
+WITH_CHALLENGER = ("champion", "challenger")
 
 
 class ServiceStartFailed(RuntimeError):
@@ -35,6 +38,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def ready_workers(log: str, marker: str) -> dict[str, set[int]]:
+    """Per role, the pids of the workers whose JSON log lines include `marker` (a gunicorn line has no role: '').
+
+    Why pids and roles, not lines: a worker logs the ready line once per model it serves (champion, challenger)
+    and again after each swap, so counting lines took one worker's two lines for two workers, and a test sending
+    then found the other one still booting."""
+    seen: dict[str, set[int]] = {}
+    for line in log.splitlines():
+        if marker not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("pid"), int):
+            seen.setdefault(str(entry.get("role", "")), set()).add(entry["pid"])
+    return seen
 
 
 def service_environment(**overrides: str) -> dict[str, str]:
@@ -83,17 +105,30 @@ class ServedProcess:
         except OSError:
             return False
 
+    def workers_ready(self, workers: int, roles: Sequence[str] = CHAMPION_ONLY) -> bool:
+        """True once `workers` distinct workers have warmed up the model of every role in `roles`; with no roles,
+        once they have booted (a service waiting for its first model). Needs LOG_LEVEL INFO or DEBUG."""
+        marker = READY_MARKER if roles else BOOT_MARKER
+        seen = ready_workers(self.stderr.read_text(errors="replace"), marker)
+        return all(len(seen.get(role, ())) >= workers for role in (roles or ("",)))
+
     def wait_healthy(
-        self, *, route: str = "/health", workers: int = 0, marker: str = READY_MARKER, timeout: float = 60
+        self,
+        *,
+        route: str = "/health",
+        workers: int = 0,
+        roles: Sequence[str] = CHAMPION_ONLY,
+        timeout: float = 60,
     ) -> None:
-        """Until `route` answers 200 and `workers` workers have logged `marker`; ServiceStartFailed otherwise."""
+        """Until `route` answers 200 and, with `workers`, that many workers are ready (workers_ready: every role
+        in `roles` warmed up, or booted with no roles); ServiceStartFailed otherwise."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServiceStartFailed(
                     f"the service exited with {self.process.returncode} before it was healthy: {self.log_tail()}"
                 )
-            ready = not workers or self.stderr.read_text(errors="replace").count(marker) >= workers
+            ready = not workers or self.workers_ready(workers, roles)
             if ready and self.answers(route):
                 return
             time.sleep(0.02)
@@ -112,13 +147,16 @@ class ServedProcess:
         return int(self.process.returncode)
 
 
-def start(log_dir: Path, env: dict[str, str], *, port_variable: str = "PORT") -> ServedProcess:
-    """`python -m service` with `env` (see service_environment) on a free port, its output in `log_dir`."""
+def start(
+    log_dir: Path, env: dict[str, str], *, port_variable: str = "PORT", python: str | None = None
+) -> ServedProcess:
+    """`python -m service` with `env` (see service_environment) on a free port, its output in `log_dir`; `python`:
+    another interpreter (the benches run the serving-only venv, which starts like the image), default this one."""
     port = free_port()
     stdout, stderr = log_dir / "service.stdout", log_dir / "service.stderr"
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
+            [python or sys.executable, "-m", "service"],
             cwd=REPO_ROOT,
             stdout=out,
             stderr=err,

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prepare_state_dir()  # before anything imports prometheus_client
 
-    from service.model_source import ModelLoadError
+    from service.model_errors import ModelLoadError
 
     try:
         import service.wsgi  # noqa: F401 - reads the model now; gunicorn's preload then finds it imported

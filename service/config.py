@@ -274,6 +274,7 @@ class ServiceConfig:
     index_public_key: bytes | None = field(default=None, repr=False)  # PEM: the promoter's index-signing key
     admin_enabled: bool = False
     admin_token: str | None = field(default=None, repr=False)
+    state_dir: str | None = None  # the server's scratch directory (service/state_dir.py); None in-process
     rollout: RolloutConfig | None = None  # CHALLENGER set: a second model beside the champion
 
     @classmethod
@@ -322,6 +323,7 @@ class ServiceConfig:
             index_public_key=_index_public_key(env, model_uri),
             admin_enabled=admin_enabled,
             admin_token=admin_token if admin_enabled else None,
+            state_dir=env.get(Env.SERVICE_STATE_DIR) or None,
             rollout=RolloutConfig.from_env(env, model_uri),
         )
 

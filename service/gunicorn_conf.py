@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from gunicorn.workers.base import Worker
 
 _config = ServiceConfig.from_env()
-prepare_state_dir()
+_state_dir = prepare_state_dir()
 
 wsgi_app = "service.wsgi:app"
 bind = [f"{_config.host}:{_config.port}"]
@@ -64,7 +64,7 @@ def when_ready(server: Arbiter) -> None:
     boot), then move everything imported so far out of the garbage collector's sight, so collections in the
     workers stay short and the shared pages are not copied by the collector touching them."""
     if server.log is not None:
-        server.log.info("metrics and drift state in %s", os.environ["SERVICE_STATE_DIR"])
+        server.log.info("metrics and drift state in %s", _state_dir)
     import onnxruntime  # noqa: F401 - see worker_exit for what this obliges the workers to do
 
     gc.freeze()

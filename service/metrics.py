@@ -2,22 +2,18 @@
 
 Why two kinds: counters and histograms live in prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR,
 set up by gunicorn_conf.py before this module is imported) so /metrics sums both gunicorn workers; the model
-and drift gauges are computed at scrape time by a custom collector from state every worker can read.
+and drift gauges are computed at scrape time by a collector that service/state.py hands to build_scrape_registry
+(a leaf: this module knows no other service module).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from service.state import ServiceState
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -108,75 +104,6 @@ ROLLOUT_PAIRED_SECONDS = Counter(
 )
 
 
-class _ServiceStateCollector(Collector):
-    """Model identity and drift gauges, computed when scraped."""
-
-    def __init__(self, state: ServiceState) -> None:
-        self._state = state
-
-    def collect(self) -> Iterator[Metric]:
-        state = self._state
-        current = state.champion.current
-        info = InfoMetricFamily("fmnist_model", "The model this service serves")
-        info.add_metric(
-            [],
-            {
-                "model_version": state.champion.version,
-                "alias": "" if current is None else current.bundle.alias or "",
-                "role": state.champion.role,
-                "artifact": "" if current is None else current.artifact,
-                "verified": "" if current is None else str(current.bundle.verified).lower(),
-                "runtime": state.runtime_version,
-            },
-        )
-        yield info
-        loaded = GaugeMetricFamily("fmnist_model_ready", "1 once this worker's model is loaded and warmed up")
-        loaded.add_metric([], 1.0 if current is not None else 0.0)
-        yield loaded
-        report = state.drift.report()
-        yield GaugeMetricFamily(
-            "fmnist_drift_images_sampled",
-            "Images whose features entered the drift histograms",
-            value=report["images_sampled"],
-        )
-        yield GaugeMetricFamily(
-            "fmnist_drift_threshold",
-            "PSI above which drift is flagged (DRIFT_PSI_THRESHOLD)",
-            value=report["threshold"],
-        )
-        yield GaugeMetricFamily(
-            "fmnist_drift_detected",
-            "1 when any feature's or the class PSI exceeds the threshold",
-            value=1.0 if report["drift_detected"] else 0.0,
-        )
-        per_client = state.drift.client_drift()
-        images = GaugeMetricFamily(
-            "fmnist_drift_client_images", "Sampled images per client bucket (drift)", labels=["client"]
-        )
-        drifted = GaugeMetricFamily(
-            "fmnist_drift_client_detected",
-            "1 when a client bucket's own sampled images drifted (judged from DRIFT_MIN_IMAGES / DRIFT_MIN_CLIENTS)",
-            labels=["client"],
-        )
-        for bucket, (count, flag) in per_client.items():
-            images.add_metric([bucket], float(count))
-            drifted.add_metric([bucket], 1.0 if flag else 0.0)
-        yield images
-        yield drifted
-        if report["status"] == "ok":
-            psi = GaugeMetricFamily(
-                "fmnist_drift_feature_psi", "Population stability index per input feature", labels=["feature"]
-            )
-            for name, item in report["features"].items():
-                psi.add_metric([name], item["psi"])
-            yield psi
-            yield GaugeMetricFamily(
-                "fmnist_drift_class_psi",
-                "Population stability index of predicted classes",
-                value=report["classes"]["psi"],
-            )
-
-
 class _DefaultRegistryView(Collector):
     """The in-process default registry, for use outside gunicorn (tests, flask run)."""
 
@@ -186,7 +113,8 @@ class _DefaultRegistryView(Collector):
         return REGISTRY.collect()
 
 
-def build_scrape_registry(state: ServiceState) -> CollectorRegistry:
+def build_scrape_registry(state: Collector) -> CollectorRegistry:
+    """What /metrics exposes: every worker's counters and histograms, and `state`'s gauges (service/state.py)."""
     registry = CollectorRegistry()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
@@ -195,7 +123,7 @@ def build_scrape_registry(state: ServiceState) -> CollectorRegistry:
         MultiProcessCollector(registry, path=directory)
     else:
         registry.register(_DefaultRegistryView())
-    registry.register(_ServiceStateCollector(state))
+    registry.register(state)
     return registry
 
 

@@ -83,10 +83,14 @@ class Model(Protocol):
 
 
 class Slot(Protocol):
-    """The challenger's slot (service.versions.ModelSlot): `current` is replaced atomically, read once here."""
+    """What the rollout needs of the challenger's slot (service.versions.ModelSlot): `current` is replaced
+    atomically, read once here; `waiting_reason` says why it is None (for the operator's report)."""
 
     @property
-    def current(self) -> Any: ...
+    def current(self) -> Model | None: ...
+
+    @property
+    def waiting_reason(self) -> str | None: ...
 
 
 @dataclass
@@ -164,7 +168,7 @@ class Rollout:
             read_counters(self._counters.collect()),
             None if champion is None else champion.version,
             None if challenger is None else challenger.version,
-            getattr(self.slot, "waiting_reason", None),
+            self.slot.waiting_reason,
         )
         return report if full else public_report(report)
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from service import metrics
 from service.config import ServiceConfig
@@ -45,7 +49,7 @@ class ServiceState:
         self.config = config
         self.champion = champion
         self.runtime_version = "onnxruntime (not loaded in this process)"
-        state_dir = os.environ.get("SERVICE_STATE_DIR")
+        state_dir = config.state_dir
         self.drift = DriftMonitor(
             None,
             config.drift_psi_threshold,
@@ -56,7 +60,7 @@ class ServiceState:
             config.drift_max_client_images,
         )
         self.request_log = RequestLog(config.log_level, config.google_cloud_project, NO_MODEL)
-        self.scrape_registry = metrics.build_scrape_registry(self)
+        self.scrape_registry = metrics.build_scrape_registry(_ServiceStateCollector(self))
         self.openapi_bytes = orjson.dumps(build_openapi(config, NO_MODEL))
         self._class_counters: dict[str, Counter] = {}
         self._instance_counters: dict[str, Counter] = {}
@@ -151,3 +155,72 @@ class ServiceState:
         if counter is None:
             counter = self._class_counters[name] = metrics.PREDICTED.labels(name)
         return counter
+
+
+class _ServiceStateCollector(Collector):
+    """Model identity and drift gauges, computed when scraped."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state
+        current = state.champion.current
+        info = InfoMetricFamily("fmnist_model", "The model this service serves")
+        info.add_metric(
+            [],
+            {
+                "model_version": state.champion.version,
+                "alias": "" if current is None else current.bundle.alias or "",
+                "role": state.champion.role,
+                "artifact": "" if current is None else current.artifact,
+                "verified": "" if current is None else str(current.bundle.verified).lower(),
+                "runtime": state.runtime_version,
+            },
+        )
+        yield info
+        loaded = GaugeMetricFamily("fmnist_model_ready", "1 once this worker's model is loaded and warmed up")
+        loaded.add_metric([], 1.0 if current is not None else 0.0)
+        yield loaded
+        report = state.drift.report()
+        yield GaugeMetricFamily(
+            "fmnist_drift_images_sampled",
+            "Images whose features entered the drift histograms",
+            value=report["images_sampled"],
+        )
+        yield GaugeMetricFamily(
+            "fmnist_drift_threshold",
+            "PSI above which drift is flagged (DRIFT_PSI_THRESHOLD)",
+            value=report["threshold"],
+        )
+        yield GaugeMetricFamily(
+            "fmnist_drift_detected",
+            "1 when any feature's or the class PSI exceeds the threshold",
+            value=1.0 if report["drift_detected"] else 0.0,
+        )
+        per_client = state.drift.client_drift()
+        images = GaugeMetricFamily(
+            "fmnist_drift_client_images", "Sampled images per client bucket (drift)", labels=["client"]
+        )
+        drifted = GaugeMetricFamily(
+            "fmnist_drift_client_detected",
+            "1 when a client bucket's own sampled images drifted (judged from DRIFT_MIN_IMAGES / DRIFT_MIN_CLIENTS)",
+            labels=["client"],
+        )
+        for bucket, (count, flag) in per_client.items():
+            images.add_metric([bucket], float(count))
+            drifted.add_metric([bucket], 1.0 if flag else 0.0)
+        yield images
+        yield drifted
+        if report["status"] == "ok":
+            psi = GaugeMetricFamily(
+                "fmnist_drift_feature_psi", "Population stability index per input feature", labels=["feature"]
+            )
+            for name, item in report["features"].items():
+                psi.add_metric([name], item["psi"])
+            yield psi
+            yield GaugeMetricFamily(
+                "fmnist_drift_class_psi",
+                "Population stability index of predicted classes",
+                value=report["classes"]["psi"],
+            )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from contracts.serving import Env
+
 _created: str | None = None
 PREFIXES = ("fmnist-service-", "fmnist-model-")
 
@@ -63,7 +65,7 @@ def prepare_state_dir() -> str:
         os.mkdir(_created, 0o700)
         os.mkdir(os.path.join(_created, "prometheus"))
         os.mkdir(os.path.join(_created, "drift"))
-        os.environ["SERVICE_STATE_DIR"] = _created
+        os.environ[Env.SERVICE_STATE_DIR] = _created
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(_created, "prometheus")
     return _created
 

@@ -28,23 +28,10 @@ from contracts.layout import REGISTRY_INDEX
 from service import metrics
 from service.config import ServiceConfig
 from service.index_verification import IndexRefused, IndexVerifier, NotFound
-from service.model_source import (
-    ModelBundle,
-    ModelLoadError,
-    ModelReadError,
-    ModelRefused,
-    NoModelPromoted,
-    Resolved,
-    _NotFound,
-    _Reader,
-    join,
-    load_resolved,
-    missing_index,
-    parse_index,
-    select_version,
-    split_reference,
-    verified_artifact,
-)
+from service.model_bundle import ModelBundle, load_resolved, verified_artifact
+from service.model_errors import ModelLoadError, ModelReadError, ModelRefused, NoModelPromoted, ObjectNotFound
+from service.model_reader import ModelReader, join
+from service.model_reference import Resolved, missing_index, parse_index, select_version, split_reference
 from service.runtime import ModelRuntimeError, OnnxClassifier
 
 log = logging.getLogger("service")
@@ -97,7 +84,7 @@ class ModelSlot:
         self.refused: dict[str, str] = {}  # version id (or directory) -> why it was refused
         self._root, self._alias = split_reference(reference)
         self._index_uri = join(self._root, REGISTRY_INDEX)
-        self._reader = _Reader()
+        self._reader = ModelReader(config.state_dir)
         self._seen: object = _UNSEEN  # the index version last looked at
         self._serving_id: str | None = None  # the registry version id of `current` (or of `pending`)
         self._listeners: list[Callable[[LoadedModel], None]] = []
@@ -251,7 +238,7 @@ class ModelSlot:
         def read(name: str) -> bytes:
             try:
                 return self._reader.read(join(self._root, name))
-            except _NotFound:
+            except ObjectNotFound:
                 raise NotFound(name) from None
 
         self._verifier.verify(data, self._root, read)

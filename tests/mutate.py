@@ -80,8 +80,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     # ---- the second wave: rollout, model versions, the lifecycle pipeline and its cloud steps -------------------
     "versions": (["service/versions.py"], ["tests/service/test_versions.py", "tests/service/test_versions_retry.py"]),
-    "model-source": (
-        ["service/model_source.py"],
+    "model-source": (  # the model's loading, split into reader, reference and verified bundle (issue 21)
+        ["service/model_reader.py", "service/model_reference.py", "service/model_bundle.py"],
         ["tests/service/test_model_source.py", "tests/service/test_versions.py"],
     ),
     "service-rollout": (

@@ -12,7 +12,6 @@ from __future__ import annotations
 from cdktf import TerraformProvider
 from cdktf_cdktf_provider_google.billing_budget import BillingBudget, BillingBudgetThresholdRules
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
-from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from constructs import Construct
 
 from infra.components.apis import Apis
@@ -51,9 +50,7 @@ class Budget(Construct):
                 f"FMNIST_INFRA__BILLING_ACCOUNT=XXXXXX-XXXXXX-XXXXXX (`gcloud billing accounts list`)"
             )
         self.topic = kms.topic(self, "topic", name=names.budget_topic, names=names)
-        PubsubTopicIamMember(
-            self, "billing-publisher", topic=self.topic.name, role="roles/pubsub.publisher", member=BUDGET_PUBLISHER
-        )
+        self.topic.allow_publisher("billing-publisher", BUDGET_PUBLISHER)
         units = int(infra.budget_amount)
         self.budget = BillingBudget(
             self,

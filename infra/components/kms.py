@@ -12,10 +12,14 @@ alone; `KeyGrants` lives in the environment's stack, grants each service agent e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from cdktf import ITerraformDependable
 from cdktf_cdktf_provider_google.kms_crypto_key import KmsCryptoKey
 from cdktf_cdktf_provider_google.kms_crypto_key_iam_member import KmsCryptoKeyIamMember
 from cdktf_cdktf_provider_google.kms_key_ring import KmsKeyRing
 from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
+from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from constructs import Construct
 
 from infra.components.apis import Apis
@@ -90,15 +94,47 @@ class KeyGrants(Construct):
         self.ready = dict.fromkeys(self.grants, wait)
         self._apis = apis
 
-    def topic(self, scope: Construct, id: str, *, name: str, names: Names) -> PubsubTopic:
+    def topic(self, scope: Construct, id: str, *, name: str, names: Names) -> EncryptedTopic:
         """A Pub/Sub topic encrypted with this key, kept in the region, its messages for a week (budget, drift)."""
-        return PubsubTopic(
+        return EncryptedTopic(
             scope,
+            PubsubTopic(
+                scope,
+                id,
+                name=name,
+                kms_key_name=self.key_id,
+                labels=names.labels,
+                message_storage_policy={"allowed_persistence_regions": [names.region]},
+                message_retention_duration="604800s",
+                depends_on=[self._apis["pubsub.googleapis.com"], self.ready["pubsub"]],
+            ),
+        )
+
+
+class EncryptedTopic:
+    """A CMEK topic and who may publish to it: the topic's IAM is declared only through it, beside the topic, in
+    the construct that owns the topic (so the resources keep their addresses there)."""
+
+    def __init__(self, scope: Construct, topic: PubsubTopic):
+        self._scope, self.topic = scope, topic
+
+    @property
+    def id(self) -> str:
+        return self.topic.id
+
+    @property
+    def name(self) -> str:
+        return self.topic.name
+
+    def allow_publisher(
+        self, id: str, member: str, *, after: Sequence[ITerraformDependable] = ()
+    ) -> PubsubTopicIamMember:
+        """`member` may publish to the topic; `after`: what must exist first (the publisher's agent, say)."""
+        return PubsubTopicIamMember(
+            self._scope,
             id,
-            name=name,
-            kms_key_name=self.key_id,
-            labels=names.labels,
-            message_storage_policy={"allowed_persistence_regions": [names.region]},
-            message_retention_duration="604800s",
-            depends_on=[self._apis["pubsub.googleapis.com"], self.ready["pubsub"]],
+            topic=self.topic.name,
+            role="roles/pubsub.publisher",
+            member=member,
+            **({"depends_on": list(after)} if after else {}),
         )

@@ -34,7 +34,6 @@ from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertP
 from cdktf_cdktf_provider_google.monitoring_alert_policy import MonitoringAlertPolicyConditions as Condition
 from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from cdktf_cdktf_provider_google.storage_notification import StorageNotification
 from cdktf_cdktf_provider_google.workflows_workflow import WorkflowsWorkflow
@@ -288,14 +287,6 @@ class Pipelines(Construct):
             role="roles/bigquery.dataEditor",
             member=self.member("pipelines"),
         )
-        ArtifactRegistryRepositoryIamMember(
-            self,
-            "images-pipelines-reader",
-            repository=registry.repository.name,
-            location=names.region,
-            role="roles/artifactregistry.reader",
-            member=self.member("pipelines"),
-        )
 
         # ---- the compiled templates ----------------------------------------------------------------------------
         self.repository = ArtifactRegistryRepository(
@@ -434,14 +425,7 @@ class Pipelines(Construct):
         # Cloud Monitoring publishes to the topic as its notification agent, which it creates with the project's
         # first Pub/Sub channel: the grant waits for the channel (no KMS grant names it, so no identity resource).
         notifier = f"serviceAccount:service-{project.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
-        PubsubTopicIamMember(
-            self,
-            "drift-notifier",
-            topic=self.drift_topic.name,
-            role="roles/pubsub.publisher",
-            member=notifier,
-            depends_on=[self.drift_channel],
-        )
+        self.drift_topic.allow_publisher("drift-notifier", notifier, after=[self.drift_channel])
         self.drift_alert = MonitoringAlertPolicy(
             self,
             "drift-alert",

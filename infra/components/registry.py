@@ -18,6 +18,11 @@ from infra.components.identity import Identity
 from infra.components.kms import KeyGrants
 from infra.naming import Names
 
+# The pipelines account's reader grant was declared by the Pipelines construct until issue 21 moved it here. It keeps
+# its Terraform address: a new address would make Terraform delete the old binding after creating the same one, which
+# revokes the access. Not a `moved` block (cdktf's move_from_id): checkov's terraform_json parser (3.3.30) cannot
+# read one and then skips every check of the stack with a parsing error.
+PIPELINES_READER_ADDRESS = "pipelines_images-pipelines-reader_12D43CB4"
 KEEP_RECENT_VERSIONS = 10
 UNTAGGED_MAX_AGE = "604800s"  # 7 days
 
@@ -56,7 +61,8 @@ class Registry(Construct):
             role="roles/artifactregistry.writer",
             member=identity.member("deployer"),
         )
-        # Vertex AI pulls the trainer image as the trainer's identity when the job runs under that account.
+        # Vertex AI pulls the trainer image as the trainer's identity when the job runs under that account, and as
+        # the pipelines account for the pipeline's tasks. Every grant on the repository is here.
         ArtifactRegistryRepositoryIamMember(
             self,
             "trainer-reader",
@@ -65,3 +71,11 @@ class Registry(Construct):
             role="roles/artifactregistry.reader",
             member=identity.member("trainer"),
         )
+        ArtifactRegistryRepositoryIamMember(
+            self,
+            "pipelines-reader",
+            repository=self.repository.name,
+            location=names.region,
+            role="roles/artifactregistry.reader",
+            member=identity.member("pipelines"),
+        ).override_logical_id(PIPELINES_READER_ADDRESS)

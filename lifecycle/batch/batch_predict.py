@@ -1,13 +1,13 @@
 """`python -m lifecycle batch-predict SOURCE`: score a set of images with the champion, in-process and batched.
 
 SOURCE is a directory of PNGs, a gs:// prefix of PNGs, or an IDX image file (gzipped or raw). Scoring runs the
-service's own code: `service.model_source.load_bundle` finds the model (a registry reference such as
+service's own code: `service.model_bundle.load_bundle` finds the model (a registry reference such as
 `<models bucket>@champion`, or a version directory), `service.images.decode_image_instance` decodes each PNG as
 the service decodes a {"b64": ...} instance, and `service.runtime.OnnxClassifier` (one ONNX Runtime thread) runs
 it; decoding and inference both happen in the workers, one process per core. Why here: the trainer may not import
 the service, the lifecycle may import both. Predictions (image id, class, probabilities, model version) go to
 JSONL or Parquet, local or gs://. With `--vertex` the same source is scored by a Vertex AI batch prediction job on
-the serving image instead (trainer.cloud.batch_prediction builds that request).
+the serving image instead (trainer.cloud.batch_prediction builds that request, through trainer.api).
 """
 
 from __future__ import annotations
@@ -69,11 +69,10 @@ def _decode_png(data: bytes, index: int) -> np.ndarray:
 
 
 def read_idx_images(data: bytes, name: str) -> ImageSet:
-    from trainer.data.idx import IdxError, gunzip, parse_idx
+    from trainer.api import IdxError, decode_idx_images
 
     try:
-        raw = gunzip(data, name) if data[:2] == b"\x1f\x8b" else data
-        images = parse_idx(raw, name, 3)
+        images = decode_idx_images(data, name)
     except IdxError as exc:
         raise BatchInputError(str(exc)) from None
     stem = Path(name).name
@@ -138,7 +137,7 @@ class BatchScorer:
     """One OnnxClassifier per worker process (the service's one-thread-per-core layout), started once."""
 
     def __init__(self, model_uri: str, workers: int | None = None):
-        from service.model_source import load_bundle
+        from service.model_bundle import load_bundle
 
         self.bundle = load_bundle(model_uri)
         self.workers = workers or os.cpu_count() or 1
@@ -245,15 +244,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_vertex(args, settings) -> int:
-    from trainer.cloud import batch_prediction
-    from trainer.errors import CommandError
+    from trainer.api import CommandError, batch_prediction_request, send_batch_prediction
 
     try:
-        request = batch_prediction.build_for_source(settings, args.source, args.model or "champion", args.output)
+        request = batch_prediction_request(settings, args.source, args.model or "champion", args.output)
         if args.dry_run:
             print(json.dumps(request.__dict__, indent=2))
             return 0
-        job = batch_prediction.send(settings, request)
+        job = send_batch_prediction(settings, request)
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -270,7 +268,7 @@ def main(argv: list[str]) -> int:
         return 1
     if args.vertex:
         return run_vertex(args, settings)
-    from service.model_source import ModelLoadError
+    from service.model_errors import ModelLoadError
 
     model = args.model or f"{settings.models_bucket}@champion"
     start = time.perf_counter()

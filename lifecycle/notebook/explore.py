@@ -21,7 +21,7 @@ import storage
 from contracts.dataset import CLASS_NAMES
 from contracts.feature_schema import FEATURE_NAMES
 from contracts.layout import CHAMPION, FEATURES_FILE, ModelFiles
-from trainer.models.evaluate import Evaluation, classification_report
+from trainer.api import Evaluation, classification_report
 
 METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
 
@@ -111,20 +111,10 @@ def feature_distributions_png(features: dict[str, np.ndarray], bins: int = 40) -
 
 def train_smoke(settings, dataset, *, verbose: int = 2):
     """The smoke preset, in-process, fresh (never resumed), into a new run under the dev bucket: (TrainResult, s)."""
-    from trainer.training.train import PRESETS, OutputPaths, train
+    from trainer.api import train_preset
 
     start = time.perf_counter()
-    result = train(
-        dataset.x_train,
-        dataset.y_train,
-        dataset.x_test,
-        dataset.y_test,
-        PRESETS["smoke"],
-        OutputPaths(root=settings.dev_bucket),
-        dataset={"version": dataset.version, "hash": dataset.hash},
-        fresh=True,
-        verbose=verbose,
-    )
+    result = train_preset(settings, dataset, "smoke", fresh=True, verbose=verbose)
     return result, time.perf_counter() - start
 
 
@@ -142,7 +132,7 @@ class Champion:
 
 def champion_on(settings, images: np.ndarray, labels: np.ndarray, alias: str = CHAMPION) -> Champion | None:
     """The champion's serving artifact (ONNX, what the service runs) on these images; None without a champion."""
-    from trainer.models.export import onnx_probabilities
+    from trainer.api import onnx_probabilities
     from trainer.models.registry import ModelRegistry
 
     registry = ModelRegistry.from_settings(settings)

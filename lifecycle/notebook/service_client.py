@@ -100,9 +100,9 @@ def open_service(
     from lifecycle.served import running_service
 
     admin_token = secrets.token_urlsafe(32)  # a private local service: its operator routes are ours
-    from trainer.models.index_signing import service_environment  # the service checks the index's signature
+    from trainer.api import index_key_environment  # the service checks the index's signature
 
-    env = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": admin_token, **service_environment(settings), **(local_env or {})}
+    env = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": admin_token, **index_key_environment(settings), **(local_env or {})}
     with running_service(model_reference(settings.models_bucket), workers=1, extra_env=env) as (base, _):
         client = HttpService(base, admin_token=admin_token)
         try:

@@ -249,7 +249,7 @@ def test_drift_reaches_the_topic_from_an_alert_on_the_services_own_gauge(synth, 
     query = policy["conditions"][0]["condition_prometheus_query_language"]["query"]
     assert query == "count(max by (client) (max_over_time(fmnist_drift_client_detected[1h])) > 0) >= 10"
     assert "condition_threshold" not in policy["conditions"][0]
-    assert f'"{DRIFT_CLIENT_GAUGE}"' in (REPO / "service" / "metrics.py").read_text()  # the name the service exports
+    assert f'"{DRIFT_CLIENT_GAUGE}"' in (REPO / "service" / "state.py").read_text()  # the name the service exports
     publishers = [b for b in synth.resources(env, "google_pubsub_topic_iam_member").values() if topic_key in b["topic"]]
     assert [b["member"].split("@")[1] for b in publishers] == ["gcp-sa-monitoring-notification.iam.gserviceaccount.com"]
     topic = synth.resources(env, "google_pubsub_topic")[topic_key]

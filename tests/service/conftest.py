@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.served import BOOT_MARKER, READY_MARKER, ServedProcess, service_environment, start
+from lifecycle.served import CHAMPION_ONLY, WITH_CHALLENGER, ServedProcess, service_environment, start
 from tests.service.model_factory import build_model_dir, build_registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,16 +110,14 @@ def start_service(
     with_model: bool = True,
     **env_overrides,
 ) -> LiveServer:
-    """lifecycle.served's launcher; healthy = every worker has warmed up (or booted, without a model)."""
+    """lifecycle.served's launcher; healthy = every worker has warmed up each role's model (or booted, without a
+    model), as lifecycle.served.ServedProcess.workers_ready counts them."""
     started = start(tmp_path, service_env(**env_overrides), port_variable=port_variable)
     server = LiveServer(started.url, started.port, started.process, started.stdout, started.stderr)
     if wait:
         workers = int(env_overrides.get("WORKERS", "2"))
-        marker = READY_MARKER if with_model else BOOT_MARKER
-        # each worker logs the marker once per model it serves: with a challenger, 2 lines can be one worker, and a
-        # test sending then found the other still booting and every request on the first; so one line per role
-        lines = workers * (2 if with_model and env_overrides.get("CHALLENGER") else 1)
-        server.wait_healthy(route=health_route, workers=lines, marker=marker, timeout=60)
+        roles = (WITH_CHALLENGER if env_overrides.get("CHALLENGER") else CHAMPION_ONLY) if with_model else ()
+        server.wait_healthy(route=health_route, workers=workers, roles=roles, timeout=60)
     return server
 
 

@@ -191,3 +191,16 @@ def test_the_routing_secret_is_random_per_server_locally_and_required_on_cloud_r
 def test_bad_rollout_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         ServiceConfig.from_env({"MODEL_URI": "/m@champion", **env})
+
+
+def test_the_servers_state_directory_is_read_like_every_other_variable(tmp_path, monkeypatch):
+    """SERVICE_STATE_DIR (exported by service/state_dir.py for the workers) reaches the model reader through the
+    config; without it (an in-process app) downloads go to TMPDIR."""
+    from service.model_reader import ModelReader
+
+    config = ServiceConfig.from_env({"SERVICE_STATE_DIR": str(tmp_path / "state")})
+    assert config.state_dir == str(tmp_path / "state")
+    assert ModelReader(config.state_dir).scratch_dir == str(tmp_path / "state")
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    assert ServiceConfig.from_env({}).state_dir is None
+    assert ModelReader(None).scratch_dir == str(tmp_path / "tmp")

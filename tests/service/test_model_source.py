@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from service import gcs
-from service.model_source import ModelLoadError, NoModelPromoted, load_bundle, resolve_version_dir, split_reference
+from service.model_bundle import load_bundle
+from service.model_errors import ModelLoadError, NoModelPromoted
+from service.model_reference import resolve_version_dir, split_reference
 from tests.service.model_factory import upload_tree
 
 

@@ -106,7 +106,7 @@ def test_client_buckets_spread_and_stay_put():
 
 
 def test_shadow_answers_with_the_champion_and_counts_agreement_exactly(cnn, linear):
-    rollout = Rollout(_config("shadow"), SimpleNamespace(current=linear))
+    rollout = Rollout(_config("shadow"), SimpleNamespace(waiting_reason=None, current=linear))
     before = _counters()
     batches = [_pixels(n, seed) for n, seed in ((1, 1), (7, 2), (40, 3), (64, 4))]
     agreed = compared = 0
@@ -146,7 +146,7 @@ def test_shadow_answers_with_the_champion_and_counts_agreement_exactly(cnn, line
 
 
 def test_shadow_sampling_scores_every_kth_request(cnn, linear):
-    rollout = Rollout(_config("shadow", every=3), SimpleNamespace(current=linear))
+    rollout = Rollout(_config("shadow", every=3), SimpleNamespace(waiting_reason=None, current=linear))
     before = _counters()
     for i in range(10):
         rollout.predict(_pixels(2, 10 + i), cnn, "anyone")
@@ -157,7 +157,7 @@ def test_shadow_sampling_scores_every_kth_request(cnn, linear):
 
 
 def test_canary_routes_by_client_and_measures_agreement_on_a_sample(cnn, linear):
-    rollout = Rollout(_config("canary", percent=50, every=2), SimpleNamespace(current=linear))
+    rollout = Rollout(_config("canary", percent=50, every=2), SimpleNamespace(waiting_reason=None, current=linear))
     keys = [f"c{i}" for i in range(40)]
     canary = [k for k in keys if in_canary(k, "rt-linear", 50)]
     before = _counters()
@@ -186,7 +186,7 @@ def test_a_failing_challenger_is_counted_and_the_champion_answers(cnn):
     before = _counters()
     pixels = _pixels(2, 6)
     for mode in ("shadow", "canary"):
-        rollout = Rollout(_config(mode, percent=100), SimpleNamespace(current=broken))
+        rollout = Rollout(_config(mode, percent=100), SimpleNamespace(waiting_reason=None, current=broken))
         answer = rollout.predict(pixels, cnn, "k")
         assert answer.model is cnn
         np.testing.assert_array_equal(answer.probabilities, cnn.classifier.predict(pixels))
@@ -196,7 +196,7 @@ def test_a_failing_challenger_is_counted_and_the_champion_answers(cnn):
 
 
 def test_no_challenger_loaded_yet_means_the_champion_alone_and_a_wait(cnn):
-    rollout = Rollout(_config(), SimpleNamespace(current=None))
+    rollout = Rollout(_config(), SimpleNamespace(waiting_reason=None, current=None))
     before = _counters()
     assert rollout.predict(_pixels(1, 7), cnn, "k").model is cnn
     assert _delta(before, _counters()) == {}
@@ -212,7 +212,7 @@ def test_verdict_waits_for_enough_clients_then_promotes_an_agreeing_challenger(c
     champion = Loaded("rt-cnn-p", cnn.class_names, cnn.classifier)  # versions of its own: counters are per process
     twin = Loaded("rt-twin", cnn.class_names, cnn.classifier)  # the same model under another version
     config = _config(min_requests=200, min_clients=10, max_client_requests=20, max_latency_ratio=100.0)
-    rollout = Rollout(config, SimpleNamespace(current=twin))
+    rollout = Rollout(config, SimpleNamespace(waiting_reason=None, current=twin))
     pixels = _pixels(1, 8)
     for _ in range(250):  # one client, many requests: capped at 20, and one client is not enough
         rollout.predict(pixels, champion, "ip:203.0.113.7")
@@ -244,7 +244,8 @@ def test_verdict_waits_for_enough_clients_then_promotes_an_agreeing_challenger(c
 
 def test_verdict_rolls_back_a_disagreeing_challenger(cnn, linear):
     config = _config(min_requests=1000)
-    rollout = Rollout(config, SimpleNamespace(current=Loaded("rt-linear-2", linear.class_names, linear.classifier)))
+    disagreeing = Loaded("rt-linear-2", linear.class_names, linear.classifier)
+    rollout = Rollout(config, SimpleNamespace(waiting_reason=None, current=disagreeing))
     for i in range(3):
         rollout.predict(_pixels(64, 30 + i), cnn, "k")
     report = build_report(config, _counters(), "rt-cnn", "rt-linear-2")

@@ -10,7 +10,7 @@ from tests.service.test_rollout import _config, _counters, _loaded, _pixels
 def test_a_canary_that_compared_nothing_waits_for_agreement(model_dir):
     champion, challenger = _loaded(model_dir, "ev-cnn"), _loaded(model_dir, "ev-twin")  # versions of their own
     config = _config("canary", percent=50, every=10**9, min_requests=3, max_latency_ratio=100.0)
-    rollout = Rollout(config, SimpleNamespace(current=challenger))
+    rollout = Rollout(config, SimpleNamespace(waiting_reason=None, current=challenger))
     keys = [k for k in (f"client-{i}" for i in range(60)) if route(config.routing_secret, "ev-twin", k).in_canary(50)]
     keys = keys[:6]
     for key in keys:

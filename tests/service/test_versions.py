@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service.config import ServiceConfig
-from service.model_source import ModelRefused
+from service.model_errors import ModelRefused
 from service.versions import NO_MODEL, ModelSlot
 from tests.service.model_factory import local_registry, make_version, register
 

@@ -1,16 +1,11 @@
-"""Find and read the model the service serves: a version directory, local or on GCS, or a registry reference.
+"""A verified model version: its metadata checked, every file it reads checked against its recorded SHA-256.
 
-Contract (docs/CONTRACTS.md): a model reference is `<models-bucket-root>@<alias or version id>`, resolved through
-`<root>/registry/index.json`; anything else is a model version directory holding model.onnx and metadata.json
-(and optionally samples.npz, a few test images for the page). At start-up everything is read once, in the gunicorn
-master, so a gs:// model is downloaded once and a missing model stops start-up with one clear message; later
-versions are read by each worker's ModelSlot (service/versions.py). The serving artifact stays a file (a gs:// one
-is streamed into a local file): sessions are built from a path, so no copy of the model's bytes sits in memory.
-Why every file is checked against its recorded SHA-256 (the registry record's `files`, else metadata.json's): a
-truncated upload or an altered object must not serve predictions the registry's metrics do not describe.
-Why every name read from a file is checked: a registry record's `path` and a metadata `serving_artifact` come
-from the bucket, and must not steer a read outside it (an absolute name, `..`); a malformed index or metadata
-names the file and the field at fault, like every other load error.
+Contract (docs/CONTRACTS.md): a model version directory holds model.onnx and metadata.json (and optionally
+samples.npz, a few test images for the page). At start-up everything is read once, in the gunicorn master, so a
+gs:// model is downloaded once and a missing model stops start-up with one clear message; later versions are read
+by each worker's ModelSlot (service/versions.py). Why every file is checked against its recorded SHA-256 (the
+registry record's `files`, else metadata.json's): a truncated upload or an altered object must not serve
+predictions the registry's metrics do not describe.
 """
 
 from __future__ import annotations
@@ -29,44 +24,16 @@ from typing import Any, BinaryIO, cast
 
 import numpy as np
 
-from contracts import registry_index
-from contracts.layout import REGISTRY_INDEX, ModelFiles, parse_model_reference
-from contracts.registry_index import RegistryIndex
-from service.gcs import GCS_SCHEME, GcsError, GcsNotFound, GcsReader
+from contracts.layout import REGISTRY_INDEX, ModelFiles
+from service.gcs import GCS_SCHEME
+from service.model_errors import ModelLoadError, ModelReadError, ModelRefused, ObjectNotFound
+from service.model_reader import ModelReader, contained, join, sha256_of
+from service.model_reference import Resolved, resolve, split_reference
 
 METADATA_FILE, SAMPLES_FILE, DEFAULT_ARTIFACT = ModelFiles.METADATA, ModelFiles.SAMPLES, ModelFiles.ONNX
 ARTIFACT_CHOICES = ("float", "int8")
 _REQUIRED_KEYS = ("model_version", "class_names", "input")
 log = logging.getLogger("service")
-
-
-class ModelLoadError(Exception):
-    """The model could not be found, read or validated; the message says where and what to do."""
-
-
-class _NotFound(ModelLoadError):
-    pass
-
-
-class NoModelPromoted(ModelLoadError):
-    """The registry has no version under the alias yet (or no index at all): the service can wait for one."""
-
-
-class ModelReadError(ModelLoadError):
-    """Reading failed for a reason that may pass (a GCS outage, a timeout): worth trying again later."""
-
-
-class ModelRefused(ModelLoadError):
-    """The version's files are not the ones recorded (or cannot be checked): it must not be served.
-
-    `reason` is one of REFUSAL_REASONS, a closed set for the refused-versions metric."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-REFUSAL_REASONS = ("digest_mismatch", "missing_file", "no_digest", "invalid")
 
 
 @dataclass(frozen=True)
@@ -107,212 +74,6 @@ class ModelBundle:
     @property
     def verified(self) -> bool:
         return self.artifact_sha256 is not None
-
-
-def _scratch_dir() -> str:
-    return os.environ.get("SERVICE_STATE_DIR") or os.environ.get("TMPDIR") or "/tmp"
-
-
-def sha256_of(fh: BinaryIO) -> str:
-    """SHA-256 of an open file from its start, 1 MiB at a time."""
-    fh.seek(0)
-    digest = hashlib.sha256()
-    while chunk := fh.read(1 << 20):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def join(base: str, *parts: str) -> str:
-    if base.startswith(GCS_SCHEME):
-        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
-    return str(Path(base, *parts))
-
-
-class _Reader:
-    def __init__(self) -> None:
-        self._gcs: GcsReader | None = None
-
-    def local_copy(self, uri: str, cache_dir: str | None) -> str:
-        """A local file holding the object: the file itself when local, else a download into cache_dir
-        (streamed: the model never sits in memory whole)."""
-        if not uri.startswith(GCS_SCHEME):
-            if not Path(uri).is_file():
-                raise _NotFound(f"{uri} does not exist")
-            return uri
-        if cache_dir is None:
-            cache_dir = os.path.join(_scratch_dir(), f"fmnist-model-{os.getpid()}-{os.urandom(4).hex()}")
-        os.makedirs(cache_dir, exist_ok=True)
-        path = os.path.join(cache_dir, uri.rsplit("/", 1)[-1])
-        try:
-            with open(path, "wb") as fh:
-                self.download(uri, fh)
-        except BaseException:
-            Path(path).unlink(missing_ok=True)
-            raise
-        return path
-
-    def download(self, uri: str, sink: BinaryIO) -> None:
-        try:
-            self.gcs().download(uri, sink)
-        except GcsNotFound:
-            raise _NotFound(f"{uri} does not exist") from None
-        except GcsError as exc:
-            raise ModelReadError(f"cannot read {uri}: {exc}") from None
-
-    def gcs(self) -> GcsReader:
-        self._gcs = self._gcs or GcsReader()
-        return self._gcs
-
-    def read(self, uri: str, generation: int | None = None) -> bytes:
-        if uri.startswith(GCS_SCHEME):
-            try:
-                return self.gcs().read(uri, generation)
-            except GcsNotFound:
-                raise _NotFound(f"{uri} does not exist") from None
-            except GcsError as exc:
-                raise ModelReadError(f"cannot read {uri}: {exc}") from None
-        try:
-            return Path(uri).read_bytes()
-        except FileNotFoundError:
-            raise _NotFound(f"{uri} does not exist") from None
-        except OSError as exc:
-            raise ModelReadError(f"cannot read {uri}: {exc.strerror}") from None
-
-    def version_token(self, uri: str) -> object:
-        """What changes whenever the object is rewritten, read cheaply: the GCS generation (one small metadata
-        request) or the local file's inode, size and change times; None when it does not exist."""
-        if uri.startswith(GCS_SCHEME):
-            try:
-                return self.gcs().generation(uri)
-            except GcsNotFound:
-                return None
-            except GcsError as exc:
-                raise ModelReadError(f"cannot read {uri}: {exc}") from None
-        try:
-            st = os.stat(uri)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ModelReadError(f"cannot read {uri}: {exc.strerror}") from None
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-    def read_versioned(self, uri: str) -> tuple[object, bytes | None]:
-        """(token, bytes) of one and the same version of the object; (None, None) when it does not exist.
-
-        The token comes first and the read is pinned to it (GCS generation; locally the open file's own
-        status), so a rewrite in between is seen as a change by the next poll instead of being missed."""
-        if uri.startswith(GCS_SCHEME):
-            token = self.version_token(uri)
-            if token is None:
-                return None, None
-            try:
-                return token, self.read(uri, int(str(token)))
-            except _NotFound:  # replaced between the two requests: the next poll sees the new generation
-                return None, None
-        try:
-            with open(uri, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), fh.read()
-        except FileNotFoundError:
-            return None, None
-        except OSError as exc:
-            raise ModelReadError(f"cannot read {uri}: {exc.strerror}") from None
-
-
-def contained(base: str, name: object, where: str, field: str) -> str:
-    """`base` joined with the relative `name` read from `where`; ModelLoadError unless it stays inside `base`."""
-    if not isinstance(name, str) or not name.strip():
-        raise ModelLoadError(f"{where}: {field} must be a non-empty string, got {type(name).__name__}")
-    parts = name.replace("\\", "/").split("/")
-    if name.startswith(("/", "\\")) or "://" in name or ":" in parts[0] or ".." in parts or "\0" in name:
-        raise ModelLoadError(
-            f"{where}: {field} {name[:80]!r} must be a path relative to {base} without '..' (refused: it would "
-            "read outside the models bucket or the model directory)"
-        )
-    joined = join(base, name)
-    if not base.startswith(GCS_SCHEME):
-        root = Path(base).resolve()
-        if not Path(joined).resolve().is_relative_to(root):
-            raise ModelLoadError(f"{where}: {field} {name[:80]!r} leads outside {base} (through a link); refused")
-    return joined
-
-
-def split_reference(uri: str) -> tuple[str, str | None]:
-    """'<root>@<alias>' -> (root, alias); a plain directory -> (uri, None)."""
-    reference = parse_model_reference(uri)
-    if reference is not None:
-        return reference[0].rstrip("/"), reference[1]
-    return uri.rstrip("/") or uri, None
-
-
-def resolve_version_dir(uri: str, reader: _Reader | None = None) -> tuple[str, str | None]:
-    """The model version directory a URI names, and the alias it was reached through (if any)."""
-    resolved = resolve(uri, reader)
-    return resolved.version_dir, resolved.alias
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """Where a model reference leads now: the version directory and, through a registry, the version's record."""
-
-    uri: str
-    version_dir: str
-    alias: str | None
-    version_id: str | None = None
-    record: dict[str, Any] | None = None
-
-
-def resolve(uri: str, reader: _Reader | None = None) -> Resolved:
-    """Resolve `uri` (a model directory, or `<root>@<alias or version id>`) by reading the registry index once."""
-    reader = reader or _Reader()
-    root, alias = split_reference(uri)
-    if alias is None:
-        return Resolved(uri, root, None)
-    index_uri = join(root, REGISTRY_INDEX)
-    try:
-        data = reader.read(index_uri)
-    except _NotFound:
-        raise missing_index(uri) from None
-    return select_version(uri, parse_index(data, index_uri), index_uri)
-
-
-def missing_index(uri: str) -> NoModelPromoted:
-    """What to say while the registry has no index.json at all (a fresh project)."""
-    root, alias = split_reference(uri)
-    return NoModelPromoted(
-        f"no model to serve: {join(root, REGISTRY_INDEX)} does not exist, so the registry at {root} has no "
-        f"'{alias}'. Train, export and promote a model first (python -m trainer train / export / registry "
-        "promote), or point MODEL_URI at a model directory."
-    )
-
-
-def parse_index(data: bytes, index_uri: str) -> RegistryIndex:
-    """index.json through the registry's one parser (contracts.registry_index); ModelLoadError naming the field."""
-    try:
-        return registry_index.parse_index(data, index_uri)
-    except registry_index.RegistryIndexError as exc:
-        raise ModelLoadError(str(exc)) from None
-
-
-def select_version(uri: str, index: RegistryIndex, index_uri: str) -> Resolved:
-    """The version `uri`'s alias names in `index` (an alias first; else a registered version id, which pins it)."""
-    root, alias = split_reference(uri)
-    if alias is None:
-        return Resolved(uri, root, None)
-    try:
-        version_id = index.resolve(alias)
-    except registry_index.UnknownReference as exc:
-        known = ", ".join(sorted(name[:40] for name in exc.aliases)[:10]) or "none"
-        raise NoModelPromoted(
-            f"no model to serve: the registry at {root} has no '{alias}' alias (aliases: {known}). "
-            f"Promote a version to '{alias}' with python -m trainer registry, "
-            "or point MODEL_URI at a model directory."
-        ) from None
-    except registry_index.RegistryIndexError as exc:
-        raise ModelLoadError(str(exc)) from None
-    record = index.versions[version_id]
-    directory = contained(root, record.path, index_uri, f"versions.{version_id[:80]}.path")
-    return Resolved(uri, directory, alias, version_id, record.to_json())
 
 
 def validate_metadata(metadata: object, where: str) -> dict[str, Any]:
@@ -407,9 +168,9 @@ def load_bundle(
     download: bool = True,
 ) -> ModelBundle:
     """Resolve `uri`, read metadata and the optional samples, and locate the serving artifact (downloading it into
-    `cache_dir` when it is on GCS and `download`; default: a directory under SERVICE_STATE_DIR or TMPDIR).
+    `cache_dir` when it is on GCS and `download`; default: a directory under TMPDIR).
     Every file read is checked against its recorded SHA-256; ModelLoadError (ModelRefused) if unusable."""
-    reader = _Reader()
+    reader = ModelReader()
     return load_resolved(
         resolve(uri, reader),
         reader,
@@ -422,7 +183,7 @@ def load_bundle(
 
 def load_resolved(
     resolved: Resolved,
-    reader: _Reader | None = None,
+    reader: ModelReader | None = None,
     cache_dir: str | None = None,
     *,
     artifact_preference: str = "float",
@@ -430,12 +191,12 @@ def load_resolved(
     download: bool = True,
 ) -> ModelBundle:
     """load_bundle for an already resolved reference (what a poll of the registry found)."""
-    reader = reader or _Reader()
+    reader = reader or ModelReader()
     version_dir = resolved.version_dir
     meta_uri = join(version_dir, METADATA_FILE)
     try:
         raw_metadata = reader.read(meta_uri)
-    except _NotFound:
+    except ObjectNotFound:
         raise ModelRefused(
             f"{version_dir} is not a model directory: {METADATA_FILE} is missing "
             "(expected model.onnx + metadata.json, as `python -m trainer export` writes)",
@@ -491,13 +252,13 @@ def load_resolved(
                     if model_path != artifact_uri:  # a download that is not the recorded file is not kept
                         Path(model_path).unlink(missing_ok=True)
                     raise
-    except _NotFound:
+    except ObjectNotFound:
         expected = f" (recorded sha256 {artifact_sha256})" if artifact_sha256 else ""
         raise ModelRefused(f"{artifact_uri} is missing{expected}; re-run the export step", "missing_file") from None
     samples_uri = join(version_dir, SAMPLES_FILE)
     try:
         raw_samples: bytes | None = reader.read(samples_uri)
-    except _NotFound:
+    except ObjectNotFound:
         raw_samples = None
     samples = None
     if raw_samples is not None:
@@ -543,7 +304,7 @@ def _check_file(uri: str, name: str, fh: BinaryIO, expected: str, source: str) -
 
 
 @contextmanager
-def verified_artifact(bundle: ModelBundle, reader: _Reader | None = None) -> Iterator[str]:
+def verified_artifact(bundle: ModelBundle, reader: ModelReader | None = None) -> Iterator[str]:
     """A path to the serving artifact whose bytes were just checked against the recorded digest, valid inside
     the block: the session is built from exactly the bytes that were hashed.
 
@@ -551,14 +312,14 @@ def verified_artifact(bundle: ModelBundle, reader: _Reader | None = None) -> Ite
     the GIL (requests keep flowing during a swap) and with ~7 MB less peak memory for the demo model. The file is
     held open and read through /proc/self/fd, so replacing it after the check cannot change what loads; a gs://
     artifact is streamed into a scratch file deleted when the block ends (nothing stays on an in-memory disk)."""
-    reader = reader or _Reader()
+    reader = reader or ModelReader()
     uri, path = bundle.model_path, bundle.model_path
     if uri.startswith(GCS_SCHEME):
-        fh = cast(BinaryIO, tempfile.NamedTemporaryFile(dir=_scratch_dir(), suffix=".onnx"))  # noqa: SIM115
+        fh = cast(BinaryIO, tempfile.NamedTemporaryFile(dir=reader.scratch_dir, suffix=".onnx"))  # noqa: SIM115
         path = fh.name
         try:
             reader.download(uri, fh)
-        except _NotFound:
+        except ObjectNotFound:
             fh.close()
             expected = f" (recorded sha256 {bundle.artifact_sha256})" if bundle.artifact_sha256 else ""
             raise ModelRefused(f"{uri} is missing{expected}; re-run the export step", "missing_file") from None
