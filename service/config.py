@@ -262,12 +262,14 @@ class FeedbackConfig:
     slots: int = 8192  # FEEDBACK_SLOTS: predictions held per instance (160 bytes each, shared by its workers)
     max_age_s: float = 3600.0  # FEEDBACK_MAX_AGE_S: older predictions take no label
     sample_every: int = 10  # FEEDBACK_SAMPLE_EVERY: every n-th prediction (per worker) is written as rows
-    rows: str = "log"  # FEEDBACK_ROWS: log (JSON lines: Cloud Logging -> BigQuery), sqlite:<path>, or off
+    # FEEDBACK_ROWS: log (JSON lines on stdout: Cloud Logging -> BigQuery; the default on Cloud Run and Vertex AI),
+    # sqlite:<path> (a local database file), or off (the default elsewhere: stdout keeps only request lines)
+    rows: str = "off"
     posters: frozenset[str] = frozenset()  # FEEDBACK_POSTERS: caller keys allowed to post labels (empty: any)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FeedbackConfig:
-        rows = (env.get(Env.FEEDBACK_ROWS) or "log").strip()
+        rows = (env.get(Env.FEEDBACK_ROWS) or ("log" if on_managed_platform(env) else "off")).strip()
         if rows not in ("log", "off") and not (rows.startswith("sqlite:") and len(rows) > len("sqlite:")):
             raise ConfigError(
                 f"FEEDBACK_ROWS={rows!r}: expected log (JSON lines for Cloud Logging), sqlite:<path of a database "

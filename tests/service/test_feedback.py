@@ -244,3 +244,29 @@ def _poster_buckets() -> set[int]:
     from service.caller import client_bucket
 
     return {client_bucket("ip:10.0.0.1"), client_bucket("ip:10.0.0.2")}
+
+
+def test_on_cloud_run_the_rows_are_json_lines_on_stdout_for_the_log_sink(make_app, capfd):
+    from service.config import FeedbackConfig
+
+    assert FeedbackConfig.from_env({"K_SERVICE": "fmnist"}).rows == "log"  # off by default elsewhere
+    assert FeedbackConfig.from_env({}).rows == "off"
+    client = make_app(FEEDBACK_ROWS="log", FEEDBACK_SAMPLE_EVERY="1").test_client()
+    images, labels = labelled_images(2)
+    capfd.readouterr()
+    request_id = _predict(client, images)["metadata"]["request_id"]
+    assert _label(client, request_id, labels.tolist())[0] == 200
+    rows: list[dict] = []
+    deadline = time.monotonic() + 10
+    while len(rows) < 4 and time.monotonic() < deadline:  # the writer thread flushes every 0.2 s
+        time.sleep(0.1)
+        out = capfd.readouterr().out
+        rows += [json.loads(line) for line in out.splitlines() if '"feedback_event"' in line]
+    assert [(r["feedback_event"], r["image_index"]) for r in rows] == [
+        ("prediction", 0),
+        ("prediction", 1),
+        ("label", 0),
+        ("label", 1),
+    ]
+    assert all(set(COLUMN_NAMES) <= set(r) and r["severity"] == "INFO" for r in rows)
+    assert [r["label"] for r in rows[2:]] == labels.tolist() and rows[2]["request_id"] == request_id
