@@ -76,14 +76,13 @@ POSTER_CORRECT = Counter(
 )  # fmt: skip
 ROWS_DROPPED = Counter("fmnist_feedback_rows_dropped", "Ground-truth rows dropped because the row queue was full")
 
-_HEADER = struct.Struct("<QdHB64s")  # key, predicted at (unix s), images, version length, version
+_HEADER = struct.Struct("<8sdHB64s")  # key (the id's bytes), predicted at (unix s), images, version length, version
 _BODY_SIZE = _HEADER.size + FEEDBACK_MAX_IMAGES
 SLOT_BYTES = 160  # body, CRC32 (4 bytes), labelled flag (1 byte), padding
 _LABELLED_AT = _BODY_SIZE + 4
 _ID_CHARS = frozenset("0123456789abcdef")
 _CURSOR = struct.Struct("<Q")
-_RANDOM_BITS = 40  # of an id's 64: the rest name its slot
-_SLOT_BITS = 64 - _RANDOM_BITS
+_SLOT_BYTES, _RANDOM_BYTES = 3, 5  # an id's 8 bytes: its slot, then random ones
 _ROW_QUEUE = 50_000  # rows waiting for the writer thread, per worker
 
 
@@ -91,12 +90,18 @@ class PredictionRecord:
     """The recent predictions of one instance (module docstring): create it before gunicorn forks."""
 
     def __init__(self, slots: int, max_age_s: float):
-        if not 0 < slots < 1 << _SLOT_BITS:
-            raise ValueError(f"slots: from 1 to {(1 << _SLOT_BITS) - 1}")
+        if not 0 < slots < 1 << (8 * _SLOT_BYTES):
+            raise ValueError(f"slots: from 1 to {(1 << (8 * _SLOT_BYTES)) - 1}")
         self.slots, self.max_age_s = slots, max_age_s
         # anonymous and MAP_SHARED: the forked workers share it; the first 8 bytes count the predictions made
         self._table = mmap.mmap(-1, _CURSOR.size + slots * SLOT_BYTES)
         self._versions: dict[str, bytes] = {}
+        self._pool: bytes = b""  # random bytes drawn 4 kB at a time (one syscall per 800 ids)
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget_pool)  # a worker must never reuse its parent's draws
+
+    def _forget_pool(self) -> None:
+        self._pool, self._at = b"", 0
 
     def put(self, version: str, predicted: np.ndarray) -> str:
         """Hold one prediction in the next slot of the ring; the id labels name it by (16 hex digits: the slot,
@@ -105,23 +110,27 @@ class PredictionRecord:
         (made,) = _CURSOR.unpack_from(table, 0)
         _CURSOR.pack_into(table, 0, made + 1)  # two workers in the same instant may share a slot: one is evicted
         slot = made % self.slots
-        key = slot << _RANDOM_BITS | int.from_bytes(os.urandom(_RANDOM_BITS // 8), "big")
+        at = self._at
+        if at + _RANDOM_BYTES > len(self._pool):
+            self._pool, at = os.urandom(4096), 0
+        self._at = at + _RANDOM_BYTES
+        key: bytes = slot.to_bytes(_SLOT_BYTES, "big") + self._pool[at : at + _RANDOM_BYTES]
         images = len(predicted)
         if 0 < images <= FEEDBACK_MAX_IMAGES:
             encoded = self._versions.get(version)
             if encoded is None:
                 encoded = self._versions[version] = version.encode()[:64]
-            body = _HEADER.pack(key, time.time(), images, len(encoded), encoded) + predicted.astype(np.uint8).tobytes()
+            body = _HEADER.pack(key, time.time(), images, len(encoded), encoded) + bytes(predicted.tolist())
             body = body.ljust(_BODY_SIZE, b"\0")
             offset = _CURSOR.size + slot * SLOT_BYTES
             table[offset : offset + _LABELLED_AT + 1] = body + zlib.crc32(body).to_bytes(4, "little") + b"\0"
-        return f"{key:016x}"
+        return key.hex()
 
-    def _offset(self, request_id: str) -> tuple[int, int]:
+    def _offset(self, request_id: str) -> tuple[bytes, int]:
         if len(request_id) != 16 or not set(request_id) <= _ID_CHARS:
             raise _unknown(request_id)
-        key = int(request_id, 16)
-        slot = key >> _RANDOM_BITS
+        key = bytes.fromhex(request_id)
+        slot = int.from_bytes(key[:_SLOT_BYTES], "big")
         if slot >= self.slots:
             raise _unknown(request_id)
         return key, _CURSOR.size + slot * SLOT_BYTES

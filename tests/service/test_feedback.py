@@ -202,6 +202,8 @@ def test_live_accuracy_from_test_set_labels_on_the_real_service(tmp_path, models
             headers = {"X-Forwarded-For": f"10.0.0.{1 + i % 2}"}
             status, body = server.json("POST", "/feedback", {"request_id": request_id, "labels": truth}, headers)
             assert status == 200, body  # whichever worker it reaches: the record is shared by the instance
+        # each worker draws its own random bytes after the fork: no two ids share their random part
+        assert len({request_id[6:] for request_id, _, _ in sent}) == len(sent)
         status, body = server.json("POST", "/feedback", {"request_id": "0000000000000000", "labels": [1]})
         assert (status, body["error"]) == (404, "unknown_request_id")
 
