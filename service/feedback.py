@@ -197,7 +197,11 @@ class RowWriter:
         threading.Thread(target=self._run, name="feedback-rows", daemon=True).start()
 
     def _run(self) -> None:
-        write = self._sqlite_writer() if self.target.startswith("sqlite:") else _log_rows
+        try:
+            write = self._sqlite_writer() if self.target.startswith("sqlite:") else _log_rows
+        except Exception:  # the predictions go on; the rows queue up to their cap and are dropped, counted
+            log.exception("cannot write ground-truth rows to %s: none will be written by this worker", self.target)
+            return
         while True:
             self._wake.wait(self.interval_s)
             batch = []
@@ -224,11 +228,10 @@ class RowWriter:
 
 def _log_rows(batch: list[tuple[Any, ...]]) -> None:
     """One JSON line per row on stdout: Cloud Run sends it to Cloud Logging as jsonPayload (the sink's filter
-    selects EVENT_FIELD)."""
-    lines = b"".join(
-        orjson.dumps({"severity": "INFO", "message": f"ground truth {row[0]}", **_fields(row)}) + b"\n" for row in batch
-    )
-    os.write(1, lines)
+    selects EVENT_FIELD). One write per line (each well under the pipe's atomic 4 kB), so no request line from the
+    serving thread can land inside one."""
+    for row in batch:
+        os.write(1, orjson.dumps({"severity": "INFO", "message": f"ground truth {row[0]}", **_fields(row)}) + b"\n")
 
 
 def _fields(row: tuple[Any, ...]) -> dict[str, Any]:
