@@ -49,6 +49,35 @@ COLUMNS: tuple[Column, ...] = (
 COLUMN_NAMES = tuple(column.name for column in COLUMNS)
 TABLE = "feedback_rows"  # the sqlite table locally; the BigQuery view on Google Cloud
 
+# On Google Cloud (infra/components/ground_truth.py): the dataset the log sink fills, the table Cloud Logging
+# writes Cloud Run's stdout into (use_partitioned_tables: no date suffix), and the view above it named TABLE.
+BIGQUERY_DATASET = "fmnist_ground_truth"
+SINK_TABLE = "run_googleapis_com_stdout"
+STDOUT_LOG = "run.googleapis.com%2Fstdout"
+
+
+def sink_filter(project: str, service: str) -> str:
+    """The log sink's filter: the Cloud Run service's stdout lines that are ground-truth rows, nothing else (the
+    request lines stay in Cloud Logging only)."""
+    return (
+        f'resource.type="cloud_run_revision" AND resource.labels.service_name="{service}" AND '
+        f'logName="projects/{project}/logs/{STDOUT_LOG}" AND jsonPayload.{EVENT_FIELD}:*'
+    )
+
+
+def sink_table_schema() -> list[dict[str, object]]:
+    """The columns of SINK_TABLE the view reads, as Cloud Logging types them (Logging adds the LogEntry's other
+    columns itself when it first writes)."""
+    payload = [
+        {"name": c.name, "type": sink_payload_type(c), "mode": "NULLABLE", "description": c.description}
+        for c in COLUMNS
+    ]
+    return [
+        {"name": "timestamp", "type": "TIMESTAMP", "mode": "NULLABLE", "description": "the log entry's time"},
+        {"name": "jsonPayload", "type": "RECORD", "mode": "NULLABLE", "fields": payload},
+    ]
+
+
 SQLITE_TYPES = {"STRING": "TEXT", "INT64": "INTEGER", "FLOAT64": "REAL", "TIMESTAMP": "TEXT"}
 
 
