@@ -81,3 +81,26 @@ def event_log_filter(event: str) -> str:
 def _check_window(window: str) -> None:
     if not (window[:-1].isdigit() and window.endswith(_WINDOW_UNITS)):
         raise ValueError(f"window {window!r}: expected a whole number and a unit (s, m, h, d), such as 1h")
+
+
+# ---- ground truth over the fleet (service/feedback.py's counters) -------------------------------------------------
+# Per label-poster bucket, so contracts.rollout.capped_accuracy caps and counts posters exactly as one instance does;
+# per true class for the per-class accuracy (the Wilson interval is computed by the reader: contracts.rollout).
+FEEDBACK_TALLY_PROMQL = {
+    "labelled": "sum by (poster) ({f}(fmnist_feedback_poster_labelled_total{{{version}}}{w}))",
+    "correct": "sum by (poster) ({f}(fmnist_feedback_poster_correct_total{{{version}}}{w}))",
+}
+CLASS_ACCURACY_PROMQL = {
+    "labelled": "sum by (class_name) ({f}(fmnist_feedback_labelled_total{{{version}}}{w}))",
+    "correct": "sum by (class_name) ({f}(fmnist_feedback_correct_total{{{version}}}{w}))",
+}
+
+
+def feedback_queries(version: str, window: str | None = None, *, by: str = "poster") -> dict[str, str]:
+    """The PromQL of one version's labelled and correct counts, by label-poster bucket (the verdict's) or by true
+    class (`by="class_name"`); `window` as in rollout_queries."""
+    rollout_queries(version, version, window)  # the same checks of the version and the window
+    texts = {"poster": FEEDBACK_TALLY_PROMQL, "class_name": CLASS_ACCURACY_PROMQL}[by]
+    function, range_ = ("increase", f"[{window}]") if window else ("", "")
+    selector = f'model_version="{version}"'
+    return {name: text.format(f=function, w=range_, version=selector) for name, text in texts.items()}

@@ -10,6 +10,15 @@ the service's evidence is tallied per client bucket (ClientTally) and `capped_ev
 most `max_client_requests` requests, counts distinct buckets against `min_clients`, measures agreement per request
 (the share of its images on which both models agree) and latency as the ratio of both models' inference time on
 the same compared requests (so the batch sizes a client picks weigh the same on both sides).
+
+Why accuracy only with enough labels, from enough posters: labels for earlier predictions (the service's
+/feedback route) are the ground truth, but anyone allowed to post them could post many, or wrong ones. So each
+label poster is capped like a client (`capped_accuracy`: at most `max_poster_labels` labels credited per poster
+bucket), and accuracy enters the verdict only once both versions have `min_labels` credited labels from at least
+`min_label_posters` posters (one poster alone can never reach that). It is then judged on the difference
+challenger - champion with Newcombe's hybrid score interval (built from both Wilson intervals): rollback when the
+whole interval lies below -max_accuracy_drop, wait while it straddles it, pass otherwise. Comparing the two
+Wilson intervals' ends directly would roll back two equally good models on a few hundred labels each.
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ class Thresholds:
     max_error_rate: float = 0.01
     min_clients: int = 10  # distinct client buckets that reached the challenger
     max_client_requests: int = 50  # requests credited to one client bucket (the rest count nothing)
+    min_labels: int = 200  # credited labels per version before accuracy counts (ground truth, /feedback)
+    min_label_posters: int = 2  # distinct label posters per version before accuracy counts
+    max_poster_labels: int = 100  # labels credited to one poster bucket per version (< min_labels: none flips alone)
+    max_accuracy_drop: float = 0.02  # how much less accurate than the champion a challenger may be
 
 
 @dataclass(frozen=True)
@@ -64,13 +77,67 @@ class Agreement:
 
     def interval(self, z: float = Z_95) -> tuple[float, float]:
         """Wilson score interval of the agreement rate."""
-        n = self.compared
-        if n == 0:
-            return 0.0, 1.0
-        p = self.agreed / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return max(0.0, centre - half), min(1.0, centre + half)
+        return wilson_interval(self.agreed, self.compared, z)
+
+
+def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion successes / n ((0, 1) when nothing was counted)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(max(0.0, p * (1 - p)) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """One model version's labelled predictions: how many were right, credited from how many label posters."""
+
+    correct: float
+    labelled: float
+    posters: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.correct / self.labelled if self.labelled else 0.0
+
+    def interval(self, z: float = Z_95) -> tuple[float, float]:
+        """Wilson score interval of the accuracy."""
+        return wilson_interval(self.correct, self.labelled, z)
+
+
+def accuracy_difference(challenger: Accuracy, champion: Accuracy, z: float = Z_95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (his method 10) of challenger.rate - champion.rate, from both Wilson
+    intervals: the two proportions come from different requests, so they are independent samples."""
+    p1, p2 = challenger.rate, champion.rate
+    low1, high1 = challenger.interval(z)
+    low2, high2 = champion.interval(z)
+    difference = p1 - p2
+    return (
+        difference - math.sqrt((p1 - low1) ** 2 + (high2 - p2) ** 2),
+        difference + math.sqrt((high1 - p1) ** 2 + (p2 - low2) ** 2),
+    )
+
+
+def capped_accuracy(tallies: Iterable[tuple[float, float]], max_poster_labels: int) -> Accuracy:
+    """(labelled, correct) per label-poster bucket -> one version's Accuracy, each poster credited with at most
+    `max_poster_labels` labels (a poster over the cap keeps its rate, not its volume), posters counted."""
+    posters = 0
+    labelled = correct = 0.0
+    for poster_labelled, poster_correct in tallies:
+        if poster_labelled <= 0:
+            continue
+        posters += 1
+        w = _weight(poster_labelled, max_poster_labels)
+        labelled += poster_labelled * w
+        correct += poster_correct * w
+    return Accuracy(correct, labelled, posters)
+
+
+def accuracy_counts(accuracy: Accuracy, thresholds: Thresholds) -> bool:
+    """Whether a version's labels are enough evidence for the verdict (module docstring)."""
+    return accuracy.labelled >= thresholds.min_labels and accuracy.posters >= thresholds.min_label_posters
 
 
 @dataclass(frozen=True)
@@ -101,6 +168,8 @@ REASON_CODES = (
     "agreement_not_applicable",
     "no_champion",
     "no_challenger",
+    "accuracy_low",
+    "accuracy_uncertain",
 )
 
 
@@ -112,6 +181,7 @@ def verdict(
     *,
     require_agreement: bool = True,
     latency_ratio: float | None = None,
+    accuracy: tuple[Accuracy, Accuracy] | None = None,
 ) -> Verdict:
     """Rollback on any clear failure; promote only when every check passes with enough evidence; else wait.
 
@@ -119,6 +189,7 @@ def verdict(
     endpoint sends each request to one model): errors and latency decide alone, and the verdict says so.
     `latency_ratio`: challenger / champion inference time on the same requests (capped_evidence); when given it
     replaces the ratio of the two p99s. `challenger.clients`, when known, must reach `thresholds.min_clients`.
+    `accuracy` (champion's, challenger's, from labels): judged only when both are enough (accuracy_counts).
     """
     failures: list[tuple[str, str]] = []
     pending: list[tuple[str, str]] = []
@@ -161,6 +232,8 @@ def verdict(
                 "agreement_uncertain",
                 f"agreement interval {low:.2%}-{high:.2%} still straddles {thresholds.min_agreement:.2%}",
             )
+    if accuracy is not None:
+        _judge_accuracy(*accuracy, thresholds, failures, pending)
     if failures:
         return _verdict("rollback", failures)
     if challenger.requests < thresholds.min_requests:
@@ -193,6 +266,27 @@ def verdict(
             )
         )
     return _verdict("promote", passed)
+
+
+def _judge_accuracy(
+    champion: Accuracy,
+    challenger: Accuracy,
+    thresholds: Thresholds,
+    failures: list[tuple[str, str]],
+    pending: list[tuple[str, str]],
+) -> None:
+    """Non-inferiority on labels: the challenger may be at most max_accuracy_drop less accurate (module docstring)."""
+    if not (accuracy_counts(champion, thresholds) and accuracy_counts(challenger, thresholds)):
+        return  # too few labels (or posters): accuracy does not decide, either way
+    low, high = accuracy_difference(challenger, champion)
+    figures = (
+        f"challenger accuracy {challenger.rate:.2%} on {challenger.labelled:.0f} labels vs the champion's "
+        f"{champion.rate:.2%} on {champion.labelled:.0f} (difference 95 % interval {low:+.2%} to {high:+.2%})"
+    )
+    if high < -thresholds.max_accuracy_drop:
+        _note(failures, "accuracy_low", f"{figures} is more than {thresholds.max_accuracy_drop:.2%} worse")
+    elif low < -thresholds.max_accuracy_drop:
+        _note(pending, "accuracy_uncertain", f"{figures} may still be {thresholds.max_accuracy_drop:.2%} worse")
 
 
 def _note(notes: list[tuple[str, str]], code: str, reason: str) -> None:

@@ -25,6 +25,8 @@ PORT = 8080  # the container port on both platforms and `python -m service`'s de
 HEALTH_ROUTE = "/health"
 PREDICT_ROUTE = "/predict"
 ROLLOUT_ROUTE = "/monitoring/rollout"
+FEEDBACK_ROUTE = "/feedback"  # labels for earlier predictions (service/feedback.py)
+ACCURACY_ROUTE = "/monitoring/accuracy"  # live accuracy from those labels, per version and class
 
 DEPLOYED_MODEL_PREFIX = "fmnist-"  # a Vertex AI deployed model's display name: fmnist-<registry version>
 
@@ -86,6 +88,16 @@ class Env:
     ROLLOUT_MAX_ERROR_RATE = "ROLLOUT_MAX_ERROR_RATE"
     ROLLOUT_MIN_CLIENTS = "ROLLOUT_MIN_CLIENTS"
     ROLLOUT_MAX_CLIENT_REQUESTS = "ROLLOUT_MAX_CLIENT_REQUESTS"
+    ROLLOUT_MIN_LABELS = "ROLLOUT_MIN_LABELS"
+    ROLLOUT_MIN_LABEL_POSTERS = "ROLLOUT_MIN_LABEL_POSTERS"
+    ROLLOUT_MAX_POSTER_LABELS = "ROLLOUT_MAX_POSTER_LABELS"
+    ROLLOUT_MAX_ACCURACY_DROP = "ROLLOUT_MAX_ACCURACY_DROP"
+    # ground truth: the record of recent predictions and the rows (service/feedback.py)
+    FEEDBACK_SLOTS = "FEEDBACK_SLOTS"
+    FEEDBACK_MAX_AGE_S = "FEEDBACK_MAX_AGE_S"
+    FEEDBACK_SAMPLE_EVERY = "FEEDBACK_SAMPLE_EVERY"
+    FEEDBACK_ROWS = "FEEDBACK_ROWS"
+    FEEDBACK_POSTERS = "FEEDBACK_POSTERS"
 
 
 # config `service:` key -> the variable it becomes, on both platforms

@@ -26,6 +26,7 @@ from infra.components.apis import Apis
 from infra.components.budget import Budget
 from infra.components.cicd import CiCd
 from infra.components.features import Features
+from infra.components.ground_truth import GroundTruth
 from infra.components.identity import Identity
 from infra.components.kms import KeyGrants
 from infra.components.monitoring import Monitoring
@@ -73,6 +74,7 @@ class EnvironmentStack(TerraformStack):
         self.features = Features(
             self, "features", names=names, teardown=teardown, apis=apis, kms=kms, identity=identity
         )
+        self.ground_truth = GroundTruth(self, "ground_truth", names=names, teardown=teardown, apis=apis, kms=kms)
         self.vertex = vertex = Vertex(self, "vertex", names=names, apis=apis, kms=kms)
         self.monitoring = monitoring = Monitoring(self, "monitoring", names=names, apis=apis)
         self.workbench = None

@@ -30,6 +30,8 @@ from service.body import read_body
 from service.caller import caller_key
 from service.config import ServiceConfig
 from service.errors import RequestError
+from service.feedback import Feedback
+from service.feedback import register_routes as register_feedback_routes
 from service.logs import configure_logging
 from service.request_parsing import ParsedRequest, parse_binary, parse_json, parse_query
 from service.rollout import OFF, Answer
@@ -101,7 +103,9 @@ def create_app(config: ServiceConfig | Mapping[str, str] | None = None, *, activ
     app = ServiceApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["fmnist"] = state
-    _register_routes(app, state)
+    feedback = Feedback(config.feedback)  # before the fork: its record is shared by the workers
+    _register_routes(app, state, feedback)
+    register_feedback_routes(app, state, feedback)
     _register_error_handlers(app, state)
     routes = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}
     app.accounting = AccountingMiddleware(
@@ -145,7 +149,7 @@ def _rollout_predict(state: ServiceState, champion: LoadedModel, pixels: np.ndar
     return rollout.predict(pixels, champion, key)
 
 
-def _register_routes(app: Flask, state: ServiceState) -> None:
+def _register_routes(app: Flask, state: ServiceState, feedback: Feedback) -> None:
     config = state.config
     champion = state.champion
 
@@ -171,7 +175,10 @@ def _register_routes(app: Flask, state: ServiceState) -> None:
         predicted = probabilities.argmax(axis=1)
         state.drift.observe(parsed.pixels, predicted, lambda: caller_key(environ, identity, hops))
         state.count_predictions(parsed.encoding, predicted, names)
-        response_meta: dict[str, object] = {"model_version": version}
+        response_meta: dict[str, object] = {
+            "model_version": version,
+            "request_id": feedback.on_prediction(version, probabilities, predicted),
+        }
         if parsed.notes:
             response_meta["notes"] = parsed.notes
         return _json(

@@ -220,6 +220,12 @@ class RolloutConfig:
             max_error_rate=_fraction(env, Env.ROLLOUT_MAX_ERROR_RATE, defaults.max_error_rate, allow_zero=True),
             min_clients=_int(env, Env.ROLLOUT_MIN_CLIENTS, defaults.min_clients, 1, CLIENT_BUCKETS),
             max_client_requests=_int(env, Env.ROLLOUT_MAX_CLIENT_REQUESTS, defaults.max_client_requests, 1, 10**12),
+            min_labels=_int(env, Env.ROLLOUT_MIN_LABELS, defaults.min_labels, 1, 10**12),
+            min_label_posters=_int(env, Env.ROLLOUT_MIN_LABEL_POSTERS, defaults.min_label_posters, 1, CLIENT_BUCKETS),
+            max_poster_labels=_int(env, Env.ROLLOUT_MAX_POSTER_LABELS, defaults.max_poster_labels, 1, 10**12),
+            max_accuracy_drop=_fraction(
+                env, Env.ROLLOUT_MAX_ACCURACY_DROP, defaults.max_accuracy_drop, allow_zero=True
+            ),
         )
         sample_every = _int(env, Env.SHADOW_SAMPLE_EVERY, 1, 1, 10**6)
         identity = _choice(env, Env.CALLER_IDENTITY, "address", CALLER_IDENTITIES)
@@ -244,6 +250,46 @@ def routing_secret(env: Mapping[str, str]) -> bytes:
             "instance, from a Secret Manager secret, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     return secrets.token_bytes(32)
+
+
+FEEDBACK_MAX_IMAGES = 64  # a request with more images is not recorded for labels (the record's slot size)
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """Ground truth (service/feedback.py): how many recent predictions each instance holds and for how long, which
+    of them are written as rows and where, and who may post labels."""
+
+    slots: int = 8192  # FEEDBACK_SLOTS: predictions held per instance (160 bytes each, shared by its workers)
+    max_age_s: float = 3600.0  # FEEDBACK_MAX_AGE_S: older predictions take no label
+    sample_every: int = 10  # FEEDBACK_SAMPLE_EVERY: every n-th prediction (per worker) is written as rows
+    # FEEDBACK_ROWS: log (JSON lines on stdout: Cloud Logging -> BigQuery; the default on Cloud Run and Vertex AI),
+    # sqlite:<path> (a local database file), or off (the default elsewhere: stdout keeps only request lines)
+    rows: str = "off"
+    posters: frozenset[str] = frozenset()  # FEEDBACK_POSTERS: caller keys allowed to post labels (empty: any)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FeedbackConfig:
+        rows = (env.get(Env.FEEDBACK_ROWS) or ("log" if on_managed_platform(env) else "off")).strip()
+        if rows not in ("log", "off") and not (rows.startswith("sqlite:") and len(rows) > len("sqlite:")):
+            raise ConfigError(
+                f"FEEDBACK_ROWS={rows!r}: expected log (JSON lines for Cloud Logging), sqlite:<path of a database "
+                "file> (local), or off"
+            )
+        posters = frozenset(p.strip() for p in (env.get(Env.FEEDBACK_POSTERS) or "").split(",") if p.strip())
+        for poster in posters:
+            if not poster.startswith(("id:", "ip:")):
+                raise ConfigError(
+                    f"FEEDBACK_POSTERS: {poster!r} is not a caller key: expected id:<verified email> (Cloud Run "
+                    "IAM) or ip:<address>, comma-separated"
+                )
+        return cls(
+            slots=_int(env, Env.FEEDBACK_SLOTS, cls.slots, 16, 1_000_000),
+            max_age_s=_float(env, Env.FEEDBACK_MAX_AGE_S, cls.max_age_s),
+            sample_every=_int(env, Env.FEEDBACK_SAMPLE_EVERY, cls.sample_every, 1, 10**6),
+            rows=rows,
+            posters=posters,
+        )
 
 
 @dataclass(frozen=True)
@@ -276,6 +322,7 @@ class ServiceConfig:
     admin_token: str | None = field(default=None, repr=False)
     state_dir: str | None = None  # the server's scratch directory (service/state_dir.py); None in-process
     rollout: RolloutConfig | None = None  # CHALLENGER set: a second model beside the champion
+    feedback: FeedbackConfig = FeedbackConfig()  # labels for earlier predictions (service/feedback.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -325,6 +372,7 @@ class ServiceConfig:
             admin_token=admin_token if admin_enabled else None,
             state_dir=env.get(Env.SERVICE_STATE_DIR) or None,
             rollout=RolloutConfig.from_env(env, model_uri),
+            feedback=FeedbackConfig.from_env(env),
         )
 
     def with_changes(self, **changes: Any) -> ServiceConfig:

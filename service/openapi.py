@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.rollout import REASON_CODES
+from contracts.serving import ACCURACY_ROUTE, FEEDBACK_ROUTE
 from service import limits
 from service.config import ServiceConfig
 from service.limits import MAX_SIDE
@@ -229,6 +230,40 @@ def route_table(config: ServiceConfig) -> tuple[RouteDoc, ...]:
             description='Summed over every worker. Without CHALLENGER: {"mode": "off", "detail": ...}.',
         ),
         RouteDoc(
+            FEEDBACK_ROUTE,
+            "post",
+            "Labels (ground truth) for an earlier prediction",
+            {
+                "200": _json_response("Counted", _ref("FeedbackResponse")),
+                "400": _error_response(
+                    "invalid_feedback, invalid_label (not a class of the model) or label_count_mismatch (one "
+                    "label per image of that request)"
+                ),
+                "403": _error_response("poster_not_allowed: FEEDBACK_POSTERS does not name this caller"),
+                "404": _error_response(
+                    "unknown_request_id: never made here, evicted by newer predictions, over 64 images, or "
+                    "served by another instance (the label is still written as a row for the offline join)"
+                ),
+                "409": _error_response("already_labelled: that prediction's label was counted already"),
+                "410": _error_response("prediction_expired: older than FEEDBACK_MAX_AGE_S"),
+                "415": _error_response("Content-Type is not application/json"),
+            },
+            description="One label per image of the request whose reply named request_id, in order, as class "
+            "ids or names. Joined to the instance's record of its recent predictions (the last FEEDBACK_SLOTS "
+            "of at most 64 images, for FEEDBACK_MAX_AGE_S) and counted once as live accuracy per model version "
+            "and class (/monitoring/accuracy). Who may post: any caller the platform admits, or those "
+            "FEEDBACK_POSTERS names; each poster is counted apart and capped in the rollout verdict.",
+            request_body={"required": True, "content": {"application/json": {"schema": _ref("FeedbackRequest")}}},
+        ),
+        RouteDoc(
+            ACCURACY_ROUTE,
+            "get",
+            "Live accuracy from posted labels, per model version and true class, with Wilson intervals",
+            {"200": _json_response("Accuracy report", _ref("AccuracyReport"))},
+            description="Summed over every worker of this instance; the fleet's figure is the PromQL of "
+            "contracts/monitoring_queries.py over fmnist_feedback_* counters.",
+        ),
+        RouteDoc(
             "/monitoring/drift/reset",
             "post",
             "Start counting drift statistics afresh (all workers); operators only",
@@ -338,6 +373,10 @@ _ROLLOUT_REPORT = {
             "client's weight capped, the paired inference-time ratio",
         },
         "thresholds": {"type": "object"},
+        "accuracy": {
+            "type": "object",
+            "description": "per role: labels credited (each poster capped), correct, posters",
+        },
         "verdict": {
             "type": "object",
             "properties": {
@@ -402,9 +441,14 @@ def build_schemas(config: ServiceConfig) -> dict[str, Any]:
                 "predictions": {"type": "array", "items": _ref("Prediction")},
                 "metadata": {
                     "type": "object",
-                    "required": ["model_version"],
+                    "required": ["model_version", "request_id"],
                     "properties": {
                         "model_version": {"type": "string"},
+                        "request_id": {
+                            "type": "string",
+                            "pattern": "^[0-9a-f]{16}$",
+                            "description": f"the id to post this request's labels against ({FEEDBACK_ROUTE})",
+                        },
                         "notes": {"type": "array", "items": {"type": "string"}},
                     },
                 },
@@ -423,6 +467,48 @@ def build_schemas(config: ServiceConfig) -> dict[str, Any]:
         },
         "VersionFigures": _VERSION_FIGURES,
         "RolloutReport": _ROLLOUT_REPORT,
+        "FeedbackRequest": {
+            "type": "object",
+            "required": ["request_id", "labels"],
+            "additionalProperties": False,
+            "properties": {
+                "request_id": {"type": "string", "description": "metadata.request_id of the reply"},
+                "labels": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 64,
+                    "items": {
+                        "oneOf": [
+                            {"type": "integer", "minimum": 0, "maximum": 9},
+                            {"type": "string", "description": CLASS_NAMES_HINT},
+                        ]
+                    },
+                },
+            },
+        },
+        "FeedbackResponse": {
+            "type": "object",
+            "required": ["request_id", "model_version", "labelled", "correct"],
+            "properties": {
+                "request_id": {"type": "string"},
+                "model_version": {"type": "string", "description": "the version that made the prediction"},
+                "labelled": {"type": "integer"},
+                "correct": {"type": "integer"},
+            },
+        },
+        "AccuracyReport": {
+            "type": "object",
+            "required": ["versions", "thresholds"],
+            "properties": {
+                "versions": {
+                    "type": "object",
+                    "description": "per model version: labelled, correct, accuracy, interval_95, classes "
+                    "(the same per true class) and credited (each poster capped: what the verdict uses)",
+                    "additionalProperties": {"type": "object"},
+                },
+                "thresholds": {"type": "object"},
+            },
+        },
         "Error": {
             "type": "object",
             "required": ["error", "detail"],

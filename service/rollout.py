@@ -33,6 +33,7 @@ import numpy as np
 from contracts.rollout import Agreement, ClientTally, Thresholds, VersionStats, capped_evidence, verdict
 from service import metrics
 from service.config import CLIENT_BUCKETS, RolloutConfig
+from service.feedback import read_feedback, version_accuracy
 
 log = logging.getLogger("service")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -163,12 +164,14 @@ class Rollout:
         """/monitoring/rollout: every worker's counters summed, judged for the versions this worker serves.
         Without `full` (the operator's token), reason codes instead of reasons and no challenger reference."""
         challenger = self.slot.current
+        families = list(self._counters.collect())
         report = build_report(
             self.config,
-            read_counters(self._counters.collect()),
+            read_counters(families),
             None if champion is None else champion.version,
             None if challenger is None else challenger.version,
             self.slot.waiting_reason,
+            feedback=read_feedback(families),
         )
         return report if full else public_report(report)
 
@@ -391,6 +394,10 @@ def thresholds_dict(thresholds: Thresholds) -> dict[str, Any]:
         "min_agreement": thresholds.min_agreement,
         "max_latency_ratio": thresholds.max_latency_ratio,
         "max_error_rate": thresholds.max_error_rate,
+        "min_labels": thresholds.min_labels,
+        "min_label_posters": thresholds.min_label_posters,
+        "max_poster_labels": thresholds.max_poster_labels,
+        "max_accuracy_drop": thresholds.max_accuracy_drop,
     }
 
 
@@ -400,8 +407,12 @@ def build_report(
     champion: str | None,
     challenger: str | None,
     challenger_status: str | None = None,
+    *,
+    feedback: Mapping[str, Mapping[tuple[str, str], float]] | None = None,
 ) -> dict[str, Any]:
-    """The /monitoring/rollout document: both versions' figures, their agreement, the thresholds, the verdict."""
+    """The /monitoring/rollout document: both versions' figures, their agreement, the thresholds, the verdict;
+    with `feedback` (service.feedback.read_feedback) both versions' accuracy from labels, which the verdict uses
+    once there are enough (contracts.rollout)."""
     report: dict[str, Any] = {
         "mode": config.mode,
         "challenger_reference": config.challenger,
@@ -438,8 +449,21 @@ def build_report(
     }
     champion_stats = VersionStats(champion, report["champion"]["requests"], report["champion"]["errors"])
     challenger_stats = VersionStats(challenger, evidence.requests, evidence.errors, clients=evidence.clients)
+    accuracy = None
+    if feedback is not None:
+        cap = config.thresholds.max_poster_labels
+        accuracy = (version_accuracy(feedback, champion, cap), version_accuracy(feedback, challenger, cap))
+        report["accuracy"] = {
+            role: {"labelled": round(a.labelled, 3), "correct": round(a.correct, 3), "posters": a.posters}
+            for role, a in zip((CHAMPION, CHALLENGER), accuracy, strict=True)
+        }
     decision = verdict(
-        champion_stats, challenger_stats, agreement, config.thresholds, latency_ratio=evidence.latency_ratio
+        champion_stats,
+        challenger_stats,
+        agreement,
+        config.thresholds,
+        latency_ratio=evidence.latency_ratio,
+        accuracy=accuracy,
     )
     report["verdict"] = decision.to_dict()
     return report

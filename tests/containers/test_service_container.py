@@ -100,6 +100,19 @@ def test_cloud_run_contract(service_image, mlops, tmp_path, containers):
     predictions = predict(port, "/predict", images.tolist())
     assert len(predictions) == 20 and {p["class_id"] for p in predictions} <= set(range(10))
 
+    # Ground truth in the shipped image: a label for the reply's request_id is counted, and its row is a JSON
+    # line on stdout (FEEDBACK_ROWS=log on Cloud Run) that the log sink routes to BigQuery.
+    json_type = {"Content-Type": "application/json"}
+    status, body = request(port, "POST", "/predict", json.dumps({"instances": images[:2].tolist()}).encode(), json_type)
+    request_id = json.loads(body)["metadata"]["request_id"]
+    feedback = json.dumps({"request_id": request_id, "labels": labels[:2].tolist()}).encode()
+    status, body = request(port, "POST", "/feedback", feedback, json_type)
+    assert status == 200 and json.loads(body)["labelled"] == 2, body
+    deadline = time.monotonic() + 10
+    while f'"feedback_event":"label","request_id":"{request_id}"' not in container.output():
+        assert time.monotonic() < deadline, container.output()[-3000:]
+        time.sleep(0.2)
+
     # The process runs as the image's non-root user; the root filesystem refuses writes, /tmp is in memory.
     status = container.exec("cat", "/proc/1/status").stdout
     assert f"Uid:\t{UID}\t{UID}" in status, status

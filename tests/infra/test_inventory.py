@@ -56,7 +56,14 @@ PIPELINE_INVENTORY = {
     "google_storage_notification": 1,
     "google_workflows_workflow": 1,
 }
-COMMON_INVENTORY = dict(Counter(COMMON_INVENTORY) + Counter(PIPELINE_INVENTORY))
+# Ground truth (infra/components/ground_truth.py): its dataset, the sink's table and the view, the sink, its writer.
+GROUND_TRUTH_INVENTORY = {
+    "google_bigquery_dataset": 1,
+    "google_bigquery_dataset_iam_member": 1,
+    "google_bigquery_table": 2,
+    "google_logging_project_sink": 1,
+}
+COMMON_INVENTORY = dict(Counter(COMMON_INVENTORY) + Counter(PIPELINE_INVENTORY) + Counter(GROUND_TRUTH_INVENTORY))
 BOOTSTRAP_INVENTORY = {
     "google_billing_account_iam_member": 1,  # the deployer's; the planner has no billing role
     "google_kms_crypto_key": 2,  # CMEK and the registry index's signing key (infra/components/index_signing.py)
@@ -269,7 +276,7 @@ def test_images_are_tagged_by_source_hash_and_pinned_by_digest(synth, env, setti
 @pytest.mark.parametrize("env", ENVS)
 def test_feature_table_schema_comes_from_the_trainer(synth, env, settings_by_env):
     names = Names.of(settings_by_env[env])
-    table = synth.one(env, "google_bigquery_table")
+    (table,) = [t for t in synth.resources(env, "google_bigquery_table").values() if "table_constraints" in t]
     assert json.loads(table["schema"]) == feature_schema.bigquery_schema()
     assert table["table_id"] == feature_schema.TABLE_NAME
     # a feature view needs one row per entity id: the table holds one dataset version, keyed by image id

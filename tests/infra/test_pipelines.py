@@ -279,8 +279,8 @@ def test_the_pipelines_adapters_name_what_the_stack_declares(synth, env, setting
 
     settings = settings_by_env[env]
     feed = build_requests(settings, "v-0123456789ab")
-    table = synth.one(env, "google_bigquery_table")
-    dataset = synth.one(env, "google_bigquery_dataset")
+    (table,) = [t for t in synth.resources(env, "google_bigquery_table").values() if "table_constraints" in t]
+    (dataset,) = [d for d in synth.resources(env, "google_bigquery_dataset").values() if "features" in d["description"]]
     assert feed.destination == f"{names.project}.{dataset['dataset_id']}.{table['table_id']}"
     view = synth.one(env, "google_vertex_ai_feature_online_store_featureview")
     store = synth.one(env, "google_vertex_ai_feature_online_store")

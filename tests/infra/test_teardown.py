@@ -34,8 +34,9 @@ def test_destroy_blockers(synth, env):
     )
     assert synth.one(f"serving-{env}", "google_cloud_run_v2_service")["deletion_protection"] is protect
     assert all(b["force_destroy"] is (not protect) for b in synth.resources(env, "google_storage_bucket").values())
-    assert synth.one(env, "google_bigquery_dataset")["delete_contents_on_destroy"] is (not protect)
-    assert synth.one(env, "google_bigquery_table")["deletion_protection"] is protect
+    datasets = synth.resources(env, "google_bigquery_dataset").values()
+    assert all(d["delete_contents_on_destroy"] is (not protect) for d in datasets)
+    assert all(t["deletion_protection"] is protect for t in synth.resources(env, "google_bigquery_table").values())
     assert synth.one(env, "google_vertex_ai_feature_online_store")["force_destroy"] is (not protect)
     for stack in (env, BOOTSTRAP[env]):
         for resource_type in STATEFUL_TYPES:

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -33,7 +34,8 @@ def test_predictions_carry_class_label_probabilities_and_top_k(client):
     reply = predict(client, {"instances": images.tolist(), "parameters": {"top_k": 3}})
     assert reply.status_code == 200
     body = reply.get_json()
-    assert body["metadata"] == {"model_version": "test-v1"}
+    assert body["metadata"] == {"model_version": "test-v1", "request_id": body["metadata"]["request_id"]}
+    assert re.fullmatch("[0-9a-f]{16}", body["metadata"]["request_id"])  # what labels are posted against
     predictions = body["predictions"]
     assert len(predictions) == 20
     for item in predictions:
@@ -217,7 +219,7 @@ def test_int8_is_served_when_asked_and_named_in_v1_model_and_metrics(tmp_path, m
     )
     images, labels = generated_images(20, seed=23)
     body = predict(client, {"instances": images.tolist()}).get_json()
-    assert body["metadata"] == {"model_version": "v-q"}
+    assert body["metadata"] == {"model_version": "v-q", "request_id": body["metadata"]["request_id"]}
     accuracy = np.mean([p["class_id"] == y for p, y in zip(body["predictions"], labels, strict=True)])
     assert accuracy >= 0.9  # the quantized graph still classifies
     full = client.get("/v1/model", headers=ADMIN).get_json()

@@ -12,8 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from contracts.monitoring_queries import rollout_queries
-from contracts.rollout import ClientTally, Evidence, Thresholds, Verdict, VersionStats, capped_evidence, verdict
+from contracts.monitoring_queries import feedback_queries, rollout_queries
+from contracts.rollout import (
+    Accuracy,
+    ClientTally,
+    Evidence,
+    Thresholds,
+    Verdict,
+    VersionStats,
+    capped_accuracy,
+    capped_evidence,
+    verdict,
+)
 from trainer.errors import CommandError
 
 Ask = Callable[[str], list[dict[str, Any]]]  # PromQL text -> the API's `data.result` (instant vector)
@@ -66,16 +76,32 @@ def fleet_tallies(ask: Ask, champion: str, challenger: str, window: str | None =
     return [ClientTally(**{name: figures[name].get(c, 0.0) for name in figures}) for c in clients]
 
 
+def fleet_accuracy(ask: Ask, version: str, max_poster_labels: int, window: str | None = None) -> Accuracy:
+    """One version's accuracy from labels over the fleet, each label-poster bucket capped."""
+    figures = {
+        name: {row["metric"].get("poster", ""): float(row["value"][1]) for row in ask(text)}
+        for name, text in feedback_queries(version, window).items()
+    }
+    labelled, correct = figures["labelled"], figures["correct"]
+    return capped_accuracy(((labelled[p], correct.get(p, 0.0)) for p in sorted(labelled)), max_poster_labels)
+
+
 def fleet_verdict(
     ask: Ask, champion: str, challenger: str, thresholds: Thresholds, window: str | None = None
 ) -> tuple[Verdict, Evidence]:
-    """The verdict on the whole fleet's counters (champion figures are not needed: the latency rule is paired)."""
+    """The verdict on the whole fleet's counters (champion figures are not needed: the latency rule is paired);
+    accuracy from labels joins it once both versions have enough (contracts.rollout)."""
     evidence = capped_evidence(fleet_tallies(ask, champion, challenger, window), thresholds.max_client_requests)
+    accuracy = (
+        fleet_accuracy(ask, champion, thresholds.max_poster_labels, window),
+        fleet_accuracy(ask, challenger, thresholds.max_poster_labels, window),
+    )
     decision = verdict(
         VersionStats(champion, 0, 0),
         VersionStats(challenger, evidence.requests, evidence.errors, clients=evidence.clients),
         evidence.agreement,
         thresholds,
         latency_ratio=evidence.latency_ratio,
+        accuracy=accuracy,
     )
     return decision, evidence
