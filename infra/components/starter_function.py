@@ -160,4 +160,5 @@ class StarterFunction(Construct):
 
     @property
     def url(self) -> str:
-        return self.function.url
+        """The function's Cloud Run service URL (run.app): the address and the ID token audience Cloud Run checks."""
+        return self.function.service_config.uri

@@ -203,7 +203,8 @@ def test_the_starter_may_start_and_list_runs_only_through_its_custom_role(synth,
 def test_the_schedule_and_the_sweep_call_the_function_with_the_starters_oidc_token(synth, env, names):
     jobs = {j["name"]: j for j in pipelines(synth, env, "google_cloud_scheduler_job").values()}
     [function_key] = pipelines(synth, env, "google_cloudfunctions2_function")
-    url = ref("google_cloudfunctions2_function", function_key, "url")
+    # the service's run.app URL: Cloud Run checks the ID token's audience against it
+    url = ref("google_cloudfunctions2_function", function_key, "service_config[0].uri")
     assert set(jobs) == {names.pipeline_schedule, names.pipeline_sweep}
     for name, kind in ((names.pipeline_schedule, "schedule"), (names.pipeline_sweep, "deferred")):
         target = jobs[name]["http_target"]

@@ -211,7 +211,7 @@ def test_a_failing_vertex_ai_is_a_500_so_the_sender_retries_and_the_deferral_sta
             return 403, {"error": {"code": 403, "message": "Permission 'aiplatform.pipelineJobs.create' denied"}}
         return original(request)
 
-    function.fake.answer = refuse  # type: ignore[method-assign]
+    function.fake.answer = refuse
     response = requests.post(function.url, data=payloads.scheduler(DEFERRED)[1], timeout=30)
     assert response.status_code == 500 and "aiplatform.pipelineJobs.create" in response.json()["error"]
     assert len(_deferred(function)) == 1  # not lost
