@@ -58,6 +58,9 @@ class LocalRuns:
         self.processes[run_id] = subprocess.Popen(self.command)
         return True
 
+    def exists(self, run_id: str) -> bool:
+        return run_id in self.processes
+
 
 class Starter:
     """Decides on each Alertmanager notification with the starter function's logic; remembers what it did."""

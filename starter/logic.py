@@ -36,6 +36,10 @@ class Runs(Protocol):
         """Create the run without waiting for it; False when a run of this id exists already."""
         ...
 
+    def exists(self, run_id: str) -> bool:
+        """Whether a run of this id was ever created (finished ones too)."""
+        ...
+
 
 class Deferrals(Protocol):
     """Triggers that arrived during a run, kept until a run starts for them (starter.deferrals)."""
@@ -82,6 +86,8 @@ def decide(trigger: Trigger, runs: Runs, deferrals: Deferrals, pipeline: str) ->
     if own in active:
         return Outcome("exists", own, "this event's run is running (a redelivered event)")
     if active:
+        if not sweep and runs.exists(own):  # redelivered after its run ended: not a new trigger
+            return Outcome("exists", own, "this event's run was started before (a redelivered event)")
         if not sweep:
             deferrals.add(trigger)
         return Outcome("deferred", active[0], f"{active[0]} is active: {trigger.kind} starts a run after it")

@@ -52,6 +52,14 @@ class VertexRuns:
         response = self._call("POST", f"{self.parent}/pipelineJobs", params={"pipelineJobId": run_id}, json=body)
         return response.status_code != 409
 
+    def exists(self, run_id: str) -> bool:
+        response = self.session.get(f"{self.endpoint}/v1/{self.parent}/pipelineJobs/{run_id}", timeout=TIMEOUT_S)
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise VertexError(f"GET {self.parent}/pipelineJobs/{run_id}: HTTP {response.status_code}: {response.text}")
+        return True
+
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         response = self.session.request(method, f"{self.endpoint}/v1/{path}", timeout=TIMEOUT_S, **kwargs)
         if response.status_code == 409 and method == "POST":

@@ -146,6 +146,15 @@ def test_a_trigger_starts_one_run_named_by_its_event_and_does_not_wait_for_it(fu
     function.set_state(answer["run"], "PIPELINE_STATE_RUNNING")
     assert function.send(*payloads.eventarc(PROJECT, "fmnist-new-raw-data", commit))["action"] == "exists"
     assert len(function.creates()) == 2  # the second create answered 409; none after
+    # ...and once it is over, while another run is active: still its own run, not a trigger to defer
+    function.set_state(answer["run"], "PIPELINE_STATE_SUCCEEDED")
+    function.fake.resources[f"{PARENT}/pipelineJobs/other"] = {
+        "name": f"{PARENT}/pipelineJobs/other",
+        "displayName": "fmnist-lifecycle",
+        "state": "PIPELINE_STATE_RUNNING",
+    }
+    assert function.send(*payloads.eventarc(PROJECT, "fmnist-new-raw-data", commit))["action"] == "exists"
+    assert len(function.creates()) == 2
     assert _deferred(function) == []
 
 
