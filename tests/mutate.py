@@ -55,6 +55,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "idx": (["trainer/data/idx.py"], ["tests/trainer/test_idx.py", "tests/trainer/test_idx_messages.py"]),
+    # the pipeline starter's filter and decision (its in-process tests; tests/starter/test_function.py runs them
+    # over the wire, from the archive)
+    "starter": (
+        ["starter/events.py", "starter/logic.py"],
+        ["tests/starter/test_events.py", "tests/starter/test_logic.py"],
+    ),
     "ingest": (
         ["trainer/data/ingest.py"],
         [
