@@ -10,7 +10,7 @@ import pytest
 from contracts.starter import DEFERRED, DRIFT, NEW_DATA, SCHEDULE
 from starter.deferrals import FileDeferrals
 from starter.events import Trigger
-from starter.logic import decide, run_id
+from starter.logic import Outcome, decide, run_id
 
 
 class Runs:
@@ -65,12 +65,13 @@ def test_no_active_run_starts_one_labelled_with_its_trigger(runs, deferrals):
 
 def test_the_same_event_again_starts_nothing_running_or_finished(runs, deferrals):
     first = decide(NEW, runs, deferrals, "p")
-    again = decide(NEW, runs, deferrals, "p")
-    assert (again.action, again.run) == ("exists", first.run) and "running" in again.reason
+    running = Outcome("exists", first.run, "this event's run is running (a redelivered event)")
+    assert decide(NEW, runs, deferrals, "p") == running
     runs.runs[first.run] = False
-    assert decide(NEW, runs, deferrals, "p").action == "exists"
+    before = Outcome("exists", first.run, "this event's run was started before (a redelivered event)")
+    assert decide(NEW, runs, deferrals, "p") == before
     runs.runs["other"] = True  # another run is active: the old event is still not a new trigger
-    assert decide(NEW, runs, deferrals, "p").action == "exists"
+    assert decide(NEW, runs, deferrals, "p") == before
     assert deferrals.pending() == [] and len(runs.runs) == 2
 
 
@@ -82,7 +83,9 @@ def test_a_trigger_during_a_run_waits_once_and_the_next_start_takes_it(runs, def
     assert outcome.reason == "running is active: drift starts a run after it"
     decide(drift, runs, deferrals, "p")
     assert deferrals.pending() == [drift]
-    assert decide(SWEEP, runs, deferrals, "p").action == "deferred"  # still active
+    assert decide(SWEEP, runs, deferrals, "p") == Outcome(  # still active: the sweep waits too
+        "deferred", "running", "running is active: drift starts a run after it"
+    )
     assert deferrals.pending() == [drift] and list(runs.runs) == ["running"]
     runs.runs["running"] = False
     schedule = Trigger(SCHEDULE, "202612070400", "weekly")
@@ -93,14 +96,19 @@ def test_a_trigger_during_a_run_waits_once_and_the_next_start_takes_it(runs, def
 
 
 def test_the_sweep_starts_one_run_for_everything_that_waited_and_nothing_when_nothing_did(runs, deferrals):
-    assert decide(SWEEP, runs, deferrals, "p").action == "nothing-deferred"
+    nothing = Outcome("nothing-deferred", "", "no trigger waits")
+    assert decide(SWEEP, runs, deferrals, "p") == nothing
+    assert nothing.as_json() == {"action": "nothing-deferred", "run": "", "reason": "no trigger waits"}
     assert runs.runs == {}
     runs.runs["running"] = True
     decide(Trigger(DRIFT, "a"), runs, deferrals, "p")
     decide(NEW, runs, deferrals, "p")
     runs.runs["running"] = False
     outcome = decide(SWEEP, runs, deferrals, "p")
-    assert outcome.action == "started" and outcome.run.startswith("p-drift-")
+    key = "+".join(sorted(["drift:a", f"new-data:{NEW.key}"]))
+    assert outcome == Outcome(
+        "started", run_id("p", Trigger(DRIFT, key)), "drift deferred; it covers 2 deferred trigger(s)"
+    )
     assert runs.labels[outcome.run] == {"trigger": DRIFT, "deferred": "2"}
     assert deferrals.pending() == [] and decide(SWEEP, runs, deferrals, "p").action == "nothing-deferred"
 
