@@ -23,7 +23,7 @@ SERVICE_ACCOUNT_SUFFIXES = {
 # STACK_ACCOUNTS), used by infra/components/pipelines.py.
 PIPELINE_ACCOUNT_SUFFIXES = {
     "pipelines": "pipelines",  # Vertex AI Pipelines runs of the lifecycle
-    "starter": "pl-starter",  # the one workflow that starts pipeline runs (schedule, new data, drift)
+    "starter": "pl-starter",  # the one function that starts pipeline runs (schedule, new data, drift)
 }
 SERVICE_ACCOUNT_ID_MAX = 30
 KMS_KEY_ID = "fmnist-cmek"
@@ -35,11 +35,13 @@ BUDGET_TOPIC = "fmnist-budget-alerts"
 APP_LABEL = "fmnist-mlops"
 PIPELINE_NAME = "fmnist-lifecycle"  # the compiled pipeline's name and its template package in Artifact Registry
 PREDICTION_PIPELINE_NAME = "fmnist-batch-prediction"  # the prediction pipeline, published beside it
-PIPELINE_STARTER_WORKFLOW = "fmnist-start-lifecycle"
+PIPELINE_STARTER = "fmnist-start-lifecycle"  # the starter function (starter/) and its Cloud Run service
 PIPELINE_SCHEDULE = "fmnist-lifecycle-schedule"
+PIPELINE_SWEEP = "fmnist-lifecycle-sweep"  # Cloud Scheduler: starts a deferred trigger once no run is active
+STARTER_ROLE = "fmnistPipelineStarter"  # the starter's custom role (bootstrap stack)
 DRIFT_TOPIC = "fmnist-drift-alerts"
-NEW_DATA_TRIGGER = "fmnist-new-raw-data"  # Eventarc: NEW_DATA_TOPIC (raw/_COMMIT) -> the pipeline starter workflow
-DRIFT_TRIGGER = "fmnist-drift"  # Eventarc: a drift alert on DRIFT_TOPIC -> the pipeline starter workflow
+NEW_DATA_TRIGGER = "fmnist-new-raw-data"  # Eventarc: NEW_DATA_TOPIC (raw/_COMMIT) -> the pipeline starter
+DRIFT_TRIGGER = "fmnist-drift"  # Eventarc: a drift alert on DRIFT_TOPIC -> the pipeline starter
 BUILD_TRIGGERS = {  # Cloud Build triggers (infra/components/cicd.py)
     "checks": "fmnist-pull-request-checks",
     "plan": "fmnist-pull-request-plan",
@@ -248,12 +250,26 @@ class CloudNames:
         return f"{self.bucket_uri('dev')}/pipeline-root"
 
     @property
-    def pipeline_starter_workflow(self) -> str:
-        return PIPELINE_STARTER_WORKFLOW
+    def pipeline_starter(self) -> str:
+        return PIPELINE_STARTER
 
     @property
     def pipeline_schedule(self) -> str:
         return PIPELINE_SCHEDULE
+
+    @property
+    def pipeline_sweep(self) -> str:
+        return PIPELINE_SWEEP
+
+    @property
+    def functions_repository(self) -> str:
+        """The Docker repository (CMEK) where Cloud Run functions keeps the starter's built image."""
+        return f"{self.bucket_prefix}-functions"
+
+    @property
+    def starter_role(self) -> str:
+        """The starter's custom role, as IAM bindings name it."""
+        return f"projects/{self.project}/roles/{STARTER_ROLE}"
 
     @property
     def drift_topic(self) -> str:

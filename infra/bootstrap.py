@@ -16,6 +16,7 @@ from infra.components.apis import BOOTSTRAP_APIS, Apis
 from infra.components.index_signing import IndexSigningKey
 from infra.components.kms import CmekKey
 from infra.components.providers import google_provider
+from infra.components.starter_role import StarterRole
 from infra.components.state import StateBucket
 from infra.guard import deploy_guard
 from infra.naming import Names
@@ -55,6 +56,9 @@ class BootstrapStack(TerraformStack):
         self.index_signing = IndexSigningKey(
             self, "index_signing", names=names, teardown=teardown, cmek=key, signers=[accounts.member("pipelines")]
         )
+        # The pipeline starter starts and lists runs, nothing more (issue 25): a custom role, here because only a
+        # person may create roles.
+        self.starter_role = StarterRole(self, "starter_role", names=names, apis=apis, member=accounts.member("starter"))
         self.state = None
         if settings.infra.state_bucket:
             self.state = StateBucket(self, "state", names=names, teardown=teardown, apis=apis, accounts=accounts)

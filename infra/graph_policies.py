@@ -42,6 +42,7 @@ RESOURCE_APIS = {
     "google_workbench_": "notebooks.googleapis.com",
     # the lifecycle pipeline's starter and triggers (infra/components/pipelines.py)
     "google_eventarc_": "eventarc.googleapis.com",
+    "google_cloudfunctions2_": "cloudfunctions.googleapis.com",
     "google_workflows_": "workflows.googleapis.com",
 }
 # Data source type -> the API it reads (None: answered by the provider itself, no request).
@@ -66,7 +67,9 @@ CMEK_AGENTS: dict[str, str | tuple[str, ...]] = {
     "google_storage_bucket": "storage",
     "google_vertex_ai_": "aiplatform",
     "google_workbench_instance": ("compute", "notebooks"),  # Compute Engine writes the disks the Notebooks agent makes
-    "google_workflows_workflow": "aiplatform",  # the starter's pipeline runs use the key through Vertex AI's agent
+    # the starter function: its source, image and instances (Google's CMEK page for Cloud Run functions), and the
+    # pipeline runs it creates, which Vertex AI's agent encrypts
+    "google_cloudfunctions2_function": ("cloudfunctions", "run", "artifactregistry", "storage", "aiplatform"),
 }
 # Service agent -> what creates it: a google_project_service_identity for that API, a data source that does, or (the
 # Compute Engine agent, which the API refuses to generate on request) the API's enablement. From Google's table of

@@ -15,7 +15,8 @@ default_of() {  # the default of `ARG NAME=...` in a Dockerfile: the one place t
 }
 python_public="$(default_of service/Dockerfile PYTHON_BASE)"
 tf_public="$(default_of trainer/Dockerfile TF_BASE)"
-tf_version="${tf_public##*:}"
+tf_tag="${tf_public%@*}"  # without its digest
+tf_version="${tf_tag##*:}"
 python_standin=localhost/fmnist-standin/python:3.11-slim-bookworm
 tf_standin="localhost/fmnist-standin/tensorflow:${tf_version}"
 

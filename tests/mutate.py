@@ -55,6 +55,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "idx": (["trainer/data/idx.py"], ["tests/trainer/test_idx.py", "tests/trainer/test_idx_messages.py"]),
+    # the pipeline starter's filter and decision (its in-process tests; tests/starter/test_function.py runs them
+    # over the wire, from the archive)
+    "starter": (
+        ["starter/events.py", "starter/logic.py"],
+        ["tests/starter/test_events.py", "tests/starter/test_logic.py"],
+    ),
     "ingest": (
         ["trainer/data/ingest.py"],
         [
@@ -136,7 +142,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
 # spec's values instead.
-PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra"]
+PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
 # progress bars: cosmetic, and off when output is not a terminal (as in every test), so no test can see them
 DO_NOT_MUTATE_PATTERNS = [r"help=", r"metavar=", r"tqdm", r"\bbar\.update\("]

@@ -1,6 +1,6 @@
 """The Dockerfiles' promises that a build here cannot show: the public bases stay the defaults Cloud Build pulls
-(the Debian stand-ins of `make images` are passed as build arguments, never committed), the service's base is
-pinned by digest, and the per-build code version comes after every expensive layer."""
+(the Debian stand-ins of `make images` are passed as build arguments, never committed), both bases are pinned
+by digest, and the per-build code version comes after every expensive layer."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ def test_every_stage_starts_from_the_public_base_named_by_a_build_argument(docke
 def test_the_service_base_is_pinned_by_digest():
     default = next(line for line in lines("service/Dockerfile") if line.startswith("ARG PYTHON_BASE="))
     assert re.fullmatch(r"ARG PYTHON_BASE=docker\.io/library/python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", default)
+
+
+def test_the_trainer_base_is_pinned_by_digest_and_its_tag_names_the_trainers_tensorflow():
+    default = next(line for line in lines("trainer/Dockerfile") if line.startswith("ARG TF_BASE="))
+    match = re.fullmatch(r"ARG TF_BASE=docker\.io/tensorflow/tensorflow:([0-9.]+)@sha256:[0-9a-f]{64}", default)
+    assert match, default
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'"tensorflow-cpu=={match.group(1)}"' in pyproject  # the stand-in base installs the same version
 
 
 @pytest.mark.parametrize("dockerfile", BASES)

@@ -52,7 +52,7 @@ DEPLOYER_ROLES = (
     ("roles/monitoring.admin", "creates the notification channel and alert policies"),
     ("roles/cloudbuild.builds.editor", "creates the Cloud Build triggers"),
     # the lifecycle pipeline's starter and triggers (infra/components/pipelines.py)
-    ("roles/workflows.admin", "creates the starter workflow of the lifecycle pipeline"),
+    ("roles/cloudfunctions.admin", "creates the starter function of the lifecycle pipeline"),
     ("roles/eventarc.admin", "creates the new-data and drift triggers of the lifecycle pipeline"),
     ("roles/cloudscheduler.admin", "creates the weekly schedule of the lifecycle pipeline"),
 )
@@ -80,7 +80,7 @@ PLANNER_ROLES = (
     ("roles/monitoring.viewer", "reads the notification channel and alert policies"),
     ("roles/cloudbuild.builds.viewer", "reads the Cloud Build triggers"),
     # the lifecycle pipeline's starter and triggers (infra/components/pipelines.py)
-    ("roles/workflows.viewer", "reads the starter workflow of the lifecycle pipeline"),
+    ("roles/cloudfunctions.viewer", "reads the starter function of the lifecycle pipeline"),
     ("roles/eventarc.viewer", "reads the new-data and drift triggers of the lifecycle pipeline"),
     ("roles/cloudscheduler.viewer", "reads the weekly schedule of the lifecycle pipeline"),
 )

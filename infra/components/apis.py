@@ -41,10 +41,9 @@ REQUIRED_APIS = (
 )
 # The lifecycle pipeline's starter and its triggers (infra/components/pipelines.py).
 PIPELINE_APIS = (
+    "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com",
     "eventarc.googleapis.com",
-    "workflowexecutions.googleapis.com",
-    "workflows.googleapis.com",
 )
 REQUIRED_APIS = (*REQUIRED_APIS, *PIPELINE_APIS)
 

@@ -39,11 +39,11 @@ PROJECT_ROLES = {
         ("roles/bigquery.jobUser", "the feature table's load job is created in the project"),
         ("roles/logging.logWriter", "pipeline tasks write their logs to the project's log router"),
     ),
+    # Starting runs is its custom role (bootstrap stack, infra/components/starter_role.py); invoking the function
+    # is run.invoker on that function alone (infra/components/starter_function.py).
     "starter": (
-        ("roles/aiplatform.user", "pipelineJobs.list and pipelineJobs.create have no resource-level IAM"),
-        ("roles/workflows.invoker", "Cloud Scheduler and Eventarc execute the workflow as this account"),
         ("roles/eventarc.eventReceiver", "Eventarc triggers need their account to receive events"),
-        ("roles/logging.logWriter", "the workflow's call logs"),
+        ("roles/logging.logWriter", "the function's logs, and its build's (it is the build account too)"),
     ),
 }
 # Project-level roles of Google-managed service agents (infra/components/service_agents.py), granted by the construct

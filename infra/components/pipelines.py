@@ -1,21 +1,23 @@
 """Continuous training: the lifecycle pipeline's template repository, its own accounts, and what starts its runs.
 
-One starter, a Cloud Workflows workflow, starts every run of the compiled lifecycle (`python -m lifecycle compile`,
-uploaded by Cloud Build to the KFP repository declared here); three triggers call it: a Cloud Scheduler job (the
-schedule), an Eventarc trigger on a topic the datasets bucket notifies of `raw/_COMMIT` only (new data: one event per
-completed upload, none for any other object), and an Eventarc trigger on the drift topic, where a Cloud Monitoring
-alert (PromQL, contracts/monitoring_queries.py) on the service's `fmnist_drift_detected` gauge notifies (drift). A
-run in progress is not started twice, and a trigger that arrives during one is deferred, not dropped: the workflow
-waits until no run is active, unless a run created after the trigger already covers it; run ids carry their minute,
-so two racing triggers get one run (409).
+One starter, a Cloud Run function (starter/, declared in infra/components/starter_function.py), starts every run
+of the compiled lifecycle (`python -m lifecycle compile`, uploaded by Cloud Build to the KFP repository declared
+here); four triggers call it: a Cloud Scheduler job (the weekly schedule), an Eventarc trigger on a topic the
+datasets bucket notifies of `raw/_COMMIT` only (new data: one event per completed upload, none for any other object),
+an Eventarc trigger on the drift topic, where a Cloud Monitoring alert (PromQL, contracts/monitoring_queries.py) on
+the service's `fmnist_drift_detected` gauge notifies (drift), and a second Cloud Scheduler job, the sweep, that
+starts a deferred trigger once no run is active. A run in progress is not started twice, and a trigger that arrives
+during one is deferred (an object in the dev bucket), not dropped; run ids are named by their event, so a
+redelivered event gets 409, not a second run (starter/logic.py).
 
 Accounts: the pipeline runs as `<prefix>-pipelines` (the steps' buckets, the feature table, Vertex AI), with actAs
 on the trainer account (its custom job) and the service account (deploy-model and batch prediction attach it);
-the workflow, the schedule and the triggers run as `<prefix>-pl-starter`, which may only start pipeline runs as
-the pipeline account. Both accounts, their actAs grants (infra/components/accounts.py ACCOUNT_ACT_AS) and the
-deployer's rights on them and on the resources below belong to the bootstrap stack: the deployer creates no account
-and cannot set an account's IAM policy. Their project-level roles are declared in infra/components/identity.py
-(the deployer's IAM condition lists them), the APIs in infra/components/apis.py PIPELINE_APIS.
+the function, the schedules and the triggers run as `<prefix>-pl-starter`, which may only start and list pipeline
+runs (a custom role, infra/components/starter_role.py) as the pipeline account. Both accounts, their actAs
+grants (infra/components/accounts.py ACCOUNT_ACT_AS) and the deployer's rights on them and on the resources below
+belong to the bootstrap stack: the deployer creates no account and cannot set an account's IAM policy. Their
+project-level roles are declared in infra/components/identity.py (the deployer's IAM condition lists them), the
+APIs in infra/components/apis.py PIPELINE_APIS.
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ from cdktf_cdktf_provider_google.monitoring_notification_channel import Monitori
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
 from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from cdktf_cdktf_provider_google.storage_notification import StorageNotification
-from cdktf_cdktf_provider_google.workflows_workflow import WorkflowsWorkflow
 from constructs import Construct
 
 from contracts.cloud import DRIFT_TRIGGER, NEW_DATA_TRIGGER, PIPELINE_ACCOUNT_SUFFIXES
 from contracts.monitoring_queries import drift_fleet_promql
+from contracts.starter import DEFERRED, SCHEDULE, SWEEP_SCHEDULE
 from infra.components.apis import PIPELINE_APIS, Apis
 from infra.components.features import Features
 from infra.components.identity import AGENT_PROJECT_ROLES, Identity
@@ -48,208 +50,26 @@ from infra.components.identity import PROJECT_ROLES as IDENTITY_PROJECT_ROLES
 from infra.components.kms import KeyGrants
 from infra.components.registry import Registry
 from infra.components.service_agents import ServiceAgents, service_identity
+from infra.components.starter_function import StarterFunction
 from infra.components.storage import Storage
 from infra.components.waits import propagation_wait
 from infra.naming import Names
 from infra.teardown import TeardownPolicy
 
-__all__ = ["PIPELINE_APIS", "PROJECT_ROLES", "Pipelines", "starter_workflow"]
-SCHEDULE = "0 4 * * 1"  # Mondays 04:00 UTC: weekly retraining even when nothing else triggers it
+__all__ = ["PIPELINE_APIS", "PROJECT_ROLES", "Pipelines"]
+SCHEDULE_CRON = "0 4 * * 1"  # Mondays 04:00 UTC: weekly retraining even when nothing else triggers it
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
-ACTIVE_STATES = ("PIPELINE_STATE_QUEUED", "PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING")
-DEFER_POLL_SECONDS = 600  # a trigger that arrives during a run checks again this often...
-DEFER_MAX_SECONDS = 86_400  # ...for at most a day (a lifecycle run takes well under that), then fails visibly
 
 # The two accounts' project-level roles (role, why): declared in identity.py, which grants them.
 PROJECT_ROLES = {role: IDENTITY_PROJECT_ROLES[role] for role in PIPELINE_ACCOUNT_SUFFIXES}
 STORAGE_PUBLISHER = ("storage", "roles/pubsub.publisher")
-# what an Eventarc trigger's account must hold before triggers.create (a workflow destination)
-EVENTARC_STARTER_ROLES = ("roles/eventarc.eventReceiver", "roles/workflows.invoker")
+# what an Eventarc trigger's account must hold before triggers.create
+EVENTARC_STARTER_ROLES = ("roles/eventarc.eventReceiver",)
 BUCKET_ACCESS = (  # the pipeline runs the steps a person ran before: ingest, features, export, registry, reports
     ("datasets", "roles/storage.objectAdmin"),
     ("models", "roles/storage.objectAdmin"),
     ("dev", "roles/storage.objectAdmin"),
 )
-
-
-def starter_workflow(names: Names, pipeline_account: str) -> dict:
-    """The one place that starts lifecycle runs: filters the event, defers while a run is active, starts one.
-
-    A trigger that arrives during a run is not dropped: the execution waits (polling every DEFER_POLL_SECONDS, up
-    to DEFER_MAX_SECONDS, then fails visibly) and starts a run once none is active, unless a run created after the
-    trigger arrived already covers it. Run ids carry the minute they start in, so two triggers racing in the same
-    minute get one run and a 409. The create does not wait for the run (`skip_polling`): the connector's default
-    would poll it for up to 1,800 s and then fail a healthy run with a timeout."""
-    parent = f"projects/{names.project}/locations/{names.region}"
-    active = " OR ".join(f'state="{state}"' for state in ACTIVE_STATES)
-    vertex = {"parent": "${parent}", "region": names.region}
-    run_id = (
-        '${"'
-        + names.pipeline_name
-        + '-" + text.replace_all_regex(text.substring(time.format(sys.now()), 0, 16), "[^0-9]", "")}'
-    )
-    covered = {"started": False, "reason": "a run created after this trigger covers it", "run": "${newest.name}"}
-    return {
-        "main": {
-            "params": ["event"],
-            "steps": [
-                {
-                    "init": {
-                        "assign": [
-                            {"parent": parent},
-                            {"arrived": "${sys.now()}"},
-                            {"waited": 0},
-                            {"kind": '${default(map.get(event, "type"), "")}'},
-                            {"source": '${default(map.get(event, "source"), "")}'},
-                            {"trigger": '${default(map.get(event, "trigger"), "manual")}'},
-                        ]
-                    }
-                },
-                {
-                    "route": {
-                        "switch": [
-                            {
-                                "condition": f'${{kind == "{PUBSUB_PUBLISHED}" and '
-                                f'text.match_regex(source, "/topics/{names.new_data_topic}$")}}',
-                                "next": "new_data",
-                            },
-                            {"condition": f'${{kind == "{PUBSUB_PUBLISHED}"}}', "next": "drift"},
-                        ],
-                        "next": "check_active",
-                    }
-                },
-                {
-                    "new_data": {
-                        "assign": [
-                            {"trigger": "new-data"},
-                            {"object": '${default(map.get(event.data.message.attributes, "objectId"), "")}'},
-                        ]
-                    }
-                },
-                {
-                    "new_data_filter": {
-                        "switch": [
-                            {
-                                "condition": f'${{object != "{names.raw_commit_object}"}}',
-                                "return": {"started": False, "reason": '${"not a completed upload: " + object}'},
-                            }
-                        ],
-                        "next": "check_active",
-                    }
-                },
-                {
-                    "drift": {
-                        "assign": [
-                            {"trigger": "drift"},
-                            {"alert": "${json.decode(base64.decode(event.data.message.data))}"},
-                        ]
-                    }
-                },
-                {
-                    "drift_filter": {
-                        "switch": [
-                            {
-                                "condition": '${alert.incident.state != "open"}',
-                                "return": {"started": False, "reason": "the drift incident closed"},
-                            }
-                        ],
-                        "next": "check_active",
-                    }
-                },
-                {
-                    "check_active": {
-                        "call": "googleapis.aiplatform.v1.projects.locations.pipelineJobs.list",
-                        "args": {
-                            **vertex,
-                            "filter": f'display_name="{names.pipeline_name}" AND ({active})',
-                            "orderBy": "create_time desc",
-                        },
-                        "result": "active",
-                    }
-                },
-                {
-                    "defer_when_active": {
-                        "switch": [
-                            {"condition": '${not ("pipelineJobs" in active)}', "next": "start"},
-                            {
-                                "condition": "${waited >= " + str(DEFER_MAX_SECONDS) + "}",
-                                "raise": {
-                                    "message": '${"a lifecycle run has been active for "'
-                                    f' + "{DEFER_MAX_SECONDS} s; this " + trigger'
-                                    ' + " trigger was not started: start it by hand when the run ends"}',
-                                    "run": "${active.pipelineJobs[0].name}",
-                                },
-                            },
-                        ],
-                        "next": "covered_by_newer_run",
-                    }
-                },
-                {"covered_by_newer_run": {"assign": [{"newest": "${active.pipelineJobs[0]}"}]}},
-                {
-                    "covered_check": {
-                        "switch": [
-                            {"condition": "${time.parse(newest.createTime) >= arrived}", "return": covered},
-                        ],
-                        "next": "wait",
-                    }
-                },
-                {
-                    "wait": {
-                        "steps": [
-                            {"sleep": {"call": "sys.sleep", "args": {"seconds": DEFER_POLL_SECONDS}}},
-                            {"count": {"assign": [{"waited": "${waited + " + str(DEFER_POLL_SECONDS) + "}"}]}},
-                        ],
-                        "next": "check_active",
-                    }
-                },
-                {
-                    "start": {
-                        "try": {
-                            "call": "googleapis.aiplatform.v1.projects.locations.pipelineJobs.create",
-                            "args": {
-                                **vertex,
-                                "pipelineJobId": run_id,
-                                "body": {
-                                    "displayName": names.pipeline_name,
-                                    "templateUri": names.pipeline_template_uri,
-                                    "serviceAccount": pipeline_account,
-                                    "runtimeConfig": {"gcsOutputDirectory": names.pipeline_root},
-                                    "encryptionSpec": {"kmsKeyName": names.kms_key_name},
-                                    "labels": {**names.labels, "trigger": "${trigger}"},
-                                },
-                                "connector_params": {"skip_polling": True},
-                            },
-                            "result": "job",
-                        },
-                        "except": {
-                            "as": "error",
-                            "steps": [
-                                {
-                                    "started_this_minute": {
-                                        "switch": [
-                                            {
-                                                # only HTTP errors carry a code; a timeout or connection error is a
-                                                # map without one, and reading error.code would raise a KeyError
-                                                "condition": '${default(map.get(error, "code"), 0) == 409}',
-                                                "return": {"started": False, "reason": "this minute's run exists"},
-                                            }
-                                        ]
-                                    }
-                                },
-                                {"failed": {"raise": "${error}"}},
-                            ],
-                        },
-                    }
-                },
-                {"done": {"return": {"started": True, "trigger": "${trigger}", "run": "${job.name}"}}},
-            ],
-        }
-    }
-
-
-def terraform_literal(text: str) -> str:
-    """Escape Terraform's template syntax: the workflow's own `${...}` expressions must reach Workflows as written."""
-    return text.replace("${", "$${").replace("%{", "%%{")
 
 
 class Pipelines(Construct):
@@ -315,50 +135,40 @@ class Pipelines(Construct):
             )
 
         # ---- the one starter -----------------------------------------------------------------------------------
-        self.workflow = WorkflowsWorkflow(
-            self,
-            "starter-workflow",
-            name=names.pipeline_starter_workflow,
-            region=names.region,
-            description="starts one lifecycle pipeline run unless one is active (schedule, new data, drift)",
-            service_account=identity.email("starter"),
-            call_log_level="LOG_ERRORS_ONLY",
-            source_contents=terraform_literal(
-                json.dumps(starter_workflow(names, names.service_account_email("pipelines")))
-            ),
-            labels=names.labels,
-            deletion_protection=teardown.deletion_protection,  # the provider defaults it to true: destroy would fail
-            # the runs it creates are encrypted with the key by Vertex AI's agent: its grant comes first
-            depends_on=[
-                apis["workflows.googleapis.com"],
-                apis["workflowexecutions.googleapis.com"],
-                kms.ready["aiplatform"],
-            ],
-        )
+        self.starter = StarterFunction(self, "starter", names=names, apis=apis, kms=kms, storage=storage)
+        starter = {"cloud_run_service": {"service": self.starter.function.name, "region": names.region}}
 
         # ---- the three triggers --------------------------------------------------------------------------------
-        self.schedule = CloudSchedulerJob(
-            self,
-            "schedule",
-            name=names.pipeline_schedule,
-            region=names.region,
-            schedule=SCHEDULE,
-            time_zone="Etc/UTC",
-            description="weekly lifecycle run through the starter workflow",
-            http_target={
-                "uri": f"https://workflowexecutions.googleapis.com/v1/{self.workflow.id}/executions",
-                "http_method": "POST",
-                "headers": {"Content-Type": "application/json"},
-                "body": base64.b64encode(
-                    json.dumps({"argument": json.dumps({"trigger": "schedule"})}).encode()
-                ).decode(),
-                "oauth_token": {
-                    "service_account_email": identity.email("starter"),
-                    "scope": "https://www.googleapis.com/auth/cloud-platform",
+        self.schedule, self.sweep = (
+            CloudSchedulerJob(
+                self,
+                job_id,
+                name=name,
+                region=names.region,
+                schedule=schedule,
+                time_zone="Etc/UTC",
+                description=description,
+                http_target={
+                    "uri": self.starter.url,
+                    "http_method": "POST",
+                    "headers": {"Content-Type": "application/json"},
+                    "body": base64.b64encode(json.dumps({"trigger": kind}).encode()).decode(),
+                    # the function's own URL as audience: Cloud Run checks the ID token against it
+                    "oidc_token": {"service_account_email": identity.email("starter"), "audience": self.starter.url},
                 },
-            },
-            retry_config={"retry_count": 1},
-            depends_on=[apis["cloudscheduler.googleapis.com"]],
+                retry_config={"retry_count": 1},
+                depends_on=[apis["cloudscheduler.googleapis.com"], self.starter.invoker],
+            )
+            for job_id, name, schedule, kind, description in (
+                ("schedule", names.pipeline_schedule, SCHEDULE_CRON, SCHEDULE, "weekly lifecycle run"),
+                (
+                    "sweep",
+                    names.pipeline_sweep,
+                    SWEEP_SCHEDULE,
+                    DEFERRED,
+                    "starts a trigger deferred during a run once no run is active (nothing to do: no run)",
+                ),
+            )
         )
         # Cloud Storage publishes the bucket's notifications (documented requirement for Pub/Sub notifications);
         # the role is declared in identity.py AGENT_PROJECT_ROLES, the agent created by its data source.
@@ -373,8 +183,9 @@ class Pipelines(Construct):
             depends_on=[apis["cloudresourcemanager.googleapis.com"], agents.sources[agent]],
         )
         # Eventarc's own agent is created lazily like the CMEK ones (the provider's acceptance tests create it with
-        # a service identity, then wait); the triggers' account needs eventReceiver and workflows.invoker before
-        # triggers.create, and the Cloud Storage agent its publisher grant: one wait after all of them.
+        # a service identity, then wait); the triggers' account needs eventReceiver before triggers.create (and
+        # run.invoker on the function to deliver), and the Cloud Storage agent its publisher grant: one wait after
+        # all of them.
         eventarc_agent = service_identity(
             self, "eventarc-agent", names=names, apis=apis, api="eventarc.googleapis.com", beta=beta
         )
@@ -385,6 +196,7 @@ class Pipelines(Construct):
                 eventarc_agent,
                 storage_publisher,
                 *(identity.project_bindings[("starter", role)] for role in EVENTARC_STARTER_ROLES),
+                self.starter.invoker,
             ],
         )
         # New data: the datasets bucket notifies a topic of raw/_COMMIT only (a prefix-filtered notification), so
@@ -407,7 +219,7 @@ class Pipelines(Construct):
             location=names.region,
             matching_criteria=[{"attribute": "type", "value": PUBSUB_PUBLISHED}],
             transport={"pubsub": {"topic": self.new_data_topic.id}},
-            destination={"workflow": self.workflow.id},
+            destination=starter,
             service_account=identity.email("starter"),
             labels=names.labels,
             depends_on=[apis["eventarc.googleapis.com"], self.triggers_ready, self.new_data_notification],
@@ -440,7 +252,7 @@ class Pipelines(Construct):
                 "mime_type": "text/markdown",
                 "content": "The prediction service's drift monitor (PSI of the image features and classes against "
                 "the champion's training baseline) flags drift from enough distinct clients over every instance "
-                "(one client alone never does); the starter workflow starts a retraining run.",
+                "(one client alone never does); the pipeline starter function starts a retraining run.",
             },
             conditions=[
                 Condition(
@@ -462,7 +274,7 @@ class Pipelines(Construct):
             location=names.region,
             matching_criteria=[{"attribute": "type", "value": PUBSUB_PUBLISHED}],
             transport={"pubsub": {"topic": self.drift_topic.id}},
-            destination={"workflow": self.workflow.id},
+            destination=starter,
             service_account=identity.email("starter"),
             labels=names.labels,
             depends_on=[apis["eventarc.googleapis.com"], self.triggers_ready],

@@ -31,6 +31,9 @@ IDENTITY_AGENTS = {
     "artifactregistry": "artifactregistry.googleapis.com",
     "pubsub": "pubsub.googleapis.com",
     "aiplatform": "aiplatform.googleapis.com",
+    # the pipeline starter function's CMEK (infra/components/starter_function.py)
+    "cloudfunctions": "cloudfunctions.googleapis.com",
+    "run": "run.googleapis.com",
 }
 DATA_SOURCE_AGENTS = {"storage": "storage.googleapis.com", "bigquery": "bigquery.googleapis.com"}
 AGENT_APIS = {**IDENTITY_AGENTS, **DATA_SOURCE_AGENTS}

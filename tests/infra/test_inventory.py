@@ -22,12 +22,12 @@ COMMON_INVENTORY = {
     "google_bigquery_dataset_iam_member": 2,
     "google_bigquery_table": 1,
     "google_billing_budget": 1,
-    "google_kms_crypto_key_iam_member": 5,
+    "google_kms_crypto_key_iam_member": 7,  # one per agent that uses the key
     "google_monitoring_alert_policy": 5,  # Cloud Run 5xx and latency, endpoint errors, failed runs, gate refusals
     "google_monitoring_notification_channel": 1,
     "google_project_iam_member": 5,  # trainer 3, checks 1, the service's metric writer
     "google_project_service": len(REQUIRED_APIS),
-    "google_project_service_identity": 3,
+    "google_project_service_identity": 5,  # the CMEK users' agents (infra/components/service_agents.py)
     "google_pubsub_topic": 1,
     "google_pubsub_topic_iam_member": 1,
     "google_storage_bucket": 4,
@@ -40,21 +40,24 @@ COMMON_INVENTORY = {
 }
 # The lifecycle pipeline (infra/components/pipelines.py): what it adds to every environment's stack.
 PIPELINE_INVENTORY = {
-    "google_artifact_registry_repository": 1,  # the KFP templates
-    "google_artifact_registry_repository_iam_member": 4,  # images reader; KFP writer (deployer) and two readers
+    "google_artifact_registry_repository": 2,  # the KFP templates; the starter function's built image
+    # images reader; KFP writer (deployer) and two readers; the starter's build pushes its image
+    "google_artifact_registry_repository_iam_member": 5,
     "google_bigquery_dataset_iam_member": 1,
-    "google_cloud_scheduler_job": 1,
+    "google_cloud_scheduler_job": 2,  # the weekly run, the sweep of deferred triggers
+    "google_cloudfunctions2_function": 1,  # the starter
+    "google_cloud_run_v2_service_iam_member": 1,  # the starter account invokes the function
+    "google_storage_bucket_object": 1,  # the function's source archive
     "google_eventarc_trigger": 2,  # new data, drift
     "google_monitoring_alert_policy": 1,
     "google_monitoring_notification_channel": 1,
-    "google_project_iam_member": 8,  # pipelines 3, starter 4, the storage agent's publisher role
+    "google_project_iam_member": 6,  # pipelines 3, starter 2 (its custom role is bootstrap's), the storage agent
     "google_project_service_identity": 1,  # the Eventarc agent
     "time_sleep": 1,  # after the triggers' grants and the Eventarc agent
     "google_pubsub_topic": 2,  # drift; new data (the datasets bucket notifies it of raw/_COMMIT)
     "google_pubsub_topic_iam_member": 1,
-    "google_storage_bucket_iam_member": 3,
+    "google_storage_bucket_iam_member": 4,  # the pipelines account on 3 buckets; the starter under dev/starter/
     "google_storage_notification": 1,
-    "google_workflows_workflow": 1,
 }
 # Ground truth (infra/components/ground_truth.py): its dataset, the sink's table and the view, the sink, its writer.
 GROUND_TRUTH_INVENTORY = {
@@ -69,7 +72,9 @@ BOOTSTRAP_INVENTORY = {
     "google_kms_crypto_key": 2,  # CMEK and the registry index's signing key (infra/components/index_signing.py)
     "google_kms_crypto_key_iam_member": 2,
     "google_kms_key_ring": 1,
-    "google_project_iam_member": len(DEPLOYER_ROLES) + len(PLANNER_ROLES),
+    # the deployer's and planner's roles; the starter's custom role (infra/components/starter_role.py)
+    "google_project_iam_member": len(DEPLOYER_ROLES) + len(PLANNER_ROLES) + 1,
+    "google_project_iam_custom_role": 1,
     "google_project_service": len(BOOTSTRAP_APIS),
     "google_service_account": len(STACK_ACCOUNTS),
     "google_service_account_iam_member": len(STACK_ACCOUNTS) + len(ACCOUNT_ACT_AS),
@@ -208,8 +213,10 @@ def test_kms_key_rotates_and_every_agent_can_use_it(synth, env, settings_by_env)
     assert sorted(i["service"] for i in identities.values()) == [
         "aiplatform.googleapis.com",
         "artifactregistry.googleapis.com",
+        "cloudfunctions.googleapis.com",  # the starter function's CMEK (infra/components/starter_function.py)
         "eventarc.googleapis.com",  # not a key user: the triggers need it (infra/components/pipelines.py)
         "pubsub.googleapis.com",
+        "run.googleapis.com",  # the starter function's CMEK: its instances run on Cloud Run
     ]
     assert all(i["provider"] == "google-beta" for i in identities.values())
     data_agents = (
@@ -248,10 +255,14 @@ def test_artifact_registry_has_immutable_tags_and_cleanup(synth, env, settings_b
         "google_artifact_registry_repository",
         {"format": "DOCKER", "docker_config": {"immutable_tags": True}},
     )
-    [repository] = [
-        r for r in synth.resources(env, "google_artifact_registry_repository").values() if r["format"] == "DOCKER"
-    ]
-    assert repository["repository_id"] == Names.of(settings_by_env[env]).artifact_repository
+    names = Names.of(settings_by_env[env])
+    repositories = {r["repository_id"]: r for r in synth.resources(env, "google_artifact_registry_repository").values()}
+    repository = repositories[names.artifact_repository]
+    # the starter function's: Cloud Run functions pushes and tags its builds there itself
+    assert {k for k, r in repositories.items() if r["format"] == "DOCKER"} == {
+        names.artifact_repository,
+        names.functions_repository,
+    }
     assert repository["docker_config"] == {"immutable_tags": True}
     assert {p["id"] for p in repository["cleanup_policies"]} == {"keep-recent", "delete-untagged"}
     assert repository["cleanup_policy_dry_run"] is False

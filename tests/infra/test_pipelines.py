@@ -1,26 +1,22 @@
 """Continuous training on the synthesized stacks: the KFP template repository, the pipeline's own least-privilege
-accounts (made by the bootstrap stack), the one starter workflow and the three triggers that go through it
-(schedule, new data, drift)."""
+accounts (made by the bootstrap stack), the one starter function and the four triggers that go through it
+(schedule, sweep, new data, drift). The function's logic itself runs in tests/starter."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
-import re
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from contracts.monitoring_queries import DRIFT_CLIENT_GAUGE
+from contracts.starter import StarterEnv, starter_environment
 from infra.components.apis import REQUIRED_APIS
-from infra.components.pipelines import (
-    ACTIVE_STATES,
-    DEFER_POLL_SECONDS,
-    PIPELINE_APIS,
-    PROJECT_ROLES,
-    PUBSUB_PUBLISHED,
-    starter_workflow,
-)
+from infra.components.pipelines import PIPELINE_APIS, PROJECT_ROLES, PUBSUB_PUBLISHED
+from infra.components.starter_role import PERMISSIONS
 from infra.naming import Names
 from tests.infra.conftest import BOOTSTRAP
 
@@ -62,8 +58,8 @@ def names(env, settings_by_env):
 
 
 def test_the_kfp_repository_holds_the_templates_with_cmek_and_only_the_deployer_writes(synth, env, names):
-    [repo] = pipelines(synth, env, "google_artifact_registry_repository").values()
-    assert repo["format"] == "KFP" and repo["repository_id"] == names.pipeline_repository
+    [repo] = [r for r in pipelines(synth, env, "google_artifact_registry_repository").values() if r["format"] == "KFP"]
+    assert repo["repository_id"] == names.pipeline_repository
     assert repo["kms_key_name"] == names.kms_key_name  # the bootstrap stack's key
     assert names.pipeline_template_uri == (
         f"https://{names.region}-kfp.pkg.dev/{names.project}/{names.pipeline_repository}/fmnist-lifecycle/latest"
@@ -120,93 +116,117 @@ def test_the_pipeline_reaches_the_buckets_and_feature_table_it_writes_per_resour
     assert dataset["role"] == "roles/bigquery.dataEditor"
 
 
-def test_one_starter_workflow_filters_events_skips_active_runs_and_names_runs_by_hour(synth, env, names):
-    [workflow] = pipelines(synth, env, "google_workflows_workflow").values()
-    assert workflow["name"] == names.pipeline_starter_workflow
-    assert workflow["service_account"] == names.service_account_email("starter")
-    # Terraform reads `$${` as a literal `${`: what Workflows receives is the definition as written.
-    source = json.loads(workflow["source_contents"].replace("$${", "${").replace("%%{", "%{"))
-    assert source == starter_workflow(names, names.service_account_email("pipelines"))
-    steps = {name: body for step in source["main"]["steps"] for name, body in step.items()}
-    listing = steps["check_active"]
-    assert listing["call"].endswith("pipelineJobs.list")
-    assert all(state in listing["args"]["filter"] for state in ACTIVE_STATES)
-    assert f'display_name="{names.pipeline_name}"' in listing["args"]["filter"]
-    create = steps["start"]["try"]
-    assert create["call"].endswith("pipelineJobs.create")
-    body = create["args"]["body"]
-    assert body["templateUri"] == names.pipeline_template_uri
-    assert body["serviceAccount"] == names.service_account_email("pipelines")
-    assert body["runtimeConfig"] == {"gcsOutputDirectory": names.pipeline_root}
-    assert body["encryptionSpec"] == {"kmsKeyName": names.kms_key_name}  # the run's own resources under CMEK
-    # one run id per minute: a race gets 409
-    assert "text.substring(time.format(sys.now()), 0, 16)" in create["args"]["pipelineJobId"]
-    # the connector would otherwise poll the run for up to 1,800 s and fail a healthy run with a timeout
-    assert create["args"]["connector_params"] == {"skip_polling": True}
-    # a timeout or connection error is a map without `code`: the except branch must not read error.code
-    condition = steps["start"]["except"]["steps"][0]["started_this_minute"]["switch"][0]["condition"]
-    assert condition == '${default(map.get(error, "code"), 0) == 409}'
-    assert "error.code" not in json.dumps(steps["start"]["except"])
-    [drift] = steps["drift_filter"]["switch"]  # an open incident retrains; its closing notification does not
-    assert drift["condition"] == '${alert.incident.state != "open"}' and drift["return"]["started"] is False
-
-
-def test_only_a_completed_upload_of_raw_data_starts_a_run(names):
-    """The exact commit-marker object, nothing else under raw/ or outside it."""
-    steps = {name: body for step in starter_workflow(names, "p")["main"]["steps"] for name, body in step.items()}
-    assert names.raw_commit_object == "raw/_COMMIT"
-    [only] = steps["new_data_filter"]["switch"]
-    assert only["condition"] == '${object != "raw/_COMMIT"}' and only["return"]["started"] is False
-    assert steps["new_data"]["assign"][1]["object"].startswith("${default(map.get(event.data.message.attributes")
-    # Eventarc's CloudEvent for a Pub/Sub message names the topic in `source`: the route tells new data from drift
-    [to_new_data, to_drift] = steps["route"]["switch"]
-    pattern = re.search(r'text.match_regex\(source, "([^"]+)"\)', to_new_data["condition"]).group(1)
-    source = f"//pubsub.googleapis.com/projects/{names.project}/topics/"
-    assert re.search(pattern, source + names.new_data_topic)
-    assert not re.search(pattern, source + names.drift_topic)
-    assert to_new_data["next"] == "new_data" and to_drift["next"] == "drift"
-
-
-def test_a_trigger_during_a_run_is_deferred_not_dropped(names):
-    """While a run is active the execution waits and checks again; it returns without a run only when a run
-    created after it arrived covers it, and fails visibly (not silently) after a day."""
-    steps = {name: body for step in starter_workflow(names, "p")["main"]["steps"] for name, body in step.items()}
-    assert steps["check_active"]["args"]["orderBy"] == "create_time desc"  # [0] is the newest active run
-    no_run, too_long = steps["defer_when_active"]["switch"]
-    assert no_run == {"condition": '${not ("pipelineJobs" in active)}', "next": "start"}
-    assert "raise" in too_long and "return" not in too_long
-    assert steps["defer_when_active"]["next"] == "covered_by_newer_run"
-    [covered] = steps["covered_check"]["switch"]
-    assert covered["condition"] == "${time.parse(newest.createTime) >= arrived}"
-    assert steps["covered_check"]["next"] == "wait"
-    sleep, count = steps["wait"]["steps"]
-    assert sleep["sleep"] == {"call": "sys.sleep", "args": {"seconds": DEFER_POLL_SECONDS}}
-    assert steps["wait"]["next"] == "check_active"
-    returns_while_active = [
-        name
-        for name, body in steps.items()
-        if name in ("check_active", "defer_when_active", "wait") and "return" in json.dumps(body)
+def test_one_starter_function_runs_as_the_starter_with_cmek_one_request_at_a_time(synth, env, names):
+    [function] = pipelines(synth, env, "google_cloudfunctions2_function").values()
+    [repo_key] = [
+        k
+        for k, r in pipelines(synth, env, "google_artifact_registry_repository").items()
+        if r["repository_id"] == names.functions_repository
     ]
-    assert returns_while_active == []
-    assert {"arrived": "${sys.now()}"} in steps["init"]["assign"]
+    assert function["name"] == names.pipeline_starter
+    assert function["kms_key_name"] == names.kms_key_name
+    build, service = function["build_config"], function["service_config"]
+    assert build["entry_point"] == "start" and build["runtime"] == "python311"
+    assert build["docker_repository"] == ref("google_artifact_registry_repository", repo_key, "id")
+    repo = synth.resources(env, "google_artifact_registry_repository")[repo_key]
+    assert repo["format"] == "DOCKER" and repo["kms_key_name"] == names.kms_key_name
+    starter = names.service_account_email("starter")
+    assert build["service_account"].endswith(f"/serviceAccounts/{starter}")  # not the Compute Engine default
+    assert service["service_account_email"] == starter
+    assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+    # one instance, one request at a time: listing the active runs then creating one never interleaves
+    assert service["max_instance_count"] == 1 and service["max_instance_request_concurrency"] == 1
+    assert service["environment_variables"] == starter_environment(names)
+    assert service["environment_variables"][StarterEnv.KMS_KEY] == names.kms_key_name
+    assert service["environment_variables"][StarterEnv.TEMPLATE_URI] == names.pipeline_template_uri
 
 
-def test_the_schedule_executes_the_starter_as_the_starter_account(synth, env, names):
-    [job] = pipelines(synth, env, "google_cloud_scheduler_job").values()
-    [workflow_key] = pipelines(synth, env, "google_workflows_workflow")
-    target = job["http_target"]
-    workflow = ref("google_workflows_workflow", workflow_key, "id")
-    assert target["uri"] == f"https://workflowexecutions.googleapis.com/v1/{workflow}/executions"
-    assert json.loads(json.loads(base64.b64decode(target["body"]))["argument"]) == {"trigger": "schedule"}
-    assert target["oauth_token"]["service_account_email"] == names.service_account_email("starter")
+def test_the_function_is_built_from_the_archive_of_starter_and_a_code_change_redeploys_it(synth, env, names):
+    [function] = pipelines(synth, env, "google_cloudfunctions2_function").values()
+    [(key, source)] = pipelines(synth, env, "google_storage_bucket_object").items()
+    storage_source = function["build_config"]["source"]["storage_source"]
+    assert storage_source["object"] == ref("google_storage_bucket_object", key, "name")
+    assert source["name"].startswith("starter/source-") and source["name"].endswith(".zip")
+    archive = synth.outdir / "stacks" / env / source["source"]  # the asset, relative to the stack's folder
+    assert not Path(source["source"]).is_absolute()
+    with zipfile.ZipFile(io.BytesIO(archive.read_bytes())) as unpacked:
+        files = set(unpacked.namelist())
+    assert {"main.py", "requirements.txt", "starter/logic.py", "contracts/starter.py"} <= files
+    assert not {
+        f for f in files if f.startswith("contracts/") and f not in {"contracts/__init__.py", "contracts/starter.py"}
+    }
+    assert source["name"].removeprefix("starter/source-").removesuffix(".zip") in archive.name
+
+
+def test_only_the_starter_invokes_the_function_and_it_writes_only_its_own_objects(synth, env, names):
+    starter = members(synth, env, names, "starter")
+    [invoker] = pipelines(synth, env, "google_cloud_run_v2_service_iam_member").values()
+    [function_key] = pipelines(synth, env, "google_cloudfunctions2_function")
+    assert invoker["name"] == ref("google_cloudfunctions2_function", function_key, "name")
+    assert invoker["role"] == "roles/run.invoker" and invoker["member"] in starter
+    buckets = [b for b in synth.resources(env, "google_storage_bucket_iam_member").values() if b["member"] in starter]
+    [objects] = buckets
+    assert objects["condition"]["expression"] == (
+        f'resource.name.startsWith("projects/_/buckets/{names.bucket("dev")}/objects/starter/")'
+    )
+
+
+def test_the_starter_may_start_and_list_runs_only_through_its_custom_role(synth, env, names):
+    [role] = synth.resources(BOOTSTRAP[env], "google_project_iam_custom_role").values()
+    assert (
+        sorted(role["permissions"])
+        == sorted(PERMISSIONS)
+        == [
+            "aiplatform.pipelineJobs.create",
+            "aiplatform.pipelineJobs.get",
+            "aiplatform.pipelineJobs.list",
+        ]
+    )
+    [(role_key, body)] = synth.resources(BOOTSTRAP[env], "google_project_iam_custom_role").items()
+    assert f"projects/{body['project']}/roles/{body['role_id']}" == names.starter_role
+    bound = [
+        b
+        for b in synth.resources(BOOTSTRAP[env], "google_project_iam_member").values()
+        if b["member"] in members(synth, env, names, "starter")
+    ]
+    assert [b["role"] for b in bound] == [names.starter_role]
+    assert [b["depends_on"][-1] for b in bound] == [f"google_project_iam_custom_role.{role_key}"]
+    everything = [
+        b["role"]
+        for stack in (env, BOOTSTRAP[env])
+        for b in synth.resources(stack, "google_project_iam_member").values()
+        if b["member"] in members(synth, env, names, "starter")
+    ]
+    assert "roles/aiplatform.user" not in everything
+
+
+def test_the_schedule_and_the_sweep_call_the_function_with_the_starters_oidc_token(synth, env, names):
+    jobs = {j["name"]: j for j in pipelines(synth, env, "google_cloud_scheduler_job").values()}
+    [function_key] = pipelines(synth, env, "google_cloudfunctions2_function")
+    # the service's run.app URL: Cloud Run checks the ID token's audience against it
+    url = ref("google_cloudfunctions2_function", function_key, "service_config[0].uri")
+    assert set(jobs) == {names.pipeline_schedule, names.pipeline_sweep}
+    for name, kind in ((names.pipeline_schedule, "schedule"), (names.pipeline_sweep, "deferred")):
+        target = jobs[name]["http_target"]
+        assert target["uri"] == url
+        assert json.loads(base64.b64decode(target["body"])) == {"trigger": kind}
+        assert target["oidc_token"] == {
+            "service_account_email": names.service_account_email("starter"),
+            "audience": url,
+        }
 
 
 def test_new_data_and_drift_triggers_go_through_the_same_starter(synth, env, names):
     triggers = pipelines(synth, env, "google_eventarc_trigger")
-    [workflow_key] = pipelines(synth, env, "google_workflows_workflow")
+    [function_key] = pipelines(synth, env, "google_cloudfunctions2_function")
     assert len(triggers) == 2
     for trigger in triggers.values():
-        assert trigger["destination"] == {"workflow": ref("google_workflows_workflow", workflow_key, "id")}
+        assert trigger["destination"] == {
+            "cloud_run_service": {
+                "service": ref("google_cloudfunctions2_function", function_key, "name"),
+                "region": names.region,
+            }
+        }
         assert trigger["service_account"] == names.service_account_email("starter")
     topics = pipelines(synth, env, "google_pubsub_topic")
     key_of = {topic["name"]: key for key, topic in topics.items()}
@@ -268,7 +288,7 @@ def test_new_apis_are_watched_by_the_budget_and_follow_the_teardown_policy(synth
     for address, service in services.items():
         assert address in budget["depends_on"], "the budget watches what the stack switches on"
         assert service["disable_on_destroy"] is False
-    for resource_type in ("google_workflows_workflow", "google_eventarc_trigger", "google_cloud_scheduler_job"):
+    for resource_type in ("google_cloudfunctions2_function", "google_eventarc_trigger", "google_cloud_scheduler_job"):
         for body in pipelines(synth, env, resource_type).values():
             assert "lifecycle" not in body, f"{resource_type} must not block `cdktf destroy`"
 
@@ -292,27 +312,3 @@ def test_the_pipelines_adapters_name_what_the_stack_declares(synth, env, setting
     assert build_import(settings, "v1", evaluation).parent.startswith(names.parent_model_name)
     ids = {sa["account_id"] for sa in synth.resources(BOOTSTRAP[env], "google_service_account").values()}
     assert {names.service_account_id("pipelines"), names.service_account_id("starter")} <= ids
-
-
-def test_the_starters_vertex_ai_calls_match_the_api_messages(names):
-    """Each connector call's arguments are fields of the real request message (google-cloud-aiplatform's protos:
-    the connector maps `body` to the resource and the other arguments to request fields), and the run's body parses
-    as a PipelineJob, so a misspelled field (`encryptionSpecs`, `kmsKey`) fails here, not at the first trigger."""
-    from google.cloud.aiplatform_v1.types import pipeline_service
-    from google.cloud.aiplatform_v1.types.pipeline_job import PipelineJob
-    from google.protobuf import json_format
-
-    steps = {name: body for step in starter_workflow(names, "p")["main"]["steps"] for name, body in step.items()}
-    connector = {"region", "connector_params"}  # the connector's own arguments, not the API's
-
-    def fields(message) -> set[str]:
-        return {f.json_name for f in message.pb().DESCRIPTOR.fields}
-
-    listing = steps["check_active"]["args"]
-    assert set(listing) - connector <= fields(pipeline_service.ListPipelineJobsRequest)
-    create = steps["start"]["try"]["args"]
-    assert set(create) - connector - {"body"} <= fields(pipeline_service.CreatePipelineJobRequest)
-    body = json.loads(json.dumps(create["body"]).replace("${trigger}", "schedule"))
-    job = json_format.ParseDict(body, PipelineJob.pb(PipelineJob()))  # raises on an unknown field
-    assert job.encryption_spec.kms_key_name == names.kms_key_name
-    assert create["connector_params"] == {"skip_polling": True}

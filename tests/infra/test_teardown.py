@@ -84,8 +84,8 @@ def test_every_deletion_argument_the_bindings_know_follows_the_teardown_policy(s
                 for name, body in resources.items():
                     assert body.get(argument.name) is policy.argument(argument.name), (stack, name, argument.name)
                 checked.add(f"{resource_type}.{argument.name}")
-    assert "google_workflows_workflow.deletion_protection" in checked  # issue 23, defect 1: default true, was unset
-    assert len(checked) >= 7
+    assert "google_cloud_run_v2_service.deletion_protection" in checked  # default true in 6.50 (issue 23)
+    assert len(checked) >= 6  # the starter workflow (issue 23, defect 1) became a function, which has none
 
 
 def test_the_workflow_s_deletion_protection_default_is_read_from_its_binding():

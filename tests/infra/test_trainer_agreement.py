@@ -26,7 +26,12 @@ def test_adapter_requests_name_the_declared_resources(settings_by_env, synth, en
         assert email.split("@")[0] in accounts and email.endswith(f"@{settings.project_id}.iam.gserviceaccount.com")
 
     repositories = synth.resources(env, "google_artifact_registry_repository").values()
-    [repository] = [r["repository_id"] for r in repositories if r["format"] == "DOCKER"]
+    # the images' repository (the other Docker one holds the starter function's build)
+    [repository] = [
+        r["repository_id"]
+        for r in repositories
+        if r["format"] == "DOCKER" and r["repository_id"] != settings.names.functions_repository
+    ]
     for uri, image in (
         (job.job["worker_pool_specs"][0]["container_spec"]["image_uri"], "trainer"),
         (deploy.upload["serving_container_image_uri"], "service"),

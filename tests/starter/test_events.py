@@ -1,0 +1,90 @@
+"""The starter's filter on the payloads Google Cloud sends: one run per completed upload, none per file, none for
+objects outside raw/, a drift incident when it opens (not when it closes), the schedule; bad input named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from contracts.starter import DEFERRED, DRIFT, MANUAL, NEW_DATA, SCHEDULE
+from starter.events import BadEvent, Ignored, Sources, Trigger, parse
+from tests.starter import payloads
+
+SOURCES = Sources("p-datasets", "raw/_COMMIT", "fmnist-new-raw-data", "fmnist-drift-alerts")
+
+
+def eventarc(topic: str, envelope: dict):
+    return parse(*payloads.eventarc("p", topic, envelope), SOURCES)
+
+
+def test_the_commit_marker_in_the_datasets_bucket_is_new_data_keyed_by_its_generation():
+    found = eventarc(SOURCES.new_data_topic, payloads.storage_notification("p-datasets", "raw/_COMMIT", "1765015"))
+    assert found == Trigger(NEW_DATA, "1765015", "gs://p-datasets/raw/_COMMIT#1765015")
+    headers, body = payloads.storage_finalized("p-datasets", "raw/_COMMIT", "1765016")  # a direct storage event
+    assert parse(headers, body, SOURCES) == Trigger(NEW_DATA, "1765016", "gs://p-datasets/raw/_COMMIT#1765016")
+    push = payloads.storage_notification("p-datasets", "raw/_COMMIT", "7")  # a Pub/Sub push subscription
+    assert parse({"Content-Type": "application/json"}, json.dumps(push).encode(), SOURCES).kind == NEW_DATA
+
+
+@pytest.mark.parametrize(
+    ("bucket", "name"),
+    [
+        ("p-datasets", "raw/train-images-idx3-ubyte.gz"),  # a file of the upload: the marker comes last
+        ("p-datasets", "raw/_COMMIT.tmp"),
+        ("p-datasets", "raw/sub/_COMMIT"),
+        ("p-datasets", "exports/png/train/00001.png"),  # export-images writes 70,000 of these
+        ("p-datasets", "_COMMIT"),
+        ("p-models", "raw/_COMMIT"),  # another bucket
+    ],
+)
+def test_no_other_object_starts_a_run(bucket, name):
+    found = eventarc(SOURCES.new_data_topic, payloads.storage_notification(bucket, name, "5"))
+    assert isinstance(found, Ignored) and name in found.reason
+    headers, body = payloads.storage_finalized(bucket, name, "5")
+    assert isinstance(parse(headers, body, SOURCES), Ignored)
+
+
+def test_a_deleted_or_overwritten_marker_notification_other_than_finalize_starts_nothing():
+    envelope = payloads.storage_notification("p-datasets", "raw/_COMMIT", "5", event_type="OBJECT_DELETE")
+    assert eventarc(SOURCES.new_data_topic, envelope) == Ignored("OBJECT_DELETE is not a new object")
+
+
+def test_a_drift_incident_starts_a_run_when_it_opens_not_when_it_closes():
+    opened = eventarc(SOURCES.drift_topic, payloads.drift_incident("open", "0.abc"))
+    assert opened == Trigger(DRIFT, "0.abc", "drift incident opened")
+    closed = eventarc(SOURCES.drift_topic, payloads.drift_incident("closed", "0.abc"))
+    assert isinstance(closed, Ignored) and "closed" in closed.reason
+
+
+def test_budget_and_unknown_topics_and_event_types_start_nothing():
+    assert "budget" in eventarc("fmnist-budget-alerts", payloads.budget()).reason
+    assert "not the new-data or the drift topic" in eventarc("other", payloads.drift_incident()).reason
+    headers, body = payloads.eventarc("p", SOURCES.drift_topic, payloads.drift_incident())
+    headers["ce-type"] = "google.cloud.audit.log.v1.written"
+    assert isinstance(parse(headers, body, SOURCES), Ignored)
+
+
+def test_cloud_scheduler_names_its_run_by_the_scheduled_minute_and_the_sweep_is_its_own_kind():
+    assert parse(*payloads.scheduler(SCHEDULE, "2026-12-07T04:00:00Z"), SOURCES) == Trigger(
+        SCHEDULE, "202612070400", "Cloud Scheduler 2026-12-07T04:00:00Z"
+    )
+    assert parse(*payloads.scheduler(DEFERRED), SOURCES).kind == DEFERRED
+    assert parse(*payloads.scheduler(MANUAL, ""), SOURCES).kind == MANUAL
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "names"),
+    [
+        ({}, b"not json", "not JSON"),
+        ({}, b'{"hello": 1}', "CloudEvent"),
+        ({}, b'{"trigger": "retrain-now"}', "'retrain-now'"),
+        ({"ce-type": payloads.PUBSUB}, b'{"data": 1}', "without a `message`"),
+        (*payloads.eventarc("p", "fmnist-drift-alerts", {"message": {"data": "!!"}}), "not base64"),
+        (*payloads.eventarc("p", "fmnist-drift-alerts", payloads.pubsub_envelope({"x": 1})), "without an `incident`"),
+    ],
+)
+def test_bad_input_is_refused_with_what_to_send(headers, body, names):
+    with pytest.raises(BadEvent) as raised:
+        parse(headers, body, SOURCES)
+    assert names in str(raised.value)
