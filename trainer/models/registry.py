@@ -33,7 +33,7 @@ from contracts.registry_index import (
 from trainer.clock import utc_now
 from trainer.errors import GateRefused, ModelDirError, RegistryError
 from trainer.models.gate import IDENTICAL, REFUSE
-from trainer.models.gate_sets import PairedGate
+from trainer.models.gate_sets import PairedGate, read_report
 from trainer.models.index_signing import Signer, signer_for, write_signature
 from trainer.models.model_dir import verify_digests
 
@@ -101,6 +101,10 @@ class ModelRegistry:
             ) from None
         except RegistryIndexError as exc:
             raise RegistryError(str(exc)) from None
+
+    def gate_report(self, candidate: str, champion: str | None) -> dict | None:
+        """The paired gate's JSON report of `candidate` against `champion`, None if they were never compared."""
+        return read_report(self.root, candidate, champion) if champion else None
 
     # ---- changing, by compare-and-swap ---------------------------------------------------------------------------
 
