@@ -51,9 +51,9 @@ class BootstrapStack(TerraformStack):
         self.key = key = CmekKey(
             self, "kms", names=names, teardown=teardown, apis=apis, admin=accounts.member("deployer")
         )
-        # Only the account whose pipeline step promotes may sign the registry index (issue 25).
+        # Only the promoter, whose jobs run the gate (infra/components/promoter.py), may sign the index (issue 25).
         self.index_signing = IndexSigningKey(
-            self, "index_signing", names=names, teardown=teardown, cmek=key, signers=[accounts.member("pipelines")]
+            self, "index_signing", names=names, teardown=teardown, cmek=key, signers=[accounts.member("promoter")]
         )
         self.state = None
         if settings.infra.state_bucket:

@@ -49,7 +49,7 @@ from infra.components.identity import PROJECT_ROLES as IDENTITY_PROJECT_ROLES
 from infra.components.kms import KeyGrants
 from infra.components.registry import Registry
 from infra.components.service_agents import ServiceAgents, service_identity
-from infra.components.storage import Storage
+from infra.components.storage import Storage, job_outputs_only
 from infra.components.waits import propagation_wait
 from infra.naming import Names
 from infra.teardown import TeardownPolicy
@@ -66,9 +66,9 @@ PROJECT_ROLES = {role: IDENTITY_PROJECT_ROLES[role] for role in PIPELINE_ACCOUNT
 STORAGE_PUBLISHER = ("storage", "roles/pubsub.publisher")
 # what an Eventarc trigger's account must hold before triggers.create (a workflow destination)
 EVENTARC_STARTER_ROLES = ("roles/eventarc.eventReceiver", "roles/workflows.invoker")
-BUCKET_ACCESS = (  # the pipeline runs the steps a person ran before: ingest, features, export, registry, reports
+BUCKET_ACCESS = (  # the pipeline runs the steps a person ran before: ingest, features, export, reports
     ("datasets", "roles/storage.objectAdmin"),
-    ("models", "roles/storage.objectAdmin"),
+    ("models", "roles/storage.objectAdmin"),  # job outputs only (the condition below): registry/ is the promoter's
     ("dev", "roles/storage.objectAdmin"),
 )
 
@@ -280,6 +280,7 @@ class Pipelines(Construct):
                 bucket=storage.buckets[kind].name,
                 role=iam_role,
                 member=self.member("pipelines"),
+                condition=job_outputs_only(names) if kind == "models" else None,
             )
         BigqueryDatasetIamMember(
             self,

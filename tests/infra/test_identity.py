@@ -145,7 +145,10 @@ def test_bucket_access_is_per_bucket(synth, env, settings_by_env):
         # the lifecycle pipeline runs the steps a person ran before (infra/components/pipelines.py)
         (names.bucket("dev"), "pipelines", "roles/storage.objectAdmin"),
         (names.bucket("datasets"), "pipelines", "roles/storage.objectAdmin"),
-        (names.bucket("models"), "pipelines", "roles/storage.objectAdmin"),
+        (names.bucket("models"), "pipelines", "roles/storage.objectAdmin"),  # job outputs only (condition)
+        # the promoter alone writes registry/ (infra/components/promoter.py, infra/index_writers.py)
+        (names.bucket("models"), "promoter", "roles/storage.objectAdmin"),
+        (names.bucket("datasets"), "promoter", "roles/storage.objectViewer"),
     }
     bindings = synth.resources(env, "google_storage_bucket_iam_member").values()
     plans = next(b for b in bindings if "planner" in b["member"])

@@ -31,7 +31,8 @@ COMMON_INVENTORY = {
     "google_pubsub_topic": 1,
     "google_pubsub_topic_iam_member": 1,
     "google_storage_bucket": 4,
-    "google_storage_bucket_iam_member": 7,  # the trainer: read models, write its job outputs only
+    # the trainer: read models, write its job outputs only; the promoter: write models, read datasets (issue 25)
+    "google_storage_bucket_iam_member": 9,
     "google_vertex_ai_endpoint": 1,
     "google_vertex_ai_feature_online_store": 1,
     "google_vertex_ai_feature_online_store_featureview": 1,
@@ -73,6 +74,8 @@ BOOTSTRAP_INVENTORY = {
 IMAGES_INVENTORY = {"docker_image": 2, "docker_registry_image": 2}
 # the run API again, and Cloud KMS for the index signing key's public key read at plan (issue 25)
 SERVING_INVENTORY = {
+    "google_cloud_run_v2_job": 2,  # the promoter's gate and approval jobs (issue 25)
+    "google_cloud_run_v2_job_iam_member": 2,  # the pipelines account executes the gate job; no approvers by default
     "google_cloud_run_v2_service": 1,
     "google_project_service": 3,  # + Secret Manager: the service's secrets below
     "google_secret_manager_secret": 3,  # the service's operator token, routing key and RunMonitoring config

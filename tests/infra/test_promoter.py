@@ -1,0 +1,29 @@
+"""The promoter's Cloud Run jobs (issue 25): they run as the promoter on the trainer image, and the arguments an
+execution may append cannot switch the job's action or its configuration environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts.cloud import PROMOTION_APPROVE_JOB, PROMOTION_GATE_JOB
+from tests.infra.conftest import ENVIRONMENTS
+from trainer.cli import build_parser, main
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_appended_arguments_cannot_switch_the_jobs_action_or_environment(synth, env, capsys):
+    jobs = {job["name"]: job for job in synth.resources(f"serving-{env}", "google_cloud_run_v2_job").values()}
+    assert set(jobs) == {PROMOTION_GATE_JOB, PROMOTION_APPROVE_JOB}
+    commands = {name: job["template"]["template"]["containers"][0]["command"] for name, job in jobs.items()}
+    assert commands[PROMOTION_GATE_JOB] == ["python3", "-I", "-m", "trainer", "--env", env, "promotion", "gate-job"]
+    for name, job in jobs.items():
+        assert job["template"]["template"]["service_account"].split("@")[0].endswith("-promoter")
+        argv = commands[name][4:]  # what `python3 -I -m trainer` receives
+        own = ["--model-dir", "gs://m/jobs/r/model"] if name == PROMOTION_GATE_JOB else ["--version", "v1"]
+        other = ["--version", "v1"] if name == PROMOTION_GATE_JOB else ["--model-dir", "gs://m/jobs/r/model"]
+        parsed = build_parser(argv[2:] + own).parse_args(argv[2:] + own)
+        assert parsed.action == commands[name][-1]
+        with pytest.raises(SystemExit):  # the other job's argument, or another action
+            build_parser(argv[2:] + other).parse_args(argv[2:] + other)
+        with pytest.raises(SystemExit, match="--env given as"):
+            main([*argv, *own, "--env", "local"])
