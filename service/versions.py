@@ -27,7 +27,7 @@ from functools import cached_property
 from contracts.layout import REGISTRY_INDEX
 from service import metrics
 from service.config import ServiceConfig
-from service.index_verification import IndexRefused, IndexVerifier, NotFound
+from service.index_verification import IndexRefused, IndexVerifier, NotFound, ReplayGuard
 from service.model_source import (
     ModelBundle,
     ModelLoadError,
@@ -108,6 +108,7 @@ class ModelSlot:
         self._verifier = (
             IndexVerifier.from_pem(config.index_public_key, "INDEX_PUBLIC_KEY") if config.index_public_key else None
         )
+        self._replay = ReplayGuard(os.environ.get("SERVICE_STATE_DIR"))
 
     @property
     def follows_registry(self) -> bool:
@@ -255,6 +256,7 @@ class ModelSlot:
                 raise NotFound(name) from None
 
         self._verifier.verify(data, self._root, read)
+        self._replay.admit(data, self._index_uri)  # signed, but not older than an index accepted before
 
     def _read(self, found: Resolved, *, download: bool) -> ModelBundle:
         return load_resolved(

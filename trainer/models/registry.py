@@ -114,6 +114,7 @@ class ModelRegistry:
             current = storage.read_versioned(self.index_uri)
             index = _parse_index(current.data, self.index_uri) if current.data else empty_index(self.index_uri)
             index, result = change(index)
+            index = index.with_next_sequence()  # signed with the rest: an older index cannot be replayed
             data = json.dumps(index.to_json(), indent=2, sort_keys=True).encode()
             if self.signer is not None:
                 write_signature(self.root, data, self.signer)
