@@ -17,6 +17,7 @@ from infra.components.index_signing import IndexSigningKey
 from infra.components.kms import CmekKey
 from infra.components.providers import google_provider
 from infra.components.state import StateBucket
+from infra.components.vertex_agent import VertexAgentDeny
 from infra.guard import deploy_guard
 from infra.naming import Names
 from infra.suppressions import suppress
@@ -55,6 +56,8 @@ class BootstrapStack(TerraformStack):
         self.index_signing = IndexSigningKey(
             self, "index_signing", names=names, teardown=teardown, cmek=key, signers=[accounts.member("promoter")]
         )
+        # custom jobs created without an account run as Vertex AI's custom code agent: it reaches nothing (issue 25)
+        self.vertex_agent_deny = VertexAgentDeny(self, "vertex_agent", names=names, apis=apis)
         self.state = None
         if settings.infra.state_bucket:
             self.state = StateBucket(self, "state", names=names, teardown=teardown, apis=apis, accounts=accounts)

@@ -19,7 +19,7 @@ PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
 
 def _iam_resources(stack: dict):
     for resource_type, resources in stack["resource"].items():
-        if "_iam_" in resource_type:
+        if "_iam_" in resource_type and resource_type != "google_iam_deny_policy":  # a deny policy grants nothing
             for name, body in resources.items():
                 yield resource_type, name, body
 

@@ -63,6 +63,7 @@ BOOTSTRAP_INVENTORY = {
     "google_kms_crypto_key": 2,  # CMEK and the registry index's signing key (infra/components/index_signing.py)
     "google_kms_crypto_key_iam_member": 2,
     "google_kms_key_ring": 1,
+    "google_iam_deny_policy": 1,  # the Vertex AI custom code agent reaches no object or table (issue 25)
     "google_project_iam_member": len(DEPLOYER_ROLES) + len(PLANNER_ROLES),
     "google_project_service": len(BOOTSTRAP_APIS),
     "google_service_account": len(STACK_ACCOUNTS),
