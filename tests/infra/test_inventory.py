@@ -448,6 +448,9 @@ def test_cloud_build_triggers(synth, settings_by_env):
         plan["github"] == {**repository, "pull_request": pull_requests} and plan["filename"] == "cloudbuild-plan.yaml"
     )
     assert plan["service_account"].endswith(dev_names.service_account_email("planner"))
+    # pull-request code (its build file and infra/) runs as the planner: each plan build waits for an approver
+    assert plan["approval_config"] == {"approval_required": True}
+    assert "approval_config" not in dev["fmnist-pull-request-checks"]  # the checks account reads nothing
     assert dev["fmnist-deploy"]["github"]["push"] == {"branch": "^main$"}
     assert prod["fmnist-deploy"]["github"]["push"] == {"tag": settings_by_env["prod"].infra.deploy_tag}
     assert prod["fmnist-deploy"]["approval_config"] == {"approval_required": True}
