@@ -71,3 +71,10 @@ def test_a_promotion_job_refuses_settings_from_its_environment():
     promotion.refuse_overridden_settings({"PATH": "/usr/bin", "HOME": "/home/app"})
     with pytest.raises(CommandError, match="FMNIST_REGISTRY__ACCURACY_FLOOR"):
         promotion.refuse_overridden_settings({"FMNIST_REGISTRY__ACCURACY_FLOOR": "0"})
+
+
+def test_registry_promote_on_google_cloud_names_the_promoters_command(capsys):
+    from trainer.cli import main
+
+    assert main(["--env", "dev", "registry", "promote", "v20261206-000000-abcd"]) == 1
+    assert "promotion approve v20261206-000000-abcd" in capsys.readouterr().err

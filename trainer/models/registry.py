@@ -406,6 +406,12 @@ def run(args, settings) -> int:
             pass
         print(json.dumps(out, indent=2, sort_keys=True))
     elif args.action == "promote":
+        if settings.target == "gcp":  # only the promoter writes the index there (infra/components/promoter.py)
+            raise RegistryError(
+                f"on Google Cloud only the promoter account writes {registry.index_uri}: ask it with "
+                f"`python -m trainer --env {settings.env} promotion approve {args.ref}` "
+                "(needs infra.promotion_approvers), which runs the gate again and promotes"
+            )
         version, previous = registry.promote(args.ref, pending_approval=args.pending_approval)
         accuracy = registry.read_index().versions[version].metrics["accuracy"]
         print(f"champion is now {version} (accuracy {accuracy:.4f}); was {previous or 'none'}")
