@@ -5,8 +5,9 @@ Why jobs and not a permission on the pipeline: whoever writes `registry/index.js
 account must run only code nobody can change at run time. A Cloud Run job's code is its image (the trainer image
 pushed by `cdktf deploy`, pinned by digest) and its fixed `command`; an execution may override only the
 arguments and environment (`run.jobs.runWithOverrides`), which the promoter's command treats as untrusted: it takes
-one model directory or one version id, refuses any FMNIST_ setting in its environment, runs `python3 -I` (PYTHON*
-variables ignored) and re-runs the paired gate itself on the pinned official test set.
+one model directory or one version id, refuses settings, credentials, endpoints and Python variables in its
+environment that differ from the image's (trainer/cloud/promotion.py), and re-runs the paired gate itself on the
+pinned official test set. (Not `python3 -I`: the image finds its code through PYTHONPATH=/app.)
 Why two jobs: an execution cannot tell the job who started it, so "the pipeline may ask, only an approver may
 promote over the gate's waiting state" is IAM on two jobs: the gate job (the pipeline, and `trainer rollout` run by
 the pipeline's account, may execute it; it promotes only when `registry.promote_pipeline_runs`) and the approval job
@@ -41,7 +42,7 @@ JOB_CPU, JOB_MEMORY = "2", "4Gi"
 
 def job_command(names: Names, job: str) -> list[str]:
     """The fixed command of a promotion job: executions may append arguments, never change this."""
-    return ["python3", "-I", "-m", "trainer", "--env", names.env, "promotion", JOB_ACTIONS[job]]
+    return ["python3", "-m", "trainer", "--env", names.env, "promotion", JOB_ACTIONS[job]]
 
 
 class Promoter(Construct):

@@ -15,10 +15,10 @@ def test_appended_arguments_cannot_switch_the_jobs_action_or_environment(synth, 
     jobs = {job["name"]: job for job in synth.resources(f"serving-{env}", "google_cloud_run_v2_job").values()}
     assert set(jobs) == {PROMOTION_GATE_JOB, PROMOTION_APPROVE_JOB}
     commands = {name: job["template"]["template"]["containers"][0]["command"] for name, job in jobs.items()}
-    assert commands[PROMOTION_GATE_JOB] == ["python3", "-I", "-m", "trainer", "--env", env, "promotion", "gate-job"]
+    assert commands[PROMOTION_GATE_JOB] == ["python3", "-m", "trainer", "--env", env, "promotion", "gate-job"]
     for name, job in jobs.items():
         assert job["template"]["template"]["service_account"].split("@")[0].endswith("-promoter")
-        argv = commands[name][4:]  # what `python3 -I -m trainer` receives
+        argv = commands[name][3:]  # what `python3 -m trainer` receives
         own = ["--model-dir", "gs://m/jobs/r/model"] if name == PROMOTION_GATE_JOB else ["--version", "v1"]
         other = ["--version", "v1"] if name == PROMOTION_GATE_JOB else ["--model-dir", "gs://m/jobs/r/model"]
         parsed = build_parser(argv[2:] + own).parse_args(argv[2:] + own)

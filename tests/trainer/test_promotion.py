@@ -68,9 +68,18 @@ def test_the_verdict_is_read_from_the_index_the_promoter_wrote(tmp_path, monkeyp
 
 
 def test_a_promotion_job_refuses_settings_from_its_environment():
-    promotion.refuse_overridden_settings({"PATH": "/usr/bin", "HOME": "/home/app"})
-    with pytest.raises(CommandError, match="FMNIST_REGISTRY__ACCURACY_FLOOR"):
-        promotion.refuse_overridden_settings({"FMNIST_REGISTRY__ACCURACY_FLOOR": "0"})
+    image = {"PATH": "/usr/bin", "HOME": "/home/trainer", "PYTHONPATH": "/app", "PYTHONUNBUFFERED": "1"}
+    promotion.refuse_overridden_settings({**image, "CLOUD_RUN_JOB": "fmnist-promotion-gate"})
+    for name, value in (
+        ("FMNIST_REGISTRY__ACCURACY_FLOOR", "0"),
+        ("STORAGE_EMULATOR_HOST", "http://attacker:4443"),
+        ("GOOGLE_APPLICATION_CREDENTIALS", "/tmp/key.json"),
+        ("PYTHONPATH", "/tmp"),
+        ("PYTHONSTARTUP", "/tmp/x.py"),
+        ("LD_PRELOAD", "/tmp/x.so"),
+    ):
+        with pytest.raises(CommandError, match=name):
+            promotion.refuse_overridden_settings({**image, name: value})
 
 
 def test_registry_promote_on_google_cloud_names_the_promoters_command(capsys):

@@ -6,8 +6,10 @@ executes the gate job with one override, the model directory; `approve` (an appr
 with one version id. Inside the job, `gate-job` registers the model itself (export re-evaluates and re-verifies it),
 runs the paired gate on the pinned official test set and promotes only when `registry.promote_pipeline_runs`;
 `approve-job` runs the gate again and promotes. An execution may override the arguments and the environment, so the
-job actions accept nothing else and refuse any FMNIST_ setting in their environment: the promoter's rules come from
-the configuration baked into its image. On the local target (one user) `gate-job`/`approve-job` run in-process.
+job actions accept nothing else and, with a Google Cloud config, refuse an environment that differs from the image's
+where it could change what they do (settings, credentials, endpoints, Python's own variables): the promoter's rules
+come from the configuration baked into its image. On the local target (one user) `gate-job`/`approve-job` run
+in-process with the user's environment.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from contracts.layout import CHAMPION
 from trainer.errors import CommandError, GateRefused
 
 RUN_API = "https://run.googleapis.com/v2"
-ENV_PREFIX = "FMNIST_"  # the settings' environment overrides (settings/): never from an execution's overrides
+# Never from an execution's overrides: the settings (FMNIST_), credentials and endpoints (a storage emulator would
+# receive what the promoter signs), the dynamic loader; PYTHON* only with the trainer image's own values.
+UNTRUSTED_ENV = ("FMNIST_", "GOOGLE_", "CLOUDSDK_", "STORAGE_EMULATOR_HOST", "LD_", "AIP_")
+IMAGE_PYTHON_ENV = {"PYTHONPATH": "/app", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}  # trainer/Dockerfile
 POLL_S = 10.0
 WAIT_LIMIT_S = 4200.0  # a little beyond the job's own timeout (infra/components/promoter.py JOB_TIMEOUT)
 
@@ -77,11 +82,15 @@ class JobRunner:
 
 def refuse_overridden_settings(environ=os.environ) -> None:
     """Inside a promotion job: the gate's rules come from the image's config, never from the execution."""
-    overridden = sorted(k for k in environ if k.startswith(ENV_PREFIX))
+    overridden = sorted(
+        name
+        for name, value in environ.items()
+        if name.startswith(UNTRUSTED_ENV) or (name.startswith("PYTHON") and IMAGE_PYTHON_ENV.get(name) != value)
+    )
     if overridden:
         raise CommandError(
-            f"the promoter refuses settings from its environment ({', '.join(overridden)}): its rules come from "
-            "config/<env>.yaml in its image; execute the job with --args only"
+            f"the promoter refuses these variables in its environment ({', '.join(overridden)}): its rules come "
+            "from config/<env>.yaml in its image; execute the job with --args only"
         )
 
 
@@ -123,7 +132,8 @@ def gate_job(settings, model_dir: str) -> int:
     from trainer.models.export import export_model_dir
     from trainer.models.registry import ModelRegistry
 
-    refuse_overridden_settings()
+    if settings.target == "gcp":
+        refuse_overridden_settings()
     summary = export_model_dir(settings, model_dir, register=True)
     version = summary["model_version"]
     new, previous = ModelRegistry.from_settings(settings).promote(version, pending_approval=awaits_approval(settings))
@@ -134,7 +144,8 @@ def gate_job(settings, model_dir: str) -> int:
 def approve_job(settings, version: str) -> int:
     from trainer.models.registry import ModelRegistry
 
-    refuse_overridden_settings()
+    if settings.target == "gcp":
+        refuse_overridden_settings()
     new, previous = ModelRegistry.from_settings(settings).promote(version)
     print(f"promoted {new} to champion (was {previous or 'none'})")
     return 0
