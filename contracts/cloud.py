@@ -18,6 +18,7 @@ SERVICE_ACCOUNT_SUFFIXES = {
     "service": "service",  # the Cloud Run prediction service and the Vertex AI endpoint's containers
     "deployer": "deployer",  # Cloud Build on deploy pushes: builds, pushes, `cdktf deploy`
     "checks": "ci-checks",  # Cloud Build on pull requests: tests, synth, policy scan (untrusted code)
+    "promoter": "promoter",  # the promotion jobs: alone writes and signs the registry index (issue 25)
 }
 # The lifecycle pipeline's own accounts: created by the bootstrap stack like the others (infra/naming.py
 # STACK_ACCOUNTS), used by infra/components/pipelines.py.
@@ -31,6 +32,10 @@ BIGQUERY_DATASET = "fmnist_features"
 ONLINE_STORE = "fmnist_features"
 FEATURE_VIEW = "image_features"
 CLOUD_RUN_SERVICE = "fmnist-predict"
+# The promoter's two Cloud Run jobs (infra/components/promoter.py, trainer/cloud/promotion.py): the gate job the
+# pipeline executes (promotes only when registry.promote_pipeline_runs), the approval job only approvers execute.
+PROMOTION_GATE_JOB = "fmnist-promotion-gate"
+PROMOTION_APPROVE_JOB = "fmnist-promotion-approve"
 BUDGET_TOPIC = "fmnist-budget-alerts"
 APP_LABEL = "fmnist-mlops"
 PIPELINE_NAME = "fmnist-lifecycle"  # the compiled pipeline's name and its template package in Artifact Registry

@@ -81,6 +81,9 @@ class RegistryIndex:
     aliases: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
     history: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _frozen({CHAMPION: ()}))
     events: tuple[Mapping[str, Any], ...] = ()
+    # +1 on every write, inside the signed bytes: the service refuses an index older than one it accepted (a
+    # replay of an old, validly signed index; service/index_verification.py). 0: never written with one.
+    sequence: int = 0
     where: str = field(default="index.json", compare=False)  # the file it was read from, for messages
 
     # ---- reading ---------------------------------------------------------------------------------------------
@@ -126,6 +129,9 @@ class RegistryIndex:
     def with_event(self, event: Mapping[str, Any]) -> RegistryIndex:
         return replace(self, events=(*self.events, _frozen(event)))
 
+    def with_next_sequence(self) -> RegistryIndex:
+        return replace(self, sequence=self.sequence + 1)
+
     def to_json(self) -> dict[str, Any]:
         """The stored form (json.dumps(..., indent=2, sort_keys=True) is what the registry writes)."""
         return {
@@ -133,6 +139,7 @@ class RegistryIndex:
             "aliases": dict(self.aliases),
             "history": {alias: list(versions) for alias, versions in self.history.items()},
             "events": [dict(event) for event in self.events],
+            **({"sequence": self.sequence} if self.sequence else {}),
         }
 
 
@@ -175,12 +182,21 @@ def parse_index(data: bytes | str | Mapping[str, Any], where: str) -> RegistryIn
     if not isinstance(events, list | tuple) or not all(isinstance(e, Mapping) for e in events):
         raise RegistryIndexError(f"{where}: events must be a list of objects")
     return RegistryIndex(
+        sequence=index_sequence(document, where),
         versions=_frozen(versions),
         aliases=_frozen(aliases),
         history=_frozen({alias: tuple(ids) for alias, ids in history.items()}),
         events=tuple(_frozen(e) for e in events),
         where=where,
     )
+
+
+def index_sequence(document: Mapping[str, Any], where: str) -> int:
+    """The index's write sequence (0 when absent: an index from before replay protection)."""
+    sequence = document.get("sequence", 0)
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0:
+        raise RegistryIndexError(f"{where}: sequence must be a non-negative integer, got {_kind(sequence)}")
+    return sequence
 
 
 def parse_record(version: str, record: object, where: str) -> VersionRecord:

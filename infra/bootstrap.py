@@ -18,6 +18,7 @@ from infra.components.kms import CmekKey
 from infra.components.providers import google_provider
 from infra.components.starter_role import StarterRole
 from infra.components.state import StateBucket
+from infra.components.vertex_agent import VertexAgentDeny
 from infra.guard import deploy_guard
 from infra.naming import Names
 from infra.suppressions import suppress
@@ -52,13 +53,15 @@ class BootstrapStack(TerraformStack):
         self.key = key = CmekKey(
             self, "kms", names=names, teardown=teardown, apis=apis, admin=accounts.member("deployer")
         )
-        # Only the account whose pipeline step promotes may sign the registry index (issue 25).
+        # Only the promoter, whose jobs run the gate (infra/components/promoter.py), may sign the index (issue 25).
         self.index_signing = IndexSigningKey(
-            self, "index_signing", names=names, teardown=teardown, cmek=key, signers=[accounts.member("pipelines")]
+            self, "index_signing", names=names, teardown=teardown, cmek=key, signers=[accounts.member("promoter")]
         )
         # The pipeline starter starts and lists runs, nothing more (issue 25): a custom role, here because only a
         # person may create roles.
         self.starter_role = StarterRole(self, "starter_role", names=names, apis=apis, member=accounts.member("starter"))
+        # custom jobs created without an account run as Vertex AI's custom code agent: it reaches nothing (issue 25)
+        self.vertex_agent_deny = VertexAgentDeny(self, "vertex_agent", names=names, apis=apis)
         self.state = None
         if settings.infra.state_bucket:
             self.state = StateBucket(self, "state", names=names, teardown=teardown, apis=apis, accounts=accounts)

@@ -37,6 +37,7 @@ RESOURCE_APIS = {
     "google_pubsub_": "pubsub.googleapis.com",
     "google_secret_manager_": "secretmanager.googleapis.com",
     "google_service_account": "iam.googleapis.com",
+    "google_iam_deny_policy": "iam.googleapis.com",  # the IAM v2 API (infra/components/vertex_agent.py)
     "google_storage_": "storage.googleapis.com",
     "google_vertex_ai_": "aiplatform.googleapis.com",
     "google_workbench_": "notebooks.googleapis.com",

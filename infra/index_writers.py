@@ -7,8 +7,10 @@ Why IAM conditions on object names rather than a bucket of its own for the index
 and the notebooks share; a second bucket would change that contract for every reader, while a condition only
 narrows the writers. Defence in depth: the signature (contracts/index_signature.py) already makes a written index
 harmless without the signing key; this keeps uploaders from writing it at all.
-Rule: a role that can write objects on the models bucket (or every bucket, at project level) must be held by the
-promoter, carry a condition limiting it to a prefix outside `registry/`, or be one of ALLOWED with its reason.
+Rules: (1) a role that can write objects on the models bucket (or every bucket, at project level) must be held by
+the promoter, carry a condition limiting it to a prefix outside `registry/`, or be one of ALLOWED with its reason;
+(2) only the promoter may sign with the index key; (3) nobody but the deployer (ALLOWED_ACT_AS) may act as the
+promoter, so no account that runs user-controlled code can run code as it (infra/components/promoter.py).
 """
 
 from __future__ import annotations
@@ -18,11 +20,28 @@ from collections.abc import Iterator
 
 from contracts.cloud import PIPELINE_ACCOUNT_SUFFIXES, SERVICE_ACCOUNT_SUFFIXES
 
-PROMOTER = "pipelines"  # the account whose pipeline step registers and promotes, and alone may sign
+PROMOTER = "promoter"  # the account of the promotion jobs (infra/components/promoter.py): registers, gates, signs
 ALLOWED = {
     "deployer": "runs `cdktf deploy`, which creates and administers the buckets (roles/storage.admin); it cannot "
     "sign an index (no role on the bootstrap stack's signing key), so an index it wrote would be refused",
 }
+ALLOWED_ACT_AS = {
+    "deployer": "creates the promotion jobs, which run as the promoter; it already decides their code (it builds "
+    "and pushes the trainer image from the main branch), so actAs adds no power over what the promoter runs",
+}
+SIGNING_ROLES = frozenset(
+    {"roles/cloudkms.signerVerifier", "roles/cloudkms.signer", "roles/cloudkms.admin", "roles/owner", "roles/editor"}
+)
+ACT_AS_ROLES = frozenset(
+    {
+        "roles/iam.serviceAccountUser",
+        "roles/iam.serviceAccountTokenCreator",
+        "roles/iam.workloadIdentityUser",
+        "roles/iam.serviceAccountAdmin",
+        "roles/owner",
+        "roles/editor",
+    }
+)
 WRITE_ROLES = frozenset(
     {
         "roles/storage.admin",
@@ -63,7 +82,59 @@ def _limited_outside_registry(condition: dict | None) -> bool:
 
 
 def problems(stacks: dict[str, dict], models_bucket: str) -> Iterator[str]:
-    """One message per principal that could write `<models bucket>/registry/index.json` and may not."""
+    """One message per principal that could write `<models bucket>/registry/index.json`, sign it or act as the
+    promoter, and may not."""
+    yield from _writers(stacks, models_bucket)
+    yield from _signers(stacks)
+    yield from _promoter_impersonators(stacks)
+
+
+def _members(body: dict) -> list[str]:
+    return [str(m) for m in (body.get("members") or [body.get("member", "")])]
+
+
+def _signers(stacks: dict[str, dict]) -> Iterator[str]:
+    """Rule 2: a signing role on the index key (or on every key, at project level) held by anyone but the promoter."""
+    kinds = ("google_kms_crypto_key_iam_member", "google_kms_crypto_key_iam_binding", "google_project_iam_member")
+    for stack_name, stack in sorted(stacks.items()):
+        for resource_type in kinds:
+            for key, body in stack.get("resource", {}).get(resource_type, {}).items():
+                on_index_key = resource_type == "google_project_iam_member" or "index_signing" in str(
+                    body.get("crypto_key_id", "")
+                )
+                if body.get("role") not in SIGNING_ROLES or not on_index_key:
+                    continue
+                for member in _members(body):
+                    if (who := _account(member)) != PROMOTER:
+                        yield (
+                            f"{stack_name}: {resource_type}.{key} lets {who} sign the registry index "
+                            f"({body['role']}); only {PROMOTER} may (infra/bootstrap.py IndexSigningKey signers)"
+                        )
+
+
+def _promoter_impersonators(stacks: dict[str, dict]) -> Iterator[str]:
+    """Rule 3: actAs (or a token) on the promoter account, or on every account at project level, for anyone but
+    ALLOWED_ACT_AS."""
+    kinds = ("google_service_account_iam_member", "google_service_account_iam_binding", "google_project_iam_member")
+    for stack_name, stack in sorted(stacks.items()):
+        for resource_type in kinds:
+            for key, body in stack.get("resource", {}).get(resource_type, {}).items():
+                on_promoter = (
+                    resource_type == "google_project_iam_member"
+                    or _account(str(body.get("service_account_id", ""))) == PROMOTER
+                )
+                if body.get("role") not in ACT_AS_ROLES or not on_promoter:
+                    continue
+                for member in _members(body):
+                    if (who := _account(member)) not in ALLOWED_ACT_AS:
+                        yield (
+                            f"{stack_name}: {resource_type}.{key} lets {who} act as the promoter ({body['role']}); "
+                            "only the deployer may: an account that can run code as the promoter can promote"
+                        )
+
+
+def _writers(stacks: dict[str, dict], models_bucket: str) -> Iterator[str]:
+    """Rule 1: writers of the index object."""
     for stack_name, stack in sorted(stacks.items()):
         for resource_type in IAM_TYPES:
             for key, body in stack.get("resource", {}).get(resource_type, {}).items():
@@ -73,9 +144,8 @@ def problems(stacks: dict[str, dict], models_bucket: str) -> Iterator[str]:
                     bucket = str(body.get("bucket", ""))
                     if models_bucket not in bucket and "storage_models" not in bucket:
                         continue
-                members = body.get("members") or [body.get("member", "")]
-                for member in members:
-                    who = _account(str(member))
+                for member in _members(body):
+                    who = _account(member)
                     if who == PROMOTER or who in ALLOWED or _limited_outside_registry(body.get("condition")):
                         continue
                     yield (

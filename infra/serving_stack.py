@@ -27,6 +27,7 @@ from infra.components.identity import Identity
 from infra.components.images import Images
 from infra.components.index_signing import index_public_key
 from infra.components.metrics_export import MetricsExport
+from infra.components.promoter import Promoter
 from infra.components.providers import google_provider
 from infra.components.ramp import Ramp
 from infra.components.service_secrets import ServiceSecrets
@@ -104,4 +105,8 @@ class ServingStack(TerraformStack):
                 role="roles/run.invoker",
                 member=names.account_member(WORKBENCH_SUFFIX),
             )
+        # the promoter's jobs run the trainer image pushed beside the service's (issue 25)
+        self.promoter = Promoter(
+            self, "promoter", names=names, teardown=teardown, apis=apis, identity=identity, images=images
+        )
         TerraformOutput(self, "service_url", value=serving.service.uri)

@@ -25,6 +25,16 @@ from settings import ConfigError, load_config
 GATE_OUTCOMES = {PROMOTED: "promoted to champion", REFUSED: "refused by the quality gate"}
 
 
+def gate_summary(outcome: str, report: dict | None) -> str:
+    """The summary's promotion line, naming the paired gate's decision: an identical candidate is not a refusal."""
+    if outcome == PROMOTED or report is None:
+        return GATE_OUTCOMES[outcome]
+    reasons = "; ".join(report.get("reasons", ()))
+    if report.get("decision") == "identical":
+        return f"not promoted: identical to the champion ({reasons})"
+    return f"{GATE_OUTCOMES[outcome]}, decision {report.get('decision')} ({reasons})"
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m lifecycle", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -89,9 +99,16 @@ def run_local(args, settings, log: StepLog):
     run_id = "demo-" + time.strftime("%Y%m%dt%H%M%S", time.gmtime())
     steps = build_steps(settings, run_id=run_id, preset=args.preset, source=args.source, train_args=args.train_arg)
     registry = ModelRegistry.from_settings(settings)
-    outcomes = run_plan(log, steps, before={"promote": lambda: shadow_step(settings, registry, summary, log)})
+    champion_at_gate: dict[str, str | None] = {}
+
+    def before_gate() -> None:
+        champion_at_gate["champion"] = registry.read_index().alias(CHAMPION)
+        shadow_step(settings, registry, summary, log)
+
+    outcomes = run_plan(log, steps, before={"promote": before_gate})
     summary.model_version = registry.resolve(CANDIDATE)
-    summary.gate = GATE_OUTCOMES[outcomes["promote"]]
+    champion_before = champion_at_gate.get("champion")
+    summary.gate = gate_summary(outcomes["promote"], registry.gate_report(summary.model_version, champion_before))
 
     if not args.skip_infra:
         run_step(log, "infra synth + policy scan", ["-m", "infra.scan", "--outdir", args.infra_outdir])

@@ -4,10 +4,17 @@ The service is given the promoter's public key (INDEX_PUBLIC_KEY, PEM text, or I
 index whose signature object is missing, malformed, made by another key or not valid for these exact bytes is
 refused with one of REFUSAL_REASONS, and whatever serves keeps serving. Runs only when the index changed (the
 poll compares a generation or a stat first), so the hot path pays nothing.
+A valid signature is not enough: an old index the promoter once signed (an earlier champion) could be written back.
+Every index carries a `sequence` the registry raises on each write, inside the signed bytes; ReplayGuard keeps the
+highest one this service accepted in its state directory (shared by the gunicorn workers, so one worker's accepted
+index binds the others) and refuses a lower one as `replayed`.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,8 +30,10 @@ from contracts.index_signature import (
     key_fingerprint,
     signature_name,
 )
+from contracts.registry_index import RegistryIndexError, index_sequence
 
-REFUSAL_REASONS = ("unsigned", "other_key", "bad_signature", "malformed")
+REFUSAL_REASONS = ("unsigned", "other_key", "bad_signature", "malformed", "replayed")
+SEQUENCE_FILE = "index-sequence"  # in SERVICE_STATE_DIR: the highest index sequence accepted
 
 
 class PublicKeyError(ValueError):
@@ -103,3 +112,43 @@ class IndexVerifier:
                 "bad_signature",
             ) from None
         return signature
+
+
+class ReplayGuard:
+    """The highest index sequence accepted, in `<state dir>/index-sequence` (in memory without a state dir)."""
+
+    def __init__(self, state_dir: str | None):
+        self._path = os.path.join(state_dir, SEQUENCE_FILE) if state_dir else None
+        self._highest = 0
+
+    def admit(self, index_bytes: bytes, where: str) -> int:
+        """The index's sequence, recorded as the highest when it is; IndexRefused ("replayed") when it is lower
+        than one accepted before. Call only after the signature verified."""
+        try:
+            sequence = index_sequence(json.loads(index_bytes), where)
+        except (ValueError, RegistryIndexError, AttributeError) as exc:
+            raise IndexRefused(f"{where}: {exc}", "malformed") from None
+        if self._path is None:
+            return self._check(sequence, self._highest, where)
+        with open(self._path, "a+", encoding="ascii") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)  # workers accept indexes concurrently
+            file.seek(0)
+            text = file.read().strip()
+            highest = int(text) if text.isdigit() else 0
+            self._check(sequence, highest, where)
+            if sequence > highest:
+                file.seek(0)
+                file.truncate()
+                file.write(str(sequence))
+                file.flush()
+        return sequence
+
+    def _check(self, sequence: int, highest: int, where: str) -> int:
+        if sequence < highest:
+            raise IndexRefused(
+                f"{where} has sequence {sequence}, older than the index this service accepted (sequence {highest}): "
+                "an earlier index written back (a replay); the promoter's next write carries a higher sequence",
+                "replayed",
+            )
+        self._highest = max(self._highest, sequence)
+        return sequence

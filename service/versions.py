@@ -27,7 +27,7 @@ from functools import cached_property
 from contracts.layout import REGISTRY_INDEX
 from service import metrics
 from service.config import ServiceConfig
-from service.index_verification import IndexRefused, IndexVerifier, NotFound
+from service.index_verification import IndexRefused, IndexVerifier, NotFound, ReplayGuard
 from service.model_bundle import ModelBundle, load_resolved, verified_artifact
 from service.model_errors import ModelLoadError, ModelReadError, ModelRefused, NoModelPromoted, ObjectNotFound
 from service.model_reader import ModelReader, join
@@ -95,6 +95,7 @@ class ModelSlot:
         self._verifier = (
             IndexVerifier.from_pem(config.index_public_key, "INDEX_PUBLIC_KEY") if config.index_public_key else None
         )
+        self._replay = ReplayGuard(config.state_dir)
 
     @property
     def follows_registry(self) -> bool:
@@ -242,6 +243,7 @@ class ModelSlot:
                 raise NotFound(name) from None
 
         self._verifier.verify(data, self._root, read)
+        self._replay.admit(data, self._index_uri)  # signed, but not older than an index accepted before
 
     def _read(self, found: Resolved, *, download: bool) -> ModelBundle:
         return load_resolved(

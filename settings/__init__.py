@@ -206,6 +206,11 @@ class InfraSettings(_Section):
     )
     public_endpoint: bool = Field(False, description="True: allUsers may invoke the Cloud Run service")
     invokers: list[str] = Field(default_factory=list, description="IAM members allowed to call the Cloud Run service")
+    promotion_approvers: list[str] = Field(
+        default_factory=list,
+        description="IAM members (people, groups) who may execute the promoter's approval job: promote a version "
+        "that passed the gate (`trainer promotion approve`); nobody by default",
+    )
     ingress: Literal["all", "internal", "internal-and-load-balancer"] = "all"
     min_instances: int = Field(0, ge=0)
     max_instances: int = Field(3, ge=1)

@@ -49,6 +49,7 @@ COMMANDS = {
         Command("automl", "cloud", "train a Vertex AI AutoML image classifier and register it (gcp target)"),
         Command("pipeline-step", "cloud", "run one command as a Vertex AI Pipeline task and report its artifacts"),
         Command("feed-feature-store", "cloud", "load the feature table into BigQuery and sync the feature view"),
+        Command("promotion", "cloud", "ask the promoter to gate and promote (gcp), or run its gate and approval jobs"),
         Command("import-evaluation", "cloud", "import a version's evaluation into the Vertex AI Model Registry"),
         Command(
             "batch-prediction", "cloud", "score gs:// PNGs or JSONL instances with a Vertex AI batch prediction job"
@@ -82,20 +83,26 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def _take_env(argv: list[str]) -> tuple[list[str], str | None]:
-    """Accept `--env X` anywhere before a `--` (pipelines write it after the command as often as before)."""
-    rest, env, i = [], None, 0
+    """Accept `--env X` anywhere before a `--` (pipelines write it after the command as often as before); two
+    different values are refused: the promoter's jobs fix `--env` in their command, and an execution's appended
+    arguments must not switch it (trainer/cloud/promotion.py)."""
+    rest, envs, i = [], [], 0
     end = argv.index("--") if "--" in argv else len(argv)
     while i < len(argv):
         arg = argv[i]
         if i < end and arg == "--env" and i + 1 < end:
-            env, i = argv[i + 1], i + 2
+            envs.append(argv[i + 1])
+            i += 2
             continue
         if i < end and arg.startswith("--env="):
-            env, i = arg.split("=", 1)[1], i + 1
+            envs.append(arg.split("=", 1)[1])
+            i += 1
             continue
         rest.append(arg)
         i += 1
-    return rest, env
+    if len(set(envs)) > 1:
+        raise SystemExit(f"error: --env given as {' and '.join(envs)}: give one configuration environment")
+    return rest, (envs[0] if envs else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ DESCRIPTIONS = {
     "service": "Cloud Run prediction service: reads the models bucket (request logs go through stdout)",
     "deployer": "Cloud Build on deploy pushes: builds and pushes images, runs cdktf deploy",
     "checks": "Cloud Build on pull requests: tests, synth and policy scan; can write build logs only",
+    "promoter": "the promotion jobs: runs the gate, alone writes and signs the registry index",
     "planner": "Cloud Build on pull requests: cdktf diff with read-only access and the state reader role",
     WORKBENCH_SUFFIX: "Vertex AI Workbench: reads datasets and models, writes the dev bucket, calls the service",
     # the lifecycle pipeline's accounts (infra/components/pipelines.py)

@@ -5,6 +5,13 @@ low-privilege account, the pull-request plan (`cdktf diff`) as the read-only pla
 Why three accounts: a pull request runs code nobody has reviewed yet, so it must not hold deploy rights; the tests
 must not even read the project, and the plan reads it but writes nothing.
 The GitHub repository must be connected to Cloud Build once by hand (infra/README.md, bootstrap).
+Why the plan waits for an approval (issue 25): a GitHub trigger reads its build file from the pull request's own
+commit, and `cdktf diff` executes the pull request's infra/ code, so whoever opens a pull request would run code as
+the planner, which reads every IAM policy and the whole state. Neither the build file (which Cloud Build takes from
+the pull request) nor a `/gcbrun` comment (which any collaborator can give, and which is GitHub's record, not
+Google Cloud's) closes that; `approval_config` makes every plan build wait until a holder of
+roles/cloudbuild.builds.approver has read the diff and approved it, in Cloud Audit Logs. The checks build runs
+unapproved: its account reads nothing in the project.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from infra.naming import Names
 # One build file per pipeline, so that each account runs only its own steps.
 BUILD_FILES = {"checks": "cloudbuild.yaml", "plan": "cloudbuild-plan.yaml", "deploy": "cloudbuild-deploy.yaml"}
 IGNORED_FILES = ["**/*.md", "docs/**"]
+PLAN_REQUIRES_APPROVAL = True  # pull-request code runs as the planner: a maintainer approves each plan build
 
 
 class CiCd(Construct):
@@ -57,6 +65,7 @@ class CiCd(Construct):
                 filename=BUILD_FILES["plan"],
                 substitutions={"_ENV": names.env, "_PLAN_BUCKET": names.bucket("dev")},
                 service_account=f"projects/{names.project}/serviceAccounts/{identity.email('planner')}",
+                approval_config={"approval_required": PLAN_REQUIRES_APPROVAL},
                 depends_on=after,
             )
         push = {"branch": infra.deploy_branch} if infra.deploy_branch else {"tag": infra.deploy_tag}

@@ -51,7 +51,7 @@ from infra.components.kms import KeyGrants
 from infra.components.registry import Registry
 from infra.components.service_agents import ServiceAgents, service_identity
 from infra.components.starter_function import StarterFunction
-from infra.components.storage import Storage
+from infra.components.storage import Storage, job_outputs_only
 from infra.components.waits import propagation_wait
 from infra.naming import Names
 from infra.teardown import TeardownPolicy
@@ -65,9 +65,9 @@ PROJECT_ROLES = {role: IDENTITY_PROJECT_ROLES[role] for role in PIPELINE_ACCOUNT
 STORAGE_PUBLISHER = ("storage", "roles/pubsub.publisher")
 # what an Eventarc trigger's account must hold before triggers.create
 EVENTARC_STARTER_ROLES = ("roles/eventarc.eventReceiver",)
-BUCKET_ACCESS = (  # the pipeline runs the steps a person ran before: ingest, features, export, registry, reports
+BUCKET_ACCESS = (  # the pipeline runs the steps a person ran before: ingest, features, export, reports
     ("datasets", "roles/storage.objectAdmin"),
-    ("models", "roles/storage.objectAdmin"),
+    ("models", "roles/storage.objectAdmin"),  # job outputs only (the condition below): registry/ is the promoter's
     ("dev", "roles/storage.objectAdmin"),
 )
 
@@ -99,6 +99,7 @@ class Pipelines(Construct):
                 bucket=storage.buckets[kind].name,
                 role=iam_role,
                 member=self.member("pipelines"),
+                condition=job_outputs_only(names) if kind == "models" else None,
             )
         BigqueryDatasetIamMember(
             self,

@@ -1,9 +1,9 @@
 """The unattended ramp: Cloud Scheduler runs a Cloud Run job every few minutes, the job runs one tick of
-`python -m trainer ramp` (trainer/cloud/ramp.py) in the trainer image, as the pipelines account.
+`python -m trainer ramp` (trainer/cloud/ramp.py) in the trainer image, as the promoter account.
 
 Why a job per tick: the ramp keeps no state of its own (the registry's event log is its state), so a short job that
 reads, judges, acts and exits is all it needs; nothing runs between ticks and a failed tick is simply the next
-one's work. Why the pipelines account: a ramp's last step promotes through the registry, and only the promoter
+one's work. Why the promoter account: a ramp's last step promotes through the registry, and only the promoter
 may write `registry/` and sign the index (issue 25); what the ramp adds to that account is least privilege on the
 one service it moves: Cloud Run developer on the prediction service alone (its CANARY_PERCENT, a new revision),
 actAs on the service's runtime account only (a revision runs as it), and monitoring.viewer (the fleet's PromQL).
@@ -29,7 +29,7 @@ from infra.teardown import TeardownPolicy
 
 RAMP_JOB = "fmnist-ramp"
 RAMP_SCHEDULE = "*/5 * * * *"  # a tick every 5 minutes: each step waits at least this long for its evidence
-RAMP_ACCOUNT = "pipelines"  # the promoter (see the module docstring)
+RAMP_ACCOUNT = "promoter"  # the one identity that changes what serves (see the module docstring)
 SCHEDULER_ACCOUNT = "starter"
 # what the ramp's account gets here, each with why (SECURITY.md's table is generated from the synthesized stacks)
 RAMP_ROLES = {

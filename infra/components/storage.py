@@ -28,7 +28,20 @@ BUCKET_ACCESS = (
     ("models", "trainer", "roles/storage.objectViewer"),  # writes only job outputs: TRAINER_JOB_OUTPUTS below
     ("datasets", "trainer", "roles/storage.objectViewer"),
     ("models", "service", "roles/storage.objectViewer"),
+    # the promoter (infra/components/promoter.py) registers, gates and promotes: the only writer of registry/
+    ("models", "promoter", "roles/storage.objectAdmin"),
+    ("datasets", "promoter", "roles/storage.objectViewer"),  # the gate's pinned official test set
 )
+
+
+def job_outputs_only(names: Names) -> dict:
+    """The IAM condition that limits a models-bucket writer to job outputs (jobs/): registry/ is the promoter's."""
+    models = names.bucket("models")
+    return {
+        "title": "job outputs only",
+        "expression": f'resource.type == "storage.googleapis.com/Bucket" || '
+        f'resource.name.startsWith("projects/_/buckets/{models}/objects/{TRAINER_JOB_OUTPUTS}/")',
+    }
 
 
 class Storage(Construct):
@@ -110,18 +123,13 @@ class Storage(Construct):
         )
         # The trainer's custom jobs write under jobs/ (trainer/cloud/submit.py base_output_dir) and nowhere else in
         # the models bucket: registry/ (the index and its signatures) is the promoter's (infra/index_writers.py).
-        models = names.bucket("models")
         StorageBucketIamMember(
             self,
             "models-trainer-job-outputs",
             bucket=self.buckets["models"].name,
             role="roles/storage.objectAdmin",
             member=identity.member("trainer"),
-            condition={
-                "title": "job outputs only",
-                "expression": f'resource.type == "storage.googleapis.com/Bucket" || '
-                f'resource.name.startsWith("projects/_/buckets/{models}/objects/{TRAINER_JOB_OUTPUTS}/")',
-            },
+            condition=job_outputs_only(names),
         )
         for kind, account, role in BUCKET_ACCESS:
             StorageBucketIamMember(

@@ -96,9 +96,10 @@ def build_steps(
     """The lifecycle of one environment, in execution order; `run_id` names the training run (or custom job)."""
     env = ("--env", settings.env)
     gcp = settings.target == "gcp"
-    # On Google Cloud the plan is the pipeline that schedules, new data and drift start: by default it gates and
-    # reports but leaves the champion to the promoter (issue 25); `make demo` is started by a person and promotes.
-    approval = ("--pending-approval",) if gcp and not settings.registry.promote_pipeline_runs else ()
+    # On Google Cloud the plan is the pipeline that schedules, new data and drift start: it exports without
+    # registering and asks the promoter, the one account that writes the index, to register, gate and (when its own
+    # config's registry.promote_pipeline_runs allows) promote; otherwise the version awaits `trainer promotion
+    # approve` (issue 25, trainer/cloud/promotion.py). Locally (one user) export registers and the registry promotes.
     dataset = Artifact("dataset", DATASET, settings.datasets_bucket)
     model_dir = model_dir_for(settings, run_id)
     registry = Artifact("model", MODEL, settings.models_bucket)
@@ -159,14 +160,18 @@ def build_steps(
         Step(
             "export",
             "evaluate + export + verify + register",
-            (*env, "export", "--model-dir", model_dir),
+            (*env, "export", "--model-dir", model_dir, *(("--no-register",) if gcp else ())),
             reads=("trained_model",),
             writes=(registry, Artifact("evaluation", METRICS, storage.join(model_dir, "evaluation.json"))),
         ),
         Step(
             "promote",
             "promote candidate -> champion (quality gate)",
-            (*env, "registry", "promote", "candidate", *approval),
+            (
+                (*env, "promotion", "request", "--model-dir", model_dir)
+                if gcp
+                else (*env, "registry", "promote", "candidate")
+            ),
             reads=("model",),
             outcomes={0: PROMOTED, GATE_REFUSED_EXIT: REFUSED},
             resources=Resources(cpu="1", memory="2G"),

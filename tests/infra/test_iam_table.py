@@ -23,11 +23,12 @@ def test_the_security_page_table_is_the_generated_one(synth):
     )
 
 
-def test_only_the_pipelines_account_may_sign_the_index_and_the_writers_of_models_are_listed(synth):
+def test_only_the_promoter_may_sign_the_index_and_the_writers_of_models_are_listed(synth):
     grants = [r for name, stack in dev_stacks(synth).items() for r in rows(stack, name)]
     signers = {principal for principal, role, target, *_ in grants if "index_signing" in target}
-    assert signers == {"pipelines"}
+    assert signers == {"promoter"}
     models_writers = {
         principal for principal, role, target, *_ in grants if target.endswith("storage_models") and "Admin" in role
     }
-    assert models_writers == {"fmnist-mlops-dev-trainer", "fmnist-mlops-dev-pipelines"}
+    # trainer and pipelines under the "job outputs only" condition (tests/infra/test_index_writers.py)
+    assert models_writers == {"fmnist-mlops-dev-trainer", "fmnist-mlops-dev-pipelines", "fmnist-mlops-dev-promoter"}

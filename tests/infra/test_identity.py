@@ -19,7 +19,12 @@ PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
 
 def _iam_resources(stack: dict):
     for resource_type, resources in stack["resource"].items():
-        if "_iam_" in resource_type and not resource_type.endswith("_custom_role"):  # bindings, not role definitions
+        # bindings, not role definitions; a deny policy grants nothing
+        if (
+            "_iam_" in resource_type
+            and not resource_type.endswith("_custom_role")
+            and resource_type != "google_iam_deny_policy"
+        ):
             for name, body in resources.items():
                 yield resource_type, name, body
 
@@ -146,7 +151,10 @@ def test_bucket_access_is_per_bucket(synth, env, settings_by_env):
         # the lifecycle pipeline runs the steps a person ran before (infra/components/pipelines.py)
         (names.bucket("dev"), "pipelines", "roles/storage.objectAdmin"),
         (names.bucket("datasets"), "pipelines", "roles/storage.objectAdmin"),
-        (names.bucket("models"), "pipelines", "roles/storage.objectAdmin"),
+        (names.bucket("models"), "pipelines", "roles/storage.objectAdmin"),  # job outputs only (condition)
+        # the promoter alone writes registry/ (infra/components/promoter.py, infra/index_writers.py)
+        (names.bucket("models"), "promoter", "roles/storage.objectAdmin"),
+        (names.bucket("datasets"), "promoter", "roles/storage.objectViewer"),
         # the pipeline starter's source archives and deferrals, under dev/starter/ only (condition)
         (names.bucket("dev"), "starter", "roles/storage.objectAdmin"),
     }

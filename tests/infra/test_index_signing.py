@@ -28,7 +28,7 @@ def test_only_the_promoting_account_may_sign(synth, env):
         for g in synth.resources(BOOTSTRAP[env], "google_kms_crypto_key_iam_member").values()
         if "index_signing" in json.dumps(g["crypto_key_id"])
     ]
-    promoter = "serviceAccount:${google_service_account.accounts_pipelines_31D8301F.email}"
+    promoter = "serviceAccount:${google_service_account.accounts_promoter_2DFF2714.email}"
     assert [(g["role"], g["member"]) for g in grants] == [("roles/cloudkms.signerVerifier", promoter)]
 
 

@@ -31,7 +31,8 @@ COMMON_INVENTORY = {
     "google_pubsub_topic": 1,
     "google_pubsub_topic_iam_member": 1,
     "google_storage_bucket": 4,
-    "google_storage_bucket_iam_member": 7,  # the trainer: read models, write its job outputs only
+    # the trainer: read models, write its job outputs only; the promoter: write models, read datasets (issue 25)
+    "google_storage_bucket_iam_member": 9,
     "google_vertex_ai_endpoint": 1,
     "google_vertex_ai_feature_online_store": 1,
     "google_vertex_ai_feature_online_store_featureview": 1,
@@ -72,6 +73,7 @@ BOOTSTRAP_INVENTORY = {
     "google_kms_crypto_key": 2,  # CMEK and the registry index's signing key (infra/components/index_signing.py)
     "google_kms_crypto_key_iam_member": 2,
     "google_kms_key_ring": 1,
+    "google_iam_deny_policy": 1,  # the Vertex AI custom code agent reaches no object or table (issue 25)
     # the deployer's and planner's roles; the starter's custom role (infra/components/starter_role.py)
     "google_project_iam_member": len(DEPLOYER_ROLES) + len(PLANNER_ROLES) + 1,
     "google_project_iam_custom_role": 1,
@@ -85,10 +87,12 @@ BOOTSTRAP_INVENTORY = {
 IMAGES_INVENTORY = {"docker_image": 2, "docker_registry_image": 2}
 # the run API again, and Cloud KMS for the index signing key's public key read at plan (issue 25)
 SERVING_INVENTORY = {
+    # the promoter's gate and approval jobs (issue 25) and the ramp's (infra/components/ramp.py)
+    "google_cloud_run_v2_job": 3,
+    # the pipelines account executes the gate job (no approvers by default); the scheduler the ramp's
+    "google_cloud_run_v2_job_iam_member": 3,
     "google_cloud_run_v2_service": 1,
-    # the ramp (infra/components/ramp.py): its job, the scheduler's tick, the ramp account's grants
-    "google_cloud_run_v2_job": 1,
-    "google_cloud_run_v2_job_iam_member": 1,
+    # the ramp's scheduler tick and the promoter's grants to move the service
     "google_cloud_run_v2_service_iam_member": 1,
     "google_service_account_iam_member": 1,
     "google_project_iam_member": 1,
@@ -490,6 +494,9 @@ def test_cloud_build_triggers(synth, settings_by_env):
         plan["github"] == {**repository, "pull_request": pull_requests} and plan["filename"] == "cloudbuild-plan.yaml"
     )
     assert plan["service_account"].endswith(dev_names.service_account_email("planner"))
+    # pull-request code (its build file and infra/) runs as the planner: each plan build waits for an approver
+    assert plan["approval_config"] == {"approval_required": True}
+    assert "approval_config" not in dev["fmnist-pull-request-checks"]  # the checks account reads nothing
     assert dev["fmnist-deploy"]["github"]["push"] == {"branch": "^main$"}
     assert prod["fmnist-deploy"]["github"]["push"] == {"tag": settings_by_env["prod"].infra.deploy_tag}
     assert prod["fmnist-deploy"]["approval_config"] == {"approval_required": True}

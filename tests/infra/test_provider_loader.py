@@ -14,7 +14,7 @@ def test_only_the_used_submodules_are_loaded(synth):
     assert "lazy stub" in (module.__doc__ or "")
     loaded = provider_loader.loaded_submodules()
     assert "storage_bucket" in loaded and "_jsii" in loaded
-    assert len(loaded) < 50, loaded  # of ~1,470
+    assert len(loaded) < 60, loaded  # of ~1,470 (the stacks use about 50 resource types)
     assert "compute_instance" not in loaded
 
 

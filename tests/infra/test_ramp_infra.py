@@ -1,6 +1,6 @@
 """The unattended ramp on Google Cloud (infra/components/ramp.py), pinned on the synthesized serving stacks: Cloud
 Scheduler runs a Cloud Run job every 5 minutes, the job runs `trainer ramp` in the pushed trainer image as the
-promoter (the pipelines account), which gets developer on the prediction service alone, actAs on its runtime account
+promoter account, which gets developer on the prediction service alone, actAs on its runtime account
 alone and monitoring.viewer; the scheduler's account may run this job only."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from tests.infra.conftest import ENVIRONMENTS
 def test_the_scheduler_runs_one_tick_of_trainer_ramp_as_the_promoter(synth, env, settings_by_env):
     names = Names.of(settings_by_env[env])
     stack = f"serving-{env}"
-    job = synth.one(stack, "google_cloud_run_v2_job")
+    [job] = [j for key, j in synth.resources(stack, "google_cloud_run_v2_job").items() if key.startswith("ramp_")]
     task = job["template"]["template"]
     [container] = task["containers"]
     assert container["image"].split("@")[0].endswith("/trainer")  # the digest the images stack pushed
     assert (container["command"], container["args"]) == (["python3", "-m", "trainer"], ["--env", env, "ramp"])
-    assert task["service_account"] == names.service_account_email("pipelines") and task["max_retries"] == 0
+    assert task["service_account"] == names.service_account_email("promoter") and task["max_retries"] == 0
     schedule = synth.one(stack, "google_cloud_scheduler_job")
     assert schedule["schedule"] == "*/5 * * * *"
     target = schedule["http_target"]
@@ -29,7 +29,9 @@ def test_the_scheduler_runs_one_tick_of_trainer_ramp_as_the_promoter(synth, env,
     )
     assert target["http_method"] == "POST"
     assert target["oauth_token"]["service_account_email"] == names.service_account_email("starter")
-    [invoker] = synth.resources(stack, "google_cloud_run_v2_job_iam_member").values()
+    [invoker] = [
+        b for b in synth.resources(stack, "google_cloud_run_v2_job_iam_member").values() if "ramp" in b["name"]
+    ]
     assert (invoker["role"], invoker["member"]) == ("roles/run.invoker", names.account_member("starter"))
     assert invoker["name"].startswith("${google_cloud_run_v2_job.ramp_job")  # this job, not the project
 
@@ -38,7 +40,7 @@ def test_the_scheduler_runs_one_tick_of_trainer_ramp_as_the_promoter(synth, env,
 def test_the_ramp_account_may_move_only_the_prediction_service(synth, env, settings_by_env):
     names = Names.of(settings_by_env[env])
     stack = f"serving-{env}"
-    ramp = names.account_member("pipelines")
+    ramp = names.account_member("promoter")
     [developer] = synth.resources(stack, "google_cloud_run_v2_service_iam_member").values()
     assert (developer["role"], developer["member"]) == ("roles/run.developer", ramp)
     assert developer["name"].startswith("${google_cloud_run_v2_service.")  # the one service, not the project

@@ -1,8 +1,10 @@
 """The forgery of issue 25 against a real 2-worker service: someone who can write the models bucket uploads a
 model with its digests and points `aliases.champion` at it in registry/index.json. With the promoter's public key
 configured the service refuses that index (unsigned, then signed with another key), counts and logs the refusal,
-and the promoted version keeps answering; the promoter's next signed index is followed. Once on a local registry,
-once on the GCS emulator. Without a key (the service as it was) the forgery serves: the first test shows the hole."""
+and the promoted version keeps answering; the promoter's next signed index is followed. Then the replay: the earlier
+index, validly signed by the promoter, written back, is refused as older than the one accepted (its sequence). Once
+on a local registry, once on the GCS emulator. Without a key (the service as it was) the forgery serves: the first
+test shows the hole."""
 
 import json
 import re
@@ -68,9 +70,11 @@ def setup(tmp_path: Path, model_dir: Path, root: str):
 
 
 def forgery_is_refused(tmp_path: Path, model_dir: Path, root: str) -> None:
+    import storage
     from trainer.models.index_signing import LocalKeySigner
 
     registry, promoter, built = setup(tmp_path, model_dir, root)
+    v1_index = storage.read_bytes(registry.index_uri)  # signed by the promoter, naming v1 champion
     server = start_service(
         tmp_path,
         MODEL_URI=f"{root}@champion",
@@ -96,12 +100,25 @@ def forgery_is_refused(tmp_path: Path, model_dir: Path, root: str) -> None:
         registry.signer = promoter  # the promoter's own next change is signed and followed
         register(registry, built["v2"][0], "v2", built["v2"][1])
         wait_for(server, "v2")
+
+        storage.write_bytes(registry.index_uri, v1_index)  # the replay: its signature object is still there
+        time.sleep(SETTLE_S)
+        assert {served_version(server) for _ in range(20)} == {"v2"}
+        assert refused(server.request("GET", "/metrics")[2].decode(), "replayed") == 2
     finally:
         assert stop_service(server) == 0
     lines = [json.loads(line) for line in server.stderr.read_text().splitlines() if line.startswith("{")]
     refusals = [line for line in lines if line.get("event") == "index_refused"]
-    assert sorted(line["reason"] for line in refusals) == ["other_key", "other_key", "unsigned", "unsigned"]
-    assert all("still serving v1" in line["message"] for line in refusals)
+    assert sorted(line["reason"] for line in refusals) == [
+        "other_key",
+        "other_key",
+        "replayed",
+        "replayed",
+        "unsigned",
+        "unsigned",
+    ]
+    assert all("still serving v1" in line["message"] for line in refusals if line["reason"] != "replayed")
+    assert all("still serving v2" in line["message"] for line in refusals if line["reason"] == "replayed")
 
 
 def test_without_a_public_key_a_forged_index_serves(tmp_path, model_dir):

@@ -138,11 +138,16 @@ def test_a_pipeline_run_gates_and_waits_for_approval(tmp_path, models, capsys, m
     assert main(["--env", "local", "registry", "promote", "cnn-1"]) == 0  # the promoter's approval
 
 
-def test_the_gcp_pipeline_waits_for_approval_unless_configured_to_promote():
+def test_the_gcp_pipeline_asks_the_promoter_which_waits_for_approval_unless_configured_to_promote():
     from lifecycle.orchestration.plan import build_steps
     from settings import load_config
+    from trainer.cloud.promotion import awaits_approval
 
     for switch, expected in (("false", True), ("true", False)):
         settings = load_config("dev", environ={"FMNIST_REGISTRY__PROMOTE_PIPELINE_RUNS": switch})
         steps = {s.name: s for s in build_steps(settings, run_id="r", preset="smoke")}
-        assert ("--pending-approval" in steps["promote"].args) is expected
+        model_dir = "gs://fmnist-mlops-dev-models/jobs/r/model"
+        assert steps["export"].args[-1] == "--no-register"  # the pipeline cannot write the index
+        assert steps["promote"].args[-4:] == ("promotion", "request", "--model-dir", model_dir)
+        assert awaits_approval(settings) is expected
+    assert awaits_approval(load_config("local")) is False  # one user locally: the registry promotes as before

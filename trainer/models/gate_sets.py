@@ -11,6 +11,7 @@ will serve.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -113,6 +114,17 @@ def score_version(registry, version: str, record: VersionRecord, images: list[np
         ]
 
 
+def report_base(root: str, candidate: str, champion: str) -> str:
+    """Where the gate's report of `candidate` against `champion` lives, without its .json/.md suffix."""
+    return storage.join(root, REPORTS_DIR, f"{candidate}-vs-{champion}")
+
+
+def read_report(root: str, candidate: str, champion: str) -> dict | None:
+    """The JSON gate report of that pair, or None when the gate did not compare them (no champion, AutoML)."""
+    data = storage.read_versioned(report_base(root, candidate, champion) + ".json").data
+    return json.loads(data) if data else None
+
+
 class PairedGate:
     """The gate `ModelRegistry.promote` runs when a champion exists: score both, decide, write the report."""
 
@@ -138,7 +150,7 @@ class PairedGate:
             [(s, a, b) for (s, _), a, b in zip(sets, scored_candidate, scored_champion, strict=True)],
             self.rules,
         )
-        base = storage.join(registry.root, REPORTS_DIR, f"{candidate}-vs-{champion}")
+        base = report_base(registry.root, candidate, champion)
         storage.write_text(base + ".json", report.to_json(), content_type="application/json")
         storage.write_text(base + ".md", report.to_markdown(), content_type="text/markdown; charset=utf-8")
         return report

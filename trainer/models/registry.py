@@ -33,7 +33,7 @@ from contracts.registry_index import (
 from trainer.clock import utc_now
 from trainer.errors import GateRefused, ModelDirError, RegistryError
 from trainer.models.gate import IDENTICAL, REFUSE
-from trainer.models.gate_sets import PairedGate
+from trainer.models.gate_sets import PairedGate, read_report
 from trainer.models.index_signing import Signer, signer_for, write_signature
 from trainer.models.model_dir import verify_digests
 
@@ -102,6 +102,10 @@ class ModelRegistry:
         except RegistryIndexError as exc:
             raise RegistryError(str(exc)) from None
 
+    def gate_report(self, candidate: str, champion: str | None) -> dict | None:
+        """The paired gate's JSON report of `candidate` against `champion`, None if they were never compared."""
+        return read_report(self.root, candidate, champion) if champion else None
+
     # ---- changing, by compare-and-swap ---------------------------------------------------------------------------
 
     def _update(self, change: Callable[[RegistryIndex], tuple[RegistryIndex, T]]) -> T:
@@ -110,6 +114,7 @@ class ModelRegistry:
             current = storage.read_versioned(self.index_uri)
             index = _parse_index(current.data, self.index_uri) if current.data else empty_index(self.index_uri)
             index, result = change(index)
+            index = index.with_next_sequence()  # signed with the rest: an older index cannot be replayed
             data = json.dumps(index.to_json(), indent=2, sort_keys=True).encode()
             if self.signer is not None:
                 write_signature(self.root, data, self.signer)
@@ -401,6 +406,12 @@ def run(args, settings) -> int:
             pass
         print(json.dumps(out, indent=2, sort_keys=True))
     elif args.action == "promote":
+        if settings.target == "gcp":  # only the promoter writes the index there (infra/components/promoter.py)
+            raise RegistryError(
+                f"on Google Cloud only the promoter account writes {registry.index_uri}: ask it with "
+                f"`python -m trainer --env {settings.env} promotion approve {args.ref}` "
+                "(needs infra.promotion_approvers), which runs the gate again and promotes"
+            )
         version, previous = registry.promote(args.ref, pending_approval=args.pending_approval)
         accuracy = registry.read_index().versions[version].metrics["accuracy"]
         print(f"champion is now {version} (accuracy {accuracy:.4f}); was {previous or 'none'}")

@@ -1,0 +1,89 @@
+"""Promotion goes through the promoter's jobs (issue 25): the Run Admin API request, the wait, the verdict read
+from the signed index, and a job that refuses rules from its environment (tests/infra/test_promoter.py: its command)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from contracts.cloud import PROMOTION_APPROVE_JOB, PROMOTION_GATE_JOB
+from settings import load_config
+from trainer.cloud import promotion
+from trainer.errors import CommandError, GateRefused
+from trainer.models.registry import ModelRegistry
+
+
+def test_the_run_request_is_the_documented_one():
+    settings = load_config("dev")
+    url, body = promotion.run_request(settings, PROMOTION_GATE_JOB, ["--model-dir", "gs://m/jobs/r/model"])
+    assert url == (
+        f"https://run.googleapis.com/v2/projects/{settings.project_id}/locations/{settings.region}"
+        f"/jobs/{PROMOTION_GATE_JOB}:run"
+    )
+    assert body == {"overrides": {"containerOverrides": [{"args": ["--model-dir", "gs://m/jobs/r/model"]}]}}
+
+
+class FakeRun:
+    """Stands in for the REST session only: jobs.run answers a running operation, operations.get ends it."""
+
+    def __init__(self, polls: int = 2, error: dict | None = None, status: int = 200):
+        self.calls: list[tuple[str, str, dict | None]] = []
+        self.polls, self.error, self.status = polls, error, status
+
+    def request(self, method, url, data=None, timeout=None):
+        self.calls.append((method, url, None if data is None else json.loads(data)))
+        done = method == "GET" and len(self.calls) > self.polls
+        reply = {"name": "projects/p/locations/r/operations/op-1", "done": done}
+        if done and self.error:
+            reply["error"] = self.error
+        return type("Reply", (), {"status_code": self.status, "json": lambda _: reply, "text": "denied"})()
+
+
+def test_the_runner_starts_one_execution_and_polls_its_operation_until_done():
+    fake = FakeRun(polls=3)
+    operation = promotion.JobRunner(load_config("dev"), _session=fake, poll_s=0).run(
+        PROMOTION_APPROVE_JOB, ["--version", "v1"]
+    )
+    assert operation["done"] is True
+    assert [c[0] for c in fake.calls] == ["POST", "GET", "GET", "GET"]  # done on the third read
+    assert fake.calls[0][2] == {"overrides": {"containerOverrides": [{"args": ["--version", "v1"]}]}}
+    assert fake.calls[1][1] == "https://run.googleapis.com/v2/projects/p/locations/r/operations/op-1"
+
+
+def test_a_refused_execution_names_the_roles_it_needs():
+    with pytest.raises(CommandError, match="roles/run.jobsExecutorWithOverrides"):
+        promotion.JobRunner(load_config("dev"), _session=FakeRun(status=403), poll_s=0).run(PROMOTION_GATE_JOB, [])
+
+
+def test_the_verdict_is_read_from_the_index_the_promoter_wrote(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    settings = load_config("local")
+    registry = ModelRegistry.from_settings(settings)
+    version = registry.register({"model.onnx": b"x"}, {"accuracy": 0.9}, "custom", dataset_version=None)
+    with pytest.raises(GateRefused, match="did not promote .* execution failed"):
+        promotion._champion_after(settings, "job", {"error": {"message": "execution failed"}}, lambda _: version)
+    registry.promote(version)
+    assert promotion._champion_after(settings, "job", {}, lambda _: version) == 0
+
+
+def test_a_promotion_job_refuses_settings_from_its_environment():
+    image = {"PATH": "/usr/bin", "HOME": "/home/trainer", "PYTHONPATH": "/app", "PYTHONUNBUFFERED": "1"}
+    promotion.refuse_overridden_settings({**image, "CLOUD_RUN_JOB": "fmnist-promotion-gate"})
+    for name, value in (
+        ("FMNIST_REGISTRY__ACCURACY_FLOOR", "0"),
+        ("STORAGE_EMULATOR_HOST", "http://attacker:4443"),
+        ("GOOGLE_APPLICATION_CREDENTIALS", "/tmp/key.json"),
+        ("PYTHONPATH", "/tmp"),
+        ("PYTHONSTARTUP", "/tmp/x.py"),
+        ("LD_PRELOAD", "/tmp/x.so"),
+    ):
+        with pytest.raises(CommandError, match=name):
+            promotion.refuse_overridden_settings({**image, name: value})
+
+
+def test_registry_promote_on_google_cloud_names_the_promoters_command(capsys):
+    from trainer.cli import main
+
+    assert main(["--env", "dev", "registry", "promote", "v20261206-000000-abcd"]) == 1
+    assert "promotion approve v20261206-000000-abcd" in capsys.readouterr().err
