@@ -157,3 +157,20 @@ def test_a_process_started_against_the_twin_gets_compute_engine_credentials_from
     module, project, email, token = out.stdout.split()
     assert module == "google.auth.compute_engine.credentials" and project == "fmnist-mlops-dev"
     assert email == "pipelines@fmnist-mlops-dev.iam.gserviceaccount.com" and token.startswith(metadata.TOKEN_PREFIX)
+
+
+def test_experiment_tracking_without_a_tensorboard_runs_through_the_real_sdk():
+    """dev has no vertex.tensorboard: the real SDK refuses time series then (RuntimeError, not a Google API error),
+    which ended the twin's first custom job. Start, an epoch and the final metrics must go through."""
+    from trainer.cloud.experiments import VertexExperiment
+
+    dev = load_config("dev", environ={})
+    parent = f"projects/{dev.project_id}/locations/{dev.region}"
+    with vertex.vertex_over_the_wire(dev.project_id, dev.region) as fake:
+        fake.seed_experiment(parent, dev.vertex.experiment)
+        tracker = VertexExperiment(dev, "fmnist-train-twin", environ={})
+        tracker.start({"epochs": 2}, resume=False)
+        tracker.log_epoch(1, {"loss": 0.5})
+        tracker.finish({"test_accuracy": 0.9})
+    assert tracker.active  # nothing failed on the way
+    assert fake.sent("POST", "/metadataStores/default/contexts")  # the experiment run, created over the wire
