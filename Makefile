@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps lint demo test images test-images mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks
+.PHONY: setup system-deps lint demo test images test-images twin-gcp mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks
 ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed $(KFP_VENV)/.installed node_modules/.installed
@@ -64,6 +64,12 @@ images: system-deps
 # The container contract tests against the images of this checkout: they fail (not skip) when those are missing.
 test-images: setup
 	FMNIST_REQUIRE_IMAGES=1 $(PY) -m pytest -m container tests/containers $(PYTEST_ARGS)
+
+# The whole gcp lifecycle (python -m lifecycle --target gcp) offline, on smoke data: fake-gcs-server and the twin's
+# Vertex AI, BigQuery, Cloud Monitoring and metadata server (twin/), reached by the real client libraries; the custom
+# job trains in the trainer image with podman. Needs `make images` and root, like test-images. TWIN_ARGS="--help".
+twin-gcp: setup
+	$(PY) -m twin $(TWIN_ARGS)
 
 # Mutation testing (mutmut) of storage, the registry and gate, IDX + ingest, request parsing and the Google Cloud
 # adapters, each group with its own tests in a scratch copy: killed/survived per module and every survivor.

@@ -15,6 +15,7 @@ from types import ModuleType
 
 from contracts.monitoring_queries import GATE_REFUSED
 from settings import ConfigError, load_config
+from trainer.cloud.endpoints import configure_vertex_sdk
 from trainer.errors import CommandError, GateRefused, log_event
 
 
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS[args.command]
     try:
         settings = load_config(args.env)
+        configure_vertex_sdk()  # a local Vertex AI emulator, when VERTEX_AI_EMULATOR_HOST names one (the twin)
         module = _load(command)
         if module is None:
             print(f"error: command '{command.name}' is not available in this build", file=sys.stderr)

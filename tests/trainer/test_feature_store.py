@@ -1,6 +1,6 @@
 """Feeding the Feature Online Store: the BigQuery load job and the feature view sync, built offline and bound to the
-installed SDKs (google-cloud-bigquery, google-cloud-aiplatform). No BigQuery emulator runs here: `local-bigquery`
-on PyPI needs Python >= 3.13 and this project runs 3.11."""
+installed SDKs (google-cloud-bigquery, google-cloud-aiplatform). The load and the sync over the wire, to the twin's
+BigQuery and Vertex AI, are in tests/twin/test_over_the_wire.py (`local-bigquery` on PyPI needs Python >= 3.13)."""
 
 import inspect
 import io

@@ -25,10 +25,10 @@ from tests.sdk_contract import (
     vertex_offline,
 )
 from tests.trainer.records import RECORD
-from tests.vertex_fake import vertex_over_the_wire
 from trainer.cloud import automl, batch_prediction, deploy_model, gcp_resources, submit, undeploy_all
 from trainer.cloud.experiments import VertexExperiment
 from trainer.errors import CommandError
+from twin.vertex import vertex_over_the_wire
 
 TENSORBOARD = "projects/fmnist-mlops-dev/locations/europe-west4/tensorboards/123"
 KMS_OVERRIDE = "projects/fmnist-mlops-dev/locations/europe-west4/keyRings/other/cryptoKeys/key"

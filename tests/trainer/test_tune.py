@@ -96,12 +96,12 @@ def test_a_trial_reports_validation_accuracy_in_the_hypertune_file(tmp_path, mon
 
 
 def test_tuning_send_over_the_wire_creates_one_study_of_trainer_jobs_under_cmek(monkeypatch):
-    """`tuning.send` with the real SDK against the local Vertex AI fake (tests/vertex_fake.py): the create request
+    """`tuning.send` with the real SDK against the local Vertex AI fake (twin/vertex.py): the create request
     is the SDK's own encoding of the adapter's unchanged arguments."""
     from google.cloud.aiplatform import jobs
 
-    from tests.vertex_fake import vertex_over_the_wire
     from trainer.cloud import tuning
+    from twin.vertex import vertex_over_the_wire
 
     monkeypatch.setattr(jobs, "_JOB_WAIT_TIME", 0.05)  # the SDK polls the job's state this often
 

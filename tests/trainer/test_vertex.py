@@ -231,7 +231,9 @@ def test_deploy_dry_run_from_the_local_registry(settings, monkeypatch, capsys):
     assert version in printed["upload"]["version_aliases"] and printed["deploy"]["traffic_percentage"] == 20
 
 
-def test_vertex_experiment_logs_params_epochs_and_final_metrics(dev):
+def test_vertex_experiment_logs_params_epochs_and_final_metrics():
+    tensorboard = "projects/p/locations/europe-west4/tensorboards/123"
+    dev = load_config("dev", environ={"FMNIST_VERTEX__TENSORBOARD": tensorboard})
     sdk = Recorder()
     tracker = VertexExperiment(dev, "run-1", aiplatform=sdk, environ={})
     tracker.start({"epochs": 2, "model.width": 8, "nested": {"x": 1}}, resume=False)
@@ -249,6 +251,19 @@ def test_vertex_experiment_logs_params_epochs_and_final_metrics(dev):
     assert sdk.calls[0][2]["experiment"] == "fmnist" and sdk.calls[1][1] == ("run-1",)
     assert sdk.calls[2][1][0] == {"epochs": 2, "model.width": 8}
     assert sdk.calls[3][2] == {"step": 1}
+
+
+def test_without_a_tensorboard_epochs_are_not_sent_as_time_series(dev):
+    """The SDK refuses time series on an experiment without a backing TensorBoard with a RuntimeError, which ended
+    every custom job of an environment without vertex.tensorboard (found by the twin's custom job)."""
+    assert not dev.vertex.tensorboard
+    sdk = Recorder()
+    tracker = VertexExperiment(dev, "run-1", aiplatform=sdk, environ={})
+    tracker.start({"epochs": 2}, resume=False)
+    tracker.log_epoch(1, {"loss": 0.5})
+    tracker.finish({"test_accuracy": 0.9})
+    assert "aiplatform.log_time_series_metrics" not in [name for name, _, _ in sdk.calls]
+    assert "aiplatform.log_metrics" in [name for name, _, _ in sdk.calls]
 
 
 def test_inside_a_submitted_job_the_sdk_run_is_used_and_failures_do_not_stop_training(dev, capsys):

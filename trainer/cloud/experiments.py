@@ -49,7 +49,10 @@ class VertexExperiment:
         self.active = True
 
     def log_epoch(self, epoch: int, metrics: dict) -> None:
-        if self.active:
+        # Time series need the experiment's backing TensorBoard: without one the SDK raises RuntimeError ("Please set
+        # this experiment run with backing tensorboard resource"), which would end the training run. Without a
+        # TensorBoard the epochs stay in the run record and the final metrics still reach the experiment.
+        if self.active and self.settings.vertex.tensorboard:
             self._guard(self._sdk().log_time_series_metrics, metrics, step=epoch)
 
     def finish(self, final_metrics: dict) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import storage
 from contracts import feature_schema
 from contracts.layout import FEATURES_FILE
+from trainer.cloud import endpoints
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 
@@ -91,7 +92,7 @@ def send(request: FeatureStoreRequests, bigquery=None, aiplatform_v1=None) -> tu
         request.source_uri, request.destination, job_config=load_job_config(request, bigquery)
     )
     job.result()
-    admin = aiplatform_v1.FeatureOnlineStoreAdminServiceClient(client_options={"api_endpoint": request.api_endpoint})
+    admin = aiplatform_v1.FeatureOnlineStoreAdminServiceClient(**endpoints.gapic_client_kwargs(request.api_endpoint))
     response = admin.sync_feature_view(request=sync_request(request, aiplatform_v1))
     return int(job.output_rows or 0), response.feature_view_sync
 

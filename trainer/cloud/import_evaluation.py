@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import storage
 from contracts.layout import CHAMPION, ModelFiles
+from trainer.cloud import endpoints
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
 from trainer.models.registry import ModelRegistry
@@ -77,7 +78,7 @@ def to_sdk(request: ImportEvaluationRequest, aiplatform_v1):
 def send(request: ImportEvaluationRequest, aiplatform_v1=None):
     if aiplatform_v1 is None:
         from google.cloud import aiplatform_v1
-    client = aiplatform_v1.ModelServiceClient(client_options={"api_endpoint": request.api_endpoint})
+    client = aiplatform_v1.ModelServiceClient(**endpoints.gapic_client_kwargs(request.api_endpoint))
     return client.import_model_evaluation(request=to_sdk(request, aiplatform_v1))
 
 

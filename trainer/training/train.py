@@ -30,6 +30,7 @@ from trainer.training import checkpoint, distribute
 from trainer.training.model import ModelSpec, build_model
 from trainer.training.options import add_option_flags, apply_options
 from trainer.training.run_record import RunRecord
+from trainer.training.tensorboard import tensorboard_callback
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,7 @@ def train(
                 EpochRecorder(record, vertex),
             ]
             if keras.backend.backend() == "tensorflow":  # tf.summary; JAX runs write the run record only
-                epoch_callbacks.append(keras.callbacks.TensorBoard(paths.tensorboard(run_id), write_graph=False))
+                epoch_callbacks.append(tensorboard_callback(paths.tensorboard(run_id), write_graph=False))
         if verbose is None:
             verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
         trainable.fit(
