@@ -108,6 +108,30 @@ def test_unknown_routes_and_methods_are_json_too(client):
     assert "POST" in wrong.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    "body,content_type",
+    [
+        (b"\0" * 784 * 2, "application/octet-stream"),
+        (json.dumps({"instances": [[0] * 784], "parameters": {"top_k": 2}}).encode(), "application/json"),
+        (b"\0" * 783, "application/octet-stream"),
+        (b"{", "application/json; charset=utf-8"),
+        (b"x", "text/plain"),
+        (b"\0" * 1_500_001, "application/octet-stream"),
+    ],
+)
+def test_the_predict_route_answers_alike_past_flask_and_through_it(app, body, content_type):
+    """POST /predict is answered by a plain WSGI handler (service/predict_route.py); Flask's view for the same
+    route (reached through app.wsgi_app, past the middleware) must give the same status, headers and body."""
+    from werkzeug.test import Client
+
+    replies = []
+    for wsgi in (app, app.wsgi_app):
+        reply = Client(wsgi).post("/predict", data=body, content_type=content_type)
+        headers = {k: v for k, v in reply.headers.items() if k not in ("X-Request-Id", "Content-Length")}
+        replies.append((reply.status, headers, reply.get_data()))
+    assert replies[0] == replies[1]
+
+
 def test_instance_errors_name_the_instance(client):
     reply = predict(client, {"instances": [[0] * 784, [0] * 783 + [300]]})
     assert reply.status_code == 400
