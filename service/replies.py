@@ -26,8 +26,9 @@ from service.errors import RequestError
 log = logging.getLogger("service")
 JSON_MIMETYPE = "application/json"
 DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-# What is read of a refused body before the connection closes; a client still sending after DRAIN_SECONDS is cut off.
-DRAIN_BYTES = 8 * 1024 * 1024
+# What is read of a refused body before the connection closes: Cloud Run's largest HTTP/1 request (32 MiB), so
+# every body the platform lets through gets its 413; a client still sending after DRAIN_SECONDS is cut off.
+DRAIN_BYTES = 32 * 1024 * 1024
 DRAIN_SECONDS = 5.0
 _DRAIN_CHUNK = 256 * 1024
 
