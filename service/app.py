@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import orjson
 from flask import Flask, Response, request
 
+from contracts.artifact_speed import choice_reason, cpu_model
 from service import metrics
 from service.accounting import AccountingMiddleware
 from service.admin import is_admin, require_admin
@@ -134,6 +135,7 @@ def _register_routes(app: Flask, state: ServiceState) -> PredictRoute:
             "role": champion.role,
             "artifact": loaded.artifact,
             "artifact_preference": champion.artifact_preference,
+            "artifact_choice": choice_reason(champion.artifact_preference, bundle.metadata, cpu_model()),
             "verified": bundle.verified,
             "max_instances": config.max_instances,
             "max_body_bytes": config.max_body_bytes,
@@ -159,6 +161,7 @@ def _register_routes(app: Flask, state: ServiceState) -> PredictRoute:
                     "samples": 0 if bundle.samples is None else len(bundle.samples.images),
                     "poll_s": config.model_poll_s if champion.follows_registry else None,
                     "refused": dict(champion.refused),
+                    "cpu": cpu_model(),  # what the export's speed record (quantization.speed) is compared with
                 },
             }
         )
