@@ -400,6 +400,47 @@ def print_table(title: str, ours: dict, anchors: dict) -> None:
         print(line + " " + verdict(key, ours[key]))
 
 
+# Issue 26's serving goals: (label, figure, goal as service / anchor, higher is better)
+SPEED_GOALS = (
+    ("1 image/request binary, req/s", "single_rps", 0.95, True),
+    ("server CPU per 1-image request", "cpu_us_1", 1.05, False),
+    ("64 images/request binary, images/s", "batch64_img_s", 0.95, True),
+    ("1 image/request JSON, req/s", "json1_rps", 0.95, True),
+)
+LIMIT_SHARE_GOAL = 0.75
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def print_speed_goals(ours: dict, anchor: dict, limits: dict) -> None:
+    """The figures issue 26's table quotes, service against the anchor of the same run, each against its goal."""
+    print(f"-- speed goals (service / anchor, same run; {cpu_model()}, load {os.getloadavg()[0]:.2f} now)")
+    for label, key, goal, higher in SPEED_GOALS:
+        ratio = ours[key] / anchor[key] if anchor[key] else float("nan")
+        ok = ratio >= goal if higher else ratio <= goal
+        print(
+            f"{label:40s} {ours[key]:>10,.0f} {anchor[key]:>10,.0f} {ratio:6.2f}x  "
+            f"{'>=' if higher else '<='} {goal:.2f}x {'PASS' if ok else 'MISS'}"
+        )
+    limit = limits["float"]
+    for name, figures in (("service", ours), ("anchor", anchor)):
+        share = figures["batch64_img_s"] / limit
+        passed = "PASS" if share >= LIMIT_SHARE_GOAL else "MISS"
+        verdict_ = f">= {LIMIT_SHARE_GOAL:.0%} {passed}" if name == "service" else ""
+        print(f"64 images/request, {name}: {share:.0%} of the inference-only limit {limit:,.0f} images/s {verdict_}")
+    if "int8" in limits:
+        int8 = limits["int8"]
+        print(f"inference-only limit: int8 {int8:,.0f} vs float {limit:,.0f} images/s ({int8 / limit:.2f}x)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -438,7 +479,7 @@ def main(argv=None) -> int:
     bodies = write_bodies(test_images(64))
     load = os.getloadavg()
     print(
-        f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} at start; wrk shares the cores; "
+        f"machine: {os.cpu_count()} cores ({cpu_model()}), load average {load[0]:.2f} at start; wrk shares the cores; "
         f"servers run {args.python}"
     )
     report = {
@@ -477,6 +518,7 @@ def main(argv=None) -> int:
                 f"inference-only limit {limit:,.0f} ({os.cpu_count()} cores x one single-thread session)"
                 + (f"; {served / limits['float']:.2f}x the float limit" if artifact == "int8" else "")
             )
+        print_speed_goals(results["service"], results["anchor-ort"], limits)
     report["load_average_end"] = os.getloadavg()
     (RESULTS / "bench_service.json").write_text(json.dumps(report, indent=2))
     print(f"\nload average at end {report['load_average_end'][0]:.2f}; details in {RESULTS / 'bench_service.json'}")

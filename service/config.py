@@ -315,7 +315,7 @@ class ServiceConfig:
     google_cloud_project: str | None = None
     trusted_proxy_hops: int = 0
     model_poll_s: float = 30.0
-    model_artifact: str = "float"
+    model_artifact: str = "auto"
     require_digests: bool = False
     index_public_key: bytes | None = field(default=None, repr=False)  # PEM: the promoter's index-signing key
     admin_enabled: bool = False
@@ -365,7 +365,7 @@ class ServiceConfig:
             google_cloud_project=env.get(Env.GOOGLE_CLOUD_PROJECT) or None,
             trusted_proxy_hops=_int(env, Env.TRUSTED_PROXY_HOPS, 1 if on_managed_platform(env) else 0, 0, 8),
             model_poll_s=_poll_interval(env),
-            model_artifact=_choice(env, Env.MODEL_ARTIFACT, "float", ("float", "int8")),
+            model_artifact=_choice(env, Env.MODEL_ARTIFACT, "auto", ("auto", "float", "int8")),
             require_digests=_bool(env, Env.REQUIRE_DIGESTS, on_managed_platform(env)),
             index_public_key=_index_public_key(env, model_uri),
             admin_enabled=admin_enabled,

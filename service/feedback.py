@@ -434,7 +434,7 @@ def register_routes(app: Flask, state: ServiceState, feedback: Feedback) -> None
                 415, "unsupported_media_type", 'send application/json: {"request_id": "...", "labels": [...]}'
             )
         try:
-            document = orjson.loads(read_body(request, config.max_body_bytes))
+            document = orjson.loads(read_body(request.environ, config.max_body_bytes))
         except orjson.JSONDecodeError:
             raise RequestError(400, "invalid_feedback", "the body is not JSON") from None
         loaded = state.champion.current

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, cast
 
 import numpy as np
 
+from contracts.artifact_speed import INT8, auto_choice, cpu_model
 from contracts.layout import REGISTRY_INDEX, ModelFiles
 from service.gcs import GCS_SCHEME
 from service.model_errors import ModelLoadError, ModelReadError, ModelRefused, ObjectNotFound
@@ -143,9 +144,14 @@ def check_digest(uri: str, name: str, data: bytes, digests: dict[str, str], sour
 
 def _choose_artifact(metadata: dict[str, Any], preference: str) -> tuple[object, str]:
     """(file name, metadata field) to serve: int8_artifact when int8 is asked for and the export's gate passed it
-    (the field is set only then), else serving_artifact (default model.onnx)."""
+    (the field is set only then), or for "auto" when the export also measured it faster on this CPU; else
+    serving_artifact (default model.onnx)."""
     artifact = metadata.get("serving_artifact")
     artifact = DEFAULT_ARTIFACT if artifact is None else artifact
+    if preference == "auto":  # int8 where the export measured it faster on this CPU (contracts/artifact_speed.py)
+        if auto_choice(metadata, cpu_model())[0] == INT8:
+            return metadata["int8_artifact"], "int8_artifact"
+        return artifact, "serving_artifact"
     if preference == "int8":
         int8 = metadata.get("int8_artifact")
         if int8 is not None:

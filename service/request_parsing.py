@@ -29,6 +29,7 @@ N_CLASSES = 10
 _TOP_LEVEL_KEYS = {"instances", "parameters"}
 _PARAMETER_KEYS = {"top_k"}
 _NUMBER_TYPES = {int, float}
+_NUMBER_AND_LIST_BYTES = b"0123456789+-.,[] \t\r\n"
 
 
 @dataclass
@@ -210,8 +211,11 @@ def _only_numbers_and_lists(body: bytes, keys: int) -> bool:
 
     Why from the bytes: every JSON string starts and ends with an unescaped quote, so a quote count equal to
     that of the known keys proves there is no other string, and then `true`, `false` and `null` can only be
-    literals. Two C-speed scans replace a type check of every pixel on the common path."""
-    return body.count(b'"') == 2 * keys and b"true" not in body and b"false" not in body and b"null" not in body
+    literals. Two C-speed scans replace a type check of every pixel on the common path: one that drops digits,
+    signs, points, commas, brackets and spaces (never a letter of those literals: `e` and `E` stay), one over
+    what remains (the keys, braces, colons)."""
+    rest = body.translate(None, _NUMBER_AND_LIST_BYTES)  # one pass; what remains is short on the common path
+    return rest.count(b'"') == 2 * keys and b"true" not in rest and b"false" not in rest and b"null" not in rest
 
 
 def _fast_batch(instances: list[object]) -> np.ndarray | None:
@@ -223,9 +227,9 @@ def _fast_batch(instances: list[object]) -> np.ndarray | None:
         array = np.array(instances, dtype=np.float64)
     except (ValueError, TypeError):
         return None
-    if array.shape[1:] not in IMAGE_SHAPES or not np.isfinite(array).all():
+    if array.shape[1:] not in IMAGE_SHAPES:
         return None
-    if array.min(initial=0) < 0 or array.max(initial=0) > 255:
+    if not (array.min(initial=0) >= 0 and array.max(initial=0) <= 255):  # also False for NaN (it propagates)
         return None
     return array.reshape(-1, 28, 28).astype(np.float32)
 

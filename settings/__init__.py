@@ -150,8 +150,10 @@ class ServiceSettings(_Section):
     page_enabled: bool = True
     workers: int = Field(2, ge=1)
     model_poll_s: float = Field(30.0, gt=0, description="seconds between reads of the registry alias (MODEL_POLL_S)")
-    model_artifact: Literal["float", "int8"] = Field(
-        "float", description="int8: serve the export's int8 artifact where it passed its gate (MODEL_ARTIFACT)"
+    model_artifact: Literal["auto", "float", "int8"] = Field(
+        "auto",
+        description="auto: the export's int8 artifact where the export measured it faster on this CPU, else float; "
+        "int8: wherever it passed its gate (MODEL_ARTIFACT)",
     )
     require_digests: bool = Field(
         True, description="refuse model versions without recorded SHA-256 digests (REQUIRE_DIGESTS)"

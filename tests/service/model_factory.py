@@ -125,10 +125,17 @@ def digest_files(directory: Path) -> dict[str, str]:
 
 
 def make_version(
-    source: Path, directory: Path, version: str, *, int8: bool = False, digests: bool = True
+    source: Path,
+    directory: Path,
+    version: str,
+    *,
+    int8: bool = False,
+    digests: bool = True,
+    speed: dict | None = None,
 ) -> tuple[Path, dict[str, str] | None]:
     """A copy of a model directory as version `version` (its own metadata, so its own digests); with `int8` an
-    int8 artifact quantized the way export does it. Returns the directory and the registry record's files."""
+    int8 artifact quantized the way export does it, with `speed` the export's speed record (quantization.speed).
+    Returns the directory and the registry record's files."""
     shutil.copytree(source, directory)
     metadata = json.loads((directory / "metadata.json").read_text())
     metadata["model_version"] = version
@@ -140,6 +147,8 @@ def make_version(
         calibration, _ = generated_images(64, seed=5)
         quantize(directory / "model.onnx", calibration.astype(np.float32), directory / "model.int8.onnx")
         metadata["int8_artifact"] = "model.int8.onnx"
+    if speed is not None:
+        metadata["quantization"] = {**(metadata.get("quantization") or {}), "passed": int8, "speed": speed}
     (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
     return directory, digest_files(directory) if digests else None
 

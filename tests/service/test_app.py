@@ -110,6 +110,33 @@ def test_unknown_routes_and_methods_are_json_too(client):
     assert "POST" in wrong.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    "body,content_type",
+    [
+        (b"\0" * 784 * 2, "application/octet-stream"),
+        (json.dumps({"instances": [[0] * 784], "parameters": {"top_k": 2}}).encode(), "application/json"),
+        (b"\0" * 783, "application/octet-stream"),
+        (b"{", "application/json; charset=utf-8"),
+        (b"x", "text/plain"),
+        (b"\0" * 1_500_001, "application/octet-stream"),
+    ],
+)
+def test_the_predict_route_answers_alike_past_flask_and_through_it(app, body, content_type):
+    """POST /predict is answered by a plain WSGI handler (service/predict_route.py); Flask's view for the same
+    route (reached through app.wsgi_app, past the middleware) must give the same status, headers and body."""
+    from werkzeug.test import Client
+
+    replies = []
+    for wsgi in (app, app.wsgi_app):
+        reply = Client(wsgi).post("/predict", data=body, content_type=content_type)
+        headers = {k: v for k, v in reply.headers.items() if k not in ("X-Request-Id", "Content-Length")}
+        document = reply.get_json()
+        if reply.status_code == 200:  # the request id is minted per prediction (ground truth): it differs
+            assert re.fullmatch("[0-9a-f]{16}", document["metadata"].pop("request_id"))
+        replies.append((reply.status, headers, document))
+    assert replies[0] == replies[1]
+
+
 def test_instance_errors_name_the_instance(client):
     reply = predict(client, {"instances": [[0] * 784, [0] * 783 + [300]]})
     assert reply.status_code == 400
@@ -226,6 +253,35 @@ def test_int8_is_served_when_asked_and_named_in_v1_model_and_metrics(tmp_path, m
     sha = json.loads((directory / "metadata.json").read_text())["files"]["model.int8.onnx"]
     assert full["source"]["artifact_sha256"] == sha and full["source"]["digests_from"] == "metadata.json"
     assert 'artifact="model.int8.onnx"' in client.get("/metrics").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "measured_on, int8_speed, served, why",
+    [
+        ("this", 1300.0, "model.int8.onnx", "int8_faster_on_this_cpu"),
+        ("this", 1040.0, "model.onnx", "int8_not_faster_on_this_cpu"),  # under MIN_SPEEDUP (1.05x)
+        ("another", 1300.0, "model.onnx", "measured_on_another_cpu"),
+    ],
+)
+def test_by_default_int8_serves_only_where_the_export_measured_it_faster_on_this_cpu(
+    tmp_path, model_dir, measured_on, int8_speed, served, why
+):
+    """MODEL_ARTIFACT=auto (the default): the export's speed record (injected here: figures are the export's
+    business, tests/trainer/test_quantize.py) decides, on the CPU it was measured on only; /v1/model says why."""
+    from contracts.artifact_speed import SpeedRecord, cpu_model
+    from service.app import create_app
+    from tests.service.model_factory import make_version
+
+    cpu = cpu_model() if measured_on == "this" else "Another CPU @ 2.0GHz"
+    speed = SpeedRecord(cpu, 1000.0, int8_speed).to_dict()
+    directory, _ = make_version(model_dir, tmp_path / "q", "v-q", int8=True, speed=speed)
+    client = create_app({"MODEL_URI": str(directory), **ADMIN_ENV}).test_client()
+    serving = client.get("/v1/model").get_json()["serving"]
+    assert (serving["artifact"], serving["artifact_preference"], serving["artifact_choice"]) == (served, "auto", why)
+    full = client.get("/v1/model", headers=ADMIN).get_json()
+    assert full["quantization"]["speed"] == speed and full["serving"]["cpu"] == cpu_model()
+    images, _ = generated_images(4, seed=24)
+    assert predict(client, {"instances": images.tolist()}).status_code == 200
 
 
 def test_an_empty_registry_answers_no_model_until_a_poll_finds_a_champion(tmp_path, model_dir):

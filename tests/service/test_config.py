@@ -65,7 +65,7 @@ def test_storage_root_override_relative_and_absolute(tmp_path):
         ("AIP_PREDICT_ROUTE", "predict", "absolute URL path"),
         ("LOG_LEVEL", "chatty", "LOG_LEVEL"),
         ("MODEL_POLL_S", "0", "MODEL_POLL_S='0': expected a positive number"),
-        ("MODEL_ARTIFACT", "fp16", "MODEL_ARTIFACT='fp16': expected one of float, int8"),
+        ("MODEL_ARTIFACT", "fp16", "MODEL_ARTIFACT='fp16': expected one of auto, float, int8"),
         ("REQUIRE_DIGESTS", "sometimes", "REQUIRE_DIGESTS='sometimes': expected true or false"),
     ],
 )
@@ -95,7 +95,7 @@ def test_forwarded_for_is_trusted_only_on_the_managed_platforms():
 
 def test_model_following_defaults_and_the_deprecated_recheck_name():
     config = ServiceConfig.from_env({})
-    assert (config.model_poll_s, config.model_artifact, config.require_digests) == (30.0, "float", False)
+    assert (config.model_poll_s, config.model_artifact, config.require_digests) == (30.0, "auto", False)
     assert (
         ServiceConfig.from_env({"K_SERVICE": "fmnist", **UNSIGNED}).require_digests is True
     )  # managed: refuse unverifiable

@@ -4,11 +4,13 @@ import json
 import re
 import shutil
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.service.conftest import ADMIN, ADMIN_ENV, start_service, stop_service
 from tests.service.model_factory import build_registry, generated_images, upload_tree
@@ -70,9 +72,32 @@ def test_serves_a_gcs_registry_reference_from_the_emulator(tmp_path, gcs_bucket,
         assert stop_service(server) == 0
 
 
-def test_oversized_body_gets_its_413_reply(live_server):
-    status, _, body = live_server.request("POST", "/predict", b"\0" * 1_600_480, OCTET)
-    assert status == 413 and json.loads(body)["error"] == "request_entity_too_large"
+def _send_whole_then_read(port: int, head: bytes, body: memoryview) -> bytes:
+    """What an ordinary client does: send the request whole, then read the reply until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(head)
+        sock.sendall(body)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "application/json"])
+def test_an_oversized_body_always_gets_its_413_not_a_reset(live_server, content_type):
+    """Up to Cloud Run's largest request (32 MiB) the refused body is read and discarded before the connection
+    closes, so the client, still sending when the server decided, reads the 413 instead of a reset (before: a
+    30 MB body ended in BrokenPipeError/ConnectionResetError every time)."""
+    zeros = memoryview(bytes(30 * 2**20))
+    for size in (1_500_001, 2_000_000, 30 * 2**20, 1_500_001, 30 * 2**20):
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {size}\r\n\r\n"
+        ).encode()
+        reply = _send_whole_then_read(live_server.port, head, zeros[:size])
+        status_line, _, rest = reply.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 413 REQUEST ENTITY TOO LARGE", (size, status_line)
+        assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["error"] == "request_entity_too_large"
 
 
 def test_every_log_line_is_json(live_server):

@@ -253,7 +253,7 @@ def test_the_deploy_request_in_full(dev):
             "PAGE_ENABLED": "false",
             "WORKERS": "2",
             "MODEL_POLL_S": "30.0",
-            "MODEL_ARTIFACT": "float",
+            "MODEL_ARTIFACT": "auto",
             "REQUIRE_DIGESTS": "true",
             "FMNIST_ENV": "dev",
             "FMNIST_MODEL_VERSION": "v1x",

@@ -1,5 +1,7 @@
 """The int8 artifact: a real static quantization of a small exported model, and the gate that decides to keep it."""
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -63,3 +65,37 @@ def exported_onnx(smoke_model, trainer_world, tmp_path_factory):
 
     path = export_onnx(smoke_model[1].model, tmp_path_factory.mktemp("onnx") / "model.onnx")
     return path, load_dataset(trainer_world.settings).x_test.astype(np.float32)
+
+
+def test_the_speed_record_keeps_the_measured_figures_and_this_cpu():
+    """The export's choice from injected figures: deterministic, whatever this machine's load."""
+    from contracts.artifact_speed import cpu_model
+
+    seen = []
+
+    def throughput(float_path, int8_path, images):
+        seen.append((float_path.name, int8_path.name, len(images)))
+        return 20_000.0, 26_000.0
+
+    images = np.zeros((100, 28, 28), np.float32)
+    record = quantize.compare_speed(Path("model.onnx"), Path("model.int8.onnx"), images, throughput=throughput)
+    assert seen == [("model.onnx", "model.int8.onnx", 100)]
+    assert record.to_dict() == {
+        "cpu": cpu_model(),
+        "batch": 64,
+        "threads": 1,
+        "float_images_per_s": 20_000.0,
+        "int8_images_per_s": 26_000.0,
+        "speedup": 1.3,
+        "min_speedup": 1.05,
+        "chosen": "int8",
+    }
+    slower = quantize.compare_speed(Path("a"), Path("b"), images, throughput=lambda *_: (20_000.0, 19_000.0))
+    assert slower.chosen == "float"
+
+
+def test_both_artifacts_are_really_timed(exported_onnx, tmp_path):
+    onnx_path, x = exported_onnx
+    int8_path = quantize.quantize(onnx_path, x[:64], tmp_path / "model.int8.onnx")
+    float_speed, int8_speed = quantize.measure_throughput(onnx_path, int8_path, x[:64], rounds=3)
+    assert 0 < float_speed < 1e9 and 0 < int8_speed < 1e9

@@ -10,13 +10,15 @@ registry's metrics do not describe, so it is written only when it agrees with th
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from contracts.artifact_speed import SPEED_BATCH, SpeedRecord, cpu_model
 from contracts.layout import INPUT_NAME
 from trainer.models.model_dir import onnx_probabilities
 
@@ -24,6 +26,7 @@ MIN_AGREEMENT = 0.995
 MAX_ACCURACY_LOSS = 0.002
 CALIBRATION_IMAGES = 512
 CALIBRATION_BATCH = 64
+SPEED_ROUNDS = 25  # timed runs per artifact, alternating float and int8 so the machine's drift falls on both
 
 
 @dataclass
@@ -120,3 +123,48 @@ def check(float_probabilities: np.ndarray, int8_probabilities: np.ndarray, label
         float_accuracy=float(np.mean(float_pred == labels)),
         int8_accuracy=float(np.mean(int8_pred == labels)),
     )
+
+
+def _session(path: Path) -> Any:
+    """One single-thread session, built as a service worker builds it (service/runtime.py)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def measure_throughput(
+    float_path: Path, int8_path: Path, images: np.ndarray, rounds: int = SPEED_ROUNDS
+) -> tuple[float, float]:
+    """(float, int8) inference-only images/s on this CPU: SPEED_BATCH-image runs on one thread, alternating the
+    two sessions run by run, median CPU time of `rounds` runs each (CPU time: other work on the machine slows
+    both alike instead of whichever happened to run then)."""
+    batch = np.ascontiguousarray(images[:SPEED_BATCH], dtype=np.float32)
+    sessions = [_session(float_path), _session(int8_path)]
+    times: list[list[float]] = [[], []]
+    for session in sessions:
+        for _ in range(3):  # first runs allocate and pack weights
+            session.run(None, {INPUT_NAME: batch})
+    for _ in range(rounds):
+        for session, spent in zip(sessions, times, strict=True):
+            started = time.process_time()
+            session.run(None, {INPUT_NAME: batch})
+            spent.append(time.process_time() - started)
+    float_s, int8_s = (float(np.median(spent)) for spent in times)
+    return len(batch) / max(float_s, 1e-9), len(batch) / max(int8_s, 1e-9)
+
+
+Throughput = Callable[[Path, Path, np.ndarray], tuple[float, float]]
+
+
+def compare_speed(
+    float_path: Path, int8_path: Path, images: np.ndarray, throughput: Throughput = measure_throughput
+) -> SpeedRecord:
+    """Both artifacts timed on this CPU (`throughput` is injectable: tests decide the figures)."""
+    float_speed, int8_speed = throughput(float_path, int8_path, images)
+    return SpeedRecord(cpu_model(), float_speed, int8_speed, min(SPEED_BATCH, len(images)))
