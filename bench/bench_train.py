@@ -58,9 +58,17 @@ def main() -> None:
     )
     parser.add_argument("--curve", action="store_true", help="test accuracy after every epoch (see above)")
     parser.add_argument("--train-limit", type=int, help="use only the first N training images (quick checks)")
+    parser.add_argument("--seed", type=int, help="the run's seed (default: the preset's)")
+    parser.add_argument(
+        "--seeds",
+        help="comma-separated seeds, e.g. 42,43,44: one fresh process per seed (so each has its own process time), "
+        "then the mean and spread of every figure",
+    )
     parser.add_argument("--label", help="name of this run in the output")
     parser.add_argument("--out", help="also append the JSON result to this file")
     args = parser.parse_args()
+    if args.seeds:
+        sys.exit(run_seeds(args))
 
     import keras
     import numpy as np
@@ -77,6 +85,7 @@ def main() -> None:
             "augment": args.augment,
             "mixed_precision": args.mixed_precision,
             "jit_compile": args.jit_compile,
+            "seed": args.seed,
         }.items()
         if v is not None
     }
@@ -97,7 +106,7 @@ def main() -> None:
         x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
     x_test, y_test = data["test_images"], data["test_labels"]
     curve, callbacks = [], []
-    clock = {"measuring": 0.0}
+    clock = {"measuring": 0.0, "measuring_cpu": 0.0}
 
     test_images = x_test.astype("float32")
 
@@ -113,22 +122,33 @@ def main() -> None:
 
     class TestCurve(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            measure_start = time.perf_counter()
+            measure_start, measure_cpu = time.perf_counter(), cpu_seconds()
             train_clock = measure_start - train_start - clock["measuring"]
+            train_cpu = measure_cpu - train_cpu_start - clock["measuring_cpu"]
             measured = accuracies(self.model)
             clock["measuring"] += time.perf_counter() - measure_start
-            curve.append({"epoch": epoch + 1, "train_clock_s": round(train_clock, 2), **measured})
+            clock["measuring_cpu"] += cpu_seconds() - measure_cpu
+            curve.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_clock_s": round(train_clock, 2),
+                    "train_cpu_s": round(train_cpu, 1),
+                    **measured,
+                }
+            )
             print(json.dumps({"curve": curve[-1]}), flush=True)
 
     if args.curve:
         callbacks.append(TestCurve())
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as root:
-        train_start = time.perf_counter()
+        train_start, train_cpu_start = time.perf_counter(), cpu_seconds()
         result = train(
             x_train, y_train, x_test, y_test, config, OutputPaths(root), fresh=True, callbacks=callbacks, verbose=2
         )
         train_seconds = time.perf_counter() - train_start - clock["measuring"]
+        train_cpu = cpu_seconds() - train_cpu_start - clock["measuring_cpu"]
+    process_cpu = cpu_seconds() - clock["measuring_cpu"]
     final = accuracies(result.model)
     serving = serving_throughput(result.model, test_images)
     summary = {
@@ -144,8 +164,9 @@ def main() -> None:
         "test_accuracy": result.test_metrics["test_accuracy"],
         "test_accuracy_flip_tta": final["test_accuracy_flip_tta"],
         "train_seconds": round(train_seconds, 1),
+        "train_cpu_seconds": round(train_cpu, 1),
         "process_seconds": round(time.perf_counter() - PROCESS_START - clock["measuring"], 1),
-        "process_cpu_seconds": round(sum(os.times()[:2]), 1),
+        "process_cpu_seconds": round(process_cpu, 1),
         "serving_images_per_s_one_thread": serving,
         "curve": curve,
         "history": result.history,
@@ -154,7 +175,7 @@ def main() -> None:
     served = f"{serving:,.0f} images/s" if serving else "n/a (ONNX export needs TensorFlow)"
     print(
         f"== {summary['label']}: test accuracy {summary['test_accuracy']:.4f} "
-        f"(flip TTA {summary['test_accuracy_flip_tta']:.4f}), training {train_seconds:.0f} s, "
+        f"(flip TTA {summary['test_accuracy_flip_tta']:.4f}), training {train_seconds:.0f} s ({train_cpu:.0f} CPU s), "
         f"whole process {summary['process_seconds']:.0f} s ({summary['process_cpu_seconds']:.0f} CPU s), "
         f"serving {served} on one ONNX Runtime thread ({summary['backend']}, {summary['device']}, "
         f"load average before/after {summary['load_avg_before'][0]}/{summary['load_avg_after'][0]})"
@@ -162,6 +183,73 @@ def main() -> None:
     if args.out:
         with open(args.out, "a") as fh:
             fh.write(json.dumps(summary) + "\n")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads: the budget that load on a shared machine disturbs least
+    (wall time there counts the other processes' turns too)."""
+    return sum(os.times()[:2])
+
+
+FIGURES = (
+    ("test_accuracy", "test accuracy", 100, "{:.2f} %"),
+    ("train_seconds", "training, wall", 1, "{:.0f} s"),
+    ("train_cpu_seconds", "training, CPU", 1, "{:.0f} s"),
+    ("process_seconds", "whole process, wall", 1, "{:.0f} s"),
+    ("process_cpu_seconds", "whole process, CPU", 1, "{:.0f} s"),
+    ("serving_images_per_s_one_thread", "serving, images/s on one thread", 1, "{:,.0f}"),
+)
+
+
+def spread(runs: list[dict]) -> dict:
+    """Per figure: mean, sample standard deviation, min and max over the runs (seeds)."""
+    import statistics
+
+    out = {}
+    for key, _, scale, _ in FIGURES:
+        values = [run[key] * scale for run in runs if run.get(key) is not None]
+        if values:
+            out[key] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "min": min(values),
+                "max": max(values),
+            }
+    return out
+
+
+def run_seeds(args) -> int:
+    """This script once per seed, each in a fresh process, then the figures' mean and spread."""
+    import subprocess
+
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    passed = [a for a in sys.argv[1:] if not a.startswith("--seeds") and a != args.seeds]
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            out = Path(tmp) / f"seed-{seed}.json"
+            label = f"{args.label or args.preset} seed {seed}"
+            command = [sys.executable, __file__, *passed, "--seed", str(seed), "--label", label, "--out", str(out)]
+            subprocess.run(command, check=True)
+            runs.append(json.loads(out.read_text()))
+    figures = spread(runs)
+    label = args.label or args.preset
+    print(
+        f"== {label}: {len(runs)} seeds ({', '.join(map(str, seeds))}), load average before/after each run: "
+        + ", ".join(f"{r['load_avg_before'][0]}/{r['load_avg_after'][0]}" for r in runs)
+    )
+    for key, name, scale, form in FIGURES:
+        if key in figures:
+            f = figures[key]
+            per_seed = ", ".join(form.format(r[key] * scale) for r in runs if r.get(key) is not None)
+            print(
+                f"   {name}: mean {form.format(f['mean'])}, std {form.format(f['std'])}, "
+                f"range {form.format(f['min'])} to {form.format(f['max'])} (per seed: {per_seed})"
+            )
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write(json.dumps({"label": label, "seeds": seeds, "spread": figures, "runs": runs}) + "\n")
+    return 0
 
 
 def serving_throughput(model, images, batch: int = 64, repeat: int = 100) -> float | None:

@@ -50,6 +50,7 @@ class TrainConfig:
     mixed_precision: bool = False  # mixed_bfloat16: a GPU or an AMX CPU computes convolutions in bf16
     jit_compile: str = "auto"  # Keras's choice: XLA on JAX and on TensorFlow GPUs, not on TensorFlow CPUs
     ema_momentum: float = 0.0  # > 0: the saved model holds an exponential moving average of the weights
+    steps_per_execution: int = 1  # training steps per compiled call: fewer Python round trips per epoch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -205,6 +206,7 @@ def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile if config.jit_compile == "auto" else config.jit_compile == "on",
+        steps_per_execution=config.steps_per_execution,
     )
     return trainable
 
