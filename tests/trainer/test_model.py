@@ -50,6 +50,14 @@ def test_builder_knobs_change_the_architecture():
     assert any(isinstance(layer, layers.Dense) and layer.units == 16 for layer in dense.layers)
 
 
+def test_pool_last_puts_the_dense_head_on_a_quarter_of_the_positions():
+    def head_inputs(pool_last: bool) -> int:
+        model = build_model(ModelSpec(width=8, blocks=2, convs_per_block=1, dense_units=16, pool_last=pool_last))
+        return next(layer for layer in model.layers if isinstance(layer, layers.Dense)).kernel.shape[0]
+
+    assert head_inputs(False) == 14 * 14 * 16 and head_inputs(True) == 7 * 7 * 16
+
+
 def test_shift_matrix_moves_rows_and_fills_with_background():
     image = np.arange(28 * 28, dtype="float32").reshape(1, 28, 28)
     down = np.asarray(ops.matmul(shift_matrices(np.array([2]), 28), image))

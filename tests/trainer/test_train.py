@@ -192,3 +192,13 @@ def test_ema_momentum_flag_is_checked():
     assert resolve_config(settings, parse("--preset", "smoke", "--ema-momentum", "0.99")).ema_momentum == 0.99
     with pytest.raises(CommandError, match="ema-momentum 1.5"):
         resolve_config(settings, parse("--preset", "smoke", "--ema-momentum", "1.5"))
+
+
+def test_steps_per_execution_reaches_the_compiled_model():
+    """Several steps per compiled call cut the per-step Python round trips; the config's value must get there."""
+    from trainer.training.model import build_model
+    from trainer.training.train import compile_for_training
+
+    config = replace(PRESETS["smoke"], steps_per_execution=8)
+    assert compile_for_training(build_model(config.model), config, steps_per_epoch=10).steps_per_execution == 8
+    assert compile_for_training(build_model(config.model), PRESETS["smoke"], 10).steps_per_execution == 1

@@ -27,6 +27,7 @@ class ModelSpec:
     convs_per_block: int = 2
     dense_units: int = 0  # 0 = global max pooling straight into the classifier
     dropout: float = 0.2
+    pool_last: bool = False  # also pool after the last block: a dense head on a quarter of the positions
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,7 +47,7 @@ def build_model(spec: ModelSpec = ModelSpec()) -> keras.Model:
     for block in range(spec.blocks):
         for _ in range(spec.convs_per_block):
             x = conv_bn_relu(x, spec.width * 2**block)
-        if block < spec.blocks - 1:
+        if block < spec.blocks - 1 or spec.pool_last:
             x = layers.MaxPooling2D(2)(x)
     if spec.dense_units:
         x = layers.Flatten()(x)
