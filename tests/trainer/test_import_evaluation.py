@@ -103,9 +103,8 @@ def test_the_gates_per_class_rows_become_one_slice_per_class():
     meta = gate_metadata(report, "gs://m/registry/gate-reports/v2-vs-v1.json")
     assert meta["gate_champion"] == "v1" and meta["gate_decision"] == "promote"
     assert meta["gate_champion_recall"]["official test set"]["T-shirt/top"] == 0.9
-    del report["sets"][0]["per_class"]  # a report from before the per-class rows
-    with pytest.raises(CommandError, match="promotion approve"):
-        build_slices(report)
+    del report["sets"][0]["per_class"]  # a report from before the per-class rows: the evaluation goes alone
+    assert build_slices(report) == []
 
 
 def test_import_evaluation_sends_the_evaluation_and_its_gate_slices_over_the_wire(
@@ -130,20 +129,28 @@ def test_import_evaluation_sends_the_evaluation_and_its_gate_slices_over_the_wir
     y = rng.integers(0, 10, 200)
     write_evaluation(str(tmp_path), classification_report(y, y, list(CLASS_NAMES)), {"version": "v-abc"})
     evaluation_file = (tmp_path / "evaluation.json").read_text()
-    storage.write_text(storage.join(registry.version_uri(v2), "evaluation.json"), evaluation_file)
+    for version in (v1, v2):
+        storage.write_text(storage.join(registry.version_uri(version), "evaluation.json"), evaluation_file)
     storage.write_text(report_base(registry.root, v2, v1) + ".json", json.dumps(gate_report(v2, v1)))
 
     parent = gcs_settings.names.parent_model_name
     with metadata.serve(gcs_settings.project_id, "pipelines@x.iam.gserviceaccount.com") as meta, vertex.serve() as fake:
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(meta.service_account_file(tmp_path / "sa.json")))
         monkeypatch.setenv(endpoints.VERTEX_AI, fake.endpoint)
+        fake.seed(f"{parent}@{v1}")
         fake.seed(f"{parent}@{v2}")
+        assert run(SimpleNamespace(ref=v1, dry_run=False), gcs_settings) == 0  # the first champion: no gate ran
+        assert fake.sent("POST", ":batchImport") == []
+        assert "imported without slices" in capsys.readouterr().out
         assert run(SimpleNamespace(ref="champion", dry_run=False), gcs_settings) == 0
 
     evaluation = fake.only("POST", f"{parent}@{v2}/evaluations:import").body["modelEvaluation"]
     assert evaluation["metadata"]["gate_champion"] == v1
     assert evaluation["metadata"]["gate_report"] == report_base(registry.root, v2, v1) + ".json"
-    sent = fake.only("POST", f"{parent}@{v2}/evaluations/1/slices:batchImport").body["modelEvaluationSlices"]
+    (batch,) = fake.sent("POST", ":batchImport")
+    evaluation_name = batch.path.removesuffix("/slices")  # the slices go under v2's evaluation just imported
+    assert evaluation_name.startswith(f"{parent}@{v2}/evaluations/") and evaluation_name in fake.resources
+    sent = batch.body["modelEvaluationSlices"]
     assert len(sent) == 10
     shirt = next(s for s in sent if s["slice"]["value"] == "Shirt")  # as the SDK encoded it
     assert shirt == {

@@ -74,12 +74,7 @@ def build_slices(report: dict) -> list[dict]:
     champion's recall per class rides in the evaluation's metadata (`gate_metadata`): a slice has no free field."""
     slices = []
     for gate_set in report.get("sets", []):
-        rows = gate_set.get("per_class")
-        if rows is None:
-            raise CommandError(
-                f"the gate report of {report.get('candidate')} has no per-class rows (written before they existed); "
-                "run the gate again: python -m trainer promotion approve <version>"
-            )
+        rows = gate_set.get("per_class") or {}  # none in a report written before they existed: no slices
         for name, row in rows.items():
             recall = float(row["candidate_recall"])
             slices.append(
@@ -211,7 +206,10 @@ def run(args, settings) -> int:
     imported = send(request)
     print(f"imported the evaluation of {version} as {imported.name}")
     if not slices:
-        print(f"no paired gate report for {version} (a first champion, or no gate ran): no per-class slices")
+        print(
+            f"no per-class gate rows for {version} (a first champion, no paired gate, or a report from before the "
+            "rows): the evaluation is imported without slices"
+        )
         return 0
     names = send_slices(imported.name, slices, request.api_endpoint)
     print(f"imported {len(names)} per-class gate slices (against {champion}) under {imported.name}")
