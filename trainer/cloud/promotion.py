@@ -190,5 +190,11 @@ def run(args, settings) -> int:
             operation,
             lambda index: next((v for v, r in index.versions.items() if r.extra.get("run_id") == run_id), None),
         )
-    operation = runner.run(PROMOTION_APPROVE_JOB, ["--version", args.version])
-    return _champion_after(settings, PROMOTION_APPROVE_JOB, operation, lambda index: args.version)
+    return approve(settings, args.version, runner)
+
+
+def approve(settings, version: str, runner: JobRunner | None = None) -> int:
+    """Ask the promoter's approval job to gate and promote `version` (what `promotion approve` and, on Google Cloud,
+    `trainer rollout` do): 0 when it made it champion, GateRefused (exit 3) otherwise."""
+    operation = (runner or JobRunner(settings)).run(PROMOTION_APPROVE_JOB, ["--version", version])
+    return _champion_after(settings, PROMOTION_APPROVE_JOB, operation, lambda index: version)
