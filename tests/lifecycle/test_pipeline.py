@@ -328,6 +328,33 @@ def test_a_failing_compiled_task_stops_the_run_naming_the_task(tmp_path, monkeyp
         run_compiled(tmp_path / "bad.yaml", tmp_path / "work", "fmnist-lifecycle-bad", log=lambda *_: None)
 
 
+@needs_kfp
+def test_every_task_runs_with_the_settings_overrides_it_was_compiled_with(tmp_path):
+    """A task gets only the pipeline's environment (never the operator's): the overrides the arguments were computed
+    with must travel in each task's env, or a task reads the image's config (found by `run-compiled --in-image`:
+    the buckets in the arguments were /gcs/..., the commands wrote under the image's own default root)."""
+    environ = {"FMNIST_STORAGE_ROOT": "/gcs", "FMNIST_REGISTRY__ACCURACY_FLOOR": "0.3", "FMNIST_NOT_A_SETTING": "x"}
+    compile_env("local", tmp_path / "env.yaml", environ=environ)
+    executors = yaml.safe_load((tmp_path / "env.yaml").read_text())["deploymentSpec"]["executors"].values()
+    containers = [executor["container"] for executor in executors]
+    for container in containers:
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env == {"FMNIST_ENV": "local", "FMNIST_STORAGE_ROOT": "/gcs", "FMNIST_REGISTRY__ACCURACY_FLOOR": "0.3"}
+    assert sum("=/gcs/" in arg for container in containers for arg in container["args"]) >= 6  # computed from it
+
+
+def test_the_local_targets_default_root_reaches_the_tasks_resolved():
+    """`.mlops` is relative to the checkout; in the image it would be relative to /app."""
+    from lifecycle.orchestration.compile import task_environment
+
+    settings = load_config("local", environ={})
+    env = task_environment(settings, {"FMNIST_ENV": "local", "HOME": "/root"})
+    assert env == {"FMNIST_STORAGE_ROOT": str(REPO / ".mlops")}
+    assert task_environment(load_config("dev", environ={}), {"FMNIST_VERTEX__MACHINE_TYPE": "n2-standard-4"}) == {
+        "FMNIST_VERTEX__MACHINE_TYPE": "n2-standard-4"
+    }
+
+
 def test_compile_without_kfp_says_which_venv_to_use(tmp_path):
     pytest.importorskip("settings")
     if subprocess.run([sys.executable, "-c", "import kfp"], capture_output=True).returncode == 0:
