@@ -355,6 +355,28 @@ def test_the_local_targets_default_root_reaches_the_tasks_resolved():
     }
 
 
+def test_the_in_image_run_refuses_a_pipeline_compiled_with_a_host_storage_root(tmp_path):
+    from lifecycle.orchestration.run_compiled import InImage
+
+    spec = {"deploymentSpec": {"executors": {"exec-ingest": {"container": {"env": [
+        {"name": "FMNIST_STORAGE_ROOT", "value": str(tmp_path / "mlops")}
+    ]}}}}}  # fmt: skip
+    with pytest.raises(CompiledRunFailed, match="compile with FMNIST_STORAGE_ROOT=/gcs"):
+        InImage("localhost/fmnist-trainer:x", tmp_path).check(spec)
+    spec["deploymentSpec"]["executors"]["exec-ingest"]["container"]["env"][0]["value"] = "/gcs"
+    with pytest.raises(CompiledRunFailed, match="pass --storage-root DIR"):
+        InImage("localhost/fmnist-trainer:x").check(spec)
+    InImage("localhost/fmnist-trainer:x", tmp_path).check(spec)
+
+
+def test_the_in_image_options_need_in_image(tmp_path, capsys):
+    from lifecycle.orchestration.run_compiled import main
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "x.yaml"), "--storage-root", str(tmp_path)])
+    assert "apply to --in-image runs only" in capsys.readouterr().err
+
+
 def test_compile_without_kfp_says_which_venv_to_use(tmp_path):
     pytest.importorskip("settings")
     if subprocess.run([sys.executable, "-c", "import kfp"], capture_output=True).returncode == 0:
