@@ -103,7 +103,11 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "trainer-rollout": (
         ["trainer/cloud/rollout.py"],
-        ["tests/trainer/test_rollout.py", "tests/trainer/test_rollout_edges.py"],
+        [
+            "tests/trainer/test_rollout.py",
+            "tests/trainer/test_rollout_edges.py",
+            "tests/trainer/test_rollout_output.py",
+        ],
     ),
     "deploy-model": (
         ["trainer/cloud/deploy_model.py"],
@@ -132,6 +136,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/infra/test_graph_policies.py", "tests/infra/test_graph_policies_edges.py", "-k", "not synthesized"],
     ),
     "infra-pipelines": (["infra/components/pipelines.py"], ["tests/infra/test_pipelines.py"]),
+    # ---- the third wave: the ramp's sequential test and its steps (not the fleet tests: real servers, minutes) ---
+    "sequential": (["contracts/sequential.py"], ["tests/contracts/test_sequential.py", "tests/trainer/test_ramp.py"]),
+    "ramp": (["trainer/cloud/ramp.py"], ["tests/trainer/test_ramp.py"]),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
