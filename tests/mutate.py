@@ -137,8 +137,15 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "infra-pipelines": (["infra/components/pipelines.py"], ["tests/infra/test_pipelines.py"]),
     # ---- the third wave: the ramp's sequential test and its steps (not the fleet tests: real servers, minutes) ---
-    "sequential": (["contracts/sequential.py"], ["tests/contracts/test_sequential.py", "tests/trainer/test_ramp.py"]),
-    "ramp": (["trainer/cloud/ramp.py"], ["tests/trainer/test_ramp.py"]),
+    "sequential": (
+        ["contracts/sequential.py"],
+        [
+            "tests/contracts/test_sequential.py",
+            "tests/contracts/test_sequential_exact.py",
+            "tests/trainer/test_ramp.py",
+        ],
+    ),
+    "ramp": (["trainer/cloud/ramp.py"], ["tests/trainer/test_ramp.py", "tests/trainer/test_ramp_exact.py"]),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
