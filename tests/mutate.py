@@ -129,7 +129,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "import-evaluation": (["trainer/cloud/import_evaluation.py"], ["tests/trainer/test_import_evaluation.py"]),
-    "quantize": (["trainer/models/quantize.py"], ["tests/trainer/test_quantize.py"]),
+    "quantize": (
+        ["trainer/models/quantize.py"],
+        ["tests/trainer/test_quantize.py", "tests/trainer/test_quantize_exact.py"],
+    ),
     # the policies on fixture documents; the test over the synthesized stacks costs a synth per mutant
     "graph-policies": (
         ["infra/graph_policies.py"],
