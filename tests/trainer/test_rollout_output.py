@@ -111,9 +111,10 @@ def test_a_public_verdict_gives_its_codes_as_the_reasons(two_versions, service, 
         ["error_rate_high", "latency_high"],
         "canary",
     )
-    service.queue[:] = [_document({"decision": "wait", "codes": ["too_few_clients"], "reasons": []}, candidate)]
+    codes = ["too_few_clients", "too_few_requests"]
+    service.queue[:] = [_document({"decision": "wait", "codes": codes, "reasons": []}, candidate)]
     assert cli.main(["rollout", "--service-url", service.url]) == 0
-    assert capsys.readouterr().out.splitlines()[1:] == ["wait: too_few_clients"]
+    assert capsys.readouterr().out.splitlines()[1:] == ["wait: too_few_clients; too_few_requests"]
 
 
 def test_the_operator_token_is_sent_as_a_bearer(service, monkeypatch):
