@@ -95,7 +95,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "lifecycle": (
         ["lifecycle/orchestration/plan.py", "lifecycle/orchestration/run_compiled.py"],
-        ["tests/lifecycle/test_pipeline.py", "tests/trainer/test_pipeline_step.py", *NO_KFP_LIFECYCLE],
+        [
+            "tests/lifecycle/test_pipeline.py",
+            "tests/lifecycle/test_plan_exact.py",
+            "tests/trainer/test_pipeline_step.py",
+            *NO_KFP_LIFECYCLE,
+        ],
     ),
     "pipeline-step": (
         ["trainer/cloud/pipeline_step.py"],
