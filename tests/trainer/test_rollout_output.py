@@ -350,3 +350,24 @@ def test_a_vertex_wait_changes_nothing_and_watch_looks_again(vertex, capsys):
         "would call Endpoint.update({'traffic_split': {'2': 100}})",
         "would call Endpoint.undeploy({'deployed_model_id': '1', 'sync': True})",
     ]
+
+
+def test_the_gcp_fleet_is_judged_through_cloud_monitoring_promql(vertex, monkeypatch, capsys):
+    """`--fleet` on gcp: Cloud Monitoring's PromQL API for the project, the Cloud Run fleet named in the event."""
+    from trainer.cloud import promql
+
+    asked, seen = [], []
+    monkeypatch.setattr(promql, "google_asker", lambda project: asked.append(project) or "google")
+
+    def fleet_verdict(ask, champion, challenger, thresholds, window):
+        seen.append((ask, champion, challenger, window))
+        return Verdict("rollback", ["fleet errors"], ["error_rate_high"]), Evidence(12, 600.0, 30.0, None, None)
+
+    monkeypatch.setattr(promql, "fleet_verdict", fleet_verdict)
+    assert cli.main(["--env", "dev", "rollout", "--fleet"]) == 0
+    assert asked == [vertex.settings.project_id]
+    assert seen == [("google", vertex.champion, vertex.challenger, None)]
+    assert vertex.calls == []  # the Vertex endpoint is not touched
+    assert capsys.readouterr().out.splitlines()[1:] == ["rollback: fleet errors"]
+    event = vertex.registry.read_index().events[-1]
+    assert (event["action"], event["target"], event["source"]) == ("canary-rollback", "cloud-run", "promql")
