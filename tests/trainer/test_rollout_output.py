@@ -371,3 +371,12 @@ def test_the_gcp_fleet_is_judged_through_cloud_monitoring_promql(vertex, monkeyp
     assert capsys.readouterr().out.splitlines()[1:] == ["rollback: fleet errors"]
     event = vertex.registry.read_index().events[-1]
     assert (event["action"], event["target"], event["source"]) == ("canary-rollback", "cloud-run", "promql")
+
+
+def test_the_vertex_verdict_uses_the_configured_thresholds(vertex, monkeypatch, capsys):
+    """FMNIST_ROLLOUT__MIN_REQUESTS=5000: the 1,000 requests that promote under the defaults now wait."""
+    monkeypatch.setenv("FMNIST_ROLLOUT__MIN_REQUESTS", "5000")
+    assert cli.main(["--env", "dev", "rollout"]) == 0
+    printed = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert printed["decision"] == "wait" and "too_few_requests" in printed["codes"]
+    assert vertex.calls[2:] == []
