@@ -22,13 +22,13 @@ from trainer.models.registry import ModelRegistry
 def service():
     """A loopback /monitoring/rollout answering the queued documents (the last one repeated); it records each
     request's path and Authorization header."""
-    state = SimpleNamespace(queue=[], seen=[])
+    state = SimpleNamespace(queue=[], seen=[], status=200)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             state.seen.append((self.path, self.headers.get("Authorization")))
             body = json.dumps(state.queue.pop(0) if len(state.queue) > 1 else state.queue[0]).encode()
-            self.send_response(200)
+            self.send_response(state.status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -380,3 +380,11 @@ def test_the_vertex_verdict_uses_the_configured_thresholds(vertex, monkeypatch, 
     printed = json.loads(capsys.readouterr().out.splitlines()[0])
     assert printed["decision"] == "wait" and "too_few_requests" in printed["codes"]
     assert vertex.calls[2:] == []
+
+
+def test_a_trailing_slash_is_not_doubled_in_the_route_an_error_names(service):
+    service.status = 503
+    service.queue.append({"error": "starting"})
+    with pytest.raises(Exception) as raised:
+        rollout.read_service_verdict(service.url + "/")
+    assert str(raised.value) == f'GET {service.url}/monitoring/rollout answered 503: {{"error": "starting"}}'
