@@ -60,3 +60,8 @@ def test_each_side_judges_its_own_statistic():
     assert (low.too_high, low.acceptable) == (False, True)
     assert high.log_above == pytest.approx(log_mixture_ratio(10, 100, 0.01, "above"), abs=0)
     assert low.log_below == pytest.approx(log_mixture_ratio(0, 1000, 0.01, "below"), abs=0)
+
+
+def test_a_smaller_grid_mixes_fewer_alternatives():
+    # one alternative halfway to 1: p = 0.75 against p0 = 0.5, one success: log(0.75 / 0.5)
+    assert log_mixture_ratio(1, 1, 0.5, "above", grid=1) == pytest.approx(math.log(1.5), abs=1e-15)
