@@ -406,6 +406,7 @@ class _Session:
 
     def patch(self, url, **kwargs):
         self.calls.append(("PATCH", url, {k: v for k, v in kwargs.items() if k != "json"}))
+        self.sent = kwargs["json"]
         return SimpleNamespace(status_code=self.patch_status, text="p" * 400)
 
 
@@ -414,6 +415,7 @@ def test_the_cloud_run_share_waits_a_minute_at_most_and_names_a_failed_read():
     ramp.CloudRunShare("projects/p/locations/r/services/s", session).finish(promoted=True)
     url = "https://run.googleapis.com/v2/projects/p/locations/r/services/s"
     assert session.calls == [("GET", url, {"timeout": 60}), ("PATCH", url, {"timeout": 60})]
+    assert session.sent["template"]["containers"][0]["env"][-1] == {"name": "CANARY_PERCENT", "value": "0"}
     with pytest.raises(CommandError) as raised:
         ramp.CloudRunShare("projects/p/locations/r/services/s", _Session(get_status=403)).set_share(5.0)
     assert str(raised.value) == f"GET {url} answered 403: {'g' * 300}"
@@ -501,3 +503,23 @@ def test_the_cloud_actuators_name_the_service_and_the_endpoint(tmp_path, monkeyp
 
     no_champion = ModelRegistry(str(tmp_path / "none"))
     assert len(ramp._cloud_actuators(settings, no_champion, "candidate")) == 1  # Cloud Run alone
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        {"name": "s"},
+        {"name": "s", "template": {}},
+        {"name": "s", "template": {"containers": [{"name": "collector"}]}},
+    ],
+)
+def test_a_service_document_without_containers_or_env_is_refused_by_name(service):
+    with pytest.raises(CommandError, match=r"^s: expected one container with CHALLENGER set .* found 0: "):
+        ramp.cloud_run_share_body(service, 5.0)
+
+
+def test_a_sidecar_without_env_does_not_hide_the_serving_container():
+    service = _cloud_run_service()
+    del service["template"]["containers"][1]["env"]
+    body = ramp.cloud_run_share_body(service, 50.0)
+    assert body["template"]["containers"][0]["env"][-1] == {"name": "CANARY_PERCENT", "value": "50"}
