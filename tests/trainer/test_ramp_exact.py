@@ -523,3 +523,42 @@ def test_a_sidecar_without_env_does_not_hide_the_serving_container():
     del service["template"]["containers"][1]["env"]
     body = ramp.cloud_run_share_body(service, 50.0)
     assert body["template"]["containers"][0]["env"][-1] == {"name": "CANARY_PERCENT", "value": "50"}
+
+
+def test_the_local_refusal_without_prometheus_exactly(monkeypatch, tmp_path, capsys):
+    from trainer import cli
+
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path))
+    assert cli.main(["ramp"]) == 1
+    assert "local target: pass --prometheus-url (the Prometheus server scraping the fleet)" in capsys.readouterr().err
+
+
+def test_the_gcp_ramp_asks_cloud_monitoring_and_moves_the_cloud_actuators(gcs_settings, monkeypatch, capsys):
+    from trainer import cli
+    from trainer.cloud import promql
+    from trainer.models.registry import ModelRegistry, register_external_version
+
+    monkeypatch.setenv("FMNIST_BUCKET_PREFIX", gcs_settings.bucket_prefix)
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    monkeypatch.delenv("CLOUD_RUN_EXECUTION", raising=False)
+    registry = ModelRegistry.from_settings(gcs_settings)
+    champion, challenger = (
+        register_external_version(gcs_settings, source="custom", metrics={"accuracy": a}, dataset_version="d")
+        for a in (0.90, 0.95)
+    )
+    registry.promote(champion)
+    asked, built, shares = [], [], Shares()
+    monkeypatch.setattr(promql, "google_asker", lambda project: asked.append(project) or "google")
+
+    def cloud_actuators(settings, registry_, ref):
+        built.append((settings.project_id, registry_.index_uri, ref))
+        return [shares]
+
+    monkeypatch.setattr(ramp, "_cloud_actuators", cloud_actuators)
+    assert cli.main(["--env", "dev", "ramp", "--steps", "10", "100"]) == 0
+    assert asked == [gcs_settings.project_id]
+    assert built == [(gcs_settings.project_id, registry.index_uri, "candidate")]
+    assert shares.moves == [10.0]
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["action"], printed["challenger"], printed["champion"]) == ("start", challenger, champion)
