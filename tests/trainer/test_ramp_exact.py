@@ -305,9 +305,13 @@ def local_ramp(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path))
     monkeypatch.delenv("CLOUD_RUN_EXECUTION", raising=False)
-    state = SimpleNamespace(asked=[], tallies=[])
+    state = SimpleNamespace(asked=[], tallies=[], read=[])
     monkeypatch.setattr(promql, "http_asker", lambda url: state.asked.append(url) or "asker")
-    monkeypatch.setattr(promql, "fleet_tallies", lambda ask, a, b, window: state.asked.append(window) or state.tallies)
+    monkeypatch.setattr(
+        promql,
+        "fleet_tallies",
+        lambda ask, a, b, window: state.asked.append(window) or state.read.append(ask) or state.tallies,
+    )
     from settings import load_config
 
     state.registry = ModelRegistry.from_settings(load_config("local", environ={"FMNIST_STORAGE_ROOT": str(tmp_path)}))
@@ -366,6 +370,12 @@ def test_without_watch_one_tick_is_all(local_ramp, capsys):
     assert cli.main(["ramp", "--prometheus-url", "http://p", "--steps", "50", "100", "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["action"] for line in lines] == ["start", "would-advance"]
+    assert local_ramp.read == ["asker"] and local_ramp.asked[-1] == "60s"  # windowed by default: at least a minute
+    assert registry_trigger(local_ramp.registry).startswith("user:")
+
+
+def registry_trigger(registry):
+    return next(e for e in reversed(registry.read_index().events) if e["action"] == "ramp-step")["trigger"]
 
 
 # ---- the actuators -----------------------------------------------------------------------------------------------
