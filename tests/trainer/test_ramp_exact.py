@@ -541,7 +541,9 @@ def test_the_local_refusal_without_prometheus_exactly(monkeypatch, tmp_path, cap
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path))
     assert cli.main(["ramp"]) == 1
-    assert "local target: pass --prometheus-url (the Prometheus server scraping the fleet)" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: local target: pass --prometheus-url (the Prometheus server scraping the fleet)"
+    )
 
 
 def test_the_gcp_ramp_asks_cloud_monitoring_and_moves_the_cloud_actuators(gcs_settings, monkeypatch, capsys):
@@ -572,3 +574,12 @@ def test_the_gcp_ramp_asks_cloud_monitoring_and_moves_the_cloud_actuators(gcs_se
     assert shares.moves == [10.0]
     printed = json.loads(capsys.readouterr().out)
     assert (printed["action"], printed["challenger"], printed["champion"]) == ("start", challenger, champion)
+
+
+def test_the_watch_stops_at_a_rollback(local_ramp, capsys):
+    from trainer import cli
+
+    local_ramp.tallies = [ClientTally(requests=40.0, errors=20.0, compared=40.0, agreed=40.0)] * 15
+    argv = ["ramp", "--prometheus-url", "http://p", "--steps", "50", "100", "--watch", "--interval", "0.01"]
+    assert cli.main(argv) == 0
+    assert [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()] == ["start", "rollback"]
