@@ -110,18 +110,16 @@ def test_the_gcp_lifecycle_step_by_step():
         Step(
             "export",
             "evaluate + export + verify + register",
-            (*env, "export", "--model-dir", model_dir),
+            (*env, "export", "--model-dir", model_dir, "--no-register"),  # the promoter's gate job registers
             reads=("trained_model",),
-            writes=(
-                Artifact("model", "model", models),
-                Artifact("evaluation", "metrics", f"{model_dir}/evaluation.json"),
-            ),
+            writes=(Artifact("evaluation", "metrics", f"{model_dir}/evaluation.json"),),
         ),
         Step(
             "promote",
             "promote candidate -> champion (quality gate)",
-            (*env, "registry", "promote", "candidate", "--pending-approval"),  # the promoter decides on gcp
-            reads=("model",),
+            (*env, "promotion", "request", "--model-dir", model_dir),  # the promoter decides on gcp (issue 25)
+            reads=("evaluation",),
+            writes=(Artifact("model", "model", models),),
             outcomes={0: "promoted", 3: "refused"},
             resources=SMALL,
         ),
@@ -147,11 +145,13 @@ def test_the_gcp_lifecycle_step_by_step():
     assert without[0].args == (*env, "ingest") and without[4].args[-2:] == placement[-2:]
 
 
-def test_gcp_runs_promote_directly_when_config_says_so():
+def test_gcp_asks_the_promoter_whatever_the_pipelines_config_says():
+    """promote_pipeline_runs is the promoter's own setting (in its image), not the pipeline's: the step asks."""
     dev = load_config("dev", environ={})
     trusting = dev.model_copy(update={"registry": dev.registry.model_copy(update={"promote_pipeline_runs": True})})
     promote = next(s for s in plan.build_steps(trusting, run_id="r", preset="demo") if s.name == "promote")
-    assert promote.args == ("--env", "dev", "registry", "promote", "candidate")
+    model_dir = plan.model_dir_for(trusting, "r")
+    assert promote.args == ("--env", "dev", "promotion", "request", "--model-dir", model_dir)
 
 
 def test_accelerators_are_asked_only_when_configured():

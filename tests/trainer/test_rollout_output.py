@@ -287,9 +287,19 @@ def vertex(gcs_settings, monkeypatch):
     return state
 
 
-def test_a_vertex_promotion_prints_its_figures_moves_traffic_then_the_model_registry(vertex, capsys):
+def test_a_vertex_promotion_prints_its_figures_moves_traffic_then_the_model_registry(vertex, monkeypatch, capsys):
     from google.cloud import aiplatform
 
+    from trainer.cloud import promotion
+
+    approved = []
+
+    def approve(settings, version, runner=None):  # the promoter's approval job: it gates and promotes (issue 25)
+        approved.append(version)
+        vertex.registry.promote(version)
+        return 0
+
+    monkeypatch.setattr(promotion, "approve", approve)
     before = int(time.time())
     assert cli.main(["--env", "dev", "rollout"]) == 0
     settings, names = vertex.settings, vertex.settings.names
@@ -311,17 +321,16 @@ def test_a_vertex_promotion_prints_its_figures_moves_traffic_then_the_model_regi
     assert printed["challenger"] == {"version": vertex.challenger, **figures}
     assert printed["decision"] == "promote" and printed["codes"] and printed["reasons"]
     reasons = "; ".join(printed["reasons"])
+    index_uri = vertex.registry.index_uri
     assert lines[1:] == [
         f"Vertex AI Model Registry: {vertex.challenger} now has champion, default",
+        f"canary-promote of {vertex.challenger} not written to {index_uri}: on Google Cloud only the promoter "
+        "writes it (this output is the record)",
         f"promote: {reasons}",
     ]
+    assert approved == [vertex.challenger]  # through the promoter's approval job, whose promote is the index's event
     event = vertex.registry.read_index().events[-1]
-    assert (event["action"], event["version"], event["target"], event["reasons"]) == (
-        "canary-promote",
-        vertex.challenger,
-        "vertex",
-        printed["reasons"],
-    )
+    assert (event["action"], event["version"]) == ("promote", vertex.challenger)
 
 
 def test_a_vertex_dry_run_prints_the_calls_and_changes_nothing(vertex, capsys):
@@ -364,13 +373,17 @@ def test_the_gcp_fleet_is_judged_through_cloud_monitoring_promql(vertex, monkeyp
         return Verdict("rollback", ["fleet errors"], ["error_rate_high"]), Evidence(12, 600.0, 30.0, None, None)
 
     monkeypatch.setattr(promql, "fleet_verdict", fleet_verdict)
+    before = vertex.registry.read_index()
     assert cli.main(["--env", "dev", "rollout", "--fleet"]) == 0
     assert asked == [vertex.settings.project_id]
     assert seen == [("google", vertex.champion, vertex.challenger, None)]
     assert vertex.calls == []  # the Vertex endpoint is not touched
-    assert capsys.readouterr().out.splitlines()[1:] == ["rollback: fleet errors"]
-    event = vertex.registry.read_index().events[-1]
-    assert (event["action"], event["target"], event["source"]) == ("canary-rollback", "cloud-run", "promql")
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"canary-rollback of {vertex.challenger} not written to {vertex.registry.index_uri}: on Google Cloud only "
+        "the promoter writes it (this output is the record)",
+        "rollback: fleet errors",
+    ]
+    assert vertex.registry.read_index() == before  # a rollback on gcp leaves the promoter's index as it is
 
 
 def test_the_vertex_verdict_uses_the_configured_thresholds(vertex, monkeypatch, capsys):
