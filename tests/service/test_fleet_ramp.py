@@ -29,6 +29,7 @@ from trainer.cloud.promql import http_asker
 from trainer.cloud.ramp import promql_evidence, tick
 
 pytestmark = [
+    pytest.mark.fleet,
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian package prometheus not installed"),
 ]
