@@ -58,3 +58,41 @@ def test_an_evaluation_without_a_confusion_matrix_is_refused_with_the_fix(dev, e
     del evaluation["confusion_matrix"]
     with pytest.raises(CommandError, match="re-run `trainer export`"):
         build_import(dev, "v1", evaluation)
+
+
+def test_a_retried_import_over_the_wire_imports_nothing_more(dev, evaluation, monkeypatch, capsys):
+    """Vertex AI Pipelines may retry import-evaluation: the real GAPIC client against the twin's Vertex AI, twice;
+    the second run finds the evaluation of that version by its display name and imports nothing."""
+    from google.cloud import aiplatform
+
+    from trainer.cloud import endpoints
+    from trainer.cloud.import_evaluation import send
+    from twin import metadata
+    from twin.vertex import vertex_over_the_wire
+
+    version = "v20261201-000000-abcd"
+    parent = dev.names.parent_model_name
+    with (
+        vertex_over_the_wire(dev.project_id, dev.region) as fake,
+        metadata.serve(dev.project_id, "pipelines@example.iam.gserviceaccount.com") as identity,
+    ):
+        for variable, value in {**identity.environment(), endpoints.VERTEX_AI: fake.endpoint}.items():
+            monkeypatch.setenv(variable, value)
+        aiplatform.Model.upload(  # the version deploy-model uploaded, with its registry version as alias
+            display_name="fmnist-classifier",
+            model_id="fmnist-classifier",
+            serving_container_image_uri="europe-docker.pkg.dev/p/r/service:1",
+            version_aliases=[version],
+            sync=True,
+        )
+        request = build_import(dev, version, evaluation)
+        first = send(request)
+        evaluations = sorted(name for name in fake.resources if "/evaluations/" in name)
+        again = send(request)
+        assert sorted(name for name in fake.resources if "/evaluations/" in name) == evaluations
+    assert len(evaluations) == 1 and evaluations[0].startswith(f"{parent}@{version}/evaluations/")
+    assert again.name == first.name == evaluations[0]
+    assert [r.verb for r in fake.requests if r.verb == "import"] == ["import"]
+    assert capsys.readouterr().err == (
+        f"note: {parent}@{version} already holds evaluation 'test-set-{version}'; not imported again\n"
+    )

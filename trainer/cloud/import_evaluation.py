@@ -9,6 +9,7 @@ pure function (tests assert it and bind it to the SDK's signature); only `send` 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 
 import storage
@@ -76,9 +77,16 @@ def to_sdk(request: ImportEvaluationRequest, aiplatform_v1):
 
 
 def send(request: ImportEvaluationRequest, aiplatform_v1=None):
+    """Import the evaluation, unless that version already holds one of the same name: Vertex AI Pipelines may
+    retry the step, and Vertex AI would keep both (an import is not keyed by name)."""
     if aiplatform_v1 is None:
         from google.cloud import aiplatform_v1
     client = aiplatform_v1.ModelServiceClient(**endpoints.gapic_client_kwargs(request.api_endpoint))
+    name = request.model_evaluation["display_name"]
+    for existing in client.list_model_evaluations(parent=request.parent):
+        if existing.display_name == name:
+            print(f"note: {request.parent} already holds evaluation {name!r}; not imported again", file=sys.stderr)
+            return existing
     return client.import_model_evaluation(request=to_sdk(request, aiplatform_v1))
 
 
