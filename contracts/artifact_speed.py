@@ -113,3 +113,16 @@ def choice_reason(preference: str, metadata: Mapping[str, Any], cpu: str) -> str
     if preference == INT8 and not metadata.get("int8_artifact"):
         return NO_INT8
     return ASKED
+
+
+def single_thread_options(ort: Any) -> Any:
+    """The ONNX Runtime session options of one service worker (one thread, sequential, every graph optimisation),
+    given the `onnxruntime` module: the service builds its sessions from them and the export times the two
+    artifacts with them, so the recorded choice is measured the way the service will run it."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options

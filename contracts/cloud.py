@@ -36,6 +36,16 @@ CLOUD_RUN_SERVICE = "fmnist-predict"
 # pipeline executes (promotes only when registry.promote_pipeline_runs), the approval job only approvers execute.
 PROMOTION_GATE_JOB = "fmnist-promotion-gate"
 PROMOTION_APPROVE_JOB = "fmnist-promotion-approve"
+# the `python -m trainer promotion` action each promotion job runs (its fixed command: promotion_job_command)
+PROMOTION_JOB_ACTIONS = {PROMOTION_GATE_JOB: "gate-job", PROMOTION_APPROVE_JOB: "approve-job"}
+
+
+def promotion_job_command(env: str, job: str) -> list[str]:
+    """The fixed command of a promotion job (infra declares it; the twin's Cloud Run runs it): executions may
+    append arguments, never change this."""
+    return ["python3", "-m", "trainer", "--env", env, "promotion", PROMOTION_JOB_ACTIONS[job]]
+
+
 BUDGET_TOPIC = "fmnist-budget-alerts"
 APP_LABEL = "fmnist-mlops"
 PIPELINE_NAME = "fmnist-lifecycle"  # the compiled pipeline's name and its template package in Artifact Registry

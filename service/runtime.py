@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from contracts.artifact_speed import single_thread_options
+
 CHUNK = 32  # images per inference call: bounds activation memory; 64-image requests ran as fast in two calls
 _shared_arena_lock = threading.Lock()
 _shared_arena_registered = False
@@ -68,12 +70,7 @@ class OnnxClassifier:
             ValueError,
         )
         self.runtime_version = f"onnxruntime {ort.__version__}"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options = single_thread_options(ort)
         # Memory per worker (the goal is <= 100 MB): keep the CPU arena (without it, malloc fragmentation cost
         # +50 MB peak with the demo model) but no per-shape memory patterns (-6 MB with mixed batch sizes), and
         # never more than CHUNK images per run (-10 MB for 64-image requests, same speed).

@@ -53,6 +53,7 @@ def summary(twin: Twin) -> dict:
         "vertex": twin.vertex.requests,
         "bigquery": twin.bigquery.requests,
         "monitoring": twin.monitoring.requests,
+        "run": twin.run.requests,
     }
     requests = {api: dict(Counter(shape(r.method, r.path, r.verb) for r in reqs)) for api, reqs in apis.items()}
     unauthenticated = [f"{api}: {r.method} {r.path}" for api, reqs in apis.items() for r in reqs if not r.authorization]
@@ -94,9 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         source = make_idx_dir(workdir / "idx", args.train, args.test)
         with running(settings, workdir) as twin:
             env = twin.environment()
-            env["FMNIST_STORAGE_ROOT"] = str(workdir / "mlops")  # the promoter's local signing key lives beside it
+            mlops = workdir / "mlops"
+            mlops.mkdir(parents=True, exist_ok=True)
+            env["FMNIST_STORAGE_ROOT"] = str(mlops)  # the promoter's local signing key lives beside it
             if not args.as_configured:
                 env.update(SMOKE_GATE)
+            # the promoter's jobs (twin/run.py) get the same gate and key directory, as their job definition
+            twin.run.job_env.update({k: v for k, v in env.items() if k in (*SMOKE_GATE, "FMNIST_STORAGE_ROOT")})
+            twin.run.mounts.append(str(mlops))
             command = [sys.executable, "-m", "lifecycle", "--target", "gcp", "--env", args.env]
             command += ["--preset", args.preset, "--source", str(source)]
             print("$ " + " ".join(command[1:]), flush=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from contracts import feature_schema
 from contracts.layout import BUCKET_KINDS
 from twin import bigquery, jobs, metadata, monitoring, vertex
+from twin import run as cloud_run
 
 # Variables that would let a process reach real Google Cloud or another emulator instead of the twin's.
 FOREIGN = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "GOOGLE_CLOUD_PROJECT", "FMNIST_ENV")
@@ -33,6 +34,7 @@ class Twin:
     bigquery: bigquery.FakeBigQuery
     monitoring: monitoring.FakeMonitoring
     workdir: Path
+    run: cloud_run.FakeRun
 
     @property
     def platform(self) -> dict[str, str]:
@@ -41,6 +43,7 @@ class Twin:
             "STORAGE_EMULATOR_HOST": self.gcs_url,
             "VERTEX_AI_EMULATOR_HOST": self.vertex.endpoint,
             "BIGQUERY_EMULATOR_HOST": self.bigquery.endpoint,
+            "RUN_EMULATOR_HOST": self.run.endpoint,
             **self.monitoring.environment(),
             **self.metadata.environment(),
         }
@@ -131,6 +134,7 @@ def running(settings, workdir: Path, *, run_jobs: bool = True) -> Iterator[Twin]
         platform: dict[str, str] = {}  # filled below: the job runner needs the twin's own addresses
         runner = jobs.podman_runner(platform, workdir / "jobs") if run_jobs else None
         fake_vertex = stack.enter_context(vertex.serve(job_runner=runner))
+        fake_run = stack.enter_context(cloud_run.serve(settings.env, workdir, platform))
         twin = Twin(
             gcs_url,
             meta,
@@ -138,6 +142,7 @@ def running(settings, workdir: Path, *, run_jobs: bool = True) -> Iterator[Twin]
             stack.enter_context(bigquery.serve()),
             stack.enter_context(monitoring.serve(workdir / "tls")),
             workdir,
+            fake_run,
         )
         platform.update(twin.platform)
         seed(twin, settings)

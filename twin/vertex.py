@@ -12,7 +12,7 @@ endpoint's deployModel and undeployModel (deployed models and the traffic split)
 back in the state given by `job_state` (succeeded by default), unless a `job_runner` runs them: then a custom job
 is RUNNING while the runner runs its chief worker pool (twin/jobs.py: its container, with podman) and SUCCEEDED or
 FAILED as that ends. A feature view's `:sync` answers a sync name; `evaluations:import` stores the evaluation under
-its model. Anything else is 404, as Google answers it.
+its model, `slices:batchImport` the slices under their evaluation. Anything else is 404, as Google answers it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from twin import wire
 from twin.wire import Request, not_found
 
 # the List*Response field that holds a collection's items, where it is not the collection's own name
-_LIST_FIELDS = {"evaluations": "modelEvaluations"}
+_LIST_FIELDS = {"evaluations": "modelEvaluations", "slices": "modelEvaluationSlices"}
 _JOB_COLLECTIONS = ("customJobs", "batchPredictionJobs", "hyperparameterTuningJobs", "pipelineJobs")
 _TYPES = "type.googleapis.com/google.cloud.aiplatform.v1"  # an operation's response is an Any naming its type
 
@@ -180,6 +180,7 @@ class FakeVertex:
             "undeployModel": self._undeploy,
             "sync": self._sync_feature_view,
             "import": self._import_evaluation,
+            "batchImport": self._import_slices,
         }.get(request.verb)
         if handler is not None:
             return handler(request.path, request.body)
@@ -242,6 +243,19 @@ class FakeVertex:
         name = f"{collection}/{self._counter}"
         self.resources[name] = {**body.get("modelEvaluation", {}), "name": name, "createTime": "2026-01-01T00:00:00Z"}
         return 200, self.resources[name]
+
+    def _import_slices(self, collection: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """models/*/evaluations/*/slices:batchImport: each slice stored under its evaluation (which must exist)."""
+        evaluation = collection.rpartition("/")[0]
+        if evaluation not in self.resources:
+            return not_found(evaluation)
+        names = []
+        for one in body.get("modelEvaluationSlices", []):
+            self._counter += 1
+            name = f"{collection}/{self._counter}"
+            self.resources[name] = {**one, "name": name, "createTime": "2026-01-01T00:00:00Z"}
+            names.append(name)
+        return 200, {"importedModelEvaluationSlices": names}
 
     def _undeploy(self, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         resource = self.resources[endpoint]

@@ -22,7 +22,7 @@ from cdktf_cdktf_provider_google.cloud_run_v2_job import CloudRunV2Job
 from cdktf_cdktf_provider_google.cloud_run_v2_job_iam_member import CloudRunV2JobIamMember
 from constructs import Construct
 
-from contracts.cloud import PROMOTION_APPROVE_JOB, PROMOTION_GATE_JOB
+from contracts.cloud import PROMOTION_APPROVE_JOB, PROMOTION_GATE_JOB, PROMOTION_JOB_ACTIONS, promotion_job_command
 from infra.components.apis import Apis
 from infra.components.identity import Identity
 from infra.components.images import Images
@@ -31,7 +31,7 @@ from infra.teardown import TeardownPolicy
 
 PROMOTER = "promoter"
 # what the container runs; `trainer promotion` (trainer/cloud/promotion.py) names the two job actions
-JOB_ACTIONS = {PROMOTION_GATE_JOB: "gate-job", PROMOTION_APPROVE_JOB: "approve-job"}
+JOB_ACTIONS = PROMOTION_JOB_ACTIONS
 # run.jobs.run + runWithOverrides (the model directory or version) + executions.cancel; run.viewer on the job adds
 # run.executions.get, which the requester polls until the execution ends
 EXECUTOR_ROLES = ("roles/run.jobsExecutorWithOverrides", "roles/run.viewer")
@@ -42,7 +42,7 @@ JOB_CPU, JOB_MEMORY = "2", "4Gi"
 
 def job_command(names: Names, job: str) -> list[str]:
     """The fixed command of a promotion job: executions may append arguments, never change this."""
-    return ["python3", "-m", "trainer", "--env", names.env, "promotion", JOB_ACTIONS[job]]
+    return promotion_job_command(names.env, job)
 
 
 class Promoter(Construct):

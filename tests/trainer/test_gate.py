@@ -62,6 +62,15 @@ def test_a_drop_in_shirt_recall_cannot_hide_in_the_mean():
     (s,) = report.sets
     assert (s.candidate_accuracy, s.champion_accuracy, s.mcnemar_p) == (0.97, 0.97, 1.0)
     assert s.recall_drops == {"Shirt": 0.3}
+    assert s.per_class["Shirt"] == {
+        "images": 10,
+        "candidate_correct": 7,
+        "champion_correct": 10,
+        "candidate_recall": 0.7,
+        "champion_recall": 1.0,
+    }
+    assert s.per_class["T-shirt/top"]["champion_correct"] == 9  # the champion's error at image 0
+    assert "| Shirt | 10 | 7 | 10 | 0.7000 | 1.0000 |" in report.to_markdown()
     assert report.decision == REFUSE and report.reasons == [
         "official test set: recall of Shirt drops by 0.3000, more than the margin 0.02"
     ]
@@ -102,6 +111,8 @@ def test_a_better_candidate_is_promoted_and_the_report_says_why():
     assert report.reasons == ["not worse on any rule (official test set: 0.9900 vs 0.9600, McNemar p = 0.25)"]
     document = json.loads(report.to_json())
     assert document["sets"][0]["only_candidate_right"] == 3 and document["sets"][0]["only_champion_right"] == 0
+    assert document["sets"][0]["per_class"]["Trouser"]["candidate_recall"] == 1.0  # the champion missed image 10
+    assert document["sets"][0]["per_class"]["Trouser"]["champion_recall"] == 0.9
     markdown = report.to_markdown()
     assert "| official test set | 100 | 0.9900 | 0.9600 | 3 | 0 | 3 | 0.25 |" in markdown
 

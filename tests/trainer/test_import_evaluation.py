@@ -3,6 +3,7 @@ file and converted to the installed SDK's ImportModelEvaluationRequest offline."
 
 import inspect
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -96,3 +97,125 @@ def test_a_retried_import_over_the_wire_imports_nothing_more(dev, evaluation, mo
     assert capsys.readouterr().err == (
         f"note: {parent}@{version} already holds evaluation 'test-set-{version}'; not imported again\n"
     )
+
+
+def gate_report(candidate: str, champion: str) -> dict:
+    """A real gate report: 100 images, 10 per class; the candidate misses 3 Shirts, the champion 1 T-shirt/top."""
+    from trainer.models.gate import GateRules, GateSet, decide
+
+    labels = np.repeat(np.arange(10), 10)
+    candidate_pred, champion_pred = labels.copy(), labels.copy()
+    shirt = CLASS_NAMES.index("Shirt")
+    candidate_pred[np.flatnonzero(labels == shirt)[:3]] = 0
+    champion_pred[0] = 1
+    report = decide(
+        candidate,
+        champion,
+        [(GateSet("official test set", labels, "pinned"), np.eye(10)[candidate_pred], np.eye(10)[champion_pred])],
+        GateRules(alpha=0.0, recall_margin=1.0, calibration_tolerance=1.0),  # lenient: only the numbers matter
+    )
+    return json.loads(report.to_json())
+
+
+def test_the_gates_per_class_rows_become_one_slice_per_class():
+    from trainer.cloud.import_evaluation import build_slices, gate_metadata
+
+    report = gate_report("v2", "v1")
+    slices = build_slices(report)
+    assert sorted(s["slice_"]["value"] for s in slices) == sorted(CLASS_NAMES)
+    shirt = next(s for s in slices if s["slice_"]["value"] == "Shirt")
+    assert shirt["slice_"]["slice_spec"]["configs"] == {
+        "class": {"value": {"string_value": "Shirt"}},
+        "gate_set": {"value": {"string_value": "official test set"}},
+    }
+    assert shirt["metrics"]["confidenceMetrics"] == [
+        {
+            "confidenceThreshold": 0.0,
+            "maxPredictions": 1,
+            "recall": 0.7,
+            "recallAt1": 0.7,
+            "truePositiveCount": 7,
+            "falseNegativeCount": 3,
+        }
+    ]
+    meta = gate_metadata(report, "gs://m/registry/gate-reports/v2-vs-v1.json")
+    assert meta["gate_champion"] == "v1" and meta["gate_decision"] == "promote"
+    assert meta["gate_champion_recall"]["official test set"]["T-shirt/top"] == 0.9
+    del report["sets"][0]["per_class"]  # a report from before the per-class rows: the evaluation goes alone
+    assert build_slices(report) == []
+
+
+def test_import_evaluation_sends_the_evaluation_and_its_gate_slices_over_the_wire(
+    gcs_settings, tmp_path, monkeypatch, capsys
+):
+    """`trainer import-evaluation champion` on the gcp target, its registry on fake-gcs-server, the real
+    aiplatform_v1 client over REST to the twin's Vertex AI: the evaluation, then its ten per-class slices."""
+    import storage
+    from trainer.cloud import endpoints
+    from trainer.cloud.import_evaluation import run
+    from trainer.models.gate_sets import report_base
+    from trainer.models.registry import ModelRegistry
+    from twin import metadata, vertex
+
+    registry = ModelRegistry.from_settings(gcs_settings)
+    registry.paired_gate = None  # the report below stands for the one the promoter's gate wrote
+    v1 = registry.register({"model.onnx": b"1"}, {"accuracy": 0.9}, "custom", dataset_version=None)
+    registry.promote(v1)
+    v2 = registry.register({"model.onnx": b"2"}, {"accuracy": 0.91}, "custom", dataset_version=None)
+    registry.promote(v2)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 200)
+    write_evaluation(str(tmp_path), classification_report(y, y, list(CLASS_NAMES)), {"version": "v-abc"})
+    evaluation_file = (tmp_path / "evaluation.json").read_text()
+    for version in (v1, v2):
+        storage.write_text(storage.join(registry.version_uri(version), "evaluation.json"), evaluation_file)
+    storage.write_text(report_base(registry.root, v2, v1) + ".json", json.dumps(gate_report(v2, v1)))
+
+    parent = gcs_settings.names.parent_model_name
+    with metadata.serve(gcs_settings.project_id, "pipelines@x.iam.gserviceaccount.com") as meta, vertex.serve() as fake:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(meta.service_account_file(tmp_path / "sa.json")))
+        monkeypatch.setenv(endpoints.VERTEX_AI, fake.endpoint)
+        fake.seed(f"{parent}@{v1}")
+        fake.seed(f"{parent}@{v2}")
+        assert run(SimpleNamespace(ref=v1, dry_run=False), gcs_settings) == 0  # the first champion: no gate ran
+        assert fake.sent("POST", ":batchImport") == []
+        assert "imported without slices" in capsys.readouterr().out
+        assert run(SimpleNamespace(ref="champion", dry_run=False), gcs_settings) == 0
+        # a retried step (Vertex AI Pipelines may retry a task) imports neither the evaluation nor its slices again
+        assert run(SimpleNamespace(ref="champion", dry_run=False), gcs_settings) == 0
+
+    evaluation = fake.only("POST", f"{parent}@{v2}/evaluations:import").body["modelEvaluation"]
+    assert evaluation["metadata"]["gate_champion"] == v1
+    assert evaluation["metadata"]["gate_report"] == report_base(registry.root, v2, v1) + ".json"
+    (batch,) = fake.sent("POST", ":batchImport")
+    evaluation_name = batch.path.removesuffix("/slices")  # the slices go under v2's evaluation just imported
+    assert evaluation_name.startswith(f"{parent}@{v2}/evaluations/") and evaluation_name in fake.resources
+    sent = batch.body["modelEvaluationSlices"]
+    assert len(sent) == 10
+    shirt = next(s for s in sent if s["slice"]["value"] == "Shirt")  # as the SDK encoded it
+    assert shirt == {
+        "slice": {
+            "dimension": "slice",
+            "value": "Shirt",
+            "sliceSpec": {
+                "configs": {
+                    "class": {"value": {"stringValue": "Shirt"}},
+                    "gate_set": {"value": {"stringValue": "official test set"}},
+                }
+            },
+        },
+        "metricsSchemaUri": CLASSIFICATION_METRICS_SCHEMA,
+        "metrics": {
+            "confidenceMetrics": [
+                {
+                    "confidenceThreshold": 0.0,
+                    "maxPredictions": 1.0,
+                    "recall": 0.7,
+                    "recallAt1": 0.7,
+                    "truePositiveCount": 7.0,
+                    "falseNegativeCount": 3.0,
+                }
+            ]
+        },
+    }
+    assert f"imported 10 per-class gate slices (against {v1})" in capsys.readouterr().out

@@ -129,3 +129,43 @@ def test_a_retried_request_on_the_local_target_succeeds_and_changes_nothing(tmp_
     assert main(["promotion", "request", "--model-dir", str(tmp_path / "model")]) == 0
     assert registry.read_index() == before
     assert f"{version} is already the champion (a retried request): nothing to do" in capsys.readouterr().out
+
+
+def test_the_platforms_own_variables_are_told_from_an_executions(tmp_path):
+    """The twin's Cloud Run lists what it set in PLATFORM_ENV_FILE (Google's sets nothing there, and an execution's
+    overrides cannot add a file): exactly those values pass; the same name with another value, or a setting the
+    platform did not set, is still refused."""
+    listed = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443", "FMNIST_REGISTRY__ACCURACY_FLOOR": "0.5"}
+    path = tmp_path / "platform-env.json"
+    path.write_text(json.dumps(listed))
+    platform = promotion.platform_environment(str(path))
+    assert platform == listed and promotion.platform_environment(str(tmp_path / "absent.json")) == {}
+    promotion.refuse_overridden_settings({"PATH": "/usr/bin", **listed}, platform)
+    for name, value in (
+        ("STORAGE_EMULATOR_HOST", "http://attacker:4443"),
+        ("FMNIST_REGISTRY__PROMOTE_PIPELINE_RUNS", "1"),
+    ):
+        with pytest.raises(CommandError, match=name):
+            promotion.refuse_overridden_settings({**listed, name: value}, platform)
+
+
+def test_the_run_api_follows_its_emulator_variable(monkeypatch):
+    settings = load_config("dev")
+    monkeypatch.setenv("RUN_EMULATOR_HOST", "127.0.0.1:8091")
+    url, _ = promotion.run_request(settings, PROMOTION_GATE_JOB, [])
+    assert (
+        url
+        == f"http://127.0.0.1:8091/v2/projects/{settings.project_id}/locations/{settings.region}/jobs/{PROMOTION_GATE_JOB}:run"
+    )
+
+
+def test_an_unreachable_run_api_is_a_clear_error():
+    import requests
+
+    class Unreachable:
+        def request(self, *args, **kwargs):
+            raise requests.ConnectionError("Failed to resolve 'run.googleapis.com'")
+
+    runner = promotion.JobRunner(load_config("dev"), _session=Unreachable())
+    with pytest.raises(CommandError, match=r"^Cloud Run POST https://run.googleapis.com/v2/.* could not be reached"):
+        runner.run(PROMOTION_GATE_JOB, ["--model-dir", "gs://m/jobs/r/model"])

@@ -258,3 +258,76 @@ def test_a_promotion_moves_the_vertex_model_registry_aliases_over_the_wire(dev):
     merged = fake.only("POST", f"{parent}@7:mergeVersionAliases")
     assert sorted(merged.body["versionAliases"]) == ["candidate", "champion", "default"]
     assert fake.summary()[0] == f"GET {parent}@v2"
+
+
+class PromoterJob:
+    """The Run Admin API session the promotion JobRunner talks to: each execution is recorded and, when `promotes`,
+    does what the promoter's approval job does (the gate, then the champion alias) before its operation ends."""
+
+    def __init__(self, registry, promotes: bool):
+        self.registry, self.promotes, self.bodies = registry, promotes, []
+
+    def request(self, method, url, data=None, timeout=None):
+        self.bodies.append((url, json.loads(data)))
+        if self.promotes:
+            self.registry.promote(self.bodies[-1][1]["overrides"]["containerOverrides"][0]["args"][1])
+        reply = {"name": "projects/p/locations/r/operations/op-1", "done": True}
+        return SimpleNamespace(status_code=200, json=lambda: reply, text="")
+
+
+def _gcp_actions(gcs_settings, promotes: bool):
+    from trainer.cloud.promotion import JobRunner
+
+    registry, champion, candidate = _two_versions(gcs_settings)
+    job = PromoterJob(registry, promotes)
+    actions = rollout.RegistryActions(gcs_settings, registry, JobRunner(gcs_settings, _session=job, poll_s=0))
+    return actions, job, champion, candidate
+
+
+def test_on_google_cloud_a_promote_verdict_goes_through_the_promoters_approval_job(gcs_settings, capsys):
+    """Only the promoter writes the index there: the verdict executes the approval job with the challenger's
+    version (as `trainer promotion approve` does) and writes nothing itself."""
+    from contracts.cloud import PROMOTION_APPROVE_JOB
+
+    actions, job, champion, candidate = _gcp_actions(gcs_settings, promotes=True)
+    assert rollout.act_on_registry(actions, "promote", candidate, ["ok"], dry_run=True, target="cloud-run") == 0
+    assert job.bodies == [] and "would ask the promoter's approval job" in capsys.readouterr().out
+    before = actions.registry.read_index().events
+    assert rollout.act_on_registry(actions, "promote", candidate, ["ok"], dry_run=False, target="cloud-run") == 0
+    ((url, body),) = job.bodies
+    assert url.endswith(f"/jobs/{PROMOTION_APPROVE_JOB}:run")
+    assert body == {"overrides": {"containerOverrides": [{"args": ["--version", candidate]}]}}
+    index = actions.registry.read_index()
+    assert index.alias("champion") == candidate
+    assert [e["action"] for e in index.events[len(before) :]] == ["promote"]  # the promoter's; no canary-promote
+    assert "not written to" in capsys.readouterr().out
+
+
+def test_on_google_cloud_a_promotion_the_promoter_refuses_stops_the_rollout(gcs_settings):
+    from trainer.errors import GateRefused
+
+    actions, job, champion, candidate = _gcp_actions(gcs_settings, promotes=False)
+    with pytest.raises(GateRefused, match=f"the promoter did not promote {candidate}"):
+        rollout.act_on_registry(actions, "promote", candidate, ["ok"], dry_run=False, target="vertex")
+    assert len(job.bodies) == 1 and actions.registry.read_index().alias("champion") == champion
+
+
+def test_on_google_cloud_a_rollback_verdict_writes_nothing_to_the_index(gcs_settings, capsys):
+    import storage
+
+    actions, job, champion, candidate = _gcp_actions(gcs_settings, promotes=True)
+    before = storage.read_bytes(actions.registry.index_uri)
+    assert rollout.act_on_registry(actions, "rollback", candidate, ["errors"], dry_run=False, target="vertex") == 0
+    assert storage.read_bytes(actions.registry.index_uri) == before and job.bodies == []
+    assert "only the promoter writes it" in capsys.readouterr().out
+
+
+def test_registry_rollback_on_google_cloud_names_the_promoters_command(gcs_settings):
+    from trainer.errors import RegistryError
+    from trainer.models import registry as registry_module
+
+    registry, champion, candidate = _two_versions(gcs_settings)
+    registry.promote(candidate)
+    with pytest.raises(RegistryError, match=f"promotion approve {champion}"):
+        registry_module.run(SimpleNamespace(action="rollback", to=None), gcs_settings)
+    assert registry.read_index().alias("champion") == candidate

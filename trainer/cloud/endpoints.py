@@ -18,6 +18,14 @@ VERTEX_AI = "VERTEX_AI_EMULATOR_HOST"  # e.g. http://127.0.0.1:8089: aiplatform 
 # host:port of a gRPC server with TLS (monitoring_v3 has no REST transport); its certificate is trusted through
 # gRPC's own GRPC_DEFAULT_SSL_ROOTS_FILE_PATH
 MONITORING = "MONITORING_EMULATOR_HOST"
+RUN = "RUN_EMULATOR_HOST"  # e.g. http://127.0.0.1:8091: the Cloud Run Admin API v2 (the promoter's jobs), REST
+RUN_API = "https://run.googleapis.com/v2"
+
+
+def run_api(environ: Mapping[str, str] | None = None) -> str:
+    """The Cloud Run Admin API v2 base URL: Google's, or the emulator's (`RUN_EMULATOR_HOST`)."""
+    local = emulator(RUN, environ)
+    return f"{local}/v2" if local else RUN_API
 
 
 def emulator(variable: str, environ: Mapping[str, str] | None = None) -> str:

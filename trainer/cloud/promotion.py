@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 
 from contracts.cloud import PROMOTION_APPROVE_JOB, PROMOTION_GATE_JOB
 from contracts.layout import CHAMPION
+from trainer.cloud.endpoints import run_api
 from trainer.errors import CommandError, GateRefused
 
-RUN_API = "https://run.googleapis.com/v2"
+# Where a job's platform lists the variables it set itself (the twin's Cloud Run mounts it; Google's sets none, and an
+# execution's overrides cannot add a file): those, with exactly those values, are the platform's, not the requester's.
+PLATFORM_ENV_FILE = "/etc/fmnist/platform-env.json"
 # Never from an execution's overrides: the settings (FMNIST_), credentials and endpoints (a storage emulator would
 # receive what the promoter signs), the dynamic loader; PYTHON* only with the trainer image's own values.
 UNTRUSTED_ENV = ("FMNIST_", "GOOGLE_", "CLOUDSDK_", "STORAGE_EMULATOR_HOST", "LD_", "AIP_")
@@ -38,7 +41,7 @@ def job_name(settings, job: str) -> str:
 
 def run_request(settings, job: str, args: list[str]) -> tuple[str, dict]:
     """The Run Admin API v2 `jobs.run` request: one execution whose container gets exactly `args`."""
-    return f"{RUN_API}/{job_name(settings, job)}:run", {"overrides": {"containerOverrides": [{"args": list(args)}]}}
+    return f"{run_api()}/{job_name(settings, job)}:run", {"overrides": {"containerOverrides": [{"args": list(args)}]}}
 
 
 @dataclass
@@ -59,7 +62,12 @@ class JobRunner:
         return self._session
 
     def _call(self, method: str, url: str, body: dict | None = None) -> dict:
-        reply = self._authorized().request(method, url, data=None if body is None else json.dumps(body), timeout=60)
+        import requests
+
+        try:
+            reply = self._authorized().request(method, url, data=None if body is None else json.dumps(body), timeout=60)
+        except requests.RequestException as exc:
+            raise CommandError(f"Cloud Run {method} {url} could not be reached: {exc}") from None
         if reply.status_code != 200:
             raise CommandError(
                 f"Cloud Run {method} {url} failed: HTTP {reply.status_code} {reply.text[:300]} (requesters need "
@@ -76,16 +84,28 @@ class JobRunner:
             if time.monotonic() > deadline:
                 raise CommandError(f"{job} execution {operation.get('name')} still runs after {WAIT_LIMIT_S:.0f} s")
             time.sleep(self.poll_s)
-            operation = self._call("GET", f"{RUN_API}/{operation['name']}")
+            operation = self._call("GET", f"{run_api()}/{operation['name']}")
         return operation
 
 
-def refuse_overridden_settings(environ=os.environ) -> None:
+def platform_environment(path: str = PLATFORM_ENV_FILE) -> dict[str, str]:
+    """The variables the job's platform says it set (PLATFORM_ENV_FILE), {} where there is no such file."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            listed = json.load(file)
+    except FileNotFoundError:
+        return {}
+    return {str(k): str(v) for k, v in listed.items()}
+
+
+def refuse_overridden_settings(environ=os.environ, platform: dict[str, str] | None = None) -> None:
     """Inside a promotion job: the gate's rules come from the image's config, never from the execution."""
+    platform = platform_environment() if platform is None else platform
     overridden = sorted(
         name
         for name, value in environ.items()
-        if name.startswith(UNTRUSTED_ENV) or (name.startswith("PYTHON") and IMAGE_PYTHON_ENV.get(name) != value)
+        if platform.get(name) != value
+        and (name.startswith(UNTRUSTED_ENV) or (name.startswith("PYTHON") and IMAGE_PYTHON_ENV.get(name) != value))
     )
     if overridden:
         raise CommandError(
@@ -185,5 +205,11 @@ def run(args, settings) -> int:
             return 0
         operation = runner.run(PROMOTION_GATE_JOB, ["--model-dir", args.model_dir])
         return _champion_after(settings, PROMOTION_GATE_JOB, operation, of_this_run)
-    operation = runner.run(PROMOTION_APPROVE_JOB, ["--version", args.version])
-    return _champion_after(settings, PROMOTION_APPROVE_JOB, operation, lambda index: args.version)
+    return approve(settings, args.version, runner)
+
+
+def approve(settings, version: str, runner: JobRunner | None = None) -> int:
+    """Ask the promoter's approval job to gate and promote `version` (what `promotion approve` and, on Google Cloud,
+    `trainer rollout` do): 0 when it made it champion, GateRefused (exit 3) otherwise."""
+    operation = (runner or JobRunner(settings)).run(PROMOTION_APPROVE_JOB, ["--version", version])
+    return _champion_after(settings, PROMOTION_APPROVE_JOB, operation, lambda index: version)

@@ -14,6 +14,10 @@ them in GET /monitoring/rollout with the same contracts.rollout rules (agreement
 cannot measure). This command reads that verdict (`--service-url`, default the local service) and acts on the
 registry: "promote" promotes the challenger's version (through the quality gate), "rollback" records that the
 canary ended; the service's champion slot follows the alias, so nothing is redeployed.
+
+Google Cloud: only the promoter writes and signs the index (issue 25), so a "promote" is asked of the promoter's
+approval job, as `trainer promotion approve` does (it runs the gate again; traffic moves only after it promoted), and
+no canary event is written to the index: the verdict printed here is the record (`RegistryActions`).
 """
 
 from __future__ import annotations
@@ -176,12 +180,50 @@ def run_local(args: Any, settings: Any) -> int:
     challenger = (report.get("challenger") or {}).get("version")
     action, reasons = decision["decision"], list(decision.get("reasons") or decision.get("codes") or [])
     return act_on_registry(
-        registry, action, challenger, reasons, dry_run=args.dry_run, target="local", mode=report.get("mode")
+        RegistryActions(settings, registry),
+        action,
+        challenger,
+        reasons,
+        dry_run=args.dry_run,
+        target="local",
+        mode=report.get("mode"),
     )
 
 
+@dataclass
+class RegistryActions:
+    """What a verdict may change in the registry: in-process on the local target; on Google Cloud, promotion through
+    the promoter's approval job and nothing written by this account (it may not write the index there)."""
+
+    settings: Any
+    registry: ModelRegistry
+    runner: Any = None  # trainer.cloud.promotion.JobRunner; None: a new one on first use
+
+    @property
+    def through_promoter(self) -> bool:
+        return bool(self.settings.target == "gcp")
+
+    def promote(self, version: str) -> None:
+        """Make `version` champion through the gate, or raise GateRefused (then nothing else happens)."""
+        if not self.through_promoter:
+            self.registry.promote(version)  # the quality gate has the last word
+            return
+        from trainer.cloud.promotion import approve
+
+        approve(self.settings, version, self.runner)  # the promoter's gate has the last word
+
+    def record(self, action: str, version: str, **details: Any) -> None:
+        if self.through_promoter:
+            print(
+                f"{action} of {version} not written to {self.registry.index_uri}: on Google Cloud only the promoter "
+                "writes it (this output is the record)"
+            )
+            return
+        self.registry.record(action, version, **details)
+
+
 def act_on_registry(
-    registry: ModelRegistry, action: str, challenger: str, reasons: list[str], *, dry_run: bool, **event: Any
+    actions: RegistryActions, action: str, challenger: str, reasons: list[str], *, dry_run: bool, **event: Any
 ) -> int:
     """What a verdict does to the registry (the service's slots follow its aliases): promote through the gate,
     or record the canary's end, with `event`'s details in the log; nothing on a wait or a dry run."""
@@ -189,12 +231,18 @@ def act_on_registry(
         print(f"wait: {'; '.join(reasons)}")
         return 0
     if dry_run:
+        if actions.through_promoter:
+            step = "end the canary"
+            if action == "promote":
+                step = f"ask the promoter's approval job to promote {challenger}"
+            print(f"would {step}; nothing written to {actions.registry.index_uri} (only the promoter writes it)")
+            return 0
         step = f"promote {challenger} to champion" if action == "promote" else "record the canary's end"
-        print(f"would {step} and record canary-{action} in {registry.index_uri}")
+        print(f"would {step} and record canary-{action} in {actions.registry.index_uri}")
         return 0
     if action == "promote":
-        registry.promote(challenger)  # the quality gate has the last word
-    registry.record(f"canary-{action}", challenger, reasons=reasons, **event)
+        actions.promote(challenger)
+    actions.record(f"canary-{action}", challenger, reasons=reasons, **event)
     print(f"{action}: {'; '.join(reasons)}")
     return 0
 
@@ -225,7 +273,13 @@ def run_fleet(args: Any, settings: Any, ask: Any, target: str) -> int:
             break
         time.sleep(args.interval)
     return act_on_registry(
-        registry, decision.decision, challenger, decision.reasons, dry_run=args.dry_run, target=target, source="promql"
+        RegistryActions(settings, registry),
+        decision.decision,
+        challenger,
+        decision.reasons,
+        dry_run=args.dry_run,
+        target=target,
+        source="promql",
     )
 
 
@@ -270,6 +324,7 @@ def run(args: Any, settings: Any) -> int:
     endpoint = aiplatform.Endpoint(names.endpoint_name)
     client = monitoring_v3.MetricServiceClient()
     registry = ModelRegistry.from_settings(settings)
+    actions = RegistryActions(settings, registry)
     while True:
         champion, challenger = canary_pair(deployed_models(endpoint))
         now, window = int(time.time()), config.window_minutes * 60
@@ -285,12 +340,12 @@ def run(args: Any, settings: Any) -> int:
             print(f"would call Endpoint.{method}({kwargs})")
         return 0
     if decision.decision == "promote":
-        registry.promote(challenger.version)  # the quality gate has the last word before traffic moves
+        actions.promote(challenger.version)  # the (promoter's) gate has the last word before traffic moves
     for method, kwargs in calls:
         getattr(endpoint, method)(**kwargs)
     if decision.decision == "promote":  # the Vertex AI Model Registry follows ours
         moved = move_model_aliases(aiplatform, names.parent_model_name, registry.read_index(), challenger.version)
         print(f"Vertex AI Model Registry: {challenger.version} now has {', '.join(moved)}")
-    registry.record(f"canary-{decision.decision}", challenger.version, reasons=decision.reasons, target="vertex")
+    actions.record(f"canary-{decision.decision}", challenger.version, reasons=decision.reasons, target="vertex")
     print(f"{decision.decision}: {'; '.join(decision.reasons)}")
     return 0

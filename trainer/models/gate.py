@@ -69,10 +69,33 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(total / len(labels))
 
 
+def class_hits(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images of each class, of which predicted right)."""
+    return np.bincount(labels, minlength=n_classes), np.bincount(labels[predicted == labels], minlength=n_classes)
+
+
 def recalls(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    support = np.bincount(labels, minlength=n_classes)
-    hits = np.bincount(labels[predicted == labels], minlength=n_classes)
+    support, hits = class_hits(predicted, labels, n_classes)
     return np.divide(hits, support, out=np.zeros(n_classes), where=support > 0)
+
+
+def per_class(
+    pred_candidate: np.ndarray, pred_champion: np.ndarray, labels: np.ndarray, class_names
+) -> dict[str, dict[str, float | int]]:
+    """Each class's images and both models' right predictions and recalls: what the recall margin judged, and
+    what import-evaluation sends to Vertex AI as one slice per class."""
+    support, hits_a = class_hits(pred_candidate, labels, len(class_names))
+    _, hits_b = class_hits(pred_champion, labels, len(class_names))
+    return {
+        name: {
+            "images": int(n),
+            "candidate_correct": int(a),
+            "champion_correct": int(b),
+            "candidate_recall": round(a / n, 6) if n else 0.0,
+            "champion_recall": round(b / n, 6) if n else 0.0,
+        }
+        for name, n, a, b in zip(class_names, support, hits_a, hits_b, strict=True)
+    }
 
 
 @dataclass
@@ -91,6 +114,7 @@ class SetComparison:
     recall_drops: dict[str, float]  # class -> champion recall - candidate recall, where positive
     candidate_ece: float
     champion_ece: float
+    per_class: dict[str, dict[str, float | int]]  # class -> images, {candidate,champion}_{correct,recall}
     reasons: list[str] = field(default_factory=list)  # why this set refuses; empty when it passes
 
 
@@ -122,6 +146,7 @@ def compare_on(
         {name: round(float(d), 6) for name, d in zip(class_names, drops, strict=True) if d > 0},
         round(ece_a, 6),
         round(ece_b, 6),
+        per_class(pred_a, pred_b, labels, class_names),
     )
     if c > b and p < rules.alpha:
         out.reasons.append(
@@ -180,6 +205,17 @@ class GateReport:
                 lines += ["", f"Recall drops on {s.gate_set}: {drops}. Provenance: {s.provenance}."]
             else:
                 lines += ["", f"No class loses recall on {s.gate_set}. Provenance: {s.provenance}."]
+            lines += [
+                "",
+                f"| class ({s.gate_set}) | images | candidate right | champion right | candidate recall "
+                "| champion recall |",
+                "|---|---:|---:|---:|---:|---:|",
+                *(
+                    f"| {name} | {c['images']:,} | {c['candidate_correct']:,} | {c['champion_correct']:,} "
+                    f"| {c['candidate_recall']:.4f} | {c['champion_recall']:.4f} |"
+                    for name, c in s.per_class.items()
+                ),
+            ]
         return "\n".join(lines) + "\n"
 
 

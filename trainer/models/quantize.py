@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from contracts.artifact_speed import SPEED_BATCH, SpeedRecord, cpu_model
+from contracts.artifact_speed import SPEED_BATCH, SpeedRecord, cpu_model, single_thread_options
 from contracts.layout import INPUT_NAME
 from trainer.models.model_dir import onnx_probabilities
 
@@ -129,13 +129,7 @@ def _session(path: Path) -> Any:
     """One single-thread session, built as a service worker builds it (service/runtime.py)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), single_thread_options(ort), providers=["CPUExecutionProvider"])
 
 
 def measure_throughput(

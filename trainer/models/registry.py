@@ -416,6 +416,15 @@ def run(args, settings) -> int:
         accuracy = registry.read_index().versions[version].metrics["accuracy"]
         print(f"champion is now {version} (accuracy {accuracy:.4f}); was {previous or 'none'}")
     elif args.action == "rollback":
+        if settings.target == "gcp":  # the promoter has no rollback: an earlier champion goes through its gate again
+            index = registry.read_index()
+            history = [v for v in index.history.get(CHAMPION, ()) if v != index.alias(CHAMPION)]
+            earlier = args.to or (history[-1] if history else "<an earlier champion>")
+            raise RegistryError(
+                f"on Google Cloud only the promoter account writes {registry.index_uri}: bring an earlier champion "
+                f"back with `python -m trainer --env {settings.env} promotion approve {earlier}` "
+                "(needs infra.promotion_approvers; the gate runs again)"
+            )
         version, previous = registry.rollback(args.to)
         print(f"champion rolled back from {previous} to {version}")
     return 0
