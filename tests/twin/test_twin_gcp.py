@@ -51,23 +51,19 @@ def snapshot(twin: Twin, settings, env: dict) -> dict:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the promote step cannot run in the twin: since issue 25 the gcp plan's promote is `promotion request`, "
-    "which executes the promoter's Cloud Run job through the Run Admin API (trainer/cloud/promotion.py RUN_API), and "
-    "the twin has no Cloud Run fake (nor a way for the gate job, which refuses emulator variables, to reach "
-    "fake-gcs-server). The three steps this test found not idempotent (measured 2026-12-06: a retried promote, "
-    "deploy-model and import-evaluation) are fixed and each shown twice over the wire in tests/trainer "
-    "(test_promotion, test_deploy_model_cli, test_import_evaluation). Drop this once the twin runs the promoter's job",
-)
 def test_every_step_of_the_gcp_lifecycle_leaves_the_same_state_when_run_twice(trainer_image, tmp_path):
     settings = load_config("dev", environ=SMOKE_GATE)  # the steps as the twin runs them: no approval wait
     source = make_idx_dir(tmp_path / "idx", 600, 200)
     steps = build_steps(settings, run_id="fmnist-train-twin-retry", preset="smoke", source=str(source))
     started = time.monotonic()
     with running(settings, tmp_path / "twin") as twin:
-        env = {**twin.environment(), **SMOKE_GATE, "FMNIST_STORAGE_ROOT": str(tmp_path / "mlops")}
+        mlops = tmp_path / "mlops"  # the promoter's local signing key lives beside it
+        mlops.mkdir()
+        env = {**twin.environment(), **SMOKE_GATE, "FMNIST_STORAGE_ROOT": str(mlops)}
         env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        # the promoter's jobs (twin/run.py) get the same gate and key directory, as `make twin-gcp` gives them
+        twin.run.job_env.update({k: v for k, v in env.items() if k in (*SMOKE_GATE, "FMNIST_STORAGE_ROOT")})
+        twin.run.mounts.append(str(mlops))
         outcomes: dict[str, int] = {}
         differences = {}
         for step in steps:
