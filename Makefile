@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup system-deps lint demo test images test-images twin-gcp mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks
+.PHONY: setup system-deps lint demo test test-fleet images test-images twin-gcp mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks
 ENV ?= dev
 
 setup: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed $(KFP_VENV)/.installed node_modules/.installed
@@ -54,7 +54,12 @@ lint: setup
 
 # The container tests (tests/containers) are not part of it: `make test-images` runs them against `make images`.
 test: setup
-	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not container and not fleet" $(PYTEST_ARGS)
+
+# The fleet: several service instances, a real Prometheus and Alertmanager (Debian packages), the PromQL verdicts,
+# the drift alert's chain and the ramp over them; minutes of real traffic, so a stage of their own in CI (.ci/run).
+test-fleet: setup
+	$(PY) -m pytest -m fleet tests/service $(PYTEST_ARGS)
 
 # Both images with podman, tagged localhost/fmnist-<image>:<content tag> (scripts/build_images.sh); Debian
 # stand-in bases where the public ones cannot be pulled. Needs root (podman's settings for these machines).

@@ -101,7 +101,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "lifecycle": (
         ["lifecycle/orchestration/plan.py", "lifecycle/orchestration/run_compiled.py"],
-        ["tests/lifecycle/test_pipeline.py", "tests/trainer/test_pipeline_step.py", *NO_KFP_LIFECYCLE],
+        [
+            "tests/lifecycle/test_pipeline.py",
+            "tests/lifecycle/test_plan_exact.py",
+            "tests/trainer/test_pipeline_step.py",
+            *NO_KFP_LIFECYCLE,
+        ],
     ),
     "pipeline-step": (
         ["trainer/cloud/pipeline_step.py"],
@@ -109,7 +114,11 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "trainer-rollout": (
         ["trainer/cloud/rollout.py"],
-        ["tests/trainer/test_rollout.py", "tests/trainer/test_rollout_edges.py"],
+        [
+            "tests/trainer/test_rollout.py",
+            "tests/trainer/test_rollout_edges.py",
+            "tests/trainer/test_rollout_output.py",
+        ],
     ),
     "deploy-model": (
         ["trainer/cloud/deploy_model.py"],
@@ -132,13 +141,26 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "import-evaluation": (["trainer/cloud/import_evaluation.py"], ["tests/trainer/test_import_evaluation.py"]),
-    "quantize": (["trainer/models/quantize.py"], ["tests/trainer/test_quantize.py"]),
+    "quantize": (
+        ["trainer/models/quantize.py"],
+        ["tests/trainer/test_quantize.py", "tests/trainer/test_quantize_exact.py"],
+    ),
     # the policies on fixture documents; the test over the synthesized stacks costs a synth per mutant
     "graph-policies": (
         ["infra/graph_policies.py"],
         ["tests/infra/test_graph_policies.py", "tests/infra/test_graph_policies_edges.py", "-k", "not synthesized"],
     ),
     "infra-pipelines": (["infra/components/pipelines.py"], ["tests/infra/test_pipelines.py"]),
+    # ---- the third wave: the ramp's sequential test and its steps (not the fleet tests: real servers, minutes) ---
+    "sequential": (
+        ["contracts/sequential.py"],
+        [
+            "tests/contracts/test_sequential.py",
+            "tests/contracts/test_sequential_exact.py",
+            "tests/trainer/test_ramp.py",
+        ],
+    ),
+    "ramp": (["trainer/cloud/ramp.py"], ["tests/trainer/test_ramp.py", "tests/trainer/test_ramp_exact.py"]),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled

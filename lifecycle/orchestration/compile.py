@@ -7,13 +7,15 @@ Google Cloud libraries run with here; `make pipeline` runs this module with `.ve
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from lifecycle.orchestration.pipeline import RUN_ID, compile_pipeline
 from lifecycle.orchestration.plan import build_prediction_steps, build_steps
-from settings import ConfigError, load_config
+from settings import ENV_PREFIX, ConfigError, Settings, load_config
 
 DEFAULT_OUTPUT = Path("build") / "fmnist-lifecycle.yaml"
 
@@ -38,6 +40,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--train-arg", action="append", default=[], help="extra `trainer train` flag (repeatable)")
     return parser.parse_args(argv)
+
+
+def task_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings overrides (FMNIST_<SECTION>...) the step list was computed with, for every task's container.
+
+    Why: the compiled arguments already hold values computed from them (the local target's bucket paths), and a task
+    runs with only the environment the pipeline gives it, never the operator's; without them a task reads the image's
+    config and writes where no later task looks (found by `run-compiled --in-image`). The local target also gets its
+    storage root resolved, because its default is relative to the checkout, not to the image's /app.
+    """
+    keep = {
+        name: value
+        for name, value in sorted(environ.items())
+        if name.startswith(ENV_PREFIX)
+        and name != ENV_PREFIX + "ENV"
+        and name[len(ENV_PREFIX) :].split("__")[0].lower() in Settings.model_fields
+    }
+    if settings.target == "local":
+        keep[ENV_PREFIX + "STORAGE_ROOT"] = str(Path(settings.dev_bucket).parent)
+    return keep
 
 
 def main(argv: list[str]) -> int:
@@ -66,7 +88,8 @@ def main(argv: list[str]) -> int:
             train_args=tuple(args.train_arg),
         )
     try:
-        compile_pipeline(steps, image, settings.env, args.output, name, description)
+        environment = task_environment(settings, os.environ)
+        compile_pipeline(steps, image, settings.env, args.output, name, description, environment)
     except ModuleNotFoundError as exc:
         print(f"error: {exc.name} is missing: run with .venv-kfp/bin/python (make pipeline-venv)", file=sys.stderr)
         return 1

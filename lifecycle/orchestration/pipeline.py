@@ -11,6 +11,7 @@ path as `trainer submit` and waits for it. kfp is imported here only (it lives i
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from contextlib import ExitStack
 from itertools import groupby
 from pathlib import Path
@@ -85,9 +86,14 @@ def _ident(name: str) -> str:
     return name.replace("-", "_")
 
 
-def build_pipeline(steps: list[Step], image: str, env: str, name: str, description: str):
-    """The pipeline function: tasks in step order, artifacts wired from their producers, conditions as dsl.If."""
+def build_pipeline(
+    steps: list[Step], image: str, env: str, name: str, description: str, environment: Mapping[str, str] | None = None
+):
+    """The pipeline function: tasks in step order, artifacts wired from their producers, conditions as dsl.If.
+    Every task's container gets FMNIST_ENV and `environment` (the settings the step list was computed with)."""
     from kfp import dsl
+
+    variables = {**(environment or {}), "FMNIST_ENV": env}
 
     made = producers(steps)
 
@@ -106,7 +112,8 @@ def build_pipeline(steps: list[Step], image: str, env: str, name: str, descripti
                     task = make_component(step, image, env)(**inputs)
                     task.set_display_name(step.name)
                     task.set_cpu_limit(step.resources.cpu).set_memory_limit(step.resources.memory)
-                    task.set_env_variable("FMNIST_ENV", env)
+                    for variable, value in variables.items():
+                        task.set_env_variable(variable, value)
                     task.set_caching_options(False)  # steps read the buckets' current state, which caching cannot see
                     if before is not None:
                         task.after(before)
@@ -117,9 +124,17 @@ def build_pipeline(steps: list[Step], image: str, env: str, name: str, descripti
     return lifecycle_pipeline
 
 
-def compile_pipeline(steps: list[Step], image: str, env: str, output: Path, name: str, description: str) -> Path:
+def compile_pipeline(
+    steps: list[Step],
+    image: str,
+    env: str,
+    output: Path,
+    name: str,
+    description: str,
+    environment: Mapping[str, str] | None = None,
+) -> Path:
     from kfp import compiler
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(steps, image, env, name, description), str(output))
+    compiler.Compiler().compile(build_pipeline(steps, image, env, name, description, environment), str(output))
     return output

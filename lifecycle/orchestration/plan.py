@@ -162,7 +162,11 @@ def build_steps(
             "evaluate + export + verify + register",
             (*env, "export", "--model-dir", model_dir, *(("--no-register",) if gcp else ())),
             reads=("trained_model",),
-            writes=(registry, Artifact("evaluation", METRICS, storage.join(model_dir, "evaluation.json"))),
+            # the registered model is an output of the step that registers it: export here, the promoter's job on gcp
+            writes=(
+                *(() if gcp else (registry,)),
+                Artifact("evaluation", METRICS, storage.join(model_dir, "evaluation.json")),
+            ),
         ),
         Step(
             "promote",
@@ -172,7 +176,8 @@ def build_steps(
                 if gcp
                 else (*env, "registry", "promote", "candidate")
             ),
-            reads=("model",),
+            reads=("evaluation",) if gcp else ("model",),
+            writes=(registry,) if gcp else (),
             outcomes={0: PROMOTED, GATE_REFUSED_EXIT: REFUSED},
             resources=Resources(cpu="1", memory="2G"),
         ),

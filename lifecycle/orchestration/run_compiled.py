@@ -5,8 +5,22 @@ Lightweight Python Components") and its DockerRunner needs a Docker daemon, whic
 So this harness does what the Vertex AI Pipelines launcher does, for the subset the compiler emits here: it walks
 the DAG in dependency order, evaluates `dsl.If` trigger conditions, builds each task's executor input, substitutes
 the placeholders into the container's own command and arguments (the image's `python3` is this interpreter, the one
-the trainer image would run) and reads back the executor output (artifact URIs, metadata, outcome parameters). It runs
-against whatever storage the environment points at (the local root by default); it does not read the YAML's image.
+the trainer image would run) and reads back the outputs as the launcher does: each output parameter's file, else the
+executor output's value; artifacts (URIs, metadata) from the executor output.
+
+Two ways to run a task:
+- on this machine (default): this interpreter, the operator's environment plus the task's, against whatever storage
+  that environment points at; quick, but it cannot show what the image lacks or what the environment leaks.
+- `--in-image [IMAGE]`: what Vertex AI Pipelines runs. The task's own command and arguments in the trainer image
+  (default `localhost/fmnist-trainer:<content tag of this checkout>`, built by `make images`) with podman, as the
+  image's own non-root user, with ONLY the environment a Vertex AI task has: the image's ENV, the compiled task's
+  `env`, and the platform variables named with `--platform-env` (none for the local compilation; the twin's
+  emulator hosts for the gcp one). No variable of the operator's environment reaches it. Buckets are where Vertex
+  AI puts them for the container, `/gcs/<bucket>` (Cloud Storage FUSE): the local target's buckets are the
+  directories `dev`, `datasets` and `models` under its storage root, so `--storage-root DIR` bind-mounts each
+  `DIR/<bucket>` at `/gcs/<bucket>` (and the promoter's local key directory at /gcs/promoter), and the pipeline must
+  be compiled with FMNIST_STORAGE_ROOT=/gcs. The pipeline root (executor output, output parameter files) is a host
+  folder mounted at /gcs/pipeline-root.
 """
 
 from __future__ import annotations
@@ -24,12 +38,21 @@ from pathlib import Path
 
 import yaml
 
+from contracts.layout import BUCKET_KINDS
 from lifecycle.orchestration.pipeline import IMAGE_PYTHON
 
 EXECUTOR_INPUT = "{{$}}"
 JOB_NAME = "{{$.pipeline_job_name}}"
 _PLACEHOLDER = re.compile(r"\{\{\$[^}]*\}\}")
 _CONDITION = re.compile(r"^inputs\.parameter_values\['([^']+)'\] (==|!=) '([^']*)'$")
+REPO = Path(__file__).resolve().parents[2]
+PODMAN = str(REPO / "scripts" / "podman.sh")
+GCS_MOUNT = "/gcs"  # where Vertex AI mounts buckets in a task's container (Cloud Storage FUSE)
+PIPELINE_ROOT_MOUNT = f"{GCS_MOUNT}/pipeline-root"  # this harness's pipeline root inside the container
+TASK_TIMEOUT_S = 3600
+# The local target's promoter key pair lives under its storage root beside the buckets (trainer/models/index_signing.py
+# LOCAL_KEY_DIR): the local stand-in of the Cloud KMS key a Vertex AI task reaches over the network, mounted likewise.
+LOCAL_KEY_DIR = "promoter"
 
 
 class CompiledRunFailed(RuntimeError):
@@ -78,10 +101,70 @@ def condition_holds(condition: str, parameters: dict[str, str]) -> bool:
     return (parameters[name] == value) == (operator == "==")
 
 
+@dataclass(frozen=True)
+class InImage:
+    """Run each task in `image` with podman, as a Vertex AI Pipelines task runs (module docstring)."""
+
+    image: str
+    storage_root: Path | None = None  # the local target's buckets, mounted at /gcs/<bucket>; None: no bucket mount
+    platform_env: dict[str, str] = field(default_factory=dict)  # the platform's variables, passed by name
+    network: str = "none"  # the local compilation needs none; the twin's fakes listen on the host's
+
+    def check(self, spec: dict) -> None:
+        """Refuse a spec whose tasks would look for the buckets anywhere but at their mounts."""
+        for label, executor in spec["deploymentSpec"]["executors"].items():
+            env = {e["name"]: e.get("value", "") for e in executor.get("container", {}).get("env", [])}
+            root = env.get("FMNIST_STORAGE_ROOT")
+            if root is not None and root != GCS_MOUNT:
+                raise CompiledRunFailed(
+                    f"{label} was compiled with FMNIST_STORAGE_ROOT={root}, a path of the compiling machine: in the "
+                    f"image the buckets are at {GCS_MOUNT}/<bucket>; compile with FMNIST_STORAGE_ROOT={GCS_MOUNT}"
+                )
+            if root is not None and self.storage_root is None:
+                raise CompiledRunFailed(f"{label} uses the local target's buckets: pass --storage-root DIR")
+
+    def mounts(self, workdir: Path) -> list[str]:
+        """`--volume` options: each bucket at /gcs/<bucket>, the pipeline root; `U` hands them to the image's user
+        (on Vertex AI the FUSE mount is writable by the task's service account)."""
+        volumes = [f"{workdir}:{PIPELINE_ROOT_MOUNT}:U"]
+        if self.storage_root is not None:
+            for folder in (*BUCKET_KINDS, LOCAL_KEY_DIR):
+                (self.storage_root / folder).mkdir(parents=True, exist_ok=True)
+                volumes.append(f"{self.storage_root.resolve() / folder}:{GCS_MOUNT}/{folder}:U")
+        return [option for volume in volumes for option in ("--volume", volume)]
+
+    def command(self, name: str, argv: list[str], task_env: dict[str, str], workdir: Path) -> list[str]:
+        """The `podman run` of one task: its command as the entrypoint, its arguments, its env; nothing else."""
+        env = {**self.platform_env, **task_env}
+        options = ["run", "--rm", "--name", f"compiled-{name}-{time.monotonic_ns()}", "--network", self.network]
+        options += ["--no-healthcheck"]  # a pipeline task has none (and podman's needs systemd here)
+        options += self.mounts(workdir)
+        for key, value in sorted(env.items()):
+            options += ["--env", f"{key}={value}"]
+        return [PODMAN, *options, "--entrypoint", json.dumps(argv[:1]), self.image, *argv[1:]]
+
+
+def default_image() -> str:
+    """The trainer image `make images` built from this checkout's sources."""
+    from contracts.images import source_tag
+
+    return f"localhost/fmnist-trainer:{source_tag('trainer')}"
+
+
 class Harness:
-    def __init__(self, spec: dict, workdir: Path, job_name: str, python: str = sys.executable, log=print):
-        self.spec, self.workdir, self.python, self.log = spec, workdir, python, log
+    def __init__(
+        self,
+        spec: dict,
+        workdir: Path,
+        job_name: str,
+        python: str = sys.executable,
+        log=print,
+        in_image: InImage | None = None,
+    ):
+        self.spec, self.workdir, self.python, self.log, self.in_image = spec, workdir, python, log, in_image
         self.run = CompiledRun(job_name)
+        if in_image is not None:
+            in_image.check(spec)
 
     def execute(self) -> CompiledRun:
         self._dag(self.spec["root"]["dag"], {}, {})
@@ -125,6 +208,7 @@ class Harness:
         container = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
         folder = self.workdir / name
         folder.mkdir(parents=True, exist_ok=True)
+        seen = Path(PIPELINE_ROOT_MOUNT) / name if self.in_image else folder  # the folder as the task sees it
         outputs = component.get("outputDefinitions", {})
         executor_input = {
             "inputs": {
@@ -135,26 +219,33 @@ class Harness:
                 "artifacts": {
                     key: {
                         "artifacts": [
-                            {"name": key, "type": spec["artifactType"], "uri": str(folder / key), "metadata": {}}
+                            {"name": key, "type": spec["artifactType"], "uri": str(seen / key), "metadata": {}}
                         ]
                     }
                     for key, spec in outputs.get("artifacts", {}).items()
                 },
-                "parameters": {key: {"outputFile": str(folder / key)} for key in outputs.get("parameters", {})},
-                "outputFile": str(folder / "executor_output.json"),
+                "parameters": {key: {"outputFile": str(seen / key)} for key in outputs.get("parameters", {})},
+                "outputFile": str(seen / "executor_output.json"),
             },
         }
         argv = [self._substitute(arg, executor_input, name) for arg in [*container["command"], *container["args"]]]
-        if argv[0] == IMAGE_PYTHON:
-            argv[0] = self.python
-        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}}
-        self.log(f"\n== task {name}\n$ {' '.join(_shown(a) for a in argv)}")
+        task_env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+        if self.in_image is not None:
+            command = self.in_image.command(name, argv, task_env, self.workdir)
+            env = None  # podman itself runs with the operator's environment; the container gets only `command`'s
+        else:
+            command = [self.python, *argv[1:]] if argv[0] == IMAGE_PYTHON else argv
+            env = {**os.environ, **task_env}
+        self.log(f"\n== task {name}\n$ {' '.join(_shown(a) for a in command)}")
         start = time.perf_counter()
-        status = subprocess.run(argv, env=env).returncode
+        try:
+            status = subprocess.run(command, env=env, timeout=TASK_TIMEOUT_S).returncode
+        except subprocess.TimeoutExpired:
+            raise CompiledRunFailed(f"task {name!r} ran past {TASK_TIMEOUT_S} s") from None
         seconds = time.perf_counter() - start
         if status != 0:
             raise CompiledRunFailed(f"task {name!r} exited with {status}; its output is above")
-        output_file = Path(executor_input["outputs"]["outputFile"])
+        output_file = folder / "executor_output.json"
         output = json.loads(output_file.read_text()) if output_file.is_file() else {}
         run = TaskRun(name, seconds, parameters=dict(output.get("parameterValues", {})))
         for key in outputs.get("artifacts", {}):
@@ -162,12 +253,12 @@ class Harness:
             if not produced:
                 raise CompiledRunFailed(f"task {name!r} declared output artifact {key!r} but did not report it")
             run.artifacts[key] = produced[0]
-        for key in outputs.get("parameters", {}):
-            if key not in run.parameters:
-                path = folder / key
-                if not path.is_file():
-                    raise CompiledRunFailed(f"task {name!r} declared output parameter {key!r} but did not write it")
+        for key in outputs.get("parameters", {}):  # the file wins over the executor output, as the launcher reads it
+            path = folder / key
+            if path.is_file():
                 run.parameters[key] = path.read_text()
+            elif key not in run.parameters:
+                raise CompiledRunFailed(f"task {name!r} declared output parameter {key!r} but did not write it")
         self.run.tasks[name] = run
         self.log(f"-- {name}: {seconds:.1f} s")
 
@@ -183,20 +274,55 @@ def _shown(arg: str) -> str:
     return "'<executor input>'" if arg.startswith('{"inputs"') else arg
 
 
-def run_compiled(path: Path, workdir: Path, job_name: str, python: str = sys.executable, log=print) -> CompiledRun:
+def run_compiled(
+    path: Path,
+    workdir: Path,
+    job_name: str,
+    python: str = sys.executable,
+    log=print,
+    in_image: InImage | None = None,
+) -> CompiledRun:
     spec = yaml.safe_load(path.read_text())
-    return Harness(spec, workdir, job_name, python, log).execute()
+    return Harness(spec, workdir, job_name, python, log, in_image).execute()
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m lifecycle run-compiled", description=__doc__.splitlines()[0])
     parser.add_argument("pipeline", type=Path, help="the YAML `python -m lifecycle compile` wrote")
     parser.add_argument("--job-name", default="fmnist-lifecycle-" + time.strftime("%Y%m%d%H%M%S", time.gmtime()))
+    parser.add_argument(
+        "--in-image",
+        nargs="?",
+        const="",
+        metavar="IMAGE",
+        help="run each task in the trainer image with podman as Vertex AI Pipelines does "
+        "(default image: localhost/fmnist-trainer:<content tag of this checkout>, built by `make images`)",
+    )
+    parser.add_argument(
+        "--storage-root",
+        type=Path,
+        help="with --in-image: the local target's storage root, whose buckets are mounted at /gcs/<bucket> "
+        "(compile with FMNIST_STORAGE_ROOT=/gcs)",
+    )
+    parser.add_argument(
+        "--platform-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --in-image: a platform variable for every task (repeatable); nothing else of this environment",
+    )
+    parser.add_argument("--network", default="none", help="with --in-image: podman's --network (default none)")
     args = parser.parse_args(argv)
+    in_image = None
+    if args.in_image is not None:
+        platform = dict(pair.partition("=")[::2] for pair in args.platform_env)
+        in_image = InImage(args.in_image or default_image(), args.storage_root, platform, args.network)
+    elif args.storage_root or args.platform_env:
+        parser.error("--storage-root and --platform-env apply to --in-image runs only")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="compiled-run-") as workdir:
         try:
-            run = run_compiled(args.pipeline, Path(workdir), args.job_name)
+            run = run_compiled(args.pipeline, Path(workdir), args.job_name, in_image=in_image)
         except CompiledRunFailed as exc:
             print(f"\ncompiled run stopped: {exc}", file=sys.stderr)
             return 1

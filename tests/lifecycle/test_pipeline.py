@@ -159,8 +159,10 @@ def test_every_read_is_an_artifact_input_from_its_producer_for_lineage(dev_pipel
                 wired = condition_inputs[wired["componentInputArtifact"]]
             assert wired["taskOutputArtifact"] == {"outputArtifactKey": name, "producerTask": producer[name]}
     outputs = spec["components"]["comp-export"]["outputDefinitions"]["artifacts"]
-    assert outputs["model"]["artifactType"]["schemaTitle"] == "system.Model"
     assert outputs["evaluation"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    # on gcp the promoter's job registers the model: the promote task outputs it (its gate job, issue 25)
+    registered = spec["components"]["comp-promote"]["outputDefinitions"]["artifacts"]
+    assert registered["model"]["artifactType"]["schemaTitle"] == "system.Model" and "model" not in outputs
 
 
 @needs_kfp
@@ -328,6 +330,55 @@ def test_a_failing_compiled_task_stops_the_run_naming_the_task(tmp_path, monkeyp
         run_compiled(tmp_path / "bad.yaml", tmp_path / "work", "fmnist-lifecycle-bad", log=lambda *_: None)
 
 
+@needs_kfp
+def test_every_task_runs_with_the_settings_overrides_it_was_compiled_with(tmp_path):
+    """A task gets only the pipeline's environment (never the operator's): the overrides the arguments were computed
+    with must travel in each task's env, or a task reads the image's config (found by `run-compiled --in-image`:
+    the buckets in the arguments were /gcs/..., the commands wrote under the image's own default root)."""
+    environ = {"FMNIST_STORAGE_ROOT": "/gcs", "FMNIST_REGISTRY__ACCURACY_FLOOR": "0.3", "FMNIST_NOT_A_SETTING": "x"}
+    compile_env("local", tmp_path / "env.yaml", environ=environ)
+    executors = yaml.safe_load((tmp_path / "env.yaml").read_text())["deploymentSpec"]["executors"].values()
+    containers = [executor["container"] for executor in executors]
+    for container in containers:
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env == {"FMNIST_ENV": "local", "FMNIST_STORAGE_ROOT": "/gcs", "FMNIST_REGISTRY__ACCURACY_FLOOR": "0.3"}
+    assert sum("=/gcs/" in arg for container in containers for arg in container["args"]) >= 6  # computed from it
+
+
+def test_the_local_targets_default_root_reaches_the_tasks_resolved():
+    """`.mlops` is relative to the checkout; in the image it would be relative to /app."""
+    from lifecycle.orchestration.compile import task_environment
+
+    settings = load_config("local", environ={})
+    env = task_environment(settings, {"FMNIST_ENV": "local", "HOME": "/root"})
+    assert env == {"FMNIST_STORAGE_ROOT": str(REPO / ".mlops")}
+    assert task_environment(load_config("dev", environ={}), {"FMNIST_VERTEX__MACHINE_TYPE": "n2-standard-4"}) == {
+        "FMNIST_VERTEX__MACHINE_TYPE": "n2-standard-4"
+    }
+
+
+def test_the_in_image_run_refuses_a_pipeline_compiled_with_a_host_storage_root(tmp_path):
+    from lifecycle.orchestration.run_compiled import InImage
+
+    spec = {"deploymentSpec": {"executors": {"exec-ingest": {"container": {"env": [
+        {"name": "FMNIST_STORAGE_ROOT", "value": str(tmp_path / "mlops")}
+    ]}}}}}  # fmt: skip
+    with pytest.raises(CompiledRunFailed, match="compile with FMNIST_STORAGE_ROOT=/gcs"):
+        InImage("localhost/fmnist-trainer:x", tmp_path).check(spec)
+    spec["deploymentSpec"]["executors"]["exec-ingest"]["container"]["env"][0]["value"] = "/gcs"
+    with pytest.raises(CompiledRunFailed, match="pass --storage-root DIR"):
+        InImage("localhost/fmnist-trainer:x").check(spec)
+    InImage("localhost/fmnist-trainer:x", tmp_path).check(spec)
+
+
+def test_the_in_image_options_need_in_image(tmp_path, capsys):
+    from lifecycle.orchestration.run_compiled import main
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "x.yaml"), "--storage-root", str(tmp_path)])
+    assert "apply to --in-image runs only" in capsys.readouterr().err
+
+
 def test_compile_without_kfp_says_which_venv_to_use(tmp_path):
     pytest.importorskip("settings")
     if subprocess.run([sys.executable, "-c", "import kfp"], capture_output=True).returncode == 0:
@@ -485,3 +536,15 @@ def test_tasks_that_launch_a_job_publish_it_as_gcp_resources(dev_pipeline, tmp_p
             assert (PARAMETER in declared) is (name == launching), name
             if name == launching:
                 assert declared[PARAMETER]["parameterType"] == "STRING"
+
+
+def test_on_gcp_the_task_that_reports_the_registered_model_registers_it():
+    """Found by `run-compiled --in-image` on the gcp compilation against the twin: export ran `--no-register` on gcp
+    (the promoter's Cloud Run job registers, issue 25) yet declared the registry's `model` artifact, whose metadata
+    pipeline-step reads from the registry's candidate: "'candidate' is neither a registered version nor an alias"."""
+    steps = {step.name: step for step in build_steps(load_config("dev", environ={}), run_id=RUN_ID, preset="smoke")}
+    export, promote = steps["export"], steps["promote"]
+    assert "--no-register" in export.args and "model" not in {artifact.name for artifact in export.writes}
+    assert [artifact.name for artifact in promote.writes] == ["model"] and promote.args[2:4] == ("promotion", "request")
+    local = {step.name: step for step in build_steps(load_config("local", environ={}), run_id=RUN_ID, preset="smoke")}
+    assert "model" in {a.name for a in local["export"].writes} and local["promote"].writes == ()

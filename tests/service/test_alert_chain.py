@@ -28,10 +28,13 @@ from tests.service.model_factory import generated_images
 MIN_CLIENTS = 5  # DRIFT_MIN_CLIENTS of the instances and of the query
 OCTET = {"Content-Type": "application/octet-stream"}
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None or shutil.which("prometheus-alertmanager") is None,
-    reason="Debian packages prometheus and prometheus-alertmanager not installed",
-)
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None or shutil.which("prometheus-alertmanager") is None,
+        reason="Debian packages prometheus and prometheus-alertmanager not installed",
+    ),
+]
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:

@@ -23,7 +23,10 @@ from tests.service.model_factory import build_registry, generated_images, make_v
 from tests.service.test_rollout_server import _with_candidate
 from trainer.cloud.promql import fleet_verdict, http_asker
 
-pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian package prometheus not installed")
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian package prometheus not installed"),
+]
 SECRET = "fleet-routing-secret-0123456789abcdef"
 OCTET = {"Content-Type": "application/octet-stream"}
 # latency is judged on paired timings, which a machine this loaded can skew: its rule is tested in test_canary_attack

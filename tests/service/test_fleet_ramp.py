@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from contracts.rollout import Thresholds
-from lifecycle.served import READY_MARKER, free_port
+from lifecycle.served import free_port
 from service.rollout import route
 from tests.service.conftest import start_service, stop_service
 from tests.service.model_factory import (
@@ -29,6 +29,7 @@ from trainer.cloud.promql import http_asker
 from trainer.cloud.ramp import promql_evidence, tick
 
 pytestmark = [
+    pytest.mark.fleet,
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian package prometheus not installed"),
 ]
@@ -79,7 +80,7 @@ class Fleet:
             # PORT is fixed here; the launcher's own free port goes to a variable nobody reads
             server = start_service(directory, wait=False, port_variable="FMNIST_TEST_SPARE_PORT", PORT=str(port), **env)
             server = dataclasses.replace(server, url=f"http://127.0.0.1:{port}", port=port)
-            server.wait_healthy(workers=2, marker=READY_MARKER, timeout=60)  # one line per role
+            server.wait_healthy(workers=1, roles=("champion", "challenger"), timeout=60)  # each role warmed up
             self.servers.append(server)
 
     def stop(self):

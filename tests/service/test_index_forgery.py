@@ -50,9 +50,11 @@ def forge(registry, directory: Path, version: str, files: dict, signer=None) -> 
 
 
 def wait_for(server, version: str, timeout: float = 20.0) -> None:
+    """Until every worker serves `version` (20 answers in a row): a worker that never saw an index cannot refuse a
+    replay of an older one for it; it keeps what it serves."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if served_version(server) == version:
+        if {served_version(server) for _ in range(20)} == {version}:
             return
         time.sleep(0.05)
     raise AssertionError(f"{version} did not start serving within {timeout} s (serving {served_version(server)})")
