@@ -27,6 +27,8 @@ from typing import Any
 from twin import wire
 from twin.wire import Request, not_found
 
+# the List*Response field that holds a collection's items, where it is not the collection's own name
+_LIST_FIELDS = {"evaluations": "modelEvaluations", "slices": "modelEvaluationSlices"}
 _JOB_COLLECTIONS = ("customJobs", "batchPredictionJobs", "hyperparameterTuningJobs", "pipelineJobs")
 _TYPES = "type.googleapis.com/google.cloud.aiplatform.v1"  # an operation's response is an Any naming its type
 
@@ -92,7 +94,7 @@ class FakeVertex:
             parent, _, collection = path.rpartition("/")
             listed = [v for k, v in self.resources.items() if k.rpartition("/")[0] == path]
             if listed or collection in _JOB_COLLECTIONS or collection.endswith("s") and parent:
-                return 200, {collection: listed} if listed else {}
+                return 200, {_LIST_FIELDS.get(collection, collection): listed} if listed else {}
             return not_found(path)
         if request.method == "POST":
             collection = path.rpartition("/")[2]

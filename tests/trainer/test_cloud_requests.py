@@ -349,6 +349,8 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
         ],
     )
     sdk.give("aiplatform.Endpoint().traffic_split", {"1": 75, "3": 25})
+    sdk.give("aiplatform.Model", None)  # the parent exists (no NotFound); no version of it carries this one yet
+    sdk.give("aiplatform.Endpoint().gca_resource", gca_endpoint.Endpoint())  # before the deploy
     assert deploy_model.run(args, gcs_settings) == 0
     assert [call.arguments for call in sdk.calls if call.path == "aiplatform.init"] == [
         {"project": gcs_settings.project_id, "location": gcs_settings.region}
@@ -358,6 +360,7 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
         "aiplatform.init",
         "aiplatform.Model",
         "aiplatform.init",
+        "aiplatform.Model",
         "aiplatform.Model.upload",
         "aiplatform.Endpoint",
         "aiplatform.Model.upload().deploy",
@@ -369,7 +372,10 @@ def test_deploy_model_uploads_and_deploys_through_the_sdk(gcs_settings, sdk, cap
         "traffic_split": {"3": 25, "1": 75},
         "sync": True,
     }
-    assert sdk.only("aiplatform.Model") == {"model_name": PARENT}
+    assert [c.arguments for c in sdk.calls if c.path == "aiplatform.Model"] == [
+        {"model_name": PARENT},
+        {"model_name": PARENT, "version": version},
+    ]
     upload = sdk.only("aiplatform.Model.upload")
     assert upload["parent_model"] == PARENT and upload["version_aliases"] == ["candidate", "champion", version]
     assert upload["artifact_uri"] == f"{gcs_settings.models_bucket}/registry/versions/{version}"

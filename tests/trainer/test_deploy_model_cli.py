@@ -103,3 +103,37 @@ def test_a_canary_over_the_wire_is_deployed_beside_the_champion_and_recorded(gcs
         "vertex",
         10,
     )
+
+
+def _vertex_state(fake, endpoint: str) -> dict:
+    """What a retried deploy must leave as it was: the model versions (by name) and what the endpoint serves."""
+    served = fake.resources[endpoint]
+    return {
+        "models": sorted(name for name in fake.resources if "/models/" in name),
+        "deployed": sorted(d["displayName"] for d in served.get("deployedModels", [])),
+        "traffic": served.get("trafficSplit"),
+    }
+
+
+def test_a_retried_deploy_uploads_and_deploys_nothing_more(gcs_settings, monkeypatch, capsys):
+    """Vertex AI Pipelines may retry the deploy-model step: the second run finds the version it uploaded (by its
+    version alias) and the endpoint already serving it with the share asked, so nothing is uploaded or deployed."""
+    monkeypatch.setenv("FMNIST_BUCKET_PREFIX", gcs_settings.bucket_prefix)
+    registry = ModelRegistry.from_settings(gcs_settings)
+    champion = _register(registry, b"{}", 0.9)
+    registry.promote(champion)
+    endpoint = gcs_settings.names.endpoint_name
+    with vertex_over_the_wire(gcs_settings.project_id, gcs_settings.region) as fake:
+        fake.seed_endpoint(endpoint, {}, {})
+        assert cli.main(["--env", "dev", "deploy-model", "champion"]) == 0
+        first = _vertex_state(fake, endpoint)
+        capsys.readouterr()
+        assert cli.main(["--env", "dev", "deploy-model", "champion"]) == 0
+        second = _vertex_state(fake, endpoint)
+    assert capsys.readouterr().err == (
+        f"note: {champion} was uploaded by an earlier attempt; not uploaded again\n"
+        f"note: {champion} already serves 100% of the traffic; not deployed again\n"
+    )
+    assert first["deployed"] == [f"fmnist-{champion}"] and sorted(first["traffic"].values()) == [100]
+    assert second == first
+    assert [r.verb for r in fake.requests if r.verb in ("upload", "deployModel")] == ["upload", "deployModel"]

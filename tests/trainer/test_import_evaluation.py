@@ -61,6 +61,44 @@ def test_an_evaluation_without_a_confusion_matrix_is_refused_with_the_fix(dev, e
         build_import(dev, "v1", evaluation)
 
 
+def test_a_retried_import_over_the_wire_imports_nothing_more(dev, evaluation, monkeypatch, capsys):
+    """Vertex AI Pipelines may retry import-evaluation: the real GAPIC client against the twin's Vertex AI, twice;
+    the second run finds the evaluation of that version by its display name and imports nothing."""
+    from google.cloud import aiplatform
+
+    from trainer.cloud import endpoints
+    from trainer.cloud.import_evaluation import send
+    from twin import metadata
+    from twin.vertex import vertex_over_the_wire
+
+    version = "v20261201-000000-abcd"
+    parent = dev.names.parent_model_name
+    with (
+        vertex_over_the_wire(dev.project_id, dev.region) as fake,
+        metadata.serve(dev.project_id, "pipelines@example.iam.gserviceaccount.com") as identity,
+    ):
+        for variable, value in {**identity.environment(), endpoints.VERTEX_AI: fake.endpoint}.items():
+            monkeypatch.setenv(variable, value)
+        aiplatform.Model.upload(  # the version deploy-model uploaded, with its registry version as alias
+            display_name="fmnist-classifier",
+            model_id="fmnist-classifier",
+            serving_container_image_uri="europe-docker.pkg.dev/p/r/service:1",
+            version_aliases=[version],
+            sync=True,
+        )
+        request = build_import(dev, version, evaluation)
+        first = send(request)
+        evaluations = sorted(name for name in fake.resources if "/evaluations/" in name)
+        again = send(request)
+        assert sorted(name for name in fake.resources if "/evaluations/" in name) == evaluations
+    assert len(evaluations) == 1 and evaluations[0].startswith(f"{parent}@{version}/evaluations/")
+    assert again.name == first.name == evaluations[0]
+    assert [r.verb for r in fake.requests if r.verb == "import"] == ["import"]
+    assert capsys.readouterr().err == (
+        f"note: {parent}@{version} already holds evaluation 'test-set-{version}'; not imported again\n"
+    )
+
+
 def gate_report(candidate: str, champion: str) -> dict:
     """A real gate report: 100 images, 10 per class; the candidate misses 3 Shirts, the champion 1 T-shirt/top."""
     from trainer.models.gate import GateRules, GateSet, decide
@@ -142,6 +180,8 @@ def test_import_evaluation_sends_the_evaluation_and_its_gate_slices_over_the_wir
         assert run(SimpleNamespace(ref=v1, dry_run=False), gcs_settings) == 0  # the first champion: no gate ran
         assert fake.sent("POST", ":batchImport") == []
         assert "imported without slices" in capsys.readouterr().out
+        assert run(SimpleNamespace(ref="champion", dry_run=False), gcs_settings) == 0
+        # a retried step (Vertex AI Pipelines may retry a task) imports neither the evaluation nor its slices again
         assert run(SimpleNamespace(ref="champion", dry_run=False), gcs_settings) == 0
 
     evaluation = fake.only("POST", f"{parent}@{v2}/evaluations:import").body["modelEvaluation"]

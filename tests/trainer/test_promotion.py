@@ -89,6 +89,48 @@ def test_registry_promote_on_google_cloud_names_the_promoters_command(capsys):
     assert "promotion approve v20261206-000000-abcd" in capsys.readouterr().err
 
 
+def _promoted_run(settings, model_dir, run_id: str = "fmnist-train-r1") -> tuple[ModelRegistry, str]:
+    """What a promote step's first attempt leaves: the run's model registered (by run id) and made champion, and
+    the model directory its training wrote."""
+    import storage
+
+    storage.write_text(storage.join(str(model_dir), "training.json"), json.dumps({"run_id": run_id}))
+    registry = ModelRegistry.from_settings(settings)
+    version = registry.register(
+        {"model.onnx": b"x"}, {"accuracy": 0.9}, "custom", dataset_version=None, extra={"run_id": run_id}
+    )
+    registry.promote(version)
+    return registry, version
+
+
+def test_a_retried_request_on_google_cloud_does_not_execute_the_gate_job_again(gcs_settings, monkeypatch, capsys):
+    """Vertex AI Pipelines may retry the promote step: its model is the champion already, so the step succeeds
+    without a second execution of the promoter's job (which would fail: 'already the champion')."""
+    from trainer.cli import main
+
+    monkeypatch.setenv("FMNIST_BUCKET_PREFIX", gcs_settings.bucket_prefix)
+    model_dir = f"{gcs_settings.models_bucket}/jobs/fmnist-train-r1/model"
+    registry, version = _promoted_run(gcs_settings, model_dir)
+    before = registry.read_index()
+    executions: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(promotion.JobRunner, "run", lambda self, job, args: executions.append((job, args)) or {})
+    assert main(["--env", "dev", "promotion", "request", "--model-dir", model_dir]) == 0
+    assert executions == [] and registry.read_index() == before
+    assert f"{version} (run fmnist-train-r1) is already the champion" in capsys.readouterr().out
+
+
+def test_a_retried_request_on_the_local_target_succeeds_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    """Locally the gate job runs in-process: the registered model of this run is the champion, nothing to do."""
+    from trainer.cli import main
+
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    registry, version = _promoted_run(load_config("local"), tmp_path / "model")
+    before = registry.read_index()
+    assert main(["promotion", "request", "--model-dir", str(tmp_path / "model")]) == 0
+    assert registry.read_index() == before
+    assert f"{version} is already the champion (a retried request): nothing to do" in capsys.readouterr().out
+
+
 def test_the_platforms_own_variables_are_told_from_an_executions(tmp_path):
     """The twin's Cloud Run lists what it set in PLATFORM_ENV_FILE (Google's sets nothing there, and an execution's
     overrides cannot add a file): exactly those values pass; the same name with another value, or a setting the

@@ -228,14 +228,20 @@ def test_deploy_calls_bind_to_the_sdk(deploy_request):
         aiplatform,
         returns={"aiplatform.Model.upload": aiplatform.Model},
         results={
+            "aiplatform.Model": None,  # no version of the parent carries v1x yet (the SDK raises NotFound)
+            "aiplatform.Endpoint().gca_resource": gca_endpoint.Endpoint(  # before the deploy
+                deployed_models=on_endpoint[:2], traffic_split={"1": 100}
+            ),
             "aiplatform.Endpoint().list_models": on_endpoint,
             "aiplatform.Endpoint().traffic_split": {"3": 100} if share == 100 else {"1": 100 - share, "3": share},
         },
     )
     deploy_model.send(request, sdk)
     undeploys = ["aiplatform.Endpoint().undeploy"] * (2 if share == 100 else 1)
+    looked_up = ["aiplatform.Model"] if variant["parent_exists"] else []  # the version a retried deploy uploaded
     assert sdk.paths() == [
         "aiplatform.init",
+        *looked_up,
         "aiplatform.Model.upload",
         "aiplatform.Endpoint",
         "aiplatform.Model.upload().deploy",
@@ -243,6 +249,8 @@ def test_deploy_calls_bind_to_the_sdk(deploy_request):
         *undeploys,
     ]
     assert sdk.only("aiplatform.Model.upload") == request.upload
+    if looked_up:
+        assert sdk.only("aiplatform.Model") == {"model_name": request.upload["parent_model"], "version": "v1x"}
     assert sdk.only("aiplatform.Endpoint") == {"endpoint_name": request.endpoint}
     deployed = sdk.only("aiplatform.Model.upload().deploy")
     assert isinstance(deployed.pop("endpoint"), SdkDouble) and deployed == request.deploy

@@ -51,21 +51,19 @@ def snapshot(twin: Twin, settings, env: dict) -> dict:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="three steps are not idempotent under retry (measured 2026-12-06; ingest, analyze, features, "
-    "feed-feature-store, train, export and registry are): a retried `registry promote` exits 1 'already the "
-    "champion' (the run fails), a retried deploy-model uploads a second Vertex AI model version of the same registry "
-    "version (fmnist-classifier@2), a retried import-evaluation imports a second evaluation. Fix them, then drop this",
-)
 def test_every_step_of_the_gcp_lifecycle_leaves_the_same_state_when_run_twice(trainer_image, tmp_path):
     settings = load_config("dev", environ=SMOKE_GATE)  # the steps as the twin runs them: no approval wait
     source = make_idx_dir(tmp_path / "idx", 600, 200)
     steps = build_steps(settings, run_id="fmnist-train-twin-retry", preset="smoke", source=str(source))
     started = time.monotonic()
     with running(settings, tmp_path / "twin") as twin:
-        env = {**twin.environment(), **SMOKE_GATE, "FMNIST_STORAGE_ROOT": str(tmp_path / "mlops")}
+        mlops = tmp_path / "mlops"  # the promoter's local signing key lives beside it
+        mlops.mkdir()
+        env = {**twin.environment(), **SMOKE_GATE, "FMNIST_STORAGE_ROOT": str(mlops)}
         env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        # the promoter's jobs (twin/run.py) get the same gate and key directory, as `make twin-gcp` gives them
+        twin.run.job_env.update({k: v for k, v in env.items() if k in (*SMOKE_GATE, "FMNIST_STORAGE_ROOT")})
+        twin.run.mounts.append(str(mlops))
         outcomes: dict[str, int] = {}
         differences = {}
         for step in steps:

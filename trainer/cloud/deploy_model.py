@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import storage
 from contracts.layout import CHAMPION
 from contracts.registry_index import VersionRecord
-from contracts.serving import HEALTH_ROUTE, PORT, PREDICT_ROUTE, Env, deployed_model_name, service_environment
+from contracts.serving import (
+    HEALTH_ROUTE,
+    PORT,
+    PREDICT_ROUTE,
+    Env,
+    deployed_model_name,
+    deployed_model_version,
+    service_environment,
+)
 from trainer.cloud.rollout import Deployed, deployed_models
 from trainer.cloud.vertex import require_gcp
 from trainer.errors import CommandError
@@ -125,16 +133,53 @@ def retire(deployed: list[Deployed], version: str, traffic_percentage: int) -> t
     return [d.id for d in deployed if d not in keep], split
 
 
+def uploaded_version(aiplatform, request: DeployRequest):
+    """The parent model's version that an earlier (retried) deploy uploaded for this registry version, found by its
+    version alias (our version id), or None: Vertex AI Pipelines may retry the step, and a second upload would
+    mirror one registry version as two Vertex AI versions."""
+    from google.api_core import exceptions
+
+    parent = request.upload.get("parent_model")
+    if not parent:  # no parent model yet: nothing was uploaded
+        return None
+    try:
+        return aiplatform.Model(model_name=parent, version=request_version(request))
+    except exceptions.NotFound:
+        return None
+
+
+def request_version(request: DeployRequest) -> str:
+    return str(request.upload["serving_container_environment_variables"][Env.FMNIST_MODEL_VERSION])
+
+
+def serving(endpoint) -> list[Deployed]:
+    """The endpoint's deployed models as fetched when it was opened (`deployed_models` reads it again)."""
+    resource = endpoint.gca_resource
+    split = dict(resource.traffic_split)
+    return [
+        Deployed(str(m.id), deployed_model_version(m.display_name), int(split.get(str(m.id), 0)))
+        for m in resource.deployed_models
+    ]
+
+
 def send(request: DeployRequest, aiplatform=None):
-    """Upload, deploy, then undeploy what `retire` says no longer serves (each undeploy sets the split that stays)."""
+    """Upload (unless a retried deploy uploaded this version already), deploy (unless it already serves with the
+    requested share), then undeploy what `retire` says no longer serves (each undeploy sets the split that stays)."""
     if aiplatform is None:
         from google.cloud import aiplatform
     aiplatform.init(**request.init)
-    model = aiplatform.Model.upload(**request.upload)
+    version, traffic = request_version(request), request.deploy["traffic_percentage"]
+    model = uploaded_version(aiplatform, request)
+    if model is None:
+        model = aiplatform.Model.upload(**request.upload)
+    else:
+        print(f"note: {version} was uploaded by an earlier attempt; not uploaded again", file=sys.stderr)
     endpoint = aiplatform.Endpoint(request.endpoint)
-    model.deploy(endpoint=endpoint, **request.deploy)
-    version = request.upload["serving_container_environment_variables"]["FMNIST_MODEL_VERSION"]
-    retired, split = retire(deployed_models(endpoint), version, request.deploy["traffic_percentage"])
+    if any(d.version == version and d.traffic == traffic for d in serving(endpoint)):
+        print(f"note: {version} already serves {traffic}% of the traffic; not deployed again", file=sys.stderr)
+    else:
+        model.deploy(endpoint=endpoint, **request.deploy)
+    retired, split = retire(deployed_models(endpoint), version, traffic)
     for deployed_model_id in retired:
         endpoint.undeploy(deployed_model_id=deployed_model_id, traffic_split=split, sync=True)
     return model

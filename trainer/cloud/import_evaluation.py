@@ -12,6 +12,7 @@ twin's Vertex AI); only `send` and `send_slices` talk to Vertex AI.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 
 import storage
@@ -144,9 +145,16 @@ def to_sdk(request: ImportEvaluationRequest, aiplatform_v1):
 
 
 def send(request: ImportEvaluationRequest, aiplatform_v1=None):
+    """Import the evaluation, unless that version already holds one of the same name: Vertex AI Pipelines may
+    retry the step, and Vertex AI would keep both (an import is not keyed by name)."""
     if aiplatform_v1 is None:
         from google.cloud import aiplatform_v1
     client = aiplatform_v1.ModelServiceClient(**endpoints.gapic_client_kwargs(request.api_endpoint))
+    name = request.model_evaluation["display_name"]
+    for existing in client.list_model_evaluations(parent=request.parent):
+        if existing.display_name == name:
+            print(f"note: {request.parent} already holds evaluation {name!r}; not imported again", file=sys.stderr)
+            return existing
     return client.import_model_evaluation(request=to_sdk(request, aiplatform_v1))
 
 
@@ -157,6 +165,10 @@ def send_slices(evaluation: str, slices: list[dict], api_endpoint: str, aiplatfo
     from google.protobuf import json_format, struct_pb2
 
     client = aiplatform_v1.ModelServiceClient(**endpoints.gapic_client_kwargs(api_endpoint))
+    imported = [one.name for one in client.list_model_evaluation_slices(parent=evaluation)]
+    if imported:  # a retried step: its first attempt imported them (Vertex AI would keep both)
+        print(f"note: {evaluation} already holds {len(imported)} slices; not imported again", file=sys.stderr)
+        return imported
     messages = [
         aiplatform_v1.ModelEvaluationSlice(
             slice_=one["slice_"],

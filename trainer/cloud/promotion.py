@@ -130,6 +130,15 @@ def _champion_after(settings, job: str, operation: dict, version_of) -> int:
     )
 
 
+def _champion_already(settings, version_of) -> str | None:
+    """The version `version_of(index)` names when it is the champion already (a retried request), else None."""
+    from trainer.models.registry import ModelRegistry
+
+    index = ModelRegistry.from_settings(settings).read_index()
+    version = version_of(index)
+    return version if version is not None and index.alias(CHAMPION) == version else None
+
+
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     request = sub.add_parser("request", help="ask the promoter to register, gate and (when allowed) promote")
@@ -156,6 +165,9 @@ def gate_job(settings, model_dir: str) -> int:
         refuse_overridden_settings()
     summary = export_model_dir(settings, model_dir, register=True)
     version = summary["model_version"]
+    if _champion_already(settings, lambda _: version):  # Vertex AI Pipelines may retry the promote step
+        print(f"{version} is already the champion (a retried request): nothing to do")
+        return 0
     new, previous = ModelRegistry.from_settings(settings).promote(version, pending_approval=awaits_approval(settings))
     print(f"promoted {new} to champion (was {previous or 'none'})")
     return 0
@@ -183,13 +195,16 @@ def run(args, settings) -> int:
         from trainer.models.model_dir import read_training_info
 
         run_id = read_training_info(args.model_dir)["run_id"]
+
+        def of_this_run(index):
+            return next((v for v, r in index.versions.items() if r.extra.get("run_id") == run_id), None)
+
+        champion = _champion_already(settings, of_this_run)
+        if champion:  # a retried step: its first attempt's execution promoted this run's model
+            print(f"{champion} (run {run_id}) is already the champion (a retried request): the promoter is not asked")
+            return 0
         operation = runner.run(PROMOTION_GATE_JOB, ["--model-dir", args.model_dir])
-        return _champion_after(
-            settings,
-            PROMOTION_GATE_JOB,
-            operation,
-            lambda index: next((v for v, r in index.versions.items() if r.extra.get("run_id") == run_id), None),
-        )
+        return _champion_after(settings, PROMOTION_GATE_JOB, operation, of_this_run)
     return approve(settings, args.version, runner)
 
 
