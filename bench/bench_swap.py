@@ -105,19 +105,12 @@ def main(argv=None) -> int:
         root = Path(tmp)
         versions = make_versions(model_dir, root, ("swap-a", "swap-b"))
         registry = registry_with(root, versions, args.signed)
-        server = bs.Server("swap-service", "service", root / "models", str(Path(args.python).absolute()))
-        command = server.command
-
-        def with_reference():
-            cmd, env, cwd = command()
-            env.update(
-                MODEL_URI=f"{root / 'models'}@champion", MODEL_POLL_S=str(args.poll), MODEL_ARTIFACT=args.artifact
-            )
-            if args.signed:
-                env["INDEX_PUBLIC_KEY_FILE"] = str(root / "promoter" / "index-signing.pub.pem")
-            return cmd, env, cwd
-
-        server.command = with_reference
+        extra = {"MODEL_POLL_S": str(args.poll), "MODEL_ARTIFACT": args.artifact}
+        if args.signed:
+            extra["INDEX_PUBLIC_KEY_FILE"] = str(root / "promoter" / "index-signing.pub.pem")
+        # the service follows the registry's champion (MODEL_URI <models>@champion), started by lifecycle.served
+        reference = Path(f"{root / 'models'}@champion")
+        server = bs.Server("swap-service", "service", reference, str(Path(args.python).absolute()), extra_env=extra)
         try:
             server.start(bodies["raw1"].read_bytes())
             time.sleep(1)

@@ -61,7 +61,7 @@ def test_an_evaluation_without_a_confusion_matrix_is_refused_with_the_fix(dev, e
         build_import(dev, "v1", evaluation)
 
 
-def test_a_retried_import_over_the_wire_imports_nothing_more(dev, evaluation, monkeypatch, capsys):
+def test_a_retried_import_over_the_wire_imports_nothing_more(dev, evaluation, monkeypatch, capsys, tmp_path):
     """Vertex AI Pipelines may retry import-evaluation: the real GAPIC client against the twin's Vertex AI, twice;
     the second run finds the evaluation of that version by its display name and imports nothing."""
     from google.cloud import aiplatform
@@ -77,8 +77,10 @@ def test_a_retried_import_over_the_wire_imports_nothing_more(dev, evaluation, mo
         vertex_over_the_wire(dev.project_id, dev.region) as fake,
         metadata.serve(dev.project_id, "pipelines@example.iam.gserviceaccount.com") as identity,
     ):
-        for variable, value in {**identity.environment(), endpoints.VERTEX_AI: fake.endpoint}.items():
-            monkeypatch.setenv(variable, value)
+        # a key whose token URI is the twin's metadata server: google-auth reads GCE_METADATA_HOST only once, at its
+        # import, which an earlier test may have done (twin/metadata.py)
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(identity.service_account_file(tmp_path / "sa.json")))
+        monkeypatch.setenv(endpoints.VERTEX_AI, fake.endpoint)
         aiplatform.Model.upload(  # the version deploy-model uploaded, with its registry version as alias
             display_name="fmnist-classifier",
             model_id="fmnist-classifier",
