@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 
-from cdktf_cdktf_provider_google.bigquery_dataset import BigqueryDataset
 from cdktf_cdktf_provider_google.bigquery_dataset_iam_member import BigqueryDatasetIamMember
 from cdktf_cdktf_provider_google.bigquery_table import BigqueryTable
 from cdktf_cdktf_provider_google.logging_project_sink import LoggingProjectSink
@@ -34,17 +33,13 @@ class GroundTruth(Construct):
         self, scope: Construct, id: str, *, names: Names, teardown: TeardownPolicy, apis: Apis, kms: KeyGrants
     ):
         super().__init__(scope, id)
-        self.dataset = BigqueryDataset(
+        self.dataset = kms.dataset(
             self,
             "dataset",
             dataset_id=feedback.BIGQUERY_DATASET,
-            location=names.region,
             description="ground truth: sampled predictions and posted labels (contracts/feedback.py)",
-            labels=names.labels,
-            default_encryption_configuration={"kms_key_name": kms.key_id},
-            delete_contents_on_destroy=teardown.bigquery_delete_contents_on_destroy,
-            lifecycle=teardown.lifecycle(),
-            depends_on=[apis["bigquery.googleapis.com"], kms.ready["bigquery"]],
+            names=names,
+            teardown=teardown,
         )
         self.table = BigqueryTable(
             self,

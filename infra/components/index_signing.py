@@ -18,9 +18,8 @@ from constructs import Construct
 
 from contracts.index_signature import ALGORITHM, INDEX_SIGNING_KEY_ID
 from infra.components.apis import Apis
-from infra.components.kms import DESTROY_SCHEDULED_DURATION, CmekKey
+from infra.components.kms import DESTROY_SCHEDULED_DURATION, CmekKey, allow_destroy
 from infra.naming import Names
-from infra.suppressions import suppress
 from infra.teardown import TeardownPolicy
 
 SIGNER = "roles/cloudkms.signerVerifier"
@@ -45,13 +44,7 @@ class IndexSigningKey(Construct):
             lifecycle=teardown.lifecycle(),
             destroy_scheduled_duration=DESTROY_SCHEDULED_DURATION,
         )
-        if not teardown.protect:
-            suppress(
-                self.key,
-                "CKV_GCP_82",
-                f"infra.deletion_protection is false for {names.env}: `cdktf destroy {names.bootstrap_stack}` "
-                "must schedule this key's versions for destruction (protected environments keep prevent_destroy).",
-            )
+        allow_destroy(self.key, names, teardown)
         self.signers = [
             KmsCryptoKeyIamMember(self, f"signer-{i}", crypto_key_id=self.key.id, role=SIGNER, member=member)
             for i, member in enumerate(signers)

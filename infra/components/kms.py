@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cdktf import ITerraformDependable
+from cdktf_cdktf_provider_google.bigquery_dataset import BigqueryDataset
 from cdktf_cdktf_provider_google.kms_crypto_key import KmsCryptoKey
 from cdktf_cdktf_provider_google.kms_crypto_key_iam_member import KmsCryptoKeyIamMember
 from cdktf_cdktf_provider_google.kms_key_ring import KmsKeyRing
@@ -34,6 +35,18 @@ ROTATION_PERIOD = "7776000s"  # 90 days
 # (and losing what it encrypted), so it must not follow infra.deletion_protection.
 DESTROY_SCHEDULED_DURATION = "2592000s"
 ENCRYPTER_DECRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+
+
+def allow_destroy(key: KmsCryptoKey, names: Names, teardown: TeardownPolicy) -> None:
+    """An unprotected environment's keys may be destroyed (CKV_GCP_82 says keep them): noted once, for every key of
+    the bootstrap stack."""
+    if not teardown.protect:
+        suppress(
+            key,
+            "CKV_GCP_82",
+            f"infra.deletion_protection is false for {names.env}: `cdktf destroy {names.bootstrap_stack}` "
+            "must schedule this key's versions for destruction (protected environments keep prevent_destroy).",
+        )
 
 
 class CmekKey(Construct):
@@ -59,13 +72,7 @@ class CmekKey(Construct):
             lifecycle=teardown.lifecycle(),
             destroy_scheduled_duration=DESTROY_SCHEDULED_DURATION,
         )
-        if not teardown.protect:
-            suppress(
-                self.key,
-                "CKV_GCP_82",
-                f"infra.deletion_protection is false for {names.env}: `cdktf destroy {names.bootstrap_stack}` "
-                "must schedule this key's versions for destruction (protected environments keep prevent_destroy).",
-            )
+        allow_destroy(self.key, names, teardown)
         # The environment stack grants the service agents on this key: its deployer administers this key only.
         KmsCryptoKeyIamMember(self, "admin", crypto_key_id=self.key.id, role="roles/cloudkms.admin", member=admin)
 
@@ -108,6 +115,24 @@ class KeyGrants(Construct):
                 message_retention_duration="604800s",
                 depends_on=[self._apis["pubsub.googleapis.com"], self.ready["pubsub"]],
             ),
+        )
+
+    def dataset(
+        self, scope: Construct, id: str, *, dataset_id: str, description: str, names: Names, teardown: TeardownPolicy
+    ) -> BigqueryDataset:
+        """A BigQuery dataset whose tables default to this key, created once BigQuery's agent may use it, dropped
+        with its contents where the environment's teardown says so (features, ground truth)."""
+        return BigqueryDataset(
+            scope,
+            id,
+            dataset_id=dataset_id,
+            location=names.region,
+            description=description,
+            labels=names.labels,
+            default_encryption_configuration={"kms_key_name": self.key_id},
+            delete_contents_on_destroy=teardown.bigquery_delete_contents_on_destroy,
+            lifecycle=teardown.lifecycle(),
+            depends_on=[self._apis["bigquery.googleapis.com"], self.ready["bigquery"]],
         )
 
 

@@ -306,7 +306,7 @@ def test_the_cloud_run_share_over_http_reads_then_patches_with_the_etag():
     try:
         share = ramp.CloudRunShare(resource["name"], requests.Session())
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(ramp, "RUN_API", f"http://127.0.0.1:{server.server_port}/v2")
+            patch.setenv("RUN_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
             share.set_share(50.0)
             refuse.append(True)
             with pytest.raises(CommandError, match="PATCH .* answered 409"):

@@ -38,6 +38,7 @@ from contracts.registry_index import RegistryIndex
 from contracts.rollout import Evidence, Thresholds
 from contracts.sequential import RateJudgement, RateTest
 from contracts.serving import Env
+from trainer.cloud.endpoints import run_api
 from trainer.errors import CommandError, GateRefused
 from trainer.models.registry import ModelRegistry
 
@@ -266,11 +267,9 @@ def _plain(evidence: Evidence) -> dict[str, Any]:
 
 # ---- Cloud Run: the in-service canary share ---------------------------------------------------------------------
 
-RUN_API = "https://run.googleapis.com/v2"
-
 
 def cloud_run_share_body(service: Mapping[str, Any], percent: float) -> dict[str, Any]:
-    """The Service resource for `PATCH {RUN_API}/{name}`: the one read (etag included, so a concurrent change is
+    """The Service resource for `PATCH {run_api()}/{name}`: the one read (etag included, so a concurrent change is
     refused) with CANARY_PERCENT set on the container that serves (the one that reads CHALLENGER); a new revision
     follows, whose instances route `percent` % of the clients to the challenger. Raises if no container has one."""
     body = json.loads(json.dumps(dict(service)))
@@ -298,7 +297,7 @@ class CloudRunShare:
     name: str = "cloud-run"
 
     def set_share(self, percent: float) -> None:
-        url = f"{RUN_API}/{self.service_name}"
+        url = f"{run_api()}/{self.service_name}"
         current = self.session.get(url, timeout=60)
         if current.status_code != 200:
             raise CommandError(f"GET {url} answered {current.status_code}: {current.text[:300]}")
