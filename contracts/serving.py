@@ -159,6 +159,10 @@ def thresholds_environment(thresholds: Thresholds) -> dict[str, str]:
         Env.ROLLOUT_MAX_ERROR_RATE: str(thresholds.max_error_rate),
         Env.ROLLOUT_MIN_CLIENTS: str(thresholds.min_clients),
         Env.ROLLOUT_MAX_CLIENT_REQUESTS: str(thresholds.max_client_requests),
+        Env.ROLLOUT_MIN_LABELS: str(thresholds.min_labels),
+        Env.ROLLOUT_MIN_LABEL_POSTERS: str(thresholds.min_label_posters),
+        Env.ROLLOUT_MAX_POSTER_LABELS: str(thresholds.max_poster_labels),
+        Env.ROLLOUT_MAX_ACCURACY_DROP: str(thresholds.max_accuracy_drop),
     }
 
 

@@ -227,6 +227,11 @@ class RolloutConfig:
                 env, Env.ROLLOUT_MAX_ACCURACY_DROP, defaults.max_accuracy_drop, allow_zero=True
             ),
         )
+        if thresholds.max_poster_labels >= thresholds.min_labels:
+            raise ConfigError(
+                f"ROLLOUT_MAX_POSTER_LABELS={thresholds.max_poster_labels} must be below ROLLOUT_MIN_LABELS="
+                f"{thresholds.min_labels}: otherwise one label poster alone makes live accuracy count"
+            )
         sample_every = _int(env, Env.SHADOW_SAMPLE_EVERY, 1, 1, 10**6)
         identity = _choice(env, Env.CALLER_IDENTITY, "address", CALLER_IDENTITIES)
         if not challenger:

@@ -130,6 +130,21 @@ class RolloutSettings(_Section):
         [5.0, 25.0, 50.0, 100.0], min_length=1, description="`trainer ramp`: the challenger's shares, ending at 100"
     )
     ramp_alpha: float = Field(0.05, gt=0, lt=1, description="`trainer ramp`: level of its sequential tests")
+    # ground truth (/feedback): when live accuracy counts in the verdict, and how much worse a challenger may be
+    min_labels: int = Field(200, ge=1, description="credited labels per version before accuracy counts")
+    min_label_posters: int = Field(2, ge=1, le=64, description="distinct label posters per version")
+    max_poster_labels: int = Field(100, ge=1, description="labels credited to one poster per version")
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="how much less accurate a challenger may be")
+
+    @model_validator(mode="after")
+    def _no_poster_decides_alone(self):
+        if self.max_poster_labels >= self.min_labels:
+            raise ValueError(
+                f"rollout.max_poster_labels ({self.max_poster_labels}) must be below rollout.min_labels "
+                f"({self.min_labels}): otherwise one label poster alone can make live accuracy count; "
+                "lower max_poster_labels or raise min_labels"
+            )
+        return self
 
     def thresholds(self) -> Thresholds:
         return Thresholds(
@@ -139,6 +154,10 @@ class RolloutSettings(_Section):
             self.max_error_rate,
             self.min_clients,
             self.max_client_requests,
+            self.min_labels,
+            self.min_label_posters,
+            self.max_poster_labels,
+            self.max_accuracy_drop,
         )
 
 

@@ -53,3 +53,12 @@ def test_invalid_yaml_is_reported(tmp_path):
     (tmp_path / "broken.yaml").write_text("env: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config("broken", environ={}, config_dir=tmp_path)
+
+
+def test_ground_truth_thresholds_are_settings_and_one_poster_can_never_decide_alone():
+    settings = load_config(
+        "local", environ={"FMNIST_ROLLOUT__MIN_LABELS": "400", "FMNIST_ROLLOUT__MAX_ACCURACY_DROP": "0.01"}
+    )
+    assert (settings.rollout.thresholds().min_labels, settings.rollout.thresholds().max_accuracy_drop) == (400, 0.01)
+    with pytest.raises(ConfigError, match=r"max_poster_labels \(100\) must be below rollout\.min_labels \(100\)"):
+        load_config("local", environ={"FMNIST_ROLLOUT__MIN_LABELS": "100"})

@@ -7,11 +7,13 @@ startup budget covers a cold start with a model download, and no setting the sta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from contracts.registry_index import parse_record
+from contracts.rollout import Thresholds
 from contracts.serving import PORT
 from service.config import ServiceConfig
 from settings import ServiceSettings
@@ -114,6 +116,21 @@ def _not_default(field) -> str:
     raise AssertionError(f"service.{field}: no non-default value known for {kind}; extend _not_default")
 
 
+# every rollout threshold the service reads, off its default (the ground-truth four were once not settable)
+CHANGED_THRESHOLDS = {
+    "min_requests": "700",
+    "min_agreement": "0.97",
+    "max_latency_ratio": "1.8",
+    "max_error_rate": "0.02",
+    "min_clients": "12",
+    "max_client_requests": "40",
+    "min_labels": "300",
+    "min_label_posters": "3",
+    "max_poster_labels": "120",
+    "max_accuracy_drop": "0.03",
+}
+
+
 @pytest.fixture(scope="module")
 def changed_service(tmp_path_factory):
     """dev with every `service:` key off its default: its settings and its synthesized Cloud Run container."""
@@ -121,6 +138,7 @@ def changed_service(tmp_path_factory):
     from settings import load_config
 
     environ = {f"FMNIST_SERVICE__{k.upper()}": _not_default(f) for k, f in ServiceSettings.model_fields.items()}
+    environ |= {f"FMNIST_ROLLOUT__{k.upper()}": v for k, v in CHANGED_THRESHOLDS.items()}
     outdir = tmp_path_factory.mktemp("cdktf-service")
     build_app(plan_environments(["dev"], environ=environ), outdir=str(outdir)).synth()
     stack = json.loads((outdir / "stacks" / "serving-dev" / "cdk.tf.json").read_text())
@@ -158,6 +176,9 @@ def test_cloud_run_and_vertex_ai_get_the_same_service_settings_for_every_key(cha
     for key, attribute in ROLLOUT_READS.items():
         assert getattr(cloud_run.rollout, attribute) == getattr(settings.service, key), f"service.{key}"
     assert cloud_run.rollout.thresholds == settings.rollout.thresholds()
+    assert {k: str(getattr(cloud_run.rollout.thresholds, k)) for k in CHANGED_THRESHOLDS} == CHANGED_THRESHOLDS
+    unsettable = {f.name for f in dataclasses.fields(Thresholds)} - set(CHANGED_THRESHOLDS)
+    assert not unsettable, f"rollout thresholds {sorted(unsettable)}: add them to config `rollout:` and here"
     assert (cloud_run.port, cloud_run.health_route, cloud_run.predict_route) == (
         vertex.port,
         vertex.health_route,

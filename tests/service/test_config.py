@@ -184,6 +184,8 @@ def test_the_routing_secret_is_random_per_server_locally_and_required_on_cloud_r
         ({"CHALLENGER": "c", "ROLLOUT_MAX_LATENCY_RATIO": "-1"}, "ROLLOUT_MAX_LATENCY_RATIO"),
         ({"CHALLENGER": "c", "ROLLOUT_MIN_CLIENTS": "65"}, "ROLLOUT_MIN_CLIENTS='65': expected a whole number from 1"),
         ({"CHALLENGER": "c", "ROLLOUT_MAX_CLIENT_REQUESTS": "0"}, "ROLLOUT_MAX_CLIENT_REQUESTS='0'"),
+        ({"CHALLENGER": "c", "ROLLOUT_MIN_LABELS": "50"}, "ROLLOUT_MAX_POSTER_LABELS=100 must be below"),
+        ({"CHALLENGER": "c", "ROLLOUT_MAX_ACCURACY_DROP": "2"}, "ROLLOUT_MAX_ACCURACY_DROP='2'"),
         ({"CHALLENGER": "c", "ROUTING_SECRET": "short"}, "got 5 characters"),
         ({"CHALLENGER": "c", "CALLER_IDENTITY": "x-client-id"}, "expected one of address, cloud_run_iam"),
     ],
