@@ -1,7 +1,9 @@
 """`trainer ramp` (trainer/cloud/ramp.py): the step verdict, the state machine over the registry's event log, and
 the requests that move Cloud Run's canary share and the Vertex AI endpoint's traffic split."""
 
+import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from google.cloud import aiplatform
@@ -76,10 +78,17 @@ class Shares:
     name = "recorded"
 
     def __init__(self):
-        self.moves = []
+        self.moves, self.moved_by_others = [], False
 
     def set_share(self, percent):
         self.moves.append(percent)
+
+    def hold_share(self, percent):
+        if not self.moved_by_others:
+            return False
+        self.moved_by_others = False
+        self.moves.append(("restored", percent))
+        return True
 
     def finish(self, promoted):
         self.moves.append("promoted" if promoted else "rolled back")
@@ -321,3 +330,62 @@ def test_the_cloud_run_share_over_http_reads_then_patches_with_the_etag():
     body = seen[1][2]
     assert body["etag"] == resource["etag"]
     assert {e["name"]: e["value"] for e in body["template"]["containers"][0]["env"]}["CANARY_PERCENT"] == "50"
+
+
+def test_a_share_a_deploy_moved_is_put_back_and_logged_without_restarting_the_step(tmp_path):
+    registry, _, challenger = _registry(tmp_path)
+    shares, clock, seen = Shares(), Clock(), []
+    assert _tick(registry, _evidence(10), shares, clock, seen).action == "start"
+    clock.now += timedelta(minutes=7)
+    shares.moved_by_others = True  # a deploy set CANARY_PERCENT back to the config's value
+    assert _tick(registry, _evidence(10), shares, clock, seen).action == "wait"
+    assert shares.moves == [5.0, ("restored", 5.0)]
+    assert seen == [pytest.approx(420, abs=30)]  # the step's window still starts at the step, not at the repair
+    [restore] = [e for e in registry.read_index().events if e["action"] == "ramp-restore"]
+    assert (restore["version"], restore["percent"], restore["actuators"], restore["trigger"]) == (
+        challenger,
+        5.0,
+        ["recorded"],
+        "user:test",
+    )
+    clock.now += timedelta(minutes=1)
+    assert _tick(registry, _evidence(10), shares, clock, seen).action == "wait"
+    assert shares.moves == [5.0, ("restored", 5.0)] and seen[-1] == pytest.approx(480, abs=30)  # nothing to do
+    assert ramp.ramp_state(registry.read_index(), challenger).action == "ramp-step"
+
+
+def test_the_cloud_run_share_is_put_back_only_where_a_deploy_moved_it(monkeypatch):
+    resource, sent = _cloud_run_service(), []
+
+    class Session:
+        def get(self, url, **kwargs):
+            sent.append("GET")
+            return SimpleNamespace(status_code=200, json=lambda: json.loads(json.dumps(resource)))
+
+        def patch(self, url, **kwargs):
+            sent.append("PATCH")
+            resource["template"] = kwargs["json"]["template"]
+            return SimpleNamespace(status_code=200, text="")
+
+    share = ramp.CloudRunShare(resource["name"], Session())
+    assert share.hold_share(5.0) is False and sent == ["GET"]  # the service has 5: no new revision
+    resource["template"]["containers"][0]["env"][2]["value"] = "10"  # `cdktf deploy` wrote the config's share
+    assert share.hold_share(5.0) is True and sent == ["GET", "GET", "PATCH"]
+    assert ramp.cloud_run_share(resource) == "5"
+    assert ramp.cloud_run_share({"template": {"containers": [{"env": []}]}}) is None
+
+
+def test_the_vertex_split_is_put_back_only_where_it_moved(tmp_path):
+    from settings import load_config
+    from tests.vertex_fake import vertex_over_the_wire
+
+    dev = load_config("dev", environ={})
+    name = dev.names.endpoint_name
+    with vertex_over_the_wire(dev.project_id, dev.region) as fake:
+        fake.seed_endpoint(name, {"111": "fmnist-v1", "222": "fmnist-v2"}, {"111": 75, "222": 25})
+        split = ramp.VertexSplit(aiplatform.Endpoint(name), "v1", "v2")
+        assert split.hold_share(25.0) is False and fake.sent("PATCH", name) == []
+        assert split.hold_share(50.0) is True
+        assert fake.resources[name]["trafficSplit"] == {"222": 50, "111": 50}
+        assert ramp.VertexSplit(aiplatform.Endpoint(name), "v1", "v9").hold_share(5.0) is False
+    assert ramp.CommandShare(["true"]).hold_share(5.0) is False

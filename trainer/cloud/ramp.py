@@ -43,7 +43,8 @@ from trainer.errors import CommandError, GateRefused
 from trainer.models.registry import ModelRegistry
 
 STEP, PROMOTE, ROLLBACK = "ramp-step", "ramp-promote", "ramp-rollback"  # the registry events this writes
-RAMP_ACTIONS = (STEP, PROMOTE, ROLLBACK)
+RAMP_ACTIONS = (STEP, PROMOTE, ROLLBACK)  # the events that say where a ramp stands
+RESTORE = "ramp-restore"  # a share something else had moved, put back (a deploy); the step goes on, its window too
 Move = Literal["advance", "rollback", "wait"]
 
 
@@ -163,6 +164,11 @@ class Actuator(Protocol):
 
     def set_share(self, percent: float) -> None: ...
 
+    def hold_share(self, percent: float) -> bool:
+        """Between steps: puts the share back to `percent` where something else moved it (a deploy sets the Cloud
+        Run service's environment back to the config's CANARY_PERCENT); True when it had to."""
+        ...
+
     def finish(self, promoted: bool) -> None: ...
 
 
@@ -216,6 +222,10 @@ def tick(
             _move(actuators, first)
             registry.record(STEP, challenger, percent=first, previous=0.0, **details, actuators=_names(actuators))
         return Tick(challenger, champion, "start", first, detail=f"ramp started at {first} %")
+    if not dry_run:
+        restored = [actuator.name for actuator in actuators if actuator.hold_share(state.percent)]
+        if restored:  # not a ramp action: the step and the window its evidence is read over go on
+            registry.record(RESTORE, challenger, percent=state.percent, **details, actuators=restored)
     evidence = read_evidence(champion, challenger, state.seconds_since(now()))
     decision = judge_step(evidence, thresholds, alpha, len(steps))
     out = Tick(challenger, champion, "wait", state.percent, decision, evidence)
@@ -288,6 +298,15 @@ def cloud_run_share_body(service: Mapping[str, Any], percent: float) -> dict[str
     return body
 
 
+def cloud_run_share(service: Mapping[str, Any]) -> str | None:
+    """The CANARY_PERCENT the serving container (the one that reads CHALLENGER) has now, as written."""
+    for container in service.get("template", {}).get("containers", []):
+        env = {e.get("name"): e.get("value") for e in container.get("env", [])}
+        if Env.CHALLENGER in env:
+            return env.get(Env.CANARY_PERCENT)
+    return None
+
+
 @dataclass
 class CloudRunShare:
     """Sets the Cloud Run service's CANARY_PERCENT through the Admin API (GET, then PATCH with its etag)."""
@@ -297,11 +316,25 @@ class CloudRunShare:
     name: str = "cloud-run"
 
     def set_share(self, percent: float) -> None:
+        self._patch(self._get(), percent)
+
+    def hold_share(self, percent: float) -> bool:
+        service = self._get()
+        if cloud_run_share(service) == f"{percent:g}":
+            return False  # no new revision when nothing moved
+        self._patch(service, percent)
+        return True
+
+    def _get(self) -> dict[str, Any]:
         url = f"{run_api()}/{self.service_name}"
         current = self.session.get(url, timeout=60)
         if current.status_code != 200:
             raise CommandError(f"GET {url} answered {current.status_code}: {current.text[:300]}")
-        reply = self.session.patch(url, json=cloud_run_share_body(current.json(), percent), timeout=60)
+        return current.json()  # type: ignore[no-any-return]
+
+    def _patch(self, service: Mapping[str, Any], percent: float) -> None:
+        url = f"{run_api()}/{self.service_name}"
+        reply = self.session.patch(url, json=cloud_run_share_body(service, percent), timeout=60)
         if reply.status_code != 200:
             raise CommandError(f"PATCH {url} answered {reply.status_code}: {reply.text[:300]}")
 
@@ -346,6 +379,17 @@ class VertexSplit:
     def set_share(self, percent: float) -> None:
         self._call(percent, promoted=False)
 
+    def hold_share(self, percent: float) -> bool:
+        from trainer.cloud.rollout import deployed_models
+
+        by_version = {d.version: d.traffic for d in deployed_models(self.endpoint)}
+        if self.champion not in by_version or self.challenger not in by_version:
+            return False  # a ramp on Cloud Run alone
+        if by_version[self.challenger] == round(percent) and by_version[self.champion] == 100 - round(percent):
+            return False
+        self._call(percent, promoted=False)
+        return True
+
     def finish(self, promoted: bool) -> None:
         self._call(None, promoted=promoted)
 
@@ -368,6 +412,9 @@ class CommandShare:
         import subprocess
 
         subprocess.run([*self.command, f"{percent:g}"], check=True)
+
+    def hold_share(self, percent: float) -> bool:
+        return False  # locally only this command moves the fleet's share (running it restarts the fleet)
 
     def finish(self, promoted: bool) -> None:
         self.set_share(0.0)
