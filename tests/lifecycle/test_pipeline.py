@@ -489,6 +489,18 @@ def test_the_prediction_pipeline_waits_for_one_batch_prediction_job_on_the_champ
     assert request.create["gcs_destination_prefix"] == step.writes[0].uri
 
 
+def test_the_prediction_pipeline_is_not_compiled_for_a_local_environment(tmp_path, capsys):
+    """Its one task starts a Vertex AI batch prediction job, which a local target refuses at run time (found by
+    running the compiled pipelines in the image): compile says so and names the local alternative."""
+    from lifecycle.orchestration.compile import main
+
+    output = tmp_path / "prediction.yaml"
+    assert main(["--env", "local", "--pipeline", "prediction", "--output", str(output)]) == 1
+    error = capsys.readouterr().err
+    assert "not a gcp environment" in error and "--env dev" in error and "lifecycle batch-predict" in error
+    assert not output.exists()
+
+
 def test_the_wrapper_hands_the_gcp_resources_file_to_its_command_and_reports_what_it_wrote(
     settings, tmp_path, monkeypatch
 ):
