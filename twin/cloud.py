@@ -17,7 +17,7 @@ from pathlib import Path
 
 from contracts import feature_schema
 from contracts.layout import BUCKET_KINDS
-from twin import bigquery, jobs, metadata, monitoring, vertex
+from twin import batch, bigquery, jobs, metadata, monitoring, vertex
 from twin import run as cloud_run
 
 # Where a container of the twin finds the twin's CA certificate (the Cloud Monitoring fake's TLS): mounted read-only,
@@ -149,7 +149,8 @@ def running(settings, workdir: Path, *, run_jobs: bool = True) -> Iterator[Twin]
         platform: dict[str, str] = {}
         volumes: list[str] = []
         runner = jobs.podman_runner(platform, workdir / "jobs", volumes=volumes) if run_jobs else None
-        fake_vertex = stack.enter_context(vertex.serve(job_runner=runner))
+        scorer = batch.batch_runner(platform, workdir / "jobs", volumes) if run_jobs else None
+        fake_vertex = stack.enter_context(vertex.serve(job_runner=runner, batch_runner=scorer))
         fake_run = stack.enter_context(cloud_run.serve(settings.env, workdir, platform, volumes))
         twin = Twin(
             gcs_url,
