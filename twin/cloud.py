@@ -17,8 +17,12 @@ from pathlib import Path
 
 from contracts import feature_schema
 from contracts.layout import BUCKET_KINDS
-from twin import bigquery, jobs, metadata, monitoring, vertex
+from twin import batch, bigquery, jobs, metadata, monitoring, vertex
 from twin import run as cloud_run
+
+# Where a container of the twin finds the twin's CA certificate (the Cloud Monitoring fake's TLS): mounted read-only,
+# and GRPC_DEFAULT_SSL_ROOTS_FILE_PATH names it there; the host's path of that file does not exist in a container.
+CONTAINER_CA = "/etc/fmnist/twin-ca.pem"
 
 # Variables that would let a process reach real Google Cloud or another emulator instead of the twin's.
 FOREIGN = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "GOOGLE_CLOUD_PROJECT", "FMNIST_ENV")
@@ -47,6 +51,16 @@ class Twin:
             **self.monitoring.environment(),
             **self.metadata.environment(),
         }
+
+    @property
+    def container_platform(self) -> dict[str, str]:
+        """`platform` as a container sees it: the CA at CONTAINER_CA, mounted there by `container_volumes`."""
+        return {**self.platform, "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": CONTAINER_CA}
+
+    @property
+    def container_volumes(self) -> tuple[str, ...]:
+        """podman `--volume`s that every container of the twin gets with `container_platform`."""
+        return (f"{self.monitoring.ca_file}:{CONTAINER_CA}:ro",)
 
     def environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """`base` (default os.environ) without credentials of its own, plus the platform and a private gcloud
@@ -131,10 +145,13 @@ def running(settings, workdir: Path, *, run_jobs: bool = True) -> Iterator[Twin]
         gcs_url = stack.enter_context(gcs_server())
         stack.enter_context(storage_on(gcs_url))
         meta = stack.enter_context(metadata.serve(names.project, names.service_account_email("pipelines")))
-        platform: dict[str, str] = {}  # filled below: the job runner needs the twin's own addresses
-        runner = jobs.podman_runner(platform, workdir / "jobs") if run_jobs else None
-        fake_vertex = stack.enter_context(vertex.serve(job_runner=runner))
-        fake_run = stack.enter_context(cloud_run.serve(settings.env, workdir, platform))
+        # filled below: the containers' variables and mounts need the twin's own addresses and CA
+        platform: dict[str, str] = {}
+        volumes: list[str] = []
+        runner = jobs.podman_runner(platform, workdir / "jobs", volumes=volumes) if run_jobs else None
+        scorer = batch.batch_runner(platform, workdir / "jobs", volumes) if run_jobs else None
+        fake_vertex = stack.enter_context(vertex.serve(job_runner=runner, batch_runner=scorer))
+        fake_run = stack.enter_context(cloud_run.serve(settings.env, workdir, platform, volumes))
         twin = Twin(
             gcs_url,
             meta,
@@ -144,7 +161,8 @@ def running(settings, workdir: Path, *, run_jobs: bool = True) -> Iterator[Twin]
             workdir,
             fake_run,
         )
-        platform.update(twin.platform)
+        platform.update(twin.container_platform)
+        volumes += twin.container_volumes
         seed(twin, settings)
         yield twin
         fake_vertex.wait_for_jobs(timeout=5)

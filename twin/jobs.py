@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,11 @@ def vertex_environment(job_name: str, job_spec: dict[str, Any], project: str) ->
     return env
 
 
-def podman_command(job_name: str, job: dict[str, Any], platform: Mapping[str, str], image: str) -> list[str]:
-    """The `podman run` of the chief pool: the pool's command, args and env, over the platform's variables."""
+def podman_command(
+    job_name: str, job: dict[str, Any], platform: Mapping[str, str], image: str, volumes: Sequence[str] = ()
+) -> list[str]:
+    """The `podman run` of the chief pool: the pool's command, args and env, over the platform's variables and
+    files (`volumes`: the twin's CA)."""
     spec = job["jobSpec"]
     container = spec["workerPoolSpecs"][0]["containerSpec"]
     project = job_name.split("/")[1]
@@ -55,12 +58,19 @@ def podman_command(job_name: str, job: dict[str, Any], platform: Mapping[str, st
     command = ["run", "--rm", "--network", "host", "--name", f"twin-{env['CLOUD_ML_JOB_ID']}-{int(time.time())}"]
     for key, value in sorted(env.items()):
         command += ["--env", f"{key}={value}"]
+    for volume in volumes:
+        command += ["--volume", volume]
     if container.get("command"):
         command += ["--entrypoint", json.dumps(container["command"])]
     return [PODMAN, *command, image, *container.get("args", [])]
 
 
-def podman_runner(platform: Mapping[str, str], log_dir: Path, image_exists: Callable[[str], bool] | None = None):
+def podman_runner(
+    platform: Mapping[str, str],
+    log_dir: Path,
+    image_exists: Callable[[str], bool] | None = None,
+    volumes: Sequence[str] = (),
+):
     """A FakeVertex job runner: runs the job's container, writes its log under `log_dir`, returns '' or the error."""
 
     def exists(image: str) -> bool:
@@ -76,7 +86,7 @@ def podman_runner(platform: Mapping[str, str], log_dir: Path, image_exists: Call
         with log.open("w") as out:
             try:
                 status = subprocess.run(
-                    podman_command(job_name, job, platform, image),
+                    podman_command(job_name, job, platform, image, volumes),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     timeout=JOB_TIMEOUT_S,

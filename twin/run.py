@@ -17,7 +17,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -42,6 +42,7 @@ class FakeRun:
     platform: Mapping[str, str]
     job_env: dict[str, str] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)  # host directories mounted at the same path (read-write)
+    volumes: Sequence[str] = ()  # podman `--volume`s the platform provides (the twin's CA certificate)
     requests: list[wire.Request] = field(default_factory=list)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     endpoint: str = ""
@@ -76,6 +77,8 @@ class FakeRun:
         run += ["-v", f"{platform_file}:{PLATFORM_ENV_FILE}:ro"]
         for directory in self.mounts:
             run += ["-v", f"{directory}:{directory}"]
+        for volume in self.volumes:
+            run += ["-v", volume]
         run += ["--entrypoint", json.dumps(command[:1]), image, *command[1:], *override.get("args", [])]
         return [PODMAN, *run]
 
@@ -110,9 +113,9 @@ class FakeRun:
 
 
 @contextmanager
-def serve(env: str, workdir: Path, platform: Mapping[str, str]) -> Iterator[FakeRun]:
+def serve(env: str, workdir: Path, platform: Mapping[str, str], volumes: Sequence[str] = ()) -> Iterator[FakeRun]:
     """Start it on an ephemeral port; `fake.endpoint` is the value of RUN_EMULATOR_HOST."""
-    fake = FakeRun(env, workdir, platform)
+    fake = FakeRun(env, workdir, platform, volumes=volumes)
 
     def answer(handler: BaseHTTPRequestHandler, raw: bytes) -> wire.Answer:
         request = wire.parse(handler.command, handler.path, raw, ("/v2/",), handler.headers.get("Authorization", ""))

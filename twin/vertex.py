@@ -9,9 +9,10 @@ What it answers: a resource created by POST to a collection (named `<collection>
 parameter), GET of a resource created or seeded, PATCH (merged), model upload (versions and their aliases), an
 endpoint's deployModel and undeployModel (deployed models and the traffic split), other custom methods
 (`name:method`) as done long-running operations whose response is the resource, and list of a collection. Jobs read
-back in the state given by `job_state` (succeeded by default), unless a `job_runner` runs them: then a custom job
-is RUNNING while the runner runs its chief worker pool (twin/jobs.py: its container, with podman) and SUCCEEDED or
-FAILED as that ends. A feature view's `:sync` answers a sync name; `evaluations:import` stores the evaluation under
+back in the state given by `job_state` (succeeded by default), unless a runner runs them: then a custom job is
+RUNNING while `job_runner` runs its chief worker pool (twin/jobs.py: its container, with podman), a batch prediction
+job while `batch_runner` runs its model's serving container over its input (twin/batch.py), and SUCCEEDED or FAILED
+as that ends. A feature view's `:sync` answers a sync name; `evaluations:import` stores the evaluation under
 its model, `slices:batchImport` the slices under their evaluation. Anything else is 404, as Google answers it.
 """
 
@@ -43,6 +44,9 @@ class FakeVertex:
     endpoint: str = ""
     # (job name, the custom job as sent) -> error message, '' when it succeeded; None: jobs read back as job_state
     job_runner: Callable[[str, dict[str, Any]], str] | None = None
+    # (job name, the batch prediction job as sent, its model version or None) -> (error or '', fields the job gains);
+    # None: batch prediction jobs read back as job_state without running
+    batch_runner: Callable[[str, dict[str, Any], dict[str, Any] | None], tuple[str, dict[str, Any]]] | None = None
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -110,7 +114,12 @@ class FakeVertex:
                 resource["state"] = "JOB_STATE_PENDING"
             self.resources[name] = resource
             if collection == "customJobs" and self.job_runner is not None:
-                self._start_job(name, request.body)
+                runner, job = self.job_runner, request.body
+                self._start_job(name, lambda: (runner(name, job), {}))
+            if collection == "batchPredictionJobs" and self.batch_runner is not None:
+                batch, job = self.batch_runner, request.body
+                model = self.resources.get(job.get("model", ""))
+                self._start_job(name, lambda: batch(name, job, dict(model) if model else None))
             return 200, resource
         if request.method == "PATCH":
             if path not in self.resources:
@@ -131,21 +140,22 @@ class FakeVertex:
         resource.pop("_run", None)
         return resource
 
-    def _start_job(self, name: str, job: dict[str, Any]) -> None:
-        """Run the job in a thread: RUNNING now, then SUCCEEDED or FAILED with the runner's message."""
-        assert self.job_runner is not None
-        runner = self.job_runner
+    def _start_job(self, name: str, work: Callable[[], tuple[str, dict[str, Any]]]) -> None:
+        """Run the job in a thread: RUNNING now, then SUCCEEDED (with the fields `work` adds) or FAILED with its
+        message."""
         self.resources[name].update(state="JOB_STATE_RUNNING", _run=True)
 
         def run() -> None:
+            gained: dict[str, Any] = {}
             try:
-                error = runner(name, job)
+                error, gained = work()
             except Exception as exc:  # noqa: BLE001 - the runner's own failure fails the job, as a platform error would
                 error = f"the twin could not run the job: {exc!r}"
             with self._lock:
                 resource = self.resources[name]
                 if resource.get("state") == "JOB_STATE_CANCELLED":
                     return
+                resource.update(gained)
                 resource["state"] = "JOB_STATE_FAILED" if error else "JOB_STATE_SUCCEEDED"
                 resource["endTime"] = "2026-01-01T00:10:00Z"
                 if error:
@@ -271,9 +281,12 @@ def _done(name: str, response: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def serve(job_runner: Callable[[str, dict[str, Any]], str] | None = None) -> Iterator[FakeVertex]:
+def serve(
+    job_runner: Callable[[str, dict[str, Any]], str] | None = None,
+    batch_runner: Callable[[str, dict[str, Any], dict[str, Any] | None], tuple[str, dict[str, Any]]] | None = None,
+) -> Iterator[FakeVertex]:
     """Start the server on an ephemeral port; `fake.endpoint` is the `api_endpoint` to give aiplatform.init."""
-    fake = FakeVertex(job_runner=job_runner)
+    fake = FakeVertex(job_runner=job_runner, batch_runner=batch_runner)
 
     def answer(handler: BaseHTTPRequestHandler, raw: bytes) -> wire.Answer:
         authorization = handler.headers.get("Authorization", "")

@@ -72,6 +72,14 @@ def main(argv: list[str]) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.pipeline == "prediction" and settings.target != "gcp":
+        print(
+            f"error: the prediction pipeline runs a Vertex AI batch prediction job, and env {settings.env} is not a "
+            "gcp environment: compile it for one (--env dev), or score locally with "
+            "`python -m lifecycle batch-predict SOURCE --output FILE`",
+            file=sys.stderr,
+        )
+        return 1
     if args.pipeline == "prediction":
         name, description = names.prediction_pipeline_name, "Fashion-MNIST: score images with a Vertex AI batch job"
         steps = build_prediction_steps(

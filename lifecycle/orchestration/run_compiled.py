@@ -15,7 +15,8 @@ Two ways to run a task:
   (default `localhost/fmnist-trainer:<content tag of this checkout>`, built by `make images`) with podman, as the
   image's own non-root user, with ONLY the environment a Vertex AI task has: the image's ENV, the compiled task's
   `env`, and the platform variables named with `--platform-env` (none for the local compilation; the twin's
-  emulator hosts for the gcp one). No variable of the operator's environment reaches it. Buckets are where Vertex
+  emulator hosts for the gcp one) and files with `--volume` (the twin's CA). No variable of the operator's
+  environment reaches it. Buckets are where Vertex
   AI puts them for the container, `/gcs/<bucket>` (Cloud Storage FUSE): the local target's buckets are the
   directories `dev`, `datasets` and `models` under its storage root, so `--storage-root DIR` bind-mounts each
   `DIR/<bucket>` at `/gcs/<bucket>` (and the promoter's local key directory at /gcs/promoter), and the pipeline must
@@ -109,6 +110,7 @@ class InImage:
     storage_root: Path | None = None  # the local target's buckets, mounted at /gcs/<bucket>; None: no bucket mount
     platform_env: dict[str, str] = field(default_factory=dict)  # the platform's variables, passed by name
     network: str = "none"  # the local compilation needs none; the twin's fakes listen on the host's
+    volumes: tuple[str, ...] = ()  # `HOST:CONTAINER[:ro]` files the platform provides (the twin's CA certificate)
 
     def check(self, spec: dict) -> None:
         """Refuse a spec whose tasks would look for the buckets anywhere but at their mounts."""
@@ -131,6 +133,7 @@ class InImage:
             for folder in (*BUCKET_KINDS, LOCAL_KEY_DIR):
                 (self.storage_root / folder).mkdir(parents=True, exist_ok=True)
                 volumes.append(f"{self.storage_root.resolve() / folder}:{GCS_MOUNT}/{folder}:U")
+        volumes += self.volumes
         return [option for volume in volumes for option in ("--volume", volume)]
 
     def command(self, name: str, argv: list[str], task_env: dict[str, str], workdir: Path) -> list[str]:
@@ -312,13 +315,21 @@ def main(argv: list[str]) -> int:
         help="with --in-image: a platform variable for every task (repeatable); nothing else of this environment",
     )
     parser.add_argument("--network", default="none", help="with --in-image: podman's --network (default none)")
+    parser.add_argument(
+        "--volume",
+        action="append",
+        default=[],
+        metavar="HOST:CONTAINER[:ro]",
+        help="with --in-image: a file or folder the platform provides, for every task (repeatable; the twin's CA)",
+    )
     args = parser.parse_args(argv)
     in_image = None
     if args.in_image is not None:
         platform = dict(pair.partition("=")[::2] for pair in args.platform_env)
-        in_image = InImage(args.in_image or default_image(), args.storage_root, platform, args.network)
-    elif args.storage_root or args.platform_env:
-        parser.error("--storage-root and --platform-env apply to --in-image runs only")
+        volumes = tuple(args.volume)
+        in_image = InImage(args.in_image or default_image(), args.storage_root, platform, args.network, volumes)
+    elif args.storage_root or args.platform_env or args.volume:
+        parser.error("--storage-root, --platform-env and --volume apply to --in-image runs only")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="compiled-run-") as workdir:
         try:

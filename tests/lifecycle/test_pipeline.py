@@ -374,9 +374,19 @@ def test_the_in_image_run_refuses_a_pipeline_compiled_with_a_host_storage_root(t
 def test_the_in_image_options_need_in_image(tmp_path, capsys):
     from lifecycle.orchestration.run_compiled import main
 
-    with pytest.raises(SystemExit):
-        main([str(tmp_path / "x.yaml"), "--storage-root", str(tmp_path)])
-    assert "apply to --in-image runs only" in capsys.readouterr().err
+    for option in (["--storage-root", str(tmp_path)], ["--volume", "/a:/b:ro"], ["--platform-env", "A=1"]):
+        with pytest.raises(SystemExit):
+            main([str(tmp_path / "x.yaml"), *option])
+        assert "apply to --in-image runs only" in capsys.readouterr().err
+
+
+def test_the_in_image_volumes_reach_every_task(tmp_path):
+    """The platform's files (the twin's CA), mounted in each task's container beside the buckets."""
+    from lifecycle.orchestration.run_compiled import InImage
+
+    command = InImage("i", volumes=("/host/ca.pem:/etc/fmnist/twin-ca.pem:ro",)).command("t", ["python3"], {}, tmp_path)
+    mounts = [command[i + 1] for i, word in enumerate(command) if word == "--volume"]
+    assert mounts == [f"{tmp_path}:/gcs/pipeline-root:U", "/host/ca.pem:/etc/fmnist/twin-ca.pem:ro"]
 
 
 def test_compile_without_kfp_says_which_venv_to_use(tmp_path):
@@ -487,6 +497,18 @@ def test_the_prediction_pipeline_waits_for_one_batch_prediction_job_on_the_champ
     )
     assert request.create["sync"] is False  # only --wait blocks
     assert request.create["gcs_destination_prefix"] == step.writes[0].uri
+
+
+def test_the_prediction_pipeline_is_not_compiled_for_a_local_environment(tmp_path, capsys):
+    """Its one task starts a Vertex AI batch prediction job, which a local target refuses at run time (found by
+    running the compiled pipelines in the image): compile says so and names the local alternative."""
+    from lifecycle.orchestration.compile import main
+
+    output = tmp_path / "prediction.yaml"
+    assert main(["--env", "local", "--pipeline", "prediction", "--output", str(output)]) == 1
+    error = capsys.readouterr().err
+    assert "not a gcp environment" in error and "--env dev" in error and "lifecycle batch-predict" in error
+    assert not output.exists()
 
 
 def test_the_wrapper_hands_the_gcp_resources_file_to_its_command_and_reports_what_it_wrote(
