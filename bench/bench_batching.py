@@ -69,16 +69,21 @@ class Batching(bs.Server):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, help="a model version directory (default: the local champion)")
+    parser.add_argument(
+        "--model-dir", type=Path, help="a model version directory (default: the local champion, else the demo CNN)"
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=16, help="gthread threads per worker (default 16)")
     parser.add_argument("--waits", default="off,0,1", help="BATCH_WAIT_MS values, comma-separated (default off,0,1)")
     args = parser.parse_args(argv)
-    model_dir = (args.model_dir or bs.local_champion() or Path("missing")).absolute()
+    model_dir = args.model_dir or bs.local_champion()
+    if model_dir is None:  # `make bench` on a fresh clone: the demo architecture, as bench_service.py builds it
+        model_dir = bs.build_model_dir(bs.RESULTS / "model-demo-architecture", bs.demo_cnn)
+    model_dir = model_dir.absolute()
     if not (model_dir / "model.onnx").exists():
-        print("error: no model.onnx: pass --model-dir (a model version directory)", file=sys.stderr)
+        print(f"error: {model_dir} has no model.onnx: pass --model-dir (a model version directory)", file=sys.stderr)
         return 2
     bs.RESULTS.mkdir(parents=True, exist_ok=True)
     python = sys.executable
