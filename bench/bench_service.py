@@ -9,11 +9,13 @@ architecture; and the local champion when one is registered) it starts `python -
 workers on loopback and measures, interleaving the servers run by run (medians over --rounds): cold start (process
 launch to the first 200 from the predict route, median of 3), single-image latency with one client (wrk, p50/p99),
 single-image throughput (binary body), 64-image binary throughput, JSON throughput, peak RSS per worker (VmHWM), and
-errors (non-2xx + socket errors) in every run. With --litert-python (a venv holding ai-edge-litert, flask, gunicorn,
-orjson) the anchor also runs the LiteRT export of the same model, to re-check the runtime choice. Load comes from
-wrk (apt install wrk), bounded by --duration per run (about 5 x rounds x duration seconds per server and model).
-Results: printed, and written to bench/results/bench_service.json. The machine has 2 cores shared with the
-load generator (and possibly other work): quote figures with that condition.
+errors (non-2xx + socket errors) in every run. The service row serves model.onnx, the anchor's file
+(MODEL_ARTIFACT=float); the int8 artifact, where the export wrote one, gets a row of its own (service-int8).
+With --litert-python (a venv holding ai-edge-litert, flask, gunicorn, orjson) the anchor also runs the LiteRT
+export of the same model, to re-check the runtime choice. Load comes from wrk (apt install wrk), bounded by
+--duration per run (about 5 x rounds x duration seconds per server and model). Results: printed, and written to
+bench/results/bench_service.json. The machine has 2 cores shared with the load generator (and possibly other
+work): quote figures with that condition.
 """
 
 from __future__ import annotations
@@ -491,7 +493,13 @@ def main(argv=None) -> int:
         "models": {},
     }
     for label, model_dir in models.items():
-        servers = {"service": Server(f"{label}-service", "service", model_dir, args.python)}
+        # the anchor serves model.onnx, so the service row is pinned to it too: MODEL_ARTIFACT=auto (the default)
+        # serves int8 where the export measured it faster on this CPU, and a ratio of two artifacts means nothing
+        servers = {
+            "service": Server(
+                f"{label}-service", "service", model_dir, args.python, extra_env={"MODEL_ARTIFACT": "float"}
+            )
+        }
         servers["anchor-ort"] = Server(f"{label}-anchor-ort", "anchor", model_dir, args.python, "ort")
         int8 = int8_artifact(model_dir)
         if int8 is not None:

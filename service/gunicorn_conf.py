@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from gunicorn.glogging import Logger
 
 from service.config import ServiceConfig
+from service.heap import fix_mmap_threshold
 from service.logs import JsonFormatter
 from service.state_dir import prepare_state_dir, remove_state_dir
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from gunicorn.config import Config
     from gunicorn.workers.base import Worker
 
+fix_mmap_threshold()  # before the app is preloaded and the workers fork: model swaps' peak memory (service/heap.py)
 _config = ServiceConfig.from_env()
 _state_dir = prepare_state_dir()
 
