@@ -6,7 +6,7 @@ on a shared machine hits them alike; each figure is the median over the rounds o
 (ONNX Runtime with one thread computes there), which load disturbs far less than the wall clock, beside the best
 wall-clock run. Usage:
     .venv/bin/python bench/bench_serving_cost.py demo full 'w16b3=demo:width=16,blocks=3'
-A variant is a preset name, or LABEL=PRESET:FIELD=VALUE,... with ModelSpec fields.
+A variant is a preset name, or LABEL=PRESET:FIELD=VALUE,... with ModelSpec fields; none: demo and full (`make bench`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def parse_variant(text: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="+", help="presets or LABEL=PRESET:FIELD=VALUE,... (see above)")
+    parser.add_argument(
+        "variants", nargs="*", default=["demo", "full"], help="presets or LABEL=PRESET:FIELD=VALUE,... (see above)"
+    )
     parser.add_argument("--rounds", type=int, default=300, help="timed runs per variant, alternating")
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
