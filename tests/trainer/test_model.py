@@ -58,6 +58,17 @@ def test_pool_last_puts_the_dense_head_on_a_quarter_of_the_positions():
     assert head_inputs(False) == 14 * 14 * 16 and head_inputs(True) == 7 * 7 * 16
 
 
+def test_head_channels_narrow_the_dense_heads_input_with_a_1x1_convolution():
+    def head(channels: int) -> tuple[int, list[int]]:
+        model = build_model(ModelSpec(width=8, blocks=2, convs_per_block=1, dense_units=16, head_channels=channels))
+        dense = next(layer for layer in model.layers if isinstance(layer, layers.Dense))
+        kernels = [layer.kernel_size[0] for layer in model.layers if isinstance(layer, layers.Conv2D)]
+        return dense.kernel.shape[0], kernels
+
+    assert head(0) == (14 * 14 * 16, [3, 3])
+    assert head(4) == (14 * 14 * 4, [3, 3, 1])
+
+
 def test_shift_matrix_moves_rows_and_fills_with_background():
     image = np.arange(28 * 28, dtype="float32").reshape(1, 28, 28)
     down = np.asarray(ops.matmul(shift_matrices(np.array([2]), 28), image))

@@ -28,6 +28,7 @@ class ModelSpec:
     dense_units: int = 0  # 0 = global max pooling straight into the classifier
     dropout: float = 0.2
     pool_last: bool = False  # also pool after the last block: a dense head on a quarter of the positions
+    head_channels: int = 0  # > 0: a 1x1 convolution to this many channels before the dense head (a cheaper head)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +51,10 @@ def build_model(spec: ModelSpec = ModelSpec()) -> keras.Model:
         if block < spec.blocks - 1 or spec.pool_last:
             x = layers.MaxPooling2D(2)(x)
     if spec.dense_units:
+        if spec.head_channels:
+            x = layers.Conv2D(spec.head_channels, 1, use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.Activation("relu")(x)
         x = layers.Flatten()(x)
         x = layers.Dropout(spec.dropout)(x)
         x = layers.Dense(spec.dense_units, activation="relu")(x)
