@@ -233,8 +233,51 @@ def test_an_index_without_the_alias_or_malformed_keeps_the_version_and_says_so(t
     (invalid,) = _records(caplog, "index_invalid")
     assert invalid.levelno == logging.ERROR
     assert invalid.getMessage() == f"{invalid.fields['reason']}; still serving v1"
-    assert str(index) in invalid.fields["reason"]
+    assert invalid.fields["reason"].startswith(f"{index} is not valid JSON (")
     assert (slot.waiting_reason, slot.waiting_code) == (None, None)
+
+    document["aliases"]["champion"] = "v1"
+    document["versions"]["v1"]["path"] = "../../outside"
+    index.write_text(json.dumps(document))
+    assert slot.poll_once() is False and slot.current.version == "v1"
+    outside = _records(caplog, "index_invalid")[-1].fields["reason"]
+    assert outside.startswith(f"{index}: versions.v1.path '../../outside' must be a path relative to ")
+
+
+def test_an_unreadable_index_is_warned_about_once_and_read_again_when_it_is_back(tmp_path, model_dir, caplog):
+    registry, built, reference, slot = _served_registry(tmp_path, model_dir, "v1", "v2")
+    index = Path(registry.index_uri)
+    register(registry, built["v2"][0], "v2", built["v2"][1])
+    aside = _unreadable(index, tmp_path / "index.json")
+    assert slot.poll_once() is False and slot.poll_once() is False
+    (warning,) = _records(caplog, "read_error")
+    assert warning.getMessage() == f"cannot read {index}: Is a directory; retrying every 30 s"
+    assert slot.current.version == "v1" and slot.waiting_reason is None
+    index.rmdir()
+    aside.rename(index)
+    assert slot.poll_once() is True and slot.current.version == "v2"
+
+
+def test_an_unreadable_signature_is_retried_and_warned_about_once(tmp_path, model_dir, caplog):
+    from contracts.index_signature import signature_name
+    from trainer.models.index_signing import LocalKeySigner
+
+    promoter = LocalKeySigner(tmp_path / "promoter")
+    registry = local_registry(tmp_path / "models")
+    registry.signer = promoter
+    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "v2")}
+    register(registry, built["v1"][0], "v1", built["v1"][1])
+    slot = slot_for(f"{registry.root}@champion", index_public_key=promoter.public_key_pem())
+    register(registry, built["v2"][0], "v2", built["v2"][1])
+    signature = Path(registry.root) / signature_name(Path(registry.index_uri).read_bytes())
+    aside = _unreadable(signature, tmp_path / "signature.json")
+    assert slot.poll_once() is False and slot.poll_once() is False  # an outage, not a refusal: retried
+    (warning,) = _records(caplog, "read_error")
+    assert warning.getMessage() == f"cannot read {signature}: Is a directory; retrying every 30 s"
+    assert _records(caplog, "index_refused") == [] and slot.current.version == "v1"
+    signature.rmdir()
+    aside.rename(signature)
+    assert slot.poll_once() is True and slot.current.version == "v2"
 
 
 def test_a_malformed_index_before_any_version_is_the_reason_nothing_serves(tmp_path):
