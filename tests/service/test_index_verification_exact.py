@@ -124,3 +124,9 @@ def test_an_index_whose_sequence_cannot_be_read_is_malformed_and_named(data, tmp
         ReplayGuard(str(tmp_path)).admit(data, "gs://m/registry/index.json")
     assert refused.value.reason == "malformed" and str(refused.value).startswith("gs://m/registry/index.json: ")
     assert not (tmp_path / SEQUENCE_FILE).exists() or (tmp_path / SEQUENCE_FILE).read_text() == ""
+
+
+def test_a_negative_sequence_is_named_once_with_its_index():
+    with pytest.raises(IndexRefused) as refused:
+        ReplayGuard(None).admit(b'{"sequence": -2}', "gs://m/registry/index.json")
+    assert str(refused.value) == "gs://m/registry/index.json: sequence must be a non-negative integer, got int"
