@@ -113,8 +113,8 @@ def test_without_a_state_dir_an_equal_sequence_is_the_same_index_read_again():
     assert guard.admit(index(None), "index.json") == 0
     assert guard.admit(index(4), "index.json") == 4
     assert guard.admit(index(4), "index.json") == 4
-    with pytest.raises(IndexRefused, match=r"sequence 3, older than .*\(sequence 4\)"):
-        guard.admit(index(3), "index.json")
+    with pytest.raises(IndexRefused, match=r"^gs://m/index.json has sequence 3, older than .*\(sequence 4\)"):
+        guard.admit(index(3), "gs://m/index.json")
     assert guard.admit(index(5), "index.json") == 5
 
 
