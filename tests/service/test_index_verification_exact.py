@@ -40,6 +40,8 @@ def test_each_refusal_says_where_what_and_which_key():
         f"the registry index (sha256 {digest}) is unsigned: {where} does not exist. Only the promoter (python -m "
         "trainer registry promote, with the signing key) may write the index",
     )
+    local = refusal(pem, {}, root="/srv/MODELS-X/")  # a local root: one slash, its own letters kept
+    assert f"is unsigned: /srv/MODELS-X/{signature_name(INDEX)} does not exist" in str(local)
     garbled = refusal(pem, {signature_name(INDEX): b"[]"})
     assert (garbled.reason, str(garbled)) == ("malformed", f"{where}: expected a JSON object")
     for changes in ({"algorithm": "RSA_SIGN_PSS_2048_SHA256"}, {"index_sha256": "0" * 64}):
