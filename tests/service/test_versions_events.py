@@ -332,6 +332,7 @@ def test_a_forged_and_a_replayed_index_are_refused_in_process_with_their_reason(
     assert slot.poll_once() is False and slot.current.version == "v2"
     replayed = _records(caplog, "index_refused")[-1]
     assert replayed.fields["reason"] == "replayed" and replayed.getMessage().endswith("; still serving v2")
+    assert replayed.fields["detail"].startswith(f"{registry.index_uri} has sequence ")  # which index was old
 
 
 def test_an_unsigned_index_at_start_up_is_why_nothing_serves(tmp_path, model_dir, caplog):
