@@ -126,7 +126,9 @@ class ReplayGuard:
         than one accepted before. Call only after the signature verified."""
         try:
             sequence = index_sequence(json.loads(index_bytes), where)
-        except (ValueError, RegistryIndexError, AttributeError) as exc:
+        except RegistryIndexError as exc:  # its message names the index already
+            raise IndexRefused(str(exc), "malformed") from None
+        except (ValueError, AttributeError) as exc:
             raise IndexRefused(f"{where}: {exc}", "malformed") from None
         if self._path is None:
             return self._check(sequence, self._highest, where)

@@ -37,6 +37,7 @@ from service.runtime import ModelRuntimeError, OnnxClassifier
 log = logging.getLogger("service")
 NO_MODEL = "none"  # the model version reported while a slot serves nothing
 _UNSEEN = object()  # no index version seen yet: the next poll reads it
+_RETRY = object()  # the version the index named could not be read: the next poll reads the index and it again
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,9 @@ class ModelSlot:
             return None
         if token == self._seen:
             return None
-        self._seen, self._last_read_error = token, None
+        if self._seen is not _RETRY:  # a version that failed to read is read again: the same error is not news
+            self._last_read_error = None
+        self._seen = token
         try:
             if data is None:
                 raise missing_index(self.reference)
@@ -205,7 +208,7 @@ class ModelSlot:
                 log.warning("%s; still serving %s", exc, self.version, extra=self._fields("model_unset"))
             return None
         except ModelReadError as exc:  # the signature could not be read (an outage): look again next poll
-            self._seen = _UNSEEN
+            self._seen = _RETRY
             self._note_read_error(str(exc))
             return None
         except IndexRefused as exc:  # not signed by the promoter: keep what serves, once per index version
@@ -228,6 +231,7 @@ class ModelSlot:
             return None
         key = found.version_id or found.version_dir
         if found.version_id == self._serving_id or key in self.refused:
+            self._last_read_error = None  # whatever failed to read before is read (or not needed) now
             return None
         return found
 
@@ -278,7 +282,7 @@ class ModelSlot:
         previous, old = self.version, self.current
         self.current = loaded  # the swap: requests that started before finish with their own snapshot
         self._serving_id = version_id
-        self.waiting_reason = self.waiting_code = None
+        self.waiting_reason = self.waiting_code = self._last_read_error = None
         metrics.MODEL_SWAPS.labels(self.role).inc()
         for listener in self._listeners:
             listener(loaded)
@@ -314,7 +318,7 @@ class ModelSlot:
             self.waiting_reason, self.waiting_code = f"version {key} was refused: {exc}", f"refused_{reason}"
 
     def _retry_later(self, found: Resolved, exc: ModelLoadError) -> None:
-        self._seen = _UNSEEN  # look again next poll: a read error may pass
+        self._seen = _RETRY  # look again next poll: a read error may pass
         self._note_read_error(f"cannot load version {found.version_id or found.version_dir}: {exc}")
 
     def _note_read_error(self, message: str) -> None:

@@ -85,7 +85,14 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     # ---- the second wave: rollout, model versions, the lifecycle pipeline and its cloud steps -------------------
-    "versions": (["service/versions.py"], ["tests/service/test_versions.py", "tests/service/test_versions_retry.py"]),
+    "versions": (
+        ["service/versions.py"],
+        [
+            "tests/service/test_versions.py",
+            "tests/service/test_versions_retry.py",
+            "tests/service/test_versions_events.py",
+        ],
+    ),
     "model-source": (  # the model's loading, split into reader, reference and verified bundle (issue 21)
         ["service/model_reader.py", "service/model_reference.py", "service/model_bundle.py"],
         ["tests/service/test_model_source.py", "tests/service/test_versions.py"],
@@ -161,6 +168,27 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "ramp": (["trainer/cloud/ramp.py"], ["tests/trainer/test_ramp.py", "tests/trainer/test_ramp_exact.py"]),
+    # the signed index's check and the replay guard (in-process; test_index_forgery runs them in a real service)
+    "index-verification": (
+        ["service/index_verification.py"],
+        [
+            "tests/service/test_index_verification.py",
+            "tests/service/test_index_verification_exact.py",
+            "tests/service/test_index_replay.py",
+        ],
+    ),
+    # ground truth: the record, the label route, the rows and live accuracy, in-process (the live test's server
+    # runs the code in a subprocess, which mutmut cannot attribute to a mutant: it would only cost its minute)
+    "feedback": (
+        ["service/feedback.py", "contracts/feedback.py"],
+        [
+            "tests/service/test_feedback.py",
+            "tests/service/test_feedback_exact.py",
+            "tests/contracts/test_accuracy_verdict.py",
+            "tests/contracts/test_feedback_queries.py",
+            *["-k", "not live_accuracy"],
+        ],
+    ),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
