@@ -17,7 +17,7 @@ from tests.service.conftest import ADMIN, ADMIN_ENV, start_service, stop_service
 from tests.service.model_factory import local_registry, make_version, register
 
 POLL_S = 0.2
-SETTLE_S = 12 * POLL_S + 2.0  # several polls, plus a session build on a shared 2-core machine
+REFUSAL_TIMEOUT_S = 30.0  # several polls, plus a session build on a shared 2-core machine
 OCTET = {"Content-Type": "application/octet-stream"}
 BLACK = bytes(784)
 
@@ -31,6 +31,16 @@ def served_version(server) -> str:
 def refused(metrics_text: str, reason: str) -> float:
     pattern = rf'^fmnist_index_refused_total\{{reason="{reason}",role="champion"\}} ([0-9.e+]+)$'
     return sum(float(v) for v in re.findall(pattern, metrics_text, re.M))
+
+
+def wait_refused(server, reason: str, workers: int = 2) -> None:
+    """Until every worker has counted its refusal of the index (once per worker, per index version): a condition, not
+    a fixed sleep; a worker that accepted the index instead never counts and the wait fails."""
+    deadline = time.monotonic() + REFUSAL_TIMEOUT_S
+    while (count := refused(server.request("GET", "/metrics")[2].decode(), reason)) < workers:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count:.0f} of {workers} workers refused the {reason} index within the timeout")
+        time.sleep(POLL_S / 2)
 
 
 def forge(registry, directory: Path, version: str, files: dict, signer=None) -> None:
@@ -88,11 +98,11 @@ def forgery_is_refused(tmp_path: Path, model_dir: Path, root: str) -> None:
         assert served_version(server) == "v1"
 
         forge(registry, built["evil"][0], "evil", built["evil"][1])  # unsigned
-        time.sleep(SETTLE_S)
+        wait_refused(server, "unsigned")
         assert {served_version(server) for _ in range(20)} == {"v1"}
 
         forge(registry, built["evil2"][0], "evil2", built["evil2"][1], LocalKeySigner(tmp_path / "forger"))
-        time.sleep(SETTLE_S)
+        wait_refused(server, "other_key")
         assert {served_version(server) for _ in range(20)} == {"v1"}
 
         metrics_text = server.request("GET", "/metrics")[2].decode()
@@ -104,7 +114,7 @@ def forgery_is_refused(tmp_path: Path, model_dir: Path, root: str) -> None:
         wait_for(server, "v2")
 
         storage.write_bytes(registry.index_uri, v1_index)  # the replay: its signature object is still there
-        time.sleep(SETTLE_S)
+        wait_refused(server, "replayed")
         assert {served_version(server) for _ in range(20)} == {"v2"}
         assert refused(server.request("GET", "/metrics")[2].decode(), "replayed") == 2
     finally:
