@@ -248,9 +248,8 @@ def test_on_the_policy_scan_passes_with_0_failed_and_checks_the_instance(workben
 def test_the_scan_fails_a_workbench_with_a_public_ip_or_google_managed_disks(workbench_synth, tmp_path):
     from infra.scan import scan
 
-    outdir = tmp_path / "out"
-    shutil.copytree(workbench_synth.outdir, outdir)
-    shutil.rmtree(outdir / "stacks" / "prod")
+    outdir = tmp_path / "out"  # the dev stack alone: checkov's time grows with the stacks, and the others pass
+    shutil.copytree(workbench_synth.outdir / "stacks" / "dev", outdir / "stacks" / "dev")
     path = outdir / "stacks" / "dev" / "cdk.tf.json"
     stack = json.loads(path.read_text())
     setup = next(iter(stack["resource"]["google_workbench_instance"].values()))["gce_setup"]
