@@ -129,7 +129,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/trainer/test_deploy_model_cli.py",
         ],
     ),
-    "feature-store": (["trainer/cloud/feed_feature_store.py"], ["tests/trainer/test_feature_store.py"]),
+    "feature-store": (  # the command over the wire to the twin's BigQuery and Vertex AI, in-process (~1 s a test)
+        ["trainer/cloud/feed_feature_store.py"],
+        ["tests/trainer/test_feature_store.py", "tests/trainer/test_feature_store_cli.py"],
+    ),
     "batch-prediction": (
         ["trainer/cloud/batch_prediction.py"],
         [
