@@ -164,6 +164,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "ramp": (["trainer/cloud/ramp.py"], ["tests/trainer/test_ramp.py", "tests/trainer/test_ramp_exact.py"]),
+    # who may promote (issue 25): the requests to the promoter's jobs over the wire to the twin's Cloud Run, the
+    # verdict read from the index, the job actions' refusal of an execution's settings
+    "promotion": (
+        ["trainer/cloud/promotion.py"],
+        ["tests/trainer/test_promotion.py", "tests/trainer/test_promotion_wire.py"],
+    ),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
