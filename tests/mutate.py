@@ -143,7 +143,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             *["-k", "not (png_directory or batch_scorer or read_like_a_directory or bad_sources)"],
         ],
     ),
-    "import-evaluation": (["trainer/cloud/import_evaluation.py"], ["tests/trainer/test_import_evaluation.py"]),
+    "import-evaluation": (
+        ["trainer/cloud/import_evaluation.py"],
+        ["tests/trainer/test_import_evaluation.py", "tests/trainer/test_import_evaluation_exact.py"],
+    ),
     "quantize": (
         ["trainer/models/quantize.py"],
         ["tests/trainer/test_quantize.py", "tests/trainer/test_quantize_exact.py"],
