@@ -48,7 +48,8 @@ def twin(dev, tmp_path, monkeypatch):
     credentials from its metadata server."""
     names = dev.names
     with (
-        metadata.serve(dev.project_id, "pipelines@x.iam.gserviceaccount.com") as meta,
+        # credentials of another project (a CI's key, a person's default project): the jobs still go to dev's
+        metadata.serve("fmnist-ci-elsewhere", "pipelines@x.iam.gserviceaccount.com") as meta,
         bigquery.serve() as bq,
         vertex.serve() as fake,
     ):
@@ -98,7 +99,9 @@ def test_the_dry_run_prints_every_request_and_sends_nothing(dev, twin, capsys):
     bq, fake = twin
     assert cli.main(["--env", "dev", "feed-feature-store", "--version", VERSION, "--dry-run"]) == 0
     names = dev.names
-    assert json.loads(capsys.readouterr().out) == {
+    printed = capsys.readouterr().out
+    assert printed == json.dumps(json.loads(printed), indent=2) + "\n"  # indented for people to read
+    assert json.loads(printed) == {
         "project": dev.project_id,
         "location": dev.region,
         "source_uri": f"gs://{dev.names.bucket('datasets')}/fashion-mnist/versions/{VERSION}/features.parquet",
