@@ -113,6 +113,9 @@ def test_the_gate_metadata_names_decision_champion_report_and_the_champions_reca
     del report["sets"][0]["per_class"]["dog"]
     (cat,) = build_slices(report)  # the set without rows gives none
     assert cat["metrics"]["confidenceMetrics"][0]["falseNegativeCount"] == 3
+    # a report without gate sets (the gate had none to score): no slices, no recall
+    assert build_slices({"decision": "promote", "champion": "v1"}) == []
+    assert gate_metadata({"decision": "promote", "champion": "v1"}, "u")["gate_champion_recall"] == {}
 
 
 def test_the_dry_run_prints_the_evaluation_and_its_slices_and_sends_nothing(gcs_settings, monkeypatch, capsys):
@@ -143,7 +146,9 @@ def test_the_dry_run_prints_the_evaluation_and_its_slices_and_sends_nothing(gcs_
     storage.write_text(report_base(registry.root, v2, v1) + ".json", json.dumps(report))
     monkeypatch.setenv("VERTEX_AI_EMULATOR_HOST", "http://127.0.0.1:9")  # nothing listens: nothing may be sent
     assert cli.main(["--env", "dev", "import-evaluation", "--dry-run"]) == 0  # the champion by default
-    printed = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    printed = json.loads(out)
+    assert out == json.dumps(printed, indent=2) + "\n"  # indented for people to read
     expected = build_import(gcs_settings, v2, EVALUATION)
     expected.model_evaluation["metadata"].update(gate_metadata(report, report_base(registry.root, v2, v1) + ".json"))
     assert printed == {**expected.__dict__, "model_evaluation_slices": build_slices(report)}
