@@ -55,6 +55,7 @@ def cloud(gcs_settings, tmp_path, monkeypatch):
         fake.executed = executed
         fake.registry = registry
         fake.models_bucket = gcs_settings.models_bucket
+        fake.registry_prefix = gcs_settings.bucket_prefix
         yield fake
 
 
@@ -277,3 +278,40 @@ def test_the_gate_job_on_google_cloud_leaves_a_pipeline_runs_model_awaiting_appr
     with pytest.raises(CommandError, match=r"\(FMNIST_X\)"):
         promotion.gate_job(settings, f"{gcs_settings.models_bucket}/jobs/r2/model")
     assert len(exported) == 1
+
+
+def test_the_image_python_variables_are_the_trainer_images_own():
+    """What the promoter lets through under PYTHON* is exactly what trainer/Dockerfile sets: any other value came
+    from an execution's override."""
+    import re
+    from pathlib import Path
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "trainer" / "Dockerfile").read_text()
+    declared = dict(re.findall(r"\b(PYTHON[A-Z_]+)=(\S+)", dockerfile))
+    assert declared == promotion.IMAGE_PYTHON_ENV
+
+
+def test_the_requester_waits_a_little_longer_than_the_job_may_run_and_polls_every_10_s():
+    from infra.components.promoter import JOB_TIMEOUT
+
+    assert 0 < promotion.WAIT_LIMIT_S - float(JOB_TIMEOUT.removesuffix("s")) <= 600
+    assert promotion.JobRunner(load_config("dev")).poll_s == promotion.POLL_S == 10.0
+
+
+def test_a_request_whose_run_registered_nothing_says_the_model_was_not_promoted(cloud, capsys):
+    model_dir = f"{cloud.models_bucket}/jobs/{RUN_ID}/model"
+    storage.write_text(storage.join(model_dir, "training.json"), json.dumps({"run_id": RUN_ID}))
+    cloud.outcome = lambda args: "gate-job exited 1: the model directory has no model.keras"
+    assert cli.main(["--env", "dev", "promotion", "request", "--model-dir", model_dir]) == 3
+    assert (
+        f"error: the promoter did not promote the model ({PROMOTION_GATE_JOB}: gate-job exited 1: the model directory "
+        "has no model.keras); its gate report is under registry/gate-reports/ in the models bucket"
+    ) in capsys.readouterr().err.splitlines()
+
+
+def test_approve_without_a_runner_starts_its_own(cloud, capsys):
+    """What `trainer rollout` calls on Google Cloud."""
+    version = _register(cloud.registry)
+    cloud.outcome = lambda args: cloud.registry.promote(version) and None
+    assert promotion.approve(load_config("dev", environ={"FMNIST_BUCKET_PREFIX": cloud.registry_prefix}), version) == 0
+    assert [job for job, _ in cloud.executed] == [PROMOTION_APPROVE_JOB]
