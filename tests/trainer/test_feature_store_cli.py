@@ -146,3 +146,32 @@ def test_an_empty_feature_table_is_reported_as_zero_rows_loaded(dev, twin):
     write_features(dev, VERSION, rows=0)
     rows, sync = send(build_requests(dev, VERSION))
     assert rows == 0 and sync == f"{dev.names.feature_view_name}/featureViewSyncs/1"
+
+
+def test_on_google_cloud_the_sync_goes_to_the_regional_endpoint(dev, twin, monkeypatch):
+    """Without the emulator the Feature Online Store admin client is built for `<region>-aiplatform.googleapis.com`
+    (the global endpoint has no regional feature store). The load still goes over the wire to the twin's BigQuery;
+    the admin client is recorded, not reached (Google's endpoint is not reachable here)."""
+    from types import SimpleNamespace
+
+    from google.cloud import aiplatform_v1
+
+    from trainer.cloud.feed_feature_store import build_requests, send
+
+    write_features(dev, VERSION, rows=3)
+    monkeypatch.delenv(endpoints.VERTEX_AI)
+    built: list[dict] = []
+
+    class Admin:
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+
+        def sync_feature_view(self, request):
+            return SimpleNamespace(feature_view_sync=f"{request.feature_view}/featureViewSyncs/9")
+
+    sdk = SimpleNamespace(
+        FeatureOnlineStoreAdminServiceClient=Admin, SyncFeatureViewRequest=aiplatform_v1.SyncFeatureViewRequest
+    )
+    rows, sync = send(build_requests(dev, VERSION), aiplatform_v1=sdk)
+    assert rows == 3 and sync == f"{dev.names.feature_view_name}/featureViewSyncs/9"
+    assert built == [{"client_options": {"api_endpoint": "europe-west4-aiplatform.googleapis.com"}}]
