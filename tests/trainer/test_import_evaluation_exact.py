@@ -200,3 +200,44 @@ def test_class_names_are_the_datasets_ten_in_the_real_evaluation(dev):
     evaluation = {"metrics": {}, "class_names": list(CLASS_NAMES), "confusion_matrix": matrix}
     specs = build_import(dev, "v1", evaluation).model_evaluation["metrics"]["confusionMatrix"]["annotationSpecs"]
     assert specs[9] == {"id": "9", "displayName": CLASS_NAMES[9]}
+
+
+def test_on_google_cloud_both_imports_go_to_the_regional_endpoint(dev, monkeypatch):
+    """Without the emulator the ModelServiceClient is built for `<region>-aiplatform.googleapis.com` (the global
+    endpoint does not hold a regional model); the client is recorded, not reached (Google is not reachable here)."""
+    from types import SimpleNamespace
+
+    from google.cloud import aiplatform_v1
+
+    from trainer.cloud import endpoints
+    from trainer.cloud.import_evaluation import send, send_slices
+
+    monkeypatch.delenv(endpoints.VERTEX_AI, raising=False)
+    built: list[dict] = []
+
+    class Client:
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+
+        def list_model_evaluations(self, parent):
+            return []
+
+        def list_model_evaluation_slices(self, parent):
+            return []
+
+        def import_model_evaluation(self, request):
+            return SimpleNamespace(name=f"{request.parent}/evaluations/1")
+
+        def batch_import_model_evaluation_slices(self, request):
+            return SimpleNamespace(imported_model_evaluation_slices=[f"{request.parent}/slices/1"])
+
+    sdk = SimpleNamespace(**{name: getattr(aiplatform_v1, name) for name in dir(aiplatform_v1) if name[0].isupper()})
+    sdk.ModelServiceClient = Client
+    request = build_import(dev, "v7", EVALUATION)
+    imported = send(request, aiplatform_v1=sdk)
+    report = {
+        "sets": [{"gate_set": "a", "per_class": {"cat": {"candidate_recall": 1, "candidate_correct": 1, "images": 1}}}]
+    }
+    names = send_slices(imported.name, build_slices(report), request.api_endpoint, aiplatform_v1=sdk)
+    assert names == [f"{dev.names.parent_model_name}@v7/evaluations/1/slices/1"]
+    assert built == [{"client_options": {"api_endpoint": "europe-west4-aiplatform.googleapis.com"}}] * 2
