@@ -87,11 +87,13 @@ def test_the_champion_a_version_was_gated_against_is_the_one_its_last_promotion_
         {"action": "promote", "version": "v3", "previous": "v2"},
         {"action": "promote", "version": "v2", "previous": "v1"},
         {"action": "promote", "version": "v4", "previous": None},
+        {"action": "promote", "version": "v6", "previous": 7},  # not a version id: no report is stored under it
     ]
     assert gated_against(index(events), "v2") == "v1"  # the last promotion of v2
     assert gated_against(index(events), "v3") == "v2"
     assert gated_against(index(events), "v4") is None  # the first champion: no gate ran
     assert gated_against(index(events), "v5") is None
+    assert gated_against(index(events), "v6") is None
 
 
 def test_the_gate_metadata_names_decision_champion_report_and_the_champions_recall():
