@@ -243,3 +243,72 @@ def test_on_google_cloud_both_imports_go_to_the_regional_endpoint(dev, monkeypat
     names = send_slices(imported.name, build_slices(report), request.api_endpoint, aiplatform_v1=sdk)
     assert names == [f"{dev.names.parent_model_name}@v7/evaluations/1/slices/1"]
     assert built == [{"client_options": {"api_endpoint": "europe-west4-aiplatform.googleapis.com"}}] * 2
+
+
+def test_the_local_target_is_refused_without_dry_run_with_the_fix(settings, monkeypatch, capsys):
+    import storage
+    from trainer.models.registry import ModelRegistry
+
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", settings.storage_root)
+    registry = ModelRegistry.from_settings(settings)
+    version = registry.register({"model.onnx": b"1"}, {"accuracy": 0.9}, "custom", dataset_version=None)
+    storage.write_text(storage.join(registry.version_uri(version), "evaluation.json"), json.dumps(EVALUATION))
+    assert cli.main(["import-evaluation", version]) == 1
+    assert (
+        "error: `import-evaluation` talks to Vertex AI: use a gcp environment (--env dev) with credentials "
+        "(`gcloud auth application-default login`); add --dry-run to see the requests only"
+    ) in capsys.readouterr().err.splitlines()
+
+
+def test_the_command_on_google_cloud_sends_the_evaluation_and_slices_to_the_regional_endpoint(
+    gcs_settings, monkeypatch, capsys
+):
+    """`import-evaluation champion` with no emulator named: both clients are built for the region's endpoint (the
+    ModelServiceClient is recorded, not reached: Google is not reachable here)."""
+    from types import SimpleNamespace
+
+    from google.cloud import aiplatform_v1
+
+    import storage
+    from trainer.cloud import endpoints
+    from trainer.cloud.import_evaluation import run
+    from trainer.models.gate_sets import report_base
+    from trainer.models.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(gcs_settings)
+    registry.paired_gate = None
+    v1 = registry.register({"model.onnx": b"1"}, {"accuracy": 0.9}, "custom", dataset_version=None)
+    registry.promote(v1)
+    v2 = registry.register({"model.onnx": b"2"}, {"accuracy": 0.91}, "custom", dataset_version=None)
+    registry.promote(v2)
+    storage.write_text(storage.join(registry.version_uri(v2), "evaluation.json"), json.dumps(EVALUATION))
+    row = {"champion_recall": 0.5, "candidate_recall": 0.75, "candidate_correct": 3, "images": 4}
+    report = {"decision": "promote", "champion": v1, "sets": [{"gate_set": "official", "per_class": {"cat": row}}]}
+    storage.write_text(report_base(registry.root, v2, v1) + ".json", json.dumps(report))
+    monkeypatch.delenv(endpoints.VERTEX_AI, raising=False)
+    built: list[dict] = []
+
+    class Client:
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+
+        def list_model_evaluations(self, parent):
+            return []
+
+        def list_model_evaluation_slices(self, parent):
+            return []
+
+        def import_model_evaluation(self, request):
+            return SimpleNamespace(name=f"{request.parent}/evaluations/1")
+
+        def batch_import_model_evaluation_slices(self, request):
+            return SimpleNamespace(imported_model_evaluation_slices=[f"{request.parent}/slices/1"])
+
+    monkeypatch.setattr(aiplatform_v1, "ModelServiceClient", Client)
+    assert run(SimpleNamespace(ref="champion", dry_run=False), gcs_settings) == 0
+    assert built == [{"client_options": {"api_endpoint": "europe-west4-aiplatform.googleapis.com"}}] * 2
+    evaluation = f"{gcs_settings.names.parent_model_name}@{v2}/evaluations/1"
+    assert capsys.readouterr().out == (
+        f"imported the evaluation of {v2} as {evaluation}\nimported 1 per-class gate slices (against {v1}) under "
+        f"{evaluation}\n"
+    )
