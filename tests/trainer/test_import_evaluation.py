@@ -181,10 +181,26 @@ def test_import_evaluation_sends_the_evaluation_and_its_gate_slices_over_the_wir
         fake.seed(f"{parent}@{v2}")
         assert run(SimpleNamespace(ref=v1, dry_run=False), gcs_settings) == 0  # the first champion: no gate ran
         assert fake.sent("POST", ":batchImport") == []
-        assert "imported without slices" in capsys.readouterr().out
+        (first,) = [name for name in fake.resources if name.startswith(f"{parent}@{v1}/evaluations/")]
+        assert capsys.readouterr().out == (
+            f"imported the evaluation of {v1} as {first}\n"
+            f"no per-class gate rows for {v1} (a first champion, no paired gate, or a report from before the rows): "
+            "the evaluation is imported without slices\n"
+        )
         assert run(SimpleNamespace(ref="champion", dry_run=False), gcs_settings) == 0
+        (second,) = [
+            name for name in fake.resources if name.startswith(f"{parent}@{v2}/evaluations/") and "/slices" not in name
+        ]
+        assert capsys.readouterr().out == (
+            f"imported the evaluation of {v2} as {second}\n"
+            f"imported 10 per-class gate slices (against {v1}) under {second}\n"
+        )
         # a retried step (Vertex AI Pipelines may retry a task) imports neither the evaluation nor its slices again
         assert run(SimpleNamespace(ref="champion", dry_run=False), gcs_settings) == 0
+        assert capsys.readouterr().err.splitlines()[-2:] == [
+            f"note: {parent}@{v2} already holds evaluation 'test-set-{v2}'; not imported again",
+            f"note: {second} already holds 10 slices; not imported again",
+        ]
 
     evaluation = fake.only("POST", f"{parent}@{v2}/evaluations:import").body["modelEvaluation"]
     assert evaluation["metadata"]["gate_champion"] == v1
@@ -220,4 +236,3 @@ def test_import_evaluation_sends_the_evaluation_and_its_gate_slices_over_the_wir
             ]
         },
     }
-    assert f"imported 10 per-class gate slices (against {v1})" in capsys.readouterr().out

@@ -30,6 +30,7 @@ class FakeRun:
     def __init__(self, polls: int = 2, error: dict | None = None, status: int = 200):
         self.calls: list[tuple[str, str, dict | None]] = []
         self.polls, self.error, self.status = polls, error, status
+        self.text = "denied"
 
     def request(self, method, url, data=None, timeout=None):
         self.calls.append((method, url, None if data is None else json.loads(data)))
@@ -37,7 +38,7 @@ class FakeRun:
         reply = {"name": "projects/p/locations/r/operations/op-1", "done": done}
         if done and self.error:
             reply["error"] = self.error
-        return type("Reply", (), {"status_code": self.status, "json": lambda _: reply, "text": "denied"})()
+        return type("Reply", (), {"status_code": self.status, "json": lambda _: reply, "text": self.text})()
 
 
 def test_the_runner_starts_one_execution_and_polls_its_operation_until_done():
@@ -54,6 +55,10 @@ def test_the_runner_starts_one_execution_and_polls_its_operation_until_done():
 def test_a_refused_execution_names_the_roles_it_needs():
     with pytest.raises(CommandError, match="roles/run.jobsExecutorWithOverrides"):
         promotion.JobRunner(load_config("dev"), _session=FakeRun(status=403), poll_s=0).run(PROMOTION_GATE_JOB, [])
+    long = FakeRun(status=403)
+    long.text = "d" * 1000  # a long error page: its first 300 characters
+    with pytest.raises(CommandError, match=r"HTTP 403 d{300} \(requesters"):
+        promotion.JobRunner(load_config("dev"), _session=long, poll_s=0).run(PROMOTION_GATE_JOB, [])
 
 
 def test_the_verdict_is_read_from_the_index_the_promoter_wrote(tmp_path, monkeypatch):
@@ -116,7 +121,9 @@ def test_a_retried_request_on_google_cloud_does_not_execute_the_gate_job_again(g
     monkeypatch.setattr(promotion.JobRunner, "run", lambda self, job, args: executions.append((job, args)) or {})
     assert main(["--env", "dev", "promotion", "request", "--model-dir", model_dir]) == 0
     assert executions == [] and registry.read_index() == before
-    assert f"{version} (run fmnist-train-r1) is already the champion" in capsys.readouterr().out
+    assert capsys.readouterr().out == (
+        f"{version} (run fmnist-train-r1) is already the champion (a retried request): the promoter is not asked\n"
+    )
 
 
 def test_a_retried_request_on_the_local_target_succeeds_and_changes_nothing(tmp_path, monkeypatch, capsys):

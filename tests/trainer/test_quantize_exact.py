@@ -2,6 +2,8 @@
 quantization runs with, checked on a tiny hand-built ONNX classifier (no TensorFlow: seconds, not a training run).
 Found unpinned by `make mutate`."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -141,3 +143,55 @@ def test_quantize_and_check_calibrates_on_training_images_and_judges_on_the_test
     assert result.images == 50 and result.float_accuracy == 1.0
     assert (tmp_path / "q.onnx").is_file() and result.agreement >= 0.9
     assert result.int8_accuracy == result.agreement  # labels are the float model's own answers
+
+
+def test_throughput_is_the_median_cpu_time_of_alternating_single_thread_runs(tmp_path, images, monkeypatch):
+    """measure_throughput on the tiny classifier with the CPU clock replaced: 3 warm-up runs each, then `rounds`
+    alternating float/int8 runs of the first 64 images as contiguous float32, images/s from each one's median."""
+    import onnxruntime as ort
+
+    float_path = _tiny_classifier(tmp_path / "f.onnx")
+    int8_path = quantize.quantize(float_path, images[:128], tmp_path / "q.onnx")
+    runs: list[tuple[str, tuple, np.dtype, bool]] = []
+    opened = []
+    real_session = ort.InferenceSession
+
+    class Recorded(real_session):
+        def __init__(self, path, options, providers):
+            super().__init__(path, options, providers=providers)
+            opened.append((path, options.intra_op_num_threads, options.inter_op_num_threads, tuple(providers)))
+            self.label = "int8" if path == str(int8_path) else "float"
+
+        def run(self, names, feed):
+            (batch,) = feed.values()
+            runs.append((self.label, batch.shape, batch.dtype, batch.flags["C_CONTIGUOUS"]))
+            return super().run(names, feed)
+
+    monkeypatch.setattr(ort, "InferenceSession", Recorded)
+    # each timed run of float costs 4 ms of CPU, of int8 2 ms, except one slow outlier of each (the median drops it)
+    costs = iter([0.004, 0.002, 0.004, 0.002, 0.5, 0.3, 0.004, 0.002, 0.004, 0.002])
+    clock = {"now": 0.0, "started": True}
+
+    def process_time():
+        if clock["started"]:
+            clock["started"] = False
+            return clock["now"]
+        clock["now"] += next(costs)
+        clock["started"] = True
+        return clock["now"]
+
+    monkeypatch.setattr(quantize.time, "process_time", process_time)
+    float_speed, int8_speed = quantize.measure_throughput(float_path, int8_path, images[:100, ::-1], rounds=5)
+    assert (float_speed, int8_speed) == pytest.approx((64 / 0.004, 64 / 0.002))
+    assert [r[0] for r in runs] == ["float"] * 3 + ["int8"] * 3 + ["float", "int8"] * 5
+    assert {r[1:] for r in runs} == {((64, 28, 28), np.dtype(np.float32), True)}
+    assert [o[0] for o in opened] == [str(float_path), str(int8_path)]
+    assert {o[1:] for o in opened} == {(1, 1, ("CPUExecutionProvider",))}  # one thread, as a service worker
+    assert quantize.SPEED_ROUNDS == 25
+
+
+def test_a_batch_smaller_than_64_is_timed_as_it_is():
+    record = quantize.compare_speed(
+        Path("f"), Path("q"), np.zeros((10, 28, 28), np.float32), throughput=lambda *_: (1.0, 2.0)
+    )
+    assert record.batch == 10
