@@ -111,6 +111,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         [
             "tests/lifecycle/test_pipeline.py",
             "tests/lifecycle/test_plan_exact.py",
+            "tests/lifecycle/test_harness.py",  # run_compiled's harness on a committed kfp-compiled fixture
             "tests/trainer/test_pipeline_step.py",
             *NO_KFP_LIFECYCLE,
         ],
