@@ -158,7 +158,19 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["infra/graph_policies.py"],
         ["tests/infra/test_graph_policies.py", "tests/infra/test_graph_policies_edges.py", "-k", "not synthesized"],
     ),
+    # constructs: each mutant's run synthesizes the stacks once (the `synth` fixture is per test only while mutmut
+    # maps tests to functions, tests/infra/conftest.py); the tests pin the synthesized values
     "infra-pipelines": (["infra/components/pipelines.py"], ["tests/infra/test_pipelines.py"]),
+    "promoter-infra": (
+        ["infra/components/promoter.py", "infra/components/ramp.py", "infra/components/starter_function.py"],
+        [
+            "tests/infra/test_promoter.py",
+            "tests/infra/test_ramp_infra.py",
+            "tests/infra/test_index_writers.py",
+            "tests/infra/test_pipelines.py",
+            *["-k", "promoter or ramp or starter or function or index"],
+        ],
+    ),
     # ---- the third wave: the ramp's sequential test and its steps (not the fleet tests: real servers, minutes) ---
     "sequential": (
         ["contracts/sequential.py"],
