@@ -205,7 +205,7 @@ def test_tasks_run_after_their_producers_ties_by_name_and_a_cycle_is_refused():
     assert str(raised.value) == "the DAG has a cycle among ['a', 'b']"
 
 
-def test_in_the_image_a_task_gets_its_command_its_env_and_the_mounts_and_nothing_else(tmp_path):
+def test_in_the_image_a_task_gets_its_command_its_env_and_the_mounts_and_nothing_else(tmp_path, monkeypatch):
     image = InImage("localhost/fmnist-trainer:t", tmp_path / "root", {"P": "platform", "A": "platform"}, "host")
     command = image.command("train", ["python3", "-m", "trainer", "train"], {"A": "task", "B": "b"}, tmp_path / "w")
     name = command[command.index("--name") + 1]
@@ -233,6 +233,10 @@ def test_in_the_image_a_task_gets_its_command_its_env_and_the_mounts_and_nothing
     ]
     assert str(harness.REPO / "scripts" / "podman.sh") == harness.PODMAN and Path(harness.PODMAN).is_file()
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == sorted([*BUCKET_KINDS, "promoter"])
+    assert image.command("export", ["python3"], {}, tmp_path / "w")[-1] == "localhost/fmnist-trainer:t"  # next task
+    monkeypatch.chdir(tmp_path)  # a relative storage root is mounted by its absolute path (podman needs one)
+    relative = InImage("i", Path("root")).command("t", ["python3"], {}, tmp_path / "w")
+    assert f"{tmp_path / 'root' / 'dev'}:/gcs/dev:U" in relative
     bare = InImage("i").command("t", ["python3"], {}, tmp_path / "w")
     assert bare[bare.index("--network") + 1] == "none"
     assert bare[bare.index("--no-healthcheck") + 1 :] == ["--volume", f"{tmp_path / 'w'}:/gcs/pipeline-root:U",
