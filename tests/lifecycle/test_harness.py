@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,32 @@ def test_the_command_s_options_reach_the_in_image_run(tmp_path, monkeypatch):
     assert main([str(FIXTURE), "--job-name", "x"]) == 0 and given["in_image"] is None and given["job_name"] == "x"
     with pytest.raises(SystemExit):
         main([str(FIXTURE), "--platform-env", "A=1"])
+
+
+def test_the_command_names_itself_in_its_usage_and_says_what_it_does(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(FIXTURE), "--storage-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m lifecycle run-compiled ")
+    assert err.endswith(
+        "python -m lifecycle run-compiled: error: --storage-root and --platform-env apply to --in-image runs only\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    described = "`python -m lifecycle run-compiled PIPELINE.yaml`: execute a compiled pipeline's container tasks"
+    assert f" {described} on this machine. " in " ".join(capsys.readouterr().out.split())  # argparse re-wraps it
+
+
+def test_the_default_job_name_is_the_utc_time_whatever_the_local_zone(monkeypatch):
+    given = {}
+    monkeypatch.setattr(harness, "run_compiled", lambda path, workdir, job_name, **_: given.update(name=job_name))
+    monkeypatch.setattr(harness.time, "gmtime", lambda: time.struct_time((2026, 12, 7, 4, 0, 0, 0, 341, 0)))
+    with pytest.raises(AttributeError):  # the stand-in returns no run: the name was chosen before
+        main([str(FIXTURE)])
+    assert given["name"] == "fmnist-lifecycle-20261207040000"
+
+
+def test_an_executor_without_a_container_is_no_bucket_user(tmp_path):
+    doc = spec()
+    doc["deploymentSpec"]["executors"]["exec-importer"] = {"importer": {"artifactUri": {"constant": "gs://b/x"}}}
+    Harness(doc, tmp_path, "j", in_image=InImage("img"))  # an importer has no env: nothing to refuse
