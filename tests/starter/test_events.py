@@ -88,3 +88,21 @@ def test_bad_input_is_refused_with_what_to_send(headers, body, names):
     with pytest.raises(BadEvent) as raised:
         parse(headers, body, SOURCES)
     assert names in str(raised.value)
+
+
+def test_a_push_message_is_new_data_only_with_an_object_and_a_notification_without_event_type_is_a_finalize():
+    push = json.dumps(payloads.drift_incident("open", "0.push")).encode()  # a Pub/Sub push: no topic is named
+    assert parse({"Content-Type": "application/json"}, push, SOURCES) == Trigger(
+        DRIFT, "0.push", "drift incident opened"
+    )
+    notification = payloads.storage_notification("p-datasets", "raw/_COMMIT", "9")
+    del notification["message"]["attributes"]["eventType"]
+    assert eventarc(SOURCES.new_data_topic, notification) == Trigger(NEW_DATA, "9", "gs://p-datasets/raw/_COMMIT#9")
+
+
+def test_a_commit_marker_without_its_generation_is_refused_naming_the_field():
+    with pytest.raises(BadEvent) as raised:
+        eventarc(SOURCES.new_data_topic, payloads.storage_notification("p-datasets", "raw/_COMMIT", ""))
+    assert str(raised.value) == (
+        "raw/_COMMIT without its generation: the notification's objectGeneration names the upload"
+    )

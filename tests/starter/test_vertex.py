@@ -13,14 +13,24 @@ from starter.vertex import TIMEOUT_S, VertexError, VertexRuns, run_body
 from tests import vertex_fake
 
 PARENT = "projects/p/locations/europe-west4"
-BODY = run_body(
-    pipeline_name="fmnist-lifecycle",
-    template_uri="https://europe-west4-kfp.pkg.dev/p/r/fmnist-lifecycle/latest",
-    account="pipelines@p.iam.gserviceaccount.com",
-    root="gs://p-dev/pipeline-root",
-    kms_key="projects/p/locations/europe-west4/keyRings/k/cryptoKeys/c",
-    labels={"app": "fmnist-mlops", "env": "dev"},
-)
+FIELDS = {
+    "pipeline_name": "fmnist-lifecycle",
+    "template_uri": "https://europe-west4-kfp.pkg.dev/p/r/fmnist-lifecycle/latest",
+    "account": "pipelines@p.iam.gserviceaccount.com",
+    "root": "gs://p-dev/pipeline-root",
+    "kms_key": "projects/p/locations/europe-west4/keyRings/k/cryptoKeys/c",
+    "labels": {"app": "fmnist-mlops", "env": "dev"},
+}
+# the body as the PipelineJob REST resource names its fields (written out: run_body is called inside each test,
+# so a mutation testing run sees the mutant, not a value computed at import)
+BODY = {
+    "displayName": "fmnist-lifecycle",
+    "templateUri": "https://europe-west4-kfp.pkg.dev/p/r/fmnist-lifecycle/latest",
+    "serviceAccount": "pipelines@p.iam.gserviceaccount.com",
+    "runtimeConfig": {"gcsOutputDirectory": "gs://p-dev/pipeline-root"},
+    "encryptionSpec": {"kmsKeyName": "projects/p/locations/europe-west4/keyRings/k/cryptoKeys/c"},
+    "labels": {"app": "fmnist-mlops", "env": "dev"},
+}
 FILTER = (
     'display_name="fmnist-lifecycle" AND (state="PIPELINE_STATE_QUEUED" OR state="PIPELINE_STATE_PENDING" '
     'OR state="PIPELINE_STATE_RUNNING")'
@@ -34,7 +44,7 @@ def fake() -> Iterator[vertex_fake.FakeVertex]:
 
 
 def runs_of(fake: vertex_fake.FakeVertex) -> VertexRuns:
-    return VertexRuns(requests.Session(), fake.endpoint, PARENT, "fmnist-lifecycle", BODY)
+    return VertexRuns(requests.Session(), fake.endpoint, PARENT, "fmnist-lifecycle", run_body(**FIELDS))
 
 
 def seed(fake: vertex_fake.FakeVertex, run: str, state: str, name: str = "fmnist-lifecycle") -> None:
@@ -43,14 +53,11 @@ def seed(fake: vertex_fake.FakeVertex, run: str, state: str, name: str = "fmnist
 
 
 def test_the_run_body_has_the_rest_field_names_of_a_pipeline_job():
-    assert BODY == {
-        "displayName": "fmnist-lifecycle",
-        "templateUri": "https://europe-west4-kfp.pkg.dev/p/r/fmnist-lifecycle/latest",
-        "serviceAccount": "pipelines@p.iam.gserviceaccount.com",
-        "runtimeConfig": {"gcsOutputDirectory": "gs://p-dev/pipeline-root"},
-        "encryptionSpec": {"kmsKeyName": "projects/p/locations/europe-west4/keyRings/k/cryptoKeys/c"},
-        "labels": {"app": "fmnist-mlops", "env": "dev"},
-    }
+    from google.cloud.aiplatform_v1.types.pipeline_job import PipelineJob
+    from google.protobuf import json_format
+
+    assert run_body(**FIELDS) == BODY
+    json_format.ParseDict(run_body(**FIELDS), PipelineJob.pb(PipelineJob()))  # every field is the API's
     labels = {"app": "a"}
     body = run_body(pipeline_name="n", template_uri="t", account="a", root="r", kms_key="k", labels=labels)
     body["labels"]["trigger"] = "x"
@@ -99,7 +106,7 @@ def test_start_creates_the_run_by_id_with_its_labels_merged_and_a_second_create_
         **BODY,
         "labels": {"app": "fmnist-mlops", "env": "dev", "trigger": "drift", "deferred": "2"},
     }
-    assert BODY["labels"] == {"app": "fmnist-mlops", "env": "dev"}  # the fixed fields are not changed
+    assert runs.body["labels"] == {"app": "fmnist-mlops", "env": "dev"}  # the fixed fields are not changed
     assert runs.start("fmnist-lifecycle-drift-1", {"trigger": "drift"}) is False  # 409: it exists
     assert runs.exists("fmnist-lifecycle-drift-1") is True
     assert runs.exists("never-created") is False
@@ -148,7 +155,7 @@ def test_every_call_has_a_timeout(fake):
             seen.append((method, kwargs.get("timeout")))
             return super().request(method, url, **kwargs)
 
-    runs = VertexRuns(Recording(), fake.endpoint, PARENT, "fmnist-lifecycle", BODY)
+    runs = VertexRuns(Recording(), fake.endpoint, PARENT, "fmnist-lifecycle", run_body(**FIELDS))
     runs.active()
     runs.start("r", {})
     runs.exists("r")
