@@ -3,6 +3,7 @@ objects outside raw/, a drift incident when it opens (not when it closes), the s
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -106,3 +107,44 @@ def test_a_commit_marker_without_its_generation_is_refused_naming_the_field():
     assert str(raised.value) == (
         "raw/_COMMIT without its generation: the notification's objectGeneration names the upload"
     )
+
+
+def test_a_notification_missing_an_attribute_is_read_as_empty_and_named_in_the_reason():
+    def without(attribute: str) -> dict:
+        envelope = payloads.storage_notification("p-datasets", "raw/_COMMIT", "11")
+        del envelope["message"]["attributes"][attribute]
+        return envelope
+
+    assert eventarc(SOURCES.new_data_topic, without("bucketId")) == Ignored(
+        "gs:///raw/_COMMIT is not in the datasets bucket"
+    )
+    assert eventarc(SOURCES.new_data_topic, without("objectId")) == Ignored(
+        "gs://p-datasets/ is not the commit marker raw/_COMMIT (one run per upload)"
+    )
+    with pytest.raises(BadEvent) as raised:
+        eventarc(SOURCES.new_data_topic, without("objectGeneration"))
+    assert str(raised.value).startswith("raw/_COMMIT without its generation")
+
+
+def test_a_budget_notification_is_named_as_such_from_any_sender():
+    reason = "a budget notification starts no run (it is for people: the budget's e-mail and topic)"
+    assert eventarc(SOURCES.drift_topic, payloads.budget()) == Ignored(reason)
+    push = json.dumps(payloads.budget()).encode()  # a push subscription names no topic
+    assert parse({"Content-Type": "application/json"}, push, SOURCES) == Ignored(reason)
+
+
+def test_a_drift_message_is_read_exactly_or_refused_with_what_is_wrong():
+    incident = payloads.pubsub_envelope({"version": "1.2", "incident": {"state": "open"}}, message_id="77")
+    assert eventarc(SOURCES.drift_topic, incident) == Trigger(DRIFT, "77", "drift incident opened")  # the messageId
+    listed = payloads.pubsub_envelope({"x": 1})
+    listed["message"]["data"] = base64.b64encode(b"[1, 2]").decode()
+    for envelope in (listed, payloads.pubsub_envelope({"x": 1}), {"message": {"attributes": {}}}):
+        with pytest.raises(BadEvent) as raised:
+            eventarc(SOURCES.drift_topic, envelope)
+        assert str(raised.value) == (
+            "a drift message without an `incident`: Cloud Monitoring's Pub/Sub notification carries one"
+        )
+    with pytest.raises(BadEvent) as raised:
+        eventarc(SOURCES.drift_topic, {"message": {"data": "!!"}})
+    assert str(raised.value).startswith("message.data is not base64 (")
+    assert str(raised.value).endswith("): Pub/Sub sends message data base64-encoded")
