@@ -148,3 +148,16 @@ def test_a_drift_message_is_read_exactly_or_refused_with_what_is_wrong():
         eventarc(SOURCES.drift_topic, {"message": {"data": "!!"}})
     assert str(raised.value).startswith("message.data is not base64 (")
     assert str(raised.value).endswith("): Pub/Sub sends message data base64-encoded")
+
+
+def test_a_cloud_event_whose_source_names_no_topic_is_read_like_a_push():
+    headers, body = payloads.eventarc("p", SOURCES.drift_topic, payloads.drift_incident("open", "0.x"))
+    headers["ce-source"] = "//pubsub.googleapis.com/projects/p"
+    assert parse(headers, body, SOURCES) == Trigger(DRIFT, "0.x", "drift incident opened")
+
+
+def test_a_storage_event_without_the_object_as_its_data_is_refused_naming_the_event():
+    headers, _ = payloads.storage_finalized("p-datasets", "raw/_COMMIT", "5")
+    with pytest.raises(BadEvent) as raised:
+        parse(headers, b"[1]", SOURCES)
+    assert str(raised.value) == "google.cloud.storage.object.v1.finalized without the object's metadata as its data"
