@@ -161,3 +161,12 @@ def test_a_storage_event_without_the_object_as_its_data_is_refused_naming_the_ev
     with pytest.raises(BadEvent) as raised:
         parse(headers, b"[1]", SOURCES)
     assert str(raised.value) == "google.cloud.storage.object.v1.finalized without the object's metadata as its data"
+
+
+def test_a_person_s_request_and_the_sweep_are_keyed_by_the_minute_they_arrive():
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 12, 7, 4, 31, 59, tzinfo=UTC)
+    assert parse(*payloads.scheduler(MANUAL, ""), SOURCES, now=now) == Trigger(MANUAL, "202612070431", "manual request")
+    sweep = parse(*payloads.scheduler(DEFERRED, "2026-12-07T04:30:00Z"), SOURCES, now=now)
+    assert sweep == Trigger(DEFERRED, "202612070431", "Cloud Scheduler 2026-12-07T04:30:00Z")
