@@ -290,8 +290,12 @@ def test_in_the_image_a_host_storage_root_in_the_spec_is_refused_at_once(tmp_pat
 
 def test_the_command_prints_each_task_s_time_and_outputs_and_the_skipped_side(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_OUTCOME", "promoted")
+    started = time.perf_counter()
     assert main([str(FIXTURE), "--job-name", "harness-check-9"]) == 0
+    elapsed = time.perf_counter() - started
     out = capsys.readouterr().out
+    reported = float(out.split(f"ran 3 tasks of {FIXTURE} in ")[1].split(" s\n")[0])
+    assert 0 < reported <= elapsed + 0.05  # the run's own wall time
     summary = out[out.index("\nran ") :]
     lines = summary.splitlines()[1:]
     assert re.fullmatch(rf"ran 3 tasks of {re.escape(str(FIXTURE))} in [0-9]+\.[0-9] s", lines[0])
