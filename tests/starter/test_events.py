@@ -170,3 +170,47 @@ def test_a_person_s_request_and_the_sweep_are_keyed_by_the_minute_they_arrive():
     assert parse(*payloads.scheduler(MANUAL, ""), SOURCES, now=now) == Trigger(MANUAL, "202612070431", "manual request")
     sweep = parse(*payloads.scheduler(DEFERRED, "2026-12-07T04:30:00Z"), SOURCES, now=now)
     assert sweep == Trigger(DEFERRED, "202612070431", "Cloud Scheduler 2026-12-07T04:30:00Z")
+
+
+def test_a_structured_cloud_event_is_read_from_data_or_data_base64():
+    structured = {"Content-Type": "application/cloudevents+json; charset=utf-8"}
+    marker = {"bucket": "p-datasets", "name": "raw/_COMMIT", "generation": "21"}
+    event = {"specversion": "1.0", "type": "google.cloud.storage.object.v1.finalized", "source": "//storage", "id": "1"}
+    expected = Trigger(NEW_DATA, "21", "gs://p-datasets/raw/_COMMIT#21")
+    assert parse(structured, json.dumps({**event, "data": marker}).encode(), SOURCES) == expected
+    encoded = base64.b64encode(json.dumps(marker).encode()).decode()
+    assert parse(structured, json.dumps({**event, "data_base64": encoded}).encode(), SOURCES) == expected
+    drift = {
+        **event,
+        "type": payloads.PUBSUB,
+        "source": "//pubsub.googleapis.com/projects/p/topics/fmnist-drift-alerts",
+    }
+    closed = parse(structured, json.dumps({**drift, "data": payloads.drift_incident("closed")}).encode(), SOURCES)
+    assert closed == Ignored("the drift incident is 'closed', not open (its closing notification)")
+    with pytest.raises(BadEvent) as raised:
+        parse(structured, json.dumps({**event, "data_base64": "!!"}).encode(), SOURCES)
+    assert str(raised.value).startswith("data_base64 is not base64 (")
+    assert parse(structured, json.dumps({**event, "type": "other"}).encode(), SOURCES) == Ignored(
+        "event type other starts no run"
+    )
+    assert parse(structured, json.dumps({"source": "s"}).encode(), SOURCES) == Ignored(
+        "event type (none) starts no run"
+    )
+
+
+def test_a_storage_event_missing_a_field_is_read_as_empty():
+    headers, _ = payloads.storage_finalized("p-datasets", "raw/_COMMIT", "5")
+    assert parse(headers, json.dumps({"name": "raw/_COMMIT", "generation": "5"}).encode(), SOURCES) == Ignored(
+        "gs:///raw/_COMMIT is not in the datasets bucket"
+    )
+    assert parse(headers, json.dumps({"bucket": "p-datasets", "generation": "5"}).encode(), SOURCES) == Ignored(
+        "gs://p-datasets/ is not the commit marker raw/_COMMIT (one run per upload)"
+    )
+    with pytest.raises(BadEvent, match="^raw/_COMMIT without its generation"):
+        parse(headers, json.dumps({"bucket": "p-datasets", "name": "raw/_COMMIT"}).encode(), SOURCES)
+    drift = payloads.eventarc("p", "fmnist-drift-alerts", payloads.drift_incident("open", "0.s"))
+    no_source = {k: v for k, v in drift[0].items() if k != "ce-source"}
+    assert parse(no_source, drift[1], SOURCES) == Trigger(DRIFT, "0.s", "drift incident opened")
+    anonymous = payloads.pubsub_envelope({"version": "1.2", "incident": {"state": "open"}})
+    del anonymous["message"]["messageId"]
+    assert eventarc(SOURCES.drift_topic, anonymous) == Trigger(DRIFT, "", "drift incident opened")
