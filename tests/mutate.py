@@ -55,11 +55,18 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "idx": (["trainer/data/idx.py"], ["tests/trainer/test_idx.py", "tests/trainer/test_idx_messages.py"]),
-    # the pipeline starter's filter and decision (its in-process tests; tests/starter/test_function.py runs them
-    # over the wire, from the archive)
+    # the pipeline starter: filter, decision, deferrals object and Vertex AI client, with their in-process tests
+    # (the last two over HTTP against fake-gcs-server and the Vertex AI fake). Not tests/starter/test_function.py:
+    # it runs the function from its archive in a process of its own, with the environment Cloud Run would give it,
+    # where mutmut cannot say which mutant is under test
     "starter": (
-        ["starter/events.py", "starter/logic.py"],
-        ["tests/starter/test_events.py", "tests/starter/test_logic.py"],
+        ["starter/events.py", "starter/logic.py", "starter/deferrals.py", "starter/vertex.py"],
+        [
+            "tests/starter/test_events.py",
+            "tests/starter/test_logic.py",
+            "tests/starter/test_deferrals.py",
+            "tests/starter/test_vertex.py",
+        ],
     ),
     "ingest": (
         ["trainer/data/ingest.py"],
@@ -111,6 +118,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         [
             "tests/lifecycle/test_pipeline.py",
             "tests/lifecycle/test_plan_exact.py",
+            "tests/lifecycle/test_harness.py",  # run_compiled's harness on a committed kfp-compiled fixture
             "tests/trainer/test_pipeline_step.py",
             *NO_KFP_LIFECYCLE,
         ],
@@ -169,7 +177,19 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["infra/graph_policies.py"],
         ["tests/infra/test_graph_policies.py", "tests/infra/test_graph_policies_edges.py", "-k", "not synthesized"],
     ),
+    # constructs: each mutant's run synthesizes the stacks once (the `synth` fixture is per test only while mutmut
+    # maps tests to functions, tests/infra/conftest.py); the tests pin the synthesized values
     "infra-pipelines": (["infra/components/pipelines.py"], ["tests/infra/test_pipelines.py"]),
+    "promoter-infra": (
+        ["infra/components/promoter.py", "infra/components/ramp.py", "infra/components/starter_function.py"],
+        [
+            "tests/infra/test_promoter.py",
+            "tests/infra/test_ramp_infra.py",
+            "tests/infra/test_index_writers.py",
+            "tests/infra/test_pipelines.py",
+            *["-k", "promoter or ramp or starter or function or index"],
+        ],
+    ),
     # ---- the third wave: the ramp's sequential test and its steps (not the fleet tests: real servers, minutes) ---
     "sequential": (
         ["contracts/sequential.py"],

@@ -44,7 +44,14 @@ def _synthesize(outdir: Path, environ: dict[str, str]) -> Synth:
     return Synth(outdir, texts)
 
 
-@pytest.fixture(scope="session")
+def _once_or_per_test(fixture_name: str, config: pytest.Config) -> str:
+    """Session-wide, except while mutmut maps which test reaches which function ("stats"): a session fixture runs
+    in the first test's set-up, so mutmut would credit the construct to that test alone and judge every mutant of
+    it by one test. Per test there; each mutant's own run synthesizes once again."""
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") == "stats" else "session"
+
+
+@pytest.fixture(scope=_once_or_per_test)
 def synth(tmp_path_factory) -> Synth:
     """dev and prod exactly as config/*.yaml declare them (no FMNIST_* overrides from the caller's shell)."""
     return _synthesize(tmp_path_factory.mktemp("cdktf-out"), environ={})

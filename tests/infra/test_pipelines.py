@@ -312,3 +312,68 @@ def test_the_pipelines_adapters_name_what_the_stack_declares(synth, env, setting
     assert build_import(settings, "v1", evaluation).parent.startswith(names.parent_model_name)
     ids = {sa["account_id"] for sa in synth.resources(BOOTSTRAP[env], "google_service_account").values()}
     assert {names.service_account_id("pipelines"), names.service_account_id("starter")} <= ids
+
+
+def test_the_schedules_alert_and_triggers_carry_exactly_the_values_that_decide_when_a_run_starts(synth, env, names):
+    """Pinned values, not the presence of a word: a changed cron, a lost retry, a shorter alert window or a trigger
+    on another topic each changes when (or whether) retraining starts."""
+    jobs = {j["name"]: j for j in pipelines(synth, env, "google_cloud_scheduler_job").values()}
+    expected = {names.pipeline_schedule: ("0 4 * * 1", "schedule"), names.pipeline_sweep: ("*/30 * * * *", "deferred")}
+    for name, (cron, kind) in expected.items():
+        job = jobs[name]
+        assert (job["schedule"], job["time_zone"], job["region"]) == (cron, "Etc/UTC", names.region)
+        assert job["retry_config"] == {"retry_count": 1}
+        target = job["http_target"]
+        assert target["http_method"] == "POST" and target["headers"] == {"Content-Type": "application/json"}
+        assert base64.b64decode(target["body"]) == json.dumps({"trigger": kind}).encode()
+    [policy] = pipelines(synth, env, "google_monitoring_alert_policy").values()
+    assert (policy["combiner"], policy["severity"]) == ("OR", "WARNING")
+    assert policy["alert_strategy"] == {"auto_close": "86400s"}
+    assert policy["display_name"] == f"fmnist {names.env}: served inputs drift"
+    [condition] = policy["conditions"]
+    assert condition["display_name"] == "drift from enough distinct clients"
+    promql = condition["condition_prometheus_query_language"]
+    assert (promql["duration"], promql["evaluation_interval"]) == ("300s", "60s")
+    topics = {t["name"]: key for key, t in pipelines(synth, env, "google_pubsub_topic").items()}
+    by_name = {t["name"]: t for t in pipelines(synth, env, "google_eventarc_trigger").values()}
+    assert {name: t["transport"]["pubsub"]["topic"] for name, t in by_name.items()} == {
+        "fmnist-new-raw-data": ref("google_pubsub_topic", topics[names.new_data_topic], "id"),
+        "fmnist-drift": ref("google_pubsub_topic", topics[names.drift_topic], "id"),
+    }
+    assert all(t["location"] == names.region and t["labels"] == names.labels for t in by_name.values())
+
+
+def test_the_pipeline_account_s_bucket_grants_and_the_template_readers_are_exact(synth, env, names):
+    pipeline = members(synth, env, names, "pipelines")
+    grants = {
+        b["bucket"]: b
+        for b in synth.resources(env, "google_storage_bucket_iam_member").values()
+        if b["member"] in pipeline
+    }
+    buckets = {k: b["name"] for k, b in synth.resources(env, "google_storage_bucket").items()}
+    by_name = {buckets[v["bucket"].split(".")[1]]: v for v in grants.values()}
+    assert sorted(by_name) == sorted(names.bucket(kind) for kind in ("datasets", "models", "dev"))
+    models = names.bucket("models")
+    assert by_name[models]["condition"] == {  # registry/ stays the promoter's
+        "title": "job outputs only",
+        "expression": 'resource.type == "storage.googleapis.com/Bucket" || '
+        f'resource.name.startsWith("projects/_/buckets/{models}/objects/jobs/")',
+    }
+    assert "condition" not in by_name[names.bucket("datasets")] and "condition" not in by_name[names.bucket("dev")]
+    [kfp_key] = [
+        k for k, r in pipelines(synth, env, "google_artifact_registry_repository").items() if r["format"] == "KFP"
+    ]
+    grants_on_kfp = sorted(
+        (g["role"], g["member"])
+        for g in pipelines(synth, env, "google_artifact_registry_repository_iam_member").values()
+        if g["repository"] == ref("google_artifact_registry_repository", kfp_key, "name")
+    )
+    assert grants_on_kfp == sorted(
+        [
+            ("roles/artifactregistry.writer", names.account_member("deployer")),
+            ("roles/artifactregistry.reader", names.account_member("pipelines")),
+            ("roles/artifactregistry.reader", names.account_member("starter")),
+        ]
+    )
+    [repo] = [r for r in pipelines(synth, env, "google_artifact_registry_repository").values() if r["format"] == "KFP"]
+    assert (repo["location"], repo["labels"]) == (names.region, names.labels)

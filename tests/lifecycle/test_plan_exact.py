@@ -171,7 +171,7 @@ def test_accelerators_are_asked_only_when_configured():
     assert plan.training_placement(dev) == ["--machine-type", dev.vertex.machine_type, "--workers", "1"]
 
 
-def test_the_prediction_pipeline_step():
+def test_the_batch_prediction_step_list():
     dev = load_config("dev", environ={})
     destination = f"{dev.names.batch_predictions_uri}/p1"
     assert plan.build_prediction_steps(dev, run_id="p1", source="gs://in", model="v7") == [

@@ -3,6 +3,7 @@ objects outside raw/, a drift incident when it opens (not when it closes), the s
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -88,3 +89,128 @@ def test_bad_input_is_refused_with_what_to_send(headers, body, names):
     with pytest.raises(BadEvent) as raised:
         parse(headers, body, SOURCES)
     assert names in str(raised.value)
+
+
+def test_a_push_message_is_new_data_only_with_an_object_and_a_notification_without_event_type_is_a_finalize():
+    push = json.dumps(payloads.drift_incident("open", "0.push")).encode()  # a Pub/Sub push: no topic is named
+    assert parse({"Content-Type": "application/json"}, push, SOURCES) == Trigger(
+        DRIFT, "0.push", "drift incident opened"
+    )
+    notification = payloads.storage_notification("p-datasets", "raw/_COMMIT", "9")
+    del notification["message"]["attributes"]["eventType"]
+    assert eventarc(SOURCES.new_data_topic, notification) == Trigger(NEW_DATA, "9", "gs://p-datasets/raw/_COMMIT#9")
+
+
+def test_a_commit_marker_without_its_generation_is_refused_naming_the_field():
+    with pytest.raises(BadEvent) as raised:
+        eventarc(SOURCES.new_data_topic, payloads.storage_notification("p-datasets", "raw/_COMMIT", ""))
+    assert str(raised.value) == (
+        "raw/_COMMIT without its generation: the notification's objectGeneration names the upload"
+    )
+
+
+def test_a_notification_missing_an_attribute_is_read_as_empty_and_named_in_the_reason():
+    def without(attribute: str) -> dict:
+        envelope = payloads.storage_notification("p-datasets", "raw/_COMMIT", "11")
+        del envelope["message"]["attributes"][attribute]
+        return envelope
+
+    assert eventarc(SOURCES.new_data_topic, without("bucketId")) == Ignored(
+        "gs:///raw/_COMMIT is not in the datasets bucket"
+    )
+    assert eventarc(SOURCES.new_data_topic, without("objectId")) == Ignored(
+        "gs://p-datasets/ is not the commit marker raw/_COMMIT (one run per upload)"
+    )
+    with pytest.raises(BadEvent) as raised:
+        eventarc(SOURCES.new_data_topic, without("objectGeneration"))
+    assert str(raised.value).startswith("raw/_COMMIT without its generation")
+
+
+def test_a_budget_notification_is_named_as_such_from_any_sender():
+    reason = "a budget notification starts no run (it is for people: the budget's e-mail and topic)"
+    assert eventarc(SOURCES.drift_topic, payloads.budget()) == Ignored(reason)
+    push = json.dumps(payloads.budget()).encode()  # a push subscription names no topic
+    assert parse({"Content-Type": "application/json"}, push, SOURCES) == Ignored(reason)
+
+
+def test_a_drift_message_is_read_exactly_or_refused_with_what_is_wrong():
+    incident = payloads.pubsub_envelope({"version": "1.2", "incident": {"state": "open"}}, message_id="77")
+    assert eventarc(SOURCES.drift_topic, incident) == Trigger(DRIFT, "77", "drift incident opened")  # the messageId
+    listed = payloads.pubsub_envelope({"x": 1})
+    listed["message"]["data"] = base64.b64encode(b"[1, 2]").decode()
+    for envelope in (listed, payloads.pubsub_envelope({"x": 1}), {"message": {"attributes": {}}}):
+        with pytest.raises(BadEvent) as raised:
+            eventarc(SOURCES.drift_topic, envelope)
+        assert str(raised.value) == (
+            "a drift message without an `incident`: Cloud Monitoring's Pub/Sub notification carries one"
+        )
+    with pytest.raises(BadEvent) as raised:
+        eventarc(SOURCES.drift_topic, {"message": {"data": "!!"}})
+    assert str(raised.value).startswith("message.data is not base64 (")
+    assert str(raised.value).endswith("): Pub/Sub sends message data base64-encoded")
+
+
+def test_a_cloud_event_whose_source_names_no_topic_is_read_like_a_push():
+    headers, body = payloads.eventarc("p", SOURCES.drift_topic, payloads.drift_incident("open", "0.x"))
+    headers["ce-source"] = "//pubsub.googleapis.com/projects/p"
+    assert parse(headers, body, SOURCES) == Trigger(DRIFT, "0.x", "drift incident opened")
+
+
+def test_a_storage_event_without_the_object_as_its_data_is_refused_naming_the_event():
+    headers, _ = payloads.storage_finalized("p-datasets", "raw/_COMMIT", "5")
+    with pytest.raises(BadEvent) as raised:
+        parse(headers, b"[1]", SOURCES)
+    assert str(raised.value) == "google.cloud.storage.object.v1.finalized without the object's metadata as its data"
+
+
+def test_a_person_s_request_and_the_sweep_are_keyed_by_the_minute_they_arrive():
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 12, 7, 4, 31, 59, tzinfo=UTC)
+    assert parse(*payloads.scheduler(MANUAL, ""), SOURCES, now=now) == Trigger(MANUAL, "202612070431", "manual request")
+    sweep = parse(*payloads.scheduler(DEFERRED, "2026-12-07T04:30:00Z"), SOURCES, now=now)
+    assert sweep == Trigger(DEFERRED, "202612070431", "Cloud Scheduler 2026-12-07T04:30:00Z")
+
+
+def test_a_structured_cloud_event_is_read_from_data_or_data_base64():
+    structured = {"Content-Type": "application/cloudevents+json; charset=utf-8"}
+    marker = {"bucket": "p-datasets", "name": "raw/_COMMIT", "generation": "21"}
+    event = {"specversion": "1.0", "type": "google.cloud.storage.object.v1.finalized", "source": "//storage", "id": "1"}
+    expected = Trigger(NEW_DATA, "21", "gs://p-datasets/raw/_COMMIT#21")
+    assert parse(structured, json.dumps({**event, "data": marker}).encode(), SOURCES) == expected
+    encoded = base64.b64encode(json.dumps(marker).encode()).decode()
+    assert parse(structured, json.dumps({**event, "data_base64": encoded}).encode(), SOURCES) == expected
+    drift = {
+        **event,
+        "type": payloads.PUBSUB,
+        "source": "//pubsub.googleapis.com/projects/p/topics/fmnist-drift-alerts",
+    }
+    closed = parse(structured, json.dumps({**drift, "data": payloads.drift_incident("closed")}).encode(), SOURCES)
+    assert closed == Ignored("the drift incident is 'closed', not open (its closing notification)")
+    with pytest.raises(BadEvent) as raised:
+        parse(structured, json.dumps({**event, "data_base64": "!!"}).encode(), SOURCES)
+    assert str(raised.value).startswith("data_base64 is not base64 (")
+    assert parse(structured, json.dumps({**event, "type": "other"}).encode(), SOURCES) == Ignored(
+        "event type other starts no run"
+    )
+    assert parse(structured, json.dumps({"source": "s"}).encode(), SOURCES) == Ignored(
+        "event type (none) starts no run"
+    )
+
+
+def test_a_storage_event_missing_a_field_is_read_as_empty():
+    headers, _ = payloads.storage_finalized("p-datasets", "raw/_COMMIT", "5")
+    assert parse(headers, json.dumps({"name": "raw/_COMMIT", "generation": "5"}).encode(), SOURCES) == Ignored(
+        "gs:///raw/_COMMIT is not in the datasets bucket"
+    )
+    assert parse(headers, json.dumps({"bucket": "p-datasets", "generation": "5"}).encode(), SOURCES) == Ignored(
+        "gs://p-datasets/ is not the commit marker raw/_COMMIT (one run per upload)"
+    )
+    with pytest.raises(BadEvent, match="^raw/_COMMIT without its generation"):
+        parse(headers, json.dumps({"bucket": "p-datasets", "name": "raw/_COMMIT"}).encode(), SOURCES)
+    drift = payloads.eventarc("p", "fmnist-drift-alerts", payloads.drift_incident("open", "0.s"))
+    no_source = {k: v for k, v in drift[0].items() if k != "ce-source"}
+    assert parse(no_source, drift[1], SOURCES) == Trigger(DRIFT, "0.s", "drift incident opened")
+    anonymous = payloads.pubsub_envelope({"version": "1.2", "incident": {"state": "open"}})
+    del anonymous["message"]["messageId"]
+    assert eventarc(SOURCES.drift_topic, anonymous) == Trigger(DRIFT, "", "drift incident opened")

@@ -137,8 +137,11 @@ def test_a_trigger_starts_one_run_named_by_its_event_and_does_not_wait_for_it(fu
     json_format.ParseDict(body, PipelineJob.pb(PipelineJob()))  # every field is the API's (raises otherwise)
     # it listed the active runs first, then created; no GET of the run, no operation polled: it did not wait
     [listing] = function.fake.sent("GET", "/pipelineJobs")
-    assert 'display_name="fmnist-lifecycle"' in listing.query["filter"]
-    assert "PIPELINE_STATE_RUNNING" in listing.query["filter"]
+    assert listing.query == {
+        "filter": 'display_name="fmnist-lifecycle" AND (state="PIPELINE_STATE_QUEUED" OR '
+        'state="PIPELINE_STATE_PENDING" OR state="PIPELINE_STATE_RUNNING")',
+        "orderBy": "create_time desc",
+    }
     assert function.fake.summary() == [f"GET {PARENT}/pipelineJobs", f"POST {PARENT}/pipelineJobs"]
 
     # Pub/Sub and Eventarc deliver at least once: the same event again starts nothing, finished or running
