@@ -351,7 +351,8 @@ def test_the_command_names_itself_in_its_usage_and_says_what_it_does(tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("usage: python -m lifecycle run-compiled ")
     assert err.endswith(
-        "python -m lifecycle run-compiled: error: --storage-root and --platform-env apply to --in-image runs only\n"
+        "python -m lifecycle run-compiled: error: --storage-root, --platform-env and --volume apply to --in-image "
+        "runs only\n"
     )
     with pytest.raises(SystemExit):
         main(["--help"])
