@@ -94,6 +94,11 @@ class Fleet:
         self.restarts += 1
         self.start(percent)
 
+    def hold_share(self, percent):
+        """Every instance still runs with the share its last restart gave it (nothing else restarts them)."""
+        assert self.shares[-1] == percent, (self.shares, percent)
+        return False
+
     def finish(self, promoted):
         self.set_share(0.0)
 
