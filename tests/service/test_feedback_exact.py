@@ -4,16 +4,18 @@ sampled prediction write (sqlite, column by column), the row queue's cap, live a
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import Metric
 
 from contracts import feedback as contract
 from contracts.dataset import CLASS_NAMES
-from contracts.rollout import Thresholds, wilson_interval
+from contracts.rollout import Accuracy, Thresholds, wilson_interval
 from service import feedback
 from service.caller import client_bucket
 from service.config import FeedbackConfig
@@ -268,3 +270,77 @@ def test_the_rows_table_view_and_sink_filter_as_deployed():
     with sqlite3.connect(":memory:") as connection:  # the schema is valid SQL and takes a row of each column
         connection.execute(contract.sqlite_schema())
         connection.execute(f"INSERT INTO {contract.TABLE} VALUES ({', '.join('?' * 9)})", ("label",) * 9)
+
+
+def _family(name: str, *samples: tuple[dict[str, str], float]) -> Metric:
+    family = Metric(name, "test counter", "counter")
+    for labels, value in samples:
+        family.add_sample(f"{name}_total", labels, value)
+        family.add_sample(f"{name}_created", labels, 1.0)  # not a count: left out
+    return family
+
+
+def test_the_feedback_counters_are_read_per_version_and_class_or_poster_and_summed():
+    families = [
+        _family(
+            "fmnist_feedback_poster_labelled",
+            ({"model_version": "v1", "poster": "03"}, 2.0),
+            ({"model_version": "v1", "poster": "03"}, 5.0),  # the same key twice (two sources): summed
+            ({"model_version": "v1", "poster": "17"}, 1.0),
+        ),
+        _family("fmnist_feedback_labelled", ({"model_version": "v2", "class_name": "Bag"}, 4.0)),
+        _family("fmnist_feedback_rows_dropped", ({}, 3.0)),  # no labels: the empty key
+        _family("fmnist_requests", ({"model_version": "v1"}, 9.0)),  # not a feedback counter
+    ]
+    assert feedback.read_feedback(families) == {
+        "fmnist_feedback_poster_labelled_total": {("v1", "03"): 7.0, ("v1", "17"): 1.0},
+        "fmnist_feedback_labelled_total": {("v2", "Bag"): 4.0},
+        "fmnist_feedback_rows_dropped_total": {("", ""): 3.0},
+    }
+
+
+def test_a_counter_that_is_missing_counts_zero():
+    thresholds = Thresholds()
+    assert feedback.accuracy_report({}, thresholds)["versions"] == {}
+    assert feedback.version_accuracy({}, "v1", 100) == Accuracy(0.0, 0.0, 0)
+    # labels counted but no correct counter yet (no label was right): zero right, never an error or a guess
+    counters = {
+        "fmnist_feedback_labelled_total": {("v1", "Bag"): 3.0},
+        "fmnist_feedback_poster_labelled_total": {("v1", "03"): 3.0},
+    }
+    assert feedback.version_accuracy(counters, "v1", 100) == Accuracy(0.0, 3.0, 1)
+    report = feedback.accuracy_report(counters, thresholds)["versions"]["v1"]
+    assert (report["correct"], report["accuracy"], report["classes"]["Bag"]["correct"]) == (0.0, 0.0, 0.0)
+    assert report["credited"]["correct"] == 0.0
+
+
+def test_the_figures_are_rounded_to_three_places_and_no_labels_is_no_accuracy():
+    counters = {
+        "fmnist_feedback_labelled_total": {("v1", "Bag"): 2.00049, ("v1", "Coat"): 0.0},
+        "fmnist_feedback_correct_total": {("v1", "Bag"): 1.00049},
+    }
+    report = feedback.accuracy_report(counters, Thresholds())["versions"]["v1"]
+    assert (report["labelled"], report["correct"]) == (2.0, 1.0)
+    assert report["classes"]["Coat"] == {"labelled": 0.0, "correct": 0.0, "accuracy": None, "interval_95": [0.0, 1.0]}
+    counters["fmnist_feedback_labelled_total"] = {("v1", "Bag"): 2.0}
+    counters["fmnist_feedback_correct_total"] = {("v1", "Bag"): 1.0}
+    report = feedback.accuracy_report(counters, Thresholds())["versions"]["v1"]
+    assert type(report["labelled"]) is float and type(report["correct"]) is float  # JSON 2.0, as every other figure
+
+
+def test_a_forked_worker_draws_its_own_ids_not_its_parents():
+    record = PredictionRecord(8, 60.0)
+    record.put("v", np.array([1], np.uint8))  # the parent has drawn its pool
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        try:
+            os.write(write, record.put("v", np.array([1], np.uint8)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    in_child = os.read(read, 64).decode()
+    os.close(read)
+    in_parent = record.put("v", np.array([1], np.uint8))
+    assert len(in_child) == 16 and in_child[6:] != in_parent[6:]  # the random part: the same draws are guessable
