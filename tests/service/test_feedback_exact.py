@@ -9,6 +9,7 @@ import sqlite3
 import time
 
 import numpy as np
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
@@ -344,3 +345,17 @@ def test_a_forked_worker_draws_its_own_ids_not_its_parents():
     os.close(read)
     in_parent = record.put("v", np.array([1], np.uint8))
     assert len(in_child) == 16 and in_child[6:] != in_parent[6:]  # the random part: the same draws are guessable
+
+
+def test_a_row_on_cloud_run_is_one_json_line_with_its_columns(capfd):
+    row = ("label", "00000a1b2c3d4e5f", 0, "v1", 3, None, 5, "07", "2026-12-06T18:00:00.000000Z")
+    feedback._log_rows([row])
+    line = capfd.readouterr().out
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert orjson.loads(line) == {
+        "severity": "INFO",
+        "message": "ground truth label",  # the entry's summary in Cloud Logging
+        **dict(zip(contract.COLUMN_NAMES, row, strict=True)),
+    }
+    with pytest.raises(ValueError):  # a row of another shape is a bug here, never a silently shorter row
+        feedback._log_rows([row[:-1]])
