@@ -359,3 +359,8 @@ def test_a_row_on_cloud_run_is_one_json_line_with_its_columns(capfd):
     }
     with pytest.raises(ValueError):  # a row of another shape is a bug here, never a silently shorter row
         feedback._log_rows([row[:-1]])
+
+
+def test_rows_are_flushed_every_fifth_of_a_second_by_default():
+    # the longest a local reader of the sqlite rows (the demo, the tests) waits for a label to show
+    assert RowWriter("sqlite:unused.db").interval_s == 0.2
