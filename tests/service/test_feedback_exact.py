@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 import numpy as np
@@ -364,3 +365,10 @@ def test_a_row_on_cloud_run_is_one_json_line_with_its_columns(capfd):
 def test_rows_are_flushed_every_fifth_of_a_second_by_default():
     # the longest a local reader of the sqlite rows (the demo, the tests) waits for a label to show
     assert RowWriter("sqlite:unused.db").interval_s == 0.2
+
+
+def test_the_row_thread_is_a_named_daemon_so_a_worker_can_exit(tmp_path):
+    before = set(threading.enumerate())
+    RowWriter(f"sqlite:{tmp_path / 'rows.db'}", interval_s=60.0).add([])  # first use in this process: starts it
+    started = [t for t in threading.enumerate() if t not in before]
+    assert [(t.name, t.daemon) for t in started] == [("feedback-rows", True)]  # a non-daemon one blocks exit
