@@ -4,6 +4,7 @@ sampled prediction write (sqlite, column by column), the row queue's cap, live a
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -372,3 +373,40 @@ def test_the_row_thread_is_a_named_daemon_so_a_worker_can_exit(tmp_path):
     RowWriter(f"sqlite:{tmp_path / 'rows.db'}", interval_s=60.0).add([])  # first use in this process: starts it
     started = [t for t in threading.enumerate() if t not in before]
     assert [(t.name, t.daemon) for t in started] == [("feedback-rows", True)]  # a non-daemon one blocks exit
+
+
+def test_rows_off_writes_none_and_every_nth_prediction_is_sampled(tmp_path):
+    assert Feedback(FeedbackConfig(rows="off")).rows is None
+    service = Feedback(FeedbackConfig(slots=16, sample_every=3, rows=f"sqlite:{tmp_path / 'rows.db'}"))
+    service.rows.interval_s = 60.0  # the thread waits: the queue holds what was sampled
+    made = [service.on_prediction("v", np.eye(10)[[c]], np.array([c], np.uint8)) for c in range(7)]
+    assert [(row[1], row[4]) for row in service.rows._queue] == [(made[2], 2), (made[5], 5)]  # the 3rd and 6th
+
+
+def test_an_id_of_64_characters_is_shown_whole_and_a_longer_one_cut():
+    record = PredictionRecord(4, 60.0)
+    assert f"{'x' * 64!r} here" in _refused(lambda: record.get("x" * 64)).detail
+    assert f"{'x' * 64 + '...'!r} here" in _refused(lambda: record.get("x" * 65)).detail
+
+
+def _wait_for(caplog, text: str) -> list[str]:
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        found = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+        if found:
+            return found
+        time.sleep(0.02)
+    return []
+
+
+def test_a_rows_target_that_cannot_be_written_is_logged_with_its_name(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="service")
+    unopenable = f"sqlite:{tmp_path / 'missing' / 'rows.db'}"
+    RowWriter(unopenable)._run()  # returns: this worker writes no rows
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot write ground-truth rows to {unopenable}: none will be written by this worker"
+    ]
+    target = f"sqlite:{tmp_path / 'rows.db'}"
+    writer = RowWriter(target, interval_s=0.02)
+    writer.add([("label", "short row")])  # two values for nine columns: the batch fails, the thread goes on
+    assert _wait_for(caplog, "could not write") == [f"could not write 1 ground-truth rows to {target}"]
