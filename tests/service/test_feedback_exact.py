@@ -410,3 +410,19 @@ def test_a_rows_target_that_cannot_be_written_is_logged_with_its_name(tmp_path, 
     writer = RowWriter(target, interval_s=0.02)
     writer.add([("label", "short row")])  # two values for nine columns: the batch fails, the thread goes on
     assert _wait_for(caplog, "could not write") == [f"could not write 1 ground-truth rows to {target}"]
+
+
+def test_64_images_are_held_and_an_empty_prediction_evicts_nothing():
+    record = PredictionRecord(1, 60.0)
+    held = record.put("v", np.full(64, 7, np.uint8))  # the most a request may have and still take labels
+    assert record.get(held)[1].tolist() == [7] * 64
+    record.put("v", np.zeros(0, np.uint8))  # nothing to hold: the one slot keeps the earlier prediction
+    assert record.get(held)[1].tolist() == [7] * 64
+
+
+def test_an_id_made_of_all_sixteen_hex_digits_is_taken():
+    record = PredictionRecord(0x012346, 60.0)
+    feedback._CURSOR.pack_into(record._table, 0, 0x012345)  # the next prediction lands in slot 0x012345
+    record._pool, record._at = bytes.fromhex("6789abcdef"), 0  # and draws these random bytes
+    request_id = record.put("v", np.array([4], np.uint8))
+    assert request_id == "0123456789abcdef" and record.get(request_id)[1].tolist() == [4]
