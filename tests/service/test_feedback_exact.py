@@ -426,3 +426,15 @@ def test_an_id_made_of_all_sixteen_hex_digits_is_taken():
     record._pool, record._at = bytes.fromhex("6789abcdef"), 0  # and draws these random bytes
     request_id = record.put("v", np.array([4], np.uint8))
     assert request_id == "0123456789abcdef" and record.get(request_id)[1].tolist() == [4]
+
+
+def test_a_poster_not_named_is_refused_and_told_who_decides():
+    service = Feedback(FeedbackConfig(posters=frozenset({"sa:labeller@p.iam.gserviceaccount.com"})))
+    document = {"request_id": "0" * 16, "labels": [0]}
+    refused = _refused(lambda: service.label(document, "ip:10.0.0.9", list(CLASS_NAMES)))
+    assert (refused.status, refused.reason, refused.detail) == (
+        403,
+        "poster_not_allowed",
+        "this caller may not post labels: FEEDBACK_POSTERS names who may (ask the operator to add your service "
+        "account)",
+    )
