@@ -171,6 +171,8 @@ def test_labels_are_checked_against_the_prediction_and_the_message_says_what_to_
         "invalid_label",
         f"label '-1' is not a class: give an id from 0 to 9 or one of {', '.join(CLASS_NAMES)}",
     )
+    long = _refused(lambda: service.label({"request_id": request_id, "labels": ["y" * 50]}, "ip:10.0.0.7", names))
+    assert str(long.detail).startswith(f"label {'y' * 40!r} is not a class")  # a long label is cut to 40 characters
     not_an_object = f"expected a JSON object with request_id and labels: {usage}"
     wrong_types = f"request_id must be a string and labels a non-empty list: {usage}"
     for document, detail in (
