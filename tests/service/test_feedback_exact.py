@@ -24,7 +24,8 @@ from service.caller import client_bucket
 from service.config import FeedbackConfig
 from service.errors import RequestError
 from service.feedback import Feedback, PredictionRecord, RowWriter
-from tests.service.model_factory import generated_images, make_version
+from tests.service.model_factory import build_registry, generated_images, make_version
+from tests.service.test_rollout_server import _with_candidate
 
 
 def _refused(call) -> RequestError:
@@ -440,3 +441,16 @@ def test_a_poster_not_named_is_refused_and_told_who_decides():
         "this caller may not post labels: FEEDBACK_POSTERS names who may (ask the operator to add your service "
         "account)",
     )
+
+
+def test_accuracy_reports_the_configured_rollout_thresholds(make_app, model_dir, linear_model_dir, tmp_path):
+    root = _with_candidate(build_registry(tmp_path / "models", model_dir), linear_model_dir)
+    env = {"ROLLOUT_MIN_LABELS": "70", "ROLLOUT_MIN_LABEL_POSTERS": "3", "ROLLOUT_MAX_POSTER_LABELS": "11"}
+    app = make_app(MODEL_URI=f"{root}@champion", CHALLENGER="candidate", FEEDBACK_ROWS="off", **env)
+    thresholds = app.test_client().get("/monitoring/accuracy").get_json()["thresholds"]
+    assert thresholds == {
+        "min_labels": 70,
+        "min_label_posters": 3,
+        "max_poster_labels": 11,
+        "max_accuracy_drop": Thresholds().max_accuracy_drop,
+    }
