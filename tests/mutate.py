@@ -209,8 +209,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/service/test_index_replay.py",
         ],
     ),
-    # ground truth: the record, the label route, the rows and live accuracy, in-process (the live test's server
-    # runs the code in a subprocess, which mutmut cannot attribute to a mutant: it would only cost its minute)
+    # ground truth: the record, the label route, the rows and live accuracy, in-process (the real service's test
+    # runs the code in a subprocess, which mutmut cannot attribute to a mutant: it would only cost its minute; the
+    # in-process live-accuracy test stays: it is the only one that reads /monitoring/accuracy's figures)
     "feedback": (
         ["service/feedback.py", "contracts/feedback.py"],
         [
@@ -218,7 +219,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/service/test_feedback_exact.py",
             "tests/contracts/test_accuracy_verdict.py",
             "tests/contracts/test_feedback_queries.py",
-            *["-k", "not live_accuracy"],
+            *["-k", "not real_service"],
         ],
     ),
     # who may promote (issue 25): the requests to the promoter's jobs over the wire to the twin's Cloud Run, the

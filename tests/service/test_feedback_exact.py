@@ -4,22 +4,28 @@ sampled prediction write (sqlite, column by column), the row queue's cap, live a
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import threading
 import time
 
 import numpy as np
+import orjson
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import Metric
 
 from contracts import feedback as contract
 from contracts.dataset import CLASS_NAMES
-from contracts.rollout import Thresholds, wilson_interval
+from contracts.rollout import Accuracy, Thresholds, wilson_interval
 from service import feedback
 from service.caller import client_bucket
 from service.config import FeedbackConfig
 from service.errors import RequestError
 from service.feedback import Feedback, PredictionRecord, RowWriter
-from tests.service.model_factory import generated_images, make_version
+from tests.service.model_factory import build_registry, generated_images, make_version
+from tests.service.test_rollout_server import _with_candidate
 
 
 def _refused(call) -> RequestError:
@@ -166,6 +172,8 @@ def test_labels_are_checked_against_the_prediction_and_the_message_says_what_to_
         "invalid_label",
         f"label '-1' is not a class: give an id from 0 to 9 or one of {', '.join(CLASS_NAMES)}",
     )
+    long = _refused(lambda: service.label({"request_id": request_id, "labels": ["y" * 50]}, "ip:10.0.0.7", names))
+    assert str(long.detail).startswith(f"label {'y' * 40!r} is not a class")  # a long label is cut to 40 characters
     not_an_object = f"expected a JSON object with request_id and labels: {usage}"
     wrong_types = f"request_id must be a string and labels a non-empty list: {usage}"
     for document, detail in (
@@ -268,3 +276,181 @@ def test_the_rows_table_view_and_sink_filter_as_deployed():
     with sqlite3.connect(":memory:") as connection:  # the schema is valid SQL and takes a row of each column
         connection.execute(contract.sqlite_schema())
         connection.execute(f"INSERT INTO {contract.TABLE} VALUES ({', '.join('?' * 9)})", ("label",) * 9)
+
+
+def _family(name: str, *samples: tuple[dict[str, str], float]) -> Metric:
+    family = Metric(name, "test counter", "counter")
+    for labels, value in samples:
+        family.add_sample(f"{name}_total", labels, value)
+        family.add_sample(f"{name}_created", labels, 1.0)  # not a count: left out
+    return family
+
+
+def test_the_feedback_counters_are_read_per_version_and_class_or_poster_and_summed():
+    families = [
+        _family(
+            "fmnist_feedback_poster_labelled",
+            ({"model_version": "v1", "poster": "03"}, 2.0),
+            ({"model_version": "v1", "poster": "03"}, 5.0),  # the same key twice (two sources): summed
+            ({"model_version": "v1", "poster": "17"}, 1.0),
+        ),
+        _family("fmnist_feedback_labelled", ({"model_version": "v2", "class_name": "Bag"}, 4.0)),
+        _family("fmnist_feedback_rows_dropped", ({}, 3.0)),  # no labels: the empty key
+        _family("fmnist_requests", ({"model_version": "v1"}, 9.0)),  # not a feedback counter
+    ]
+    assert feedback.read_feedback(families) == {
+        "fmnist_feedback_poster_labelled_total": {("v1", "03"): 7.0, ("v1", "17"): 1.0},
+        "fmnist_feedback_labelled_total": {("v2", "Bag"): 4.0},
+        "fmnist_feedback_rows_dropped_total": {("", ""): 3.0},
+    }
+
+
+def test_a_counter_that_is_missing_counts_zero():
+    thresholds = Thresholds()
+    assert feedback.accuracy_report({}, thresholds)["versions"] == {}
+    assert feedback.version_accuracy({}, "v1", 100) == Accuracy(0.0, 0.0, 0)
+    # labels counted but no correct counter yet (no label was right): zero right, never an error or a guess
+    counters = {
+        "fmnist_feedback_labelled_total": {("v1", "Bag"): 3.0},
+        "fmnist_feedback_poster_labelled_total": {("v1", "03"): 3.0},
+    }
+    assert feedback.version_accuracy(counters, "v1", 100) == Accuracy(0.0, 3.0, 1)
+    report = feedback.accuracy_report(counters, thresholds)["versions"]["v1"]
+    assert (report["correct"], report["accuracy"], report["classes"]["Bag"]["correct"]) == (0.0, 0.0, 0.0)
+    assert report["credited"]["correct"] == 0.0
+
+
+def test_the_figures_are_rounded_to_three_places_and_no_labels_is_no_accuracy():
+    counters = {
+        "fmnist_feedback_labelled_total": {("v1", "Bag"): 2.00049, ("v1", "Coat"): 0.0},
+        "fmnist_feedback_correct_total": {("v1", "Bag"): 1.00049},
+    }
+    report = feedback.accuracy_report(counters, Thresholds())["versions"]["v1"]
+    assert (report["labelled"], report["correct"]) == (2.0, 1.0)
+    assert report["classes"]["Coat"] == {"labelled": 0.0, "correct": 0.0, "accuracy": None, "interval_95": [0.0, 1.0]}
+    counters["fmnist_feedback_labelled_total"] = {("v1", "Bag"): 2.0}
+    counters["fmnist_feedback_correct_total"] = {("v1", "Bag"): 1.0}
+    report = feedback.accuracy_report(counters, Thresholds())["versions"]["v1"]
+    assert type(report["labelled"]) is float and type(report["correct"]) is float  # JSON 2.0, as every other figure
+
+
+def test_a_forked_worker_draws_its_own_ids_not_its_parents():
+    record = PredictionRecord(8, 60.0)
+    record.put("v", np.array([1], np.uint8))  # the parent has drawn its pool
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        try:
+            os.write(write, record.put("v", np.array([1], np.uint8)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    in_child = os.read(read, 64).decode()
+    os.close(read)
+    in_parent = record.put("v", np.array([1], np.uint8))
+    assert len(in_child) == 16 and in_child[6:] != in_parent[6:]  # the random part: the same draws are guessable
+
+
+def test_a_row_on_cloud_run_is_one_json_line_with_its_columns(capfd):
+    row = ("label", "00000a1b2c3d4e5f", 0, "v1", 3, None, 5, "07", "2026-12-06T18:00:00.000000Z")
+    feedback._log_rows([row])
+    line = capfd.readouterr().out
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert orjson.loads(line) == {
+        "severity": "INFO",
+        "message": "ground truth label",  # the entry's summary in Cloud Logging
+        **dict(zip(contract.COLUMN_NAMES, row, strict=True)),
+    }
+    with pytest.raises(ValueError):  # a row of another shape is a bug here, never a silently shorter row
+        feedback._log_rows([row[:-1]])
+
+
+def test_rows_are_flushed_every_fifth_of_a_second_by_default():
+    # the longest a local reader of the sqlite rows (the demo, the tests) waits for a label to show
+    assert RowWriter("sqlite:unused.db").interval_s == 0.2
+
+
+def test_the_row_thread_is_a_named_daemon_so_a_worker_can_exit(tmp_path):
+    before = set(threading.enumerate())
+    RowWriter(f"sqlite:{tmp_path / 'rows.db'}", interval_s=60.0).add([])  # first use in this process: starts it
+    started = [t for t in threading.enumerate() if t not in before]
+    assert [(t.name, t.daemon) for t in started] == [("feedback-rows", True)]  # a non-daemon one blocks exit
+
+
+def test_rows_off_writes_none_and_every_nth_prediction_is_sampled(tmp_path):
+    assert Feedback(FeedbackConfig(rows="off")).rows is None
+    service = Feedback(FeedbackConfig(slots=16, sample_every=3, rows=f"sqlite:{tmp_path / 'rows.db'}"))
+    service.rows.interval_s = 60.0  # the thread waits: the queue holds what was sampled
+    made = [service.on_prediction("v", np.eye(10)[[c]], np.array([c], np.uint8)) for c in range(7)]
+    assert [(row[1], row[4]) for row in service.rows._queue] == [(made[2], 2), (made[5], 5)]  # the 3rd and 6th
+
+
+def test_an_id_of_64_characters_is_shown_whole_and_a_longer_one_cut():
+    record = PredictionRecord(4, 60.0)
+    assert f"{'x' * 64!r} here" in _refused(lambda: record.get("x" * 64)).detail
+    assert f"{'x' * 64 + '...'!r} here" in _refused(lambda: record.get("x" * 65)).detail
+
+
+def _wait_for(caplog, text: str) -> list[str]:
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        found = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+        if found:
+            return found
+        time.sleep(0.02)
+    return []
+
+
+def test_a_rows_target_that_cannot_be_written_is_logged_with_its_name(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="service")
+    unopenable = f"sqlite:{tmp_path / 'missing' / 'rows.db'}"
+    RowWriter(unopenable)._run()  # returns: this worker writes no rows
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot write ground-truth rows to {unopenable}: none will be written by this worker"
+    ]
+    target = f"sqlite:{tmp_path / 'rows.db'}"
+    writer = RowWriter(target, interval_s=0.02)
+    writer.add([("label", "short row")])  # two values for nine columns: the batch fails, the thread goes on
+    assert _wait_for(caplog, "could not write") == [f"could not write 1 ground-truth rows to {target}"]
+
+
+def test_64_images_are_held_and_an_empty_prediction_evicts_nothing():
+    record = PredictionRecord(1, 60.0)
+    held = record.put("v", np.full(64, 7, np.uint8))  # the most a request may have and still take labels
+    assert record.get(held)[1].tolist() == [7] * 64
+    record.put("v", np.zeros(0, np.uint8))  # nothing to hold: the one slot keeps the earlier prediction
+    assert record.get(held)[1].tolist() == [7] * 64
+
+
+def test_an_id_made_of_all_sixteen_hex_digits_is_taken():
+    record = PredictionRecord(0x012346, 60.0)
+    feedback._CURSOR.pack_into(record._table, 0, 0x012345)  # the next prediction lands in slot 0x012345
+    record._pool, record._at = bytes.fromhex("6789abcdef"), 0  # and draws these random bytes
+    request_id = record.put("v", np.array([4], np.uint8))
+    assert request_id == "0123456789abcdef" and record.get(request_id)[1].tolist() == [4]
+
+
+def test_a_poster_not_named_is_refused_and_told_who_decides():
+    service = Feedback(FeedbackConfig(posters=frozenset({"sa:labeller@p.iam.gserviceaccount.com"})))
+    document = {"request_id": "0" * 16, "labels": [0]}
+    refused = _refused(lambda: service.label(document, "ip:10.0.0.9", list(CLASS_NAMES)))
+    assert (refused.status, refused.reason, refused.detail) == (
+        403,
+        "poster_not_allowed",
+        "this caller may not post labels: FEEDBACK_POSTERS names who may (ask the operator to add your service "
+        "account)",
+    )
+
+
+def test_accuracy_reports_the_configured_rollout_thresholds(make_app, model_dir, linear_model_dir, tmp_path):
+    root = _with_candidate(build_registry(tmp_path / "models", model_dir), linear_model_dir)
+    env = {"ROLLOUT_MIN_LABELS": "70", "ROLLOUT_MIN_LABEL_POSTERS": "3", "ROLLOUT_MAX_POSTER_LABELS": "11"}
+    app = make_app(MODEL_URI=f"{root}@champion", CHALLENGER="candidate", FEEDBACK_ROWS="off", **env)
+    thresholds = app.test_client().get("/monitoring/accuracy").get_json()["thresholds"]
+    assert thresholds == {
+        "min_labels": 70,
+        "min_label_posters": 3,
+        "max_poster_labels": 11,
+        "max_accuracy_drop": Thresholds().max_accuracy_drop,
+    }

@@ -274,3 +274,31 @@ def test_on_gcs_a_poll_is_one_generation_request_and_a_promotion_swaps(gcs_bucke
     reg.promote("v3")
     assert slot.poll_once() is False and "changed, truncated or damaged" in slot.refused["v3"]
     assert slot.current.version == "v2"
+
+
+def _damage(artifact: Path) -> None:
+    artifact.write_bytes(artifact.read_bytes()[:-1])
+
+
+def test_a_version_damaged_between_the_masters_read_and_the_workers_build_is_refused_and_polling_goes_on(
+    registry, versions
+):
+    reference = f"{registry.root}@champion"
+    slot = ModelSlot(reference, "champion", ServiceConfig(model_uri=reference))
+    slot.prepare()  # the gunicorn master: v1 read and verified, no session yet
+    _damage(Path(registry.version_uri("v1")) / "model.onnx")
+    slot.activate()  # a worker: the session's file no longer matches its digest
+    assert slot.current is None and list(slot.refused) == ["v1"]
+    assert "changed, truncated or damaged" in slot.refused["v1"]
+    assert slot.waiting_reason.startswith("version v1 was refused: ") and slot.waiting_code is not None
+    register(registry, versions["v2"][0], "v2", versions["v2"][1])
+    assert slot.poll_once() is True and slot.current.version == "v2"
+
+
+def test_a_plain_directory_damaged_after_the_masters_read_stops_the_workers_boot(versions):
+    directory, _ = versions["v1"]
+    slot = ModelSlot(str(directory), "champion", ServiceConfig(model_uri=str(directory)))
+    slot.prepare()
+    _damage(directory / "model.onnx")
+    with pytest.raises(ModelRefused, match="changed, truncated or damaged"):
+        slot.activate()
