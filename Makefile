@@ -41,7 +41,9 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-demo: setup
+# The demo needs the project's venv and checkov's (the policy scan), not kfp's venv or the cdktf CLI (setup's other
+# two parts): 25 s less from a fresh clone (kfp 12 s, npm ci 13 s, measured on 2 quiet cores).
+demo: system-deps $(VENV)/.installed $(CHECKOV_VENV)/.installed
 	$(PY) -m lifecycle $(DEMO_ARGS)
 
 # ruff (lint + format), mypy (strict on contracts/ and service/), import-linter: what .ci/run checks first.
