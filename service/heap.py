@@ -4,7 +4,7 @@ Why: glibc serves allocations of at least M_MMAP_THRESHOLD bytes with their own 
 by default it raises that threshold to the size of each such block freed (up to 32 MiB), so after the first
 session build the model-sized buffers of later builds come from the heap, where freed memory stays resident, and
 a swap's peak holds them beside both versions. With the threshold fixed at 1 MiB they are mapped and
-unmapped again: bench/bench_swap.py --signed, peak RSS per worker 101 -> 90 MB (load 19-25, the champion, 20
+unmapped again: bench/bench_swap.py --signed, peak RSS per worker 101 -> 91 MB (load 19-25, the champion, 20
 flips). A request's own buffers stay below it (a 256-image float32 batch is 0.8 MB), so the hot path never maps:
 server CPU per 1- and 64-image request unchanged within the noise. Setting it (mallopt or MALLOC_MMAP_THRESHOLD_)
 also turns the dynamic raise off. Called in gunicorn's master before the fork; glibc only, a no-op elsewhere.

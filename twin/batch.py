@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import storage
-from twin.jobs import JOB_TIMEOUT_S, PODMAN, local_image
+from twin.jobs import JOB_TIMEOUT_S, PODMAN, local_image, podman_run
 
 HEALTH_TIMEOUT_S = 300
 RESULTS = "prediction.results-00000-of-00001"
@@ -60,14 +60,7 @@ def serving_command(
         AIP_STORAGE_URI=model["artifactUri"],
         AIP_MODE="PREDICTION",
     )
-    command = ["run", "--rm", "--network", "host", "--name", name, "--no-healthcheck"]
-    for key, value in sorted(env.items()):
-        command += ["--env", f"{key}={value}"]
-    for volume in volumes:
-        command += ["--volume", volume]
-    if spec.get("command"):
-        command += ["--entrypoint", json.dumps(spec["command"])]
-    return [PODMAN, *command, image, *spec.get("args", [])]
+    return podman_run(name, env, volumes, image, spec, options=["--no-healthcheck"])
 
 
 def instances(job: Mapping[str, Any]) -> list[Any]:

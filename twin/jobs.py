@@ -55,7 +55,20 @@ def podman_command(
     project = job_name.split("/")[1]
     env = {**platform, **vertex_environment(job_name, spec, project)}
     env.update({e["name"]: e.get("value", "") for e in container.get("env", [])})
-    command = ["run", "--rm", "--network", "host", "--name", f"twin-{env['CLOUD_ML_JOB_ID']}-{int(time.time())}"]
+    return podman_run(f"twin-{env['CLOUD_ML_JOB_ID']}-{int(time.time())}", env, volumes, image, container)
+
+
+def podman_run(
+    name: str,
+    env: Mapping[str, str],
+    volumes: Sequence[str],
+    image: str,
+    container: Mapping[str, Any],
+    options: Sequence[str] = (),
+) -> list[str]:
+    """`podman run` of a Vertex AI container spec (its command and args) on the host's network, with exactly `env`
+    and `volumes`: what a custom job's pool and a batch prediction replica share."""
+    command = ["run", "--rm", "--network", "host", "--name", name, *options]
     for key, value in sorted(env.items()):
         command += ["--env", f"{key}={value}"]
     for volume in volumes:

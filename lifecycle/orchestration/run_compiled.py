@@ -16,9 +16,9 @@ Two ways to run a task:
   image's own non-root user, with ONLY the environment a Vertex AI task has: the image's ENV, the compiled task's
   `env`, and the platform variables named with `--platform-env` (none for the local compilation; the twin's
   emulator hosts for the gcp one) and files with `--volume` (the twin's CA). No variable of the operator's
-  environment reaches it. Buckets are where Vertex
-  AI puts them for the container, `/gcs/<bucket>` (Cloud Storage FUSE): the local target's buckets are the
-  directories `dev`, `datasets` and `models` under its storage root, so `--storage-root DIR` bind-mounts each
+  environment reaches it. Buckets are where Vertex AI puts them for the container, `/gcs/<bucket>` (Cloud Storage
+  FUSE): the local target's buckets are the directories `dev`, `datasets` and `models` under its storage root, so
+  `--storage-root DIR` bind-mounts each
   `DIR/<bucket>` at `/gcs/<bucket>` (and the promoter's local key directory at /gcs/promoter), and the pipeline must
   be compiled with FMNIST_STORAGE_ROOT=/gcs. The pipeline root (executor output, output parameter files) is a host
   folder mounted at /gcs/pipeline-root.
