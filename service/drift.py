@@ -5,10 +5,10 @@ What is compared (docs/CONTRACTS.md): per feature, the share of served images in
 population stability index with proportions clamped to >= 1e-4.
 Why shared files: each worker adds its counts into its own small memory-mapped file in the service's state
 directory, so a report from any worker sums the traffic of all of them without locks or a second process.
-Why sampling: the feature function costs ~12 us per image, a third of the per-image budget at 30k images/s;
-every image's predicted class is counted, and every k-th image's features (DRIFT_SAMPLE_EVERY, default 8)
-are computed, in batches of at least 8: a request that brings fewer waits in a small per-worker buffer, so up
-to 7 sampled images per worker are counted late (a report includes the reporting worker's own buffer).
+Why sampling: computing features costs a fixed ~100-300 us per call (numpy calls on caches that inference has
+just emptied) plus ~1 us per image; every image's predicted class is counted, and every k-th image's features
+(DRIFT_SAMPLE_EVERY, default 8) are computed, in batches of PENDING (64): sampled images wait in a pending area
+that every worker's report reads too (_CountStore), so no sampled image is ever counted late.
 Counts accumulate from start-up or the last reset (POST /monitoring/drift/reset).
 Why per client (issue 24): drift starts a retraining run, so one client sending odd images must not flag it. The
 sampled images' features and predicted classes are counted per client bucket (service/caller.py: who the platform
@@ -19,13 +19,15 @@ The bucket is computed only for requests with a sampled image (1 in DRIFT_SAMPLE
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -34,8 +36,8 @@ from contracts.dataset import NUM_CLASSES as N_CLASSES
 from contracts.feature_schema import FEATURE_FUNCTION_ID, FEATURE_NAMES
 from contracts.features import (
     N_BINS,
-    bin_index,
-    compute_image_features,
+    bin_matrix,
+    feature_matrix,
     population_stability_index,
 )
 from contracts.features import (
@@ -44,7 +46,10 @@ from contracts.features import (
 from service.caller import client_bucket
 from service.config import CLIENT_BUCKETS
 
-FEATURE_BATCH = 8  # sampled images per feature computation: amortizes numpy's per-call cost
+PENDING = 64  # sampled images per feature computation (_CountStore): amortizes its fixed cost
+CELLS = (len(FEATURE_NAMES) + 1) * N_BINS  # one client bucket's counts: a row of bins per feature, then classes
+# each feature row's first cell in a bucket's flattened counts, and the predicted classes' row
+_ROW_START = np.arange(len(FEATURE_NAMES) + 1, dtype=np.intp)[:, None] * N_BINS
 CHI2_999_9DOF = 27.877  # chi-square's 99.9 % quantile, 9 degrees of freedom (10 bins, 10 classes): client_drift
 ALL = CLIENT_BUCKETS  # the store's last slot: every image's predicted class (images_seen), whoever sent it
 
@@ -84,23 +89,41 @@ class Baseline:
             self.class_expected[:] = block["classes"]["proportions"]
         except (KeyError, TypeError, ValueError) as exc:
             self.problem = f"the baseline is malformed ({exc}); expected 9 edges and 10 proportions per feature"
+            return
+        unordered = [name for row, name in enumerate(FEATURE_NAMES) if not np.all(np.diff(self.edges[row]) >= 0)]
+        if unordered:  # quantiles are ascending; the binning (contracts.features.bin_matrix) relies on it
+            self.problem = (
+                f"the baseline's edges of {', '.join(unordered)} are not in ascending order; "
+                "re-export the model (contracts.features.feature_baseline writes ascending quantiles)"
+            )
 
     @property
     def usable(self) -> bool:
         return self.problem is None
 
 
+Update = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]  # (counts, images, classes, buckets)
+
+
 class _CountStore:
     """Counts [client buckets + 1, features + 1, 10] (per bucket: the sampled images' feature bins and, last row,
     their predicted classes; slot ALL: every image's predicted class) for this process, plus the sum over all processes,
-    and a header [reset generation, start time] every process sees (so a reset also drops other workers'
-    half-filled buffers)."""
+    and a header [reset generation, start time] every process sees.
 
-    def __init__(self, directory: str | None):
+    Sampled images wait in a pending area of PENDING images before their features are computed in one batch: the
+    computation's cost is mostly fixed per call (numpy's per-call cost and cold caches after inference), so a batch
+    of 64 costs about what a batch of 8 did. Why that changes no count: the pending area is shared too (a memory-mapped
+    file per process beside its counts), and a read of the totals computes the features of every process's pending
+    images, so any report counts every sampled image at once. A lock per process file (flock: shared to read,
+    exclusive to append, flush or reset) keeps a reader from seeing images both pending and already counted."""
+
+    def __init__(self, directory: str | None, pending: int = PENDING):
         self._dir = Path(directory) if directory else None
         self._pid = -1
         self._local: np.ndarray | None = None
         self._shape = (CLIENT_BUCKETS + 1, len(FEATURE_NAMES) + 1, N_BINS)
+        self.pending = pending
+        self._lock_fd = -1
         if self._dir is None:
             self.header = np.array([0.0, time.time()])
         else:  # created before gunicorn forks: a shared mapping stays shared in the workers
@@ -116,31 +139,119 @@ class _CountStore:
             self._pid = os.getpid()
             if self._dir is None:
                 self._local = np.zeros(self._shape)
+                self._images = np.zeros((self.pending, *IMAGE_SHAPE), np.uint8)
+                self._meta = np.zeros((self.pending + 1, 2), np.int64)
             else:
-                mapped = np.memmap(self._dir / f"counts-{self._pid}.f64", np.float64, "w+", shape=self._shape)
-                self._mapped = mapped  # keeps the mapping alive
-                self._local = mapped.view(np.ndarray)
+                self._local, self._images, self._meta, self._maps = self._open(self._pid, "w+")
+                self._lock_fd = os.open(self._dir / f"counts-{self._pid}.f64", os.O_RDONLY | os.O_CLOEXEC)
         return self._local
 
-    def total(self) -> np.ndarray:
+    def _open(
+        self, pid: int, mode: Literal["r", "r+", "w+"]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.memmap, ...]]:
+        """A process's counts, pending images and pending (class, bucket) rows, whose last row holds [count, 0]."""
+        assert self._dir is not None
+        maps = (
+            np.memmap(self._dir / f"counts-{pid}.f64", np.float64, mode, shape=self._shape),
+            np.memmap(self._dir / f"pending-{pid}.u8", np.uint8, mode, shape=(self.pending, *IMAGE_SHAPE)),
+            np.memmap(self._dir / f"pending-{pid}.i64", np.int64, mode, shape=(self.pending + 1, 2)),
+        )
+        counts, images, meta = (m.view(np.ndarray) for m in maps)
+        return counts, images, meta, maps
+
+    def append(self, images: np.ndarray, classes: np.ndarray, bucket: int, update: Update) -> None:
+        """Add sampled images (uint8 or float pixels, truncated like astype(uint8)) of one caller: into the
+        pending area, or through `update` once it is full."""
+        counts = self.mine()
+        fd = self._lock_fd  # flock directly, not through _locked: this runs in requests (1 in DRIFT_SAMPLE_EVERY)
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            meta = self._meta
+            n, k = int(meta[-1, 0]), len(images)
+            if n + k > self.pending:
+                update(counts, self._images[:n], meta[:n, 0], meta[:n, 1])
+                n = 0
+            if k >= self.pending:
+                update(counts, images, classes, np.full(k, bucket))
+            else:
+                self._images[n : n + k] = images
+                meta[n : n + k, 0] = classes
+                meta[n : n + k, 1] = bucket
+                n += k
+            meta[-1, 0] = n
+        finally:
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def flush(self, update: Update) -> None:
+        """Count this process's pending images now."""
+        counts = self.mine()
+        with self._locked(self._lock_fd, fcntl.LOCK_EX):
+            n = int(self._meta[-1, 0])
+            if n:
+                update(counts, self._images[:n], self._meta[:n, 0], self._meta[:n, 1])
+                self._meta[-1, 0] = 0
+
+    def total(self, update: Update) -> np.ndarray:
+        """Every process's counts, its pending images counted through `update` (nothing is written back)."""
         if self._dir is None:
-            return self.mine().copy()
+            out = self.mine().copy()
+            n = int(self._meta[-1, 0])
+            update(out, self._images[:n], self._meta[:n, 0], self._meta[:n, 1])
+            return out
         out = np.zeros(self._shape)
         for path in glob.glob(str(self._dir / "counts-*.f64")):
-            data = np.fromfile(path, np.float64)
-            if data.size == out.size:
-                out += data.reshape(self._shape)
+            pid = int(Path(path).stem.split("-")[1])
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                with self._locked(fd, fcntl.LOCK_SH):
+                    counts, images, meta, _ = self._open(pid, "r")
+                    n = int(meta[-1, 0])
+                    out += counts
+                    pending = images[:n].copy(), meta[:n, 0].copy(), meta[:n, 1].copy()
+            except (FileNotFoundError, ValueError):  # a process that had not written its pending files yet
+                continue
+            finally:
+                os.close(fd)
+            update(out, *pending)
         return out
 
     def reset(self) -> None:
         if self._dir is None:
             self.mine()[:] = 0
+            self._meta[-1, 0] = 0
         else:
             for path in glob.glob(str(self._dir / "counts-*.f64")):
-                counts = np.memmap(path, np.float64, "r+", shape=self._shape)
-                counts[:] = 0
-                counts.flush()
+                pid = int(Path(path).stem.split("-")[1])
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    with self._locked(fd, fcntl.LOCK_EX):
+                        counts, _, meta, maps = self._open(pid, "r+")
+                        counts[:] = 0
+                        meta[-1, 0] = 0
+                        for mapped in maps:
+                            mapped.flush()
+                except (FileNotFoundError, ValueError):
+                    continue
+                finally:
+                    os.close(fd)
         self.header[:] = (self.header[0] + 1, time.time())
+
+    @staticmethod
+    @contextmanager
+    def _locked(fd: int, mode: int) -> Iterator[None]:
+        if fd < 0:  # counts in this process only: nothing to share
+            yield
+            return
+        fcntl.flock(fd, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     @property
     def generation(self) -> float:
@@ -170,12 +281,7 @@ class DriftMonitor:
         self.max_client_images = max_client_images
         self.sample_every = max(1, sample_every)
         self._store = _CountStore(state_dir)
-        self._buffer = np.empty((2 * FEATURE_BATCH, *IMAGE_SHAPE), np.uint8)
-        self._buffer_classes = np.zeros(2 * FEATURE_BATCH, np.int64)
-        self._buffer_buckets = np.zeros(2 * FEATURE_BATCH, np.int64)
-        self._buffered = 0
         self._seen = 0
-        self._generation = self._store.generation
 
     def use_baseline(self, baseline_block: object) -> None:
         """Compare against this baseline from now on (a model was promoted after start-up)."""
@@ -196,49 +302,29 @@ class DriftMonitor:
         self._seen += n
         if first >= n:
             return  # none of these images is sampled: the common case for single-image requests
-        self._drop_buffer_if_reset()
         bucket = client_bucket(caller()) if caller is not None else 0
-        picked = pixels[first :: self.sample_every]
-        classes = predicted[first :: self.sample_every]
-        if len(picked) >= FEATURE_BATCH:
-            self._add_features(picked, classes, np.full(len(picked), bucket))
-            return
-        if len(picked):
-            end = self._buffered + len(picked)
-            self._buffer[self._buffered : end] = picked  # float -> uint8 truncates, as the feature function does
-            self._buffer_classes[self._buffered : end] = classes
-            self._buffer_buckets[self._buffered : end] = bucket
-            self._buffered = end
-            if self._buffered >= FEATURE_BATCH:
-                self.flush()
-
-    def _drop_buffer_if_reset(self) -> None:
-        if self._store.generation != self._generation:  # a worker reset the counts: older images do not count
-            self._generation = self._store.generation
-            self._buffered = 0
+        step = self.sample_every
+        self._store.append(pixels[first::step], predicted[first::step], bucket, self._add_features)
 
     def flush(self) -> None:
-        """Add the buffered images' feature bins to this worker's counts."""
-        self._drop_buffer_if_reset()
-        if self._buffered:
-            n = self._buffered
-            self._add_features(self._buffer[:n], self._buffer_classes[:n], self._buffer_buckets[:n])
-            self._buffered = 0
+        """Add this worker's pending images' feature bins to its counts (reports count them without this)."""
+        self._store.flush(self._add_features)
 
-    def _add_features(self, images: np.ndarray, classes: np.ndarray, buckets: np.ndarray) -> None:
-        values = compute_image_features(images)
-        counts = self._store.mine()
-        one = int(buckets[0]) if int(buckets.min()) == int(buckets.max()) else None  # the usual case: bincount
-        for row, name in enumerate(FEATURE_NAMES):
-            bins = bin_index(self.baseline.edges[row], values[name])
-            if one is None:
-                np.add.at(counts[:, row, :], (buckets, bins), 1)
-            else:
-                counts[one, row] += np.bincount(bins, minlength=N_BINS)
-        if one is None:
-            np.add.at(counts[:, -1, :], (buckets, classes.astype(np.int64)), 1)
+    def _add_features(self, counts: np.ndarray, images: np.ndarray, classes: np.ndarray, buckets: np.ndarray) -> None:
+        """One histogram update for all features and the classes: each image's cell in its bucket's flattened
+        [features + classes, bins] block, counted by one bincount (np.add.at and a call per feature cost more)."""
+        if not len(images) or not self.baseline.usable:
+            return
+        cells = np.empty((len(FEATURE_NAMES) + 1, len(images)), np.intp)
+        cells[:-1] = bin_matrix(self.baseline.edges, feature_matrix(images))
+        cells[-1] = classes
+        cells += _ROW_START
+        first = int(buckets[0])
+        if int(buckets.min()) == int(buckets.max()):  # the usual case: one request's images, one client
+            counts[first] += np.bincount(cells.ravel(), minlength=CELLS).reshape(counts.shape[1:])
         else:
-            counts[one, -1] += np.bincount(classes, minlength=N_CLASSES)
+            cells += buckets * CELLS
+            counts[:ALL] += np.bincount(cells.ravel(), minlength=ALL * CELLS).reshape(ALL, *counts.shape[1:])
 
     @property
     def min_client_images(self) -> int:
@@ -253,8 +339,7 @@ class DriftMonitor:
         empty bin would otherwise weigh ln(share / 1e-4)) and must exceed both the threshold and what chance gives
         that many images (n x PSI beyond chi-square's 99.9 % quantile at 9 degrees of freedom), once the bucket
         holds DRIFT_MIN_IMAGES / DRIFT_MIN_CLIENTS images."""
-        self.flush()
-        per_client = self._store.total()[:ALL]
+        per_client = self._store.total(self._add_features)[:ALL]
         images = per_client[:, 0].sum(axis=1)
         seen = np.flatnonzero(images)
         drifted = np.zeros(len(images), dtype=bool)
@@ -273,13 +358,11 @@ class DriftMonitor:
         return out
 
     def reset(self) -> None:
-        self._buffered = 0
         self._store.reset()
 
     def report(self) -> dict[str, Any]:
         """PSI per feature and for predicted classes, the drift flag, and the numbers behind them."""
-        self.flush()
-        stored = self._store.total()
+        stored = self._store.total(self._add_features)
         classes_seen = int(stored[ALL, -1].sum())
         per_client = stored[:ALL]
         images = per_client[:, 0].sum(axis=1)  # sampled images per client bucket

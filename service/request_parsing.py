@@ -29,7 +29,7 @@ N_CLASSES = 10
 _TOP_LEVEL_KEYS = {"instances", "parameters"}
 _PARAMETER_KEYS = {"top_k"}
 _NUMBER_TYPES = {int, float}
-_NUMBER_AND_LIST_BYTES = b"0123456789+-.,[] \t\r\n"
+_NUMBER_BYTES = b"0123456789+-. \t\r\n"  # digits, signs, points and the spaces between values
 
 
 @dataclass
@@ -206,15 +206,22 @@ def _instance(instance: object, index: int, budget: DecodeBudget) -> tuple[np.nd
     )
 
 
-def _only_numbers_and_lists(body: bytes, keys: int) -> bool:
+def _structure(body: bytes) -> bytes:
+    """The body without digits, signs, points and spaces (never a letter of `true`, `false` or `null`: `e` and `E`
+    stay): its commas, brackets, colons, quotes, keys and literals. One C-speed pass; on the common path about a
+    quarter of the body, so the checks below count on it rather than on the whole body (~5 us less per 1-image
+    JSON request than four scans of the body)."""
+    return body.translate(None, _NUMBER_BYTES)
+
+
+def _only_numbers_and_lists(structure: bytes, keys: int) -> bool:
     """True when the document holds no strings, booleans or nulls beyond its `keys` known keys.
 
     Why from the bytes: every JSON string starts and ends with an unescaped quote, so a quote count equal to
     that of the known keys proves there is no other string, and then `true`, `false` and `null` can only be
-    literals. Two C-speed scans replace a type check of every pixel on the common path: one that drops digits,
-    signs, points, commas, brackets and spaces (never a letter of those literals: `e` and `E` stay), one over
-    what remains (the keys, braces, colons)."""
-    rest = body.translate(None, _NUMBER_AND_LIST_BYTES)  # one pass; what remains is short on the common path
+    literals. Scans of the body's _structure without its commas and brackets (the keys, braces, colons) replace
+    a type check of every pixel on the common path."""
+    rest = structure.translate(None, b",[]")
     return rest.count(b'"') == 2 * keys and b"true" not in rest and b"false" not in rest and b"null" not in rest
 
 
@@ -234,17 +241,18 @@ def _fast_batch(instances: list[object]) -> np.ndarray | None:
     return array.reshape(-1, 28, 28).astype(np.float32)
 
 
-def _check_structure_size(body: bytes, max_instances: int) -> None:
+def _check_structure_size(structure: bytes, max_instances: int) -> None:
     """Refuse, before parsing, a body with more lists, values or keys than `max_instances` images can have.
 
     Why: parsing costs per JSON value, so a body of a million `[0],` costs ~10x a valid request of the same size.
     A valid request has at most 29 `[` per instance (28x28 nested), 784 `,` per instance (783 inside, one
     between instances) and 2 `:` per instance ("b64" and a data: URL), plus a few for the top-level keys; base64
-    holds none of these characters, so counting bytes bounds the parse without misjudging any valid body. The
-    bound is twice that, so a batch slightly over MAX_INSTANCES still gets the plainer too_many_instances."""
+    holds none of these characters, so counting bytes bounds the parse without misjudging any valid body (counted in
+    the body's _structure, which keeps every one of them). The bound is twice that, so a batch slightly over
+    MAX_INSTANCES still gets the plainer too_many_instances."""
     bounds = ((b"[", 29, "lists"), (b",", 784, "values"), (b":", 2, "keys"))
     for char, per_instance, what in bounds:
-        found, most = body.count(char), 2 * (per_instance * max_instances + 4)
+        found, most = structure.count(char), 2 * (per_instance * max_instances + 4)
         if found > most:
             raise RequestError(
                 400,
@@ -256,7 +264,8 @@ def _check_structure_size(body: bytes, max_instances: int) -> None:
 
 def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
     """A Vertex AI style JSON body -> batch."""
-    _check_structure_size(body, max_instances)
+    structure = _structure(body)
+    _check_structure_size(structure, max_instances)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -301,7 +310,7 @@ def parse_json(body: bytes, max_instances: int) -> ParsedRequest:
         raise RequestError(400, "bad_parameters", f"unknown parameter(s) {echo_names(unknown)}; supported: top_k")
     top_k = parse_top_k(parameters.get("top_k"), "parameters")
 
-    if all(type(i) is list for i in instances) and _only_numbers_and_lists(body, len(document) + len(parameters)):
+    if all(type(i) is list for i in instances) and _only_numbers_and_lists(structure, len(document) + len(parameters)):
         fast = _fast_batch(instances)
         if fast is not None:
             return ParsedRequest(fast, top_k, [], "json")
