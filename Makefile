@@ -14,10 +14,11 @@ KFP_VERSION := 2.17.3
 # Every venv is filled by uv (the dev group pins the same version): from a fresh clone it set up the project's venv
 # and checkov's in 189 and 254 s where pip took 545 and 675 s (two runs each, load 11-14), the same 225 + 96 packages
 # at the same versions (issue 26). uv compiles bytecode only when told, and the google provider imports 3x slower
-# without .pyc files: never drop --compile-bytecode.
+# without .pyc files: never drop --compile-bytecode. --system-certs: the host's trust store, as pip uses it (uv's own
+# roots fail behind a TLS-intercepting proxy whose CA only the host trusts, unless SSL_CERT_FILE names it).
 UV_VERSION := 0.13.8
 UV := $(VENV)/bin/uv
-UV_INSTALL := $(UV) pip install -q --compile-bytecode
+UV_INSTALL := $(UV) pip install -q --compile-bytecode --system-certs
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20

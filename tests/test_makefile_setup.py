@@ -26,7 +26,7 @@ def test_the_bootstrapped_uv_is_the_version_the_dev_group_pins():
 
 
 def test_every_venv_is_filled_by_uv_with_bytecode_compiled():
-    assert "--compile-bytecode" in makefile_variable("UV_INSTALL").split()
+    assert {"--compile-bytecode", "--system-certs"} <= set(makefile_variable("UV_INSTALL").split())
     targets = re.findall(r"^(\$\((?:VENV|CHECKOV_VENV|KFP_VENV)\)/\.installed):.*\n((?:\t.*\n)+)", MAKEFILE, re.M)
     assert {target for target, _ in targets} == {f"$({v})/.installed" for v in ("VENV", "CHECKOV_VENV", "KFP_VENV")}
     for target, recipe in targets:
