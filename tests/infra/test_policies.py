@@ -4,8 +4,11 @@ the suppression notes in code turn into."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import xml.etree.ElementTree as ElementTree
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 
@@ -45,9 +48,8 @@ needs_checkov = pytest.mark.skipif(not _checkov_available(), reason="checkov not
 
 
 @needs_checkov
-def test_synthesized_stacks_pass_checkov_with_custom_policies(synth, tmp_path):
-    junit = tmp_path / "junit.xml"
-    result = scan(synth.outdir, junit)
+def test_synthesized_stacks_pass_checkov_with_custom_policies(checkov_runs, synth):
+    result, junit = checkov_runs["scan"].result()
     assert result.status == 0, [(f.stack, f.check_id, f.resource) for f in result.failed]
     assert len(result.passed) > 500
     assert {f.check_id for f in result.passed} >= set(CUSTOM_POLICIES) | {p.id for p in GRAPH_POLICIES}
@@ -57,31 +59,33 @@ def test_synthesized_stacks_pass_checkov_with_custom_policies(synth, tmp_path):
     assert int(root.get("tests")) == len(result.passed) + len(result.suppressed)
 
 
-@needs_checkov
-def test_the_baseline_file_silences_exactly_the_notes_in_checkov_itself(synth, tmp_path):
-    path, _ = write_baseline(synth.outdir, tmp_path / "checkov.baseline")
-    command = [
+def baseline_command(outdir, baseline_path) -> list[str]:
+    return [
         checkov_binary(),
         "-d",
-        str(synth.outdir),
+        str(outdir),
         "--framework",
         "terraform_json",
         "--external-checks-dir",
         str(POLICIES_DIR),
         "--baseline",
-        str(path),
+        str(baseline_path),
         "--skip-download",
         "--quiet",
         "--compact",
     ]
-    completed = subprocess.run(command, capture_output=True, text=True)
+
+
+@needs_checkov
+def test_the_baseline_file_silences_exactly_the_notes_in_checkov_itself(checkov_runs):
+    completed = checkov_runs["baseline"].result()
     assert completed.returncode == 0, completed.stdout[-3000:]
 
 
 @needs_checkov
-def test_public_endpoint_passes_only_through_its_suppression_note(variant_synth):
+def test_public_endpoint_passes_only_through_its_suppression_note(checkov_runs, variant_synth):
     notes = read_suppressions(variant_synth.outdir)
-    reports = run_checkov_json(variant_synth.outdir)
+    reports = checkov_runs["variant"].result()
     with_notes = evaluate(reports, notes)
     assert with_notes.status == 0
     assert ("CKV2_FMNIST_1", "google_cloud_run_v2_service_iam_member") in {
@@ -147,13 +151,69 @@ BUDGET_WITHOUT_THRESHOLDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def custom_policy_results(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("bad-stacks")
+def _module_or_per_test(fixture_name: str, config: pytest.Config) -> str:
+    """Per test while mutmut maps which test reaches which function (as tests/infra/conftest.py's synth)."""
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") == "stats" else "module"
+
+
+# Which tests read each checkov run: only the runs the selected tests read are started.
+RUN_READERS = {
+    "scan": {"test_synthesized_stacks_pass_checkov_with_custom_policies"},
+    "baseline": {"test_the_baseline_file_silences_exactly_the_notes_in_checkov_itself"},
+    "variant": {"test_public_endpoint_passes_only_through_its_suppression_note"},
+    "custom": {
+        "test_custom_policy_fails_on_the_bad_resource",
+        "test_budget_policy_fails_without_threshold_rules",
+        "test_custom_policy_passes_the_good_resource",
+    },
+}
+
+
+@pytest.fixture(scope=_module_or_per_test)
+def checkov_runs(request, tmp_path_factory):
+    """The module's checkov runs, started together. Each is one checkov process that keeps one core busy for 10-40 s
+    while the serial suite keeps the other core idle (issue 26): together they take about half their sum on two
+    cores instead of the sum. Only the runs the selected tests read are started; each test waits for its own."""
+    if isinstance(request.node, pytest.Function):
+        selected = {request.node.originalname}
+    else:
+        selected = {item.originalname for item in request.session.items if item.module is request.module}
+    wanted = [name for name, readers in RUN_READERS.items() if readers & selected]
+    work = tmp_path_factory.mktemp("checkov-runs")
+    runs = {}  # fixtures and input files are made here, in the test's thread; only checkov runs in the pool
+    if "scan" in wanted:
+        runs["scan"] = partial(scan_with_junit, request.getfixturevalue("synth").outdir, work / "junit.xml")
+    if "baseline" in wanted:
+        outdir = request.getfixturevalue("synth").outdir
+        command = baseline_command(outdir, write_baseline(outdir, work / "checkov.baseline")[0])
+        runs["baseline"] = partial(subprocess.run, command, capture_output=True, text=True)
+    if "variant" in wanted:
+        runs["variant"] = partial(run_checkov_json, request.getfixturevalue("variant_synth").outdir)
+    if "custom" in wanted:
+        runs["custom"] = partial(run_checkov_json, bad_stacks(work / "bad-stacks"))
+    with ThreadPoolExecutor(max_workers=max(len(runs), 1)) as pool:
+        yield StartedRuns({name: pool.submit(run) for name, run in runs.items()})
+
+
+class StartedRuns(dict):
+    def __missing__(self, name: str):
+        raise KeyError(f"checkov run {name!r} was not started for this test: add the test's name to RUN_READERS")
+
+
+def scan_with_junit(outdir, junit):
+    return scan(outdir, junit), junit
+
+
+def bad_stacks(root):
     for name, document in (("bad", BAD_STACK), ("thresholdless", BUDGET_WITHOUT_THRESHOLDS)):
         (root / "stacks" / name).mkdir(parents=True)
         (root / "stacks" / name / "cdk.tf.json").write_text(json.dumps(document))
-    result = evaluate(run_checkov_json(root), suppressions=[])
+    return root
+
+
+@pytest.fixture(scope=_module_or_per_test)
+def custom_policy_results(checkov_runs) -> dict:
+    result = evaluate(checkov_runs["custom"].result(), suppressions=[])
     return {
         outcome: {(f.check_id, f.resource) for f in findings if f.check_id in CUSTOM_POLICIES}
         for outcome, findings in (("passed", result.passed), ("failed", result.failed))
