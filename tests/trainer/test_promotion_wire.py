@@ -254,6 +254,27 @@ def test_a_local_request_registers_the_model_and_promotes_it_in_process(tmp_path
     assert exported == [(str(tmp_path / "run-1"), True)]  # the promoter registers it: export re-verifies it
 
 
+def test_the_gate_job_promotes_the_model_it_registered_not_the_newest_candidate(tmp_path, monkeypatch, capsys):
+    """Two pipeline runs may register at once: the job promotes the version its own export registered, even when
+    another run's registration moved the candidate alias after it."""
+    from trainer.models import export
+
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    monkeypatch.setenv("FMNIST_REGISTRY__PAIRED_GATE", "false")
+    registry = ModelRegistry.from_settings(load_config("local"))
+    ours: list[str] = []
+
+    def export_model_dir(settings, model_dir, register):
+        ours.append(_register(registry, "r1"))
+        _register(registry, "r2")  # the other run's model, registered just after: the candidate now
+        return {"model_version": ours[0]}
+
+    monkeypatch.setattr(export, "export_model_dir", export_model_dir)
+    assert cli.main(["promotion", "gate-job", "--model-dir", str(tmp_path / "r1")]) == 0
+    assert registry.read_index().alias("champion") == ours[0]
+    assert capsys.readouterr().out == f"promoted {ours[0]} to champion (was none)\n"
+
+
 def test_the_gate_job_on_google_cloud_leaves_a_pipeline_runs_model_awaiting_approval(
     gcs_settings, monkeypatch, exported
 ):
