@@ -336,3 +336,12 @@ def test_approve_without_a_runner_starts_its_own(cloud, capsys):
     cloud.outcome = lambda args: cloud.registry.promote(version) and None
     assert promotion.approve(load_config("dev", environ={"FMNIST_BUCKET_PREFIX": cloud.registry_prefix}), version) == 0
     assert [job for job, _ in cloud.executed] == [PROMOTION_APPROVE_JOB]
+
+
+def test_promotion_without_an_action_is_a_usage_error_naming_the_four(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["promotion"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "{request,approve,gate-job,approve-job}" in err
+    assert err.endswith("error: the following arguments are required: action\n")
