@@ -263,14 +263,17 @@ def test_the_gate_job_promotes_the_model_it_registered_not_the_newest_candidate(
     monkeypatch.setenv("FMNIST_REGISTRY__PAIRED_GATE", "false")
     registry = ModelRegistry.from_settings(load_config("local"))
     ours: list[str] = []
+    asked: list[tuple[str, bool]] = []
 
     def export_model_dir(settings, model_dir, register):
+        asked.append((model_dir, register))
         ours.append(_register(registry, "r1"))
         _register(registry, "r2")  # the other run's model, registered just after: the candidate now
         return {"model_version": ours[0]}
 
     monkeypatch.setattr(export, "export_model_dir", export_model_dir)
     assert cli.main(["promotion", "gate-job", "--model-dir", str(tmp_path / "r1")]) == 0
+    assert asked == [(str(tmp_path / "r1"), True)]  # the directory the job was given, registered by export
     assert registry.read_index().alias("champion") == ours[0]
     assert capsys.readouterr().out == f"promoted {ours[0]} to champion (was none)\n"
 
@@ -345,3 +348,12 @@ def test_promotion_without_an_action_is_a_usage_error_naming_the_four(capsys):
     err = capsys.readouterr().err
     assert "{request,approve,gate-job,approve-job}" in err
     assert err.endswith("error: the following arguments are required: action\n")
+
+
+@pytest.mark.parametrize("action, option", [("gate-job", "--model-dir"), ("approve-job", "--version")])
+def test_a_promotion_job_without_its_one_argument_is_a_usage_error(action, option, capsys):
+    """An execution whose --args forgot the model directory or the version stops at the usage, before any gate."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["promotion", action])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: the following arguments are required: {option}\n")
