@@ -357,3 +357,21 @@ def test_a_promotion_job_without_its_one_argument_is_a_usage_error(action, optio
         cli.main(["promotion", action])
     assert exited.value.code == 2
     assert capsys.readouterr().err.endswith(f"error: the following arguments are required: {option}\n")
+
+
+def test_every_call_to_cloud_run_gives_up_after_60_s(cloud):
+    """A Run API that stops answering must not hold the pipeline's promote step forever: each call has a timeout."""
+    import google.auth
+    from google.auth.transport.requests import AuthorizedSession
+
+    timeouts: list[object] = []
+
+    class Recorded(AuthorizedSession):
+        def request(self, method, url, *args, **kwargs):
+            timeouts.append(kwargs.get("timeout"))
+            return super().request(method, url, *args, **kwargs)
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    runner = promotion.JobRunner(load_config("dev"), Recorded(credentials), poll_s=0)
+    runner.run(PROMOTION_APPROVE_JOB, ["--version", "v1"])
+    assert timeouts and set(timeouts) == {60}
