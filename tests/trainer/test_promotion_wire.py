@@ -53,6 +53,7 @@ def cloud(gcs_settings, tmp_path, monkeypatch):
         fake.outcome = lambda args: None
         monkeypatch.setattr(fake, "_execute", lambda name, job, override: execute(name, job, override, fake.outcome))
         fake.executed = executed
+        fake.metadata = meta
         fake.registry = registry
         fake.models_bucket = gcs_settings.models_bucket
         fake.registry_prefix = gcs_settings.bucket_prefix
@@ -375,3 +376,9 @@ def test_every_call_to_cloud_run_gives_up_after_60_s(cloud):
     runner = promotion.JobRunner(load_config("dev"), Recorded(credentials), poll_s=0)
     runner.run(PROMOTION_APPROVE_JOB, ["--version", "v1"])
     assert timeouts and set(timeouts) == {60}
+
+
+def test_the_requester_asks_google_for_a_cloud_platform_token(cloud):
+    """The token grant names the cloud-platform scope: a service-account key without it gets no token from Google."""
+    promotion.JobRunner(load_config("dev"), poll_s=0).run(PROMOTION_APPROVE_JOB, ["--version", "v1"])
+    assert cloud.metadata.scopes == ["https://www.googleapis.com/auth/cloud-platform"]
