@@ -526,6 +526,13 @@ def test_the_cloud_actuators_name_the_service_and_the_endpoint(tmp_path, monkeyp
 def test_a_service_document_without_containers_or_env_is_refused_by_name(service):
     with pytest.raises(CommandError, match=r"^s: expected one container with CHALLENGER set .* found 0: "):
         ramp.cloud_run_share_body(service, 5.0)
+    # between steps too: such a service has no share to read, and putting one back is refused by name, not a crash
+    assert ramp.cloud_run_share(service) is None
+    read = SimpleNamespace(status_code=200, json=lambda: json.loads(json.dumps(service)))
+    never = SimpleNamespace(status_code=500, text="a PATCH was sent")
+    share = ramp.CloudRunShare("s", SimpleNamespace(get=lambda url, **kwargs: read, patch=lambda *a, **k: never))
+    with pytest.raises(CommandError, match=r"^s: expected one container with CHALLENGER set .* found 0: "):
+        share.hold_share(5.0)
 
 
 def test_a_sidecar_without_env_does_not_hide_the_serving_container():
