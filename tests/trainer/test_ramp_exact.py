@@ -590,3 +590,20 @@ def test_the_watch_stops_at_a_rollback(local_ramp, capsys):
     argv = ["ramp", "--prometheus-url", "http://p", "--steps", "50", "100", "--watch", "--interval", "0.01"]
     assert cli.main(argv) == 0
     assert [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()] == ["start", "rollback"]
+
+
+def test_the_vertex_split_is_put_back_when_only_the_champions_share_moved(tmp_path):
+    """A third model on the endpoint took part of the champion's share: the challenger's own share is right, the
+    split is not, so the tick puts back challenger/champion = 25/75."""
+    from google.cloud import aiplatform
+
+    from settings import load_config
+    from tests.vertex_fake import vertex_over_the_wire
+
+    dev = load_config("dev", environ={})
+    name = dev.names.endpoint_name
+    with vertex_over_the_wire(dev.project_id, dev.region) as fake:
+        models = {"111": "fmnist-v1", "222": "fmnist-v2", "333": "fmnist-v3"}
+        fake.seed_endpoint(name, models, {"111": 70, "222": 25, "333": 5})
+        assert ramp.VertexSplit(aiplatform.Endpoint(name), "v1", "v2").hold_share(25.0) is True
+        assert fake.resources[name]["trafficSplit"] == {"222": 25, "111": 75}
