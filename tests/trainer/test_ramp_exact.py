@@ -205,6 +205,7 @@ def test_a_rollback_event_and_a_refused_promotion_event(tmp_path):
     )
     done = _run_tick(registry, _evidence(400), shares, clock, seen)
     assert (done.action, done.percent, done.detail) == ("done", 0.0, f"the ramp of {challenger} ended: ramp-rollback")
+    assert (done.challenger, done.champion) == (challenger, champion)  # what the printed line names
 
     registry, champion, challenger = _registry(tmp_path / "gate", challenger_accuracy=0.80)
     for _ in range(4):
@@ -221,14 +222,15 @@ def test_a_rollback_event_and_a_refused_promotion_event(tmp_path):
 
 
 def test_a_dry_run_says_what_it_would_do_and_records_nothing(tmp_path):
-    registry, _, _ = _registry(tmp_path)
+    registry, champion, challenger = _registry(tmp_path)
     shares, clock, seen = Shares(), Clock(), []
     _run_tick(registry, _evidence(400), shares, clock, seen)
     events = len(registry.read_index().events)
     assert _run_tick(registry, _evidence(400), shares, clock, seen, dry_run=True).action == "would-advance"
     bad = _run_tick(registry, _evidence(100, errors=10), shares, clock, seen, dry_run=True)
     assert (bad.action, bad.percent) == ("would-rollback", 5.0)
-    assert _run_tick(registry, _evidence(10), shares, clock, seen, dry_run=True).action == "wait"
+    waiting = _run_tick(registry, _evidence(10), shares, clock, seen, dry_run=True)
+    assert (waiting.action, waiting.challenger, waiting.champion) == ("wait", challenger, champion)
     assert shares.moves == [5.0] and len(registry.read_index().events) == events
 
 
