@@ -231,6 +231,7 @@ def test_a_dry_run_says_what_it_would_do_and_records_nothing(tmp_path):
     assert (bad.action, bad.percent) == ("would-rollback", 5.0)
     waiting = _run_tick(registry, _evidence(10), shares, clock, seen, dry_run=True)
     assert (waiting.action, waiting.challenger, waiting.champion) == ("wait", challenger, champion)
+    assert waiting.evidence == _evidence(10)  # printed with the verdict: why it waits
     assert shares.moves == [5.0] and len(registry.read_index().events) == events
 
 
