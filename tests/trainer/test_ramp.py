@@ -129,6 +129,7 @@ def test_a_good_challenger_climbs_every_step_and_is_promoted(tmp_path):
         ("ramp-promote", 100.0, 100.0),
     ]
     assert {e["trigger"] for e in index.events if e["action"].startswith("ramp")} == {"user:test"}
+    assert {e["version"] for e in index.events if e["action"].startswith("ramp")} == {challenger}
     assert index.events[-1]["champion"] == champion and index.events[-1]["evidence"]["requests"] == 400
     assert _tick(registry, _evidence(400), shares, clock, seen).action == "done"  # nothing after the end
 

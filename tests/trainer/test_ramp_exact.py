@@ -219,6 +219,13 @@ def test_a_rollback_event_and_a_refused_promotion_event(tmp_path):
         100.0,
         refused.detail,
     )
+    # the challenger's own event, with the verdict that reached the gate: the next tick reads the ramp as ended
+    assert (event["version"], event["champion"], event["trigger"], event["codes"]) == (
+        challenger,
+        champion,
+        "user:t",
+        ["passed"],
+    )
 
 
 def test_a_dry_run_says_what_it_would_do_and_records_nothing(tmp_path):
