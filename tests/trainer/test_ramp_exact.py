@@ -251,6 +251,7 @@ def test_a_challenger_that_is_the_champion_or_no_champion(tmp_path):
         registry, "champion", lambda *a: None, [shares], THRESHOLDS, steps=STEPS, alpha=0.05, who="u", now=clock
     )
     assert (result.action, result.percent, result.detail) == ("done", 0.0, f"{champion} is the champion")
+    assert (result.challenger, result.champion) == (champion, champion)
     empty = ModelRegistry(str(tmp_path / "empty"))
     version = empty.register({"metadata.json": b"{}"}, {"accuracy": 0.9}, "custom", dataset_version="d")
     with pytest.raises(CommandError) as raised:
@@ -617,3 +618,21 @@ def test_the_vertex_split_is_put_back_when_only_the_champions_share_moved(tmp_pa
         fake.seed_endpoint(name, models, {"111": 70, "222": 25, "333": 5})
         assert ramp.VertexSplit(aiplatform.Endpoint(name), "v1", "v2").hold_share(25.0) is True
         assert fake.resources[name]["trafficSplit"] == {"222": 25, "111": 75}
+
+
+def test_a_step_advances_only_when_both_rates_are_shown_below_at_the_configured_alpha():
+    """rollout.ramp_alpha 0.01, not the test's default 0.05: evidence that passes at 0.05 still waits."""
+    from tests.trainer.test_ramp import THRESHOLDS
+
+    few = _evidence(330)  # no error in 330 requests: shown below 1 % at 0.05, not yet at 0.01
+    assert ramp.judge_step(few, THRESHOLDS, 0.05, 4).codes == ["passed"]
+    assert ramp.judge_step(few, THRESHOLDS, 0.01, 4).codes == ["error_rate_uncertain"]
+    close = _evidence(1000, agreed=993)  # 0.7 % disagreement: below 2 % at 0.05, not yet at 0.01
+    assert ramp.judge_step(close, THRESHOLDS, 0.05, 4).codes == ["passed"]
+    assert ramp.judge_step(close, THRESHOLDS, 0.01, 4).codes == ["agreement_uncertain"]
+
+
+def test_the_steps_may_start_below_1_percent():
+    assert ramp.validate_steps([0.5, 100]) == [0.5, 100] and ramp.validate_steps([1, 100]) == [1, 100]
+    with pytest.raises(CommandError, match=r"^ramp steps \[0, 100\]: expected increasing shares above 0"):
+        ramp.validate_steps([0, 100])
