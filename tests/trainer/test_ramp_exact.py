@@ -603,6 +603,20 @@ def test_the_watch_stops_at_a_rollback(local_ramp, capsys):
     assert [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()] == ["start", "rollback"]
 
 
+def test_the_watch_of_a_ramp_that_already_ended_is_one_tick(local_ramp, capsys, monkeypatch):
+    """A scheduled watch started after the end (the challenger is the champion now) prints `done` once and exits."""
+    from trainer import cli
+
+    def watched_on(seconds):
+        raise AssertionError("the watch slept for another tick after `done`")
+
+    monkeypatch.setattr(ramp.time, "sleep", watched_on)
+    local_ramp.registry.promote(local_ramp.challenger)
+    argv = ["ramp", "--prometheus-url", "http://p", "--steps", "50", "100", "--watch", "--interval", "0.01"]
+    assert cli.main(argv) == 0
+    assert [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()] == ["done"]
+
+
 def test_the_vertex_split_is_put_back_when_only_the_champions_share_moved(tmp_path):
     """A third model on the endpoint took part of the champion's share: the challenger's own share is right, the
     split is not, so the tick puts back challenger/champion = 25/75."""
