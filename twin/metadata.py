@@ -13,6 +13,7 @@ file says.)
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from twin import wire
 
@@ -32,21 +34,25 @@ class FakeMetadata:
     project: str
     account: str
     requests: list[str] = field(default_factory=list)
+    scopes: list[str] = field(default_factory=list)  # what each token request asked for (Google's grant checks it)
     host: str = ""  # host:port, for GCE_METADATA_HOST and GCE_METADATA_IP
     _tokens: Iterator[int] = field(default_factory=itertools.count)
 
     def token(self) -> dict[str, object]:
         return {"access_token": f"{TOKEN_PREFIX}{next(self._tokens)}", "expires_in": 3600, "token_type": "Bearer"}
 
-    def answer(self, method: str, path: str) -> wire.Answer:
+    def answer(self, method: str, path: str, body: bytes = b"") -> wire.Answer:
         self.requests.append(path)
         if method == "POST" and path == "/token":  # the service-account key's JWT-bearer grant
+            self.scopes.append(_granted_scope(body))
             return 200, self.token()
-        path = path.partition("?")[0].removeprefix("/computeMetadata/v1").rstrip("/")
+        path, _, query = path.partition("?")
+        path = path.removeprefix("/computeMetadata/v1").rstrip("/")
         if path == "":
             return 200, "computeMetadata/"  # the ping: only the Metadata-Flavor header matters
         account = "instance/service-accounts/default"
         if path == f"/{account}/token":
+            self.scopes.append(",".join(parse_qs(query).get("scopes", [""])))
             return 200, self.token()
         if path == f"/{account}":
             return 200, {
@@ -81,12 +87,20 @@ class FakeMetadata:
         return {"GCE_METADATA_HOST": self.host, "GCE_METADATA_IP": self.host}
 
 
+def _granted_scope(body: bytes) -> str:
+    """The `scope` claim of a JWT-bearer grant's assertion (read, not verified: the twin trusts its own keys)."""
+    assertion = parse_qs(body.decode()).get("assertion", [""])[0]
+    payload = assertion.split(".")[1] if assertion.count(".") == 2 else ""
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)) or b"{}")
+    return str(claims.get("scope", ""))
+
+
 @contextmanager
 def serve(project: str, account: str) -> Iterator[FakeMetadata]:
     fake = FakeMetadata(project, account)
 
     def answer(handler: BaseHTTPRequestHandler, raw: bytes) -> wire.Answer:
-        return fake.answer(handler.command, handler.path)
+        return fake.answer(handler.command, handler.path, raw)
 
     with wire.serve(answer, headers=FLAVOR) as url:
         fake.host = url.removeprefix("http://")

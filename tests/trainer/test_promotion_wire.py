@@ -53,6 +53,7 @@ def cloud(gcs_settings, tmp_path, monkeypatch):
         fake.outcome = lambda args: None
         monkeypatch.setattr(fake, "_execute", lambda name, job, override: execute(name, job, override, fake.outcome))
         fake.executed = executed
+        fake.metadata = meta
         fake.registry = registry
         fake.models_bucket = gcs_settings.models_bucket
         fake.registry_prefix = gcs_settings.bucket_prefix
@@ -87,7 +88,7 @@ def test_approve_executes_the_approval_job_with_the_version_and_reports_the_new_
         "run",
         {"overrides": {"containerOverrides": [{"args": ["--version", version]}]}},
     )
-    assert gets and {g[:3] for g in gets} == {("GET", f"{parent}/operations/1", "")}
+    assert gets and all(g == ("GET", f"{parent}/operations/1", "", {}) for g in gets)  # a poll sends no body
     assert all(r.authorization.startswith("Bearer ") for r in cloud.requests)  # Google's credentials, every call
 
 
@@ -254,6 +255,30 @@ def test_a_local_request_registers_the_model_and_promotes_it_in_process(tmp_path
     assert exported == [(str(tmp_path / "run-1"), True)]  # the promoter registers it: export re-verifies it
 
 
+def test_the_gate_job_promotes_the_model_it_registered_not_the_newest_candidate(tmp_path, monkeypatch, capsys):
+    """Two pipeline runs may register at once: the job promotes the version its own export registered, even when
+    another run's registration moved the candidate alias after it."""
+    from trainer.models import export
+
+    monkeypatch.setenv("FMNIST_STORAGE_ROOT", str(tmp_path / "mlops"))
+    monkeypatch.setenv("FMNIST_REGISTRY__PAIRED_GATE", "false")
+    registry = ModelRegistry.from_settings(load_config("local"))
+    ours: list[str] = []
+    asked: list[tuple[str, bool]] = []
+
+    def export_model_dir(settings, model_dir, register):
+        asked.append((model_dir, register))
+        ours.append(_register(registry, "r1"))
+        _register(registry, "r2")  # the other run's model, registered just after: the candidate now
+        return {"model_version": ours[0]}
+
+    monkeypatch.setattr(export, "export_model_dir", export_model_dir)
+    assert cli.main(["promotion", "gate-job", "--model-dir", str(tmp_path / "r1")]) == 0
+    assert asked == [(str(tmp_path / "r1"), True)]  # the directory the job was given, registered by export
+    assert registry.read_index().alias("champion") == ours[0]
+    assert capsys.readouterr().out == f"promoted {ours[0]} to champion (was none)\n"
+
+
 def test_the_gate_job_on_google_cloud_leaves_a_pipeline_runs_model_awaiting_approval(
     gcs_settings, monkeypatch, exported
 ):
@@ -315,3 +340,45 @@ def test_approve_without_a_runner_starts_its_own(cloud, capsys):
     cloud.outcome = lambda args: cloud.registry.promote(version) and None
     assert promotion.approve(load_config("dev", environ={"FMNIST_BUCKET_PREFIX": cloud.registry_prefix}), version) == 0
     assert [job for job, _ in cloud.executed] == [PROMOTION_APPROVE_JOB]
+
+
+def test_promotion_without_an_action_is_a_usage_error_naming_the_four(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["promotion"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "{request,approve,gate-job,approve-job}" in err
+    assert err.endswith("error: the following arguments are required: action\n")
+
+
+@pytest.mark.parametrize("action, option", [("gate-job", "--model-dir"), ("approve-job", "--version")])
+def test_a_promotion_job_without_its_one_argument_is_a_usage_error(action, option, capsys):
+    """An execution whose --args forgot the model directory or the version stops at the usage, before any gate."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["promotion", action])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: the following arguments are required: {option}\n")
+
+
+def test_every_call_to_cloud_run_gives_up_after_60_s(cloud):
+    """A Run API that stops answering must not hold the pipeline's promote step forever: each call has a timeout."""
+    import google.auth
+    from google.auth.transport.requests import AuthorizedSession
+
+    timeouts: list[object] = []
+
+    class Recorded(AuthorizedSession):
+        def request(self, method, url, *args, **kwargs):
+            timeouts.append(kwargs.get("timeout"))
+            return super().request(method, url, *args, **kwargs)
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    runner = promotion.JobRunner(load_config("dev"), Recorded(credentials), poll_s=0)
+    runner.run(PROMOTION_APPROVE_JOB, ["--version", "v1"])
+    assert timeouts and set(timeouts) == {60}
+
+
+def test_the_requester_asks_google_for_a_cloud_platform_token(cloud):
+    """The token grant names the cloud-platform scope: a service-account key without it gets no token from Google."""
+    promotion.JobRunner(load_config("dev"), poll_s=0).run(PROMOTION_APPROVE_JOB, ["--version", "v1"])
+    assert cloud.metadata.scopes == ["https://www.googleapis.com/auth/cloud-platform"]

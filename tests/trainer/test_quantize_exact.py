@@ -147,7 +147,8 @@ def test_quantize_and_check_calibrates_on_training_images_and_judges_on_the_test
 
 def test_throughput_is_the_median_cpu_time_of_alternating_single_thread_runs(tmp_path, images, monkeypatch):
     """measure_throughput on the tiny classifier with the CPU clock replaced: 3 warm-up runs each, then `rounds`
-    alternating float/int8 runs of the first 64 images as contiguous float32, images/s from each one's median."""
+    alternating float/int8 runs of the first 64 images (the dataset's uint8 pixels) as contiguous float32, images/s
+    from each one's median."""
     import onnxruntime as ort
 
     float_path = _tiny_classifier(tmp_path / "f.onnx")
@@ -181,7 +182,9 @@ def test_throughput_is_the_median_cpu_time_of_alternating_single_thread_runs(tmp
         return clock["now"]
 
     monkeypatch.setattr(quantize.time, "process_time", process_time)
-    float_speed, int8_speed = quantize.measure_throughput(float_path, int8_path, images[:100, ::-1], rounds=5)
+    # the dataset's uint8 pixels, not contiguous: timed as the float32 batch a worker feeds the session
+    pixels = images.astype(np.uint8)[:100, ::-1]
+    float_speed, int8_speed = quantize.measure_throughput(float_path, int8_path, pixels, rounds=5)
     assert (float_speed, int8_speed) == pytest.approx((64 / 0.004, 64 / 0.002))
     assert [r[0] for r in runs] == ["float"] * 3 + ["int8"] * 3 + ["float", "int8"] * 5
     assert {r[1:] for r in runs} == {((64, 28, 28), np.dtype(np.float32), True)}
@@ -195,3 +198,31 @@ def test_a_batch_smaller_than_64_is_timed_as_it_is():
         Path("f"), Path("q"), np.zeros((10, 28, 28), np.float32), throughput=lambda *_: (1.0, 2.0)
     )
     assert record.batch == 10
+
+
+def test_quantization_leaves_nothing_in_the_working_directory_and_judges_on_one_thread(tmp_path, images, monkeypatch):
+    """The prepared model lives in a temporary folder (export runs in the user's or the job's working directory),
+    and the int8 model is judged as a service worker runs it: one thread."""
+    import onnxruntime as ort
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    float_path = _tiny_classifier(tmp_path / "f.onnx")
+    int8_path = tmp_path / "q.onnx"
+    threads: dict[str, set[int]] = {}
+    real_session = ort.InferenceSession
+
+    class Recorded(real_session):
+        def __init__(self, path, *args, **kwargs):
+            super().__init__(path, *args, **kwargs)
+            options = kwargs.get("sess_options", args[0] if args else None)
+            threads.setdefault(str(path), set()).add(getattr(options, "intra_op_num_threads", 0))
+
+    monkeypatch.setattr(ort, "InferenceSession", Recorded)
+    from trainer.models.model_dir import onnx_probabilities
+
+    float_p = onnx_probabilities(float_path, images[:20])
+    result = quantize.quantize_and_check(float_path, int8_path, images, images[:20], float_p.argmax(axis=1), float_p)
+    assert list(work.iterdir()) == []
+    assert threads[str(int8_path)] == {1} and result.images == 20

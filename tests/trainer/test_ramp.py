@@ -115,8 +115,9 @@ def _tick(registry, evidence, shares, clock, seen):
 def test_a_good_challenger_climbs_every_step_and_is_promoted(tmp_path):
     registry, champion, challenger = _registry(tmp_path)
     shares, clock, seen = Shares(), Clock(), []
-    actions = [_tick(registry, _evidence(400), shares, clock, seen).action for _ in range(5)]
-    assert actions == ["start", "step", "step", "step", "promote"]
+    ticks = [_tick(registry, _evidence(400), shares, clock, seen) for _ in range(5)]
+    assert [t.action for t in ticks] == ["start", "step", "step", "step", "promote"]
+    assert [t.percent for t in ticks] == [5.0, 25.0, 50.0, 100.0, 100.0]  # the printed share after each tick
     assert shares.moves == [5.0, 25.0, 50.0, 100.0, "promoted"]
     index = registry.read_index()
     assert index.alias("champion") == challenger
@@ -129,6 +130,7 @@ def test_a_good_challenger_climbs_every_step_and_is_promoted(tmp_path):
         ("ramp-promote", 100.0, 100.0),
     ]
     assert {e["trigger"] for e in index.events if e["action"].startswith("ramp")} == {"user:test"}
+    assert {e["version"] for e in index.events if e["action"].startswith("ramp")} == {challenger}
     assert index.events[-1]["champion"] == champion and index.events[-1]["evidence"]["requests"] == 400
     assert _tick(registry, _evidence(400), shares, clock, seen).action == "done"  # nothing after the end
 

@@ -205,6 +205,7 @@ def test_a_rollback_event_and_a_refused_promotion_event(tmp_path):
     )
     done = _run_tick(registry, _evidence(400), shares, clock, seen)
     assert (done.action, done.percent, done.detail) == ("done", 0.0, f"the ramp of {challenger} ended: ramp-rollback")
+    assert (done.challenger, done.champion) == (challenger, champion)  # what the printed line names
 
     registry, champion, challenger = _registry(tmp_path / "gate", challenger_accuracy=0.80)
     for _ in range(4):
@@ -218,17 +219,26 @@ def test_a_rollback_event_and_a_refused_promotion_event(tmp_path):
         100.0,
         refused.detail,
     )
+    # the challenger's own event, with the verdict that reached the gate: the next tick reads the ramp as ended
+    assert (event["version"], event["champion"], event["trigger"], event["codes"]) == (
+        challenger,
+        champion,
+        "user:t",
+        ["passed"],
+    )
 
 
 def test_a_dry_run_says_what_it_would_do_and_records_nothing(tmp_path):
-    registry, _, _ = _registry(tmp_path)
+    registry, champion, challenger = _registry(tmp_path)
     shares, clock, seen = Shares(), Clock(), []
     _run_tick(registry, _evidence(400), shares, clock, seen)
     events = len(registry.read_index().events)
     assert _run_tick(registry, _evidence(400), shares, clock, seen, dry_run=True).action == "would-advance"
     bad = _run_tick(registry, _evidence(100, errors=10), shares, clock, seen, dry_run=True)
     assert (bad.action, bad.percent) == ("would-rollback", 5.0)
-    assert _run_tick(registry, _evidence(10), shares, clock, seen, dry_run=True).action == "wait"
+    waiting = _run_tick(registry, _evidence(10), shares, clock, seen, dry_run=True)
+    assert (waiting.action, waiting.challenger, waiting.champion) == ("wait", challenger, champion)
+    assert waiting.evidence == _evidence(10)  # printed with the verdict: why it waits
     assert shares.moves == [5.0] and len(registry.read_index().events) == events
 
 
@@ -241,6 +251,7 @@ def test_a_challenger_that_is_the_champion_or_no_champion(tmp_path):
         registry, "champion", lambda *a: None, [shares], THRESHOLDS, steps=STEPS, alpha=0.05, who="u", now=clock
     )
     assert (result.action, result.percent, result.detail) == ("done", 0.0, f"{champion} is the champion")
+    assert (result.challenger, result.champion) == (champion, champion)
     empty = ModelRegistry(str(tmp_path / "empty"))
     version = empty.register({"metadata.json": b"{}"}, {"accuracy": 0.9}, "custom", dataset_version="d")
     with pytest.raises(CommandError) as raised:
@@ -526,6 +537,13 @@ def test_the_cloud_actuators_name_the_service_and_the_endpoint(tmp_path, monkeyp
 def test_a_service_document_without_containers_or_env_is_refused_by_name(service):
     with pytest.raises(CommandError, match=r"^s: expected one container with CHALLENGER set .* found 0: "):
         ramp.cloud_run_share_body(service, 5.0)
+    # between steps too: such a service has no share to read, and putting one back is refused by name, not a crash
+    assert ramp.cloud_run_share(service) is None
+    read = SimpleNamespace(status_code=200, json=lambda: json.loads(json.dumps(service)))
+    never = SimpleNamespace(status_code=500, text="a PATCH was sent")
+    share = ramp.CloudRunShare("s", SimpleNamespace(get=lambda url, **kwargs: read, patch=lambda *a, **k: never))
+    with pytest.raises(CommandError, match=r"^s: expected one container with CHALLENGER set .* found 0: "):
+        share.hold_share(5.0)
 
 
 def test_a_sidecar_without_env_does_not_hide_the_serving_container():
@@ -583,3 +601,52 @@ def test_the_watch_stops_at_a_rollback(local_ramp, capsys):
     argv = ["ramp", "--prometheus-url", "http://p", "--steps", "50", "100", "--watch", "--interval", "0.01"]
     assert cli.main(argv) == 0
     assert [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()] == ["start", "rollback"]
+
+
+def test_the_watch_of_a_ramp_that_already_ended_is_one_tick(local_ramp, capsys, monkeypatch):
+    """A scheduled watch started after the end (the challenger is the champion now) prints `done` once and exits."""
+    from trainer import cli
+
+    def watched_on(seconds):
+        raise AssertionError("the watch slept for another tick after `done`")
+
+    monkeypatch.setattr(ramp.time, "sleep", watched_on)
+    local_ramp.registry.promote(local_ramp.challenger)
+    argv = ["ramp", "--prometheus-url", "http://p", "--steps", "50", "100", "--watch", "--interval", "0.01"]
+    assert cli.main(argv) == 0
+    assert [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()] == ["done"]
+
+
+def test_the_vertex_split_is_put_back_when_only_the_champions_share_moved(tmp_path):
+    """A third model on the endpoint took part of the champion's share: the challenger's own share is right, the
+    split is not, so the tick puts back challenger/champion = 25/75."""
+    from google.cloud import aiplatform
+
+    from settings import load_config
+    from tests.vertex_fake import vertex_over_the_wire
+
+    dev = load_config("dev", environ={})
+    name = dev.names.endpoint_name
+    with vertex_over_the_wire(dev.project_id, dev.region) as fake:
+        models = {"111": "fmnist-v1", "222": "fmnist-v2", "333": "fmnist-v3"}
+        fake.seed_endpoint(name, models, {"111": 70, "222": 25, "333": 5})
+        assert ramp.VertexSplit(aiplatform.Endpoint(name), "v1", "v2").hold_share(25.0) is True
+        assert fake.resources[name]["trafficSplit"] == {"222": 25, "111": 75}
+
+
+def test_a_step_advances_only_when_both_rates_are_shown_below_at_the_configured_alpha():
+    """rollout.ramp_alpha 0.01, not the test's default 0.05: evidence that passes at 0.05 still waits."""
+    from tests.trainer.test_ramp import THRESHOLDS
+
+    few = _evidence(330)  # no error in 330 requests: shown below 1 % at 0.05, not yet at 0.01
+    assert ramp.judge_step(few, THRESHOLDS, 0.05, 4).codes == ["passed"]
+    assert ramp.judge_step(few, THRESHOLDS, 0.01, 4).codes == ["error_rate_uncertain"]
+    close = _evidence(1000, agreed=993)  # 0.7 % disagreement: below 2 % at 0.05, not yet at 0.01
+    assert ramp.judge_step(close, THRESHOLDS, 0.05, 4).codes == ["passed"]
+    assert ramp.judge_step(close, THRESHOLDS, 0.01, 4).codes == ["agreement_uncertain"]
+
+
+def test_the_steps_may_start_below_1_percent():
+    assert ramp.validate_steps([0.5, 100]) == [0.5, 100] and ramp.validate_steps([1, 100]) == [1, 100]
+    with pytest.raises(CommandError, match=r"^ramp steps \[0, 100\]: expected increasing shares above 0"):
+        ramp.validate_steps([0, 100])
