@@ -235,3 +235,14 @@ def test_the_local_file_keeps_the_same_list_and_is_replaced_whole(tmp_path):
     assert deferrals.pending() == [DRIFTED]
     deferrals.remove([DRIFTED])
     assert not path.exists()
+
+
+def test_the_local_file_s_folders_are_made_and_removing_from_no_file_is_no_error(tmp_path):
+    """`python -m lifecycle.alert_starter --deferrals DIR/.../deferred.json` names folders that may not exist yet;
+    a removal when nothing was ever deferred (or the file was cleared by hand) is nothing to do."""
+    path = tmp_path / "state" / "starter" / "deferred.json"
+    FileDeferrals(path).add(NEW)
+    assert FileDeferrals(path).pending() == [NEW]
+    absent = FileDeferrals(tmp_path / "none" / "deferred.json")
+    absent.remove([NEW])
+    assert absent.pending() == [] and not (tmp_path / "none").exists()
