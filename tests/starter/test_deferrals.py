@@ -246,3 +246,50 @@ def test_the_local_file_s_folders_are_made_and_removing_from_no_file_is_no_error
     absent = FileDeferrals(tmp_path / "none" / "deferred.json")
     absent.remove([NEW])
     assert absent.pending() == [] and not (tmp_path / "none").exists()
+
+
+def test_the_upload_names_the_object_and_its_type_in_the_metadata_part_byte_for_byte(gcs):
+    """fake-gcs-server reads the metadata's JSON keys in any case and takes the type from the media part's header;
+    Cloud Storage reads the REST names as written, so the body the starter sends is pinned exactly."""
+    deferrals, session, _bucket = gcs
+    sent = []
+    original = session.request
+
+    def keep(method, url, params=None, **kwargs):
+        if method == "POST":
+            sent.append((kwargs["data"], kwargs["headers"]))
+        return original(method, url, params=params, **kwargs)
+
+    session.request = keep
+    deferrals.add(NEW)
+    body = b"".join(
+        [
+            b"--fmnist-starter-deferrals\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n",
+            b'{"name": "starter/deferred.json", "contentType": "application/json"}\r\n',
+            b"--fmnist-starter-deferrals\r\nContent-Type: application/json\r\n\r\n",
+            json.dumps({"triggers": [NEW.__dict__]}, indent=1, sort_keys=True).encode(),
+            b"\r\n--fmnist-starter-deferrals--\r\n",
+        ]
+    )
+    assert sent == [(body, {"Content-Type": "multipart/related; boundary=fmnist-starter-deferrals"})]
+
+
+def test_an_object_deleted_between_its_reads_is_written_again_only_if_still_absent(gcs):
+    deferrals, session, bucket = gcs
+    deferrals.add(NEW)
+    original = session.request
+    deleted = []
+
+    def delete_once_after_metadata(method, url, params=None, **kwargs):
+        response = original(method, url, params=params, **kwargs)
+        if method == "GET" and not (params or {}).get("alt") and not deleted:
+            deleted.append(True)
+            _blob(bucket).delete()
+        return response
+
+    session.request = delete_once_after_metadata
+    posts = sum(1 for c in session.calls if c[0] == "POST")
+    deferrals.add(DRIFTED)
+    assert deferrals.pending() == [DRIFTED]
+    writes = [c for c in session.calls if c[0] == "POST"][posts:]
+    assert [w[2]["ifGenerationMatch"] for w in writes] == ["0"]  # at once, and only where there is no object

@@ -161,3 +161,9 @@ def test_every_call_has_a_timeout(fake):
     runs.exists("r")
     assert seen == [("GET", TIMEOUT_S), ("POST", TIMEOUT_S), ("GET", TIMEOUT_S)]
     assert TIMEOUT_S == 30
+
+
+def test_a_client_without_fixed_fields_sends_the_run_s_labels_only(fake):
+    runs = VertexRuns(requests.Session(), fake.endpoint, PARENT, "fmnist-lifecycle")  # body: its default, none
+    assert runs.start("r", {"trigger": "manual"}) is True
+    assert fake.requests[-1].body == {"labels": {"trigger": "manual"}}
