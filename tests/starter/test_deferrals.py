@@ -271,7 +271,11 @@ def test_the_upload_names_the_object_and_its_type_in_the_metadata_part_byte_for_
             b"\r\n--fmnist-starter-deferrals--\r\n",
         ]
     )
-    assert sent == [(body, {"Content-Type": "multipart/related; boundary=fmnist-starter-deferrals"})]
+    [(data, headers)] = sent
+    assert data == body
+    assert {k.lower(): v for k, v in headers.items()} == {  # header names are case-insensitive
+        "content-type": "multipart/related; boundary=fmnist-starter-deferrals"
+    }
 
 
 def test_an_object_deleted_between_its_reads_is_written_again_only_if_still_absent(gcs):
@@ -293,3 +297,18 @@ def test_an_object_deleted_between_its_reads_is_written_again_only_if_still_abse
     assert deferrals.pending() == [DRIFTED]
     writes = [c for c in session.calls if c[0] == "POST"][posts:]
     assert [w[2]["ifGenerationMatch"] for w in writes] == ["0"]  # at once, and only where there is no object
+
+
+def test_a_bad_request_is_an_error_and_google_s_message_is_cut_at_300_characters(gcs):
+    deferrals, _session, _bucket = gcs
+    message = "x" * 1000
+
+    class BadRequest(requests.Session):
+        def request(self, method, url, **kwargs):
+            response = requests.Response()
+            response.status_code, response._content = 400, message.encode()
+            return response
+
+    with pytest.raises(DeferralError) as raised:
+        GcsDeferrals(BadRequest(), deferrals.uri, deferrals.host).pending()
+    assert str(raised.value) == f"read {deferrals.uri}: HTTP 400: {'x' * 300}"
