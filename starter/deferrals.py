@@ -53,7 +53,8 @@ class GcsDeferrals:
         emulator = (environ if environ is not None else dict(os.environ)).get("STORAGE_EMULATOR_HOST", "")
         if emulator and "://" not in emulator:
             emulator = f"http://{emulator}"
-        if not uri.startswith("gs://") or "/" not in uri[5:]:
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        if not uri.startswith("gs://") or not bucket or not name:  # gs:///o or gs://b/ would fail on first use
             raise DeferralError(f"{uri!r}: the deferrals object must be gs://<bucket>/<object>")
         return cls(session, uri, emulator.rstrip("/") or cls.host)
 

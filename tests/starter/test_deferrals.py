@@ -70,7 +70,7 @@ def test_the_address_defaults_to_the_process_environment(monkeypatch):
     assert GcsDeferrals.at(requests.Session(), "gs://b/o").host == "http://10.0.0.1:9"
 
 
-@pytest.mark.parametrize("uri", ["b/o", "s3://b/o", "gs://b", "/tmp/deferred.json"])
+@pytest.mark.parametrize("uri", ["b/o", "s3://b/o", "gs://b", "/tmp/deferred.json", "gs:///o", "gs://b/", "b/gs://b/o"])
 def test_an_address_that_is_not_a_bucket_object_is_refused_with_the_form_expected(uri):
     with pytest.raises(DeferralError) as raised:
         GcsDeferrals.at(requests.Session(), uri, {})
@@ -312,3 +312,17 @@ def test_a_bad_request_is_an_error_and_google_s_message_is_cut_at_300_characters
     with pytest.raises(DeferralError) as raised:
         GcsDeferrals(BadRequest(), deferrals.uri, deferrals.host).pending()
     assert str(raised.value) == f"read {deferrals.uri}: HTTP 400: {'x' * 300}"
+
+
+def test_an_empty_object_or_file_holds_no_deferral(gcs, tmp_path):
+    """A zero-byte object (written by hand, or by a tool that truncates) is read as an empty list, not an error."""
+    deferrals, _session, bucket = gcs
+    _blob(bucket).upload_from_string(b"")
+    assert deferrals.pending() == []
+    deferrals.add(NEW)
+    assert deferrals.pending() == [NEW]
+    path = tmp_path / "deferred.json"
+    path.write_bytes(b"")
+    assert FileDeferrals(path).pending() == []
+    path.write_bytes(b"{}")
+    assert FileDeferrals(path).pending() == []
