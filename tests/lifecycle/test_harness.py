@@ -336,6 +336,8 @@ def test_the_command_s_options_reach_the_in_image_run(tmp_path, monkeypatch):
     assert given["in_image"] == InImage("img:1", tmp_path, {"A": "1=2", "B": ""}, "host")
     assert given["path"] == FIXTURE and given["job_name"].startswith("fmnist-lifecycle-")
     assert re.fullmatch(r"fmnist-lifecycle-[0-9]{14}", given["job_name"])
+    assert main([str(FIXTURE), "--in-image", "img:1", "--volume", "ca.pem:/ca.pem:ro", "--volume", "a:/a"]) == 0
+    assert given["in_image"] == InImage("img:1", None, {}, "none", ("ca.pem:/ca.pem:ro", "a:/a"))  # the twin's CA
     assert main([str(FIXTURE), "--in-image"]) == 0
     assert given["in_image"] == InImage(harness.default_image(), None, {}, "none")
     from contracts.images import source_tag
