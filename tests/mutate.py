@@ -323,7 +323,8 @@ def run_group(name: str, max_children: int) -> tuple[dict[str, Counter], list[tu
         per_module[module_of(mutant)][status] += 1
         if status not in KILLED:
             survivors.append((mutant, status, show(tree, mutant)))
-    print(f"== {name}: {len(statuses)} mutants in {time.monotonic() - started:.0f} s")
+    counted = sum(sum(c.values()) for c in per_module.values())
+    print(f"== {name}: {counted} mutants{' selected' if only else ''} in {time.monotonic() - started:.0f} s")
     if os.environ.get("MUTATE_KEEP"):
         print(f"   scratch copy kept in {tree}")
     else:
