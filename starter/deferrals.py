@@ -53,9 +53,10 @@ class GcsDeferrals:
         emulator = (environ if environ is not None else dict(os.environ)).get("STORAGE_EMULATOR_HOST", "")
         if emulator and "://" not in emulator:
             emulator = f"http://{emulator}"
-        if not uri.startswith("gs://") or "/" not in uri[5:]:
+        deferrals = cls(session, uri, emulator.rstrip("/") or cls.host)
+        if not uri.startswith("gs://") or not all(deferrals._bucket_object):  # gs:///o, gs://b/: fail at first use
             raise DeferralError(f"{uri!r}: the deferrals object must be gs://<bucket>/<object>")
-        return cls(session, uri, emulator.rstrip("/") or cls.host)
+        return deferrals
 
     @property
     def _bucket_object(self) -> tuple[str, str]:

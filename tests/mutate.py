@@ -9,6 +9,9 @@ Google Cloud SDK import in 10-25 s here). Why a scratch copy: mutmut writes `mut
     python -m tests.mutate                    every group
     python -m tests.mutate storage registry   some groups (names below)
     MUTATE_KEEP=1 ...                         keep the scratch copies (to `mutmut show` a survivor there)
+    MUTATE_ONLY="lifecycle.orchestration.run_compiled.*" ...
+                                              only the mutants these names or globs match (space-separated),
+                                              e.g. one module of a group, or the survivors of an earlier run
     MUTATE_ISOLATION=fork ...                 fork mutants from the test process (faster; only for groups
                                               whose tests start no threads: idx, see README "Testing")
 """
@@ -300,8 +303,9 @@ def run_group(name: str, max_children: int) -> tuple[dict[str, Counter], list[tu
     tree = scratch_copy()
     configure(tree, files, tests)
     started = time.monotonic()
+    only = os.environ.get("MUTATE_ONLY", "").split()  # mutmut takes mutant names and globs as arguments
     run = subprocess.run(
-        [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+        [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *only],
         cwd=tree,
         capture_output=True,
         text=True,
@@ -314,10 +318,13 @@ def run_group(name: str, max_children: int) -> tuple[dict[str, Counter], list[tu
     per_module: dict[str, Counter] = defaultdict(Counter)
     survivors = []
     for mutant, status in sorted(statuses.items()):
+        if only and status == "not checked":  # outside the selection: not run, not counted
+            continue
         per_module[module_of(mutant)][status] += 1
         if status not in KILLED:
             survivors.append((mutant, status, show(tree, mutant)))
-    print(f"== {name}: {len(statuses)} mutants in {time.monotonic() - started:.0f} s")
+    counted = sum(sum(c.values()) for c in per_module.values())
+    print(f"== {name}: {counted} mutants{' selected' if only else ''} in {time.monotonic() - started:.0f} s")
     if os.environ.get("MUTATE_KEEP"):
         print(f"   scratch copy kept in {tree}")
     else:

@@ -260,6 +260,7 @@ def test_in_the_image_the_task_is_told_the_container_s_paths(tmp_path, monkeypat
     with pytest.raises(CompiledRunFailed, match="task 'make' exited with 7"):
         run_compiled(FIXTURE, tmp_path / "work", "j", log=lambda *_: None, in_image=InImage("img"))
     [call] = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert re.fullmatch(r"compiled-make-[0-9]+", call["argv"][call["argv"].index("--name") + 1])  # the task's own
     assert call["env"] is True  # podman itself runs with the operator's environment (its storage, its config)
     executor_input = json.loads(call["argv"][call["argv"].index("img") + 3])
     assert executor_input["outputs"]["outputFile"] == "/gcs/pipeline-root/make/executor_output.json"
@@ -335,6 +336,8 @@ def test_the_command_s_options_reach_the_in_image_run(tmp_path, monkeypatch):
     assert given["in_image"] == InImage("img:1", tmp_path, {"A": "1=2", "B": ""}, "host")
     assert given["path"] == FIXTURE and given["job_name"].startswith("fmnist-lifecycle-")
     assert re.fullmatch(r"fmnist-lifecycle-[0-9]{14}", given["job_name"])
+    assert main([str(FIXTURE), "--in-image", "img:1", "--volume", "ca.pem:/ca.pem:ro", "--volume", "a:/a"]) == 0
+    assert given["in_image"] == InImage("img:1", None, {}, "none", ("ca.pem:/ca.pem:ro", "a:/a"))  # the twin's CA
     assert main([str(FIXTURE), "--in-image"]) == 0
     assert given["in_image"] == InImage(harness.default_image(), None, {}, "none")
     from contracts.images import source_tag
@@ -373,3 +376,43 @@ def test_an_executor_without_a_container_is_no_bucket_user(tmp_path):
     doc = spec()
     doc["deploymentSpec"]["executors"]["exec-importer"] = {"importer": {"artifactUri": {"constant": "gs://b/x"}}}
     Harness(doc, tmp_path, "j", in_image=InImage("img"))  # an importer has no env: nothing to refuse
+
+
+def test_a_dag_task_without_a_trigger_policy_always_runs(tmp_path, monkeypatch):
+    """kfp compiles a sub-pipeline or an exit handler as a DAG task with no triggerPolicy: its tasks run."""
+    monkeypatch.setenv("HARNESS_OUTCOME", "refused")
+    doc = spec()
+    del doc["root"]["dag"]["tasks"]["condition-1"]["triggerPolicy"]
+    run = _harness(tmp_path, doc).execute()
+    assert list(run.tasks) == ["make", "gate", "use", "other"] and run.skipped == []
+
+
+def test_a_task_that_declares_no_outputs_is_told_none_and_reports_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_OUTCOME", "refused")
+    doc = spec()
+    del doc["components"]["comp-other"]["outputDefinitions"]  # a component that only acts (a deploy, a notice)
+    told = tmp_path / "told.json"
+    args = executor_args(doc, "exec-other")
+    args[1], args[3] = "import sys; open(sys.argv[2], 'w').write(sys.argv[1])", str(told)
+    run = _harness(tmp_path, doc).execute()
+    assert run.tasks["other"].parameters == {} and run.tasks["other"].artifacts == {}
+    assert json.loads(told.read_text())["outputs"] == {
+        "artifacts": {},
+        "parameters": {},
+        "outputFile": str(tmp_path / "work" / "other" / "executor_output.json"),
+    }
+
+
+def test_only_the_image_s_python3_becomes_this_interpreter_any_other_command_runs_as_it_is(tmp_path, monkeypatch):
+    """`python3` is the image's interpreter, so locally it is the harness's `python`; a task whose command is another
+    program (here this interpreter by its full path) runs that program, not the harness's `python`."""
+    monkeypatch.setenv("HARNESS_OUTCOME", "promoted")
+    marks = tmp_path / "marks"
+    wrapper = tmp_path / "python"  # the harness's `python`: records that it ran, then is this interpreter
+    wrapper.write_text(f'#!/bin/sh\necho "$2" | head -c 12 >> {marks}\necho >> {marks}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    doc = spec()
+    doc["deploymentSpec"]["executors"]["exec-gate"]["container"]["command"] = [sys.executable]
+    run = Harness(doc, tmp_path / "work", "j", python=str(wrapper), log=lambda *_: None).execute()
+    assert list(run.tasks) == ["make", "gate", "use"] and run.tasks["gate"].parameters == {"outcome": "promoted"}
+    assert marks.read_text().splitlines() == [executor_args(doc, f"exec-{task}")[1][:12] for task in ("make", "use")]

@@ -70,7 +70,7 @@ def test_the_address_defaults_to_the_process_environment(monkeypatch):
     assert GcsDeferrals.at(requests.Session(), "gs://b/o").host == "http://10.0.0.1:9"
 
 
-@pytest.mark.parametrize("uri", ["b/o", "s3://b/o", "gs://b", "/tmp/deferred.json"])
+@pytest.mark.parametrize("uri", ["b/o", "s3://b/o", "gs://b", "/tmp/deferred.json", "gs:///o", "gs://b/", "b/gs://b/o"])
 def test_an_address_that_is_not_a_bucket_object_is_refused_with_the_form_expected(uri):
     with pytest.raises(DeferralError) as raised:
         GcsDeferrals.at(requests.Session(), uri, {})
@@ -235,3 +235,94 @@ def test_the_local_file_keeps_the_same_list_and_is_replaced_whole(tmp_path):
     assert deferrals.pending() == [DRIFTED]
     deferrals.remove([DRIFTED])
     assert not path.exists()
+
+
+def test_the_local_file_s_folders_are_made_and_removing_from_no_file_is_no_error(tmp_path):
+    """`python -m lifecycle.alert_starter --deferrals DIR/.../deferred.json` names folders that may not exist yet;
+    a removal when nothing was ever deferred (or the file was cleared by hand) is nothing to do."""
+    path = tmp_path / "state" / "starter" / "deferred.json"
+    FileDeferrals(path).add(NEW)
+    assert FileDeferrals(path).pending() == [NEW]
+    absent = FileDeferrals(tmp_path / "none" / "deferred.json")
+    absent.remove([NEW])
+    assert absent.pending() == [] and not (tmp_path / "none").exists()
+
+
+def test_the_upload_names_the_object_and_its_type_in_the_metadata_part_byte_for_byte(gcs):
+    """fake-gcs-server reads the metadata's JSON keys in any case and takes the type from the media part's header;
+    Cloud Storage reads the REST names as written, so the body the starter sends is pinned exactly."""
+    deferrals, session, _bucket = gcs
+    sent = []
+    original = session.request
+
+    def keep(method, url, params=None, **kwargs):
+        if method == "POST":
+            sent.append((kwargs["data"], kwargs["headers"]))
+        return original(method, url, params=params, **kwargs)
+
+    session.request = keep
+    deferrals.add(NEW)
+    body = b"".join(
+        [
+            b"--fmnist-starter-deferrals\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n",
+            b'{"name": "starter/deferred.json", "contentType": "application/json"}\r\n',
+            b"--fmnist-starter-deferrals\r\nContent-Type: application/json\r\n\r\n",
+            json.dumps({"triggers": [NEW.__dict__]}, indent=1, sort_keys=True).encode(),
+            b"\r\n--fmnist-starter-deferrals--\r\n",
+        ]
+    )
+    [(data, headers)] = sent
+    assert data == body
+    assert {k.lower(): v for k, v in headers.items()} == {  # header names are case-insensitive
+        "content-type": "multipart/related; boundary=fmnist-starter-deferrals"
+    }
+
+
+def test_an_object_deleted_between_its_reads_is_written_again_only_if_still_absent(gcs):
+    deferrals, session, bucket = gcs
+    deferrals.add(NEW)
+    original = session.request
+    deleted = []
+
+    def delete_once_after_metadata(method, url, params=None, **kwargs):
+        response = original(method, url, params=params, **kwargs)
+        if method == "GET" and not (params or {}).get("alt") and not deleted:
+            deleted.append(True)
+            _blob(bucket).delete()
+        return response
+
+    session.request = delete_once_after_metadata
+    posts = sum(1 for c in session.calls if c[0] == "POST")
+    deferrals.add(DRIFTED)
+    assert deferrals.pending() == [DRIFTED]
+    writes = [c for c in session.calls if c[0] == "POST"][posts:]
+    assert [w[2]["ifGenerationMatch"] for w in writes] == ["0"]  # at once, and only where there is no object
+
+
+def test_a_bad_request_is_an_error_and_google_s_message_is_cut_at_300_characters(gcs):
+    deferrals, _session, _bucket = gcs
+    message = "x" * 1000
+
+    class BadRequest(requests.Session):
+        def request(self, method, url, **kwargs):
+            response = requests.Response()
+            response.status_code, response._content = 400, message.encode()
+            return response
+
+    with pytest.raises(DeferralError) as raised:
+        GcsDeferrals(BadRequest(), deferrals.uri, deferrals.host).pending()
+    assert str(raised.value) == f"read {deferrals.uri}: HTTP 400: {'x' * 300}"
+
+
+def test_an_empty_object_or_file_holds_no_deferral(gcs, tmp_path):
+    """A zero-byte object (written by hand, or by a tool that truncates) is read as an empty list, not an error."""
+    deferrals, _session, bucket = gcs
+    _blob(bucket).upload_from_string(b"")
+    assert deferrals.pending() == []
+    deferrals.add(NEW)
+    assert deferrals.pending() == [NEW]
+    path = tmp_path / "deferred.json"
+    path.write_bytes(b"")
+    assert FileDeferrals(path).pending() == []
+    path.write_bytes(b"{}")
+    assert FileDeferrals(path).pending() == []

@@ -214,3 +214,47 @@ def test_a_storage_event_missing_a_field_is_read_as_empty():
     anonymous = payloads.pubsub_envelope({"version": "1.2", "incident": {"state": "open"}})
     del anonymous["message"]["messageId"]
     assert eventarc(SOURCES.drift_topic, anonymous) == Trigger(DRIFT, "", "drift incident opened")
+
+
+def test_a_structured_cloud_event_from_another_topic_starts_nothing():
+    """The topic is read from a structured event's `source` too: a drift-shaped message on another topic is no drift."""
+    structured = {"Content-Type": "application/cloudevents+json"}
+    event = {"specversion": "1.0", "type": payloads.PUBSUB, "id": "1", "data": payloads.drift_incident("open", "0.o")}
+    other = {**event, "source": "//pubsub.googleapis.com/projects/p/topics/other"}
+    assert parse(structured, json.dumps(other).encode(), SOURCES) == Ignored(
+        "topic other is not the new-data or the drift topic"
+    )
+
+
+def test_a_schedule_request_without_cloud_scheduler_s_time_is_keyed_by_the_minute_it_arrives():
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 12, 7, 4, 31, 59, tzinfo=UTC)
+    assert parse(*payloads.scheduler(SCHEDULE, ""), SOURCES, now=now) == Trigger(
+        SCHEDULE, "202612070431", "Cloud Scheduler "
+    )
+
+
+def test_the_arrival_minute_is_utc_whatever_the_machine_s_zone(monkeypatch):
+    import time
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("TZ", "Asia/Kathmandu")  # +05:45: no whole-hour shift can pass for UTC
+    time.tzset()
+    try:
+        before = datetime.now(UTC).strftime("%Y%m%d%H%M")
+        key = parse(*payloads.scheduler(MANUAL, ""), SOURCES).key
+        after = datetime.now(UTC).strftime("%Y%m%d%H%M")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert key in {before, after}
+
+
+def test_an_unknown_body_is_refused_naming_every_accepted_shape():
+    with pytest.raises(BadEvent) as raised:
+        parse({}, b'{"hello": 1}', SOURCES)
+    assert str(raised.value) == (
+        "not an event the starter knows: send a CloudEvent (Eventarc), a Pub/Sub push message, or a JSON body "
+        "{\"trigger\": one of ['schedule', 'deferred', 'manual']} (Cloud Scheduler, a person)"
+    )

@@ -50,6 +50,7 @@ SWEEP = Trigger(DEFERRED, "202612070430")
 def test_run_ids_are_the_event_s_and_valid_pipeline_job_ids():
     assert run_id("fmnist-lifecycle", NEW) == "fmnist-lifecycle-new-data-1765015200123456"
     assert run_id("p", Trigger(DRIFT, "0.AbC_x")) == "p-drift-0-abc-x"
+    assert run_id("p", Trigger(DRIFT, "x" * 40)) == f"p-drift-{'x' * 40}"  # 40 characters: kept as it is
     long = run_id("p", Trigger(DRIFT, "x" * 41))
     assert long == f"p-drift-{hashlib.sha256(b'x' * 41).hexdigest()[:16]}"
     assert run_id("p", Trigger(DRIFT, "!!!")).startswith("p-drift-") and len(run_id("p", Trigger(DRIFT, "!!!"))) == 24

@@ -161,3 +161,21 @@ def test_every_call_has_a_timeout(fake):
     runs.exists("r")
     assert seen == [("GET", TIMEOUT_S), ("POST", TIMEOUT_S), ("GET", TIMEOUT_S)]
     assert TIMEOUT_S == 30
+
+
+def test_a_client_without_fixed_fields_sends_the_run_s_labels_only(fake):
+    runs = VertexRuns(requests.Session(), fake.endpoint, PARENT, "fmnist-lifecycle")  # body: its default, none
+    assert runs.start("r", {"trigger": "manual"}) is True
+    assert fake.requests[-1].body == {"labels": {"trigger": "manual"}}
+
+
+def test_google_s_message_is_cut_at_500_characters(fake):
+    def refuse(request):
+        fake.requests.append(request)
+        return 400, {"error": {"message": "x" * 1000}}
+
+    fake.answer = refuse
+    with pytest.raises(VertexError) as raised:
+        runs_of(fake).active()
+    prefix = f"GET {PARENT}/pipelineJobs: HTTP 400: "
+    assert str(raised.value).startswith(prefix) and len(str(raised.value)) == len(prefix) + 500
