@@ -98,6 +98,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/service/test_versions.py",
             "tests/service/test_versions_retry.py",
             "tests/service/test_versions_events.py",
+            "tests/service/test_versions_boot.py",
         ],
     ),
     "model-source": (  # the model's loading, split into reader, reference and verified bundle (issue 21)
