@@ -103,7 +103,11 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "model-source": (  # the model's loading, split into reader, reference and verified bundle (issue 21)
         ["service/model_reader.py", "service/model_reference.py", "service/model_bundle.py"],
-        ["tests/service/test_model_source.py", "tests/service/test_versions.py"],
+        [
+            "tests/service/test_model_source.py",
+            "tests/service/test_model_source_exact.py",
+            "tests/service/test_versions.py",
+        ],
     ),
     "service-rollout": (
         ["service/rollout.py"],

@@ -1,12 +1,14 @@
 """A ModelSlot between the gunicorn master's read and the worker's session, and around its polls: a worker that
 cannot read the prepared file retries instead of refusing the version, a worker forked while nothing was promoted
 looks again at boot, the master's gs:// download lands in the server's state directory while a worker's poll
-streams the artifact and keeps no copy, a poll during another poll does not wait for it, and an index rewrite that
-keeps the alias reloads nothing."""
+streams the artifact and keeps no copy, a poll during another poll does not wait for it, an index rewrite that
+keeps the alias reloads nothing; a registry slot's MODEL_ARTIFACT and REQUIRE_DIGESTS, and how long a swap waits
+for the old version's last request."""
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from prometheus_client import REGISTRY
@@ -114,3 +116,45 @@ def test_an_index_rewrite_that_keeps_the_alias_reloads_nothing(tmp_path, model_d
         registry.record("note", "v2", n=n)  # the index changes; the champion alias still names v2
         assert slot.poll_once() is False
     assert reads.names == ["index.json"] * 2 and slot.current is serving and _swaps() == swaps
+
+
+def test_a_registry_slot_serves_int8_when_asked_and_refuses_an_undigested_version_when_digests_are_required(
+    tmp_path, model_dir
+):
+    registry = local_registry(tmp_path / "models")
+    v1 = make_version(model_dir, tmp_path / "build" / "v1", "v1")
+    quantized = make_version(model_dir, tmp_path / "build" / "v2", "v2", int8=True)
+    register(registry, v1[0], "v1", v1[1])
+    reference = f"{registry.root}@champion"
+    config = ServiceConfig(model_uri=reference, require_digests=True)
+    slot = ModelSlot(reference, "champion", config, artifact_preference="int8")
+    slot.prepare()
+    slot.activate()
+    assert slot.current.version == "v1" and slot.current.artifact == "model.onnx"  # v1 has no int8 artifact
+    register(registry, quantized[0], "v2", quantized[1])
+    assert slot.poll_once() is True and slot.current.artifact == "model.int8.onnx"
+    assert slot.current.bundle.model_path == f"{registry.version_uri('v2')}/model.int8.onnx"
+
+    undigested, _ = make_version(model_dir, tmp_path / "build" / "v3", "v3", digests=False)
+    register(registry, undigested, "v3", None)
+    assert slot.poll_once() is False and slot.current.version == "v2"
+    assert "REQUIRE_DIGESTS is on" in slot.refused["v3"]
+
+
+def test_a_swap_waits_for_the_old_versions_last_request_two_seconds_at_most(tmp_path, model_dir):
+    registry = local_registry(tmp_path / "models")
+    built = {name: make_version(model_dir, tmp_path / "build" / name, name) for name in ("v1", "v2", "v3")}
+    register(registry, built["v1"][0], "v1", built["v1"][1])
+    slot = slot_for(f"{registry.root}@champion")
+    swapped: list[float] = []
+    slot.on_swap(lambda loaded: swapped.append(time.monotonic()))
+    held = slot.current  # a request still running with v1
+    register(registry, built["v2"][0], "v2", built["v2"][1])
+    assert slot.poll_once() is True
+    waited = time.monotonic() - swapped[-1]
+    assert waited >= 2.0, f"the swap returned {waited:.2f} s after it, while v1 was still in use"
+    del held
+    register(registry, built["v3"][0], "v3", built["v3"][1])  # nothing holds v2 but the slot
+    assert slot.poll_once() is True
+    waited = time.monotonic() - swapped[-1]
+    assert waited < 1.0, f"the swap waited {waited:.2f} s for a version nobody used"

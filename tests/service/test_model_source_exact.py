@@ -1,0 +1,131 @@
+"""The model's loading as its callers use it, exactly: `load_bundle`'s options as the batch scorer and a person pass
+them, the messages a missing index or an escaping path give (the file named in full), read errors of a storage
+outage on GCS and on disk, and the index read pinned to the generation its token names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from service.model_bundle import load_bundle
+from service.model_errors import ModelLoadError, ModelReadError, ModelRefused, NoModelPromoted
+from service.model_reader import ModelReader
+from tests.service.model_factory import build_registry, make_version, upload_tree
+
+
+def test_a_missing_index_names_the_file_in_full_and_what_to_do(tmp_path):
+    root = tmp_path / "models"
+    with pytest.raises(NoModelPromoted) as caught:
+        load_bundle(f"{root}@champion")
+    assert str(caught.value) == (
+        f"no model to serve: {root}/registry/index.json does not exist, so the registry at {root} has no "
+        "'champion'. Train, export and promote a model first (python -m trainer train / export / registry "
+        "promote), or point MODEL_URI at a model directory."
+    )
+
+
+def test_a_record_path_outside_the_bucket_names_the_index_it_came_from(tmp_path, model_dir):
+    root = build_registry(tmp_path / "models", model_dir)
+    index = root / "registry" / "index.json"
+    document = json.loads(index.read_text())
+    document["versions"]["test-v1"]["path"] = "../outside"
+    index.write_text(json.dumps(document))
+    with pytest.raises(ModelLoadError) as caught:
+        load_bundle(f"{root}@champion")
+    assert str(caught.value).startswith(f"{index}: versions.test-v1.path '../outside' must be a path relative to ")
+
+
+def test_load_bundle_serves_an_undigested_version_unverified_by_default_and_refuses_it_when_required(
+    tmp_path, model_dir
+):
+    directory, _ = make_version(model_dir, tmp_path / "old", "v-old", digests=False)
+    bundle = load_bundle(str(directory))  # as the batch scorer calls it
+    assert (bundle.verified, bundle.digests_from, bundle.artifact_sha256) == (False, None, None)
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(directory), require_digests=True)
+    assert caught.value.reason == "no_digest" and "REQUIRE_DIGESTS is on" in str(caught.value)
+
+
+def test_load_bundle_serves_the_int8_artifact_when_asked(tmp_path, model_dir):
+    directory, _ = make_version(model_dir, tmp_path / "q", "v-q", int8=True)
+    assert load_bundle(str(directory)).artifact == "model.onnx"
+    bundle = load_bundle(str(directory), artifact_preference="int8")
+    assert bundle.artifact == "model.int8.onnx" and bundle.model_path == str(directory / "model.int8.onnx")
+    assert bundle.artifact_sha256 == json.loads((directory / "metadata.json").read_text())["files"]["model.int8.onnx"]
+
+
+def test_load_bundle_without_download_leaves_a_gcs_artifact_where_it_is(gcs_bucket, tmp_path, model_dir):
+    version = tmp_path / "version"
+    shutil.copytree(model_dir, version)
+    upload_tree(version, gcs_bucket, "v1")
+    bundle = load_bundle(f"{gcs_bucket}/v1", download=False)
+    assert bundle.model_path == f"{gcs_bucket}/v1/model.onnx"
+    downloaded = load_bundle(f"{gcs_bucket}/v1", cache_dir=str(tmp_path / "cache"))
+    assert downloaded.model_path == str(tmp_path / "cache" / "model.onnx")
+
+
+class _Forbidden(BaseHTTPRequestHandler):
+    """A storage endpoint that refuses every request, as Cloud Storage does for an account without access."""
+
+    def do_GET(self):
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def forbidding_storage(monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), _Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"127.0.0.1:{server.server_port}")
+    yield
+    server.shutdown()
+
+
+def test_a_gcs_permission_error_is_a_read_error_naming_the_object(forbidding_storage, tmp_path):
+    uri = "gs://models-bucket/registry/index.json"
+    reader = ModelReader()
+    for attempt in (lambda: reader.version_token(uri), lambda: reader.download(uri, (tmp_path / "x").open("wb"))):
+        with pytest.raises(ModelReadError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert message.startswith(f"cannot read {uri}: ") and "permission denied (HTTP 403)" in message
+
+
+def test_a_local_index_behind_a_file_is_a_read_error_naming_it(tmp_path):
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "registry").write_text("a file where the registry folder should be")
+    index = f"{root}/registry/index.json"
+    with pytest.raises(ModelReadError) as caught:
+        ModelReader().version_token(index)
+    assert str(caught.value) == f"cannot read {index}: Not a directory"
+
+
+def test_the_index_read_is_pinned_to_the_generation_its_token_names(gcs_bucket):
+    """Rewritten between the generation request and the read: never the new bytes under the old token."""
+    import storage
+
+    uri = f"{gcs_bucket}/models/registry/index.json"
+    storage.write_bytes(uri, b'{"first": 1}')
+    reader = ModelReader()
+    generation = reader.gcs().generation
+
+    def then_rewritten(name: str) -> int:
+        found = generation(name)
+        storage.write_bytes(uri, b'{"second": 2}')
+        return found
+
+    reader.gcs().generation = then_rewritten
+    token, data = reader.read_versioned(uri)
+    assert (token, data) == (None, None) or data == b'{"first": 1}', (token, data)
+    reader.gcs().generation = generation
+    token, data = reader.read_versioned(uri)
+    assert data == b'{"second": 2}' and token == generation(uri)
