@@ -8,6 +8,7 @@ import json
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,66 @@ def test_the_index_read_is_pinned_to_the_generation_its_token_names(gcs_bucket):
     reader.gcs().generation = generation
     token, data = reader.read_versioned(uri)
     assert data == b'{"second": 2}' and token == generation(uri)
+
+
+def _edited_registry(tmp_path, model_dir, edit) -> tuple[Path, Path]:
+    root = build_registry(tmp_path / "models", model_dir)
+    index = root / "registry" / "index.json"
+    document = json.loads(index.read_text())
+    edit(document)
+    index.write_text(json.dumps(document))
+    return root, index
+
+
+def test_a_missing_alias_lists_at_most_ten_aliases_cut_to_forty_characters(tmp_path, model_dir):
+    long = "a-very-long-alias-name-that-goes-on-and-on-past-forty"
+    names = [long, *(f"alias-{i:02d}" for i in range(11))]
+    root, _ = _edited_registry(
+        tmp_path, model_dir, lambda document: document.update(aliases=dict.fromkeys(names, "test-v1"))
+    )
+    listed = ", ".join(sorted(name[:40] for name in names)[:10])
+    assert long[:40] in listed and "alias-10" not in listed
+    with pytest.raises(NoModelPromoted) as caught:
+        load_bundle(f"{root}@champion")
+    assert str(caught.value) == (
+        f"no model to serve: the registry at {root} has no 'champion' alias (aliases: {listed}). Promote a "
+        "version to 'champion' with python -m trainer registry, or point MODEL_URI at a model directory."
+    )
+    root, _ = _edited_registry(tmp_path / "empty", model_dir, lambda document: document.update(aliases={}))
+    with pytest.raises(NoModelPromoted, match=r"has no 'champion' alias \(aliases: none\)\. Promote"):
+        load_bundle(f"{root}@champion")
+
+
+def test_an_alias_naming_a_version_without_a_record_is_named(tmp_path, model_dir):
+    root, index = _edited_registry(tmp_path, model_dir, lambda document: document["aliases"].update(champion="v-gone"))
+    with pytest.raises(ModelLoadError) as caught:
+        load_bundle(f"{root}@champion")
+    assert str(caught.value) == f"{index}: alias 'champion' names version v-gone, which has no record"
+
+
+def test_a_long_version_id_is_cut_to_eighty_characters_in_a_path_error(tmp_path, model_dir):
+    version = "v" * 100
+
+    def edit(document):
+        record = document["versions"].pop("test-v1")
+        document["versions"][version] = {**record, "path": "../outside"}
+        document["aliases"] = {"champion": version}
+
+    root, index = _edited_registry(tmp_path, model_dir, edit)
+    with pytest.raises(ModelLoadError) as caught:
+        load_bundle(f"{root}@champion")
+    assert str(caught.value).startswith(f"{index}: versions.{'v' * 80}.path '../outside' must be a path relative")
+
+
+def test_a_local_versioned_read_is_the_files_bytes_with_its_own_status(tmp_path):
+    index = tmp_path / "index.json"
+    index.write_bytes(b'{"versions": {}, "aliases": {}}\n')
+    reader = ModelReader()
+    token, data = reader.read_versioned(str(index))
+    assert data == index.read_bytes() and isinstance(data, bytes)
+    assert token == reader.version_token(str(index))
+    assert reader.read_versioned(str(tmp_path / "absent.json")) == (None, None)
+    (tmp_path / "registry").write_text("a file where a folder should be")
+    with pytest.raises(ModelReadError) as caught:
+        reader.read_versioned(f"{tmp_path}/registry/index.json")
+    assert str(caught.value) == f"cannot read {tmp_path}/registry/index.json: Not a directory"
