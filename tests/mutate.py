@@ -111,7 +111,11 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "service-rollout": (
         ["service/rollout.py"],
-        ["tests/service/test_rollout.py", "tests/service/test_rollout_evidence.py"],
+        [
+            "tests/service/test_rollout.py",
+            "tests/service/test_rollout_evidence.py",
+            "tests/service/test_rollout_report.py",
+        ],
     ),
     "contracts-rollout": (
         ["contracts/rollout.py"],
