@@ -193,3 +193,37 @@ def test_a_local_versioned_read_is_the_files_bytes_with_its_own_status(tmp_path)
     with pytest.raises(ModelReadError) as caught:
         reader.read_versioned(f"{tmp_path}/registry/index.json")
     assert str(caught.value) == f"cannot read {tmp_path}/registry/index.json: Not a directory"
+
+
+def test_a_served_file_without_a_recorded_digest_is_refused_naming_what_is_recorded(tmp_path, model_dir):
+    version = tmp_path / "version"
+    shutil.copytree(model_dir, version)
+    metadata = json.loads((version / "metadata.json").read_text())
+    metadata["files"] = {"samples.npz": metadata["files"]["samples.npz"], "notes.txt": "0" * 64}
+    (version / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert caught.value.reason == "no_digest"
+    assert str(caught.value) == (
+        f"{version}/model.onnx has no SHA-256 in the metadata.json (it lists notes.txt, samples.npz); refused: a "
+        "file the service reads must be recorded. Register the version again"
+    )
+
+
+def test_a_gcs_download_into_an_existing_cache_dir_and_a_missing_artifact_leaving_nothing(
+    gcs_bucket, tmp_path, model_dir
+):
+    version = tmp_path / "version"
+    shutil.copytree(model_dir, version)
+    upload_tree(version, gcs_bucket, "v1")
+    cache = tmp_path / "cache"
+    cache.mkdir()  # a cache directory that already exists (a second load into the same place)
+    assert load_bundle(f"{gcs_bucket}/v1", cache_dir=str(cache)).model_path == str(cache / "model.onnx")
+    (version / "model.onnx").unlink()
+    upload_tree(version, gcs_bucket, "v2")  # the version without its artifact
+    empty = tmp_path / "empty"
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(f"{gcs_bucket}/v2", cache_dir=str(empty))
+    assert caught.value.reason == "missing_file"
+    assert str(caught.value).startswith(f"{gcs_bucket}/v2/model.onnx is missing (recorded sha256 ")
+    assert list(empty.iterdir()) == []  # the partial download is not left behind
