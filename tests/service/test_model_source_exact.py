@@ -227,3 +227,21 @@ def test_a_gcs_download_into_an_existing_cache_dir_and_a_missing_artifact_leavin
     assert caught.value.reason == "missing_file"
     assert str(caught.value).startswith(f"{gcs_bucket}/v2/model.onnx is missing (recorded sha256 ")
     assert list(empty.iterdir()) == []  # the partial download is not left behind
+
+
+def test_a_damaged_artifact_is_refused_with_both_digests_and_its_size(tmp_path, model_dir):
+    import hashlib
+
+    version = tmp_path / "version"
+    shutil.copytree(model_dir, version)
+    recorded = json.loads((version / "metadata.json").read_text())["files"]["model.onnx"]
+    damaged = (version / "model.onnx").read_bytes()[:-100]
+    (version / "model.onnx").write_bytes(damaged)
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert caught.value.reason == "digest_mismatch"
+    assert str(caught.value) == (
+        f"{version}/model.onnx was changed, truncated or damaged: sha256 {hashlib.sha256(damaged).hexdigest()} "
+        f"({len(damaged):,} bytes), the metadata.json records {recorded}. Refused; restore the file or register "
+        "the model again"
+    )
