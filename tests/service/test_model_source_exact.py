@@ -245,3 +245,137 @@ def test_a_damaged_artifact_is_refused_with_both_digests_and_its_size(tmp_path, 
         f"({len(damaged):,} bytes), the metadata.json records {recorded}. Refused; restore the file or register "
         "the model again"
     )
+
+
+def _unverified(tmp_path, model_dir, name: str = "version", **metadata_changes) -> Path:
+    """A copy of the test model without recorded digests (so its files can be edited), metadata changed."""
+    version = tmp_path / name
+    shutil.copytree(model_dir, version)
+    metadata = json.loads((version / "metadata.json").read_text())
+    metadata.pop("files", None)
+    for key, value in metadata_changes.items():
+        if value is None:
+            metadata.pop(key, None)
+        else:
+            metadata[key] = value
+    (version / "metadata.json").write_text(json.dumps(metadata))
+    return version
+
+
+@pytest.mark.parametrize(
+    "measured_on, int8_speed, served",
+    [("this", 1300.0, "model.int8.onnx"), ("this", 1040.0, "model.onnx"), ("another", 1300.0, "model.onnx")],
+)
+def test_auto_serves_int8_only_where_the_export_measured_it_faster_on_this_cpu(
+    tmp_path, model_dir, measured_on, int8_speed, served
+):
+    from contracts.artifact_speed import SpeedRecord, cpu_model
+
+    cpu = cpu_model() if measured_on == "this" else "Another CPU @ 2.0GHz"
+    speed = SpeedRecord(cpu, 1000.0, int8_speed).to_dict()
+    directory, _ = make_version(model_dir, tmp_path / "q", "v-q", int8=True, speed=speed)
+    assert load_bundle(str(directory), artifact_preference="auto").artifact == served
+
+
+def test_a_missing_serving_artifact_field_means_model_onnx(tmp_path, model_dir):
+    version = _unverified(tmp_path, model_dir, serving_artifact=None)
+    assert load_bundle(str(version)).artifact == "model.onnx"
+
+
+@pytest.mark.parametrize("preference", ["int8", "auto"])
+def test_an_int8_artifact_that_is_not_onnx_is_named_by_its_field(tmp_path, model_dir, preference):
+    from contracts.artifact_speed import SpeedRecord, cpu_model
+
+    speed = {"speed": SpeedRecord(cpu_model(), 1000.0, 1300.0).to_dict()}
+    version = _unverified(tmp_path, model_dir, int8_artifact="model.int8.bin", quantization=speed)
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version), artifact_preference=preference)
+    assert str(caught.value) == (
+        f"{version}/metadata.json: int8_artifact 'model.int8.bin' is not an ONNX file; this service runs ONNX "
+        "Runtime and needs model.onnx"
+    )
+
+
+def test_a_float_artifact_that_is_not_onnx_is_named_by_its_field_under_auto(tmp_path, model_dir):
+    version = _unverified(tmp_path, model_dir, serving_artifact="model.bin", int8_artifact=None)
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version), artifact_preference="auto")
+    assert str(caught.value).startswith(f"{version}/metadata.json: serving_artifact 'model.bin' is not an ONNX file")
+
+
+def test_int8_asked_of_a_model_without_one_says_so_and_serves_the_float_artifact(tmp_path, model_dir, caplog):
+    version = _unverified(tmp_path, model_dir, int8_artifact=None, model_version="v-float")
+    assert load_bundle(str(version), artifact_preference="int8").artifact == "model.onnx"
+    assert [r.getMessage() for r in caplog.records] == [
+        "MODEL_ARTIFACT=int8 but model v-float has no int8 artifact (metadata int8_artifact is unset: it was not "
+        "exported or did not pass its accuracy gate); serving the float artifact model.onnx",
+        f"model v-float is served unverified: {version} records no SHA-256 digests (an export from before digests "
+        "were recorded); set REQUIRE_DIGESTS=true to refuse such versions",
+    ]
+
+
+class _Planted:
+    """Unpickling it touches a file: what a crafted samples.npz would do if object arrays were loaded."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_samples_load_without_labels_and_one_image_is_enough(tmp_path, model_dir):
+    import numpy as np
+
+    version = _unverified(tmp_path, model_dir)
+    (version / "samples.npz").write_bytes(_npz(images=np.zeros((1, 28, 28), np.uint8)))
+    samples = load_bundle(str(version)).samples
+    assert samples.images.shape == (1, 28, 28) and samples.labels is None
+
+
+def test_bad_samples_are_refused_with_what_was_found(tmp_path, model_dir):
+    import numpy as np
+
+    version = _unverified(tmp_path, model_dir)
+    where = f"{version}/samples.npz"
+    cases = {
+        "float32": (np.zeros((5, 28, 28), np.float32), "got float32 [5, 28, 28]"),
+        "27x27": (np.zeros((5, 27, 27), np.uint8), "got uint8 [5, 27, 27]"),
+        "empty": (np.zeros((0, 28, 28), np.uint8), "got uint8 [0, 28, 28]"),
+    }
+    for images, found in cases.values():
+        (version / "samples.npz").write_bytes(_npz(images=images))
+        with pytest.raises(ModelRefused) as caught:
+            load_bundle(str(version))
+        assert str(caught.value) == f"{where}: 'images' must be uint8 [K,28,28] with K >= 1, {found}"
+    (version / "samples.npz").write_bytes(_npz(images=np.zeros((5, 28, 28), np.uint8), labels=np.zeros(3)))
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert str(caught.value) == f"{where}: 'labels' must have one entry per image"
+    (version / "samples.npz").write_bytes(b"not an npz archive")
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert str(caught.value).startswith(f"{where}: expected an .npz with 'images' uint8 [K,28,28] (")
+
+
+def test_a_samples_file_holding_pickled_objects_is_refused_unloaded(tmp_path, model_dir):
+    import numpy as np
+
+    version = _unverified(tmp_path, model_dir)
+    marker = tmp_path / "unpickled"
+    _Planted.marker = str(marker)
+    planted = np.empty(1, dtype=object)
+    planted[0] = _Planted()
+    (version / "samples.npz").write_bytes(_npz(images=planted))
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert "allow_pickle=False" in str(caught.value) and not marker.exists()
