@@ -379,3 +379,28 @@ def test_a_samples_file_holding_pickled_objects_is_refused_unloaded(tmp_path, mo
     with pytest.raises(ModelRefused) as caught:
         load_bundle(str(version))
     assert "allow_pickle=False" in str(caught.value) and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"class_names": None, "input": None}, "missing key(s) class_names, input (see docs/CONTRACTS.md)"),
+        ({"class_names": [f"c{i}" for i in range(9)]}, "class_names must be a list of 10 strings"),
+        ({"input": {"name": 5}}, 'input.name must name the model\'s input tensor (e.g. "pixels")'),
+        ({"files": {"model.onnx": "abc"}}, "the metadata.json's files must map file names to SHA-256 hex digests"),
+    ],
+    ids=["missing", "nine-classes", "input-name", "short-digest"],
+)
+def test_bad_metadata_is_refused_naming_the_field(tmp_path, model_dir, change, message):
+    version = _unverified(tmp_path, model_dir, **change)  # "files" set after the digests are dropped
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert caught.value.reason == "invalid" and str(caught.value) == f"{version}/metadata.json: {message}"
+
+
+def test_metadata_that_is_not_an_object_is_refused(tmp_path, model_dir):
+    version = _unverified(tmp_path, model_dir)
+    (version / "metadata.json").write_text("[]")
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert str(caught.value) == f"{version}/metadata.json: expected a JSON object"
