@@ -404,3 +404,53 @@ def test_metadata_that_is_not_an_object_is_refused(tmp_path, model_dir):
     with pytest.raises(ModelRefused) as caught:
         load_bundle(str(version))
     assert str(caught.value) == f"{version}/metadata.json: expected a JSON object"
+
+
+def test_refusals_carry_their_reason_codes_and_say_what_to_do(tmp_path, model_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(empty))
+    assert (caught.value.reason, str(caught.value)) == (
+        "missing_file",
+        f"{empty} is not a model directory: metadata.json is missing (expected model.onnx + metadata.json, as "
+        "`python -m trainer export` writes)",
+    )
+    broken = _unverified(tmp_path, model_dir, "broken")
+    (broken / "metadata.json").write_text("{not json")
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(broken))
+    assert caught.value.reason == "invalid"
+    assert str(caught.value).startswith(f"{broken}/metadata.json: not valid JSON (")
+    escaping = _unverified(tmp_path, model_dir, "escaping", serving_artifact="../model.onnx")
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(escaping))
+    assert caught.value.reason == "invalid"
+    bad_samples = _unverified(tmp_path, model_dir, "bad-samples")
+    (bad_samples / "samples.npz").write_bytes(b"not an npz archive")
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(bad_samples))
+    assert caught.value.reason == "invalid"
+    undigested = _unverified(tmp_path, model_dir, "undigested")
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(undigested), require_digests=True)
+    assert str(caught.value) == (
+        f"{undigested}: neither the registry record nor metadata.json records SHA-256 digests (exported before "
+        "digests were recorded), and REQUIRE_DIGESTS is on: refused. Export and register it again, or set "
+        "REQUIRE_DIGESTS=false to serve it unverified"
+    )
+
+
+def test_metadata_changed_after_registration_is_refused_against_the_registry_record(tmp_path, model_dir):
+    from tests.service.model_factory import local_registry, register
+
+    registry = local_registry(tmp_path / "models")
+    v1 = make_version(model_dir, tmp_path / "build" / "v1", "v1")
+    register(registry, v1[0], "v1", v1[1])
+    metadata = Path(registry.version_uri("v1")) / "metadata.json"
+    metadata.write_text(metadata.read_text() + " ")
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(f"{registry.root}@champion")
+    assert caught.value.reason == "digest_mismatch"
+    assert str(caught.value).startswith(f"{metadata} was changed, truncated or damaged: sha256 ")
+    assert f"the registry record records {v1[1]['metadata.json']}. Refused" in str(caught.value)
