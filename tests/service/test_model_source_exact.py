@@ -454,3 +454,19 @@ def test_metadata_changed_after_registration_is_refused_against_the_registry_rec
     assert caught.value.reason == "digest_mismatch"
     assert str(caught.value).startswith(f"{metadata} was changed, truncated or damaged: sha256 ")
     assert f"the registry record records {v1[1]['metadata.json']}. Refused" in str(caught.value)
+
+
+def test_a_download_without_a_cache_dir_goes_to_a_folder_of_its_own_in_the_state_dir(gcs_bucket, tmp_path):
+    import os
+    import re
+
+    import storage
+
+    storage.write_bytes(f"{gcs_bucket}/v1/model.onnx", b"onnx bytes")
+    state = tmp_path / "state"
+    first = Path(ModelReader(str(state)).local_copy(f"{gcs_bucket}/v1/model.onnx", None))
+    second = Path(ModelReader(str(state)).local_copy(f"{gcs_bucket}/v1/model.onnx", None))
+    assert first.read_bytes() == second.read_bytes() == b"onnx bytes" and first != second
+    for path in (first, second):
+        assert path.name == "model.onnx" and path.parent.parent == state
+        assert re.fullmatch(rf"fmnist-model-{os.getpid()}-[0-9a-f]+", path.parent.name), path
