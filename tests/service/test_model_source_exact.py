@@ -245,6 +245,7 @@ def test_a_damaged_artifact_is_refused_with_both_digests_and_its_size(tmp_path, 
         f"({len(damaged):,} bytes), the metadata.json records {recorded}. Refused; restore the file or register "
         "the model again"
     )
+    assert (version / "model.onnx").read_bytes() == damaged  # the refused file is left where it is, not deleted
 
 
 def _unverified(tmp_path, model_dir, name: str = "version", **metadata_changes) -> Path:
@@ -290,7 +291,7 @@ def test_an_int8_artifact_that_is_not_onnx_is_named_by_its_field(tmp_path, model
     version = _unverified(tmp_path, model_dir, int8_artifact="model.int8.bin", quantization=speed)
     with pytest.raises(ModelRefused) as caught:
         load_bundle(str(version), artifact_preference=preference)
-    assert str(caught.value) == (
+    assert caught.value.reason == "invalid" and str(caught.value) == (
         f"{version}/metadata.json: int8_artifact 'model.int8.bin' is not an ONNX file; this service runs ONNX "
         "Runtime and needs model.onnx"
     )
@@ -470,3 +471,28 @@ def test_a_download_without_a_cache_dir_goes_to_a_folder_of_its_own_in_the_state
     for path in (first, second):
         assert path.name == "model.onnx" and path.parent.parent == state
         assert re.fullmatch(rf"fmnist-model-{os.getpid()}-[0-9a-f]+", path.parent.name), path
+
+
+def test_a_damaged_gcs_download_is_not_kept_and_a_missing_unverified_artifact_is_named(gcs_bucket, tmp_path, model_dir):
+    from service.model_bundle import load_resolved
+    from service.model_reference import Resolved
+
+    version = tmp_path / "version"
+    shutil.copytree(model_dir, version)
+    (version / "model.onnx").write_bytes((version / "model.onnx").read_bytes()[:-100])
+    upload_tree(version, gcs_bucket, "damaged")
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(f"{gcs_bucket}/damaged", cache_dir=str(cache))
+    assert caught.value.reason == "digest_mismatch" and list(cache.iterdir()) == []
+
+    unverified = _unverified(tmp_path, model_dir, "unverified")
+    (unverified / "model.onnx").unlink()
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(unverified))
+    assert str(caught.value) == f"{unverified}/model.onnx is missing; re-run the export step"
+
+    upload_tree(model_dir, gcs_bucket, "whole")
+    whole = f"{gcs_bucket}/whole"
+    bundle = load_resolved(Resolved(whole, whole, None), cache_dir=str(tmp_path / "downloaded"))  # download=True
+    assert bundle.model_path == str(tmp_path / "downloaded" / "model.onnx")
