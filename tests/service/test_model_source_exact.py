@@ -496,3 +496,67 @@ def test_a_damaged_gcs_download_is_not_kept_and_a_missing_unverified_artifact_is
     whole = f"{gcs_bucket}/whole"
     bundle = load_resolved(Resolved(whole, whole, None), cache_dir=str(tmp_path / "downloaded"))  # download=True
     assert bundle.model_path == str(tmp_path / "downloaded" / "model.onnx")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a\\..\\..\\outside.onnx", "c:model.onnx", "\\model.onnx", "sub/gs://other/model.onnx", "model\0.onnx"],
+    ids=["backslash-dots", "drive", "backslash-root", "scheme-inside", "nul"],
+)
+def test_an_artifact_name_that_could_leave_the_directory_is_refused(tmp_path, model_dir, name):
+    version = _unverified(tmp_path, model_dir, serving_artifact=name)
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert " must be a path relative to " in str(caught.value)
+
+
+def test_a_long_escaping_name_is_cut_to_eighty_characters_in_the_message(tmp_path, model_dir):
+    name = "/" + "x" * 120 + ".onnx"
+    version = _unverified(tmp_path, model_dir, serving_artifact=name)
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert str(caught.value) == (
+        f"{version}/metadata.json: serving_artifact {name[:80]!r} must be a path relative to {version} without "
+        "'..' (refused: it would read outside the models bucket or the model directory)"
+    )
+
+
+def test_a_version_without_samples_loads_and_damaged_samples_are_refused(tmp_path, model_dir):
+    from tests.service.model_factory import digest_files
+
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare)
+    (bare / "samples.npz").unlink()
+    digest_files(bare)
+    bundle = load_bundle(str(bare))
+    assert bundle.samples is None and bundle.requested_uri == str(bare)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model_dir, damaged)
+    (damaged / "samples.npz").write_bytes((damaged / "samples.npz").read_bytes()[:-10])
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(damaged))
+    assert str(caught.value).startswith(f"{damaged}/samples.npz was changed, truncated or damaged: sha256 ")
+    assert ", the metadata.json records " in str(caught.value)
+
+
+def test_names_are_joined_and_references_split_without_doubled_slashes(monkeypatch, tmp_path):
+    from service.model_reader import join, scratch_dir
+    from service.model_reference import split_reference
+
+    assert join("gs://b/models/", "/registry/index.json") == "gs://b/models/registry/index.json"
+    assert split_reference("gs://b/models/@champion") == ("gs://b/models", "champion")
+    assert split_reference("/a/modelsX/") == ("/a/modelsX", None)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert (scratch_dir(None), scratch_dir("/state")) == (str(tmp_path), "/state")
+    monkeypatch.delenv("TMPDIR")
+    assert scratch_dir(None) == "/tmp"
+
+
+def test_read_errors_name_the_object(tmp_path, forbidding_storage):
+    uri = "gs://models-bucket/registry/versions/v1/metadata.json"
+    with pytest.raises(ModelReadError) as caught:
+        ModelReader().read(uri)
+    assert str(caught.value).startswith(f"cannot read {uri}: ") and "permission denied (HTTP 403)" in str(caught.value)
+    with pytest.raises(ModelReadError) as caught:
+        ModelReader().read(str(tmp_path))
+    assert str(caught.value) == f"cannot read {tmp_path}: Is a directory"
