@@ -101,15 +101,24 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/service/test_versions.py",
             "tests/service/test_versions_retry.py",
             "tests/service/test_versions_events.py",
+            "tests/service/test_versions_boot.py",
         ],
     ),
     "model-source": (  # the model's loading, split into reader, reference and verified bundle (issue 21)
         ["service/model_reader.py", "service/model_reference.py", "service/model_bundle.py"],
-        ["tests/service/test_model_source.py", "tests/service/test_versions.py"],
+        [
+            "tests/service/test_model_source.py",
+            "tests/service/test_model_source_exact.py",
+            "tests/service/test_versions.py",
+        ],
     ),
     "service-rollout": (
         ["service/rollout.py"],
-        ["tests/service/test_rollout.py", "tests/service/test_rollout_evidence.py"],
+        [
+            "tests/service/test_rollout.py",
+            "tests/service/test_rollout_evidence.py",
+            "tests/service/test_rollout_report.py",
+        ],
     ),
     "contracts-rollout": (
         ["contracts/rollout.py"],
