@@ -187,6 +187,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["infra/components/promoter.py", "infra/components/ramp.py", "infra/components/starter_function.py"],
         [
             "tests/infra/test_promoter.py",
+            "tests/infra/test_promoter_exact.py",
+            "tests/infra/test_starter_function_exact.py",
             "tests/infra/test_ramp_infra.py",
             "tests/infra/test_index_writers.py",
             "tests/infra/test_pipelines.py",

@@ -73,91 +73,65 @@ WAITS = {
 }
 
 
-def by_path(synth, env: str) -> dict[str, tuple[str, str, dict]]:
-    """Every resource and data source of the environment stack by construct path: (type, address, body)."""
-    stack = synth.stack(env)
-    found = {}
-    for kind in ("resource", "data"):
-        for resource_type, resources in stack.get(kind, {}).items():
-            for key, body in resources.items():
-                address = f"{'data.' if kind == 'data' else ''}{resource_type}.{key}"
-                found[body["//"]["metadata"]["path"].removeprefix(f"{env}/")] = (resource_type, address, body)
-    return found
-
-
-def body(synth, env: str, path: str) -> dict:
-    return by_path(synth, env)[path][2]
-
-
-def ref(synth, env: str, path: str, attribute: str) -> str:
-    return f"${{{by_path(synth, env)[path][1]}.{attribute}}}"
-
-
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_each_resource_keeps_its_terraform_address(synth, env):
-    ours = {path: kind for path, (kind, _, _) in by_path(synth, env).items() if path.startswith("pipelines/")}
+    ours = {path: kind for path, (kind, _, _) in synth.by_path(env).items() if path.startswith("pipelines/")}
     assert ours == ADDRESSES
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_each_resource_waits_for_exactly_what_it_needs(synth, env):
-    paths = {address: path for path, (_, address, _) in by_path(synth, env).items()}
-    waits = {
-        path: [paths[address] for address in found["depends_on"]]
-        for path, (_, _, found) in by_path(synth, env).items()
-        if path.startswith("pipelines/") and "depends_on" in found
-    }
-    assert waits == WAITS
+    assert synth.waits(env, "pipelines/") == WAITS
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_the_triggers_grants_name_their_agents_and_apis(synth, env, settings_by_env):
     names = settings_by_env[env].names
-    publisher = body(synth, env, "pipelines/storage_agent_pubsub_publisher")
+    publisher = synth.body(env, "pipelines/storage_agent_pubsub_publisher")
     assert (publisher["project"], publisher["role"], publisher["member"]) == (
         names.project,
         "roles/pubsub.publisher",
-        f"serviceAccount:{ref(synth, env, 'agents/storage', 'email_address')}",
+        f"serviceAccount:{synth.ref(env, 'agents/storage', 'email_address')}",
     )
-    agent = body(synth, env, "pipelines/eventarc-agent")
+    agent = synth.body(env, "pipelines/eventarc-agent")
     assert (agent["project"], agent["service"], agent["provider"]) == (
         names.project,
         "eventarc.googleapis.com",
         "google-beta",
     )
-    notifier = body(synth, env, "pipelines/drift-notifier")
+    notifier = synth.body(env, "pipelines/drift-notifier")
     assert notifier["member"] == (
         "serviceAccount:service-${data.google_project.project.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
     )
     assert (notifier["role"], notifier["topic"]) == (
         "roles/pubsub.publisher",
-        ref(synth, env, "pipelines/drift-topic", "name"),
+        synth.ref(env, "pipelines/drift-topic", "name"),
     )
-    editor = body(synth, env, "pipelines/features-pipelines-editor")
-    assert editor["dataset_id"] == ref(synth, env, "features/dataset", "dataset_id")
+    editor = synth.body(env, "pipelines/features-pipelines-editor")
+    assert editor["dataset_id"] == synth.ref(env, "features/dataset", "dataset_id")
     for who in ("deployer-writer", "pipelines-reader", "starter-reader"):
-        grant = body(synth, env, f"pipelines/kfp-{who}")
-        assert (grant["location"], grant["repository"]) == (names.region, ref(synth, env, "pipelines/kfp", "name"))
+        grant = synth.body(env, f"pipelines/kfp-{who}")
+        assert (grant["location"], grant["repository"]) == (names.region, synth.ref(env, "pipelines/kfp", "name"))
     for kind in ("datasets", "models", "dev"):
-        grant = body(synth, env, f"pipelines/{kind}-pipelines-objectAdmin")
-        assert grant["bucket"] == ref(synth, env, f"storage/{kind}", "name")
+        grant = synth.body(env, f"pipelines/{kind}-pipelines-objectAdmin")
+        assert grant["bucket"] == synth.ref(env, f"storage/{kind}", "name")
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_what_a_person_reads_in_the_console_names_the_environment_and_the_reason(synth, env, settings_by_env):
     names = settings_by_env[env].names
-    assert body(synth, env, "pipelines/kfp")["description"] == (
+    assert synth.body(env, "pipelines/kfp")["description"] == (
         "compiled fmnist-lifecycle pipeline templates (python -m lifecycle compile)"
     )
-    assert body(synth, env, "pipelines/schedule")["description"] == "weekly lifecycle run"
-    assert body(synth, env, "pipelines/sweep")["description"] == (
+    assert synth.body(env, "pipelines/schedule")["description"] == "weekly lifecycle run"
+    assert synth.body(env, "pipelines/sweep")["description"] == (
         "starts a trigger deferred during a run once no run is active (nothing to do: no run)"
     )
-    channel = body(synth, env, "pipelines/drift-channel")
+    channel = synth.body(env, "pipelines/drift-channel")
     assert (channel["display_name"], channel["user_labels"]) == (f"fmnist {env} drift -> retraining", names.labels)
-    alert = body(synth, env, "pipelines/drift-alert")
+    alert = synth.body(env, "pipelines/drift-alert")
     assert alert["user_labels"] == names.labels
-    assert alert["notification_channels"] == [ref(synth, env, "pipelines/drift-channel", "id")]
+    assert alert["notification_channels"] == [synth.ref(env, "pipelines/drift-channel", "id")]
     assert alert["documentation"] == {
         "mime_type": "text/markdown",
         "content": "The prediction service's drift monitor (PSI of the image features and classes against the "
