@@ -243,8 +243,9 @@ PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle
 DO_NOT_MUTATE_PATTERNS = [r"help=", r"metavar=", r"tqdm", r"\bbar\.update\("]
 # groups whose tests synthesize cdktf stacks: the fork server's test collection imports the provider, which starts
 # the jsii kernel (a node process that spends ~10 s loading the provider's assembly) before it forks, so every
-# mutant's child talks to that one kernel over the same pipes. One child at a time reads its own replies and skips
-# the 10 s load; two at once read each other's replies and fail, which would pass for kills.
+# mutant's child talks to that one kernel over the same pipes (jsii does not restart it after a fork). One child
+# at a time reads its own replies and skips the 10 s load (a mutant in ~4.5 s at load 13; two sampled kills
+# failed the same way run alone); two at once interleave their requests and replies on one pipe.
 ONE_KERNEL = {"infra-pipelines", "promoter-infra"}
 KILLED = {"killed", "timeout", "segfault"}  # a timeout or a crash is the tests noticing the mutant too (counted apart)
 
