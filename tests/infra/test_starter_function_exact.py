@@ -45,6 +45,8 @@ def test_the_starter_function_s_source_rights_build_and_run_are_exact(synth, env
     dev_bucket = synth.ref(env, "storage/dev", "name")
     source = synth.body(env, "pipelines/starter/source")
     assert (source["bucket"], source["content_type"]) == (dev_bucket, "application/zip")
+    # the archive's place in the stack's assets (where `cdktf deploy` uploads it from) follows the asset's id
+    assert source["source"].startswith("assets/pipelines_starter_source-archive_")
     objects = synth.body(env, "pipelines/starter/dev-starter-objects")
     assert (objects["bucket"], objects["role"], objects["member"]) == (dev_bucket, "roles/storage.objectAdmin", starter)
     assert objects["condition"] == {
