@@ -191,11 +191,16 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     # constructs: each mutant's run synthesizes the stacks once (the `synth` fixture is per test only while mutmut
     # maps tests to functions, tests/infra/conftest.py); the tests pin the synthesized values
-    "infra-pipelines": (["infra/components/pipelines.py"], ["tests/infra/test_pipelines.py"]),
+    "infra-pipelines": (
+        ["infra/components/pipelines.py"],
+        ["tests/infra/test_pipelines.py", "tests/infra/test_pipelines_exact.py"],
+    ),
     "promoter-infra": (
         ["infra/components/promoter.py", "infra/components/ramp.py", "infra/components/starter_function.py"],
         [
             "tests/infra/test_promoter.py",
+            "tests/infra/test_promoter_exact.py",
+            "tests/infra/test_starter_function_exact.py",
             "tests/infra/test_ramp_infra.py",
             "tests/infra/test_index_writers.py",
             "tests/infra/test_pipelines.py",
@@ -248,6 +253,12 @@ PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
 # progress bars: cosmetic, and off when output is not a terminal (as in every test), so no test can see them
 DO_NOT_MUTATE_PATTERNS = [r"help=", r"metavar=", r"tqdm", r"\bbar\.update\("]
+# groups whose tests synthesize cdktf stacks: the fork server's test collection imports the provider, which starts
+# the jsii kernel (a node process that spends ~10 s loading the provider's assembly) before it forks, so every
+# mutant's child talks to that one kernel over the same pipes (jsii does not restart it after a fork). One child
+# at a time reads its own replies and skips the 10 s load (a mutant in ~4.5 s at load 13; two sampled kills
+# failed the same way run alone); two at once interleave their requests and replies on one pipe.
+ONE_KERNEL = {"infra-pipelines", "promoter-infra"}
 KILLED = {"killed", "timeout", "segfault"}  # a timeout or a crash is the tests noticing the mutant too (counted apart)
 
 
@@ -309,6 +320,8 @@ def show(tree: Path, mutant: str) -> str:
 
 def run_group(name: str, max_children: int) -> tuple[dict[str, Counter], list[tuple[str, str, str]]]:
     files, tests = GROUPS[name]
+    if name in ONE_KERNEL:
+        max_children = 1
     tree = scratch_copy()
     configure(tree, files, tests)
     started = time.monotonic()

@@ -30,6 +30,34 @@ class Synth:
     def resources(self, env: str, resource_type: str) -> dict[str, dict]:
         return self.stack(env).get("resource", {}).get(resource_type, {})
 
+    def by_path(self, stack: str) -> dict[str, tuple[str, str, dict]]:
+        """Every resource and data source of one stack by construct path under the stack: (type, address, body).
+        The path is what cdktf derives the Terraform address from, so a test can pin it without the hash."""
+        found = {}
+        for kind in ("resource", "data"):
+            for resource_type, resources in self.stack(stack).get(kind, {}).items():
+                for key, body in resources.items():
+                    if "//" in body:  # cdktf's own cross-stack reference carries no construct path
+                        address = f"{'data.' if kind == 'data' else ''}{resource_type}.{key}"
+                        found[body["//"]["metadata"]["path"].removeprefix(f"{stack}/")] = (resource_type, address, body)
+        return found
+
+    def body(self, stack: str, path: str) -> dict:
+        return self.by_path(stack)[path][2]
+
+    def ref(self, stack: str, path: str, attribute: str) -> str:
+        """The Terraform reference to one attribute of the resource at `path`."""
+        return f"${{{self.by_path(stack)[path][1]}.{attribute}}}"
+
+    def waits(self, stack: str, under: str) -> dict[str, list[str]]:
+        """construct path -> the construct paths its `depends_on` names, in order, for resources under `under`."""
+        paths = {address: path for path, (_, address, _) in self.by_path(stack).items()}
+        return {
+            path: [paths[address] for address in body["depends_on"]]
+            for path, (_, _, body) in self.by_path(stack).items()
+            if path.startswith(under) and "depends_on" in body
+        }
+
     def one(self, env: str, resource_type: str) -> dict:
         found = self.resources(env, resource_type)
         assert len(found) == 1, f"{env}: expected one {resource_type}, found {sorted(found)}"
@@ -75,6 +103,16 @@ def variant_synth(tmp_path_factory) -> Synth:
     build_app(plan_environments([VARIANT], environ=environ), outdir=str(outdir)).synth()
     texts = {p.parent.name: p.read_text() for p in outdir.glob("stacks/*/cdk.tf.json")}
     return Synth(outdir, texts)
+
+
+APPROVERS = ["group:ml-approvers@example.com", "user:ana@example.com"]
+
+
+@pytest.fixture(scope=_once_or_per_test)
+def approvers_synth(tmp_path_factory) -> Synth:
+    """dev with two promotion approvers (none by default): who may execute the promoter's approval job."""
+    environ = {"FMNIST_INFRA__PROMOTION_APPROVERS": json.dumps(APPROVERS)}
+    return _synthesize(tmp_path_factory.mktemp("cdktf-approvers"), environ=environ)
 
 
 @pytest.fixture(scope="session")
