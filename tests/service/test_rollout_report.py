@@ -99,6 +99,11 @@ def test_the_canary_report_for_the_operator_and_for_anyone(canary_app):
     assert sum(challenger["classes"].values()) == 2 * n and sum(champion["classes"].values()) == 2 * len(callers)
     assert full["agreement"]["compared"] == 2 * n and full["evidence"]["clients"] == len(canary_buckets)
     assert full["evidence"]["requests_credited"] == n and full["evidence"]["errors_credited"] == 0
+    # each model's paired inference seconds were recorded under this pair and each caller's bucket (a ratio
+    # exists only when the per-bucket rows of both roles are found), and latency is per image, in milliseconds
+    assert full["evidence"]["latency_ratio"] is not None and full["evidence"]["latency_ratio"] > 0
+    for figures in (champion, challenger):
+        assert 0 < figures["inference_p50_ms"] <= figures["inference_p99_ms"] < 60_000
     assert set(full["accuracy"]) == {"champion", "challenger"}
     assert full["accuracy"]["challenger"] == {"labelled": 0, "correct": 0, "posters": 0}
     assert full["verdict"]["reasons"] and len(full["verdict"]["reasons"]) == len(full["verdict"]["codes"])
