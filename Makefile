@@ -12,8 +12,8 @@ CHECKOV_VERSION := 3.3.30
 KFP_VENV := .venv-kfp
 KFP_VERSION := 2.17.3
 # Every venv is filled by uv (the dev group pins the same version): from a fresh clone it set up the project's venv
-# and checkov's in 189 and 254 s where pip took 545 and 675 s (two runs each, load 11-14), the same 225 + 96 packages
-# at the same versions (issue 26). uv compiles bytecode only when told, and the google provider imports 3x slower
+# and checkov's together in 189 s (empty cache) and 254 s (warm) where pip took 545 and 675 s (runs at load 4-14),
+# and in 52 s on a quiet machine with an empty cache; the same 225 + 96 packages at the same versions (issue 26). uv compiles bytecode only when told, and the google provider imports 3x slower
 # without .pyc files: never drop --compile-bytecode. --system-certs: the host's trust store, as pip uses it (uv's own
 # roots fail behind a TLS-intercepting proxy whose CA only the host trusts, unless SSL_CERT_FILE names it).
 UV_VERSION := 0.13.8

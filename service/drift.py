@@ -201,23 +201,13 @@ class _CountStore:
             update(out, self._images[:n], self._meta[:n, 0], self._meta[:n, 1])
             return out
         out = np.zeros(self._shape)
-        for path in glob.glob(str(self._dir / "counts-*.f64")):
-            pid = int(Path(path).stem.split("-")[1])
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                with self._locked(fd, fcntl.LOCK_SH):
-                    counts, images, meta, _ = self._open(pid, "r")
-                    n = int(meta[-1, 0])
-                    out += counts
-                    pending = images[:n].copy(), meta[:n, 0].copy(), meta[:n, 1].copy()
-            except (FileNotFoundError, ValueError):  # a process that had not written its pending files yet
-                continue
-            finally:
-                os.close(fd)
-            update(out, *pending)
+        pending = []
+        for counts, images, meta, _ in self._each_process("r", fcntl.LOCK_SH):
+            n = int(meta[-1, 0])
+            out += counts
+            pending.append((images[:n].copy(), meta[:n, 0].copy(), meta[:n, 1].copy()))
+        for batch in pending:  # features computed with no worker's lock held: its appends do not wait for them
+            update(out, *batch)
         return out
 
     def reset(self) -> None:
@@ -225,21 +215,34 @@ class _CountStore:
             self.mine()[:] = 0
             self._meta[-1, 0] = 0
         else:
-            for path in glob.glob(str(self._dir / "counts-*.f64")):
-                pid = int(Path(path).stem.split("-")[1])
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    with self._locked(fd, fcntl.LOCK_EX):
-                        counts, _, meta, maps = self._open(pid, "r+")
-                        counts[:] = 0
-                        meta[-1, 0] = 0
-                        for mapped in maps:
-                            mapped.flush()
-                except (FileNotFoundError, ValueError):
-                    continue
-                finally:
-                    os.close(fd)
+            for counts, _, meta, maps in self._each_process("r+", fcntl.LOCK_EX):
+                counts[:] = 0
+                meta[-1, 0] = 0
+                for mapped in maps:
+                    mapped.flush()
         self.header[:] = (self.header[0] + 1, time.time())
+
+    def _each_process(
+        self, mode: Literal["r", "r+"], lock: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.memmap, ...]]]:
+        """Every process's files (_open), each under its lock while the caller uses them; a process whose files
+        are gone or not all written yet is skipped."""
+        assert self._dir is not None
+        for path in glob.glob(str(self._dir / "counts-*.f64")):
+            pid = int(Path(path).stem.split("-")[1])
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                with self._locked(fd, lock):
+                    try:
+                        opened = self._open(pid, mode)
+                    except (FileNotFoundError, ValueError):  # a process that had not written its pending files yet
+                        continue
+                    yield opened
+            finally:
+                os.close(fd)
 
     @staticmethod
     @contextmanager
