@@ -246,6 +246,22 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["trainer/cloud/promotion.py"],
         ["tests/trainer/test_promotion.py", "tests/trainer/test_promotion_wire.py"],
     ),
+    # trusted promotion (issue 25): the index's signer (local key pair; Cloud KMS's request and reply checks), the
+    # signature object, and the typed index every reader uses, with the registry tests that write and read it
+    "trusted-index": (
+        ["trainer/models/index_signing.py", "contracts/index_signature.py", "contracts/registry_index.py"],
+        [
+            "tests/contracts/test_registry_index.py",
+            "tests/trainer/test_index_signing.py",
+            "tests/trainer/test_registry_index.py",
+            "tests/trainer/test_registry.py",
+            "tests/trainer/test_registry_races.py",
+            "tests/service/test_index_verification.py",
+            "tests/service/test_index_verification_exact.py",
+            "tests/service/test_index_replay.py",
+            *NO_EXPORT,
+        ],
+    ),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
