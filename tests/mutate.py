@@ -252,7 +252,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["trainer/models/index_signing.py", "contracts/index_signature.py", "contracts/registry_index.py"],
         [
             "tests/contracts/test_registry_index.py",
+            "tests/contracts/test_registry_index_exact.py",
+            "tests/contracts/test_index_signature.py",
             "tests/trainer/test_index_signing.py",
+            "tests/trainer/test_index_signing_exact.py",
             "tests/trainer/test_registry_index.py",
             "tests/trainer/test_registry.py",
             "tests/trainer/test_registry_races.py",
