@@ -3,11 +3,12 @@ an object can be malformed is refused with a message naming the field (the servi
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
-from contracts.index_signature import IndexSignature, SignatureFormatError
+from contracts.index_signature import IndexSignature, SignatureFormatError, key_fingerprint
 
 GOOD = IndexSignature("ab" * 32, b"\x30\x44der", "sha256:" + "cd" * 32, "local key")
 
@@ -36,3 +37,17 @@ def test_a_document_that_is_not_a_signature_says_what_it_is():
     assert refusal(b"{not json").startswith("not valid JSON (Expecting property name")
     assert refusal([1]) == "expected a JSON object"
     assert refusal({**json.loads(GOOD.encode()), "signature": "not base64!"}) == "'signature' is not base64"
+
+
+def test_the_stored_form_is_sorted_indented_json():
+    assert GOOD.encode() == (
+        b'{\n  "algorithm": "EC_SIGN_P256_SHA256",\n  "index_sha256": "'
+        + b"ab" * 32
+        + b'",\n  "key": "sha256:'
+        + b"cd" * 32
+        + b'",\n  "signature": "MERkZXI=",\n  "signer": "local key"\n}'
+    )
+
+
+def test_a_key_is_named_by_the_sha256_of_its_der_form():
+    assert key_fingerprint(b"der") == "sha256:" + hashlib.sha256(b"der").hexdigest()

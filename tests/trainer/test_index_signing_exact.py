@@ -5,11 +5,12 @@ relative storage root, and the INDEX_PUBLIC_KEY a local service is started with.
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
 
-from contracts.index_signature import ALGORITHM
+from contracts.index_signature import ALGORITHM, signature_name
 from tests.trainer.test_index_signing import KEY_VERSION, FakeKms
 from trainer.errors import RegistryError
 from trainer.models.index_signing import (
@@ -19,6 +20,7 @@ from trainer.models.index_signing import (
     kms_key_version_name,
     local_key_dir,
     service_environment,
+    write_signature,
 )
 
 API = "https://cloudkms.googleapis.com/v1"
@@ -120,3 +122,40 @@ def test_a_local_service_is_given_the_signers_public_key(settings):
     }
     unsigned = settings.model_copy(update={"registry": settings.registry.model_copy(update={"index_signer": "none"})})
     assert service_environment(unsigned) == {}
+
+
+def test_the_signature_object_is_json_on_cloud_storage(gcs_bucket, tmp_path):
+    import storage
+
+    data = b'{"aliases": {}}'
+    uri = write_signature(gcs_bucket, data, LocalKeySigner(tmp_path / "keys"))
+    assert uri == f"{gcs_bucket}/{signature_name(data)}"
+    bucket, name = uri[len("gs://") :].split("/", 1)
+    assert storage.gcs_client().bucket(bucket).get_blob(name).content_type == "application/json"
+
+
+def test_the_local_key_folder_is_private_and_may_exist_already(tmp_path):
+    (tmp_path / "made").mkdir()
+    signature = LocalKeySigner(tmp_path / "made").sign(b"index")  # an empty folder left by an earlier attempt
+    assert signature.signer == "local key"
+    fresh = LocalKeySigner(tmp_path / "fresh")
+    fresh.public_key_pem()
+    assert stat.S_IMODE(fresh.directory.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("other", ["rsa", "p384"])
+def test_a_private_key_of_another_kind_is_refused_by_name(tmp_path, other):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = rsa.generate_private_key(65537, 2048) if other == "rsa" else ec.generate_private_key(ec.SECP384R1())
+    signer = LocalKeySigner(tmp_path / "keys")
+    signer.directory.mkdir()
+    signer.private_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    with pytest.raises(RegistryError) as refused:
+        signer.sign(b"index")
+    assert str(refused.value) == (
+        f"{signer.private_path} is not an EC P-256 private key; move it away to create a new one"
+    )
