@@ -64,6 +64,8 @@ def test_each_malformed_part_is_refused_with_its_exact_sentence():
     )
     assert refusal([]) == f"{WHERE}: expected a JSON object with 'versions' and 'aliases', got list"
     assert refusal({"aliases": ["c"]}) == f"{WHERE}: aliases must be an object, got list"
+    assert refusal({"versions": "v1"}) == f"{WHERE}: versions must be an object, got str"
+    assert refusal({"history": []}) == f"{WHERE}: history must be an object, got list"
     assert refusal({"aliases": {"champion": 7}}) == f"{WHERE}: aliases.champion must be a version id string, got int"
     assert refusal({"history": {"champion": "v1"}}) == f"{WHERE}: history.champion must be a list of version ids"
     assert refusal({"history": {"champion": [1]}}) == f"{WHERE}: history.champion must be a list of version ids"
