@@ -129,3 +129,27 @@ def test_problems_come_writers_first_then_signers_then_actors_by_stack_name():
 )
 def test_a_members_account_is_its_stack_role_or_the_member_itself(member, account):
     assert _account(member) == (member if account is None else account)
+
+
+def test_a_stack_without_resources_has_no_problem():
+    assert list(problems({"outputs-only": {"output": {}}, "dev": {"resource": {}}}, MODELS)) == []
+
+
+def test_a_harmless_grant_does_not_hide_a_later_one_of_the_same_kind():
+    """Every grant is judged, whatever comes before it in the same resource type."""
+    harmless_writers = {
+        "reader": {"role": "roles/storage.objectViewer", "bucket": MODELS_REF, "member": TRAINER},
+        "other_bucket": {"role": "roles/storage.admin", "bucket": "fmnist-mlops-dev-datasets", "member": TRAINER},
+        "promoter": {"role": "roles/storage.objectAdmin", "bucket": MODELS_REF, "member": PROMOTER},
+    }
+    signer = {"crypto_key_id": SIGNING_KEY, "role": "roles/cloudkms.signer", "member": TRAINER}
+    actor = {"service_account_id": PROMOTER_ACCOUNT, "role": "roles/iam.serviceAccountUser", "member": TRAINER}
+    for kind, harmless, bad in (
+        ("google_storage_bucket_iam_member", harmless_writers, {"role": "roles/storage.admin", "bucket": MODELS_REF}),
+        ("google_kms_crypto_key_iam_member", {"viewer": {**signer, "role": "roles/cloudkms.viewer"}}, signer),
+        ("google_service_account_iam_member", {"viewer": {**actor, "role": "roles/viewer"}}, actor),
+    ):
+        for name, body in harmless.items():
+            resources = {kind: {name: body, "bad": {**bad, "member": TRAINER}}}
+            (problem,) = problems({"dev": {"resource": resources}}, MODELS)
+            assert problem.startswith(f"dev: {kind}.bad lets trainer ")
