@@ -21,7 +21,10 @@ os.environ.setdefault("CHECKPOINT_DISABLE", "1")
 
 from trainer.data.synthetic import IDX_NAMES, make_idx_dir, make_images, write_idx
 
-pytest_plugins = ["tests.shuffle"]  # --shuffle=SEED|random: a seeded random order (tests/shuffle.py)
+pytest_plugins = [
+    "tests.shuffle",  # --shuffle=SEED|random: a seeded random order (tests/shuffle.py)
+    "tests.xdist_modules",  # -n 2: whole modules per worker, slow ones first (tests/xdist_modules.py)
+]
 
 __all__ = ["IDX_NAMES", "make_idx_dir", "make_images", "write_idx"]  # the tests' generator is the benches' too
 

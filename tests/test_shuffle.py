@@ -51,3 +51,39 @@ def test_a_random_seed_is_printed_and_a_bad_one_is_refused(suite):
     refused = run(suite, "--shuffle=abc")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["*--shuffle='abc': give an integer seed, or 'random' for a fresh one*"])
+
+
+def per_worker(result) -> dict[str, list[str]]:
+    """xdist's verbose lines ('[gw0] [ 12%] PASSED moved/test_moved_a.py::test_3'): each worker's tests, in order."""
+    ran: dict[str, list[str]] = {}
+    for line in result.outlines:
+        found = re.match(r"\[(gw\d+)\] \[\s*\d+%\] PASSED (\S+)", line)
+        if found:
+            ran.setdefault(found.group(1), []).append(found.group(2))
+    return ran
+
+
+def test_under_xdist_every_worker_shares_the_seed_and_each_worker_s_order_replays_in_one_process(suite):
+    """Workers that drew seeds of their own would collect different orders (xdist refuses to run); the summary
+    names each worker's modules in the order it ran them, and --shuffle-as-listed runs them in that order again."""
+    result = run(suite, "-n", "2", "--dist", "loadfile", "--shuffle=random")
+    assert result.ret == pytest.ExitCode.OK
+    seed = re.search(r"shuffled with seed (\d+)", result.stdout.str()).group(1)
+    ran = per_worker(result)
+    assert sorted(ran) == ["gw0", "gw1"] and sum(map(len, ran.values())) == 48
+    for worker, tests in ran.items():
+        modules = [t.split("::")[0] for t in tests]
+        listed = list(dict.fromkeys(modules))
+        assert len(listed) == len([m for i, m in enumerate(modules) if i == 0 or modules[i - 1] != m])  # whole
+        replay = (
+            re.search(
+                rf"worker {worker} ran \d+ modules in this order; replay it in one process with (.+)$",
+                result.stdout.str(),
+                re.M,
+            )
+            .group(1)
+            .split()
+        )
+        assert replay == ["-p", "no:xdist", f"--shuffle={seed}", "--shuffle-as-listed", *listed]
+        assert order(run(suite, *replay)) == tests
+    assert run(suite, "--shuffle-as-listed").ret == pytest.ExitCode.USAGE_ERROR

@@ -4,8 +4,10 @@ endpoint, no state bucket)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +66,35 @@ class Synth:
         return next(iter(found.values()))
 
 
-def _synthesize(outdir: Path, environ: dict[str, str]) -> Synth:
+def _synthesize(outdir: Path, environ: dict[str, str], environments: tuple[str, ...] = ENVIRONMENTS) -> Synth:
     from infra.app import build_app, plan_environments
 
-    build_app(plan_environments(ENVIRONMENTS, environ=environ), outdir=str(outdir)).synth()
-    texts = {p.parent.name: p.read_text() for p in outdir.glob("stacks/*/cdk.tf.json")}
-    return Synth(outdir, texts)
+    build_app(plan_environments(environments, environ=environ), outdir=str(outdir)).synth()
+    return _read(outdir)
+
+
+def _read(outdir: Path) -> Synth:
+    return Synth(outdir, {p.parent.name: p.read_text() for p in outdir.glob("stacks/*/cdk.tf.json")})
+
+
+def _once_per_run(
+    tmp_path_factory, name: str, environ: dict[str, str], environments: tuple[str, ...] = ENVIRONMENTS
+) -> Synth:
+    """A session synth; under pytest-xdist the workers of one run share it (the first synthesizes into the run's
+    temporary root under a lock, the others read its files): the same code writes the same stacks, and each synth
+    costs ~5 s of CPU. Never under mutmut: there a test must run the constructs itself to be credited with them."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("MUTANT_UNDER_TEST"):
+        return _synthesize(tmp_path_factory.mktemp(name), environ, environments)
+    shared = tmp_path_factory.getbasetemp().parent / "shared-synth"  # every worker's basetemp's parent
+    shared.mkdir(exist_ok=True)
+    outdir, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(outdir, ignore_errors=True)  # a worker that died mid-synth left a part behind
+            _synthesize(outdir, environ, environments)
+            done.touch()
+    return _read(outdir)
 
 
 def _once_or_per_test(fixture_name: str, config: pytest.Config) -> str:
@@ -82,15 +107,12 @@ def _once_or_per_test(fixture_name: str, config: pytest.Config) -> str:
 @pytest.fixture(scope=_once_or_per_test)
 def synth(tmp_path_factory) -> Synth:
     """dev and prod exactly as config/*.yaml declare them (no FMNIST_* overrides from the caller's shell)."""
-    return _synthesize(tmp_path_factory.mktemp("cdktf-out"), environ={})
+    return _once_per_run(tmp_path_factory, "cdktf-out", environ={})
 
 
 @pytest.fixture(scope="session")
 def variant_synth(tmp_path_factory) -> Synth:
     """dev with `infra.public_endpoint: true`, two invokers, no state bucket (local backend) and a canary."""
-    from infra.app import build_app, plan_environments
-
-    outdir = tmp_path_factory.mktemp("cdktf-variant")
     environ = {
         "FMNIST_INFRA__PUBLIC_ENDPOINT": "true",
         "FMNIST_INFRA__STATE_BUCKET": "null",
@@ -100,9 +122,7 @@ def variant_synth(tmp_path_factory) -> Synth:
         "FMNIST_SERVICE__CANARY_PERCENT": "5",
         "FMNIST_ROLLOUT__MIN_REQUESTS": "2000",
     }
-    build_app(plan_environments([VARIANT], environ=environ), outdir=str(outdir)).synth()
-    texts = {p.parent.name: p.read_text() for p in outdir.glob("stacks/*/cdk.tf.json")}
-    return Synth(outdir, texts)
+    return _once_per_run(tmp_path_factory, "cdktf-variant", environ, environments=(VARIANT,))
 
 
 APPROVERS = ["group:ml-approvers@example.com", "user:ana@example.com"]
@@ -112,7 +132,7 @@ APPROVERS = ["group:ml-approvers@example.com", "user:ana@example.com"]
 def approvers_synth(tmp_path_factory) -> Synth:
     """dev with two promotion approvers (none by default): who may execute the promoter's approval job."""
     environ = {"FMNIST_INFRA__PROMOTION_APPROVERS": json.dumps(APPROVERS)}
-    return _synthesize(tmp_path_factory.mktemp("cdktf-approvers"), environ=environ)
+    return _once_per_run(tmp_path_factory, "cdktf-approvers", environ=environ)
 
 
 @pytest.fixture(scope="session")

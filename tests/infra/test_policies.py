@@ -47,6 +47,7 @@ def _checkov_available() -> bool:
 needs_checkov = pytest.mark.skipif(not _checkov_available(), reason="checkov not installed (.venv-checkov)")
 
 
+@pytest.mark.slow
 @needs_checkov
 def test_synthesized_stacks_pass_checkov_with_custom_policies(checkov_runs, synth):
     result, junit = checkov_runs["scan"].result()

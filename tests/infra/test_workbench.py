@@ -244,6 +244,7 @@ def test_on_the_policy_scan_passes_with_0_failed_and_checks_the_instance(workben
         assert {(env, c) for c in ("CKV2_GCP_27", "CKV2_GCP_28", "CKV_GCP_26", "CKV_GCP_74", "CKV2_GCP_18")} <= checked
 
 
+@pytest.mark.slow
 @needs_checkov
 def test_the_scan_fails_a_workbench_with_a_public_ip_or_google_managed_disks(workbench_synth, tmp_path):
     from infra.scan import scan

@@ -47,6 +47,7 @@ def executed(explored_world):
     return runs
 
 
+@pytest.mark.slow
 def test_explore_data_shows_the_analysis_and_the_features(executed, explored_world):
     nb = executed["01_explore_data.ipynb"].nb
     out = texts(nb)
@@ -57,6 +58,7 @@ def test_explore_data_shows_the_analysis_and_the_features(executed, explored_wor
     assert images(nb) == 5  # class balance, pixel histogram, mean images, outliers, feature distributions
 
 
+@pytest.mark.slow
 def test_train_evaluate_compare_trains_and_compares_with_the_champion(executed, explored_world):
     nb = executed["02_train_evaluate_compare.ipynb"].nb
     out = texts(nb)
@@ -67,6 +69,7 @@ def test_train_evaluate_compare_trains_and_compares_with_the_champion(executed, 
     assert images(nb) == 2  # the confusion matrix and the disagreements
 
 
+@pytest.mark.slow
 def test_call_the_service_predicts_both_ways_flags_drift_and_stops_the_service(executed):
     nb = executed["03_call_the_service.ipynb"].nb
     out = texts(nb)

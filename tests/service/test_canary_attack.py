@@ -53,6 +53,7 @@ def _bucket(address: str) -> str:
     return route(SECRET.encode(), "test-v2", f"ip:{address}").bucket
 
 
+@pytest.mark.slow
 def test_the_attack_no_longer_moves_the_verdict(canary_server):
     addresses = [f"203.0.113.{i}" for i in range(1, 60)]
     on_challenger = next(a for a in addresses if _side(a))  # the attacker's luck: its address drew the challenger

@@ -179,6 +179,7 @@ def test_binary_path():
 pixel_values = st.one_of(st.integers(0, 255), st.floats(0, 255, allow_nan=False))
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(pixel_values, min_size=784, max_size=784), min_size=1, max_size=3), st.booleans())
 def test_any_valid_batch_is_parsed_exactly(instances, nested):

@@ -176,6 +176,7 @@ def test_a_registered_version_stays_immutable(tmp_path):
     assert {p.name: sha256(p) for p in Path(registry.version_uri("v1-kept")).iterdir()} == before
 
 
+@pytest.mark.slow
 def test_export_whose_registration_fails_registers_nothing_and_a_rerun_registers_once(
     cli_env, model_dir, monkeypatch, capsys
 ):

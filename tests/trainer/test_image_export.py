@@ -63,6 +63,7 @@ def test_second_export_is_a_no_op_and_exports_are_byte_identical(ingested, tmp_p
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".images-staging")]
 
 
+@pytest.mark.slow
 def test_export_to_gcs_emulator(gcs_settings, idx_dir, monkeypatch):
     monkeypatch.setenv("FMNIST_ENV", "dev")
     monkeypatch.setenv("FMNIST_BUCKET_PREFIX", gcs_settings.bucket_prefix)

@@ -60,6 +60,7 @@ def wait_for_epoch(checkpoints: Path, epoch: int, process, timeout=180) -> dict:
     raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout} s")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_and_ends_as_good(world):
     victim = start(world)
     before_kill = wait_for_epoch(world.root / "dev" / "checkpoints", 2, victim)

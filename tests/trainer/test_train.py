@@ -113,6 +113,7 @@ def test_a_run_writes_model_record_checkpoint_and_tensorboard(smoke_model):
     assert list((root / "tensorboard" / result.run_id).rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_cli_train_reads_the_dataset_from_the_bucket_and_prints_next_steps(cli_env, capsys):
     assert cli.main(["train", "--preset", "smoke", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
@@ -129,6 +130,7 @@ def test_cli_train_without_a_dataset_says_to_ingest(tmp_path, monkeypatch, capsy
     assert "python -m trainer ingest" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mixed_precision_run_saves_a_float32_model(trainer_world, tmp_path):
     import keras
 
@@ -154,6 +156,7 @@ def test_mixed_precision_run_saves_a_float32_model(trainer_world, tmp_path):
     assert all(layer.dtype_policy.name == "float32" for layer in saved.layers)
 
 
+@pytest.mark.slow
 def test_weight_averaging_saves_the_average_and_still_exports(trainer_world, tmp_path):
     """With EMA the saved model holds the averaged weights (fit writes them in at the end): a momentum near 1
     keeps them at their initial values, which a run without EMA leaves far behind; export's check still holds."""

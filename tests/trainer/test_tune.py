@@ -32,6 +32,7 @@ def test_train_takes_the_flags_a_vertex_trial_passes(settings):
     assert (config.learning_rate, config.model.dropout, config.label_smoothing) == (0.05, 0.05, 0.05)
 
 
+@pytest.mark.slow
 def test_local_search_records_every_trial_and_saves_the_best_as_a_preset(cli_env, capsys):
     code = cli.main(["tune", "--preset", "smoke", "--trials", "2", "--timeout", "300", "--study", "s1",
                      "--save-preset", "tuned-s1"])  # fmt: skip
