@@ -246,6 +246,17 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["trainer/cloud/promotion.py"],
         ["tests/trainer/test_promotion.py", "tests/trainer/test_promotion_wire.py"],
     ),
+    # the paired quality gate: the decision on hand-built probabilities, and `registry promote` on two
+    # real ONNX models (a CNN trained once per group through TEST_MODEL_CACHE, a linear one built in milliseconds)
+    "gate": (
+        ["trainer/models/gate.py", "trainer/models/gate_sets.py"],
+        [
+            "tests/trainer/test_gate.py",
+            "tests/trainer/test_gate_exact.py",
+            "tests/trainer/test_gate_promotion.py",
+            "tests/lifecycle/test_gate_summary.py",
+        ],
+    ),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled

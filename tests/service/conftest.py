@@ -4,15 +4,13 @@ real `python -m service` process (gunicorn, 2 workers) on a free loopback port."
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from lifecycle.served import CHAMPION_ONLY, WITH_CHALLENGER, ServedProcess, service_environment, start
-from tests.service.model_factory import build_model_dir, build_registry
+from tests.service.model_factory import build_registry, cached_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # a test's own secret, never a deployed one
@@ -24,21 +22,7 @@ ADMIN_ENV = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": ADMIN_TOKEN}
 def model_dir(tmp_path_factory) -> Path:
     """The generated test model. With TEST_MODEL_CACHE (set by `make mutate`, which runs the suite once per mutant)
     it is trained once into that directory and copied from there, instead of trained for every run."""
-    target = tmp_path_factory.mktemp("model") / "test-v1"
-    cache = os.environ.get("TEST_MODEL_CACHE")
-    if not cache:
-        return build_model_dir(target)
-    cached = Path(cache) / "test-v1"
-    if not cached.is_dir():
-        built = build_model_dir(Path(cache) / f"building-{os.getpid()}" / "test-v1")
-        try:
-            built.rename(cached)  # whole or not at all: a run killed mid-build leaves no half model behind
-        except OSError:
-            if not cached.is_dir():  # another run won the race only if its copy is there
-                raise
-        shutil.rmtree(built.parent, ignore_errors=True)
-    shutil.copytree(cached, target)
-    return target
+    return cached_model_dir(tmp_path_factory.mktemp("model") / "test-v1")
 
 
 @pytest.fixture(scope="session")

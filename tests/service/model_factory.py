@@ -124,6 +124,25 @@ def digest_files(directory: Path) -> dict[str, str]:
     return digests()
 
 
+def cached_model_dir(target: Path) -> Path:
+    """`build_model_dir(target)`, trained once per TEST_MODEL_CACHE directory when that is set (`make mutate` runs
+    a group's tests once per mutant: a model trained per run would cost each mutant ~25 s) and copied from there."""
+    cache = os.environ.get("TEST_MODEL_CACHE")
+    if not cache:
+        return build_model_dir(target)
+    cached = Path(cache) / "test-v1"
+    if not cached.is_dir():
+        built = build_model_dir(Path(cache) / f"building-{os.getpid()}" / "test-v1")
+        try:
+            built.rename(cached)  # whole or not at all: a run killed mid-build leaves no half model behind
+        except OSError:
+            if not cached.is_dir():  # another run won the race only if its copy is there
+                raise
+        shutil.rmtree(built.parent, ignore_errors=True)
+    shutil.copytree(cached, target)
+    return target
+
+
 def make_version(
     source: Path,
     directory: Path,

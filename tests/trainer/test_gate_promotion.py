@@ -12,7 +12,7 @@ import pytest
 
 import storage
 from tests.conftest import make_idx_dir
-from tests.service.model_factory import build_linear_model_dir, build_model_dir, make_version
+from tests.service.model_factory import build_linear_model_dir, cached_model_dir, make_version
 from trainer.errors import GateRefused
 from trainer.models.gate_sets import REPORTS_DIR, official_test_set
 from trainer.models.registry import ModelRegistry
@@ -23,7 +23,7 @@ DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("gate-models")
-    cnn = build_model_dir(base / "cnn")
+    cnn = cached_model_dir(base / "cnn")
     return {"cnn": cnn, "linear": build_linear_model_dir(cnn, base / "linear", "linear")}
 
 
