@@ -188,7 +188,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # the policies on fixture documents; the test over the synthesized stacks costs a synth per mutant
     "graph-policies": (
         ["infra/graph_policies.py"],
-        ["tests/infra/test_graph_policies.py", "tests/infra/test_graph_policies_edges.py", "-k", "not synthesized"],
+        [
+            "tests/infra/test_graph_policies.py",
+            "tests/infra/test_graph_policies_edges.py",
+            "tests/infra/test_graph_policies_exact.py",
+            *["-k", "not synthesized"],
+        ],
     ),
     # constructs: each mutant's run synthesizes the stacks once (the `synth` fixture is per test only while mutmut
     # maps tests to functions, tests/infra/conftest.py); the tests pin the synthesized values
