@@ -5,6 +5,7 @@ each writes its report beside the index. The pinned set is the official test set
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -151,3 +152,40 @@ def test_the_gcp_pipeline_asks_the_promoter_which_waits_for_approval_unless_conf
         assert steps["promote"].args[-4:] == ("promotion", "request", "--model-dir", model_dir)
         assert awaits_approval(settings) is expected
     assert awaits_approval(load_config("local")) is False  # one user locally: the registry promotes as before
+
+
+def test_the_gate_scores_every_image_of_a_set_larger_than_one_batch_with_the_registered_model(tmp_path, models):
+    import numpy as np
+    import onnxruntime as ort
+
+    from trainer.models.gate_sets import score_version
+
+    registry = ModelRegistry.from_settings(gate_settings(tmp_path))
+    add(registry, tmp_path, models["linear"], "linear-1", "d1")
+    record = registry.read_index().versions["linear-1"]
+    images = np.random.default_rng(0).integers(0, 256, (2_001, 28, 28), dtype=np.uint8)  # 3 batches of 1,000
+    first, second = score_version(registry, "linear-1", record, [images, images[:5]])
+    session = ort.InferenceSession(str(models["linear"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    assert first.shape == (2_001, 10) and second.shape == (5, 10)
+    np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(second, expected[:5], rtol=1e-5, atol=1e-6)
+
+
+def test_a_version_the_gate_cannot_score_is_refused_with_the_reason(tmp_path, models):
+    from trainer.models.gate_sets import score_version
+
+    registry = ModelRegistry.from_settings(gate_settings(tmp_path))
+    add(registry, tmp_path, models["linear"], "linear-1", "d1")
+    record = registry.read_index().versions["linear-1"]
+    with pytest.raises(GateRefused) as no_onnx:
+        score_version(registry, "linear-1", dataclasses.replace(record, files={}), [])
+    assert str(no_onnx.value) == (
+        "version linear-1 has no recorded model.onnx (an AutoML model or an export from before digests): the "
+        "paired gate cannot score it"
+    )
+    onnx = Path(registry.version_uri("linear-1")) / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    with pytest.raises(GateRefused) as changed:
+        score_version(registry, "linear-1", record, [])
+    assert str(changed.value).startswith(f"version linear-1 cannot be gated: {onnx} was changed or damaged: sha256 ")
