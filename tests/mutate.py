@@ -262,6 +262,13 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/lifecycle/test_gate_summary.py",
         ],
     ),
+    # one builder of the service's environment for Cloud Run and Vertex AI, and the export's speed record: pinned
+    # value by value in-process (tests/infra/test_serving_contract.py checks the synthesized container: a synth per
+    # mutant; the service's tests train a model)
+    "serving-contract": (
+        ["contracts/serving.py", "contracts/artifact_speed.py"],
+        ["tests/contracts/test_serving_exact.py", "tests/contracts/test_artifact_speed.py"],
+    ),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
