@@ -189,3 +189,76 @@ def test_a_version_the_gate_cannot_score_is_refused_with_the_reason(tmp_path, mo
     with pytest.raises(GateRefused) as changed:
         score_version(registry, "linear-1", record, [])
     assert str(changed.value).startswith(f"version linear-1 cannot be gated: {onnx} was changed or damaged: sha256 ")
+
+
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian dataset-fashion-mnist is not installed")
+def test_which_sets_gate_a_candidate_beside_the_official_test_set(tmp_path):
+    from trainer.data.ingest import Source, ingest
+    from trainer.models.gate_sets import gate_sets
+
+    settings = gate_settings(tmp_path)
+    generated = ingest_generated(settings, tmp_path)
+    official = ingest(settings, Source("directory", str(DEBIAN)))
+    # a version whose test files cannot be read, listed before the official one: skipped, not the end of the search
+    broken = Path(settings.datasets_bucket) / "fashion-mnist" / "versions" / "v-ffffffffffff"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{}")
+
+    def names(candidate, champion):
+        return [s.name for s, _ in gate_sets(settings, candidate, champion)]
+
+    split = f"candidate test split {generated}"
+    assert names(generated, generated) == ["official test set"]  # the same data as the champion's: pinned set only
+    assert names(generated, official) == ["official test set", split]  # new data: its own split too
+    assert names(generated, None) == ["official test set", split]
+    assert names(official, generated) == ["official test set"]  # its split is the official test set itself
+    assert names(None, generated) == ["official test set"]
+    (_, images), (candidate_split, split_images) = gate_sets(settings, generated, official)
+    assert images.shape == (10_000, 28, 28) and split_images.shape == (200, 28, 28)
+    assert candidate_split.provenance == f"dataset version {generated}, verified against its manifest's hashes"
+    assert candidate_split.labels.dtype == "int64" and len(candidate_split.labels) == 200
+    with pytest.raises(GateRefused) as unreadable:
+        gate_sets(settings, "v-000000000000", official)
+    assert str(unreadable.value).startswith("the candidate's test split cannot be read for the gate: ")
+
+
+def test_without_a_pinned_set_the_refusal_names_where_it_looked_and_both_ways_out(tmp_path):
+    from trainer.models.gate_sets import gate_sets
+
+    settings = gate_settings(tmp_path)
+    generated = ingest_generated(settings, tmp_path)
+    with pytest.raises(GateRefused) as refused:
+        gate_sets(settings, generated, None)
+    assert str(refused.value) == (
+        f"no pinned gate set: no dataset version in {settings.datasets_bucket}/fashion-mnist holds the official "
+        "Fashion-MNIST test files (checked by their published MD5s). Ingest them once (python -m trainer ingest "
+        "--source debian or the canonical URL), or set registry.require_pinned_gate_set: false to gate on the "
+        "candidate's split alone"
+    )
+    relaxed = gate_settings(tmp_path, FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET="false")
+    [(gate_set, images)] = gate_sets(relaxed, generated, generated)  # no official set: the candidate's split
+    assert gate_set.name == f"candidate test split {generated}" and images.shape == (200, 28, 28)
+
+
+def test_the_paired_gate_takes_its_rules_from_the_config_and_leaves_an_automl_model_to_the_stored_gate(
+    tmp_path, models
+):
+    from trainer.models.gate import GateRules
+    from trainer.models.gate_sets import PairedGate, read_report
+
+    settings = gate_settings(
+        tmp_path,
+        FMNIST_REGISTRY__GATE_ALPHA="0.01",
+        FMNIST_REGISTRY__GATE_RECALL_MARGIN="0.04",
+        FMNIST_REGISTRY__GATE_CALIBRATION_TOLERANCE="0.03",
+    )
+    gate = PairedGate(settings)
+    assert gate.rules == GateRules(0.01, 0.04, 0.03)
+    registry = ModelRegistry.from_settings(settings)
+    add(registry, tmp_path, models["linear"], "linear-1", "d1")
+    directory, _ = make_version(models["linear"], tmp_path / "build" / "automl", "automl")
+    registry.register(str(directory), {"accuracy": 0.9}, "automl", dataset_version="d1", version="automl")
+    index = registry.read_index()
+    assert gate(registry, "automl", "linear-1", index) is None  # no recorded model.onnx: nothing to score
+    assert gate(registry, "linear-1", "automl", index) is None
+    assert read_report(registry.root, "automl", "linear-1") is None  # and no report written
