@@ -5,6 +5,7 @@ the report's Markdown and JSON as a reviewer reads them, and predictions that do
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -213,3 +214,40 @@ def test_the_report_as_a_reviewer_reads_it():
     assert document["sets"][1]["provenance"] == "dataset version v9"
     first = decide("cand", None, [(GATE, probabilities(candidate), probabilities(champion))])
     assert first.to_markdown().startswith("# Promotion gate: cand vs no champion\n")
+
+
+def test_a_set_lacking_some_classes_is_judged_without_a_division_by_zero_or_unset_memory():
+    labels = np.array([0, 0, 0, 1])  # eight classes absent, Trouser a single image
+    gate_set = GateSet("small", labels, "hand-made")
+    candidate, champion = np.array([0, 1, 1, 0]), np.array([0, 0, 1, 1])  # Trouser missed; champion 2 of 3 T-shirts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns of 0/0 and of `where` without `out` (uninitialized recalls)
+        s = compare_on(gate_set, probabilities(candidate), probabilities(champion), GateRules())
+    assert s.recall_drops == {"T-shirt/top": 0.333333, "Trouser": 1.0}  # absent classes drop nothing
+    assert s.per_class["T-shirt/top"]["champion_recall"] == 0.666667
+    assert s.per_class["Trouser"] == {
+        "images": 1,
+        "candidate_correct": 0,
+        "champion_correct": 1,
+        "candidate_recall": 0.0,
+        "champion_recall": 1.0,
+    }
+
+
+def test_a_refusal_and_an_identical_candidate_name_both_versions_and_every_drop():
+    candidate = wrong_at([60, 61, 30])  # two Shirts and a Dress missed
+    refused = decide("cand", "champ", [(GATE, probabilities(candidate), probabilities(LABELS))])
+    assert (refused.candidate, refused.champion, refused.decision) == ("cand", "champ", REFUSE)
+    assert "Recall drops on official test set: Dress 0.1000, Shirt 0.2000. Provenance: " in refused.to_markdown()
+    same = decide("cand", "champ", [(GATE, probabilities(LABELS), probabilities(LABELS))])
+    assert (same.candidate, same.champion) == ("cand", "champ")
+    with pytest.raises(ValueError) as empty:
+        decide("cand", "champ", [])
+    assert str(empty.value) == "the gate needs at least one gate set (the pinned official test set)"
+
+
+def test_the_stored_report_lists_its_keys_in_order_so_two_reports_diff_line_by_line():
+    report = decide("cand", "champ", [(GATE, probabilities(wrong_at([0])), probabilities(LABELS))])
+    keys = list(json.loads(report.to_json(), object_pairs_hook=lambda pairs: pairs))
+    assert [key for key, _ in keys] == ["candidate", "champion", "decision", "reasons", "rules", "sets"]
+    assert report.to_json().index('"Ankle boot"') < report.to_json().index('"T-shirt/top"')
