@@ -269,6 +269,16 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["contracts/serving.py", "contracts/artifact_speed.py"],
         ["tests/contracts/test_serving_exact.py", "tests/contracts/test_artifact_speed.py"],
     ),
+    # the fleet's PromQL and the verdict from its answers, in-process (a loopback Prometheus-shaped server for the
+    # asker); not tests/service/test_fleet_*.py: real fleets of servers and a Prometheus, minutes a run
+    "promql": (
+        ["trainer/cloud/promql.py", "contracts/monitoring_queries.py"],
+        [
+            "tests/trainer/test_promql_exact.py",
+            "tests/contracts/test_monitoring_queries.py",
+            "tests/contracts/test_feedback_queries.py",
+        ],
+    ),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
 # compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
