@@ -99,6 +99,8 @@ def test_each_confidence_falls_in_its_own_of_15_equal_bins_upper_edge_included()
     assert expected_calibration_error(*_two_groups(on_edge, True, 0.59, False)) == pytest.approx(
         abs(0.5 - (on_edge + 0.59) / 2)
     )
+    # 0.59 and 0.61 lie either side of 9/15: two bins of 15 (13 bins, or 15 spread over 0-2, would hold both)
+    assert expected_calibration_error(*_two_groups(0.59, False, 0.61, True)) == pytest.approx(0.5 * 0.59 + 0.5 * 0.39)
     # low bins: 0.12 wrong in (1/15, 2/15], 0.25 right in (3/15, 4/15]
     assert expected_calibration_error(*_two_groups(0.12, False, 0.25, True)) == pytest.approx(0.5 * 0.12 + 0.5 * 0.75)
 
@@ -251,3 +253,12 @@ def test_the_stored_report_lists_its_keys_in_order_so_two_reports_diff_line_by_l
     keys = list(json.loads(report.to_json(), object_pairs_hook=lambda pairs: pairs))
     assert [key for key, _ in keys] == ["candidate", "champion", "decision", "reasons", "rules", "sets"]
     assert report.to_json().index('"Ankle boot"') < report.to_json().index('"T-shirt/top"')
+
+
+def test_labels_read_back_as_floats_are_judged_as_the_same_classes():
+    candidate, champion = wrong_at([0]), wrong_at([0, 10])
+    as_ints = compare_on(GATE, probabilities(candidate), probabilities(champion), GateRules())
+    floats = GateSet("official test set", LABELS.astype(np.float64), "labels from a float array")
+    as_floats = compare_on(floats, probabilities(candidate), probabilities(champion), GateRules())
+    assert as_floats.per_class == as_ints.per_class and as_floats.recall_drops == as_ints.recall_drops == {}
+    assert (as_floats.only_candidate_right, as_floats.candidate_accuracy) == (1, 0.99)
