@@ -262,3 +262,10 @@ def test_labels_read_back_as_floats_are_judged_as_the_same_classes():
     as_floats = compare_on(floats, probabilities(candidate), probabilities(champion), GateRules())
     assert as_floats.per_class == as_ints.per_class and as_floats.recall_drops == as_ints.recall_drops == {}
     assert (as_floats.only_candidate_right, as_floats.candidate_accuracy) == (1, 0.99)
+
+
+def test_both_calibration_errors_are_reported_to_six_places():
+    labels = np.zeros(3, np.int64)  # every image right: the calibration error is 1 - confidence
+    gate_set = GateSet("thirds", labels, "hand-made")
+    s = compare_on(gate_set, probabilities(labels, 2 / 3), probabilities(labels, 5 / 7), GateRules())
+    assert (s.candidate_ece, s.champion_ece) == (0.333333, 0.285714)
