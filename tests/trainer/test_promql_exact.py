@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -81,17 +82,26 @@ def test_the_cloud_monitoring_root_is_the_projects_global_prometheus_api():
 
 
 class _Prometheus(BaseHTTPRequestHandler):
-    """Answers /api/v1/query as Prometheus does; a query containing `broken` fails, `html` answers a web page."""
+    """Answers /api/v1/query as Prometheus does; other paths and a query containing `broken` fail, `html` answers a
+    web page, `untyped` JSON without a Content-Type, `long` a 400-character error, `silent` nothing for 3 s."""
 
     seen: list[tuple[str, str, str | None]] = []
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query).get("query", [""])[0]
-        self.seen.append((url.path, query, self.headers.get("Authorization")))
+        raw_path = self.requestline.split()[1].split("?")[0]  # as sent: http.server collapses a leading "//"
+        self.seen.append((raw_path, query, self.headers.get("Authorization")))
+        if query == "silent":
+            time.sleep(3)  # longer than the asker's timeout below
+            return
         if "html" in query:
             status, kind, body = 200, "text/html", b"<html>sign in</html>"
-        elif "broken" in query or url.path != "/api/v1/query":
+        elif query == "untyped":
+            status, kind, body = 200, None, b'{"status": "success", "data": {"result": []}}'
+        elif query == "long":
+            status, kind, body = 500, "text/plain", b"e" * 400
+        elif "broken" in query or raw_path != "/api/v1/query":
             status, kind = 400, "application/json"
             body = json.dumps({"status": "error", "error": "parse error"}).encode()
         else:
@@ -99,7 +109,8 @@ class _Prometheus(BaseHTTPRequestHandler):
             result = [{"metric": {"client": "07"}, "value": [1, "3"]}]
             body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
         self.send_response(status)
-        self.send_header("Content-Type", kind)
+        if kind:
+            self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -138,6 +149,47 @@ def test_a_failed_query_names_it_the_server_and_the_answer(prometheus):
     with pytest.raises(CommandError) as page:  # a sign-in page, not the API: refused, not parsed
         promql.http_asker(prometheus)("html")
     assert str(page.value).startswith(f"PromQL 'html' failed at {prometheus}/api/v1/query: 200 <html>")
+    with pytest.raises(CommandError) as untyped:  # no Content-Type at all: not taken for JSON
+        promql.http_asker(prometheus)("untyped")
+    assert str(untyped.value).startswith(f"PromQL 'untyped' failed at {prometheus}/api/v1/query: 200 ")
+    with pytest.raises(CommandError) as long:
+        promql.http_asker(prometheus)("long")
+    assert str(long.value) == f"PromQL 'long' failed at {prometheus}/api/v1/query: 500 " + "e" * 300
+
+
+def test_a_server_that_never_answers_is_given_up_on_after_the_timeout(prometheus):
+    started = time.monotonic()
+    with pytest.raises(CommandError) as silent:
+        promql.http_asker(prometheus, timeout_s=0.5)("silent")
+    assert str(silent.value) == (
+        f"cannot reach the Prometheus API at {prometheus} (ReadTimeout): check --prometheus-url"
+    )
+    assert time.monotonic() - started < 2.5
+
+
+def test_the_google_asker_asks_cloud_monitoring_with_a_read_only_token(monkeypatch):
+    import google.auth
+    import google.auth.transport.requests
+
+    calls: list[object] = []
+
+    class Credentials:
+        token = "ya29.t0ken"
+
+        def refresh(self, request) -> None:
+            calls.append(type(request))
+
+    def default(scopes=None):
+        calls.append(scopes)
+        return Credentials(), "p-1"
+
+    monkeypatch.setattr(google.auth, "default", default)
+    monkeypatch.setattr(promql, "http_asker", lambda url, headers: (url, headers))
+    assert promql.google_asker("p-1") == (
+        "https://monitoring.googleapis.com/v1/projects/p-1/location/global/prometheus",
+        {"Authorization": "Bearer ya29.t0ken"},
+    )
+    assert calls == [["https://www.googleapis.com/auth/monitoring.read"], google.auth.transport.requests.Request]
 
 
 def test_an_unreachable_server_is_named_with_the_option_that_sets_it():
@@ -209,7 +261,52 @@ def test_the_fleet_verdict_judges_the_summed_counters_with_the_thresholds_and_wi
     decision, evidence = promql.fleet_verdict(ask, "v1", "v2", thresholds, "2h")
     assert (evidence.clients, evidence.requests, evidence.errors) == (10, 500.0, 2.5)
     assert evidence.latency_ratio == 1.0
-    assert decision.decision == "promote", decision.reasons
+    assert (decision.decision, decision.reasons) == (
+        "promote",
+        ["challenger v2 passed every check on 500 requests from 10 clients"],
+    )
     assert set(asked) == {*q.values(), *champion.values(), *challenger.values()}
     stricter = Thresholds(min_requests=600, min_clients=10, max_client_requests=50)
     assert promql.fleet_verdict(ask, "v1", "v2", stricter, "2h")[0].decision == "wait"  # 500 credited < 600
+
+
+def _fleet(clients: int, challenger_seconds: float):
+    q = rollout_queries("v1", "v2")
+    per_client = {
+        "requests": 50.0,
+        "errors": 0.0,
+        "compared": 50.0,
+        "agreed": 50.0,
+        "challenger_seconds": challenger_seconds,
+        "champion_seconds": 1.0,
+    }
+    table = {q[name]: {f"{i:02}": value for i in range(clients)} for name, value in per_client.items()}
+    return _ask(table)
+
+
+def test_too_few_distinct_clients_wait_however_many_requests_they_sent():
+    thresholds = Thresholds(min_requests=400, min_clients=10, max_client_requests=50)
+    decision, evidence = promql.fleet_verdict(_fleet(9, 1.0), "v1", "v2", thresholds)
+    assert evidence.clients == 9 and decision.decision == "wait"
+    assert "challenger seen by 9 of the 10 distinct clients needed" in decision.reasons
+
+
+def test_a_challenger_slower_on_the_same_images_across_the_fleet_is_rolled_back():
+    thresholds = Thresholds(min_requests=400, min_clients=10, max_client_requests=50, max_latency_ratio=1.5)
+    decision, evidence = promql.fleet_verdict(_fleet(10, 2.0), "v1", "v2", thresholds)
+    assert evidence.latency_ratio == 2.0
+    assert (decision.decision, decision.codes) == ("rollback", ["latency_high"])
+
+
+def test_one_client_is_a_valid_minimum_and_every_allowed_character_a_valid_version():
+    from contracts.monitoring_queries import _VERSION_CHARS, drift_fleet_promql
+
+    assert drift_fleet_promql(1, "1h").endswith(") >= 1")
+    every = "".join(sorted(_VERSION_CHARS))
+    assert f'model_version="{every}"' in rollout_queries("v1", every)["requests"]
+
+
+def test_the_accuracy_queries_refuse_a_window_as_the_rollout_queries_do():
+    with pytest.raises(ValueError) as refused:
+        feedback_queries("v2", "1 hour", by="class_name")
+    assert str(refused.value) == "window '1 hour': expected a whole number and a unit (s, m, h, d), such as 1h"
