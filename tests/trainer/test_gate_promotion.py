@@ -5,6 +5,7 @@ each writes its report beside the index. The pinned set is the official test set
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -262,3 +263,24 @@ def test_the_paired_gate_takes_its_rules_from_the_config_and_leaves_an_automl_mo
     assert gate(registry, "automl", "linear-1", index) is None  # no recorded model.onnx: nothing to score
     assert gate(registry, "linear-1", "automl", index) is None
     assert read_report(registry.root, "automl", "linear-1") is None  # and no report written
+
+
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian dataset-fashion-mnist is not installed")
+def test_promote_gates_two_versions_of_the_same_data_on_the_official_set_alone_with_the_configured_rules(
+    tmp_path, models
+):
+    from trainer.data.ingest import Source, ingest
+
+    settings = gate_settings(tmp_path, FMNIST_REGISTRY__GATE_ALPHA="0.01", FMNIST_REGISTRY__GATE_RECALL_MARGIN="0.5")
+    dataset = ingest_generated(settings, tmp_path)
+    ingest(settings, Source("directory", str(DEBIAN)))
+    registry = ModelRegistry.from_settings(settings)
+    registry.promote(add(registry, tmp_path, models["linear"], "linear-1", dataset))
+    other = build_linear_model_dir(models["cnn"], tmp_path / "other", "linear-2", seed=1)
+    add(registry, tmp_path, other, "linear-2", dataset)
+    with contextlib.suppress(GateRefused):  # two random models: either outcome; the report is what is checked
+        registry.promote("linear-2")
+    gated = report(registry, "linear-2", "linear-1")
+    assert [s["gate_set"] for s in gated["sets"]] == ["official test set"]  # the same data: no second split
+    assert gated["sets"][0]["images"] == 10_000
+    assert gated["rules"] == {"alpha": 0.01, "recall_margin": 0.5, "calibration_tolerance": 0.02}
