@@ -109,6 +109,7 @@ def test_the_official_test_set_is_found_by_its_published_checksums(tmp_path):
     gate_set, images = found
     assert gate_set.name == "official test set" and images.shape == (10_000, 28, 28) and len(gate_set.labels) == 10_000
     assert official in gate_set.provenance and "bb300cfd" not in gate_set.provenance  # content MD5s, not .gz ones
+    assert gate_set.provenance.startswith(f"dataset version {official}; content MD5s equal the published ones (")
     # a manifest that says "official" does not make a changed file official
     base = Path(settings.datasets_bucket) / "fashion-mnist" / "versions" / official
     data = bytearray((base / "t10k-labels-idx1-ubyte.gz").read_bytes())
