@@ -285,3 +285,26 @@ def test_promote_gates_two_versions_of_the_same_data_on_the_official_set_alone_w
     assert [s["gate_set"] for s in gated["sets"]] == ["official test set"]  # the same data: no second split
     assert gated["sets"][0]["images"] == 10_000
     assert gated["rules"] == {"alpha": 0.01, "recall_margin": 0.5, "calibration_tolerance": 0.02}
+
+
+def test_the_gate_report_on_cloud_storage_is_typed_for_the_people_who_open_it(gcs_bucket, tmp_path, models):
+    """The paired gate of a gcp registry over the wire to fake-gcs-server: the JSON report is served as JSON and
+    the Markdown one as UTF-8 Markdown (the console and a browser render what the type says)."""
+    from settings import load_config
+    from trainer.models.gate_sets import PairedGate, report_base
+
+    prefix = gcs_bucket[len("gs://") :]
+    environ = {"FMNIST_BUCKET_PREFIX": prefix, "FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET": "false"}
+    settings = load_config("dev", environ={**environ, "FMNIST_REGISTRY__ACCURACY_FLOOR": "0"})
+    for kind in ("dev", "datasets", "models"):
+        storage.gcs_client().create_bucket(f"{prefix}-{kind}")
+    dataset = ingest_generated(settings, tmp_path)
+    registry = ModelRegistry.from_settings(settings)
+    add(registry, tmp_path, models["linear"], "linear-1", dataset)
+    add(registry, tmp_path, models["cnn"], "cnn-1", dataset)
+    report = PairedGate(settings)(registry, "cnn-1", "linear-1", registry.read_index())
+    assert report is not None and report.sets[0].images == 200
+    bucket, name = report_base(registry.root, "cnn-1", "linear-1")[len("gs://") :].split("/", 1)
+    blobs = storage.gcs_client().bucket(bucket)
+    assert blobs.get_blob(name + ".json").content_type == "application/json"
+    assert blobs.get_blob(name + ".md").content_type == "text/markdown; charset=utf-8"
