@@ -269,3 +269,21 @@ def test_both_calibration_errors_are_reported_to_six_places():
     gate_set = GateSet("thirds", labels, "hand-made")
     s = compare_on(gate_set, probabilities(labels, 2 / 3), probabilities(labels, 5 / 7), GateRules())
     assert (s.candidate_ece, s.champion_ece) == (0.333333, 0.285714)
+
+
+def test_a_figure_exactly_at_the_limit_plus_the_float_tolerance_still_passes():
+    # the rules refuse only what exceeds limit + 1e-12; these limits put each figure exactly there
+    shirts = wrong_at(np.flatnonzero(LABELS == 6)[:3])  # Shirt recall drops by 0.30000000000000004
+    margin = 0.30000000000000004 - 1e-12
+    assert margin + 1e-12 == 0.30000000000000004
+    recall = decide("c", "d", [(GATE, probabilities(shirts), probabilities(LABELS))], GateRules(1e-9, margin, 1))
+    assert recall.decision == PROMOTE
+    predicted = wrong_at(range(0, 100, 10))
+    candidate, champion = probabilities(predicted, 0.93), probabilities(predicted, 0.91)
+    increase = expected_calibration_error(candidate, LABELS) - expected_calibration_error(champion, LABELS)
+    tolerance = increase - 1e-12
+    assert expected_calibration_error(champion, LABELS) + tolerance + 1e-12 == expected_calibration_error(
+        candidate, LABELS
+    )
+    calibration = decide("c", "d", [(GATE, candidate, champion)], GateRules(1e-9, 1, tolerance))
+    assert calibration.reasons[0].startswith("the candidate predicts the champion's class")  # not refused
