@@ -273,9 +273,9 @@ def test_both_calibration_errors_are_reported_to_six_places():
 
 def test_a_figure_exactly_at_the_limit_plus_the_float_tolerance_still_passes():
     # the rules refuse only what exceeds limit + 1e-12; these limits put each figure exactly there
-    shirts = wrong_at(np.flatnonzero(LABELS == 6)[:3])  # Shirt recall drops by 0.30000000000000004
-    margin = 0.30000000000000004 - 1e-12
-    assert margin + 1e-12 == 0.30000000000000004
+    shirts = wrong_at(np.flatnonzero(LABELS == 6)[:3])  # Shirt recall drops by 0.3 (rounded to six places)
+    margin = 0.3 - 1e-12
+    assert margin + 1e-12 == 0.3
     recall = decide("c", "d", [(GATE, probabilities(shirts), probabilities(LABELS))], GateRules(1e-9, margin, 1))
     assert recall.decision == PROMOTE
     predicted = wrong_at(range(0, 100, 10))
