@@ -123,7 +123,7 @@ class _Prometheus(BaseHTTPRequestHandler):
 def prometheus() -> Iterator[str]:
     _Prometheus.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
