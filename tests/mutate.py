@@ -188,7 +188,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # the policies on fixture documents; the test over the synthesized stacks costs a synth per mutant
     "graph-policies": (
         ["infra/graph_policies.py"],
-        ["tests/infra/test_graph_policies.py", "tests/infra/test_graph_policies_edges.py", "-k", "not synthesized"],
+        [
+            "tests/infra/test_graph_policies.py",
+            "tests/infra/test_graph_policies_edges.py",
+            "tests/infra/test_graph_policies_exact.py",
+            *["-k", "not synthesized"],
+        ],
     ),
     # constructs: each mutant's run synthesizes the stacks once (the `synth` fixture is per test only while mutmut
     # maps tests to functions, tests/infra/conftest.py); the tests pin the synthesized values
@@ -270,6 +275,34 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "index-writers": (
         ["infra/index_writers.py"],
         ["tests/infra/test_index_writers.py", "tests/infra/test_index_writers_exact.py", "-k", "not let_only"],
+    ),
+    # the paired quality gate: the decision on hand-built probabilities, and `registry promote` on two
+    # real ONNX models (a CNN trained once per group through TEST_MODEL_CACHE, a linear one built in milliseconds)
+    "gate": (
+        ["trainer/models/gate.py", "trainer/models/gate_sets.py"],
+        [
+            "tests/trainer/test_gate.py",
+            "tests/trainer/test_gate_exact.py",
+            "tests/trainer/test_gate_promotion.py",
+            "tests/lifecycle/test_gate_summary.py",
+        ],
+    ),
+    # one builder of the service's environment for Cloud Run and Vertex AI, and the export's speed record: pinned
+    # value by value in-process (tests/infra/test_serving_contract.py checks the synthesized container: a synth per
+    # mutant; the service's tests train a model)
+    "serving-contract": (
+        ["contracts/serving.py", "contracts/artifact_speed.py"],
+        ["tests/contracts/test_serving_exact.py", "tests/contracts/test_artifact_speed.py"],
+    ),
+    # the fleet's PromQL and the verdict from its answers, in-process (a loopback Prometheus-shaped server for the
+    # asker); not tests/service/test_fleet_*.py: real fleets of servers and a Prometheus, minutes a run
+    "promql": (
+        ["trainer/cloud/promql.py", "contracts/monitoring_queries.py"],
+        [
+            "tests/trainer/test_promql_exact.py",
+            "tests/contracts/test_monitoring_queries.py",
+            "tests/contracts/test_feedback_queries.py",
+        ],
     ),
 }
 # lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle

@@ -3,17 +3,15 @@ real `python -m service` process (gunicorn, 2 workers) on a free loopback port."
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from lifecycle.served import CHAMPION_ONLY, WITH_CHALLENGER, ServedProcess, service_environment, start
-from tests.service.model_factory import build_model_dir, build_registry
+from tests.service.model_factory import build_registry, cached_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # a test's own secret, never a deployed one
@@ -26,26 +24,10 @@ def model_dir(tmp_path_factory) -> Path:
     """The generated test model. With TEST_MODEL_CACHE (set by `make mutate`, which runs the suite once per mutant)
     it is trained once into that directory and copied from there, instead of trained for every run; under
     pytest-xdist the workers of one run share it the same way (the run's temporary root), the first one training."""
-    target = tmp_path_factory.mktemp("model") / "test-v1"
-    cache = os.environ.get("TEST_MODEL_CACHE")
-    if not cache and os.environ.get("PYTEST_XDIST_WORKER"):
-        cache = str(tmp_path_factory.getbasetemp().parent / "test-model-cache")  # every worker's basetemp's parent
-    if not cache:
-        return build_model_dir(target)
-    cached = Path(cache) / "test-v1"
-    Path(cache).mkdir(parents=True, exist_ok=True)
-    with open(Path(cache) / "test-v1.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait for the one training instead of training too
-        if not cached.is_dir():
-            built = build_model_dir(Path(cache) / f"building-{os.getpid()}" / "test-v1")
-            try:
-                built.rename(cached)  # whole or not at all: a run killed mid-build leaves no half model behind
-            except OSError:
-                if not cached.is_dir():  # another run won the race only if its copy is there
-                    raise
-            shutil.rmtree(built.parent, ignore_errors=True)
-    shutil.copytree(cached, target)
-    return target
+    shared = None
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "test-model-cache"  # every worker's basetemp's parent
+    return cached_model_dir(tmp_path_factory.mktemp("model") / "test-v1", shared)
 
 
 @pytest.fixture(scope="session")

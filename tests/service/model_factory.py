@@ -8,6 +8,7 @@ contracts.features.feature_baseline over generated images, so it is the baseline
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -122,6 +123,29 @@ def digest_files(directory: Path) -> dict[str, str]:
     metadata["files"] = {name: digest for name, digest in digests().items() if name != "metadata.json"}
     (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
     return digests()
+
+
+def cached_model_dir(target: Path, shared: Path | None = None) -> Path:
+    """`build_model_dir(target)`, trained once per cache directory and copied from there: TEST_MODEL_CACHE when set
+    (`make mutate` runs a group's tests once per mutant: a model trained per run would cost each mutant ~25 s), else
+    `shared` (the pytest-xdist workers of one run: the first one trains, the others wait for it on a lock)."""
+    cache = os.environ.get("TEST_MODEL_CACHE") or (str(shared) if shared else "")
+    if not cache:
+        return build_model_dir(target)
+    cached = Path(cache) / "test-v1"
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache) / "test-v1.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait for the one training instead of training too
+        if not cached.is_dir():
+            built = build_model_dir(Path(cache) / f"building-{os.getpid()}" / "test-v1")
+            try:
+                built.rename(cached)  # whole or not at all: a run killed mid-build leaves no half model behind
+            except OSError:
+                if not cached.is_dir():  # another run won the race only if its copy is there
+                    raise
+            shutil.rmtree(built.parent, ignore_errors=True)
+    shutil.copytree(cached, target)
+    return target
 
 
 def make_version(

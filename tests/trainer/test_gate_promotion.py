@@ -5,6 +5,8 @@ each writes its report beside the index. The pinned set is the official test set
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 import storage
 from tests.conftest import make_idx_dir
-from tests.service.model_factory import build_linear_model_dir, build_model_dir, make_version
+from tests.service.model_factory import build_linear_model_dir, cached_model_dir, make_version
 from trainer.errors import GateRefused
 from trainer.models.gate_sets import REPORTS_DIR, official_test_set
 from trainer.models.registry import ModelRegistry
@@ -23,7 +25,7 @@ DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("gate-models")
-    cnn = build_model_dir(base / "cnn")
+    cnn = cached_model_dir(base / "cnn")
     return {"cnn": cnn, "linear": build_linear_model_dir(cnn, base / "linear", "linear")}
 
 
@@ -107,6 +109,7 @@ def test_the_official_test_set_is_found_by_its_published_checksums(tmp_path):
     gate_set, images = found
     assert gate_set.name == "official test set" and images.shape == (10_000, 28, 28) and len(gate_set.labels) == 10_000
     assert official in gate_set.provenance and "bb300cfd" not in gate_set.provenance  # content MD5s, not .gz ones
+    assert gate_set.provenance.startswith(f"dataset version {official}; content MD5s equal the published ones (")
     # a manifest that says "official" does not make a changed file official
     base = Path(settings.datasets_bucket) / "fashion-mnist" / "versions" / official
     data = bytearray((base / "t10k-labels-idx1-ubyte.gz").read_bytes())
@@ -151,3 +154,157 @@ def test_the_gcp_pipeline_asks_the_promoter_which_waits_for_approval_unless_conf
         assert steps["promote"].args[-4:] == ("promotion", "request", "--model-dir", model_dir)
         assert awaits_approval(settings) is expected
     assert awaits_approval(load_config("local")) is False  # one user locally: the registry promotes as before
+
+
+def test_the_gate_scores_every_image_of_a_set_larger_than_one_batch_with_the_registered_model(tmp_path, models):
+    import numpy as np
+    import onnxruntime as ort
+
+    from trainer.models.gate_sets import score_version
+
+    registry = ModelRegistry.from_settings(gate_settings(tmp_path))
+    add(registry, tmp_path, models["linear"], "linear-1", "d1")
+    record = registry.read_index().versions["linear-1"]
+    images = np.random.default_rng(0).integers(0, 256, (2_001, 28, 28), dtype=np.uint8)  # 3 batches of 1,000
+    first, second = score_version(registry, "linear-1", record, [images, images[:5]])
+    session = ort.InferenceSession(str(models["linear"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    assert first.shape == (2_001, 10) and second.shape == (5, 10)
+    np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(second, expected[:5], rtol=1e-5, atol=1e-6)
+
+
+def test_a_version_the_gate_cannot_score_is_refused_with_the_reason(tmp_path, models):
+    from trainer.models.gate_sets import score_version
+
+    registry = ModelRegistry.from_settings(gate_settings(tmp_path))
+    add(registry, tmp_path, models["linear"], "linear-1", "d1")
+    record = registry.read_index().versions["linear-1"]
+    with pytest.raises(GateRefused) as no_onnx:
+        score_version(registry, "linear-1", dataclasses.replace(record, files={}), [])
+    assert str(no_onnx.value) == (
+        "version linear-1 has no recorded model.onnx (an AutoML model or an export from before digests): the "
+        "paired gate cannot score it"
+    )
+    onnx = Path(registry.version_uri("linear-1")) / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    with pytest.raises(GateRefused) as changed:
+        score_version(registry, "linear-1", record, [])
+    assert str(changed.value).startswith(f"version linear-1 cannot be gated: {onnx} was changed or damaged: sha256 ")
+
+
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian dataset-fashion-mnist is not installed")
+def test_which_sets_gate_a_candidate_beside_the_official_test_set(tmp_path):
+    from trainer.data.ingest import Source, ingest
+    from trainer.models.gate_sets import gate_sets
+
+    settings = gate_settings(tmp_path)
+    generated = ingest_generated(settings, tmp_path)
+    official = ingest(settings, Source("directory", str(DEBIAN)))
+    # a version whose test files cannot be read, listed before the official one: skipped, not the end of the search
+    broken = Path(settings.datasets_bucket) / "fashion-mnist" / "versions" / "v-ffffffffffff"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{}")
+
+    def names(candidate, champion):
+        return [s.name for s, _ in gate_sets(settings, candidate, champion)]
+
+    split = f"candidate test split {generated}"
+    assert names(generated, generated) == ["official test set"]  # the same data as the champion's: pinned set only
+    assert names(generated, official) == ["official test set", split]  # new data: its own split too
+    assert names(generated, None) == ["official test set", split]
+    assert names(official, generated) == ["official test set"]  # its split is the official test set itself
+    assert names(None, generated) == ["official test set"]
+    (_, images), (candidate_split, split_images) = gate_sets(settings, generated, official)
+    assert images.shape == (10_000, 28, 28) and split_images.shape == (200, 28, 28)
+    assert candidate_split.provenance == f"dataset version {generated}, verified against its manifest's hashes"
+    assert candidate_split.labels.dtype == "int64" and len(candidate_split.labels) == 200
+    with pytest.raises(GateRefused) as unreadable:
+        gate_sets(settings, "v-000000000000", official)
+    assert str(unreadable.value).startswith("the candidate's test split cannot be read for the gate: ")
+
+
+def test_without_a_pinned_set_the_refusal_names_where_it_looked_and_both_ways_out(tmp_path):
+    from trainer.models.gate_sets import gate_sets
+
+    settings = gate_settings(tmp_path)
+    generated = ingest_generated(settings, tmp_path)
+    with pytest.raises(GateRefused) as refused:
+        gate_sets(settings, generated, None)
+    assert str(refused.value) == (
+        f"no pinned gate set: no dataset version in {settings.datasets_bucket}/fashion-mnist holds the official "
+        "Fashion-MNIST test files (checked by their published MD5s). Ingest them once (python -m trainer ingest "
+        "--source debian or the canonical URL), or set registry.require_pinned_gate_set: false to gate on the "
+        "candidate's split alone"
+    )
+    relaxed = gate_settings(tmp_path, FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET="false")
+    [(gate_set, images)] = gate_sets(relaxed, generated, generated)  # no official set: the candidate's split
+    assert gate_set.name == f"candidate test split {generated}" and images.shape == (200, 28, 28)
+
+
+def test_the_paired_gate_takes_its_rules_from_the_config_and_leaves_an_automl_model_to_the_stored_gate(
+    tmp_path, models
+):
+    from trainer.models.gate import GateRules
+    from trainer.models.gate_sets import PairedGate, read_report
+
+    settings = gate_settings(
+        tmp_path,
+        FMNIST_REGISTRY__GATE_ALPHA="0.01",
+        FMNIST_REGISTRY__GATE_RECALL_MARGIN="0.04",
+        FMNIST_REGISTRY__GATE_CALIBRATION_TOLERANCE="0.03",
+    )
+    gate = PairedGate(settings)
+    assert gate.rules == GateRules(0.01, 0.04, 0.03)
+    registry = ModelRegistry.from_settings(settings)
+    add(registry, tmp_path, models["linear"], "linear-1", "d1")
+    directory, _ = make_version(models["linear"], tmp_path / "build" / "automl", "automl")
+    registry.register(str(directory), {"accuracy": 0.9}, "automl", dataset_version="d1", version="automl")
+    index = registry.read_index()
+    assert gate(registry, "automl", "linear-1", index) is None  # no recorded model.onnx: nothing to score
+    assert gate(registry, "linear-1", "automl", index) is None
+    assert read_report(registry.root, "automl", "linear-1") is None  # and no report written
+
+
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian dataset-fashion-mnist is not installed")
+def test_promote_gates_two_versions_of_the_same_data_on_the_official_set_alone_with_the_configured_rules(
+    tmp_path, models
+):
+    from trainer.data.ingest import Source, ingest
+
+    settings = gate_settings(tmp_path, FMNIST_REGISTRY__GATE_ALPHA="0.01", FMNIST_REGISTRY__GATE_RECALL_MARGIN="0.5")
+    dataset = ingest_generated(settings, tmp_path)
+    ingest(settings, Source("directory", str(DEBIAN)))
+    registry = ModelRegistry.from_settings(settings)
+    registry.promote(add(registry, tmp_path, models["linear"], "linear-1", dataset))
+    other = build_linear_model_dir(models["cnn"], tmp_path / "other", "linear-2", seed=1)
+    add(registry, tmp_path, other, "linear-2", dataset)
+    with contextlib.suppress(GateRefused):  # two random models: either outcome; the report is what is checked
+        registry.promote("linear-2")
+    gated = report(registry, "linear-2", "linear-1")
+    assert [s["gate_set"] for s in gated["sets"]] == ["official test set"]  # the same data: no second split
+    assert gated["sets"][0]["images"] == 10_000
+    assert gated["rules"] == {"alpha": 0.01, "recall_margin": 0.5, "calibration_tolerance": 0.02}
+
+
+def test_the_gate_report_on_cloud_storage_is_typed_for_the_people_who_open_it(gcs_bucket, tmp_path, models):
+    """The paired gate of a gcp registry over the wire to fake-gcs-server: the JSON report is served as JSON and
+    the Markdown one as UTF-8 Markdown (the console and a browser render what the type says)."""
+    from settings import load_config
+    from trainer.models.gate_sets import PairedGate, report_base
+
+    prefix = gcs_bucket[len("gs://") :]
+    environ = {"FMNIST_BUCKET_PREFIX": prefix, "FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET": "false"}
+    settings = load_config("dev", environ={**environ, "FMNIST_REGISTRY__ACCURACY_FLOOR": "0"})
+    for kind in ("dev", "datasets", "models"):
+        storage.gcs_client().create_bucket(f"{prefix}-{kind}")
+    dataset = ingest_generated(settings, tmp_path)
+    registry = ModelRegistry.from_settings(settings)
+    add(registry, tmp_path, models["linear"], "linear-1", dataset)
+    add(registry, tmp_path, models["cnn"], "cnn-1", dataset)
+    report = PairedGate(settings)(registry, "cnn-1", "linear-1", registry.read_index())
+    assert report is not None and report.sets[0].images == 200
+    bucket, name = report_base(registry.root, "cnn-1", "linear-1")[len("gs://") :].split("/", 1)
+    blobs = storage.gcs_client().bucket(bucket)
+    assert blobs.get_blob(name + ".json").content_type == "application/json"
+    assert blobs.get_blob(name + ".md").content_type == "text/markdown; charset=utf-8"

@@ -35,7 +35,7 @@ def official_test_set(settings) -> tuple[GateSet, np.ndarray] | None:
     """(gate set, images) of the first dataset version whose test files are the published ones; None if none."""
     root = storage.join(settings.datasets_bucket, DATASET_DIR, "versions")
     manifests = [u for u in storage.list_uris(root) if u.endswith("/" + MANIFEST_FILE)]
-    for manifest_uri in sorted(manifests, reverse=True):  # newest version ids first
+    for manifest_uri in sorted(manifests, reverse=True):  # a fixed order (ids are content hashes, not dates)
         base = manifest_uri[: -len(MANIFEST_FILE) - 1]
         files = {role: storage.join(base, IDX_FILE_NAMES[role]) for role in ("test_images", "test_labels")}
         try:
