@@ -102,6 +102,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/service/test_versions_retry.py",
             "tests/service/test_versions_events.py",
             "tests/service/test_versions_boot.py",
+            "tests/service/test_versions_exact.py",
         ],
     ),
     "model-source": (  # the model's loading, split into reader, reference and verified bundle (issue 21)
@@ -304,10 +305,13 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/contracts/test_feedback_queries.py",
         ],
     ),
+    # the step list as a kfp pipeline: its code runs only in kfp's own venv (`python -m lifecycle compile` with
+    # .venv-kfp's interpreter), so the tests compile the real pipeline there and read the compiled YAML (KFP_GROUPS)
+    "pipeline": (
+        ["lifecycle/orchestration/pipeline.py"],
+        ["tests/lifecycle/test_pipeline.py", "tests/lifecycle/test_pipeline_exact.py"],
+    ),
 }
-# lifecycle/orchestration/pipeline.py has no group: its code runs only in kfp's own venv (`python -m lifecycle
-# compile`), where mutmut's trampolines cannot import mutmut; tests/lifecycle/test_pipeline.py pins the compiled
-# spec's values instead.
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
 # progress bars: cosmetic, and off when output is not a terminal (as in every test), so no test can see them
@@ -318,6 +322,27 @@ DO_NOT_MUTATE_PATTERNS = [r"help=", r"metavar=", r"tqdm", r"\bbar\.update\("]
 # at a time reads its own replies and skips the 10 s load (a mutant in ~4.5 s at load 13; two sampled kills
 # failed the same way run alone); two at once interleave their requests and replies on one pipe.
 ONE_KERNEL = {"infra-pipelines", "promoter-infra"}
+# groups whose code runs in a child process of kfp's interpreter (.venv-kfp): the mutated copy imports mutmut's
+# trampolines, so the child gets a path entry holding mutmut's package alone (kfp's venv stays as it is; mutmut
+# itself imports only the standard library there), and KFP_PYTHON names that interpreter (the scratch copy has
+# no .venv-kfp). While mutmut maps tests to functions ("stats") it records the functions each test reached in its
+# own process; a child's would be lost (its mutants would count as "no tests"), so the child's sitecustomize
+# appends them to a file that tests/mutate_children.py credits to the test that started the child.
+KFP_GROUPS = {"pipeline"}
+CHILD_SITE = """\
+import os
+
+if os.environ.get("MUTANT_UNDER_TEST") == "stats" and os.environ.get("MUTMUT_CHILD_HITS"):
+    import atexit
+
+    def _save_hits():
+        from mutmut.state import state
+
+        with open(os.environ["MUTMUT_CHILD_HITS"], "a", encoding="utf-8") as fh:
+            fh.write("".join(name + "\\n" for name in sorted(state()._stats)))
+
+    atexit.register(_save_hits)
+"""
 KILLED = {"killed", "timeout", "segfault"}  # a timeout or a crash is the tests noticing the mutant too (counted apart)
 
 
@@ -338,7 +363,7 @@ def scratch_copy() -> Path:
     return target
 
 
-def configure(tree: Path, files: list[str], tests: list[str]) -> None:
+def configure(tree: Path, files: list[str], tests: list[str], *, child_hits: bool = False) -> None:
     """The group's [tool.mutmut] section (JSON lists of plain strings are TOML arrays)."""
     others = sorted(p.name for p in tree.iterdir() if p.name not in PACKAGES and p.name != "tests")
     settings = {
@@ -346,7 +371,7 @@ def configure(tree: Path, files: list[str], tests: list[str]) -> None:
         "only_mutate": files,
         "also_copy": others,
         "pytest_add_cli_args_test_selection": tests,
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-x"],
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-x", *(["-p", "tests.mutate_children"] * child_hits)],
         "do_not_mutate_patterns": DO_NOT_MUTATE_PATTERNS,
         # fork each mutant from a process that ran no test: a worker forked from the test process inherits
         # locks held by its threads (tqdm's, the emulator client's) and hangs, which would pass for a kill
@@ -377,12 +402,32 @@ def show(tree: Path, mutant: str) -> str:
     return " | ".join(line.strip() for line in changed)
 
 
+def kfp_children(tree: Path) -> dict[str, str]:
+    """The environment that lets a child of kfp's interpreter run the mutated code (KFP_GROUPS says why)."""
+    import mutmut
+
+    package = Path(mutmut.__file__).parent
+    site = tree / ".mutmut-children"
+    site.mkdir()
+    for entry in [package, *package.parent.glob(f"mutmut-{mutmut.__version__}.dist-info")]:
+        (site / entry.name).symlink_to(entry)
+    (site / "sitecustomize.py").write_text(CHILD_SITE, encoding="utf-8")
+    kfp_python = Path(os.environ.get("KFP_PYTHON", ROOT / ".venv-kfp" / "bin" / "python"))
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")]))
+    hits = tree / "mutants" / ".child-hits"
+    return {"PYTHONPATH": path, "KFP_PYTHON": str(kfp_python.absolute()), "MUTMUT_CHILD_HITS": str(hits)}
+
+
 def run_group(name: str, max_children: int) -> tuple[dict[str, Counter], list[tuple[str, str, str]]]:
     files, tests = GROUPS[name]
     if name in ONE_KERNEL:
         max_children = 1
     tree = scratch_copy()
-    configure(tree, files, tests)
+    configure(tree, files, tests, child_hits=name in KFP_GROUPS)
+    # the service's test model is trained once per group, not once per mutant (tests/service/conftest.py)
+    env = {**os.environ, "TEST_MODEL_CACHE": str(tree / ".test-model-cache")}
+    if name in KFP_GROUPS:
+        env.update(kfp_children(tree))
     started = time.monotonic()
     only = os.environ.get("MUTATE_ONLY", "").split()  # mutmut takes mutant names and globs as arguments
     run = subprocess.run(
@@ -390,8 +435,7 @@ def run_group(name: str, max_children: int) -> tuple[dict[str, Counter], list[tu
         cwd=tree,
         capture_output=True,
         text=True,
-        # the service's test model is trained once per group, not once per mutant (tests/service/conftest.py)
-        env={**os.environ, "TEST_MODEL_CACHE": str(tree / ".test-model-cache")},
+        env=env,
     )
     statuses = results(tree)
     if not statuses:
