@@ -119,6 +119,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/service/test_rollout_evidence.py",
             "tests/service/test_rollout_report.py",
             "tests/service/test_rollout_tallies_exact.py",
+            "tests/service/test_rollout_predict_exact.py",
         ],
     ),
     "contracts-rollout": (
