@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from contracts.rollout import Thresholds
 from service.config import RolloutConfig
-from service.rollout import Rollout, read_counters, route
+from service.rollout import Rollout, Route, read_counters, route
 
 SECRET = b"exact-routing-secret-0123456789"
 NAMES = [f"class-{i}" for i in range(10)]
@@ -246,3 +246,21 @@ def test_the_report_reads_the_slot_and_names_what_is_missing(models):
     assert report["verdict"]["codes"] == ["no_champion"]
     public = _rollout(config, challenger).report(champion, full=False)
     assert "challenger_reference" not in public and "reasons" not in public["verdict"]
+
+
+def test_a_route_is_the_keyed_hash_s_bucket_and_draw_and_reads_200_characters_of_the_caller():
+    # blake2b(b"v2\0ip:10.0.0.5", key=SECRET, digest_size=8) = 12790558035223270540 (big-endian):
+    # bucket 12790558035223270540 % 64 = 12, draw (12790558035223270540 // 64) % 10000 = 3602
+    assert route(SECRET, "v2", "ip:10.0.0.5") == Route("12", 3602)
+    assert route(SECRET, "v3", "ip:10.0.0.5") == Route("56", 9392)  # salted by the challenger's version
+    long = "x" * 200
+    assert route(SECRET, "v2", long + "a") == route(SECRET, "v2", long + "b") == Route("04", 3855)
+    assert route(SECRET, "v2", long[1:] + "b") == Route("37", 5656)
+
+
+@pytest.mark.parametrize(
+    "draw,percent,inside",
+    [(999, 10.0, True), (1000, 10.0, False), (1234, 12.34, False), (1234, 12.35, True), (28, 0.29, True)],
+)
+def test_a_draw_is_in_the_canary_below_the_percentage_in_basis_points(draw, percent, inside):
+    assert Route("00", draw).in_canary(percent) is inside

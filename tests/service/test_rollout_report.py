@@ -138,6 +138,10 @@ def test_quantiles_are_interpolated_within_their_bucket_like_prometheus():
     assert quantile(0.0, buckets) == 0.001  # rank 0 meets the first bucket, empty below: its bound
     assert quantile(0.5, []) is None and quantile(0.5, [(0.001, 0.0), (math.inf, 0.0)]) is None
     assert quantile(1.5, [(0.001, 1.0), (0.002, 2.0)]) == 0.002  # past the last bucket: its bound
+    assert quantile(0.5, [(0.001, 1.0), (math.inf, 1.0)]) == 0.0005  # one observation, from 0 to its bound
+    assert quantile(0.5, [(0.001, 0.0), (0.002, 0.0), (math.inf, 4.0)]) == 0.002  # the total is the last count
+    # the rank falls on a bucket's count: that bucket's bound, not the next non-empty bucket's
+    assert quantile(0.5, [(0.001, 1.0), (0.002, 1.0), (math.inf, 2.0)]) == 0.001
 
 
 def test_a_version_report_reads_its_own_rows_only():
@@ -168,3 +172,22 @@ def test_a_version_report_reads_its_own_rows_only():
         "inference_p99_ms": 1.0,
         "classes": {"Bag": 2},
     }
+
+
+def test_a_version_with_no_rows_reports_zeros_and_latency_in_milliseconds_to_four_places():
+    assert version_report({}, "a", "challenger") == {
+        "version": "a",
+        "role": "challenger",
+        "requests": 0,
+        "clients": 0,
+        "answered": 0,
+        "errors": 0,
+        "error_rate": 0.0,
+        "inference_p50_ms": None,
+        "inference_p99_ms": None,
+        "classes": {},
+    }
+    latency = {("a", "challenger", "0.0001"): 1.0, ("a", "challenger", "0.0002"): 4.0, ("a", "challenger", "+Inf"): 4.0}
+    figures = version_report({"fmnist_rollout_inference_duration_seconds_bucket": latency}, "a", "challenger")
+    # p50: 0.1 ms + 0.1 ms x (2 - 1) / 3; p99: 0.1 ms + 0.1 ms x (3.96 - 1) / 3
+    assert (figures["inference_p50_ms"], figures["inference_p99_ms"]) == (0.1333, 0.1987)
