@@ -66,6 +66,9 @@ def test_the_canary_report_for_the_operator_and_for_anyone(canary_app):
             "/predict", data=body, content_type="application/octet-stream", environ_base={"REMOTE_ADDR": ip}
         )
         assert reply.status_code == 200, reply.get_data(as_text=True)
+        # the reply names the version that answered it: the challenger for a canary client
+        answered_by = "rp-challenger" if ip in on_canary else "rp-champion"
+        assert reply.get_json()["metadata"]["model_version"] == answered_by
 
     full = client.get("/monitoring/rollout", headers=ADMIN).get_json()
     assert (full["mode"], full["challenger_reference"], full["sample_every"], full["canary_percent"]) == (
