@@ -264,3 +264,22 @@ def test_a_route_is_the_keyed_hash_s_bucket_and_draw_and_reads_200_characters_of
 )
 def test_a_draw_is_in_the_canary_below_the_percentage_in_basis_points(draw, percent, inside):
     assert Route("00", draw).in_canary(percent) is inside
+
+
+def test_a_one_image_request_s_latency_is_its_whole_inference_time(models):
+    champion = models.make("champion", [9], 0.25)
+    challenger = models.make("challenger", [9], 0.5)
+    _rollout(_config("shadow"), challenger).predict(_pixels(1), champion, "ip:198.51.100.8")
+    rows = _rows(champion.version, challenger.version)
+    assert rows["fmnist_rollout_inference_duration_seconds_sum"] == {
+        (champion.version, "champion"): 0.25,
+        (challenger.version, "challenger"): 0.5,
+    }
+
+
+def test_without_a_loaded_challenger_the_champion_answers_uncounted(models):
+    champion = models.make("champion", [4, 2], 0.25)
+    answer = _rollout(_config("canary", percent=100.0), None).predict(_pixels(2), champion, "ip:198.51.100.9")
+    assert answer.model is champion
+    np.testing.assert_array_equal(answer.probabilities, np.eye(10, dtype=np.float32)[[4, 2]])
+    assert models.calls == ["champion"] and _rows(champion.version) == {}
