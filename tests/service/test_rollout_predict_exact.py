@@ -206,7 +206,7 @@ def test_paired_requests_alternate_which_model_runs_first_and_unpaired_ones_do_n
     assert models.calls == expected
 
 
-def test_a_failing_challenger_s_error_is_counted_in_its_caller_s_bucket_and_the_champion_answers(models):
+def test_a_failing_challenger_s_error_is_counted_in_its_caller_s_bucket_and_the_champion_answers(models, caplog):
     champion = models.make("champion", [6], 0.25)
     challenger = models.make("challenger", [6], 0.5, fail=True)
     caller = _caller(challenger.version, canary=True)
@@ -226,6 +226,9 @@ def test_a_failing_challenger_s_error_is_counted_in_its_caller_s_bucket_and_the_
     assert rows["fmnist_rollout_answered_total"] == {(ours, "champion"): 2.0}
     assert models.calls == ["champion", "challenger", "challenger", "champion"]
     assert "fmnist_rollout_compared_total" not in rows
+    logged = [r for r in caplog.records if r.name == "service" and r.exc_info]
+    assert [r.getMessage() for r in logged] == [f"challenger {theirs} failed on a canary request"] * 2
+    assert str(logged[0].exc_info[1]) == "challenger's session is gone"
 
 
 def test_the_report_reads_the_slot_and_names_what_is_missing(models):
