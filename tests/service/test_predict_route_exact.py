@@ -81,3 +81,29 @@ def test_the_plain_handler_s_reply_headers_give_the_json_type_and_the_body_s_len
     assert reply.status == status
     assert reply.headers["Content-Type"] == "application/json"
     assert int(reply.headers["Content-Length"]) == len(reply.get_data()) > 0
+
+
+def test_drift_counts_a_caller_by_the_identity_cloud_run_verified_when_configured(make_app):
+    """CALLER_IDENTITY=cloud_run_iam: the caller is the ID token's email (service/caller.py), not its address; the
+    route passes the configured identity to drift's client buckets."""
+    import base64
+
+    from service.caller import client_bucket
+
+    claims = base64.urlsafe_b64encode(json.dumps({"email": "scorer@example.iam"}).encode()).decode().rstrip("=")
+    token = f"Bearer eyJhbGciOiJSUzI1NiJ9.{claims}.c2ln"
+    by_identity, by_address = client_bucket("id:scorer@example.iam"), client_bucket("ip:203.0.113.50")
+    assert by_identity != by_address, "the test needs the two keys in different buckets"
+    client = make_app(DRIFT_SAMPLE_EVERY="1", CALLER_IDENTITY="cloud_run_iam").test_client()
+    images, _ = generated_images(3, seed=32)
+    reply = client.post(
+        "/predict",
+        data=images.tobytes(),
+        content_type="application/octet-stream",
+        headers={"X-Serverless-Authorization": token},
+        environ_base={"REMOTE_ADDR": "203.0.113.50"},
+    )
+    assert reply.status_code == 200, reply.get_json()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert f'fmnist_drift_client_images{{client="{by_identity:02d}"}} 3.0' in text
+    assert f'fmnist_drift_client_images{{client="{by_address:02d}"}}' not in text
