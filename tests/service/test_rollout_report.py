@@ -33,13 +33,17 @@ CONFIGURED = {
 def canary_app(tmp_path, model_dir, linear_model_dir):
     """Champion rp-champion (the test CNN), challenger rp-challenger (the linear model) in a 50 % canary: versions
     of their own, so the process-wide counters hold only this test's requests."""
+    return _canary_app(tmp_path, model_dir, linear_model_dir, "rp")
+
+
+def _canary_app(tmp_path, model_dir, linear_model_dir, prefix: str, **env_changes: str):
     from service.app import create_app
 
     registry = local_registry(tmp_path / "models")
-    champion = make_version(model_dir, tmp_path / "build" / "champion", "rp-champion")
-    challenger = make_version(linear_model_dir, tmp_path / "build" / "challenger", "rp-challenger")
-    register(registry, champion[0], "rp-champion", champion[1])
-    register(registry, challenger[0], "rp-challenger", challenger[1], promote=False)  # the candidate alias
+    champion = make_version(model_dir, tmp_path / "build" / "champion", f"{prefix}-champion")
+    challenger = make_version(linear_model_dir, tmp_path / "build" / "challenger", f"{prefix}-challenger")
+    register(registry, champion[0], f"{prefix}-champion", champion[1])
+    register(registry, challenger[0], f"{prefix}-challenger", challenger[1], promote=False)  # the candidate alias
     env = {
         "MODEL_URI": f"{registry.root}@champion",
         "CHALLENGER": "candidate",
@@ -50,8 +54,35 @@ def canary_app(tmp_path, model_dir, linear_model_dir):
         "FEEDBACK_ROWS": "off",
         **CONFIGURED,
         **ADMIN_ENV,
+        **env_changes,
     }
     return create_app(env)
+
+
+def test_a_canary_routes_by_the_identity_cloud_run_verified_when_configured(tmp_path, model_dir, linear_model_dir):
+    """CALLER_IDENTITY=cloud_run_iam: the route is the keyed hash of the ID token's email, not of the address."""
+    import base64
+    import json
+
+    app = _canary_app(tmp_path, model_dir, linear_model_dir, "rp-id", CALLER_IDENTITY="cloud_run_iam")
+    address = "ip:203.0.113.60"
+    on_address = route(SECRET.encode(), "rp-id-challenger", address).in_canary(50)
+    email = next(
+        f"scorer-{i}@example.iam"
+        for i in range(100)
+        if route(SECRET.encode(), "rp-id-challenger", f"id:scorer-{i}@example.iam").in_canary(50) != on_address
+    )
+    claims = base64.urlsafe_b64encode(json.dumps({"email": email}).encode()).decode().rstrip("=")
+    reply = app.test_client().post(
+        "/predict",
+        data=np.zeros((1, 784), np.uint8).tobytes(),
+        content_type="application/octet-stream",
+        headers={"X-Serverless-Authorization": f"Bearer eyJhbGciOiJSUzI1NiJ9.{claims}.c2ln"},
+        environ_base={"REMOTE_ADDR": address[3:]},
+    )
+    assert reply.status_code == 200, reply.get_json()
+    expected = "rp-id-champion" if on_address else "rp-id-challenger"  # the identity's side, not the address's
+    assert reply.get_json()["metadata"]["model_version"] == expected
 
 
 def test_the_canary_report_for_the_operator_and_for_anyone(canary_app):
