@@ -107,3 +107,23 @@ def test_drift_counts_a_caller_by_the_identity_cloud_run_verified_when_configure
     text = client.get("/metrics").get_data(as_text=True)
     assert f'fmnist_drift_client_images{{client="{by_identity:02d}"}} 3.0' in text
     assert f'fmnist_drift_client_images{{client="{by_address:02d}"}}' not in text
+
+
+def test_the_inference_histogram_observes_the_request_s_inference_time(client):
+    import time
+
+    from prometheus_client import REGISTRY
+
+    def observed() -> tuple[float, float]:
+        sample = REGISTRY.get_sample_value
+        return sample("fmnist_inference_duration_seconds_count"), sample("fmnist_inference_duration_seconds_sum")
+
+    images, _ = generated_images(2, seed=33)
+    count, total = observed()
+    started = time.perf_counter()
+    reply = client.post("/predict", data=images.tobytes(), content_type="application/octet-stream")
+    elapsed = time.perf_counter() - started
+    assert reply.status_code == 200
+    after_count, after_total = observed()
+    assert after_count == count + 1
+    assert 0 < after_total - total <= elapsed  # the inference, within the request's own time
