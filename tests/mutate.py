@@ -120,6 +120,22 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/service/test_rollout_evidence.py",
             "tests/service/test_rollout_report.py",
             "tests/service/test_rollout_tallies_exact.py",
+            "tests/service/test_rollout_predict_exact.py",
+        ],
+    ),
+    # the predict route's plain WSGI handler (issue 26's hot path) with the in-process tests that post to it: the
+    # app's contract and errors, the metrics' exact deltas, drift, feedback, the canary's report; not the tests
+    # that start gunicorn (two_workers, real_service): the route runs there in another process
+    "predict-route": (
+        ["service/predict_route.py"],
+        [
+            "tests/service/test_predict_route_exact.py",
+            "tests/service/test_app.py",
+            "tests/service/test_metrics_deltas.py",
+            "tests/service/test_drift.py",
+            "tests/service/test_feedback.py",
+            "tests/service/test_rollout_report.py",
+            *["-k", "not (two_workers or real_service)"],
         ],
     ),
     "contracts-rollout": (

@@ -521,6 +521,21 @@ def test_a_long_escaping_name_is_cut_to_eighty_characters_in_the_message(tmp_pat
     )
 
 
+def test_a_long_name_leading_out_through_a_link_is_cut_to_eighty_characters_in_the_message(tmp_path, model_dir):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(model_dir / "model.onnx", outside / "model.onnx")  # a real model there: only the check stops it
+    link = "l" * 120
+    name = f"{link}/model.onnx"
+    version = _unverified(tmp_path, model_dir, serving_artifact=name)
+    (version / link).symlink_to(outside)
+    with pytest.raises(ModelRefused) as caught:
+        load_bundle(str(version))
+    assert str(caught.value) == (
+        f"{version}/metadata.json: serving_artifact {name[:80]!r} leads outside {version} (through a link); refused"
+    )
+
+
 def test_a_version_without_samples_loads_and_damaged_samples_are_refused(tmp_path, model_dir):
     from tests.service.model_factory import digest_files
 
@@ -546,6 +561,12 @@ def test_names_are_joined_and_references_split_without_doubled_slashes(monkeypat
     assert join("gs://b/models/", "/registry/index.json") == "gs://b/models/registry/index.json"
     assert split_reference("gs://b/models/@champion") == ("gs://b/models", "champion")
     assert split_reference("/a/modelsX/") == ("/a/modelsX", None)
+    # only "/" is stripped: a bucket path or a name that begins or ends in X keeps it
+    assert join("gs://b/models-X/", "Xception/model.onnx") == "gs://b/models-X/Xception/model.onnx"
+    assert join("gs://b/models-X", "registry/index.json") == "gs://b/models-X/registry/index.json"
+    assert join("gs://b/m", "/versions/vX/") == "gs://b/m/versions/vX"
+    assert split_reference("gs://b/models-X/@champion") == ("gs://b/models-X", "champion")
+    assert split_reference("gs://b/models-X@champion") == ("gs://b/models-X", "champion")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     assert (scratch_dir(None), scratch_dir("/state")) == (str(tmp_path), "/state")
     monkeypatch.delenv("TMPDIR")

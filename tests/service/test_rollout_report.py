@@ -33,13 +33,17 @@ CONFIGURED = {
 def canary_app(tmp_path, model_dir, linear_model_dir):
     """Champion rp-champion (the test CNN), challenger rp-challenger (the linear model) in a 50 % canary: versions
     of their own, so the process-wide counters hold only this test's requests."""
+    return _canary_app(tmp_path, model_dir, linear_model_dir, "rp")
+
+
+def _canary_app(tmp_path, model_dir, linear_model_dir, prefix: str, **env_changes: str):
     from service.app import create_app
 
     registry = local_registry(tmp_path / "models")
-    champion = make_version(model_dir, tmp_path / "build" / "champion", "rp-champion")
-    challenger = make_version(linear_model_dir, tmp_path / "build" / "challenger", "rp-challenger")
-    register(registry, champion[0], "rp-champion", champion[1])
-    register(registry, challenger[0], "rp-challenger", challenger[1], promote=False)  # the candidate alias
+    champion = make_version(model_dir, tmp_path / "build" / "champion", f"{prefix}-champion")
+    challenger = make_version(linear_model_dir, tmp_path / "build" / "challenger", f"{prefix}-challenger")
+    register(registry, champion[0], f"{prefix}-champion", champion[1])
+    register(registry, challenger[0], f"{prefix}-challenger", challenger[1], promote=False)  # the candidate alias
     env = {
         "MODEL_URI": f"{registry.root}@champion",
         "CHALLENGER": "candidate",
@@ -50,8 +54,35 @@ def canary_app(tmp_path, model_dir, linear_model_dir):
         "FEEDBACK_ROWS": "off",
         **CONFIGURED,
         **ADMIN_ENV,
+        **env_changes,
     }
     return create_app(env)
+
+
+def test_a_canary_routes_by_the_identity_cloud_run_verified_when_configured(tmp_path, model_dir, linear_model_dir):
+    """CALLER_IDENTITY=cloud_run_iam: the route is the keyed hash of the ID token's email, not of the address."""
+    import base64
+    import json
+
+    app = _canary_app(tmp_path, model_dir, linear_model_dir, "rp-id", CALLER_IDENTITY="cloud_run_iam")
+    address = "ip:203.0.113.60"
+    on_address = route(SECRET.encode(), "rp-id-challenger", address).in_canary(50)
+    email = next(
+        f"scorer-{i}@example.iam"
+        for i in range(100)
+        if route(SECRET.encode(), "rp-id-challenger", f"id:scorer-{i}@example.iam").in_canary(50) != on_address
+    )
+    claims = base64.urlsafe_b64encode(json.dumps({"email": email}).encode()).decode().rstrip("=")
+    reply = app.test_client().post(
+        "/predict",
+        data=np.zeros((1, 784), np.uint8).tobytes(),
+        content_type="application/octet-stream",
+        headers={"X-Serverless-Authorization": f"Bearer eyJhbGciOiJSUzI1NiJ9.{claims}.c2ln"},
+        environ_base={"REMOTE_ADDR": address[3:]},
+    )
+    assert reply.status_code == 200, reply.get_json()
+    expected = "rp-id-champion" if on_address else "rp-id-challenger"  # the identity's side, not the address's
+    assert reply.get_json()["metadata"]["model_version"] == expected
 
 
 def test_the_canary_report_for_the_operator_and_for_anyone(canary_app):
@@ -66,6 +97,9 @@ def test_the_canary_report_for_the_operator_and_for_anyone(canary_app):
             "/predict", data=body, content_type="application/octet-stream", environ_base={"REMOTE_ADDR": ip}
         )
         assert reply.status_code == 200, reply.get_data(as_text=True)
+        # the reply names the version that answered it: the challenger for a canary client
+        answered_by = "rp-challenger" if ip in on_canary else "rp-champion"
+        assert reply.get_json()["metadata"]["model_version"] == answered_by
 
     full = client.get("/monitoring/rollout", headers=ADMIN).get_json()
     assert (full["mode"], full["challenger_reference"], full["sample_every"], full["canary_percent"]) == (
@@ -138,6 +172,10 @@ def test_quantiles_are_interpolated_within_their_bucket_like_prometheus():
     assert quantile(0.0, buckets) == 0.001  # rank 0 meets the first bucket, empty below: its bound
     assert quantile(0.5, []) is None and quantile(0.5, [(0.001, 0.0), (math.inf, 0.0)]) is None
     assert quantile(1.5, [(0.001, 1.0), (0.002, 2.0)]) == 0.002  # past the last bucket: its bound
+    assert quantile(0.5, [(0.001, 1.0), (math.inf, 1.0)]) == 0.0005  # one observation, from 0 to its bound
+    assert quantile(0.5, [(0.001, 0.0), (0.002, 0.0), (math.inf, 4.0)]) == 0.002  # the total is the last count
+    # the rank falls on a bucket's count: that bucket's bound, not the next non-empty bucket's
+    assert quantile(0.5, [(0.001, 1.0), (0.002, 1.0), (math.inf, 2.0)]) == 0.001
 
 
 def test_a_version_report_reads_its_own_rows_only():
@@ -168,3 +206,22 @@ def test_a_version_report_reads_its_own_rows_only():
         "inference_p99_ms": 1.0,
         "classes": {"Bag": 2},
     }
+
+
+def test_a_version_with_no_rows_reports_zeros_and_latency_in_milliseconds_to_four_places():
+    assert version_report({}, "a", "challenger") == {
+        "version": "a",
+        "role": "challenger",
+        "requests": 0,
+        "clients": 0,
+        "answered": 0,
+        "errors": 0,
+        "error_rate": 0.0,
+        "inference_p50_ms": None,
+        "inference_p99_ms": None,
+        "classes": {},
+    }
+    latency = {("a", "challenger", "0.0001"): 1.0, ("a", "challenger", "0.0002"): 4.0, ("a", "challenger", "+Inf"): 4.0}
+    figures = version_report({"fmnist_rollout_inference_duration_seconds_bucket": latency}, "a", "challenger")
+    # p50: 0.1 ms + 0.1 ms x (2 - 1) / 3; p99: 0.1 ms + 0.1 ms x (3.96 - 1) / 3
+    assert (figures["inference_p50_ms"], figures["inference_p99_ms"]) == (0.1333, 0.1987)

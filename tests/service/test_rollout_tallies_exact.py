@@ -153,3 +153,12 @@ def test_the_verdict_is_given_both_versions_accuracy_from_labels():
     worse = _verdict(_lenient(), labels(40.0, 8.0))  # 100 % against 20 % on 40 labels each
     assert worse["decision"] == "rollback"
     assert worse["codes"] == ["accuracy_low"]
+
+
+def test_the_verdict_names_the_challenger_s_version():
+    failing = _verdict(_lenient(max_error_rate=0.01))  # 1.556 of 11 credited requests: 14.14 %
+    assert failing["codes"] == ["error_rate_high"]
+    assert failing["reasons"] == [f"challenger {CHALLENGER} error rate 14.14% > 1.00%"]
+    passed = _verdict(_lenient())
+    assert passed["decision"] == "promote", passed
+    assert passed["reasons"][0].startswith(f"challenger {CHALLENGER} passed every check on 11 requests")
