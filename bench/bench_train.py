@@ -373,13 +373,15 @@ def serving_throughput(model, images, batch: int = 64, repeat: int = 100) -> flo
     figure. None where the export cannot run (Keras's ONNX export needs TensorFlow)."""
     import importlib.util
 
+    import keras
     import numpy as np
 
     from contracts.layout import INPUT_NAME, OUTPUT_NAME
     from trainer.models.export import export_onnx
     from trainer.models.model_dir import onnx_session
 
-    if importlib.util.find_spec("tensorflow") is None:
+    # Keras exports ONNX through tf2onnx on TensorFlow, through jax2onnx (not installed) on JAX
+    if importlib.util.find_spec("tensorflow") is None or keras.backend.backend() != "tensorflow":
         return None
     with tempfile.TemporaryDirectory() as tmp:
         session = onnx_session(export_onnx(model, Path(tmp) / "model.onnx"), threads=1)
