@@ -27,6 +27,7 @@ from trainer.errors import CommandError
 from trainer.models import model_dir as model_files
 from trainer.models.model_dir import predict_probabilities
 from trainer.training import checkpoint, distribute
+from trainer.training.fused_batch_norm import FusedBatchNormalization
 from trainer.training.model import ModelSpec, build_model
 from trainer.training.options import add_option_flags, apply_options
 from trainer.training.run_record import RunRecord
@@ -52,6 +53,7 @@ class TrainConfig:
     jit_compile: str = "auto"  # Keras's choice: XLA on JAX and on TensorFlow GPUs, not on TensorFlow CPUs
     ema_momentum: float = 0.0  # > 0: the saved model holds an exponential moving average of the weights
     steps_per_execution: int = 1  # training steps per compiled call: fewer Python round trips per epoch
+    fused_batch_norm: bool = False  # train with one fused op per BatchNormalization on TensorFlow (same math)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -299,7 +301,7 @@ def train(
     with precision_policy(config.mixed_precision):
         (x_fit, y_fit), validation = fit_arrays(x_train, y_train, config)
         with distribution.scope():
-            model = build_model(config.model)
+            model = build_model(config.model, FusedBatchNormalization if config.fused_batch_norm else None)
             trainable = compile_for_training(model, config, steps_per_epoch=-(-len(x_fit) // config.batch_size))
         distribution.prepare(trainable, (x_fit[:2], y_fit[:2]))
         if resumed_from:
@@ -343,7 +345,8 @@ def train(
         )
         optimizer_steps = int(keras.ops.convert_to_numpy(trainable.optimizer.iterations))
 
-    final = float32_copy(model, config.model) if config.mixed_precision else model
+    # the saved model is plain Keras: float32, and Keras's own BatchNormalization (the fused one is for training)
+    final = float32_copy(model, config.model) if config.mixed_precision or config.fused_batch_norm else model
     test_metrics = {"test_accuracy": float(np.mean(predict_probabilities(final, x_test).argmax(axis=1) == y_test))}
     seconds = time.perf_counter() - started
     model_dir = None
