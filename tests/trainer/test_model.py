@@ -69,6 +69,15 @@ def test_head_channels_narrow_the_dense_heads_input_with_a_1x1_convolution():
     assert head(4) == (14 * 14 * 4, [3, 3, 1])
 
 
+def test_separable_makes_every_convolution_after_the_first_block_depthwise_separable():
+    def convolutions(separable: bool) -> list[str]:
+        model = build_model(ModelSpec(width=8, blocks=3, convs_per_block=1, dense_units=16, separable=separable))
+        return [type(layer).__name__ for layer in model.layers if "Conv" in type(layer).__name__]
+
+    assert convolutions(False) == ["Conv2D"] * 3
+    assert convolutions(True) == ["Conv2D", "SeparableConv2D", "SeparableConv2D"]
+
+
 def test_shift_matrix_moves_rows_and_fills_with_background():
     image = np.arange(28 * 28, dtype="float32").reshape(1, 28, 28)
     down = np.asarray(ops.matmul(shift_matrices(np.array([2]), 28), image))

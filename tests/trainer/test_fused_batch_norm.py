@@ -1,0 +1,70 @@
+"""The fused BatchNormalization computes what Keras's does (outputs, gradients, moving statistics), so training with
+it changes speed, not the model; the saved model has Keras's own layer."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from trainer.training.fused_batch_norm import FusedBatchNormalization
+from trainer.training.model import ModelSpec, build_model
+from trainer.training.train import PRESETS, float32_copy
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fused op is TensorFlow's")
+
+
+def pair(channels: int = 8):
+    plain, fused = layers.BatchNormalization(momentum=0.9), FusedBatchNormalization(momentum=0.9)
+    for layer in (plain, fused):
+        layer.build((None, 6, 6, channels))
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(1.0, 0.2, channels), rng.normal(0.0, 0.2, channels), np.zeros(channels), np.ones(channels)]
+    for layer in (plain, fused):
+        layer.set_weights([w.astype("float32") for w in weights])
+    return plain, fused
+
+
+def test_training_outputs_gradients_and_moving_statistics_match_keras():
+    import tensorflow as tf
+
+    plain, fused = pair()
+    x = tf.constant(np.random.default_rng(1).normal(3.0, 2.0, (16, 6, 6, 8)).astype("float32"))
+    upstream = tf.constant(np.random.default_rng(2).normal(size=(16, 6, 6, 8)).astype("float32"))
+    results = []
+    for layer in (plain, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+        results.append((y.numpy(), [g.numpy() for g in grads], [w.copy() for w in layer.get_weights()]))
+    (y0, g0, w0), (y1, g1, w1) = results
+    np.testing.assert_allclose(y1, y0, atol=2e-4)
+    for expected, got in zip(g0, g1, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=2e-3)
+    # moving mean exactly as Keras; moving variance within Bessel's factor 576 / 575 for 16 x 6 x 6 values
+    np.testing.assert_allclose(w1[2], w0[2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(w1[3], w0[3], rtol=3e-3)
+    assert not np.allclose(w1[2], 0.0), "the moving mean must move"
+
+
+def test_inference_is_keras_own_computation():
+    plain, fused = pair()
+    x = np.random.default_rng(3).normal(size=(4, 6, 6, 8)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(fused(x, training=False)), np.asarray(plain(x, training=False)))
+
+
+def test_the_saved_copy_of_a_fused_model_has_keras_batch_normalization_and_the_same_weights():
+    spec = PRESETS["smoke"].model
+    trained = build_model(spec, FusedBatchNormalization)
+    assert sum(isinstance(layer, FusedBatchNormalization) for layer in trained.layers) == spec.blocks
+    copy = float32_copy(trained, spec)
+    assert not any(isinstance(layer, FusedBatchNormalization) for layer in copy.layers)
+    assert all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), trained.get_weights(), strict=True))
+
+
+def test_plain_build_has_no_fused_layer():
+    model = build_model(ModelSpec(width=4, blocks=2, convs_per_block=1))
+    assert not any(isinstance(layer, FusedBatchNormalization) for layer in model.layers)
