@@ -156,3 +156,17 @@ def test_the_command_serves_its_command_and_deferrals_file_on_its_port(tmp_path,
         "alert starter on http://127.0.0.1:9095/ (Alertmanager webhook_configs url)\n"
     )
     Path(default.deferrals.path.parent).rmdir()
+
+
+def test_the_command_s_usage_names_it_as_run_and_says_what_it_is(capsys):
+    from lifecycle.alert_starter import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert text.startswith("usage: python -m lifecycle.alert_starter [-h] [--port PORT]")
+    assert (
+        "The local counterpart of the pipeline starter: an Alertmanager webhook that starts one lifecycle run on drift."
+        in text
+    )

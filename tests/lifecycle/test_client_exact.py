@@ -30,10 +30,11 @@ class Recorder:
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.requests.append((self.command, self.path, dict(self.headers), body))
+                path = self.requestline.split()[1]  # as sent: http.server collapses a leading "//" in self.path
+                recorder.requests.append((self.command, path, dict(self.headers), body))
                 time.sleep(recorder.delay)
-                reply: object = {"path": self.path}
-                if self.path == "/predict":
+                reply: object = {"path": path}
+                if path == "/predict":
                     count = len(json.loads(body)["instances"]) if body.startswith(b"{") else len(body) // 784
                     n = len(recorder.requests)  # the request's number: its classes tell requests apart
                     reply = {"predictions": [{"class_id": (n + i) % 10} for i in range(count)]}
@@ -139,6 +140,30 @@ def test_an_error_reply_names_the_call_the_status_and_500_characters_of_the_body
     assert str(caught.value) == f"GET {recorder.base}/v1/model -> 503: {'E' * 500}"
 
 
+def test_each_call_s_failure_names_its_method_and_route(recorder):
+    recorder.status = 500
+    client = HttpService(recorder.base, admin_token="admin-1")
+    calls = {
+        "POST /predict": lambda: client.predict_json(np.zeros((1, 28, 28), dtype=np.uint8)),
+        "POST /predict ": lambda: client.predict_bytes(np.zeros((1, 28, 28), dtype=np.uint8)),
+        "POST /monitoring/drift/reset": client.reset_drift,
+        "GET /monitoring/rollout": client.rollout,
+        "GET /monitoring/drift": client.drift,
+    }
+    for call, run in calls.items():
+        method, route = call.split()
+        with pytest.raises(ServiceUnreachable) as caught:
+            run()
+        assert str(caught.value).startswith(f"{method} {recorder.base}{route} -> 500: "), call
+
+
+def test_no_images_are_no_classes_and_no_request(recorder):
+    client = HttpService(recorder.base)
+    for classes in (client.classes_bytes(np.zeros((0, 28, 28))), client.classes_json(np.zeros((0, 28, 28)))):
+        assert classes.dtype == np.int64 and classes.shape == (0,)
+    assert recorder.requests == []
+
+
 def test_a_silent_or_absent_service_is_unreachable_after_the_timeout(recorder):
     recorder.delay = 2.0
     client = HttpService(recorder.base, timeout=0.3)
@@ -175,6 +200,9 @@ def test_latency_is_timed_on_one_image_requests_after_twenty_warm_up_calls(monke
     p50, p99 = single_image_latency(Timed(), images, count=100)  # type: ignore[arg-type]
     assert sent == [(1, 28, 28)] * 120
     assert p50 == pytest.approx(50.5) and p99 == pytest.approx(99.01)
+    sent.clear()
+    single_image_latency(Timed(), images)  # type: ignore[arg-type]
+    assert len(sent) == 320  # 300 timed by default
 
 
 def test_shifted_images_are_inverted_uint8():
