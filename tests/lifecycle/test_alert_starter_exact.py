@@ -5,6 +5,7 @@ names the run, the reply, the command started; a body that is not JSON is a 400.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -139,8 +140,9 @@ def test_the_command_serves_its_command_and_deferrals_file_on_its_port(tmp_path,
         return made[-1][2]
 
     monkeypatch.setattr(alert_starter, "serve", serve_on_a_free_port)
+    codes: list[int] = []
     for argv in (["--port", "9123", "--deferrals", str(tmp_path / "d.json"), "--", *QUICK], []):
-        thread = threading.Thread(target=alert_starter.main, args=(argv,), daemon=True)
+        thread = threading.Thread(target=lambda argv=argv: codes.append(alert_starter.main(argv)), daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
         while len(made) < (1 if argv else 2) and time.monotonic() < deadline:
@@ -149,6 +151,7 @@ def test_the_command_serves_its_command_and_deferrals_file_on_its_port(tmp_path,
         thread.join(timeout=30)
         made[-1][2].server_close()
     (given, given_port, _), (default, default_port, _) = made
+    assert codes == [0, 0]  # a server shut down is a clean exit
     assert (given.local.command, given.deferrals.path, given_port) == (QUICK, tmp_path / "d.json", 9123)
     assert (default.local.command, default_port) == ([sys.executable, "-m", "lifecycle"], 9095)
     assert capsys.readouterr().out == (
@@ -170,3 +173,15 @@ def test_the_command_s_usage_names_it_as_run_and_says_what_it_is(capsys):
         "The local counterpart of the pipeline starter: an Alertmanager webhook that starts one lifecycle run on drift."
         in text
     )
+
+
+def test_a_post_without_a_content_length_is_an_empty_notification(webhook):
+    starter, url = webhook
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"POST / HTTP/1.0\r\n\r\n")  # the client waits for the reply: nothing more is read
+        reply = b""
+        while chunk := connection.recv(65536):  # HTTP/1.0: the server closes after its reply
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.0 200 ") and reply.endswith(b'{"result": "nothing firing"}')
+    assert starter.notifications == 1
