@@ -144,3 +144,14 @@ def test_the_longest_tag_and_every_allowed_character_pass_the_check(tmp_path):
     for tag in ("a" * 128, "A0._-z", "0"):
         with pytest.raises(ValueError, match="missing: compile them first"):  # past the tag: the files are next
             publish(load_config("dev").names, [tmp_path / "missing.yaml"], tag)
+
+
+def test_the_command_s_usage_names_it_as_run_and_says_what_it_does(capsys):
+    from lifecycle.orchestration.publish import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert text.startswith("usage: python -m lifecycle publish [-h] --env ENV --tag TAG")
+    assert "`python -m lifecycle publish --env ENV --tag COMMIT`: upload the compiled templates to the KFP" in text
