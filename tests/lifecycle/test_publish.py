@@ -155,3 +155,19 @@ def test_the_command_s_usage_names_it_as_run_and_says_what_it_does(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
     assert text.startswith("usage: python -m lifecycle publish [-h] --env ENV --tag TAG")
     assert "`python -m lifecycle publish --env ENV --tag COMMIT`: upload the compiled templates to the KFP" in text
+
+
+@needs_kfp
+def test_a_credential_given_to_publish_is_the_one_sent(tmp_path):
+    template = tmp_path / "one.yaml"
+    template.write_text("one: 1\n")
+    result = subprocess.run(
+        [str(KFP_PYTHON), "-c", UPLOAD, "abc", str(template)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [sent] = json.loads(result.stdout.splitlines()[-1])
+    assert (sent["auth"], sent["parts"]["tags"], sent["parts"]["content"]) == (
+        "Bearer token-1",
+        "latest,abc",
+        "one: 1\n",
+    )
