@@ -327,6 +327,30 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["lifecycle/orchestration/pipeline.py"],
         ["tests/lifecycle/test_pipeline.py", "tests/lifecycle/test_pipeline_exact.py"],
     ),
+    # the service's small wave-3 modules: every error reply, the caller's key and bucket, the model's error family;
+    # in-process (the replies from a WSGI environ, as both the Flask handlers and the predict route call them)
+    "service-small": (
+        ["service/replies.py", "service/caller.py", "service/model_errors.py"],
+        ["tests/service/test_replies_exact.py", "tests/service/test_caller.py", "tests/service/test_model_errors.py"],
+    ),
+    # the lifecycle's small wave-3 modules: the service client over the wire to a recording loopback server, the
+    # local alert starter's webhook, `lifecycle publish` in kfp's venv (KFP_GROUPS); not the publish test that
+    # compiles both real pipelines first (two kfp compilations per mutant: the upload is pinned without them)
+    "lifecycle-small": (
+        [
+            "lifecycle/checks/http_check.py",
+            "lifecycle/client.py",
+            "lifecycle/alert_starter.py",
+            "lifecycle/orchestration/publish.py",
+        ],
+        [
+            "tests/lifecycle/test_client_exact.py",
+            "tests/lifecycle/test_alert_starter.py",
+            "tests/lifecycle/test_alert_starter_exact.py",
+            "tests/lifecycle/test_publish.py",
+            *["-k", "not both_templates_go"],
+        ],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
@@ -344,7 +368,7 @@ ONE_KERNEL = {"infra-pipelines", "promoter-infra"}
 # no .venv-kfp). While mutmut maps tests to functions ("stats") it records the functions each test reached in its
 # own process; a child's would be lost (its mutants would count as "no tests"), so the child's sitecustomize
 # appends them to a file that tests/mutate_children.py credits to the test that started the child.
-KFP_GROUPS = {"pipeline"}
+KFP_GROUPS = {"pipeline", "lifecycle-small"}
 CHILD_SITE = """\
 import os
 
