@@ -133,3 +133,10 @@ def test_a_missing_or_unreadable_marker_is_refused_with_what_to_do(tmp_path):
     assert str(caught.value) == (
         f"cannot read the commit marker {tmp_path}: {tmp_path}: is a directory, expected a file"
     )
+
+
+def test_a_file_named_without_a_folder_is_looked_up_by_that_name():
+    """A relative path in the working directory: its name is the whole path."""
+    check_set({"train": b"abcd"}, {"train": "a.gz"}, LISTED, WHERE)
+    with pytest.raises(CommandError, match=r"^c\.gz is not in the commit marker "):
+        check_set({"train": b"abcd"}, {"train": "c.gz"}, LISTED, WHERE)
