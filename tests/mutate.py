@@ -351,6 +351,29 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             *["-k", "not both_templates_go"],
         ],
     ),
+    # the trainer's small wave-3 modules (the clients' endpoints, a pipeline task's gcp_resources and SIGTERM, the
+    # upload's commit marker, the training options): their exact tests, ingest with a marker, the options through
+    # resolve_config, and the batch prediction's publish and cancel over the wire to the Vertex AI fake
+    "trainer-small": (
+        [
+            "trainer/cloud/endpoints.py",
+            "trainer/cloud/gcp_resources.py",
+            "trainer/data/commit_marker.py",
+            "trainer/training/options.py",
+        ],
+        [
+            "tests/trainer/test_endpoints_exact.py",
+            "tests/trainer/test_gcp_resources_exact.py",
+            "tests/trainer/test_commit_marker_exact.py",
+            "tests/trainer/test_commit_marker.py",
+            "tests/trainer/test_options_exact.py",
+            "tests/trainer/test_options.py",
+            "tests/trainer/test_batch_prediction_wire.py",
+        ],
+    ),
+    # the starter's variables, built by the contract and read by the function's config, in-process: test_function.py
+    # runs the function in a process of its own (mutmut cannot attribute it), test_pipelines.py synthesizes a stack
+    "starter-config": (["contracts/starter.py", "starter/config.py"], ["tests/starter/test_config_exact.py"]),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
