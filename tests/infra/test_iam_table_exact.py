@@ -122,6 +122,14 @@ def test_every_member_of_a_binding_is_a_row_with_its_condition_and_stack_and_oth
     ]
 
 
+def test_a_stack_without_resources_grants_nothing():
+    # a stack of data sources and outputs only (cdktf writes no "resource" key then)
+    assert rows({"data": {"google_project": {"p": {}}}, "output": {}}, "images-dev") == []
+    assert table({"images-dev": {"output": {}}}) == (
+        "| principal | role | on | condition | writes or acts | stack |\n|---|---|---|---|---|---|\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("role", "writes"),
     [
