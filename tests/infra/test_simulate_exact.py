@@ -683,3 +683,14 @@ def test_the_command_s_help_names_it_and_says_what_it_checks(capsys):
         "A simulated `terraform plan`, `apply` and `destroy` over a synthesized `cdk.tf.json`: what would fail on a "
         "new options:"
     ) in out
+
+
+def test_a_bootstrap_stack_without_resources_gives_the_planner_no_role():
+    document = {"resource": {"google_billing_budget": {"b": {}}}}
+    steps = simulate_stack("dev", document, bootstrap_document={"output": {}}, refresh=True)
+    assert [(s.resource, s.problem) for s in steps if s.walk == "plan"] == [
+        (
+            "planner:billing.budgets.get",
+            "the planner's roles () lack billing.budgets.get, needed for google_billing_budget.b",
+        )
+    ]
