@@ -694,3 +694,15 @@ def test_a_bootstrap_stack_without_resources_gives_the_planner_no_role():
             "the planner's roles () lack billing.budgets.get, needed for google_billing_budget.b",
         )
     ]
+
+
+def test_every_reason_a_destroy_fails_is_listed():
+    found = _destroy(
+        {"google_workflows_workflow": {"w": {"deletion_protection": True, "lifecycle": {"prevent_destroy": True}}}}
+    )
+    assert found == {
+        "google_workflows_workflow.w": (
+            "deletion_protection is true; lifecycle.prevent_destroy fails the destroy plan",
+            "",
+        )
+    }
