@@ -706,3 +706,31 @@ def test_every_reason_a_destroy_fails_is_listed():
             "",
         )
     }
+
+
+def test_a_bootstrap_stack_does_not_start_from_the_apis_it_enables_itself(tmp_path):
+    bootstrap = {
+        "google_project_service": {"pubsub": {"service": "pubsub.googleapis.com", "disable_on_destroy": False}},
+        "google_pubsub_topic": {"t": {}},  # not after the enablement: Terraform creates both at once
+    }
+    results = simulate_outdir(_outdir(tmp_path, {"bootstrap-qa": {"resource": bootstrap}}))
+    assert _problems(s for s in results["bootstrap-qa"] if s.walk == "apply")["google_pubsub_topic.t"] == (
+        "calls pubsub.googleapis.com, which is off on a new project and not enabled before it"
+    )
+
+
+def test_a_stack_plans_with_refresh_when_the_pull_request_build_refreshes(monkeypatch):
+    monkeypatch.setattr(simulate, "pull_request_plan_refreshes", lambda: True)
+    document = {"resource": {"google_billing_budget": {"b": {}}}}
+    plan = [s.resource for s in simulate_stack("dev", document, bootstrap_document=_bootstrap()) if s.walk == "plan"]
+    assert plan == ["planner:billing.budgets.get"]
+
+
+def test_the_docker_steps_are_plan_steps_and_a_policy_without_conditions_names_no_metric():
+    document = {"resource": {"docker_image": {"i": {}}, "google_monitoring_alert_policy": {"p": {}}}}
+    steps = list(simulate_plan(Graph(document)))
+    assert [(s.walk, s.resource) for s in steps] == [("plan", "docker_image.i")]
+    assert (
+        _apply(document["resource"], frozenset({"monitoring.googleapis.com"}))["google_monitoring_alert_policy.p"]
+        is None
+    )
