@@ -734,3 +734,11 @@ def test_the_docker_steps_are_plan_steps_and_a_policy_without_conditions_names_n
         _apply(document["resource"], frozenset({"monitoring.googleapis.com"}))["google_monitoring_alert_policy.p"]
         is None
     )
+
+
+def test_a_cmek_user_served_by_two_agents_needs_both_granted():
+    instance = {"google_workbench_instance": {"nb": {"gce_setup": {"boot_disk": {"kms_key": KEY}}}}}
+    assert _apply(instance, frozenset({"notebooks.googleapis.com"})) == {
+        "google_workbench_instance.nb": "uses the CMEK key, but the compute service agent is never granted it; uses "
+        "the CMEK key, but the notebooks service agent is never granted it"
+    }
