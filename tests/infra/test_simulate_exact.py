@@ -742,3 +742,14 @@ def test_a_cmek_user_served_by_two_agents_needs_both_granted():
         "google_workbench_instance.nb": "uses the CMEK key, but the compute service agent is never granted it; uses "
         "the CMEK key, but the notebooks service agent is never granted it"
     }
+
+
+def test_an_alert_policy_lists_its_api_and_its_metric_problems_together():
+    metric = 'metric.type = "custom.googleapis.com/fmnist/accuracy"'
+    policy = {"conditions": [{"display_name": "low", "condition_threshold": {"filter": metric}}]}
+    assert _apply({"google_monitoring_alert_policy": {"p": policy}})["google_monitoring_alert_policy.p"] == (
+        "calls monitoring.googleapis.com, which is off on a new project and not enabled before it; condition 'low' "
+        "names custom.googleapis.com/fmnist/accuracy, which Cloud Monitoring registers only at its first point: "
+        "creating the policy on a new project fails with 404 'Cannot find metric(s)'; use "
+        "condition_prometheus_query_language or declare the metric"
+    )
