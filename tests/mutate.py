@@ -374,6 +374,29 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # the starter's variables, built by the contract and read by the function's config, in-process: test_function.py
     # runs the function in a process of its own (mutmut cannot attribute it), test_pipelines.py synthesizes a stack
     "starter-config": (["contracts/starter.py", "starter/config.py"], ["tests/starter/test_config_exact.py"]),
+    # the provider's facts and the IAM table on hand-written stacks, with the simulator's tests that read the facts;
+    # `python -m infra.iam_table` itself synthesizes (two tests; no test module imports cdktf, so the fork server
+    # holds no jsii kernel and each child starts its own: not ONE_KERNEL). Not the tests over the session's synth
+    "infra-facts": (
+        ["infra/provider_facts.py", "infra/iam_table.py"],
+        [
+            "tests/infra/test_provider_facts_exact.py",
+            "tests/infra/test_iam_table_exact.py",
+            "tests/infra/test_simulate.py",
+            "tests/infra/test_simulate_exact.py",
+            *["-k", "not (synthesized_stacks or scan_reports)"],
+        ],
+    ),
+    # the simulated plan, apply and destroy on hand-written stacks and stacks on disk; not the two tests over the
+    # synthesized stacks (a synth per mutant: ~10 s each here)
+    "simulate": (
+        ["infra/simulate.py"],
+        [
+            "tests/infra/test_simulate.py",
+            "tests/infra/test_simulate_exact.py",
+            *["-k", "not (synthesized_stacks or scan_reports)"],
+        ],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
