@@ -397,6 +397,36 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             *["-k", "not (synthesized_stacks or scan_reports)"],
         ],
     ),
+    # the starter's archive (in-process, read back as a zip), its custom role and the propagation waits, each pinned
+    # on the synthesized stacks by an exact test of its own (paths, bodies, depends_on); one synth per mutant
+    "infra-small": (
+        ["infra/components/starter_source.py", "infra/components/starter_role.py", "infra/components/waits.py"],
+        [
+            "tests/infra/test_starter_source.py",
+            "tests/infra/test_starter_role_exact.py",
+            "tests/infra/test_waits_exact.py",
+        ],
+    ),
+    # the deny policy on Vertex AI's custom code agent (synthesized bootstrap stacks) and its check (hand-built stacks)
+    "vertex-agent": (
+        ["infra/components/vertex_agent.py", "infra/vertex_agent_policy.py"],
+        ["tests/infra/test_vertex_agent_policy.py", "tests/infra/test_vertex_agent_exact.py"],
+    ),
+    # the index's signing key and its signer grant (bootstrap stacks), its public key as the serving stacks read it
+    "index-signing-infra": (
+        ["infra/components/index_signing.py"],
+        ["tests/infra/test_index_signing.py", "tests/infra/test_index_signing_exact.py"],
+    ),
+    # the service's secrets and the metrics sidecar's document, secret, container and volume (serving stacks)
+    "serving-secrets": (
+        ["infra/components/service_secrets.py", "infra/components/metrics_export.py"],
+        ["tests/infra/test_service_secrets_exact.py"],
+    ),
+    # the ground-truth dataset, sink table, view, log sink and its writer (environment stacks)
+    "ground-truth-infra": (
+        ["infra/components/ground_truth.py"],
+        ["tests/infra/test_ground_truth.py", "tests/infra/test_ground_truth_exact.py"],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
@@ -407,7 +437,15 @@ DO_NOT_MUTATE_PATTERNS = [r"help=", r"metavar=", r"tqdm", r"\bbar\.update\("]
 # mutant's child talks to that one kernel over the same pipes (jsii does not restart it after a fork). One child
 # at a time reads its own replies and skips the 10 s load (a mutant in ~4.5 s at load 13; two sampled kills
 # failed the same way run alone); two at once interleave their requests and replies on one pipe.
-ONE_KERNEL = {"infra-pipelines", "promoter-infra"}
+ONE_KERNEL = {
+    "infra-pipelines",
+    "promoter-infra",
+    "infra-small",
+    "vertex-agent",
+    "index-signing-infra",
+    "serving-secrets",
+    "ground-truth-infra",
+}
 # groups whose code runs in a child process of kfp's interpreter (.venv-kfp): the mutated copy imports mutmut's
 # trampolines, so the child gets a path entry holding mutmut's package alone (kfp's venv stays as it is; mutmut
 # itself imports only the standard library there), and KFP_PYTHON names that interpreter (the scratch copy has
