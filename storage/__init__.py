@@ -122,11 +122,33 @@ def _gcs_errors(uri: str):
 # ---- reads -----------------------------------------------------------------------------------------------------
 
 
+_DOWNLOAD_ATTEMPTS = 3
+
+
+def _download(blob, uri: str) -> bytes:
+    """The object's bytes, read again when the body does not match the checksum GCS sent with it.
+
+    The client checks each download's CRC32C against the object's: a mismatch is a torn or corrupted transfer (the
+    emulator also tears a read that races a write), which a fresh read mends; the client itself does not retry it.
+    """
+    from google.cloud.storage.exceptions import DataCorruption
+
+    for _ in range(_DOWNLOAD_ATTEMPTS):
+        try:
+            with _gcs_errors(uri):
+                return blob.download_as_bytes()
+        except DataCorruption as exc:
+            torn = exc
+    raise StorageError(
+        f"{uri}: {_DOWNLOAD_ATTEMPTS} downloads in a row did not match the object's checksum; "
+        "check the network path to Cloud Storage (a proxy rewriting bodies?) and retry"
+    ) from torn
+
+
 def read_bytes(uri: str) -> bytes:
     uri = str(uri)
     if is_gcs(uri):
-        with _gcs_errors(uri):
-            return _blob(uri).download_as_bytes()
+        return _download(_blob(uri), uri)
     try:
         return Path(uri).read_bytes()
     except FileNotFoundError as exc:
@@ -169,8 +191,7 @@ def read_versioned(uri: str) -> Versioned:
     if is_gcs(uri):
         blob = _blob(uri)
         try:
-            with _gcs_errors(uri):
-                data = blob.download_as_bytes()
+            data = _download(blob, uri)
         except NotFound:
             return Versioned(None, 0)  # generation 0 = "must not exist" precondition
         with _gcs_errors(uri):
