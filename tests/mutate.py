@@ -43,6 +43,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         [
             "tests/storage/test_storage.py",
             "tests/storage/test_storage_edges.py",
+            "tests/storage/test_torn_downloads.py",
             "tests/trainer/test_crash_consistency.py",
             *NO_EXPORT,
         ],

@@ -100,3 +100,4 @@ def test_three_torn_downloads_in_a_row_are_one_storage_error_naming_the_object_a
         "check the network path to Cloud Storage (a proxy rewriting bodies?) and retry"
     )
     assert len(server.paths) == 3
+    assert type(caught.value.__cause__).__name__ == "DataCorruption"  # the client's own report stays readable
