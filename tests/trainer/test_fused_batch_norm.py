@@ -15,13 +15,13 @@ from trainer.training.train import PRESETS, float32_copy
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fused op is TensorFlow's")
 
 
-def pair(channels: int = 8):
+def pair(channels: int = 8, spatial: tuple[int, ...] = (6, 6)):
     # epsilon and moving mean not Keras's defaults (1e-3, zeros): an epsilon left out, or a moving mean divided
     # by the momentum, would still match
     plain = layers.BatchNormalization(momentum=0.9, epsilon=0.01)
     fused = FusedBatchNormalization(momentum=0.9, epsilon=0.01)
     for layer in (plain, fused):
-        layer.build((None, 6, 6, channels))
+        layer.build((None, *spatial, channels))
     rng = np.random.default_rng(0)
     weights = [
         rng.normal(1.0, 0.2, channels),
@@ -134,3 +134,17 @@ def test_the_saved_copy_of_a_fused_model_has_keras_batch_normalization_and_the_s
 def test_plain_build_has_no_fused_layer():
     model = build_model(ModelSpec(width=4, blocks=2, convs_per_block=1))
     assert not any(isinstance(layer, FusedBatchNormalization) for layer in model.layers)
+
+
+@pytest.mark.parametrize(("shape", "masked"), [((16, 8), False), ((4, 6, 6, 8), True)], ids=["dense-2-d", "masked-4-d"])
+def test_training_where_it_cannot_fuse_is_keras_own_computation_with_the_batch_and_mask(shape, masked):
+    plain, fused = pair(spatial=shape[1:-1])
+    start = plain.moving_mean.numpy().copy()
+    x = np.random.default_rng(4).normal(3.0, 2.0, shape).astype("float32")
+    mask = np.random.default_rng(5).random(shape[:-1]) < 0.5 if masked else None  # half the positions left out
+    np.testing.assert_array_equal(
+        np.asarray(fused(x, training=True, mask=mask)), np.asarray(plain(x, training=True, mask=mask))
+    )
+    np.testing.assert_array_equal(fused.moving_mean.numpy(), plain.moving_mean.numpy())
+    batch = x.reshape(-1, shape[-1])[mask.reshape(-1)] if masked else x  # the batch's moments, the mask's only
+    np.testing.assert_allclose(plain.moving_mean.numpy(), 0.9 * start + 0.1 * batch.mean(axis=0), rtol=1e-5)
