@@ -21,9 +21,11 @@ def test_an_idx_file_is_the_gzipped_big_endian_header_then_the_bytes(tmp_path):
     assert gzip.decompress(raw) == b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 3, 4) + array.astype(np.uint8).tobytes()
 
 
-def test_a_label_file_has_one_dimension_in_its_magic(tmp_path):
+def test_the_magic_holds_the_number_of_dimensions(tmp_path):
     data = gzip.decompress(write_idx(tmp_path / "y.gz", np.array([7, 0, 9])).read_bytes())
-    assert data == b"\x00\x00\x08\x01\x00\x00\x00\x03\x07\x00\x09"
+    assert data == b"\x00\x00\x08\x01\x00\x00\x00\x03\x07\x00\x09"  # a labels file
+    data = gzip.decompress(write_idx(tmp_path / "m.gz", np.array([[1, 2]])).read_bytes())
+    assert data == b"\x00\x00\x08\x02\x00\x00\x00\x01\x00\x00\x00\x02\x01\x02"  # 0x0800 | 2: no other bit
 
 
 def expected_images(labels, seed):
