@@ -320,6 +320,9 @@ def test_labels_at_the_edges_of_the_classes_pass_and_the_first_ones_outside_do_n
     three = GateSet("three classes", np.array([0, 2, 3]), "hand-made")
     with pytest.raises(ValueError, match=r"^three classes: 1 of 3 labels are outside 0-2 \(the first, 3, at index 2\)"):
         checked_labels(three, n_classes=3)
+    thirds = np.full((3, 3), 1 / 3)  # a gate over three named classes: label 3 is outside them
+    with pytest.raises(ValueError, match=r"^three classes: 1 of 3 labels are outside 0-2 \(the first, 3, at index 2\)"):
+        compare_on(three, thirds, thirds, GateRules(), class_names=["a", "b", "c"])
 
 
 def test_a_label_that_is_not_a_whole_number_is_named_with_the_fix():
