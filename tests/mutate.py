@@ -372,6 +372,21 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/trainer/test_batch_prediction_wire.py",
         ],
     ),
+    # the small modules left without a group (issue 27): the service's mmap threshold, observed in-process through
+    # glibc's mallinfo2 (tests/service/test_heap.py's probes run in children mutmut cannot attribute); the generated
+    # IDX data; TensorBoard's gs:// mirror over the wire to fake-gcs-server
+    "small-leftovers": (
+        ["service/heap.py", "trainer/data/synthetic.py", "trainer/training/tensorboard.py"],
+        [
+            "tests/service/test_heap.py",
+            "tests/service/test_heap_exact.py",
+            "tests/trainer/test_synthetic_exact.py",
+            "tests/trainer/test_tensorboard_mirror.py",
+        ],
+    ),
+    # the fused batch normalization: which op the layer chooses, and that its numbers are Keras's (tiny tensors,
+    # one step; TensorFlow in each forked child)
+    "fused-batch-norm": (["trainer/training/fused_batch_norm.py"], ["tests/trainer/test_fused_batch_norm.py"]),
     # the starter's variables, built by the contract and read by the function's config, in-process: test_function.py
     # runs the function in a process of its own (mutmut cannot attribute it), test_pipelines.py synthesizes a stack
     "starter-config": (["contracts/starter.py", "starter/config.py"], ["tests/starter/test_config_exact.py"]),

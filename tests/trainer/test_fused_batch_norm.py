@@ -15,21 +15,31 @@ from trainer.training.train import PRESETS, float32_copy
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fused op is TensorFlow's")
 
 
-def pair(channels: int = 8):
-    plain, fused = layers.BatchNormalization(momentum=0.9), FusedBatchNormalization(momentum=0.9)
+def pair(channels: int = 8, spatial: tuple[int, ...] = (6, 6)):
+    # epsilon and moving mean not Keras's defaults (1e-3, zeros): an epsilon left out, or a moving mean divided
+    # by the momentum, would still match
+    plain = layers.BatchNormalization(momentum=0.9, epsilon=0.01)
+    fused = FusedBatchNormalization(momentum=0.9, epsilon=0.01)
     for layer in (plain, fused):
-        layer.build((None, 6, 6, channels))
+        layer.build((None, *spatial, channels))
     rng = np.random.default_rng(0)
-    weights = [rng.normal(1.0, 0.2, channels), rng.normal(0.0, 0.2, channels), np.zeros(channels), np.ones(channels)]
+    weights = [
+        rng.normal(1.0, 0.2, channels),
+        rng.normal(0.0, 0.2, channels),
+        rng.normal(1.0, 0.5, channels),
+        np.ones(channels),
+    ]
     for layer in (plain, fused):
         layer.set_weights([w.astype("float32") for w in weights])
     return plain, fused
 
 
+@pytest.mark.slow  # with the fused-op checks, over 10 s in all (TensorFlow's first graphs)
 def test_training_outputs_gradients_and_moving_statistics_match_keras():
     import tensorflow as tf
 
     plain, fused = pair()
+    start = fused.get_weights()[2].copy()
     x = tf.constant(np.random.default_rng(1).normal(3.0, 2.0, (16, 6, 6, 8)).astype("float32"))
     upstream = tf.constant(np.random.default_rng(2).normal(size=(16, 6, 6, 8)).astype("float32"))
     results = []
@@ -47,7 +57,63 @@ def test_training_outputs_gradients_and_moving_statistics_match_keras():
     # moving mean exactly as Keras; moving variance within Bessel's factor 576 / 575 for 16 x 6 x 6 values
     np.testing.assert_allclose(w1[2], w0[2], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(w1[3], w0[3], rtol=3e-3)
-    assert not np.allclose(w1[2], 0.0), "the moving mean must move"
+    assert not np.allclose(w1[2], start), "the moving mean must move"
+
+
+def fused_ops(layer, shape, dtype="float32", training=True, mask=None) -> list[str]:
+    """The fused batch-norm ops in the graph of one call: which computation the layer chose."""
+    import tensorflow as tf
+
+    def step(x):
+        return layer(x, training=training, mask=mask)
+
+    graph = tf.function(step, autograph=False).get_concrete_function(tf.TensorSpec(shape, dtype)).graph
+    return sorted({op.type for op in graph.get_operations() if op.type.startswith("FusedBatchNorm")})
+
+
+NHWC = (2, 4, 4, 3)
+
+
+@pytest.mark.parametrize("axis", [-1, 3])
+def test_training_on_four_dimensional_channels_last_float32_is_one_fused_op(axis):
+    assert fused_ops(FusedBatchNormalization(axis=axis), NHWC) == ["FusedBatchNormV3"]
+
+
+def frozen() -> FusedBatchNormalization:
+    layer = FusedBatchNormalization()
+    layer.trainable = False
+    return layer
+
+
+@pytest.mark.parametrize(
+    ("make", "shape", "kwargs"),
+    [
+        (FusedBatchNormalization, NHWC, {"training": False}),
+        (FusedBatchNormalization, NHWC, {"training": None}),
+        (frozen, NHWC, {}),
+        (FusedBatchNormalization, NHWC, {"mask": np.ones(NHWC[:3], bool)}),
+        (lambda: FusedBatchNormalization(renorm=True), NHWC, {}),
+        (lambda: FusedBatchNormalization(scale=False), NHWC, {}),
+        (lambda: FusedBatchNormalization(center=False), NHWC, {}),
+        (FusedBatchNormalization, (2, 3), {}),
+        (lambda: FusedBatchNormalization(axis=1), (2, 3, 4, 4), {}),
+        (lambda: FusedBatchNormalization(dtype="float64"), NHWC, {"dtype": "float64"}),
+    ],
+    ids=[
+        "inference",
+        "no-training-flag",
+        "frozen",
+        "mask",
+        "renorm",
+        "no-scale",
+        "no-center",
+        "2-d",
+        "channels-first",
+        "float64",
+    ],
+)
+def test_anything_else_is_keras_own_computation(make, shape, kwargs):
+    assert fused_ops(make(), shape, **kwargs) == []
 
 
 def test_inference_is_keras_own_computation():
@@ -68,3 +134,17 @@ def test_the_saved_copy_of_a_fused_model_has_keras_batch_normalization_and_the_s
 def test_plain_build_has_no_fused_layer():
     model = build_model(ModelSpec(width=4, blocks=2, convs_per_block=1))
     assert not any(isinstance(layer, FusedBatchNormalization) for layer in model.layers)
+
+
+@pytest.mark.parametrize(("shape", "masked"), [((16, 8), False), ((4, 6, 6, 8), True)], ids=["dense-2-d", "masked-4-d"])
+def test_training_where_it_cannot_fuse_is_keras_own_computation_with_the_batch_and_mask(shape, masked):
+    plain, fused = pair(spatial=shape[1:-1])
+    start = plain.moving_mean.numpy().copy()
+    x = np.random.default_rng(4).normal(3.0, 2.0, shape).astype("float32")
+    mask = np.random.default_rng(5).random(shape[:-1]) < 0.5 if masked else None  # half the positions left out
+    np.testing.assert_array_equal(
+        np.asarray(fused(x, training=True, mask=mask)), np.asarray(plain(x, training=True, mask=mask))
+    )
+    np.testing.assert_array_equal(fused.moving_mean.numpy(), plain.moving_mean.numpy())
+    batch = x.reshape(-1, shape[-1])[mask.reshape(-1)] if masked else x  # the batch's moments, the mask's only
+    np.testing.assert_allclose(plain.moving_mean.numpy(), 0.9 * start + 0.1 * batch.mean(axis=0), rtol=1e-5)

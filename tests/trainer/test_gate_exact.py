@@ -17,6 +17,7 @@ from trainer.models.gate import (
     REFUSE,
     GateRules,
     GateSet,
+    checked_labels,
     compare_on,
     decide,
     expected_calibration_error,
@@ -287,3 +288,65 @@ def test_a_figure_exactly_at_the_limit_plus_the_float_tolerance_still_passes():
     )
     calibration = decide("c", "d", [(GATE, candidate, champion)], GateRules(1e-9, 1, tolerance))
     assert calibration.reasons[0].startswith("the candidate predicts the champion's class")  # not refused
+
+
+FIX = "a gate set needs one class index 0-9 per image: fix or drop those items (or rebuild the set)"
+
+
+def _decide_with_labels(labels) -> str:
+    """The error a user gets from decide() on these labels, both models right everywhere they can be."""
+    predictions = probabilities(np.zeros(len(labels), np.int64))
+    with pytest.raises(ValueError) as raised:
+        decide("cand", "champ", [(GateSet("official test set", labels, "pinned"), predictions, predictions)])
+    return str(raised.value)
+
+
+def test_a_label_outside_zero_to_nine_is_named_with_the_fix_not_a_numpy_error():
+    labels = LABELS.copy()
+    labels[[7, 12]] = 10
+    assert _decide_with_labels(labels) == (
+        f"official test set: 2 of 100 labels are outside 0-9 (the first, 10, at index 7); {FIX}"
+    )
+    assert _decide_with_labels(np.array([3, -1, 0, 2])) == (
+        f"official test set: 1 of 4 labels are outside 0-9 (the first, -1, at index 1); {FIX}"
+    )
+
+
+def test_labels_at_the_edges_of_the_classes_pass_and_the_first_ones_outside_do_not():
+    edges = GateSet("edges", np.array([0.0, 9.0, 0.0, 9.0]), "hand-made")
+    assert checked_labels(edges).tolist() == [0, 9, 0, 9] and checked_labels(edges).dtype == np.int64
+    assert _decide_with_labels(np.array([9.0, 10.0])).startswith("official test set: 1 of 2 labels are outside 0-9")
+    assert _decide_with_labels(np.array([0, -1], np.int8)).startswith("official test set: 1 of 2 labels are outside")
+    three = GateSet("three classes", np.array([0, 2, 3]), "hand-made")
+    with pytest.raises(ValueError, match=r"^three classes: 1 of 3 labels are outside 0-2 \(the first, 3, at index 2\)"):
+        checked_labels(three, n_classes=3)
+    thirds = np.full((3, 3), 1 / 3)  # a gate over three named classes: label 3 is outside them
+    with pytest.raises(ValueError, match=r"^three classes: 1 of 3 labels are outside 0-2 \(the first, 3, at index 2\)"):
+        compare_on(three, thirds, thirds, GateRules(), class_names=["a", "b", "c"])
+
+
+def test_a_label_that_is_not_a_whole_number_is_named_with_the_fix():
+    assert _decide_with_labels(np.array([1.0, 2.5, 3.0, np.nan])) == (
+        f"official test set: 2 of 4 labels are not whole numbers (the first, 2.5, at index 1); {FIX}"
+    )
+    assert _decide_with_labels(np.array([0.0, np.inf])).startswith(
+        "official test set: 1 of 2 labels are not whole numbers (the first, inf, at index 1)"
+    )
+    assert (
+        _decide_with_labels(np.array(["0", "1"])) == f"official test set: labels of type <U1, not class indices; {FIX}"
+    )
+    assert _decide_with_labels(np.array([True, False])) == (
+        f"official test set: labels of type bool, not class indices; {FIX}"
+    )
+
+
+def test_labels_of_another_shape_than_one_per_image_are_named_with_the_fix():
+    column = GateSet("official test set", LABELS.reshape(100, 1), "pinned")
+    ten = probabilities(LABELS)
+    with pytest.raises(ValueError) as raised:
+        compare_on(column, ten, ten, GateRules())
+    assert str(raised.value) == f"official test set: labels of shape (100, 1), not one label per image; {FIX}"
+    with pytest.raises(ValueError) as counted:
+        checked_labels(GATE, images=99)
+    assert str(counted.value) == f"official test set: 100 labels for 99 images; {FIX}"
+    assert checked_labels(GATE, images=100).tolist() == LABELS.tolist()

@@ -308,3 +308,60 @@ def test_the_gate_report_on_cloud_storage_is_typed_for_the_people_who_open_it(gc
     blobs = storage.gcs_client().bucket(bucket)
     assert blobs.get_blob(name + ".json").content_type == "application/json"
     assert blobs.get_blob(name + ".md").content_type == "text/markdown; charset=utf-8"
+
+
+def hand_made_version(settings, source: str, name: str, labels=None, images=None) -> str:
+    """A copy of dataset version `source` whose test labels or images were replaced, with a manifest whose hashes
+    match (a version written by hand or by an older ingest: load_dataset verifies hashes, not labels)."""
+    import hashlib
+    import shutil
+
+    import numpy as np
+
+    from tests.conftest import write_idx
+
+    versions = Path(settings.datasets_bucket) / "fashion-mnist" / "versions"
+    target = versions / name
+    shutil.copytree(versions / source, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    for role, array in (("test_labels", labels), ("test_images", images)):
+        if array is not None:
+            path = write_idx(target / manifest["files"][role]["name"], np.asarray(array, np.uint8))
+            manifest["files"][role]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return name
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("label", "1 of 200 labels are outside 0-9 (the first, 10, at index 5)"),
+        ("count", "200 labels for 199 images"),
+    ],
+    ids=["label-10", "199-images"],
+)
+def test_bad_labels_in_the_candidates_split_refuse_before_any_scoring_or_report(tmp_path, models, damage, problem):
+    import numpy as np
+
+    from tests.conftest import make_images
+
+    settings = gate_settings(tmp_path, FMNIST_REGISTRY__REQUIRE_PINNED_GATE_SET="false")
+    good = ingest_generated(settings, tmp_path)
+    labels = (np.arange(200) % 10).astype(np.uint8)
+    if damage == "label":
+        labels[5] = 10
+        bad = hand_made_version(settings, good, "v-0000000bad10", labels=labels)
+    else:
+        bad = hand_made_version(settings, good, "v-0000000bad99", images=make_images(labels[:199], seed=1))
+    registry = ModelRegistry.from_settings(settings)
+    registry.promote(add(registry, tmp_path, models["linear"], "linear-1", good))
+    add(registry, tmp_path, models["cnn"], "cnn-1", bad)
+    with pytest.raises(GateRefused) as refused:
+        registry.promote("cnn-1")
+    assert str(refused.value) == (
+        f"the gate cannot use its sets: candidate test split {bad}: {problem}; a gate set needs one class index 0-9 "
+        "per image: fix or drop those items (or rebuild the set); re-ingest that data (`python -m trainer ingest` "
+        "checks every label and count)"
+    )
+    assert not storage.list_uris(storage.join(registry.root, REPORTS_DIR))  # nothing scored, nothing written
+    assert registry.read_index().alias("champion") == "linear-1"

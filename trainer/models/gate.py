@@ -46,6 +46,36 @@ class GateSet:
     provenance: str  # e.g. "content MD5s equal the published ones"
 
 
+def checked_labels(gate_set: GateSet, n_classes: int = len(CLASS_NAMES), images: int | None = None) -> np.ndarray:
+    """The set's labels as int64 class indices, or a ValueError naming the set, the problem and the fix: a label
+    outside the classes would otherwise fail deep in numpy (bincount, a strict zip) with neither. Whole floats pass
+    (labels read back from a float array); `images`, when given, is how many images the labels must cover."""
+    labels = np.asarray(gate_set.labels)
+    fix = f"a gate set needs one class index 0-{n_classes - 1} per image: fix or drop those items (or rebuild the set)"
+    if labels.ndim != 1:
+        raise ValueError(f"{gate_set.name}: labels of shape {labels.shape}, not one label per image; {fix}")
+    if images is not None and len(labels) != images:
+        raise ValueError(f"{gate_set.name}: {len(labels):,} labels for {images:,} images; {fix}")
+    if labels.dtype.kind not in "iuf":
+        raise ValueError(f"{gate_set.name}: labels of type {labels.dtype}, not class indices; {fix}")
+    if labels.dtype.kind == "f":
+        fractional = ~(np.isfinite(labels) & (labels == np.round(labels)))
+        if fractional.any():
+            first = int(np.flatnonzero(fractional)[0])
+            raise ValueError(
+                f"{gate_set.name}: {int(fractional.sum()):,} of {len(labels):,} labels are not whole numbers "
+                f"(the first, {labels[first]}, at index {first}); {fix}"
+            )
+    outside = (labels < 0) | (labels >= n_classes)
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"{gate_set.name}: {int(outside.sum()):,} of {len(labels):,} labels are outside 0-{n_classes - 1} "
+            f"(the first, {labels[first]}, at index {first}); {fix}"
+        )
+    return labels.astype(np.int64)
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: P(X <= min(b, c)) * 2 for X ~ Binomial(b + c, 1/2), capped at 1."""
     n = b + c
@@ -122,7 +152,7 @@ def compare_on(
     gate_set: GateSet, candidate: np.ndarray, champion: np.ndarray, rules: GateRules, class_names=CLASS_NAMES
 ) -> SetComparison:
     """Candidate and champion probabilities [N, classes] on `gate_set`: the numbers and the rules they break."""
-    labels = np.asarray(gate_set.labels, np.int64)
+    labels = checked_labels(gate_set, len(class_names))
     if candidate.shape != champion.shape or candidate.shape[0] != len(labels):
         raise ValueError(
             f"{gate_set.name}: {candidate.shape} and {champion.shape} probabilities for {len(labels)} labels"

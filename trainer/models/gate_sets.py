@@ -24,7 +24,7 @@ from contracts.registry_index import RegistryIndex, VersionRecord
 from trainer.data import idx
 from trainer.data.dataset import load_dataset
 from trainer.errors import DatasetError, GateRefused, ModelDirError
-from trainer.models.gate import GateReport, GateRules, GateSet, decide
+from trainer.models.gate import GateReport, GateRules, GateSet, checked_labels, decide
 from trainer.models.model_dir import onnx_session, verify_digests
 
 OFFICIAL = "official test set"
@@ -86,6 +86,14 @@ def gate_sets(
                     dataset.x_test,
                 )
             )
+    for gate_set, images in sets:  # before any model scores them or any report is written
+        try:
+            checked_labels(gate_set, images=len(images))
+        except ValueError as exc:
+            raise GateRefused(
+                f"the gate cannot use its sets: {exc}; re-ingest that data (`python -m trainer ingest` checks every "
+                "label and count)"
+            ) from None
     return sets
 
 
