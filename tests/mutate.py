@@ -344,6 +344,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "lifecycle/orchestration/publish.py",
         ],
         [
+            "tests/lifecycle/test_http_check_exact.py",
             "tests/lifecycle/test_client_exact.py",
             "tests/lifecycle/test_alert_starter.py",
             "tests/lifecycle/test_alert_starter_exact.py",
