@@ -352,6 +352,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             *["-k", "not both_templates_go"],
         ],
     ),
+    # the launcher of `python -m service`: a stand-in interpreter (a shell script serving a health file with
+    # http.server) for the command, environment and port; a loopback health route beside a real `sleep` for the wait;
+    # real process groups for the stop
+    "served": (["lifecycle/served.py"], ["tests/lifecycle/test_served.py", "tests/lifecycle/test_served_exact.py"]),
     # the trainer's small wave-3 modules (the clients' endpoints, a pipeline task's gcp_resources and SIGTERM, the
     # upload's commit marker, the training options): their exact tests, ingest with a marker, the options through
     # resolve_config, and the batch prediction's publish and cancel over the wire to the Vertex AI fake
