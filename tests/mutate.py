@@ -376,6 +376,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/trainer/test_batch_prediction_wire.py",
         ],
     ),
+    # the lifecycle's door into the trainer: IDX decoding, a preset's training call (recorded), an ONNX graph built by
+    # the test, the batch job's build and send (recorded), the local signer's public key
+    "trainer-api": (["trainer/api.py"], ["tests/trainer/test_api.py", "tests/trainer/test_api_exact.py"]),
     # the starter's variables, built by the contract and read by the function's config, in-process: test_function.py
     # runs the function in a process of its own (mutmut cannot attribute it), test_pipelines.py synthesizes a stack
     "starter-config": (["contracts/starter.py", "starter/config.py"], ["tests/starter/test_config_exact.py"]),
