@@ -354,3 +354,31 @@ def test_stop_of_an_exited_service_returns_its_status_and_signals_nothing(tmp_pa
     process = subprocess.Popen(["sh", "-c", "exit 4"], start_new_session=True)
     process.wait()
     assert ServedProcess("", 1, process, tmp_path / "o", tmp_path / "e").stop() == 4
+
+
+def test_running_service_waits_60_s_by_default(tmp_path, stand_in, monkeypatch):
+    python, env, _ = stand_in
+    for name, value in {**env, "NO_HEALTH": "1"}.items():
+        monkeypatch.setenv(name, value)
+    launched: list[ServedProcess] = []
+    monkeypatch.setattr("lifecycle.served.start", _starting(python, launched))
+    clock = [0.0]
+    monkeypatch.setattr(
+        "lifecycle.served.time",
+        SimpleNamespace(
+            monotonic=lambda: clock[0],
+            perf_counter=time.perf_counter,
+            sleep=lambda s: clock.__setitem__(0, clock[0] + 1),
+        ),
+    )
+    with pytest.raises(ServiceStartFailed, match=r"^the service was not healthy within 60 s: "), running_service("m"):
+        pass
+    assert clock == [60.0] and launched[0].process.returncode == -signal.SIGTERM
+
+
+def test_a_log_that_is_not_utf8_is_still_read(tmp_path):
+    server = _sleeper(tmp_path, _closed_port(), command=["true"])
+    server.stderr.write_bytes(b"\xff\n" + _ready(31).encode() + _ready(32).encode())
+    assert server.workers_ready(2)
+    assert server.log_tail(4)[-1] == "\n" and server.log_tail().startswith("\ufffd")
+    server.process.wait()
