@@ -28,7 +28,7 @@ class StandIn:
     last reset above 100."""
 
     def __init__(self) -> None:
-        self.clock = [0.0]
+        self.clock = [100.0]  # not 0: a duration read as a sum of two clock readings would pass
         self.sent: list[tuple[str, str, str | None, int]] = []  # method, path, content type, images
         self.token: str | None = None  # the ADMIN_TOKEN the launcher was given
         self.resets: list[str | None] = []  # the Authorization header of each reset
