@@ -22,11 +22,13 @@ import pytest
 
 from lifecycle import served
 from lifecycle.served import (
+    READY_MARKER,
     REPO_ROOT,
     WITH_CHALLENGER,
     ServedProcess,
     ServiceStartFailed,
     free_port,
+    ready_workers,
     running_service,
     service_environment,
     start,
@@ -382,3 +384,16 @@ def test_a_log_that_is_not_utf8_is_still_read(tmp_path):
     assert server.workers_ready(2)
     assert server.log_tail(4)[-1] == "\n" and server.log_tail().startswith("\ufffd")
     server.process.wait()
+
+
+def test_lines_with_the_marker_that_are_not_a_workers_json_entry_are_skipped():
+    log = "\n".join(
+        [
+            "Traceback: model ready in worker 7 (plain text)",
+            '"model ready in worker 8"',
+            '{"message": "model ready in worker 9", "pid": "9", "role": "champion"}',
+            '{"message": "model ready in worker 10", "role": "champion"}',
+            _ready(11).strip(),
+        ]
+    )
+    assert ready_workers(log, READY_MARKER) == {"champion": {11}}
