@@ -164,8 +164,9 @@ def test_a_free_port_is_a_loopback_port_nothing_holds():
         sock.bind(("127.0.0.1", port))
 
 
-def test_start_runs_the_interpreter_on_the_service_package_in_its_own_session(tmp_path, stand_in):
+def test_start_runs_the_interpreter_on_the_service_package_in_its_own_session(tmp_path, stand_in, monkeypatch):
     python, env, record = stand_in
+    monkeypatch.chdir(tmp_path)  # a caller elsewhere (a notebook's folder): the service still starts in the repository
     server = start(tmp_path, env, python=python)
     try:
         assert _recorded(record, "argv") == "-m\nservice\n"
