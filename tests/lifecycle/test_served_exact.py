@@ -398,3 +398,20 @@ def test_lines_with_the_marker_that_are_not_a_workers_json_entry_are_skipped():
         ]
     )
     assert ready_workers(log, READY_MARKER) == {"champion": {11}}
+
+
+def test_a_request_gives_up_after_30_s_so_a_hung_service_cannot_hang_the_wait(tmp_path, health, monkeypatch):
+    import http.client
+
+    made: list[dict] = []
+    real = http.client.HTTPConnection
+
+    def connection(*args: object, **kwargs: object) -> http.client.HTTPConnection:
+        made.append({"args": args, **kwargs})
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(http.client, "HTTPConnection", connection)
+    server = _sleeper(tmp_path, health.port, command=["true"])
+    assert server.request("GET", "/health")[0] == 200
+    assert made == [{"args": ("127.0.0.1", health.port), "timeout": 30}]
+    server.process.wait()
