@@ -345,6 +345,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "lifecycle/orchestration/publish.py",
         ],
         [
+            "tests/lifecycle/test_http_check_exact.py",
             "tests/lifecycle/test_client_exact.py",
             "tests/lifecycle/test_alert_starter.py",
             "tests/lifecycle/test_alert_starter_exact.py",
@@ -352,6 +353,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             *["-k", "not both_templates_go"],
         ],
     ),
+    # the launcher of `python -m service`: a stand-in interpreter (a shell script serving a health file with
+    # http.server) for the command, environment and port; a loopback health route beside a real `sleep` for the wait;
+    # real process groups for the stop
+    "served": (["lifecycle/served.py"], ["tests/lifecycle/test_served.py", "tests/lifecycle/test_served_exact.py"]),
     # the trainer's small wave-3 modules (the clients' endpoints, a pipeline task's gcp_resources and SIGTERM, the
     # upload's commit marker, the training options): their exact tests, ingest with a marker, the options through
     # resolve_config, and the batch prediction's publish and cancel over the wire to the Vertex AI fake
@@ -387,6 +392,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # the fused batch normalization: which op the layer chooses, and that its numbers are Keras's (tiny tensors,
     # one step; TensorFlow in each forked child)
     "fused-batch-norm": (["trainer/training/fused_batch_norm.py"], ["tests/trainer/test_fused_batch_norm.py"]),
+    # the lifecycle's door into the trainer: IDX decoding, a preset's training call (recorded), an ONNX graph built by
+    # the test, the batch job's build and send (recorded), the local signer's public key
+    "trainer-api": (["trainer/api.py"], ["tests/trainer/test_api.py", "tests/trainer/test_api_exact.py"]),
     # the starter's variables, built by the contract and read by the function's config, in-process: test_function.py
     # runs the function in a process of its own (mutmut cannot attribute it), test_pipelines.py synthesizes a stack
     "starter-config": (["contracts/starter.py", "starter/config.py"], ["tests/starter/test_config_exact.py"]),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,15 +50,28 @@ def shifted(images: np.ndarray) -> np.ndarray:
     return (255 - images).astype(np.uint8)
 
 
+# what starts the service: (model URI, extra_env=...) -> a context yielding (base URL, cold start in seconds)
+Starter = Callable[..., AbstractContextManager[tuple[str, float]]]
+
+
 def check_service(
-    model_uri: str, x_test: np.ndarray, y_test: np.ndarray, *, log=print, extra_env: dict | None = None
+    model_uri: str,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    log=print,
+    extra_env: dict | None = None,
+    serve: Starter = running_service,
 ) -> HttpFigures:
-    """Start the service on `model_uri`, score the test set on both paths, time it, show drift, stop it."""
+    """Start the service on `model_uri`, score the test set on both paths, time it, show drift, stop it.
+
+    `serve`: the launcher (the demo's default starts `python -m service`; a test gives a loopback stand-in so the
+    figures computed here are pinned in-process)."""
     figures = HttpFigures()
     # the drift reset is an operator route: enabled for this private run only, with a token made here
     token = secrets.token_urlsafe(32)
     admin = {"ADMIN_ENABLED": "true", "ADMIN_TOKEN": token, **(extra_env or {})}
-    with running_service(model_uri, extra_env=admin) as (base, cold_start):
+    with serve(model_uri, extra_env=admin) as (base, cold_start):
         client = HttpService(base, admin_token=token)
         figures.cold_start_s = cold_start
         log(f"service healthy {cold_start:.2f} s after launch at {base}")
