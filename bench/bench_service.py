@@ -316,6 +316,7 @@ def bench_servers(servers: dict, bodies: dict, duration: int, cold_starts: int, 
             "json64_img_s": median("json_64", "rps") * 64,
             "cpu_us_1": median("throughput_1", "server_cpu_us_per_request"),
             "cpu_us_64": median("throughput_64", "server_cpu_us_per_request"),
+            "cpu_us_json1": median("json_1", "server_cpu_us_per_request"),
             "idle_rss_worker_mb": max(idle[name]),
             "peak_rss_worker_mb": max(peak),
             "errors": sum(r["non2xx"] + r["socket_errors"] for r in all_runs),
@@ -385,6 +386,7 @@ def print_table(title: str, ours: dict, anchors: dict) -> None:
         ("json64_img_s", "64 images/request JSON (img/s)", "{:,.0f}"),
         ("cpu_us_1", "server CPU per 1-image request (us)", "{:,.0f}"),
         ("cpu_us_64", "server CPU per 64-image request (us)", "{:,.0f}"),
+        ("cpu_us_json1", "server CPU per 1-image JSON request (us)", "{:,.0f}"),
         ("idle_rss_worker_mb", "RSS per worker idle (MB)", "{:.0f}"),
         ("peak_rss_worker_mb", "RSS per worker peak (MB)", "{:.0f}"),
         ("errors", "errors (all runs)", "{:d}"),
@@ -408,6 +410,7 @@ SPEED_GOALS = (
     ("server CPU per 1-image request", "cpu_us_1", 1.05, False),
     ("64 images/request binary, images/s", "batch64_img_s", 0.95, True),
     ("1 image/request JSON, req/s", "json1_rps", 0.95, True),
+    ("server CPU per 1-image JSON request", "cpu_us_json1", 1.05, False),  # the robust figure under load
 )
 LIMIT_SHARE_GOAL = 0.75
 
