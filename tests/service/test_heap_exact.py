@@ -51,12 +51,13 @@ def test_the_service_threshold_is_one_mib():
 
 def test_the_threshold_is_set_in_glibc_and_reported(threshold_restored):
     # a 128 MiB block comes from the heap only under a threshold set above it: glibc's own dynamic threshold never
-    # exceeds 32 MiB (64-bit), so unset it maps the block, and set to 0 it maps every block (the heap's pages are
-    # never touched: nothing becomes resident)
-    assert fix_mmap_threshold(256 << 20) is True
-    assert _mmapped_blocks_while_holding(128 << 20) == 0
+    # exceeds 32 MiB (64-bit), so unset it maps the block. Below the threshold first: once a block has come from
+    # the heap, its freed pages stay there under the trim threshold set with it (twice the mmap threshold), and
+    # malloc serves the next one from them whatever the mmap threshold says
     assert fix_mmap_threshold(64 << 20) is True
     assert _mmapped_blocks_while_holding(128 << 20) == 1
+    assert fix_mmap_threshold(256 << 20) is True
+    assert _mmapped_blocks_while_holding(128 << 20) == 0
 
 
 class _NoMallopt:
@@ -74,3 +75,32 @@ def test_a_process_without_a_loadable_c_library_reads_false(monkeypatch):
 
     monkeypatch.setattr(heap.ctypes, "CDLL", refuse)
     assert fix_mmap_threshold() is False
+
+
+class _RecordedLibc:
+    """glibc's mallopt as the module calls it, answering `answers` in turn (1 = accepted, 0 = refused)."""
+
+    def __init__(self, *answers: int) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.answers = list(answers)
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return self.answers.pop(0)
+
+
+@pytest.mark.parametrize(
+    ("answers", "reported", "calls"),
+    [
+        ((1, 1), True, [(-3, 1 << 20), (-1, 2 << 20)]),  # M_MMAP_THRESHOLD, then M_TRIM_THRESHOLD at twice it
+        ((1, 0), False, [(-3, 1 << 20), (-1, 2 << 20)]),
+        ((0, 1), False, [(-3, 1 << 20)]),  # a refused mmap threshold sets nothing more
+    ],
+)
+def test_both_thresholds_are_set_in_order_and_a_refusal_reads_false(monkeypatch, answers, reported, calls):
+    # the real effect of the trim threshold (no page faults per request) is measured in children by
+    # tests/service/test_heap.py; here the exact calls, in the test process where mutation testing sees them
+    libc = _RecordedLibc(*answers)
+    monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: libc)
+    assert fix_mmap_threshold() is reported
+    assert libc.calls == calls
