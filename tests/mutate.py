@@ -330,6 +330,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     # the service's small wave-3 modules: every error reply, the caller's key and bucket, the model's error family;
     # in-process (the replies from a WSGI environ, as both the Flask handlers and the predict route call them)
+    # the request body's one read of a declared length (werkzeug's stream otherwise): in-process WSGI environs
+    "request-body": (["service/body.py"], ["tests/service/test_body.py"]),
     "service-small": (
         ["service/replies.py", "service/caller.py", "service/model_errors.py"],
         ["tests/service/test_replies_exact.py", "tests/service/test_caller.py", "tests/service/test_model_errors.py"],
