@@ -138,7 +138,8 @@ def test_mixed_precision_run_saves_a_float32_model(trainer_world, tmp_path):
     from trainer.training.train import train
 
     data = load_dataset(trainer_world.settings)
-    config = replace(PRESETS["smoke"], epochs=1, mixed_precision=True, augment=True)
+    # the full preset's way: bf16 steps through the fused batch normalization, then a plain float32 copy is saved
+    config = replace(PRESETS["smoke"], epochs=1, mixed_precision=True, augment=True, fused_batch_norm=True)
     try:
         result = train(
             data.x_train[:300],
@@ -154,6 +155,8 @@ def test_mixed_precision_run_saves_a_float32_model(trainer_world, tmp_path):
         keras.mixed_precision.set_global_policy("float32")
     saved = keras.saving.load_model(storage.join(result.model_dir, MODEL_FILE))
     assert all(layer.dtype_policy.name == "float32" for layer in saved.layers)
+    norms = [layer for layer in saved.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == config.model.blocks and {type(layer) for layer in norms} == {keras.layers.BatchNormalization}
 
 
 @pytest.mark.slow

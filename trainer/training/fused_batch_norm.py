@@ -1,4 +1,4 @@
-"""BatchNormalization whose training step on TensorFlow is one fused op: the demo preset's CPU time (issue 26).
+"""BatchNormalization whose training step on TensorFlow is one fused op: the presets' CPU time (issue 26).
 
 Why: Keras 3 composes batch normalization from about ten reductions and elementwise ops (tf.nn.moments, then
 tf.nn.batch_normalization) and differentiates through each; TensorFlow's FusedBatchNormV3 reads the activations
@@ -6,13 +6,19 @@ once forward and once backward (oneDNN on CPU, cuDNN on GPU). On a small CNN at 
 work of the same order as the convolutions. Same weights, same moving statistics (the batch variance differs by
 Bessel's factor n/(n-1), n = batch x height x width: 1 + 1e-5 for the demo), so only training uses it: the model
 that is saved and exported is rebuilt with plain BatchNormalization and the trained weights (train.float32_copy).
-Anywhere else (JAX, inference, masks, renorm, non-float32 inputs, not 4-D channels-last) it is Keras's own layer.
+Mixed precision (the full preset's mixed_bfloat16): FusedBatchNormV3 takes bfloat16 or half activations with float32
+scale, offset and statistics and computes in float32, as Keras's layer does after upcasting, so bf16 training uses
+it too and its outputs are bf16 as Keras's are. Anywhere else (JAX, inference, masks, renorm, float64 inputs, not 4-D
+channels-last) it is Keras's own layer.
 """
 
 from __future__ import annotations
 
 import keras
 from keras import layers
+
+# x dtypes of TensorFlow's FusedBatchNormV3 (its scale, offset and statistics are float32 for all of them)
+FUSED_INPUT_DTYPES = ("float32", "bfloat16", "float16")
 
 
 class FusedBatchNormalization(layers.BatchNormalization):
@@ -29,7 +35,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
             and keras.backend.backend() == "tensorflow"
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
-            and keras.backend.standardize_dtype(inputs.dtype) == "float32"
+            and keras.backend.standardize_dtype(inputs.dtype) in FUSED_INPUT_DTYPES
+            and keras.backend.standardize_dtype(self.gamma.dtype) == "float32"
         )
 
     def call(self, inputs, training=None, mask=None):
@@ -42,4 +49,6 @@ class FusedBatchNormalization(layers.BatchNormalization):
         )
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return outputs
+        if keras.backend.standardize_dtype(outputs.dtype) == self.compute_dtype:
+            return outputs  # the op's outputs have the inputs' dtype: bf16 in, bf16 out, as Keras's layer
+        return keras.ops.cast(outputs, self.compute_dtype)
