@@ -54,6 +54,7 @@ class TrainConfig:
     ema_momentum: float = 0.0  # > 0: the saved model holds an exponential moving average of the weights
     steps_per_execution: int = 1  # training steps per compiled call: fewer Python round trips per epoch
     fused_batch_norm: bool = False  # train with one fused op per BatchNormalization on TensorFlow (same math)
+    validate_each_epoch: bool = True  # False: measure the validation split after the last epoch only (less CPU)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -346,6 +347,7 @@ def train(
             initial_epoch=resumed_from,
             validation_data=validation,
             validation_batch_size=1000,
+            validation_freq=1 if config.validate_each_epoch else config.epochs,
             shuffle=True,
             callbacks=[*epoch_callbacks, *callbacks],
             verbose=verbose,
