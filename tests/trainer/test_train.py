@@ -208,3 +208,24 @@ def test_steps_per_execution_reaches_the_compiled_model():
     config = replace(PRESETS["smoke"], steps_per_execution=8)
     assert compile_for_training(build_model(config.model), config, steps_per_epoch=10).steps_per_execution == 8
     assert compile_for_training(build_model(config.model), PRESETS["smoke"], 10).steps_per_execution == 1
+
+
+@pytest.mark.slow
+def test_validation_after_the_last_epoch_only_when_asked(trainer_world, tmp_path):
+    """validate_each_epoch=False skips the per-epoch validation (CPU the demo does not need) but still measures the
+    split after the last epoch, where a tuning trial reads val_accuracy; the default validates every epoch."""
+    from trainer.data.dataset import load_dataset
+    from trainer.training.train import train
+
+    data = load_dataset(trainer_world.settings)
+
+    def history(validate_each_epoch: bool, name: str) -> list:
+        config = replace(PRESETS["smoke"], epochs=2, validate_each_epoch=validate_each_epoch)
+        return train(
+            data.x_train[:300], data.y_train[:300], data.x_test[:50], data.y_test[:50], config,
+            OutputPaths(str(tmp_path / name)), fresh=True, verbose=0,
+        ).history  # fmt: skip
+
+    last_only = history(False, "last")
+    assert "val_accuracy" not in last_only[0] and "val_accuracy" in last_only[1]
+    assert all("val_accuracy" in epoch for epoch in history(True, "each"))
