@@ -78,3 +78,20 @@ def test_without_content_length_or_a_terminated_stream_nothing_is_read():
     stream = Recorded(b"never read")
     assert read_body({"wsgi.input": stream}, 100) == b""
     assert stream.sizes == []
+
+
+class Trickle(Recorded):
+    """A socket-like stream: at most 7 bytes per read, whatever was asked."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.sizes.append(-1 if size is None else size)
+        return io.BytesIO.read(self, 7 if size is None or size < 0 else min(size, 7))
+
+
+def test_an_oversize_chunked_body_is_refused_after_reading_one_byte_past_the_limit():
+    # a client streaming gigabytes costs the worker limit + 1 bytes of memory, not the whole body
+    stream = Trickle(b"z" * 10_000)
+    with pytest.raises(RequestEntityTooLarge):
+        read_body(environ(stream, None, chunked=True), 100)
+    assert stream.tell() == 101
+    assert stream.sizes[0] == 101 and stream.sizes[-1] == 101 - 7 * 14  # each read asks only for what is left

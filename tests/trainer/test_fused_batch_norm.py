@@ -104,6 +104,8 @@ def frozen() -> FusedBatchNormalization:
         (FusedBatchNormalization, (2, 3), {}),
         (lambda: FusedBatchNormalization(axis=1), (2, 3, 4, 4), {}),
         (lambda: FusedBatchNormalization(dtype="float64"), NHWC, {"dtype": "float64"}),
+        (lambda: FusedBatchNormalization(dtype="float16"), NHWC, {"dtype": "float16"}),  # float16 weights
+        (FusedBatchNormalization, NHWC, {"dtype": "int32"}),  # integers are not cast to the compute dtype
     ],
     ids=[
         "inference",
@@ -116,6 +118,8 @@ def frozen() -> FusedBatchNormalization:
         "2-d",
         "channels-first",
         "float64",
+        "float16-weights",
+        "integer-inputs",
     ],
 )
 def test_anything_else_is_keras_own_computation(make, shape, kwargs):

@@ -49,6 +49,4 @@ class FusedBatchNormalization(layers.BatchNormalization):
         )
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        if keras.backend.standardize_dtype(outputs.dtype) == self.compute_dtype:
-            return outputs  # the op's outputs have the inputs' dtype: bf16 in, bf16 out, as Keras's layer
-        return keras.ops.cast(outputs, self.compute_dtype)
+        return outputs  # the inputs' dtype, which Keras cast to the compute dtype: bf16 in, bf16 out, as Keras's
