@@ -64,11 +64,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class _Workers:
-    """The xdist side: hand the seed to each worker, and note which modules each worker ran, in order."""
+    """The xdist side: hand the seed to each worker, and note which modules each worker ran, in order, and how long
+    its tests took (set-up, call and teardown: two workers that end far apart were dealt unevenly)."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.ran: dict[str, list[str]] = {}
+        self.busy: dict[str, float] = defaultdict(float)
 
     def pytest_configure_node(self, node) -> None:  # the controller, before a worker starts
         if SEED in self.config.stash:
@@ -76,7 +78,10 @@ class _Workers:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         worker = getattr(report, "node", None)  # set on the controller's copy of a worker's report
-        if worker is None or report.when != "setup":
+        if worker is None:
+            return
+        self.busy[worker.gateway.id] += report.duration
+        if report.when != "setup":
             return
         modules = self.ran.setdefault(worker.gateway.id, [])
         module = report.nodeid.split("::", 1)[0]
@@ -100,6 +105,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             f"worker {worker} ran {len(modules)} modules in this order; replay it in one process with "
             f"-p no:xdist --shuffle={seed} --shuffle-as-listed {' '.join(modules)}"
         )
+    if isinstance(workers, _Workers) and workers.busy:
+        busy = ", ".join(f"{worker} {seconds:.1f} s" for worker, seconds in sorted(workers.busy.items()))
+        terminalreporter.write_line(f"time in tests per worker (set-up, call, teardown): {busy}")
     terminalreporter.write_line(f"shuffled with seed {seed}: replay this order with --shuffle={seed}")
 
 

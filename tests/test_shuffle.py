@@ -71,6 +71,11 @@ def test_under_xdist_every_worker_shares_the_seed_and_each_worker_s_order_replay
     seed = re.search(r"shuffled with seed (\d+)", result.stdout.str()).group(1)
     ran = per_worker(result)
     assert sorted(ran) == ["gw0", "gw1"] and sum(map(len, ran.values())) == 48
+    assert re.search(
+        r"^time in tests per worker \(set-up, call, teardown\): gw0 \d+\.\d s, gw1 \d+\.\d s$",
+        result.stdout.str(),
+        re.M,
+    )
     for worker, tests in ran.items():
         modules = [t.split("::")[0] for t in tests]
         listed = list(dict.fromkeys(modules))

@@ -13,6 +13,7 @@ CDKTF = REPO_ROOT / "node_modules" / ".bin" / "cdktf"
 
 pytestmark = [
     pytest.mark.cli,
+    pytest.mark.slow,  # two real `cdktf synth` runs (node and the app's synth): ~22 s, dealt first under -n 2
     pytest.mark.skipif(not CDKTF.is_file(), reason="cdktf CLI not installed: run `npm ci` at the repository root"),
 ]
 

@@ -31,7 +31,7 @@ def _alert(starts_at: str, status: str = "firing", name: str = DRIFT_ALERT) -> d
 def webhook(tmp_path) -> Iterator[tuple[Starter, str]]:
     starter = Starter(QUICK, tmp_path / "deferred.json")
     server = serve(starter, 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield starter, f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()

@@ -51,6 +51,7 @@ def batch_predict(*args):
     )
 
 
+@pytest.mark.slow  # ~11 s for the module with its live service, dealt first under -n 2
 def test_png_directory_and_idx_file_give_the_same_predictions_as_jsonl_and_parquet(world, tmp_path):
     root, models, images, pngs, idx = world
     jsonl, parquet = tmp_path / "p.jsonl", tmp_path / "p.parquet"

@@ -59,7 +59,7 @@ class Recorder:
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
     recorder = Recorder()
-    thread = threading.Thread(target=recorder.server.serve_forever, daemon=True)
+    thread = threading.Thread(target=recorder.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield recorder
     recorder.server.shutdown()

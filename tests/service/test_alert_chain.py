@@ -73,7 +73,7 @@ def _chain(tmp_path, model_uri: str):
     command = [sys.executable, "-c", f"import time; open({str(marker)!r}, 'a').write('run\\n'); time.sleep(60)"]
     starter = Starter(command)
     webhook = serve(starter, free_port())
-    threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    threading.Thread(target=webhook.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     processes, servers = [], []
     try:
         env = {

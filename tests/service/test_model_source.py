@@ -116,7 +116,7 @@ class _MetadataServer(BaseHTTPRequestHandler):
 def test_token_comes_from_the_metadata_server_without_a_credentials_file(tmp_path, monkeypatch):
     monkeypatch.setattr(gcs, "WELL_KNOWN_ADC", tmp_path / "absent.json")
     server = HTTPServer(("127.0.0.1", 0), _MetadataServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         source = gcs.TokenSource({"GCE_METADATA_HOST": f"127.0.0.1:{server.server_port}"})
         assert source.token() == "meta-token"
@@ -238,7 +238,7 @@ def test_the_bearer_token_never_follows_a_redirect():
     _Redirector.target = f"http://127.0.0.1:{recorder.server_port}/stolen"
     redirector = HTTPServer(("127.0.0.1", 0), _Redirector)
     for server in (recorder, redirector):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         request = gcs.build_request(
             "gs://b/o", "secret-token", environ={"STORAGE_EMULATOR_HOST": f"127.0.0.1:{redirector.server_port}"}

@@ -84,7 +84,7 @@ class _Forbidden(BaseHTTPRequestHandler):
 @pytest.fixture
 def forbidding_storage(monkeypatch):
     server = HTTPServer(("127.0.0.1", 0), _Forbidden)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"127.0.0.1:{server.server_port}")
     yield
     server.shutdown()

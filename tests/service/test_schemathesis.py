@@ -44,6 +44,7 @@ CASES.append(("POST", "/predict", GenerationMode.NEGATIVE))  # the operations wi
 CASES.append(("POST", "/feedback", GenerationMode.NEGATIVE))
 
 
+@pytest.mark.slow  # hypothesis over HTTP: ~11 s for the module, dealt first under -n 2
 @pytest.mark.parametrize("method,path,mode", CASES)
 def test_operation_conforms_to_its_description(api_schema, live_server, method, path, mode):
     operation = api_schema[path][method]

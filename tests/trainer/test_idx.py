@@ -19,7 +19,9 @@ def blobs_of(directory: Path) -> dict[str, bytes]:
 
 
 def gz(raw: bytes) -> bytes:
-    return gzip.compress(raw, compresslevel=1)
+    # mtime=0: the bytes are test ids below; with the clock in the gzip header, two xdist workers collecting a
+    # second apart saw different tests and the run stopped ("Different tests were collected")
+    return gzip.compress(raw, compresslevel=1, mtime=0)
 
 
 def test_valid_generated_set_passes_as_custom_data(tmp_path):

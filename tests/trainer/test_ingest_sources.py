@@ -118,7 +118,7 @@ def served(tmp_path):
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(Counting, directory=str(directory.parent))
     )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         yield directory, f"http://127.0.0.1:{server.server_address[1]}/mirror", hits
     finally:

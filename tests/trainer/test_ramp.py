@@ -313,7 +313,7 @@ def test_the_cloud_run_share_over_http_reads_then_patches_with_the_etag():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         share = ramp.CloudRunShare(resource["name"], requests.Session())
         with pytest.MonkeyPatch.context() as patch:
