@@ -427,6 +427,18 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["infra/components/ground_truth.py"],
         ["tests/infra/test_ground_truth.py", "tests/infra/test_ground_truth_exact.py"],
     ),
+    # the images and serving stacks and every environment stack's backend, on the synthesized stacks: each stack's
+    # state bucket and prefix, the order between stacks, the images' outputs, the serving APIs and output, the
+    # Workbench's invoker grant (test_workbench.py's synth with the Workbench on: that one test, not the policy scans)
+    "infra-stacks": (
+        ["infra/serving_stack.py", "infra/images_stack.py", "infra/backend.py"],
+        [
+            "tests/infra/test_serving_stack_exact.py",
+            "tests/infra/test_stack_split.py",
+            "tests/infra/test_backend_and_paths.py",
+            "tests/infra/test_workbench.py::test_on_the_workbench_may_invoke_the_service_and_only_that",
+        ],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
@@ -445,6 +457,7 @@ ONE_KERNEL = {
     "index-signing-infra",
     "serving-secrets",
     "ground-truth-infra",
+    "infra-stacks",
 }
 # groups whose code runs in a child process of kfp's interpreter (.venv-kfp): the mutated copy imports mutmut's
 # trampolines, so the child gets a path entry holding mutmut's package alone (kfp's venv stays as it is; mutmut
