@@ -500,15 +500,24 @@ def scratch_copy() -> Path:
     return target
 
 
-def configure(tree: Path, files: list[str], tests: list[str], *, child_hits: bool = False) -> None:
+def configure(
+    tree: Path, files: list[str], tests: list[str], *, child_hits: bool = False, one_kernel: bool = False
+) -> None:
     """The group's [tool.mutmut] section (JSON lists of plain strings are TOML arrays)."""
     others = sorted(p.name for p in tree.iterdir() if p.name not in PACKAGES and p.name != "tests")
+    # a ONE_KERNEL group's fork server loads the provider itself (`-p infra.stack` imports it): where no test
+    # module imports a provider (they synthesize through the `synth` fixture), collection would not start the
+    # kernel and every mutant's child would start its own and load the assembly again (~60 s a mutant at load 15)
+    kernel = ["-p", "infra.stack"] if one_kernel else []
     settings = {
         "source_paths": PACKAGES,
         "only_mutate": files,
         "also_copy": others,
         "pytest_add_cli_args_test_selection": tests,
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-x", *(["-p", "tests.mutate_children"] * child_hits)],
+        "pytest_add_cli_args": [
+            *["-p", "no:cacheprovider", "-q", "-x", *kernel],
+            *(["-p", "tests.mutate_children"] * child_hits),
+        ],
         "do_not_mutate_patterns": DO_NOT_MUTATE_PATTERNS,
         # fork each mutant from a process that ran no test: a worker forked from the test process inherits
         # locks held by its threads (tqdm's, the emulator client's) and hangs, which would pass for a kill
@@ -560,7 +569,7 @@ def run_group(name: str, max_children: int) -> tuple[dict[str, Counter], list[tu
     if name in ONE_KERNEL:
         max_children = 1
     tree = scratch_copy()
-    configure(tree, files, tests, child_hits=name in KFP_GROUPS)
+    configure(tree, files, tests, child_hits=name in KFP_GROUPS, one_kernel=name in ONE_KERNEL)
     # the service's test model is trained once per group, not once per mutant (tests/service/conftest.py)
     env = {**os.environ, "TEST_MODEL_CACHE": str(tree / ".test-model-cache")}
     if name in KFP_GROUPS:
