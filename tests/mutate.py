@@ -429,11 +429,14 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     # the images and serving stacks and every environment stack's backend, on the synthesized stacks: each stack's
     # state bucket and prefix, the order between stacks, the images' outputs, the serving APIs and output, the
-    # Workbench's invoker grant (test_workbench.py's synth with the Workbench on: that one test, not the policy scans)
+    # Workbench's invoker grant (test_workbench.py's synth with the Workbench on: that one test, not the policy scans);
+    # the serving stack's components by construct path and wiring (secrets, sidecar's port, promoter, ramp)
     "infra-stacks": (
         ["infra/serving_stack.py", "infra/images_stack.py", "infra/backend.py"],
         [
             "tests/infra/test_serving_stack_exact.py",
+            "tests/infra/test_service_secrets_exact.py",
+            "tests/infra/test_promoter_exact.py",
             "tests/infra/test_stack_split.py",
             "tests/infra/test_backend_and_paths.py",
             "tests/infra/test_workbench.py::test_on_the_workbench_may_invoke_the_service_and_only_that",
