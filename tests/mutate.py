@@ -437,6 +437,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/infra/test_serving_stack_exact.py",
             "tests/infra/test_service_secrets_exact.py",
             "tests/infra/test_promoter_exact.py",
+            "tests/infra/test_index_signing.py",  # the index's public key handed to Cloud Run
             "tests/infra/test_stack_split.py",
             "tests/infra/test_backend_and_paths.py",
             "tests/infra/test_workbench.py::test_on_the_workbench_may_invoke_the_service_and_only_that",
