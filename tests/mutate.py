@@ -453,6 +453,22 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["infra/components/ground_truth.py"],
         ["tests/infra/test_ground_truth.py", "tests/infra/test_ground_truth_exact.py"],
     ),
+    # the images and serving stacks and every environment stack's backend, on the synthesized stacks: each stack's
+    # state bucket and prefix, the order between stacks, the images' outputs, the serving APIs and output, the
+    # Workbench's invoker grant (test_workbench.py's synth with the Workbench on: that one test, not the policy scans);
+    # the serving stack's components by construct path and wiring (secrets, sidecar's port, promoter, ramp)
+    "infra-stacks": (
+        ["infra/serving_stack.py", "infra/images_stack.py", "infra/backend.py"],
+        [
+            "tests/infra/test_serving_stack_exact.py",
+            "tests/infra/test_service_secrets_exact.py",
+            "tests/infra/test_promoter_exact.py",
+            "tests/infra/test_index_signing.py",  # the index's public key handed to Cloud Run
+            "tests/infra/test_stack_split.py",
+            "tests/infra/test_backend_and_paths.py",
+            "tests/infra/test_workbench.py::test_on_the_workbench_may_invoke_the_service_and_only_that",
+        ],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
@@ -471,6 +487,7 @@ ONE_KERNEL = {
     "index-signing-infra",
     "serving-secrets",
     "ground-truth-infra",
+    "infra-stacks",
 }
 # groups whose code runs in a child process of kfp's interpreter (.venv-kfp): the mutated copy imports mutmut's
 # trampolines, so the child gets a path entry holding mutmut's package alone (kfp's venv stays as it is; mutmut
@@ -513,15 +530,24 @@ def scratch_copy() -> Path:
     return target
 
 
-def configure(tree: Path, files: list[str], tests: list[str], *, child_hits: bool = False) -> None:
+def configure(
+    tree: Path, files: list[str], tests: list[str], *, child_hits: bool = False, one_kernel: bool = False
+) -> None:
     """The group's [tool.mutmut] section (JSON lists of plain strings are TOML arrays)."""
     others = sorted(p.name for p in tree.iterdir() if p.name not in PACKAGES and p.name != "tests")
+    # a ONE_KERNEL group's fork server loads the provider itself (`-p infra.stack` imports it): where no test
+    # module imports a provider (they synthesize through the `synth` fixture), collection would not start the
+    # kernel and every mutant's child would start its own and load the assembly again (~60 s a mutant at load 15)
+    kernel = ["-p", "infra.stack"] if one_kernel else []
     settings = {
         "source_paths": PACKAGES,
         "only_mutate": files,
         "also_copy": others,
         "pytest_add_cli_args_test_selection": tests,
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-x", *(["-p", "tests.mutate_children"] * child_hits)],
+        "pytest_add_cli_args": [
+            *["-p", "no:cacheprovider", "-q", "-x", *kernel],
+            *(["-p", "tests.mutate_children"] * child_hits),
+        ],
         "do_not_mutate_patterns": DO_NOT_MUTATE_PATTERNS,
         # fork each mutant from a process that ran no test: a worker forked from the test process inherits
         # locks held by its threads (tqdm's, the emulator client's) and hangs, which would pass for a kill
@@ -573,7 +599,7 @@ def run_group(name: str, max_children: int) -> tuple[dict[str, Counter], list[tu
     if name in ONE_KERNEL:
         max_children = 1
     tree = scratch_copy()
-    configure(tree, files, tests, child_hits=name in KFP_GROUPS)
+    configure(tree, files, tests, child_hits=name in KFP_GROUPS, one_kernel=name in ONE_KERNEL)
     # the service's test model is trained once per group, not once per mutant (tests/service/conftest.py)
     env = {**os.environ, "TEST_MODEL_CACHE": str(tree / ".test-model-cache")}
     if name in KFP_GROUPS:

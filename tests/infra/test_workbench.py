@@ -205,6 +205,25 @@ def test_on_its_own_account_holds_only_what_the_notebooks_need(workbench_synth, 
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_on_the_workbench_may_invoke_the_service_and_only_that(workbench_synth, env, settings_by_env):
+    """infra/serving_stack.py's grant, whole: on this service, in its region, run.invoker for the Workbench's
+    account, at a Terraform address of its own (a renamed grant is revoked and granted again)."""
+    names, stack = Names.of(settings_by_env[env]), f"serving-{env}"
+    grants = {
+        path: {k: v for k, v in body.items() if k != "//"}
+        for path, (kind, _, body) in workbench_synth.by_path(stack).items()
+        if kind == "google_cloud_run_v2_service_iam_member"
+    }
+    assert grants.pop("workbench-invoker") == {
+        "name": workbench_synth.ref(stack, "serving/service", "name"),
+        "location": names.region,
+        "role": "roles/run.invoker",
+        "member": f"serviceAccount:{names.service_account_email('workbench')}",
+    }
+    assert list(grants) == ["ramp/moves-the-service"]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_on_the_deployer_may_create_it_and_the_planner_read_it(workbench_synth, env):
     bindings = workbench_synth.resources(BOOTSTRAP[env], "google_project_iam_member").values()
     granted = {("deployer" if "deployer" in b["member"] else "planner", b["role"]) for b in bindings}
