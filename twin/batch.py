@@ -19,6 +19,7 @@ import json
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def batch_runner(
         if not (image_exists or exists)(image):
             return f"{image} (for {uri}) is not built from these sources: run `make images`", {}
         job_id = job_name.rpartition("/")[2]
-        port, container = _free_port(), f"twin-batch-{job_id}-{int(time.time() * 1000)}"
+        port, container = _free_port(), f"twin-batch-{job_id}-{uuid.uuid4().hex[:12]}"
         log = log_dir / f"batch-{job_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         spec = model["containerSpec"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ def podman_command(
     project = job_name.split("/")[1]
     env = {**platform, **vertex_environment(job_name, spec, project)}
     env.update({e["name"]: e.get("value", "") for e in container.get("env", [])})
-    return podman_run(f"twin-{env['CLOUD_ML_JOB_ID']}-{int(time.time())}", env, volumes, image, container)
+    return podman_run(f"twin-{env['CLOUD_ML_JOB_ID']}-{uuid.uuid4().hex[:12]}", env, volumes, image, container)
 
 
 def podman_run(

@@ -16,7 +16,7 @@ import json
 import os
 import subprocess
 import threading
-import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,7 +69,7 @@ class FakeRun:
         image = f"localhost/fmnist-trainer:{source_tag('trainer')}"
         command = promotion_job_command(self.env, job)
         env = {**self.platform, **self.job_env}
-        run = ["run", "--rm", "--network", "host", "--name", f"twin-{job}-{int(time.time() * 1000)}"]
+        run = ["run", "--rm", "--network", "host", "--name", f"twin-{job}-{uuid.uuid4().hex[:12]}"]
         for key, value in sorted(env.items()):
             run += ["--env", f"{key}={value}"]
         for item in override.get("env", []):  # the execution's own variables: the promoter judges them
