@@ -4,6 +4,8 @@ environment refused with status 2 before any request."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from infra.endpoint_guard import Verdict, judge, main
@@ -69,3 +71,68 @@ def test_an_unknown_environment_is_refused_before_any_request(capsys):
     assert main(["nowhere"], fetch=never) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error: ") and "nowhere" in err
+
+
+@pytest.fixture
+def endpoint_server():
+    """An HTTP server standing in for the endpoint's GET: JSON at /v1/ok, an HTML error page at /v1/html."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            status, kind, body = (
+                (200, "application/json", b'{"deployedModels": [{"id": "1", "model": "m"}]}')
+                if self.path == "/v1/ok"
+                else (502, "text/html", b"<html>bad gateway</html>")
+            )
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_the_fetch_over_the_wire_with_the_cloud_platform_scope(endpoint_server, monkeypatch):
+    """`fetch_endpoint` with anonymous credentials against a local server: the scope it asks for, its timeout,
+    the answer's status and JSON, and an error page that is not JSON read as an empty body (the verdict's
+    'no detail'), not a crash."""
+    google_auth = pytest.importorskip("google.auth")
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.transport.requests import AuthorizedSession
+
+    from infra.endpoint_guard import fetch_endpoint
+
+    scopes, timeouts = [], []
+
+    def default(scopes_=None, **kwargs):
+        scopes.append(kwargs.get("scopes", scopes_))
+        return AnonymousCredentials(), None
+
+    request = AuthorizedSession.request
+
+    def recording(self, method, url, *args, **kwargs):
+        timeouts.append(kwargs.get("timeout"))
+        return request(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(google_auth, "default", default)
+    monkeypatch.setattr(AuthorizedSession, "request", recording)
+    base, asked = endpoint_server
+    assert fetch_endpoint(f"{base}/v1/ok") == (200, {"deployedModels": [{"id": "1", "model": "m"}]})
+    assert fetch_endpoint(f"{base}/v1/html") == (502, {})
+    assert asked == ["/v1/ok", "/v1/html"]
+    assert scopes == [["https://www.googleapis.com/auth/cloud-platform"]] * 2
+    assert timeouts == [30, 30]
