@@ -136,3 +136,17 @@ def test_the_fetch_over_the_wire_with_the_cloud_platform_scope(endpoint_server, 
     assert asked == ["/v1/ok", "/v1/html"]
     assert scopes == [["https://www.googleapis.com/auth/cloud-platform"]] * 2
     assert timeouts == [30, 30]
+
+
+def test_the_usage_and_help_name_the_command(capsys):
+    with pytest.raises(SystemExit) as missing:
+        main([])
+    assert missing.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: python -m infra.endpoint_guard [-h] env\n")
+    with pytest.raises(SystemExit) as shown:
+        main(["--help"])
+    assert shown.value.code == 0
+    assert " ".join(capsys.readouterr().out.split("\n\n")[1].split()) == (
+        "`python -m infra.endpoint_guard ENV`: refuse `cdktf destroy` while models are deployed on the Vertex AI "
+        "endpoint."
+    )

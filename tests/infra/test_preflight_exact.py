@@ -265,3 +265,16 @@ def test_an_unknown_or_local_environment_exits_2(capsys):
     assert out == "" and err.startswith("error: ") and "'nowhere'" in err
     assert main(["local"]) == 2
     assert capsys.readouterr() == ("", "error: local has target 'local': nothing to deploy on Google Cloud\n")
+
+
+def test_the_usage_and_help_name_the_command(capsys):
+    with pytest.raises(SystemExit) as missing:
+        main([])
+    assert missing.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: python -m infra.preflight [-h] [--deploy] env\n")
+    with pytest.raises(SystemExit) as shown:
+        main(["--help"])
+    assert shown.value.code == 0
+    assert " ".join(capsys.readouterr().out.split("\n\n")[1].split()) == (
+        "`python -m infra.preflight ENV`: refuse a deploy while config/<env>.yaml still holds placeholder values."
+    )
