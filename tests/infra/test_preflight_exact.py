@@ -146,7 +146,7 @@ def test_a_silent_daemon_times_out_within_the_timeout(unix_daemon):
     host, _ = unix_daemon(None)
     started = time.monotonic()
     assert preflight._ping_docker(host, timeout=0.3) == f"no Docker daemon at {host} (timed out)"
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 4  # the daemon stays silent for 5 s
 
 
 def test_a_daemon_over_tcp_at_the_given_and_the_default_host_and_port(tcp_daemon, monkeypatch):
