@@ -469,6 +469,20 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/infra/test_workbench.py::test_on_the_workbench_may_invoke_the_service_and_only_that",
         ],
     ),
+    # the deploy's preflight (placeholder settings, Docker daemon, registry password) and the destroy's endpoint
+    # check, in-process; not the tests over the synthesized stacks or a real `terraform plan` (infra-guard's)
+    "infra-preflight": (
+        ["infra/preflight.py", "infra/endpoint_guard.py"],
+        [
+            "tests/infra/test_preflight.py",
+            "tests/infra/test_preflight_exact.py",
+            "tests/infra/test_endpoint_guard.py",
+            "tests/infra/test_endpoint_guard_exact.py",
+            *["-k", "not (carries_the_guard or synthesize_no_guard or terraform_plan)"],
+        ],
+    ),
+    # the placeholder guard variable, on a one-stack synth in-process (tests/infra/test_guard_exact.py)
+    "infra-guard": (["infra/guard.py"], ["tests/infra/test_guard_exact.py"]),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
@@ -488,6 +502,7 @@ ONE_KERNEL = {
     "serving-secrets",
     "ground-truth-infra",
     "infra-stacks",
+    "infra-guard",
 }
 # groups whose code runs in a child process of kfp's interpreter (.venv-kfp): the mutated copy imports mutmut's
 # trampolines, so the child gets a path entry holding mutmut's package alone (kfp's venv stays as it is; mutmut
