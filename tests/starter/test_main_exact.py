@@ -7,6 +7,7 @@ a mutation tool cannot see which mutant runs)."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -28,11 +29,11 @@ DATASETS = "fmnist-main-datasets"
 TEMPLATE = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/p-pipelines/fmnist-lifecycle/latest"
 ACCOUNT = f"p-pipelines@{PROJECT}.iam.gserviceaccount.com"
 ROOT = "gs://p-dev/pipeline-root"
-CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused at once
 
 
 @dataclass
 class Starter:
+    closed: str  # a port bound and never listened on: a connection is refused at once
     fake: vertex_fake.FakeVertex
     environ: dict[str, str]
     emulator: str
@@ -54,10 +55,12 @@ class Starter:
 
 @pytest.fixture
 def starter(gcs_emulator, gcs_bucket: str, monkeypatch) -> Iterator[Starter]:
-    # the handler reads the emulator from the environment it is given, never from the process's: the process's
-    # points nowhere, so a handler that read it could not reach Cloud Storage
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", CLOSED)
-    with vertex_fake.serve() as fake:
+    with socket.socket() as unlistened, vertex_fake.serve() as fake:
+        unlistened.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{unlistened.getsockname()[1]}"
+        # the handler reads the emulator from the environment it is given, never from the process's: the process's
+        # points nowhere, so a handler that read it could not reach Cloud Storage
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", closed)
         deferred = f"{gcs_bucket}/starter/deferred.json"
         environ = {
             StarterEnv.PROJECT: PROJECT,
@@ -76,7 +79,7 @@ def starter(gcs_emulator, gcs_bucket: str, monkeypatch) -> Iterator[Starter]:
             StarterEnv.AIPLATFORM_ENDPOINT: fake.endpoint,
             StarterEnv.STORAGE_EMULATOR_HOST: gcs_emulator.url,
         }
-        yield Starter(fake, environ, gcs_emulator.url.rstrip("/"), deferred)
+        yield Starter(closed, fake, environ, gcs_emulator.url.rstrip("/"), deferred)
 
 
 def _commit(generation: str = "1765015200123456") -> tuple[dict[str, str], bytes]:
@@ -171,7 +174,7 @@ def test_a_bad_deferrals_uri_is_a_500_before_any_run_starts(starter: Starter):
 
 
 def test_an_unreachable_vertex_ai_is_a_500_so_the_sender_retries(starter: Starter):
-    environ = {**starter.environ, StarterEnv.AIPLATFORM_ENDPOINT: CLOSED}
+    environ = {**starter.environ, StarterEnv.AIPLATFORM_ENDPOINT: starter.closed}
     status, answer = handle(*_commit(), environ)
     assert status == 500 and list(answer) == ["error"]
-    assert "127.0.0.1" in answer["error"] and "9" in answer["error"]
+    assert f"port={starter.closed.rsplit(':', 1)[1]}" in answer["error"] and "refused" in answer["error"]
