@@ -400,6 +400,15 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # the starter's variables, built by the contract and read by the function's config, in-process: test_function.py
     # runs the function in a process of its own (mutmut cannot attribute it), test_pipelines.py synthesizes a stack
     "starter-config": (["contracts/starter.py", "starter/config.py"], ["tests/starter/test_config_exact.py"]),
+    # the function's entry point: its handler in-process (statuses, answers, every variable in the PipelineJob), over
+    # HTTP against the Vertex AI fake and fake-gcs-server; `start` and `_session` are decorated (mutmut leaves them)
+    "starter-main": (["starter/main.py"], ["tests/starter/test_main_exact.py"]),
+    # every Google Cloud name infra/ declares and the trainer finds, from hand-written CloudNames and from settings;
+    # its @property names are decorated, so mutmut mutates only the methods (test_cloud_exact.py pins both)
+    "cloud-names": (
+        ["contracts/cloud.py"],
+        ["tests/contracts/test_cloud_exact.py", "tests/contracts/test_layout_and_names.py"],
+    ),
     # the provider's facts and the IAM table on hand-written stacks, with the simulator's tests that read the facts;
     # `python -m infra.iam_table` itself synthesizes (two tests; no test module imports cdktf, so the fork server
     # holds no jsii kernel and each child starts its own: not ONE_KERNEL). Not the tests over the session's synth
