@@ -52,8 +52,8 @@ def placeholder_problems(settings: Settings) -> list[str]:
             f"infra.alert_email is {infra.alert_email!r}, an address nobody reads: set it in {where} or "
             f"{_override('alert_email')}"
         )
-    for member in infra.invokers:
-        if member.rsplit("@", 1)[-1].lower() in PLACEHOLDER_DOMAINS:
+    for member in infra.invokers:  # user:/group:/serviceAccount: name@DOMAIN, or domain:DOMAIN
+        if member.rsplit("@", 1)[-1].rpartition(":")[2].lower() in PLACEHOLDER_DOMAINS:
             problems.append(f"infra.invokers lists {member!r}, a placeholder: set real members in {where}")
     return problems
 

@@ -48,7 +48,13 @@ def test_an_unset_account_the_other_owner_and_domains_and_placeholder_invokers_a
         billing_account=None,
         github_owner="example",
         alert_email="Ops@Example.NET",
-        invokers=["user:a@example.org", "user:b@fmnist.dev", "group:c@EXAMPLE.COM", "serviceAccount:x@example.net"],
+        invokers=[
+            "user:a@example.org",
+            "user:b@fmnist.dev",
+            "group:c@EXAMPLE.COM",
+            "serviceAccount:x@example.net",
+            "domain:Example.com",  # a whole domain: no @, the placeholder after the colon
+        ],
     )
     assert placeholder_problems(settings) == [
         "infra.billing_account is None, a placeholder: set your billing account id in config/prod.yaml or "
@@ -60,6 +66,7 @@ def test_an_unset_account_the_other_owner_and_domains_and_placeholder_invokers_a
         "infra.invokers lists 'user:a@example.org', a placeholder: set real members in config/prod.yaml",
         "infra.invokers lists 'group:c@EXAMPLE.COM', a placeholder: set real members in config/prod.yaml",
         "infra.invokers lists 'serviceAccount:x@example.net', a placeholder: set real members in config/prod.yaml",
+        "infra.invokers lists 'domain:Example.com', a placeholder: set real members in config/prod.yaml",
     ]
 
 
