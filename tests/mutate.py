@@ -467,6 +467,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/service/test_replies_exact.py",
             "tests/service/test_admin_exact.py",
             "tests/service/test_limits_exact.py",
+            "tests/service/test_state_exact.py",
             *["-k", "not (two_workers or real_service)"],
         ],
     ),

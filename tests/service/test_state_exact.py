@@ -1,0 +1,114 @@
+"""One worker's serving state (service/state.py), exactly: the 503 a request without a model gets, and the model's
+identity and drift gauges as a scrape reads them, with a model, without one and after a registry champion arrives.
+
+In-process (create_app); the gauges are read from the worker's own scrape registry, sample by sample."""
+
+from __future__ import annotations
+
+import onnxruntime
+import pytest
+
+from service.limits import MAX_DETAIL_CHARS, shorten
+from service.state import OPERATOR_HINT
+from tests.service.conftest import ADMIN_ENV
+from tests.service.model_factory import generated_images, local_registry, make_version, register
+
+OCTET = "application/octet-stream"
+HINT = (
+    "train, export and register a model, then promote it (python -m trainer registry promote, or `make demo` "
+    "locally); this service re-reads the registry every {} s and starts serving the champion then"
+)
+
+
+def scrape(state) -> dict[str, list[tuple[dict, float]]]:
+    """{sample name: [(labels, value), ...]} of the state's own collector."""
+    out: dict[str, list[tuple[dict, float]]] = {}
+    for family in state.scrape_registry.collect():
+        for sample in family.samples:
+            if sample.name.startswith(("fmnist_model", "fmnist_drift")):
+                out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return out
+
+
+@pytest.fixture(scope="module")
+def empty_registry_app(tmp_path_factory):
+    from service.app import create_app
+
+    root = tmp_path_factory.mktemp("empty") / "models"
+    return create_app({"MODEL_URI": f"{root}@champion", "MODEL_POLL_S": "2.5", **ADMIN_ENV}), root
+
+
+def test_no_model_promoted_is_a_503_naming_the_reason_and_the_poll_interval(empty_registry_app):
+    app, root = empty_registry_app
+    state = app.extensions["fmnist"]
+    public = state.unavailable()
+    assert (public.status, public.reason) == (503, "no_model")
+    assert public.detail == f"no model is served yet (reason: not_promoted; {OPERATOR_HINT}); {HINT.format('2.5')}"
+    reason = state.champion.waiting_reason
+    assert str(root) in reason  # paths are the operator's
+    whole = f"no model has been promoted yet ({reason}); {HINT.format('2.5')}"
+    assert state.no_model_detail(full=True) == whole
+    assert state.unavailable(full=True).detail == shorten(whole, MAX_DETAIL_CHARS)
+    assert state.waiting_code == "not_promoted"
+
+
+def test_without_a_model_the_scrape_says_none_and_not_ready(empty_registry_app):
+    got = scrape(empty_registry_app[0].extensions["fmnist"])
+    labels = {
+        "model_version": "none",
+        "alias": "",
+        "role": "champion",
+        "artifact": "",
+        "verified": "",
+        "runtime": "onnxruntime (not loaded in this process)",
+    }
+    assert got["fmnist_model_info"] == [(labels, 1.0)]
+    assert got["fmnist_model_ready"] == [({}, 0.0)]
+
+
+def test_a_model_directory_is_loading_not_missing_and_its_scrape_names_it(make_app):
+    state = make_app(DRIFT_PSI_THRESHOLD="0.35").extensions["fmnist"]
+    loading = state.unavailable()
+    assert (loading.status, loading.reason) == (503, "not_ready")
+    assert loading.detail == "the model is loading or warming up; retry shortly"
+    got = scrape(state)
+    labels = {
+        "model_version": "test-v1",
+        "alias": "",
+        "role": "champion",
+        "artifact": "model.onnx",
+        "verified": "true",  # lower case, as every other label value
+        "runtime": f"onnxruntime {onnxruntime.__version__}",
+    }
+    assert got["fmnist_model_info"] == [(labels, 1.0)]
+    assert got["fmnist_model_ready"] == [({}, 1.0)]
+    assert got["fmnist_drift_images_sampled"] == [({}, 0.0)]
+    assert got["fmnist_drift_threshold"] == [({}, 0.35)]
+    assert got["fmnist_drift_detected"] == [({}, 0.0)]
+
+
+def test_a_registry_champion_is_named_by_alias_verified_and_its_drift_psi_published(tmp_path, model_dir):
+    from service.app import create_app
+
+    root = tmp_path / "models"
+    directory, files = make_version(model_dir, tmp_path / "v1", "v1")
+    register(local_registry(root), directory, "v1", files)
+    app = create_app({"MODEL_URI": f"{root}@champion", "DRIFT_SAMPLE_EVERY": "1", "DRIFT_MIN_IMAGES": "10"})
+    state = app.extensions["fmnist"]
+    info = scrape(state)["fmnist_model_info"]
+    assert [(labels["model_version"], labels["alias"], labels["verified"]) for labels, _ in info] == [
+        ("v1", "champion", "true")
+    ]
+    images, _ = generated_images(12, seed=3)
+    reply = app.test_client().post("/predict", data=images.tobytes(), content_type=OCTET)
+    assert reply.status_code == 200
+    report = state.drift.report()
+    assert report["status"] == "ok"
+    got = scrape(state)
+    assert got["fmnist_drift_images_sampled"] == [({}, 12.0)]
+    assert got["fmnist_drift_feature_psi"] == [
+        ({"feature": name}, item["psi"]) for name, item in report["features"].items()
+    ]
+    assert len(got["fmnist_drift_feature_psi"]) == len(report["features"]) > 1
+    assert got["fmnist_drift_class_psi"] == [({}, report["classes"]["psi"])]
+    assert got["fmnist_drift_detected"] == [({}, 1.0 if report["drift_detected"] else 0.0)]
