@@ -5,8 +5,10 @@ In-process (create_app); the gauges are read from the worker's own scrape regist
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import onnxruntime
-import pytest
 
 from service.limits import MAX_DETAIL_CHARS, shorten
 from service.state import OPERATOR_HINT
@@ -30,16 +32,15 @@ def scrape(state) -> dict[str, list[tuple[dict, float]]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def empty_registry_app(tmp_path_factory):
+def empty_registry_app(tmp_path):
     from service.app import create_app
 
-    root = tmp_path_factory.mktemp("empty") / "models"
+    root = tmp_path / "models"
     return create_app({"MODEL_URI": f"{root}@champion", "MODEL_POLL_S": "2.5", **ADMIN_ENV}), root
 
 
-def test_no_model_promoted_is_a_503_naming_the_reason_and_the_poll_interval(empty_registry_app):
-    app, root = empty_registry_app
+def test_no_model_promoted_is_a_503_naming_the_reason_and_the_poll_interval(tmp_path):
+    app, root = empty_registry_app(tmp_path)
     state = app.extensions["fmnist"]
     public = state.unavailable()
     assert (public.status, public.reason) == (503, "no_model")
@@ -52,8 +53,9 @@ def test_no_model_promoted_is_a_503_naming_the_reason_and_the_poll_interval(empt
     assert state.waiting_code == "not_promoted"
 
 
-def test_without_a_model_the_scrape_says_none_and_not_ready(empty_registry_app):
-    got = scrape(empty_registry_app[0].extensions["fmnist"])
+def test_without_a_model_the_scrape_and_openapi_say_none_and_not_ready(tmp_path):
+    app = empty_registry_app(tmp_path)[0]
+    got = scrape(app.extensions["fmnist"])
     labels = {
         "model_version": "none",
         "alias": "",
@@ -64,6 +66,52 @@ def test_without_a_model_the_scrape_says_none_and_not_ready(empty_registry_app):
     }
     assert got["fmnist_model_info"] == [(labels, 1.0)]
     assert got["fmnist_model_ready"] == [({}, 0.0)]
+    assert json.loads(app.test_client().get("/openapi.json").data)["info"]["version"] == "none"
+
+
+def test_every_gauge_says_what_it_measures(tmp_path):
+    """The descriptions Prometheus and Cloud Monitoring show beside each series (# HELP)."""
+    state = empty_registry_app(tmp_path)[0].extensions["fmnist"]
+    state.drift.report = lambda: {  # an ok report, so the two PSI families are collected too
+        "images_sampled": 0,
+        "threshold": 0.2,
+        "drift_detected": False,
+        "status": "ok",
+        "features": {},
+        "classes": {"psi": 0.0},
+    }
+    described = {family.name: family.documentation for family in state.scrape_registry.collect()}
+    assert {name: described[name] for name in HELP} == HELP
+
+
+HELP = {
+    "fmnist_model": "The model this service serves",
+    "fmnist_model_ready": "1 once this worker's model is loaded and warmed up",
+    "fmnist_drift_images_sampled": "Images whose features entered the drift histograms",
+    "fmnist_drift_threshold": "PSI above which drift is flagged (DRIFT_PSI_THRESHOLD)",
+    "fmnist_drift_detected": "1 when any feature's or the class PSI exceeds the threshold",
+    "fmnist_drift_client_images": "Sampled images per client bucket (drift)",
+    "fmnist_drift_client_detected": "1 when a client bucket's own sampled images drifted (judged from "
+    "DRIFT_MIN_IMAGES / DRIFT_MIN_CLIENTS)",
+    "fmnist_drift_feature_psi": "Population stability index per input feature",
+    "fmnist_drift_class_psi": "Population stability index of predicted classes",
+}
+
+
+def test_a_two_image_request_counts_both_predicted_classes(make_app):
+    from service import metrics
+
+    state = make_app().extensions["fmnist"]
+    names = ["c0", "c1", "c2"]
+
+    def counted() -> list[float]:
+        return [metrics.PREDICTED.labels(name)._value.get() for name in names]
+
+    before = counted()
+    state.count_predictions("binary", np.array([2, 0]), names)
+    state.count_predictions("binary", np.array([1]), names)
+    state.count_predictions("binary", np.array([2, 2, 1]), names)
+    assert [after - was for after, was in zip(counted(), before, strict=True)] == [1.0, 2.0, 3.0]
 
 
 def test_a_model_directory_is_loading_not_missing_and_its_scrape_names_it(make_app):
