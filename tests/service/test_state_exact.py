@@ -160,3 +160,43 @@ def test_a_registry_champion_is_named_by_alias_verified_and_its_drift_psi_publis
     assert len(got["fmnist_drift_feature_psi"]) == len(report["features"]) > 1
     assert got["fmnist_drift_class_psi"] == [({}, report["classes"]["psi"])]
     assert got["fmnist_drift_detected"] == [({}, 1.0 if report["drift_detected"] else 0.0)]
+
+
+def log_lines(capfd) -> list[dict]:
+    return [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def test_log_lines_name_the_served_version_and_the_projects_trace(tmp_path, model_dir, capfd):
+    """Every request's log line (a /v1/model one too) names the version serving now, "none" before one, and links
+    Cloud Trace in the configured project."""
+    from service.app import create_app
+
+    root = tmp_path / "models"
+    trace = {"X-Cloud-Trace-Context": "abc123/1;o=1"}
+    app = create_app({"MODEL_URI": f"{root}@champion", "GOOGLE_CLOUD_PROJECT": "proj-7"})
+    capfd.readouterr()
+    app.test_client().get("/v1/model", headers=trace)
+    [before] = log_lines(capfd)
+    assert before["model_version"] == "none"
+    assert before["logging.googleapis.com/trace"] == "projects/proj-7/traces/abc123"
+    directory, files = make_version(model_dir, tmp_path / "v1", "v1")
+    register(local_registry(root), directory, "v1", files)
+    assert app.extensions["fmnist"].champion.poll_once() is True
+    capfd.readouterr()
+    app.test_client().get("/v1/model", headers=trace)
+    [after] = log_lines(capfd)
+    assert after["model_version"] == "v1"
+
+
+def test_drift_counts_live_in_the_state_directorys_drift_folder(tmp_path, model_dir):
+    """The server's state directory (shared by its workers) holds drift under drift/; in-process, none is made."""
+    from service.app import create_app
+
+    state_dir = tmp_path / "state"
+    app = create_app({"MODEL_URI": str(model_dir), "SERVICE_STATE_DIR": str(state_dir), "DRIFT_SAMPLE_EVERY": "1"})
+    images, _ = generated_images(3, seed=4)
+    assert app.test_client().post("/predict", data=images.tobytes(), content_type=OCTET).status_code == 200
+    assert sorted(path.name for path in state_dir.iterdir()) == ["drift"]
+    assert (state_dir / "drift" / "header.f64").is_file()
+    assert app.extensions["fmnist"].drift.report()["images_sampled"] == 3
+    assert not list(tmp_path.glob("*.f64"))
