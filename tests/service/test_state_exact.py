@@ -200,3 +200,15 @@ def test_drift_counts_live_in_the_state_directorys_drift_folder(tmp_path, model_
     assert (state_dir / "drift" / "header.f64").is_file()
     assert app.extensions["fmnist"].drift.report()["images_sampled"] == 3
     assert not list(tmp_path.glob("*.f64"))
+
+
+def test_polling_starts_for_the_champion_alone_when_no_challenger_is_configured(tmp_path):
+    """What each gunicorn worker calls after the fork (gunicorn_conf.post_fork); the registry champion's poll
+    thread runs, and a service without a challenger has nothing else to start."""
+    state = empty_registry_app(tmp_path)[0].extensions["fmnist"]
+    assert state.challenger is None
+    state.start_polling()
+    try:
+        assert state.champion._thread is not None and state.champion._thread.is_alive()
+    finally:
+        state.champion.stop()
