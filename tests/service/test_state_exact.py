@@ -203,7 +203,7 @@ def test_drift_counts_live_in_the_state_directorys_drift_folder(tmp_path, model_
 
 
 def test_polling_starts_for_the_champion_alone_when_no_challenger_is_configured(tmp_path):
-    """What each gunicorn worker calls after the fork (gunicorn_conf.post_fork); the registry champion's poll
+    """What each gunicorn worker calls after the fork (gunicorn_conf.post_worker_init); the registry champion's poll
     thread runs, and a service without a challenger has nothing else to start."""
     state = empty_registry_app(tmp_path)[0].extensions["fmnist"]
     assert state.challenger is None
