@@ -212,3 +212,16 @@ def test_polling_starts_for_the_champion_alone_when_no_challenger_is_configured(
         assert state.champion._thread is not None and state.champion._thread.is_alive()
     finally:
         state.champion.stop()
+
+
+def test_a_challenger_slot_is_built_under_its_role_with_the_services_artifact_choice(
+    tmp_path, model_dir, linear_model_dir
+):
+    """The role names the challenger's swaps, refusals and ready line; MODEL_ARTIFACT applies to both models (the
+    slot's own default is "float": a challenger would never be served int8)."""
+    from tests.service.test_rollout_report import _canary_app
+
+    state = _canary_app(tmp_path, model_dir, linear_model_dir, "st", MODEL_ARTIFACT="auto").extensions["fmnist"]
+    assert state.rollout is not None and state.challenger is not None
+    assert (state.challenger.role, state.challenger.artifact_preference) == ("challenger", "auto")
+    assert state.challenger.version == "st-challenger"
