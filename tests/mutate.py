@@ -462,6 +462,25 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["infra/components/ground_truth.py"],
         ["tests/infra/test_ground_truth.py", "tests/infra/test_ground_truth_exact.py"],
     ),
+    # one worker's serving state (503 reasons, counters, the model's info and drift gauges), the operator routes'
+    # token check and the per-request bounds' shortening, in-process (the Flask app and the WSGI predict route);
+    # not the tests that start gunicorn (two_workers, real_service): the code runs there in another process
+    "service-state": (
+        ["service/state.py", "service/admin.py", "service/limits.py"],
+        [
+            "tests/service/test_app.py",
+            "tests/service/test_drift.py",
+            "tests/service/test_metrics_deltas.py",
+            "tests/service/test_predict_route_exact.py",
+            "tests/service/test_request_parsing_exact.py",
+            "tests/service/test_replies_exact.py",
+            "tests/service/test_admin_exact.py",
+            "tests/service/test_limits_exact.py",
+            "tests/service/test_state_exact.py",
+            "tests/service/test_rollout_report.py",  # an app with a challenger beside the champion
+            *["-k", "not (two_workers or real_service)"],
+        ],
+    ),
     # the images and serving stacks and every environment stack's backend, on the synthesized stacks: each stack's
     # state bucket and prefix, the order between stacks, the images' outputs, the serving APIs and output, the
     # Workbench's invoker grant (test_workbench.py's synth with the Workbench on: that one test, not the policy scans);
