@@ -455,7 +455,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     # the bootstrap stack's accounts, their project, account and billing grants, the state bucket, the service agents
     # and every stack's providers, pinned on the synthesized stacks (tests/infra/test_accounts_exact.py); the
-    # Workbench's roles and users from test_workbench.py's synth with the Workbench on (those two tests only)
+    # Workbench's roles and users from test_workbench.py's synth with the Workbench on (those three tests only)
     "accounts-infra": (
         [
             "infra/components/accounts.py",
@@ -467,6 +467,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/infra/test_accounts_exact.py",
             "tests/infra/test_workbench.py::test_on_its_own_account_holds_only_what_the_notebooks_need",
             "tests/infra/test_workbench.py::test_on_the_deployer_may_create_it_and_the_planner_read_it",
+            "tests/infra/test_workbench.py::test_on_each_user_acts_as_its_account_at_an_address_of_its_own",
         ],
     ),
     # the images and serving stacks and every environment stack's backend, on the synthesized stacks: each stack's

@@ -75,6 +75,7 @@ GRANT_LIMIT = {
     '["roles/aiplatform.user", "roles/bigquery.jobUser", "roles/eventarc.eventReceiver", "roles/logging.logWriter", '
     '"roles/monitoring.metricWriter", "roles/pubsub.publisher"])',
 }
+TOP_LEVEL = {"//", "terraform", "provider", "resource", "data", "output", "variable"}
 LABELS = {"app": "fmnist-mlops", "managed_by": "cdktf"}
 
 
@@ -243,6 +244,7 @@ def test_each_stack_declares_its_providers_exactly(synth, env, settings_by_env):
     google = {"project": names.project, "region": names.region, "default_labels": {**LABELS, "env": env}}
     pinned_google = {"source": "hashicorp/google", "version": "6.50.0"}
     for stack in (BOOTSTRAP[env], f"serving-{env}"):
+        assert set(synth.stack(stack)) <= TOP_LEVEL, f"{stack}: a mangled override adds a block of its own"
         assert synth.stack(stack)["provider"] == {"google": [google]}, stack
         assert synth.stack(stack)["terraform"]["required_providers"] == {"google": pinned_google}, stack
     main = synth.stack(env)

@@ -224,6 +224,25 @@ def test_on_the_workbench_may_invoke_the_service_and_only_that(workbench_synth, 
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_on_each_user_acts_as_its_account_at_an_address_of_its_own(workbench_synth, env):
+    """infra/components/accounts.py's grant to the configured users, whole, at `workbench_user_<n>` counted from 1
+    (a renumbered grant is revoked and granted again while someone works in JupyterLab)."""
+    stack = BOOTSTRAP[env]
+    users = {
+        path: {k: v for k, v in body.items() if k != "//"}
+        for path, (_, _, body) in workbench_synth.by_path(stack).items()
+        if path.startswith("accounts/workbench_user")
+    }
+    assert users == {
+        "accounts/workbench_user_1": {
+            "service_account_id": workbench_synth.ref(stack, "accounts/workbench", "name"),
+            "role": "roles/iam.serviceAccountUser",
+            "member": "group:ml-team@example.com",
+        }
+    }
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_on_the_deployer_may_create_it_and_the_planner_read_it(workbench_synth, env):
     bindings = workbench_synth.resources(BOOTSTRAP[env], "google_project_iam_member").values()
     granted = {("deployer" if "deployer" in b["member"] else "planner", b["role"]) for b in bindings}
