@@ -311,3 +311,24 @@ def test_the_two_accepted_findings_carry_their_check_and_reason(synth, env):
             "reads and writes of state are in the Cloud Audit Logs of the deployer and planner accounts."
         },
     }
+
+
+def test_workbench_users_act_as_nothing_while_the_workbench_is_off(tmp_path):
+    """Users listed for a Workbench that is off: no account of theirs to act as, and no grant (dev's bootstrap stack
+    alone, in-process)."""
+    import json
+
+    from cdktf import App
+
+    from infra.bootstrap import BootstrapStack
+    from settings import load_config
+
+    app = App(outdir=str(tmp_path))
+    settings = load_config("dev", environ={"FMNIST_INFRA__WORKBENCH__USERS": "['group:ml-team@example.com']"})
+    assert not settings.infra.workbench.enabled and settings.infra.workbench.users == ["group:ml-team@example.com"]
+    BootstrapStack(app, settings)
+    app.synth()
+    stack = json.loads((tmp_path / "stacks" / BOOTSTRAP["dev"] / "cdk.tf.json").read_text())
+    members = {b["member"] for b in stack["resource"]["google_service_account_iam_member"].values()}
+    assert "group:ml-team@example.com" not in members
+    assert len(members) == 3  # the deployer, pipelines and starter accounts
