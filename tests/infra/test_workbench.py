@@ -6,6 +6,7 @@ policies) with 0 failed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 
@@ -35,7 +36,12 @@ WORKBENCH_TYPES = (
 )
 
 
-@pytest.fixture(scope="module")
+def _module_or_per_test(fixture_name: str, config: pytest.Config) -> str:
+    """Per test while mutmut maps tests to functions (conftest's `_once_or_per_test` says why), else per module."""
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") == "stats" else "module"
+
+
+@pytest.fixture(scope=_module_or_per_test)
 def workbench_synth(tmp_path_factory) -> Synth:
     return _synthesize(tmp_path_factory.mktemp("cdktf-workbench"), environ=WORKBENCH_ON)
 
