@@ -481,6 +481,23 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             *["-k", "not (two_workers or real_service)"],
         ],
     ),
+    # the bootstrap stack's accounts, their project, account and billing grants, the state bucket, the service agents
+    # and every stack's providers, pinned on the synthesized stacks (tests/infra/test_accounts_exact.py); the
+    # Workbench's roles and users from test_workbench.py's synth with the Workbench on (those three tests only)
+    "accounts-infra": (
+        [
+            "infra/components/accounts.py",
+            "infra/components/service_agents.py",
+            "infra/components/state.py",
+            "infra/components/providers.py",
+        ],
+        [
+            "tests/infra/test_accounts_exact.py",
+            "tests/infra/test_workbench.py::test_on_its_own_account_holds_only_what_the_notebooks_need",
+            "tests/infra/test_workbench.py::test_on_the_deployer_may_create_it_and_the_planner_read_it",
+            "tests/infra/test_workbench.py::test_on_each_user_acts_as_its_account_at_an_address_of_its_own",
+        ],
+    ),
     # the images and serving stacks and every environment stack's backend, on the synthesized stacks: each stack's
     # state bucket and prefix, the order between stacks, the images' outputs, the serving APIs and output, the
     # Workbench's invoker grant (test_workbench.py's synth with the Workbench on: that one test, not the policy scans);
@@ -531,6 +548,7 @@ ONE_KERNEL = {
     "ground-truth-infra",
     "infra-stacks",
     "infra-guard",
+    "accounts-infra",
 }
 # groups whose code runs in a child process of kfp's interpreter (.venv-kfp): the mutated copy imports mutmut's
 # trampolines, so the child gets a path entry holding mutmut's package alone (kfp's venv stays as it is; mutmut

@@ -6,6 +6,7 @@ policies) with 0 failed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 
@@ -35,7 +36,12 @@ WORKBENCH_TYPES = (
 )
 
 
-@pytest.fixture(scope="module")
+def _module_or_per_test(fixture_name: str, config: pytest.Config) -> str:
+    """Per test while mutmut maps tests to functions (conftest's `_once_or_per_test` says why), else per module."""
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") == "stats" else "module"
+
+
+@pytest.fixture(scope=_module_or_per_test)
 def workbench_synth(tmp_path_factory) -> Synth:
     return _synthesize(tmp_path_factory.mktemp("cdktf-workbench"), environ=WORKBENCH_ON)
 
@@ -221,6 +227,25 @@ def test_on_the_workbench_may_invoke_the_service_and_only_that(workbench_synth, 
         "member": f"serviceAccount:{names.service_account_email('workbench')}",
     }
     assert list(grants) == ["ramp/moves-the-service"]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_on_each_user_acts_as_its_account_at_an_address_of_its_own(workbench_synth, env):
+    """infra/components/accounts.py's grant to the configured users, whole, at `workbench_user_<n>` counted from 1
+    (a renumbered grant is revoked and granted again while someone works in JupyterLab)."""
+    stack = BOOTSTRAP[env]
+    users = {
+        path: {k: v for k, v in body.items() if k != "//"}
+        for path, (_, _, body) in workbench_synth.by_path(stack).items()
+        if path.startswith("accounts/workbench_user")
+    }
+    assert users == {
+        "accounts/workbench_user_1": {
+            "service_account_id": workbench_synth.ref(stack, "accounts/workbench", "name"),
+            "role": "roles/iam.serviceAccountUser",
+            "member": "group:ml-team@example.com",
+        }
+    }
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
