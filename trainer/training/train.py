@@ -54,7 +54,7 @@ class TrainConfig:
     ema_momentum: float = 0.0  # > 0: the saved model holds an exponential moving average of the weights
     steps_per_execution: int = 1  # training steps per compiled call: fewer Python round trips per epoch
     fused_batch_norm: bool = False  # train with one fused op per BatchNormalization on TensorFlow (same math)
-    validate_each_epoch: bool = True  # False: measure the validation split after the last epoch only (less CPU)
+    validate_each_epoch: bool = True  # False: measure the validation split after the last epoch only
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,8 +90,9 @@ class TrainConfig:
 #   (0.99-1.01x, bench/bench_train_step.py), and float32 with it costs what bf16 without it does (0.93-1.02x), so the
 #   full preset keeps Keras's layer in bf16.
 #   Sixth session: steps_per_execution 8 and validation after the last epoch only (validate_each_epoch=False) keep
-#   the math (seeds 42/43/44 92.53/92.35/92.84 % to the digit) for 0.92x the CPU (151-157 CPU s against 164, load
-#   16-22); batch 256 at 4e-3 on top cost 0.82x but gave mean 92.54 % (-0.03): not adopted.
+#   the math (seeds 42/43/44 92.53/92.35/92.84 % to the digit); 0.92x the CPU under load (151-157 CPU s against
+#   164, load 16-22), but no gain quiet (seed 42: 160 CPU s against 154, within the noise): kept as harmless, not
+#   as a speed-up. Batch 256 at 4e-3 on top cost 0.82x but gave mean 92.54 % (-0.03): not adopted.
 # gpu: 95.3% within 60 s on one H200 (bf16, XLA), where augmentation does pay off.
 PRESETS = {
     "smoke": TrainConfig(
