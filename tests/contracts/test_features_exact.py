@@ -89,3 +89,23 @@ def test_psi_by_its_formula_with_shares_below_the_floor_clamped():
     assert features.population_stability_index([0.0, 1.0], [0.0001, 0.9999]) == pytest.approx(
         -0.0001 * math.log(0.9999), rel=1e-9
     )
+
+
+def test_the_centroid_of_a_single_faint_pixel_is_that_pixel():
+    f = features.compute_image_features(one_image(slice(2, 3), slice(3, 4), 1))
+    assert (f["centroid_row"][0], f["centroid_col"][0]) == (2.0, 3.0)
+    assert f["mean_intensity"][0] == np.float32(1 / (784 * 255))
+
+
+def test_float32_features_get_float64_edges_as_the_baseline_stores_them():
+    # compute_image_features returns float32: the quantiles are interpolated in float64 all the same
+    values = {name: np.float32([0.1, 0.7, 0.3, 0.45]) for name in features.FEATURE_NAMES}
+    block = features.feature_baseline(values, [0, 1, 2, 3], n_bins=4)["features"]["mean_intensity"]
+    assert block["edges"] == [0.25000000931322575, 0.375, 0.512499988079071]  # float32's own: 0.2500000074505806
+
+
+def test_psi_of_float32_shares_is_computed_in_float64():
+    expected, actual = np.float32([0.3, 0.7]), np.float32([0.6, 0.4])
+    wide_e, wide_a = np.float64(expected), np.float64(actual)
+    exact = float(np.sum((wide_a - wide_e) * np.log(wide_a / wide_e)))
+    assert features.population_stability_index(expected, actual) == exact == 0.3758288792255413

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,6 +15,7 @@ import pytest
 import storage
 from trainer.data import features, ingest
 from trainer.data.dataset import Dataset, version_uri
+from trainer.data.synthetic import make_idx_dir
 
 F32 = np.float32
 
@@ -74,20 +75,25 @@ def test_every_column_of_a_small_table():
     }
 
 
-def test_the_command_writes_one_zstd_parquet_object_with_its_content_type(gcs_settings, idx_dir, capsys):
-    version = ingest.ingest(gcs_settings, ingest.Source("directory", str(idx_dir)))
+def test_the_command_writes_one_zstd_parquet_object_with_its_content_type(gcs_settings, idx_dir, tmp_path, capsys):
+    # two versions: --version names the older, smaller one (LATEST is the other)
+    older = ingest.ingest(gcs_settings, ingest.Source("directory", str(make_idx_dir(tmp_path / "a", 30, 10, seed=5))))
+    latest = ingest.ingest(gcs_settings, ingest.Source("directory", str(idx_dir)))
+    assert older != latest
     capsys.readouterr()
-    assert features.run(argparse.Namespace(version=version), gcs_settings) == 0
-    uri = storage.join(version_uri(gcs_settings, version), "features.parquet")
-    line = capsys.readouterr().out
-    assert re.fullmatch(
-        rf"wrote 800 rows x 13 columns \(9 features, fmnist-image-features/v1\) to {re.escape(uri)} in \d+\.\d s\n",
-        line,
-    ), line
-    blob = storage.gcs_client().bucket(uri[len("gs://") :].split("/")[0]).get_blob(uri.split("/", 3)[3])
+    clock = iter([100.0, 102.5])  # the command's start and end
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(features, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+        assert features.run(argparse.Namespace(version=older), gcs_settings) == 0
+    uri = storage.join(version_uri(gcs_settings, older), "features.parquet")
+    assert capsys.readouterr().out == (
+        f"wrote 40 rows x 13 columns (9 features, fmnist-image-features/v1) to {uri} in 2.5 s\n"
+    )
+    bucket, name = uri[len("gs://") :].split("/", 1)
+    blob = storage.gcs_client().bucket(bucket).get_blob(name)
     assert blob.content_type == "application/vnd.apache.parquet"
-    data = blob.download_as_bytes()
-    parquet = pq.ParquetFile(io.BytesIO(data))
-    assert parquet.metadata.num_rows == 800
+    parquet = pq.ParquetFile(io.BytesIO(blob.download_as_bytes()))
+    assert parquet.metadata.num_rows == 40
     assert {parquet.metadata.row_group(0).column(i).compression for i in range(13)} == {"ZSTD"}
-    assert parquet.schema_arrow.equals(features.arrow_schema(version), check_metadata=True)
+    assert parquet.schema_arrow.equals(features.arrow_schema(older), check_metadata=True)
+    assert not storage.exists(storage.join(version_uri(gcs_settings, latest), "features.parquet"))
