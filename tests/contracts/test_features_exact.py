@@ -104,8 +104,9 @@ def test_float32_features_get_float64_edges_as_the_baseline_stores_them():
     assert block["edges"] == [0.25000000931322575, 0.375, 0.512499988079071]  # float32's own: 0.2500000074505806
 
 
-def test_psi_of_float32_shares_is_computed_in_float64():
-    expected, actual = np.float32([0.3, 0.7]), np.float32([0.6, 0.4])
-    wide_e, wide_a = np.float64(expected), np.float64(actual)
+def test_psi_of_float32_shares_is_computed_in_float64_with_the_floor_at_1e_4():
+    # float32 shares widen exactly; the floor must be float64's 1e-4, not float32's 9.99999974e-05
+    expected, actual = np.float32([0.0, 0.3, 0.7]), np.float32([0.6, 0.4, 0.0])
+    wide_e, wide_a = np.maximum(np.float64(expected), 1e-4), np.maximum(np.float64(actual), 1e-4)
     exact = float(np.sum((wide_a - wide_e) * np.log(wide_a / wide_e)))
-    assert features.population_stability_index(expected, actual) == exact == 0.3758288792255413
+    assert features.population_stability_index(expected, actual) == exact == 11.444287647368974
