@@ -528,6 +528,24 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     # the placeholder guard variable, on a one-stack synth in-process (tests/infra/test_guard_exact.py)
     "infra-guard": (["infra/guard.py"], ["tests/infra/test_guard_exact.py"]),
+    # the feature function, the baseline's binning and PSI (pure numpy, in-process), and `trainer features`'s Parquet
+    # table over a generated IDX dataset in a local bucket
+    "features": (
+        ["contracts/features.py", "trainer/data/features.py"],
+        [
+            "tests/contracts/test_features.py",
+            "tests/contracts/test_feature_kernel.py",
+            "tests/contracts/test_features_exact.py",
+            "tests/trainer/test_features.py",
+            "tests/trainer/test_features_exact.py",
+        ],
+    ),
+    # the bucket layout's model references and version directories; contracts/dataset.py holds constants only
+    # (mutmut mutates function bodies: no mutants), pinned by value in tests/contracts/test_layout_exact.py
+    "layout": (
+        ["contracts/layout.py", "contracts/dataset.py"],
+        ["tests/contracts/test_layout_and_names.py", "tests/contracts/test_layout_exact.py"],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
