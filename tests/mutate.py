@@ -546,6 +546,13 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["contracts/layout.py", "contracts/dataset.py"],
         ["tests/contracts/test_layout_and_names.py", "tests/contracts/test_layout_exact.py"],
     ),
+    # the feature table's BigQuery schema (pure Python: infra/ declares the table from it), pinned field by field
+    "feature-schema": (
+        ["contracts/feature_schema.py"],
+        ["tests/contracts/test_features.py", "tests/contracts/test_feature_schema_exact.py"],
+    ),
+    # the images' content-hash tags: which files go in, which are skipped, the baked file inside the trainer image
+    "images": (["contracts/images.py"], ["tests/contracts/test_images.py", "tests/contracts/test_images_exact.py"]),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
