@@ -528,6 +528,23 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     # the placeholder guard variable, on a one-stack synth in-process (tests/infra/test_guard_exact.py)
     "infra-guard": (["infra/guard.py"], ["tests/infra/test_guard_exact.py"]),
+    # `trainer tune` and its search space (issue 27, seventh session): the command in-process with `train` recorded
+    # (study file, preset, printed lines, seed, timeout, the gcp dry run and the job over the wire to the Vertex AI
+    # fake), the space on real Optuna trials; test_tune.py's real two-trial search too (~35 s, only for the mutants
+    # the recorded runs leave alive: mutmut stops a mutant's run at its first failing test)
+    "tune": (
+        ["trainer/training/tune.py", "trainer/training/search_space.py"],
+        ["tests/trainer/test_tune_exact.py", "tests/trainer/test_search_space_exact.py", "tests/trainer/test_tune.py"],
+    ),
+    # every training run's record, in-process with a stepped clock (local files and the GCS emulator), and the record
+    # of a real smoke training (test_train.py's one test that reads it; the session model is trained once a mutant)
+    "run-record": (
+        ["trainer/training/run_record.py"],
+        [
+            "tests/trainer/test_run_record_exact.py",
+            "tests/trainer/test_train.py::test_a_run_writes_model_record_checkpoint_and_tensorboard",
+        ],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
