@@ -8,6 +8,7 @@ test takes seconds); tests/trainer/test_tune.py runs the same search with real t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,20 +20,23 @@ from types import SimpleNamespace
 import numpy as np
 import optuna
 import pytest
+from google.cloud.aiplatform import jobs  # at collection: mutmut's fork server imports the SDK once, not each mutant
 
 import storage
 from settings import load_config
 from tests.conftest import make_idx_dir
 from trainer import cli
+from trainer.cloud.tuning import build_tuning_job
 from trainer.data.dataset import load_dataset
 from trainer.training import tune
-from trainer.training.search_space import apply
+from trainer.training.search_space import METRIC, SEARCH_SPACE, apply
 from trainer.training.train import PRESETS, TrainResult, saved_preset_uri
+from twin.vertex import vertex_over_the_wire
 
 
 class RecordedTrain:
-    """Stands in for `train`: records each call and answers a run whose last validation accuracy is the trial's
-    dropout (the one before it half that), after `sleep` seconds."""
+    """Stands in for `train`: records each call and answers a run of the config's epochs whose last validation
+    accuracy is the trial's dropout (the epochs before it lower), after `sleep` seconds."""
 
     def __init__(self, sleep: float = 0.0):
         self.calls: list[SimpleNamespace] = []
@@ -43,7 +47,8 @@ class RecordedTrain:
                                           kwargs=kwargs))  # fmt: skip
         time.sleep(self.sleep)
         value = config.model.dropout
-        history = [{"val_accuracy": value / 2}, {"val_accuracy": value}]
+        history = [{"val_accuracy": value / (config.epochs - e)} for e in range(config.epochs - 1)]
+        history.append({"val_accuracy": value})  # an epoch each, as train's; the trial is judged on the last
         return TrainResult(run_id=kwargs["run_id"], model_dir="m", test_metrics={}, history=history, seconds=12.3456)
 
 
@@ -189,9 +194,6 @@ def test_no_finished_trial_is_an_error_that_says_to_give_it_more_time(cli_env, r
 
 
 def test_the_gcp_dry_run_prints_the_whole_tuning_job_request(monkeypatch, capsys):
-    from trainer.cloud.tuning import build_tuning_job
-    from trainer.training.search_space import METRIC, SEARCH_SPACE
-
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     argv = ["--env", "dev", "tune", "--dry-run", "--preset", "full", "--trials", "5", "--parallel", "3", "--study",
             "fmnist-tune-7"]  # fmt: skip
@@ -205,10 +207,6 @@ def test_the_gcp_dry_run_prints_the_whole_tuning_job_request(monkeypatch, capsys
 
 
 def test_without_a_dry_run_the_job_goes_over_the_wire_with_the_flags(monkeypatch, capsys):
-    from google.cloud.aiplatform import jobs
-
-    from twin.vertex import vertex_over_the_wire
-
     monkeypatch.setattr(jobs, "_JOB_WAIT_TIME", 0.05)
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     dev = load_config("dev", environ={})
@@ -230,3 +228,29 @@ def test_the_study_is_under_the_dev_bucket_s_tuning_folder():
     dev = load_config("dev", environ={})
     assert tune.study_uri(dev, "s6") == f"{dev.dev_bucket}/tuning/s6"
     assert dev.dev_bucket.startswith("gs://")
+
+
+def test_a_search_can_start_from_a_preset_an_earlier_search_saved(cli_env, recorded):
+    assert cli.main(["tune", "--preset", "smoke", "--trials", "2", "--study", "s7", "--save-preset", "tuned"]) == 0
+    first = seeded_params(PRESETS["smoke"].seed, 2)
+    base = apply(PRESETS["smoke"], max(first, key=lambda p: p["dropout"]))
+    assert cli.main(["tune", "--preset", "tuned", "--trials", "2", "--study", "s8"]) == 0
+    assert [call.config for call in recorded.calls[2:]] == [apply(base, p) for p in seeded_params(base.seed, 2)]
+    study = json.loads(storage.read_text(storage.join(tune.study_uri(cli_env.settings, "s8"), "study.json")))
+    assert study["base_preset"] == "tuned"
+
+
+def test_each_trial_s_line_is_out_before_the_next_trial_trains(cli_env, monkeypatch):
+    """Piped (a Vertex AI or CI log), stdout is block-buffered: the line must be flushed, not held to the end."""
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", line_buffering=False))
+    seen: list[str] = []
+
+    class Watching(RecordedTrain):
+        def __call__(self, *args, **kwargs):
+            seen.append(raw.getvalue().decode())
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(tune, "train", Watching())
+    assert cli.main(["tune", "--preset", "smoke", "--trials", "3", "--study", "s9"]) == 0
+    assert seen[0] == "" and [text.count("\ntrial ") + text.startswith("trial ") for text in seen] == [0, 1, 2]
