@@ -98,7 +98,9 @@ def expected_study(name: str, base: str, version: str, params: list[dict]) -> di
 
 def test_a_local_search_trains_each_trial_and_writes_the_study_and_the_best_preset_exactly(cli_env, recorded, capfd):
     settings = cli_env.settings
+    started = time.monotonic()
     code = cli.main(["tune", "--preset", "smoke", "--trials", "3", "--study", "s1", "--save-preset", "best-s1"])
+    took = time.monotonic() - started
     out, err = capfd.readouterr()
     assert code == 0, err
     params = seeded_params(PRESETS["smoke"].seed, 3)
@@ -124,13 +126,14 @@ def test_a_local_search_trains_each_trial_and_writes_the_study_and_the_best_pres
     assert lines[:3] == [f"trial {i}: val_accuracy {p['dropout']:.4f} in 12 s with {p}" for i, p in enumerate(params)]
     assert re.fullmatch(
         re.escape("study s1: 3 trials in ")
-        + r"\d+"
+        + r"(\d+)"
         + re.escape(
             f" s; best trial {best['number']} val_accuracy {best['value']:.4f} with {best['params']}; written to "
             f"{root}/study.json; saved as preset best-s1"
         ),
         lines[3],
     ), lines[3]
+    assert 0 <= int(re.findall(r"trials in (\d+) s", lines[3])[0]) <= took + 1  # the search's seconds
     assert len(lines) == 4 and "Trial 0 finished" not in err  # Optuna's own log kept to warnings
 
 
@@ -254,3 +257,15 @@ def test_each_trial_s_line_is_out_before_the_next_trial_trains(cli_env, monkeypa
     monkeypatch.setattr(tune, "train", Watching())
     assert cli.main(["tune", "--preset", "smoke", "--trials", "3", "--study", "s9"]) == 0
     assert seen[0] == "" and [text.count("\ntrial ") + text.startswith("trial ") for text in seen] == [0, 1, 2]
+
+
+def test_on_a_bucket_the_study_is_json_by_content_type(gcs_settings, recorded, tmp_path):
+    from trainer.data.ingest import Source, ingest
+
+    version = ingest(gcs_settings, Source("directory", str(make_idx_dir(tmp_path / "idx", 100, 50))))
+    args = SimpleNamespace(preset="smoke", trials=1, timeout=600.0, save_preset=None)
+    assert tune.run_local(gcs_settings, args, "s10")["dataset_version"] == version
+    bucket, _, name = (
+        storage.join(tune.study_uri(gcs_settings, "s10"), "study.json").removeprefix("gs://").partition("/")
+    )
+    assert storage.gcs_client().bucket(bucket).get_blob(name).content_type == "application/json"
