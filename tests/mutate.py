@@ -93,6 +93,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/trainer/test_automl.py",
             "tests/trainer/test_sdk_contracts.py",
             "tests/trainer/test_cloud_requests.py",
+            "tests/trainer/test_tune_exact.py",  # tuning.send waits for the job's creation (seventh session)
         ],
     ),
     # ---- the second wave: rollout, model versions, the lifecycle pipeline and its cloud steps -------------------
@@ -553,6 +554,28 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     # the images' content-hash tags: which files go in, which are skipped, the baked file inside the trainer image
     "images": (["contracts/images.py"], ["tests/contracts/test_images.py", "tests/contracts/test_images_exact.py"]),
+    # `trainer tune` and its search space (issue 27, seventh session): the command in-process with `train` recorded
+    # (study file, preset, printed lines, seed, timeout, the gcp dry run and the job over the wire to the Vertex AI
+    # fake), the space on real Optuna trials; not test_tune.py's real two-trial search (35-90 s a mutant here): what
+    # it checks of tune.py (trials, study file, saved preset) the recorded runs pin value by value
+    "tune": (
+        ["trainer/training/tune.py", "trainer/training/search_space.py"],
+        [
+            "tests/trainer/test_tune_exact.py",
+            "tests/trainer/test_search_space_exact.py",
+            "tests/trainer/test_tune.py",
+            *["-k", "not local_search_records"],
+        ],
+    ),
+    # every training run's record, in-process with a stepped clock (local files and the GCS emulator), and the record
+    # of a real smoke training (test_train.py's one test that reads it; the session model is trained once a mutant)
+    "run-record": (
+        ["trainer/training/run_record.py"],
+        [
+            "tests/trainer/test_run_record_exact.py",
+            "tests/trainer/test_train.py::test_a_run_writes_model_record_checkpoint_and_tensorboard",
+        ],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;

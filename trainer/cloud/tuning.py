@@ -80,5 +80,6 @@ def send(request: TuningJobRequest, aiplatform: Any = None) -> Any:
     custom_job = aiplatform.CustomJob(**request.custom_job.job)
     tuning = {**request.tuning, "parameter_spec": sdk_parameter_spec(request.tuning["parameter_spec"])}
     job = aiplatform.HyperparameterTuningJob(custom_job=custom_job, **tuning)
-    job.run(**request.run)
+    job.run(**request.run)  # sync=False: it creates the job from a background thread and returns at once
+    job.wait_for_resource_creation()  # so the caller's job.resource_name exists (it raised RuntimeError before)
     return job
