@@ -576,6 +576,26 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/trainer/test_train.py::test_a_run_writes_model_record_checkpoint_and_tensorboard",
         ],
     ),
+    # the bootstrap stack: its local state, components by construct path, the key's admin, the index's signer, the
+    # starter's member, the APIs' notes, the guard and its outputs, with a state bucket and without (the variant),
+    # beside the exact tests of the components it wires (accounts and providers, signing key, starter role, teardown)
+    "bootstrap": (
+        ["infra/bootstrap.py"],
+        [
+            "tests/infra/test_bootstrap_exact.py",
+            "tests/infra/test_accounts_exact.py",
+            "tests/infra/test_index_signing_exact.py",
+            "tests/infra/test_starter_role_exact.py",
+            "tests/infra/test_vertex_agent_exact.py",
+            "tests/infra/test_teardown.py",
+        ],
+    ),
+    # the optional Workbench (test_workbench.py's synth with it on): every resource under `workbench/` whole, in
+    # dev and prod; not the two checkov scans (a checkov run per mutant; the exact test pins what they check)
+    "workbench": (
+        ["infra/components/workbench.py"],
+        ["tests/infra/test_workbench.py", *["-k", "not (policy_scan or scan_fails)"]],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
@@ -597,6 +617,8 @@ ONE_KERNEL = {
     "infra-stacks",
     "infra-guard",
     "accounts-infra",
+    "bootstrap",
+    "workbench",
 }
 # groups whose code runs in a child process of kfp's interpreter (.venv-kfp): the mutated copy imports mutmut's
 # trampolines, so the child gets a path entry holding mutmut's package alone (kfp's venv stays as it is; mutmut

@@ -333,3 +333,163 @@ def test_on_the_simulated_plan_apply_and_destroy_pass(workbench_synth):
     from tests.infra.test_simulate import _failing
 
     assert _failing(workbench_synth.outdir) == []
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_on_every_resource_under_the_workbench_is_exact(workbench_synth, env, settings_by_env):
+    """infra/components/workbench.py whole, at its construct paths (a renamed construct is a new address: plan
+    destroys the instance and its data disk): each value a wrong one would break, e.g. a public IP, Google-managed
+    disks, a write role on the models bucket, flow logs or NAT logs off, an instance made before its key grants."""
+    names, stack = Names.of(settings_by_env[env]), env
+    declared = {
+        path.removeprefix("workbench/"): (kind, {k: v for k, v in body.items() if k != "//"})
+        for path, (kind, _, body) in workbench_synth.by_path(stack).items()
+        if path.startswith("workbench/")
+    }
+
+    def at(path: str, attribute: str) -> str:
+        return workbench_synth.ref(stack, path, attribute)
+
+    def address(path: str) -> str:
+        return workbench_synth.by_path(stack)[path][1]
+
+    prefix, key = f"fmnist-{env}-workbench", names.kms_key_name
+    account = names.service_account_email("workbench")
+    api = {"disable_dependent_services": False, "disable_on_destroy": False, "project": names.project}
+    cmek = {"disk_encryption": "CMEK", "disk_type": "PD_BALANCED", "kms_key": key}
+    encrypter = {"crypto_key_id": key, "role": "roles/cloudkms.cryptoKeyEncrypterDecrypter"}
+    bucket_grants = {
+        f"{kind}-{role.split('.')[-1]}": (
+            "google_storage_bucket_iam_member",
+            {"bucket": at(f"storage/{kind}", "name"), "member": f"serviceAccount:{account}", "role": role},
+        )
+        for kind, role in [
+            ("datasets", "roles/storage.objectViewer"),
+            ("models", "roles/storage.objectViewer"),
+            ("dev", "roles/storage.objectAdmin"),
+        ]
+    }
+    assert declared == {
+        "compute": ("google_project_service", {**api, "service": "compute.googleapis.com"}),
+        "notebooks": ("google_project_service", {**api, "service": "notebooks.googleapis.com"}),
+        **bucket_grants,
+        "notebooks_agent": (
+            "google_project_service_identity",
+            {
+                "depends_on": [address("workbench/notebooks")],
+                "project": names.project,
+                "provider": "google-beta",
+                "service": "notebooks.googleapis.com",
+            },
+        ),
+        "compute_agent_encrypter": (
+            "google_kms_crypto_key_iam_member",
+            {
+                **encrypter,
+                "member": "serviceAccount:service-${data.google_project.project.number}"
+                "@compute-system.iam.gserviceaccount.com",
+                "depends_on": [address("apis/cloudkms"), address("workbench/compute")],
+            },
+        ),
+        "notebooks_agent_encrypter": (
+            "google_kms_crypto_key_iam_member",
+            {
+                **encrypter,
+                "member": f"serviceAccount:{at('workbench/notebooks_agent', 'email')}",
+                "depends_on": [address("apis/cloudkms"), address("workbench/notebooks_agent")],
+            },
+        ),
+        "key-grants-propagated": (
+            "time_sleep",
+            {
+                "create_duration": "60s",
+                "provider": "time",
+                "depends_on": [
+                    address("workbench/compute_agent_encrypter"),
+                    address("workbench/notebooks_agent_encrypter"),
+                ],
+            },
+        ),
+        "network": (
+            "google_compute_network",
+            {
+                "name": prefix,
+                "auto_create_subnetworks": False,
+                "routing_mode": "REGIONAL",
+                "depends_on": [address("workbench/compute")],
+            },
+        ),
+        "subnet": (
+            "google_compute_subnetwork",
+            {
+                "name": prefix,
+                "network": at("workbench/network", "id"),
+                "region": names.region,
+                "ip_cidr_range": "10.20.0.0/24",
+                "private_ip_google_access": True,
+                "log_config": {
+                    "aggregation_interval": "INTERVAL_10_MIN",
+                    "flow_sampling": 0.5,
+                    "metadata": "INCLUDE_ALL_METADATA",
+                },
+            },
+        ),
+        "deny-ingress": (
+            "google_compute_firewall",
+            {
+                "name": f"{prefix}-deny-ingress",
+                "network": at("workbench/network", "id"),
+                "direction": "INGRESS",
+                "priority": 65534,
+                "deny": [{"protocol": "all"}],
+                "source_ranges": ["0.0.0.0/0"],
+                "log_config": {"metadata": "INCLUDE_ALL_METADATA"},
+            },
+        ),
+        "router": (
+            "google_compute_router",
+            {"name": prefix, "network": at("workbench/network", "id"), "region": names.region},
+        ),
+        "nat": (
+            "google_compute_router_nat",
+            {
+                "name": prefix,
+                "router": at("workbench/router", "name"),
+                "region": names.region,
+                "nat_ip_allocate_option": "AUTO_ONLY",
+                "source_subnetwork_ip_ranges_to_nat": "LIST_OF_SUBNETWORKS",
+                "subnetwork": [{"name": at("workbench/subnet", "id"), "source_ip_ranges_to_nat": ["ALL_IP_RANGES"]}],
+                "log_config": {"enable": True, "filter": "ERRORS_ONLY"},
+            },
+        ),
+        "instance": (
+            "google_workbench_instance",
+            {
+                "name": prefix,
+                "location": f"{names.region}-b",
+                "labels": {"app": "fmnist-mlops", "env": env, "managed_by": "cdktf"},
+                "gce_setup": {
+                    "machine_type": "n2-standard-4",
+                    "disable_public_ip": True,
+                    "service_accounts": [{"email": account}],
+                    "network_interfaces": [
+                        {"network": at("workbench/network", "id"), "subnet": at("workbench/subnet", "id")}
+                    ],
+                    "boot_disk": cmek,
+                    "data_disks": {**cmek, "disk_size_gb": "100"},
+                    "shielded_instance_config": {
+                        "enable_integrity_monitoring": True,
+                        "enable_secure_boot": True,
+                        "enable_vtpm": True,
+                    },
+                    "metadata": {
+                        "enable-guest-attributes": "true",
+                        "idle-timeout-seconds": "2700",
+                        "notebook-disable-root": "true",
+                    },
+                },
+                "lifecycle": {"prevent_destroy": env == "prod"},
+                "depends_on": [address("workbench/notebooks"), address("workbench/key-grants-propagated")],
+            },
+        ),
+    }
