@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -28,7 +29,8 @@ def keras_model():
 
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory):
-    """A linear softmax classifier on the service's input and output names."""
+    """A linear softmax classifier on the service's input and output names; its logits are its first output, so a
+    reader that takes the first output rather than the probabilities by name reads the logits."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -43,7 +45,10 @@ def onnx_path(tmp_path_factory):
         ],
         "tiny",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, 28, 28])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 10])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10]),
+            helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 10]),
+        ],
         [numpy_helper.from_array(weights, "w")],
     )
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
@@ -96,7 +101,9 @@ def write_files(root) -> dict[str, str]:
     (root / "sub").mkdir(parents=True)
     (root / "model.onnx").write_bytes(b"onnx bytes")
     (root / "sub" / "labels.txt").write_bytes(b"t-shirt")
+    (root / "XL.bin").write_bytes(b"x")  # a name starting with X: the key is the whole name
     return {
+        "XL.bin": hashlib.sha256(b"x").hexdigest(),
         "model.onnx": hashlib.sha256(b"onnx bytes").hexdigest(),
         "sub/labels.txt": hashlib.sha256(b"t-shirt").hexdigest(),
     }
@@ -108,10 +115,13 @@ def test_digests_are_keyed_by_the_name_inside_the_directory(tmp_path, gcs_bucket
     (tmp_path / "dir2" / "other").write_bytes(b"not mine")  # a sibling whose name starts like the directory's
     assert model_dir.file_digests(str(tmp_path / "dir")) == expected
     assert model_dir.file_digests(f"{tmp_path / 'dir'}/") == expected
-    storage.write_bytes(f"{gcs_bucket}/dir/model.onnx", b"onnx bytes")
-    storage.write_bytes(f"{gcs_bucket}/dir/sub/labels.txt", b"t-shirt")
+    write_files(tmp_path / "runX")  # a directory name ending in X, given with a trailing slash
+    assert model_dir.file_digests(f"{tmp_path / 'runX'}/") == expected
+    for name, data in (("model.onnx", b"onnx bytes"), ("sub/labels.txt", b"t-shirt"), ("XL.bin", b"x")):
+        storage.write_bytes(f"{gcs_bucket}/dir/{name}", data)
     storage.write_bytes(f"{gcs_bucket}/dir2/other", b"not mine")
     assert model_dir.file_digests(f"{gcs_bucket}/dir/") == expected
+    assert model_dir.file_digests(f"{gcs_bucket}/dir//") == expected  # a prefix setting ending in / joined with /
 
 
 def test_a_changed_or_missing_file_is_named_and_nothing_loaded(tmp_path):
@@ -129,7 +139,7 @@ def test_a_changed_or_missing_file_is_named_and_nothing_loaded(tmp_path):
         "Nothing was loaded; restore the file or register the model again"
     )
 
-    (root / "model.onnx").unlink()  # the first name in order is reported first
+    (root / "model.onnx").unlink()  # the first name in order is reported first (XL.bin is intact)
     with pytest.raises(ModelDirError) as caught:
         model_dir.verify_digests(str(root), expected)
     assert str(caught.value) == f"{root / 'model.onnx'} is missing; its record expects sha256 {expected['model.onnx']}"
@@ -143,12 +153,32 @@ def test_onnx_probabilities_cover_every_image_in_batches(onnx_path):
         found = model_dir.onnx_probabilities(path, images, batch_size)
         assert found.shape == (5, 10) and found.dtype == np.float32
         np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(model_dir.onnx_probabilities(path, images, threads=1), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_onnx_probabilities_run_on_the_threads_asked_for(onnx_path, monkeypatch):
+    """quantize times both artifacts as a service worker runs them: on one thread."""
+    path, weights = onnx_path
+    images = np.random.default_rng(1).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    threads = []
+    real = model_dir.onnx_session
+
+    def recorded(path, **kwargs):
+        session = real(path, **kwargs)
+        threads.append(session.get_session_options().intra_op_num_threads)
+        return session
+
+    monkeypatch.setattr(model_dir, "onnx_session", recorded)
+    found = model_dir.onnx_probabilities(path, images, threads=1)
+    np.testing.assert_allclose(found, softmax_of(images, weights), rtol=1e-4, atol=1e-6)
+    model_dir.onnx_probabilities(path, images)
+    assert threads == [1, 0]
 
 
 def test_a_service_workers_session_runs_on_one_cpu_thread(onnx_path):
     path, _ = onnx_path
-    one = model_dir.onnx_session(path, threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ONNX Runtime only warns of a provider name it does not know
+        one = model_dir.onnx_session(path, threads=1)
     assert one.get_providers() == ["CPUExecutionProvider"]
     options = one.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
@@ -164,3 +194,22 @@ def test_keras_probabilities_are_the_models_silently(keras_model, capsys):
     assert found.shape == (3, 10) and isinstance(found, np.ndarray)
     np.testing.assert_allclose(found, keras_model.predict_on_batch(images.astype("float32")), rtol=1e-5, atol=1e-7)
     assert capsys.readouterr().out == ""  # no progress bar in every caller's output
+
+
+def batch_echo():
+    """A Keras model whose every output row is the size of the batch it came in: the batches predict was run with."""
+    import keras
+
+    class Echo(keras.Model):
+        def call(self, x):
+            return keras.ops.zeros((keras.ops.shape(x)[0], 10)) + keras.ops.cast(keras.ops.shape(x)[0], "float32")
+
+    return Echo()
+
+
+def test_keras_probabilities_run_in_batches_of_1000_by_default():
+    """1,000 divides the 10k test set: one batch shape, one compilation of the predict step."""
+    model = batch_echo()
+    sizes = model_dir.predict_probabilities(model, np.zeros((1001, 2), np.uint8))[:, 0]
+    assert sizes.tolist() == [1000.0] * 1000 + [1.0]
+    assert model_dir.predict_probabilities(model, np.zeros((5, 2)), batch_size=2)[:, 0].tolist() == [2, 2, 2, 2, 1]
