@@ -74,10 +74,6 @@ def test_fit_fails_on_keras_own_reduction_and_trains_with_the_patch(several_work
     history = model.fit(X, Y, batch_size=8, epochs=2, verbose=0).history
     assert sorted(history) == ["accuracy", "loss"] and all(len(v) == 2 for v in history.values())
     assert all(np.isfinite(v).all() for v in history.values())
-    scores = model.evaluate(X, Y, batch_size=8, verbose=0, return_dict=True)
-    assert sorted(scores) == ["accuracy", "loss"] and 0 <= scores["accuracy"] <= 1
-    # predict() concatenates the replicas' batches (Keras's own reduction, untouched by the patch)
-    np.testing.assert_allclose(model.predict(X, batch_size=8, verbose=0), model.predict_on_batch(X), rtol=1e-6)
 
 
 def per_replica(value):
