@@ -596,6 +596,18 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["infra/components/workbench.py"],
         ["tests/infra/test_workbench.py", *["-k", "not (policy_scan or scan_fails)"]],
     ),
+    # ---- the second wave's trainer modules left without a group (issue 27, seventh session) ----------------------
+    # the model directory's files and checks, on a local directory and over the wire to fake-gcs-server, with a
+    # two-layer Keras model and an ONNX graph built by the tests (a real training: test_train.py, minutes a mutant)
+    "model-dir": (
+        ["trainer/models/model_dir.py"],
+        ["tests/trainer/test_model_dir_exact.py", "tests/trainer/test_api_exact.py"],
+    ),
+    # the exit statuses (the gate's 3 through `trainer.cli.main`), the structured log line and the timestamp format
+    "trainer-errors": (["trainer/errors.py", "trainer/clock.py"], ["tests/trainer/test_errors_exact.py"]),
+    # the two Keras patches multi-worker training needs, on a real tf.distribute strategy in-process (the two-worker
+    # training of tests/trainer/test_distributed.py runs them in processes mutmut cannot attribute)
+    "keras-patches": (["trainer/training/keras_patches.py"], ["tests/trainer/test_keras_patches.py"]),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;
