@@ -608,6 +608,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # the two Keras patches multi-worker training needs, on a real tf.distribute strategy in-process (the two-worker
     # training of tests/trainer/test_distributed.py runs them in processes mutmut cannot attribute)
     "keras-patches": (["trainer/training/keras_patches.py"], ["tests/trainer/test_keras_patches.py"]),
+    # the demo preset's precision by CPU (issue 26, seventh session): /proc/cpuinfo's flags read exactly
+    "native-bf16": (["trainer/training/native_bf16.py"], ["tests/trainer/test_native_bf16.py"]),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;

@@ -23,6 +23,8 @@ def test_the_first_processors_flags_are_read_exactly():
     assert cpu_flags(EPYC) == frozenset({"fpu", "vme", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "fma"})
     assert cpu_flags(ARM) == frozenset()  # ARM says "Features": TensorFlow's ARM build is not asked for bf16
     assert cpu_flags("") == frozenset()
+    # a line is split at its first colon: a value may hold colons of its own
+    assert cpu_flags("flags\t\t: fpu avx512_bf16 a:b\n") == frozenset({"fpu", "avx512_bf16", "a:b"})
 
 
 def test_bf16_is_native_with_avx512_bf16_or_amx_only(tmp_path):
@@ -40,3 +42,10 @@ def test_no_cpuinfo_file_means_float32(tmp_path):
 def test_the_demo_preset_trains_in_bf16_exactly_where_this_cpu_computes_it():
     assert PRESETS["demo"].mixed_precision is computes_bf16()
     assert PRESETS["full"].mixed_precision is True and PRESETS["smoke"].mixed_precision is False
+
+
+def test_a_cpuinfo_with_bytes_that_are_not_utf8_is_still_read(tmp_path):
+    """A vendor string in another encoding must not crash the preset's import (it is read at import time)."""
+    path = tmp_path / "cpuinfo"
+    path.write_bytes(b"processor\t: 0\nmodel name\t: Fa\xefl\xff CPU\nflags\t\t: fpu avx512_bf16\n")
+    assert computes_bf16(str(path)) is True

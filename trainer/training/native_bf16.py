@@ -22,8 +22,8 @@ def cpu_flags(cpuinfo: str) -> frozenset[str]:
 
 def computes_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     try:
-        with open(cpuinfo_path, encoding="utf-8", errors="replace") as file:
-            text = file.read()
+        with open(cpuinfo_path, "rb") as file:
+            text = file.read().decode(errors="replace")  # a vendor string in another encoding must not stop import
     except OSError:
         return False
     return bool(cpu_flags(text) & NATIVE_BF16_FLAGS)
