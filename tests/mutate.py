@@ -37,7 +37,7 @@ FIRST_WAVE_CLOUD = ("vertex", "automl", "submit", "tuning", "experiments", "unde
 NO_KFP_LIFECYCLE = ["-k", "not (compiled or gpus or graph_is_drawn or gate_is_a or every_read or prediction_pipeline)"]
 
 # the notebook tests over the session's explored world: a smoke training and a served champion, once per mutant
-NO_WORLD = ["-k", "not (measured_here or feature_table or local_service or connect_outlives or cloud_run_url)"]
+NO_WORLD = ["-k", "not (measured_here or feature_table_has or local_service or connect_outlives or gclouds_identity)"]
 # group -> (files to mutate, the tests that own them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "storage": (
@@ -618,16 +618,21 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["lifecycle/notebook/service_client.py"],
         ["tests/notebooks/test_explore.py", "tests/notebooks/test_service_client_exact.py", *NO_WORLD],
     ),
-    # the notebooks' helpers (tables, disagreements, figures, drift) on hand-made inputs, without the explored world
+    # the notebooks' helpers (tables, figures read as matplotlib Figures, drift) on hand-made inputs, without the
+    # explored world
     "notebook-explore": (
         ["lifecycle/notebook/explore.py"],
-        ["tests/notebooks/test_explore.py", *NO_WORLD],
+        ["tests/notebooks/test_explore.py", "tests/notebooks/test_explore_exact.py", *NO_WORLD],
     ),
-    # the headless runner on tiny notebooks written by the tests (a real kernel each); not the three committed
-    # notebooks (minutes each)
+    # the headless runner and its command on tiny notebooks written by the tests (a real kernel each); not the three
+    # committed notebooks (minutes each, on the session's explored world)
     "notebook-runner": (
         ["lifecycle/notebook/notebook_runner.py"],
-        ["tests/notebooks/test_notebooks.py", *["-k", "not (explore_data or train_evaluate or call_the_service)"]],
+        [
+            "tests/notebooks/test_notebooks.py",
+            "tests/notebooks/test_notebook_runner_exact.py",
+            *["-k", "not (explore_data or train_evaluate or call_the_service)"],
+        ],
     ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
