@@ -177,3 +177,93 @@ def test_a_refused_raw_predict_on_vertex_names_the_endpoint_and_status(vertex, s
     with pytest.raises(service_client.ServiceUnreachable) as caught:
         client.predict_bytes(np.zeros((1, 28, 28), np.uint8))
     assert str(caught.value) == f"rawPredict on {settings.names.endpoint_name} -> 429: quota"
+
+
+def test_predicted_classes_of_no_images_sends_nothing_and_is_an_empty_class_array(recorder):
+    classes = service_client.predicted_classes(
+        service_client.HttpService(recorder.base), np.zeros((0, 28, 28), np.uint8)
+    )
+    assert classes.dtype == np.int64 and classes.shape == (0,) and recorder.requests == []
+
+
+def test_connect_launches_the_local_service_with_the_notebooks_variables(recorder, settings, monkeypatch):
+    from lifecycle import served
+
+    launched = []
+
+    @contextmanager
+    def running_service(model, *, workers, extra_env):
+        launched.append((model, extra_env))
+        yield recorder.base, None
+
+    monkeypatch.setattr(served, "running_service", running_service)
+    client = service_client.connect(settings, local_env={"DRIFT_SAMPLE": "9"})
+    try:
+        assert client.base_url == recorder.base
+        assert launched[0][0] == model_reference(settings.models_bucket) and launched[0][1]["DRIFT_SAMPLE"] == "9"
+    finally:
+        service_client.disconnect()
+
+
+def jwt_part(data: dict) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_service_account_credentials_mint_the_id_token_for_the_services_url(
+    no_google_credentials, tmp_path, monkeypatch
+):
+    """The Workbench path: a service-account key, its token endpoint a loopback server that answers an ID token."""
+    import base64
+    import json
+    import threading
+    import time
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    asked: list[dict] = []
+    id_token = ".".join([jwt_part({"alg": "RS256", "typ": "JWT"}), jwt_part({"exp": int(time.time()) + 3600}), "c2ln"])
+
+    class Token(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            payload = form["assertion"][0].split(".")[1]
+            asked.append(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+            body = json.dumps({"id_token": id_token}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Token)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    info = {
+        "type": "service_account",
+        "project_id": "p",
+        "private_key_id": "1",
+        "private_key": pem.decode(),
+        "client_email": "notebook@p.iam.gserviceaccount.com",
+        "token_uri": f"http://127.0.0.1:{server.server_address[1]}/token",
+    }
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps(info))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    try:
+        assert service_client.identity_token("https://svc.run.app") == id_token
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert [a["target_audience"] for a in asked] == ["https://svc.run.app"]
