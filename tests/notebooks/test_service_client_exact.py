@@ -67,12 +67,20 @@ def test_a_url_for_the_local_target_is_called_without_a_token_and_closed_after_u
     assert closed(client)
 
 
-def test_a_cloud_run_url_carries_gclouds_token_and_is_closed_after_use(recorder, settings, no_google_credentials):
+def test_a_cloud_run_url_carries_gclouds_token_and_is_closed_after_use(
+    recorder, settings, no_google_credentials, monkeypatch
+):
     gcloud = no_google_credentials / "gcloud"
     gcloud.write_text(f'#!/bin/sh\necho "$@" > {no_google_credentials}/args\necho "  tok-1  "\n')
     gcloud.chmod(0o755)
+    real_run, timeouts = service_client.subprocess.run, []
+    # a hung gcloud must not hang the notebook's cell: the real call, its time limit recorded (waiting it out: 60 s)
+    monkeypatch.setattr(
+        service_client.subprocess, "run", lambda *a, **kw: timeouts.append(kw.get("timeout")) or real_run(*a, **kw)
+    )
     with service_client.open_service(settings, "cloud-run", recorder.base) as client:
         client.model()
+    assert timeouts == [60]
     assert recorder.requests[0][2]["Authorization"] == "Bearer tok-1"
     assert (no_google_credentials / "args").read_text() == "auth print-identity-token\n"
     assert closed(client)
