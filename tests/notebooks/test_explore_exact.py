@@ -179,3 +179,49 @@ def test_train_smoke_trains_the_smoke_preset_afresh_and_times_it(monkeypatch):
     assert calls == [(("settings", "dataset", "smoke"), {"fresh": True, "verbose": 2})]
     explore.train_smoke("settings", "dataset", verbose=0)
     assert calls[1][1] == {"fresh": True, "verbose": 0}
+
+
+def tiny_onnx(favoured: int) -> bytes:
+    """A softmax over pixels @ w, where only `favoured`'s column is non-zero: any inked image is that class."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.zeros((784, 10), np.float32)
+    weights[:, favoured] = 0.001
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["pixels"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_champion_on_runs_the_aliased_versions_onnx_artifact_on_the_images(tmp_path):
+    from trainer.models.registry import SOURCES, ModelRegistry
+
+    settings = load_config("local", environ={"FMNIST_STORAGE_ROOT": str(tmp_path / "mlops")})
+    registry = ModelRegistry.from_settings(settings)
+    champion = registry.register(
+        {"model.onnx": tiny_onnx(3)}, {"accuracy": 0.5}, SOURCES[0], dataset_version="d7", alias="champion"
+    )
+    candidate = registry.register({"model.onnx": tiny_onnx(8)}, {"accuracy": 0.9}, SOURCES[0], dataset_version=None)
+    images = np.full((2, 28, 28), 100, np.uint8)
+    labels = np.array([3, 4])
+    seen = explore.champion_on(settings, images, labels)
+    assert seen is not None
+    assert (seen.version, seen.model_dir) == (champion, registry.version_uri(champion))
+    assert (seen.recorded, seen.dataset_version) == ({"accuracy": 0.5}, "d7")
+    logits = np.zeros(10)
+    logits[3] = 784 * 100 * 0.001
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(seen.probabilities, [expected, expected], rtol=1e-4, atol=1e-6)
+    assert seen.evaluation.metrics["accuracy"] == 0.5 and seen.evaluation.class_names == list(CLASS_NAMES)
+    assert seen.evaluation.per_class[3]["recall"] == 1.0 and seen.evaluation.confusion[4, 3] == 1
+    other = explore.champion_on(settings, images, labels, alias="candidate")
+    assert other is not None and other.version == candidate and other.probabilities.argmax(axis=1).tolist() == [8, 8]
+    assert explore.champion_on(settings, images, labels, alias="previous") is None
