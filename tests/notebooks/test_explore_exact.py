@@ -30,7 +30,7 @@ def test_a_figure_is_saved_as_a_png_at_100_dpi_cropped_to_its_content():
     fig.text(0, 0, "x")
     png = explore._png(fig)
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert png.startswith(b"\x89PNG") and width < 200 and height < 100  # bbox_inches="tight" crops to the text
+    assert png.startswith(b"\x89PNG") and (width, height) == (28, 33)  # at 100 dpi, cropped to the text (2 x 1 in)
 
 
 def test_markdown_table_formats_numpy_ints_and_leaves_other_numbers_alone():
@@ -92,6 +92,9 @@ def test_feature_distributions_overlay_each_split_as_shares(figures):
     assert train_heights == [0.0, 0.5]  # 4 train values over 3 bins: shares 0.5, 0.5 (and 0)
     assert first.get_legend() is not None and all(ax.get_legend() is None for ax in axes[1:])
     assert first.title.get_fontsize() == 9
+    assert first.xaxis.get_major_ticks()[0].label1.get_fontsize() == 7
+    assert first.get_legend().get_texts()[0].get_fontsize() == 7
+    assert type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
 
 
 def test_a_split_without_images_draws_nothing_for_it(figures):
@@ -99,6 +102,7 @@ def test_a_split_without_images_draws_nothing_for_it(figures):
     features["split"] = np.array(["train"] * 3)
     fig = explore.feature_distributions_png(features)
     assert [p.get_label() for p in fig.axes[0].patches] == ["train"]
+    assert len(fig.axes[0].patches[0].get_path().vertices) == 82  # 40 bins by default: a step outline of 82 points
 
 
 def evaluation(predicted):
@@ -132,7 +136,7 @@ def test_the_disagreements_figure_captions_each_image_and_counts_them(figures):
 
 
 def test_the_image_grid_has_eight_columns_and_draws_raw_pixels_in_grey(figures):
-    fig = explore.image_grid_png(np.zeros((9, 2, 2), np.uint8), [str(i) for i in range(9)], "t")
+    fig = explore.image_grid_png(np.full((9, 2, 2), 50, np.uint8), [str(i) for i in range(9)], "t")
     assert len(fig.axes) == 16 and tuple(fig.get_size_inches()) == pytest.approx((8 * 1.4, 2 * 1.7))
     assert not any(ax.axison for ax in fig.axes)
     image = fig.axes[0].images[0]
@@ -140,6 +144,14 @@ def test_the_image_grid_has_eight_columns_and_draws_raw_pixels_in_grey(figures):
     assert fig.axes[8].get_title() == "8" and fig.axes[0].title.get_fontsize() == 7
     empty = explore.image_grid_png(np.zeros((0, 2, 2), np.uint8), [], "none", cols=3)
     assert len(empty.axes) == 3 and tuple(empty.get_size_inches()) == pytest.approx((3 * 1.4, 1.7))
+    assert len(explore.image_grid_png(np.zeros((0, 2, 2), np.uint8), [], "none", cols=1).axes) == 1
+
+
+def test_the_disagreements_figure_shows_24_images_by_default(figures):
+    images, labels = np.zeros((30, 2, 2), np.uint8), np.zeros(30, np.int64)
+    fig = explore.disagreements_png(images, labels, labels, labels + 1)
+    assert sum(bool(ax.images) for ax in fig.axes) == 24
+    assert fig.get_suptitle() == "30 of 30 test images where the new model and the champion disagree"
 
 
 def test_predictions_figure_captions_the_answer_its_probability_and_the_truth(figures):
