@@ -194,7 +194,7 @@ def test_predicted_classes_of_no_images_sends_nothing_and_is_an_empty_class_arra
     assert classes.dtype == np.int64 and classes.shape == (0,) and recorder.requests == []
 
 
-def test_connect_launches_the_local_service_with_the_notebooks_variables(recorder, settings, monkeypatch):
+def test_connect_starts_the_champions_process_with_the_notebooks_variables(recorder, settings, monkeypatch):
     from lifecycle import served
 
     launched = []
