@@ -222,7 +222,7 @@ def test_champion_on_runs_the_aliased_versions_onnx_artifact_on_the_images(tmp_p
         {"model.onnx": tiny_onnx(3)}, {"accuracy": 0.5}, SOURCES[0], dataset_version="d7", alias="champion"
     )
     candidate = registry.register({"model.onnx": tiny_onnx(8)}, {"accuracy": 0.9}, SOURCES[0], dataset_version=None)
-    images = np.full((2, 28, 28), 100, np.uint8)
+    images = np.stack([np.full((28, 28), 100, np.uint8), np.zeros((28, 28), np.uint8)])  # inked, then blank
     labels = np.array([3, 4])
     seen = explore.champion_on(settings, images, labels)
     assert seen is not None
@@ -231,9 +231,9 @@ def test_champion_on_runs_the_aliased_versions_onnx_artifact_on_the_images(tmp_p
     logits = np.zeros(10)
     logits[3] = 784 * 100 * 0.001
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    np.testing.assert_allclose(seen.probabilities, [expected, expected], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(seen.probabilities, [expected, np.full(10, 0.1)], rtol=1e-4, atol=1e-6)
     assert seen.evaluation.metrics["accuracy"] == 0.5 and seen.evaluation.class_names == list(CLASS_NAMES)
-    assert seen.evaluation.per_class[3]["recall"] == 1.0 and seen.evaluation.confusion[4, 3] == 1
+    assert seen.evaluation.per_class[3]["recall"] == 1.0 and seen.evaluation.confusion[4, 0] == 1
     other = explore.champion_on(settings, images, labels, alias="candidate")
-    assert other is not None and other.version == candidate and other.probabilities.argmax(axis=1).tolist() == [8, 8]
+    assert other is not None and other.version == candidate and other.probabilities.argmax(axis=1).tolist() == [8, 0]
     assert explore.champion_on(settings, images, labels, alias="previous") is None
