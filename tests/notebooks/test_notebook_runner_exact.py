@@ -4,7 +4,9 @@ The three committed notebooks run in tests/notebooks/test_notebooks.py."""
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -13,6 +15,25 @@ import pytest
 from lifecycle.notebook import notebook_runner
 from lifecycle.notebook.notebook_runner import NotebookCellFailed, execute_notebook, main
 from tests.notebooks.test_notebooks import write_notebook
+
+
+class FlushRecorder(io.StringIO):
+    """A stdout that records what had been written at each flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[str] = []
+
+    def flush(self) -> None:
+        self.flushed.append(self.getvalue())
+
+
+def test_help_starts_with_what_the_runner_is_for(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    usage, _, rest = capsys.readouterr().out.partition("\n\n")
+    assert rest.startswith("Execute notebooks headless, cell by cell, with a per-cell timeout: what CI and\n"), rest
 
 
 def test_a_failed_cells_message_names_the_notebook_cell_source_and_error():
@@ -31,9 +52,7 @@ def test_the_kernel_sees_the_callers_environment_and_the_extra_variables(tmp_pat
 
 
 @pytest.mark.slow  # three kernels: this module's tests take ~12 s in all
-def test_main_runs_every_notebook_in_name_order_reports_times_and_writes_the_executed_copies(
-    tmp_path, monkeypatch, capsys
-):
+def test_main_runs_every_notebook_in_name_order_reports_times_and_writes_the_executed_copies(tmp_path, monkeypatch):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     write_notebook(folder / "b_second.ipynb", "print('b')")
@@ -41,8 +60,12 @@ def test_main_runs_every_notebook_in_name_order_reports_times_and_writes_the_exe
     (folder / "notes.txt").write_text("not a notebook")
     monkeypatch.setattr(notebook_runner, "NOTEBOOKS_DIR", folder)
     out_dir = tmp_path / "out" / "executed"
+    stdout = FlushRecorder()
+    monkeypatch.setattr(sys, "stdout", stdout)
     assert main(["--output-dir", str(out_dir), "--cell-timeout", "60"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = stdout.getvalue().splitlines()
+    # each notebook's line reaches CI's log as it finishes, not when the run ends (stdout is a pipe there)
+    assert [text.count("\n") for text in stdout.flushed] == [1, 2]
     assert re.fullmatch(r"a_first\.ipynb: \d+\.\d s \(3 cells; slowest cell 1: 0\.[3-9] s\)", lines[0]), lines
     assert re.fullmatch(r"b_second\.ipynb: \d+\.\d s \(1 cells; slowest cell 0: \d+\.\d s\)", lines[1]), lines
     seconds = [float(line.split(": ")[1].split(" s")[0]) for line in lines[:2]]
