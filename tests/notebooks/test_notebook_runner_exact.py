@@ -43,6 +43,20 @@ def test_a_failed_cells_message_names_the_notebook_cell_source_and_error():
     assert failure.error == "\n  KeyError: 'b'  \n\n" and isinstance(failure, RuntimeError)
 
 
+def test_a_python3_kernelspec_registered_on_the_machine_is_not_used(tmp_path, monkeypatch):
+    """Jupyter's "python3" may name another interpreter on a machine (here one that cannot start): not ours."""
+    import json
+
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    broken = {"argv": ["/nonexistent/python", "-f", "{connection_file}"], "display_name": "x", "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps(broken))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    path = write_notebook(tmp_path / "which.ipynb", "import sys\nprint(sys.executable)")
+    run = execute_notebook(path, cell_timeout=60)
+    assert run.nb.cells[0].outputs[0]["text"] == f"{sys.executable}\n"
+
+
 def test_the_kernel_sees_the_callers_environment_and_the_extra_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("FROM_PARENT", "p")
     path = write_notebook(tmp_path / "env.ipynb", "import os\nprint(os.environ['FROM_PARENT'], os.environ['EXTRA'])")
