@@ -213,6 +213,7 @@ def tiny_onnx(favoured: int) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
+@pytest.mark.slow  # ONNX Runtime and the registry: this module takes ~10 s
 def test_champion_on_runs_the_aliased_versions_onnx_artifact_on_the_images(tmp_path):
     from trainer.models.registry import SOURCES, ModelRegistry
 

@@ -164,6 +164,7 @@ def vertex(monkeypatch, settings) -> Iterator[tuple[service_client.VertexEndpoin
         yield client, made
 
 
+@pytest.mark.slow  # aiplatform's import (~9 s): this module takes ~14 s
 def test_the_vertex_target_calls_the_declared_endpoint(vertex, settings):
     client, made = vertex
     assert [e.name for e in made] == [settings.names.endpoint_name] and client.endpoint is made[0]
