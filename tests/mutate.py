@@ -36,6 +36,8 @@ NO_EXPORT = ["-k", "not export"]  # the export test trains a TensorFlow model: s
 FIRST_WAVE_CLOUD = ("vertex", "automl", "submit", "tuning", "experiments", "undeploy_all")  # the others: own groups
 NO_KFP_LIFECYCLE = ["-k", "not (compiled or gpus or graph_is_drawn or gate_is_a or every_read or prediction_pipeline)"]
 
+# the notebook tests over the session's explored world: a smoke training and a served champion, once per mutant
+NO_WORLD = ["-k", "not (measured_here or feature_table_has or local_service or connect_outlives or gclouds_identity)"]
 # group -> (files to mutate, the tests that own them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "storage": (
@@ -610,6 +612,30 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "keras-patches": (["trainer/training/keras_patches.py"], ["tests/trainer/test_keras_patches.py"]),
     # the demo preset's precision by CPU (issue 26, seventh session): /proc/cpuinfo's flags read exactly
     "native-bf16": (["trainer/training/native_bf16.py"], ["tests/trainer/test_native_bf16.py"]),
+    # ---- the notebooks' thin layers (issue 27, seventh session, late) ---------------------------------------------
+    # the notebook's service client: each target over the wire to a recording loopback server (the local launch and
+    # aiplatform.Endpoint recorded), gcloud's token from a stand-in on PATH; not the tests over the session's
+    # explored world (a smoke training and a served model, once a mutant here)
+    "notebook-client": (
+        ["lifecycle/notebook/service_client.py"],
+        ["tests/notebooks/test_explore.py", "tests/notebooks/test_service_client_exact.py", *NO_WORLD],
+    ),
+    # the notebooks' helpers (tables, figures read as matplotlib Figures, drift) on hand-made inputs, without the
+    # explored world
+    "notebook-explore": (
+        ["lifecycle/notebook/explore.py"],
+        ["tests/notebooks/test_explore.py", "tests/notebooks/test_explore_exact.py", *NO_WORLD],
+    ),
+    # the headless runner and its command on tiny notebooks written by the tests (a real kernel each); not the three
+    # committed notebooks (minutes each, on the session's explored world)
+    "notebook-runner": (
+        ["lifecycle/notebook/notebook_runner.py"],
+        [
+            "tests/notebooks/test_notebooks.py",
+            "tests/notebooks/test_notebook_runner_exact.py",
+            *["-k", "not (explore_data or train_evaluate or call_the_service)"],
+        ],
+    ),
 }
 PACKAGES = ["contracts", "storage", "settings", "trainer", "service", "lifecycle", "infra", "starter"]
 # argparse help text: read by people, asserted by nobody; a mutant there is not a bug;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +65,19 @@ def prepare_world(root: Path, idx_dir: Path) -> ExploredWorld:
 def explored_world(tmp_path_factory) -> ExploredWorld:
     base = tmp_path_factory.mktemp("explored")
     return prepare_world(base / "mlops", base / "idx")
+
+
+@pytest.fixture
+def no_google_credentials(monkeypatch, tmp_path):
+    """No key file, no reachable metadata server, and a PATH with only what the test puts there."""
+    from google.auth.compute_engine import _metadata
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    # google-auth's own ping of the refused port, once: its default three tries sleep 1 s and 2 s between them
+    monkeypatch.setattr(_metadata, "ping", functools.partial(_metadata.ping, retry_count=1))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return bin_dir

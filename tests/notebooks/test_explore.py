@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 import requests
@@ -100,22 +98,6 @@ def test_a_target_that_cannot_work_fails_before_anything_starts(tmp_path, target
 def test_drift_table_explains_a_report_without_psi():
     report = {"status": "insufficient_data", "detail": "12 of the 200 sampled images needed"}
     assert explore.drift_table(report) == "drift status **insufficient_data**: 12 of the 200 sampled images needed"
-
-
-@pytest.fixture
-def no_google_credentials(monkeypatch, tmp_path):
-    """No key file, no reachable metadata server, and a PATH with only what the test puts there."""
-    from google.auth.compute_engine import _metadata
-
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
-    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
-    # google-auth's own ping of the refused port, once: its default three tries sleep 1 s and 2 s between them
-    monkeypatch.setattr(_metadata, "ping", functools.partial(_metadata.ping, retry_count=1))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    monkeypatch.setenv("PATH", str(bin_dir))
-    return bin_dir
 
 
 def test_without_credentials_or_gcloud_no_token_says_why(no_google_credentials):
