@@ -341,3 +341,22 @@ def test_vertex_sends_the_job_over_the_wire_or_prints_it_with_dry_run(gcs_settin
     assert bp.main(["--env", "dev", "/local/dir", "--vertex", "--output", out]) == 1
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "gs:// only" in error
+
+
+def test_a_worker_s_functions_score_with_its_one_warmed_classifier(world, monkeypatch):
+    """What each spawned worker runs, here in this process (mutmut sees only this process's calls)."""
+    from service.runtime import OnnxClassifier
+
+    _, models, images, _, _ = world
+    path = str(models / "registry/versions/test-v1/model.onnx")
+    expected = OnnxClassifier(path, "pixels").predict(images.astype(np.float32))
+    monkeypatch.setattr(bp, "_classifier", None)
+    with pytest.raises(AssertionError, match="the worker was not initialised"):
+        bp._score(images)
+    bp._init_worker(path, "pixels")
+    assert isinstance(bp._classifier, OnnxClassifier)
+    assert np.allclose(bp._score(images), expected, atol=1e-6)
+    assert np.allclose(bp._score_pngs((0, [_png(p) for p in images[:3]])), expected[:3], atol=1e-6)
+    with pytest.raises(BatchInputError, match=r"^image 41: "):
+        bp._score_pngs((40, [_png(images[0]), b"not a png"]))
+    assert bp._noop(3) is None
