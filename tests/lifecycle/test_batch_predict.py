@@ -293,6 +293,8 @@ def test_rows_and_their_encodings_are_exact(tmp_path):
         "model_version": "v7",
     }
     assert rows[1]["class_id"] == 0 and rows[1]["class_name"] == "class-0"
+    with pytest.raises(ValueError, match="zip"):  # a scorer that lost an image fails, never shifts the ids
+        prediction_rows(ImageSet(["a", "b", "c"]), probabilities, names, "v7")
     data, kind = encode_predictions(rows[:1], "gs://b/p.jsonl")
     assert kind == "application/jsonl"
     assert data == (json.dumps(rows[0]) + "\n").encode()
@@ -351,7 +353,7 @@ def test_a_worker_s_functions_score_with_its_one_warmed_classifier(world, monkey
     path = str(models / "registry/versions/test-v1/model.onnx")
     expected = OnnxClassifier(path, "pixels").predict(images.astype(np.float32))
     monkeypatch.setattr(bp, "_classifier", None)
-    with pytest.raises(AssertionError, match="the worker was not initialised"):
+    with pytest.raises(AssertionError, match=r"^the worker was not initialised$"):
         bp._score(images)
     bp._init_worker(path, "pixels")
     assert isinstance(bp._classifier, OnnxClassifier)
