@@ -362,3 +362,36 @@ def test_a_worker_s_functions_score_with_its_one_warmed_classifier(world, monkey
     with pytest.raises(BatchInputError, match=r"^image 41: "):
         bp._score_pngs((40, [_png(images[0]), b"not a png"]))
     assert bp._noop(3) is None
+
+
+def test_the_help_names_the_command_and_every_option_and_the_output_is_required(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps at the terminal's width
+    with pytest.raises(SystemExit) as done:
+        bp.parse_args(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(
+        "usage: python -m lifecycle batch-predict [-h] [--env ENV] [--model MODEL] --output OUTPUT "
+        "[--workers WORKERS] [--vertex] [--dry-run] source\n\n"
+        "`python -m lifecycle batch-predict SOURCE`: score a set of images with the champion, in-process and batched."
+        "\n\n"
+    )
+    for option, help_text in (
+        ("source", "a directory of PNGs, a gs:// prefix of PNGs, or an IDX image file"),
+        ("--env ENV", "config environment (default: $FMNIST_ENV or local)"),
+        ("--model MODEL", "model reference or version directory (default: <models bucket>@champion)"),
+        ("--output OUTPUT", "predictions file: .jsonl or .parquet (local or gs://)"),
+        ("--workers WORKERS", "worker processes, one ONNX Runtime thread each (default: cores)"),
+        ("--vertex", "score on Vertex AI batch prediction (gcp target)"),
+        ("--dry-run", "with --vertex: print the job request, send nothing"),
+    ):
+        assert re.search(rf"\n  {re.escape(option)} +{re.escape(help_text)}\n", text), option
+    with pytest.raises(SystemExit) as refused:
+        bp.parse_args(["pngs"])
+    assert refused.value.code == 2
+    assert "error: the following arguments are required: --output" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bp.parse_args(["pngs", "--output", "p.jsonl", "--workers", "two"])
+    assert "argument --workers: invalid int value: 'two'" in capsys.readouterr().err
+    parsed = bp.parse_args(["pngs", "--output", "p.jsonl"])
+    assert (parsed.vertex, parsed.dry_run, parsed.workers, parsed.model, parsed.env) == (False, False, None, None, None)
