@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from contracts.dataset import CLASS_NAMES
 from lifecycle.batch import batch_predict as bp
 from lifecycle.batch.batch_predict import BatchInputError, BatchScorer, read_source
 from settings import load_config
@@ -160,12 +161,13 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def test_the_command_in_process_writes_the_service_s_probabilities_and_prints_its_summary(
-    world, tmp_path, capsys, monkeypatch
+    world, gcs_bucket, capsys, monkeypatch
 ):
+    import storage
     from service.runtime import OnnxClassifier
 
     _, models, images, _, idx = world
-    output = tmp_path / "p.jsonl"
+    output = f"{gcs_bucket}/scored/p.jsonl"
     # main's clock: started, read, workers up, scoring starts, scoring ends, done
     ticks = iter([100.0, 101.5, 104.0, 104.25, 106.25, 107.75])
 
@@ -181,7 +183,10 @@ def test_the_command_in_process_writes_the_service_s_probabilities_and_prints_it
     expected = OnnxClassifier(str(models / "registry/versions/test-v1/model.onnx"), "pixels").predict(
         images.astype(np.float32)
     )
-    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    blob = storage.gcs_client().bucket(gcs_bucket[len("gs://") :]).get_blob("scored/p.jsonl")
+    assert blob.content_type == "application/jsonl"
+    rows = [json.loads(line) for line in storage.read_text(output).splitlines()]
+    assert {(r["model_version"], r["class_name"] == CLASS_NAMES[r["class_id"]]) for r in rows} == {("test-v1", True)}
     assert [r["probabilities"] for r in rows] == [[round(float(p), 6) for p in row] for row in expected]
     assert [r["class_id"] for r in rows] == expected.argmax(axis=1).tolist()
     assert [r["image_id"] for r in rows] == [f"images-idx3-ubyte.gz:{i:05d}" for i in range(N)]
