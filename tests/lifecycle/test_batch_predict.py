@@ -216,7 +216,7 @@ def test_a_directory_s_pngs_are_found_at_any_depth_whatever_the_case_and_nothing
     (tmp_path / "notes.txt").write_text("not an image")
     found = read_source(str(tmp_path))
     assert found.ids == ["b.PNG", "c.png", "sub/a.png"] and found.pixels is None
-    assert np.array_equal(found.decoded(), images[[0, 2, 1]])
+    assert np.array_equal(found.decoded(), images[[0, 2, 1]]) and found.decoded().dtype == np.uint8
 
 
 def test_a_gcs_idx_object_is_read_as_images_and_an_empty_prefix_is_refused(world, gcs_bucket):
