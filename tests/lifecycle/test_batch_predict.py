@@ -252,9 +252,12 @@ def test_the_scorer_keeps_the_order_across_chunks_and_names_a_bad_png_from_its_w
     blobs = [_png(p) for p in many]
     with BatchScorer(f"{models}@champion", workers=2) as scorer:
         assert np.allclose(scorer.score(many), expected, atol=1e-6)
-        assert scorer.score(many[:0]).shape == (0, 10)
-        from_pngs = scorer.score_images(ImageSet([str(i) for i in range(len(many))], encoded=blobs))
-        assert np.allclose(from_pngs, expected, atol=1e-6)
+        empty = scorer.score(many[:0])
+        assert (empty.shape, empty.dtype) == ((0, 10), np.float32)
+        assert scorer.score_images(ImageSet([])).shape == (0, 10)
+        files = ImageSet([str(i) for i in range(len(many))], encoded=blobs)
+        assert np.allclose(scorer.score_images(files), expected, atol=1e-6)
+        assert files.pixels is None  # decoded in the workers, beside their inference, not here
         blobs[CHUNK + 3] = b"not a png"
         with pytest.raises(BatchInputError, match=rf"^image {CHUNK + 3}: "):
             scorer.score_images(ImageSet([str(i) for i in range(len(many))], encoded=blobs))
