@@ -5,6 +5,7 @@ and the Vertex AI batch prediction job request, bound to the installed SDK."""
 import gzip
 import inspect
 import json
+import os
 import re
 import struct
 import subprocess
@@ -264,6 +265,8 @@ def test_the_scorer_keeps_the_order_across_chunks_and_names_a_bad_png_from_its_w
         import psutil
 
         workers = [psutil.Process(p.pid).cpu_times() for p in scorer._pool._pool]
+        for process in scorer._pool._pool:  # spawned, not forked: no ONNX Runtime state copied from this process
+            assert "from multiprocessing.spawn import spawn_main" in " ".join(psutil.Process(process.pid).cmdline())
         assert scorer.worker_cpu_seconds() == pytest.approx(sum(t.user + t.system for t in workers), abs=0.005)
         assert scorer.worker_cpu_seconds() > 0
 
@@ -410,3 +413,11 @@ def test_the_help_names_the_command_and_every_option_and_the_output_is_required(
     assert "argument --workers: invalid int value: 'two'" in capsys.readouterr().err
     parsed = bp.parse_args(["pngs", "--output", "p.jsonl"])
     assert (parsed.vertex, parsed.dry_run, parsed.workers, parsed.model, parsed.env) == (False, False, None, None, None)
+
+
+def test_the_scorer_starts_one_worker_per_core_or_one_where_the_count_is_unknown(world, monkeypatch):
+    _, models, _, _, _ = world
+    for cores, expected in ((3, 3), (None, 1)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        with BatchScorer(f"{models}@champion") as scorer:
+            assert (scorer.workers, len(scorer._pool._pool)) == (expected, expected)
