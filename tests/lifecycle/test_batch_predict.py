@@ -80,6 +80,7 @@ def test_the_batch_scorer_agrees_with_the_running_service_over_http(world):
 
     _, models, images, _, _ = world
     with BatchScorer(f"{models}@champion", workers=1) as scorer:
+        assert len(scorer._pool._pool) == 1  # the workers asked for, not one per core
         batch = scorer.score(images).argmax(axis=1)
         from_pngs = scorer.score_images(read_source(str(world[3]))).argmax(axis=1)  # decoded in the worker
     assert (from_pngs == batch).all()
@@ -239,6 +240,8 @@ def test_a_bad_png_is_named_by_its_index_in_the_whole_set(world):
     with pytest.raises(BatchInputError, match=r"^image 513: "):
         decode_pngs([_png(images[0]), b"not a png"], 512)
     assert ImageSet(["a"]).decoded().shape == (0, 28, 28)
+    with pytest.raises(BatchInputError, match=r"^image 0: "):
+        ImageSet(["a"], encoded=[b"not a png"]).decoded()
 
 
 def test_the_scorer_keeps_the_order_across_chunks_and_names_a_bad_png_from_its_worker(world):
