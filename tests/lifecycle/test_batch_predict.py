@@ -94,7 +94,7 @@ def test_a_gcs_prefix_of_pngs_is_read_like_a_directory(world, gcs_bucket):
     upload_tree(pngs, gcs_bucket, "incoming")
     remote = read_source(f"{gcs_bucket}/incoming")
     local = read_source(str(pngs))
-    assert remote.ids == local.ids
+    assert remote.ids == local.ids == read_source(f"{gcs_bucket}/incoming/").ids  # with or without the slash
     assert np.array_equal(remote.decoded(), images) and np.array_equal(local.decoded(), images)
 
 
