@@ -362,6 +362,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # http.server) for the command, environment and port; a loopback health route beside a real `sleep` for the wait;
     # real process groups for the stop
     "served": (["lifecycle/served.py"], ["tests/lifecycle/test_served.py", "tests/lifecycle/test_served_exact.py"]),
+    # `python -m lifecycle batch-predict`: the sources (PNG directory, gs:// prefix on fake-gcs-server, IDX file),
+    # the spawned scorer pool against the live service, JSONL/Parquet, the command as a user runs it (subprocesses
+    # whose hits CHILD_SITE records) and its --vertex request
+    "batch-predict": (["lifecycle/batch/batch_predict.py"], ["tests/lifecycle/test_batch_predict.py"]),
     # the trainer's small wave-3 modules (the clients' endpoints, a pipeline task's gcp_resources and SIGTERM, the
     # upload's commit marker, the training options): their exact tests, ingest with a marker, the options through
     # resolve_config, and the batch prediction's publish and cancel over the wire to the Vertex AI fake
