@@ -360,6 +360,15 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # http.server) for the command, environment and port; a loopback health route beside a real `sleep` for the wait;
     # real process groups for the stop
     "served": (["lifecycle/served.py"], ["tests/lifecycle/test_served.py", "tests/lifecycle/test_served_exact.py"]),
+    # the shadow step before the gate: the champion with the candidate in shadow, served by a real `python -m service`
+    # (its figures, log lines and summary rows), and the first run's "nothing to shadow"
+    "shadow": (["lifecycle/checks/shadow.py"], ["tests/lifecycle/test_shadow.py"]),
+    # the hostile corpus (shared with bench/bench_hostile.py): each case's request to the byte and `send` over the
+    # wire to a recording loopback server, in-process; then every case sent once to a real gunicorn worker
+    "hostile-corpus": (
+        ["lifecycle/checks/hostile_corpus.py"],
+        ["tests/lifecycle/test_hostile_corpus_exact.py", "tests/service/test_hostile.py"],
+    ),
     # the trainer's small wave-3 modules (the clients' endpoints, a pipeline task's gcp_resources and SIGTERM, the
     # upload's commit marker, the training options): their exact tests, ingest with a marker, the options through
     # resolve_config, and the batch prediction's publish and cancel over the wire to the Vertex AI fake
