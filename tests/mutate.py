@@ -360,9 +360,13 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # http.server) for the command, environment and port; a loopback health route beside a real `sleep` for the wait;
     # real process groups for the stop
     "served": (["lifecycle/served.py"], ["tests/lifecycle/test_served.py", "tests/lifecycle/test_served_exact.py"]),
-    # the shadow step before the gate: the champion with the candidate in shadow, served by a real `python -m service`
-    # (its figures, log lines and summary rows), and the first run's "nothing to shadow"
-    "shadow": (["lifecycle/checks/shadow.py"], ["tests/lifecycle/test_shadow.py"]),
+    # the shadow step before the gate: its variables, figures, requests and printed lines over the wire to a
+    # recording loopback service, in-process; then the champion with the candidate in shadow served by a real
+    # `python -m service` (figures and summary rows), and the first run's "nothing to shadow"
+    "shadow": (
+        ["lifecycle/checks/shadow.py"],
+        ["tests/lifecycle/test_shadow_exact.py", "tests/lifecycle/test_shadow.py"],
+    ),
     # the hostile corpus (shared with bench/bench_hostile.py): each case's request to the byte and `send` over the
     # wire to a recording loopback server, in-process; then every case sent once to a real gunicorn worker
     "hostile-corpus": (
