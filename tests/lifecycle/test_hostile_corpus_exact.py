@@ -168,6 +168,10 @@ def test_the_jpeg_cases(cases):
     assert len(instances) == room // size and all(instance == instances[0] for instance in instances)
     image = _decoded(instances[0])
     assert (image.format, image.size, image.mode) == ("JPEG", (4096, 4096), "L")
+    # quality 50: the standard tables unscaled (as a reference image saved at 50 holds them)
+    reference = io.BytesIO()
+    Image.new("L", (8, 8)).save(reference, format="JPEG", quality=50)
+    assert image.quantization == Image.open(reference).quantization
     (scan,) = json.loads(cases["jpeg_many_scan_markers"][1])["instances"]
     raw = base64.b64decode(scan["b64"])
     assert raw[:6] == b"\xff\xd8\xff\xfe" + (402).to_bytes(2, "big") and raw[6:406] == b"\xff\xda" * 200
@@ -204,11 +208,13 @@ def test_valid_64_is_64_images_of_random_pixels():
 
 class _Recorder(BaseHTTPRequestHandler):
     seen: list[tuple[str, str, dict[str, str], bytes]] = []
+    chunks: list[int] = []
 
     def _record(self) -> None:
         if self.headers.get("Transfer-Encoding") == "chunked":
             body = b""
             while size := int(self.rfile.readline().strip(), 16):
+                self.chunks.append(size)
                 body += self.rfile.read(size)
                 self.rfile.readline()
             self.rfile.readline()
@@ -230,26 +236,33 @@ class _Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def recorder():
-    _Recorder.seen = []
+    _Recorder.seen, _Recorder.chunks = [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server.server_address[1], _Recorder.seen
+    yield server.server_address[1], _Recorder
     server.shutdown()
     server.server_close()
 
 
 def test_send_sends_the_case_and_returns_status_headers_and_body(recorder):
-    port, seen = recorder
+    port, recorded = recorder
+    seen = recorded.seen
     body = bytes(range(256)) * 600  # 153,600 bytes: three chunks of 64 KiB at most
     status, headers, reply = send(port, Hostile("x", lambda: body, path="/p?q=1", headers=dict(OCTET), chunked=True))
     assert (status, headers["X-Seen"], reply) == (418, str(len(body)), b'{"ok":1}')
     ((method, path, sent, received),) = seen
     assert (method, path, sent["Transfer-Encoding"], received) == ("POST", "/p?q=1", "chunked", body)
     assert sent["Content-Type"] == "application/octet-stream" and "Content-Length" not in sent
+    assert recorded.chunks == [65536, 65536, 22528]  # pieces of 64 KiB
     send(port, Hostile("y", lambda: b"abc", headers={"X-A": "1"}))
     assert seen[1][3] == b"abc" and seen[1][2]["Content-Length"] == "3" and seen[1][2]["X-A"] == "1"
     assert "Transfer-Encoding" not in seen[1][2]
     send(port, Hostile("z", None, method="QXAAA", headers={}, chunked=True))
     assert seen[2][:2] == ("QXAAA", "/predict") and seen[2][3] == b""
     assert "Transfer-Encoding" not in seen[2][2]
+
+
+def test_png_draws_a_blank_image_grey_by_default():
+    image = Image.open(io.BytesIO(hostile_corpus.png(5, 3)))
+    assert (image.format, image.size, image.mode, image.getextrema()) == ("PNG", (5, 3), "L", (0, 0))
