@@ -70,10 +70,10 @@ pytestmark = pytest.mark.slow  # the corpus is built once (megabytes of JSON): 4
 FOR_200 = {"hostile_request_id", "spoofed_forwarded_for", "long_user_agent", "chunked_within_the_limit"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cases() -> dict[str, Hostile]:
     """The cases, bodies not built: each body test builds its own (some are megabytes), so a test that fails stops
-    the run early."""
+    the run early. Each test's own: mutmut credits what a fixture reaches to the test that built it."""
     return {case.name: case for case in corpus()}
 
 
