@@ -368,11 +368,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/lifecycle/test_shadow_exact.py", "tests/lifecycle/test_shadow.py"],
     ),
     # the hostile corpus (shared with bench/bench_hostile.py): each case's request to the byte and `send` over the
-    # wire to a recording loopback server, in-process; then every case sent once to a real gunicorn worker
-    "hostile-corpus": (
-        ["lifecycle/checks/hostile_corpus.py"],
-        ["tests/lifecycle/test_hostile_corpus_exact.py", "tests/service/test_hostile.py"],
-    ),
+    # wire to a recording loopback server, in-process. Not tests/service/test_hostile.py (every case sent to a real
+    # gunicorn worker): mutmut runs a mutant's fastest-recorded tests first, so its module fixture (a server and 81
+    # requests, ~30 s at load 8) would start for every one of the ~1,000 mutants; without it the score is a floor
+    "hostile-corpus": (["lifecycle/checks/hostile_corpus.py"], ["tests/lifecycle/test_hostile_corpus_exact.py"]),
     # the trainer's small wave-3 modules (the clients' endpoints, a pipeline task's gcp_resources and SIGTERM, the
     # upload's commit marker, the training options): their exact tests, ingest with a marker, the options through
     # resolve_config, and the batch prediction's publish and cancel over the wire to the Vertex AI fake
