@@ -366,6 +366,18 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # the spawned scorer pool against the live service, JSONL/Parquet, the command as a user runs it (subprocesses
     # whose hits CHILD_SITE records) and its --vertex request
     "batch-predict": (["lifecycle/batch/batch_predict.py"], ["tests/lifecycle/test_batch_predict.py"]),
+    # the shadow step before the gate: its variables, figures, requests and printed lines over the wire to a
+    # recording loopback service, in-process; then the champion with the candidate in shadow served by a real
+    # `python -m service` (figures and summary rows), and the first run's "nothing to shadow"
+    "shadow": (
+        ["lifecycle/checks/shadow.py"],
+        ["tests/lifecycle/test_shadow_exact.py", "tests/lifecycle/test_shadow.py"],
+    ),
+    # the hostile corpus (shared with bench/bench_hostile.py): each case's request to the byte and `send` over the
+    # wire to a recording loopback server, in-process. Not tests/service/test_hostile.py (every case sent to a real
+    # gunicorn worker): mutmut runs a mutant's fastest-recorded tests first, so its module fixture (a server and 81
+    # requests, ~30 s at load 8) would start for every one of the ~1,000 mutants; without it the score is a floor
+    "hostile-corpus": (["lifecycle/checks/hostile_corpus.py"], ["tests/lifecycle/test_hostile_corpus_exact.py"]),
     # the trainer's small wave-3 modules (the clients' endpoints, a pipeline task's gcp_resources and SIGTERM, the
     # upload's commit marker, the training options): their exact tests, ingest with a marker, the options through
     # resolve_config, and the batch prediction's publish and cancel over the wire to the Vertex AI fake
