@@ -360,6 +360,18 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # http.server) for the command, environment and port; a loopback health route beside a real `sleep` for the wait;
     # real process groups for the stop
     "served": (["lifecycle/served.py"], ["tests/lifecycle/test_served.py", "tests/lifecycle/test_served_exact.py"]),
+    # `python -m lifecycle compile` (kfp's venv: KFP_GROUPS): the compiled YAML of dev's two pipelines, the settings
+    # overrides every task gets, the refusals (a local prediction pipeline, no kfp)
+    "compile": (
+        ["lifecycle/orchestration/compile.py"],
+        ["tests/lifecycle/test_pipeline.py", "tests/lifecycle/test_pipeline_exact.py"],
+    ),
+    # `python -m lifecycle graph`: the DAG read from a compiled spec, in-process: a small spec in kfp's compiled shape
+    # (the figure's boxes, labels and arrows as matplotlib holds them) and the real dev pipeline compiled by kfp
+    "graph": (
+        ["lifecycle/orchestration/graph.py"],
+        ["tests/lifecycle/test_graph_exact.py", "tests/lifecycle/test_pipeline.py", "-k", "graph"],
+    ),
     # the trainer's small wave-3 modules (the clients' endpoints, a pipeline task's gcp_resources and SIGTERM, the
     # upload's commit marker, the training options): their exact tests, ingest with a marker, the options through
     # resolve_config, and the batch prediction's publish and cancel over the wire to the Vertex AI fake
@@ -638,7 +650,7 @@ ONE_KERNEL = {
 # no .venv-kfp). While mutmut maps tests to functions ("stats") it records the functions each test reached in its
 # own process; a child's would be lost (its mutants would count as "no tests"), so the child's sitecustomize
 # appends them to a file that tests/mutate_children.py credits to the test that started the child.
-KFP_GROUPS = {"pipeline", "lifecycle-small"}
+KFP_GROUPS = {"pipeline", "lifecycle-small", "compile"}
 CHILD_SITE = """\
 import os
 
