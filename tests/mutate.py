@@ -360,11 +360,15 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # http.server) for the command, environment and port; a loopback health route beside a real `sleep` for the wait;
     # real process groups for the stop
     "served": (["lifecycle/served.py"], ["tests/lifecycle/test_served.py", "tests/lifecycle/test_served_exact.py"]),
-    # `python -m lifecycle compile` (kfp's venv: KFP_GROUPS): the compiled YAML of dev's two pipelines, the settings
-    # overrides every task gets, the refusals (a local prediction pipeline, no kfp)
+    # `python -m lifecycle compile`: in-process what it hands the compiler (a recording stand-in), its line and its
+    # errors; the compiled YAML of dev's and local's pipelines with kfp's interpreter (KFP_GROUPS)
     "compile": (
         ["lifecycle/orchestration/compile.py"],
-        ["tests/lifecycle/test_pipeline.py", "tests/lifecycle/test_pipeline_exact.py"],
+        [
+            "tests/lifecycle/test_compile_exact.py",
+            "tests/lifecycle/test_pipeline.py",
+            "tests/lifecycle/test_pipeline_exact.py",
+        ],
     ),
     # `python -m lifecycle graph`: the DAG read from a compiled spec, in-process: a small spec in kfp's compiled shape
     # (the figure's boxes, labels and arrows as matplotlib holds them) and the real dev pipeline compiled by kfp
@@ -650,7 +654,9 @@ ONE_KERNEL = {
 # no .venv-kfp). While mutmut maps tests to functions ("stats") it records the functions each test reached in its
 # own process; a child's would be lost (its mutants would count as "no tests"), so the child's sitecustomize
 # appends them to a file that tests/mutate_children.py credits to the test that started the child.
-KFP_GROUPS = {"pipeline", "lifecycle-small", "compile"}
+# graph: its code runs in the test's process, but its test of the real dev pipeline compiles it with kfp's
+# interpreter first (KFP_PYTHON: the scratch copy has no .venv-kfp, and the test would be skipped)
+KFP_GROUPS = {"pipeline", "lifecycle-small", "compile", "graph"}
 CHILD_SITE = """\
 import os
 
