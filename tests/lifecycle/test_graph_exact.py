@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
 from lifecycle.orchestration.graph import Node, _condition_label, flatten, levels, main, render
+from tests.lifecycle.test_pipeline import _once_or_per_test
 
 CONDITION = "inputs.parameter_values['pipelinechannel--check-outcome'] == 'passed'"
 
@@ -51,6 +52,7 @@ SPEC = {
                     "triggerPolicy": {"condition": CONDITION},
                 },
                 "report": {"componentRef": {"name": "comp-report"}, "dependentTasks": ["condition-1"]},
+                "audit": {"componentRef": {"name": "comp-audit"}, "dependentTasks": ["train"]},
             }
         }
     },
@@ -59,6 +61,7 @@ SPEC = {
         "comp-check": {"executorLabel": "exec-check"},
         "comp-train": {"executorLabel": "exec-train"},
         "comp-report": {"executorLabel": "exec-report"},
+        "comp-audit": {"executorLabel": "exec-audit"},
         "comp-deploy": {"executorLabel": "exec-deploy"},
         "comp-notify": {"executorLabel": "exec-notify"},
         "comp-condition-1": {
@@ -79,6 +82,7 @@ SPEC = {
             "exec-check": container("--env=local", "check", "all", "now"),  # no wrapper: every argument is trainer's
             "exec-train": container(*step("--env", "local", "train", "--preset", "demo")),
             "exec-report": container(*step("--env", "dev", "report")),
+            "exec-audit": container(*step("--env", "dev", "audit")),
             "exec-deploy": container(*step("--env", "dev", "deploy-model", "champion", "now")),
             "exec-notify": container(*step("--env", "dev", "notify", "dev", "local", "x")),
         }
@@ -97,11 +101,20 @@ def test_tasks_come_from_the_root_and_the_conditions_dag_with_their_edges_resolv
         ),
         "notify": Node("notify", "notify x", "if check.outcome == 'passed'", {}, {"deploy", "train"}),
         "report": Node("report", "report"),  # its order edge on the condition group names no task: dropped
+        "audit": Node("audit", "audit", None, {}, {"train"}),
     }
 
 
 def test_a_task_sits_one_row_below_its_deepest_parent():
-    assert levels(flatten(SPEC)) == {"ingest": 0, "check": 0, "report": 0, "train": 1, "deploy": 2, "notify": 3}
+    assert levels(flatten(SPEC)) == {
+        "ingest": 0,
+        "check": 0,
+        "report": 0,
+        "train": 1,
+        "deploy": 2,
+        "audit": 2,
+        "notify": 3,
+    }
 
 
 @pytest.mark.parametrize(
@@ -129,7 +142,7 @@ def draw(spec: dict, output: Path) -> tuple[Figure, Path]:
     return figures[0], path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=_once_or_per_test)  # per test while mutmut maps tests to functions (test_pipeline.py)
 def drawn(tmp_path_factory):
     return draw(SPEC, tmp_path_factory.mktemp("graph") / "new" / "graph.png")
 
@@ -154,6 +167,7 @@ def test_boxes_sit_in_rows_by_depth_with_conditional_tasks_first(drawn):
         (0.0, -2.9, 3.0, 0.9),  # deploy
         (0.0, -4.35, 3.0, 0.9),  # notify
         (7.8, 0.0, 3.0, 0.9),  # report
+        (3.9, -2.9, 3.0, 0.9),  # audit: right of deploy (a row's conditional tasks come first, then by name)
     ]
     assert {(to_hex(b.get_facecolor()), to_hex(b.get_edgecolor()), b.get_linewidth()) for b in boxes} == {
         ("#e8f0fe", "#1a73e8", 1.2)
@@ -193,6 +207,8 @@ def test_each_box_names_its_task_command_and_artifacts(drawn):
         ("trainer notify x", (1.5, -3.918), 7.5, "#000000", *center),
         ("report", (9.3, 0.684), 9.5, "#000000", "center", "center", "bold", "normal"),
         ("trainer report", (9.3, 0.432), 7.5, "#000000", *center),
+        ("audit", (5.4, -2.216), 9.5, "#000000", "center", "center", "bold", "normal"),
+        ("trainer audit", (5.4, -2.468), 7.5, "#000000", *center),
     ]
 
 
@@ -209,6 +225,7 @@ def test_solid_arrows_carry_artifacts_dotted_ones_order_and_long_ones_bend_aroun
         ((1.5, -1.45), (1.5, -2.0), "-", 0.0),  # train -> deploy: model, through the condition
         ((1.5, -2.9), (1.5, -3.45), ":", 0.0),  # deploy -> notify
         ((3.0, -1.0), (3.0, -3.9), ":", -0.38),  # train -> notify: two rows down in one column, on the right
+        ((1.5, -1.45), (5.4, -2.0), ":", 0.0),  # train -> audit
     ]
     assert {(p.get_arrowstyle().__class__.__name__, p.get_mutation_scale(), to_hex(p.get_edgecolor())) for p in
             ax.patches if isinstance(p, FancyArrowPatch)} == {("CurveFilledB", 10, "#444444")}  # fmt: skip
@@ -236,5 +253,16 @@ def test_the_command_draws_the_yaml_it_is_given(tmp_path, capsys):
     source = tmp_path / "tiny.yaml"
     source.write_text(yaml.safe_dump(SPEC))
     assert main([str(source), "--output", str(tmp_path / "out.png")]) == 0
-    assert capsys.readouterr().out == f"6 tasks of {source} drawn in {tmp_path / 'out.png'}\n"
+    assert capsys.readouterr().out == f"7 tasks of {source} drawn in {tmp_path / 'out.png'}\n"
     assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_command_names_itself_in_its_usage_and_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["tiny.yaml"])
+    assert capsys.readouterr().err.startswith("usage: python -m lifecycle graph [-h] --output OUTPUT pipeline\n")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "`python -m lifecycle graph PIPELINE.yaml --output FILE.png`: the compiled pipeline's DAG as a picture" in (
+        " ".join(capsys.readouterr().out.split())
+    )
