@@ -378,6 +378,22 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # gunicorn worker): mutmut runs a mutant's fastest-recorded tests first, so its module fixture (a server and 81
     # requests, ~30 s at load 8) would start for every one of the ~1,000 mutants; without it the score is a floor
     "hostile-corpus": (["lifecycle/checks/hostile_corpus.py"], ["tests/lifecycle/test_hostile_corpus_exact.py"]),
+    # `python -m lifecycle compile`: in-process what it hands the compiler (a recording stand-in), its line and its
+    # errors; the compiled YAML of dev's and local's pipelines with kfp's interpreter (KFP_GROUPS)
+    "compile": (
+        ["lifecycle/orchestration/compile.py"],
+        [
+            "tests/lifecycle/test_compile_exact.py",
+            "tests/lifecycle/test_pipeline.py",
+            "tests/lifecycle/test_pipeline_exact.py",
+        ],
+    ),
+    # `python -m lifecycle graph`: the DAG read from a compiled spec, in-process: a small spec in kfp's compiled shape
+    # (the figure's boxes, labels and arrows as matplotlib holds them) and the real dev pipeline compiled by kfp
+    "graph": (
+        ["lifecycle/orchestration/graph.py"],
+        ["tests/lifecycle/test_graph_exact.py", "tests/lifecycle/test_pipeline.py", "-k", "graph"],
+    ),
     # the trainer's small wave-3 modules (the clients' endpoints, a pipeline task's gcp_resources and SIGTERM, the
     # upload's commit marker, the training options): their exact tests, ingest with a marker, the options through
     # resolve_config, and the batch prediction's publish and cancel over the wire to the Vertex AI fake
@@ -682,7 +698,9 @@ ONE_KERNEL = {
 # no .venv-kfp). While mutmut maps tests to functions ("stats") it records the functions each test reached in its
 # own process; a child's would be lost (its mutants would count as "no tests"), so the child's sitecustomize
 # appends them to a file that tests/mutate_children.py credits to the test that started the child.
-KFP_GROUPS = {"pipeline", "lifecycle-small"}
+# graph: its code runs in the test's process, but its test of the real dev pipeline compiles it with kfp's
+# interpreter first (KFP_PYTHON: the scratch copy has no .venv-kfp, and the test would be skipped)
+KFP_GROUPS = {"pipeline", "lifecycle-small", "compile", "graph"}
 CHILD_SITE = """\
 import os
 
