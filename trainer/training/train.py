@@ -98,7 +98,7 @@ class TrainConfig:
 #   was 0.8x and float32 at 256 0.85x), but costs about 0.2 point at 8 epochs (mean 92.32 %); a 9th epoch buys it
 #   back: seeds 42/43/44 92.55/92.40/92.78 % (mean 92.58 %, the old preset's 92.57 %) for 94-101 training CPU s
 #   against its 137-160. Only where the CPU has native bf16 (trainer/training/native_bf16.py): a CPU without it
-#   trains the same schedule in float32 (not measured here: no such CPU).
+#   trains the same schedule in float32 (seeds 42/43/44 mean 92.42 % here; its speed there not measured: no such CPU).
 # gpu: 95.3% within 60 s on one H200 (bf16, XLA), where augmentation does pay off.
 PRESETS = {
     "smoke": TrainConfig(
