@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import storage
 from contracts.dataset import CLASS_NAMES
 from lifecycle.batch import batch_predict as bp
 from lifecycle.batch.batch_predict import BatchInputError, BatchScorer, read_source
@@ -98,6 +99,21 @@ def test_a_gcs_prefix_of_pngs_is_read_like_a_directory(world, gcs_bucket):
     assert np.array_equal(remote.decoded(), images) and np.array_equal(local.decoded(), images)
 
 
+def test_a_gcs_prefix_with_a_folder_placeholder_and_a_trailing_x_is_still_a_prefix(world, gcs_bucket, monkeypatch):
+    """The Cloud Console's "create folder" writes an empty `name/` object: with the slash, the source is the prefix,
+    never that object read as an IDX file; and only slashes are trimmed from the prefix, not its last letters.
+    fake-gcs-server drops such objects (a file system holds no `name/` file), so exists() answers as GCS would."""
+    _, _, images, pngs, _ = world
+    upload_tree(pngs, gcs_bucket, "scansX")
+    real_exists = bp.storage.exists
+    monkeypatch.setattr(bp.storage, "exists", lambda uri: uri.endswith("/") or real_exists(uri))
+    local = read_source(str(pngs))
+    for source in (f"{gcs_bucket}/scansX/", f"{gcs_bucket}/scansX//"):
+        remote = read_source(source)
+        assert remote.ids == local.ids, source
+        assert np.array_equal(remote.decoded(), images)
+
+
 def test_bad_sources_and_outputs_fail_with_what_is_accepted(world, tmp_path):
     _, models, _, pngs, _ = world
     (tmp_path / "empty").mkdir()
@@ -165,7 +181,6 @@ def _png(pixels: np.ndarray) -> bytes:
 def test_the_command_in_process_writes_the_service_s_probabilities_and_prints_its_summary(
     world, gcs_bucket, capsys, monkeypatch
 ):
-    import storage
     from service.runtime import OnnxClassifier
 
     _, models, images, _, idx = world
@@ -222,8 +237,6 @@ def test_a_directory_s_pngs_are_found_at_any_depth_whatever_the_case_and_nothing
 
 
 def test_a_gcs_idx_object_is_read_as_images_and_an_empty_prefix_is_refused(world, gcs_bucket):
-    import storage
-
     _, _, images, _, idx = world
     storage.write_bytes(f"{gcs_bucket}/data/t-images.gz", idx.read_bytes())
     found = read_source(f"{gcs_bucket}/data/t-images.gz")
@@ -341,7 +354,6 @@ def champion(gcs_settings, monkeypatch):
 
 
 def test_vertex_sends_the_job_over_the_wire_or_prints_it_with_dry_run(gcs_settings, champion, capsys):
-    import storage
     from tests.vertex_fake import vertex_over_the_wire
 
     pngs = f"gs://{gcs_settings.bucket_prefix}-datasets/incoming"

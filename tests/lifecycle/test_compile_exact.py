@@ -134,3 +134,25 @@ def test_only_settings_overrides_travel_to_the_tasks_in_name_order():
     env = task_environment(dev, environ)
     assert list(env.items()) == [("FMNIST_REGISTRY__ACCURACY_FLOOR", "0.3"), ("FMNIST_VERTEX__MACHINE_TYPE", "n2")]
     assert task_environment(dev, {"FMNIST_STORAGE_ROOT": "/gcs"}) == {"FMNIST_STORAGE_ROOT": "/gcs"}
+
+
+def test_a_usage_error_names_the_command_as_a_user_types_it(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--pipeline", "other"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m lifecycle compile [-h] [--env ENV]"), err
+    assert "python -m lifecycle compile: error: argument --pipeline: invalid choice: 'other'" in err, err
+    assert "(choose from lifecycle, prediction)" in err or "(choose from 'lifecycle', 'prediction')" in err, err
+
+
+def test_both_pipelines_can_be_named_explicitly():
+    assert parse_args(["--pipeline", "lifecycle"]).pipeline == "lifecycle"
+    assert parse_args(["--pipeline", "prediction"]).pipeline == "prediction"
+
+
+def test_the_printed_seconds_are_the_time_main_took(compiled, capsys, monkeypatch, tmp_path):
+    clock = iter([1000.0, 1002.5])
+    monkeypatch.setattr(compile_module.time, "perf_counter", lambda: next(clock))
+    assert main(["--output", str(tmp_path / "l.yaml")]) == 0
+    assert capsys.readouterr().out.endswith(" in 2.50 s\n")

@@ -266,3 +266,27 @@ def test_the_command_names_itself_in_its_usage_and_help(capsys):
     assert "`python -m lifecycle graph PIPELINE.yaml --output FILE.png`: the compiled pipeline's DAG as a picture" in (
         " ".join(capsys.readouterr().out.split())
     )
+
+
+def test_a_box_lists_two_inputs_and_two_outputs_comma_separated(tmp_path):
+    """One task reads two artifacts of another: its `in:` and the producer's `out:` each list both, sorted."""
+    spec = {
+        "pipelineInfo": {"name": "pair"},
+        "root": {
+            "dag": {
+                "tasks": {
+                    "make": {"componentRef": {"name": "comp-make"}},
+                    "use": {
+                        "componentRef": {"name": "comp-use"},
+                        "inputs": {"artifacts": {"weights": out("make", "model"), "data": out("make", "dataset")}},
+                    },
+                }
+            }
+        },
+        "components": {"comp-make": {"executorLabel": "exec-make"}, "comp-use": {"executorLabel": "exec-use"}},
+        "deploymentSpec": {"executors": {"exec-make": container("make"), "exec-use": container("use")}},
+    }
+    figure, _ = draw(spec, tmp_path / "pair.png")
+    (ax,) = figure.axes
+    flows = [t.get_text() for t in ax.texts if t.get_text().startswith(("in:", "out:"))]
+    assert flows == ["out: dataset, model", "in: data, weights"]

@@ -108,3 +108,28 @@ def test_main_refuses_bad_arguments_with_usage(argv, capsys):
         main(argv)
     assert exited.value.code == 2
     assert capsys.readouterr().err.startswith("usage: python -m lifecycle.notebook.notebook_runner")
+
+
+def test_the_client_gets_the_cell_timeout_two_minutes_to_start_and_this_interpreters_kernel(tmp_path, monkeypatch):
+    """The NotebookClient as built (a recording subclass: the same client runs a real kernel): a kernel start may take
+    120 s, not nbclient's 60, on a loaded CI machine; cells are numbered from 1 as Jupyter numbers them."""
+    import nbclient
+    from jupyter_client.manager import AsyncKernelManager
+
+    clients = []
+
+    class Recorded(nbclient.NotebookClient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            clients.append((self, self.km))  # the kernel manager as given: the client drops it at cleanup
+
+    monkeypatch.setattr(nbclient, "NotebookClient", Recorded)
+    path = write_notebook(tmp_path / "two.ipynb", "a = 1", "print(a + 1)")
+    run = execute_notebook(path, cell_timeout=45)
+    ((client, km),) = clients
+    assert (client.timeout, client.startup_timeout) == (45, 120)
+    assert client.resources == {"metadata": {"path": str(tmp_path)}}
+    assert isinstance(km, AsyncKernelManager) and km.kernel_name == "python3"
+    assert type(km.kernel_spec_manager).__name__ == "ThisInterpreter"
+    assert [cell.execution_count for cell in run.nb.cells] == [1, 2]
+    assert run.nb.cells[1].outputs[0]["text"] == "2\n" and len(run.cell_seconds) == 2
