@@ -116,6 +116,17 @@ def gcs_settings(gcs_bucket):
     return settings
 
 
+@pytest.fixture
+def gcs_champion(gcs_settings, monkeypatch):
+    """An external model version (no artifact trained) promoted to champion in gcs_settings' models bucket."""
+    from trainer.models.registry import ModelRegistry, register_external_version
+
+    monkeypatch.setenv("FMNIST_BUCKET_PREFIX", gcs_settings.bucket_prefix)
+    version = register_external_version(gcs_settings, source="custom", metrics={"accuracy": 0.95}, dataset_version="d")
+    ModelRegistry.from_settings(gcs_settings).promote(version)
+    return version
+
+
 def _gcp_credentials_reason() -> str | None:
     """None when Application Default Credentials and a project exist; else why gcp tests are skipped."""
     try:

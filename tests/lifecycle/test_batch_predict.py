@@ -343,17 +343,7 @@ def test_rows_and_their_encodings_are_exact(tmp_path):
     assert str(refused.value) == "--output p.csv: use a .jsonl or .parquet name"
 
 
-@pytest.fixture
-def champion(gcs_settings, monkeypatch):
-    from trainer.models.registry import ModelRegistry, register_external_version
-
-    monkeypatch.setenv("FMNIST_BUCKET_PREFIX", gcs_settings.bucket_prefix)
-    version = register_external_version(gcs_settings, source="custom", metrics={"accuracy": 0.95}, dataset_version="d")
-    ModelRegistry.from_settings(gcs_settings).promote(version)
-    return version
-
-
-def test_vertex_sends_the_job_over_the_wire_or_prints_it_with_dry_run(gcs_settings, champion, capsys):
+def test_vertex_sends_the_job_over_the_wire_or_prints_it_with_dry_run(gcs_settings, gcs_champion, capsys):
     from tests.vertex_fake import vertex_over_the_wire
 
     pngs = f"gs://{gcs_settings.bucket_prefix}-datasets/incoming"
@@ -370,8 +360,8 @@ def test_vertex_sends_the_job_over_the_wire_or_prints_it_with_dry_run(gcs_settin
     request = json.loads(printed)
     assert printed.startswith('{\n  "init": {\n')
     assert request["create"]["gcs_destination_prefix"] == out
-    assert request["create"]["model_name"] == f"{gcs_settings.names.parent_model_name}@{champion}"
-    assert created.body["model"] == f"{gcs_settings.names.parent_model_name}@{champion}"
+    assert request["create"]["model_name"] == f"{gcs_settings.names.parent_model_name}@{gcs_champion}"
+    assert created.body["model"] == f"{gcs_settings.names.parent_model_name}@{gcs_champion}"
     assert capsys.readouterr().out == f"Vertex AI batch prediction job {name} writes to {out}\n"
     assert bp.main(["--env", "dev", "/local/dir", "--vertex", "--output", out]) == 1
     error = capsys.readouterr().err

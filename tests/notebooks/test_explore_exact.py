@@ -14,6 +14,7 @@ from contracts.dataset import CLASS_NAMES
 from contracts.feature_schema import FEATURE_NAMES
 from lifecycle.notebook import explore
 from settings import load_config
+from tests.service.model_factory import linear_softmax_onnx
 from trainer.api import classification_report
 
 
@@ -195,22 +196,9 @@ def test_train_smoke_trains_the_smoke_preset_afresh_and_times_it(monkeypatch):
 
 def tiny_onnx(favoured: int) -> bytes:
     """A softmax over pixels @ w, where only `favoured`'s column is non-zero: any inked image is that class."""
-    from onnx import TensorProto, helper, numpy_helper
-
     weights = np.zeros((784, 10), np.float32)
     weights[:, favoured] = 0.001
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["pixels"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"]),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
-        [numpy_helper.from_array(weights, "w")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    return linear_softmax_onnx(weights)
 
 
 @pytest.mark.slow  # ONNX Runtime and the registry: this module takes ~10 s

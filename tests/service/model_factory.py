@@ -222,3 +222,22 @@ def build_linear_model_dir(source: Path, directory: Path, version: str, seed: in
     metadata.pop("files", None)  # the copied digests are the CNN's
     (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
     return directory
+
+
+def linear_softmax_onnx(weights: np.ndarray) -> bytes:
+    """softmax(flatten(pixels) @ weights) as a serialized ONNX model with the serving contract's names: a classifier
+    whose every probability a test can compute by hand (weights: float32 [784, 10])."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["pixels"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()

@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 
+from tests.service.model_factory import linear_softmax_onnx
 from trainer import api
 from trainer.training import train as training
 
@@ -47,23 +48,9 @@ def test_a_preset_is_trained_on_the_dataset_into_the_dev_bucket(settings, monkey
 
 
 def test_onnx_probabilities_run_the_artifact_on_the_images(tmp_path):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     weights = np.random.default_rng(0).normal(0, 0.01, (784, 10)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["pixels"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"]),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
-        [numpy_helper.from_array(weights, "w")],
-    )
     path = tmp_path / "model.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path.write_bytes(linear_softmax_onnx(weights))
     images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     logits = images.reshape(3, 784).astype(np.float32) @ weights
     expected = np.exp(logits - logits.max(1, keepdims=True))

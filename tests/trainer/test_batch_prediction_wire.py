@@ -20,15 +20,6 @@ from trainer.cli import main
 from trainer.cloud import gcp_resources
 from trainer.cloud.batch_prediction import build_batch_prediction, job_name, send
 from trainer.errors import CommandError
-from trainer.models.registry import ModelRegistry, register_external_version
-
-
-@pytest.fixture
-def champion(gcs_settings, monkeypatch):
-    monkeypatch.setenv("FMNIST_BUCKET_PREFIX", gcs_settings.bucket_prefix)
-    version = register_external_version(gcs_settings, source="custom", metrics={"accuracy": 0.95}, dataset_version="d")
-    ModelRegistry.from_settings(gcs_settings).promote(version)
-    return version
 
 
 @pytest.fixture
@@ -49,7 +40,7 @@ def _only_job(fake):
 
 
 def test_the_command_creates_the_job_over_the_wire_and_publishes_it(
-    gcs_settings, champion, pngs, tmp_path, monkeypatch, capsys
+    gcs_settings, gcs_champion, pngs, tmp_path, monkeypatch, capsys
 ):
     import storage
 
@@ -59,10 +50,10 @@ def test_the_command_creates_the_job_over_the_wire_and_publishes_it(
         assert main(["--env", "dev", "batch-prediction", pngs + "/", "--wait"]) == 0
     body, name = _only_job(fake)
     display = body["displayName"]
-    assert re.fullmatch(rf"fmnist-batch-{champion.lower()}-\d{{8}}-\d{{6}}", display)
+    assert re.fullmatch(rf"fmnist-batch-{gcs_champion.lower()}-\d{{8}}-\d{{6}}", display)
     output = f"gs://{gcs_settings.bucket_prefix}-dev/batch-predictions/{display}"
     assert body["labels"] == {"app": "fmnist-mlops", "env": "dev", "component": "batch-prediction"}
-    assert body["model"] == f"{gcs_settings.names.parent_model_name}@{champion}"
+    assert body["model"] == f"{gcs_settings.names.parent_model_name}@{gcs_champion}"
     assert body["inputConfig"] == {"instancesFormat": "file-list", "gcsSource": {"uris": [f"{output}/inputs.txt"]}}
     assert body["outputConfig"]["gcsDestination"] == {"outputUriPrefix": output}
     assert body["dedicatedResources"]["startingReplicaCount"] == 1
@@ -75,7 +66,7 @@ def test_the_command_creates_the_job_over_the_wire_and_publishes_it(
     assert fake.sent("GET", name), "--wait polls the job until it ends"
 
 
-def test_a_failed_job_fails_the_command_with_where_its_logs_are(gcs_settings, champion, pngs, capsys):
+def test_a_failed_job_fails_the_command_with_where_its_logs_are(gcs_settings, gcs_champion, pngs, capsys):
     with vertex_over_the_wire(gcs_settings.project_id, gcs_settings.region) as fake:
         fake.job_state = "JOB_STATE_FAILED"
         assert main(["--env", "dev", "batch-prediction", pngs, "--wait"]) != 0
@@ -85,7 +76,7 @@ def test_a_failed_job_fails_the_command_with_where_its_logs_are(gcs_settings, ch
     assert error.rstrip().endswith(". Its logs are in the Vertex AI console (Batch predictions)")
 
 
-def test_without_wait_the_command_returns_once_the_job_exists(gcs_settings, champion, pngs):
+def test_without_wait_the_command_returns_once_the_job_exists(gcs_settings, gcs_champion, pngs):
     with vertex_over_the_wire(gcs_settings.project_id, gcs_settings.region) as fake:
         fake.job_state = "JOB_STATE_FAILED"  # never read: the command does not wait for the end
         assert main(["--env", "dev", "batch-prediction", pngs]) == 0
@@ -95,7 +86,7 @@ def test_without_wait_the_command_returns_once_the_job_exists(gcs_settings, cham
     )
 
 
-def test_sigterm_while_waiting_cancels_the_batch_job(gcs_settings, champion, pngs, monkeypatch, capsys):
+def test_sigterm_while_waiting_cancels_the_batch_job(gcs_settings, gcs_champion, pngs, monkeypatch, capsys):
     from google.cloud.aiplatform import jobs
 
     from trainer.cloud.batch_prediction import build_for_source
@@ -125,7 +116,7 @@ def test_sigterm_while_waiting_cancels_the_batch_job(gcs_settings, champion, png
     assert f"SIGTERM: cancelling Vertex AI batch prediction job {name}" in capsys.readouterr().err
 
 
-def test_dry_run_prints_the_request_with_the_given_name_and_destination(gcs_settings, champion, pngs, capsys):
+def test_dry_run_prints_the_request_with_the_given_name_and_destination(gcs_settings, gcs_champion, pngs, capsys):
     argv = ["--env", "dev", "batch-prediction", pngs, "--dry-run", "--display-name", "my-job-1"]
     assert main([*argv, "--destination", "gs://elsewhere/out"]) == 0
     printed = capsys.readouterr().out
@@ -145,7 +136,7 @@ def test_a_display_name_vertex_would_refuse_is_refused_before_anything_is_read(g
     assert capsys.readouterr().err.strip() == (f"error: --display-name '{name}': use lowercase letters, digits and '-'")
 
 
-def test_an_empty_prefix_and_a_local_target_are_refused_with_the_fix(gcs_settings, champion, capsys):
+def test_an_empty_prefix_and_a_local_target_are_refused_with_the_fix(gcs_settings, gcs_champion, capsys):
     empty = f"gs://{gcs_settings.bucket_prefix}-datasets/nothing-here"
     assert main(["--env", "dev", "batch-prediction", empty, "--dry-run"]) != 0
     assert capsys.readouterr().err.strip() == f"error: {empty}: no .png objects under this prefix"
