@@ -136,7 +136,8 @@ def test_only_settings_overrides_travel_to_the_tasks_in_name_order():
     assert task_environment(dev, {"FMNIST_STORAGE_ROOT": "/gcs"}) == {"FMNIST_STORAGE_ROOT": "/gcs"}
 
 
-def test_a_usage_error_names_the_command_as_a_user_types_it(capsys):
+def test_a_usage_error_names_the_command_as_a_user_types_it(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one usage line, whatever the terminal
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--pipeline", "other"])
     assert exit_info.value.code == 2
@@ -156,3 +157,14 @@ def test_the_printed_seconds_are_the_time_main_took(compiled, capsys, monkeypatc
     monkeypatch.setattr(compile_module.time, "perf_counter", lambda: next(clock))
     assert main(["--output", str(tmp_path / "l.yaml")]) == 0
     assert capsys.readouterr().out.endswith(" in 2.50 s\n")
+
+
+def test_help_says_what_the_command_compiles(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps the description at the terminal's width
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    _, _, rest = capsys.readouterr().out.partition("\n\n")
+    assert rest.startswith(
+        "`python -m lifecycle compile`: the step list of one environment as a KFP v2 pipeline YAML for Vertex AI.\n\n"
+    ), rest
