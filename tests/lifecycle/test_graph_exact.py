@@ -290,3 +290,35 @@ def test_a_box_lists_two_inputs_and_two_outputs_comma_separated(tmp_path):
     (ax,) = figure.axes
     flows = [t.get_text() for t in ax.texts if t.get_text().startswith(("in:", "out:"))]
     assert flows == ["out: dataset, model", "in: data, weights"]
+
+
+def test_a_group_without_a_condition_draws_its_tasks_without_a_box_and_a_bare_command_keeps_its_first_word(tmp_path):
+    """A sub-DAG with no trigger policy (kfp's ExitHandler or ParallelFor) holds its tasks unlabelled; a task whose
+    arguments follow `--` without `--env` is named by its first two words all the same."""
+    spec = {
+        "pipelineInfo": {"name": "grouped"},
+        "root": {"dag": {"tasks": {"group": {"componentRef": {"name": "comp-group"}}}}},
+        "components": {
+            "comp-group": {"dag": {"tasks": {"inner": {"componentRef": {"name": "comp-inner"}}}}},
+            "comp-inner": {"executorLabel": "exec-inner"},
+        },
+        "deploymentSpec": {
+            "executors": {"exec-inner": container("-m", "trainer", "pipeline-step", "--", "ingest", "--source", "x")}
+        },
+    }
+    assert flatten(spec) == {"inner": Node("inner", "ingest --source", "")}
+    figure, _ = draw(spec, tmp_path / "g.png")
+    (ax,) = figure.axes
+    assert not [p for p in ax.patches if isinstance(p, Rectangle) and not isinstance(p, FancyBboxPatch)]
+    assert [t.get_text() for t in ax.texts] == ["inner", "trainer ingest --source"]
+
+
+def test_the_title_is_10_points_and_the_png_is_cropped_to_what_is_drawn_in_new_folders(tmp_path):
+    import struct
+
+    figure, path = draw(SPEC, tmp_path / "a" / "b" / "graph.png")
+    (ax,) = figure.axes
+    assert ax.title.get_fontsize() == 10
+    width, height = struct.unpack(">II", path.read_bytes()[16:24])  # the IHDR chunk's size
+    full = figure.get_size_inches() * figure.dpi  # 1452 x 704 uncropped: the tight box leaves out the margins
+    assert width < full[0] - 100 and height < full[1], (width, height)
