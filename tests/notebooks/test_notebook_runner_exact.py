@@ -133,3 +133,30 @@ def test_the_client_gets_the_cell_timeout_two_minutes_to_start_and_this_interpre
     assert type(km.kernel_spec_manager).__name__ == "ThisInterpreter"
     assert [cell.execution_count for cell in run.nb.cells] == [1, 2]
     assert run.nb.cells[1].outputs[0]["text"] == "2\n" and len(run.cell_seconds) == 2
+
+
+def test_a_failing_cell_raises_with_its_source_and_a_traceback_without_colour_codes(tmp_path):
+    """IPython colours its tracebacks with ANSI escapes: a CI log must read them as plain text."""
+    import time
+
+    path = write_notebook(tmp_path / "fails.ipynb", "x = 1", "def f():\n    raise ValueError('boom')\nf()")
+    started = time.perf_counter()
+    with pytest.raises(NotebookCellFailed) as failed:
+        execute_notebook(path, cell_timeout=60)
+    assert time.perf_counter() - started < 120
+    assert (failed.value.notebook, failed.value.index) == (path, 1)
+    assert failed.value.source == "def f():\n    raise ValueError('boom')\nf()"
+    error = failed.value.error
+    assert error.startswith("ValueError: boom\n") and "\x1b" not in error, error
+    assert error.rstrip().splitlines()[-1] == "ValueError: boom", error
+    assert "--- source ---\ndef f():\n    raise ValueError('boom')\nf()\n--- error ---\n" in str(failed.value)
+
+
+def test_a_runs_seconds_are_the_time_it_took(tmp_path):
+    import time
+
+    path = write_notebook(tmp_path / "quick.ipynb", "1 + 1")
+    started = time.perf_counter()
+    run = execute_notebook(path, cell_timeout=60)
+    took = time.perf_counter() - started
+    assert 0 < run.cell_seconds[0] <= run.seconds <= took, (run.cell_seconds, run.seconds, took)
