@@ -78,12 +78,17 @@ function render(prediction, notes) {
   $("notes").textContent = (notes || []).join("; ");
 }
 
-async function classify(b64) {
+// Each image shown (the opening one, a random one, an upload) takes a new turn; a reply that comes back after a newer
+// image was chosen is dropped, so a slow first prediction never overwrites what the visitor uploaded meanwhile.
+let turn = 0;
+
+async function classify(b64, mine) {
   const reply = await fetch(PREDICT_ROUTE, {
     method: "POST", headers: {"Content-Type": "application/json"},
     body: JSON.stringify({instances: [{b64: b64}], parameters: {top_k: 3}}),
   });
   const body = await reply.json();
+  if (mine !== turn) { return; }
   if (!reply.ok) { $("error").textContent = "Error: " + body.detail; return; }
   render(body.predictions[0], body.metadata.notes);
 }
@@ -91,13 +96,15 @@ async function classify(b64) {
 function show(src) { $("preview").src = src; $("preview").hidden = false; }
 
 async function randomImage() {
+  const mine = ++turn;
   clearOutput();
   const reply = await fetch("v1/samples/random");
   const body = await reply.json();
+  if (mine !== turn) { return; }
   if (!reply.ok) { $("error").textContent = body.detail; return; }
   show("data:image/png;base64," + body.b64);
   if (body.label) { $("truth").textContent = "True label: " + body.label + " (test image #" + body.index + ")"; }
-  await classify(body.b64);
+  await classify(body.b64, mine);
 }
 
 $("random").addEventListener("click", randomImage);
@@ -105,11 +112,13 @@ $("random").addEventListener("click", randomImage);
 $("file").addEventListener("change", () => {
   const file = $("file").files[0];
   if (!file) { return; }
+  const mine = ++turn;
   clearOutput();
   const reader = new FileReader();
   reader.onload = async () => {
+    if (mine !== turn) { return; }
     show(reader.result);
-    await classify(reader.result.split(",", 2)[1]);
+    await classify(reader.result.split(",", 2)[1], mine);
   };
   reader.readAsDataURL(file);
 });

@@ -74,7 +74,8 @@ def test_uploaded_image_is_classified(browser_page, live_server, tmp_path):
     page = browser_page
     page.goto(f"{live_server.url}/")
     page.set_input_files("#file", str(upload))
-    page.wait_for_selector("#top1")
+    # the upload's own answer: the opening image's #top1 may be on the page already (or its reply still on the way)
+    page.wait_for_function("document.getElementById('notes').textContent.includes('resized to 28x28')")
     # the page shows the service's answer for the file's exact bytes; whether the small test model still reads a
     # trouser after the 4x resize and back is the model's margin (it read a T-shirt once, at load 28), so the true
     # class is asked of the top 3 only
@@ -100,3 +101,29 @@ def test_an_unreadable_upload_shows_the_service_error(browser_page, live_server,
     page.set_input_files("#file", str(bad))
     page.wait_for_function("document.getElementById('error').textContent.length > 0")
     assert "not a PNG or JPEG" in page.text_content("#error")
+
+
+def test_a_late_reply_for_the_opening_image_never_replaces_an_upload(browser_page, live_server, tmp_path):
+    """The opening image's prediction is held back until the visitor's upload has its answer, then let through: the
+    page keeps the upload's preview, prediction and notes (before, the late reply drew the other image's class)."""
+    images, _ = generated_images(10, seed=41)
+    upload = tmp_path / "upload.png"
+    Image.fromarray(images[1]).resize((56, 56)).save(upload)
+    page = browser_page
+    held = []
+    page.route("**/predict", lambda route: held.append(route) if not held else route.continue_())
+    try:
+        page.goto(f"{live_server.url}/")
+        page.wait_for_function("document.getElementById('truth').textContent !== ''")  # its prediction is asked
+        assert len(held) == 1
+        page.set_input_files("#file", str(upload))
+        page.wait_for_function("document.getElementById('notes').textContent.includes('resized to 28x28')")
+        shown = (page.text_content("#top1"), page.get_attribute("#preview", "src"), page.text_content("#notes"))
+        assert page.text_content("#truth") == ""  # an upload has no true label
+        with page.expect_response("**/predict"):
+            held[0].continue_()
+        page.wait_for_timeout(500)  # the late reply's JSON is read and (before the fix) rendered within milliseconds
+        assert (page.text_content("#top1"), page.get_attribute("#preview", "src"), page.text_content("#notes")) == shown
+        assert page.text_content("#truth") == ""
+    finally:
+        page.unroute("**/predict")
