@@ -4,6 +4,7 @@ cancelled run's job billing), where and when it is written, and the handler's ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -78,6 +79,30 @@ def test_sigterm_while_waiting_cancels_the_job_says_so_and_exits_143_then_the_ol
     assert signal.getsignal(signal.SIGTERM) is before
     out = capsys.readouterr()
     assert (out.out, out.err) == ("", f"SIGTERM: cancelling Vertex AI custom job {JOB}\n")
+
+
+@pytest.mark.parametrize("then", ["job failed", "returns"])
+def test_a_swallowed_sigterm_still_ends_the_block_in_exit_143(then, capsys):
+    """Library code between two polls may swallow the handler's SystemExit (seen in CI): the wait then goes on, sees
+    the cancelled job and raises, or returns; either way the command exits 143 and the old handler is back."""
+    before = signal.getsignal(signal.SIGTERM)
+    job = Job()
+    with pytest.raises(SystemExit) as stopped, cancel_on_sigterm(job, "job"):
+        with contextlib.suppress(BaseException):  # what a finaliser or a bare except does with it
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        if then == "job failed":
+            raise RuntimeError("Job failed with:\n")
+    assert stopped.value.code == 143 and stopped.value.__cause__ is None
+    assert job.cancelled == 1 and signal.getsignal(signal.SIGTERM) is before
+    assert capsys.readouterr().err == f"SIGTERM: cancelling job {JOB}\n"
+
+
+def test_an_error_without_sigterm_passes_through_unchanged():
+    before = signal.getsignal(signal.SIGTERM)
+    job = Job()
+    with pytest.raises(RuntimeError, match="^Job failed$"), cancel_on_sigterm(job, "job"):
+        raise RuntimeError("Job failed")
+    assert job.cancelled == 0 and signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_block_that_ends_puts_the_old_handler_back_and_cancels_nothing():

@@ -48,9 +48,16 @@ def publish(resource_type: str, location: str, job: Any, environ: Mapping[str, s
 
 @contextmanager
 def cancel_on_sigterm(job: Any, what: str) -> Iterator[None]:
-    """While the block waits for `job`: SIGTERM cancels the job, then exits with 143 (128 + SIGTERM)."""
+    """While the block waits for `job`: SIGTERM cancels the job, then exits with 143 (128 + SIGTERM).
+
+    The handler raises SystemExit wherever the main thread is at that moment, and code between the SDK's polls may
+    swallow it (a finaliser, a bare `except`): in CI the wait went on, saw the job cancelled and raised "Job failed".
+    So once the signal came, the block ends in that SystemExit whatever it raises or returns afterwards.
+    """
+    received: list[int] = []
 
     def cancel(signum: int, frame: Any) -> None:
+        received.append(signum)
         print(f"SIGTERM: cancelling {what} {job.resource_name}", file=sys.stderr, flush=True)
         job.cancel()
         raise SystemExit(128 + signum)
@@ -61,5 +68,11 @@ def cancel_on_sigterm(job: Any, what: str) -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, cancel)
     try:
         yield
+    except BaseException:
+        if received:
+            raise SystemExit(128 + received[0]) from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if received:
+        raise SystemExit(128 + received[0])
