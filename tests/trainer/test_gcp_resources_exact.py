@@ -83,12 +83,13 @@ def test_sigterm_while_waiting_cancels_the_job_says_so_and_exits_143_then_the_ol
 
 @pytest.mark.parametrize("then", ["job failed", "returns"])
 def test_a_swallowed_sigterm_still_ends_the_block_in_exit_143(then, capsys):
-    """Library code between two polls may swallow the handler's SystemExit (seen in CI): the wait then goes on, sees
-    the cancelled job and raises, or returns; either way the command exits 143 and the old handler is back."""
+    """A handler that runs inside a finaliser has its SystemExit ignored (seen in CI: urllib3's pooled connections
+    closed by the garbage collector): the wait then goes on, sees the cancelled job and raises, or returns; either way
+    the command exits 143 and the old handler is back."""
     before = signal.getsignal(signal.SIGTERM)
     job = Job()
     with pytest.raises(SystemExit) as stopped, cancel_on_sigterm(job, "job"):
-        with contextlib.suppress(BaseException):  # what a finaliser or a bare except does with it
+        with contextlib.suppress(BaseException):  # what Python does with an exception raised in a finaliser
             signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
         if then == "job failed":
             raise RuntimeError("Job failed with:\n")

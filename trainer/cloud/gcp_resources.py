@@ -50,9 +50,10 @@ def publish(resource_type: str, location: str, job: Any, environ: Mapping[str, s
 def cancel_on_sigterm(job: Any, what: str) -> Iterator[None]:
     """While the block waits for `job`: SIGTERM cancels the job, then exits with 143 (128 + SIGTERM).
 
-    The handler raises SystemExit wherever the main thread is at that moment, and code between the SDK's polls may
-    swallow it (a finaliser, a bare `except`): in CI the wait went on, saw the job cancelled and raised "Job failed".
-    So once the signal came, the block ends in that SystemExit whatever it raises or returns afterwards.
+    The handler raises SystemExit wherever the main thread is at that moment, and Python ignores an exception raised
+    in a finaliser: in CI the signal ran inside the garbage collector's close of urllib3's pooled connections (a
+    `weakref.finalize`), the wait went on, saw the job cancelled and raised "Job failed". So once the signal came,
+    the block ends in that SystemExit whatever it raises or returns afterwards.
     """
     received: list[int] = []
 
