@@ -107,6 +107,19 @@ def test_a_sigterm_inside_a_finaliser_still_ends_the_block_in_exit_143(then, cap
     assert capsys.readouterr().err == f"SIGTERM: cancelling job {JOB}\n"
 
 
+def test_a_cancel_that_fails_is_said_and_the_exit_is_still_143(capsys):
+    class Unreachable(Job):
+        def cancel(self) -> None:
+            raise ConnectionError("aiplatform.googleapis.com unreachable")
+
+    with pytest.raises(SystemExit) as stopped, cancel_on_sigterm(Unreachable(), "job"):
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    assert stopped.value.code == 143
+    assert capsys.readouterr().err == (
+        f"SIGTERM: cancelling job {JOB}\nSIGTERM: could not cancel job {JOB}: aiplatform.googleapis.com unreachable\n"
+    )
+
+
 def test_an_error_without_sigterm_passes_through_unchanged():
     before = signal.getsignal(signal.SIGTERM)
     job = Job()

@@ -60,7 +60,10 @@ def cancel_on_sigterm(job: Any, what: str) -> Iterator[None]:
     def cancel(signum: int, frame: Any) -> None:
         received.append(signum)
         print(f"SIGTERM: cancelling {what} {job.resource_name}", file=sys.stderr, flush=True)
-        job.cancel()
+        try:
+            job.cancel()
+        except Exception as exc:  # noqa: BLE001 - any failure: the exit stays 143, but the job may still run: say so
+            print(f"SIGTERM: could not cancel {what} {job.resource_name}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
