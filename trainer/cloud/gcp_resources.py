@@ -73,9 +73,9 @@ def cancel_on_sigterm(job: Any, what: str) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if received:
-            raise SystemExit(128 + received[0]) from None
-        raise
+        if not received:
+            raise
+        # after the signal, whatever ended the wait (the handler's exit, the cancelled job's error) ends as exit 143
     finally:
         signal.signal(signal.SIGTERM, previous)
     if received:
