@@ -78,6 +78,24 @@ def test_separable_makes_every_convolution_after_the_first_block_depthwise_separ
     assert convolutions(True) == ["Conv2D", "SeparableConv2D", "SeparableConv2D"]
 
 
+def test_block_dropout_follows_each_pooling_and_changes_nothing_at_inference():
+    spec = ModelSpec(width=4, blocks=3, convs_per_block=1, dense_units=8, dropout=0.0)
+    plain, dropped = build_model(spec), build_model(ModelSpec(**{**spec.to_dict(), "block_dropout": 0.25}))
+    after_pooling = [
+        type(later).__name__
+        for layer, later in zip(dropped.layers[:-1], dropped.layers[1:], strict=True)
+        if isinstance(layer, layers.MaxPooling2D)
+    ]
+    assert after_pooling == ["Dropout", "Dropout"]
+    assert sorted(layer.rate for layer in dropped.layers if isinstance(layer, layers.Dropout)) == [0.0, 0.0, 0.25, 0.25]
+    dropped.set_weights(plain.get_weights())  # the same weights: dropout adds none
+    images = np.random.default_rng(5).integers(0, 256, (3, 28, 28)).astype("float32")
+    np.testing.assert_allclose(np.asarray(dropped(images)), np.asarray(plain(images)), rtol=1e-6)
+    training = np.asarray(plain(images, training=True))  # batch statistics; the head's dropout is 0: deterministic
+    np.testing.assert_allclose(np.asarray(plain(images, training=True)), training, rtol=1e-6)
+    assert not np.allclose(np.asarray(dropped(images, training=True)), training, rtol=1e-3)
+
+
 def test_shift_matrix_moves_rows_and_fills_with_background():
     image = np.arange(28 * 28, dtype="float32").reshape(1, 28, 28)
     down = np.asarray(ops.matmul(shift_matrices(np.array([2]), 28), image))

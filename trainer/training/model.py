@@ -30,6 +30,7 @@ class ModelSpec:
     pool_last: bool = False  # also pool after the last block: a dense head on a quarter of the positions
     head_channels: int = 0  # > 0: a 1x1 convolution to this many channels before the dense head (a cheaper head)
     separable: bool = False  # convolutions after the first block depthwise-separable: about 1/8 of their multiply-adds
+    block_dropout: float = 0.0  # > 0: dropout after each pooled block; training only, the served graph is the same
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +56,8 @@ def build_model(spec: ModelSpec = ModelSpec(), batch_norm=None) -> keras.Model:
             x = conv_bn_relu(x, spec.width * 2**block, spec.separable and block > 0, batch_norm)
         if block < spec.blocks - 1 or spec.pool_last:
             x = layers.MaxPooling2D(2)(x)
+            if spec.block_dropout:
+                x = layers.Dropout(spec.block_dropout)(x)
     if spec.dense_units:
         if spec.head_channels:
             x = layers.Conv2D(spec.head_channels, 1, use_bias=False)(x)
