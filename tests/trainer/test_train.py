@@ -211,6 +211,39 @@ def test_steps_per_execution_reaches_the_compiled_model():
 
 
 @pytest.mark.slow
+def test_training_makes_one_data_iterator_per_epoch(trainer_world, tmp_path, monkeypatch):
+    """Keras 3.15 without steps_per_epoch makes two tf.data iterators at each epoch boundary and drops the first one
+    unused (with its own autotuned pipeline that drop waited 5-40 s with both cores idle, input_pipeline.py). One
+    iterator per epoch, plus the one Keras makes after the last epoch, is what train() must ask for; and the
+    batches are train()'s own pipeline, not Keras's."""
+    import tensorflow as tf
+
+    from trainer.data.dataset import load_dataset
+    from trainer.training.train import train
+
+    iterated: list[int] = []
+    created: list = []
+    dataset_iter = tf.data.Dataset.__iter__
+
+    def counting_iter(dataset):
+        iterated.append(id(dataset))
+        created.append(dataset)
+        return dataset_iter(dataset)
+
+    monkeypatch.setattr(tf.data.Dataset, "__iter__", counting_iter)
+    data = load_dataset(trainer_world.settings)
+    config = replace(PRESETS["smoke"], epochs=3, validate_each_epoch=False)
+    train(
+        data.x_train[:300], data.y_train[:300], data.x_test[:50], data.y_test[:50], config,
+        OutputPaths(str(tmp_path / "run")), fresh=True, verbose=0,
+    )  # fmt: skip
+    training_data = iterated[0]
+    assert iterated.count(training_data) == config.epochs + 1
+    fit_datasets = list({id(dataset): dataset for dataset in created}.values())[:2]  # training, then validation
+    assert [dataset.options().autotune.enabled for dataset in fit_datasets] == [False, False]
+
+
+@pytest.mark.slow
 def test_validation_after_the_last_epoch_only_when_asked(trainer_world, tmp_path):
     """validate_each_epoch=False skips the per-epoch validation (CPU the demo does not need) but still measures the
     split after the last epoch, where a tuning trial reads val_accuracy; the default validates every epoch."""

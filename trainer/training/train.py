@@ -28,6 +28,7 @@ from trainer.models import model_dir as model_files
 from trainer.models.model_dir import predict_probabilities
 from trainer.training import checkpoint, distribute
 from trainer.training.fused_batch_norm import FusedBatchNormalization
+from trainer.training.input_pipeline import tensorflow_batches
 from trainer.training.model import ModelSpec, build_model
 from trainer.training.native_bf16 import computes_bf16
 from trainer.training.options import add_option_flags, apply_options
@@ -203,6 +204,9 @@ def code_version() -> str:
 # ---- the training run -------------------------------------------------------------------------------------------
 
 
+VALIDATION_BATCH = 1000  # inference only: larger batches, fewer steps
+
+
 def split_train_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     """The shared stratified split (trainer.data.splits): AutoML validates on exactly these images too."""
     from trainer.data.splits import validation_mask
@@ -289,6 +293,25 @@ def fit_arrays(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig):
     return (x_fit.astype("float32"), one_hot(y_fit)), (x_val.astype("float32"), one_hot(y_val))
 
 
+def fit_data(x_fit: np.ndarray, y_fit: np.ndarray, validation: tuple, config: TrainConfig, resumed_from: int) -> dict:
+    """fit()'s data arguments: on TensorFlow, our tf.data batches (input_pipeline.py says why); elsewhere the arrays,
+    which Keras batches and reshuffles each epoch itself. A resumed run shuffles from a seed of its own."""
+    if keras.backend.backend() == "tensorflow":
+        return {
+            "x": tensorflow_batches(x_fit, y_fit, config.batch_size, shuffle_seed=config.seed + resumed_from),
+            "shuffle": False,  # the batches shuffle themselves; Keras would only warn that it cannot
+            "validation_data": tensorflow_batches(*validation, VALIDATION_BATCH, shuffle_seed=None),
+        }
+    return {
+        "x": x_fit,
+        "y": y_fit,
+        "batch_size": config.batch_size,
+        "shuffle": True,
+        "validation_data": validation,
+        "validation_batch_size": VALIDATION_BATCH,
+    }
+
+
 def train(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -324,9 +347,10 @@ def train(
 
     with precision_policy(config.mixed_precision):
         (x_fit, y_fit), validation = fit_arrays(x_train, y_train, config)
+        steps_per_epoch = -(-len(x_fit) // config.batch_size)
         with distribution.scope():
             model = build_model(config.model, FusedBatchNormalization if config.fused_batch_norm else None)
-            trainable = compile_for_training(model, config, steps_per_epoch=-(-len(x_fit) // config.batch_size))
+            trainable = compile_for_training(model, config, steps_per_epoch)
         distribution.prepare(trainable, (x_fit[:2], y_fit[:2]))
         if resumed_from:
             checkpoint.restore(trainable, checkpoint_dir, state)
@@ -356,15 +380,13 @@ def train(
         if verbose is None:
             verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
         trainable.fit(
-            x_fit,
-            y_fit,
-            batch_size=config.batch_size,
+            **fit_data(x_fit, y_fit, validation, config, resumed_from),
             epochs=config.epochs,
             initial_epoch=resumed_from,
-            validation_data=validation,
-            validation_batch_size=1000,
+            # Given, Keras keeps the data iterator it makes at each epoch's end for the next epoch, where without it
+            # Keras 3.15 makes a second one there and drops the first unused.
+            steps_per_epoch=steps_per_epoch,
             validation_freq=1 if config.validate_each_epoch else config.epochs,
-            shuffle=True,
             callbacks=[*epoch_callbacks, *callbacks],
             verbose=verbose,
         )
