@@ -96,6 +96,16 @@ def test_block_dropout_follows_each_pooling_and_changes_nothing_at_inference():
     assert not np.allclose(np.asarray(dropped(images, training=True)), training, rtol=1e-3)
 
 
+def test_first_block_convs_sets_the_full_resolution_blocks_depth_alone():
+    def conv_widths(first: int) -> list[int]:
+        model = build_model(ModelSpec(width=4, blocks=3, convs_per_block=2, dense_units=8, first_block_convs=first))
+        return [layer.filters for layer in model.layers if isinstance(layer, layers.Conv2D)]
+
+    assert conv_widths(0) == [4, 4, 8, 8, 16, 16]
+    assert conv_widths(1) == [4, 8, 8, 16, 16]
+    assert conv_widths(3) == [4, 4, 4, 8, 8, 16, 16]
+
+
 def test_shift_matrix_moves_rows_and_fills_with_background():
     image = np.arange(28 * 28, dtype="float32").reshape(1, 28, 28)
     down = np.asarray(ops.matmul(shift_matrices(np.array([2]), 28), image))

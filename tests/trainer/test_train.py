@@ -210,6 +210,23 @@ def test_steps_per_execution_reaches_the_compiled_model():
     assert compile_for_training(build_model(config.model), PRESETS["smoke"], 10).steps_per_execution == 1
 
 
+def test_the_optimizer_is_adamw_unless_sgd_is_asked_and_a_typo_is_named():
+    """SGD with Nesterov momentum is a lever for the full preset; both keep the schedule and the weight decay."""
+    from trainer.training.model import build_model
+    from trainer.training.train import compile_for_training
+
+    def optimizer(name: str):
+        config = replace(PRESETS["smoke"], optimizer=name, weight_decay=0.005)
+        return compile_for_training(build_model(config.model), config, steps_per_epoch=10).optimizer
+
+    adamw, sgd = optimizer("adamw"), optimizer("sgd")
+    assert type(adamw).__name__ == "AdamW" and adamw.weight_decay == 0.005
+    assert type(sgd).__name__ == "SGD" and (sgd.momentum, sgd.nesterov, sgd.weight_decay) == (0.9, True, 0.005)
+    assert float(sgd.learning_rate) == pytest.approx(PRESETS["smoke"].learning_rate / 10)  # warm-up's first step
+    with pytest.raises(CommandError, match="optimizer 'adam': expected 'adamw' or 'sgd'"):
+        optimizer("adam")
+
+
 @pytest.mark.slow
 def test_training_makes_one_data_iterator_per_epoch(trainer_world, tmp_path, monkeypatch):
     """Keras 3.15 without steps_per_epoch makes two tf.data iterators at each epoch boundary and drops the first one

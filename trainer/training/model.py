@@ -31,6 +31,7 @@ class ModelSpec:
     head_channels: int = 0  # > 0: a 1x1 convolution to this many channels before the dense head (a cheaper head)
     separable: bool = False  # convolutions after the first block depthwise-separable: about 1/8 of their multiply-adds
     block_dropout: float = 0.0  # > 0: dropout after each pooled block; training only, the served graph is the same
+    first_block_convs: int = 0  # > 0: this many convolutions in the first, full-resolution block (the costliest)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +53,7 @@ def build_model(spec: ModelSpec = ModelSpec(), batch_norm=None) -> keras.Model:
     x = layers.Reshape((*IMAGE_SHAPE, 1))(pixels)
     x = layers.Rescaling(1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD)(x)
     for block in range(spec.blocks):
-        for _ in range(spec.convs_per_block):
+        for _ in range(spec.first_block_convs if block == 0 and spec.first_block_convs else spec.convs_per_block):
             x = conv_bn_relu(x, spec.width * 2**block, spec.separable and block > 0, batch_norm)
         if block < spec.blocks - 1 or spec.pool_last:
             x = layers.MaxPooling2D(2)(x)

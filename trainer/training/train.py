@@ -57,6 +57,7 @@ class TrainConfig:
     steps_per_execution: int = 1  # training steps per compiled call: fewer Python round trips per epoch
     fused_batch_norm: bool = False  # train with one fused op per BatchNormalization on TensorFlow (same math)
     validate_each_epoch: bool = True  # False: measure the validation split after the last epoch only
+    optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.9, the same schedule and decoupled weight decay
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -233,14 +234,18 @@ def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
         warmup_target=config.learning_rate,
         warmup_steps=warmup,
     )
+    # with EMA, fit ends by writing the averaged weights into the model (Optimizer.finalize_variable_values)
+    averaging = {"use_ema": config.ema_momentum > 0, "ema_momentum": config.ema_momentum or 0.99}
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedule, momentum=0.9, nesterov=True, weight_decay=config.weight_decay, **averaging
+        )
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay, **averaging)
+    else:
+        raise CommandError(f"optimizer {config.optimizer!r}: expected 'adamw' or 'sgd'")
     trainable.compile(
-        # with EMA, fit ends by writing the averaged weights into the model (Optimizer.finalize_variable_values)
-        optimizer=keras.optimizers.AdamW(
-            learning_rate=schedule,
-            weight_decay=config.weight_decay,
-            use_ema=config.ema_momentum > 0,
-            ema_momentum=config.ema_momentum or 0.99,
-        ),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile if config.jit_compile == "auto" else config.jit_compile == "on",
