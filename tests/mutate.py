@@ -644,6 +644,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "keras-patches": (["trainer/training/keras_patches.py"], ["tests/trainer/test_keras_patches.py"]),
     # the demo preset's precision by CPU (issue 26, seventh session): /proc/cpuinfo's flags read exactly
     "native-bf16": (["trainer/training/native_bf16.py"], ["tests/trainer/test_native_bf16.py"]),
+    # the TensorFlow training batches (issue 26, ninth session): every row once, a new order per epoch, the options
+    "input-pipeline": (["trainer/training/input_pipeline.py"], ["tests/trainer/test_input_pipeline.py"]),
     # ---- the notebooks' thin layers (issue 27, seventh session, late) ---------------------------------------------
     # the notebook's service client: each target over the wire to a recording loopback server (the local launch and
     # aiplatform.Endpoint recorded), gcloud's token from a stand-in on PATH; not the tests over the session's

@@ -25,7 +25,7 @@ def tensorflow_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle
 
     indices = tf.data.Dataset.range(len(x))
     if shuffle_seed is not None:
-        indices = indices.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+        indices = indices.shuffle(len(x), seed=shuffle_seed)  # a new order per iterator: tf.data's default
     arrays = tf.data.Dataset.from_tensors((tf.convert_to_tensor(x), tf.convert_to_tensor(y))).repeat()
     batches = tf.data.Dataset.zip((indices.batch(batch_size), arrays)).map(
         lambda rows, data: (tf.gather(data[0], rows), tf.gather(data[1], rows))
