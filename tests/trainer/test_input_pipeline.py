@@ -15,7 +15,7 @@ def rows(count: int = 10):
     return x, y
 
 
-def epoch(dataset) -> list[np.ndarray]:
+def epoch(dataset) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(images.numpy(), labels.numpy()) for images, labels in dataset]
 
 

@@ -230,21 +230,19 @@ def test_the_optimizer_is_adamw_unless_sgd_is_asked_and_a_typo_is_named():
 @pytest.mark.slow
 def test_training_makes_one_data_iterator_per_epoch(trainer_world, tmp_path, monkeypatch):
     """Keras 3.15 without steps_per_epoch makes two tf.data iterators at each epoch boundary and drops the first one
-    unused (with its own autotuned pipeline that drop waited 5-40 s with both cores idle, input_pipeline.py). One
-    iterator per epoch, plus the one Keras makes after the last epoch, is what train() must ask for; and the
-    batches are train()'s own pipeline, not Keras's."""
+    unused (with its own autotuned pipeline that drop waited tens of seconds with both cores idle,
+    input_pipeline.py). One iterator per epoch, plus the one Keras makes after the last epoch, is what train() must
+    ask for; and the batches are train()'s own pipeline, not Keras's."""
     import tensorflow as tf
 
     from trainer.data.dataset import load_dataset
     from trainer.training.train import train
 
-    iterated: list[int] = []
-    created: list = []
+    iterated: list = []  # each dataset, once per iterator made over it
     dataset_iter = tf.data.Dataset.__iter__
 
     def counting_iter(dataset):
-        iterated.append(id(dataset))
-        created.append(dataset)
+        iterated.append(dataset)
         return dataset_iter(dataset)
 
     monkeypatch.setattr(tf.data.Dataset, "__iter__", counting_iter)
@@ -255,8 +253,8 @@ def test_training_makes_one_data_iterator_per_epoch(trainer_world, tmp_path, mon
         OutputPaths(str(tmp_path / "run")), fresh=True, verbose=0,
     )  # fmt: skip
     training_data = iterated[0]
-    assert iterated.count(training_data) == config.epochs + 1
-    fit_datasets = list({id(dataset): dataset for dataset in created}.values())[:2]  # training, then validation
+    assert sum(dataset is training_data for dataset in iterated) == config.epochs + 1
+    fit_datasets = list({id(dataset): dataset for dataset in iterated}.values())[:2]  # training, then validation
     assert [dataset.options().autotune.enabled for dataset in fit_datasets] == [False, False]
 
 

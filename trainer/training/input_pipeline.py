@@ -4,8 +4,8 @@ Why not hand the arrays to `fit()` as on JAX: Keras 3.15 turns them into a tf.da
 - shuffles every epoch in the *same* order once a global seed is set (its permutation is a stateful random op
   inside a dataset function, and each epoch's new iterator restarts it from the same seed), and
 - is autotuned, and dropping an autotuned iterator joins tf.data's autotuning thread, which TensorFlow 2.21 does not
-  wake: the join waits out the thread's sleep, 5-40 s with both cores idle, at 2-4 of the full preset's 6 epoch
-  boundaries (py-spy and gdb: `RootDataset::Iterator::~Iterator` waiting on `Model::OptimizeLoop`'s timed wait).
+  wake: the join waits out the thread's sleep, about 30-45 s with both cores idle, at 2-5 of the full preset's 6
+  epoch boundaries (py-spy and gdb: `RootDataset::Iterator::~Iterator` waiting on `Model::OptimizeLoop`'s timed wait).
 Here the indices are shuffled by a seeded `shuffle` that draws a new order each epoch (deterministic per seed), each
 batch is gathered from the arrays held once (as Keras does), and autotuning is off: nothing in this pipeline needs
 it (one gather per batch), and no thread is left to join.

@@ -102,7 +102,7 @@ class TrainConfig:
 #   against its 137-160. Only where the CPU has native bf16 (trainer/training/native_bf16.py): a CPU without it
 #   trains the same schedule in float32 (seeds 42/43/44 mean 92.42 % here; its speed there not measured: no such CPU).
 #   Ninth session: on TensorFlow the batches come from input_pipeline.py (reshuffled each epoch, no autotuning thread
-#   whose join stalled 5-40 s at epoch boundaries): the demo's seeds 42/43/44 92.64/92.55/92.90 % (mean 92.70 %) in
+#   whose join stalled 30-45 s at epoch boundaries): the demo's seeds 42/43/44 92.64/92.55/92.90 % (mean 92.70 %) in
 #   49-54 s of training; the full preset's levers tried (README "Ninth session") did not reach 94.0 %.
 # gpu: 95.3% within 60 s on one H200 (bf16, XLA), where augmentation does pay off.
 PRESETS = {
