@@ -10,7 +10,16 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from trainer.training.search_space import METRIC, MODEL_KNOBS, SEARCH_SPACE, Parameter, apply, suggest
+from trainer.errors import CommandError
+from trainer.training.search_space import (
+    METRIC,
+    MODEL_KNOBS,
+    SEARCH_SPACE,
+    Parameter,
+    apply,
+    search_space,
+    suggest,
+)
 from trainer.training.train import PRESETS
 
 DEMO = PRESETS["demo"]
@@ -26,6 +35,18 @@ def test_the_space_is_exactly_these_five_parameters():
         Parameter("epochs", "int", 2, 6, False, ()),
     )
     assert knobs == {"width", "dropout"} and METRIC == "val_accuracy"
+
+
+def test_each_optimizer_searches_its_own_learning_rate_decade_and_the_same_other_knobs():
+    adamw, sgd = search_space("adamw"), search_space("sgd")
+    assert adamw == SEARCH_SPACE == search_space()
+    assert sgd[0] == Parameter("learning_rate", "float", 3e-2, 3e-1, True, ())
+    assert sgd[1:] == adamw[1:]
+
+
+def test_an_optimizer_without_a_range_is_refused_by_name():
+    with pytest.raises(CommandError, match=r"optimizer 'lion': no learning-rate range to search; known: adamw, sgd"):
+        search_space("lion")
 
 
 def test_a_parameter_defaults_to_no_range_no_log_no_choices_and_is_frozen():

@@ -8,6 +8,7 @@ test takes seconds); tests/trainer/test_tune.py runs the same search with real t
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -29,7 +30,7 @@ from trainer import cli
 from trainer.cloud.tuning import build_tuning_job
 from trainer.data.dataset import load_dataset
 from trainer.training import tune
-from trainer.training.search_space import METRIC, SEARCH_SPACE, apply
+from trainer.training.search_space import LEARNING_RATES, METRIC, apply, search_space
 from trainer.training.train import PRESETS, TrainResult, saved_preset_uri
 from twin.vertex import vertex_over_the_wire
 
@@ -59,14 +60,14 @@ def recorded(monkeypatch):
     return recorder
 
 
-def seeded_params(seed: int, n: int) -> list[dict]:
+def seeded_params(seed: int, n: int, learning_rates: tuple[float, float] = (1e-3, 1e-2)) -> list[dict]:
     """The first n trials' values from Optuna's TPE sampler with this seed, asked directly (each told its dropout)."""
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     out = []
     for _ in range(n):
         trial = study.ask()
         params = {
-            "learning_rate": trial.suggest_float("learning_rate", 1e-3, 1e-2, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", *learning_rates, log=True),
             "width": trial.suggest_categorical("width", [16, 24, 32, 48]),
             "dropout": trial.suggest_float("dropout", 0.1, 0.4),
             "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.15),
@@ -202,11 +203,14 @@ def test_the_gcp_dry_run_prints_the_whole_tuning_job_request(monkeypatch, capsys
             "fmnist-tune-7"]  # fmt: skip
     assert cli.main(argv) == 0
     dev = load_config("dev", environ={})
-    request = build_tuning_job(dev, SEARCH_SPACE, METRIC, preset="full", display_name="fmnist-tune-7", trials=5,
-                               parallel=3)  # fmt: skip
+    space = search_space(PRESETS["full"].optimizer)  # the base preset's optimizer sets the learning-rate decade
+    request = build_tuning_job(dev, space, METRIC, preset="full", display_name="fmnist-tune-7", trials=5, parallel=3)
     expected = {"custom_job": request.custom_job.job, "tuning": request.tuning, "run": request.run}
     assert capsys.readouterr().out == json.dumps(expected, indent=2) + "\n"
     assert expected["tuning"]["max_trial_count"] == 5 and expected["tuning"]["parallel_trial_count"] == 3
+    low, high = LEARNING_RATES[PRESETS["full"].optimizer]
+    assert expected["tuning"]["parameter_spec"]["learning_rate"] == {"type": "double", "min": low, "max": high,
+                                                                     "scale": "log"}  # fmt: skip
 
 
 def test_without_a_dry_run_the_job_goes_over_the_wire_with_the_flags(monkeypatch, capsys):
@@ -241,6 +245,16 @@ def test_a_search_can_start_from_a_preset_an_earlier_search_saved(cli_env, recor
     assert [call.config for call in recorded.calls[2:]] == [apply(base, p) for p in seeded_params(base.seed, 2)]
     study = json.loads(storage.read_text(storage.join(tune.study_uri(cli_env.settings, "s8"), "study.json")))
     assert study["base_preset"] == "tuned"
+
+
+def test_a_search_from_an_sgd_preset_draws_learning_rates_on_sgd_s_scale(cli_env, recorded):
+    base = dataclasses.replace(PRESETS["smoke"], optimizer="sgd", learning_rate=0.2)
+    storage.write_text(saved_preset_uri(cli_env.settings, "smoke-sgd"), json.dumps({"config": base.to_dict()}))
+    assert cli.main(["tune", "--preset", "smoke-sgd", "--trials", "3", "--study", "s10"]) == 0
+    assert [call.config for call in recorded.calls] == [
+        apply(base, p) for p in seeded_params(base.seed, 3, (3e-2, 3e-1))
+    ]
+    assert all(3e-2 <= call.config.learning_rate <= 3e-1 and call.config.optimizer == "sgd" for call in recorded.calls)
 
 
 def test_each_trial_s_line_is_out_before_the_next_trial_trains(cli_env, monkeypatch):

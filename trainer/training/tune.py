@@ -20,7 +20,7 @@ from typing import Any
 import storage
 from trainer.data.dataset import load_dataset
 from trainer.errors import CommandError
-from trainer.training.search_space import METRIC, SEARCH_SPACE, apply, suggest
+from trainer.training.search_space import METRIC, apply, search_space, suggest
 from trainer.training.train import OutputPaths, preset, saved_preset_uri, train
 
 
@@ -42,13 +42,14 @@ def run_local(settings: Any, args: Any, study_name: str) -> dict[str, Any]:
     import optuna
 
     base = preset(settings, args.preset or settings.training.preset)
+    space = search_space(base.optimizer)
     data = load_dataset(settings, settings.training.dataset_version)
     root = study_uri(settings, study_name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=base.seed))
 
     def objective(trial: Any) -> float:
-        values = {p.name: suggest(trial, p) for p in SEARCH_SPACE}
+        values = {p.name: suggest(trial, p) for p in space}
         config = apply(base, values)
         result = train(
             data.x_train, data.y_train, data.x_test, data.y_test, config, OutputPaths(root),
@@ -91,8 +92,9 @@ def run(args: Any, settings: Any) -> int:
         from trainer.cloud.tuning import build_tuning_job, send
         from trainer.cloud.vertex import require_gcp
 
+        name = args.preset or settings.training.preset
         request = build_tuning_job(
-            settings, SEARCH_SPACE, METRIC, preset=args.preset or settings.training.preset,
+            settings, search_space(preset(settings, name).optimizer), METRIC, preset=name,
             display_name=study_name, trials=args.trials, parallel=args.parallel,
         )  # fmt: skip
         if args.dry_run:
