@@ -213,6 +213,18 @@ def test_the_gcp_dry_run_prints_the_whole_tuning_job_request(monkeypatch, capsys
                                                                      "scale": "log"}  # fmt: skip
 
 
+def test_the_gcp_dry_run_searches_on_the_scale_of_a_saved_preset_s_optimizer(gcs_settings, capsys):
+    """The base preset is read from the dev bucket (the GCS emulator here) before the request is built."""
+    base = dataclasses.replace(PRESETS["demo"], optimizer="sgd", learning_rate=0.2)
+    storage.write_text(saved_preset_uri(gcs_settings, "demo-sgd"), json.dumps({"config": base.to_dict()}))
+    args = SimpleNamespace(study="s11", preset="demo-sgd", trials=2, parallel=1, dry_run=True)
+    assert tune.run(args, gcs_settings) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["tuning"]["parameter_spec"]["learning_rate"] == {"type": "double", "min": 3e-2, "max": 3e-1,
+                                                                    "scale": "log"}  # fmt: skip
+    assert printed["custom_job"]["worker_pool_specs"][0]["container_spec"]["args"] == ["--preset", "demo-sgd"]
+
+
 def test_without_a_dry_run_the_job_goes_over_the_wire_with_the_flags(monkeypatch, capsys):
     monkeypatch.setattr(jobs, "_JOB_WAIT_TIME", 0.05)
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
