@@ -57,7 +57,7 @@ def main() -> None:
 
     from trainer.training.fused_batch_norm import FusedBatchNormalization
     from trainer.training.model import build_model
-    from trainer.training.train import PRESETS, compile_for_training, fit_arrays, precision_policy
+    from trainer.training.train import PRESETS, compile_for_training, fit_arrays, fit_data, precision_policy
 
     data = load_idx(args.data)
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
@@ -65,18 +65,22 @@ def main() -> None:
     for text in args.variant:
         name, config = parse_variant(text, PRESETS[args.preset])
         with precision_policy(config.mixed_precision):
-            (x_fit, y_fit), _ = fit_arrays(data["train_images"], data["train_labels"], config)
+            (x_fit, y_fit), validation = fit_arrays(data["train_images"], data["train_labels"], config)
             keras.utils.set_random_seed(config.seed)
             model = build_model(config.model, FusedBatchNormalization if config.fused_batch_norm else None)
-            trainable = compile_for_training(model, config, steps_per_epoch=-(-len(x_fit) // config.batch_size))
-            trainable.fit(x_fit[:4096], y_fit[:4096], batch_size=config.batch_size, epochs=1, verbose=0)
-        variants.append((name, config, trainable, x_fit, y_fit))
+            steps = -(-len(x_fit) // config.batch_size)
+            trainable = compile_for_training(model, config, steps_per_epoch=steps)
+            # the batches training takes (train.fit_data: on TensorFlow our pipeline, whose iterators end without
+            # the 30-45 s join Keras's array pipeline can stall on); each fit below is one epoch of them
+            batches = {k: v for k, v in fit_data(x_fit, y_fit, validation, config, 0).items() if "validation" not in k}
+            trainable.fit(**batches, steps_per_epoch=4096 // config.batch_size, epochs=1, verbose=0)
+        variants.append((name, config, trainable, batches, steps))
     seconds: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in variants}
     for round_ in range(args.rounds):
-        for name, config, trainable, x_fit, y_fit in variants:
+        for name, config, trainable, batches, steps in variants:
             with precision_policy(config.mixed_precision):
                 wall, cpu = time.perf_counter(), cpu_seconds()
-                trainable.fit(x_fit, y_fit, batch_size=config.batch_size, epochs=1, shuffle=True, verbose=0)
+                trainable.fit(**batches, steps_per_epoch=steps, epochs=1, verbose=0)
                 wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
             seconds[name].append((wall, cpu))
             print(f"round {round_} {name}: {wall:.2f} s wall, {cpu:.2f} CPU s ({cpu / wall:.2f} cores)", flush=True)
