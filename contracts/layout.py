@@ -24,6 +24,9 @@ RAW_COMMIT_MARKER = "_COMMIT"
 # ---- models bucket: the registry ---------------------------------------------------------------------------------
 REGISTRY_INDEX = "registry/index.json"
 REGISTRY_VERSIONS = "registry/versions"
+# a copy of each index the promoter signed, by sequence: `trainer registry restore` puts the newest back when the
+# index was written by someone else (trainer/models/registry.py)
+REGISTRY_HISTORY = "registry/history"
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
@@ -60,6 +63,11 @@ def parse_model_reference(uri: str) -> tuple[str, str] | None:
     if not sep or not root or not _ALIAS.fullmatch(alias):
         return None
     return root, alias
+
+
+def history_name(sequence: int) -> str:
+    """Where the promoter keeps its copy of the index it wrote with `sequence` (zero-padded: names sort by it)."""
+    return f"{REGISTRY_HISTORY}/{sequence:012d}.json"
 
 
 def version_dir(version: str) -> str:

@@ -1,13 +1,16 @@
-"""Check the registry index's signature before following an alias (contracts/index_signature.py says why).
+"""Check the registry index before following an alias (contracts/index_signature.py says why).
 
-The service is given the promoter's public key (INDEX_PUBLIC_KEY, PEM text, or INDEX_PUBLIC_KEY_FILE); an
-index whose signature object is missing, malformed, made by another key or not valid for these exact bytes is
-refused with one of REFUSAL_REASONS, and whatever serves keeps serving. Runs only when the index changed (the
-poll compares a generation or a stat first), so the hot path pays nothing.
+The service is given the promoter's public key (INDEX_PUBLIC_KEY, PEM text, or INDEX_PUBLIC_KEY_FILE); an index
+whose signature object is missing, malformed, made by another key or not valid for these exact bytes is
+refused with one of REFUSAL_REASONS (the check is contracts/index_verification.py: the promoter makes the same
+one), and whatever serves keeps serving. Runs only when the index changed (the poll compares a generation or a stat
+first), so the hot path pays nothing.
 A valid signature is not enough: an old index the promoter once signed (an earlier champion) could be written back.
 Every index carries a `sequence` the registry raises on each write, inside the signed bytes; ReplayGuard keeps the
 highest one this service accepted in its state directory (shared by the gunicorn workers, so one worker's accepted
-index binds the others) and refuses a lower one as `replayed`.
+index binds the others) and refuses a lower one as `replayed`. It keeps that index's bytes too: a worker whose polls
+missed the newest index (two writes within one poll interval, the second a replay) follows what the newest accepted
+index names instead of staying on what it served, so the workers of one instance never split between versions.
 """
 
 from __future__ import annotations
@@ -15,111 +18,33 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from contracts.index_signature import (
-    ALGORITHM,
-    IndexSignature,
-    SignatureFormatError,
-    index_digest,
-    key_fingerprint,
-    signature_name,
-)
+from contracts.index_verification import REFUSAL_REASONS, IndexRefused, IndexVerifier, NotFound, PublicKeyError
 from contracts.registry_index import RegistryIndexError, index_sequence
 
-REFUSAL_REASONS = ("unsigned", "other_key", "bad_signature", "malformed", "replayed")
+__all__ = [
+    "ACCEPTED_FILE",
+    "REFUSAL_REASONS",
+    "SEQUENCE_FILE",
+    "IndexRefused",
+    "IndexVerifier",
+    "NotFound",
+    "PublicKeyError",
+    "ReplayGuard",
+]
 SEQUENCE_FILE = "index-sequence"  # in SERVICE_STATE_DIR: the highest index sequence accepted
-
-
-class PublicKeyError(ValueError):
-    """The configured public key is not a P-256 public key in PEM; the message says how to get the right one."""
-
-
-class IndexRefused(Exception):
-    """The index is not signed by the promoter's key; `reason` is one of REFUSAL_REASONS (a metric label)."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-class NotFound(Exception):
-    """What `read` raises when the signature object does not exist."""
-
-
-@dataclass(frozen=True)
-class IndexVerifier:
-    """The promoter's public key, and the check of one index content against its signature object."""
-
-    public_key: ec.EllipticCurvePublicKey
-    fingerprint: str
-
-    @classmethod
-    def from_pem(cls, pem: bytes, where: str) -> IndexVerifier:
-        fix = (
-            "give the promoter's public key in PEM (`gcloud kms keys versions get-public-key` on Google Cloud; "
-            "<storage root>/promoter/index-signing.pub.pem locally)"
-        )
-        try:
-            key = serialization.load_pem_public_key(pem)
-        except (ValueError, TypeError) as exc:
-            raise PublicKeyError(f"{where}: not a PEM public key ({exc}); {fix}") from None
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            raise PublicKeyError(f"{where}: expected an EC P-256 public key ({ALGORITHM}); {fix}")
-        der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return cls(key, key_fingerprint(der))
-
-    def verify(self, index_bytes: bytes, root: str, read: Callable[[str], bytes]) -> IndexSignature:
-        """The signature of `index_bytes`, read with `read(path under the models bucket root)` and verified;
-        IndexRefused naming the reason otherwise."""
-        name = signature_name(index_bytes)
-        where = f"{root.rstrip('/')}/{name}"
-        try:
-            raw = read(name)
-        except NotFound:
-            raise IndexRefused(
-                f"the registry index (sha256 {index_digest(index_bytes)}) is unsigned: {where} does not exist. "
-                "Only the promoter (python -m trainer registry promote, with the signing key) may write the index",
-                "unsigned",
-            ) from None
-        try:
-            signature = IndexSignature.decode(raw)
-        except SignatureFormatError as exc:
-            raise IndexRefused(f"{where}: {exc}", "malformed") from None
-        if signature.algorithm != ALGORITHM or signature.index_sha256 != index_digest(index_bytes):
-            raise IndexRefused(
-                f"{where}: made for another index or algorithm ({signature.algorithm}, index sha256 "
-                f"{signature.index_sha256})",
-                "malformed",
-            )
-        if signature.key != self.fingerprint:
-            raise IndexRefused(
-                f"the registry index is signed by another key ({signature.key}, signer {signature.signer[:200]}), "
-                f"not the promoter's ({self.fingerprint})",
-                "other_key",
-            )
-        try:
-            self.public_key.verify(signature.signature, index_bytes, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            raise IndexRefused(
-                f"{where}: the signature does not verify with the promoter's key {self.fingerprint} "
-                "(the index or its signature was altered)",
-                "bad_signature",
-            ) from None
-        return signature
+ACCEPTED_FILE = "index-accepted.json"  # beside it: the bytes of the index that has it (verified when accepted)
 
 
 class ReplayGuard:
-    """The highest index sequence accepted, in `<state dir>/index-sequence` (in memory without a state dir)."""
+    """The highest index sequence accepted, in `<state dir>/index-sequence`, and that index's bytes beside it (in
+    memory without a state dir)."""
 
     def __init__(self, state_dir: str | None):
         self._path = os.path.join(state_dir, SEQUENCE_FILE) if state_dir else None
+        self._accepted_path = os.path.join(state_dir, ACCEPTED_FILE) if state_dir else None
         self._highest = 0
+        self._accepted: bytes | None = None
 
     def admit(self, index_bytes: bytes, where: str) -> int:
         """The index's sequence, recorded as the highest when it is; IndexRefused ("replayed") when it is lower
@@ -130,20 +55,37 @@ class ReplayGuard:
             raise IndexRefused(str(exc), "malformed") from None
         except (ValueError, AttributeError) as exc:
             raise IndexRefused(f"{where}: {exc}", "malformed") from None
-        if self._path is None:
-            return self._check(sequence, self._highest, where)
+        if self._path is None or self._accepted_path is None:
+            self._check(sequence, self._highest, where)
+            if sequence >= self._highest:
+                self._highest, self._accepted = sequence, index_bytes
+            return sequence
         with open(self._path, "a+", encoding="ascii") as file:
             fcntl.flock(file, fcntl.LOCK_EX)  # workers accept indexes concurrently
             file.seek(0)
             text = file.read().strip()
             highest = int(text) if text.isdigit() else 0
             self._check(sequence, highest, where)
-            if sequence > highest:
+            if sequence > highest or not os.path.exists(self._accepted_path):
+                temporary = f"{self._accepted_path}.{os.getpid()}"
+                with open(temporary, "wb") as accepted:
+                    accepted.write(index_bytes)
+                os.replace(temporary, self._accepted_path)  # whole or not at all, before the sequence says so
                 file.seek(0)
                 file.truncate()
                 file.write(str(sequence))
                 file.flush()
         return sequence
+
+    def newest(self) -> bytes | None:
+        """The bytes of the index with the highest sequence accepted (by any worker), None before the first."""
+        if self._accepted_path is None:
+            return self._accepted
+        try:
+            with open(self._accepted_path, "rb") as file:
+                return file.read()
+        except FileNotFoundError:
+            return None
 
     def _check(self, sequence: int, highest: int, where: str) -> int:
         if sequence < highest:

@@ -213,14 +213,23 @@ class ModelSlot:
             return None
         except IndexRefused as exc:  # not signed by the promoter: keep what serves, once per index version
             metrics.INDEX_REFUSED.labels(self.role, exc.reason).inc()
+            newest = self._newest_accepted() if exc.reason == "replayed" else None
+            key = None if newest is None else newest.version_id or newest.version_dir
+            behind = newest is not None and newest.version_id != self._serving_id and key not in self.refused
             log.error(
                 "refused the registry index for %s (%s): %s; %s",
                 self.role,
                 exc.reason,
                 exc,
-                f"still serving {self.version}" if self.current is not None else "nothing is served",
+                f"following the newest index this service accepted, which names {key}"
+                if behind
+                else f"still serving {self.version}"
+                if self.current is not None
+                else "nothing is served",
                 extra=self._fields("index_refused", reason=exc.reason, detail=str(exc)),
             )
+            if behind:
+                return newest
             if self.current is None:
                 self.waiting_reason = f"the registry index was refused: {exc}"
             return None
@@ -234,6 +243,17 @@ class ModelSlot:
             self._last_read_error = None  # whatever failed to read before is read (or not needed) now
             return None
         return found
+
+    def _newest_accepted(self) -> Resolved | None:
+        """What the newest index this service accepted names (another worker may have accepted it while this one's
+        polls saw only the replay that followed), None when there is none or it names nothing."""
+        data = self._replay.newest()
+        if data is None:
+            return None
+        try:
+            return select_version(self.reference, parse_index(data, self._index_uri), self._index_uri)
+        except (NoModelPromoted, ModelLoadError):
+            return None
 
     def _verify_index(self, data: bytes) -> None:
         """IndexRefused unless the promoter's key signed these exact bytes (when a public key is configured)."""

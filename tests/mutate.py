@@ -56,6 +56,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/trainer/test_registry.py",
             "tests/trainer/test_registry_races.py",
             "tests/trainer/test_registry_index.py",
+            "tests/trainer/test_registry_signed.py",
             "tests/trainer/test_crash_consistency.py",
             *NO_EXPORT,
         ],
@@ -246,7 +247,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "ramp": (["trainer/cloud/ramp.py"], ["tests/trainer/test_ramp.py", "tests/trainer/test_ramp_exact.py"]),
     # the signed index's check and the replay guard (in-process; test_index_forgery runs them in a real service)
     "index-verification": (
-        ["service/index_verification.py"],
+        ["service/index_verification.py", "contracts/index_verification.py"],
         [
             "tests/service/test_index_verification.py",
             "tests/service/test_index_verification_exact.py",

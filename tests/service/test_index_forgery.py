@@ -1,10 +1,13 @@
 """The forgery of issue 25 against a real 2-worker service: someone who can write the models bucket uploads a
 model with its digests and points `aliases.champion` at it in registry/index.json. With the promoter's public key
 configured the service refuses that index (unsigned, then signed with another key), counts and logs the refusal,
-and the promoted version keeps answering; the promoter's next signed index is followed. Then the replay: the earlier
-index, validly signed by the promoter, written back, is refused as older than the one accepted (its sequence). Once
-on a local registry, once on the GCS emulator. Without a key (the service as it was) the forgery serves: the first
-test shows the hole."""
+and the promoted version keeps answering. The promoter refuses to build its next change on the forged index (signing
+it would make the forger's champion servable: the CI failure of wave 3's tenth submission, where the promoter's
+registration signed `evil2` as champion for one write) until `registry restore` puts its own newest index back;
+its next signed index is then followed. Then the replay: the earlier index, validly signed by the promoter, written
+back, is refused as older than the one accepted (its sequence), by the service and by the promoter. Once on a local
+registry, once on the GCS emulator. Without a key (the service as it was) the forgery serves: the first test shows
+the hole."""
 
 import json
 import re
@@ -59,9 +62,23 @@ def forge(registry, directory: Path, version: str, files: dict, signer=None) -> 
     storage.write_bytes(registry.index_uri, data)
 
 
+def swaps(server) -> float:
+    text = server.request("GET", "/metrics")[2].decode()
+    return sum(float(v) for v in re.findall(r'^fmnist_model_swaps_total\{role="champion"\} ([0-9.e+]+)$', text, re.M))
+
+
+def wait_swapped(server, before: float, workers: int = 2, timeout: float = 20.0) -> None:
+    """Until every worker has swapped once more than `before` counted: 20 answers in a row can all come from one
+    worker, and a worker still on the old version when the replay lands never learns of the newer index."""
+    deadline = time.monotonic() + timeout
+    while swaps(server) < before + workers:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{swaps(server) - before:.0f} of {workers} workers swapped within {timeout} s")
+        time.sleep(0.05)
+
+
 def wait_for(server, version: str, timeout: float = 20.0) -> None:
-    """Until every worker serves `version` (20 answers in a row): a worker that never saw an index cannot refuse a
-    replay of an older one for it; it keeps what it serves."""
+    """Until 20 answers in a row come from `version` (not proof that every worker serves it: wait_swapped is)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if {served_version(server) for _ in range(20)} == {version}:
@@ -83,6 +100,7 @@ def setup(tmp_path: Path, model_dir: Path, root: str):
 
 def forgery_is_refused(tmp_path: Path, model_dir: Path, root: str) -> None:
     import storage
+    from trainer.errors import RegistryError
     from trainer.models.index_signing import LocalKeySigner
 
     registry, promoter, built = setup(tmp_path, model_dir, root)
@@ -109,14 +127,27 @@ def forgery_is_refused(tmp_path: Path, model_dir: Path, root: str) -> None:
         assert refused(metrics_text, "unsigned") == 2  # once per worker, per index version
         assert refused(metrics_text, "other_key") == 2
 
-        registry.signer = promoter  # the promoter's own next change is signed and followed
-        register(registry, built["v2"][0], "v2", built["v2"][1])
-        wait_for(server, "v2")
+        forged = storage.read_bytes(registry.index_uri)
+        with pytest.raises(
+            RegistryError, match=r"not the index the promoter last wrote \(other_key: .*registry restore"
+        ):
+            register(registry, built["v2"][0], "v2", built["v2"][1])  # the promoter would sign evil2 as champion
+        assert storage.read_bytes(registry.index_uri) == forged  # nothing written
+        assert registry.restore()[:2] == (2, "v1")  # the promoter's newest index, byte for byte
+        assert storage.read_bytes(registry.index_uri) == v1_index
+
+        before = swaps(server)
+        register(registry, built["v2"][0], "v2", built["v2"][1])  # signed, on the promoter's own index: followed
+        wait_swapped(server, before)
+        assert {served_version(server) for _ in range(20)} == {"v2"}
 
         storage.write_bytes(registry.index_uri, v1_index)  # the replay: its signature object is still there
         wait_refused(server, "replayed")
         assert {served_version(server) for _ in range(20)} == {"v2"}
         assert refused(server.request("GET", "/metrics")[2].decode(), "replayed") == 2
+        with pytest.raises(RegistryError, match=r"\(replayed: it has sequence 2, but .* wrote sequence 3 "):
+            registry.promote("v1")
+        assert registry.restore()[:2] == (4, "v2")
     finally:
         assert stop_service(server) == 0
     lines = [json.loads(line) for line in server.stderr.read_text().splitlines() if line.startswith("{")]

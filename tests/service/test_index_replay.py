@@ -9,7 +9,7 @@ import json
 import pytest
 
 from contracts.registry_index import RegistryIndexError, parse_index
-from service.index_verification import SEQUENCE_FILE, IndexRefused, ReplayGuard
+from service.index_verification import ACCEPTED_FILE, SEQUENCE_FILE, IndexRefused, ReplayGuard
 from trainer.models.registry import ModelRegistry
 
 
@@ -56,3 +56,26 @@ def test_a_malformed_sequence_is_refused(bad, tmp_path):
     with pytest.raises(IndexRefused) as refused:
         ReplayGuard(str(tmp_path)).admit(json.dumps({"sequence": bad}).encode(), "index.json")
     assert refused.value.reason == "malformed"
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_newest_accepted_index_is_kept_for_every_worker(tmp_path, shared):
+    """Its bytes, for a worker whose polls missed it (service/versions.py follows what it names on a replay)."""
+    one = ReplayGuard(str(tmp_path) if shared else None)
+    two = ReplayGuard(str(tmp_path)) if shared else one
+    assert two.newest() is None
+    one.admit(index(5), "index.json")
+    assert two.newest() == index(5)
+    with pytest.raises(IndexRefused):
+        two.admit(index(4), "index.json")
+    assert one.newest() == index(5)  # a refused index is never kept
+    two.admit(index(7), "index.json")
+    assert one.newest() == index(7)
+    if shared:
+        assert (tmp_path / ACCEPTED_FILE).read_bytes() == index(7) and sorted(p.name for p in tmp_path.iterdir()) == [
+            ACCEPTED_FILE,
+            SEQUENCE_FILE,
+        ]  # no temporary file left
+        (tmp_path / ACCEPTED_FILE).unlink()  # state from a service before the kept bytes: the next accept writes it
+        two.admit(index(7), "index.json")
+        assert one.newest() == index(7)

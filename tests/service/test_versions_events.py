@@ -325,7 +325,8 @@ def test_a_forged_and_a_replayed_index_are_refused_in_process_with_their_reason(
     assert slot.waiting_reason is None
     assert slot.poll_once() is False and len(_records(caplog, "index_refused")) == 1  # once per index version
 
-    registry.signer = promoter
+    assert registry.restore()[:2] == (2, "v1")  # the promoter builds on its own index only (test_index_forgery.py)
+    assert slot.poll_once() is False and len(_records(caplog, "index_refused")) == 1  # its own index: accepted
     register(registry, built["v2"][0], "v2", built["v2"][1])
     assert slot.poll_once() is True and slot.current.version == "v2"
     storage.write_bytes(registry.index_uri, v1_index)  # the promoter's own earlier index, written back
@@ -347,3 +348,49 @@ def test_an_unsigned_index_at_start_up_is_why_nothing_serves(tmp_path, model_dir
     (refusal,) = _records(caplog, "index_refused")
     assert refusal.getMessage().endswith("; nothing is served")
     assert slot.waiting_reason == f"the registry index was refused: {refusal.fields['detail']}"
+
+
+def test_a_worker_whose_polls_missed_the_newest_index_follows_it_when_the_replay_lands(tmp_path, model_dir, caplog):
+    """Two workers of one instance (two slots, one state directory): worker B's polls saw v1's index, then only the
+    replay written right after v2's. It follows what the newest index accepted (by worker A) names, v2, instead of
+    staying on v1 beside A on v2: the second half of the CI failure of wave 3's tenth submission."""
+    import storage
+    from trainer.models.index_signing import LocalKeySigner
+
+    promoter = LocalKeySigner(tmp_path / "promoter")
+    registry = local_registry(tmp_path / "models")
+    registry.signer = promoter
+    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "v2")}
+    register(registry, built["v1"][0], "v1", built["v1"][1])
+    v1_index = storage.read_bytes(registry.index_uri)
+    reference, state = f"{registry.root}@champion", tmp_path / "state"
+    state.mkdir()
+    a, b = (slot_for(reference, index_public_key=promoter.public_key_pem(), state_dir=str(state)) for _ in "ab")
+    assert (a.current.version, b.current.version) == ("v1", "v1")
+
+    register(registry, built["v2"][0], "v2", built["v2"][1])
+    assert a.poll_once() is True and a.current.version == "v2"  # B does not poll in between
+    storage.write_bytes(registry.index_uri, v1_index)
+    assert b.poll_once() is True and b.current.version == "v2"
+    (refusal,) = _records(caplog, "index_refused")
+    assert refusal.fields["reason"] == "replayed"
+    assert refusal.getMessage().endswith("; following the newest index this service accepted, which names v2")
+    assert a.poll_once() is False and a.current.version == "v2"  # A refuses the replay and keeps v2
+    assert _records(caplog, "index_refused")[-1].getMessage().endswith("; still serving v2")
+
+
+def test_without_a_state_directory_a_slot_follows_its_own_newest_index_on_a_replay(tmp_path, model_dir):
+    import storage
+    from trainer.models.index_signing import LocalKeySigner
+
+    promoter = LocalKeySigner(tmp_path / "promoter")
+    registry = local_registry(tmp_path / "models")
+    registry.signer = promoter
+    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "v2")}
+    register(registry, built["v1"][0], "v1", built["v1"][1])
+    v1_index = storage.read_bytes(registry.index_uri)
+    slot = slot_for(f"{registry.root}@champion", index_public_key=promoter.public_key_pem())
+    register(registry, built["v2"][0], "v2", built["v2"][1])
+    assert slot.poll_once() is True and slot.current.version == "v2"
+    storage.write_bytes(registry.index_uri, v1_index)
+    assert slot.poll_once() is False and slot.current.version == "v2"

@@ -4,6 +4,10 @@ Why an index updated by compare-and-swap: two people (or CI jobs) promoting at t
 each other's change. Every change re-reads index.json, applies itself (re-checking the quality gate against the
 champion it now sees) and writes only if nobody wrote in between (flock + rename locally, generation
 preconditions on GCS); otherwise it starts again. Version directories are immutable once registered.
+Why the promoter checks the index it changes: with a signer, every change is signed, so a change built on an index
+someone else wrote (unsigned, another key's, or an older signed one written back) would sign what they wrote: their
+champion, servable. The registry refuses to build on such an index and `registry restore` puts back the newest index
+the promoter signed (its copy under registry/history/, exact bytes, so no key is needed to restore).
 Layout and record fields: docs/CONTRACTS.md ("Model registry").
 """
 
@@ -15,19 +19,30 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import storage
-from contracts.layout import CANDIDATE, CHAMPION, REGISTRY_INDEX, REGISTRY_VERSIONS, ModelFiles, version_dir
+from contracts.index_verification import IndexRefused, IndexVerifier, NotFound
+from contracts.layout import (
+    CANDIDATE,
+    CHAMPION,
+    REGISTRY_HISTORY,
+    REGISTRY_INDEX,
+    REGISTRY_VERSIONS,
+    ModelFiles,
+    history_name,
+    version_dir,
+)
 from contracts.registry_index import (
     RegistryIndex,
     RegistryIndexError,
     UnknownReference,
     VersionRecord,
     empty_index,
+    index_sequence,
     parse_index,
 )
 from trainer.clock import utc_now
@@ -64,6 +79,7 @@ class ModelRegistry:
     signer: Signer | None = None  # signs every index written (trainer/models/index_signing.py); None: unsigned
     # the paired gate on pinned data (trainer/models/gate_sets.py): (registry, candidate, champion, index) -> report
     paired_gate: Callable | None = None
+    _verifier: IndexVerifier | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings) -> ModelRegistry:
@@ -106,12 +122,73 @@ class ModelRegistry:
         """The paired gate's JSON report of `candidate` against `champion`, None if they were never compared."""
         return read_report(self.root, candidate, champion) if champion else None
 
+    # ---- the promoter's own index: checked before a change, kept after one -------------------------------------
+
+    def _verifier_of_signer(self) -> IndexVerifier:
+        if self._verifier is None:
+            assert self.signer is not None
+            self._verifier = IndexVerifier.from_pem(self.signer.public_key_pem(), "the promoter's signing key")
+        return self._verifier
+
+    def _read_under_root(self, name: str) -> bytes:
+        try:
+            return storage.read_bytes(storage.join(self.root, name))
+        except storage.NotFound:
+            raise NotFound(name) from None
+
+    def _signed_sequence(self, data: bytes) -> int:
+        """The sequence of `data` if the promoter's key signed it; IndexRefused naming the reason otherwise."""
+        self._verifier_of_signer().verify(data, self.root, self._read_under_root)
+        try:
+            return index_sequence(json.loads(data), self.index_uri)
+        except (ValueError, AttributeError, RegistryIndexError) as exc:
+            raise IndexRefused(f"{self.index_uri}: {exc}", "malformed") from None
+
+    def _kept_copy(self, sequence: int) -> bytes | None:
+        """The promoter's copy of the index it wrote with `sequence`, if there is one it signed."""
+        try:
+            data = self._read_under_root(history_name(sequence))
+            return data if self._signed_sequence(data) == sequence else None
+        except (NotFound, IndexRefused):
+            return None
+
+    def _check_base(self, data: bytes | None) -> None:
+        """RegistryError unless `data` is the newest index the promoter wrote (or there is none yet)."""
+        if data is None:
+            kept = storage.list_uris(storage.join(self.root, REGISTRY_HISTORY))
+            if kept:
+                raise RegistryError(
+                    f"{self.index_uri} is gone, but the promoter wrote {len(kept)} index(es) before: a new one "
+                    "would forget every registered version. Nothing was written; put the newest back with "
+                    "`python -m trainer registry restore`"
+                )
+            return
+        try:
+            sequence = self._signed_sequence(data)
+            if self._kept_copy(sequence + 1) is not None:
+                raise IndexRefused(
+                    f"it has sequence {sequence}, but the promoter already wrote sequence {sequence + 1} "
+                    f"({storage.join(self.root, history_name(sequence + 1))}): an older index written back",
+                    "replayed",
+                )
+        except IndexRefused as exc:
+            raise RegistryError(
+                f"{self.index_uri} is not the index the promoter last wrote ({exc.reason}: {exc}). Someone else "
+                "wrote it, and signing a change on top of it would make what it names servable. Nothing was "
+                "written; see what it names with `python -m trainer registry list`, then put back the promoter's "
+                "newest index with `python -m trainer registry restore`"
+            ) from None
+
     # ---- changing, by compare-and-swap ---------------------------------------------------------------------------
 
-    def _update(self, change: Callable[[RegistryIndex], tuple[RegistryIndex, T]]) -> T:
-        """Apply `change` to the newest index and write what it returns unless someone else wrote first; retry."""
+    def _update(self, change: Callable[[RegistryIndex], tuple[RegistryIndex, T]], *, check_base: bool = True) -> T:
+        """Apply `change` to the newest index and write what it returns unless someone else wrote first; retry.
+        With a signer the index changed must be the promoter's own (`check_base`), and a copy of the new one is
+        kept under registry/history/ once it is in place."""
         for attempt in range(self.max_attempts):
             current = storage.read_versioned(self.index_uri)
+            if self.signer is not None and check_base:
+                self._check_base(current.data)
             index = _parse_index(current.data, self.index_uri) if current.data else empty_index(self.index_uri)
             index, result = change(index)
             index = index.with_next_sequence()  # signed with the rest: an older index cannot be replayed
@@ -125,13 +202,72 @@ class ModelRegistry:
                     current.token,
                     content_type="application/json",
                 )
-                return result
             except storage.PreconditionFailed:
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+                continue
+            if self.signer is not None:  # after the swap: only indexes that were in place are kept
+                uri = storage.join(self.root, history_name(index.sequence))
+                storage.write_bytes(uri, data, content_type="application/json")
+            return result
         raise RegistryError(
             f"{self.index_uri} changed {self.max_attempts} times while this change was applied; "
             "nothing was written by this command: run it again"
         )
+
+    def restore(self) -> tuple[int, str | None, str | None]:
+        """Put back the newest index the promoter signed, byte for byte, when the one in place is not it; returns
+        (its sequence, its champion, why the index in place was refused; None when nothing needed restoring)."""
+        if self.signer is None:
+            raise RegistryError(
+                "restore puts back the newest index the promoter signed, and registry.index_signer is 'none' here: "
+                "nothing is signed, so there is nothing to check the index against"
+            )
+        current = storage.read_versioned(self.index_uri)
+        try:
+            self._check_base(current.data)
+        except RegistryError as exc:
+            why = str(exc)
+        else:
+            index = _parse_index(current.data, self.index_uri) if current.data else empty_index(self.index_uri)
+            return index.sequence, index.alias(CHAMPION), None
+        for uri in reversed(storage.list_uris(storage.join(self.root, REGISTRY_HISTORY))):
+            stem = uri.rsplit("/", 1)[-1].removesuffix(".json")
+            data = self._kept_copy(int(stem)) if stem.isdigit() else None
+            if data is None:
+                continue  # not a copy the promoter signed under its own sequence: never restored
+            try:
+                storage.write_if_unchanged(self.index_uri, data, current.token, content_type="application/json")
+            except storage.PreconditionFailed:
+                raise RegistryError(
+                    f"{self.index_uri} changed while it was restored; nothing was written: run it again"
+                ) from None
+            return int(stem), _parse_index(data, self.index_uri).alias(CHAMPION), why
+        raise RegistryError(
+            f"{why.split('. Nothing was written')[0]}; and no index the promoter signed is kept under "
+            f"{storage.join(self.root, REGISTRY_HISTORY)} (a registry from before the copies, or another key). "
+            "If the index in place is what you want (check it with `python -m trainer registry list`), sign it as "
+            "it is with `python -m trainer registry restore --adopt-current`"
+        )
+
+    def adopt_current(self) -> tuple[int, str | None]:
+        """Sign the index in place as it is (an operator's decision, after reading it): the way from an unsigned
+        registry, or from a replaced local key, to a signed one. Returns (its new sequence, its champion)."""
+        if self.signer is None:
+            raise RegistryError("--adopt-current signs the index, and registry.index_signer is 'none' here")
+        kept = storage.list_uris(storage.join(self.root, REGISTRY_HISTORY))
+        newest = max((int(s) for u in kept if (s := u.rsplit("/", 1)[-1].removesuffix(".json")).isdigit()), default=0)
+
+        def adopt(index: RegistryIndex) -> tuple[RegistryIndex, tuple[int, str | None]]:
+            if not index.versions:
+                raise RegistryError(f"{self.index_uri} has no versions: there is nothing to adopt")
+            sequence = max(index.sequence, newest)  # above every index a service may have accepted
+            champion = index.alias(CHAMPION)
+            adopted = _event(
+                replace(index, sequence=sequence), "adopt", champion or "-", previous_sequence=index.sequence
+            )
+            return adopted, (sequence + 1, champion)
+
+        return self._update(adopt, check_base=False)
 
     def register(
         self,
@@ -364,6 +500,15 @@ def add_arguments(parser) -> None:
     )
     rollback = sub.add_parser("rollback", help="move champion back to the previous champion")
     rollback.add_argument("--to", help="an earlier champion to go back to (default: the one before)")
+    restore = sub.add_parser(
+        "restore", help="put back the newest index the promoter signed, when someone else wrote registry/index.json"
+    )
+    restore.add_argument(
+        "--adopt-current",
+        action="store_true",
+        help="instead, sign the index in place as it is (after reading it: from an unsigned registry, or a new "
+        "local key); local target only",
+    )
 
 
 def format_table(index: RegistryIndex) -> str:
@@ -427,4 +572,19 @@ def run(args, settings) -> int:
             )
         version, previous = registry.rollback(args.to)
         print(f"champion rolled back from {previous} to {version}")
+    elif args.action == "restore" and args.adopt_current:
+        if settings.target == "gcp":  # signing is the promoter's, and its jobs adopt nothing
+            raise RegistryError(
+                f"on Google Cloud only the promoter signs {registry.index_uri}, and it signs only its own changes: "
+                "put back the newest index it signed with `python -m trainer registry restore`"
+            )
+        sequence, champion = registry.adopt_current()
+        print(f"signed {registry.index_uri} as it was (sequence {sequence}, champion {champion or 'none'})")
+    elif args.action == "restore":
+        sequence, champion, why = registry.restore()
+        if why is None:
+            print(f"{registry.index_uri} is the promoter's newest (sequence {sequence}); nothing to restore")
+        else:
+            print(f"refused the index in place: {why.split('. Someone else')[0]}")
+            print(f"restored the promoter's index of sequence {sequence} (champion {champion or 'none'})")
     return 0
