@@ -184,6 +184,19 @@ def local_registry(root: Path):
     return ModelRegistry(str(root), accuracy_floor=0.0, regression_tolerance=1.0)
 
 
+def signed_registry(tmp_path: Path, model_dir: Path, versions=("v1", "v2"), root: str | None = None):
+    """A registry whose promoter signs with a local key, every version in `versions` built (not registered) and
+    the first registered and promoted: (registry, promoter key, {version: (directory, digests)})."""
+    from trainer.models.index_signing import LocalKeySigner
+
+    promoter = LocalKeySigner(tmp_path / "promoter")
+    registry = local_registry(root or tmp_path / "models")
+    registry.signer = promoter
+    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in versions}
+    register(registry, built[versions[0]][0], versions[0], built[versions[0]][1])
+    return registry, promoter, built
+
+
 def register(registry, directory: Path, version: str, files: dict[str, str] | None, promote: bool = True) -> str:
     """Register a version directory the way export does (with its digests) and, by default, promote it."""
     extra = {"files": files} if files is not None else {}

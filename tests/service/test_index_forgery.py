@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.service.conftest import ADMIN, ADMIN_ENV, start_service, stop_service
-from tests.service.model_factory import local_registry, make_version, register
+from tests.service.model_factory import register, signed_registry
 
 POLL_S = 0.2
 REFUSAL_TIMEOUT_S = 30.0  # several polls, plus a session build on a shared 2-core machine
@@ -88,14 +88,7 @@ def wait_for(server, version: str, timeout: float = 20.0) -> None:
 
 
 def setup(tmp_path: Path, model_dir: Path, root: str):
-    from trainer.models.index_signing import LocalKeySigner
-
-    promoter = LocalKeySigner(tmp_path / "promoter")
-    registry = local_registry(root)
-    registry.signer = promoter
-    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "evil", "evil2", "v2")}
-    register(registry, built["v1"][0], "v1", built["v1"][1])
-    return registry, promoter, built
+    return signed_registry(tmp_path, model_dir, ("v1", "evil", "evil2", "v2"), root=root)
 
 
 def forgery_is_refused(tmp_path: Path, model_dir: Path, root: str) -> None:

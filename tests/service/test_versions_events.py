@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.service.model_factory import local_registry, make_version, register
+from tests.service.model_factory import local_registry, make_version, register, signed_registry
 from tests.service.test_versions import slot_for
 
 
@@ -260,13 +260,8 @@ def test_an_unreadable_index_is_warned_about_once_and_read_again_when_it_is_back
 
 def test_an_unreadable_signature_is_retried_and_warned_about_once(tmp_path, model_dir, caplog):
     from contracts.index_signature import signature_name
-    from trainer.models.index_signing import LocalKeySigner
 
-    promoter = LocalKeySigner(tmp_path / "promoter")
-    registry = local_registry(tmp_path / "models")
-    registry.signer = promoter
-    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "v2")}
-    register(registry, built["v1"][0], "v1", built["v1"][1])
+    registry, promoter, built = signed_registry(tmp_path, model_dir)
     slot = slot_for(f"{registry.root}@champion", index_public_key=promoter.public_key_pem())
     register(registry, built["v2"][0], "v2", built["v2"][1])
     signature = Path(registry.root) / signature_name(Path(registry.index_uri).read_bytes())
@@ -298,13 +293,8 @@ def _index_refused(role: str, reason: str) -> float:
 def test_a_forged_and_a_replayed_index_are_refused_in_process_with_their_reason(tmp_path, model_dir, caplog):
     import storage
     from tests.service.test_index_forgery import forge
-    from trainer.models.index_signing import LocalKeySigner
 
-    promoter = LocalKeySigner(tmp_path / "promoter")
-    registry = local_registry(tmp_path / "models")
-    registry.signer = promoter
-    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "evil", "v2")}
-    register(registry, built["v1"][0], "v1", built["v1"][1])
+    registry, promoter, built = signed_registry(tmp_path, model_dir, ("v1", "evil", "v2"))
     v1_index = storage.read_bytes(registry.index_uri)
     reference = f"{registry.root}@champion"
     slot = slot_for(reference, index_public_key=promoter.public_key_pem())
@@ -355,13 +345,8 @@ def test_a_worker_whose_polls_missed_the_newest_index_follows_it_when_the_replay
     replay written right after v2's. It follows what the newest index accepted (by worker A) names, v2, instead of
     staying on v1 beside A on v2: the second half of the CI failure of wave 3's tenth submission."""
     import storage
-    from trainer.models.index_signing import LocalKeySigner
 
-    promoter = LocalKeySigner(tmp_path / "promoter")
-    registry = local_registry(tmp_path / "models")
-    registry.signer = promoter
-    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "v2")}
-    register(registry, built["v1"][0], "v1", built["v1"][1])
+    registry, promoter, built = signed_registry(tmp_path, model_dir)
     v1_index = storage.read_bytes(registry.index_uri)
     reference, state = f"{registry.root}@champion", tmp_path / "state"
     state.mkdir()
@@ -381,13 +366,8 @@ def test_a_worker_whose_polls_missed_the_newest_index_follows_it_when_the_replay
 
 def test_without_a_state_directory_a_slot_follows_its_own_newest_index_on_a_replay(tmp_path, model_dir):
     import storage
-    from trainer.models.index_signing import LocalKeySigner
 
-    promoter = LocalKeySigner(tmp_path / "promoter")
-    registry = local_registry(tmp_path / "models")
-    registry.signer = promoter
-    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "v2")}
-    register(registry, built["v1"][0], "v1", built["v1"][1])
+    registry, promoter, built = signed_registry(tmp_path, model_dir)
     v1_index = storage.read_bytes(registry.index_uri)
     slot = slot_for(f"{registry.root}@champion", index_public_key=promoter.public_key_pem())
     register(registry, built["v2"][0], "v2", built["v2"][1])

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from service import versions
 from service.config import ServiceConfig
-from tests.service.model_factory import local_registry, make_version, register
+from tests.service.model_factory import local_registry, make_version, register, signed_registry
 from tests.service.test_versions import slot_for
 
 
@@ -130,15 +130,11 @@ def test_the_masters_read_error_is_the_reason_nothing_serves_before_any_worker_p
 
 def test_an_older_signed_index_is_refused_after_a_restart_too(tmp_path, model_dir):
     """The highest sequence accepted lives in SERVICE_STATE_DIR, so a restarted worker still refuses the
-    promoter's own earlier index written back (a rollback by replay), instead of serving what it names."""
+    promoter's own earlier index written back (a rollback by replay), and serves what the newest index it accepted
+    names (its bytes are kept there too), not what the replay names."""
     import storage
-    from trainer.models.index_signing import LocalKeySigner
 
-    promoter = LocalKeySigner(tmp_path / "promoter")
-    registry = local_registry(tmp_path / "models")
-    registry.signer = promoter
-    built = {v: make_version(model_dir, tmp_path / "build" / v, v) for v in ("v1", "v2")}
-    register(registry, built["v1"][0], "v1", built["v1"][1])
+    registry, promoter, built = signed_registry(tmp_path, model_dir)
     v1_index = storage.read_bytes(registry.index_uri)
     register(registry, built["v2"][0], "v2", built["v2"][1])
     state = tmp_path / "state"
@@ -149,5 +145,8 @@ def test_an_older_signed_index_is_refused_after_a_restart_too(tmp_path, model_di
 
     storage.write_bytes(registry.index_uri, v1_index)
     restarted = slot_for(reference, **config)  # a new worker (or a restarted service) on the same state dir
+    assert restarted.current.version == "v2" and restarted.waiting_reason is None
+    (state / "index-accepted.json").unlink()  # state from before the kept bytes: nothing to follow, nothing served
+    restarted = slot_for(reference, **config)
     assert restarted.current is None
     assert restarted.waiting_reason.startswith(f"the registry index was refused: {registry.index_uri} has sequence ")
