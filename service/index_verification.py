@@ -9,8 +9,9 @@ A valid signature is not enough: an old index the promoter once signed (an earli
 Every index carries a `sequence` the registry raises on each write, inside the signed bytes; ReplayGuard keeps the
 highest one this service accepted in its state directory (shared by the gunicorn workers, so one worker's accepted
 index binds the others) and refuses a lower one as `replayed`. It keeps that index's bytes too: a worker whose polls
-missed the newest index (two writes within one poll interval, the second a replay) follows what the newest accepted
-index names instead of staying on what it served, so the workers of one instance never split between versions.
+missed the newest index (two writes within one poll interval, the second refused: a replay or a forgery) follows
+what the newest accepted index names instead of staying on what it served, so the workers of one instance never
+split between versions.
 """
 
 from __future__ import annotations

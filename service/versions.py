@@ -213,7 +213,7 @@ class ModelSlot:
             return None
         except IndexRefused as exc:  # not signed by the promoter: keep what serves, once per index version
             metrics.INDEX_REFUSED.labels(self.role, exc.reason).inc()
-            newest = self._newest_accepted() if exc.reason == "replayed" else None
+            newest = self._newest_accepted()  # what a sibling accepted while this worker's polls saw only this
             key = None if newest is None else newest.version_id or newest.version_dir
             behind = newest is not None and newest.version_id != self._serving_id and key not in self.refused
             log.error(
@@ -246,7 +246,8 @@ class ModelSlot:
 
     def _newest_accepted(self) -> Resolved | None:
         """What the newest index this service accepted names (another worker may have accepted it while this one's
-        polls saw only the replay that followed), None when there is none or it names nothing."""
+        polls saw only the refused index that followed: a replay or a forgery), None when there is none or it names
+        nothing."""
         data = self._replay.newest()
         if data is None:
             return None

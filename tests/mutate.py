@@ -57,6 +57,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/trainer/test_registry_races.py",
             "tests/trainer/test_registry_index.py",
             "tests/trainer/test_registry_signed.py",
+            "tests/trainer/test_registry_signed_exact.py",
             "tests/trainer/test_crash_consistency.py",
             *NO_EXPORT,
         ],

@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.service.model_factory import local_registry, make_version, register, signed_registry
 from tests.service.test_versions import slot_for
 
@@ -340,13 +342,18 @@ def test_an_unsigned_index_at_start_up_is_why_nothing_serves(tmp_path, model_dir
     assert slot.waiting_reason == f"the registry index was refused: {refusal.fields['detail']}"
 
 
-def test_a_worker_whose_polls_missed_the_newest_index_follows_it_when_the_replay_lands(tmp_path, model_dir, caplog):
+@pytest.mark.parametrize("refused", ["replayed", "unsigned"])
+def test_a_worker_whose_polls_missed_the_newest_index_follows_it_when_a_refused_one_lands(
+    tmp_path, model_dir, caplog, refused
+):
     """Two workers of one instance (two slots, one state directory): worker B's polls saw v1's index, then only the
-    replay written right after v2's. It follows what the newest index accepted (by worker A) names, v2, instead of
-    staying on v1 beside A on v2: the second half of the CI failure of wave 3's tenth submission."""
+    refused index written right after v2's (a replay, or a forgery). It follows what the newest index accepted (by
+    worker A) names, v2, instead of staying on v1 beside A on v2: the second half of the CI failure of wave 3's
+    tenth submission."""
     import storage
+    from tests.service.test_index_forgery import forge
 
-    registry, promoter, built = signed_registry(tmp_path, model_dir)
+    registry, promoter, built = signed_registry(tmp_path, model_dir, ("v1", "v2", "evil"))
     v1_index = storage.read_bytes(registry.index_uri)
     reference, state = f"{registry.root}@champion", tmp_path / "state"
     state.mkdir()
@@ -355,12 +362,15 @@ def test_a_worker_whose_polls_missed_the_newest_index_follows_it_when_the_replay
 
     register(registry, built["v2"][0], "v2", built["v2"][1])
     assert a.poll_once() is True and a.current.version == "v2"  # B does not poll in between
-    storage.write_bytes(registry.index_uri, v1_index)
+    if refused == "replayed":
+        storage.write_bytes(registry.index_uri, v1_index)
+    else:
+        forge(registry, built["evil"][0], "evil", built["evil"][1])
     assert b.poll_once() is True and b.current.version == "v2"
     (refusal,) = _records(caplog, "index_refused")
-    assert refusal.fields["reason"] == "replayed"
+    assert refusal.fields["reason"] == refused
     assert refusal.getMessage().endswith("; following the newest index this service accepted, which names v2")
-    assert a.poll_once() is False and a.current.version == "v2"  # A refuses the replay and keeps v2
+    assert a.poll_once() is False and a.current.version == "v2"  # A refuses it too and keeps v2
     assert _records(caplog, "index_refused")[-1].getMessage().endswith("; still serving v2")
 
 

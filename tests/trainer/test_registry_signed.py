@@ -62,10 +62,11 @@ def test_a_forged_index_is_not_built_on_and_restore_puts_the_promoters_back(regi
     registry.promote(first)
     own = storage.read_bytes(registry.index_uri)
     forged = forge(registry, signer=LocalKeySigner(tmp_path / "forger") if reason == "other_key" else None)
-    for change in (lambda: add(registry, 0.91), lambda: registry.promote(first), lambda: registry.rollback()):
+    for change in (lambda: add(registry, 0.91, "v2"), lambda: registry.promote(first), lambda: registry.rollback()):
         with pytest.raises(RegistryError, match=rf"is not the index the promoter last wrote \({reason}: "):
             change()
         assert storage.read_bytes(registry.index_uri) == forged  # nothing written
+    assert not storage.exists(registry.version_uri("v2"))  # refused before its files were copied
     assert kept(registry) == ["000000000001.json", "000000000002.json"]
 
     sequence, champion, why = registry.restore()
@@ -91,7 +92,7 @@ def test_a_deleted_index_is_not_started_again_from_nothing(registry):
     first = add(registry, 0.9)
     registry.promote(first)
     storage.delete(registry.index_uri)
-    with pytest.raises(RegistryError, match=r"is gone, but the promoter wrote 2 index\(es\) before"):
+    with pytest.raises(RegistryError, match=r"is gone, but the promoter wrote 2 index\(es\) before\. A new one"):
         add(registry, 0.91)
     assert not storage.exists(registry.index_uri)
     assert registry.restore()[:2] == (2, first)

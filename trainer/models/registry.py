@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import storage
-from contracts.index_verification import IndexRefused, IndexVerifier, NotFound
+from contracts.index_verification import IndexRefused, IndexVerifier, NotFound, PublicKeyError
 from contracts.layout import (
     CANDIDATE,
     CHAMPION,
@@ -62,6 +62,16 @@ __all__ = [
     "register_version",
 ]
 SOURCES = ("custom", "automl")
+
+
+class ForeignIndex(RegistryError):
+    """The index in place is not the newest the promoter wrote; `detail` says how, the message adds the fix."""
+
+    def __init__(self, detail: str, fix: str):
+        super().__init__(f"{detail}. {fix}")
+        self.detail = detail
+
+
 T = TypeVar("T")
 
 
@@ -127,7 +137,10 @@ class ModelRegistry:
     def _verifier_of_signer(self) -> IndexVerifier:
         if self._verifier is None:
             assert self.signer is not None
-            self._verifier = IndexVerifier.from_pem(self.signer.public_key_pem(), "the promoter's signing key")
+            try:
+                self._verifier = IndexVerifier.from_pem(self.signer.public_key_pem(), "the promoter's signing key")
+            except PublicKeyError as exc:
+                raise RegistryError(str(exc)) from None
         return self._verifier
 
     def _read_under_root(self, name: str) -> bytes:
@@ -141,8 +154,10 @@ class ModelRegistry:
         self._verifier_of_signer().verify(data, self.root, self._read_under_root)
         try:
             return index_sequence(json.loads(data), self.index_uri)
-        except (ValueError, AttributeError, RegistryIndexError) as exc:
-            raise IndexRefused(f"{self.index_uri}: {exc}", "malformed") from None
+        except RegistryIndexError as exc:  # its message names the index already
+            raise IndexRefused(str(exc), "malformed") from None
+        except (ValueError, AttributeError) as exc:
+            raise IndexRefused(f"{self.index_uri}: not a JSON object ({exc})", "malformed") from None
 
     def _kept_copy(self, sequence: int) -> bytes | None:
         """The promoter's copy of the index it wrote with `sequence`, if there is one it signed."""
@@ -153,14 +168,14 @@ class ModelRegistry:
             return None
 
     def _check_base(self, data: bytes | None) -> None:
-        """RegistryError unless `data` is the newest index the promoter wrote (or there is none yet)."""
+        """ForeignIndex unless `data` is the newest index the promoter wrote (or there is none yet)."""
         if data is None:
             kept = storage.list_uris(storage.join(self.root, REGISTRY_HISTORY))
             if kept:
-                raise RegistryError(
-                    f"{self.index_uri} is gone, but the promoter wrote {len(kept)} index(es) before: a new one "
-                    "would forget every registered version. Nothing was written; put the newest back with "
-                    "`python -m trainer registry restore`"
+                raise ForeignIndex(
+                    f"{self.index_uri} is gone, but the promoter wrote {len(kept)} index(es) before",
+                    "A new one would forget every registered version. Nothing was written; put the newest back "
+                    "with `python -m trainer registry restore`",
                 )
             return
         try:
@@ -172,11 +187,11 @@ class ModelRegistry:
                     "replayed",
                 )
         except IndexRefused as exc:
-            raise RegistryError(
-                f"{self.index_uri} is not the index the promoter last wrote ({exc.reason}: {exc}). Someone else "
-                "wrote it, and signing a change on top of it would make what it names servable. Nothing was "
-                "written; see what it names with `python -m trainer registry list`, then put back the promoter's "
-                "newest index with `python -m trainer registry restore`"
+            raise ForeignIndex(
+                f"{self.index_uri} is not the index the promoter last wrote ({exc.reason}: {exc})",
+                "Someone else wrote it, and signing a change on top of it would make what it names servable. "
+                "Nothing was written; see what it names with `python -m trainer registry list`, then put back the "
+                "promoter's newest index with `python -m trainer registry restore`",
             ) from None
 
     # ---- changing, by compare-and-swap ---------------------------------------------------------------------------
@@ -225,8 +240,8 @@ class ModelRegistry:
         current = storage.read_versioned(self.index_uri)
         try:
             self._check_base(current.data)
-        except RegistryError as exc:
-            why = str(exc)
+        except ForeignIndex as exc:
+            why = exc.detail
         else:
             index = _parse_index(current.data, self.index_uri) if current.data else empty_index(self.index_uri)
             return index.sequence, index.alias(CHAMPION), None
@@ -243,7 +258,7 @@ class ModelRegistry:
                 ) from None
             return int(stem), _parse_index(data, self.index_uri).alias(CHAMPION), why
         raise RegistryError(
-            f"{why.split('. Nothing was written')[0]}; and no index the promoter signed is kept under "
+            f"{why}; and no index the promoter signed is kept under "
             f"{storage.join(self.root, REGISTRY_HISTORY)} (a registry from before the copies, or another key). "
             "If the index in place is what you want (check it with `python -m trainer registry list`), sign it as "
             "it is with `python -m trainer registry restore --adopt-current`"
@@ -285,6 +300,8 @@ class ModelRegistry:
             raise RegistryError(f"source must be one of {', '.join(SOURCES)}, got '{source}'")
         version = version or new_version_id()
         destination = self.version_uri(version)
+        if self.signer is not None:  # before any file is copied: a refused registration leaves nothing behind
+            self._check_base(storage.read_versioned(self.index_uri).data)
         if version in self.read_index().versions:
             raise RegistryError(
                 f"version {version} is already registered at {destination}: registered versions are immutable; "
@@ -585,6 +602,6 @@ def run(args, settings) -> int:
         if why is None:
             print(f"{registry.index_uri} is the promoter's newest (sequence {sequence}); nothing to restore")
         else:
-            print(f"refused the index in place: {why.split('. Someone else')[0]}")
+            print(f"refused the index in place: {why}")
             print(f"restored the promoter's index of sequence {sequence} (champion {champion or 'none'})")
     return 0
