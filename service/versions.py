@@ -214,21 +214,21 @@ class ModelSlot:
         except IndexRefused as exc:  # not signed by the promoter: keep what serves, once per index version
             metrics.INDEX_REFUSED.labels(self.role, exc.reason).inc()
             newest = self._newest_accepted()  # what a sibling accepted while this worker's polls saw only this
-            key = None if newest is None else newest.version_id or newest.version_dir
-            behind = newest is not None and newest.version_id != self._serving_id and key not in self.refused
+            if newest is not None and not self._is_new(newest):
+                newest = None  # it names what serves (or a version refused here): nothing to follow
             log.error(
                 "refused the registry index for %s (%s): %s; %s",
                 self.role,
                 exc.reason,
                 exc,
-                f"following the newest index this service accepted, which names {key}"
-                if behind
+                f"following the newest index this service accepted, which names {newest.version_id}"
+                if newest is not None
                 else f"still serving {self.version}"
                 if self.current is not None
                 else "nothing is served",
                 extra=self._fields("index_refused", reason=exc.reason, detail=str(exc)),
             )
-            if behind:
+            if newest is not None:
                 return newest
             if self.current is None:
                 self.waiting_reason = f"the registry index was refused: {exc}"
@@ -238,11 +238,14 @@ class ModelSlot:
             if self.current is None:
                 self.waiting_reason, self.waiting_code = str(exc), "index_invalid"
             return None
-        key = found.version_id or found.version_dir
-        if found.version_id == self._serving_id or key in self.refused:
+        if not self._is_new(found):
             self._last_read_error = None  # whatever failed to read before is read (or not needed) now
             return None
         return found
+
+    def _is_new(self, found: Resolved) -> bool:
+        """True when `found` is neither what serves nor a version this process refused."""
+        return found.version_id != self._serving_id and (found.version_id or found.version_dir) not in self.refused
 
     def _newest_accepted(self) -> Resolved | None:
         """What the newest index this service accepted names (another worker may have accepted it while this one's

@@ -159,6 +159,15 @@ class ModelRegistry:
         except (ValueError, AttributeError) as exc:
             raise IndexRefused(f"{self.index_uri}: not a JSON object ({exc})", "malformed") from None
 
+    def _kept_sequences(self) -> list[int]:
+        """The sequences of the kept copies under registry/history/ (by name; a name that is no sequence is skipped)."""
+        names = (uri.rsplit("/", 1)[-1].removesuffix(".json") for uri in storage.list_uris(self._history_uri))
+        return sorted(int(name) for name in names if name.isdigit())
+
+    @property
+    def _history_uri(self) -> str:
+        return storage.join(self.root, REGISTRY_HISTORY)
+
     def _kept_copy(self, sequence: int) -> bytes | None:
         """The promoter's copy of the index it wrote with `sequence`, if there is one it signed."""
         try:
@@ -170,7 +179,7 @@ class ModelRegistry:
     def _check_base(self, data: bytes | None) -> None:
         """ForeignIndex unless `data` is the newest index the promoter wrote (or there is none yet)."""
         if data is None:
-            kept = storage.list_uris(storage.join(self.root, REGISTRY_HISTORY))
+            kept = self._kept_sequences()
             if kept:
                 raise ForeignIndex(
                     f"{self.index_uri} is gone, but the promoter wrote {len(kept)} index(es) before",
@@ -245,9 +254,8 @@ class ModelRegistry:
         else:
             index = _parse_index(current.data, self.index_uri) if current.data else empty_index(self.index_uri)
             return index.sequence, index.alias(CHAMPION), None
-        for uri in reversed(storage.list_uris(storage.join(self.root, REGISTRY_HISTORY))):
-            stem = uri.rsplit("/", 1)[-1].removesuffix(".json")
-            data = self._kept_copy(int(stem)) if stem.isdigit() else None
+        for sequence in reversed(self._kept_sequences()):
+            data = self._kept_copy(sequence)
             if data is None:
                 continue  # not a copy the promoter signed under its own sequence: never restored
             try:
@@ -256,10 +264,10 @@ class ModelRegistry:
                 raise RegistryError(
                     f"{self.index_uri} changed while it was restored; nothing was written: run it again"
                 ) from None
-            return int(stem), _parse_index(data, self.index_uri).alias(CHAMPION), why
+            return sequence, _parse_index(data, self.index_uri).alias(CHAMPION), why
         raise RegistryError(
             f"{why}; and no index the promoter signed is kept under "
-            f"{storage.join(self.root, REGISTRY_HISTORY)} (a registry from before the copies, or another key). "
+            f"{self._history_uri} (a registry from before the copies, or another key). "
             "If the index in place is what you want (check it with `python -m trainer registry list`), sign it as "
             "it is with `python -m trainer registry restore --adopt-current`"
         )
@@ -269,8 +277,7 @@ class ModelRegistry:
         registry, or from a replaced local key, to a signed one. Returns (its new sequence, its champion)."""
         if self.signer is None:
             raise RegistryError("--adopt-current signs the index, and registry.index_signer is 'none' here")
-        kept = storage.list_uris(storage.join(self.root, REGISTRY_HISTORY))
-        newest = max((int(s) for u in kept if (s := u.rsplit("/", 1)[-1].removesuffix(".json")).isdigit()), default=0)
+        newest = max(self._kept_sequences(), default=0)
 
         def adopt(index: RegistryIndex) -> tuple[RegistryIndex, tuple[int, str | None]]:
             if not index.versions:
@@ -300,9 +307,10 @@ class ModelRegistry:
             raise RegistryError(f"source must be one of {', '.join(SOURCES)}, got '{source}'")
         version = version or new_version_id()
         destination = self.version_uri(version)
+        current = storage.read_versioned(self.index_uri).data
         if self.signer is not None:  # before any file is copied: a refused registration leaves nothing behind
-            self._check_base(storage.read_versioned(self.index_uri).data)
-        if version in self.read_index().versions:
+            self._check_base(current)
+        if current and version in _parse_index(current, self.index_uri).versions:
             raise RegistryError(
                 f"version {version} is already registered at {destination}: registered versions are immutable; "
                 "register under a new version id"
