@@ -648,6 +648,11 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "native-bf16": (["trainer/training/native_bf16.py"], ["tests/trainer/test_native_bf16.py"]),
     # the TensorFlow training batches (issue 26, ninth session): every row once, a new order per epoch, the options
     "input-pipeline": (["trainer/training/input_pipeline.py"], ["tests/trainer/test_input_pipeline.py"]),
+    # what a run ends with: batch normalization statistics measured again for averaged weights, and the schedules
+    "training-schedule": (
+        ["trainer/training/batch_norm_statistics.py", "trainer/training/schedules.py"],
+        ["tests/trainer/test_batch_norm_statistics.py", "tests/trainer/test_schedules.py"],
+    ),
     # ---- the notebooks' thin layers (issue 27, seventh session, late) ---------------------------------------------
     # the notebook's service client: each target over the wire to a recording loopback server (the local launch and
     # aiplatform.Endpoint recorded), gcloud's token from a stand-in on PATH; not the tests over the session's

@@ -188,6 +188,12 @@ def test_weight_averaging_saves_the_average_and_still_exports(trainer_world, tmp
     _, plain_kernel = first_kernel(0.0, "plain")
     assert np.abs(averaged_kernel - initial).max() < 1e-3
     assert np.abs(plain_kernel - initial).max() > 1e-2
+    # the statistics describe the averaged weights: measured again over the training images (batch_norm_statistics)
+    (x_fit, _), _ = split_train_validation(data.x_train[:600], data.y_train[:600], 0.1, PRESETS["smoke"].seed)
+    first_norm = next(layer for layer in averaged.layers if isinstance(layer, keras.layers.BatchNormalization))
+    activations = keras.ops.convert_to_numpy(keras.Model(averaged.input, first_norm.input)(x_fit.astype("float32")))
+    channels = activations.reshape(-1, activations.shape[-1])
+    assert np.allclose(np.asarray(first_norm.moving_mean), channels.mean(axis=0), rtol=1e-3, atol=1e-4)
     onnx_path = export_onnx(averaged, tmp_path / "model.onnx")
     check = verify(predict_probabilities(averaged, data.x_test), onnx_probabilities(onnx_path, data.x_test), 1e-4)
     assert check.passed, check.to_dict()

@@ -59,7 +59,8 @@ OPTIONS = (
     Option(
         "ema_momentum",
         float,
-        "keep an exponential moving average of the weights and save it (e.g. 0.99; 0: off)",
+        "keep an exponential moving average of the weights and save it, with batch normalization statistics "
+        "measured again for it on 10,000 training images (e.g. 0.99; 0: off)",
         underscore=True,
     ),
     Option("augment", None, "random shifts and flips", setting=True),

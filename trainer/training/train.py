@@ -27,12 +27,14 @@ from trainer.errors import CommandError
 from trainer.models import model_dir as model_files
 from trainer.models.model_dir import predict_probabilities
 from trainer.training import checkpoint, distribute
+from trainer.training.batch_norm_statistics import recalibrate
 from trainer.training.fused_batch_norm import FusedBatchNormalization
 from trainer.training.input_pipeline import tensorflow_batches
 from trainer.training.model import ModelSpec, build_model
 from trainer.training.native_bf16 import computes_bf16
 from trainer.training.options import add_option_flags, apply_options
 from trainer.training.run_record import RunRecord
+from trainer.training.schedules import DECAYS, learning_rate_schedule
 from trainer.training.tensorboard import tensorboard_callback
 
 
@@ -58,6 +60,7 @@ class TrainConfig:
     fused_batch_norm: bool = False  # train with one fused op per BatchNormalization on TensorFlow (same math)
     validate_each_epoch: bool = True  # False: measure the validation split after the last epoch only
     optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.9, the same schedule and decoupled weight decay
+    decay: str = "cosine"  # or "linear": the learning rate's way from its peak to zero after the warm-up
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -234,19 +237,15 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
-    """Wrap with augmentation (if asked) and compile: AdamW or SGD with Nesterov momentum, warm-up then cosine decay,
-    label smoothing."""
+    """Wrap with augmentation (if asked) and compile: AdamW or SGD with Nesterov momentum, warm-up then cosine or
+    linear decay (schedules.py), label smoothing."""
     from trainer.training.augment import training_model
 
     trainable = training_model(model, config.max_shift, True, config.seed) if config.augment else model
-    total = max(config.epochs * steps_per_epoch, 1)
-    warmup = int(total * config.warmup_fraction)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate / 10,
-        decay_steps=max(total - warmup, 1),
-        alpha=0.0,
-        warmup_target=config.learning_rate,
-        warmup_steps=warmup,
+    if config.decay not in DECAYS:
+        raise CommandError(f"decay {config.decay!r}: expected one of {', '.join(DECAYS)}")
+    schedule = learning_rate_schedule(
+        config.decay, config.learning_rate, config.epochs * steps_per_epoch, config.warmup_fraction
     )
     # with EMA, fit ends by writing the averaged weights into the model (Optimizer.finalize_variable_values)
     averaging = {"use_ema": config.ema_momentum > 0, "ema_momentum": config.ema_momentum or 0.99}
@@ -410,6 +409,8 @@ def train(
             verbose=verbose,
         )
         optimizer_steps = int(keras.ops.convert_to_numpy(trainable.optimizer.iterations))
+        if config.ema_momentum > 0:  # the averaged weights need statistics of their own (batch_norm_statistics.py)
+            recalibrate(model, x_fit)
 
     # the saved model is plain Keras: float32, and Keras's own BatchNormalization (the fused one is for training)
     final = float32_copy(model, config.model) if config.mixed_precision or config.fused_batch_norm else model
