@@ -115,6 +115,11 @@ def test_a_late_reply_for_the_opening_image_never_replaces_an_upload(browser_pag
     try:
         page.goto(f"{live_server.url}/")
         page.wait_for_function("document.getElementById('truth').textContent !== ''")  # its prediction is asked
+        # the route handler runs when Playwright next reads its events, which may be after the page's text changed
+        for _ in range(200):
+            if held:
+                break
+            page.wait_for_timeout(25)
         assert len(held) == 1
         page.set_input_files("#file", str(upload))
         page.wait_for_function("document.getElementById('notes').textContent.includes('resized to 28x28')")
