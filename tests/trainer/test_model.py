@@ -106,6 +106,46 @@ def test_first_block_convs_sets_the_full_resolution_blocks_depth_alone():
     assert conv_widths(3) == [4, 4, 4, 8, 8, 16, 16]
 
 
+def test_residual_blocks_add_their_input_through_a_projection_where_the_channels_change():
+    spec = ModelSpec(width=4, blocks=3, convs_per_block=2, dense_units=8)
+    plain, residual = build_model(spec), build_model(ModelSpec(**{**spec.to_dict(), "residual": True}))
+    assert not [layer for layer in plain.layers if isinstance(layer, layers.Add)]
+    adds = [layer for layer in residual.layers if isinstance(layer, layers.Add)]
+    assert len(adds) == 3
+    # every block changes the channels here (1 -> 4 -> 8 -> 16): a 1x1 projection with its own batch normalization
+    projections = [
+        layer for layer in residual.layers if isinstance(layer, layers.Conv2D) and layer.kernel_size == (1, 1)
+    ]
+    assert [layer.filters for layer in projections] == [4, 8, 16]
+    norms = [layer for layer in residual.layers if isinstance(layer, layers.BatchNormalization)]
+    assert len(norms) == 6 + 3
+    # the add comes before the block's last ReLU: the block's output is the ReLU of the sum
+    for add in adds:
+        [consumer] = [layer for layer in residual.layers if add.output in _inputs_of(layer)]
+        assert isinstance(consumer, layers.Activation) and consumer.get_config()["activation"] == "relu"
+    x = np.random.default_rng(0).uniform(0, 255, (3, 28, 28)).astype("float32")
+    probabilities = ops.convert_to_numpy(residual(x))
+    assert probabilities.shape == (3, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_residual_block_keeping_its_channels_adds_its_input_unprojected():
+    # width 1: the first block keeps the image's one channel (no projection), the second goes 1 -> 2 (projected)
+    model = build_model(ModelSpec(width=1, blocks=2, convs_per_block=2, dense_units=8, residual=True))
+    assert [layer.filters for layer in _projections(model)] == [2]
+    assert len([layer for layer in model.layers if isinstance(layer, layers.Add)]) == 2
+
+
+def _projections(model) -> list:
+    return [layer for layer in model.layers if isinstance(layer, layers.Conv2D) and layer.kernel_size == (1, 1)]
+
+
+def _inputs_of(layer) -> list:
+    node_inputs = []
+    for node in layer._inbound_nodes:
+        node_inputs.extend(node.input_tensors)
+    return node_inputs
+
+
 def test_shift_matrix_moves_rows_and_fills_with_background():
     image = np.arange(28 * 28, dtype="float32").reshape(1, 28, 28)
     down = np.asarray(ops.matmul(shift_matrices(np.array([2]), 28), image))

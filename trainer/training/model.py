@@ -32,16 +32,32 @@ class ModelSpec:
     separable: bool = False  # convolutions after the first block depthwise-separable: about 1/8 of their multiply-adds
     block_dropout: float = 0.0  # > 0: dropout after each pooled block; training only, the served graph is the same
     first_block_convs: int = 0  # > 0: this many convolutions in the first, full-resolution block (the costliest)
+    residual: bool = (
+        False  # each block adds its input (a 1x1 projection where the channels differ) before its last ReLU
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def conv_bn_relu(x, filters: int, separable: bool = False, batch_norm=None):
+def conv_bn_relu(x, filters: int, separable: bool = False, batch_norm=None, relu: bool = True):
     conv = layers.SeparableConv2D if separable else layers.Conv2D
     x = conv(filters, 3, padding="same", use_bias=False)(x)
     x = (batch_norm or layers.BatchNormalization)()(x)
-    return layers.Activation("relu")(x)
+    return layers.Activation("relu")(x) if relu else x
+
+
+def conv_block(x, filters: int, convs: int, separable: bool, batch_norm, residual: bool):
+    """`convs` conv-BN-ReLU layers; with `residual`, the block's input is added before the last ReLU (ResNet's basic
+    block: an easier path for the gradient at the cost of one add, and a 1x1 projection where the channels change)."""
+    shortcut = x
+    for index in range(convs):
+        x = conv_bn_relu(x, filters, separable, batch_norm, relu=not (residual and index == convs - 1))
+    if not residual:
+        return x
+    if shortcut.shape[-1] != filters:
+        shortcut = batch_norm()(layers.Conv2D(filters, 1, use_bias=False)(shortcut))
+    return layers.Activation("relu")(layers.Add()([x, shortcut]))
 
 
 def build_model(spec: ModelSpec = ModelSpec(), batch_norm=None) -> keras.Model:
@@ -53,8 +69,8 @@ def build_model(spec: ModelSpec = ModelSpec(), batch_norm=None) -> keras.Model:
     x = layers.Reshape((*IMAGE_SHAPE, 1))(pixels)
     x = layers.Rescaling(1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD)(x)
     for block in range(spec.blocks):
-        for _ in range(spec.first_block_convs if block == 0 and spec.first_block_convs else spec.convs_per_block):
-            x = conv_bn_relu(x, spec.width * 2**block, spec.separable and block > 0, batch_norm)
+        convs = spec.first_block_convs if block == 0 and spec.first_block_convs else spec.convs_per_block
+        x = conv_block(x, spec.width * 2**block, convs, spec.separable and block > 0, batch_norm, spec.residual)
         if block < spec.blocks - 1 or spec.pool_last:
             x = layers.MaxPooling2D(2)(x)
             if spec.block_dropout:
