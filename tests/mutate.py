@@ -648,6 +648,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "native-bf16": (["trainer/training/native_bf16.py"], ["tests/trainer/test_native_bf16.py"]),
     # the TensorFlow training batches (issue 26, ninth session): every row once, a new order per epoch, the options
     "input-pipeline": (["trainer/training/input_pipeline.py"], ["tests/trainer/test_input_pipeline.py"]),
+    # the model builder: every ModelSpec knob changes the graph it says (a silent one trains another model)
+    "model": (["trainer/training/model.py"], ["tests/trainer/test_model.py"]),
     # what a run ends with: batch normalization statistics measured again for averaged weights, and the schedules
     "training-schedule": (
         ["trainer/training/batch_norm_statistics.py", "trainer/training/schedules.py"],

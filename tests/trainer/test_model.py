@@ -11,10 +11,10 @@ import pytest
 from keras import layers, ops
 
 from contracts.dataset import CLASS_NAMES
-from contracts.layout import INPUT_NAME
+from contracts.layout import INPUT_NAME, OUTPUT_NAME
 from settings import REPO_ROOT
 from trainer.training.augment import RandomShiftFlip, shift_and_flip, shift_matrices, training_model
-from trainer.training.model import ModelSpec, build_model
+from trainer.training.model import PIXEL_MEAN, PIXEL_STD, ModelSpec, build_model
 
 SMALL = ModelSpec(width=4, blocks=2, convs_per_block=1)
 
@@ -144,6 +144,49 @@ def _inputs_of(layer) -> list:
     for node in layer._inbound_nodes:
         node_inputs.extend(node.input_tensors)
     return node_inputs
+
+
+def test_every_layer_is_configured_as_the_architecture_says():
+    """Bias-free, same-padded convolutions each followed by batch normalization and a ReLU; a ReLU dense head; a
+    float32 softmax under the contract's output name; raw pixels scaled to the training set's mean and deviation."""
+    model = build_model(ModelSpec(width=4, blocks=2, convs_per_block=2, dense_units=8, head_channels=3))
+    assert model.name == "fmnist_cnn" and model.inputs[0].name == INPUT_NAME
+    assert keras.backend.standardize_dtype(model.inputs[0].dtype) == "float32"
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    assert len(convs) == 5 and all(not conv.use_bias for conv in convs)
+    assert [conv.padding for conv in convs if conv.kernel_size == (3, 3)] == ["same"] * 4  # the head's 1x1: any
+    for conv in convs:
+        [norm] = _consumers(model, conv)
+        assert isinstance(norm, layers.BatchNormalization)
+        assert [_activation(layer) for layer in _consumers(model, norm)] == ["relu"]
+    hidden, output = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
+    assert _activation(hidden) == "relu" and _activation(output) == "softmax"
+    assert output.name == OUTPUT_NAME and output.dtype_policy.compute_dtype == "float32"
+    [scaling] = [layer for layer in model.layers if isinstance(layer, layers.Rescaling)]
+    raw = np.array([PIXEL_MEAN * 255, (PIXEL_MEAN + PIXEL_STD) * 255], "float32")
+    assert ops.convert_to_numpy(scaling(raw)) == pytest.approx([0.0, 1.0], abs=1e-5)
+
+
+def test_in_a_residual_block_the_last_normalization_and_the_projection_meet_in_the_add():
+    from trainer.training.fused_batch_norm import FusedBatchNormalization
+
+    spec = ModelSpec(width=4, blocks=2, convs_per_block=3, dense_units=8, residual=True)
+    model = build_model(spec, FusedBatchNormalization)
+    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    assert len(norms) == 2 * 3 + 2 and all(isinstance(norm, FusedBatchNormalization) for norm in norms)
+    assert all(not conv.use_bias for conv in _projections(model))
+    feeds = [_consumers(model, norm)[0] for norm in norms]
+    # per block: two normalizations into a ReLU, the third into the add, then the projection's into the add
+    assert [type(layer).__name__ for layer in feeds] == ["Activation", "Activation", "Add", "Add"] * 2
+    assert all(_activation(layer) == "relu" for layer in feeds if isinstance(layer, layers.Activation))
+
+
+def _consumers(model, producer) -> list:
+    return [layer for layer in model.layers if any(tensor is producer.output for tensor in _inputs_of(layer))]
+
+
+def _activation(layer) -> str:
+    return layer.get_config()["activation"]
 
 
 def test_shift_matrix_moves_rows_and_fills_with_background():
