@@ -55,7 +55,13 @@ class BootstrapStack(TerraformStack):
         )
         # Only the promoter, whose jobs run the gate (infra/components/promoter.py), may sign the index (issue 25).
         self.index_signing = IndexSigningKey(
-            self, "index_signing", names=names, teardown=teardown, cmek=key, signers=[accounts.member("promoter")]
+            self,
+            "index_signing",
+            names=names,
+            teardown=teardown,
+            cmek=key,
+            signers=[accounts.member("promoter")],
+            viewers=[accounts.member("deployer")],
         )
         # The pipeline starter starts and lists runs, nothing more (issue 25): a custom role, here because only a
         # person may create roles.

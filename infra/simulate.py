@@ -8,7 +8,8 @@ transitively): the walks judge each resource against its own ancestors.
 
 - plan: every provider configures without a local daemon unless its stack holds nothing else; the account that
   plans holds the read permission of every resource type, and `serviceusage.services.use` when a provider sets a
-  quota project (infra/data/read_permissions.json).
+  quota project (infra/data/read_permissions.json); the deployer, which plans before it applies, holds the read
+  permission of every data source (in the project, or on the one KMS key a key's data source reads).
 - apply (new project, only the APIs the bootstrap stack enabled): an API is usable after its
   `google_project_service` (and, for a quota-project provider, after a wait); a service agent exists after its
   identity resource or data source (infra/data/service_agents.json); an IAM grant is usable after a `time_sleep`
@@ -99,6 +100,50 @@ def _planner_roles(bootstrap: dict) -> set[str]:
             if any(f"google_service_account.{name}." in str(body.get("member", "")) for name in planners):
                 roles.add(body["role"])
     return roles
+
+
+def _deployer_grants(bootstrap: dict) -> tuple[set[str], dict[str, set[str]]]:
+    """The deployer's project roles in its bootstrap stack, and its roles on single KMS keys there (key name ->
+    roles): `cdktf deploy` plans before it applies, so the deployer reads every data source of its stacks too."""
+    resources = bootstrap.get("resource", {})
+    accounts = resources.get("google_service_account", {})
+    deployers = [name for name, body in accounts.items() if str(body.get("account_id", "")).endswith("-deployer")]
+
+    def is_deployer(body: dict) -> bool:
+        return any(f"google_service_account.{name}." in str(body.get("member", "")) for name in deployers)
+
+    project = {b["role"] for b in resources.get("google_project_iam_member", {}).values() if is_deployer(b)}
+    key_names = {address: body.get("name") for address, body in resources.get("google_kms_crypto_key", {}).items()}
+    on_keys: dict[str, set[str]] = {}
+    for resource_type in KMS_GRANTS:
+        for body in resources.get(resource_type, {}).values():
+            key = re.fullmatch(r"\$\{google_kms_crypto_key\.([^.]+)\.id\}", str(body.get("crypto_key_id", "")))
+            if key and is_deployer(body) and key_names.get(key.group(1)):
+                on_keys.setdefault(str(key_names[key.group(1)]), set()).add(body["role"])
+    return project, on_keys
+
+
+def simulate_deployer_reads(graph: Graph, project_roles: set[str], key_roles: dict[str, set[str]]) -> Iterator[Step]:
+    """The deployer's plan (before every apply) reads each data source: it must hold the read permission, in the
+    project or, for a data source of one KMS key (`crypto_key` ends in /cryptoKeys/<name>), on that key."""
+    granted = set().union(*(provider_facts.role_permissions(role) for role in project_roles))
+    for node in graph.nodes.values():
+        if not node.is_data or not node.type.startswith("google_"):
+            continue
+        known, permission = provider_facts.read_permission(f"data.{node.type}")
+        if not known or not permission:
+            continue  # unknown kinds are reported by the planner's walk
+        key = str(node.body.get("crypto_key", "")).rsplit("/cryptoKeys/", 1)
+        on_key = key_roles.get(key[1], set()) if len(key) == 2 else set()
+        held = granted | set().union(*(provider_facts.role_permissions(role) for role in on_key))
+        yield Step(
+            "plan",
+            f"deployer:{permission}",
+            None
+            if permission in held
+            else f"the deployer's roles ({', '.join(sorted(project_roles | on_key))}) lack {permission}, needed for "
+            f"{node.address} when `cdktf deploy` plans: grant it in the bootstrap stack, on the one resource it reads",
+        )
 
 
 def pull_request_plan_refreshes(build_file: Path = REPO_ROOT / "cloudbuild-plan.yaml") -> bool:
@@ -355,11 +400,14 @@ def simulate_stack(
     is_bootstrap = stack.startswith("bootstrap-")
     initial_apis: frozenset[str] = frozenset()
     planner_roles = None
+    deployer: list[Step] = []
     if bootstrap_document is not None:
         initial_apis = frozenset(Graph(bootstrap_document).enabled_apis())
         planner_roles = _planner_roles(bootstrap_document)
+        deployer = list(simulate_deployer_reads(graph, *_deployer_grants(bootstrap_document)))
     return [
         *simulate_plan(graph, planner_roles, refresh=pull_request_plan_refreshes() if refresh is None else refresh),
+        *deployer,
         *simulate_apply(graph, initial_apis),
         *simulate_destroy(graph, protect=protect, bootstrap=is_bootstrap),
     ]

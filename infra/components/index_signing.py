@@ -23,14 +23,25 @@ from infra.naming import Names
 from infra.teardown import TeardownPolicy
 
 SIGNER = "roles/cloudkms.signerVerifier"
+PUBLIC_KEY_VIEWER = "roles/cloudkms.publicKeyViewer"
 KEY_VERSION = 1  # the version the service trusts; see the module docstring for rotation
 
 
 class IndexSigningKey(Construct):
-    """The signing key beside the CMEK key, and the signer role for the one account that promotes."""
+    """The signing key beside the CMEK key, the signer role for the one account that promotes, and the public key
+    for the accounts that only read it: the deployer plans serving-<env> (which reads the public key) and restores
+    the registry index (`trainer registry restore` checks the kept copies' signatures)."""
 
     def __init__(
-        self, scope: Construct, id: str, *, names: Names, teardown: TeardownPolicy, cmek: CmekKey, signers: list[str]
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        names: Names,
+        teardown: TeardownPolicy,
+        cmek: CmekKey,
+        signers: list[str],
+        viewers: list[str],
     ):
         super().__init__(scope, id)
         self.key = KmsCryptoKey(
@@ -48,6 +59,12 @@ class IndexSigningKey(Construct):
         self.signers = [
             KmsCryptoKeyIamMember(self, f"signer-{i}", crypto_key_id=self.key.id, role=SIGNER, member=member)
             for i, member in enumerate(signers)
+        ]
+        self.viewers = [
+            KmsCryptoKeyIamMember(
+                self, f"public-key-viewer-{i}", crypto_key_id=self.key.id, role=PUBLIC_KEY_VIEWER, member=member
+            )
+            for i, member in enumerate(viewers)
         ]
 
 

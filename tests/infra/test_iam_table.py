@@ -25,8 +25,9 @@ def test_the_security_page_table_is_the_generated_one(synth):
 
 def test_only_the_promoter_may_sign_the_index_and_the_writers_of_models_are_listed(synth):
     grants = [r for name, stack in dev_stacks(synth).items() for r in rows(stack, name)]
-    signers = {principal for principal, role, target, *_ in grants if "index_signing" in target}
-    assert signers == {"promoter"}
+    on_key = {(principal, role) for principal, role, target, *_ in grants if "index_signing" in target}
+    # the promoter signs; the deployer reads the public key (serving-<env> plans with it, restore checks with it)
+    assert on_key == {("promoter", "roles/cloudkms.signerVerifier"), ("deployer", "roles/cloudkms.publicKeyViewer")}
     models_writers = {
         principal for principal, role, target, *_ in grants if target.endswith("storage_models") and "Admin" in role
     }

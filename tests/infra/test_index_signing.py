@@ -29,7 +29,12 @@ def test_only_the_promoting_account_may_sign(synth, env):
         if "index_signing" in json.dumps(g["crypto_key_id"])
     ]
     promoter = "serviceAccount:${google_service_account.accounts_promoter_2DFF2714.email}"
-    assert [(g["role"], g["member"]) for g in grants] == [("roles/cloudkms.signerVerifier", promoter)]
+    deployer = "serviceAccount:${google_service_account.accounts_deployer_CAC96D25.email}"
+    # the deployer may read the public key only (a viewer role holds no signing permission)
+    assert sorted((g["role"], g["member"]) for g in grants) == [
+        ("roles/cloudkms.publicKeyViewer", deployer),
+        ("roles/cloudkms.signerVerifier", promoter),
+    ]
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

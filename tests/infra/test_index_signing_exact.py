@@ -20,6 +20,7 @@ def test_the_signing_key_and_its_one_signer_are_exact(synth, env, settings_by_en
     assert found == {
         "index_signing/key": "google_kms_crypto_key",
         "index_signing/signer-0": "google_kms_crypto_key_iam_member",
+        "index_signing/public-key-viewer-0": "google_kms_crypto_key_iam_member",
     }
     assert synth.waits(stack, "index_signing/") == {}
     key = synth.body(stack, "index_signing/key")
@@ -38,4 +39,10 @@ def test_the_signing_key_and_its_one_signer_are_exact(synth, env, settings_by_en
         "crypto_key_id": synth.ref(stack, "index_signing/key", "id"),
         "role": "roles/cloudkms.signerVerifier",
         "member": f"serviceAccount:{synth.ref(stack, 'accounts/promoter', 'email')}",
+    }
+    viewer = synth.body(stack, "index_signing/public-key-viewer-0")
+    assert {k: v for k, v in viewer.items() if k != "//"} == {
+        "crypto_key_id": synth.ref(stack, "index_signing/key", "id"),
+        "role": "roles/cloudkms.publicKeyViewer",
+        "member": f"serviceAccount:{synth.ref(stack, 'accounts/deployer', 'email')}",
     }

@@ -71,7 +71,7 @@ COMMON_INVENTORY = dict(Counter(COMMON_INVENTORY) + Counter(PIPELINE_INVENTORY) 
 BOOTSTRAP_INVENTORY = {
     "google_billing_account_iam_member": 1,  # the deployer's; the planner has no billing role
     "google_kms_crypto_key": 2,  # CMEK and the registry index's signing key (infra/components/index_signing.py)
-    "google_kms_crypto_key_iam_member": 2,
+    "google_kms_crypto_key_iam_member": 3,  # the deployer administers CMEK; the promoter signs, the deployer reads
     "google_kms_key_ring": 1,
     "google_iam_deny_policy": 1,  # the Vertex AI custom code agent reaches no object or table (issue 25)
     # the deployer's and planner's roles; the starter's custom role (infra/components/starter_role.py)

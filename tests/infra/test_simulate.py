@@ -263,3 +263,79 @@ def test_the_scan_reports_every_walk_on_every_stack(synth):
     assert {(r.stack, r.check_id) for r in results} >= {
         (stack, check) for stack in ("dev", "prod") for check, _ in RULES.values()
     }
+
+
+SIGNING_KEY_VERSION = {
+    "data": {
+        "google_kms_crypto_key_version": {
+            "public_key": {
+                "crypto_key": "projects/p/locations/l/keyRings/r/cryptoKeys/fmnist-index-signing",
+                "version": 1,
+            }
+        }
+    }
+}
+
+
+def _deployer_bootstrap(*, project_roles=(), key_roles=(), key_name="fmnist-index-signing") -> dict:
+    deployer = "serviceAccount:${google_service_account.deployer.email}"
+    return {
+        "resource": {
+            "google_service_account": {"deployer": {"account_id": "fmnist-deployer"}, "other": {"account_id": "x"}},
+            "google_project_iam_member": {
+                role.split("/")[-1]: {"role": role, "member": deployer} for role in project_roles
+            },
+            "google_kms_crypto_key": {"signing": {"name": key_name}},
+            "google_kms_crypto_key_iam_member": {
+                role.split("/")[-1]: {
+                    "crypto_key_id": "${google_kms_crypto_key.signing.id}",
+                    "role": role,
+                    "member": deployer,
+                }
+                for role in key_roles
+            },
+        }
+    }
+
+
+def _deployer_problems(bootstrap: dict) -> dict[str, str | None]:
+    steps = simulate_stack("serving-dev", SIGNING_KEY_VERSION, bootstrap_document=bootstrap, refresh=False)
+    return {s.resource: s.problem for s in steps if s.resource.startswith("deployer:")}
+
+
+def test_the_deployer_must_read_the_public_key_that_serving_reads_when_cdktf_deploy_plans():
+    """The shipped stacks before this check: serving-<env> reads the index signing key's public key at plan, and
+    `cdktf deploy` plans as the deployer, whose roles held no Cloud KMS permission on that key."""
+    missing = _deployer_problems(_deployer_bootstrap(project_roles=("roles/run.admin",)))
+    problem = missing["deployer:cloudkms.cryptoKeyVersions.viewPublicKey"]
+    assert problem is not None and "lack cloudkms.cryptoKeyVersions.viewPublicKey" in problem
+    assert "data.google_kms_crypto_key_version.public_key" in problem and "roles/run.admin" in problem
+    on_the_key = _deployer_bootstrap(key_roles=("roles/cloudkms.publicKeyViewer",))
+    assert _deployer_problems(on_the_key) == {"deployer:cloudkms.cryptoKeyVersions.viewPublicKey": None}
+    in_the_project = _deployer_bootstrap(project_roles=("roles/cloudkms.publicKeyViewer",))
+    assert _deployer_problems(in_the_project) == {"deployer:cloudkms.cryptoKeyVersions.viewPublicKey": None}
+
+
+def test_a_grant_on_another_key_or_to_another_account_does_not_count():
+    other_key = _deployer_bootstrap(key_roles=("roles/cloudkms.publicKeyViewer",), key_name="fmnist-cmek")
+    assert _deployer_problems(other_key)["deployer:cloudkms.cryptoKeyVersions.viewPublicKey"] is not None
+    other_account = _deployer_bootstrap(key_roles=("roles/cloudkms.publicKeyViewer",))
+    for grant in other_account["resource"]["google_kms_crypto_key_iam_member"].values():
+        grant["member"] = "serviceAccount:${google_service_account.other.email}"
+    assert _deployer_problems(other_account)["deployer:cloudkms.cryptoKeyVersions.viewPublicKey"] is not None
+
+
+def test_the_shipped_stacks_let_the_deployer_read_the_public_key_on_that_key_only(synth):
+    from infra.simulate import simulate_outdir
+
+    for env in ("dev", "prod"):
+        grants = synth.stack(f"bootstrap-{env}")["resource"]["google_kms_crypto_key_iam_member"].values()
+        viewers = [grant for grant in grants if grant["role"] == "roles/cloudkms.publicKeyViewer"]
+        assert len(viewers) == 1 and "accounts_deployer" in viewers[0]["member"]
+        assert viewers[0]["crypto_key_id"].startswith("${google_kms_crypto_key.index_signing_key")
+    reads = {
+        stack: {s.resource: s.problem for s in steps if s.resource.startswith("deployer:")}
+        for stack, steps in simulate_outdir(synth.outdir).items()
+    }
+    assert reads["serving-dev"] == {"deployer:cloudkms.cryptoKeyVersions.viewPublicKey": None}
+    assert all(problem is None for stack in reads.values() for problem in stack.values())

@@ -384,7 +384,11 @@ def test_a_stack_plans_as_the_shipped_pull_request_build_does_without_refresh():
     bootstrap = _bootstrap()
     document = {"resource": {"google_billing_budget": {"b": {}}}, "data": {"google_kms_crypto_key_version": {"k": {}}}}
     plan = [s.resource for s in simulate_stack("dev", document, bootstrap_document=bootstrap) if s.walk == "plan"]
-    assert plan == ["planner:cloudkms.cryptoKeyVersions.viewPublicKey"]
+    # the planner's data-source read, then the deployer's (`cdktf deploy` plans too)
+    assert plan == [
+        "planner:cloudkms.cryptoKeyVersions.viewPublicKey",
+        "deployer:cloudkms.cryptoKeyVersions.viewPublicKey",
+    ]
     assert [s.walk for s in simulate_stack("dev", document)] == ["apply", "destroy"]  # no bootstrap: no planner
 
 
