@@ -339,3 +339,23 @@ def test_the_shipped_stacks_let_the_deployer_read_the_public_key_on_that_key_onl
     }
     assert reads["serving-dev"] == {"deployer:cloudkms.cryptoKeyVersions.viewPublicKey": None}
     assert all(problem is None for stack in reads.values() for problem in stack.values())
+
+
+def test_the_deployer_s_problem_names_its_roles_the_permission_and_the_data_source_exactly():
+    bootstrap = _deployer_bootstrap(project_roles=("roles/run.admin", "roles/bigquery.admin"))
+    assert _deployer_problems(bootstrap)["deployer:cloudkms.cryptoKeyVersions.viewPublicKey"] == (
+        "the deployer's roles (roles/bigquery.admin, roles/run.admin) lack cloudkms.cryptoKeyVersions.viewPublicKey, "
+        "needed for data.google_kms_crypto_key_version.public_key when `cdktf deploy` plans: grant it in the bootstrap "
+        "stack, on the one resource it reads"
+    )
+
+
+def test_only_data_sources_are_the_deployer_s_reads_and_an_unknown_one_does_not_end_the_walk():
+    document = {
+        "resource": {"google_project": {"p": {"name": "p"}}},  # managed: the deployer's admin roles cover it
+        "data": {"google_not_in_the_table": {"u": {}}, **SIGNING_KEY_VERSION["data"]},
+    }
+    steps = simulate_stack("serving-dev", document, bootstrap_document=_deployer_bootstrap(), refresh=False)
+    assert [s.resource for s in steps if s.resource.startswith("deployer:")] == [
+        "deployer:cloudkms.cryptoKeyVersions.viewPublicKey"
+    ]
