@@ -24,7 +24,8 @@ export CHECKPOINT_DISABLE := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 # Write .pyc files (and pytest's rewritten test modules) even where the environment says not to (container images
 # often set PYTHONDONTWRITEBYTECODE=1; this machine's does): otherwise every process compiles the project again and
-# every pytest worker rewrites every test module again (7-13 s of a worker's collection, issue 26). Empty = write.
+# every pytest worker rewrites every test module again (collection 33-35 s instead of 21 s, measured beside a
+# training run, issue 26). Empty = write.
 export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: setup system-deps lint demo test test-fleet images test-images twin-gcp mutate serve venv-serve scan synth bench bench-train bootstrap deploy destroy clean notebooks

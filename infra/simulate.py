@@ -90,14 +90,24 @@ def _grant_use(graph: Graph, ancestors: set[str], grant: str, what: str) -> str 
 
 
 # ---- plan ----------------------------------------------------------------------------------------------------------
+def _granted_to(bootstrap: dict, account_suffix: str):
+    """A test of a grant's body: is its member the bootstrap stack's account whose id ends in `account_suffix`?"""
+    accounts = bootstrap.get("resource", {}).get("google_service_account", {})
+    names = [name for name, body in accounts.items() if str(body.get("account_id", "")).endswith(account_suffix)]
+
+    def granted(body: dict) -> bool:
+        return any(f"google_service_account.{name}." in str(body.get("member", "")) for name in names)
+
+    return granted
+
+
 def _planner_roles(bootstrap: dict) -> set[str]:
     """The planner's roles in its bootstrap stack (project and billing account grants)."""
-    accounts = bootstrap.get("resource", {}).get("google_service_account", {})
-    planners = [name for name, body in accounts.items() if str(body.get("account_id", "")).endswith("-planner")]
+    to_planner = _granted_to(bootstrap, "-planner")
     roles = set()
     for resource_type in ("google_project_iam_member", "google_billing_account_iam_member"):
         for body in bootstrap.get("resource", {}).get(resource_type, {}).values():
-            if any(f"google_service_account.{name}." in str(body.get("member", "")) for name in planners):
+            if to_planner(body):
                 roles.add(body["role"])
     return roles
 
@@ -106,12 +116,7 @@ def _deployer_grants(bootstrap: dict) -> tuple[set[str], dict[str, set[str]]]:
     """The deployer's project roles in its bootstrap stack, and its roles on single KMS keys there (key name ->
     roles): `cdktf deploy` plans before it applies, so the deployer reads every data source of its stacks too."""
     resources = bootstrap.get("resource", {})
-    accounts = resources.get("google_service_account", {})
-    deployers = [name for name, body in accounts.items() if str(body.get("account_id", "")).endswith("-deployer")]
-
-    def is_deployer(body: dict) -> bool:
-        return any(f"google_service_account.{name}." in str(body.get("member", "")) for name in deployers)
-
+    is_deployer = _granted_to(bootstrap, "-deployer")
     project = {b["role"] for b in resources.get("google_project_iam_member", {}).values() if is_deployer(b)}
     key_names = {address: body.get("name") for address, body in resources.get("google_kms_crypto_key", {}).items()}
     on_keys: dict[str, set[str]] = {}

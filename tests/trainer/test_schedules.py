@@ -47,7 +47,9 @@ def test_the_linear_schedule_round_trips_through_its_config():
 
 
 def test_an_unknown_decay_is_refused_by_name():
-    with pytest.raises(ValueError, match="decay 'step': expected one of cosine, linear"):
+    from trainer.errors import CommandError
+
+    with pytest.raises(CommandError, match="decay 'step': expected one of cosine, linear"):
         learning_rate_schedule("step", 0.1, 10, 0.1)
 
 

@@ -8,7 +8,8 @@ batch normalization activations on another scale than its statistics: the full p
 batches with the final weights is the usual cure (stochastic weight averaging's `bn_update`, "precise BN").
 
 Backend-neutral: the model is called in training mode, which is how Keras's (and our fused) layer update their
-moving statistics; each layer's momentum is set so that the moving value becomes the plain mean over the batches.
+moving statistics; each layer's momentum is set so that the moving value becomes the batches' mean, weighted by
+their images.
 """
 
 from __future__ import annotations

@@ -32,9 +32,7 @@ class ModelSpec:
     separable: bool = False  # convolutions after the first block depthwise-separable: about 1/8 of their multiply-adds
     block_dropout: float = 0.0  # > 0: dropout after each pooled block; training only, the served graph is the same
     first_block_convs: int = 0  # > 0: this many convolutions in the first, full-resolution block (the costliest)
-    residual: bool = (
-        False  # each block adds its input (a 1x1 projection where the channels differ) before its last ReLU
-    )
+    residual: bool = False  # each block adds its input (1x1-projected if channels differ) before its last ReLU
 
     def to_dict(self) -> dict:
         return asdict(self)

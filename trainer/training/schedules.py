@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from trainer.errors import CommandError
+
 DECAYS = ("cosine", "linear")
 
 
@@ -45,4 +47,4 @@ def learning_rate_schedule(decay: str, peak: float, total_steps: int, warmup_fra
         )
     if decay == "linear":
         return WarmupLinearDecay(peak, warmup, total)
-    raise ValueError(f"decay {decay!r}: expected one of {', '.join(DECAYS)}")
+    raise CommandError(f"decay {decay!r}: expected one of {', '.join(DECAYS)}")

@@ -34,7 +34,7 @@ from trainer.training.model import ModelSpec, build_model
 from trainer.training.native_bf16 import computes_bf16
 from trainer.training.options import add_option_flags, apply_options
 from trainer.training.run_record import RunRecord
-from trainer.training.schedules import DECAYS, learning_rate_schedule
+from trainer.training.schedules import learning_rate_schedule
 from trainer.training.tensorboard import tensorboard_callback
 
 
@@ -245,8 +245,6 @@ def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
     from trainer.training.augment import training_model
 
     trainable = training_model(model, config.max_shift, True, config.seed) if config.augment else model
-    if config.decay not in DECAYS:
-        raise CommandError(f"decay {config.decay!r}: expected one of {', '.join(DECAYS)}")
     schedule = learning_rate_schedule(
         config.decay, config.learning_rate, config.epochs * steps_per_epoch, config.warmup_fraction
     )
