@@ -181,6 +181,42 @@ def test_in_a_residual_block_the_last_normalization_and_the_projection_meet_in_t
     assert all(_activation(layer) == "relu" for layer in feeds if isinstance(layer, layers.Activation))
 
 
+def test_norm_last_only_normalizes_each_blocks_last_convolution_and_gives_the_others_a_bias():
+    """Batch normalization is about a third of a training step's CPU: `norm_last_only` keeps it after each block's
+    last convolution only; the convolutions before it carry their own bias and go straight into a ReLU."""
+    spec = ModelSpec(width=4, blocks=2, convs_per_block=3, dense_units=8, norm_last_only=True)
+    model = build_model(spec)
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    assert [conv.use_bias for conv in convs] == [True, True, False] * 2
+    for conv in convs:
+        [consumer] = _consumers(model, conv)
+        if conv.use_bias:
+            assert _activation(consumer) == "relu"
+        else:
+            assert isinstance(consumer, layers.BatchNormalization)
+            assert [_activation(layer) for layer in _consumers(model, consumer)] == ["relu"]
+    assert len([layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]) == 2
+    x = np.random.default_rng(0).uniform(0, 255, (3, 28, 28)).astype("float32")
+    assert np.allclose(ops.convert_to_numpy(model(x)).sum(axis=1), 1, atol=1e-5)
+
+
+def test_norm_last_only_with_residual_blocks_adds_after_the_last_normalization():
+    spec = ModelSpec(width=4, blocks=2, convs_per_block=2, dense_units=8, residual=True, norm_last_only=True)
+    model = build_model(spec)
+    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    # per block: the last convolution's normalization and the projection's, both into the add
+    assert [type(_consumers(model, norm)[0]).__name__ for norm in norms] == ["Add", "Add"] * 2
+
+
+def test_first_width_sets_the_full_resolution_blocks_filters_alone():
+    """The first block works on 28x28 positions, four times the second's: `first_width` narrows it alone."""
+    model = build_model(ModelSpec(width=6, blocks=3, convs_per_block=2, dense_units=8, first_width=4))
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    assert [conv.filters for conv in convs] == [4, 4, 12, 12, 24, 24]
+    default = build_model(ModelSpec(width=6, blocks=2))
+    assert [conv.filters for conv in default.layers if isinstance(conv, layers.Conv2D)] == [6, 6, 12, 12]
+
+
 def _consumers(model, producer) -> list:
     return [layer for layer in model.layers if any(tensor is producer.output for tensor in _inputs_of(layer))]
 

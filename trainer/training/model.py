@@ -33,24 +33,33 @@ class ModelSpec:
     block_dropout: float = 0.0  # > 0: dropout after each pooled block; training only, the served graph is the same
     first_block_convs: int = 0  # > 0: this many convolutions in the first, full-resolution block (the costliest)
     residual: bool = False  # each block adds its input (1x1-projected if channels differ) before its last ReLU
+    norm_last_only: bool = False  # batch normalization after each block's last convolution only, biases before it
+    first_width: int = 0  # > 0: the first block's filters instead of `width` (later blocks keep width * 2**block)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def conv_bn_relu(x, filters: int, separable: bool = False, batch_norm=None, relu: bool = True):
+def conv_bn_relu(x, filters: int, separable: bool = False, batch_norm=None, relu: bool = True, normalize=True):
+    """A 3x3 convolution, batch normalization (or, without `normalize`, the convolution's own bias) and a ReLU."""
     conv = layers.SeparableConv2D if separable else layers.Conv2D
-    x = conv(filters, 3, padding="same", use_bias=False)(x)
-    x = (batch_norm or layers.BatchNormalization)()(x)
+    x = conv(filters, 3, padding="same", use_bias=not normalize)(x)
+    if normalize:
+        x = (batch_norm or layers.BatchNormalization)()(x)
     return layers.Activation("relu")(x) if relu else x
 
 
-def conv_block(x, filters: int, convs: int, separable: bool, batch_norm, residual: bool):
+def conv_block(x, filters: int, convs: int, separable: bool, batch_norm, residual: bool, norm_last_only=False):
     """`convs` conv-BN-ReLU layers; with `residual`, the block's input is added before the last ReLU (ResNet's basic
-    block: an easier path for the gradient at the cost of one add, and a 1x1 projection where the channels change)."""
+    block: an easier path for the gradient at the cost of one add, and a 1x1 projection where the channels change).
+    With `norm_last_only`, only the last convolution is normalized: batch normalization is about a third of a
+    training step's CPU on TensorFlow (bench/bench_train_step.py)."""
     shortcut = x
     for index in range(convs):
-        x = conv_bn_relu(x, filters, separable, batch_norm, relu=not (residual and index == convs - 1))
+        last = index == convs - 1
+        x = conv_bn_relu(
+            x, filters, separable, batch_norm, relu=not (residual and last), normalize=last or not norm_last_only
+        )
     if not residual:
         return x
     if shortcut.shape[-1] != filters:
@@ -68,7 +77,11 @@ def build_model(spec: ModelSpec = ModelSpec(), batch_norm=None) -> keras.Model:
     x = layers.Rescaling(1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD)(x)
     for block in range(spec.blocks):
         convs = spec.first_block_convs if block == 0 and spec.first_block_convs else spec.convs_per_block
-        x = conv_block(x, spec.width * 2**block, convs, spec.separable and block > 0, batch_norm, spec.residual)
+        filters = spec.first_width if block == 0 and spec.first_width else spec.width * 2**block
+        x = conv_block(
+            x, filters, convs, spec.separable and block > 0, batch_norm, spec.residual,
+            spec.norm_last_only,
+        )  # fmt: skip
         if block < spec.blocks - 1 or spec.pool_last:
             x = layers.MaxPooling2D(2)(x)
             if spec.block_dropout:
