@@ -233,6 +233,34 @@ def test_the_optimizer_is_adamw_unless_sgd_is_asked_and_a_typo_is_named():
         optimizer("adam")
 
 
+@pytest.mark.parametrize("no_bias_decay", [False, True])
+def test_no_bias_decay_shrinks_kernels_only(no_bias_decay):
+    """Weight decay shrinks every variable unless `no_bias_decay`: then biases and batch normalization's gamma and
+    beta (one value per channel) keep their values and only kernels shrink. Zero gradients leave the decay alone."""
+    import keras
+    import numpy as np
+
+    from trainer.training.model import build_model
+    from trainer.training.train import compile_for_training
+
+    config = replace(
+        PRESETS["smoke"], optimizer="sgd", weight_decay=0.5, warmup_fraction=0.0, no_bias_decay=no_bias_decay
+    )
+    model = compile_for_training(build_model(config.model), config, steps_per_epoch=10)
+    variables = model.trainable_variables
+    for variable in variables:  # gamma starts at 1 and beta and biases at 0: give each a value decay would change
+        variable.assign(np.full(variable.shape, 2.0, dtype="float32"))
+    model.optimizer.apply([keras.ops.zeros(v.shape) for v in variables], variables)
+    shrunk = 2.0 * (1 - config.learning_rate * config.weight_decay)
+    vectors = [v for v in variables if len(v.shape) == 1]
+    kernels = [v for v in variables if len(v.shape) > 1]
+    assert {v.path.rsplit("/", 1)[-1] for v in vectors} == {"gamma", "beta", "bias"}
+    for kernel in kernels:
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), shrunk, rtol=1e-6)
+    for vector in vectors:
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(vector), 2.0 if no_bias_decay else shrunk, rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_training_makes_one_data_iterator_per_epoch(trainer_world, tmp_path, monkeypatch):
     """Keras 3.15 without steps_per_epoch makes two tf.data iterators at each epoch boundary and drops the first one

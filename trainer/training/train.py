@@ -61,6 +61,7 @@ class TrainConfig:
     validate_each_epoch: bool = True  # False: measure the validation split after the last epoch only
     optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.9, the same schedule and decoupled weight decay
     decay: str = "cosine"  # or "linear": the learning rate's way from its peak to zero after the warm-up
+    no_bias_decay: bool = False  # True: weight decay on kernels only, not on biases or normalization scales/offsets
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -258,6 +259,10 @@ def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay, **averaging)
     else:
         raise CommandError(f"optimizer {config.optimizer!r}: expected 'adamw' or 'sgd'")
+    if config.no_bias_decay:
+        # one value per channel (biases, batch normalization's gamma and beta): shrinking them changes what the
+        # network computes, where shrinking a kernel followed by batch normalization only changes its step size
+        optimizer.exclude_from_weight_decay(var_list=[v for v in trainable.trainable_variables if len(v.shape) <= 1])
     trainable.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
