@@ -2,7 +2,7 @@
 
 Why two: Keras's cosine decay has been every preset's; a linear decay to zero is the one budget-limited training
 studies found better for short schedules (Li, Yumer and Ramanan, "Budgeted Training", ICLR 2020), and the full
-preset trains for only 7 epochs. Written with keras.ops only: the same schedule on TensorFlow and on JAX.
+preset trains for only 8 epochs. Written with keras.ops only: the same schedule on TensorFlow and on JAX.
 """
 
 from __future__ import annotations
