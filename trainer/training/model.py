@@ -40,16 +40,16 @@ class ModelSpec:
         return asdict(self)
 
 
-def conv_bn_relu(x, filters: int, separable: bool = False, batch_norm=None, relu: bool = True, normalize=True):
+def conv_bn_relu(x, filters: int, separable: bool, batch_norm, relu: bool, normalize: bool):
     """A 3x3 convolution, batch normalization (or, without `normalize`, the convolution's own bias) and a ReLU."""
     conv = layers.SeparableConv2D if separable else layers.Conv2D
     x = conv(filters, 3, padding="same", use_bias=not normalize)(x)
     if normalize:
-        x = (batch_norm or layers.BatchNormalization)()(x)
+        x = batch_norm()(x)
     return layers.Activation("relu")(x) if relu else x
 
 
-def conv_block(x, filters: int, convs: int, separable: bool, batch_norm, residual: bool, norm_last_only=False):
+def conv_block(x, filters: int, convs: int, separable: bool, batch_norm, residual: bool, norm_last_only: bool):
     """`convs` conv-BN-ReLU layers; with `residual`, the block's input is added before the last ReLU (ResNet's basic
     block: an easier path for the gradient at the cost of one add, and a 1x1 projection where the channels change).
     With `norm_last_only`, only the last convolution is normalized: batch normalization is about a third of a
