@@ -229,6 +229,8 @@ def test_the_optimizer_is_adamw_unless_sgd_is_asked_and_a_typo_is_named():
     assert type(adamw).__name__ == "AdamW" and adamw.weight_decay == 0.005
     assert type(sgd).__name__ == "SGD" and (sgd.momentum, sgd.nesterov, sgd.weight_decay) == (0.9, True, 0.005)
     assert float(sgd.learning_rate) == pytest.approx(PRESETS["smoke"].learning_rate / 10)  # warm-up's first step
+    config = replace(PRESETS["smoke"], optimizer="sgd", momentum=0.95)
+    assert compile_for_training(build_model(config.model), config, steps_per_epoch=10).optimizer.momentum == 0.95
     with pytest.raises(CommandError, match="optimizer 'adam': expected 'adamw' or 'sgd'"):
         optimizer("adam")
 

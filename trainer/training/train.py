@@ -59,7 +59,8 @@ class TrainConfig:
     steps_per_execution: int = 1  # training steps per compiled call: fewer Python round trips per epoch
     fused_batch_norm: bool = False  # train with one fused op per BatchNormalization on TensorFlow (same math)
     validate_each_epoch: bool = True  # False: measure the validation split after the last epoch only
-    optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.9, the same schedule and decoupled weight decay
+    optimizer: str = "adamw"  # or "sgd": Nesterov momentum, the same schedule and decoupled weight decay
+    momentum: float = 0.9  # SGD's Nesterov momentum (AdamW keeps its own betas)
     decay: str = "cosine"  # or "linear": the learning rate's way from its peak to zero after the warm-up
     no_bias_decay: bool = False  # True: weight decay on kernels only, not on biases or normalization scales/offsets
 
@@ -262,7 +263,11 @@ def compile_for_training(model, config: TrainConfig, steps_per_epoch: int):
     averaging = {"use_ema": config.ema_momentum > 0, "ema_momentum": config.ema_momentum or 0.99}
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(
-            learning_rate=schedule, momentum=0.9, nesterov=True, weight_decay=config.weight_decay, **averaging
+            learning_rate=schedule,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=config.weight_decay,
+            **averaging,
         )
     elif config.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay, **averaging)
