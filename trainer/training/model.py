@@ -78,10 +78,8 @@ def build_model(spec: ModelSpec = ModelSpec(), batch_norm=None) -> keras.Model:
     for block in range(spec.blocks):
         convs = spec.first_block_convs if block == 0 and spec.first_block_convs else spec.convs_per_block
         filters = spec.first_width if block == 0 and spec.first_width else spec.width * 2**block
-        x = conv_block(
-            x, filters, convs, spec.separable and block > 0, batch_norm, spec.residual,
-            spec.norm_last_only,
-        )  # fmt: skip
+        separable = spec.separable and block > 0
+        x = conv_block(x, filters, convs, separable, batch_norm, spec.residual, spec.norm_last_only)
         if block < spec.blocks - 1 or spec.pool_last:
             x = layers.MaxPooling2D(2)(x)
             if spec.block_dropout:
