@@ -119,7 +119,7 @@ class TrainConfig:
 #   measured again (0.999: 93.39 %, 0.998: 93.75 %), label smoothing 0.05 (93.80 %), warm-up 5 % (93.69 %), linear
 #   decay (93.78 %), a one-conv first block at width 28 (93.57 %), residual blocks (93.64 %, 1.3x the CPU): none kept.
 #   Thirteenth session (full preset): the first block at 16 filters instead of 24 (16/48/96, `first_width`) trains an
-#   epoch in 0.85-0.9x the time (the 28x28 block is the costliest, bench/bench_train_step.py --variant), so 8 epochs
+#   epoch in about 0.85x the time (the 28x28 block is the costliest, bench/bench_train_step.py --variant), so 8 epochs
 #   fit where 7 did: seeds 42/43/44 94.01/93.86/93.80 % (mean 93.89 %, +0.09) in 264-284 s of process time (277-302
 #   before), and 1.3-1.5x cheaper to serve (3,431-3,989 images/s on one thread against 2,601-2,618): adopted. Not
 #   kept (seed 42, against 94.01 %): no weight decay on biases and normalization (93.73 %), width 16 for 12 epochs
